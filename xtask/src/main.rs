@@ -1,0 +1,149 @@
+//! brume's automation, in Rust rather than shell (`cargo xtask <task>`).
+//!
+//! - `test`: install the wasm targets if missing, then run the whole test
+//!   suite (what CI runs).
+//! - `demo`: build the release binary and run the examples through
+//!   `brume exec`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const TARGETS: &[&str] = &["wasm32-wasip1", "wasm32-wasip2"];
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "test" => test(),
+        "demo" => demo(),
+        _ => {
+            eprintln!("usage: cargo xtask <test|demo>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().map_err(|e| format!("start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} exited with {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Adds the wasm targets the guest programs need, when they are missing.
+fn ensure_targets() -> Result {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("run rustup (needed to add wasm targets): {e}"))?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> = TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("rustup")
+        .args(["target", "add"])
+        .args(&missing))
+}
+
+fn test() -> Result {
+    ensure_targets()?;
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    if ci {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    }
+    let mut cmd = cargo();
+    cmd.args(["test", "--locked"]);
+    if ci {
+        // Warnings are errors in CI (not locally, to keep iteration cheap).
+        cmd.env("RUSTFLAGS", "-Dwarnings");
+    }
+    run(&mut cmd)
+}
+
+fn demo() -> Result {
+    ensure_targets()?;
+    run(cargo().args(["build", "--release", "--locked", "-p", "brume"]))?;
+    let root = root();
+    let brume = root.join("target/release/brume");
+    let guests = root.join("target/guests/wasm32-wasip1/release");
+    let out_dir = root.join("target/demo");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
+
+    eprintln!("\n== image transform (MediaGen): resize, rotate, grayscale, PNG -> JPEG");
+    let out = out_dir.join("sample-thumb.jpg");
+    let output = Command::new(&brume)
+        .arg("exec")
+        .arg(guests.join("image-transform.wasm"))
+        .arg("--stdin")
+        .arg(root.join("examples/image-transform/sample.png"))
+        .args([
+            "--",
+            "resize",
+            "160x160",
+            "rotate",
+            "90",
+            "grayscale",
+            "--format",
+            "jpeg",
+        ])
+        .output()
+        .map_err(|e| format!("run brume: {e}"))?;
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        return Err(format!("image transform failed: {}", output.status));
+    }
+    std::fs::write(&out, &output.stdout).map_err(|e| format!("write {}: {e}", out.display()))?;
+    eprintln!("wrote {} ({} bytes)", out.display(), output.stdout.len());
+
+    eprintln!("\n== Monte Carlo option price, deterministic mode, twice (identical bits and fuel)");
+    for _ in 0..2 {
+        run(Command::new(&brume)
+            .arg("exec")
+            .arg(guests.join("monte-carlo.wasm"))
+            .args(["--deterministic", "--seed", "42", "--json", "--"])
+            .args(["--paths", "100000", "--kind", "call"]))?;
+    }
+    eprintln!("\n== the same function metered as an ordinary run");
+    run(Command::new(&brume)
+        .arg("exec")
+        .arg(guests.join("monte-carlo.wasm"))
+        .args([
+            "--",
+            "--paths",
+            "100000",
+            "--kind",
+            "asian-call",
+            "--steps",
+            "12",
+        ]))?;
+    Ok(())
+}
