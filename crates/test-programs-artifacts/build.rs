@@ -73,6 +73,8 @@ fn main() {
     emit("IMAGE_TRANSFORM", &p1.join("image-transform.wasm"));
     emit("MONTE_CARLO", &p1.join("monte-carlo.wasm"));
     writeln!(out, "pub const COMMANDS: &[&str] = &{bins:?};").expect("write to String");
+    let wat = root.join("crates/test-programs/wat").display().to_string();
+    writeln!(out, "pub const WAT_DIR: &str = {wat:?};").expect("write to String");
 
     let dest = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("artifacts.rs");
     std::fs::write(dest, out).expect("write artifacts.rs");

@@ -24,13 +24,10 @@ pub enum ExecError {
     /// The instruction budget ran out.
     #[error("instruction budget of {budget} exhausted")]
     OutOfFuel { budget: u64 },
-    /// Linear memory (or a table) would grow past the cap.
-    #[error("{what} of {requested} exceeds the limit of {limit}")]
-    MemoryLimit {
-        what: &'static str,
-        requested: u64,
-        limit: u64,
-    },
+    /// Linear memory (or a table) would grow past the cap, or the module
+    /// declares more than the sandbox ever grants.
+    #[error("memory limit: {0}")]
+    MemoryLimit(String),
     /// The wall-clock deadline passed.
     #[error("deadline of {} ms exceeded", .0.as_millis())]
     Timeout(Duration),
@@ -72,7 +69,7 @@ impl ExecError {
             ExecError::ImportNotAllowed(_) => "import_not_allowed",
             ExecError::Trap(_) => "trap",
             ExecError::OutOfFuel { .. } => "out_of_fuel",
-            ExecError::MemoryLimit { .. } => "memory_limit",
+            ExecError::MemoryLimit(_) => "memory_limit",
             ExecError::Timeout(_) => "timeout",
             ExecError::InputTooLarge { .. } => "input_too_large",
             ExecError::OutputTooLarge { .. } => "output_too_large",
@@ -87,7 +84,7 @@ impl ExecError {
             self,
             ExecError::Trap(_)
                 | ExecError::OutOfFuel { .. }
-                | ExecError::MemoryLimit { .. }
+                | ExecError::MemoryLimit(_)
                 | ExecError::Timeout(_)
                 | ExecError::OutputTooLarge { .. }
         )

@@ -65,11 +65,10 @@ impl ResourceLimiter for Meter {
     ) -> wasmtime::Result<bool> {
         let next = (self.memory_total + desired as u64).saturating_sub(current as u64);
         if next > self.memory_limit {
-            return Err(wasmtime::Error::new(ExecError::MemoryLimit {
-                what: "linear memory (bytes)",
-                requested: next,
-                limit: self.memory_limit,
-            }));
+            return Err(wasmtime::Error::new(ExecError::MemoryLimit(format!(
+                "linear memory of {next} bytes exceeds the limit of {} bytes",
+                self.memory_limit
+            ))));
         }
         self.memory_total = next;
         self.peak = self.peak.max(next);
@@ -83,11 +82,10 @@ impl ResourceLimiter for Meter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired as u64 > self.table_limit {
-            return Err(wasmtime::Error::new(ExecError::MemoryLimit {
-                what: "table (elements)",
-                requested: desired as u64,
-                limit: self.table_limit,
-            }));
+            return Err(wasmtime::Error::new(ExecError::MemoryLimit(format!(
+                "table of {desired} elements exceeds the limit of {} elements",
+                self.table_limit
+            ))));
         }
         Ok(true)
     }
@@ -377,18 +375,16 @@ impl Run {
     fn check_declared(&self, program: &Program, table_limit: u64) -> Result<(), ExecError> {
         let limits = &self.options.limits;
         if program.0.initial_memory > limits.memory_bytes {
-            return Err(ExecError::MemoryLimit {
-                what: "declared initial linear memory (bytes)",
-                requested: program.0.initial_memory,
-                limit: limits.memory_bytes,
-            });
+            return Err(ExecError::MemoryLimit(format!(
+                "declared initial linear memory of {} bytes exceeds the limit of {} bytes",
+                program.0.initial_memory, limits.memory_bytes
+            )));
         }
         if program.0.initial_table > table_limit {
-            return Err(ExecError::MemoryLimit {
-                what: "declared initial table (elements)",
-                requested: program.0.initial_table,
-                limit: table_limit,
-            });
+            return Err(ExecError::MemoryLimit(format!(
+                "declared initial table of {} elements exceeds the limit of {table_limit} elements",
+                program.0.initial_table
+            )));
         }
         Ok(())
     }
@@ -677,7 +673,15 @@ pub(crate) async fn handle_http(
         let mut call_result = None;
         let collected = loop {
             tokio::select! {
-                r = &mut call, if call_result.is_none() => call_result = Some(r),
+                r = &mut call, if call_result.is_none() => {
+                    // A guest that failed before answering never will: its
+                    // response-outparam lives in the store until we drop it.
+                    let failed = r.is_err();
+                    call_result = Some(r);
+                    if failed {
+                        break Err(ResponseError::NeverSet);
+                    }
+                }
                 r = &mut collect => break r,
             }
         };

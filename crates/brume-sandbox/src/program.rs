@@ -190,7 +190,14 @@ pub(crate) fn compile(
 /// Loads a compiled artifact if one exists at `path`.
 pub(crate) fn load_artifact(engine: &Engine, path: &Path) -> Result<Option<Compiled>, ExecError> {
     let internal = |e: wasmtime::Error| {
-        ExecError::Internal(format!("load artifact {}: {e:#}", path.display()))
+        let msg = format!("{e:#}");
+        // The pooling allocator checks declared memories and tables against
+        // the sandbox-wide maxima when the module is loaded.
+        if msg.contains("pooling allocator") {
+            let cause = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
+            return ExecError::MemoryLimit(format!("module exceeds the sandbox's limits: {cause}"));
+        }
+        ExecError::Internal(format!("load artifact {}: {msg}", path.display()))
     };
     let kind = match Engine::detect_precompiled_file(path) {
         Ok(k) => k,
