@@ -408,22 +408,29 @@ impl Run {
                     ))
                 })?;
         }
-        if program.profile() == Profile::Deterministic {
-            use rand::SeedableRng;
-            let seed = self.options.seed;
-            b.secure_random(rand::rngs::StdRng::seed_from_u64(seed))
-                .insecure_random(rand::rngs::StdRng::seed_from_u64(!seed))
-                .insecure_random_seed(u128::from(seed))
-                .wall_clock(VirtualClock {
-                    start: self.options.clock_start,
-                    reads: AtomicU64::new(0),
-                })
-                .monotonic_clock(VirtualClock {
-                    start: Duration::ZERO,
-                    reads: AtomicU64::new(0),
-                });
-        }
+        self.determinism(program, &mut b);
         Ok(b)
+    }
+
+    /// Seeds every random source and installs virtual clocks for a
+    /// [`Profile::Deterministic`] program; leaves others untouched.
+    fn determinism(&self, program: &Program, b: &mut WasiCtxBuilder) {
+        if program.profile() != Profile::Deterministic {
+            return;
+        }
+        use rand::SeedableRng;
+        let seed = self.options.seed;
+        b.secure_random(rand::rngs::StdRng::seed_from_u64(seed))
+            .insecure_random(rand::rngs::StdRng::seed_from_u64(!seed))
+            .insecure_random_seed(u128::from(seed))
+            .wall_clock(VirtualClock {
+                start: self.options.clock_start,
+                reads: AtomicU64::new(0),
+            })
+            .monotonic_clock(VirtualClock {
+                start: Duration::ZERO,
+                reads: AtomicU64::new(0),
+            });
     }
 
     fn store<T: Metered>(&self, engine: &wasmtime::Engine, data: T) -> Store<T> {
@@ -608,6 +615,7 @@ pub(crate) async fn handle_http(
 
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(run.stdout.clone()).stderr(run.stderr.clone());
+    run.determinism(program, &mut wasi);
     let mut store = run.store(
         pre.engine(),
         ComponentState {

@@ -6,8 +6,10 @@
 //!
 //! - **fuel** counts executed wasm operators (the unit brume bills),
 //! - a **memory cap** covers all linear memory of an instance (and tables),
-//! - a **wall-clock deadline** is enforced by epoch interruption, driven by a
-//!   single ticker thread per [`Sandbox`],
+//! - a **wall-clock deadline** cancels the guest at its next cooperative
+//!   yield (every million units of fuel), with epoch interruption, driven by
+//!   a single ticker thread per [`Sandbox`], as the backstop inside compiled
+//!   code,
 //! - **input and output caps** bound stdin/request bodies and
 //!   stdout + stderr + response bodies.
 //!

@@ -163,7 +163,9 @@ pub(crate) fn compile(
     wasm: &[u8],
 ) -> Result<Compiled, ExecError> {
     let format = format_of(wasm)?;
-    let invalid = |e: wasmtime::Error| ExecError::InvalidModule(format!("{e:#}"));
+    let invalid = |e: wasmtime::Error| {
+        pool_limit(&e).unwrap_or_else(|| ExecError::InvalidModule(format!("{e:#}")))
+    };
     let Some(dir) = cache_dir else {
         return Ok(match format {
             Format::Module => Compiled::Module(Module::from_binary(engine, wasm).map_err(invalid)?),
@@ -173,8 +175,15 @@ pub(crate) fn compile(
         });
     };
     let path = artifact_path(dir, engine, digest);
-    if let Some(c) = load_artifact(engine, &path)? {
-        return Ok(c);
+    match load_artifact(engine, &path) {
+        Ok(Some(c)) => return Ok(c),
+        Ok(None) => {}
+        // An unreadable or corrupt artifact is rebuilt, never fatal.
+        Err(ExecError::Internal(why)) => {
+            tracing::warn!(path = %path.display(), %why, "discarding bad artifact");
+            let _ = std::fs::remove_file(&path);
+        }
+        Err(e) => return Err(e),
     }
     let artifact = match format {
         Format::Module => engine.precompile_module(wasm),
@@ -190,14 +199,9 @@ pub(crate) fn compile(
 /// Loads a compiled artifact if one exists at `path`.
 pub(crate) fn load_artifact(engine: &Engine, path: &Path) -> Result<Option<Compiled>, ExecError> {
     let internal = |e: wasmtime::Error| {
-        let msg = format!("{e:#}");
-        // The pooling allocator checks declared memories and tables against
-        // the sandbox-wide maxima when the module is loaded.
-        if msg.contains("pooling allocator") {
-            let cause = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
-            return ExecError::MemoryLimit(format!("module exceeds the sandbox's limits: {cause}"));
-        }
-        ExecError::Internal(format!("load artifact {}: {msg}", path.display()))
+        pool_limit(&e).unwrap_or_else(|| {
+            ExecError::Internal(format!("load artifact {}: {e:#}", path.display()))
+        })
     };
     let kind = match Engine::detect_precompiled_file(path) {
         Ok(k) => k,
@@ -218,6 +222,20 @@ pub(crate) fn load_artifact(engine: &Engine, path: &Path) -> Result<Option<Compi
         ),
     };
     Ok(Some(compiled))
+}
+
+/// The pooling allocator checks declared memories and tables against the
+/// sandbox-wide maxima whenever a module is created (compiled or loaded).
+/// wasmtime reports that as a plain error, recognisable only by its text.
+fn pool_limit(e: &wasmtime::Error) -> Option<ExecError> {
+    let full = format!("{e:#}");
+    if !full.contains("pooling allocator") {
+        return None;
+    }
+    let cause = e.chain().last().map_or(full, |c| c.to_string());
+    Some(ExecError::MemoryLimit(format!(
+        "module exceeds the sandbox's limits: {cause}"
+    )))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

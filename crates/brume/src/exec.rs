@@ -2,8 +2,9 @@
 //!
 //! Exit status: the guest's own exit code when it ran to completion; 134 (as
 //! `wasmtime run` does for traps) when the guest faulted (trap, fuel, memory,
-//! timeout, output cap); 125 when it could not start (bad module, bad
-//! arguments, unreadable files).
+//! timeout, output cap); 125 when it could not start (bad module, a module
+//! over the sandbox's limits, bad arguments, unreadable files). Usage errors
+//! caught by the argument parser exit 2.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -92,7 +93,7 @@ impl<E: std::fmt::Display> From<(&'static str, E)> for Setup {
 pub async fn main(args: ExecArgs) -> ExitCode {
     match run(&args).await {
         Ok(code) => code,
-        Err(Setup(e)) => report_failure(&args, &ExecFailure::from(e), None),
+        Err(Setup(e)) => report_failure(&args, &ExecFailure::from(e), None, Ran::No),
     }
 }
 
@@ -171,7 +172,7 @@ async fn run(args: &ExecArgs) -> Result<ExitCode, Setup> {
             }
             exit_code(out.exit_code)
         }
-        Err(failure) => report_failure(args, &failure, Some(&program)),
+        Err(failure) => report_failure(args, &failure, Some(&program), Ran::Yes),
     })
 }
 
@@ -237,7 +238,7 @@ async fn run_http(
                 ExitCode::FAILURE
             }
         }
-        Err(failure) => report_failure(args, &failure, Some(program)),
+        Err(failure) => report_failure(args, &failure, Some(program), Ran::Yes),
     })
 }
 
@@ -310,7 +311,19 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from((code & 0xff) as u8)
 }
 
-fn report_failure(args: &ExecArgs, failure: &ExecFailure, program: Option<&Program>) -> ExitCode {
+/// Whether the guest was started at all.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Yes,
+    No,
+}
+
+fn report_failure(
+    args: &ExecArgs,
+    failure: &ExecFailure,
+    program: Option<&Program>,
+    ran: Ran,
+) -> ExitCode {
     let e = &failure.error;
     if args.json {
         let mut v = json!({
@@ -339,7 +352,7 @@ fn report_failure(args: &ExecArgs, failure: &ExecFailure, program: Option<&Progr
             eprintln!("  module: {}", display(path));
         }
     }
-    ExitCode::from(if e.is_guest_fault() {
+    ExitCode::from(if ran == Ran::Yes && e.is_guest_fault() {
         EXIT_GUEST_FAULT
     } else {
         EXIT_NOT_RUN

@@ -52,3 +52,47 @@ async fn artifacts_are_cached_on_disk_and_reloaded_by_digest() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_corrupt_artifact_is_rebuilt_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = SandboxConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        max_concurrent_instances: 4,
+        ..SandboxConfig::default()
+    };
+    let bytes = std::fs::read(art::ECHO_P1).expect("read");
+    Sandbox::new(config.clone())
+        .expect("sandbox")
+        .load(&bytes, Profile::Standard)
+        .expect("first load");
+    let artifact = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .next()
+        .expect("one artifact")
+        .expect("entry")
+        .path();
+    std::fs::write(&artifact, b"\x7fELF but not really").expect("corrupt it");
+
+    let sb = Sandbox::new(config).expect("sandbox");
+    let p = sb.load(&bytes, Profile::Standard).expect("recompiled");
+    let req = brume_sandbox::CommandRequest {
+        stdin: "still fine".into(),
+        ..args(&["echo"])
+    };
+    assert_eq!(text(&run_ok(&sb, &p, &req).await.stdout), "still fine");
+}
+
+#[test]
+fn pool_limits_give_the_same_code_with_or_without_a_cache() {
+    let huge_table = std::fs::read(art::wat("huge_table")).expect("read");
+    let uncached = Sandbox::new(SandboxConfig {
+        max_concurrent_instances: 4,
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
+    let e = uncached
+        .load(&huge_table, Profile::Standard)
+        .expect_err("too big");
+    assert_eq!(e.code(), "memory_limit", "{e}");
+}
