@@ -140,7 +140,7 @@ async fn run(args: &ExecArgs) -> Result<ExitCode, Setup> {
     };
 
     if program.shape() == Shape::HttpProxy {
-        return Ok(run_http(args, &sandbox, &program, stdin, &options).await?);
+        return run_http(args, &sandbox, &program, stdin, &options).await;
     }
     let argv0 = args
         .argv0

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a WebAssembly module in the metered sandbox, like `wasmtime run`.
-    Exec(exec::ExecArgs),
+    Exec(Box<exec::ExecArgs>),
     /// Measure a component against a baseline in the same run.
     Bench(BenchArgs),
 }
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Exec(args) => runtime.block_on(exec::main(args)),
+        Command::Exec(args) => runtime.block_on(exec::main(*args)),
         Command::Bench(args) => runtime.block_on(bench(args)),
     }
 }
