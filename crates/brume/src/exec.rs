@@ -7,7 +7,7 @@
 //! caught by the argument parser exit 2.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -348,8 +348,8 @@ fn report_failure(
                 failure.usage.wall_us / 1000
             );
         }
-        if let Some(path) = Some(args.module.as_path()).filter(|_| e.code() == "invalid_module") {
-            eprintln!("  module: {}", display(path));
+        if matches!(e, ExecError::InvalidModule(_)) {
+            eprintln!("  module: {}", args.module.display());
         }
     }
     ExitCode::from(if ran == Ran::Yes && e.is_guest_fault() {
@@ -357,8 +357,4 @@ fn report_failure(
     } else {
         EXIT_NOT_RUN
     })
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
 }

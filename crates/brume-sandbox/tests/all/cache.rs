@@ -3,14 +3,18 @@ use test_programs_artifacts as art;
 
 use crate::util::*;
 
+fn cached_in(dir: &std::path::Path) -> SandboxConfig {
+    SandboxConfig {
+        cache_dir: Some(dir.to_path_buf()),
+        max_concurrent_instances: 4,
+        ..SandboxConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn artifacts_are_cached_on_disk_and_reloaded_by_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = SandboxConfig {
-        cache_dir: Some(dir.path().to_path_buf()),
-        max_concurrent_instances: 4,
-        ..SandboxConfig::default()
-    };
+    let config = cached_in(dir.path());
     let bytes = std::fs::read(art::ECHO_P1).expect("read");
     let digest = {
         let sb = Sandbox::new(config.clone()).expect("sandbox");
@@ -56,11 +60,7 @@ async fn artifacts_are_cached_on_disk_and_reloaded_by_digest() {
 #[tokio::test]
 async fn a_corrupt_artifact_is_rebuilt_not_fatal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = SandboxConfig {
-        cache_dir: Some(dir.path().to_path_buf()),
-        max_concurrent_instances: 4,
-        ..SandboxConfig::default()
-    };
+    let config = cached_in(dir.path());
     let bytes = std::fs::read(art::ECHO_P1).expect("read");
     Sandbox::new(config.clone())
         .expect("sandbox")
