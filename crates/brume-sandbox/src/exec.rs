@@ -123,8 +123,12 @@ impl OutputBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn exceeded(&self) -> bool {
-        self.exceeded.load(Ordering::Relaxed)
+    /// The error to report when the cap was hit at any point, even if the
+    /// guest ignored its failed writes and carried on.
+    fn overflow(&self) -> Option<ExecError> {
+        self.exceeded
+            .load(Ordering::Relaxed)
+            .then_some(ExecError::OutputTooLarge { limit: self.limit })
     }
 }
 
@@ -464,10 +468,8 @@ impl Run {
 
     /// Maps a wasmtime error from a guest call onto the stable codes.
     fn classify(&self, err: &wasmtime::Error) -> ExecError {
-        if self.budget.exceeded() {
-            return ExecError::OutputTooLarge {
-                limit: self.budget.limit,
-            };
+        if let Some(e) = self.budget.overflow() {
+            return e;
         }
         if let Some(e) = err.downcast_ref::<ExecError>() {
             return e.clone();
@@ -518,9 +520,8 @@ impl Run {
                 None => return Err(self.fail(self.classify(&e), usage)),
             },
         };
-        if self.budget.exceeded() {
-            let limit = self.budget.limit;
-            return Err(self.fail(ExecError::OutputTooLarge { limit }, usage));
+        if let Some(e) = self.budget.overflow() {
+            return Err(self.fail(e, usage));
         }
         Ok(CommandOutcome {
             exit_code,
@@ -718,9 +719,8 @@ pub(crate) async fn handle_http(
         Some(Err(e)) => return Err(run.fail(run.classify(&e), usage)),
         Some(Ok(())) => {}
     }
-    if run.budget.exceeded() {
-        let limit = run.budget.limit;
-        return Err(run.fail(ExecError::OutputTooLarge { limit }, usage));
+    if let Some(e) = run.budget.overflow() {
+        return Err(run.fail(e, usage));
     }
     match collected {
         Ok(response) => Ok(HttpOutcome {
