@@ -1,10 +1,19 @@
-//! The `brume` command: a thin front-end over the libraries.
+//! The `brume` command: a thin front-end over the libraries. Each
+//! subcommand lives in its own module and only turns flags, `BRUME_*`
+//! variables and the config file into library calls.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod broker;
+mod config;
+mod devnet;
 mod exec;
+mod provide;
+mod requester;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -13,6 +22,9 @@ mod exec;
     about = "brume: a decentralized compute exchange"
 )]
 struct Cli {
+    /// TOML config file (default: ~/.config/brume/config.toml if present).
+    #[arg(long, global = true, env = "BRUME_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,25 +33,34 @@ struct Cli {
 enum Command {
     /// Run a WebAssembly module in the metered sandbox, like `wasmtime run`.
     Exec(Box<exec::ExecArgs>),
+    /// Run a regional broker, or manage its API keys.
+    Broker(broker::BrokerArgs),
+    /// Run a provider daemon, or ask a running one for its status.
+    Provide(provide::ProvideArgs),
+    /// Start a local network (a broker and N providers) on loopback.
+    Devnet(devnet::DevnetArgs),
+    /// Publish and inspect services.
+    Service(requester::ServiceArgs),
+    /// Call a function service and print its output.
+    Invoke(requester::InvokeArgs),
+    /// Upload a module, run it as a job, show progress, exit with its code.
+    Run(requester::RunArgs),
+    /// Inspect and cancel jobs.
+    Job(requester::JobArgs),
     /// Measure a component against a baseline in the same run.
-    Bench(BenchArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchArgs {
-    /// Which benchmark: `sandbox`.
-    name: String,
-    /// Time budget for the whole run.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    duration: std::time::Duration,
-    /// Print every figure as one JSON object on the last line of stdout.
-    #[arg(long)]
-    json: bool,
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let file = match config::load(cli.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -49,29 +70,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Command::Exec(args) => runtime.block_on(exec::main(*args)),
-        Command::Bench(args) => runtime.block_on(bench(args)),
-    }
-}
-
-async fn bench(args: BenchArgs) -> ExitCode {
-    let result = match args.name.as_str() {
-        "sandbox" => brume_bench::sandbox::run(args.duration, &mut |line| println!("{line}")).await,
-        other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox)"
-        )),
-    };
-    match result {
-        Ok(figures) => {
-            if args.json {
-                println!("{figures}");
-            }
-            ExitCode::SUCCESS
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Exec(args) => exec::main(*args).await,
+            Command::Broker(args) => broker::main(args, &file.broker).await,
+            Command::Provide(args) => provide::main(args, &file.provider).await,
+            Command::Devnet(args) => devnet::main(args).await,
+            Command::Service(args) => requester::service(args, &file.client).await,
+            Command::Invoke(args) => requester::invoke(args, &file.client).await,
+            Command::Run(args) => requester::run(args, &file.client).await,
+            Command::Job(args) => requester::job(args, &file.client).await,
+            Command::Bench(args) => bench::main(args).await,
         }
-        Err(e) => {
-            eprintln!("error: bench {}: {e:#}", args.name);
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -1,0 +1,125 @@
+//! The one error body of the REST API: `{"code": "...", "message": "..."}`.
+//!
+//! `code` is stable: clients match on it. `message` is for humans and may
+//! change. Each code has exactly one HTTP status.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = ($code:literal, $status:literal), )*) => {
+        /// Every error code the API returns.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// All codes, for docs and tests.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status this code is always returned with.
+            pub fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            /// Parses a code as it appears on the wire.
+            pub fn parse(s: &str) -> Option<ErrorCode> {
+                match s { $($code => Some(ErrorCode::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+codes! {
+    /// The request is malformed: bad JSON, a bad field (the message names it), a bad header.
+    InvalidRequest = ("invalid_request", 400),
+    /// The uploaded bytes are not a module the sandbox accepts.
+    InvalidModule = ("invalid_module", 400),
+    /// No API key (`Authorization: Bearer ...`) was given.
+    Unauthorized = ("unauthorized", 401),
+    /// The API key given is not valid.
+    Forbidden = ("forbidden", 403),
+    /// No service by that name.
+    UnknownService = ("unknown_service", 404),
+    /// No such job, blob or route.
+    NotFound = ("not_found", 404),
+    /// The HTTP method is not allowed here.
+    MethodNotAllowed = ("method_not_allowed", 405),
+    /// The work is in a state that forbids the operation (e.g. the result of a running job).
+    Conflict = ("conflict", 409),
+    /// A body (module, stdin, spec) is larger than allowed.
+    PayloadTooLarge = ("payload_too_large", 413),
+    /// The service is the wrong kind for this endpoint (e.g. `/fn/` on a command).
+    WrongKind = ("wrong_kind", 422),
+    /// The function ran and failed: it trapped.
+    Trap = ("trap", 502),
+    /// The function ran out of its instruction budget.
+    OutOfFuel = ("out_of_fuel", 502),
+    /// The function went past its memory cap.
+    MemoryLimit = ("memory_limit", 502),
+    /// The function wrote more than its output cap.
+    OutputTooLarge = ("output_too_large", 502),
+    /// The function's input was larger than its input cap.
+    InputTooLarge = ("input_too_large", 413),
+    /// The module imports something the sandbox doesn't provide.
+    ImportNotAllowed = ("import_not_allowed", 422),
+    /// The function ran past its wall-clock deadline.
+    Timeout = ("timeout", 504),
+    /// Too much work is queued; retry after `Retry-After` seconds.
+    Overloaded = ("overloaded", 503),
+    /// Every attempt failed because providers vanished, or none can take the work.
+    ProviderUnavailable = ("provider_unavailable", 503),
+    /// The work waited in the queue longer than its queue timeout.
+    QueueTimeout = ("queue_timeout", 503),
+    /// The work was cancelled.
+    Cancelled = ("cancelled", 409),
+    /// A bug or an environment failure on the broker side.
+    Internal = ("internal", 500),
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_json_and_strings() {
+        for &code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            assert!((400..600).contains(&code.status()), "{code}");
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! JSON bodies of the requester REST API. Routes are documented in the
+//! README; each type names the route it belongs to.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::{Limits, Profile, ServiceKind, Usage, WorkId};
+
+/// Prices are integers: micro-tokens per 10^9 units of fuel (one
+/// giga-instruction). A provider asks a price; work carries the most its
+/// requester will pay; a provider is matched only if `ask <= max_price`.
+pub type Price = u64;
+
+/// `POST /v1/services?name=N&kind=command|http` (body: the module bytes),
+/// `GET /v1/services`, `GET /v1/services/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub kind: ServiceKind,
+    /// sha256 of the module, lowercase hex.
+    pub digest: String,
+    pub size_bytes: u64,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub services: Vec<ServiceInfo>,
+}
+
+/// Service names: 1–64 of `[a-z0-9._-]`, starting with a letter or digit.
+pub fn validate_service_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "name: {name:?} is not a service name (1-64 of a-z 0-9 . _ -, starting with a letter or digit)"
+            ),
+        ))
+    }
+}
+
+/// Limits on input: any subset; the rest take the broker's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub fuel: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub max_input_bytes: Option<u64>,
+    pub max_output_bytes: Option<u64>,
+}
+
+impl LimitsSpec {
+    /// Fills unset fields from `defaults`, refusing values above `max`.
+    pub fn resolve(&self, defaults: &Limits, max: &Limits) -> Result<Limits, ApiError> {
+        let pick = |field: &str, v: Option<u64>, d: u64, m: u64| -> Result<u64, ApiError> {
+            let v = v.unwrap_or(d);
+            if v == 0 {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("limits.{field}: must be greater than 0"),
+                ));
+            }
+            if v > m {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("limits.{field}: {v} is above this broker's maximum of {m}"),
+                ));
+            }
+            Ok(v)
+        };
+        Ok(Limits {
+            fuel: pick("fuel", self.fuel, defaults.fuel, max.fuel)?,
+            memory_bytes: pick(
+                "memory_bytes",
+                self.memory_bytes,
+                defaults.memory_bytes,
+                max.memory_bytes,
+            )?,
+            timeout_ms: pick(
+                "timeout_ms",
+                self.timeout_ms,
+                defaults.timeout_ms,
+                max.timeout_ms,
+            )?,
+            max_input_bytes: pick(
+                "max_input_bytes",
+                self.max_input_bytes,
+                defaults.max_input_bytes,
+                max.max_input_bytes,
+            )?,
+            max_output_bytes: pick(
+                "max_output_bytes",
+                self.max_output_bytes,
+                defaults.max_output_bytes,
+                max.max_output_bytes,
+            )?,
+        })
+    }
+}
+
+/// `POST /v1/jobs`: a batch job. Unknown fields are refused so typos don't
+/// pass silently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The service to run (by name). Exactly one of `service` and `digest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The module to run (by sha256); it must have been uploaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// argv after argv\[0\] (which is the service name).
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// stdin as UTF-8 text, or `{"base64": "..."}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<Output>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    #[serde(default)]
+    pub profile: Profile,
+    /// How many providers may try before the job fails (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// How long the job may wait for a provider before failing with
+    /// `queue_timeout` (default 10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout_ms: Option<u64>,
+    /// The most this job pays (see [`Price`]); unset means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<Price>,
+    /// Free-form labels, returned with the job.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
+pub const MAX_ARGS: usize = 1024;
+pub const MAX_LABELS: usize = 64;
+
+impl JobSpec {
+    /// Checks everything that doesn't need the broker's state. Errors name
+    /// the field.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
+        match (&self.service, &self.digest) {
+            (None, None) => return bad("service: one of service or digest is required".into()),
+            (Some(_), Some(_)) => return bad("digest: give service or digest, not both".into()),
+            (Some(name), None) => validate_service_name(name)?,
+            (None, Some(d)) => {
+                if let Err(e) = crate::parse_digest(d) {
+                    return bad(format!("digest: {e}"));
+                }
+            }
+        }
+        if self.args.len() > MAX_ARGS {
+            return bad(format!("args: at most {MAX_ARGS} arguments"));
+        }
+        for (i, a) in self.args.iter().enumerate() {
+            if a.contains('\0') {
+                return bad(format!("args[{i}]: contains a NUL byte"));
+            }
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return bad(format!("env: {k:?} is not a variable name"));
+            }
+        }
+        if let Some(n) = self.max_attempts
+            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
+        {
+            return bad(format!(
+                "max_attempts: must be 1..={MAX_ATTEMPTS_LIMIT}, got {n}"
+            ));
+        }
+        if self.queue_timeout_ms == Some(0) {
+            return bad("queue_timeout_ms: must be greater than 0".into());
+        }
+        if self.labels.len() > MAX_LABELS {
+            return bad(format!("labels: at most {MAX_LABELS}"));
+        }
+        for (k, v) in &self.labels {
+            if k.is_empty() || k.len() > 64 || v.len() > 256 {
+                return bad(format!("labels: {k:?} (keys 1-64 bytes, values up to 256)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a job is in its life. `succeeded`, `failed` and `cancelled` are
+/// final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Assigned,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Assigned => "assigned",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown job state {s:?} (queued, assigned, running, succeeded, failed, cancelled)"))
+    }
+}
+
+/// `GET /v1/jobs/{id}` and the 202 body of `POST /v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub id: WorkId,
+    pub state: JobState,
+    /// The service name, if the job named one.
+    pub service: Option<String>,
+    pub digest: String,
+    /// Attempts started so far.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// The provider (address) of the current or last attempt.
+    pub provider: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// Set when the job failed or was cancelled.
+    pub error: Option<ApiError>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `GET /v1/jobs?state=...`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobInfo>,
+}
+
+/// One server-sent event of `GET /v1/jobs/{id}/events`. The SSE event name
+/// is `kind`; the data is this JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// 0, 1, 2... per job; also the SSE `id`.
+    pub seq: u64,
+    pub at_ms: u64,
+    pub kind: EventKind,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// `progress`: fuel consumed so far by this attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// `progress`: stderr written since the last event (lossy UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// `retry`, `failed`, `cancelled`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+    /// `succeeded`: the exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Queued,
+    Assigned,
+    Running,
+    Progress,
+    Retry,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Queued => "queued",
+            EventKind::Assigned => "assigned",
+            EventKind::Running => "running",
+            EventKind::Progress => "progress",
+            EventKind::Retry => "retry",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job's story ends with this event.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled
+        )
+    }
+}
+
+/// `GET /v1/jobs/{id}/result`: only once the job is final (409 before).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub id: WorkId,
+    pub state: JobState,
+    /// The guest's exit code, when it ran to completion.
+    pub exit_code: Option<i32>,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub usage: Usage,
+    pub attempts: u32,
+    pub provider: Option<String>,
+    /// Why the job failed (a guest fault keeps its partial output above).
+    pub error: Option<ApiError>,
+}
+
+/// Bytes in JSON: a string when they are UTF-8, else `{"base64": "..."}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output(pub bytes::Bytes);
+
+impl Serialize for Output {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                let mut m = std::collections::BTreeMap::new();
+                m.insert(
+                    "base64",
+                    base64::engine::general_purpose::STANDARD.encode(&self.0),
+                );
+                m.serialize(s)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Output {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            B64 { base64: String },
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(Output(t.into_bytes().into())),
+            Repr::B64 { base64 } => base64::engine::general_purpose::STANDARD
+                .decode(base64.as_bytes())
+                .map(|b| Output(b.into()))
+                .map_err(|e| serde::de::Error::custom(format!("bad base64: {e}"))),
+        }
+    }
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    /// The broker's address (its identity in the provider handshake).
+    pub broker_id: String,
+    pub region: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub providers_connected: u64,
+    pub capacity: Capacity,
+    pub queues: Queues,
+    pub uptime_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub slots_free: u64,
+    pub slots_total: u64,
+    pub memory_free_bytes: u64,
+    pub memory_total_bytes: u64,
+}
+
+/// Queue depths: one tier for now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queues {
+    /// Work waiting for a provider (invocations and jobs).
+    pub waiting: u64,
+    /// Work on a provider now.
+    pub in_flight: u64,
+    /// Jobs stored and not final.
+    pub jobs_open: u64,
+}
+
+/// `GET /v1/providers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    /// The provider's secp256k1 address (0x...).
+    pub address: String,
+    pub region: String,
+    pub slots: u32,
+    pub slots_busy: u32,
+    pub memory_bytes: u64,
+    pub fitness_mips: u64,
+    pub price_ask: Price,
+    /// Services this provider accepts (`None`: any).
+    pub allowed_services: Option<Vec<String>>,
+    pub modules_cached: u64,
+    pub work_done: u64,
+    pub connected_at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderList {
+    pub providers: Vec<ProviderInfo>,
+}
+
+/// `GET /status` on a provider's local control port (`brume provide status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    pub address: String,
+    pub broker_url: String,
+    /// `connecting`, `connected` or `draining`.
+    pub connection: String,
+    pub connected_since_ms: Option<u64>,
+    pub fitness_mips: u64,
+    pub slots: u32,
+    pub in_flight: u32,
+    pub work_done: u64,
+    pub work_failed: u64,
+    /// Fuel (wasm instructions) executed since start.
+    pub instructions_executed: u64,
+    pub modules_cached: u64,
+    pub uptime_s: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_text_or_base64() {
+        let text = Output(bytes::Bytes::from_static(b"hi"));
+        assert_eq!(serde_json::to_string(&text).ok().as_deref(), Some("\"hi\""));
+        let bin = Output(bytes::Bytes::from_static(&[0xff, 0]));
+        let json = serde_json::to_string(&bin).unwrap_or_default();
+        assert_eq!(json, r#"{"base64":"/wA="}"#);
+        assert_eq!(serde_json::from_str::<Output>(&json).ok(), Some(bin));
+    }
+
+    #[test]
+    fn job_spec_errors_name_the_field() {
+        let field = |spec: JobSpec| {
+            spec.validate()
+                .err()
+                .map(|e| e.message.split(':').next().unwrap_or("").to_string())
+        };
+        assert_eq!(field(JobSpec::default()).as_deref(), Some("service"));
+        let both = JobSpec {
+            service: Some("a".into()),
+            digest: Some("00".repeat(32)),
+            ..JobSpec::default()
+        };
+        assert_eq!(field(both).as_deref(), Some("digest"));
+        let attempts = JobSpec {
+            service: Some("a".into()),
+            max_attempts: Some(0),
+            ..JobSpec::default()
+        };
+        assert_eq!(field(attempts).as_deref(), Some("max_attempts"));
+        let unknown = serde_json::from_str::<JobSpec>(r#"{"service":"a","sevrice":"b"}"#);
+        assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn limits_resolve_against_defaults_and_maximum() {
+        let d = Limits::default();
+        let spec = LimitsSpec {
+            fuel: Some(5),
+            ..LimitsSpec::default()
+        };
+        assert_eq!(spec.resolve(&d, &d).map(|l| l.fuel), Ok(5));
+        let big = LimitsSpec {
+            timeout_ms: Some(d.timeout_ms + 1),
+            ..LimitsSpec::default()
+        };
+        let err = big
+            .resolve(&d, &d)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(err.starts_with("limits.timeout_ms"), "{err}");
+    }
+}

@@ -1,0 +1,407 @@
+//! The provider protocol: binary WebSocket messages between a broker and a
+//! provider, on `GET /v1/provider/connect`.
+//!
+//! Every WebSocket binary message is one frame:
+//!
+//! ```text
+//! +----------------+--------+---------------------------+
+//! | channel: u32be | kind:u8| payload: MessagePack map  |
+//! +----------------+--------+---------------------------+
+//! ```
+//!
+//! Channel 0 is the control channel (handshake, heartbeats, cache reports,
+//! drain). The broker opens one channel per attempt of a work unit with
+//! [`ToProvider::Assign`]; everything about that attempt (accept, progress,
+//! the result, a cancel) travels on it, so many work units share one
+//! connection, as in SONM's multiplexed channels. A channel id is never
+//! reused within a session. Receivers skip frames of unknown kinds (newer
+//! peers) but refuse malformed ones.
+//!
+//! The handshake:
+//! 1. broker → [`Challenge`] (its id, a random nonce, its protocol version);
+//! 2. provider → [`Hello`]: its address and an EIP-191 signature over
+//!    [`handshake_message`], plus capabilities and price ask;
+//! 3. broker → [`Welcome`], or a WebSocket close with a reason.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::rest::Price;
+use crate::{Limits, Profile, ServiceKind, Usage, WorkId};
+
+/// Channel 0: control messages.
+pub const CONTROL: u32 = 0;
+
+/// WebSocket close codes the broker uses, with a human reason alongside.
+pub mod close {
+    /// Protocol version not spoken by this broker.
+    pub const BAD_VERSION: u16 = 4000;
+    /// The handshake signature does not recover to the claimed address.
+    pub const BAD_SIGNATURE: u16 = 4001;
+    /// A malformed or unexpected frame.
+    pub const PROTOCOL_ERROR: u16 = 4002;
+    /// No heartbeat for too long.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4003;
+    /// The broker is shutting down.
+    pub const SHUTDOWN: u16 = 4004;
+}
+
+/// The text a provider signs (EIP-191 `personal_sign`) to prove its address.
+/// It binds the signature to this broker and this connection's nonce, so it
+/// can be replayed neither to another broker nor later.
+pub fn handshake_message(broker_id: &str, nonce: &[u8]) -> String {
+    let mut hex = String::with_capacity(nonce.len() * 2);
+    for b in nonce {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    format!("brume provider connect\nbroker: {broker_id}\nnonce: 0x{hex}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub broker_id: String,
+    /// 32 random bytes, fresh per connection.
+    pub nonce: Bytes,
+    pub protocol: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// `0x`-prefixed Ethereum address.
+    pub address: String,
+    /// 65-byte `r || s || v` EIP-191 signature over [`handshake_message`].
+    pub signature: Bytes,
+    pub capabilities: Capabilities,
+    pub price_ask: Price,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Concurrent executions this provider takes.
+    pub slots: u32,
+    /// Memory it offers across all slots, in bytes.
+    pub memory_bytes: u64,
+    /// Millions of wasm instructions per second per core (start-up test).
+    pub fitness_mips: u64,
+    pub region: String,
+    /// Service names it accepts; `None` accepts any.
+    pub allowed_services: Option<Vec<String>>,
+    /// Digests already compiled in its cache.
+    pub cached: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub session: u64,
+    /// Both sides ping at this interval; three silent intervals end the session.
+    pub heartbeat_ms: u64,
+    /// Bearer token for `GET /v1/blobs/{digest}`, valid for this session.
+    pub blob_token: String,
+}
+
+/// One attempt of one work unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    pub work_id: WorkId,
+    pub attempt: u32,
+    /// sha256 of the module, lowercase hex.
+    pub digest: String,
+    /// The service name, for the provider's allow list (`None`: by digest).
+    pub service: Option<String>,
+    pub kind: ServiceKind,
+    pub profile: Profile,
+    pub limits: Limits,
+    /// Full argv (argv\[0\] first) for commands.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Bytes,
+    /// The request, for `wasi:http` services.
+    pub http: Option<HttpRequest>,
+    /// Send [`Progress`] at this interval (jobs); `None` for invocations.
+    pub progress_ms: Option<u64>,
+    /// Deterministic profile: seed for every random source.
+    pub seed: u64,
+    /// Deterministic profile: the virtual clock's start, ms since the epoch.
+    pub clock_start_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub headers: Vec<(String, Bytes)>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Bytes)>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Fuel consumed so far by this attempt (accurate to 10^6).
+    pub fuel: u64,
+    /// stderr written since the previous progress frame.
+    pub stderr: Bytes,
+}
+
+/// How an attempt ended on the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A command ran to completion (any exit code).
+    Exited {
+        exit_code: i32,
+        stdout: Bytes,
+        stderr: Bytes,
+        usage: Usage,
+    },
+    /// A proxy answered.
+    Responded {
+        response: HttpResponse,
+        stderr: Bytes,
+        usage: Usage,
+    },
+    /// The sandbox refused or stopped the execution. `code` is the sandbox's
+    /// stable code (`trap`, `out_of_fuel`, `timeout`...).
+    Failed {
+        code: String,
+        message: String,
+        usage: Usage,
+        stdout: Bytes,
+        stderr: Bytes,
+    },
+}
+
+impl Outcome {
+    pub fn usage(&self) -> Usage {
+        match self {
+            Outcome::Exited { usage, .. }
+            | Outcome::Responded { usage, .. }
+            | Outcome::Failed { usage, .. } => *usage,
+        }
+    }
+}
+
+/// Why a provider would not run an assignment. Not a provider failure: the
+/// broker offers the work elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// `not_allowed`, `no_capacity`, `fetch_failed`, `invalid_module`, `draining`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// Messages from the broker to a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToProvider {
+    Challenge(Challenge),
+    Welcome(Welcome),
+    Ping(u64),
+    Pong(u64),
+    Assign(Box<Assign>),
+    /// Stop the attempt on this channel now; no result is expected.
+    Cancel,
+}
+
+/// Messages from a provider to the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromProvider {
+    Hello(Hello),
+    Ping(u64),
+    Pong(u64),
+    /// Digests newly compiled in the provider's cache.
+    Cached(Vec<String>),
+    /// Stop sending work; in-flight work will finish.
+    Draining,
+    /// The attempt on this channel was accepted and is running.
+    Accepted,
+    Progress(Progress),
+    Done(Box<Outcome>),
+    Refused(Refused),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("frame too short ({0} bytes; the header is 5)")]
+    Short(usize),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed payload for frame kind {kind}: {source}")]
+    Payload {
+        kind: u8,
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
+}
+
+mod kind {
+    pub const CHALLENGE: u8 = 1;
+    pub const HELLO: u8 = 2;
+    pub const WELCOME: u8 = 3;
+    pub const PING: u8 = 4;
+    pub const PONG: u8 = 5;
+    pub const CACHED: u8 = 6;
+    pub const DRAINING: u8 = 7;
+    pub const ASSIGN: u8 = 16;
+    pub const CANCEL: u8 = 17;
+    pub const ACCEPTED: u8 = 18;
+    pub const PROGRESS: u8 = 19;
+    pub const DONE: u8 = 20;
+    pub const REFUSED: u8 = 21;
+}
+
+fn frame<T: Serialize + ?Sized>(channel: u32, kind: u8, payload: &T) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(channel);
+    buf.put_u8(kind);
+    let mut w = buf.writer();
+    // Writing MessagePack into memory cannot fail for these types.
+    let _ = rmp_serde::encode::write_named(&mut w, payload);
+    w.into_inner().freeze()
+}
+
+fn split(bytes: &[u8]) -> Result<(u32, u8, &[u8]), WireError> {
+    if bytes.len() < 5 {
+        return Err(WireError::Short(bytes.len()));
+    }
+    let channel = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    Ok((channel, bytes[4], &bytes[5..]))
+}
+
+fn payload<'a, T: Deserialize<'a>>(kind: u8, p: &'a [u8]) -> Result<T, WireError> {
+    rmp_serde::from_slice(p).map_err(|source| WireError::Payload { kind, source })
+}
+
+impl ToProvider {
+    pub fn encode(&self, channel: u32) -> Bytes {
+        match self {
+            ToProvider::Challenge(m) => frame(channel, kind::CHALLENGE, m),
+            ToProvider::Welcome(m) => frame(channel, kind::WELCOME, m),
+            ToProvider::Ping(n) => frame(channel, kind::PING, n),
+            ToProvider::Pong(n) => frame(channel, kind::PONG, n),
+            ToProvider::Assign(m) => frame(channel, kind::ASSIGN, m),
+            ToProvider::Cancel => frame(channel, kind::CANCEL, &()),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<(u32, ToProvider), WireError> {
+        let (channel, k, p) = split(bytes)?;
+        let msg = match k {
+            kind::CHALLENGE => ToProvider::Challenge(payload(k, p)?),
+            kind::WELCOME => ToProvider::Welcome(payload(k, p)?),
+            kind::PING => ToProvider::Ping(payload(k, p)?),
+            kind::PONG => ToProvider::Pong(payload(k, p)?),
+            kind::ASSIGN => ToProvider::Assign(Box::new(payload(k, p)?)),
+            kind::CANCEL => ToProvider::Cancel,
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        Ok((channel, msg))
+    }
+}
+
+impl FromProvider {
+    pub fn encode(&self, channel: u32) -> Bytes {
+        match self {
+            FromProvider::Hello(m) => frame(channel, kind::HELLO, m),
+            FromProvider::Ping(n) => frame(channel, kind::PING, n),
+            FromProvider::Pong(n) => frame(channel, kind::PONG, n),
+            FromProvider::Cached(d) => frame(channel, kind::CACHED, d),
+            FromProvider::Draining => frame(channel, kind::DRAINING, &()),
+            FromProvider::Accepted => frame(channel, kind::ACCEPTED, &()),
+            FromProvider::Progress(m) => frame(channel, kind::PROGRESS, m),
+            FromProvider::Done(m) => frame(channel, kind::DONE, m),
+            FromProvider::Refused(m) => frame(channel, kind::REFUSED, m),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<(u32, FromProvider), WireError> {
+        let (channel, k, p) = split(bytes)?;
+        let msg = match k {
+            kind::HELLO => FromProvider::Hello(payload(k, p)?),
+            kind::PING => FromProvider::Ping(payload(k, p)?),
+            kind::PONG => FromProvider::Pong(payload(k, p)?),
+            kind::CACHED => FromProvider::Cached(payload(k, p)?),
+            kind::DRAINING => FromProvider::Draining,
+            kind::ACCEPTED => FromProvider::Accepted,
+            kind::PROGRESS => FromProvider::Progress(payload(k, p)?),
+            kind::DONE => FromProvider::Done(Box::new(payload(k, p)?)),
+            kind::REFUSED => FromProvider::Refused(payload(k, p)?),
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        Ok((channel, msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let assign = ToProvider::Assign(Box::new(Assign {
+            work_id: WorkId::new(),
+            attempt: 2,
+            digest: "ab".repeat(32),
+            service: Some("echo".into()),
+            kind: ServiceKind::Http,
+            profile: Profile::Deterministic,
+            limits: Limits::default(),
+            args: vec!["echo".into()],
+            env: vec![("A".into(), "b".into())],
+            stdin: Bytes::from_static(b"\x00\xff"),
+            http: Some(HttpRequest {
+                method: "POST".into(),
+                uri: "/x?y=1".into(),
+                headers: vec![("h".into(), Bytes::from_static(b"v"))],
+                body: Bytes::from_static(b"body"),
+            }),
+            progress_ms: Some(500),
+            seed: 7,
+            clock_start_ms: 1,
+        }));
+        let bytes = assign.encode(42);
+        let (ch, back) = ToProvider::decode(&bytes).expect("decodes");
+        assert_eq!((ch, back), (42, assign));
+
+        let done = FromProvider::Done(Box::new(Outcome::Failed {
+            code: "trap".into(),
+            message: "unreachable".into(),
+            usage: Usage {
+                fuel: 9,
+                ..Usage::default()
+            },
+            stdout: Bytes::new(),
+            stderr: Bytes::from_static(b"e"),
+        }));
+        let (ch, back) = FromProvider::decode(&done.encode(7)).expect("decodes");
+        assert_eq!((ch, back), (7, done));
+        for m in [
+            FromProvider::Accepted,
+            FromProvider::Draining,
+            FromProvider::Ping(3),
+        ] {
+            assert_eq!(FromProvider::decode(&m.encode(1)).ok(), Some((1, m)));
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        assert!(matches!(
+            FromProvider::decode(&[0, 0]),
+            Err(WireError::Short(2))
+        ));
+        assert!(matches!(
+            FromProvider::decode(&[0, 0, 0, 0, 99]),
+            Err(WireError::UnknownKind(99))
+        ));
+        assert!(matches!(
+            FromProvider::decode(&[0, 0, 0, 0, kind::HELLO, 0xc1]),
+            Err(WireError::Payload { .. })
+        ));
+    }
+}

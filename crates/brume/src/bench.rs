@@ -1,0 +1,37 @@
+//! `brume bench <name>`: product path against a same-run baseline.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Which benchmark: `sandbox`, `invoke` or `job`.
+    name: String,
+    /// Time budget for the whole run.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Print every figure as one JSON object on the last line of stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn main(args: BenchArgs) -> ExitCode {
+    let mut say = |line: &str| println!("{line}");
+    let result = match args.name.as_str() {
+        "sandbox" => brume_bench::sandbox::run(args.duration, &mut say).await,
+        other => Err(anyhow::anyhow!(
+            "unknown benchmark {other:?} (known: sandbox, invoke, job)"
+        )),
+    };
+    match result {
+        Ok(figures) => {
+            if args.json {
+                println!("{figures}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: bench {}: {e:#}", args.name);
+            ExitCode::FAILURE
+        }
+    }
+}

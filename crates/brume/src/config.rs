@@ -1,0 +1,109 @@
+//! The optional TOML config file. Precedence, highest first: command-line
+//! flags, `BRUME_*` environment variables (both through clap), this file,
+//! built-in defaults.
+//!
+//! The file is `--config FILE`, else `$BRUME_CONFIG`, else
+//! `~/.config/brume/config.toml` if it exists. Unknown keys are errors, so a
+//! typo doesn't silently fall back to a default.
+//!
+//! ```toml
+//! [client]
+//! broker = "http://127.0.0.1:7700"
+//! api_key = "brk_..."
+//!
+//! [broker]
+//! listen = "127.0.0.1:7700"
+//! data_dir = "/var/lib/brume/broker"
+//! region = "eu-west"
+//! latitude = 48.85
+//! longitude = 2.35
+//!
+//! [provider]
+//! broker = "http://127.0.0.1:7700"
+//! data_dir = "/var/lib/brume/provider"
+//! slots = 4
+//! memory = "2GiB"
+//! region = "eu-west"
+//! price_ask = 0
+//! allowed_services = ["echo", "thumbnails"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub client: ClientSection,
+    #[serde(default)]
+    pub broker: BrokerSection,
+    #[serde(default)]
+    pub provider: ProviderSection,
+}
+
+/// What requester commands (`service`, `invoke`, `run`, `job`) use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    pub broker: Option<String>,
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub region: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    pub broker: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub slots: Option<u32>,
+    pub memory: Option<bytesize::ByteSize>,
+    pub region: Option<String>,
+    pub price_ask: Option<u64>,
+    pub allowed_services: Option<Vec<String>>,
+    pub control: Option<String>,
+}
+
+/// Reads the config file: `explicit` (from `--config`/`BRUME_CONFIG`) must
+/// exist; the default location is used only if present.
+pub fn load(explicit: Option<&Path>) -> anyhow::Result<ConfigFile> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match default_path() {
+            Some(p) if p.exists() => p,
+            _ => return Ok(ConfigFile::default()),
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("read config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+}
+
+fn default_path() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    Some(PathBuf::from(home).join(".config/brume/config.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<ConfigFile>("[client]\nbrokr = 'x'").is_err());
+        let ok: ConfigFile =
+            toml::from_str("[provider]\nslots = 3\nmemory = '1GiB'").unwrap_or_default();
+        assert_eq!(ok.provider.slots, Some(3));
+        assert_eq!(ok.provider.memory.map(|m| m.as_u64()), Some(1 << 30));
+    }
+}
