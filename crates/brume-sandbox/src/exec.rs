@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -19,7 +19,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::program::{Pre, Program};
 use crate::{
     CommandOutcome, CommandRequest, ExecError, ExecFailure, ExecOptions, HttpOutcome, HttpRequest,
-    HttpResponse, Profile, Usage,
+    HttpResponse, Profile, Progress, Usage,
 };
 
 /// Fuel between cooperative yields of a running guest (well under 1 ms of
@@ -137,13 +137,16 @@ impl OutputBudget {
 struct CapturedPipe {
     buf: Arc<Mutex<BytesMut>>,
     budget: Arc<OutputBudget>,
+    /// Also copy every write here (stderr of an execution with progress).
+    tee: Option<Arc<Progress>>,
 }
 
 impl CapturedPipe {
-    fn new(budget: Arc<OutputBudget>) -> CapturedPipe {
+    fn new(budget: Arc<OutputBudget>, tee: Option<Arc<Progress>>) -> CapturedPipe {
         CapturedPipe {
             buf: Arc::new(Mutex::new(BytesMut::new())),
             budget,
+            tee,
         }
     }
 
@@ -153,6 +156,9 @@ impl CapturedPipe {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend_from_slice(bytes);
+        if let Some(tee) = &self.tee {
+            tee.push_stderr(bytes);
+        }
         Ok(())
     }
 
@@ -349,6 +355,7 @@ struct Run {
     bytes_in: u64,
     started: Instant,
     epoch_tick: Duration,
+    progress: Option<Arc<Progress>>,
 }
 
 impl Run {
@@ -356,6 +363,7 @@ impl Run {
         options: &ExecOptions,
         input_len: usize,
         epoch_tick: Duration,
+        progress: Option<&Arc<Progress>>,
     ) -> Result<Run, ExecError> {
         let limits = &options.limits;
         if input_len as u64 > limits.max_input_bytes {
@@ -367,12 +375,13 @@ impl Run {
         let budget = OutputBudget::new(limits.max_output_bytes);
         Ok(Run {
             options: options.clone(),
-            stdout: CapturedPipe::new(budget.clone()),
-            stderr: CapturedPipe::new(budget.clone()),
+            stdout: CapturedPipe::new(budget.clone(), None),
+            stderr: CapturedPipe::new(budget.clone(), progress.cloned()),
             budget,
             bytes_in: input_len as u64,
             started: Instant::now(),
             epoch_tick,
+            progress: progress.cloned(),
         })
     }
 
@@ -449,21 +458,48 @@ impl Run {
         // whole execution) cancels the guest at its next yield, and the epoch
         // deadline traps it from inside compiled code should it not yield.
         let hard = limits.timeout + EPOCH_GRACE;
-        let ticks = (hard.as_nanos() / self.epoch_tick.as_nanos().max(1)) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        let tick = self.epoch_tick.as_nanos().max(1);
+        let ticks_in = move |d: Duration| (d.as_nanos() / tick) as u64 + 1;
+        let ticks = ticks_in(hard);
+        let Some(progress) = self.progress.clone() else {
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+            return store;
+        };
+        // With progress, the epoch deadline fires every `Progress::SAMPLE` to
+        // sample the fuel (stored at the last call or fuel yield, so within
+        // one YIELD_FUEL), and interrupts once the same backstop instant as
+        // above has passed, measured on the wall clock.
+        let sample = ticks_in(Progress::SAMPLE);
+        let hard_at = self.started + hard;
+        let budget = limits.fuel;
+        store.set_epoch_deadline(sample.min(ticks));
+        store.epoch_deadline_callback(move |ctx| {
+            progress.set_fuel(budget.saturating_sub(ctx.get_fuel().unwrap_or(budget)));
+            let now = Instant::now();
+            if now >= hard_at {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(
+                sample.min(ticks_in(hard_at - now)),
+            ))
+        });
         store
     }
 
     fn usage<T: Metered>(&self, store: &mut Store<T>) -> Usage {
         let fuel_left = store.get_fuel().unwrap_or(0);
-        Usage {
+        let usage = Usage {
             fuel: self.options.limits.fuel.saturating_sub(fuel_left),
             peak_memory_bytes: store.data_mut().meter().peak,
             wall_us: self.started.elapsed().as_micros() as u64,
             bytes_in: self.bytes_in,
             bytes_out: self.budget.used(),
+        };
+        if let Some(p) = &self.progress {
+            p.set_fuel(usage.fuel);
         }
+        usage
     }
 
     /// Maps a wasmtime error from a guest call onto the stable codes.
@@ -544,8 +580,9 @@ pub(crate) async fn run_command(
     env: &Env,
     req: &CommandRequest,
     options: &ExecOptions,
+    progress: Option<&Arc<Progress>>,
 ) -> Result<CommandOutcome, ExecFailure> {
-    let run = Run::new(options, req.stdin.len(), env.epoch_tick)?;
+    let run = Run::new(options, req.stdin.len(), env.epoch_tick, progress)?;
     run.check_declared(program, env.table_limit)?;
     let limits = &options.limits;
     let wasi = run.wasi(program, req)?;
@@ -602,6 +639,7 @@ pub(crate) async fn handle_http(
     env: &Env,
     req: HttpRequest,
     options: &ExecOptions,
+    progress: Option<&Arc<Progress>>,
 ) -> Result<HttpOutcome, ExecFailure> {
     let Pre::Http(pre) = &program.0.pre else {
         return Err(ExecError::InvalidRequest(
@@ -610,7 +648,7 @@ pub(crate) async fn handle_http(
         )
         .into());
     };
-    let run = Run::new(options, req.body.len(), env.epoch_tick)?;
+    let run = Run::new(options, req.body.len(), env.epoch_tick, progress)?;
     run.check_declared(program, env.table_limit)?;
     let limits = &options.limits;
 

@@ -63,7 +63,7 @@ mod program;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -161,6 +161,61 @@ pub struct ExecOptions {
     pub seed: u64,
     /// Where a deterministic program's wall clock starts (since the Unix epoch).
     pub clock_start: Duration,
+}
+
+/// A live view of one running execution, for long jobs that report
+/// progress (see [`Sandbox::run_with_progress`]).
+///
+/// - [`fuel_consumed`](Progress::fuel_consumed) is sampled from inside the
+///   guest every [`Progress::SAMPLE`] of wall time, by the store's epoch
+///   callback. Compiled code keeps the fuel counter in a register and stores
+///   it only at calls and at the fuel yield every 10^6 units, so a sample is
+///   low by at most 10^6 (plus whatever ran since the last sample). The
+///   final, exact figure is the outcome's [`Usage::fuel`]; it is also stored
+///   here when the execution ends.
+/// - [`take_stderr`](Progress::take_stderr) returns what the guest wrote to
+///   stderr since the previous call (stderr is teed: the outcome still holds
+///   all of it).
+///
+/// Executions without a `Progress` pay nothing for this.
+#[derive(Debug, Default)]
+pub struct Progress {
+    fuel: std::sync::atomic::AtomicU64,
+    stderr: Mutex<bytes::BytesMut>,
+}
+
+impl Progress {
+    /// How often a running guest's fuel is sampled.
+    pub const SAMPLE: Duration = Duration::from_millis(10);
+
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// Fuel consumed so far (see the type's docs for its accuracy).
+    pub fn fuel_consumed(&self) -> u64 {
+        self.fuel.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// stderr written since the previous call.
+    pub fn take_stderr(&self) -> Bytes {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .split()
+            .freeze()
+    }
+
+    pub(crate) fn set_fuel(&self, fuel: u64) {
+        self.fuel.store(fuel, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn push_stderr(&self, bytes: &[u8]) {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(bytes);
+    }
 }
 
 /// A host directory made visible to the guest (`HOST[::GUEST]`).
@@ -402,7 +457,19 @@ impl Sandbox {
         req: &CommandRequest,
         options: &ExecOptions,
     ) -> Result<CommandOutcome, ExecFailure> {
-        exec::run_command(program, &self.exec_env(), req, options).await
+        exec::run_command(program, &self.exec_env(), req, options, None).await
+    }
+
+    /// [`run`](Sandbox::run), reporting fuel and stderr into `progress` while
+    /// the guest runs. Limits, deadline and outcome are exactly as for `run`.
+    pub async fn run_with_progress(
+        &self,
+        program: &Program,
+        req: &CommandRequest,
+        options: &ExecOptions,
+        progress: &Arc<Progress>,
+    ) -> Result<CommandOutcome, ExecFailure> {
+        exec::run_command(program, &self.exec_env(), req, options, Some(progress)).await
     }
 
     /// Sends one HTTP request to a `wasi:http` proxy program.
@@ -412,7 +479,49 @@ impl Sandbox {
         req: HttpRequest,
         options: &ExecOptions,
     ) -> Result<HttpOutcome, ExecFailure> {
-        exec::handle_http(program, &self.exec_env(), req, options).await
+        exec::handle_http(program, &self.exec_env(), req, options, None).await
+    }
+
+    /// [`handle_http`](Sandbox::handle_http), reporting fuel and stderr into
+    /// `progress` while the guest runs.
+    pub async fn handle_http_with_progress(
+        &self,
+        program: &Program,
+        req: HttpRequest,
+        options: &ExecOptions,
+        progress: &Arc<Progress>,
+    ) -> Result<HttpOutcome, ExecFailure> {
+        exec::handle_http(program, &self.exec_env(), req, options, Some(progress)).await
+    }
+
+    /// Digests that have a compiled artifact in the cache directory for
+    /// either profile of this build, sorted and without duplicates (empty
+    /// without a cache dir). [`load_cached`](Sandbox::load_cached) finds them.
+    pub fn cached_digests(&self) -> Vec<Digest> {
+        let Some(dir) = self.config.cache_dir.as_deref() else {
+            return Vec::new();
+        };
+        let suffixes = [
+            program::artifact_suffix(&self.standard.engine),
+            program::artifact_suffix(&self.deterministic.engine),
+        ];
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Digest> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                let stem = suffixes
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s.as_str()))?;
+                stem.parse().ok()
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 

@@ -143,11 +143,16 @@ fn format_of(wasm: &[u8]) -> Result<Format, ExecError> {
 
 /// The per-engine, per-digest location of a compiled artifact.
 pub(crate) fn artifact_path(dir: &Path, engine: &Engine, digest: &Digest) -> PathBuf {
+    dir.join(format!("{digest}{}", artifact_suffix(engine)))
+}
+
+/// What follows the digest in an artifact's file name for `engine`.
+pub(crate) fn artifact_suffix(engine: &Engine) -> String {
     // `DefaultHasher::new()` uses fixed keys, so the name is stable for one
     // build of brume; a different wasmtime or config simply misses the cache.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    dir.join(format!("{digest}-{:016x}.cwasm", h.finish()))
+    format!("-{:016x}.cwasm", h.finish())
 }
 
 pub(crate) enum Compiled {

@@ -9,3 +9,4 @@ mod errors;
 mod hostile;
 mod http;
 mod isolation;
+mod progress;
