@@ -1,1 +1,423 @@
-//! placeholder
+//! The regional broker: it accepts work over a REST API, keeps providers
+//! connected over WebSockets, matches work to providers, fails over when a
+//! provider vanishes, and keeps jobs durable in SQLite.
+//!
+//! ```text
+//!  requester ──HTTP──▶ api.rs ──▶ Shared::submit ──▶ sched.rs (queue, index)
+//!                                                      │ Assign frame
+//!  provider ◀──────────── session.rs (one WebSocket) ◀─┘
+//!           ───Accepted/Progress/Done──▶ session.rs ──▶ sched.rs ──▶ Work::finish
+//!                                                        ├─ Invoke: oneshot to the handler
+//!                                                        └─ Job: JobEntry events + store
+//! ```
+//!
+//! Start one with [`Broker::start`]; the `brume broker` command is a thin
+//! wrapper over it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use brume_api::rest::{Capacity, Queues, Status};
+use brume_api::{Limits, WorkId};
+use brume_identity::Identity;
+use tokio::sync::watch;
+
+mod api;
+mod jobs;
+mod metrics;
+mod sched;
+mod session;
+pub mod store;
+
+pub use store::StoreError;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Everything a broker is configured with. `Default` is a sane local broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where to listen (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Database, module files and the broker's key.
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Heartbeat interval both ways; a peer silent for 3 intervals is gone.
+    pub heartbeat: Duration,
+    /// How long a provider has to accept an assignment.
+    pub ack_timeout: Duration,
+    /// Limits for work that doesn't set them.
+    pub default_limits: Limits,
+    /// The most any work may ask for.
+    pub max_limits: Limits,
+    /// Largest module upload.
+    pub max_module_bytes: usize,
+    /// Largest job spec (JSON, stdin included).
+    pub max_spec_bytes: usize,
+    /// Sync calls get 503 `overloaded` past this many queued units...
+    pub overload_queue_depth: usize,
+    /// ...or when the oldest queued unit has waited this long.
+    pub overload_queue_age: Duration,
+    /// How long a sync call may wait for a provider.
+    pub invoke_queue_timeout: Duration,
+    /// Default queue timeout of a job.
+    pub job_queue_timeout: Duration,
+    /// Default attempts per unit of work.
+    pub max_attempts: u32,
+    /// How often providers report job progress.
+    pub progress_interval: Duration,
+    /// Finished jobs stay in memory this long (then they are read from disk).
+    pub finished_job_retention: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let default_limits = Limits {
+            fuel: 10_000_000_000,
+            memory_bytes: 256 << 20,
+            timeout_ms: 30_000,
+            max_input_bytes: 16 << 20,
+            max_output_bytes: 16 << 20,
+        };
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("brume-broker"),
+            region: "local".into(),
+            latitude: 0.0,
+            longitude: 0.0,
+            heartbeat: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(5),
+            default_limits,
+            max_limits: Limits {
+                fuel: 10_000_000_000_000,
+                memory_bytes: 4 << 30,
+                timeout_ms: 24 * 3600 * 1000,
+                max_input_bytes: 64 << 20,
+                max_output_bytes: 64 << 20,
+            },
+            max_module_bytes: 64 << 20,
+            max_spec_bytes: 96 << 20,
+            overload_queue_depth: 10_000,
+            overload_queue_age: Duration::from_secs(2),
+            invoke_queue_timeout: Duration::from_secs(10),
+            job_queue_timeout: Duration::from_secs(600),
+            max_attempts: 3,
+            progress_interval: Duration::from_millis(500),
+            finished_job_retention: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("identity: {0}")]
+    Identity(#[from] brume_identity::IdentityError),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// State shared by every handler and session.
+pub(crate) struct Shared {
+    pub config: BrokerConfig,
+    pub broker_id: String,
+    pub store: store::Store,
+    pub sched: parking_lot::Mutex<sched::Scheduler>,
+    pub jobs: parking_lot::Mutex<
+        std::collections::HashMap<WorkId, (Arc<jobs::JobEntry>, Option<Instant>)>,
+    >,
+    /// The work of each job in `jobs` (for cancel).
+    pub works: parking_lot::Mutex<std::collections::HashMap<WorkId, Arc<sched::Work>>>,
+    pub services:
+        parking_lot::RwLock<std::collections::HashMap<String, brume_api::rest::ServiceInfo>>,
+    pub keys: parking_lot::RwLock<KeyCache>,
+    pub blob_tokens: parking_lot::RwLock<std::collections::HashSet<String>>,
+    pub validator: brume_sandbox::Sandbox,
+    pub metrics: metrics::Metrics,
+    pub started: Instant,
+    pub next_session: AtomicU64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    pub hashes: std::collections::HashSet<[u8; 32]>,
+    pub refreshed: Option<Instant>,
+}
+
+impl Shared {
+    /// Runs `f` on the scheduler and then whatever it deferred.
+    pub fn with_sched<T>(
+        &self,
+        f: impl FnOnce(&mut sched::Scheduler, &mut sched::After) -> T,
+    ) -> T {
+        let mut after = sched::After::default();
+        let out = {
+            let mut s = self.sched.lock();
+            let out = f(&mut s, &mut after);
+            self.metrics.queue_depth.set(s.queue_len() as i64);
+            self.metrics.providers.set(s.providers.len() as i64);
+            out
+        };
+        if after.retries > 0 {
+            self.metrics.retries.inc_by(after.retries);
+        }
+        after.run();
+        out
+    }
+
+    pub fn status(&self) -> Status {
+        let (providers, totals, waiting, in_flight) = {
+            let s = self.sched.lock();
+            (
+                s.providers.len() as u64,
+                s.totals,
+                s.queue_len() as u64,
+                s.inflight_len() as u64,
+            )
+        };
+        let jobs_open = self
+            .jobs
+            .lock()
+            .values()
+            .filter(|(e, _)| !e.is_final())
+            .count() as u64;
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            broker_id: self.broker_id.clone(),
+            region: self.config.region.clone(),
+            latitude: self.config.latitude,
+            longitude: self.config.longitude,
+            providers_connected: providers,
+            capacity: Capacity {
+                slots_free: totals.slots - totals.slots_busy,
+                slots_total: totals.slots,
+                memory_free_bytes: totals.memory - totals.memory_busy,
+                memory_total_bytes: totals.memory,
+            },
+            queues: Queues {
+                waiting,
+                in_flight,
+                jobs_open,
+            },
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+}
+
+/// Entry point: `Broker::start(config)`.
+#[derive(Debug)]
+pub struct Broker;
+
+/// A broker that is serving.
+pub struct RunningBroker {
+    url: String,
+    broker_id: String,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), BrokerError>>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RunningBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningBroker")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the data dir, re-queues open jobs, binds and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+        let data_dir = config.data_dir.clone();
+        let store = store::Store::open(&data_dir)?;
+        let identity = Identity::load_or_create(&data_dir.join("broker.key"))?;
+        let broker_id = identity.address().to_string();
+        let validator = brume_sandbox::Sandbox::new(brume_sandbox::SandboxConfig {
+            max_concurrent_instances: 1,
+            ..brume_sandbox::SandboxConfig::default()
+        })
+        .map_err(|e| BrokerError::Sandbox(e.to_string()))?;
+        let services = store
+            .read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT name, kind, digest, size_bytes, created_at_ms FROM services",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    let kind: String = r.get(1)?;
+                    Ok(brume_api::rest::ServiceInfo {
+                        name: r.get(0)?,
+                        kind: kind.parse().unwrap_or(brume_api::ServiceKind::Command),
+                        digest: r.get(2)?,
+                        size_bytes: r.get::<_, i64>(3)? as u64,
+                        created_at_ms: r.get::<_, i64>(4)? as u64,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        let hashes = store.read(|c| store::keys::all_hashes(c)).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| BrokerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(BrokerError::Serve)?;
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            broker_id: broker_id.clone(),
+            store,
+            sched: parking_lot::Mutex::new(sched::Scheduler::default()),
+            jobs: parking_lot::Mutex::new(Default::default()),
+            works: parking_lot::Mutex::new(Default::default()),
+            services: parking_lot::RwLock::new(
+                services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            ),
+            keys: parking_lot::RwLock::new(KeyCache {
+                hashes: hashes.into_iter().collect(),
+                refreshed: Some(Instant::now()),
+            }),
+            blob_tokens: Default::default(),
+            validator,
+            metrics: metrics::Metrics::new(),
+            started: Instant::now(),
+            next_session: AtomicU64::new(1),
+            shutdown: stopped.clone(),
+        });
+        api::recover_jobs(&shared).await?;
+        let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
+        tokio::spawn(sweeper(shared.clone()));
+        let app = api::router(shared.clone());
+        let mut stopped2 = stopped;
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped2.wait_for(|s| *s).await;
+                })
+                .await
+                .map_err(BrokerError::Serve)
+        });
+        Ok(RunningBroker {
+            url: format!("http://{addr}"),
+            broker_id,
+            addr,
+            stop,
+            task,
+            shared,
+        })
+    }
+}
+
+impl RunningBroker {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The broker's address (its identity in the provider handshake).
+    pub fn broker_id(&self) -> &str {
+        &self.broker_id
+    }
+
+    pub fn status(&self) -> Status {
+        self.shared.status()
+    }
+
+    /// Mints an API key (stored hashed) and returns it.
+    pub async fn create_api_key(&self, name: &str) -> Result<String, BrokerError> {
+        let name = name.to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared
+            .store
+            .write(move |t| {
+                let token = store::keys::create(t, &name).map_err(|e| match e {
+                    StoreError::Sql(e) => e,
+                    other => rusqlite::Error::InvalidParameterName(other.to_string()),
+                })?;
+                let _ = tx.send(token);
+                Ok(())
+            })
+            .await?;
+        let token = rx.await.map_err(|_| StoreError::Closed)?;
+        self.shared
+            .keys
+            .write()
+            .hashes
+            .insert(store::keys::hash(&token));
+        Ok(token)
+    }
+
+    /// Begins a graceful stop: providers are told, the listener closes,
+    /// pending writes are committed.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until the server has stopped (after [`RunningBroker::shutdown`]).
+    pub async fn wait(self) -> Result<(), BrokerError> {
+        let r = self.task.await.unwrap_or(Ok(()));
+        self.shared.store.flush().await?;
+        r
+    }
+}
+
+/// Ack timeouts, queue timeouts, and eviction of finished jobs from memory.
+async fn sweeper(shared: Arc<Shared>) {
+    let period = (shared.config.ack_timeout / 10)
+        .clamp(Duration::from_millis(10), Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let ack = shared.config.ack_timeout;
+        shared.with_sched(|s, after| s.sweep(ack, after));
+        let keep = shared.config.finished_job_retention;
+        let mut evicted = Vec::new();
+        shared.jobs.lock().retain(|id, (entry, finished)| {
+            if finished.is_none() && entry.is_final() {
+                *finished = Some(Instant::now());
+            }
+            let keep = finished.is_none_or(|t| t.elapsed() < keep);
+            if !keep {
+                evicted.push(*id);
+            }
+            keep
+        });
+        if !evicted.is_empty() {
+            let mut works = shared.works.lock();
+            for id in evicted {
+                works.remove(&id);
+            }
+        }
+    }
+}

@@ -1,13 +1,200 @@
-//! `brume broker`: run a broker; `brume broker keys create`: mint an API key.
+//! `brume broker`: run a broker; `brume broker keys create|list`: manage
+//! API keys (works whether or not the broker is running).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use brume_broker::{Broker, BrokerConfig};
+use serde_json::json;
 
 use crate::config::BrokerSection;
 
 #[derive(Debug, clap::Args)]
-pub struct BrokerArgs {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BrokerArgs {
+    #[command(subcommand)]
+    command: Option<BrokerCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
 
-pub async fn main(_args: BrokerArgs, _file: &BrokerSection) -> ExitCode {
-    eprintln!("error: brume broker is not built yet");
-    ExitCode::FAILURE
+#[derive(Debug, clap::Subcommand)]
+enum BrokerCommand {
+    /// Manage the API keys requesters authenticate with.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeysCommand {
+    /// Mint a key. It is printed once; only its hash is stored.
+    Create {
+        #[arg(long, env = "BRUME_DATA_DIR")]
+        data: Option<PathBuf>,
+        /// A label for the key (who or what uses it).
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (labels and creation times; never the keys).
+    List {
+        #[arg(long, env = "BRUME_DATA_DIR")]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "BRUME_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory: database, modules, the broker's key.
+    #[arg(long, env = "BRUME_DATA_DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, env = "BRUME_REGION")]
+    region: Option<String>,
+    #[arg(long, env = "BRUME_LATITUDE", allow_hyphen_values = true)]
+    latitude: Option<f64>,
+    #[arg(long, env = "BRUME_LONGITUDE", allow_hyphen_values = true)]
+    longitude: Option<f64>,
+    /// Heartbeat interval with providers (silent for 3 intervals = gone).
+    #[arg(long, env = "BRUME_HEARTBEAT", value_parser = humantime::parse_duration)]
+    heartbeat: Option<Duration>,
+    /// How long a provider has to acknowledge an assignment.
+    #[arg(long, env = "BRUME_ACK_TIMEOUT", value_parser = humantime::parse_duration)]
+    ack_timeout: Option<Duration>,
+    /// Print machine-readable JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/brume/broker"),
+        None => PathBuf::from("brume-broker"),
+    }
+}
+
+pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
+    match args.command {
+        Some(BrokerCommand::Keys(k)) => keys(k, file),
+        None => run(args.run, file).await,
+    }
+}
+
+fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
+    let data_of = |d: Option<PathBuf>| {
+        d.or_else(|| file.data_dir.clone())
+            .unwrap_or_else(default_data_dir)
+    };
+    let result = match cmd {
+        KeysCommand::Create { data, name, json } => {
+            let dir = data_of(data);
+            brume_broker::store::open_sync(&dir)
+                .and_then(|c| brume_broker::store::keys::create(&c, &name))
+                .map(|token| {
+                    if json {
+                        println!("{}", json!({"api_key": token, "name": name}));
+                    } else {
+                        println!("{token}");
+                        eprintln!(
+                            "API key {name:?} created in {}; it is shown only once.",
+                            dir.display()
+                        );
+                    }
+                })
+        }
+        KeysCommand::List { data, json } => {
+            let dir = data_of(data);
+            brume_broker::store::open_sync(&dir)
+                .and_then(|c| brume_broker::store::keys::list(&c))
+                .map(|keys| {
+                    if json {
+                        let keys: Vec<_> = keys
+                            .iter()
+                            .map(|(n, t)| json!({"name": n, "created_at_ms": t}))
+                            .collect();
+                        println!("{}", json!({ "keys": keys }));
+                    } else {
+                        for (name, at) in keys {
+                            println!("{name}\tcreated {at}");
+                        }
+                    }
+                })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
+    crate::logging::init();
+    let mut config = BrokerConfig::default();
+    if let Some(l) = a.listen {
+        config.listen = l;
+    } else if let Some(l) = &file.listen {
+        match l.parse() {
+            Ok(l) => config.listen = l,
+            Err(e) => {
+                eprintln!("error: config broker.listen {l:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    config.data_dir = a
+        .data
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(default_data_dir);
+    if let Some(r) = a.region.or_else(|| file.region.clone()) {
+        config.region = r;
+    }
+    config.latitude = a.latitude.or(file.latitude).unwrap_or(0.0);
+    config.longitude = a.longitude.or(file.longitude).unwrap_or(0.0);
+    if let Some(h) = a.heartbeat {
+        config.heartbeat = h;
+    }
+    if let Some(t) = a.ack_timeout {
+        config.ack_timeout = t;
+    }
+    let data = config.data_dir.clone();
+    let broker = match Broker::start(config).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if a.json {
+        println!(
+            "{}",
+            json!({"event": "ready", "url": broker.url(), "broker_id": broker.broker_id(), "data": data})
+        );
+    } else {
+        println!(
+            "broker {} listening on {} (data {})",
+            broker.broker_id(),
+            broker.url(),
+            data.display()
+        );
+    }
+    crate::logging::flush_stdout();
+    crate::logging::shutdown_signal().await;
+    broker.shutdown();
+    match broker.wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod broker;
 mod config;
 mod devnet;
 mod exec;
+mod logging;
 mod provide;
 mod requester;
 

@@ -1,0 +1,1104 @@
+//! The requester REST API (axum). Every error is `brume_api::ApiError` as
+//! JSON with the status its code implies.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{
+    DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, RawQuery, Request, State,
+};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use brume_api::rest::{
+    JobInfo, JobList, JobSpec, JobState, ProviderInfo, ProviderList, ServiceInfo, ServiceList,
+    validate_service_name,
+};
+use brume_api::wire::{self, Outcome};
+use brume_api::{ApiError, ErrorCode, Profile, ServiceKind, WorkId, headers as xh};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::Shared;
+use crate::jobs::{self, JobEntry, StoredJob};
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::sched::{Completion, Sink, Work, WorkSpec};
+use crate::store::keys;
+
+type Sh = State<Arc<Shared>>;
+
+/// An error response.
+pub(crate) struct Fail(pub ApiError);
+
+impl Fail {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Fail {
+        Fail(ApiError::new(code, message))
+    }
+}
+
+impl From<crate::StoreError> for Fail {
+    fn from(e: crate::StoreError) -> Fail {
+        tracing::error!("store: {e}");
+        Fail::new(ErrorCode::Internal, format!("storage failure: {e}"))
+    }
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, axum::Json(&self.0)).into_response();
+        if self.0.code == ErrorCode::Overloaded {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+type Res<T> = Result<T, Fail>;
+
+fn body_or_fail(body: Result<Bytes, BytesRejection>, what: &str) -> Res<Bytes> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Fail::new(
+                ErrorCode::PayloadTooLarge,
+                format!("{what}: larger than this broker accepts"),
+            )
+        } else {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("{what}: {}", r.body_text()),
+            )
+        }
+    })
+}
+
+/// A requester with a valid API key.
+pub(crate) struct Auth;
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+impl FromRequestParts<Arc<Shared>> for Auth {
+    type Rejection = Fail;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Auth, Fail> {
+        let Some(token) = bearer(parts) else {
+            return Err(Fail::new(
+                ErrorCode::Unauthorized,
+                "an API key is required: Authorization: Bearer <key> (create one with `brume broker keys create`)",
+            ));
+        };
+        check_key(shared, token).await
+    }
+}
+
+async fn check_key(shared: &Arc<Shared>, token: &str) -> Result<Auth, Fail> {
+    let hash = keys::hash(token);
+    let refresh = {
+        let cache = shared.keys.read();
+        if cache.hashes.contains(&hash) {
+            return Ok(Auth);
+        }
+        // Keys minted by `brume broker keys create` while we run: look in
+        // the database, at most once a second.
+        cache
+            .refreshed
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+    };
+    if refresh {
+        shared.keys.write().refreshed = Some(Instant::now());
+        let found = shared.store.read(move |c| keys::exists(c, &hash)).await?;
+        if found {
+            shared.keys.write().hashes.insert(hash);
+            return Ok(Auth);
+        }
+    }
+    Err(Fail::new(ErrorCode::Forbidden, "the API key is not valid"))
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let c = &shared.config;
+    let module_limit = DefaultBodyLimit::max(c.max_module_bytes);
+    let input_limit = DefaultBodyLimit::max(c.max_limits.max_input_bytes as usize);
+    let spec_limit = DefaultBodyLimit::max(c.max_spec_bytes);
+    Router::new()
+        .route(
+            "/v1/services",
+            post(publish).layer(module_limit).get(list_services),
+        )
+        .route("/v1/services/{name}", get(get_service))
+        .route("/v1/blobs/{digest}", get(get_blob))
+        .route(
+            "/v1/functions/{service}/invoke",
+            post(invoke).layer(input_limit),
+        )
+        .route("/fn/{service}", any(call_http_root).layer(input_limit))
+        .route("/fn/{service}/{*path}", any(call_http).layer(input_limit))
+        .route(
+            "/v1/jobs",
+            post(submit_job).layer(spec_limit).get(list_jobs),
+        )
+        .route("/v1/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/v1/jobs/{id}/events", get(job_events))
+        .route("/v1/jobs/{id}/result", get(job_result))
+        .route("/v1/status", get(status))
+        .route("/v1/providers", get(providers))
+        .route("/metrics", get(metrics))
+        .route("/v1/provider/connect", get(connect))
+        .fallback(|| async { Fail::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            Fail::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
+        })
+        .layer(middleware::from_fn_with_state(shared.clone(), track))
+        .with_state(shared)
+}
+
+async fn track(State(shared): Sh, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    let m = &shared.metrics;
+    m.requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    m.latency
+        .get_or_create(&RouteLabels { route })
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+// ---- services and blobs ----------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct PublishQuery {
+    name: String,
+    kind: Option<ServiceKind>,
+}
+
+async fn publish(
+    State(shared): Sh,
+    _auth: Auth,
+    query: Result<Query<PublishQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<(StatusCode, axum::Json<ServiceInfo>)> {
+    let Query(q) = query.map_err(|e| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "query: {} (expected ?name=NAME&kind=command|http)",
+                e.body_text()
+            ),
+        )
+    })?;
+    validate_service_name(&q.name).map_err(Fail)?;
+    let bytes = body_or_fail(body, "module")?;
+    if bytes.is_empty() {
+        return Err(Fail::new(ErrorCode::InvalidModule, "the module is empty"));
+    }
+    let kind = q.kind.unwrap_or(ServiceKind::Command);
+    let sh = shared.clone();
+    let b = bytes.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let program = sh.validator.load(&b, brume_sandbox::Profile::Standard)?;
+        sh.validator.evict(&program.digest());
+        Ok::<_, brume_sandbox::ExecError>((program.digest(), program.shape()))
+    })
+    .await
+    .map_err(|e| Fail::new(ErrorCode::Internal, format!("validation task: {e}")))?;
+    let (digest, shape) = checked.map_err(|e| {
+        let code = match e.code() {
+            "import_not_allowed" => ErrorCode::InvalidModule,
+            "memory_limit" => ErrorCode::InvalidModule,
+            "internal" => ErrorCode::Internal,
+            _ => ErrorCode::InvalidModule,
+        };
+        Fail::new(code, e.to_string())
+    })?;
+    let shape_kind = match shape {
+        brume_sandbox::Shape::HttpProxy => ServiceKind::Http,
+        _ => ServiceKind::Command,
+    };
+    if shape_kind != kind {
+        return Err(Fail::new(
+            ErrorCode::InvalidModule,
+            format!(
+                "kind is {} but the module is a {} (publish it with kind={})",
+                kind.as_str(),
+                match shape {
+                    brume_sandbox::Shape::HttpProxy => "wasi:http proxy component",
+                    _ => "WASI command",
+                },
+                shape_kind.as_str()
+            ),
+        ));
+    }
+    let digest = digest.to_string();
+    // Text modules (.wat) are stored as the binary the digest names.
+    let stored = if bytes.starts_with(b"\0asm") {
+        bytes
+    } else {
+        Bytes::from(
+            wat::parse_bytes(&bytes)
+                .map(|c| c.into_owned())
+                .map_err(|e| Fail::new(ErrorCode::InvalidModule, e.to_string()))?,
+        )
+    };
+    let info = ServiceInfo {
+        name: q.name.clone(),
+        kind,
+        digest: digest.clone(),
+        size_bytes: stored.len() as u64,
+        created_at_ms: crate::now_ms(),
+    };
+    shared.store.put_blob(digest.clone(), stored).await?;
+    let row = info.clone();
+    shared
+        .store
+        .write(move |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO services (name, kind, digest, size_bytes, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![row.name, row.kind.as_str(), row.digest, row.size_bytes as i64, row.created_at_ms as i64],
+            )?;
+            Ok(())
+        })
+        .await?;
+    shared
+        .services
+        .write()
+        .insert(info.name.clone(), info.clone());
+    tracing::info!(service = %info.name, digest = %info.digest, "service published");
+    Ok((StatusCode::CREATED, axum::Json(info)))
+}
+
+async fn list_services(State(shared): Sh, _auth: Auth) -> axum::Json<ServiceList> {
+    let mut services: Vec<ServiceInfo> = shared.services.read().values().cloned().collect();
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    axum::Json(ServiceList { services })
+}
+
+fn service(shared: &Shared, name: &str) -> Res<ServiceInfo> {
+    shared.services.read().get(name).cloned().ok_or_else(|| {
+        Fail::new(
+            ErrorCode::UnknownService,
+            format!("no service named {name:?}"),
+        )
+    })
+}
+
+async fn get_service(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(name): Path<String>,
+) -> Res<axum::Json<ServiceInfo>> {
+    service(&shared, &name).map(axum::Json)
+}
+
+/// Module bytes by digest: for requesters (API key) and providers (the
+/// session's blob token).
+async fn get_blob(
+    State(shared): Sh,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Res<Response> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        None => {
+            return Err(Fail::new(
+                ErrorCode::Unauthorized,
+                "an API key or provider token is required",
+            ));
+        }
+        Some(t) if shared.blob_tokens.read().contains(t) => {}
+        Some(t) => {
+            check_key(&shared, t).await?;
+        }
+    }
+    let digest = brume_api::parse_digest(&digest)
+        .map(hex::encode)
+        .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+    match shared.store.get_blob(&digest).await? {
+        Some(bytes) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/wasm")],
+            bytes,
+        )
+            .into_response()),
+        None => Err(Fail::new(
+            ErrorCode::NotFound,
+            format!("no module with digest {digest}"),
+        )),
+    }
+}
+
+// ---- sync invocation -------------------------------------------------------
+
+/// Cancels the work if the HTTP request goes away before it finishes.
+struct CancelOnDrop {
+    shared: Arc<Shared>,
+    work: Option<Arc<Work>>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take()
+            && !work.is_finished()
+        {
+            self.shared.with_sched(|s, a| {
+                s.cancel(work.id, a);
+            });
+            let attempts = work.attempts();
+            work.finish(Completion::Failed {
+                error: ApiError::new(ErrorCode::Cancelled, "the caller went away"),
+                attempts,
+            });
+        }
+    }
+}
+
+fn check_overload(shared: &Shared) -> Res<()> {
+    let (depth, age, providers) = {
+        let s = shared.sched.lock();
+        (s.queue_len(), s.oldest_wait(), s.providers.len())
+    };
+    if providers == 0 {
+        return Err(Fail::new(
+            ErrorCode::ProviderUnavailable,
+            "no provider is connected to this broker",
+        ));
+    }
+    if depth >= shared.config.overload_queue_depth || age >= shared.config.overload_queue_age {
+        return Err(Fail::new(
+            ErrorCode::Overloaded,
+            format!(
+                "{depth} calls are waiting (oldest {} ms); retry shortly",
+                age.as_millis()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn run_sync(shared: &Arc<Shared>, spec: WorkSpec) -> (WorkId, Completion) {
+    let id = WorkId::new();
+    let deadline = shared.config.invoke_queue_timeout
+        + Duration::from_millis(spec.limits.timeout_ms) * spec.max_attempts
+        + Duration::from_secs(5);
+    let (tx, rx) = oneshot::channel();
+    let work = Work::new(
+        id,
+        spec,
+        Sink::Invoke(parking_lot::Mutex::new(Some(tx))),
+        shared.config.invoke_queue_timeout,
+        0,
+    );
+    let mut guard = CancelOnDrop {
+        shared: shared.clone(),
+        work: Some(work.clone()),
+    };
+    shared.with_sched(|s, a| s.submit(work.clone(), a));
+    let completion = match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(_)) => Completion::Failed {
+            error: ApiError::new(ErrorCode::Internal, "the work was dropped"),
+            attempts: work.attempts(),
+        },
+        Err(_) => {
+            // Let the guard cancel it; report a timeout.
+            return (
+                id,
+                Completion::Failed {
+                    error: ApiError::new(
+                        ErrorCode::Timeout,
+                        format!("no result within {deadline:?}"),
+                    ),
+                    attempts: work.attempts(),
+                },
+            );
+        }
+    };
+    guard.work = None;
+    (id, completion)
+}
+
+fn xb_headers(h: &mut HeaderMap, id: WorkId, provider: &str, fuel: Option<u64>, attempts: u32) {
+    let mut put = |name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put(xh::WORK_ID, id.to_string());
+    if !provider.is_empty() {
+        put(xh::PROVIDER, provider.to_string());
+    }
+    if let Some(f) = fuel {
+        put(xh::FUEL, f.to_string());
+    }
+    put(xh::ATTEMPTS, attempts.to_string());
+}
+
+fn completion_response(id: WorkId, c: Completion) -> Response {
+    match c {
+        Completion::Done {
+            outcome,
+            provider,
+            attempts,
+        } => {
+            let fuel = outcome.usage().fuel;
+            let mut resp = match *outcome {
+                Outcome::Exited {
+                    exit_code, stdout, ..
+                } => {
+                    let mut r = Response::new(Body::from(stdout));
+                    r.headers_mut().insert(
+                        axum::http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&exit_code.to_string()) {
+                        r.headers_mut()
+                            .insert(HeaderName::from_static(xh::EXIT_CODE), v);
+                    }
+                    r
+                }
+                Outcome::Responded { response, .. } => {
+                    let mut r = Response::new(Body::from(response.body));
+                    *r.status_mut() =
+                        StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    for (name, value) in response.headers {
+                        let skip = matches!(
+                            name.to_ascii_lowercase().as_str(),
+                            "content-length"
+                                | "transfer-encoding"
+                                | "connection"
+                                | "keep-alive"
+                                | "upgrade"
+                        );
+                        if skip {
+                            continue;
+                        }
+                        if let (Ok(n), Ok(v)) = (
+                            HeaderName::from_bytes(name.as_bytes()),
+                            HeaderValue::from_bytes(&value),
+                        ) {
+                            r.headers_mut().append(n, v);
+                        }
+                    }
+                    r
+                }
+                Outcome::Failed { code, message, .. } => {
+                    let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal);
+                    Fail::new(code, message).into_response()
+                }
+            };
+            xb_headers(resp.headers_mut(), id, &provider, Some(fuel), attempts);
+            resp
+        }
+        Completion::Failed { error, attempts } => {
+            let mut resp = Fail(error).into_response();
+            xb_headers(resp.headers_mut(), id, "", None, attempts);
+            resp
+        }
+    }
+}
+
+fn query_args(query: Option<&str>) -> Vec<String> {
+    query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "arg")
+                .map(|(_, v)| v.into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn invoke(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    let svc = service(&shared, &name)?;
+    if svc.kind != ServiceKind::Command {
+        return Err(Fail::new(
+            ErrorCode::WrongKind,
+            format!("{name} is an http service: call it at /fn/{name}/"),
+        ));
+    }
+    let body = body_or_fail(body, "body")?;
+    let limits = shared.config.default_limits;
+    if body.len() as u64 > limits.max_input_bytes {
+        return Err(Fail::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "body: {} bytes is over the {} byte input limit",
+                body.len(),
+                limits.max_input_bytes
+            ),
+        ));
+    }
+    check_overload(&shared)?;
+    let mut args = vec![name.clone()];
+    args.extend(query_args(query.as_deref()));
+    let spec = WorkSpec {
+        service: Some(name),
+        digest: svc.digest,
+        kind: ServiceKind::Command,
+        profile: Profile::Standard,
+        limits,
+        args,
+        env: Vec::new(),
+        stdin: body,
+        http: None,
+        max_price: None,
+        max_attempts: shared.config.max_attempts,
+        progress_ms: None,
+        seed: 0,
+        clock_start_ms: 0,
+    };
+    let (id, completion) = run_sync(&shared, spec).await;
+    Ok(completion_response(id, completion))
+}
+
+async fn call_http_root(
+    state: Sh,
+    auth: Auth,
+    Path(name): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    forward(
+        state,
+        auth,
+        name,
+        String::new(),
+        method,
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+async fn call_http(
+    state: Sh,
+    auth: Auth,
+    Path((name, path)): Path<(String, String)>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    forward(state, auth, name, path, method, query, headers, body).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    State(shared): Sh,
+    _auth: Auth,
+    name: String,
+    path: String,
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    let svc = service(&shared, &name)?;
+    if svc.kind != ServiceKind::Http {
+        return Err(Fail::new(
+            ErrorCode::WrongKind,
+            format!("{name} is a command service: call it at /v1/functions/{name}/invoke"),
+        ));
+    }
+    let body = body_or_fail(body, "body")?;
+    let limits = shared.config.default_limits;
+    if body.len() as u64 > limits.max_input_bytes {
+        return Err(Fail::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "body: {} bytes is over the {} byte input limit",
+                body.len(),
+                limits.max_input_bytes
+            ),
+        ));
+    }
+    check_overload(&shared)?;
+    let mut uri = format!("/{path}");
+    if let Some(q) = query {
+        uri.push('?');
+        uri.push_str(&q);
+    }
+    // The broker's API key is consumed here; it never reaches a provider.
+    let headers = headers
+        .iter()
+        .filter(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "authorization"
+                    | "host"
+                    | "connection"
+                    | "content-length"
+                    | "transfer-encoding"
+                    | "keep-alive"
+            )
+        })
+        .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect();
+    let spec = WorkSpec {
+        service: Some(name),
+        digest: svc.digest,
+        kind: ServiceKind::Http,
+        profile: Profile::Standard,
+        limits,
+        args: Vec::new(),
+        env: Vec::new(),
+        stdin: Bytes::new(),
+        http: Some(wire::HttpRequest {
+            method: method.as_str().to_string(),
+            uri,
+            headers,
+            body,
+        }),
+        max_price: None,
+        max_attempts: shared.config.max_attempts,
+        progress_ms: None,
+        seed: 0,
+        clock_start_ms: 0,
+    };
+    let (id, completion) = run_sync(&shared, spec).await;
+    Ok(completion_response(id, completion))
+}
+
+// ---- jobs ------------------------------------------------------------------
+
+fn work_spec(stored: &StoredJob, progress: Duration) -> WorkSpec {
+    WorkSpec {
+        service: stored.service.clone(),
+        digest: stored.digest.clone(),
+        kind: stored.kind,
+        profile: stored.profile,
+        limits: stored.limits,
+        args: stored.argv.clone(),
+        env: stored.env.clone(),
+        stdin: stored.stdin.0.clone(),
+        http: None,
+        max_price: stored.max_price,
+        max_attempts: stored.max_attempts,
+        progress_ms: Some(progress.as_millis() as u64),
+        seed: 0,
+        clock_start_ms: 0,
+    }
+}
+
+fn start_job(shared: &Arc<Shared>, entry: Arc<JobEntry>, attempts: u32) {
+    let spec = work_spec(&entry.stored, shared.config.progress_interval);
+    let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
+    let work = Work::new(entry.id, spec, Sink::Job(entry.clone()), timeout, attempts);
+    shared.jobs.lock().insert(entry.id, (entry, None));
+    shared.works.lock().insert(work.id, work.clone());
+    shared.with_sched(|s, a| s.submit(work, a));
+}
+
+/// Re-queues the jobs that were open when the broker last stopped.
+pub(crate) async fn recover_jobs(shared: &Arc<Shared>) -> Result<(), crate::StoreError> {
+    let open = jobs::open_jobs(&shared.store).await?;
+    if !open.is_empty() {
+        tracing::info!("re-queueing {} unfinished job(s)", open.len());
+    }
+    for (mut info, stored, events) in open {
+        let attempts = info.attempts;
+        info.state = JobState::Queued;
+        let entry = JobEntry::new(info.id, stored, info, events, shared.store.clone());
+        entry.event_queued(Some("re-queued after a broker restart"));
+        start_job(shared, entry, attempts);
+    }
+    Ok(())
+}
+
+async fn submit_job(
+    State(shared): Sh,
+    _auth: Auth,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<(StatusCode, HeaderMap, axum::Json<JobInfo>)> {
+    let body = body_or_fail(body, "job spec")?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if path == "." || path.is_empty() {
+            format!("job spec: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
+        Fail::new(ErrorCode::InvalidRequest, msg)
+    })?;
+    spec.validate().map_err(Fail)?;
+    let c = &shared.config;
+    let limits = spec
+        .limits
+        .resolve(&c.default_limits, &c.max_limits)
+        .map_err(Fail)?;
+    let (service_name, digest, kind) = match (&spec.service, &spec.digest) {
+        (Some(name), _) => {
+            let svc = service(&shared, name)?;
+            (Some(name.clone()), svc.digest, svc.kind)
+        }
+        (None, Some(d)) => {
+            let digest = brume_api::parse_digest(d)
+                .map(hex::encode)
+                .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+            let kind = shared
+                .services
+                .read()
+                .values()
+                .find(|s| s.digest == digest)
+                .map(|s| s.kind)
+                .ok_or_else(|| {
+                    Fail::new(
+                        ErrorCode::NotFound,
+                        format!("digest: no uploaded module has digest {digest}"),
+                    )
+                })?;
+            (None, digest, kind)
+        }
+        (None, None) => return Err(Fail::new(ErrorCode::InvalidRequest, "service: required")),
+    };
+    if kind != ServiceKind::Command {
+        return Err(Fail::new(
+            ErrorCode::WrongKind,
+            "service: jobs run commands; http services are called at /fn/{name}/",
+        ));
+    }
+    let stdin = spec.stdin.clone().unwrap_or_default();
+    if stdin.0.len() as u64 > limits.max_input_bytes {
+        return Err(Fail::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "stdin: {} bytes is over the {} byte input limit",
+                stdin.0.len(),
+                limits.max_input_bytes
+            ),
+        ));
+    }
+    let mut argv = vec![service_name.clone().unwrap_or_else(|| "main.wasm".into())];
+    argv.extend(spec.args.iter().cloned());
+    let stored = StoredJob {
+        service: service_name.clone(),
+        digest: digest.clone(),
+        kind,
+        argv,
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        stdin,
+        limits,
+        profile: spec.profile,
+        max_attempts: spec.max_attempts.unwrap_or(c.max_attempts),
+        queue_timeout_ms: spec
+            .queue_timeout_ms
+            .unwrap_or(c.job_queue_timeout.as_millis() as u64),
+        max_price: spec.max_price,
+        labels: spec.labels.clone(),
+    };
+    let now = crate::now_ms();
+    let id = WorkId::new();
+    let info = JobInfo {
+        id,
+        state: JobState::Queued,
+        service: service_name,
+        digest,
+        attempts: 0,
+        max_attempts: stored.max_attempts,
+        provider: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        error: None,
+        labels: spec.labels,
+    };
+    jobs::insert(&shared.store, &info, &stored).await?;
+    let entry = JobEntry::new(id, stored, info, Vec::new(), shared.store.clone());
+    entry.event_queued(None);
+    start_job(&shared, entry.clone(), 0);
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+        headers.insert(axum::http::header::LOCATION, v);
+    }
+    Ok((StatusCode::ACCEPTED, headers, axum::Json(entry.info())))
+}
+
+fn job_id(s: &str) -> Res<WorkId> {
+    s.parse().map_err(|_| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("job id: {s:?} is not a job id"),
+        )
+    })
+}
+
+fn entry(shared: &Shared, id: WorkId) -> Option<Arc<JobEntry>> {
+    shared.jobs.lock().get(&id).map(|(e, _)| e.clone())
+}
+
+fn no_job(id: WorkId) -> Fail {
+    Fail::new(ErrorCode::NotFound, format!("no job {id}"))
+}
+
+async fn get_job(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<JobInfo>> {
+    let id = job_id(&id)?;
+    if let Some(e) = entry(&shared, id) {
+        return Ok(axum::Json(e.info()));
+    }
+    jobs::load_info(&shared.store, id)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| no_job(id))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_jobs(
+    State(shared): Sh,
+    _auth: Auth,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Res<axum::Json<JobList>> {
+    let Query(q) = query.map_err(|e| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("query: {}", e.body_text()),
+        )
+    })?;
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("state: {e}")))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    // Pending writes first, so the list reflects every acknowledged change.
+    shared.store.flush().await?;
+    let jobs = jobs::list(&shared.store, state, limit).await?;
+    Ok(axum::Json(JobList { jobs }))
+}
+
+async fn job_result(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<brume_api::rest::JobResult>> {
+    let id = job_id(&id)?;
+    let not_final = |state: JobState| {
+        Fail::new(
+            ErrorCode::Conflict,
+            format!(
+                "job {id} is {}; its result is available once it finishes",
+                state.as_str()
+            ),
+        )
+    };
+    if let Some(e) = entry(&shared, id) {
+        return match e.result() {
+            Some(r) => Ok(axum::Json(r)),
+            None => Err(not_final(e.info().state)),
+        };
+    }
+    match jobs::load_result(&shared.store, id).await? {
+        Some(r) if r.state.is_final() => Ok(axum::Json(r)),
+        Some(r) => Err(not_final(r.state)),
+        None => Err(no_job(id)),
+    }
+}
+
+async fn cancel_job(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<JobInfo>> {
+    let id = job_id(&id)?;
+    let Some(e) = entry(&shared, id) else {
+        return match jobs::load_info(&shared.store, id).await? {
+            Some(info) => Err(Fail::new(
+                ErrorCode::Conflict,
+                format!("job {id} is already {}", info.state.as_str()),
+            )),
+            None => Err(no_job(id)),
+        };
+    };
+    let work = shared.works.lock().get(&id).cloned();
+    let cancelled = match work {
+        Some(work) => {
+            shared.with_sched(|s, a| {
+                s.cancel(id, a);
+            });
+            let attempts = work.attempts();
+            work.finish(Completion::Failed {
+                error: ApiError::new(ErrorCode::Cancelled, "cancelled by the requester"),
+                attempts,
+            })
+        }
+        None => false,
+    };
+    if !cancelled {
+        return Err(Fail::new(
+            ErrorCode::Conflict,
+            format!("job {id} is already {}", e.info().state.as_str()),
+        ));
+    }
+    Ok(axum::Json(e.info()))
+}
+
+async fn job_events(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> Res<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>> {
+    let id = job_id(&id)?;
+    let (history, live, job) = match entry(&shared, id) {
+        Some(e) => {
+            let (h, rx) = e.follow();
+            (h, Some(rx), Some(e))
+        }
+        None => {
+            let h = jobs::load_events(&shared.store, id).await?;
+            if h.is_empty() && jobs::load_info(&shared.store, id).await?.is_none() {
+                return Err(no_job(id));
+            }
+            (h, None, None)
+        }
+    };
+    struct St {
+        pending: std::collections::VecDeque<brume_api::rest::JobEvent>,
+        live: Option<tokio::sync::broadcast::Receiver<brume_api::rest::JobEvent>>,
+        job: Option<Arc<JobEntry>>,
+        next: u64,
+        done: bool,
+    }
+    let st = St {
+        pending: history.into(),
+        live,
+        job,
+        next: 0,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            if let Some(ev) = st.pending.pop_front() {
+                if ev.seq < st.next {
+                    continue;
+                }
+                st.next = ev.seq + 1;
+                st.done = ev.kind.is_final();
+                let event = Event::default()
+                    .event(ev.kind.as_str())
+                    .id(ev.seq.to_string())
+                    .data(serde_json::to_string(&ev).unwrap_or_default());
+                return Some((Ok(event), st));
+            }
+            let rx = st.live.as_mut()?;
+            match rx.recv().await {
+                Ok(ev) => st.pending.push_back(ev),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind: re-read what we missed from the job.
+                    if let Some(job) = &st.job {
+                        let (all, _) = job.follow();
+                        st.pending
+                            .extend(all.into_iter().filter(|e| e.seq >= st.next));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+// ---- status, providers, metrics, provider endpoint -------------------------
+
+async fn status(State(shared): Sh) -> axum::Json<brume_api::rest::Status> {
+    axum::Json(shared.status())
+}
+
+async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<ProviderList> {
+    let s = shared.sched.lock();
+    let mut providers: Vec<ProviderInfo> = s
+        .providers
+        .values()
+        .map(|p| ProviderInfo {
+            address: p.address.clone(),
+            region: p.caps.region.clone(),
+            slots: p.caps.slots,
+            slots_busy: p.busy,
+            memory_bytes: p.caps.memory_bytes,
+            fitness_mips: p.caps.fitness_mips,
+            price_ask: p.price_ask,
+            allowed_services: p.caps.allowed_services.clone(),
+            modules_cached: p.cached.len() as u64,
+            work_done: p.work_done,
+            connected_at_ms: p.connected_at_ms,
+        })
+        .collect();
+    drop(s);
+    providers.sort_by(|a, b| a.address.cmp(&b.address));
+    axum::Json(ProviderList { providers })
+}
+
+async fn metrics(State(shared): Sh) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+}
+
+async fn connect(State(shared): Sh, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(256 << 20)
+        .on_upgrade(move |socket| crate::session::run(shared, socket))
+}

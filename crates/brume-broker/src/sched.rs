@@ -1,0 +1,702 @@
+//! Scheduling: the FCFS queue, the provider index, matching, assignment
+//! and failover.
+//!
+//! Everything here runs under one short `parking_lot::Mutex` held by
+//! [`crate::Shared`]; no I/O happens under it (frames go to a provider's
+//! unbounded outbound channel, which never blocks).
+//!
+//! Matching does not scan every provider. Providers with a free slot sit in
+//! `idle`, ordered by load (busy slots / slots); those that have a module
+//! compiled also sit in `warm[digest]`, ordered the same way. A match walks
+//! `warm[digest]` first, then `idle`, in load order, and takes the first
+//! provider that also passes the per-work checks (memory, allowed service,
+//! price, not refused before). Each walk is capped at [`SCAN_CAP`]
+//! candidates, so a match costs O(log n + SCAN_CAP) whatever the number of
+//! providers; work that finds no match within the cap waits in the queue
+//! and is retried whenever a slot frees. Keeping the indexes current costs
+//! O(cached modules × log n) per load change of one provider.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Message;
+use brume_api::rest::Price;
+use brume_api::wire::{self, Assign, Capabilities, ToProvider};
+use brume_api::{ApiError, ErrorCode, Limits, Profile, ServiceKind, WorkId};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::jobs::JobEntry;
+
+pub(crate) type ProviderId = u64;
+
+/// How many candidates one match inspects per index at most.
+pub(crate) const SCAN_CAP: usize = 256;
+/// How deep into the queue a freed slot looks for work it can take.
+const QUEUE_SCAN_CAP: usize = 256;
+
+/// Everything that describes one unit of work, fixed at submission.
+#[derive(Debug)]
+pub(crate) struct WorkSpec {
+    pub service: Option<String>,
+    pub digest: String,
+    pub kind: ServiceKind,
+    pub profile: Profile,
+    pub limits: Limits,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Bytes,
+    pub http: Option<wire::HttpRequest>,
+    pub max_price: Option<Price>,
+    pub max_attempts: u32,
+    pub progress_ms: Option<u64>,
+    pub seed: u64,
+    pub clock_start_ms: u64,
+}
+
+/// How a unit of work ended, as seen by whoever waits for it.
+#[derive(Debug)]
+pub(crate) enum Completion {
+    Done {
+        outcome: Box<wire::Outcome>,
+        provider: String,
+        attempts: u32,
+    },
+    Failed {
+        error: ApiError,
+        attempts: u32,
+    },
+}
+
+/// Who waits for the result.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// A sync invocation: an HTTP handler awaits this.
+    Invoke(parking_lot::Mutex<Option<oneshot::Sender<Completion>>>),
+    /// A job: its entry records events and the result.
+    Job(Arc<JobEntry>),
+}
+
+#[derive(Debug, Default)]
+struct WorkState {
+    /// Attempts started (assignments accepted or in flight).
+    attempt: u32,
+    /// Providers that refused this work; not offered to them again.
+    refused: HashSet<ProviderId>,
+    /// Set once: exactly one completion per work.
+    finished: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub id: WorkId,
+    pub spec: WorkSpec,
+    pub sink: Sink,
+    pub enqueued_at: parking_lot::Mutex<Instant>,
+    pub queue_deadline: Instant,
+    state: parking_lot::Mutex<WorkState>,
+}
+
+impl Work {
+    pub fn new(
+        id: WorkId,
+        spec: WorkSpec,
+        sink: Sink,
+        queue_timeout: Duration,
+        attempts_so_far: u32,
+    ) -> Arc<Work> {
+        let now = Instant::now();
+        Arc::new(Work {
+            id,
+            spec,
+            sink,
+            enqueued_at: parking_lot::Mutex::new(now),
+            queue_deadline: now + queue_timeout,
+            state: parking_lot::Mutex::new(WorkState {
+                attempt: attempts_so_far,
+                ..WorkState::default()
+            }),
+        })
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.state.lock().attempt
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state.lock().finished
+    }
+
+    /// Delivers the one completion of this work. Later calls do nothing and
+    /// return false (a late result from an earlier attempt, say).
+    pub fn finish(&self, completion: Completion) -> bool {
+        {
+            let mut st = self.state.lock();
+            if st.finished {
+                return false;
+            }
+            st.finished = true;
+        }
+        match &self.sink {
+            Sink::Invoke(tx) => {
+                if let Some(tx) = tx.lock().take() {
+                    let _ = tx.send(completion);
+                }
+            }
+            Sink::Job(job) => job.complete(completion),
+        }
+        true
+    }
+
+    fn job(&self) -> Option<&Arc<JobEntry>> {
+        match &self.sink {
+            Sink::Job(j) => Some(j),
+            Sink::Invoke(_) => None,
+        }
+    }
+}
+
+/// One connected provider, as the scheduler sees it.
+#[derive(Debug)]
+pub(crate) struct ProviderEntry {
+    pub address: String,
+    pub caps: Capabilities,
+    pub price_ask: Price,
+    pub busy: u32,
+    pub mem_busy: u64,
+    pub draining: bool,
+    pub cached: HashSet<String>,
+    pub tx: mpsc::UnboundedSender<Message>,
+    pub work_done: u64,
+    pub connected_at_ms: u64,
+    next_channel: u32,
+    channels: HashSet<u32>,
+    /// The key under which it is indexed now (None: not indexed).
+    indexed: Option<u32>,
+}
+
+impl ProviderEntry {
+    pub fn new(
+        address: String,
+        caps: Capabilities,
+        price_ask: Price,
+        tx: mpsc::UnboundedSender<Message>,
+    ) -> Self {
+        let cached = caps.cached.iter().cloned().collect();
+        ProviderEntry {
+            address,
+            caps,
+            price_ask,
+            busy: 0,
+            mem_busy: 0,
+            draining: false,
+            cached,
+            tx,
+            work_done: 0,
+            connected_at_ms: crate::now_ms(),
+            next_channel: 1,
+            channels: HashSet::new(),
+            indexed: None,
+        }
+    }
+
+    fn load_key(&self) -> u32 {
+        ((self.busy as u64 * 65_536) / self.caps.slots.max(1) as u64) as u32
+    }
+
+    fn has_free_slot(&self) -> bool {
+        !self.draining && self.busy < self.caps.slots
+    }
+
+    fn accepts(&self, id: ProviderId, work: &Work, refused: &HashSet<ProviderId>) -> bool {
+        let s = &work.spec;
+        self.has_free_slot()
+            && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
+            && match (&self.caps.allowed_services, &s.service) {
+                (None, _) => true,
+                (Some(list), Some(name)) => list.iter().any(|a| a == name),
+                (Some(_), None) => false,
+            }
+            && s.max_price.is_none_or(|max| self.price_ask <= max)
+            && !refused.contains(&id)
+    }
+}
+
+/// An attempt on a provider, keyed by (provider, channel).
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    pub work: Arc<Work>,
+    pub attempt: u32,
+    pub sent_at: Instant,
+    pub accepted: bool,
+}
+
+/// Totals for `/v1/status` and metrics, kept incrementally.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Totals {
+    pub slots: u64,
+    pub slots_busy: u64,
+    pub memory: u64,
+    pub memory_busy: u64,
+}
+
+/// Things to do after the lock is released.
+#[derive(Debug, Default)]
+#[must_use]
+pub(crate) struct After {
+    pub finish: Vec<(Arc<Work>, Completion)>,
+    pub retries: u64,
+}
+
+impl After {
+    pub fn run(self) {
+        for (work, c) in self.finish {
+            work.finish(c);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Scheduler {
+    pub providers: HashMap<ProviderId, ProviderEntry>,
+    idle: BTreeSet<(u32, ProviderId)>,
+    warm: HashMap<String, BTreeSet<(u32, ProviderId)>>,
+    queue: VecDeque<Arc<Work>>,
+    inflight: HashMap<(ProviderId, u32), Inflight>,
+    by_work: HashMap<WorkId, (ProviderId, u32)>,
+    pub totals: Totals,
+}
+
+impl Scheduler {
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// How long the oldest queued work has waited.
+    pub fn oldest_wait(&self) -> Duration {
+        self.queue
+            .front()
+            .map(|w| w.enqueued_at.lock().elapsed())
+            .unwrap_or_default()
+    }
+
+    fn unindex(&mut self, id: ProviderId) {
+        let Some(p) = self.providers.get_mut(&id) else {
+            return;
+        };
+        if let Some(key) = p.indexed.take() {
+            self.idle.remove(&(key, id));
+            for d in &p.cached {
+                if let Some(set) = self.warm.get_mut(d) {
+                    set.remove(&(key, id));
+                    if set.is_empty() {
+                        self.warm.remove(d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn index(&mut self, id: ProviderId) {
+        let Some(p) = self.providers.get_mut(&id) else {
+            return;
+        };
+        if !p.has_free_slot() {
+            return;
+        }
+        let key = p.load_key();
+        p.indexed = Some(key);
+        self.idle.insert((key, id));
+        for d in &p.cached {
+            self.warm.entry(d.clone()).or_default().insert((key, id));
+        }
+    }
+
+    /// A provider finished its handshake.
+    pub fn add_provider(&mut self, id: ProviderId, entry: ProviderEntry, after: &mut After) {
+        self.totals.slots += entry.caps.slots as u64;
+        self.totals.memory += entry.caps.memory_bytes;
+        self.providers.insert(id, entry);
+        self.index(id);
+        self.fill(id, after);
+    }
+
+    /// A provider reports newly compiled modules.
+    pub fn add_cached(&mut self, id: ProviderId, digests: Vec<String>) {
+        self.unindex(id);
+        if let Some(p) = self.providers.get_mut(&id) {
+            p.cached.extend(digests);
+        }
+        self.index(id);
+    }
+
+    pub fn set_draining(&mut self, id: ProviderId) {
+        self.unindex(id);
+        if let Some(p) = self.providers.get_mut(&id) {
+            p.draining = true;
+        }
+    }
+
+    /// A provider is gone: its in-flight work goes back to the head of the
+    /// queue with attempt + 1, or fails once out of attempts.
+    pub fn remove_provider(
+        &mut self,
+        id: ProviderId,
+        reason: &str,
+        after: &mut After,
+    ) -> Option<ProviderEntry> {
+        self.unindex(id);
+        let entry = self.providers.remove(&id)?;
+        self.totals.slots -= entry.caps.slots as u64;
+        self.totals.memory -= entry.caps.memory_bytes;
+        let mut lost: Vec<Inflight> = Vec::new();
+        for ch in &entry.channels {
+            if let Some(inf) = self.inflight.remove(&(id, *ch)) {
+                self.by_work.remove(&inf.work.id);
+                self.totals.slots_busy -= 1;
+                self.totals.memory_busy -= inf.work.spec.limits.memory_bytes;
+                lost.push(inf);
+            }
+        }
+        // Oldest first, so they regain the head of the queue in order.
+        lost.sort_by_key(|inf| inf.work.id);
+        for inf in lost.into_iter().rev() {
+            let msg = format!("provider {} {reason}", entry.address);
+            self.retry(inf.work, &msg, after);
+        }
+        Some(entry)
+    }
+
+    /// Puts work whose attempt failed (not by its own fault) back at the
+    /// head of the queue, or fails it once out of attempts.
+    fn retry(&mut self, work: Arc<Work>, why: &str, after: &mut After) {
+        if work.is_finished() {
+            return;
+        }
+        let attempts = work.attempts();
+        if attempts >= work.spec.max_attempts {
+            let error = ApiError::new(
+                ErrorCode::ProviderUnavailable,
+                format!("{why}; gave up after {attempts} attempt(s)"),
+            );
+            after
+                .finish
+                .push((work, Completion::Failed { error, attempts }));
+            return;
+        }
+        after.retries += 1;
+        if let Some(job) = work.job() {
+            job.event_retry(attempts, why);
+        }
+        self.submit_front(work, after);
+    }
+
+    /// New work: assign it at once if some provider matches, else queue it.
+    pub fn submit(&mut self, work: Arc<Work>, after: &mut After) {
+        match self.pick(&work) {
+            Some(id) => self.assign(id, work, after),
+            None => {
+                *work.enqueued_at.lock() = Instant::now();
+                self.queue.push_back(work);
+            }
+        }
+    }
+
+    fn submit_front(&mut self, work: Arc<Work>, after: &mut After) {
+        match self.pick(&work) {
+            Some(id) => self.assign(id, work, after),
+            None => {
+                *work.enqueued_at.lock() = Instant::now();
+                self.queue.push_front(work);
+            }
+        }
+    }
+
+    fn pick(&self, work: &Work) -> Option<ProviderId> {
+        let refused = &work.state.lock().refused;
+        let ok = |id: &ProviderId| {
+            self.providers
+                .get(id)
+                .is_some_and(|p| p.accepts(*id, work, refused))
+        };
+        if let Some(set) = self.warm.get(&work.spec.digest)
+            && let Some(&(_, id)) = set.iter().take(SCAN_CAP).find(|(_, id)| ok(id))
+        {
+            return Some(id);
+        }
+        self.idle
+            .iter()
+            .take(SCAN_CAP)
+            .find(|(_, id)| ok(id))
+            .map(|&(_, id)| id)
+    }
+
+    fn assign(&mut self, id: ProviderId, work: Arc<Work>, after: &mut After) {
+        self.unindex(id);
+        let Some(p) = self.providers.get_mut(&id) else {
+            self.queue.push_front(work);
+            return;
+        };
+        let channel = p.next_channel;
+        p.next_channel = p.next_channel.wrapping_add(1).max(1);
+        p.busy += 1;
+        p.mem_busy += work.spec.limits.memory_bytes;
+        p.channels.insert(channel);
+        let attempt = {
+            let mut st = work.state.lock();
+            st.attempt += 1;
+            st.attempt
+        };
+        let s = &work.spec;
+        let frame = ToProvider::Assign(Box::new(Assign {
+            work_id: work.id,
+            attempt,
+            digest: s.digest.clone(),
+            service: s.service.clone(),
+            kind: s.kind,
+            profile: s.profile,
+            limits: s.limits,
+            args: s.args.clone(),
+            env: s.env.clone(),
+            stdin: s.stdin.clone(),
+            http: s.http.clone(),
+            progress_ms: s.progress_ms,
+            seed: s.seed,
+            clock_start_ms: s.clock_start_ms,
+        }))
+        .encode(channel);
+        let sent = p.tx.send(Message::Binary(frame)).is_ok();
+        let address = p.address.clone();
+        self.totals.slots_busy += 1;
+        self.totals.memory_busy += s.limits.memory_bytes;
+        if let Some(job) = work.job() {
+            job.event_assigned(attempt, &address);
+        }
+        self.by_work.insert(work.id, (id, channel));
+        self.inflight.insert(
+            (id, channel),
+            Inflight {
+                work,
+                attempt,
+                sent_at: Instant::now(),
+                accepted: false,
+            },
+        );
+        self.index(id);
+        if !sent {
+            // The session is ending; its teardown will requeue this attempt.
+            tracing::debug!("provider {address} outbound closed during assign");
+        }
+        let _ = after;
+    }
+
+    /// Frees the slot an attempt held. Returns the attempt.
+    fn release(&mut self, id: ProviderId, channel: u32) -> Option<Inflight> {
+        let inf = self.inflight.remove(&(id, channel))?;
+        if self.by_work.get(&inf.work.id) == Some(&(id, channel)) {
+            self.by_work.remove(&inf.work.id);
+        }
+        self.unindex(id);
+        if let Some(p) = self.providers.get_mut(&id) {
+            p.busy -= 1;
+            p.mem_busy -= inf.work.spec.limits.memory_bytes;
+            p.channels.remove(&channel);
+        }
+        self.totals.slots_busy -= 1;
+        self.totals.memory_busy -= inf.work.spec.limits.memory_bytes;
+        self.index(id);
+        Some(inf)
+    }
+
+    /// Gives a provider with free slots the oldest queued work it can take.
+    fn fill(&mut self, id: ProviderId, after: &mut After) {
+        loop {
+            let Some(p) = self.providers.get(&id) else {
+                return;
+            };
+            if !p.has_free_slot() || self.queue.is_empty() {
+                return;
+            }
+            let mut found = None;
+            let mut dead = Vec::new();
+            for (i, w) in self.queue.iter().enumerate().take(QUEUE_SCAN_CAP) {
+                if w.is_finished() {
+                    dead.push(i);
+                    continue;
+                }
+                if p.accepts(id, w, &w.state.lock().refused) {
+                    found = Some(i);
+                    break;
+                }
+            }
+            for i in dead.into_iter().rev() {
+                self.queue.remove(i);
+                if let Some(f) = found.as_mut()
+                    && *f > i
+                {
+                    *f -= 1;
+                }
+            }
+            let Some(i) = found else { return };
+            let Some(work) = self.queue.remove(i) else {
+                return;
+            };
+            self.assign(id, work, after);
+        }
+    }
+
+    /// The provider accepted the attempt on `channel`.
+    pub fn accepted(&mut self, id: ProviderId, channel: u32) {
+        if let Some(inf) = self.inflight.get_mut(&(id, channel))
+            && !inf.accepted
+        {
+            inf.accepted = true;
+            if let Some(job) = inf.work.job() {
+                job.event_running(
+                    inf.attempt,
+                    &self
+                        .providers
+                        .get(&id)
+                        .map(|p| p.address.clone())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+
+    /// Progress on `channel` (jobs only).
+    pub fn progress(&self, id: ProviderId, channel: u32, p: wire::Progress) {
+        if let Some(inf) = self.inflight.get(&(id, channel))
+            && let Some(job) = inf.work.job()
+        {
+            job.event_progress(inf.attempt, p.fuel, &p.stderr);
+        }
+    }
+
+    /// The attempt on `channel` ended with `outcome`.
+    pub fn done(
+        &mut self,
+        id: ProviderId,
+        channel: u32,
+        outcome: Box<wire::Outcome>,
+        after: &mut After,
+    ) {
+        let Some(inf) = self.release(id, channel) else {
+            // A late result from an attempt already reassigned or cancelled.
+            return;
+        };
+        let provider = match self.providers.get_mut(&id) {
+            Some(p) => {
+                p.work_done += 1;
+                p.address.clone()
+            }
+            None => String::new(),
+        };
+        after.finish.push((
+            inf.work,
+            Completion::Done {
+                outcome,
+                provider,
+                attempts: inf.attempt,
+            },
+        ));
+        self.fill(id, after);
+    }
+
+    /// The provider would not run the attempt on `channel`: offer it
+    /// elsewhere (a refusal is not a failure and costs no attempt).
+    pub fn refused(&mut self, id: ProviderId, channel: u32, reason: &str, after: &mut After) {
+        let Some(inf) = self.release(id, channel) else {
+            return;
+        };
+        {
+            let mut st = inf.work.state.lock();
+            st.refused.insert(id);
+            st.attempt = st.attempt.saturating_sub(1);
+        }
+        tracing::debug!(work = %inf.work.id, "provider refused: {reason}");
+        if !inf.work.is_finished() {
+            self.submit_front(inf.work, after);
+        }
+        self.fill(id, after);
+    }
+
+    /// Cancels work wherever it is. Returns false if it is unknown here
+    /// (already finished, or never submitted).
+    pub fn cancel(&mut self, work_id: WorkId, after: &mut After) -> bool {
+        if let Some(&(id, channel)) = self.by_work.get(&work_id) {
+            if let Some(p) = self.providers.get(&id) {
+                let _ =
+                    p.tx.send(Message::Binary(ToProvider::Cancel.encode(channel)));
+            }
+            let found = self.release(id, channel).is_some();
+            self.fill(id, after);
+            return found;
+        }
+        if let Some(i) = self.queue.iter().position(|w| w.id == work_id) {
+            self.queue.remove(i);
+            return true;
+        }
+        false
+    }
+
+    /// Periodic upkeep: attempts not accepted in time count as a provider
+    /// failure; queued work past its queue timeout fails.
+    pub fn sweep(&mut self, ack_timeout: Duration, after: &mut After) {
+        let now = Instant::now();
+        let late: Vec<(ProviderId, u32)> = self
+            .inflight
+            .iter()
+            .filter(|(_, inf)| !inf.accepted && now.duration_since(inf.sent_at) > ack_timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        for (id, channel) in late {
+            if let Some(p) = self.providers.get(&id) {
+                let _ =
+                    p.tx.send(Message::Binary(ToProvider::Cancel.encode(channel)));
+            }
+            if let Some(inf) = self.release(id, channel) {
+                let who = self
+                    .providers
+                    .get(&id)
+                    .map(|p| p.address.clone())
+                    .unwrap_or_default();
+                let why = format!("provider {who} did not acknowledge within {ack_timeout:?}");
+                self.retry(inf.work, &why, after);
+                self.fill(id, after);
+            }
+        }
+        let mut i = 0;
+        while i < self.queue.len() {
+            let w = &self.queue[i];
+            if w.is_finished() {
+                self.queue.remove(i);
+            } else if now >= w.queue_deadline {
+                if let Some(w) = self.queue.remove(i) {
+                    let attempts = w.attempts();
+                    let error = if self.providers.is_empty() && attempts > 0 {
+                        ApiError::new(
+                            ErrorCode::ProviderUnavailable,
+                            format!("no provider came back after {attempts} attempt(s)"),
+                        )
+                    } else {
+                        ApiError::new(
+                            ErrorCode::QueueTimeout,
+                            "no provider took the work before its queue timeout",
+                        )
+                    };
+                    after
+                        .finish
+                        .push((w, Completion::Failed { error, attempts }));
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! One provider's WebSocket session: handshake, heartbeats, and the frames
+//! of its work units (see `brume_api::wire` for the protocol).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use brume_api::PROTOCOL_VERSION;
+use brume_api::wire::{self, CONTROL, Challenge, FromProvider, ToProvider, Welcome, close};
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng as _;
+use tokio::sync::mpsc;
+
+use crate::Shared;
+use crate::metrics::OutcomeLabels;
+use crate::sched::{After, ProviderEntry};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn close_msg(code: u16, reason: impl Into<String>) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into().into(),
+    }))
+}
+
+async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
+    tracing::info!("provider handshake refused: {reason}");
+    let _ = socket.send(close_msg(code, reason)).await;
+    let _ = socket.flush().await;
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
+    let mut nonce = [0u8; 32];
+    rand::rng().fill_bytes(&mut nonce);
+    let challenge = ToProvider::Challenge(Challenge {
+        broker_id: shared.broker_id.clone(),
+        nonce: bytes::Bytes::copy_from_slice(&nonce),
+        protocol: PROTOCOL_VERSION,
+    });
+    if socket
+        .send(Message::Binary(challenge.encode(CONTROL)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let first = tokio::time::timeout(HELLO_TIMEOUT, async {
+        loop {
+            match socket.recv().await {
+                Some(Ok(Message::Binary(b))) => return Some(b),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    let hello = match first {
+        Ok(Some(b)) => match FromProvider::decode(&b) {
+            Ok((_, FromProvider::Hello(h))) => h,
+            Ok(_) => {
+                return refuse(
+                    socket,
+                    close::PROTOCOL_ERROR,
+                    "expected Hello as the first frame".into(),
+                )
+                .await;
+            }
+            Err(e) => {
+                return refuse(socket, close::PROTOCOL_ERROR, format!("bad Hello: {e}")).await;
+            }
+        },
+        Ok(None) => return,
+        Err(_) => {
+            return refuse(socket, close::PROTOCOL_ERROR, "no Hello within 10 s".into()).await;
+        }
+    };
+    if hello.protocol != PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version {} is not supported; this broker speaks version {PROTOCOL_VERSION}",
+            hello.protocol
+        );
+        return refuse(socket, close::BAD_VERSION, reason).await;
+    }
+    let message = wire::handshake_message(&shared.broker_id, &nonce);
+    let address = match brume_identity::verify(message.as_bytes(), &hello.signature, &hello.address)
+    {
+        Ok(a) => a.to_string(),
+        Err(e) => {
+            return refuse(
+                socket,
+                close::BAD_SIGNATURE,
+                format!("handshake signature: {e}"),
+            )
+            .await;
+        }
+    };
+    let caps = hello.capabilities;
+    if caps.slots == 0 || caps.memory_bytes == 0 {
+        let reason = "capabilities: slots and memory_bytes must be greater than 0".to_string();
+        return refuse(socket, close::PROTOCOL_ERROR, reason).await;
+    }
+
+    let id = shared
+        .next_session
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut token = [0u8; 24];
+    rand::rng().fill_bytes(&mut token);
+    let blob_token = hex::encode(token);
+    shared.blob_tokens.write().insert(blob_token.clone());
+    let heartbeat = shared.config.heartbeat;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let welcome = ToProvider::Welcome(Welcome {
+        session: id,
+        heartbeat_ms: heartbeat.as_millis() as u64,
+        blob_token: blob_token.clone(),
+    });
+    let _ = tx.send(Message::Binary(welcome.encode(CONTROL)));
+    tracing::info!(
+        provider = %address, session = id, slots = caps.slots, mips = caps.fitness_mips,
+        region = %caps.region, "provider connected"
+    );
+    let entry = ProviderEntry::new(address.clone(), caps, hello.price_ask, tx.clone());
+    shared.with_sched(|s, after| {
+        // A provider that reconnects replaces its old session at once.
+        let old: Vec<u64> = s
+            .providers
+            .iter()
+            .filter(|(_, p)| p.address == address)
+            .map(|(k, _)| *k)
+            .collect();
+        for old_id in old {
+            if let Some(p) = s.remove_provider(old_id, "was replaced by a new session", after) {
+                let _ = p.tx.send(close_msg(
+                    close::PROTOCOL_ERROR,
+                    "replaced by a new session",
+                ));
+            }
+        }
+        s.add_provider(id, entry, after);
+    });
+
+    let (mut sink, mut stream) = socket.split();
+    // The one writer: feeds every queued frame, then flushes once.
+    let writer = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let closing = matches!(first, Message::Close(_));
+            if sink.feed(first).await.is_err() {
+                return;
+            }
+            if closing {
+                let _ = sink.flush().await;
+                return;
+            }
+            while let Ok(m) = rx.try_recv() {
+                let closing = matches!(m, Message::Close(_));
+                if sink.feed(m).await.is_err() {
+                    return;
+                }
+                if closing {
+                    let _ = sink.flush().await;
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut ping = tokio::time::interval(heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+    let mut seq = 0u64;
+    let mut shutdown = shared.shutdown.clone();
+    let reason = loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    last_seen = Instant::now();
+                    match FromProvider::decode(&b) {
+                        Ok((channel, m)) => {
+                            if let Err(why) = handle(&shared, id, channel, m, &tx) {
+                                let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
+                                break why;
+                            }
+                        }
+                        Err(wire::WireError::UnknownKind(k)) => tracing::debug!("skipping frame of unknown kind {k}"),
+                        Err(e) => {
+                            let why = format!("malformed frame: {e}");
+                            let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
+                            break why;
+                        }
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_seen = Instant::now(),
+                Some(Ok(Message::Text(_))) => {
+                    let why = "text frames are not part of the protocol".to_string();
+                    let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
+                    break why;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    break format!("closed by provider ({})", frame.map(|f| f.reason.to_string()).unwrap_or_default());
+                }
+                Some(Err(e)) => break format!("connection error: {e}"),
+                None => break "connection closed".to_string(),
+            },
+            _ = ping.tick() => {
+                if last_seen.elapsed() > heartbeat * 3 {
+                    let why = format!("silent for {:?} (3 heartbeats)", last_seen.elapsed());
+                    let _ = tx.send(close_msg(close::HEARTBEAT_TIMEOUT, why.clone()));
+                    break why;
+                }
+                seq += 1;
+                let _ = tx.send(Message::Binary(ToProvider::Ping(seq).encode(CONTROL)));
+            }
+            _ = shutdown.wait_for(|s| *s) => {
+                let _ = tx.send(close_msg(close::SHUTDOWN, "broker shutting down"));
+                break "broker shutting down".to_string();
+            }
+        }
+    };
+    tracing::info!(provider = %address, session = id, "provider session ended: {reason}");
+    let why = if reason.starts_with("silent") {
+        "stopped sending heartbeats".to_string()
+    } else {
+        "disconnected".to_string()
+    };
+    shared.with_sched(|s, after| {
+        s.remove_provider(id, &why, after);
+    });
+    shared.blob_tokens.write().remove(&blob_token);
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// Handles one frame. An `Err` ends the session with that reason.
+fn handle(
+    shared: &Shared,
+    id: u64,
+    channel: u32,
+    msg: FromProvider,
+    tx: &mpsc::UnboundedSender<Message>,
+) -> Result<(), String> {
+    match msg {
+        FromProvider::Ping(n) => {
+            let _ = tx.send(Message::Binary(ToProvider::Pong(n).encode(CONTROL)));
+        }
+        FromProvider::Pong(_) => {}
+        FromProvider::Hello(_) => return Err("Hello after the handshake".into()),
+        FromProvider::Cached(digests) => shared.with_sched(|s, _| s.add_cached(id, digests)),
+        FromProvider::Draining => {
+            tracing::info!(session = id, "provider is draining");
+            shared.with_sched(|s, _| s.set_draining(id));
+        }
+        FromProvider::Accepted => shared.with_sched(|s, _| s.accepted(id, channel)),
+        FromProvider::Progress(p) => shared.sched.lock().progress(id, channel, p),
+        FromProvider::Done(outcome) => {
+            let label = match outcome.as_ref() {
+                wire::Outcome::Failed { code, .. } => code.clone(),
+                _ => "ok".to_string(),
+            };
+            shared
+                .metrics
+                .work
+                .get_or_create(&OutcomeLabels { outcome: label })
+                .inc();
+            shared.with_sched(|s, after: &mut After| s.done(id, channel, outcome, after));
+        }
+        FromProvider::Refused(r) => shared.with_sched(|s, after| {
+            s.refused(id, channel, &format!("{}: {}", r.reason, r.message), after)
+        }),
+    }
+    Ok(())
+}

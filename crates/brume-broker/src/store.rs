@@ -1,0 +1,326 @@
+//! The broker's durable state in SQLite: API keys, services, jobs and their
+//! events. Module bytes live beside it as files (`blobs/{sha256}`).
+//!
+//! One writer thread owns the write connection. Writes are closures sent to
+//! it; it runs everything queued in one transaction and commits once (group
+//! commit), then acknowledges each write. The batch is whatever queued while
+//! the previous commit was syncing, so latency stays one commit at worst.
+//! Reads use a second connection on a blocking thread (WAL lets them run
+//! beside the writer). Nothing here blocks the async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the database writer has stopped")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+type WriteFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
+
+struct Write {
+    f: WriteFn,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: std::sync::mpsc::Sender<Write>,
+    read: Arc<std::sync::Mutex<Connection>>,
+    blobs: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("blobs", &self.blobs)
+            .finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS api_keys (
+    hash BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS services (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    provider TEXT,
+    error TEXT,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    exit_code INTEGER,
+    stdout BLOB,
+    stderr BLOB,
+    usage TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+";
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let wrap = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(wrap)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(wrap)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(wrap)?;
+    // FULL: a commit is on disk before it is acknowledged (group commit
+    // keeps the fsync count down).
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(wrap)?;
+    Ok(conn)
+}
+
+/// Opens (creating if needed) `dir/broker.db` and the schema, synchronously.
+/// Used by the broker at start-up and by `brume broker keys`.
+pub fn open_sync(dir: &Path) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(dir)?;
+    let conn = open_conn(&dir.join("broker.db"))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens the database under `dir` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let write = open_sync(dir)?;
+        let read = open_conn(&dir.join("broker.db"))?;
+        let blobs = dir.join("blobs");
+        std::fs::create_dir_all(&blobs)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Write>();
+        std::thread::Builder::new()
+            .name("brume-db-writer".into())
+            .spawn(move || writer(write, &rx))?;
+        Ok(Store {
+            tx,
+            read: Arc::new(std::sync::Mutex::new(read)),
+            blobs,
+        })
+    }
+
+    /// Runs `f` in the next group commit and waits until it is durable.
+    pub async fn write(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Write {
+                f: Box::new(f),
+                done: Some(done),
+            })
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `f` for the next group commit without waiting. Writes are
+    /// applied in the order they were queued.
+    pub fn write_later(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
+    ) {
+        if self
+            .tx
+            .send(Write {
+                f: Box::new(f),
+                done: None,
+            })
+            .is_err()
+        {
+            tracing::error!("database writer has stopped; a write was dropped");
+        }
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(|_| Ok(())).await
+    }
+
+    /// Runs a read on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.read.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn).map_err(StoreError::from)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.blobs.join(digest)
+    }
+
+    /// Writes a module file atomically (temp file, fsync, rename).
+    pub async fn put_blob(&self, digest: String, bytes: bytes::Bytes) -> Result<(), StoreError> {
+        let path = self.blob_path(&digest);
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            if path.exists() {
+                return Ok(());
+            }
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            {
+                use std::io::Write as _;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn get_blob(&self, digest: &str) -> Result<Option<bytes::Bytes>, StoreError> {
+        match tokio::fs::read(self.blob_path(digest)).await {
+            Ok(b) => Ok(Some(b.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn writer(mut conn: Connection, rx: &std::sync::mpsc::Receiver<Write>) {
+    const MAX_BATCH: usize = 512;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::error!("database: begin: {e}");
+                for w in batch {
+                    if let Some(done) = w.done {
+                        let _ = done.send(Err(StoreError::Sql(rusqlite::Error::InvalidQuery)));
+                    }
+                }
+                continue;
+            }
+        };
+        let mut results = Vec::with_capacity(batch.len());
+        for w in batch {
+            let r = (w.f)(&tx);
+            if let Err(e) = &r {
+                tracing::error!("database write failed: {e}");
+            }
+            results.push((r, w.done));
+        }
+        let committed = tx.commit();
+        for (r, done) in results {
+            let out = match (&committed, r) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Ok(()), Err(e)) => Err(StoreError::Sql(e)),
+                (Err(e), _) => Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                    Some(format!("commit: {e}")),
+                ))),
+            };
+            if let Some(done) = done {
+                let _ = done.send(out);
+            }
+        }
+        if let Err(e) = committed {
+            tracing::error!("database commit failed: {e}");
+        }
+    }
+}
+
+/// API keys: `brk_` + 64 hex digits (256 random bits). Only the sha256 of a
+/// key is stored.
+pub mod keys {
+    use super::*;
+    use rand::Rng as _;
+    use sha2::{Digest as _, Sha256};
+
+    pub fn hash(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// Mints a key, stores its hash, returns the key (shown once).
+    pub fn create(conn: &Connection, name: &str) -> Result<String, StoreError> {
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        let token = format!("brk_{}", hex::encode(raw));
+        conn.execute(
+            "INSERT INTO api_keys (hash, name, created_at_ms) VALUES (?1, ?2, ?3)",
+            params![hash(&token).to_vec(), name, crate::now_ms() as i64],
+        )?;
+        Ok(token)
+    }
+
+    /// (name, created_at_ms) of every key.
+    pub fn list(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt =
+            conn.prepare("SELECT name, created_at_ms FROM api_keys ORDER BY created_at_ms")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn all_hashes(conn: &Connection) -> rusqlite::Result<Vec<[u8; 32]>> {
+        let mut stmt = conn.prepare("SELECT hash FROM api_keys")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for h in rows {
+            if let Ok(arr) = <[u8; 32]>::try_from(h?.as_slice()) {
+                out.push(arr);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn exists(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT 1 FROM api_keys WHERE hash = ?1",
+            [hash.to_vec()],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|r| r.is_some())
+    }
+}
