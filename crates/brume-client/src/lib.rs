@@ -1,1 +1,722 @@
-//! placeholder
+//! The requester's side of brume's REST API, from Rust.
+//!
+//! A [`Client`] talks to one broker. It holds one `reqwest` connection pool,
+//! so clone it (cheaply) rather than making a new one per call. Every route
+//! of the API has a method; bodies are the types of [`brume_api::rest`].
+//!
+//! - Services: [`Client::publish`], [`Client::services`], [`Client::service`],
+//!   [`Client::blob`].
+//! - Functions: [`Client::invoke`] (commands) and [`Client::call_http`]
+//!   (`wasi:http` components).
+//! - Jobs: [`Client::submit`], [`Client::job`], [`Client::jobs`],
+//!   [`Client::events`] (the live event stream), [`Client::result`],
+//!   [`Client::cancel`], and [`Client::wait`] / [`Client::wait_with`],
+//!   which follow the events to the end and fetch the result.
+//! - The broker: [`Client::status`], [`Client::providers`].
+//!
+//! Every failure is a [`ClientError`]: the broker's own `{code, message}`
+//! ([`ClientError::Api`]), a broker that can't be reached
+//! ([`ClientError::Transport`]), or a response that isn't what the API
+//! promises ([`ClientError::Decode`]).
+//!
+//! ```no_run
+//! use brume_client::{Client, brume_api::rest::JobSpec};
+//!
+//! # async fn demo() -> Result<(), brume_client::ClientError> {
+//! let client = Client::new("http://127.0.0.1:7700", Some("brk_...".into()))?;
+//!
+//! // Publish a module as a service, then call it synchronously.
+//! let module = std::fs::read("echo.wasm").unwrap_or_default();
+//! client.publish("echo", brume_client::ServiceKind::Command, module.into()).await?;
+//! let out = client.invoke("echo", &["hi".into()], bytes::Bytes::new()).await?;
+//! println!("{} (exit {:?}, {:?} fuel)", String::from_utf8_lossy(&out.body), out.exit_code, out.fuel);
+//!
+//! // Or run it as a batch job and wait for the result, watching progress.
+//! let job = client
+//!     .submit(&JobSpec { service: Some("echo".into()), ..JobSpec::default() })
+//!     .await?;
+//! let result = client
+//!     .wait_with(job.id, |event| eprintln!("{:?}", event.kind))
+//!     .await?;
+//! println!("exit {:?}", result.exit_code);
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod sse;
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub use brume_api;
+pub use brume_api::rest::{
+    JobEvent, JobInfo, JobList, JobResult, JobSpec, JobState, ProviderList, ServiceInfo,
+    ServiceList, Status,
+};
+pub use brume_api::{ApiError, ErrorCode, ServiceKind, WorkId};
+pub use error::{ClientError, parse_api_error};
+pub use sse::{SseEvent, SseParser};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+
+/// How long to wait for a TCP connection to the broker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often [`Client::wait`] reconnects an event stream that keeps
+/// breaking (or keeps ending before the job is final) before giving up.
+const MAX_RECONNECTS: u32 = 5;
+
+/// A connection to one broker. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    /// `base` as given, without a trailing slash, for messages.
+    base_text: String,
+    api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base_text)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// What the `x-brume-*` headers of a response say about the work behind it.
+/// A header that is missing or malformed is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkMeta {
+    pub work_id: Option<WorkId>,
+    pub provider: Option<String>,
+    pub fuel: Option<u64>,
+    pub attempts: Option<u32>,
+    pub exit_code: Option<i32>,
+}
+
+impl WorkMeta {
+    pub fn from_headers(headers: &http::HeaderMap) -> WorkMeta {
+        use brume_api::headers as h;
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        WorkMeta {
+            work_id: text(h::WORK_ID).and_then(|v| v.parse().ok()),
+            provider: text(h::PROVIDER).map(str::to_string),
+            fuel: text(h::FUEL).and_then(|v| v.parse().ok()),
+            attempts: text(h::ATTEMPTS).and_then(|v| v.parse().ok()),
+            exit_code: text(h::EXIT_CODE).and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
+/// The answer to [`Client::invoke`]: the function's stdout and what the
+/// `x-brume-*` headers said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvokeResponse {
+    pub status: u16,
+    /// The function's stdout.
+    pub body: Bytes,
+    pub work_id: Option<WorkId>,
+    pub provider: Option<String>,
+    pub fuel: Option<u64>,
+    pub attempts: Option<u32>,
+    /// The guest's exit code (`x-brume-exit-code`).
+    pub exit_code: Option<i32>,
+}
+
+/// The answer to [`Client::call_http`]: the component's response, as is,
+/// and what the `x-brume-*` headers said.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub response: http::Response<Bytes>,
+    pub meta: WorkMeta,
+}
+
+impl Client {
+    /// A client for the broker at `base_url` (`http://host:port`, maybe
+    /// with a path prefix; `host:port` alone means `http://`). `api_key`
+    /// is sent as `Authorization: Bearer` on every call that needs it.
+    pub fn new(base_url: &str, api_key: Option<String>) -> Result<Client, ClientError> {
+        let text = base_url.trim();
+        let with_scheme = if text.contains("://") {
+            text.to_string()
+        } else {
+            format!("http://{text}")
+        };
+        let base = Url::parse(&with_scheme)
+            .map_err(|e| ClientError::Invalid(format!("broker URL {text:?}: {e}")))?;
+        match base.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(ClientError::Invalid(format!(
+                    "broker URL {text:?}: https is not supported by this build (no TLS); use http://"
+                )));
+            }
+            other => {
+                return Err(ClientError::Invalid(format!(
+                    "broker URL {text:?}: unsupported scheme {other:?} (expected http://)"
+                )));
+            }
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(ClientError::Invalid(format!(
+                "broker URL {text:?}: not an http://host:port URL"
+            )));
+        }
+        if let Some(key) = &api_key
+            && http::HeaderValue::from_str(&format!("Bearer {key}")).is_err()
+        {
+            return Err(ClientError::Invalid(
+                "API key: contains characters not allowed in a header".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("brume-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Invalid(format!("HTTP client: {e}")))?;
+        let base_text = base.as_str().trim_end_matches('/').to_string();
+        Ok(Client {
+            http,
+            base,
+            base_text,
+            api_key: api_key.filter(|k| !k.is_empty()),
+        })
+    }
+
+    /// The broker's base URL, as used in messages.
+    pub fn base_url(&self) -> &str {
+        &self.base_text
+    }
+
+    // ---- services ----
+
+    /// `POST /v1/services?name=&kind=`: uploads a module (binary `.wasm`)
+    /// under `name`, replacing any module the name had.
+    pub async fn publish(
+        &self,
+        name: &str,
+        kind: ServiceKind,
+        module: Bytes,
+    ) -> Result<ServiceInfo, ClientError> {
+        let mut url = self.url(&["v1", "services"]);
+        url.query_pairs_mut()
+            .append_pair("name", name)
+            .append_pair("kind", kind.as_str());
+        let req = self
+            .request(Method::POST, url)
+            .header(http::header::CONTENT_TYPE, "application/wasm")
+            .body(module);
+        self.json(req).await
+    }
+
+    /// `GET /v1/services`.
+    pub async fn services(&self) -> Result<ServiceList, ClientError> {
+        self.get_json(&["v1", "services"]).await
+    }
+
+    /// `GET /v1/services/{name}`.
+    pub async fn service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
+        self.get_json(&["v1", "services", name]).await
+    }
+
+    /// `GET /v1/blobs/{sha256}`: a module's bytes.
+    pub async fn blob(&self, digest: &str) -> Result<Bytes, ClientError> {
+        let url = self.url(&["v1", "blobs", digest]);
+        let resp = self.send(self.request(Method::GET, url)).await?;
+        self.body(resp).await
+    }
+
+    // ---- functions ----
+
+    /// `POST /v1/functions/{service}/invoke`: runs a command service once,
+    /// synchronously. `args` follow argv\[0\]; `stdin` is the guest's stdin.
+    /// A non-zero exit is not an error: see [`InvokeResponse::exit_code`].
+    pub async fn invoke(
+        &self,
+        service: &str,
+        args: &[String],
+        stdin: Bytes,
+    ) -> Result<InvokeResponse, ClientError> {
+        let mut url = self.url(&["v1", "functions", service, "invoke"]);
+        if !args.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for a in args {
+                q.append_pair("arg", a);
+            }
+        }
+        let req = self
+            .request(Method::POST, url)
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(stdin);
+        let resp = self.send(req).await?;
+        let status = resp.status().as_u16();
+        let meta = WorkMeta::from_headers(resp.headers());
+        let body = self.body(resp).await?;
+        Ok(InvokeResponse {
+            status,
+            body,
+            work_id: meta.work_id,
+            provider: meta.provider,
+            fuel: meta.fuel,
+            attempts: meta.attempts,
+            exit_code: meta.exit_code,
+        })
+    }
+
+    /// `ANY /fn/{service}/{path}`: one request to a `wasi:http` component.
+    /// `path_and_query` is the path the component sees (`/`, `/a?b=c`).
+    ///
+    /// The component's response is returned whatever its status. A 4xx/5xx
+    /// is a [`ClientError::Api`] only when it came from the broker itself:
+    /// it carries no `x-brume-work-id` (nothing ran: unknown service, wrong
+    /// kind, auth...), or it is the broker's JSON report of a guest fault.
+    pub async fn call_http(
+        &self,
+        method: http::Method,
+        service: &str,
+        path_and_query: &str,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<HttpResponse, ClientError> {
+        let mut url = self.url(&["fn", service]);
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let full = format!("{}/{}", url.path(), path.trim_start_matches('/'));
+        url.set_path(&full);
+        url.set_query(query);
+        let mut req = self.http.request(method, url).headers(headers).body(body);
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::transport(&self.base_text, e))?;
+        let status = resp.status();
+        let meta = WorkMeta::from_headers(resp.headers());
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(error::parse_retry_after);
+        let version = resp.version();
+        let resp_headers = resp.headers().clone();
+        let bytes = self.body(resp).await?;
+        if status.as_u16() >= 400 {
+            let broker_error = if meta.work_id.is_none() {
+                Some(parse_api_error(status.as_u16(), &bytes))
+            } else {
+                serde_json::from_slice::<ApiError>(&bytes)
+                    .ok()
+                    .filter(|e| is_guest_fault(e.code) && e.status() == status.as_u16())
+            };
+            if let Some(error) = broker_error {
+                return Err(ClientError::Api {
+                    status: status.as_u16(),
+                    error,
+                    retry_after,
+                });
+            }
+        }
+        let mut response = http::Response::new(bytes);
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = resp_headers;
+        Ok(HttpResponse { response, meta })
+    }
+
+    // ---- jobs ----
+
+    /// `POST /v1/jobs`: submits a batch job; it starts queued.
+    pub async fn submit(&self, spec: &JobSpec) -> Result<JobInfo, ClientError> {
+        let url = self.url(&["v1", "jobs"]);
+        self.json(self.request(Method::POST, url).json(spec)).await
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub async fn job(&self, id: WorkId) -> Result<JobInfo, ClientError> {
+        self.get_json(&["v1", "jobs", &id.to_string()]).await
+    }
+
+    /// `GET /v1/jobs?state=&limit=`.
+    pub async fn jobs(
+        &self,
+        state: Option<JobState>,
+        limit: Option<u32>,
+    ) -> Result<JobList, ClientError> {
+        let mut url = self.url(&["v1", "jobs"]);
+        if state.is_some() || limit.is_some() {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = state {
+                q.append_pair("state", s.as_str());
+            }
+            if let Some(n) = limit {
+                q.append_pair("limit", &n.to_string());
+            }
+        }
+        self.json(self.request(Method::GET, url)).await
+    }
+
+    /// `GET /v1/jobs/{id}/result`: only once the job is final (`conflict`
+    /// before).
+    pub async fn result(&self, id: WorkId) -> Result<JobResult, ClientError> {
+        self.get_json(&["v1", "jobs", &id.to_string(), "result"])
+            .await
+    }
+
+    /// `DELETE /v1/jobs/{id}`: cancels a job (`conflict` if already final).
+    pub async fn cancel(&self, id: WorkId) -> Result<JobInfo, ClientError> {
+        let url = self.url(&["v1", "jobs", &id.to_string()]);
+        self.json(self.request(Method::DELETE, url)).await
+    }
+
+    /// `GET /v1/jobs/{id}/events`: the job's events, history first, then
+    /// live. The stream ends after the final event (`succeeded`, `failed`,
+    /// `cancelled`), or earlier if the connection ends.
+    pub async fn events(&self, id: WorkId) -> Result<JobEvents, ClientError> {
+        self.events_after(id, None).await
+    }
+
+    /// Like [`Client::events`], skipping events up to sequence number
+    /// `after` (sent as `Last-Event-ID`, and filtered here too), for
+    /// resuming a stream that broke.
+    pub async fn events_after(
+        &self,
+        id: WorkId,
+        after: Option<u64>,
+    ) -> Result<JobEvents, ClientError> {
+        let url = self.url(&["v1", "jobs", &id.to_string(), "events"]);
+        let mut req = self
+            .request(Method::GET, url)
+            .header(http::header::ACCEPT, "text/event-stream");
+        if let Some(seq) = after {
+            req = req.header("last-event-id", seq.to_string());
+        }
+        let resp = self.send(req).await?;
+        let state = EventState {
+            body: Box::pin(resp.bytes_stream()),
+            parser: SseParser::new(),
+            pending: VecDeque::new(),
+            after,
+            done: false,
+            url: self.base_text.clone(),
+        };
+        Ok(JobEvents {
+            inner: Box::pin(futures_util::stream::unfold(state, next_event)),
+        })
+    }
+
+    /// Follows the job's events until it is final, then returns its result.
+    pub async fn wait(&self, id: WorkId) -> Result<JobResult, ClientError> {
+        self.wait_with(id, |_| {}).await
+    }
+
+    /// [`Client::wait`], calling `on_event` for each event as it arrives.
+    /// A stream that breaks is resumed where it stopped (a few times).
+    pub async fn wait_with(
+        &self,
+        id: WorkId,
+        mut on_event: impl FnMut(&JobEvent),
+    ) -> Result<JobResult, ClientError> {
+        let mut last_seq = None;
+        let mut failures = 0u32;
+        loop {
+            let mut final_seen = false;
+            let mut broke: Option<ClientError> = None;
+            match self.events_after(id, last_seq).await {
+                Ok(mut events) => {
+                    while let Some(item) = events.next().await {
+                        match item {
+                            Ok(ev) => {
+                                last_seq = Some(ev.seq);
+                                failures = 0;
+                                on_event(&ev);
+                                if ev.kind.is_final() {
+                                    final_seen = true;
+                                }
+                            }
+                            // An event this client can't read (a newer
+                            // broker's kind, say) doesn't stop the wait.
+                            Err(ClientError::Decode { .. }) => {}
+                            Err(e) => {
+                                broke = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.is_transport() => broke = Some(e),
+                Err(e) => return Err(e),
+            }
+            if !final_seen {
+                // The stream ended early: ask the job itself.
+                match self.job(id).await {
+                    Ok(info) if info.state.is_final() => {}
+                    Ok(_) | Err(ClientError::Transport { .. }) => {
+                        failures += 1;
+                        if failures > MAX_RECONNECTS {
+                            return Err(broke.unwrap_or_else(|| ClientError::Decode {
+                                url: self.base_text.clone(),
+                                reason: format!(
+                                    "the event stream of job {id} keeps ending before the job is final"
+                                ),
+                            }));
+                        }
+                        tokio::time::sleep(Duration::from_millis(200 << failures.min(5))).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return self.result_when_ready(id).await;
+        }
+    }
+
+    /// The result of a job known to be final. The broker may store the
+    /// result a moment after it sends the final event, so a `conflict` is
+    /// retried briefly.
+    async fn result_when_ready(&self, id: WorkId) -> Result<JobResult, ClientError> {
+        let mut tries = 0;
+        loop {
+            match self.result(id).await {
+                Err(e) if e.code() == Some(ErrorCode::Conflict) && tries < 10 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    // ---- the broker ----
+
+    /// `GET /v1/status` (no API key needed).
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.get_json(&["v1", "status"]).await
+    }
+
+    /// `GET /v1/providers`.
+    pub async fn providers(&self) -> Result<ProviderList, ClientError> {
+        self.get_json(&["v1", "providers"]).await
+    }
+
+    // ---- plumbing ----
+
+    /// The base URL with `segments` appended, each percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url.set_query(None);
+        url.set_fragment(None);
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let req = self.http.request(method, url);
+        match &self.api_key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
+    /// Sends; a non-2xx answer becomes [`ClientError::Api`].
+    async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::transport(&self.base_text, e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(error::parse_retry_after);
+        // A body cut short still leaves the status to go on.
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(ClientError::Api {
+            status,
+            error: parse_api_error(status, &body),
+            retry_after,
+        })
+    }
+
+    async fn body(&self, resp: reqwest::Response) -> Result<Bytes, ClientError> {
+        resp.bytes()
+            .await
+            .map_err(|e| ClientError::transport(&self.base_text, e))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
+        let resp = self.send(req).await?;
+        let path = resp.url().path().to_string();
+        let bytes = self.body(resp).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: self.base_text.clone(),
+            reason: format!("{path}: {e}"),
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        let url = self.url(segments);
+        self.json(self.request(Method::GET, url)).await
+    }
+}
+
+fn is_guest_fault(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Trap
+            | ErrorCode::OutOfFuel
+            | ErrorCode::MemoryLimit
+            | ErrorCode::OutputTooLarge
+            | ErrorCode::Timeout
+    )
+}
+
+/// The stream of [`Client::events`]: each item is one [`JobEvent`], or an
+/// error. A [`ClientError::Decode`] item (an event this client can't read)
+/// can be skipped; a [`ClientError::Transport`] one ends the stream.
+pub struct JobEvents {
+    inner: Pin<Box<dyn Stream<Item = Result<JobEvent, ClientError>> + Send>>,
+}
+
+impl std::fmt::Debug for JobEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobEvents").finish_non_exhaustive()
+    }
+}
+
+impl Stream for JobEvents {
+    type Item = Result<JobEvent, ClientError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+struct EventState {
+    body: ByteStream,
+    parser: SseParser,
+    pending: VecDeque<SseEvent>,
+    after: Option<u64>,
+    done: bool,
+    url: String,
+}
+
+async fn next_event(mut st: EventState) -> Option<(Result<JobEvent, ClientError>, EventState)> {
+    loop {
+        if st.done {
+            return None;
+        }
+        if let Some(sse) = st.pending.pop_front() {
+            let event = match serde_json::from_str::<JobEvent>(&sse.data) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let reason = format!(
+                        "event {:?} (id {:?}): {e}",
+                        sse.event.as_deref().unwrap_or("message"),
+                        sse.id.as_deref().unwrap_or("")
+                    );
+                    let url = st.url.clone();
+                    return Some((Err(ClientError::Decode { url, reason }), st));
+                }
+            };
+            if st.after.is_some_and(|after| event.seq <= after) {
+                continue;
+            }
+            // Stop at the final event, even if the server keeps the
+            // connection open.
+            st.done = event.kind.is_final();
+            return Some((Ok(event), st));
+        }
+        match st.body.next().await {
+            Some(Ok(chunk)) => {
+                let events = st.parser.feed(&chunk);
+                st.pending.extend(events);
+            }
+            Some(Err(e)) => {
+                st.done = true;
+                let err = ClientError::transport(&st.url, e);
+                return Some((Err(err), st));
+            }
+            None => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_headers_parse_leniently() {
+        let mut h = http::HeaderMap::new();
+        let id = WorkId::new();
+        let put = |h: &mut http::HeaderMap, k: &'static str, v: &str| {
+            if let Ok(v) = http::HeaderValue::from_str(v) {
+                h.insert(k, v);
+            }
+        };
+        put(&mut h, "x-brume-work-id", &id.to_string());
+        put(&mut h, "x-brume-provider", "0xabc");
+        put(&mut h, "x-brume-fuel", " 12345 ");
+        put(&mut h, "x-brume-attempts", "2");
+        put(&mut h, "x-brume-exit-code", "-3");
+        let m = WorkMeta::from_headers(&h);
+        assert_eq!(
+            m,
+            WorkMeta {
+                work_id: Some(id),
+                provider: Some("0xabc".into()),
+                fuel: Some(12345),
+                attempts: Some(2),
+                exit_code: Some(-3),
+            }
+        );
+        put(&mut h, "x-brume-fuel", "lots");
+        put(&mut h, "x-brume-work-id", "not-a-uuid");
+        put(&mut h, "x-brume-provider", "");
+        let m = WorkMeta::from_headers(&h);
+        assert_eq!((m.fuel, m.work_id, m.provider), (None, None, None));
+        assert_eq!(
+            WorkMeta::from_headers(&http::HeaderMap::new()),
+            WorkMeta::default()
+        );
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_joined() {
+        let c = Client::new("127.0.0.1:7700", None).map(|c| c.url(&["v1", "jobs"]).to_string());
+        assert_eq!(c.ok().as_deref(), Some("http://127.0.0.1:7700/v1/jobs"));
+        let c = Client::new("http://h:1/prefix/", None)
+            .map(|c| c.url(&["v1", "services", "a b/c"]).to_string());
+        assert_eq!(
+            c.ok().as_deref(),
+            Some("http://h:1/prefix/v1/services/a%20b%2Fc")
+        );
+        let err = Client::new("https://h", None).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("TLS")));
+        assert!(Client::new("ftp://h", None).is_err());
+        assert!(Client::new("http://", None).is_err());
+        assert!(Client::new("http://h", Some("bad\nkey".into())).is_err());
+    }
+}
