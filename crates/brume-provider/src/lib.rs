@@ -1,1 +1,504 @@
-//! placeholder
+//! brume's provider daemon, as a library (`brume provide` is a thin CLI
+//! over it; devnet and benchmarks start providers in-process).
+//!
+//! A provider keeps one WebSocket to a broker (`{broker}/v1/provider/connect`,
+//! protocol in [`brume_api::wire`]), proves its identity, takes work units
+//! and runs them in the [`brume_sandbox::Sandbox`], and returns the output
+//! with the exact usage.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), brume_provider::ProviderError> {
+//! use brume_provider::{Provider, ProviderConfig};
+//! let running = Provider::start(ProviderConfig {
+//!     broker_url: "http://127.0.0.1:7700".into(),
+//!     data_dir: "/tmp/provider".into(),
+//!     ..ProviderConfig::default()
+//! })
+//! .await?;
+//! running.connected().await; // the broker sent Welcome
+//! println!("{} at {} MIPS", running.address(), running.fitness_mips());
+//! running.drain(); // what SIGTERM does
+//! running.wait().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Lifecycle
+//!
+//! [`Provider::start`] loads or creates the key (`data_dir/provider.key`,
+//! mode 0600), creates the sandbox (artifact cache `data_dir/modules`) unless
+//! one is given, runs the fitness test, binds the control port (address
+//! written to `data_dir/control.addr`) and spawns the connection loop. It
+//! returns a [`RunningProvider`] before the broker answers; await
+//! [`RunningProvider::connected`] for the `Welcome`.
+//!
+//! The connection loop reconnects forever with exponential backoff and
+//! jitter (100 ms to 10 s) until [`RunningProvider::shutdown`] or a drain.
+//! A close with `BAD_VERSION` or `BAD_SIGNATURE` is fatal:
+//! [`RunningProvider::wait`] returns [`ProviderError::Rejected`]. Losing the
+//! connection aborts every execution in flight (the broker reassigns them).
+//! Nothing received for three heartbeat intervals counts as a lost
+//! connection.
+//!
+//! # Work
+//!
+//! An `Assign` is refused (`Refused{reason}`) when its service is not in
+//! `allowed_services` (`not_allowed`; an assignment by digest alone is
+//! refused too when there is a list), when slots or memory are used up
+//! (`no_capacity`), while draining (`draining`) or when its digest does not
+//! parse (`invalid_module`). Otherwise `Accepted` goes out at once and the
+//! program is found: in memory, else in the artifact cache, else fetched
+//! from `GET {broker}/v1/blobs/{digest}` (bearer: the session's
+//! `blob_token`), checked against the digest (`fetch_failed` if it is not
+//! what was asked for, or the fetch fails) and compiled on a blocking thread
+//! once per digest and profile however many assignments wait for it; then
+//! `Cached([digest])` goes out on channel 0. A module the sandbox refuses
+//! ends in `Done(Failed{code})` with the sandbox's code. `Cancel` aborts the
+//! execution; nothing more is sent on that channel.
+//!
+//! With `progress_ms`, `Progress{fuel, stderr}` goes out at that interval.
+//! Its fuel is sampled inside the guest and may be low by up to 10^6 (see
+//! [`brume_sandbox::Progress`]); `Done` carries the exact figure.
+//!
+//! # Fitness
+//!
+//! At start-up a fixed integer loop ([`fitness::BENCHMARK_WAT`], about
+//! 4·10^7 fuel) runs once in the sandbox. Fitness in MIPS is its fuel
+//! divided by the wall seconds, over 10^6. Fuel counts executed wasm
+//! operators, so this is millions of wasm instructions per second on one
+//! core.
+//!
+//! # Drain
+//!
+//! [`RunningProvider::drain`] (SIGTERM, SIGINT in the CLI) sends `Draining`,
+//! refuses new work with `draining`, lets in-flight work finish for up to
+//! [`ProviderConfig::drain_grace`] (then aborts it), closes the WebSocket
+//! normally, and [`RunningProvider::wait`] returns `Ok`.
+//!
+//! # Control port
+//!
+//! `GET /status` on [`RunningProvider::control_addr`] answers a
+//! [`brume_api::rest::ProviderStatus`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use brume_api::rest::{Price, ProviderStatus};
+use brume_identity::Identity;
+use brume_sandbox::{Digest, Program, Sandbox, SandboxConfig};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub mod convert;
+pub mod fitness;
+
+mod control;
+mod session;
+mod work;
+
+/// Everything a provider needs. `Default` gives a provider for a local
+/// broker on 127.0.0.1:7700.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// `http://host:port` of the broker; the WebSocket is
+    /// `ws://host:port/v1/provider/connect`.
+    pub broker_url: String,
+    /// Holds `provider.key`, the module cache `modules/` and `control.addr`.
+    pub data_dir: PathBuf,
+    /// Concurrent executions (default: the number of cores).
+    pub slots: u32,
+    /// Memory offered across all slots, in bytes (default 2 GiB).
+    pub memory_bytes: u64,
+    /// Default `local`.
+    pub region: String,
+    /// Service names accepted; `None` accepts any.
+    pub allowed_services: Option<Vec<String>>,
+    pub price_ask: Price,
+    /// Where the control port listens (default 127.0.0.1:0).
+    pub control_listen: SocketAddr,
+    /// How long a drain waits for in-flight work (default 30 s).
+    pub drain_grace: Duration,
+    /// A sandbox to share between in-process providers; `None` creates one
+    /// with its artifact cache in `data_dir/modules`.
+    pub sandbox: Option<Arc<Sandbox>>,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            broker_url: "http://127.0.0.1:7700".into(),
+            data_dir: PathBuf::from("brume-provider"),
+            slots: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            memory_bytes: 2 << 30,
+            region: "local".into(),
+            allowed_services: None,
+            price_ask: 0,
+            control_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            drain_grace: Duration::from_secs(30),
+            sandbox: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("provider key: {0}")]
+    Identity(#[from] brume_identity::IdentityError),
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] brume_sandbox::ExecError),
+    #[error("fitness test: {0}")]
+    Fitness(String),
+    #[error("control port {addr}: {source}")]
+    Control {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("broker URL {0:?}: expected http://host:port")]
+    BadBrokerUrl(String),
+    /// The broker closed with a code that retrying cannot fix.
+    #[error("broker refused this provider (close code {code}): {reason}")]
+    Rejected { code: u16, reason: String },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Where the connection is, for status and [`RunningProvider::connected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Connected,
+    Draining,
+    Stopped,
+}
+
+impl Connection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Connection::Connecting => "connecting",
+            Connection::Connected => "connected",
+            Connection::Draining => "draining",
+            Connection::Stopped => "stopped",
+        }
+    }
+}
+
+type Key = (Digest, brume_sandbox::Profile);
+
+/// Slot and memory reservations. Held only for a few instructions, never
+/// across an await.
+#[derive(Debug, Default)]
+struct Capacity {
+    slots_used: u32,
+    memory_used: u64,
+}
+
+/// State shared by the connection loop, the executions and the control port.
+pub(crate) struct Shared {
+    pub(crate) config: ProviderConfig,
+    pub(crate) identity: Identity,
+    pub(crate) address: String,
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) ws_url: String,
+    pub(crate) fitness_mips: u64,
+    pub(crate) started: Instant,
+    /// Programs ready to run: a sync map get on the hot path.
+    pub(crate) programs: parking_lot::Mutex<HashMap<Key, Program>>,
+    /// Loads in progress, one per key, shared by every assignment waiting.
+    pub(crate) loading: parking_lot::Mutex<HashMap<Key, work::LoadCell>>,
+    capacity: parking_lot::Mutex<Capacity>,
+    pub(crate) work_done: AtomicU64,
+    pub(crate) work_failed: AtomicU64,
+    pub(crate) instructions: AtomicU64,
+    pub(crate) draining: AtomicBool,
+    pub(crate) connected_since_ms: AtomicU64,
+    pub(crate) conn: watch::Sender<Connection>,
+    /// Set by [`RunningProvider::drain`].
+    pub(crate) drain: CancellationToken,
+    /// Set by [`RunningProvider::shutdown`].
+    pub(crate) stop: CancellationToken,
+}
+
+/// One reserved slot (and its memory), released on drop, so an aborted
+/// execution gives its capacity back too.
+pub(crate) struct Reservation {
+    shared: Arc<Shared>,
+    memory: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut c = self.shared.capacity.lock();
+        c.slots_used = c.slots_used.saturating_sub(1);
+        c.memory_used = c.memory_used.saturating_sub(self.memory);
+    }
+}
+
+impl Shared {
+    pub(crate) fn reserve(self: &Arc<Self>, memory: u64) -> Option<Reservation> {
+        let mut c = self.capacity.lock();
+        if c.slots_used >= self.config.slots
+            || c.memory_used.saturating_add(memory) > self.config.memory_bytes
+        {
+            return None;
+        }
+        c.slots_used += 1;
+        c.memory_used += memory;
+        Some(Reservation {
+            shared: self.clone(),
+            memory,
+        })
+    }
+
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.capacity.lock().slots_used
+    }
+
+    pub(crate) fn set_connection(&self, c: Connection) {
+        self.conn.send_replace(c);
+    }
+
+    pub(crate) fn cached_digests(&self) -> Vec<String> {
+        let mut all = self.sandbox.cached_digests();
+        all.extend(self.programs.lock().keys().map(|(d, _)| *d));
+        all.sort();
+        all.dedup();
+        all.iter().map(|d| d.to_string()).collect()
+    }
+
+    pub(crate) fn status(&self) -> ProviderStatus {
+        let since = self.connected_since_ms.load(Ordering::Relaxed);
+        let conn = *self.conn.borrow();
+        ProviderStatus {
+            address: self.address.clone(),
+            broker_url: self.config.broker_url.clone(),
+            connection: conn.as_str().to_owned(),
+            connected_since_ms: (since != 0 && conn != Connection::Connecting).then_some(since),
+            fitness_mips: self.fitness_mips,
+            slots: self.config.slots,
+            in_flight: self.in_flight(),
+            work_done: self.work_done.load(Ordering::Relaxed),
+            work_failed: self.work_failed.load(Ordering::Relaxed),
+            instructions_executed: self.instructions.load(Ordering::Relaxed),
+            modules_cached: self.cached_digests().len() as u64,
+            uptime_s: self.started.elapsed().as_secs(),
+        }
+    }
+}
+
+/// Starts providers.
+#[derive(Debug)]
+pub struct Provider;
+
+impl Provider {
+    /// Sets up identity, sandbox, fitness and control port, then spawns the
+    /// connection loop (it needs a tokio runtime). Returns once the provider
+    /// is ready, before the broker has answered.
+    pub async fn start(mut config: ProviderConfig) -> Result<RunningProvider, ProviderError> {
+        let dir = config.data_dir.clone();
+        let data_err = |source| ProviderError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(data_err)?;
+        let identity = Identity::load_or_create(&dir.join("provider.key"))?;
+        let address = identity.address().to_string();
+        let ws_url = ws_url(&config.broker_url)?;
+        config.broker_url = config.broker_url.trim_end_matches('/').to_owned();
+        config.slots = config.slots.max(1);
+
+        let sandbox = match config.sandbox.clone() {
+            Some(s) => s,
+            None => {
+                let modules = dir.join("modules");
+                std::fs::create_dir_all(&modules).map_err(data_err)?;
+                Arc::new(Sandbox::new(SandboxConfig {
+                    cache_dir: Some(modules),
+                    max_concurrent_instances: SandboxConfig::default()
+                        .max_concurrent_instances
+                        .max(config.slots.saturating_add(1)),
+                    ..SandboxConfig::default()
+                })?)
+            }
+        };
+        let fitness_mips = fitness::measure(&sandbox)
+            .await
+            .map_err(ProviderError::Fitness)?;
+
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ProviderError::Internal(format!("HTTP client: {e}")))?;
+        let (conn, _) = watch::channel(Connection::Connecting);
+        let shared = Arc::new(Shared {
+            identity,
+            address,
+            sandbox,
+            http,
+            ws_url,
+            fitness_mips,
+            started: Instant::now(),
+            programs: parking_lot::Mutex::new(HashMap::new()),
+            loading: parking_lot::Mutex::new(HashMap::new()),
+            capacity: parking_lot::Mutex::new(Capacity::default()),
+            work_done: AtomicU64::new(0),
+            work_failed: AtomicU64::new(0),
+            instructions: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            connected_since_ms: AtomicU64::new(0),
+            conn,
+            drain: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            config,
+        });
+
+        let (control_addr, control) = control::serve(shared.clone()).await?;
+        let addr_file = dir.join("control.addr");
+        if let Err(e) = write_addr_file(&addr_file, control_addr) {
+            control.abort();
+            return Err(data_err(e));
+        }
+        tracing::info!(
+            address = %shared.address,
+            fitness_mips,
+            control = %control_addr,
+            broker = %shared.config.broker_url,
+            "provider ready"
+        );
+        let main = tokio::spawn(session::run(shared.clone()));
+        Ok(RunningProvider {
+            shared,
+            control_addr,
+            addr_file,
+            main,
+            control,
+        })
+    }
+}
+
+fn write_addr_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    std::fs::write(path, format!("{addr}\n"))
+}
+
+/// `http://h:p[/]` to `ws://h:p/v1/provider/connect`.
+fn ws_url(broker: &str) -> Result<String, ProviderError> {
+    let b = broker.trim_end_matches('/');
+    let rest = if let Some(r) = b.strip_prefix("http://") {
+        format!("ws://{r}")
+    } else if let Some(r) = b.strip_prefix("https://") {
+        format!("wss://{r}")
+    } else if b.starts_with("ws://") || b.starts_with("wss://") {
+        b.to_owned()
+    } else {
+        return Err(ProviderError::BadBrokerUrl(broker.to_owned()));
+    };
+    Ok(format!("{rest}/v1/provider/connect"))
+}
+
+/// A started provider. Dropping it does not stop it: call
+/// [`shutdown`](RunningProvider::shutdown) or [`drain`](RunningProvider::drain)
+/// and [`wait`](RunningProvider::wait).
+#[derive(Debug)]
+pub struct RunningProvider {
+    shared: Arc<Shared>,
+    control_addr: SocketAddr,
+    addr_file: PathBuf,
+    main: tokio::task::JoinHandle<Result<(), ProviderError>>,
+    control: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("address", &self.address)
+            .field("broker", &self.config.broker_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningProvider {
+    /// The provider's `0x…` Ethereum address (EIP-55 checksummed).
+    pub fn address(&self) -> String {
+        self.shared.address.clone()
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    pub fn fitness_mips(&self) -> u64 {
+        self.shared.fitness_mips
+    }
+
+    pub fn status(&self) -> ProviderStatus {
+        self.shared.status()
+    }
+
+    /// The current connection state.
+    pub fn connection(&self) -> Connection {
+        *self.shared.conn.borrow()
+    }
+
+    /// Resolves when the provider is connected (the broker sent `Welcome`),
+    /// at once if it is now. Also resolves if the provider stops, so a
+    /// waiter never hangs on a fatal error: check [`connection`](Self::connection).
+    pub async fn connected(&self) {
+        let mut rx = self.shared.conn.subscribe();
+        let _ = rx
+            .wait_for(|c| matches!(c, Connection::Connected | Connection::Stopped))
+            .await;
+    }
+
+    /// Begins a graceful drain (what SIGTERM does).
+    pub fn drain(&self) {
+        self.shared.drain.cancel();
+    }
+
+    /// Stops now: aborts in-flight work and closes the connection.
+    pub fn shutdown(&self) {
+        self.shared.stop.cancel();
+    }
+
+    /// Resolves when the provider has drained or stopped, with the fatal
+    /// error if there was one.
+    pub async fn wait(self) -> Result<(), ProviderError> {
+        let result = match self.main.await {
+            Ok(r) => r,
+            Err(e) => Err(ProviderError::Internal(format!("connection task: {e}"))),
+        };
+        self.shared.set_connection(Connection::Stopped);
+        self.control.abort();
+        let _ = std::fs::remove_file(&self.addr_file);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_become_the_connect_endpoint() {
+        assert_eq!(
+            ws_url("http://127.0.0.1:7700/").ok().as_deref(),
+            Some("ws://127.0.0.1:7700/v1/provider/connect")
+        );
+        assert_eq!(
+            ws_url("ws://h:1").ok().as_deref(),
+            Some("ws://h:1/v1/provider/connect")
+        );
+        assert!(ws_url("127.0.0.1:7700").is_err());
+    }
+}

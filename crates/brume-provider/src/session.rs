@@ -1,0 +1,425 @@
+//! The connection loop: connect, handshake, serve frames, reconnect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use brume_api::wire::{
+    self, Capabilities, FromProvider, Hello, ToProvider, WireError, close, handshake_message,
+};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::work::{self, Outbox, SessionCtx};
+use crate::{Connection, ProviderError, Shared};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Sink = SplitSink<Ws, Message>;
+type Stream = SplitStream<Ws>;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Frames fed to the socket before one flush, at most.
+const BATCH: usize = 64;
+
+/// How one connection ended.
+enum End {
+    /// Drained or shut down: stop.
+    Finished,
+    /// Retrying cannot help.
+    Fatal(ProviderError),
+    /// Reconnect. `welcomed`: the handshake had completed (resets backoff).
+    Lost { welcomed: bool, why: String },
+}
+
+fn lost(welcomed: bool, why: impl Into<String>) -> End {
+    End::Lost {
+        welcomed,
+        why: why.into(),
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>) -> Result<(), ProviderError> {
+    let result = connect_loop(&shared).await;
+    shared.set_connection(Connection::Stopped);
+    result
+}
+
+async fn connect_loop(shared: &Arc<Shared>) -> Result<(), ProviderError> {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if shared.stop.is_cancelled() || shared.drain.is_cancelled() {
+            return Ok(());
+        }
+        shared.set_connection(Connection::Connecting);
+        match connect_once(shared).await {
+            End::Finished => return Ok(()),
+            End::Fatal(e) => return Err(e),
+            End::Lost { welcomed, why } => {
+                if welcomed {
+                    backoff = BACKOFF_MIN;
+                }
+                tracing::warn!(broker = %shared.config.broker_url, %why, "connection lost; reconnecting");
+            }
+        }
+        let delay = jitter(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.stop.cancelled() => return Ok(()),
+            () = shared.drain.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// A delay between half and all of `d`, randomly.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos()),
+    );
+    let frac = (h.finish() % 1000) as f64 / 1000.0;
+    d.mul_f64(0.5 + frac / 2.0)
+}
+
+enum Incoming {
+    Frame(u32, ToProvider),
+    Skip,
+    Closed(Option<(u16, String)>),
+    Broken(String),
+    Malformed(String),
+}
+
+fn classify(msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Incoming {
+    match msg {
+        None => Incoming::Closed(None),
+        Some(Err(e)) => Incoming::Broken(e.to_string()),
+        Some(Ok(Message::Binary(b))) => match ToProvider::decode(&b) {
+            Ok((ch, m)) => Incoming::Frame(ch, m),
+            Err(WireError::UnknownKind(k)) => {
+                tracing::debug!(kind = k, "skipping a frame of unknown kind");
+                Incoming::Skip
+            }
+            Err(e) => Incoming::Malformed(e.to_string()),
+        },
+        Some(Ok(Message::Close(frame))) => {
+            Incoming::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))
+        }
+        Some(Ok(Message::Text(_))) => Incoming::Malformed("unexpected text message".into()),
+        Some(Ok(_)) => Incoming::Skip, // WebSocket ping/pong, raw frames
+    }
+}
+
+/// What a broker's close means for us.
+fn closed(shared: &Shared, frame: Option<(u16, String)>, welcomed: bool) -> End {
+    let Some((code, reason)) = frame else {
+        return lost(welcomed, "connection closed");
+    };
+    tracing::warn!(broker = %shared.config.broker_url, code, %reason, "broker closed the connection");
+    if code == close::BAD_VERSION || code == close::BAD_SIGNATURE {
+        return End::Fatal(ProviderError::Rejected { code, reason });
+    }
+    lost(welcomed, format!("closed by broker: {code} {reason}"))
+}
+
+fn close_msg(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    }))
+}
+
+/// Reads the next protocol frame during the handshake.
+async fn handshake_frame(shared: &Shared, stream: &mut Stream) -> Result<(u32, ToProvider), End> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    loop {
+        let msg = tokio::select! {
+            m = tokio::time::timeout_at(deadline, stream.next()) => match m {
+                Ok(m) => m,
+                Err(_) => return Err(lost(false, "handshake timed out")),
+            },
+            () = shared.stop.cancelled() => return Err(End::Finished),
+        };
+        match classify(msg) {
+            Incoming::Frame(ch, m) => return Ok((ch, m)),
+            Incoming::Skip => {}
+            Incoming::Closed(f) => return Err(closed(shared, f, false)),
+            Incoming::Broken(e) => return Err(lost(false, e)),
+            Incoming::Malformed(e) => return Err(lost(false, format!("malformed frame: {e}"))),
+        }
+    }
+}
+
+async fn connect_once(shared: &Arc<Shared>) -> End {
+    let url = shared.ws_url.as_str();
+    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+    let ws = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect) => match r {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => return lost(false, format!("connect {url}: {e}")),
+            Err(_) => return lost(false, format!("connect {url}: timed out")),
+        },
+        () = shared.stop.cancelled() => return End::Finished,
+    };
+    let (mut sink, mut stream) = ws.split();
+
+    let challenge = match handshake_frame(shared, &mut stream).await {
+        Ok((_, ToProvider::Challenge(c))) => c,
+        Ok((_, other)) => return lost(false, format!("expected Challenge, got {other:?}")),
+        Err(end) => return end,
+    };
+    if challenge.protocol != brume_api::PROTOCOL_VERSION {
+        tracing::warn!(
+            broker = challenge.protocol,
+            ours = brume_api::PROTOCOL_VERSION,
+            "broker speaks another protocol version"
+        );
+    }
+    let message = handshake_message(&challenge.broker_id, &challenge.nonce);
+    let signature = match shared.identity.sign_message(message.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => return End::Fatal(ProviderError::Internal(format!("sign handshake: {e}"))),
+    };
+    let config = &shared.config;
+    let hello = FromProvider::Hello(Hello {
+        protocol: brume_api::PROTOCOL_VERSION,
+        address: shared.address.clone(),
+        signature: Bytes::copy_from_slice(&signature),
+        capabilities: Capabilities {
+            slots: config.slots,
+            memory_bytes: config.memory_bytes,
+            fitness_mips: shared.fitness_mips,
+            region: config.region.clone(),
+            allowed_services: config.allowed_services.clone(),
+            cached: shared.cached_digests(),
+        },
+        price_ask: config.price_ask,
+    });
+    if let Err(e) = sink
+        .send(Message::Binary(hello.encode(wire::CONTROL)))
+        .await
+    {
+        return lost(false, format!("send Hello: {e}"));
+    }
+    let welcome = loop {
+        match handshake_frame(shared, &mut stream).await {
+            Ok((_, ToProvider::Welcome(w))) => break w,
+            Ok((ch, ToProvider::Ping(n))) => {
+                let pong = FromProvider::Pong(n).encode(ch);
+                if let Err(e) = sink.send(Message::Binary(pong)).await {
+                    return lost(false, format!("send Pong: {e}"));
+                }
+            }
+            Ok((_, other)) => return lost(false, format!("expected Welcome, got {other:?}")),
+            Err(end) => return end,
+        }
+    };
+    tracing::info!(
+        broker = %config.broker_url,
+        session = welcome.session,
+        heartbeat_ms = welcome.heartbeat_ms,
+        "connected"
+    );
+    shared.connected_since_ms.store(now_ms(), Ordering::Relaxed);
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(sink, rx));
+    let ctx = SessionCtx {
+        out: tx,
+        blob_token: welcome.blob_token.into(),
+    };
+    shared.set_connection(if shared.draining.load(Ordering::Relaxed) {
+        Connection::Draining
+    } else {
+        Connection::Connected
+    });
+    let hb = Duration::from_millis(welcome.heartbeat_ms.max(10));
+    let end = serve(shared, &ctx, &mut stream, hb).await;
+    // Stop the writer once it has sent what is queued (a Close, usually).
+    drop(ctx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if matches!(end, End::Finished) {
+        // Read the broker's close reply, so the close handshake completes.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(Ok(m)) = stream.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    end
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The one owner of the socket's sink: feeds every queued frame, then
+/// flushes once.
+async fn write_loop(mut sink: Sink, mut rx: mpsc::UnboundedReceiver<Message>) {
+    while let Some(first) = rx.recv().await {
+        let mut closing = first.is_close();
+        if sink.feed(first).await.is_err() {
+            return;
+        }
+        let mut n = 1;
+        while !closing && n < BATCH {
+            let Ok(m) = rx.try_recv() else { break };
+            closing = m.is_close();
+            if sink.feed(m).await.is_err() {
+                return;
+            }
+            n += 1;
+        }
+        if sink.flush().await.is_err() || closing {
+            return;
+        }
+    }
+}
+
+/// Serves one welcomed connection until it ends.
+async fn serve(shared: &Arc<Shared>, ctx: &SessionCtx, stream: &mut Stream, hb: Duration) -> End {
+    let out: &Outbox = &ctx.out;
+    let mut ticker = tokio::time::interval_at(Instant::now() + hb, hb);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_rx = Instant::now();
+    let mut ping = 0u64;
+    let mut tasks: JoinSet<u32> = JoinSet::new();
+    let mut channels: HashMap<u32, AbortHandle> = HashMap::new();
+    let mut drain_deadline: Option<Instant> = None;
+    let finish = |code: CloseCode, reason: &str| {
+        let _ = out.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.to_owned().into(),
+        })));
+    };
+
+    loop {
+        if drain_deadline.is_some() && tasks.is_empty() {
+            tracing::info!("drained");
+            finish(CloseCode::Normal, "drained");
+            return End::Finished;
+        }
+        tokio::select! {
+            msg = stream.next() => {
+                last_rx = Instant::now();
+                match classify(msg) {
+                    Incoming::Frame(ch, m) => on_frame(shared, ctx, &mut tasks, &mut channels, ch, m),
+                    Incoming::Skip => {}
+                    Incoming::Closed(f) => return closed(shared, f, true),
+                    Incoming::Broken(e) => return lost(true, e),
+                    Incoming::Malformed(e) => {
+                        tracing::error!(error = %e, "malformed frame from broker; closing");
+                        let _ = out.send(close_msg(close::PROTOCOL_ERROR, "malformed frame"));
+                        return lost(true, format!("malformed frame: {e}"));
+                    }
+                }
+            }
+            Some(res) = tasks.join_next(), if !tasks.is_empty() => {
+                match res {
+                    Ok(ch) => { channels.remove(&ch); }
+                    Err(e) if e.is_panic() => tracing::error!(error = %e, "execution task panicked"),
+                    Err(_) => {} // cancelled: already forgotten
+                }
+            }
+            _ = ticker.tick() => {
+                if last_rx.elapsed() >= hb * 3 {
+                    let _ = out.send(close_msg(close::HEARTBEAT_TIMEOUT, "no heartbeat"));
+                    return lost(true, format!("nothing received for {} ms", (hb * 3).as_millis()));
+                }
+                ping += 1;
+                work::send(out, wire::CONTROL, &FromProvider::Ping(ping));
+            }
+            () = shared.drain.cancelled(), if drain_deadline.is_none() => {
+                tracing::info!(in_flight = tasks.len(), grace_s = shared.config.drain_grace.as_secs(), "draining");
+                shared.draining.store(true, Ordering::Relaxed);
+                shared.set_connection(Connection::Draining);
+                work::send(out, wire::CONTROL, &FromProvider::Draining);
+                drain_deadline = Some(Instant::now() + shared.config.drain_grace);
+            }
+            () = sleep_until(drain_deadline), if drain_deadline.is_some() => {
+                tracing::warn!(aborted = tasks.len(), "drain grace over; aborting in-flight work");
+                tasks.abort_all();
+                finish(CloseCode::Normal, "drained");
+                return End::Finished;
+            }
+            () = shared.stop.cancelled() => {
+                finish(CloseCode::Away, "shutdown");
+                return End::Finished;
+            }
+        }
+    }
+    // `tasks` drops here on every path: in-flight executions are aborted.
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn on_frame(
+    shared: &Arc<Shared>,
+    ctx: &SessionCtx,
+    tasks: &mut JoinSet<u32>,
+    channels: &mut HashMap<u32, AbortHandle>,
+    ch: u32,
+    msg: ToProvider,
+) {
+    match msg {
+        ToProvider::Ping(n) => work::send(&ctx.out, ch, &FromProvider::Pong(n)),
+        ToProvider::Pong(_) => {}
+        ToProvider::Assign(assign) => {
+            if ch == wire::CONTROL || channels.contains_key(&ch) {
+                tracing::warn!(channel = ch, "Assign on a channel in use; ignored");
+                return;
+            }
+            match work::admit(shared, &assign) {
+                Err(refused) => {
+                    tracing::debug!(channel = ch, reason = %refused.reason, "refused");
+                    work::send(&ctx.out, ch, &FromProvider::Refused(refused));
+                }
+                Ok((digest, reservation)) => {
+                    work::send(&ctx.out, ch, &FromProvider::Accepted);
+                    let handle = tasks.spawn(work::execute(
+                        shared.clone(),
+                        ctx.clone(),
+                        ch,
+                        assign,
+                        digest,
+                        reservation,
+                    ));
+                    channels.insert(ch, handle);
+                }
+            }
+        }
+        ToProvider::Cancel => {
+            if let Some(h) = channels.remove(&ch) {
+                tracing::debug!(channel = ch, "cancelled");
+                h.abort();
+            }
+        }
+        ToProvider::Challenge(_) | ToProvider::Welcome(_) => {
+            tracing::warn!(channel = ch, "unexpected handshake frame; ignored");
+        }
+    }
+}

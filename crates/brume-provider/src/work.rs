@@ -1,0 +1,285 @@
+//! One assignment: admission, finding the program, running it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use brume_api::ServiceKind;
+use brume_api::wire::{self, Assign, FromProvider, Outcome, Refused};
+use brume_sandbox::{CommandRequest, Digest, ExecError, Program, Progress};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{Key, Reservation, Shared, convert};
+
+/// The writer task's queue: every frame of a session goes through it.
+pub(crate) type Outbox = mpsc::UnboundedSender<Message>;
+
+pub(crate) fn send(out: &Outbox, channel: u32, msg: &FromProvider) {
+    // The session is gone if this fails; nothing is waiting for the frame.
+    let _ = out.send(Message::Binary(msg.encode(channel)));
+}
+
+/// What an execution needs from its session.
+#[derive(Clone)]
+pub(crate) struct SessionCtx {
+    pub(crate) out: Outbox,
+    pub(crate) blob_token: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum LoadError {
+    /// The bytes could not be fetched or were not what was asked for.
+    Fetch(String),
+    /// The sandbox refused the module.
+    Module(ExecError),
+}
+
+pub(crate) type LoadCell = Arc<tokio::sync::OnceCell<Result<Program, LoadError>>>;
+
+/// Shortest progress interval honoured (the sandbox samples every 10 ms).
+const MIN_PROGRESS: Duration = Duration::from_millis(10);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn refused(reason: &str, message: impl Into<String>) -> Refused {
+    Refused {
+        reason: reason.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Decides whether to take an assignment; on yes, its slot is reserved.
+pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reservation), Refused> {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(refused("draining", "this provider is draining"));
+    }
+    if let Some(list) = &shared.config.allowed_services {
+        match &a.service {
+            Some(s) if list.iter().any(|x| x == s) => {}
+            Some(s) => {
+                return Err(refused(
+                    "not_allowed",
+                    format!("service {s:?} is not in this provider's allow list"),
+                ));
+            }
+            None => {
+                return Err(refused(
+                    "not_allowed",
+                    "this provider only runs named services",
+                ));
+            }
+        }
+    }
+    let digest: Digest = a
+        .digest
+        .parse()
+        .map_err(|e: String| refused("invalid_module", e))?;
+    let reservation = shared.reserve(a.limits.memory_bytes).ok_or_else(|| {
+        refused(
+            "no_capacity",
+            format!(
+                "no free slot or {} bytes of memory (slots {}, memory {})",
+                a.limits.memory_bytes, shared.config.slots, shared.config.memory_bytes
+            ),
+        )
+    })?;
+    Ok((digest, reservation))
+}
+
+/// Runs one accepted assignment to its `Done` (or `Refused` when the module
+/// cannot be fetched). Returns the channel, for the session's bookkeeping.
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    ctx: SessionCtx,
+    channel: u32,
+    assign: Box<Assign>,
+    digest: Digest,
+    reservation: Reservation,
+) -> u32 {
+    let _reservation = reservation;
+    let profile = convert::profile(assign.profile);
+    let program = match program(&shared, &ctx, (digest, profile)).await {
+        Ok(p) => p,
+        Err(LoadError::Fetch(message)) => {
+            tracing::warn!(%digest, %message, "module fetch failed");
+            let r = refused("fetch_failed", message);
+            send(&ctx.out, channel, &FromProvider::Refused(r));
+            return channel;
+        }
+        Err(LoadError::Module(e)) => {
+            finish(
+                &shared,
+                &ctx,
+                channel,
+                convert::failed(e.code(), e.to_string()),
+            );
+            return channel;
+        }
+    };
+    let options = convert::exec_options(&assign);
+    let Assign {
+        kind,
+        args,
+        env,
+        stdin,
+        http,
+        progress_ms,
+        ..
+    } = *assign;
+    let progress = progress_ms.map(|ms| {
+        (
+            Arc::new(Progress::new()),
+            Duration::from_millis(ms).max(MIN_PROGRESS),
+        )
+    });
+    let sandbox = &shared.sandbox;
+    let outcome = match kind {
+        ServiceKind::Command => {
+            let req = CommandRequest {
+                args,
+                env,
+                stdin,
+                dirs: Vec::new(),
+            };
+            let run = async {
+                match &progress {
+                    Some((p, _)) => sandbox.run_with_progress(&program, &req, &options, p).await,
+                    None => sandbox.run(&program, &req, &options).await,
+                }
+            };
+            convert::command_outcome(reporting(run, progress.as_ref(), &ctx, channel).await)
+        }
+        ServiceKind::Http => match http.as_ref().map(convert::http_request) {
+            None => convert::failed("invalid_request", "an http service needs a request"),
+            Some(Err(message)) => convert::failed("invalid_request", message),
+            Some(Ok(req)) => {
+                let run = async {
+                    match &progress {
+                        Some((p, _)) => {
+                            sandbox
+                                .handle_http_with_progress(&program, req, &options, p)
+                                .await
+                        }
+                        None => sandbox.handle_http(&program, req, &options).await,
+                    }
+                };
+                convert::http_outcome(reporting(run, progress.as_ref(), &ctx, channel).await)
+            }
+        },
+    };
+    finish(&shared, &ctx, channel, outcome);
+    channel
+}
+
+/// Drives `run`, sending `Progress` every interval when asked to.
+async fn reporting<F: Future>(
+    run: F,
+    progress: Option<&(Arc<Progress>, Duration)>,
+    ctx: &SessionCtx,
+    channel: u32,
+) -> F::Output {
+    let Some((p, every)) = progress else {
+        return run.await;
+    };
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + *every, *every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut run => return out,
+            _ = tick.tick() => {
+                let msg = FromProvider::Progress(wire::Progress {
+                    fuel: p.fuel_consumed(),
+                    stderr: p.take_stderr(),
+                });
+                send(&ctx.out, channel, &msg);
+            }
+        }
+    }
+}
+
+fn finish(shared: &Shared, ctx: &SessionCtx, channel: u32, outcome: Outcome) {
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.instructions.fetch_add(outcome.usage().fuel, Relaxed);
+    match &outcome {
+        Outcome::Failed { .. } => shared.work_failed.fetch_add(1, Relaxed),
+        _ => shared.work_done.fetch_add(1, Relaxed),
+    };
+    send(&ctx.out, channel, &FromProvider::Done(Box::new(outcome)));
+}
+
+/// The program for `key`: in memory, else loaded once however many
+/// assignments ask at the same time.
+async fn program(shared: &Arc<Shared>, ctx: &SessionCtx, key: Key) -> Result<Program, LoadError> {
+    if let Some(p) = shared.programs.lock().get(&key) {
+        return Ok(p.clone());
+    }
+    let cell = shared.loading.lock().entry(key).or_default().clone();
+    let result = cell.get_or_init(|| load(shared, ctx, key)).await.clone();
+    // The first waiter out forgets the load: a failure is retried next time.
+    let mut loading = shared.loading.lock();
+    if loading.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+        loading.remove(&key);
+    }
+    result
+}
+
+async fn load(shared: &Arc<Shared>, ctx: &SessionCtx, key: Key) -> Result<Program, LoadError> {
+    let (digest, profile) = key;
+    let sandbox = shared.sandbox.clone();
+    let cached = tokio::task::spawn_blocking(move || sandbox.load_cached(&digest, profile))
+        .await
+        .map_err(|e| LoadError::Module(ExecError::Internal(format!("load task: {e}"))))?;
+    match cached {
+        Ok(Some(p)) => {
+            shared.programs.lock().insert(key, p.clone());
+            return Ok(p);
+        }
+        Ok(None) => {}
+        // A bad artifact is rebuilt from the bytes below.
+        Err(ExecError::Internal(why)) => tracing::warn!(%digest, %why, "cached artifact unusable"),
+        Err(e) => return Err(LoadError::Module(e)),
+    }
+    let bytes = fetch(shared, ctx, &digest).await?;
+    let got = Digest::of(&bytes);
+    if got != digest {
+        return Err(LoadError::Fetch(format!(
+            "blob {digest} has sha256 {got}: not the module asked for"
+        )));
+    }
+    let sandbox = shared.sandbox.clone();
+    let started = std::time::Instant::now();
+    let program = tokio::task::spawn_blocking(move || sandbox.load(&bytes, profile))
+        .await
+        .map_err(|e| LoadError::Module(ExecError::Internal(format!("load task: {e}"))))?
+        .map_err(LoadError::Module)?;
+    tracing::info!(%digest, ?profile, ms = started.elapsed().as_millis() as u64, "module compiled");
+    shared.programs.lock().insert(key, program.clone());
+    send(
+        &ctx.out,
+        wire::CONTROL,
+        &FromProvider::Cached(vec![digest.to_string()]),
+    );
+    Ok(program)
+}
+
+async fn fetch(
+    shared: &Shared,
+    ctx: &SessionCtx,
+    digest: &Digest,
+) -> Result<bytes::Bytes, LoadError> {
+    let url = format!("{}/v1/blobs/{digest}", shared.config.broker_url);
+    let fail = |e: String| LoadError::Fetch(format!("GET {url}: {e}"));
+    let resp = shared
+        .http
+        .get(&url)
+        .bearer_auth(&*ctx.blob_token)
+        .timeout(FETCH_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(fail(resp.status().to_string()));
+    }
+    resp.bytes().await.map_err(|e| fail(e.to_string()))
+}
