@@ -994,6 +994,7 @@ async fn job_events(
     State(shared): Sh,
     _auth: Auth,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Res<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>> {
     let id = job_id(&id)?;
     let (history, live, job) = match entry(&shared, id) {
@@ -1016,11 +1017,17 @@ async fn job_events(
         next: u64,
         done: bool,
     }
+    // A client resuming a broken stream sends the last id it saw.
+    let next = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |last| last + 1);
     let st = St {
         pending: history.into(),
         live,
         job,
-        next: 0,
+        next,
         done: false,
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {

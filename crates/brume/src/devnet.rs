@@ -1,11 +1,337 @@
-//! `brume devnet`: a broker and N providers on loopback.
+//! `brume devnet`: a broker and N providers on loopback, in this process,
+//! with one data directory. `--demo` publishes the examples, calls them,
+//! runs a batch job with a progress bar, prints results and usage, exits.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use brume_api::ServiceKind;
+use brume_api::rest::{EventKind, JobSpec, LimitsSpec};
+use brume_broker::{Broker, BrokerConfig, RunningBroker};
+use brume_client::Client;
+use brume_provider::{Provider, ProviderConfig, RunningProvider};
+use bytes::Bytes;
+use serde_json::json;
 
 #[derive(Debug, clap::Args)]
-pub struct DevnetArgs {}
+pub struct DevnetArgs {
+    /// How many providers to start.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    providers: u32,
+    /// Slots (concurrent executions) per provider.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    /// Data directory for the broker and providers (default: a fresh
+    /// temporary directory, removed on exit).
+    #[arg(long, env = "BRUME_DEVNET_DATA")]
+    data: Option<PathBuf>,
+    /// Broker address (default: a free port on 127.0.0.1).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Publish the examples, call them, run a job, print results, exit.
+    #[arg(long)]
+    demo: bool,
+    /// Print the network's details as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
 
-pub async fn main(_args: DevnetArgs) -> ExitCode {
-    eprintln!("error: brume devnet is not built yet");
-    ExitCode::FAILURE
+struct Net {
+    broker: RunningBroker,
+    providers: Vec<RunningProvider>,
+    api_key: String,
+    _temp: Option<tempfile::TempDir>,
+}
+
+async fn start(args: &DevnetArgs) -> anyhow::Result<Net> {
+    let (data, temp) = match &args.data {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("brume-devnet-").tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let broker = Broker::start(BrokerConfig {
+        listen: args.listen,
+        data_dir: data.join("broker"),
+        region: "devnet".into(),
+        ..BrokerConfig::default()
+    })
+    .await
+    .context("start the broker")?;
+    let api_key = broker
+        .create_api_key("devnet")
+        .await
+        .context("create an API key")?;
+    let _ = std::fs::write(data.join("api-key"), format!("{api_key}\n"));
+    let sandbox = Arc::new(
+        brume_sandbox::Sandbox::new(brume_sandbox::SandboxConfig {
+            cache_dir: Some(data.join("modules")),
+            ..brume_sandbox::SandboxConfig::default()
+        })
+        .map_err(|e| anyhow::anyhow!("start the sandbox: {e}"))?,
+    );
+    let mut providers = Vec::new();
+    for i in 0..args.providers {
+        let p = Provider::start(ProviderConfig {
+            broker_url: broker.url().to_string(),
+            data_dir: data.join(format!("provider-{i}")),
+            slots: args.slots,
+            region: "devnet".into(),
+            sandbox: Some(sandbox.clone()),
+            ..ProviderConfig::default()
+        })
+        .await
+        .with_context(|| format!("start provider {i}"))?;
+        providers.push(p);
+    }
+    for p in &providers {
+        tokio::time::timeout(Duration::from_secs(30), p.connected())
+            .await
+            .context("a provider did not connect within 30 s")?;
+    }
+    Ok(Net {
+        broker,
+        providers,
+        api_key,
+        _temp: temp,
+    })
+}
+
+async fn stop(net: Net) {
+    for p in &net.providers {
+        p.drain();
+    }
+    for p in net.providers {
+        let _ = p.wait().await;
+    }
+    net.broker.shutdown();
+    let _ = net.broker.wait().await;
+}
+
+pub async fn main(args: DevnetArgs) -> ExitCode {
+    if !args.demo {
+        crate::logging::init();
+    }
+    let net = match start(&args).await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: devnet: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = net.broker.url().to_string();
+    if args.json {
+        let providers: Vec<_> = net
+            .providers
+            .iter()
+            .map(|p| json!({"address": p.address(), "control": p.control_addr(), "fitness_mips": p.fitness_mips()}))
+            .collect();
+        println!(
+            "{}",
+            json!({"event": "ready", "broker": url, "broker_id": net.broker.broker_id(), "api_key": net.api_key, "providers": providers})
+        );
+    } else {
+        print_banner(&net);
+    }
+    crate::logging::flush_stdout();
+    let code = if args.demo {
+        match demo(&url, &net.api_key, args.json).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    } else {
+        crate::logging::shutdown_signal().await;
+        eprintln!("devnet: stopping (draining providers)...");
+        ExitCode::SUCCESS
+    };
+    stop(net).await;
+    code
+}
+
+fn print_banner(net: &Net) {
+    let url = net.broker.url();
+    println!("brume devnet is up");
+    println!("  broker     {url}  ({})", net.broker.broker_id());
+    for (i, p) in net.providers.iter().enumerate() {
+        println!(
+            "  provider {i} {}  {} MIPS, control http://{}",
+            p.address(),
+            p.fitness_mips(),
+            p.control_addr()
+        );
+    }
+    println!("  API key    {}", net.api_key);
+    println!();
+    println!("Try, in another terminal:");
+    println!("  export BRUME_BROKER={url} BRUME_API_KEY={}", net.api_key);
+    println!("  brume service publish my.wasm --name my-fn");
+    println!("  echo hello | brume invoke my-fn --data -");
+    println!("  brume run my.wasm -- --some-arg");
+    println!("  curl {url}/v1/status");
+    println!();
+    println!("Ctrl-C stops the network.");
+}
+
+async fn demo(url: &str, api_key: &str, json_out: bool) -> anyhow::Result<()> {
+    use test_programs_artifacts as guests;
+    let client = Client::new(url, Some(api_key.to_string()))?;
+    let say = |s: String| {
+        if !json_out {
+            println!("{s}");
+        }
+    };
+
+    say("\n== publish".into());
+    let modules: [(&str, ServiceKind, &[u8]); 3] = [
+        ("echo", ServiceKind::Command, guests::ECHO_P1_BYTES),
+        ("hello-http", ServiceKind::Http, guests::HTTP_HELLO_BYTES),
+        (
+            "monte-carlo",
+            ServiceKind::Command,
+            guests::MONTE_CARLO_BYTES,
+        ),
+    ];
+    for (name, kind, bytes) in modules {
+        let info = client
+            .publish(name, kind, Bytes::from_static(bytes))
+            .await?;
+        say(format!(
+            "  {:<12} {:<8} sha256:{}  {} KiB",
+            info.name,
+            info.kind.as_str(),
+            &info.digest[..16],
+            info.size_bytes / 1024
+        ));
+    }
+
+    say("\n== invoke echo (a WASI command: stdin in, stdout out)".into());
+    let r = client
+        .invoke("echo", &[], Bytes::from_static(b"hello, brume\n"))
+        .await?;
+    say(format!(
+        "  -> {:?}  exit {}  fuel {}  provider {}  attempts {}",
+        String::from_utf8_lossy(&r.body),
+        r.exit_code.unwrap_or(-1),
+        r.fuel.unwrap_or(0),
+        r.provider.as_deref().unwrap_or("?"),
+        r.attempts.unwrap_or(0)
+    ));
+    // Warm: the module is compiled now; time a few calls.
+    let mut best = Duration::MAX;
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        client.invoke("echo", &[], Bytes::from_static(b"x")).await?;
+        best = best.min(t.elapsed());
+    }
+    say(format!(
+        "  warm round trip (best of 20, incl. HTTP client): {} µs",
+        best.as_micros()
+    ));
+
+    say("\n== call hello-http (a wasi:http component behind /fn/)".into());
+    let h = client
+        .call_http(
+            http::Method::GET,
+            "hello-http",
+            "/greet?who=devnet",
+            http::HeaderMap::new(),
+            Bytes::new(),
+        )
+        .await?;
+    say(format!(
+        "  -> {} {:?}",
+        h.response.status(),
+        String::from_utf8_lossy(h.response.body())
+    ));
+
+    say("\n== batch job: Monte Carlo option pricing, 12M paths, deterministic".into());
+    let spec = JobSpec {
+        service: Some("monte-carlo".into()),
+        args: [
+            "--paths",
+            "12000000",
+            "--steps",
+            "4",
+            "--kind",
+            "asian-call",
+        ]
+        .map(String::from)
+        .to_vec(),
+        profile: brume_api::Profile::Deterministic,
+        limits: LimitsSpec {
+            timeout_ms: Some(120_000),
+            ..LimitsSpec::default()
+        },
+        labels: [("demo".to_string(), "devnet".to_string())].into(),
+        ..JobSpec::default()
+    };
+    let job = client.submit(&spec).await?;
+    say(format!("  job {} queued", job.id));
+    let bar = if json_out {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("  {spinner} {elapsed:>3} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b.enable_steady_tick(Duration::from_millis(100));
+        b
+    };
+    let result = client
+        .wait_with(job.id, |ev| {
+            let msg = match ev.kind {
+                EventKind::Progress => {
+                    format!("running: {} Minstr", ev.fuel.unwrap_or(0) / 1_000_000)
+                }
+                other => format!("{} (attempt {})", other.as_str(), ev.attempt),
+            };
+            bar.set_message(msg);
+        })
+        .await?;
+    bar.finish_and_clear();
+    let u = result.usage;
+    if json_out {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!(
+            "  state {}  exit {}",
+            result.state.as_str(),
+            result.exit_code.unwrap_or(-1)
+        );
+        println!(
+            "  stdout {}",
+            String::from_utf8_lossy(&result.stdout.0).trim()
+        );
+        println!(
+            "  usage: {} instructions (fuel), peak memory {} KiB, wall {} ms, {} B in / {} B out, provider {}",
+            u.fuel,
+            u.peak_memory_bytes / 1024,
+            u.wall_us / 1000,
+            u.bytes_in,
+            u.bytes_out,
+            result.provider.as_deref().unwrap_or("?")
+        );
+    }
+    if result.state != brume_api::rest::JobState::Succeeded || result.exit_code != Some(0) {
+        anyhow::bail!("the demo job did not succeed: {:?}", result.error);
+    }
+    let status = client.status().await?;
+    say(format!(
+        "\n== broker status: {} providers, {}/{} slots free, uptime {} s",
+        status.providers_connected,
+        status.capacity.slots_free,
+        status.capacity.slots_total,
+        status.uptime_s
+    ));
+    say("\ndemo complete.".into());
+    Ok(())
 }
