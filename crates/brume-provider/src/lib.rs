@@ -461,6 +461,14 @@ impl RunningProvider {
             .await;
     }
 
+    /// A cloneable handle for drain, shutdown and status from other tasks
+    /// (e.g. a signal handler) while [`wait`](Self::wait) owns this value.
+    pub fn handle(&self) -> ProviderHandle {
+        ProviderHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Begins a graceful drain (what SIGTERM does).
     pub fn drain(&self) {
         self.shared.drain.cancel();
@@ -483,6 +491,67 @@ impl RunningProvider {
         let _ = std::fs::remove_file(&self.addr_file);
         result
     }
+}
+
+/// See [`RunningProvider::handle`].
+#[derive(Debug, Clone)]
+pub struct ProviderHandle {
+    shared: Arc<Shared>,
+}
+
+impl ProviderHandle {
+    pub fn drain(&self) {
+        self.shared.drain.cancel();
+    }
+
+    pub fn shutdown(&self) {
+        self.shared.stop.cancel();
+    }
+
+    pub fn status(&self) -> ProviderStatus {
+        self.shared.status()
+    }
+
+    pub fn connection(&self) -> Connection {
+        *self.shared.conn.borrow()
+    }
+
+    /// Resolves at every change of the connection state, with the new one.
+    pub fn watch(&self) -> watch::Receiver<Connection> {
+        self.shared.conn.subscribe()
+    }
+}
+
+/// `GET /status` on a running provider's control port (what
+/// `brume provide status` prints).
+pub async fn fetch_status(control: SocketAddr) -> Result<ProviderStatus, String> {
+    let url = format!("http://{control}/status");
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e} (is the provider running?)"))?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: {}", resp.status()));
+    }
+    resp.json()
+        .await
+        .map_err(|e| format!("GET {url}: bad status body: {e}"))
+}
+
+/// The control address a provider with this data dir wrote at start-up.
+pub fn read_control_addr(data_dir: &Path) -> Result<SocketAddr, String> {
+    let path = data_dir.join("control.addr");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{}: {e} (no provider running with this data dir?)",
+            path.display()
+        )
+    })?;
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -1,13 +1,270 @@
-//! `brume provide`: run a provider daemon; `brume provide status`.
+//! `brume provide`: run a provider daemon; `brume provide status`: ask a
+//! running one how it is doing.
+//!
+//! Each flag also comes from its `BRUME_*` variable, then from the
+//! `[provider]` section of the config file, then from the defaults.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use brume_provider::{Connection, Provider, ProviderConfig};
+use serde_json::json;
 
 use crate::config::ProviderSection;
 
 #[derive(Debug, clap::Args)]
-pub struct ProvideArgs {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ProvideArgs {
+    #[command(subcommand)]
+    command: Option<ProvideCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
 
-pub async fn main(_args: ProvideArgs, _file: &ProviderSection) -> ExitCode {
-    eprintln!("error: brume provide is not built yet");
-    ExitCode::FAILURE
+#[derive(Debug, clap::Subcommand)]
+enum ProvideCommand {
+    /// Print a running provider's status (from its control port).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// The provider's data directory (its control.addr file).
+    #[arg(long, env = "BRUME_DATA_DIR")]
+    data: Option<PathBuf>,
+    /// The control port's address (instead of --data).
+    #[arg(long, env = "BRUME_CONTROL")]
+    control: Option<SocketAddr>,
+    /// Print the status JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The broker's URL (default http://127.0.0.1:7700).
+    #[arg(long, env = "BRUME_BROKER")]
+    broker: Option<String>,
+    /// Data directory: key, module cache, control.addr
+    /// (default ~/.local/share/brume/provider).
+    #[arg(long, env = "BRUME_DATA_DIR")]
+    data: Option<PathBuf>,
+    /// Concurrent executions (default: the number of cores).
+    #[arg(long, env = "BRUME_SLOTS")]
+    slots: Option<u32>,
+    /// Memory offered across all slots, e.g. 2GiB (default 2 GiB).
+    #[arg(long, env = "BRUME_MEMORY")]
+    memory: Option<bytesize::ByteSize>,
+    #[arg(long, env = "BRUME_REGION")]
+    region: Option<String>,
+    /// Price asked, in micro-tokens per 10^9 fuel.
+    #[arg(long, env = "BRUME_PRICE_ASK")]
+    price_ask: Option<u64>,
+    /// Accept only this service (repeatable; default: any).
+    #[arg(long = "allow", value_name = "SERVICE")]
+    allow: Vec<String>,
+    /// Control port address (default 127.0.0.1:0).
+    #[arg(long, env = "BRUME_CONTROL")]
+    control: Option<SocketAddr>,
+    /// How long a drain (SIGTERM, SIGINT) waits for in-flight work.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    drain_grace: Duration,
+    /// Print machine-readable JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/brume/provider"),
+        None => PathBuf::from("brume-provider"),
+    }
+}
+
+pub async fn main(args: ProvideArgs, file: &ProviderSection) -> ExitCode {
+    match args.command {
+        Some(ProvideCommand::Status(s)) => status(s, file).await,
+        None => run(args.run, file).await,
+    }
+}
+
+fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, String> {
+    let d = ProviderConfig::default();
+    let control = match (args.control, &file.control) {
+        (Some(a), _) => a,
+        (None, Some(s)) => s
+            .parse()
+            .map_err(|e| format!("config [provider] control {s:?}: {e}"))?,
+        (None, None) => d.control_listen,
+    };
+    let allowed = if args.allow.is_empty() {
+        file.allowed_services.clone()
+    } else {
+        Some(args.allow)
+    };
+    Ok(ProviderConfig {
+        broker_url: args
+            .broker
+            .or_else(|| file.broker.clone())
+            .unwrap_or(d.broker_url),
+        data_dir: args
+            .data
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(default_data_dir),
+        slots: args.slots.or(file.slots).unwrap_or(d.slots),
+        memory_bytes: args
+            .memory
+            .or(file.memory)
+            .map_or(d.memory_bytes, |m| m.as_u64()),
+        region: args
+            .region
+            .or_else(|| file.region.clone())
+            .unwrap_or(d.region),
+        allowed_services: allowed,
+        price_ask: args.price_ask.or(file.price_ask).unwrap_or(d.price_ask),
+        control_listen: control,
+        drain_grace: args.drain_grace,
+        sandbox: None,
+    })
+}
+
+async fn run(args: RunArgs, file: &ProviderSection) -> ExitCode {
+    crate::logging::init();
+    let json = args.json;
+    let config = match config(args, file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let broker = config.broker_url.clone();
+    let running = match Provider::start(config).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            json!({
+                "event": "ready",
+                "address": running.address(),
+                "control": running.control_addr().to_string(),
+                "fitness_mips": running.fitness_mips(),
+            })
+        );
+    } else {
+        println!(
+            "provider {} ready: fitness {} MIPS, control http://{}",
+            running.address(),
+            running.fitness_mips(),
+            running.control_addr()
+        );
+    }
+    crate::logging::flush_stdout();
+
+    let handle = running.handle();
+    // Announce every (re)connection on stdout.
+    let announcer = {
+        let mut rx = handle.watch();
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut was_connected = false;
+            while rx.changed().await.is_ok() {
+                let now = *rx.borrow_and_update();
+                let connected = matches!(now, Connection::Connected);
+                if connected && !was_connected {
+                    if json {
+                        println!("{}", json!({"event": "connected", "broker": broker}));
+                    } else {
+                        println!("connected to {broker}");
+                    }
+                    crate::logging::flush_stdout();
+                }
+                was_connected = connected || matches!(now, Connection::Draining);
+            }
+        })
+    };
+    // First signal: drain; second: stop now.
+    let signals = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            crate::logging::shutdown_signal().await;
+            eprintln!("draining (signal again to stop now)");
+            handle.drain();
+            crate::logging::shutdown_signal().await;
+            handle.shutdown();
+        })
+    };
+    let result = running.wait().await;
+    signals.abort();
+    announcer.abort();
+    match result {
+        Ok(()) => {
+            if json {
+                println!("{}", json!({"event": "stopped"}));
+            }
+            crate::logging::flush_stdout();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn status(args: StatusArgs, file: &ProviderSection) -> ExitCode {
+    let addr = match args.control {
+        Some(a) => Ok(a),
+        None => {
+            let dir = args
+                .data
+                .or_else(|| file.data_dir.clone())
+                .unwrap_or_else(default_data_dir);
+            brume_provider::read_control_addr(&dir)
+        }
+    };
+    let status = match addr {
+        Ok(a) => brume_provider::fetch_status(a).await,
+        Err(e) => Err(e),
+    };
+    let s = match status {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let since = s
+        .connected_since_ms
+        .map(|ms| {
+            let t = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+            format!(" since {}", humantime::format_rfc3339_seconds(t))
+        })
+        .unwrap_or_default();
+    println!("provider {}", s.address);
+    println!("  broker        {} ({}{since})", s.broker_url, s.connection);
+    println!("  fitness       {} MIPS", s.fitness_mips);
+    println!("  slots         {} ({} in flight)", s.slots, s.in_flight);
+    println!(
+        "  work          {} done, {} failed",
+        s.work_done, s.work_failed
+    );
+    println!("  instructions  {}", s.instructions_executed);
+    println!("  modules       {} cached", s.modules_cached);
+    println!(
+        "  uptime        {}",
+        humantime::format_duration(Duration::from_secs(s.uptime_s))
+    );
+    ExitCode::SUCCESS
 }
