@@ -1,32 +1,1173 @@
-//! Requester commands: `service`, `invoke`, `run`, `job`.
+//! Requester commands: `service`, `invoke`, `run`, `job`. Each turns flags
+//! into `brume_client` calls and prints the answer, as text or (`--json`)
+//! one JSON object on stdout.
+//!
+//! Exit status: `invoke`, `run` and `job result` exit with the guest's own
+//! exit code; a job that failed without one exits 1. API and transport
+//! errors print `error: <code>: <message>` and exit 1; usage errors exit 2.
 
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use brume_api::rest::{
+    EventKind, JobEvent, JobInfo, JobResult, JobSpec, JobState, LimitsSpec, Output, ServiceInfo,
+    validate_service_name,
+};
+use brume_api::{ErrorCode, Profile, ServiceKind, WorkId};
+use brume_client::{Client, ClientError};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::json;
 
 use crate::config::ClientSection;
 
-#[derive(Debug, clap::Args)]
-pub struct ServiceArgs {}
-#[derive(Debug, clap::Args)]
-pub struct InvokeArgs {}
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {}
-#[derive(Debug, clap::Args)]
-pub struct JobArgs {}
+const DEFAULT_BROKER: &str = "http://127.0.0.1:7700";
+/// How often `invoke` retries an `overloaded` answer, and the longest
+/// `Retry-After` it waits out.
+const OVERLOAD_RETRIES: u32 = 3;
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
-fn not_yet() -> ExitCode {
-    eprintln!("error: not built yet");
-    ExitCode::FAILURE
+// ---------------------------------------------------------------- flags
+
+/// Flags every requester command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientOpts {
+    /// The broker's URL (default: config `client.broker`, else
+    /// http://127.0.0.1:7700).
+    #[arg(long, env = "BRUME_BROKER", value_name = "URL", global = true)]
+    broker: Option<String>,
+    /// API key (default: config `client.api_key`).
+    #[arg(
+        long,
+        env = "BRUME_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    api_key: Option<String>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
-pub async fn service(_args: ServiceArgs, _file: &ClientSection) -> ExitCode {
-    not_yet()
+impl ClientOpts {
+    fn client(&self, file: &ClientSection) -> Result<Client, Failure> {
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+        let broker = nonempty(&self.broker)
+            .or_else(|| nonempty(&file.broker))
+            .unwrap_or_else(|| DEFAULT_BROKER.to_string());
+        let key = nonempty(&self.api_key).or_else(|| nonempty(&file.api_key));
+        Client::new(&broker, key).map_err(|e| Failure::Usage(e.to_string()))
+    }
 }
-pub async fn invoke(_args: InvokeArgs, _file: &ClientSection) -> ExitCode {
-    not_yet()
+
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    #[command(subcommand)]
+    command: ServiceCommand,
 }
-pub async fn run(_args: RunArgs, _file: &ClientSection) -> ExitCode {
-    not_yet()
+
+#[derive(Debug, clap::Subcommand)]
+enum ServiceCommand {
+    /// Upload a module as a service; publishing a name again replaces its
+    /// module.
+    Publish {
+        /// The module: `.wasm` (core module or component) or `.wat` text.
+        file: PathBuf,
+        /// Service name (default: the file name, made into a valid name).
+        #[arg(long)]
+        name: Option<String>,
+        /// `command` (a WASI command, called with `brume invoke`) or `http`
+        /// (a wasi:http component, called at /fn/NAME/...).
+        #[arg(long, default_value = "command")]
+        kind: ServiceKind,
+    },
+    /// List the broker's services.
+    List,
+    /// Show one service.
+    Show { name: String },
 }
-pub async fn job(_args: JobArgs, _file: &ClientSection) -> ExitCode {
-    not_yet()
+
+#[derive(Debug, clap::Args)]
+pub struct InvokeArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// The command service to call.
+    service: String,
+    /// The function's stdin: `@FILE`, `-` (this process's stdin) or the
+    /// text itself. Default: empty.
+    #[arg(long, short = 'd', value_name = "@FILE|-|TEXT", value_parser = parse_data)]
+    data: Option<DataSource>,
+    /// An argument for the function (repeatable; before those after `--`).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    arg: Vec<String>,
+    /// More arguments for the function.
+    #[arg(last = true, value_name = "ARGS")]
+    rest: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    /// The module: `.wasm` (a WASI command) or `.wat` text.
+    module: PathBuf,
+    /// Arguments for the guest (after the module, or after `--`).
+    #[arg(allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// Service name to publish the module under (default: the file name,
+    /// made into a valid name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Set a guest environment variable; `NAME` alone copies it from this
+    /// process (repeatable).
+    #[arg(long = "env", value_name = "NAME[=VAL]", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// File to use as the guest's stdin, or `-` for this process's stdin.
+    /// Default: empty.
+    #[arg(long, value_name = "FILE|-")]
+    stdin: Option<PathBuf>,
+    /// Instruction budget.
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Memory cap, e.g. `64MiB`.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<bytesize::ByteSize>,
+    /// Wall-clock deadline of one attempt, e.g. `5s` or `250ms`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Cap on stdout + stderr, e.g. `16MiB`.
+    #[arg(long, value_name = "SIZE")]
+    max_output: Option<bytesize::ByteSize>,
+    /// How many providers may try before the job fails.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(brume_api::rest::MAX_ATTEMPTS_LIMIT)))]
+    max_attempts: Option<u32>,
+    /// How long the job may wait for a provider, e.g. `2m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    queue_timeout: Option<Duration>,
+    /// The most the job pays, in micro-tokens per 10^9 fuel.
+    #[arg(long, value_name = "PRICE")]
+    max_price: Option<u64>,
+    /// Run reproducibly: NaN canonicalization, seeded random, virtual clocks.
+    #[arg(long)]
+    deterministic: bool,
+    /// A label `KEY=VALUE` kept with the job (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+    #[command(subcommand)]
+    command: JobCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum JobCommand {
+    /// Show a job's state.
+    Status { id: WorkId },
+    /// Print a job's events, history then live, until it ends.
+    Events { id: WorkId },
+    /// Print a finished job's output and exit with its exit code.
+    Result { id: WorkId },
+    /// Cancel a job.
+    Cancel { id: WorkId },
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state (queued, assigned, running, succeeded,
+        /// failed, cancelled).
+        #[arg(long)]
+        state: Option<JobState>,
+        /// At most this many.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+}
+
+// ---------------------------------------------------------------- parsing
+
+/// Where `--data` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    Stdin,
+    File(PathBuf),
+    Literal(String),
+}
+
+fn parse_data(s: &str) -> Result<DataSource, String> {
+    match s {
+        "-" | "@-" => Ok(DataSource::Stdin),
+        "@" => Err("`@` needs a file name: @FILE".into()),
+        _ => Ok(match s.strip_prefix('@') {
+            Some(path) => DataSource::File(PathBuf::from(path)),
+            None => DataSource::Literal(s.to_string()),
+        }),
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some(("", _)) => Err(format!("empty variable name in {s:?}")),
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => std::env::var(s)
+            .map(|v| (s.to_string(), v))
+            .map_err(|_| format!("{s} is not set in this environment (use NAME=VALUE)")),
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// A service name made from a file name: lowercased, anything outside
+/// `[a-z0-9._-]` becomes `-`, runs of `-` collapse, it starts with a letter
+/// or digit and has at most 64 bytes. `None` if nothing usable is left.
+pub fn sanitize_service_name(stem: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in stem.chars().map(|c| c.to_ascii_lowercase()) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) {
+            c
+        } else {
+            '-'
+        };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        if out.is_empty() && !c.is_ascii_alphanumeric() {
+            continue;
+        }
+        out.push(c);
+    }
+    out.truncate(64);
+    let out = out.trim_end_matches(['-', '.', '_']).to_string();
+    validate_service_name(&out).ok().map(|()| out)
+}
+
+fn service_name(name: Option<&str>, file: &Path) -> Result<String, Failure> {
+    if let Some(name) = name {
+        validate_service_name(name)
+            .map_err(|e| Failure::Usage(format!("--name: {}", e.message)))?;
+        return Ok(name.to_string());
+    }
+    file.file_stem()
+        .and_then(|s| sanitize_service_name(&s.to_string_lossy()))
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "cannot make a service name from {}; pass --name",
+                file.display()
+            ))
+        })
+}
+
+// ---------------------------------------------------------------- errors
+
+/// Why a command failed, and so how it exits.
+enum Failure {
+    /// The broker said no, or could not be reached: exit 1.
+    Client(ClientError),
+    /// Something local (an unreadable file): exit 1.
+    Local(String),
+    /// Bad flags or values: exit 2.
+    Usage(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        Failure::Client(e)
+    }
+}
+
+impl Failure {
+    fn report(self) -> ExitCode {
+        match self {
+            Failure::Client(e) => {
+                match &e {
+                    ClientError::Api {
+                        error, retry_after, ..
+                    } => {
+                        eprintln!("error: {}: {}", error.code, error.message);
+                        if let Some(after) = retry_after {
+                            eprintln!("  retry after {}", humantime::format_duration(*after));
+                        }
+                    }
+                    ClientError::Invalid(m) => {
+                        eprintln!("error: {m}");
+                        return ExitCode::from(2);
+                    }
+                    other => eprintln!("error: {other}"),
+                }
+                ExitCode::FAILURE
+            }
+            Failure::Local(m) => {
+                eprintln!("error: {m}");
+                ExitCode::FAILURE
+            }
+            Failure::Usage(m) => {
+                eprintln!("error: {m}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
+fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
+    r.unwrap_or_else(Failure::report)
+}
+
+// ---------------------------------------------------------------- output
+
+fn emit_json<T: Serialize + ?Sized>(v: &T) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe on our side is not worth a panic.
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = writeln!(out);
+    let _ = out.flush();
+}
+
+fn write_stdout(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes);
+    let _ = out.flush();
+}
+
+fn write_stderr(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(bytes);
+    let _ = err.flush();
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    // Like a POSIX shell: the low 8 bits.
+    ExitCode::from((code & 0xff) as u8)
+}
+
+/// `0x1234567890abcdef...` as `0x1234…cdef`.
+fn short_addr(addr: &str) -> String {
+    if addr.len() > 14 && addr.is_ascii() {
+        format!("{}…{}", &addr[..6], &addr[addr.len() - 4..])
+    } else {
+        addr.to_string()
+    }
+}
+
+/// 1234567 as `1.23M`.
+fn si(n: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1_000_000_000_000, "T"),
+        (1_000_000_000, "G"),
+        (1_000_000, "M"),
+        (1_000, "k"),
+    ];
+    for (scale, unit) in UNITS {
+        if n >= scale {
+            return format!("{:.2}{unit}", n as f64 / scale as f64);
+        }
+    }
+    n.to_string()
+}
+
+fn when(ms: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
+    let ago = SystemTime::now()
+        .duration_since(t)
+        .map(|d| Duration::from_secs(d.as_secs()))
+        .unwrap_or_default();
+    format!(
+        "{} ({} ago)",
+        humantime::format_rfc3339_seconds(t),
+        humantime::format_duration(ago)
+    )
+}
+
+fn age(ms: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ms);
+    let ago = SystemTime::now().duration_since(t).unwrap_or_default();
+    let s = ago.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+// ---------------------------------------------------------------- service
+
+pub async fn service(args: ServiceArgs, file: &ClientSection) -> ExitCode {
+    finish(service_inner(args, file).await)
+}
+
+async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
+    let client = args.opts.client(file)?;
+    let json = args.opts.json;
+    match args.command {
+        ServiceCommand::Publish { file, name, kind } => {
+            let name = service_name(name.as_deref(), &file)?;
+            let module = read_module(&file)?;
+            let info = client.publish(&name, kind, module).await?;
+            if json {
+                emit_json(&info);
+            } else {
+                println!(
+                    "published {} ({}, {}, sha256:{})",
+                    info.name,
+                    info.kind.as_str(),
+                    bytesize::ByteSize(info.size_bytes),
+                    info.digest
+                );
+            }
+        }
+        ServiceCommand::List => {
+            let list = client.services().await?;
+            if json {
+                emit_json(&list);
+            } else if list.services.is_empty() {
+                eprintln!("no services");
+            } else {
+                print_table(
+                    &["NAME", "KIND", "DIGEST", "SIZE", "AGE"],
+                    list.services.iter().map(|s| {
+                        vec![
+                            s.name.clone(),
+                            s.kind.as_str().to_string(),
+                            s.digest.chars().take(12).collect(),
+                            bytesize::ByteSize(s.size_bytes).to_string(),
+                            age(s.created_at_ms),
+                        ]
+                    }),
+                );
+            }
+        }
+        ServiceCommand::Show { name } => {
+            let info = client.service(&name).await?;
+            if json {
+                emit_json(&info);
+            } else {
+                print_service(&info);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_service(info: &ServiceInfo) {
+    println!("name     {}", info.name);
+    println!("kind     {}", info.kind.as_str());
+    println!("digest   sha256:{}", info.digest);
+    println!("size     {}", bytesize::ByteSize(info.size_bytes));
+    println!("created  {}", when(info.created_at_ms));
+}
+
+fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+/// A module's bytes; `.wat` text is converted to binary here, because the
+/// broker accepts only binaries.
+fn read_module(path: &Path) -> Result<Bytes, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::Local(format!("read module {}: {e}", path.display())))?;
+    let is_wat = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wat"));
+    if is_wat {
+        let binary = wat::parse_bytes(&bytes)
+            .map_err(|e| Failure::Local(format!("{}: {e}", path.display())))?;
+        return Ok(Bytes::from(binary.into_owned()));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+// ---------------------------------------------------------------- invoke
+
+pub async fn invoke(args: InvokeArgs, file: &ClientSection) -> ExitCode {
+    finish(invoke_inner(args, file).await)
+}
+
+async fn invoke_inner(args: InvokeArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
+    let client = args.opts.client(file)?;
+    let stdin = read_data(args.data.as_ref())?;
+    let fn_args: Vec<String> = args.arg.iter().chain(&args.rest).cloned().collect();
+    let mut tries = 0;
+    let out = loop {
+        match client.invoke(&args.service, &fn_args, stdin.clone()).await {
+            Err(e)
+                if e.code() == Some(ErrorCode::Overloaded)
+                    && tries < OVERLOAD_RETRIES
+                    && e.retry_after().unwrap_or_default() <= MAX_RETRY_WAIT =>
+            {
+                tries += 1;
+                let wait = e
+                    .retry_after()
+                    .unwrap_or(Duration::from_secs(1))
+                    .max(Duration::from_millis(100));
+                if !args.opts.json {
+                    eprintln!(
+                        "broker overloaded; retrying in {}",
+                        humantime::format_duration(wait)
+                    );
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) if e.code() == Some(ErrorCode::WrongKind) => {
+                let hint = format!(
+                    "{}\n  {} may be a wasi:http service: call it at {}/fn/{}/",
+                    match &e {
+                        ClientError::Api { error, .. } => error.message.clone(),
+                        other => other.to_string(),
+                    },
+                    args.service,
+                    client.base_url(),
+                    args.service
+                );
+                eprintln!("error: wrong_kind: {hint}");
+                return Ok(ExitCode::FAILURE);
+            }
+            other => break other?,
+        }
+    };
+    let code = out.exit_code.unwrap_or(0);
+    if args.opts.json {
+        emit_json(&json!({
+            "work_id": out.work_id,
+            "provider": out.provider,
+            "fuel": out.fuel,
+            "attempts": out.attempts,
+            "exit_code": out.exit_code,
+            "stdout": Output(out.body),
+        }));
+    } else {
+        write_stdout(&out.body);
+    }
+    Ok(exit_code(code))
+}
+
+fn read_data(source: Option<&DataSource>) -> Result<Bytes, Failure> {
+    Ok(match source {
+        None => Bytes::new(),
+        Some(DataSource::Literal(s)) => Bytes::from(s.clone().into_bytes()),
+        Some(DataSource::File(path)) => Bytes::from(
+            std::fs::read(path)
+                .map_err(|e| Failure::Local(format!("read {}: {e}", path.display())))?,
+        ),
+        Some(DataSource::Stdin) => read_stdin()?,
+    })
+}
+
+fn read_stdin() -> Result<Bytes, Failure> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut buf)
+        .map_err(|e| Failure::Local(format!("read stdin: {e}")))?;
+    Ok(Bytes::from(buf))
+}
+
+// ---------------------------------------------------------------- run
+
+pub async fn run(args: RunArgs, file: &ClientSection) -> ExitCode {
+    finish(run_inner(args, file).await)
+}
+
+async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
+    let client = args.opts.client(file)?;
+    let name = service_name(args.name.as_deref(), &args.module)?;
+    let spec = job_spec(&args, &name)?;
+    spec.validate()
+        .map_err(|e| Failure::Usage(format!("{}: {}", e.code, e.message)))?;
+    let module = read_module(&args.module)?;
+
+    let mut ui = Progress::new(!args.opts.json && std::io::stderr().is_terminal());
+    ui.message(format!(
+        "publishing {name} ({})",
+        bytesize::ByteSize(module.len() as u64)
+    ));
+    let published = client.publish(&name, ServiceKind::Command, module).await;
+    if let Err(e) = published {
+        ui.clear();
+        if e.code() == Some(ErrorCode::InvalidModule) {
+            eprintln!("  module: {}", args.module.display());
+        }
+        return Err(e.into());
+    }
+    ui.message("submitting".to_string());
+    let job = match client.submit(&spec).await {
+        Ok(job) => job,
+        Err(e) => {
+            ui.clear();
+            return Err(e.into());
+        }
+    };
+    ui.start_job(&job);
+
+    let result = follow(&client, job.id, &mut ui, args.opts.json).await;
+    ui.clear();
+    let result = match result? {
+        Followed::Done(result) => result,
+        Followed::Interrupted(code) => return Ok(code),
+    };
+    Ok(print_result(&result, args.opts.json, &ui.shown_stderr))
+}
+
+fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
+    let stdin = match args.stdin.as_deref() {
+        None => None,
+        Some(p) if p == Path::new("-") => Some(Output(read_stdin()?)),
+        Some(p) => Some(Output(Bytes::from(std::fs::read(p).map_err(|e| {
+            Failure::Local(format!("read --stdin {}: {e}", p.display()))
+        })?))),
+    };
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    Ok(JobSpec {
+        service: Some(name.to_string()),
+        digest: None,
+        args: args.args.clone(),
+        env: args.env.iter().cloned().collect(),
+        stdin,
+        limits: LimitsSpec {
+            fuel: args.fuel,
+            memory_bytes: args.memory.map(|m| m.as_u64()),
+            timeout_ms: args.timeout.map(millis),
+            max_input_bytes: None,
+            max_output_bytes: args.max_output.map(|m| m.as_u64()),
+        },
+        profile: if args.deterministic {
+            Profile::Deterministic
+        } else {
+            Profile::Standard
+        },
+        max_attempts: args.max_attempts,
+        queue_timeout_ms: args.queue_timeout.map(millis),
+        max_price: args.max_price,
+        labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+    })
+}
+
+enum Followed {
+    Done(Box<JobResult>),
+    /// Ctrl-C: the job was cancelled (or we tried); exit with this.
+    Interrupted(ExitCode),
+}
+
+/// Follows the job to its end, updating `ui`; on Ctrl-C cancels it.
+async fn follow(
+    client: &Client,
+    id: WorkId,
+    ui: &mut Progress,
+    json: bool,
+) -> Result<Followed, Failure> {
+    let waited = {
+        let wait = client.wait_with(id, |ev| ui.event(ev));
+        tokio::select! {
+            r = wait => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    };
+    match waited {
+        Some(r) => Ok(Followed::Done(Box::new(r?))),
+        None => {
+            ui.clear();
+            if !json {
+                eprintln!("interrupted: cancelling job {id}");
+            }
+            match client.cancel(id).await {
+                Ok(_) => {}
+                // It ended meanwhile: nothing to cancel.
+                Err(e) if e.code() == Some(ErrorCode::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Followed::Interrupted(ExitCode::from(130)))
+        }
+    }
+}
+
+/// Prints a final job's output, usage and error; returns its exit status.
+/// `shown_stderr` is stderr already printed live (not printed again).
+fn print_result(result: &JobResult, json: bool, shown_stderr: &str) -> ExitCode {
+    if json {
+        emit_json(result);
+    } else {
+        write_stdout(&result.stdout.0);
+        write_stderr(&unshown(&result.stderr.0, shown_stderr));
+        eprintln!("{}", summary(result));
+    }
+    match result.exit_code {
+        Some(code) => exit_code(code),
+        None => {
+            if !json {
+                match &result.error {
+                    Some(e) => eprintln!("error: {}: {}", e.code, e.message),
+                    None => eprintln!(
+                        "error: job {} {} without an exit code",
+                        result.id,
+                        result.state.as_str()
+                    ),
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What of `stderr` is left to print when `shown` was streamed already: the
+/// rest if `stderr` starts with it, else all of it.
+fn unshown<'a>(stderr: &'a [u8], shown: &str) -> std::borrow::Cow<'a, [u8]> {
+    if shown.is_empty() {
+        return stderr.into();
+    }
+    if let Some(rest) = stderr.strip_prefix(shown.as_bytes()) {
+        return rest.into();
+    }
+    // Non-UTF-8 stderr arrived lossy in the events.
+    match String::from_utf8_lossy(stderr).strip_prefix(shown) {
+        Some(rest) => rest.as_bytes().to_vec().into(),
+        None => stderr.into(),
+    }
+}
+
+/// One line: what happened, what it cost.
+fn summary(r: &JobResult) -> String {
+    let mut s = format!("job {} {}", r.id, r.state.as_str());
+    if let Some(code) = r.exit_code {
+        s.push_str(&format!(" (exit {code})"));
+    }
+    s.push_str(&format!(
+        ": {} fuel, {} peak memory, {} wall",
+        si(r.usage.fuel),
+        bytesize::ByteSize(r.usage.peak_memory_bytes),
+        humantime::format_duration(Duration::from_millis(r.usage.wall_us / 1000))
+    ));
+    let attempts = if r.attempts == 1 {
+        "attempt"
+    } else {
+        "attempts"
+    };
+    s.push_str(&format!(", {} {attempts}", r.attempts));
+    if let Some(p) = &r.provider {
+        s.push_str(&format!(" on {}", short_addr(p)));
+    }
+    s
+}
+
+/// The progress display of `brume run`: a spinner on stderr with the job's
+/// state and fuel, the guest's stderr streamed above it. Without a
+/// terminal it shows nothing, and stderr is printed at the end instead.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    /// The current attempt's stderr printed so far (whole lines only).
+    shown_stderr: String,
+    /// The current attempt's stderr not yet printed (an incomplete line).
+    partial: String,
+    attempt: u32,
+    provider: Option<String>,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Progress {
+        let bar = enabled.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            let style = indicatif::ProgressStyle::with_template(
+                "{spinner:.cyan} {elapsed:>4} {prefix}{msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Progress {
+            bar,
+            shown_stderr: String::new(),
+            partial: String::new(),
+            attempt: 0,
+            provider: None,
+        }
+    }
+
+    fn message(&self, msg: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(msg);
+        }
+    }
+
+    fn println(&self, line: &str) {
+        if let Some(bar) = &self.bar {
+            bar.println(line);
+        }
+    }
+
+    fn start_job(&self, job: &JobInfo) {
+        if let Some(bar) = &self.bar {
+            bar.set_prefix(format!("job {}: ", job.id));
+            bar.set_message(job.state.as_str().to_string());
+        }
+    }
+
+    fn where_(&self) -> String {
+        let mut s = String::new();
+        if let Some(p) = &self.provider {
+            s.push_str(&format!(" on {}", short_addr(p)));
+        }
+        if self.attempt > 1 {
+            s.push_str(&format!(" (attempt {})", self.attempt));
+        }
+        s
+    }
+
+    fn event(&mut self, ev: &JobEvent) {
+        if self.bar.is_none() {
+            return;
+        }
+        if ev.attempt != self.attempt {
+            self.new_attempt(ev.attempt);
+        }
+        if ev.provider.is_some() {
+            self.provider.clone_from(&ev.provider);
+        }
+        match ev.kind {
+            EventKind::Queued => self.message("queued".into()),
+            EventKind::Assigned => self.message(format!("assigned{}", self.where_())),
+            EventKind::Running => self.message(format!("running{}", self.where_())),
+            EventKind::Progress => {
+                if let Some(fuel) = ev.fuel {
+                    self.message(format!("running{} · {} fuel", self.where_(), si(fuel)));
+                }
+                if let Some(text) = &ev.stderr {
+                    self.partial.push_str(text);
+                    while let Some(nl) = self.partial.find('\n') {
+                        let line: String = self.partial.drain(..=nl).collect();
+                        self.println(line.trim_end_matches('\n'));
+                        self.shown_stderr.push_str(&line);
+                    }
+                }
+            }
+            EventKind::Retry => {
+                let why = ev
+                    .error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.code, e.message))
+                    .unwrap_or_else(|| "no reason given".into());
+                self.println(&format!(
+                    "attempt {}{} failed ({why}); retrying",
+                    ev.attempt,
+                    self.where_()
+                ));
+                self.message("queued for a retry".into());
+            }
+            EventKind::Succeeded | EventKind::Failed | EventKind::Cancelled => {
+                self.message(ev.kind.as_str().to_string());
+            }
+        }
+    }
+
+    /// A new attempt: its stderr starts over. What the last one left
+    /// unprinted is dropped (the final output has the whole stderr of the
+    /// attempt that counted).
+    fn new_attempt(&mut self, attempt: u32) {
+        self.attempt = attempt;
+        self.shown_stderr.clear();
+        self.partial.clear();
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- job
+
+pub async fn job(args: JobArgs, file: &ClientSection) -> ExitCode {
+    finish(job_inner(args, file).await)
+}
+
+async fn job_inner(args: JobArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
+    let client = args.opts.client(file)?;
+    let json = args.opts.json;
+    match args.command {
+        JobCommand::Status { id } => {
+            let info = client.job(id).await?;
+            if json {
+                emit_json(&info);
+            } else {
+                print_job(&info);
+            }
+        }
+        JobCommand::Events { id } => {
+            // `wait_with` resumes a broken stream; its result is not needed.
+            let waited = client
+                .wait_with(id, |ev| {
+                    if json {
+                        emit_json(ev);
+                    } else {
+                        println!("{}", event_line(ev));
+                        let _ = std::io::stdout().flush();
+                    }
+                })
+                .await;
+            match waited {
+                Ok(_) => {}
+                // The events were all printed; only the result is missing.
+                Err(e) if e.status().is_some() && !e.is_transport() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        JobCommand::Result { id } => {
+            let result = client.result(id).await?;
+            return Ok(print_result(&result, json, ""));
+        }
+        JobCommand::Cancel { id } => {
+            let info = client.cancel(id).await?;
+            if json {
+                emit_json(&info);
+            } else {
+                println!("job {} {}", info.id, info.state.as_str());
+            }
+        }
+        JobCommand::List { state, limit } => {
+            let list = client.jobs(state, limit).await?;
+            if json {
+                emit_json(&list);
+            } else if list.jobs.is_empty() {
+                eprintln!("no jobs");
+            } else {
+                print_table(
+                    &["ID", "STATE", "SERVICE", "ATTEMPTS", "PROVIDER", "AGE"],
+                    list.jobs.iter().map(|j| {
+                        vec![
+                            j.id.to_string(),
+                            j.state.as_str().to_string(),
+                            j.service
+                                .clone()
+                                .unwrap_or_else(|| j.digest.chars().take(12).collect()),
+                            format!("{}/{}", j.attempts, j.max_attempts),
+                            j.provider.as_deref().map(short_addr).unwrap_or_default(),
+                            age(j.created_at_ms),
+                        ]
+                    }),
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_job(j: &JobInfo) {
+    println!("id        {}", j.id);
+    println!("state     {}", j.state.as_str());
+    match &j.service {
+        Some(s) => println!("service   {s} (sha256:{})", j.digest),
+        None => println!("module    sha256:{}", j.digest),
+    }
+    println!("attempts  {}/{}", j.attempts, j.max_attempts);
+    if let Some(p) = &j.provider {
+        println!("provider  {p}");
+    }
+    println!("created   {}", when(j.created_at_ms));
+    println!("updated   {}", when(j.updated_at_ms));
+    if let Some(e) = &j.error {
+        println!("error     {}: {}", e.code, e.message);
+    }
+    if !j.labels.is_empty() {
+        let labels: Vec<String> = j.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("labels    {}", labels.join(", "));
+    }
+}
+
+/// One event as one line of text.
+fn event_line(ev: &JobEvent) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(ev.at_ms);
+    let mut s = format!(
+        "{:>3} {} {:<9} attempt {}",
+        ev.seq,
+        humantime::format_rfc3339_millis(t),
+        ev.kind.as_str(),
+        ev.attempt
+    );
+    if let Some(p) = &ev.provider {
+        s.push_str(&format!(" provider {p}"));
+    }
+    if let Some(f) = ev.fuel {
+        s.push_str(&format!(" fuel {f}"));
+    }
+    if let Some(c) = ev.exit_code {
+        s.push_str(&format!(" exit {c}"));
+    }
+    if let Some(e) = &ev.error {
+        s.push_str(&format!(" error {}: {}", e.code, e.message));
+    }
+    if let Some(text) = ev.stderr.as_deref().filter(|t| !t.is_empty()) {
+        s.push_str(&format!(" stderr {text:?}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_names_are_made_valid() {
+        let cases = [
+            ("echo", Some("echo")),
+            ("Image Transform", Some("image-transform")),
+            ("__init__", Some("init")),
+            ("my.module_v2", Some("my.module_v2")),
+            ("café  crème!", Some("caf-cr-me")),
+            ("---", None),
+            ("", None),
+            ("ÉÉÉ", None),
+        ];
+        for (stem, want) in cases {
+            assert_eq!(sanitize_service_name(stem).as_deref(), want, "{stem:?}");
+        }
+        let long = "a".repeat(100);
+        assert_eq!(sanitize_service_name(&long).map(|s| s.len()), Some(64));
+        // Truncation never leaves a trailing separator.
+        let edge = format!("{}-b", "a".repeat(63));
+        assert_eq!(sanitize_service_name(&edge), Some("a".repeat(63)));
+        assert_eq!(
+            service_name(None, Path::new("dir/Monte Carlo.wasm")).ok(),
+            Some("monte-carlo".to_string())
+        );
+        assert!(service_name(Some("Bad Name"), Path::new("x.wasm")).is_err());
+    }
+
+    #[test]
+    fn data_flags_parse() {
+        assert_eq!(parse_data("-"), Ok(DataSource::Stdin));
+        assert_eq!(parse_data("@-"), Ok(DataSource::Stdin));
+        assert_eq!(
+            parse_data("@in.bin"),
+            Ok(DataSource::File(PathBuf::from("in.bin")))
+        );
+        assert_eq!(
+            parse_data("hello @you"),
+            Ok(DataSource::Literal("hello @you".into()))
+        );
+        assert_eq!(parse_data(""), Ok(DataSource::Literal(String::new())));
+        assert!(parse_data("@").is_err());
+    }
+
+    #[test]
+    fn env_and_labels_parse() {
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("BRUME_TEST_SURELY_UNSET_VARIABLE").is_err());
+        assert_eq!(parse_label("k=v"), Ok(("k".into(), "v".into())));
+        assert!(parse_label("k").is_err());
+        assert!(parse_label("=v").is_err());
+    }
+
+    #[test]
+    fn numbers_and_addresses_shorten() {
+        assert_eq!(si(999), "999");
+        assert_eq!(si(1_234_567), "1.23M");
+        assert_eq!(si(3_600_000_000_000), "3.60T");
+        assert_eq!(short_addr("0x1234567890abcdef1234"), "0x1234…1234");
+        assert_eq!(short_addr("0xabc"), "0xabc");
+    }
+
+    #[test]
+    fn already_streamed_stderr_is_not_printed_twice() {
+        assert_eq!(&*unshown(b"a\nb\npartial", ""), b"a\nb\npartial");
+        assert_eq!(&*unshown(b"a\nb\npartial", "a\nb\n"), b"partial");
+        assert_eq!(&*unshown(b"\xffx\ny", "\u{fffd}x\n"), b"y");
+        // Not a prefix (another attempt's output): print everything.
+        assert_eq!(&*unshown(b"other\n", "a\n"), b"other\n");
+    }
+
+    #[test]
+    fn summaries_say_state_exit_and_attempts() {
+        let r = JobResult {
+            id: WorkId::new(),
+            state: JobState::Succeeded,
+            exit_code: Some(0),
+            stdout: Output::default(),
+            stderr: Output(Bytes::from_static(b"a\nb\npartial")),
+            usage: Default::default(),
+            attempts: 1,
+            provider: None,
+            error: None,
+        };
+        let line = summary(&r);
+        assert!(line.contains("succeeded (exit 0)"), "{line}");
+        assert!(line.contains("1 attempt"), "{line}");
+    }
+
+    #[test]
+    fn run_flags_build_a_valid_spec() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "brume",
+            "--fuel",
+            "1000",
+            "--memory",
+            "64MiB",
+            "--timeout",
+            "2s",
+            "--env",
+            "A=1",
+            "--label",
+            "team=x",
+            "--deterministic",
+            "--max-attempts",
+            "2",
+            "m.wasm",
+            "--not-a-flag",
+            "x",
+        ]);
+        let cli = match cli {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(cli.run.args, ["--not-a-flag", "x"]);
+        let spec = job_spec(&cli.run, "m").ok();
+        let spec = spec.as_ref();
+        assert_eq!(spec.and_then(|s| s.limits.fuel), Some(1000));
+        assert_eq!(spec.and_then(|s| s.limits.memory_bytes), Some(64 << 20));
+        assert_eq!(spec.and_then(|s| s.limits.timeout_ms), Some(2000));
+        assert_eq!(spec.map(|s| s.profile), Some(Profile::Deterministic));
+        assert_eq!(spec.map(|s| s.validate().is_ok()), Some(true));
+        assert!(Cli::try_parse_from(["brume", "--max-attempts", "0", "m.wasm"]).is_err());
+        assert!(Cli::try_parse_from(["brume", "--env", "=x", "m.wasm"]).is_err());
+    }
 }
