@@ -18,6 +18,8 @@ pub async fn main(args: BenchArgs) -> ExitCode {
     let mut say = |line: &str| println!("{line}");
     let result = match args.name.as_str() {
         "sandbox" => brume_bench::sandbox::run(args.duration, &mut say).await,
+        "invoke" => brume_bench::net::invoke(args.duration, &mut say).await,
+        "job" => brume_bench::net::job(args.duration, &mut say).await,
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?} (known: sandbox, invoke, job)"
         )),

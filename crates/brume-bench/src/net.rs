@@ -1,0 +1,294 @@
+//! `brume bench invoke` and `brume bench job`: the broker hop, measured on
+//! loopback against a plain HTTP echo server in the same run.
+//!
+//! Both start a real broker and one real provider in this process (the
+//! same libraries `brume broker` and `brume provide` run), publish the
+//! `echo` test program, and drive them over HTTP/1.1 keep-alive connections
+//! with a minimal hyper client, so client overhead is small and identical
+//! for the product and the baseline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use brume_api::ServiceKind;
+use brume_api::rest::{EventKind, JobSpec, Output};
+use brume_broker::{Broker, BrokerConfig, RunningBroker};
+use brume_client::Client;
+use brume_provider::{Provider, ProviderConfig, RunningProvider};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::{Samples, round};
+
+/// Concurrent closed-loop clients for the throughput phase: enough to keep
+/// both cores busy with broker, provider and client work.
+const CONCURRENCY: usize = 32;
+
+struct Loopback {
+    broker: RunningBroker,
+    provider: RunningProvider,
+    api_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Loopback {
+    async fn start(slots: u32) -> anyhow::Result<Loopback> {
+        let dir = tempfile::tempdir()?;
+        let broker = Broker::start(BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.path().join("broker"),
+            overload_queue_depth: 100_000,
+            overload_queue_age: Duration::from_secs(30),
+            ..BrokerConfig::default()
+        })
+        .await?;
+        let api_key = broker.create_api_key("bench").await?;
+        let provider = Provider::start(ProviderConfig {
+            broker_url: broker.url().to_string(),
+            data_dir: dir.path().join("provider"),
+            slots,
+            memory_bytes: 1 << 40,
+            ..ProviderConfig::default()
+        })
+        .await?;
+        tokio::time::timeout(Duration::from_secs(30), provider.connected())
+            .await
+            .context("the provider did not connect")?;
+        let client = Client::new(broker.url(), Some(api_key.clone()))?;
+        client
+            .publish(
+                "echo",
+                ServiceKind::Command,
+                Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
+            )
+            .await?;
+        Ok(Loopback {
+            broker,
+            provider,
+            api_key,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(self) {
+        self.provider.shutdown();
+        let _ = self.provider.wait().await;
+        self.broker.shutdown();
+        let _ = self.broker.wait().await;
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection and the request it repeats.
+struct Conn {
+    send: SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    path: String,
+    auth: Option<String>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr, path: &str, auth: Option<&str>) -> anyhow::Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            send,
+            addr,
+            path: path.to_string(),
+            auth: auth.map(|k| format!("Bearer {k}")),
+        })
+    }
+
+    /// Sends `body`, checks the echo.
+    async fn call(&mut self, body: &Bytes) -> anyhow::Result<()> {
+        let mut req = http::Request::post(&self.path)
+            .header(http::header::HOST, self.addr.to_string())
+            .header(http::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(a) = &self.auth {
+            req = req.header(http::header::AUTHORIZATION, a);
+        }
+        let req = req.body(Full::new(body.clone()))?;
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status();
+        let got = resp.into_body().collect().await?.to_bytes();
+        if status != http::StatusCode::OK || got != *body {
+            bail!("{} answered {status}: {}", self.path, String::from_utf8_lossy(&got));
+        }
+        Ok(())
+    }
+}
+
+/// A plain axum echo server: the baseline for one loopback HTTP hop.
+async fn echo_server() -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route("/echo", axum::routing::post(|body: Bytes| async move { body }));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
+async fn closed_loop(conns: Vec<Conn>, budget: Duration) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + budget;
+    let mut tasks = Vec::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = Bytes::from(format!("worker {i}"));
+            while Instant::now() < deadline {
+                c.call(&body).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+pub async fn invoke(duration: Duration, out: &mut dyn FnMut(&str)) -> anyhow::Result<serde_json::Value> {
+    let net = Loopback::start(CONCURRENCY as u32 * 2).await?;
+    let baseline = echo_server().await?;
+    let path = "/v1/functions/echo/invoke";
+    let mut product = Conn::open(net.broker.addr(), path, Some(&net.api_key)).await?;
+    let mut base = Conn::open(baseline, "/echo", None).await?;
+    let body = Bytes::from_static(b"ping");
+    // Warm-up: compile and cache the module on the provider.
+    for _ in 0..200 {
+        product.call(&body).await?;
+        base.call(&body).await?;
+    }
+
+    // Latency: one request at a time, product and baseline interleaved in
+    // batches so both see the same machine.
+    let mut lat = Samples::new();
+    let mut lat_base = Samples::new();
+    let latency_budget = duration.mul_f64(0.55);
+    let start = Instant::now();
+    while start.elapsed() < latency_budget || lat.len() < 1_000 {
+        for _ in 0..200 {
+            let t = Instant::now();
+            product.call(&body).await?;
+            lat.record(t.elapsed());
+        }
+        for _ in 0..200 {
+            let t = Instant::now();
+            base.call(&body).await?;
+            lat_base.record(t.elapsed());
+        }
+    }
+    out(&format!(
+        "invoke via broker+provider: p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  ({} calls)",
+        lat.us(0.5),
+        lat.us(0.99),
+        lat.us(0.999),
+        lat.len()
+    ));
+    out(&format!(
+        "baseline loopback HTTP echo: p50 {:.1} µs  p99 {:.1} µs  ({} calls)",
+        lat_base.us(0.5),
+        lat_base.us(0.99),
+        lat_base.len()
+    ));
+
+    // Throughput: closed loop at CONCURRENCY connections.
+    let mut conns = Vec::new();
+    for _ in 0..CONCURRENCY {
+        conns.push(Conn::open(net.broker.addr(), path, Some(&net.api_key)).await?);
+    }
+    let throughput = closed_loop(conns, duration.mul_f64(0.3)).await?;
+    let mut conns = Vec::new();
+    for _ in 0..CONCURRENCY {
+        conns.push(Conn::open(baseline, "/echo", None).await?);
+    }
+    let base_throughput = closed_loop(conns, duration.mul_f64(0.1)).await?;
+    out(&format!(
+        "throughput at {CONCURRENCY} connections: {throughput:.0}/s via broker+provider, {base_throughput:.0}/s baseline"
+    ));
+    let ratio = lat.us(0.5) / lat_base.us(0.5);
+    out(&format!("ratio_p50 {ratio:.2}"));
+    net.stop().await;
+    Ok(json!({
+        "p50_us": round(lat.us(0.5), 2),
+        "p99_us": round(lat.us(0.99), 2),
+        "p999_us": round(lat.us(0.999), 2),
+        "throughput_per_s": round(throughput, 0),
+        "baseline_p50_us": round(lat_base.us(0.5), 2),
+        "baseline_p99_us": round(lat_base.us(0.99), 2),
+        "baseline_throughput_per_s": round(base_throughput, 0),
+        "ratio_p50": round(ratio, 3),
+        "concurrency": CONCURRENCY,
+        "calls": lat.len(),
+    }))
+}
+
+pub async fn job(duration: Duration, out: &mut dyn FnMut(&str)) -> anyhow::Result<serde_json::Value> {
+    let net = Loopback::start(4).await?;
+    let client = Client::new(net.broker.url(), Some(net.api_key.clone()))?;
+    let spec = JobSpec {
+        service: Some("echo".into()),
+        stdin: Some(Output(Bytes::from_static(b"job"))),
+        ..JobSpec::default()
+    };
+    let mut to_running = Samples::new();
+    let mut to_done = Samples::new();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while (start.elapsed() < duration.mul_f64(0.9) && n < 5_000) || n < 20 {
+        let t = Instant::now();
+        let info = client.submit(&spec).await?;
+        let mut events = client.events(info.id).await?;
+        let mut running = None;
+        let mut done = None;
+        while let Some(ev) = events.next().await {
+            let ev = ev?;
+            match ev.kind {
+                EventKind::Running => running = Some(t.elapsed()),
+                EventKind::Succeeded => {
+                    done = Some(t.elapsed());
+                    break;
+                }
+                k if k.is_final() => bail!("bench job ended {}: {:?}", k.as_str(), ev.error),
+                _ => {}
+            }
+        }
+        let (Some(r), Some(d)) = (running, done) else {
+            bail!("the event stream of job {} ended early", info.id);
+        };
+        to_running.record(r);
+        to_done.record(d);
+        n += 1;
+    }
+    out(&format!(
+        "trivial job: submit→running p50 {:.2} ms p99 {:.2} ms; submit→done p50 {:.2} ms p99 {:.2} ms ({} jobs)",
+        to_running.ms(0.5),
+        to_running.ms(0.99),
+        to_done.ms(0.5),
+        to_done.ms(0.99),
+        to_done.len()
+    ));
+    net.stop().await;
+    Ok(json!({
+        "submit_to_running_p50_ms": round(to_running.ms(0.5), 3),
+        "submit_to_running_p99_ms": round(to_running.ms(0.99), 3),
+        "submit_to_done_p50_ms": round(to_done.ms(0.5), 3),
+        "submit_to_done_p99_ms": round(to_done.ms(0.99), 3),
+        "jobs": to_done.len(),
+    }))
+}
