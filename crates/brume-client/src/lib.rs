@@ -296,8 +296,13 @@ impl Client {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query, None),
         };
-        let full = format!("{}/{}", url.path(), path.trim_start_matches('/'));
-        url.set_path(&full);
+        // The root is `/fn/{service}` (no trailing slash: an empty
+        // wildcard matches no route).
+        let rest = path.trim_start_matches('/');
+        if !rest.is_empty() {
+            let full = format!("{}/{rest}", url.path());
+            url.set_path(&full);
+        }
         url.set_query(query);
         let mut req = self.http.request(method, url).headers(headers).body(body);
         if let Some(key) = &self.api_key {

@@ -257,8 +257,10 @@ pub fn sanitize_service_name(stem: &str) -> Option<String> {
 
 fn service_name(name: Option<&str>, file: &Path) -> Result<String, Failure> {
     if let Some(name) = name {
-        validate_service_name(name)
-            .map_err(|e| Failure::Usage(format!("--name: {}", e.message)))?;
+        validate_service_name(name).map_err(|e| {
+            let m = e.message.strip_prefix("name: ").unwrap_or(&e.message);
+            Failure::Usage(format!("--name: {m}"))
+        })?;
         return Ok(name.to_string());
     }
     file.file_stem()
@@ -359,6 +361,16 @@ fn short_addr(addr: &str) -> String {
         format!("{}…{}", &addr[..6], &addr[addr.len() - 4..])
     } else {
         addr.to_string()
+    }
+}
+
+/// A wall time in microseconds, to 3 significant digits or so.
+fn wall(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        1_000_000..60_000_000 => format!("{:.2}s", us as f64 / 1e6),
+        _ => humantime::format_duration(Duration::from_secs(us / 1_000_000)).to_string(),
     }
 }
 
@@ -542,20 +554,6 @@ async fn invoke_inner(args: InvokeArgs, file: &ClientSection) -> Result<ExitCode
                 }
                 tokio::time::sleep(wait).await;
             }
-            Err(e) if e.code() == Some(ErrorCode::WrongKind) => {
-                let hint = format!(
-                    "{}\n  {} may be a wasi:http service: call it at {}/fn/{}/",
-                    match &e {
-                        ClientError::Api { error, .. } => error.message.clone(),
-                        other => other.to_string(),
-                    },
-                    args.service,
-                    client.base_url(),
-                    args.service
-                );
-                eprintln!("error: wrong_kind: {hint}");
-                return Ok(ExitCode::FAILURE);
-            }
             other => break other?,
         }
     };
@@ -618,10 +616,9 @@ async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Fail
     let published = client.publish(&name, ServiceKind::Command, module).await;
     if let Err(e) = published {
         ui.clear();
-        if e.code() == Some(ErrorCode::InvalidModule) {
-            eprintln!("  module: {}", args.module.display());
-        }
-        return Err(e.into());
+        let code = Failure::from(e).report();
+        eprintln!("  module: {}", args.module.display());
+        return Ok(code);
     }
     ui.message("submitting".to_string());
     let job = match client.submit(&spec).await {
@@ -768,7 +765,7 @@ fn summary(r: &JobResult) -> String {
         ": {} fuel, {} peak memory, {} wall",
         si(r.usage.fuel),
         bytesize::ByteSize(r.usage.peak_memory_bytes),
-        humantime::format_duration(Duration::from_millis(r.usage.wall_us / 1000))
+        wall(r.usage.wall_us)
     ));
     let attempts = if r.attempts == 1 {
         "attempt"
@@ -1099,6 +1096,10 @@ mod tests {
         assert_eq!(si(3_600_000_000_000), "3.60T");
         assert_eq!(short_addr("0x1234567890abcdef1234"), "0x1234…1234");
         assert_eq!(short_addr("0xabc"), "0xabc");
+        assert_eq!(wall(321), "321µs");
+        assert_eq!(wall(1_375_000), "1.38s");
+        assert_eq!(wall(12_345), "12.3ms");
+        assert_eq!(wall(3_723_000_000), "1h 2m 3s");
     }
 
     #[test]

@@ -107,6 +107,25 @@ async fn call_http_returns_guest_responses_and_broker_errors() {
     assert_eq!(resp.response.body(), "guest 404 for /a/b?x=1");
     assert!(resp.meta.work_id.is_some());
 
+    for root in ["/", "", "/?q=1"] {
+        let resp = c
+            .call_http(
+                http::Method::GET,
+                "hello",
+                root,
+                http::HeaderMap::new(),
+                Bytes::new(),
+            )
+            .await
+            .expect("root");
+        let want = if root.contains('?') {
+            "hello root ?q=1"
+        } else {
+            "hello root ?"
+        };
+        assert_eq!(resp.response.body(), want, "{root:?}");
+    }
+
     let missing = c
         .call_http(
             http::Method::GET,

@@ -39,6 +39,7 @@ pub async fn start() -> Double {
         .route("/v1/jobs/{id}", get(job).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/jobs/{id}/result", get(result))
+        .route("/fn/{service}", any(fn_root))
         .route("/fn/{service}/{*path}", any(fn_http))
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -284,4 +285,16 @@ async fn fn_http(Path((service, path)): Path<(String, String)>, RawQuery(q): Raw
             )))
             .unwrap_or_default(),
     }
+}
+
+/// Like the broker: an empty wildcard matches no route, so the root is
+/// `/fn/{service}` without a slash.
+async fn fn_root(Path(service): Path<String>, RawQuery(q): RawQuery) -> Response {
+    Response::builder()
+        .header("x-brume-work-id", WorkId::new().to_string())
+        .body(Body::from(format!(
+            "{service} root ?{}",
+            q.unwrap_or_default()
+        )))
+        .unwrap_or_default()
 }
