@@ -213,6 +213,7 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
     pub(crate) ws_url: String,
     pub(crate) fitness_mips: u64,
+    fitness_digest: Digest,
     pub(crate) started: Instant,
     /// Programs ready to run: a sync map get on the hot path.
     pub(crate) programs: parking_lot::Mutex<HashMap<Key, Program>>,
@@ -270,11 +271,14 @@ impl Shared {
         self.conn.send_replace(c);
     }
 
+    /// Digests compiled in the cache or loaded in memory, without the
+    /// fitness benchmark's.
     pub(crate) fn cached_digests(&self) -> Vec<String> {
         let mut all = self.sandbox.cached_digests();
         all.extend(self.programs.lock().keys().map(|(d, _)| *d));
         all.sort();
         all.dedup();
+        all.retain(|d| *d != self.fitness_digest);
         all.iter().map(|d| d.to_string()).collect()
     }
 
@@ -349,6 +353,7 @@ impl Provider {
             http,
             ws_url,
             fitness_mips,
+            fitness_digest: fitness::digest(),
             started: Instant::now(),
             programs: parking_lot::Mutex::new(HashMap::new()),
             loading: parking_lot::Mutex::new(HashMap::new()),

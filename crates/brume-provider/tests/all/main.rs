@@ -1,0 +1,4 @@
+//! The provider against a fake broker that speaks the wire protocol.
+
+mod fake_broker;
+mod protocol;

@@ -1,0 +1,213 @@
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use brume_api::wire::{Assign, FromProvider, Outcome, ToProvider};
+use brume_api::{Limits, Profile, ServiceKind, WorkId};
+use brume_provider::{Connection, Provider, ProviderConfig};
+use bytes::Bytes;
+use test_programs_artifacts as art;
+
+use crate::fake_broker::FakeBroker;
+
+fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) -> Box<Assign> {
+    Box::new(Assign {
+        work_id: WorkId::new(),
+        attempt: 1,
+        digest: brume_sandbox::Digest::of(bytes).to_string(),
+        service: Some(service.into()),
+        kind: ServiceKind::Command,
+        profile: Profile::Standard,
+        limits: Limits {
+            memory_bytes: 64 << 20,
+            ..Limits::default()
+        },
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
+        stdin: Bytes::copy_from_slice(stdin.as_bytes()),
+        http: None,
+        progress_ms: None,
+        seed: 0,
+        clock_start_ms: 0,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_assign_cancel_heartbeat_and_drain() {
+    let mut broker = FakeBroker::start(&[art::ECHO_P1_BYTES, art::CPU_LOOP_P1_BYTES], 200).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let provider = Provider::start(ProviderConfig {
+        broker_url: broker.url.clone(),
+        data_dir: dir.path().to_path_buf(),
+        slots: 2,
+        memory_bytes: 256 << 20,
+        allowed_services: Some(vec!["echo".into(), "cpu".into()]),
+        drain_grace: Duration::from_secs(10),
+        ..ProviderConfig::default()
+    })
+    .await
+    .expect("provider starts");
+    assert!(provider.fitness_mips() > 0);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("provider.key"))
+            .map(|m| m.permissions().mode() & 0o777)
+            .ok();
+        assert_eq!(mode, Some(0o600));
+    }
+    let addr_file = std::fs::read_to_string(dir.path().join("control.addr")).expect("addr file");
+    assert_eq!(addr_file.trim(), provider.control_addr().to_string());
+
+    // Handshake: the fake checked the signature; capabilities are ours.
+    let mut conn = broker.next_conn().await;
+    provider.connected().await;
+    assert_eq!(provider.connection(), Connection::Connected);
+    assert_eq!(conn.hello.address, provider.address());
+    assert_eq!(conn.hello.capabilities.slots, 2);
+    assert_eq!(
+        conn.hello.capabilities.fitness_mips,
+        provider.fitness_mips()
+    );
+    assert!(conn.hello.capabilities.cached.is_empty());
+
+    // Assign: Accepted, the fetch and compile reported as Cached, then Done.
+    conn.send(
+        1,
+        ToProvider::Assign(assign(art::ECHO_P1_BYTES, "echo", &["echo"], "hi")),
+    );
+    assert!(matches!(conn.recv().await, (1, FromProvider::Accepted)));
+    let echo_digest = brume_sandbox::Digest::of(art::ECHO_P1_BYTES).to_string();
+    let mut done = None;
+    let mut cached = false;
+    while done.is_none() {
+        match conn.recv().await {
+            (0, FromProvider::Cached(d)) => {
+                assert_eq!(d, vec![echo_digest.clone()]);
+                cached = true;
+            }
+            (1, FromProvider::Done(o)) => done = Some(o),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(cached, "Cached came before Done");
+    match *done.expect("done") {
+        Outcome::Exited {
+            exit_code,
+            stdout,
+            usage,
+            ..
+        } => {
+            assert_eq!(exit_code, 0);
+            assert_eq!(&stdout[..], b"hi");
+            assert!(usage.fuel > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Refusals.
+    conn.send(
+        2,
+        ToProvider::Assign(assign(art::ECHO_P1_BYTES, "nope", &["x"], "")),
+    );
+    let mut big = assign(art::ECHO_P1_BYTES, "echo", &["x"], "");
+    big.limits.memory_bytes = 1 << 30;
+    conn.send(3, ToProvider::Assign(big));
+    let mut unknown = assign(b"not in the fake", "echo", &["x"], "");
+    unknown.digest = "00".repeat(32);
+    conn.send(4, ToProvider::Assign(unknown));
+    let mut reasons = std::collections::HashMap::new();
+    while reasons.len() < 3 {
+        match conn.recv().await {
+            (ch, FromProvider::Refused(r)) => {
+                reasons.insert(ch, r.reason);
+            }
+            (4, FromProvider::Accepted) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(reasons[&2], "not_allowed");
+    assert_eq!(reasons[&3], "no_capacity");
+    assert_eq!(reasons[&4], "fetch_failed");
+
+    // A long job reports progress, then is cancelled: nothing more on its channel.
+    let mut long = assign(art::CPU_LOOP_P1_BYTES, "cpu", &["cpu", "100000000000"], "");
+    long.progress_ms = Some(20);
+    conn.send(5, ToProvider::Assign(long));
+    assert!(matches!(conn.recv().await, (5, FromProvider::Accepted)));
+    let mut last_fuel = 0;
+    let mut progress = 0;
+    while progress < 3 {
+        match conn.recv().await {
+            (5, FromProvider::Progress(p)) => {
+                assert!(p.fuel >= last_fuel);
+                last_fuel = p.fuel;
+                progress += 1;
+            }
+            (0, FromProvider::Cached(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(last_fuel > 0);
+    assert_eq!(provider.status().in_flight, 1);
+    conn.send(5, ToProvider::Cancel);
+    let after = conn.quiet_for(Duration::from_millis(300)).await;
+    assert!(
+        after.iter().all(|(ch, _)| *ch != 5),
+        "frames after Cancel: {after:?}"
+    );
+    assert_eq!(provider.status().in_flight, 0);
+    let st = provider.status();
+    assert_eq!((st.work_done, st.connection.as_str()), (1, "connected"));
+
+    // Heartbeat: a silent broker is dropped and the provider reconnects.
+    conn.mute.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("the provider drops a silent broker");
+    let mut conn = broker.next_conn().await;
+    provider.connected().await;
+    assert!(
+        conn.hello.capabilities.cached.contains(&echo_digest),
+        "{:?}",
+        conn.hello.capabilities.cached
+    );
+
+    // Drain: Draining, new work refused, the socket closed, wait() returns.
+    // A cached program runs without a fetch on the new session.
+    conn.send(
+        1,
+        ToProvider::Assign(assign(art::ECHO_P1_BYTES, "echo", &["echo"], "again")),
+    );
+    assert!(matches!(conn.recv().await, (1, FromProvider::Accepted)));
+    assert!(matches!(conn.recv().await, (1, FromProvider::Done(_))));
+    // In-flight work finishes during the drain.
+    conn.send(
+        3,
+        ToProvider::Assign(assign(
+            art::CPU_LOOP_P1_BYTES,
+            "cpu",
+            &["cpu", "200000000"],
+            "",
+        )),
+    );
+    assert!(matches!(conn.recv().await, (3, FromProvider::Accepted)));
+    provider.drain();
+    assert!(matches!(conn.recv().await, (0, FromProvider::Draining)));
+    conn.send(
+        2,
+        ToProvider::Assign(assign(art::ECHO_P1_BYTES, "echo", &["echo"], "")),
+    );
+    match conn.recv().await {
+        (2, FromProvider::Refused(r)) => assert_eq!(r.reason, "draining"),
+        other => panic!("unexpected {other:?}"),
+    }
+    match conn.recv().await {
+        (3, FromProvider::Done(o)) => assert!(matches!(*o, Outcome::Exited { exit_code: 0, .. })),
+        other => panic!("unexpected {other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(10), provider.wait())
+        .await
+        .expect("drains promptly")
+        .expect("drains cleanly");
+    assert!(!dir.path().join("control.addr").exists());
+}
