@@ -172,6 +172,7 @@ async fn run(args: RunArgs, file: &ProviderSection) -> ExitCode {
     // Announce every (re)connection on stdout.
     let announcer = {
         let mut rx = handle.watch();
+        rx.mark_changed(); // Already connected when we subscribe: still announce it.
         let broker = broker.clone();
         tokio::spawn(async move {
             let mut was_connected = false;

@@ -1,5 +1,7 @@
-//! `brume exec` as a user runs it: the real binary, real files, real pipes.
+//! `brume` as a user runs it: the real binary, real files, real pipes.
 
 mod util;
 
 mod exec;
+mod net;
+mod network;
