@@ -117,7 +117,8 @@ impl LimitsSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
-    /// The service to run (by name). Exactly one of `service` and `digest`.
+    /// The service to run (by name). At least one of `service` and `digest`;
+    /// with both, the digest pins the module (409 if the service changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// The module to run (by sha256); it must have been uploaded.
@@ -161,8 +162,14 @@ impl JobSpec {
         let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
         match (&self.service, &self.digest) {
             (None, None) => return bad("service: one of service or digest is required".into()),
-            (Some(_), Some(_)) => return bad("digest: give service or digest, not both".into()),
-            (Some(name), None) => validate_service_name(name)?,
+            (Some(name), pin) => {
+                validate_service_name(name)?;
+                if let Some(d) = pin
+                    && let Err(e) = crate::parse_digest(d)
+                {
+                    return bad(format!("digest: {e}"));
+                }
+            }
             (None, Some(d)) => {
                 if let Err(e) = crate::parse_digest(d) {
                     return bad(format!("digest: {e}"));
@@ -495,12 +502,18 @@ mod tests {
                 .map(|e| e.message.split(':').next().unwrap_or("").to_string())
         };
         assert_eq!(field(JobSpec::default()).as_deref(), Some("service"));
-        let both = JobSpec {
+        let pinned = JobSpec {
             service: Some("a".into()),
             digest: Some("00".repeat(32)),
             ..JobSpec::default()
         };
-        assert_eq!(field(both).as_deref(), Some("digest"));
+        assert_eq!(field(pinned), None);
+        let bad_pin = JobSpec {
+            service: Some("a".into()),
+            digest: Some("00".into()),
+            ..JobSpec::default()
+        };
+        assert_eq!(field(bad_pin).as_deref(), Some("digest"));
         let attempts = JobSpec {
             service: Some("a".into()),
             max_attempts: Some(0),

@@ -151,6 +151,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(invoke).layer(input_limit),
         )
         .route("/fn/{service}", any(call_http_root).layer(input_limit))
+        .route("/fn/{service}/", any(call_http_root).layer(input_limit))
         .route("/fn/{service}/{*path}", any(call_http).layer(input_limit))
         .route(
             "/v1/jobs",
@@ -772,8 +773,21 @@ async fn submit_job(
         .resolve(&c.default_limits, &c.max_limits)
         .map_err(Fail)?;
     let (service_name, digest, kind) = match (&spec.service, &spec.digest) {
-        (Some(name), _) => {
+        (Some(name), pin) => {
             let svc = service(&shared, name)?;
+            // A digest given with a service pins the module: a concurrent
+            // re-publish of the name must not swap what runs.
+            if let Some(pin) = pin {
+                let pin = brume_api::parse_digest(pin)
+                    .map(hex::encode)
+                    .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+                if pin != svc.digest {
+                    return Err(Fail::new(
+                        ErrorCode::Conflict,
+                        format!("digest: service {name} is now {}, not {pin}", svc.digest),
+                    ));
+                }
+            }
             (Some(name.clone()), svc.digest, svc.kind)
         }
         (None, Some(d)) => {

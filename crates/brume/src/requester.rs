@@ -603,7 +603,7 @@ pub async fn run(args: RunArgs, file: &ClientSection) -> ExitCode {
 async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
     let client = args.opts.client(file)?;
     let name = service_name(args.name.as_deref(), &args.module)?;
-    let spec = job_spec(&args, &name)?;
+    let mut spec = job_spec(&args, &name)?;
     spec.validate()
         .map_err(|e| Failure::Usage(format!("{}: {}", e.code, e.message)))?;
     let module = read_module(&args.module)?;
@@ -614,11 +614,16 @@ async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Fail
         bytesize::ByteSize(module.len() as u64)
     ));
     let published = client.publish(&name, ServiceKind::Command, module).await;
-    if let Err(e) = published {
-        ui.clear();
-        let code = Failure::from(e).report();
-        eprintln!("  module: {}", args.module.display());
-        return Ok(code);
+    match published {
+        // Pin what we uploaded: a concurrent publish of the same name can't
+        // swap the module under this job.
+        Ok(info) => spec.digest = Some(info.digest),
+        Err(e) => {
+            ui.clear();
+            let code = Failure::from(e).report();
+            eprintln!("  module: {}", args.module.display());
+            return Ok(code);
+        }
     }
     ui.message("submitting".to_string());
     let job = match client.submit(&spec).await {
