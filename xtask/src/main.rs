@@ -2,8 +2,9 @@
 //!
 //! - `test`: install the wasm targets if missing, then run the whole test
 //!   suite (what CI runs).
-//! - `demo`: build the release binary and run the examples through
-//!   `brume exec`.
+//! - `demo`: install the wasm targets if missing, then build and run
+//!   `brume devnet --demo` in release (a local network and a demo on it),
+//!   exiting with its exit code.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "test" => test(),
-        "demo" => demo(),
+        "demo" => return demo(),
         _ => {
             eprintln!("usage: cargo xtask <test|demo>");
             return ExitCode::from(2);
@@ -128,61 +129,38 @@ fn count(summary: &str, what: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn demo() -> Result {
-    ensure_targets()?;
-    run(cargo().args(["build", "--release", "--locked", "-p", "brume"]))?;
-    let root = root();
-    let brume = root.join("target/release/brume");
-    let guests = root.join("target/guests/wasm32-wasip1/release");
-    let out_dir = root.join("target/demo");
-    std::fs::create_dir_all(&out_dir).map_err(|e| format!("create {}: {e}", out_dir.display()))?;
-
-    eprintln!("\n== image transform (MediaGen): resize, rotate, grayscale, PNG -> JPEG");
-    let out = out_dir.join("sample-thumb.jpg");
-    let output = Command::new(&brume)
-        .arg("exec")
-        .arg(guests.join("image-transform.wasm"))
-        .arg("--stdin")
-        .arg(root.join("examples/image-transform/sample.png"))
-        .args([
-            "--",
-            "resize",
-            "160x160",
-            "rotate",
-            "90",
-            "grayscale",
-            "--format",
-            "jpeg",
-        ])
-        .output()
-        .map_err(|e| format!("run brume: {e}"))?;
-    eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    if !output.status.success() {
-        return Err(format!("image transform failed: {}", output.status));
+/// Builds and runs `brume devnet --demo` in release: a broker and providers
+/// in one process, then a publish, an invoke, an HTTP call and a job with
+/// progress. Exits with the demo's own exit code.
+fn demo() -> ExitCode {
+    if let Err(e) = ensure_targets() {
+        eprintln!("xtask demo: {e}");
+        return ExitCode::FAILURE;
     }
-    std::fs::write(&out, &output.stdout).map_err(|e| format!("write {}: {e}", out.display()))?;
-    eprintln!("wrote {} ({} bytes)", out.display(), output.stdout.len());
-
-    eprintln!("\n== Monte Carlo option price, deterministic mode, twice (identical bits and fuel)");
-    for _ in 0..2 {
-        run(Command::new(&brume)
-            .arg("exec")
-            .arg(guests.join("monte-carlo.wasm"))
-            .args(["--deterministic", "--seed", "42", "--json", "--"])
-            .args(["--paths", "100000", "--kind", "call"]))?;
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "--locked",
+        "-p",
+        "brume",
+        "--",
+        "devnet",
+        "--demo",
+    ]);
+    eprintln!("$ {cmd:?}");
+    match cmd.status() {
+        Ok(status) => match status.code() {
+            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            // Killed by a signal.
+            None => {
+                eprintln!("xtask demo: {cmd:?} ended with {status}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("xtask demo: start {cmd:?}: {e}");
+            ExitCode::FAILURE
+        }
     }
-    eprintln!("\n== the same function metered as an ordinary run");
-    run(Command::new(&brume)
-        .arg("exec")
-        .arg(guests.join("monte-carlo.wasm"))
-        .args([
-            "--",
-            "--paths",
-            "100000",
-            "--kind",
-            "asian-call",
-            "--steps",
-            "12",
-        ]))?;
-    Ok(())
 }
