@@ -121,7 +121,7 @@ pub struct JobSpec {
     /// with both, the digest pins the module (409 if the service changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    /// The module to run (by sha256); it must have been uploaded.
+    /// The module to run (by sha256): one a service currently points at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// argv after argv\[0\] (which is the service name).
@@ -309,6 +309,9 @@ pub struct JobEvent {
     /// `retry`, `failed`, `cancelled`: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ApiError>,
+    /// A note for humans (e.g. "re-queued after a broker restart").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// `succeeded`: the exit code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,

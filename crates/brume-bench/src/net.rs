@@ -123,7 +123,11 @@ impl Conn {
         let status = resp.status();
         let got = resp.into_body().collect().await?.to_bytes();
         if status != http::StatusCode::OK || got != *body {
-            bail!("{} answered {status}: {}", self.path, String::from_utf8_lossy(&got));
+            bail!(
+                "{} answered {status}: {}",
+                self.path,
+                String::from_utf8_lossy(&got)
+            );
         }
         Ok(())
     }
@@ -131,7 +135,10 @@ impl Conn {
 
 /// A plain axum echo server: the baseline for one loopback HTTP hop.
 async fn echo_server() -> anyhow::Result<SocketAddr> {
-    let app = axum::Router::new().route("/echo", axum::routing::post(|body: Bytes| async move { body }));
+    let app = axum::Router::new().route(
+        "/echo",
+        axum::routing::post(|body: Bytes| async move { body }),
+    );
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -162,7 +169,10 @@ async fn closed_loop(conns: Vec<Conn>, budget: Duration) -> anyhow::Result<f64> 
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-pub async fn invoke(duration: Duration, out: &mut dyn FnMut(&str)) -> anyhow::Result<serde_json::Value> {
+pub async fn invoke(
+    duration: Duration,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<serde_json::Value> {
     let net = Loopback::start(CONCURRENCY as u32 * 2).await?;
     let baseline = echo_server().await?;
     let path = "/v1/functions/echo/invoke";
@@ -225,6 +235,7 @@ pub async fn invoke(duration: Duration, out: &mut dyn FnMut(&str)) -> anyhow::Re
     out(&format!("ratio_p50 {ratio:.2}"));
     net.stop().await;
     Ok(json!({
+        "bench": "invoke",
         "p50_us": round(lat.us(0.5), 2),
         "p99_us": round(lat.us(0.99), 2),
         "p999_us": round(lat.us(0.999), 2),
@@ -238,7 +249,10 @@ pub async fn invoke(duration: Duration, out: &mut dyn FnMut(&str)) -> anyhow::Re
     }))
 }
 
-pub async fn job(duration: Duration, out: &mut dyn FnMut(&str)) -> anyhow::Result<serde_json::Value> {
+pub async fn job(
+    duration: Duration,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<serde_json::Value> {
     let net = Loopback::start(4).await?;
     let client = Client::new(net.broker.url(), Some(net.api_key.clone()))?;
     let spec = JobSpec {
@@ -285,6 +299,7 @@ pub async fn job(duration: Duration, out: &mut dyn FnMut(&str)) -> anyhow::Resul
     ));
     net.stop().await;
     Ok(json!({
+        "bench": "job",
         "submit_to_running_p50_ms": round(to_running.ms(0.5), 3),
         "submit_to_running_p99_ms": round(to_running.ms(0.99), 3),
         "submit_to_done_p50_ms": round(to_done.ms(0.5), 3),

@@ -740,7 +740,9 @@ pub(crate) async fn recover_jobs(shared: &Arc<Shared>) -> Result<(), crate::Stor
         tracing::info!("re-queueing {} unfinished job(s)", open.len());
     }
     for (mut info, stored, events) in open {
-        let attempts = info.attempts;
+        // An attempt cut short by the broker's own crash is not the job's
+        // fault: a recovered job always gets at least one more attempt.
+        let attempts = info.attempts.min(stored.max_attempts.saturating_sub(1));
         info.state = JobState::Queued;
         let entry = JobEntry::new(info.id, stored, info, events, shared.store.clone());
         entry.event_queued(Some("re-queued after a broker restart"));

@@ -100,7 +100,19 @@ impl JobEntry {
         (inner.events.clone(), self.live.subscribe())
     }
 
-    fn push(&self, inner: &mut Inner, mut ev: JobEvent, persist_state: bool) {
+    fn push(&self, inner: &mut Inner, ev: JobEvent, persist_state: bool) {
+        self.push_with(inner, ev, persist_state, None);
+    }
+
+    /// Records `ev`; its row, the job's state (if `persist_state`) and the
+    /// result (if any) go to the database in one write, hence one commit.
+    fn push_with(
+        &self,
+        inner: &mut Inner,
+        mut ev: JobEvent,
+        persist_state: bool,
+        result: Option<JobResult>,
+    ) {
         ev.seq = inner.events.len() as u64;
         inner.info.updated_at_ms = ev.at_ms;
         inner.events.push(ev.clone());
@@ -108,6 +120,18 @@ impl JobEntry {
         let body = serde_json::to_string(&ev).unwrap_or_default();
         let info = inner.info.clone();
         self.store.write_later(move |tx| {
+            if let Some(r) = result {
+                tx.execute(
+                    "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5 WHERE id = ?1",
+                    params![
+                        id,
+                        r.exit_code,
+                        r.stdout.0.to_vec(),
+                        r.stderr.0.to_vec(),
+                        serde_json::to_string(&r.usage).unwrap_or_default()
+                    ],
+                )?;
+            }
             tx.execute(
                 "INSERT OR REPLACE INTO job_events (job_id, seq, body) VALUES (?1, ?2, ?3)",
                 params![id, ev.seq as i64, body],
@@ -130,6 +154,7 @@ impl JobEntry {
             fuel: None,
             stderr: None,
             error: None,
+            message: None,
             exit_code: None,
         }
     }
@@ -138,7 +163,7 @@ impl JobEntry {
         let mut inner = self.inner.lock();
         inner.info.state = JobState::Queued;
         let mut ev = Self::event(EventKind::Queued, inner.info.attempts);
-        ev.error = note.map(|n| ApiError::new(ErrorCode::Internal, n));
+        ev.message = note.map(str::to_string);
         self.push(&mut inner, ev, true);
     }
 
@@ -192,6 +217,9 @@ impl JobEntry {
 
     /// Records the end of the job (called once, by `Work::finish`).
     pub fn complete(&self, completion: Completion) {
+        if self.is_final() {
+            return;
+        }
         let (state, exit_code, stdout, stderr, usage, error, attempts, provider) = match completion
         {
             Completion::Done {
@@ -294,21 +322,7 @@ impl JobEntry {
         ev.exit_code = exit_code;
         ev.error = error;
         ev.provider = inner.info.provider.clone();
-        let id = self.id.to_string();
-        self.store.write_later(move |tx| {
-            tx.execute(
-                "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5 WHERE id = ?1",
-                params![
-                    id,
-                    result.exit_code,
-                    result.stdout.0.to_vec(),
-                    result.stderr.0.to_vec(),
-                    serde_json::to_string(&result.usage).unwrap_or_default()
-                ],
-            )?;
-            Ok(())
-        });
-        self.push(&mut inner, ev, true);
+        self.push_with(&mut inner, ev, true, Some(result));
     }
 }
 
@@ -337,8 +351,6 @@ pub(crate) async fn insert(
     let spec = serde_json::to_string(stored).unwrap_or_default();
     let state = info.state.as_str();
     let created = info.created_at_ms as i64;
-    let max = info.max_attempts;
-    let _ = max;
     store
         .write(move |tx| {
             tx.execute(

@@ -165,7 +165,7 @@ pub enum ProviderError {
         #[source]
         source: std::io::Error,
     },
-    #[error("broker URL {0:?}: expected http://host:port")]
+    #[error("broker URL {0:?}: expected http://host:port (this build has no TLS)")]
     BadBrokerUrl(String),
     /// The broker closed with a code that retrying cannot fix.
     #[error("broker refused this provider (close code {code}): {reason}")]
@@ -397,14 +397,14 @@ fn write_addr_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
     std::fs::write(path, format!("{addr}\n"))
 }
 
-/// `http://h:p[/]` to `ws://h:p/v1/provider/connect`.
+/// `http://h:p[/]` to `ws://h:p/v1/provider/connect`. This build has no
+/// TLS, so `https://` and `wss://` are refused up front rather than retried
+/// forever.
 fn ws_url(broker: &str) -> Result<String, ProviderError> {
     let b = broker.trim_end_matches('/');
     let rest = if let Some(r) = b.strip_prefix("http://") {
         format!("ws://{r}")
-    } else if let Some(r) = b.strip_prefix("https://") {
-        format!("wss://{r}")
-    } else if b.starts_with("ws://") || b.starts_with("wss://") {
+    } else if b.starts_with("ws://") {
         b.to_owned()
     } else {
         return Err(ProviderError::BadBrokerUrl(broker.to_owned()));
@@ -574,5 +574,6 @@ mod tests {
             Some("ws://h:1/v1/provider/connect")
         );
         assert!(ws_url("127.0.0.1:7700").is_err());
+        assert!(ws_url("https://broker.example").is_err());
     }
 }

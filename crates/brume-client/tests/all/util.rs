@@ -179,6 +179,7 @@ pub fn event(seq: u64, kind: brume_api::rest::EventKind) -> JobEvent {
         fuel: None,
         stderr: None,
         error: None,
+        message: None,
         exit_code: None,
     }
 }
