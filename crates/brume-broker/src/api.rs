@@ -543,19 +543,23 @@ fn query_args(query: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-async fn invoke(
-    State(shared): Sh,
-    _auth: Auth,
-    Path(name): Path<String>,
-    RawQuery(query): RawQuery,
+/// What the two sync paths share: the service must exist and be `kind`,
+/// the body fit the input limit, and the broker not be overloaded.
+fn sync_work(
+    shared: &Shared,
+    name: &str,
+    kind: ServiceKind,
     body: Result<Bytes, BytesRejection>,
-) -> Res<Response> {
-    let svc = service(&shared, &name)?;
-    if svc.kind != ServiceKind::Command {
-        return Err(Fail::new(
-            ErrorCode::WrongKind,
-            format!("{name} is an http service: call it at /fn/{name}/"),
-        ));
+) -> Res<(WorkSpec, Bytes)> {
+    let svc = service(shared, name)?;
+    if svc.kind != kind {
+        let hint = match svc.kind {
+            ServiceKind::Http => format!("{name} is an http service: call it at /fn/{name}/"),
+            ServiceKind::Command => {
+                format!("{name} is a command service: call it at /v1/functions/{name}/invoke")
+            }
+        };
+        return Err(Fail::new(ErrorCode::WrongKind, hint));
     }
     let body = body_or_fail(body, "body")?;
     let limits = shared.config.default_limits;
@@ -569,18 +573,16 @@ async fn invoke(
             ),
         ));
     }
-    check_overload(&shared)?;
-    let mut args = vec![name.clone()];
-    args.extend(query_args(query.as_deref()));
+    check_overload(shared)?;
     let spec = WorkSpec {
-        service: Some(name),
+        service: Some(name.to_string()),
         digest: svc.digest,
-        kind: ServiceKind::Command,
+        kind,
         profile: Profile::Standard,
         limits,
-        args,
+        args: Vec::new(),
         env: Vec::new(),
-        stdin: body,
+        stdin: Bytes::new(),
         http: None,
         max_price: None,
         max_attempts: shared.config.max_attempts,
@@ -588,6 +590,20 @@ async fn invoke(
         seed: 0,
         clock_start_ms: 0,
     };
+    Ok((spec, body))
+}
+
+async fn invoke(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    let (mut spec, body) = sync_work(&shared, &name, ServiceKind::Command, body)?;
+    spec.args = vec![name];
+    spec.args.extend(query_args(query.as_deref()));
+    spec.stdin = body;
     let (id, completion) = run_sync(&shared, spec).await;
     Ok(completion_response(id, completion))
 }
@@ -637,26 +653,7 @@ async fn forward(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
-    let svc = service(&shared, &name)?;
-    if svc.kind != ServiceKind::Http {
-        return Err(Fail::new(
-            ErrorCode::WrongKind,
-            format!("{name} is a command service: call it at /v1/functions/{name}/invoke"),
-        ));
-    }
-    let body = body_or_fail(body, "body")?;
-    let limits = shared.config.default_limits;
-    if body.len() as u64 > limits.max_input_bytes {
-        return Err(Fail::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "body: {} bytes is over the {} byte input limit",
-                body.len(),
-                limits.max_input_bytes
-            ),
-        ));
-    }
-    check_overload(&shared)?;
+    let (mut spec, body) = sync_work(&shared, &name, ServiceKind::Http, body)?;
     let mut uri = format!("/{path}");
     if let Some(q) = query {
         uri.push('?');
@@ -678,27 +675,12 @@ async fn forward(
         })
         .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
         .collect();
-    let spec = WorkSpec {
-        service: Some(name),
-        digest: svc.digest,
-        kind: ServiceKind::Http,
-        profile: Profile::Standard,
-        limits,
-        args: Vec::new(),
-        env: Vec::new(),
-        stdin: Bytes::new(),
-        http: Some(wire::HttpRequest {
-            method: method.as_str().to_string(),
-            uri,
-            headers,
-            body,
-        }),
-        max_price: None,
-        max_attempts: shared.config.max_attempts,
-        progress_ms: None,
-        seed: 0,
-        clock_start_ms: 0,
-    };
+    spec.http = Some(wire::HttpRequest {
+        method: method.as_str().to_string(),
+        uri,
+        headers,
+        body,
+    });
     let (id, completion) = run_sync(&shared, spec).await;
     Ok(completion_response(id, completion))
 }
