@@ -311,6 +311,13 @@ impl Broker {
         tokio::spawn(sweeper(shared.clone()));
         let app = api::router(shared.clone());
         let mut stopped2 = stopped;
+        // Small frames and responses must leave at once: without
+        // TCP_NODELAY, Nagle + delayed ACKs add ~40 ms to back-to-back writes.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("set TCP_NODELAY: {e}");
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

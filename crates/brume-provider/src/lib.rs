@@ -45,8 +45,10 @@
 //! `allowed_services` (`not_allowed`; an assignment by digest alone is
 //! refused too when there is a list), when slots or memory are used up
 //! (`no_capacity`), while draining (`draining`) or when its digest does not
-//! parse (`invalid_module`). Otherwise `Accepted` goes out at once and the
-//! program is found: in memory, else in the artifact cache, else fetched
+//! parse (`invalid_module`). Otherwise, for a job (`progress_ms` set)
+//! `Accepted` goes out at once; an invocation sends it only if it is still
+//! running after `ACK_AFTER` (20 ms), else its `Done` is the acknowledgement.
+//! Then the program is found: in memory, else in the artifact cache, else fetched
 //! from `GET {broker}/v1/blobs/{digest}` (bearer: the session's
 //! `blob_token`), checked against the digest (`fetch_failed` if it is not
 //! what was asked for, or the fetch fails) and compiled on a blocking thread

@@ -399,15 +399,16 @@ fn on_frame(
                     work::send(&ctx.out, ch, &FromProvider::Refused(refused));
                 }
                 Ok((digest, reservation)) => {
-                    work::send(&ctx.out, ch, &FromProvider::Accepted);
-                    let handle = tasks.spawn(work::execute(
-                        shared.clone(),
-                        ctx.clone(),
-                        ch,
-                        assign,
-                        digest,
-                        reservation,
-                    ));
+                    let job = assign.progress_ms.is_some();
+                    let run =
+                        work::execute(shared.clone(), ctx.clone(), ch, assign, digest, reservation);
+                    let handle = if job {
+                        // Jobs: the requester sees `running` at once.
+                        work::send(&ctx.out, ch, &FromProvider::Accepted);
+                        tasks.spawn(run)
+                    } else {
+                        tasks.spawn(work::ack_if_slow(run, ctx.out.clone(), ch))
+                    };
                     channels.insert(ch, handle);
                 }
             }

@@ -170,6 +170,23 @@ pub(crate) async fn execute(
     channel
 }
 
+/// An invocation that finishes within this is acknowledged by its `Done`
+/// alone; a slower one (a module to fetch or compile, a long run) sends
+/// `Accepted` first. Far below any broker's ack timeout (5 s by default).
+pub(crate) const ACK_AFTER: Duration = Duration::from_millis(20);
+
+/// Runs an invocation, sending `Accepted` only if it is still running after
+/// [`ACK_AFTER`]: on the hot path one frame fewer each way.
+pub(crate) async fn ack_if_slow<F: Future>(run: F, out: Outbox, channel: u32) -> F::Output {
+    tokio::pin!(run);
+    tokio::select! {
+        biased;
+        v = &mut run => return v,
+        _ = tokio::time::sleep(ACK_AFTER) => send(&out, channel, &FromProvider::Accepted),
+    }
+    run.await
+}
+
 /// Drives `run`, sending `Progress` every interval when asked to.
 async fn reporting<F: Future>(
     run: F,
