@@ -267,6 +267,7 @@ async fn demo(url: &str, api_key: &str, json_out: bool) -> anyhow::Result<()> {
         .to_vec(),
         profile: brume_api::Profile::Deterministic,
         limits: LimitsSpec {
+            fuel: Some(200_000_000_000),
             timeout_ms: Some(120_000),
             ..LimitsSpec::default()
         },

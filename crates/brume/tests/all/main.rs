@@ -2,6 +2,7 @@
 
 mod util;
 
+mod devnet;
 mod exec;
 mod net;
 mod network;
