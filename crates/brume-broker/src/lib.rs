@@ -136,15 +136,17 @@ pub enum BrokerError {
     Serve(std::io::Error),
 }
 
+pub(crate) type JobSlot = (Arc<jobs::JobEntry>, Option<Instant>);
+
 /// State shared by every handler and session.
 pub(crate) struct Shared {
     pub config: BrokerConfig,
     pub broker_id: String,
     pub store: store::Store,
     pub sched: parking_lot::Mutex<sched::Scheduler>,
-    pub jobs: parking_lot::Mutex<
-        std::collections::HashMap<WorkId, (Arc<jobs::JobEntry>, Option<Instant>)>,
-    >,
+    /// Jobs in memory: open ones, and finished ones (with when they
+    /// finished) until `finished_job_retention` passes.
+    pub jobs: parking_lot::Mutex<std::collections::HashMap<WorkId, JobSlot>>,
     /// The work of each job in `jobs` (for cancel).
     pub works: parking_lot::Mutex<std::collections::HashMap<WorkId, Arc<sched::Work>>>,
     pub services:
@@ -276,7 +278,7 @@ impl Broker {
                 rows.collect::<Result<Vec<_>, _>>()
             })
             .await?;
-        let hashes = store.read(|c| store::keys::all_hashes(c)).await?;
+        let hashes = store.read(store::keys::all_hashes).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| BrokerError::Listen {

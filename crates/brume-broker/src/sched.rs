@@ -570,7 +570,7 @@ impl Scheduler {
     }
 
     /// Progress on `channel` (jobs only).
-    pub fn progress(&self, id: ProviderId, channel: u32, p: wire::Progress) {
+    pub fn progress(&self, id: ProviderId, channel: u32, p: &wire::Progress) {
         if let Some(inf) = self.inflight.get(&(id, channel))
             && let Some(job) = inf.work.job()
         {

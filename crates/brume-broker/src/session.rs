@@ -255,7 +255,7 @@ fn handle(
             shared.with_sched(|s, _| s.set_draining(id));
         }
         FromProvider::Accepted => shared.with_sched(|s, _| s.accepted(id, channel)),
-        FromProvider::Progress(p) => shared.sched.lock().progress(id, channel, p),
+        FromProvider::Progress(p) => shared.sched.lock().progress(id, channel, &p),
         FromProvider::Done(outcome) => {
             let label = match outcome.as_ref() {
                 wire::Outcome::Failed { code, .. } => code.clone(),
