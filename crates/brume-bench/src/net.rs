@@ -2,10 +2,11 @@
 //! loopback against a plain HTTP echo server in the same run.
 //!
 //! Both start a real broker and one real provider in this process (the
-//! same libraries `brume broker` and `brume provide` run), publish the
-//! `echo` test program, and drive them over HTTP/1.1 keep-alive connections
-//! with a minimal hyper client, so client overhead is small and identical
-//! for the product and the baseline.
+//! same libraries `brume broker` and `brume provide` run), each on its own
+//! tokio runtime as if it were its own process, publish the `echo` test
+//! program, and drive them over HTTP/1.1 keep-alive connections with a
+//! minimal hyper client, so client overhead is small and identical for the
+//! product and the baseline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,29 +36,43 @@ struct Loopback {
     broker: RunningBroker,
     provider: RunningProvider,
     api_key: String,
+    broker_rt: tokio::runtime::Runtime,
+    provider_rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
+}
+
+/// A runtime of its own for one daemon, standing in for its process. One
+/// worker each: on 2 cores, broker + provider + client already fill them.
+fn daemon_runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()?)
 }
 
 impl Loopback {
     async fn start(slots: u32) -> anyhow::Result<Loopback> {
         let dir = tempfile::tempdir()?;
-        let broker = Broker::start(BrokerConfig {
+        let broker_rt = daemon_runtime("bench-broker")?;
+        let provider_rt = daemon_runtime("bench-provider")?;
+        let config = BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.path().join("broker"),
             overload_queue_depth: 100_000,
             overload_queue_age: Duration::from_secs(30),
             ..BrokerConfig::default()
-        })
-        .await?;
+        };
+        let broker = broker_rt.spawn(Broker::start(config)).await??;
         let api_key = broker.create_api_key("bench").await?;
-        let provider = Provider::start(ProviderConfig {
+        let config = ProviderConfig {
             broker_url: broker.url().to_string(),
             data_dir: dir.path().join("provider"),
             slots,
             memory_bytes: 1 << 40,
             ..ProviderConfig::default()
-        })
-        .await?;
+        };
+        let provider = provider_rt.spawn(Provider::start(config)).await??;
         tokio::time::timeout(Duration::from_secs(30), provider.connected())
             .await
             .context("the provider did not connect")?;
@@ -73,15 +88,19 @@ impl Loopback {
             broker,
             provider,
             api_key,
+            broker_rt,
+            provider_rt,
             _dir: dir,
         })
     }
 
     async fn stop(self) {
         self.provider.shutdown();
-        let _ = self.provider.wait().await;
+        let _ = self.provider_rt.spawn(self.provider.wait()).await;
         self.broker.shutdown();
-        let _ = self.broker.wait().await;
+        let _ = self.broker_rt.spawn(self.broker.wait()).await;
+        self.provider_rt.shutdown_background();
+        self.broker_rt.shutdown_background();
     }
 }
 
