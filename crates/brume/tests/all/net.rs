@@ -51,6 +51,7 @@ pub struct Proc {
     child: Child,
     lines: Receiver<String>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     exited: bool,
 }
 
@@ -71,7 +72,7 @@ impl Proc {
         });
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let t = tail.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let mut t = t.lock().expect("stderr tail");
@@ -86,6 +87,7 @@ impl Proc {
             child,
             lines,
             stderr: tail,
+            stderr_reader: Some(stderr_reader),
             exited: false,
         }
     }
@@ -102,11 +104,13 @@ impl Proc {
             Ok(None) => "still running".to_string(),
             Err(e) => format!("status unknown: {e}"),
         };
-        // Give the stderr reader a moment to catch the last words of a
-        // process that just died.
+        // A process that died has closed its stderr: the reader ends at
+        // EOF, so joining it collects the last words.
         if !status.contains("running") {
             let _ = self.child.wait();
-            std::thread::sleep(Duration::from_millis(100));
+            if let Some(reader) = self.stderr_reader.take() {
+                let _ = reader.join();
+            }
         }
         panic!(
             "{}: {what} ({status}); stderr tail:\n{}",
