@@ -1,0 +1,1 @@
+//! (in progress: the ledger-core helper owns this file)

@@ -1,0 +1,1 @@
+//! (in progress: the pricing helper owns this file)
