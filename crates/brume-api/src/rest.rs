@@ -136,6 +136,10 @@ pub struct JobSpec {
     pub limits: LimitsSpec,
     #[serde(default)]
     pub profile: Profile,
+    /// `deterministic` profile: seeds every random source (default 0), so
+    /// the same spec gives the same output and fuel on any provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// How many providers may try before the job fails (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,

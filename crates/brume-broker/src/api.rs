@@ -701,7 +701,7 @@ fn work_spec(stored: &StoredJob, progress: Duration) -> WorkSpec {
         max_price: stored.max_price,
         max_attempts: stored.max_attempts,
         progress_ms: Some(progress.as_millis() as u64),
-        seed: 0,
+        seed: stored.seed,
         clock_start_ms: 0,
     }
 }
@@ -826,6 +826,7 @@ async fn submit_job(
         stdin,
         limits,
         profile: spec.profile,
+        seed: spec.seed.unwrap_or(0),
         max_attempts: spec.max_attempts.unwrap_or(c.max_attempts),
         queue_timeout_ms: spec
             .queue_timeout_ms

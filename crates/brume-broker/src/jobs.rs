@@ -32,6 +32,9 @@ pub(crate) struct StoredJob {
     pub stdin: Output,
     pub limits: Limits,
     pub profile: Profile,
+    /// Deterministic profile's seed (absent in rows written before it existed).
+    #[serde(default)]
+    pub seed: u64,
     pub max_attempts: u32,
     pub queue_timeout_ms: u64,
     pub max_price: Option<Price>,

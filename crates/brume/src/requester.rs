@@ -158,6 +158,9 @@ pub struct RunArgs {
     /// Run reproducibly: NaN canonicalization, seeded random, virtual clocks.
     #[arg(long)]
     deterministic: bool,
+    /// Seed for `--deterministic` (default 0).
+    #[arg(long, requires = "deterministic")]
+    seed: Option<u64>,
     /// A label `KEY=VALUE` kept with the job (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -671,6 +674,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         } else {
             Profile::Standard
         },
+        seed: args.seed,
         max_attempts: args.max_attempts,
         queue_timeout_ms: args.queue_timeout.map(millis),
         max_price: args.max_price,
