@@ -1,1 +1,1104 @@
-//! (in progress: the ledger-core helper owns this file)
+//! The column model, the canonical encoding and the row hash.
+//!
+//! # Columns
+//!
+//! Every column of a ledger row is immutable or mutable, internal (it comes
+//! from the network) or custom (it comes from the requester), and public or
+//! private. [`COLUMNS`] is the table; five of the eight combinations are
+//! used, as in the CGN seed:
+//!
+//! | mutability | origin   | visibility | columns |
+//! |------------|----------|------------|---------|
+//! | immutable  | internal | public     | who, what, usage, fee, rate, payouts, `private_hash`, `row_hash` |
+//! | immutable  | internal | private    | `request_line`, `request_headers`, `metrics`, `service_fields`, `salt` |
+//! | immutable  | custom   | public     | `custom_hash` |
+//! | immutable  | custom   | private    | `custom_fields` (the requester's own fields) |
+//! | mutable    | internal | private    | `status`, `settling_tx` (per entity, in a table of their own) |
+//!
+//! The private columns are hashed in two groups and both hashes are public
+//! columns, so the row hash covers private data too: `private_hash` covers
+//! the internal private columns, `custom_hash` the custom ones. Both include
+//! a private random `salt`, so that nobody can guess a short private value
+//! from its public hash.
+//!
+//! # Canonical encoding
+//!
+//! A *value* is one of:
+//!
+//! | tag    | type  | payload |
+//! |--------|-------|---------|
+//! | `0x01` | uint  | the number in decimal ASCII, no sign, no leading zeros (`0` is `"0"`) |
+//! | `0x02` | text  | the UTF-8 bytes, as they are (no normalisation) |
+//! | `0x03` | bytes | the raw bytes (hashes: 32 bytes) |
+//! | `0x04` | list  | the concatenation of the encoded items, each `tag ‖ u32be(len) ‖ payload` |
+//!
+//! and is encoded as `tag ‖ u32be(len(payload)) ‖ payload`. A *pair* (a column
+//! name and its value) is encoded as `u32be(len(name)) ‖ name ‖ value`. Names
+//! are ASCII. A record (a payout, a header, a field) is a list whose items are
+//! in a fixed order.
+//!
+//! Three hashes are Keccak-256 over concatenated pairs, the pairs sorted by
+//! name, byte-wise:
+//!
+//! - `custom_hash`: the pair `salt` (bytes, 16) and one text pair per custom
+//!   field (the field's name and value). Custom field names must not be
+//!   `salt`.
+//! - `private_hash`: the pairs `metrics` (list of `[text name, uint value]`,
+//!   sorted by name), `request_headers` (list of `[text name, text value]`, in
+//!   the recorded order), `request_line` (text), `salt` (bytes, 16) and
+//!   `service_fields` (list of `[text name, text value]`, sorted by name).
+//! - `row_hash`: every public column but `row_hash` itself:
+//!
+//! | column | type |
+//! |--------|------|
+//! | `bytes_in`, `bytes_out` | uint |
+//! | `charities` | list of text, in the recorded order |
+//! | `custom_hash` | bytes (32) |
+//! | `developer`, `end_user` | text |
+//! | `fee_currency` | text (e.g. `USD`) |
+//! | `fee_micros` | uint: the fee in millionths of `fee_currency` |
+//! | `fuel` | uint: wasm operators executed (one fuel unit = one instruction) |
+//! | `operator` | text |
+//! | `payouts` | list of `[text beneficiary, text role, uint amount_micros]`, in the recorded order |
+//! | `peak_memory_bytes` | uint |
+//! | `private_hash` | bytes (32) |
+//! | `provider` | text |
+//! | `rate_fiat_micros`, `rate_token_units` | uint: `rate_token_units` base units of the token were worth `rate_fiat_micros` micro-units of `fee_currency` |
+//! | `requester` | text |
+//! | `schema_version` | uint, `1` |
+//! | `service_digest`, `tier` | text |
+//! | `timestamp_ms` | uint: milliseconds since the Unix epoch, UTC |
+//! | `token_amount` | uint: the fee in token base units |
+//! | `wall_us` | uint: wall time in microseconds |
+//! | `work_id` | text |
+//!
+//! The order above is the byte-wise order of the names, which is the order
+//! of the pairs in the hashed bytes.
+//!
+//! # Worked example
+//!
+//! The pair `tier = "standard"` is encoded as
+//!
+//! ```text
+//! 00000004 74696572 02 00000008 7374616e64617264
+//! └ len    └ "tier" └ └ len     └ "standard"
+//!                   text
+//! ```
+//!
+//! the pair `fee_micros = 1500` as `0000000a 6665655f6d6963726f73 01 00000004 31353030`,
+//! and `charities = ["c1"]` as `00000009 …"charities"… 04 00000007 02 00000002 6331`.
+//!
+//! The row of [`example_row`] (work id `0190f1e2-0000-7000-8000-000000000001`,
+//! timestamp `1700000000000`, fee 1500 micro-USD split 1050/300/150, custom
+//! field `order = "A-17"`, salt `00 01 … 0f`) has:
+//!
+//! ```text
+//! custom_hash  = 134ecf8aeccae0527acbf76b6881cdc31aa8cc9377424741297e9e9401bb3602
+//! private_hash = 0c6e559cddd27a28b8954791266732d3532471d31e7421ccb857c3be175b12b0
+//! row_hash     = 66c9886ae17c78e265c197a86da89906307a3c5c5c2914fa5eb6082afe265775
+//! ```
+//!
+//! (a unit test checks these figures, and re-derives them with an encoder
+//! written straight from this text).
+//!
+//! # Aggregate
+//!
+//! The aggregate hash of a set of rows is the XOR of their row hashes
+//! ([`Aggregate`]): it does not depend on the order of the rows, and a row
+//! counted twice cancels out.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use alloy_primitives::keccak256;
+use serde::{Deserialize, Serialize};
+
+use crate::store::LedgerError;
+
+/// The row format version, hashed as the `schema_version` column.
+pub const SCHEMA_VERSION: u128 = 1;
+
+/// At most this many bytes in an id, a digest, a tier, a currency, a role.
+pub const MAX_ID_BYTES: usize = 256;
+/// At most this many bytes in a private field's value (a custom field, a
+/// service field, a header value, the request line).
+pub const MAX_FIELD_BYTES: usize = 4096;
+/// At most this many bytes in a field or metric name.
+pub const MAX_NAME_BYTES: usize = 128;
+/// At most this many entries in each list or map of a row.
+pub const MAX_ENTRIES: usize = 64;
+
+/// Whether a column may change after the row is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mutability {
+    Immutable,
+    Mutable,
+}
+
+/// Where a column's data comes from: the network, or the requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Internal,
+    Custom,
+}
+
+/// Who may read a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    Public,
+    Private,
+}
+
+/// One column of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Column {
+    pub name: &'static str,
+    pub mutability: Mutability,
+    pub origin: Origin,
+    pub visibility: Visibility,
+    pub doc: &'static str,
+}
+
+const fn col(
+    name: &'static str,
+    mutability: Mutability,
+    origin: Origin,
+    visibility: Visibility,
+    doc: &'static str,
+) -> Column {
+    Column {
+        name,
+        mutability,
+        origin,
+        visibility,
+        doc,
+    }
+}
+
+use Mutability::{Immutable, Mutable};
+use Origin::{Custom, Internal};
+use Visibility::{Private, Public};
+
+/// Every column of a ledger row. The public immutable ones (but `row_hash`)
+/// are exactly the pairs of the row hash, in this order.
+#[rustfmt::skip]
+pub static COLUMNS: &[Column] = &[
+    col("bytes_in", Immutable, Internal, Public, "request bytes received"),
+    col("bytes_out", Immutable, Internal, Public, "response bytes sent"),
+    col("charities", Immutable, Internal, Public, "charity account ids"),
+    col("custom_hash", Immutable, Custom, Public, "Keccak-256 of the custom private fields"),
+    col("developer", Immutable, Internal, Public, "the service developer's account id"),
+    col("end_user", Immutable, Internal, Public, "the end user's id (not traceable to a person)"),
+    col("fee_currency", Immutable, Internal, Public, "the fiat currency of the fee"),
+    col("fee_micros", Immutable, Internal, Public, "the fee, in fiat micro-units"),
+    col("fuel", Immutable, Internal, Public, "instructions executed (wasm fuel)"),
+    col("operator", Immutable, Internal, Public, "the network operator's account id"),
+    col("payouts", Immutable, Internal, Public, "(beneficiary, role, amount in fiat micro-units)"),
+    col("peak_memory_bytes", Immutable, Internal, Public, "peak linear memory"),
+    col("private_hash", Immutable, Internal, Public, "Keccak-256 of the internal private columns"),
+    col("provider", Immutable, Internal, Public, "the provider's account id"),
+    col("rate_fiat_micros", Immutable, Internal, Public, "exchange rate: fiat micro-units …"),
+    col("rate_token_units", Immutable, Internal, Public, "… per this many token base units"),
+    col("requester", Immutable, Internal, Public, "the requester (enterprise) account id"),
+    col("row_hash", Immutable, Internal, Public, "Keccak-256 of the public pairs"),
+    col("schema_version", Immutable, Internal, Public, "the row format version"),
+    col("service_digest", Immutable, Internal, Public, "sha256 of the service's module"),
+    col("tier", Immutable, Internal, Public, "the service tier"),
+    col("timestamp_ms", Immutable, Internal, Public, "completion time, ms since the epoch, UTC"),
+    col("token_amount", Immutable, Internal, Public, "the fee in token base units"),
+    col("wall_us", Immutable, Internal, Public, "wall time, microseconds"),
+    col("work_id", Immutable, Internal, Public, "the work unit's id (unique)"),
+    col("metrics", Immutable, Internal, Private, "performance metrics"),
+    col("request_headers", Immutable, Internal, Private, "the request's headers"),
+    col("request_line", Immutable, Internal, Private, "the request's method and URL"),
+    col("salt", Immutable, Internal, Private, "16 random bytes hashed with the private data"),
+    col("service_fields", Immutable, Internal, Private, "fields recorded by the service"),
+    col("custom_fields", Immutable, Custom, Private, "fields recorded by the requester"),
+    col("status", Mutable, Internal, Private, "per entity: pending, collected or paid"),
+    col("settling_tx", Mutable, Internal, Private, "per entity: the settling transaction"),
+];
+
+/// A 32-byte hash; hex (64 digits, lowercase) in JSON and in text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hash32(pub [u8; 32]);
+
+impl Hash32 {
+    /// Parses 64 hex digits (an optional `0x` is accepted).
+    pub fn parse(s: &str) -> Option<Hash32> {
+        let s = s.strip_prefix("0x").unwrap_or(s);
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Hash32(out))
+    }
+
+    /// From a 32-byte slice.
+    pub fn from_slice(b: &[u8]) -> Option<Hash32> {
+        <[u8; 32]>::try_from(b).ok().map(Hash32)
+    }
+}
+
+impl fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash32({self})")
+    }
+}
+
+impl Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Hash32::parse(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
+/// `u128` as a decimal string in JSON (JavaScript numbers stop at 2^53).
+pub mod dec_u128 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[u8; 16]` as 32 hex digits in JSON.
+mod hex16 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// Resources consumed by the work unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RowUsage {
+    /// Instructions executed: one unit of wasm fuel is one instruction.
+    pub fuel: u64,
+    pub wall_us: u64,
+    pub peak_memory_bytes: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// The exchange rate in effect: `token_units` base units of the token were
+/// worth `fiat_micros` micro-units of the fee currency. Both are positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeRate {
+    #[serde(with = "dec_u128")]
+    pub fiat_micros: u128,
+    #[serde(with = "dec_u128")]
+    pub token_units: u128,
+}
+
+impl ExchangeRate {
+    /// Token base units in one whole token (18 decimals).
+    pub const BASE_UNITS_PER_TOKEN: u128 = 1_000_000_000_000_000_000;
+
+    /// A rate given as fiat micro-units per whole token (the pricing
+    /// engine's form).
+    pub fn per_whole_token(fiat_micros: u64) -> ExchangeRate {
+        ExchangeRate {
+            fiat_micros: u128::from(fiat_micros),
+            token_units: Self::BASE_UNITS_PER_TOKEN,
+        }
+    }
+}
+
+/// One beneficiary's share of the fee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payout {
+    pub beneficiary: String,
+    /// `provider`, `developer`, `operator`, `charity`, `requester` (a
+    /// refund), … (free text, at most [`MAX_ID_BYTES`]).
+    pub role: String,
+    /// In micro-units of the row's `fee_currency`.
+    pub amount_micros: u64,
+}
+
+/// The public, immutable, internal content of a row (what the row hash
+/// covers, but the two private-data hashes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowData {
+    pub work_id: String,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub timestamp_ms: u64,
+    pub requester: String,
+    pub end_user: String,
+    pub provider: String,
+    pub developer: String,
+    pub operator: String,
+    pub charities: Vec<String>,
+    pub service_digest: String,
+    pub tier: String,
+    pub usage: RowUsage,
+    pub fee_currency: String,
+    pub fee_micros: u64,
+    /// The fee in token base units.
+    #[serde(with = "dec_u128")]
+    pub token_amount: u128,
+    pub rate: ExchangeRate,
+    pub payouts: Vec<Payout>,
+}
+
+/// The private, immutable columns: visible only to the row's owner,
+/// protected through `private_hash` and `custom_hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PrivateData {
+    /// Random bytes, hashed with the private data so that its public hashes
+    /// reveal nothing (hex in JSON).
+    #[serde(with = "hex16")]
+    pub salt: [u8; 16],
+    /// `METHOD path?query HTTP/x`.
+    pub request_line: String,
+    /// In the order received; names may repeat.
+    pub request_headers: Vec<(String, String)>,
+    pub metrics: BTreeMap<String, u64>,
+    /// Fields recorded by the service (internal).
+    pub service_fields: BTreeMap<String, String>,
+    /// Fields recorded by the requester (custom).
+    pub custom_fields: BTreeMap<String, String>,
+}
+
+/// A sealed ledger row: its data, its three public hashes and, for a reader
+/// allowed to see them, its private columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRow {
+    #[serde(flatten)]
+    pub data: RowData,
+    pub private_hash: Hash32,
+    pub custom_hash: Hash32,
+    pub row_hash: Hash32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<PrivateData>,
+}
+
+impl LedgerRow {
+    /// Validates a row and computes its hashes.
+    pub fn seal(data: RowData, private: PrivateData) -> Result<LedgerRow, LedgerError> {
+        validate(&data, &private)?;
+        let private_hash = private_hash(&private);
+        let custom_hash = custom_hash(&private);
+        let row_hash = row_hash(&data, &private_hash, &custom_hash);
+        Ok(LedgerRow {
+            data,
+            private_hash,
+            custom_hash,
+            row_hash,
+            private: Some(private),
+        })
+    }
+
+    /// The row hash recomputed from the public columns.
+    pub fn compute_row_hash(&self) -> Hash32 {
+        row_hash(&self.data, &self.private_hash, &self.custom_hash)
+    }
+
+    /// The row without its private columns.
+    pub fn public(&self) -> LedgerRow {
+        LedgerRow {
+            private: None,
+            ..self.clone()
+        }
+    }
+
+    /// The hashed (name, value) pairs of the public columns, in hash order.
+    pub fn public_pairs(&self) -> Vec<(&'static str, Value<'_>)> {
+        public_pairs(&self.data, &self.private_hash, &self.custom_hash)
+    }
+}
+
+/// A value of the canonical encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value<'a> {
+    Uint(u128),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    List(Vec<Value<'a>>),
+}
+
+impl Value<'_> {
+    /// Appends `tag ‖ u32be(len) ‖ payload`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Uint(n) => put(out, 0x01, n.to_string().as_bytes()),
+            Value::Text(s) => put(out, 0x02, s.as_bytes()),
+            Value::Bytes(b) => put(out, 0x03, b),
+            Value::List(items) => {
+                out.push(0x04);
+                let at = out.len();
+                out.extend_from_slice(&[0; 4]);
+                for item in items {
+                    item.encode(out);
+                }
+                let len = len32(out.len() - at - 4);
+                out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+        }
+    }
+}
+
+/// Lengths are bounded by validation far below 4 GiB; saturate rather than
+/// panic on absurd input (the hash then simply won't match).
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn put(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&len32(payload.len()).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Appends `u32be(len(name)) ‖ name ‖ value`.
+pub fn encode_pair(name: &str, value: &Value<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&len32(name.len()).to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+    value.encode(out);
+}
+
+/// Keccak-256 over the pairs, sorted by name (byte-wise) first.
+pub fn hash_pairs(pairs: &mut [(&str, Value<'_>)]) -> Hash32 {
+    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut buf = Vec::with_capacity(1024);
+    for (name, value) in pairs.iter() {
+        encode_pair(name, value, &mut buf);
+    }
+    Hash32(keccak256(&buf).0)
+}
+
+fn text_pairs(m: &BTreeMap<String, String>) -> Value<'_> {
+    Value::List(
+        m.iter()
+            .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Text(v)]))
+            .collect(),
+    )
+}
+
+/// Keccak-256 of the internal private columns (see the module docs).
+pub fn private_hash(p: &PrivateData) -> Hash32 {
+    let headers = Value::List(
+        p.request_headers
+            .iter()
+            .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Text(v)]))
+            .collect(),
+    );
+    let metrics = Value::List(
+        p.metrics
+            .iter()
+            .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Uint(u128::from(*v))]))
+            .collect(),
+    );
+    hash_pairs(&mut [
+        ("metrics", metrics),
+        ("request_headers", headers),
+        ("request_line", Value::Text(&p.request_line)),
+        ("salt", Value::Bytes(&p.salt)),
+        ("service_fields", text_pairs(&p.service_fields)),
+    ])
+}
+
+/// Keccak-256 of the custom private fields and the salt (see the module
+/// docs).
+pub fn custom_hash(p: &PrivateData) -> Hash32 {
+    let mut pairs: Vec<(&str, Value<'_>)> = Vec::with_capacity(p.custom_fields.len() + 1);
+    pairs.push(("salt", Value::Bytes(&p.salt)));
+    for (k, v) in &p.custom_fields {
+        pairs.push((k, Value::Text(v)));
+    }
+    hash_pairs(&mut pairs)
+}
+
+fn public_pairs<'a>(
+    d: &'a RowData,
+    private_hash: &'a Hash32,
+    custom_hash: &'a Hash32,
+) -> Vec<(&'static str, Value<'a>)> {
+    let u = |n: u64| Value::Uint(u128::from(n));
+    let mut pairs = vec![
+        ("bytes_in", u(d.usage.bytes_in)),
+        ("bytes_out", u(d.usage.bytes_out)),
+        (
+            "charities",
+            Value::List(d.charities.iter().map(|c| Value::Text(c)).collect()),
+        ),
+        ("custom_hash", Value::Bytes(&custom_hash.0)),
+        ("developer", Value::Text(&d.developer)),
+        ("end_user", Value::Text(&d.end_user)),
+        ("fee_currency", Value::Text(&d.fee_currency)),
+        ("fee_micros", u(d.fee_micros)),
+        ("fuel", u(d.usage.fuel)),
+        ("operator", Value::Text(&d.operator)),
+        (
+            "payouts",
+            Value::List(
+                d.payouts
+                    .iter()
+                    .map(|p| {
+                        Value::List(vec![
+                            Value::Text(&p.beneficiary),
+                            Value::Text(&p.role),
+                            u(p.amount_micros),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("peak_memory_bytes", u(d.usage.peak_memory_bytes)),
+        ("private_hash", Value::Bytes(&private_hash.0)),
+        ("provider", Value::Text(&d.provider)),
+        ("rate_fiat_micros", Value::Uint(d.rate.fiat_micros)),
+        ("rate_token_units", Value::Uint(d.rate.token_units)),
+        ("requester", Value::Text(&d.requester)),
+        ("schema_version", Value::Uint(SCHEMA_VERSION)),
+        ("service_digest", Value::Text(&d.service_digest)),
+        ("tier", Value::Text(&d.tier)),
+        ("timestamp_ms", u(d.timestamp_ms)),
+        ("token_amount", Value::Uint(d.token_amount)),
+        ("wall_us", u(d.usage.wall_us)),
+        ("work_id", Value::Text(&d.work_id)),
+    ];
+    // Already in order; sorting keeps the function right if a column is
+    // added out of place.
+    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    pairs
+}
+
+/// The row hash: Keccak-256 over the public pairs (see the module docs).
+pub fn row_hash(d: &RowData, private_hash: &Hash32, custom_hash: &Hash32) -> Hash32 {
+    hash_pairs(&mut public_pairs(d, private_hash, custom_hash))
+}
+
+fn too_large(column: &str, len: usize, max: usize) -> LedgerError {
+    LedgerError::TooLarge {
+        column: column.to_string(),
+        len,
+        max,
+    }
+}
+
+fn invalid(column: &str, reason: &str) -> LedgerError {
+    LedgerError::InvalidRow {
+        column: column.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn check_len(column: &str, s: &str, max: usize) -> Result<(), LedgerError> {
+    if s.len() > max {
+        return Err(too_large(column, s.len(), max));
+    }
+    Ok(())
+}
+
+fn check_count(column: &str, n: usize) -> Result<(), LedgerError> {
+    if n > MAX_ENTRIES {
+        return Err(too_large(column, n, MAX_ENTRIES));
+    }
+    Ok(())
+}
+
+fn check_fields<'a>(
+    column: &str,
+    fields: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), LedgerError> {
+    check_count(column, fields.len())?;
+    for (k, v) in fields {
+        check_len(column, k, MAX_NAME_BYTES)?;
+        check_len(column, v, MAX_FIELD_BYTES)?;
+    }
+    Ok(())
+}
+
+/// The bounds a row must respect before it is sealed.
+fn validate(d: &RowData, p: &PrivateData) -> Result<(), LedgerError> {
+    if d.work_id.is_empty() {
+        return Err(invalid("work_id", "empty"));
+    }
+    for (column, s) in [
+        ("work_id", &d.work_id),
+        ("requester", &d.requester),
+        ("end_user", &d.end_user),
+        ("provider", &d.provider),
+        ("developer", &d.developer),
+        ("operator", &d.operator),
+        ("service_digest", &d.service_digest),
+        ("tier", &d.tier),
+        ("fee_currency", &d.fee_currency),
+    ] {
+        check_len(column, s, MAX_ID_BYTES)?;
+    }
+    if i64::try_from(d.timestamp_ms).is_err() {
+        return Err(invalid("timestamp_ms", "beyond year 292 million"));
+    }
+    check_count("charities", d.charities.len())?;
+    for c in &d.charities {
+        check_len("charities", c, MAX_ID_BYTES)?;
+    }
+    check_count("payouts", d.payouts.len())?;
+    let mut sum: u128 = 0;
+    for p in &d.payouts {
+        check_len("payouts", &p.beneficiary, MAX_ID_BYTES)?;
+        check_len("payouts", &p.role, MAX_ID_BYTES)?;
+        sum += u128::from(p.amount_micros);
+    }
+    if !d.payouts.is_empty() && sum != u128::from(d.fee_micros) {
+        return Err(LedgerError::PayoutMismatch {
+            sum,
+            fee: d.fee_micros,
+        });
+    }
+    if d.rate.fiat_micros == 0 || d.rate.token_units == 0 {
+        return Err(invalid("rate", "both sides of the rate must be positive"));
+    }
+    check_len("request_line", &p.request_line, MAX_FIELD_BYTES)?;
+    check_fields(
+        "request_headers",
+        p.request_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
+    check_count("metrics", p.metrics.len())?;
+    for k in p.metrics.keys() {
+        check_len("metrics", k, MAX_NAME_BYTES)?;
+    }
+    check_fields(
+        "service_fields",
+        p.service_fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
+    check_fields(
+        "custom_fields",
+        p.custom_fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
+    if p.custom_fields.contains_key("salt") {
+        return Err(invalid(
+            "custom_fields",
+            "a custom field may not be named salt",
+        ));
+    }
+    Ok(())
+}
+
+/// The XOR of row hashes: the same whatever the order of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Aggregate(pub Hash32);
+
+impl Aggregate {
+    pub fn new() -> Aggregate {
+        Aggregate::default()
+    }
+
+    /// XORs one row hash in (adding the same hash twice cancels it).
+    pub fn add(&mut self, row_hash: &[u8; 32]) {
+        for (a, b) in self.0.0.iter_mut().zip(row_hash) {
+            *a ^= b;
+        }
+    }
+
+    pub fn hash(&self) -> Hash32 {
+        self.0
+    }
+}
+
+impl<'a> FromIterator<&'a Hash32> for Aggregate {
+    fn from_iter<I: IntoIterator<Item = &'a Hash32>>(iter: I) -> Aggregate {
+        let mut agg = Aggregate::new();
+        for h in iter {
+            agg.add(&h.0);
+        }
+        agg
+    }
+}
+
+/// The row of the worked example in the module docs.
+pub fn example_row() -> Result<LedgerRow, LedgerError> {
+    let data = RowData {
+        work_id: "0190f1e2-0000-7000-8000-000000000001".into(),
+        timestamp_ms: 1_700_000_000_000,
+        requester: "acct-requester".into(),
+        end_user: "user-42".into(),
+        provider: "0x1111111111111111111111111111111111111111".into(),
+        developer: "0x2222222222222222222222222222222222222222".into(),
+        operator: "0x3333333333333333333333333333333333333333".into(),
+        charities: vec!["c1".into()],
+        service_digest: "sha256:".to_string() + &"ab".repeat(32),
+        tier: "standard".into(),
+        usage: RowUsage {
+            fuel: 1_000_000,
+            wall_us: 2_500,
+            peak_memory_bytes: 1 << 20,
+            bytes_in: 100,
+            bytes_out: 200,
+        },
+        fee_currency: "USD".into(),
+        fee_micros: 1500,
+        token_amount: 30_000_000_000_000_000,
+        rate: ExchangeRate::per_whole_token(50_000),
+        payouts: vec![
+            Payout {
+                beneficiary: "0x1111111111111111111111111111111111111111".into(),
+                role: "provider".into(),
+                amount_micros: 1050,
+            },
+            Payout {
+                beneficiary: "0x2222222222222222222222222222222222222222".into(),
+                role: "developer".into(),
+                amount_micros: 300,
+            },
+            Payout {
+                beneficiary: "0x3333333333333333333333333333333333333333".into(),
+                role: "operator".into(),
+                amount_micros: 150,
+            },
+        ],
+    };
+    let private = PrivateData {
+        salt: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+        request_line: "POST /v1/functions/resize/invoke HTTP/1.1".into(),
+        request_headers: vec![("content-type".into(), "image/png".into())],
+        metrics: BTreeMap::from([("queue_us".into(), 120)]),
+        service_fields: BTreeMap::new(),
+        custom_fields: BTreeMap::from([("order".into(), "A-17".into())]),
+    };
+    LedgerRow::seal(data, private)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CUSTOM: &str = "134ecf8aeccae0527acbf76b6881cdc31aa8cc9377424741297e9e9401bb3602";
+    const PRIVATE: &str = "0c6e559cddd27a28b8954791266732d3532471d31e7421ccb857c3be175b12b0";
+    const ROW: &str = "66c9886ae17c78e265c197a86da89906307a3c5c5c2914fa5eb6082afe265775";
+
+    #[test]
+    fn worked_example_hashes() {
+        let r = example_row().expect("row");
+        assert_eq!(r.custom_hash.to_string(), CUSTOM);
+        assert_eq!(r.private_hash.to_string(), PRIVATE);
+        assert_eq!(r.row_hash.to_string(), ROW);
+        assert_eq!(r.compute_row_hash(), r.row_hash);
+    }
+
+    // An encoder written from the module docs alone, without `Value`.
+    fn item(tag: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+    fn uint(n: u128) -> Vec<u8> {
+        item(1, n.to_string().as_bytes())
+    }
+    fn text(s: &str) -> Vec<u8> {
+        item(2, s.as_bytes())
+    }
+    fn list(items: &[Vec<u8>]) -> Vec<u8> {
+        item(4, &items.concat())
+    }
+    fn pair(name: &str, value: Vec<u8>) -> Vec<u8> {
+        let mut v = (name.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(name.as_bytes());
+        v.extend(value);
+        v
+    }
+    fn keccak(parts: &[Vec<u8>]) -> String {
+        hex::encode(keccak256(parts.concat()))
+    }
+
+    #[test]
+    fn worked_example_from_the_spec() {
+        let salt: Vec<u8> = (0u8..16).collect();
+        let custom = keccak(&[pair("order", text("A-17")), pair("salt", item(3, &salt))]);
+        assert_eq!(custom, CUSTOM);
+        let private = keccak(&[
+            pair("metrics", list(&[list(&[text("queue_us"), uint(120)])])),
+            pair(
+                "request_headers",
+                list(&[list(&[text("content-type"), text("image/png")])]),
+            ),
+            pair(
+                "request_line",
+                text("POST /v1/functions/resize/invoke HTTP/1.1"),
+            ),
+            pair("salt", item(3, &salt)),
+            pair("service_fields", list(&[])),
+        ]);
+        assert_eq!(private, PRIVATE);
+        let (p, d, o) = (
+            "0x1111111111111111111111111111111111111111",
+            "0x2222222222222222222222222222222222222222",
+            "0x3333333333333333333333333333333333333333",
+        );
+        let h = |s: &str| item(3, &hex::decode(s).expect("hex"));
+        let row = keccak(&[
+            pair("bytes_in", uint(100)),
+            pair("bytes_out", uint(200)),
+            pair("charities", list(&[text("c1")])),
+            pair("custom_hash", h(CUSTOM)),
+            pair("developer", text(d)),
+            pair("end_user", text("user-42")),
+            pair("fee_currency", text("USD")),
+            pair("fee_micros", uint(1500)),
+            pair("fuel", uint(1_000_000)),
+            pair("operator", text(o)),
+            pair(
+                "payouts",
+                list(&[
+                    list(&[text(p), text("provider"), uint(1050)]),
+                    list(&[text(d), text("developer"), uint(300)]),
+                    list(&[text(o), text("operator"), uint(150)]),
+                ]),
+            ),
+            pair("peak_memory_bytes", uint(1 << 20)),
+            pair("private_hash", h(PRIVATE)),
+            pair("provider", text(p)),
+            pair("rate_fiat_micros", uint(50_000)),
+            pair("rate_token_units", uint(1_000_000_000_000_000_000)),
+            pair("requester", text("acct-requester")),
+            pair("schema_version", uint(1)),
+            pair(
+                "service_digest",
+                text(&format!("sha256:{}", "ab".repeat(32))),
+            ),
+            pair("tier", text("standard")),
+            pair("timestamp_ms", uint(1_700_000_000_000)),
+            pair("token_amount", uint(30_000_000_000_000_000)),
+            pair("wall_us", uint(2500)),
+            pair("work_id", text("0190f1e2-0000-7000-8000-000000000001")),
+        ]);
+        assert_eq!(row, ROW);
+    }
+
+    #[test]
+    fn pair_bytes_as_documented() {
+        let mut out = Vec::new();
+        encode_pair("tier", &Value::Text("standard"), &mut out);
+        assert_eq!(
+            hex::encode(&out),
+            "0000000474696572020000000873746".to_string() + "16e64617264"
+        );
+        out.clear();
+        encode_pair("fee_micros", &Value::Uint(1500), &mut out);
+        assert_eq!(
+            hex::encode(&out),
+            "0000000a6665655f6d6963726f73010000000431353030"
+        );
+        out.clear();
+        encode_pair("charities", &Value::List(vec![Value::Text("c1")]), &mut out);
+        assert_eq!(
+            hex::encode(&out),
+            "00000009636861726974696573040000000702000000026331"
+        );
+        out.clear();
+        Value::Uint(0).encode(&mut out);
+        assert_eq!(out, [1, 0, 0, 0, 1, b'0']);
+    }
+
+    /// The public pairs are exactly the public immutable columns of the
+    /// table but `row_hash`, in byte-wise order; five combinations used.
+    #[test]
+    fn column_table_matches_the_hash() {
+        let r = example_row().expect("row");
+        let names: Vec<&str> = r.public_pairs().iter().map(|p| p.0).collect();
+        let mut table: Vec<&str> = COLUMNS
+            .iter()
+            .filter(|c| c.visibility == Public && c.mutability == Immutable && c.name != "row_hash")
+            .map(|c| c.name)
+            .collect();
+        table.sort_unstable();
+        assert_eq!(names, table);
+        let mut sorted = names.clone();
+        sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(names, sorted);
+        let combos: std::collections::BTreeSet<_> = COLUMNS
+            .iter()
+            .map(|c| (c.mutability, c.origin, c.visibility))
+            .collect();
+        assert_eq!(combos.len(), 5);
+        assert!(!combos.contains(&(Mutable, Internal, Public)));
+        assert!(!combos.contains(&(Mutable, Custom, Public)));
+        assert!(!combos.contains(&(Mutable, Custom, Private)));
+        let unique: std::collections::BTreeSet<_> = COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(unique.len(), COLUMNS.len());
+    }
+
+    #[test]
+    fn every_public_value_is_hashed() {
+        let base = example_row().expect("row");
+        let p = base.private.clone().expect("private");
+        let mut edits: Vec<fn(&mut RowData)> = vec![
+            |d| d.work_id.push('x'),
+            |d| d.timestamp_ms += 1,
+            |d| d.requester.push('x'),
+            |d| d.end_user.push('x'),
+            |d| d.provider.push('x'),
+            |d| d.developer.push('x'),
+            |d| d.operator.push('x'),
+            |d| d.charities.push("c2".into()),
+            |d| d.service_digest.push('x'),
+            |d| d.tier.push('x'),
+            |d| d.usage.fuel += 1,
+            |d| d.usage.wall_us += 1,
+            |d| d.usage.peak_memory_bytes += 1,
+            |d| d.usage.bytes_in += 1,
+            |d| d.usage.bytes_out += 1,
+            |d| d.fee_currency.push('x'),
+            |d| d.token_amount += 1,
+            |d| d.rate.fiat_micros += 1,
+            |d| d.rate.token_units += 1,
+            |d| d.payouts.swap(0, 1),
+        ];
+        edits.push(|d| {
+            d.fee_micros += 1;
+            d.payouts[0].amount_micros += 1;
+        });
+        for (i, edit) in edits.iter().enumerate() {
+            let mut d = base.data.clone();
+            edit(&mut d);
+            let r = LedgerRow::seal(d, p.clone()).expect("seal");
+            assert_ne!(r.row_hash, base.row_hash, "edit {i}");
+        }
+    }
+
+    #[test]
+    fn private_values_change_the_private_hashes() {
+        let base = example_row().expect("row");
+        let p = base.private.clone().expect("private");
+        let mut q = p.clone();
+        q.custom_fields.insert("order".into(), "A-18".into());
+        assert_ne!(custom_hash(&q), base.custom_hash);
+        assert_eq!(private_hash(&q), base.private_hash);
+        let mut q = p.clone();
+        q.metrics.insert("queue_us".into(), 121);
+        assert_ne!(private_hash(&q), base.private_hash);
+        let mut q = p;
+        q.salt[0] ^= 1;
+        assert_ne!(private_hash(&q), base.private_hash);
+        assert_ne!(custom_hash(&q), base.custom_hash);
+    }
+
+    #[test]
+    fn bounds_are_typed_errors() {
+        let base = example_row().expect("row");
+        let p = base.private.clone().expect("private");
+        let mut q = p.clone();
+        q.custom_fields
+            .insert("big".into(), "x".repeat(MAX_FIELD_BYTES + 1));
+        let e = LedgerRow::seal(base.data.clone(), q).expect_err("too large");
+        assert_eq!(e.code(), "field_too_large");
+        let mut q = p.clone();
+        q.custom_fields
+            .insert("ok".into(), "x".repeat(MAX_FIELD_BYTES));
+        assert!(LedgerRow::seal(base.data.clone(), q).is_ok());
+        let mut q = p.clone();
+        q.custom_fields.insert("salt".into(), "x".into());
+        let e = LedgerRow::seal(base.data.clone(), q).expect_err("salt");
+        assert_eq!(e.code(), "invalid_row");
+        let mut d = base.data.clone();
+        d.fee_micros += 1;
+        let e = LedgerRow::seal(d, p.clone()).expect_err("payouts");
+        assert_eq!(e.code(), "payout_mismatch");
+        let mut d = base.data.clone();
+        d.work_id.clear();
+        assert_eq!(
+            LedgerRow::seal(d, p.clone()).expect_err("id").code(),
+            "invalid_row"
+        );
+        let mut d = base.data.clone();
+        d.rate.token_units = 0;
+        assert_eq!(
+            LedgerRow::seal(d, p.clone()).expect_err("rate").code(),
+            "invalid_row"
+        );
+        let mut d = base.data;
+        d.charities = vec!["c".into(); MAX_ENTRIES + 1];
+        assert_eq!(
+            LedgerRow::seal(d, p).expect_err("n").code(),
+            "field_too_large"
+        );
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let r = example_row().expect("row");
+        let v = serde_json::to_value(&r).expect("json");
+        assert_eq!(v["token_amount"], "30000000000000000");
+        assert_eq!(v["rate"]["token_units"], "1000000000000000000");
+        assert_eq!(v["row_hash"], ROW);
+        assert_eq!(v["work_id"], "0190f1e2-0000-7000-8000-000000000001");
+        let back: LedgerRow = serde_json::from_value(v).expect("back");
+        assert_eq!(back, r);
+        let public = serde_json::to_value(r.public()).expect("json");
+        assert!(public.get("private").is_none());
+    }
+
+    fn hashes() -> impl Strategy<Value = Vec<[u8; 32]>> {
+        proptest::collection::vec(any::<[u8; 32]>(), 0..40)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn aggregate_is_order_independent(hs in hashes(), seed in any::<u64>()) {
+            let mut a = Aggregate::new();
+            for h in &hs {
+                a.add(h);
+            }
+            // A permutation drawn from the seed (Fisher-Yates, xorshift).
+            let mut shuffled = hs.clone();
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let b: Aggregate = shuffled.iter().map(|h| Hash32(*h)).collect::<Vec<_>>().iter().collect();
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn adding_twice_cancels(hs in hashes(), extra in any::<[u8; 32]>()) {
+            let mut a = Aggregate::new();
+            for h in &hs {
+                a.add(h);
+            }
+            let before = a;
+            a.add(&extra);
+            a.add(&extra);
+            prop_assert_eq!(a, before);
+        }
+    }
+}
