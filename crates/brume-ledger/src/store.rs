@@ -30,9 +30,10 @@
 //! - Reads run on `spawn_blocking` with connections of their own (a small
 //!   pool), beside the writer (WAL).
 //! - The database refuses changes too: triggers abort any `UPDATE` or
-//!   `DELETE` of `ledger_rows` with `ledger rows are immutable`, and
-//!   `recursive_triggers` is on so that `INSERT OR REPLACE` cannot delete a
-//!   row behind their back.
+//!   `DELETE` of `ledger_rows` with `ledger rows are immutable`, and any
+//!   insert of a work id already stored with `duplicate work id`, so that
+//!   `INSERT OR REPLACE` cannot replace a row either (whatever the
+//!   connection's `recursive_triggers`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -267,6 +268,9 @@ CREATE TRIGGER IF NOT EXISTS ledger_rows_no_update BEFORE UPDATE ON ledger_rows
 BEGIN SELECT RAISE(ABORT, 'ledger rows are immutable'); END;
 CREATE TRIGGER IF NOT EXISTS ledger_rows_no_delete BEFORE DELETE ON ledger_rows
 BEGIN SELECT RAISE(ABORT, 'ledger rows are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS ledger_rows_no_replace BEFORE INSERT ON ledger_rows
+WHEN EXISTS (SELECT 1 FROM ledger_rows WHERE work_id = NEW.work_id)
+BEGIN SELECT RAISE(ABORT, 'duplicate work id'); END;
 CREATE TABLE IF NOT EXISTS ledger_status (
     work_id TEXT NOT NULL,
     entity TEXT NOT NULL,
@@ -905,7 +909,7 @@ fn commit_batch(
 fn append_rows(tx: &rusqlite::Transaction<'_>, rows: &[EncodedRow]) -> Result<(), LedgerError> {
     let mut stmt = tx.prepare_cached(INSERT_ROW)?;
     for r in rows {
-        let n = stmt.execute(params![
+        let n = match stmt.execute(params![
             r.work_id,
             r.timestamp_ms,
             r.requester,
@@ -931,7 +935,11 @@ fn append_rows(tx: &rusqlite::Transaction<'_>, rows: &[EncodedRow]) -> Result<()
             &r.custom_hash[..],
             &r.row_hash[..],
             r.private,
-        ])?;
+        ]) {
+            Ok(n) => n,
+            Err(e) if e.to_string().contains("duplicate work id") => 0,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             return Err(LedgerError::DuplicateWorkId(r.work_id.clone()));
         }

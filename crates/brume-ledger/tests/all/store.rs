@@ -1,0 +1,248 @@
+use std::sync::Arc;
+
+use brume_ledger::row::{Aggregate, LedgerRow};
+use brume_ledger::store::{
+    LedgerStore, ListQuery, PaymentStatus, RowFilter, SqliteStore, StatusUpdate,
+};
+
+use crate::row;
+
+fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    (dir, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_get_and_reopen() {
+    let (dir, store) = open();
+    let r = row(1, "acct-a");
+    store.append(vec![r.clone()]).await.expect("append");
+    let got = store.get("w-000001", true).await.expect("get");
+    assert_eq!(got.as_ref(), Some(&r));
+    let public = store
+        .get("w-000001", false)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(public, r.public());
+    assert_eq!(store.get("nope", false).await.expect("get"), None);
+    store.close();
+    drop(store);
+    let store = SqliteStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.get("w-000001", true).await.expect("get"), Some(r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_must_be_sealed() {
+    let (_dir, store) = open();
+    let mut r = row(1, "a");
+    r.data.fee_currency = "EUR".into(); // content changed, hashes not
+    let e = store.append(vec![r]).await.expect_err("unsealed");
+    assert_eq!(e.code(), "invalid_row");
+    let e = store
+        .append(vec![row(2, "a").public()])
+        .await
+        .expect_err("no private");
+    assert_eq!(e.code(), "invalid_row");
+    assert_eq!(store.get("w-000001", false).await.expect("get"), None);
+}
+
+/// Concurrent callers share group commits; a duplicate fails only its own
+/// call, whatever batch it lands in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_fail_their_call_only() {
+    let (_dir, store) = open();
+    store.append(vec![row(0, "a")]).await.expect("first");
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for i in 1..=200u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every 10th call also carries row 0, which is taken.
+            let mut rows = vec![row(i, "a")];
+            if i % 10 == 0 {
+                rows.push(row(0, "a"));
+            }
+            store.append(rows).await
+        }));
+    }
+    for (i, t) in (1..=200u64).zip(tasks) {
+        let r = t.await.expect("join");
+        if i % 10 == 0 {
+            let e = r.expect_err("duplicate");
+            assert_eq!(e.code(), "duplicate_work_id");
+            assert!(e.to_string().contains("w-000000"));
+            // The call is atomic: its fresh row is not stored either.
+            assert_eq!(
+                store.get(&format!("w-{i:06}"), false).await.expect("get"),
+                None
+            );
+        } else {
+            r.expect("append");
+            assert!(
+                store
+                    .get(&format!("w-{i:06}"), false)
+                    .await
+                    .expect("get")
+                    .is_some()
+            );
+        }
+    }
+    let all = store
+        .aggregate(RowFilter::default())
+        .await
+        .expect("aggregate");
+    assert_eq!(all.rows, 1 + 180);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_filters_and_aggregates() {
+    let (_dir, store) = open();
+    let rows: Vec<LedgerRow> = (0..25u64)
+        .map(|i| row(i, if i % 2 == 0 { "even" } else { "odd" }))
+        .collect();
+    // Appended out of order: listing is by time.
+    let mut shuffled = rows.clone();
+    shuffled.reverse();
+    store.append(shuffled).await.expect("append");
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list(ListQuery {
+                cursor,
+                limit: Some(7),
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list");
+        pages += 1;
+        assert!(page.corrupt.is_empty());
+        assert!(page.rows.iter().all(|r| r.private.is_none()));
+        seen.extend(page.rows.into_iter().map(|r| r.data.work_id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4);
+    let want: Vec<String> = rows.iter().map(|r| r.data.work_id.clone()).collect();
+    assert_eq!(seen, want);
+
+    // Time range [5, 15) of the odd account: 5, 7, 9, 11, 13.
+    let filter = RowFilter {
+        from_ms: Some(1_700_000_005_000),
+        to_ms: Some(1_700_000_015_000),
+        account: Some("odd".into()),
+    };
+    let page = store
+        .list(ListQuery {
+            filter: filter.clone(),
+            private: true,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    let ids: Vec<&str> = page.rows.iter().map(|r| r.data.work_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["w-000005", "w-000007", "w-000009", "w-000011", "w-000013"]
+    );
+    assert!(page.rows.iter().all(|r| r.private.is_some()));
+    assert_eq!(page.next_cursor, None);
+
+    let summary = store.aggregate(filter).await.expect("aggregate");
+    assert_eq!(summary.rows, 5);
+    let want: Aggregate = page.rows.iter().map(|r| &r.row_hash).collect();
+    assert_eq!(summary.aggregate, want);
+
+    let e = store
+        .list(ListQuery {
+            cursor: Some("garbage".into()),
+            ..ListQuery::default()
+        })
+        .await
+        .expect_err("cursor");
+    assert_eq!(e.code(), "invalid_cursor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_is_mutable_and_apart() {
+    let (_dir, store) = open();
+    store
+        .append(vec![row(1, "a"), row(2, "a")])
+        .await
+        .expect("append");
+    let before = store.get("w-000001", true).await.expect("get");
+    let update = |status, tx: Option<&str>| StatusUpdate {
+        work_ids: vec!["w-000001".into(), "w-000002".into()],
+        entity: "acct-a".into(),
+        status,
+        settling_tx: tx.map(str::to_string),
+    };
+    store
+        .set_status(update(PaymentStatus::Collected, None))
+        .await
+        .expect("set");
+    store
+        .set_status(update(PaymentStatus::Paid, Some("0xabc")))
+        .await
+        .expect("set");
+    let st = store.statuses("w-000002").await.expect("statuses");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].entity, "acct-a");
+    assert_eq!(st[0].status, PaymentStatus::Paid);
+    assert_eq!(st[0].settling_tx.as_deref(), Some("0xabc"));
+    // The row itself is unchanged.
+    assert_eq!(store.get("w-000001", true).await.expect("get"), before);
+
+    // Atomic: an unknown work id fails the whole update.
+    let e = store
+        .set_status(StatusUpdate {
+            work_ids: vec!["w-000001".into(), "w-404".into()],
+            entity: "acct-b".into(),
+            status: PaymentStatus::Collected,
+            settling_tx: None,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), "not_found");
+    assert_eq!(store.statuses("w-000001").await.expect("statuses").len(), 1);
+}
+
+/// The database itself refuses to change or delete a row, even through a
+/// raw connection that bypasses the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_updates_and_deletes() {
+    let (_dir, store) = open();
+    store.append(vec![row(1, "a")]).await.expect("append");
+    let conn = rusqlite::Connection::open(store.path()).expect("raw");
+    for sql in [
+        "UPDATE ledger_rows SET fee_micros = 1 WHERE work_id = 'w-000001'",
+        "UPDATE ledger_rows SET row_hash = zeroblob(32)",
+        "DELETE FROM ledger_rows WHERE work_id = 'w-000001'",
+        "DELETE FROM ledger_rows",
+    ] {
+        let e = conn.execute(sql, []).expect_err(sql);
+        assert!(
+            e.to_string().contains("ledger rows are immutable"),
+            "{sql}: {e}"
+        );
+    }
+    // INSERT OR REPLACE would delete the old row and insert a new one.
+    let e = conn
+        .execute(
+            "INSERT OR REPLACE INTO ledger_rows
+             SELECT * FROM ledger_rows WHERE work_id = 'w-000001'",
+            [],
+        )
+        .expect_err("replace");
+    assert!(e.to_string().contains("duplicate work id"), "{e}");
+    assert_eq!(
+        store.get("w-000001", true).await.expect("get"),
+        Some(row(1, "a"))
+    );
+}
