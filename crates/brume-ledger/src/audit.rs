@@ -1,11 +1,11 @@
 //! Re-verifies ledger rows from their data.
 //!
-//! With the public columns only, [`audit`] can recompute each row hash and
-//! check that `custom_hash` and `private_hash` are present and well formed
-//! (32 bytes). It cannot tell whether they match the private data: without
-//! private access, a changed private value shows only as… nothing, since the
-//! private data is not there. It is the hashes that are protected: changing
-//! a private hash breaks the row hash.
+//! With the public columns only (anyone), [`audit`] recomputes each row hash
+//! from the public pairs, and [`audit_json`] also checks that the
+//! `custom_hash` and `private_hash` columns are present and well formed (64
+//! hex digits). Whether those hashes match the private data cannot be
+//! checked without the private data: a public auditor sees only that the
+//! hashes themselves were not changed (changing one breaks the row hash).
 //!
 //! With private access (a row's owner, or the operator on its own data
 //! directory), [`audit`] also recomputes `private_hash` and `custom_hash`
