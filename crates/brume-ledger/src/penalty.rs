@@ -380,8 +380,8 @@ mod tests {
             }
             // Beyond it, exactly ⌊fee · min(cap, slope·(x − tol))⌋.
             if declared > 0 && u128::from(hi) > limit {
-                let x_minus_tol = (U512::from(hi - declared) * U512::from(PPM)
-                    - U512::from(rt.tolerance_ppm) * U512::from(declared));
+                let x_minus_tol = U512::from(hi - declared) * U512::from(PPM)
+                    - U512::from(rt.tolerance_ppm) * U512::from(declared);
                 let raw = U512::from(fee) * U512::from(rt.slope_ppm) * x_minus_tol
                     / (U512::from(PPM) * U512::from(PPM) * U512::from(declared));
                 let want = raw.min(U512::from(rt.cap_amount(fee).expect("cap")));
