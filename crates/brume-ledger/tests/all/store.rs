@@ -246,37 +246,3 @@ async fn the_database_refuses_updates_and_deletes() {
         Some(row(1, "a"))
     );
 }
-
-/// Rough ingest figures (not the benchmark): `cargo test -p brume-ledger
-/// --test all -- --ignored --nocapture ingest_figures`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn ingest_figures() {
-    let (_dir, store) = open();
-    let store = Arc::new(store);
-    let (writers, per_writer, per_call) = (16u64, 200u64, 10u64);
-    let rows: Vec<Vec<LedgerRow>> = (0..writers)
-        .map(|w| {
-            (0..per_writer * per_call)
-                .map(|n| row(w * 1_000_000 + n, "bench"))
-                .collect()
-        })
-        .collect();
-    let start = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for mut mine in rows {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            while !mine.is_empty() {
-                let call: Vec<_> = mine.drain(..per_call as usize).collect();
-                store.append(call).await.expect("append");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("join");
-    }
-    let n = writers * per_writer * per_call;
-    let s = start.elapsed().as_secs_f64();
-    eprintln!("{n} rows in {s:.2} s: {:.0} rows/s", n as f64 / s);
-}
