@@ -52,9 +52,9 @@
 //!   the bias is below one base unit (10^-18 coin) per row. Because F̂ ≤ F,
 //!   the result is ⌈exact⌉ except when the exact value lies within a
 //!   relative 2·10^-35 below an integer; then it can be 1 base unit higher.
-//! - **The fiat fee** in micro-units rounds half to even. It is the record
-//!   of what the work was worth; it is never 0-biased, so sums of many rows
-//!   stay unbiased. It can be 0 for tiny work while the token amount is not.
+//! - **The fiat fee** in micro-units rounds half to even. It records what
+//!   the work was worth; half-even keeps the sum of many rows unbiased. It
+//!   can be 0 for tiny work while the token amount is not.
 //!
 //! # Fees
 //!
