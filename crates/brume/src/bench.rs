@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `sandbox`, `invoke` or `job`.
+    /// Which benchmark: `sandbox`, `invoke`, `job` or `ledger`.
     name: String,
     /// Time budget for the whole run.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
@@ -20,8 +20,9 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "sandbox" => brume_bench::sandbox::run(args.duration, &mut say).await,
         "invoke" => brume_bench::net::invoke(args.duration, &mut say).await,
         "job" => brume_bench::net::job(args.duration, &mut say).await,
+        "ledger" => brume_bench::ledger::run(args.duration, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, ledger)"
         )),
     };
     match result {

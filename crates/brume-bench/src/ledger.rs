@@ -1,0 +1,171 @@
+//! `brume bench ledger`: durable, hashed, group-committed ledger ingest
+//! with concurrent writers, against plain prepared-statement inserts of the
+//! same rows in one transaction, in the same run; then an audit of
+//! everything written.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use brume_ledger::row::{LedgerRow, PrivateData, RowData, example_row};
+use brume_ledger::store::{LedgerStore, RowFilter, SqliteStore};
+use serde_json::json;
+
+use crate::{Samples, round};
+
+/// Concurrent appenders (e.g. broker request handlers).
+const WRITERS: usize = 16;
+/// Rows per `append` call (one work unit each; a handler appends one, a
+/// batch of jobs several).
+const PER_CALL: usize = 32;
+
+/// A fresh row from the template: new work id and timestamp, sealed (its
+/// three Keccak hashes computed) as the broker would.
+fn make(template: &(RowData, PrivateData), i: u64) -> anyhow::Result<LedgerRow> {
+    let (mut data, mut private) = template.clone();
+    data.work_id = format!("bench-{i:012}");
+    data.timestamp_ms = 1_700_000_000_000 + i;
+    private.salt[..8].copy_from_slice(&i.to_be_bytes());
+    Ok(LedgerRow::seal(data, private)?)
+}
+
+pub async fn run(
+    duration: Duration,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SqliteStore::open(&dir.path().join("ledger"))?);
+    let mut example = example_row()?;
+    let private = example
+        .private
+        .take()
+        .context("the example row has private columns")?;
+    let template = Arc::new((example.data, private));
+
+    // 1. Ingest: WRITERS tasks append PER_CALL sealed rows at a time until
+    //    the budget is spent; each call returns once its rows are durable.
+    let budget = duration.mul_f64(0.45);
+    let start = Instant::now();
+    let deadline = start + budget;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS as u64 {
+        let store = store.clone();
+        let template = template.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Samples::new();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let rows = (0..PER_CALL as u64)
+                    .map(|k| make(&template, (w << 40) | (n + k)))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let t = Instant::now();
+                store.append(rows).await?;
+                lat.record(t.elapsed());
+                n += PER_CALL as u64;
+            }
+            Ok::<_, anyhow::Error>((n, lat))
+        }));
+    }
+    let mut rows = 0u64;
+    let mut commit = Samples::new();
+    for t in tasks {
+        let (n, lat) = t.await??;
+        rows += n;
+        commit.0.add(&lat.0).context("merge histograms")?;
+    }
+    let ingest_s = start.elapsed().as_secs_f64();
+    let ingest = rows as f64 / ingest_s;
+    out(&format!(
+        "ledger ingest: {rows} rows in {ingest_s:.1} s = {ingest:.0} rows/s ({WRITERS} writers × {PER_CALL} rows/call); \
+         append p50 {:.2} ms p99 {:.2} ms",
+        commit.ms(0.5),
+        commit.ms(0.99)
+    ));
+
+    // 2. Baseline: the same number of rows (pre-sealed, so no hashing is
+    //    timed), plain prepared-statement inserts in one transaction.
+    let n = rows.min(2_000_000);
+    let base_rows = (0..n)
+        .map(|i| make(&template, (1 << 62) | i))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let base_path = dir.path().join("baseline.db");
+    let baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let mut conn = rusqlite::Connection::open(&base_path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE rows (work_id TEXT NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, \
+             requester TEXT NOT NULL, provider TEXT NOT NULL, service_digest TEXT NOT NULL, \
+             fuel INTEGER NOT NULL, fee_micros INTEGER NOT NULL, token_amount TEXT NOT NULL, \
+             payouts TEXT NOT NULL, private TEXT NOT NULL, private_hash BLOB NOT NULL, \
+             custom_hash BLOB NOT NULL, row_hash BLOB NOT NULL)",
+        )?;
+        let start = Instant::now();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            for r in &base_rows {
+                let d = &r.data;
+                stmt.execute(rusqlite::params![
+                    d.work_id,
+                    d.timestamp_ms as i64,
+                    d.requester,
+                    d.provider,
+                    d.service_digest,
+                    d.usage.fuel as i64,
+                    d.fee_micros as i64,
+                    d.token_amount.to_string(),
+                    serde_json::to_string(&d.payouts)?,
+                    serde_json::to_string(&r.private)?,
+                    &r.private_hash.0[..],
+                    &r.custom_hash.0[..],
+                    &r.row_hash.0[..],
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(base_rows.len() as f64 / start.elapsed().as_secs_f64())
+    })
+    .await??;
+    let ratio = ingest / baseline;
+    out(&format!(
+        "baseline (prepared inserts, one transaction): {n} rows = {baseline:.0} rows/s; ratio {ratio:.3}"
+    ));
+
+    // 3. Audit: read every row back and recompute its hashes.
+    let start = Instant::now();
+    let report =
+        brume_ledger::audit::audit_store(store.as_ref(), RowFilter::default(), true).await?;
+    let audit_s = start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report.is_clean(),
+        "the bench ledger does not audit clean: {:?}",
+        report.bad_rows()
+    );
+    anyhow::ensure!(
+        report.rows == rows,
+        "audited {} rows of {rows}",
+        report.rows
+    );
+    let audit = report.rows as f64 / audit_s;
+    out(&format!(
+        "audit: {} rows in {audit_s:.1} s = {audit:.0} rows/s, clean",
+        report.rows
+    ));
+    store.close();
+
+    Ok(json!({
+        "bench": "ledger",
+        "ingest_rows_per_s": round(ingest, 0),
+        "baseline_rows_per_s": round(baseline, 0),
+        "ratio": round(ratio, 3),
+        "audit_rows_per_s": round(audit, 0),
+        "p99_commit_latency_ms": round(commit.ms(0.99), 3),
+        "p50_commit_latency_ms": round(commit.ms(0.5), 3),
+        "rows": rows,
+        "writers": WRITERS,
+        "rows_per_call": PER_CALL,
+    }))
+}
