@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::jobs::{self, JobEntry, StoredJob};
+use crate::ledger::{self, Billing};
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::sched::{Completion, Sink, Work, WorkSpec};
 use crate::store::keys;
@@ -82,8 +83,28 @@ fn body_or_fail(body: Result<Bytes, BytesRejection>, what: &str) -> Res<Bytes> {
     })
 }
 
-/// A requester with a valid API key.
-pub(crate) struct Auth;
+/// A requester with a valid API key, and the key's name (the ledger's
+/// requester account).
+pub(crate) struct Auth {
+    pub name: String,
+}
+
+/// An API key if the request carries one (and then it must be valid).
+pub(crate) struct MaybeAuth(pub Option<Auth>);
+
+impl FromRequestParts<Arc<Shared>> for MaybeAuth {
+    type Rejection = Fail;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<MaybeAuth, Fail> {
+        match bearer(parts) {
+            None => Ok(MaybeAuth(None)),
+            Some(token) => check_key(shared, token).await.map(|a| MaybeAuth(Some(a))),
+        }
+    }
+}
 
 fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts
@@ -114,8 +135,8 @@ async fn check_key(shared: &Arc<Shared>, token: &str) -> Result<Auth, Fail> {
     let hash = keys::hash(token);
     let refresh = {
         let cache = shared.keys.read();
-        if cache.hashes.contains(&hash) {
-            return Ok(Auth);
+        if let Some(name) = cache.hashes.get(&hash) {
+            return Ok(Auth { name: name.clone() });
         }
         // Keys minted by `brume broker keys create` while we run: look in
         // the database, at most once a second.
@@ -125,10 +146,10 @@ async fn check_key(shared: &Arc<Shared>, token: &str) -> Result<Auth, Fail> {
     };
     if refresh {
         shared.keys.write().refreshed = Some(Instant::now());
-        let found = shared.store.read(move |c| keys::exists(c, &hash)).await?;
-        if found {
-            shared.keys.write().hashes.insert(hash);
-            return Ok(Auth);
+        let found = shared.store.read(move |c| keys::name_of(c, &hash)).await?;
+        if let Some(name) = found {
+            shared.keys.write().hashes.insert(hash, name.clone());
+            return Ok(Auth { name });
         }
     }
     Err(Fail::new(ErrorCode::Forbidden, "the API key is not valid"))
@@ -160,6 +181,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}", get(get_job).delete(cancel_job))
         .route("/v1/jobs/{id}/events", get(job_events))
         .route("/v1/jobs/{id}/result", get(job_result))
+        .route("/v1/ledger/rows", get(ledger_rows))
+        .route("/v1/ledger/rows/{work_id}", get(ledger_row))
         .route("/v1/status", get(status))
         .route("/v1/providers", get(providers))
         .route("/metrics", get(metrics))
@@ -206,7 +229,7 @@ struct PublishQuery {
 
 async fn publish(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
     query: Result<Query<PublishQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(StatusCode, axum::Json<ServiceInfo>)> {
@@ -281,16 +304,22 @@ async fn publish(
     };
     shared.store.put_blob(digest.clone(), stored).await?;
     let row = info.clone();
+    let developer = auth.name;
+    let dev = developer.clone();
     shared
         .store
         .write(move |tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO services (name, kind, digest, size_bytes, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![row.name, row.kind.as_str(), row.digest, row.size_bytes as i64, row.created_at_ms as i64],
+                "INSERT OR REPLACE INTO services (name, kind, digest, size_bytes, created_at_ms, developer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![row.name, row.kind.as_str(), row.digest, row.size_bytes as i64, row.created_at_ms as i64, dev],
             )?;
             Ok(())
         })
         .await?;
+    shared
+        .developers
+        .write()
+        .insert(info.name.clone(), developer);
     shared
         .services
         .write()
@@ -474,6 +503,7 @@ fn completion_response(id: WorkId, c: Completion) -> Response {
             outcome,
             provider,
             attempts,
+            cost,
         } => {
             let fuel = outcome.usage().fuel;
             let mut resp = match *outcome {
@@ -522,6 +552,12 @@ fn completion_response(id: WorkId, c: Completion) -> Response {
                 }
             };
             xb_headers(resp.headers_mut(), id, &provider, Some(fuel), attempts);
+            if let Some(cost) = cost
+                && let Ok(v) = HeaderValue::from_str(&cost.token_amount.to_string())
+            {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static(ledger::COST_HEADER), v);
+            }
             resp
         }
         Completion::Failed { error, attempts } => {
@@ -547,11 +583,20 @@ fn query_args(query: Option<&str>) -> Vec<String> {
 /// the body fit the input limit, and the broker not be overloaded.
 fn sync_work(
     shared: &Shared,
+    auth: Auth,
+    headers: &HeaderMap,
     name: &str,
     kind: ServiceKind,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(WorkSpec, Bytes)> {
     let svc = service(shared, name)?;
+    let billing = Billing {
+        requester: auth.name,
+        end_user: end_user(headers)?,
+        developer: developer(shared, Some(name), &svc.digest),
+        request_line: String::new(),
+        request_headers: Vec::new(),
+    };
     if svc.kind != kind {
         let hint = match svc.kind {
             ServiceKind::Http => format!("{name} is an http service: call it at /fn/{name}/"),
@@ -589,18 +634,57 @@ fn sync_work(
         progress_ms: None,
         seed: 0,
         clock_start_ms: 0,
+        billing,
     };
     Ok((spec, body))
 }
 
+/// The optional `x-brume-end-user` header (at most 256 bytes of UTF-8).
+fn end_user(headers: &HeaderMap) -> Res<String> {
+    let Some(v) = headers.get(ledger::END_USER_HEADER) else {
+        return Ok(String::new());
+    };
+    match v.to_str() {
+        Ok(s) if s.len() <= brume_ledger::row::MAX_ID_BYTES => Ok(s.to_string()),
+        _ => Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{}: at most {} bytes of visible ASCII",
+                ledger::END_USER_HEADER,
+                brume_ledger::row::MAX_ID_BYTES
+            ),
+        )),
+    }
+}
+
+/// The developer of a service (the name of the key that published it), or
+/// of any service with this digest when there is no name.
+fn developer(shared: &Shared, name: Option<&str>, digest: &str) -> String {
+    let devs = shared.developers.read();
+    if let Some(name) = name {
+        return devs.get(name).cloned().unwrap_or_default();
+    }
+    let services = shared.services.read();
+    services
+        .values()
+        .filter(|s| s.digest == digest)
+        .find_map(|s| devs.get(&s.name).cloned())
+        .unwrap_or_default()
+}
+
 async fn invoke(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
-    let (mut spec, body) = sync_work(&shared, &name, ServiceKind::Command, body)?;
+    let (mut spec, body) = sync_work(&shared, auth, &headers, &name, ServiceKind::Command, body)?;
+    spec.billing.request_line = match &query {
+        Some(q) => format!("POST /v1/functions/{name}/invoke?{q} HTTP/1.1"),
+        None => format!("POST /v1/functions/{name}/invoke HTTP/1.1"),
+    };
     spec.args = vec![name];
     spec.args.extend(query_args(query.as_deref()));
     spec.stdin = body;
@@ -645,7 +729,7 @@ async fn call_http(
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
     name: String,
     path: String,
     method: Method,
@@ -653,12 +737,15 @@ async fn forward(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
-    let (mut spec, body) = sync_work(&shared, &name, ServiceKind::Http, body)?;
+    let (mut spec, body) = sync_work(&shared, auth, &headers, &name, ServiceKind::Http, body)?;
     let mut uri = format!("/{path}");
     if let Some(q) = query {
         uri.push('?');
         uri.push_str(&q);
     }
+    spec.billing.request_line = format!("{method} /fn/{name}{uri} HTTP/1.1");
+    spec.billing.request_headers =
+        Billing::headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
     // The broker's API key is consumed here; it never reaches a provider.
     let headers = headers
         .iter()
@@ -703,6 +790,13 @@ fn work_spec(stored: &StoredJob, progress: Duration) -> WorkSpec {
         progress_ms: Some(progress.as_millis() as u64),
         seed: stored.seed,
         clock_start_ms: 0,
+        billing: Billing {
+            requester: stored.requester.clone(),
+            end_user: stored.end_user.clone(),
+            developer: stored.developer.clone(),
+            request_line: String::new(),
+            request_headers: Vec::new(),
+        },
     }
 }
 
@@ -735,9 +829,11 @@ pub(crate) async fn recover_jobs(shared: &Arc<Shared>) -> Result<(), crate::Stor
 
 async fn submit_job(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
+    req_headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(StatusCode, HeaderMap, axum::Json<JobInfo>)> {
+    let end_user = end_user(&req_headers)?;
     let body = body_or_fail(body, "job spec")?;
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -833,6 +929,9 @@ async fn submit_job(
             .unwrap_or(c.job_queue_timeout.as_millis() as u64),
         max_price: spec.max_price,
         labels: spec.labels.clone(),
+        developer: developer(&shared, service_name.as_deref(), &digest),
+        requester: auth.name,
+        end_user,
     };
     let now = crate::now_ms();
     let id = WorkId::new();
@@ -1062,6 +1161,111 @@ async fn job_events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+// ---- ledger ------------------------------------------------------------------
+
+impl From<brume_ledger::store::LedgerError> for Fail {
+    fn from(e: brume_ledger::store::LedgerError) -> Fail {
+        use brume_ledger::store::LedgerError as E;
+        match e {
+            E::InvalidCursor => Fail::new(ErrorCode::InvalidRequest, "cursor: not a valid cursor"),
+            E::NotFound(id) => Fail::new(ErrorCode::NotFound, format!("no ledger row {id}")),
+            other => {
+                tracing::error!(code = other.code(), "ledger: {other}");
+                Fail::new(ErrorCode::Internal, format!("ledger: {other}"))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RowsQuery {
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    account: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/ledger/rows`. The row JSON is brume-ledger's (third parties
+/// re-verify it), so this wrapper lives here rather than in brume-api.
+#[derive(Debug, serde::Serialize)]
+struct RowsPage {
+    rows: Vec<brume_ledger::row::LedgerRow>,
+    /// Rows the store could not decode (an auditor must see them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    corrupt: Vec<brume_ledger::store::CorruptRow>,
+    next_cursor: Option<String>,
+}
+
+/// A row as `reader` may see it: private columns only for its requester.
+fn visible(
+    row: brume_ledger::row::LedgerRow,
+    reader: Option<&str>,
+) -> brume_ledger::row::LedgerRow {
+    if reader.is_some_and(|r| r == row.data.requester) {
+        row
+    } else {
+        brume_ledger::row::LedgerRow {
+            private: None,
+            ..row
+        }
+    }
+}
+
+async fn ledger_rows(
+    State(shared): Sh,
+    MaybeAuth(auth): MaybeAuth,
+    query: Result<Query<RowsQuery>, QueryRejection>,
+) -> Res<axum::Json<RowsPage>> {
+    use brume_ledger::store::{LedgerStore as _, ListQuery, RowFilter};
+    let Query(q) = query.map_err(|e| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("query: {}", e.body_text()),
+        )
+    })?;
+    let reader = auth.map(|a| a.name);
+    let page = shared
+        .ledger
+        .store()
+        .list(ListQuery {
+            filter: RowFilter {
+                from_ms: q.from_ms,
+                to_ms: q.to_ms,
+                account: q.account.filter(|a| !a.is_empty()),
+            },
+            cursor: q.cursor.filter(|c| !c.is_empty()),
+            limit: q.limit,
+            private: reader.is_some(),
+        })
+        .await?;
+    Ok(axum::Json(RowsPage {
+        rows: page
+            .rows
+            .into_iter()
+            .map(|r| visible(r, reader.as_deref()))
+            .collect(),
+        corrupt: page.corrupt,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+async fn ledger_row(
+    State(shared): Sh,
+    MaybeAuth(auth): MaybeAuth,
+    Path(work_id): Path<String>,
+) -> Res<axum::Json<brume_ledger::row::LedgerRow>> {
+    use brume_ledger::store::LedgerStore as _;
+    let reader = auth.map(|a| a.name);
+    let row = shared
+        .ledger
+        .store()
+        .get(&work_id, reader.is_some())
+        .await?
+        .ok_or_else(|| Fail::new(ErrorCode::NotFound, format!("no ledger row {work_id}")))?;
+    Ok(axum::Json(visible(row, reader.as_deref())))
 }
 
 // ---- status, providers, metrics, provider endpoint -------------------------

@@ -39,6 +39,14 @@ pub(crate) struct StoredJob {
     pub queue_timeout_ms: u64,
     pub max_price: Option<Price>,
     pub labels: BTreeMap<String, String>,
+    /// The ledger's participants, fixed at submission (absent in rows
+    /// written before the ledger).
+    #[serde(default)]
+    pub requester: String,
+    #[serde(default)]
+    pub end_user: String,
+    #[serde(default)]
+    pub developer: String,
 }
 
 #[derive(Debug)]
@@ -229,6 +237,7 @@ impl JobEntry {
                 outcome,
                 provider,
                 attempts,
+                ..
             } => match *outcome {
                 Outcome::Exited {
                     exit_code,

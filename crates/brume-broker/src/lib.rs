@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 mod api;
 mod jobs;
+pub mod ledger;
 mod metrics;
 mod sched;
 mod session;
@@ -78,6 +79,8 @@ pub struct BrokerConfig {
     pub progress_interval: Duration,
     /// Finished jobs stay in memory this long (then they are read from disk).
     pub finished_job_retention: Duration,
+    /// Pricing and payout shares of the ledger rows.
+    pub ledger: ledger::LedgerConfig,
 }
 
 impl Default for BrokerConfig {
@@ -114,6 +117,7 @@ impl Default for BrokerConfig {
             max_attempts: 3,
             progress_interval: Duration::from_millis(500),
             finished_job_retention: Duration::from_secs(300),
+            ledger: ledger::LedgerConfig::default(),
         }
     }
 }
@@ -134,6 +138,8 @@ pub enum BrokerError {
     Sandbox(String),
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::BillError),
 }
 
 pub(crate) type JobSlot = (Arc<jobs::JobEntry>, Option<Instant>);
@@ -151,7 +157,10 @@ pub(crate) struct Shared {
     pub works: parking_lot::Mutex<std::collections::HashMap<WorkId, Arc<sched::Work>>>,
     pub services:
         parking_lot::RwLock<std::collections::HashMap<String, brume_api::rest::ServiceInfo>>,
+    /// The developer (publishing key's name) of each service, by name.
+    pub developers: parking_lot::RwLock<std::collections::HashMap<String, String>>,
     pub keys: parking_lot::RwLock<KeyCache>,
+    pub ledger: Arc<ledger::Ledger>,
     pub blob_tokens: parking_lot::RwLock<std::collections::HashSet<String>>,
     pub validator: brume_sandbox::Sandbox,
     pub metrics: metrics::Metrics,
@@ -162,7 +171,8 @@ pub(crate) struct Shared {
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    pub hashes: std::collections::HashSet<[u8; 32]>,
+    /// Key hash to key name.
+    pub hashes: std::collections::HashMap<[u8; 32], String>,
     pub refreshed: Option<Instant>,
 }
 
@@ -183,7 +193,9 @@ impl Shared {
         if after.retries > 0 {
             self.metrics.retries.inc_by(after.retries);
         }
-        after.run();
+        for (work, completion) in after.finish {
+            ledger::finish(&self.ledger, work, completion);
+        }
         out
     }
 
@@ -263,22 +275,34 @@ impl Broker {
         let services = store
             .read(|c| {
                 let mut stmt = c.prepare(
-                    "SELECT name, kind, digest, size_bytes, created_at_ms FROM services",
+                    "SELECT name, kind, digest, size_bytes, created_at_ms, developer FROM services",
                 )?;
                 let rows = stmt.query_map([], |r| {
                     let kind: String = r.get(1)?;
-                    Ok(brume_api::rest::ServiceInfo {
-                        name: r.get(0)?,
-                        kind: kind.parse().unwrap_or(brume_api::ServiceKind::Command),
-                        digest: r.get(2)?,
-                        size_bytes: r.get::<_, i64>(3)? as u64,
-                        created_at_ms: r.get::<_, i64>(4)? as u64,
-                    })
+                    Ok((
+                        brume_api::rest::ServiceInfo {
+                            name: r.get(0)?,
+                            kind: kind.parse().unwrap_or(brume_api::ServiceKind::Command),
+                            digest: r.get(2)?,
+                            size_bytes: r.get::<_, i64>(3)? as u64,
+                            created_at_ms: r.get::<_, i64>(4)? as u64,
+                        },
+                        r.get::<_, String>(5)?,
+                    ))
                 })?;
                 rows.collect::<Result<Vec<_>, _>>()
             })
             .await?;
         let hashes = store.read(store::keys::all_hashes).await?;
+        let ledger_dir = data_dir.join("ledger");
+        let ledger = {
+            let (config, operator) = (config.ledger.clone(), broker_id.clone());
+            tokio::task::spawn_blocking(move || {
+                ledger::Ledger::open(&ledger_dir, &config, operator)
+            })
+            .await
+            .map_err(|e| BrokerError::Ledger(ledger::BillError::Open(e.to_string())))??
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| BrokerError::Listen {
@@ -294,9 +318,19 @@ impl Broker {
             sched: parking_lot::Mutex::new(sched::Scheduler::default()),
             jobs: parking_lot::Mutex::new(Default::default()),
             works: parking_lot::Mutex::new(Default::default()),
-            services: parking_lot::RwLock::new(
-                services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            developers: parking_lot::RwLock::new(
+                services
+                    .iter()
+                    .map(|(s, dev)| (s.name.clone(), dev.clone()))
+                    .collect(),
             ),
+            services: parking_lot::RwLock::new(
+                services
+                    .into_iter()
+                    .map(|(s, _)| (s.name.clone(), s))
+                    .collect(),
+            ),
+            ledger: Arc::new(ledger),
             keys: parking_lot::RwLock::new(KeyCache {
                 hashes: hashes.into_iter().collect(),
                 refreshed: Some(Instant::now()),
@@ -361,6 +395,7 @@ impl RunningBroker {
     /// Mints an API key (stored hashed) and returns it.
     pub async fn create_api_key(&self, name: &str) -> Result<String, BrokerError> {
         let name = name.to_string();
+        let key_name = name.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.shared
             .store
@@ -378,7 +413,7 @@ impl RunningBroker {
             .keys
             .write()
             .hashes
-            .insert(store::keys::hash(&token));
+            .insert(store::keys::hash(&token), key_name);
         Ok(token)
     }
 
@@ -392,7 +427,19 @@ impl RunningBroker {
     pub async fn wait(self) -> Result<(), BrokerError> {
         let r = self.task.await.unwrap_or(Ok(()));
         self.shared.store.flush().await?;
+        self.shared.ledger.settled().await;
         r
+    }
+
+    /// The ledger's store (for in-process readers such as the devnet demo).
+    pub fn ledger(&self) -> &brume_ledger::store::SqliteStore {
+        self.shared.ledger.store()
+    }
+
+    /// Waits until every row queued so far is durable (sync invocations
+    /// append in the background).
+    pub async fn ledger_settled(&self) {
+        self.shared.ledger.settled().await;
     }
 }
 

@@ -53,6 +53,8 @@ pub(crate) struct WorkSpec {
     pub progress_ms: Option<u64>,
     pub seed: u64,
     pub clock_start_ms: u64,
+    /// Who the ledger row names and what it records privately.
+    pub billing: crate::ledger::Billing,
 }
 
 /// How a unit of work ended, as seen by whoever waits for it.
@@ -62,6 +64,8 @@ pub(crate) enum Completion {
         outcome: Box<wire::Outcome>,
         provider: String,
         attempts: u32,
+        /// What the ledger billed (set by `ledger::finish`).
+        cost: Option<crate::ledger::Cost>,
     },
     Failed {
         error: ApiError,
@@ -131,13 +135,26 @@ impl Work {
     /// Delivers the one completion of this work. Later calls do nothing and
     /// return false (a late result from an earlier attempt, say).
     pub fn finish(&self, completion: Completion) -> bool {
-        {
-            let mut st = self.state.lock();
-            if st.finished {
-                return false;
-            }
-            st.finished = true;
+        if !self.claim() {
+            return false;
         }
+        self.deliver(completion);
+        true
+    }
+
+    /// Marks the work finished; false if it already was. Whoever claims it
+    /// must [`deliver`](Work::deliver) its completion.
+    pub fn claim(&self) -> bool {
+        let mut st = self.state.lock();
+        if st.finished {
+            return false;
+        }
+        st.finished = true;
+        true
+    }
+
+    /// Hands the completion to whoever waits (after a successful claim).
+    pub fn deliver(&self, completion: Completion) {
         match &self.sink {
             Sink::Invoke(tx) => {
                 if let Some(tx) = tx.lock().take() {
@@ -146,7 +163,6 @@ impl Work {
             }
             Sink::Job(job) => job.complete(completion),
         }
-        true
     }
 
     fn job(&self) -> Option<&Arc<JobEntry>> {
@@ -250,6 +266,7 @@ pub(crate) struct After {
 }
 
 impl After {
+    #[cfg(test)]
     pub fn run(self) {
         for (work, c) in self.finish {
             work.finish(c);
@@ -603,6 +620,7 @@ impl Scheduler {
                 outcome,
                 provider,
                 attempts: inf.attempt,
+                cost: None,
             },
         ));
         self.fill(id, after);
@@ -752,6 +770,7 @@ mod tests {
             progress_ms: None,
             seed: 0,
             clock_start_ms: 0,
+            billing: Default::default(),
         };
         let (tx, _rx) = oneshot::channel();
         Work::new(

@@ -112,7 +112,29 @@ pub fn open_sync(dir: &Path) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(dir)?;
     let conn = open_conn(&dir.join("broker.db"))?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn)
+}
+
+/// Columns added after the first schema. Each is added only if missing
+/// (`pragma table_info`), so old databases open and new ones are untouched.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        for n in names {
+            if n? == column {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    // The name of the API key that published the service: the ledger's
+    // `developer`.
+    if !has("services", "developer")? {
+        conn.execute_batch("ALTER TABLE services ADD COLUMN developer TEXT NOT NULL DEFAULT ''")?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -302,25 +324,29 @@ pub mod keys {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn all_hashes(conn: &Connection) -> rusqlite::Result<Vec<[u8; 32]>> {
-        let mut stmt = conn.prepare("SELECT hash FROM api_keys")?;
-        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    /// (hash, name) of every key.
+    pub fn all_hashes(conn: &Connection) -> rusqlite::Result<Vec<([u8; 32], String)>> {
+        let mut stmt = conn.prepare("SELECT hash, name FROM api_keys")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+        })?;
         let mut out = Vec::new();
-        for h in rows {
-            if let Ok(arr) = <[u8; 32]>::try_from(h?.as_slice()) {
-                out.push(arr);
+        for row in rows {
+            let (h, name) = row?;
+            if let Ok(arr) = <[u8; 32]>::try_from(h.as_slice()) {
+                out.push((arr, name));
             }
         }
         Ok(out)
     }
 
-    pub fn exists(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<bool> {
+    /// The name of the key with this hash, if there is one.
+    pub fn name_of(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<String>> {
         conn.query_row(
-            "SELECT 1 FROM api_keys WHERE hash = ?1",
+            "SELECT name FROM api_keys WHERE hash = ?1",
             [hash.to_vec()],
-            |_| Ok(()),
+            |r| r.get::<_, String>(0),
         )
         .optional()
-        .map(|r| r.is_some())
     }
 }

@@ -140,7 +140,7 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
     }
     crate::logging::flush_stdout();
     let code = if args.demo {
-        match demo(&url, &net.api_key, args.json).await {
+        match demo(&net.broker, &net.api_key, args.json).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: demo: {e:#}");
@@ -180,8 +180,9 @@ fn print_banner(net: &Net) {
     println!("Ctrl-C stops the network.");
 }
 
-async fn demo(url: &str, api_key: &str, json_out: bool) -> anyhow::Result<()> {
+async fn demo(broker: &RunningBroker, api_key: &str, json_out: bool) -> anyhow::Result<()> {
     use test_programs_artifacts as guests;
+    let url = broker.url();
     let client = Client::new(url, Some(api_key.to_string()))?;
     let say = |s: String| {
         if !json_out {
@@ -333,6 +334,77 @@ async fn demo(url: &str, api_key: &str, json_out: bool) -> anyhow::Result<()> {
         status.capacity.slots_total,
         status.uptime_s
     ));
+    ledger_summary(broker, &job.id.to_string(), &say).await?;
     say("\ndemo complete.".into());
+    Ok(())
+}
+
+/// Prints the ledger's rows, their total fee and the job's payout split,
+/// then audits every row in-process; an unclean audit fails the demo.
+async fn ledger_summary(
+    broker: &RunningBroker,
+    job_id: &str,
+    say: &impl Fn(String),
+) -> anyhow::Result<()> {
+    use brume_ledger::store::{LedgerStore as _, ListQuery, MAX_PAGE, RowFilter};
+    // Sync calls append their rows in the background: wait for them.
+    broker.ledger_settled().await;
+    let store = broker.ledger();
+    let (mut rows, mut fee_micros, mut tokens, mut currency) = (0u64, 0u128, 0u128, String::new());
+    let mut job_row = None;
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(ListQuery {
+                filter: RowFilter::default(),
+                cursor,
+                limit: Some(MAX_PAGE),
+                private: false,
+            })
+            .await
+            .context("read the ledger")?;
+        for r in page.rows {
+            rows += 1;
+            fee_micros += u128::from(r.data.fee_micros);
+            tokens += r.data.token_amount;
+            currency.clone_from(&r.data.fee_currency);
+            if r.data.work_id == job_id {
+                job_row = Some(r);
+            }
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    say(format!(
+        "\n== ledger: {rows} rows, total fee {fee_micros} micro-{currency} = {tokens} token base units"
+    ));
+    if let Some(r) = &job_row {
+        say(format!(
+            "  job row {}: fee {} micro-{} ({} token base units), row hash {}",
+            r.data.work_id, r.data.fee_micros, r.data.fee_currency, r.data.token_amount, r.row_hash
+        ));
+        for p in &r.data.payouts {
+            say(format!(
+                "    {:<9} {}  {} micro-{}",
+                p.role, p.beneficiary, p.amount_micros, r.data.fee_currency
+            ));
+        }
+    }
+    let report = brume_ledger::audit::audit_store(store, RowFilter::default(), true)
+        .await
+        .context("audit the ledger")?;
+    if !report.is_clean() {
+        anyhow::bail!("the ledger audit failed: {}", report.bad_rows().join(", "));
+    }
+    say(format!(
+        "  audit: {} rows clean, aggregate {}",
+        report.rows,
+        report.aggregate.hash()
+    ));
+    if job_row.is_none() {
+        anyhow::bail!("the demo job has no ledger row");
+    }
     Ok(())
 }

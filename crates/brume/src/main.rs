@@ -12,6 +12,7 @@ mod broker;
 mod config;
 mod devnet;
 mod exec;
+mod ledger;
 mod logging;
 mod provide;
 mod requester;
@@ -50,6 +51,8 @@ enum Command {
     Job(requester::JobArgs),
     /// Measure a component against a baseline in the same run.
     Bench(bench::BenchArgs),
+    /// Export a broker's ledger, or audit every row hash.
+    Ledger(ledger::LedgerArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
             Command::Run(args) => requester::run(args, &file.client).await,
             Command::Job(args) => requester::job(args, &file.client).await,
             Command::Bench(args) => bench::main(args).await,
+            Command::Ledger(args) => ledger::main(args).await,
         }
     })
 }

@@ -25,6 +25,9 @@ fn devnet_demo_runs_end_to_end() {
         "200 OK",
         "state succeeded  exit 0",
         "\"kind\":\"asian-call\"",
+        "== ledger: ",
+        "    provider  0x",
+        "rows clean, aggregate ",
         "demo complete.",
     ] {
         assert!(
@@ -34,6 +37,7 @@ fn devnet_demo_runs_end_to_end() {
     }
     // The data dir holds the broker's database and an API key file.
     assert!(data.join("broker/broker.db").exists());
+    assert!(data.join("broker/ledger/ledger.db").exists());
     let key = std::fs::read_to_string(data.join("api-key")).expect("api-key file");
     assert!(key.trim().starts_with("brk_"), "{key}");
 }

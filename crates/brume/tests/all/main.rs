@@ -4,5 +4,6 @@ mod util;
 
 mod devnet;
 mod exec;
+mod ledger;
 mod net;
 mod network;

@@ -1,0 +1,394 @@
+//! `brume ledger export|audit`: read a ledger from a data directory or from
+//! a broker's public API, print it, or re-verify every row hash.
+//!
+//! Exit codes: 0 clean (or exported), 1 the audit found bad rows (they are
+//! named on stderr, or in the `--json` report), 2 the ledger could not be
+//! read.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, anyhow, bail};
+use brume_ledger::audit::{self, AuditReport, Finding, Problem};
+use brume_ledger::row::LedgerRow;
+use brume_ledger::store::{LedgerStore as _, ListQuery, MAX_PAGE, RowFilter, SqliteStore};
+
+#[derive(Debug, clap::Args)]
+pub struct LedgerArgs {
+    #[command(subcommand)]
+    command: LedgerCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum LedgerCommand {
+    /// Print the rows (public columns and hashes) as CSV or JSON lines.
+    Export(ExportArgs),
+    /// Recompute every row hash; exit non-zero naming the rows that differ.
+    Audit(AuditArgs),
+}
+
+/// Where the ledger is read from.
+#[derive(Debug, clap::Args)]
+struct Source {
+    /// A broker data dir (reads DIR/ledger) or a devnet data dir (reads
+    /// DIR/broker/ledger).
+    #[arg(long, conflicts_with = "broker", required_unless_present = "broker")]
+    data: Option<PathBuf>,
+    /// A broker's URL: pages through its public API (`/v1/ledger/rows`).
+    #[arg(long)]
+    broker: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    source: Source,
+    /// `csv` (a header row of public columns; payouts as JSON in one
+    /// column) or `jsonl` (one row object a line).
+    #[arg(long, default_value = "jsonl")]
+    format: Format,
+    /// Only rows at or after this time (ms since the Unix epoch).
+    #[arg(long)]
+    from_ms: Option<u64>,
+    /// Only rows before this time (ms since the Unix epoch).
+    #[arg(long)]
+    to_ms: Option<u64>,
+    /// Only rows of this requester account.
+    #[arg(long)]
+    account: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn main(args: LedgerArgs) -> ExitCode {
+    let result = match args.command {
+        LedgerCommand::Export(a) => export(a).await,
+        LedgerCommand::Audit(a) => run_audit(a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: ledger: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The ledger directory of a broker or devnet data dir.
+fn ledger_dir(data: &Path) -> anyhow::Result<PathBuf> {
+    let file = brume_ledger::store::DB_FILE;
+    for dir in [data.join("ledger"), data.join("broker").join("ledger")] {
+        if dir.join(file).is_file() {
+            return Ok(dir);
+        }
+    }
+    bail!(
+        "no ledger under {} (looked for ledger/{file} and broker/ledger/{file})",
+        data.display()
+    )
+}
+
+async fn open(data: &Path) -> anyhow::Result<SqliteStore> {
+    let dir = ledger_dir(data)?;
+    tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+        .await
+        .context("open task")?
+        .context("open the ledger")
+}
+
+/// One page from a broker: rows as JSON objects, corrupt rows as findings.
+struct RemotePage {
+    rows: Vec<serde_json::Value>,
+    corrupt: Vec<Finding>,
+    next_cursor: Option<String>,
+}
+
+async fn remote_page(
+    http: &reqwest::Client,
+    base: &str,
+    filter: &RowFilter,
+    cursor: Option<&str>,
+) -> anyhow::Result<RemotePage> {
+    let mut query: Vec<(&str, String)> = vec![("limit", MAX_PAGE.to_string())];
+    if let Some(v) = filter.from_ms {
+        query.push(("from_ms", v.to_string()));
+    }
+    if let Some(v) = filter.to_ms {
+        query.push(("to_ms", v.to_string()));
+    }
+    if let Some(v) = &filter.account {
+        query.push(("account", v.clone()));
+    }
+    if let Some(c) = cursor {
+        query.push(("cursor", c.to_string()));
+    }
+    let url = format!("{}/v1/ledger/rows", base.trim_end_matches('/'));
+    let resp = http
+        .get(&url)
+        .query(&query)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let body = resp.bytes().await.with_context(|| format!("GET {url}"))?;
+    if !status.is_success() {
+        bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))?;
+    let rows = match v.get_mut("rows").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(rows)) => rows,
+        _ => bail!("GET {url}: no `rows` array"),
+    };
+    let corrupt = v
+        .get("corrupt")
+        .and_then(|c| c.as_array())
+        .map(|c| {
+            c.iter()
+                .map(|c| Finding {
+                    work_id: c
+                        .get("work_id")
+                        .and_then(|w| w.as_str())
+                        .unwrap_or("?")
+                        .to_string(),
+                    problem: Problem::Undecodable {
+                        detail: c
+                            .get("detail")
+                            .and_then(|d| d.as_str())
+                            .unwrap_or_default()
+                            .to_string(),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let next_cursor = v
+        .get("next_cursor")
+        .and_then(|c| c.as_str())
+        .map(str::to_string);
+    Ok(RemotePage {
+        rows,
+        corrupt,
+        next_cursor,
+    })
+}
+
+/// Calls `each` with every page of rows the filter selects.
+async fn for_each_page(
+    source: &Source,
+    filter: RowFilter,
+    mut each: impl FnMut(Vec<serde_json::Value>, Vec<Finding>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut cursor: Option<String> = None;
+    match (&source.data, &source.broker) {
+        (Some(data), _) => {
+            let store = open(data).await?;
+            loop {
+                let page = store
+                    .list(ListQuery {
+                        filter: filter.clone(),
+                        cursor: cursor.take(),
+                        limit: Some(MAX_PAGE),
+                        private: true,
+                    })
+                    .await
+                    .context("read the ledger")?;
+                let rows = page
+                    .rows
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let corrupt = page
+                    .corrupt
+                    .into_iter()
+                    .map(|c| Finding {
+                        work_id: c.work_id,
+                        problem: Problem::Undecodable { detail: c.detail },
+                    })
+                    .collect();
+                each(rows, corrupt)?;
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            store.close();
+        }
+        (None, Some(url)) => {
+            let http = reqwest::Client::new();
+            loop {
+                let page = remote_page(&http, url, &filter, cursor.as_deref()).await?;
+                each(page.rows, page.corrupt)?;
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        (None, None) => bail!("give --data DIR or --broker URL"),
+    }
+    Ok(())
+}
+
+/// The public columns of the CSV export, in order.
+const CSV_COLUMNS: &[&str] = &[
+    "work_id",
+    "timestamp_ms",
+    "requester",
+    "end_user",
+    "provider",
+    "developer",
+    "operator",
+    "charities",
+    "service_digest",
+    "tier",
+    "fuel",
+    "wall_us",
+    "peak_memory_bytes",
+    "bytes_in",
+    "bytes_out",
+    "fee_currency",
+    "fee_micros",
+    "token_amount",
+    "rate_fiat_micros",
+    "rate_token_units",
+    "payouts",
+    "private_hash",
+    "custom_hash",
+    "row_hash",
+];
+
+/// One CSV field, quoted when it must be (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv_line(row: &LedgerRow) -> anyhow::Result<String> {
+    let d = &row.data;
+    let u = &d.usage;
+    let fields = [
+        d.work_id.clone(),
+        d.timestamp_ms.to_string(),
+        d.requester.clone(),
+        d.end_user.clone(),
+        d.provider.clone(),
+        d.developer.clone(),
+        d.operator.clone(),
+        serde_json::to_string(&d.charities)?,
+        d.service_digest.clone(),
+        d.tier.clone(),
+        u.fuel.to_string(),
+        u.wall_us.to_string(),
+        u.peak_memory_bytes.to_string(),
+        u.bytes_in.to_string(),
+        u.bytes_out.to_string(),
+        d.fee_currency.clone(),
+        d.fee_micros.to_string(),
+        d.token_amount.to_string(),
+        d.rate.fiat_micros.to_string(),
+        d.rate.token_units.to_string(),
+        serde_json::to_string(&d.payouts)?,
+        row.private_hash.to_string(),
+        row.custom_hash.to_string(),
+        row.row_hash.to_string(),
+    ];
+    Ok(fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let filter = RowFilter {
+        from_ms: args.from_ms,
+        to_ms: args.to_ms,
+        account: args.account.clone(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Format::Csv = args.format {
+        writeln!(out, "{}", CSV_COLUMNS.join(","))?;
+    }
+    let mut skipped = 0u64;
+    for_each_page(&args.source, filter, |rows, corrupt| {
+        skipped += corrupt.len() as u64;
+        for v in rows {
+            // The export shows public columns only.
+            let row: LedgerRow = serde_json::from_value(v).context("decode a row")?;
+            let row = row.public();
+            match args.format {
+                Format::Jsonl => writeln!(out, "{}", serde_json::to_string(&row)?)?,
+                Format::Csv => writeln!(out, "{}", csv_line(&row)?)?,
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    out.flush()?;
+    if skipped > 0 {
+        eprintln!("warning: {skipped} undecodable row(s) left out (run `brume ledger audit`)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let mut report = AuditReport::default();
+    for_each_page(&args.source, RowFilter::default(), |rows, corrupt| {
+        report.merge(audit::audit_json(&rows));
+        report.rows += corrupt.len() as u64;
+        report.findings.extend(corrupt);
+        Ok(())
+    })
+    .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| anyhow!(e))?
+        );
+    } else {
+        println!(
+            "{} rows audited ({} with private columns), aggregate {}",
+            report.rows,
+            report.private_checked,
+            report.aggregate.hash()
+        );
+        for f in &report.findings {
+            eprintln!("bad row {}: {}", f.work_id, describe(&f.problem));
+        }
+    }
+    if report.is_clean() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if !args.json {
+            eprintln!(
+                "audit failed: {} bad row(s): {}",
+                report.bad_rows().len(),
+                report.bad_rows().join(", ")
+            );
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn describe(p: &Problem) -> String {
+    serde_json::to_string(p).unwrap_or_else(|_| format!("{p:?}"))
+}
