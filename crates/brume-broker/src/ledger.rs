@@ -15,8 +15,10 @@
 //! - **job**: appends the row and waits until it is durable, then records
 //!   and announces the job's final state;
 //! - **sync invocation**: hands the response (with its [`Cost`]) to the
-//!   waiting handler at once and appends the row in a spawned task, so the
-//!   hot path never waits for an fsync. A crash in between loses that row.
+//!   waiting handler at once and queues the row to [`batcher`], one task
+//!   that appends whatever queued while its previous append was committing
+//!   (one store call, one savepoint, for many rows), so the hot path never
+//!   waits for an fsync. A crash in between loses the queued rows.
 //!
 //! A row that cannot be built or stored is logged (`ledger row …`); the
 //! work's result is delivered all the same.
@@ -36,7 +38,7 @@ use brume_ledger::row::{
 use brume_ledger::split::{self, Account, Beneficiary, Parties, PayoutShares, Role, SplitError};
 use brume_ledger::store::{LedgerError, LedgerStore, SqliteStore};
 use rand::Rng as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::sched::{Completion, Sink, Work};
 
@@ -157,8 +159,28 @@ pub struct Ledger {
     /// The shares when the developer is unknown: theirs goes to the operator.
     no_developer: PayoutShares,
     operator: String,
-    /// Appends started and not yet finished.
+    /// Rows started (queued or being appended) and not yet finished.
     pending: watch::Sender<u64>,
+    /// Sync calls' rows, to [`batcher`].
+    queue: mpsc::UnboundedSender<LedgerRow>,
+}
+
+/// The most rows [`batcher`] appends in one call.
+const MAX_BATCH: usize = 1024;
+
+/// Appends the sync calls' rows: everything queued, in one call, while the
+/// previous call commits. Runs for the life of the broker.
+pub(crate) async fn batcher(ledger: Arc<Ledger>, mut rx: mpsc::UnboundedReceiver<LedgerRow>) {
+    let mut rows = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut rows, MAX_BATCH).await > 0 {
+        let batch = std::mem::replace(&mut rows, Vec::with_capacity(MAX_BATCH));
+        let n = batch.len() as u64;
+        let first = batch[0].data.work_id.clone();
+        if let Err(e) = ledger.store.append(batch).await {
+            tracing::error!(rows = n, first = %first, code = e.code(), "ledger rows not stored: {e}");
+        }
+        ledger.pending.send_modify(|p| *p = p.saturating_sub(n));
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -186,12 +208,13 @@ impl Drop for Pending {
 }
 
 impl Ledger {
-    /// Opens `dir/ledger.db` (blocking: call it off the runtime).
+    /// Opens `dir/ledger.db` (blocking: call it off the runtime). Spawn
+    /// [`batcher`] with the receiver.
     pub(crate) fn open(
         dir: &std::path::Path,
         config: &LedgerConfig,
         operator: String,
-    ) -> Result<Ledger, BillError> {
+    ) -> Result<(Ledger, mpsc::UnboundedReceiver<LedgerRow>), BillError> {
         let shares = PayoutShares::new(config.contributor_ppm, config.developer_ppm)?;
         let no_developer = PayoutShares::new(config.contributor_ppm, 0)?;
         let tier = TierId(0);
@@ -212,7 +235,8 @@ impl Ledger {
             },
         )?;
         let store = SqliteStore::open(dir)?;
-        Ok(Ledger {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let ledger = Ledger {
             store,
             pricer,
             tier,
@@ -222,7 +246,9 @@ impl Ledger {
             no_developer,
             operator,
             pending: watch::channel(0).0,
-        })
+            queue,
+        };
+        Ok((ledger, rx))
     }
 
     pub fn store(&self) -> &SqliteStore {
@@ -396,20 +422,13 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
                 drop(pending);
             });
         }
-        (_, rt) => {
+        (_, _) => {
             work.deliver(completion);
             let Some(row) = row else { return };
-            match rt {
-                Ok(rt) => {
-                    let pending = Pending::new(ledger);
-                    rt.spawn(async move {
-                        pending.0.append(row).await;
-                        drop(pending);
-                    });
-                }
-                Err(_) => {
-                    tracing::error!(work = %row.data.work_id, "ledger row not stored: no runtime");
-                }
+            ledger.pending.send_modify(|n| *n += 1);
+            if let Err(e) = ledger.queue.send(row) {
+                ledger.pending.send_modify(|n| *n = n.saturating_sub(1));
+                tracing::error!(work = %e.0.data.work_id, "ledger row not stored: the batcher has stopped");
             }
         }
     }

@@ -295,7 +295,7 @@ impl Broker {
             .await?;
         let hashes = store.read(store::keys::all_hashes).await?;
         let ledger_dir = data_dir.join("ledger");
-        let ledger = {
+        let (ledger, ledger_rows) = {
             let (config, operator) = (config.ledger.clone(), broker_id.clone());
             tokio::task::spawn_blocking(move || {
                 ledger::Ledger::open(&ledger_dir, &config, operator)
@@ -342,6 +342,7 @@ impl Broker {
             next_session: AtomicU64::new(1),
             shutdown: stopped.clone(),
         });
+        tokio::spawn(ledger::batcher(shared.ledger.clone(), ledger_rows));
         api::recover_jobs(&shared).await?;
         let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
         tokio::spawn(sweeper(shared.clone()));

@@ -150,9 +150,9 @@ async fn remote_page(
     }
     let mut v: serde_json::Value =
         serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))?;
-    let rows = match v.get_mut("rows").map(serde_json::Value::take) {
-        Some(serde_json::Value::Array(rows)) => rows,
-        _ => bail!("GET {url}: no `rows` array"),
+    let Some(serde_json::Value::Array(rows)) = v.get_mut("rows").map(serde_json::Value::take)
+    else {
+        bail!("GET {url}: no `rows` array")
     };
     let corrupt = v
         .get("corrupt")
