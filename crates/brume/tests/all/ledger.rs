@@ -114,6 +114,21 @@ async fn invocations_and_jobs_write_one_row_each_and_only_the_owner_sees_private
     let (status, job_row) = get(&net, &format!("/v1/ledger/rows/{job_id}"), None).await;
     assert_eq!(status, 200, "the job's row exists once it is final");
 
+    // A guest fault used resources too: it is billed.
+    let mut starved = cpu_job(1_000_000_000);
+    starved.limits.fuel = Some(100_000);
+    let fault = net.client.submit(&starved).await.expect("submit");
+    let (_, fault_result) = follow(&net.client, fault.id).await;
+    assert_eq!(fault_result.state, JobState::Failed, "{fault_result:?}");
+    assert_eq!(
+        fault_result.error.as_ref().map(|e| e.code.as_str()),
+        Some("out_of_fuel")
+    );
+    let fault_id = fault.id.to_string();
+    let (status, fault_row) = get(&net, &format!("/v1/ledger/rows/{fault_id}"), None).await;
+    assert_eq!(status, 200, "a guest fault writes a row");
+    assert_eq!(fault_row["usage"]["fuel"], fault_result.usage.fuel);
+
     // Public view: who, what, usage; no private columns.
     assert_eq!(job_row["requester"], "default");
     assert_eq!(job_row["developer"], "default", "the publishing key");
@@ -146,7 +161,12 @@ async fn invocations_and_jobs_write_one_row_each_and_only_the_owner_sees_private
         .map(|r| r["work_id"].as_str().expect("id").to_string())
         .collect();
     ids.sort();
-    let mut want = vec![invoke_id.clone(), http_id.clone(), job_id.clone()];
+    let mut want = vec![
+        invoke_id.clone(),
+        http_id.clone(),
+        job_id.clone(),
+        fault_id.clone(),
+    ];
     want.sort();
     assert_eq!(ids, want, "one row per accepted unit");
     assert!(all["next_cursor"].is_null());
@@ -191,15 +211,16 @@ async fn invocations_and_jobs_write_one_row_each_and_only_the_owner_sees_private
     })
     .await;
     let theirs = theirs["rows"].as_array().expect("rows");
-    assert_eq!(theirs.len(), 3);
+    assert_eq!(theirs.len(), 4);
     assert!(theirs.iter().all(|r| r.get("private").is_none()));
 
     // Filters, paging, errors.
-    let (_, by) = get(&net, "/v1/ledger/rows?account=default&limit=2", None).await;
-    assert_eq!(by["rows"].as_array().map(Vec::len), Some(2));
+    let (_, by) = get(&net, "/v1/ledger/rows?account=default&limit=3", None).await;
+    assert_eq!(by["rows"].as_array().map(Vec::len), Some(3));
     let cursor = by["next_cursor"].as_str().expect("a next page").to_string();
     let (_, rest) = get(&net, &format!("/v1/ledger/rows?cursor={cursor}"), None).await;
     assert_eq!(rest["rows"].as_array().map(Vec::len), Some(1));
+    assert!(rest["next_cursor"].is_null());
     let (_, none) = get(&net, "/v1/ledger/rows?account=nobody", None).await;
     assert_eq!(none["rows"].as_array().map(Vec::len), Some(0));
     let (status, e) = get(&net, "/v1/ledger/rows/no-such-work", None).await;
