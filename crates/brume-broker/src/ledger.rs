@@ -9,16 +9,17 @@
 //! cancel: a known gap, see ARCHITECTURE.md).
 //!
 //! [`finish`] is where completions leave the scheduler. For a `Done` it
-//! claims the work, builds and seals the row (pricing, split, hashes: no
-//! I/O), then:
+//! claims the work and builds the row (pricing and split: no I/O, no
+//! hashing), then:
 //!
-//! - **job**: appends the row and waits until it is durable, then records
-//!   and announces the job's final state;
+//! - **job**: seals the row (its Keccak hashes), appends it and waits until
+//!   it is durable, then records and announces the job's final state;
 //! - **sync invocation**: hands the response (with its [`Cost`]) to the
-//!   waiting handler at once and queues the row to [`batcher`], one task
-//!   that appends whatever queued while its previous append was committing
-//!   (one store call, one savepoint, for many rows), so the hot path never
-//!   waits for an fsync. A crash in between loses the queued rows.
+//!   waiting handler at once and queues the unsealed row to [`batcher`], one
+//!   task that seals and appends whatever queued while its previous append
+//!   was committing (one store call, one savepoint, for many rows), so the
+//!   hot path neither hashes nor waits for an fsync. A crash in between
+//!   loses the queued rows.
 //!
 //! A row that cannot be built or stored is logged (`ledger row …`); the
 //! work's result is delivered all the same.
@@ -162,21 +163,35 @@ pub struct Ledger {
     /// Rows started (queued or being appended) and not yet finished.
     pending: watch::Sender<u64>,
     /// Sync calls' rows, to [`batcher`].
-    queue: mpsc::UnboundedSender<LedgerRow>,
+    queue: mpsc::UnboundedSender<Unsealed>,
 }
+
+/// A row's content before its hashes are computed. Sync calls hand these
+/// to [`batcher`], so the Keccak work happens off the response path.
+pub(crate) type Unsealed = (RowData, PrivateData);
 
 /// The most rows [`batcher`] appends in one call.
 const MAX_BATCH: usize = 1024;
 
 /// Appends the sync calls' rows: everything queued, in one call, while the
 /// previous call commits. Runs for the life of the broker.
-pub(crate) async fn batcher(ledger: Arc<Ledger>, mut rx: mpsc::UnboundedReceiver<LedgerRow>) {
+pub(crate) async fn batcher(ledger: Arc<Ledger>, mut rx: mpsc::UnboundedReceiver<Unsealed>) {
     let mut rows = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut rows, MAX_BATCH).await > 0 {
-        let batch = std::mem::replace(&mut rows, Vec::with_capacity(MAX_BATCH));
-        let n = batch.len() as u64;
-        let first = batch[0].data.work_id.clone();
-        if let Err(e) = ledger.store.append(batch).await {
+        let n = rows.len() as u64;
+        let first = rows[0].0.work_id.clone();
+        let batch: Vec<LedgerRow> = rows
+            .drain(..)
+            .filter_map(|(data, private)| {
+                let id = data.work_id.clone();
+                LedgerRow::seal(data, private)
+                    .map_err(|e| tracing::error!(work = %id, code = e.code(), "ledger row not sealed: {e}"))
+                    .ok()
+            })
+            .collect();
+        if !batch.is_empty()
+            && let Err(e) = ledger.store.append(batch).await
+        {
             tracing::error!(rows = n, first = %first, code = e.code(), "ledger rows not stored: {e}");
         }
         ledger.pending.send_modify(|p| *p = p.saturating_sub(n));
@@ -214,7 +229,7 @@ impl Ledger {
         dir: &std::path::Path,
         config: &LedgerConfig,
         operator: String,
-    ) -> Result<(Ledger, mpsc::UnboundedReceiver<LedgerRow>), BillError> {
+    ) -> Result<(Ledger, mpsc::UnboundedReceiver<Unsealed>), BillError> {
         let shares = PayoutShares::new(config.contributor_ppm, config.developer_ppm)?;
         let no_developer = PayoutShares::new(config.contributor_ppm, 0)?;
         let tier = TierId(0);
@@ -261,14 +276,15 @@ impl Ledger {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    /// Builds and seals the row of a finished unit of work (no I/O).
+    /// Builds the row of a finished unit of work, not yet sealed (no I/O,
+    /// no hashing).
     pub(crate) fn row(
         &self,
         work: &Work,
         provider: &str,
         outcome: &Outcome,
         attempts: u32,
-    ) -> Result<LedgerRow, BillError> {
+    ) -> Result<Unsealed, BillError> {
         let usage = outcome.usage();
         let now = crate::now_ms();
         let fee = self.pricer.fee_at(
@@ -355,7 +371,7 @@ impl Ledger {
             service_fields: BTreeMap::new(),
             custom_fields: BTreeMap::new(),
         };
-        Ok(LedgerRow::seal(data, private)?)
+        Ok((data, private))
     }
 
     async fn append(&self, row: LedgerRow) {
@@ -401,8 +417,8 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
             None
         }
     };
-    let cost = row.as_ref().map(|r| Cost {
-        token_amount: r.data.token_amount,
+    let cost = row.as_ref().map(|(data, _)| Cost {
+        token_amount: data.token_amount,
     });
     let completion = Completion::Done {
         outcome,
@@ -415,8 +431,12 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
         (Sink::Job(_), Ok(rt)) => {
             let pending = Pending::new(ledger);
             rt.spawn(async move {
-                if let Some(row) = row {
-                    pending.0.append(row).await;
+                match row.map(|(data, private)| LedgerRow::seal(data, private)) {
+                    Some(Ok(row)) => pending.0.append(row).await,
+                    Some(Err(e)) => {
+                        tracing::error!(work = %work.id, code = e.code(), "ledger row not sealed: {e}")
+                    }
+                    None => {}
                 }
                 work.deliver(completion);
                 drop(pending);
@@ -428,7 +448,7 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
             ledger.pending.send_modify(|n| *n += 1);
             if let Err(e) = ledger.queue.send(row) {
                 ledger.pending.send_modify(|n| *n = n.saturating_sub(1));
-                tracing::error!(work = %e.0.data.work_id, "ledger row not stored: the batcher has stopped");
+                tracing::error!(work = %(e.0).0.work_id, "ledger row not stored: the batcher has stopped");
             }
         }
     }
