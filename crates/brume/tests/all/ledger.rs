@@ -240,10 +240,8 @@ async fn a_job_that_loses_its_provider_has_one_row_and_the_audit_catches_tamperi
         .await
         .expect("submit");
     let running = net.wait_state(job.id, JobState::Running).await;
-    let victim = running.provider.expect("a running job names its provider");
-    let i = net.provider_index(&victim);
-    net.providers[i].kill();
-    let survivor = net.providers[1 - i].address.clone();
+    let victim = net.kill_provider_of(&running);
+    let survivor = net.other_provider(&victim);
     let (_, result) = follow(&net.client, job.id).await;
     assert_eq!(result.state, JobState::Succeeded, "{result:?}");
     assert_eq!(result.attempts, 2);

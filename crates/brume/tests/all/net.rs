@@ -405,6 +405,25 @@ impl Net {
     pub async fn wait_state(&self, id: WorkId, state: JobState) -> JobInfo {
         wait_job(&self.client, id, |j| j.state == state, state.as_str()).await
     }
+
+    /// SIGKILLs the provider that `running` (a job's info) names; returns
+    /// its address.
+    pub fn kill_provider_of(&mut self, running: &JobInfo) -> String {
+        let victim = running
+            .provider
+            .clone()
+            .expect("a running job names its provider");
+        let i = self.provider_index(&victim);
+        self.providers[i].kill();
+        victim
+    }
+
+    /// The address of the one provider that is not `dead` (2-provider nets).
+    pub fn other_provider(&self, dead: &str) -> String {
+        self.providers[1 - self.provider_index(dead)]
+            .address
+            .clone()
+    }
 }
 
 /// Polls `f` until it yields `Some`, or panics after [`DEADLINE`].

@@ -278,10 +278,8 @@ async fn a_job_survives_its_provider_being_killed() {
         .await
         .expect("submit");
     let running = net.wait_state(job.id, JobState::Running).await;
-    let victim = running.provider.expect("a running job names its provider");
-    let i = net.provider_index(&victim);
-    net.providers[i].kill();
-    let survivor = net.providers[1 - i].address.clone();
+    let victim = net.kill_provider_of(&running);
+    let survivor = net.other_provider(&victim);
 
     let (events, result) = follow(&net.client, job.id).await;
     let k = kinds(&events);
@@ -333,13 +331,11 @@ async fn a_job_fails_provider_unavailable_when_every_attempt_loses_its_provider(
             &format!("running attempt {attempt}"),
         )
         .await;
-        let who = info.provider.expect("provider");
+        let who = net.kill_provider_of(&info);
         assert!(
             !killed.contains(&who),
             "attempt {attempt} reused a dead provider"
         );
-        let i = net.provider_index(&who);
-        net.providers[i].kill();
         killed.push(who);
     }
     let (events, result) = follow(&net.client, job.id).await;
