@@ -33,7 +33,7 @@ use brume_ledger::pricing::{
     TierPrice, TierSpec,
 };
 use brume_ledger::row::{
-    self, LedgerRow, MAX_ENTRIES, MAX_FIELD_BYTES, MAX_ID_BYTES, MAX_NAME_BYTES, Payout,
+    self, LedgerRow, MAX_ENTRIES, MAX_FIELD_BYTES, MAX_ID_BYTES, MAX_NAME_BYTES, PayerPart, Payout,
     PrivateData, RowData, RowUsage,
 };
 use brume_ledger::split::{self, Account, Beneficiary, Parties, PayoutShares, Role, SplitError};
@@ -314,7 +314,7 @@ impl Ledger {
         } else {
             &self.no_developer
         };
-        let split = split::split(fee.fee_fiat_micros, shares, &parties)?;
+        let split = split::split(fee.token_amount, shares, &parties)?;
         let mut payouts = Vec::with_capacity(3);
         for line in split.lines() {
             if line.role == Role::Developer && !known_developer {
@@ -329,8 +329,7 @@ impl Ledger {
             payouts.push(Payout {
                 beneficiary: line.account.0,
                 role: role.into(),
-                amount_micros: u64::try_from(line.amount)
-                    .map_err(|_| BillError::Overflow("payout"))?,
+                amount: line.amount,
             });
         }
         let mut salt = [0u8; 16];
@@ -357,7 +356,13 @@ impl Ledger {
             fee_micros: u64::try_from(fee.fee_fiat_micros)
                 .map_err(|_| BillError::Overflow("fee"))?,
             token_amount: fee.token_amount,
+            surcharge: 0,
             rate: row::ExchangeRate::per_whole_token(fee.rate.fiat_micros_per_token),
+            payers: vec![PayerPart {
+                account: clip(&billing.requester, MAX_ID_BYTES).into(),
+                kind: "requester".into(),
+                amount: fee.token_amount,
+            }],
             payouts,
         };
         let private = PrivateData {

@@ -9,7 +9,7 @@
 //!
 //! | mutability | origin   | visibility | columns |
 //! |------------|----------|------------|---------|
-//! | immutable  | internal | public     | who, what, usage, fee, rate, payouts, `private_hash`, `row_hash` |
+//! | immutable  | internal | public     | who, what, usage, fee, rate, payers, payouts, `private_hash`, `row_hash` |
 //! | immutable  | internal | private    | `request_line`, `request_headers`, `metrics`, `service_fields`, `salt` |
 //! | immutable  | custom   | public     | `custom_hash` |
 //! | immutable  | custom   | private    | `custom_fields` (the requester's own fields) |
@@ -59,14 +59,17 @@
 //! | `fee_micros` | uint: the fee in millionths of `fee_currency` |
 //! | `fuel` | uint: wasm operators executed (one fuel unit = one instruction) |
 //! | `operator` | text |
-//! | `payouts` | list of `[text beneficiary, text role, uint amount_micros]`, in the recorded order |
+//! | `payers` | list of `[text account, text kind, uint amount]`: who pays the fee (the deal's charge), `amount` in token base units, in the recorded order; the amounts sum to `token_amount` |
+//! | `payouts` | list of `[text beneficiary, text role, uint amount]`: who receives it, `amount` in token base units, in the recorded order; the amounts sum to `token_amount` |
 //! | `peak_memory_bytes` | uint |
 //! | `private_hash` | bytes (32) |
 //! | `provider` | text |
 //! | `rate_fiat_micros`, `rate_token_units` | uint: `rate_token_units` base units of the token were worth `rate_fiat_micros` micro-units of `fee_currency` |
 //! | `requester` | text |
 //! | `schema_version` | uint, `1` |
-//! | `service_digest`, `tier` | text |
+//! | `service_digest` | text |
+//! | `surcharge` | uint: the overrun surcharge included in `token_amount`, token base units |
+//! | `tier` | text |
 //! | `timestamp_ms` | uint: milliseconds since the Unix epoch, UTC |
 //! | `token_amount` | uint: the fee in token base units |
 //! | `wall_us` | uint: wall time in microseconds |
@@ -89,13 +92,14 @@
 //! and `charities = ["c1"]` as `00000009 …"charities"… 04 00000007 02 00000002 6331`.
 //!
 //! The row of [`example_row`] (work id `0190f1e2-0000-7000-8000-000000000001`,
-//! timestamp `1700000000000`, fee 1500 micro-USD split 1050/300/150, custom
-//! field `order = "A-17"`, salt `00 01 … 0f`) has:
+//! timestamp `1700000000000`, fee 1500 micro-USD = 0.03 token paid by the
+//! requester and split 70/20/10 %, custom field `order = "A-17"`, salt
+//! `00 01 … 0f`) has:
 //!
 //! ```text
 //! custom_hash  = 134ecf8aeccae0527acbf76b6881cdc31aa8cc9377424741297e9e9401bb3602
 //! private_hash = 0c6e559cddd27a28b8954791266732d3532471d31e7421ccb857c3be175b12b0
-//! row_hash     = 66c9886ae17c78e265c197a86da89906307a3c5c5c2914fa5eb6082afe265775
+//! row_hash     = 50557a1a2d52042fd5861aaf7629c6a06d71f32fb1c75af5151b1cdbc7c5bd85
 //! ```
 //!
 //! (a unit test checks these figures, and re-derives them with an encoder
@@ -196,7 +200,8 @@ pub static COLUMNS: &[Column] = &[
     col("fee_micros", Immutable, Internal, Public, "the fee, in fiat micro-units"),
     col("fuel", Immutable, Internal, Public, "instructions executed (wasm fuel)"),
     col("operator", Immutable, Internal, Public, "the network operator's account id"),
-    col("payouts", Immutable, Internal, Public, "(beneficiary, role, amount in fiat micro-units)"),
+    col("payers", Immutable, Internal, Public, "(account, kind, amount in token base units): who pays"),
+    col("payouts", Immutable, Internal, Public, "(beneficiary, role, amount in token base units): who receives"),
     col("peak_memory_bytes", Immutable, Internal, Public, "peak linear memory"),
     col("private_hash", Immutable, Internal, Public, "Keccak-256 of the internal private columns"),
     col("provider", Immutable, Internal, Public, "the provider's account id"),
@@ -206,9 +211,10 @@ pub static COLUMNS: &[Column] = &[
     col("row_hash", Immutable, Internal, Public, "Keccak-256 of the public pairs"),
     col("schema_version", Immutable, Internal, Public, "the row format version"),
     col("service_digest", Immutable, Internal, Public, "sha256 of the service's module"),
+    col("surcharge", Immutable, Internal, Public, "overrun surcharge in token_amount, token base units"),
     col("tier", Immutable, Internal, Public, "the service tier"),
     col("timestamp_ms", Immutable, Internal, Public, "completion time, ms since the epoch, UTC"),
-    col("token_amount", Immutable, Internal, Public, "the fee in token base units"),
+    col("token_amount", Immutable, Internal, Public, "the fee in token base units, surcharge included"),
     col("wall_us", Immutable, Internal, Public, "wall time, microseconds"),
     col("work_id", Immutable, Internal, Public, "the work unit's id (unique)"),
     col("metrics", Immutable, Internal, Private, "performance metrics"),
@@ -334,11 +340,25 @@ impl ExchangeRate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payout {
     pub beneficiary: String,
-    /// `provider`, `developer`, `operator`, `charity`, `requester` (a
-    /// refund), … (free text, at most [`MAX_ID_BYTES`]).
+    /// `provider`, `developer`, `operator`, `charity`, `refund` (to the
+    /// requester, for a slow provider), … (free text, at most
+    /// [`MAX_ID_BYTES`]).
     pub role: String,
-    /// In micro-units of the row's `fee_currency`.
-    pub amount_micros: u64,
+    /// Token base units (a decimal string in JSON).
+    #[serde(with = "dec_u128")]
+    pub amount: u128,
+}
+
+/// One payer's part of the fee (the deal's charge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayerPart {
+    pub account: String,
+    /// `requester`, `subsidy`, `operator` or `subscription` (free text, at
+    /// most [`MAX_ID_BYTES`]).
+    pub kind: String,
+    /// Token base units (a decimal string in JSON).
+    #[serde(with = "dec_u128")]
+    pub amount: u128,
 }
 
 /// The public, immutable, internal content of a row (what the row hash
@@ -359,10 +379,16 @@ pub struct RowData {
     pub usage: RowUsage,
     pub fee_currency: String,
     pub fee_micros: u64,
-    /// The fee in token base units.
+    /// The fee in token base units, surcharge included.
     #[serde(with = "dec_u128")]
     pub token_amount: u128,
+    /// The overrun surcharge included in `token_amount`.
+    #[serde(with = "dec_u128")]
+    pub surcharge: u128,
     pub rate: ExchangeRate,
+    /// Who pays `token_amount`.
+    pub payers: Vec<PayerPart>,
+    /// Who receives `token_amount`.
     pub payouts: Vec<Payout>,
 }
 
@@ -555,6 +581,21 @@ fn public_pairs<'a>(
         ("fuel", u(d.usage.fuel)),
         ("operator", Value::Text(&d.operator)),
         (
+            "payers",
+            Value::List(
+                d.payers
+                    .iter()
+                    .map(|p| {
+                        Value::List(vec![
+                            Value::Text(&p.account),
+                            Value::Text(&p.kind),
+                            Value::Uint(p.amount),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
             "payouts",
             Value::List(
                 d.payouts
@@ -563,7 +604,7 @@ fn public_pairs<'a>(
                         Value::List(vec![
                             Value::Text(&p.beneficiary),
                             Value::Text(&p.role),
-                            u(p.amount_micros),
+                            Value::Uint(p.amount),
                         ])
                     })
                     .collect(),
@@ -577,6 +618,7 @@ fn public_pairs<'a>(
         ("requester", Value::Text(&d.requester)),
         ("schema_version", Value::Uint(SCHEMA_VERSION)),
         ("service_digest", Value::Text(&d.service_digest)),
+        ("surcharge", Value::Uint(d.surcharge)),
         ("tier", Value::Text(&d.tier)),
         ("timestamp_ms", u(d.timestamp_ms)),
         ("token_amount", Value::Uint(d.token_amount)),
@@ -665,13 +707,31 @@ fn validate(d: &RowData, p: &PrivateData) -> Result<(), LedgerError> {
     for p in &d.payouts {
         check_len("payouts", &p.beneficiary, MAX_ID_BYTES)?;
         check_len("payouts", &p.role, MAX_ID_BYTES)?;
-        sum += u128::from(p.amount_micros);
+        sum = sum.saturating_add(p.amount);
     }
-    if !d.payouts.is_empty() && sum != u128::from(d.fee_micros) {
+    if !d.payouts.is_empty() && sum != d.token_amount {
         return Err(LedgerError::PayoutMismatch {
+            column: "payouts",
             sum,
-            fee: d.fee_micros,
+            fee: d.token_amount,
         });
+    }
+    check_count("payers", d.payers.len())?;
+    let mut sum: u128 = 0;
+    for p in &d.payers {
+        check_len("payers", &p.account, MAX_ID_BYTES)?;
+        check_len("payers", &p.kind, MAX_ID_BYTES)?;
+        sum = sum.saturating_add(p.amount);
+    }
+    if !d.payers.is_empty() && sum != d.token_amount {
+        return Err(LedgerError::PayoutMismatch {
+            column: "payers",
+            sum,
+            fee: d.token_amount,
+        });
+    }
+    if d.surcharge > d.token_amount {
+        return Err(invalid("surcharge", "larger than the fee"));
     }
     if d.rate.fiat_micros == 0 || d.rate.token_units == 0 {
         return Err(invalid("rate", "both sides of the rate must be positive"));
@@ -762,22 +822,28 @@ pub fn example_row() -> Result<LedgerRow, LedgerError> {
         fee_currency: "USD".into(),
         fee_micros: 1500,
         token_amount: 30_000_000_000_000_000,
+        surcharge: 0,
         rate: ExchangeRate::per_whole_token(50_000),
+        payers: vec![PayerPart {
+            account: "acct-requester".into(),
+            kind: "requester".into(),
+            amount: 30_000_000_000_000_000,
+        }],
         payouts: vec![
             Payout {
                 beneficiary: "0x1111111111111111111111111111111111111111".into(),
                 role: "provider".into(),
-                amount_micros: 1050,
+                amount: 21_000_000_000_000_000,
             },
             Payout {
                 beneficiary: "0x2222222222222222222222222222222222222222".into(),
                 role: "developer".into(),
-                amount_micros: 300,
+                amount: 6_000_000_000_000_000,
             },
             Payout {
                 beneficiary: "0x3333333333333333333333333333333333333333".into(),
                 role: "operator".into(),
-                amount_micros: 150,
+                amount: 3_000_000_000_000_000,
             },
         ],
     };
@@ -799,7 +865,7 @@ mod tests {
 
     const CUSTOM: &str = "134ecf8aeccae0527acbf76b6881cdc31aa8cc9377424741297e9e9401bb3602";
     const PRIVATE: &str = "0c6e559cddd27a28b8954791266732d3532471d31e7421ccb857c3be175b12b0";
-    const ROW: &str = "66c9886ae17c78e265c197a86da89906307a3c5c5c2914fa5eb6082afe265775";
+    const ROW: &str = "50557a1a2d52042fd5861aaf7629c6a06d71f32fb1c75af5151b1cdbc7c5bd85";
 
     #[test]
     fn worked_example_hashes() {
@@ -873,11 +939,19 @@ mod tests {
             pair("fuel", uint(1_000_000)),
             pair("operator", text(o)),
             pair(
+                "payers",
+                list(&[list(&[
+                    text("acct-requester"),
+                    text("requester"),
+                    uint(30_000_000_000_000_000),
+                ])]),
+            ),
+            pair(
                 "payouts",
                 list(&[
-                    list(&[text(p), text("provider"), uint(1050)]),
-                    list(&[text(d), text("developer"), uint(300)]),
-                    list(&[text(o), text("operator"), uint(150)]),
+                    list(&[text(p), text("provider"), uint(21_000_000_000_000_000)]),
+                    list(&[text(d), text("developer"), uint(6_000_000_000_000_000)]),
+                    list(&[text(o), text("operator"), uint(3_000_000_000_000_000)]),
                 ]),
             ),
             pair("peak_memory_bytes", uint(1 << 20)),
@@ -891,6 +965,7 @@ mod tests {
                 "service_digest",
                 text(&format!("sha256:{}", "ab".repeat(32))),
             ),
+            pair("surcharge", uint(0)),
             pair("tier", text("standard")),
             pair("timestamp_ms", uint(1_700_000_000_000)),
             pair("token_amount", uint(30_000_000_000_000_000)),
@@ -974,14 +1049,17 @@ mod tests {
             |d| d.usage.bytes_in += 1,
             |d| d.usage.bytes_out += 1,
             |d| d.fee_currency.push('x'),
-            |d| d.token_amount += 1,
             |d| d.rate.fiat_micros += 1,
             |d| d.rate.token_units += 1,
             |d| d.payouts.swap(0, 1),
         ];
+        edits.push(|d| d.fee_micros += 1);
+        edits.push(|d| d.payers[0].kind.push('x'));
         edits.push(|d| {
-            d.fee_micros += 1;
-            d.payouts[0].amount_micros += 1;
+            d.token_amount += 1;
+            d.surcharge += 1;
+            d.payers[0].amount += 1;
+            d.payouts[0].amount += 1;
         });
         for (i, edit) in edits.iter().enumerate() {
             let mut d = base.data.clone();
@@ -1026,9 +1104,19 @@ mod tests {
         let e = LedgerRow::seal(base.data.clone(), q).expect_err("salt");
         assert_eq!(e.code(), "invalid_row");
         let mut d = base.data.clone();
-        d.fee_micros += 1;
+        d.payouts[0].amount += 1;
         let e = LedgerRow::seal(d, p.clone()).expect_err("payouts");
         assert_eq!(e.code(), "payout_mismatch");
+        let mut d = base.data.clone();
+        d.payers[0].amount -= 1;
+        let e = LedgerRow::seal(d, p.clone()).expect_err("payers");
+        assert_eq!(e.code(), "payout_mismatch");
+        let mut d = base.data.clone();
+        d.surcharge = d.token_amount + 1;
+        assert_eq!(
+            LedgerRow::seal(d, p.clone()).expect_err("surcharge").code(),
+            "invalid_row"
+        );
         let mut d = base.data.clone();
         d.work_id.clear();
         assert_eq!(

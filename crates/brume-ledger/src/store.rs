@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::row::{
-    Aggregate, ExchangeRate, Hash32, LedgerRow, Payout, PrivateData, RowData, RowUsage,
+    Aggregate, ExchangeRate, Hash32, LedgerRow, PayerPart, Payout, PrivateData, RowData, RowUsage,
 };
 
 /// Every error of the ledger. [`code`](LedgerError::code) is stable.
@@ -59,8 +59,12 @@ pub enum LedgerError {
     },
     #[error("{column}: {reason}")]
     InvalidRow { column: String, reason: String },
-    #[error("the payouts sum to {sum}, the fee is {fee}")]
-    PayoutMismatch { sum: u128, fee: u64 },
+    #[error("the {column} sum to {sum}, the fee is {fee} token base units")]
+    PayoutMismatch {
+        column: &'static str,
+        sum: u128,
+        fee: u128,
+    },
     #[error("work id {0} is already in the ledger")]
     DuplicateWorkId(String),
     #[error("work id {0} is not in the ledger")]
@@ -255,6 +259,8 @@ CREATE TABLE IF NOT EXISTS ledger_rows (
     token_amount TEXT NOT NULL,
     rate_fiat_micros TEXT NOT NULL,
     rate_token_units TEXT NOT NULL,
+    surcharge TEXT NOT NULL,
+    payers TEXT NOT NULL,
     payouts TEXT NOT NULL,
     private_hash BLOB NOT NULL,
     custom_hash BLOB NOT NULL,
@@ -284,16 +290,16 @@ CREATE TABLE IF NOT EXISTS ledger_status (
 const INSERT_ROW: &str = "INSERT INTO ledger_rows (
     work_id, timestamp_ms, requester, end_user, provider, developer, operator, charities,
     service_digest, tier, fuel, wall_us, peak_memory_bytes, bytes_in, bytes_out,
-    fee_currency, fee_micros, token_amount, rate_fiat_micros, rate_token_units, payouts,
-    private_hash, custom_hash, row_hash, private
+    fee_currency, fee_micros, token_amount, rate_fiat_micros, rate_token_units, surcharge,
+    payers, payouts, private_hash, custom_hash, row_hash, private
 ) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-    ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
 ON CONFLICT (work_id) DO NOTHING";
 
 const SELECT_COLS: &str = "work_id, timestamp_ms, requester, end_user, provider, developer,
     operator, charities, service_digest, tier, fuel, wall_us, peak_memory_bytes, bytes_in,
     bytes_out, fee_currency, fee_micros, token_amount, rate_fiat_micros, rate_token_units,
-    payouts, private_hash, custom_hash, row_hash, private";
+    surcharge, payers, payouts, private_hash, custom_hash, row_hash, private";
 
 /// Opens a connection with the ledger's settings.
 fn open_conn(path: &Path) -> Result<Connection, LedgerError> {
@@ -329,6 +335,8 @@ struct EncodedRow {
     fee_micros: i64,
     token_amount: String,
     rate: [String; 2],
+    surcharge: String,
+    payers: String,
     payouts: String,
     private_hash: [u8; 32],
     custom_hash: [u8; 32],
@@ -386,7 +394,9 @@ fn encode_row(row: LedgerRow) -> Result<EncodedRow, LedgerError> {
     let private = json(&private)?;
     Ok(EncodedRow {
         charities: json(&d.charities)?,
+        payers: json(&d.payers)?,
         payouts: json(&d.payouts)?,
+        surcharge: d.surcharge.to_string(),
         timestamp_ms: to_i64(d.timestamp_ms),
         usage: [
             to_i64(d.usage.fuel),
@@ -738,6 +748,8 @@ struct RawRow {
     fee_micros: i64,
     token_amount: String,
     rate: [String; 2],
+    surcharge: String,
+    payers: String,
     payouts: String,
     hashes: [Vec<u8>; 3],
     private: String,
@@ -765,9 +777,11 @@ impl RawRow {
             fee_micros: r.get(16)?,
             token_amount: r.get(17)?,
             rate: [r.get(18)?, r.get(19)?],
-            payouts: r.get(20)?,
-            hashes: [r.get(21)?, r.get(22)?, r.get(23)?],
-            private: r.get(24)?,
+            surcharge: r.get(20)?,
+            payers: r.get(21)?,
+            payouts: r.get(22)?,
+            hashes: [r.get(23)?, r.get(24)?, r.get(25)?],
+            private: r.get(26)?,
         })
     }
 
@@ -794,6 +808,9 @@ impl RawRow {
             .map_err(|e| corrupt(format!("charities: {e}")))?;
         let payouts: Vec<Payout> =
             serde_json::from_str(&self.payouts).map_err(|e| corrupt(format!("payouts: {e}")))?;
+        let payers: Vec<PayerPart> =
+            serde_json::from_str(&self.payers).map_err(|e| corrupt(format!("payers: {e}")))?;
+        let surcharge = uint(&self.surcharge, "surcharge")?;
         let private = if private {
             Some(
                 serde_json::from_str::<PrivateData>(&self.private)
@@ -839,7 +856,9 @@ impl RawRow {
                 fee_currency: self.fee_currency,
                 fee_micros: from_i64(self.fee_micros),
                 token_amount,
+                surcharge,
                 rate,
+                payers,
                 payouts,
             },
             private_hash,
@@ -930,6 +949,8 @@ fn append_rows(tx: &rusqlite::Transaction<'_>, rows: &[EncodedRow]) -> Result<()
             r.token_amount,
             r.rate[0],
             r.rate[1],
+            r.surcharge,
+            r.payers,
             r.payouts,
             &r.private_hash[..],
             &r.custom_hash[..],

@@ -387,8 +387,8 @@ async fn ledger_summary(
         ));
         for p in &r.data.payouts {
             say(format!(
-                "    {:<9} {}  {} micro-{}",
-                p.role, p.beneficiary, p.amount_micros, r.data.fee_currency
+                "    {:<9} {}  {} token base units",
+                p.role, p.beneficiary, p.amount
             ));
         }
     }
