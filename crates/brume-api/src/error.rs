@@ -78,6 +78,8 @@ codes! {
     QueueTimeout = ("queue_timeout", 503),
     /// The work was cancelled.
     Cancelled = ("cancelled", 409),
+    /// No service tier allowed by the account's deal fits the request's price cap.
+    OverPriceCap = ("over_price_cap", 402),
     /// A bug or an environment failure on the broker side.
     Internal = ("internal", 500),
 }

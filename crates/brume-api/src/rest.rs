@@ -153,6 +153,29 @@ pub struct JobSpec {
     /// Free-form labels, returned with the job.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The service tier to run at (a name from the broker's tiers; default:
+    /// the account's deal's tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The most this job may cost, in micro-units of the broker's fee
+    /// currency. What happens above it is the account's deal: a lower tier
+    /// (402 `over_price_cap` if none fits), or a subsidy pays the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_cap_micros: Option<u64>,
+    /// What the job expects to use. Overrunning it by more than the
+    /// broker's tolerance costs a surcharge (Kumo's penalty).
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// A job's declared shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 pub const MAX_ATTEMPTS_LIMIT: u32 = 20;

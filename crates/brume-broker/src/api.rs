@@ -31,7 +31,9 @@ use crate::Shared;
 use crate::jobs::{self, JobEntry, StoredJob};
 use crate::ledger::{self, Billing};
 use crate::metrics::{RequestLabels, RouteLabels};
-use crate::sched::{Completion, Sink, Work, WorkSpec};
+use crate::sched::{Cancelled, Completion, Sink, Work, WorkSpec};
+use brume_ledger::deal::Admission;
+use brume_ledger::penalty::Declared;
 use crate::store::keys;
 
 type Sh = State<Arc<Shared>>;
@@ -504,6 +506,7 @@ fn completion_response(id: WorkId, c: Completion) -> Response {
             provider,
             attempts,
             cost,
+            ..
         } => {
             let fuel = outcome.usage().fuel;
             let mut resp = match *outcome {
@@ -552,11 +555,15 @@ fn completion_response(id: WorkId, c: Completion) -> Response {
                 }
             };
             xb_headers(resp.headers_mut(), id, &provider, Some(fuel), attempts);
-            if let Some(cost) = cost
-                && let Ok(v) = HeaderValue::from_str(&cost.token_amount.to_string())
-            {
-                resp.headers_mut()
-                    .insert(HeaderName::from_static(ledger::COST_HEADER), v);
+            if let Some(cost) = cost {
+                if let Ok(v) = HeaderValue::from_str(&cost.token_amount.to_string()) {
+                    resp.headers_mut()
+                        .insert(HeaderName::from_static(ledger::COST_HEADER), v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&cost.tier) {
+                    resp.headers_mut()
+                        .insert(HeaderName::from_static(ledger::TIER_HEADER), v);
+                }
             }
             resp
         }
@@ -590,12 +597,28 @@ fn sync_work(
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(WorkSpec, Bytes)> {
     let svc = service(shared, name)?;
+    let tier = header_str(headers, ledger::TIER_HEADER)?;
+    let cap = match header_str(headers, ledger::PRICE_CAP_HEADER)? {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{}: {v:?} is not a whole number of fiat micro-units",
+                    ledger::PRICE_CAP_HEADER
+                ),
+            )
+        })?),
+    };
+    let admission = admit(shared, &auth.name, tier, cap, &svc.digest)?;
     let billing = Billing {
         requester: auth.name,
         end_user: end_user(headers)?,
         developer: developer(shared, Some(name), &svc.digest),
         request_line: String::new(),
         request_headers: Vec::new(),
+        admission: Some(admission),
+        declared: Default::default(),
     };
     if svc.kind != kind {
         let hint = match svc.kind {
@@ -634,9 +657,40 @@ fn sync_work(
         progress_ms: None,
         seed: 0,
         clock_start_ms: 0,
+        needs: shared.ledger.needs(Some(&admission)),
         billing,
     };
     Ok((spec, body))
+}
+
+/// A header's value as text, if present.
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Res<Option<&'h str>> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("{name}: not visible ASCII"),
+            )
+        }),
+    }
+}
+
+/// The tier a request runs at under its account's deal.
+fn admit(
+    shared: &Shared,
+    account: &str,
+    tier: Option<&str>,
+    cap_fiat_micros: Option<u64>,
+    digest: &str,
+) -> Res<Admission> {
+    shared
+        .ledger
+        .admit(account, tier, cap_fiat_micros, digest)
+        .map_err(|e| match e {
+            ledger::AdmitError::Invalid(m) => Fail::new(ErrorCode::InvalidRequest, m),
+            ledger::AdmitError::OverCap(e) => Fail::new(ErrorCode::OverPriceCap, e.to_string()),
+        })
 }
 
 /// The optional `x-brume-end-user` header (at most 256 bytes of UTF-8).
@@ -774,7 +828,7 @@ async fn forward(
 
 // ---- jobs ------------------------------------------------------------------
 
-fn work_spec(stored: &StoredJob, progress: Duration) -> WorkSpec {
+fn work_spec(stored: &StoredJob, progress: Duration, needs: ledger::TierNeeds) -> WorkSpec {
     WorkSpec {
         service: stored.service.clone(),
         digest: stored.digest.clone(),
@@ -790,18 +844,22 @@ fn work_spec(stored: &StoredJob, progress: Duration) -> WorkSpec {
         progress_ms: Some(progress.as_millis() as u64),
         seed: stored.seed,
         clock_start_ms: 0,
+        needs,
         billing: Billing {
             requester: stored.requester.clone(),
             end_user: stored.end_user.clone(),
             developer: stored.developer.clone(),
             request_line: String::new(),
             request_headers: Vec::new(),
+            admission: stored.admission,
+            declared: stored.declared,
         },
     }
 }
 
 fn start_job(shared: &Arc<Shared>, entry: Arc<JobEntry>, attempts: u32) {
-    let spec = work_spec(&entry.stored, shared.config.progress_interval);
+    let needs = shared.ledger.needs(entry.stored.admission.as_ref());
+    let spec = work_spec(&entry.stored, shared.config.progress_interval, needs);
     let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
     let work = Work::new(entry.id, spec, Sink::Job(entry.clone()), timeout, attempts);
     shared.jobs.lock().insert(entry.id, (entry, None));
@@ -907,6 +965,13 @@ async fn submit_job(
             ),
         ));
     }
+    let admission = admit(
+        &shared,
+        &auth.name,
+        spec.tier.as_deref(),
+        spec.price_cap_micros,
+        &digest,
+    )?;
     let mut argv = vec![service_name.clone().unwrap_or_else(|| "main.wasm".into())];
     argv.extend(spec.args.iter().cloned());
     let stored = StoredJob {
@@ -932,6 +997,11 @@ async fn submit_job(
         developer: developer(&shared, service_name.as_deref(), &digest),
         requester: auth.name,
         end_user,
+        admission: Some(admission),
+        declared: Declared {
+            runtime_ms: spec.expect.runtime_ms,
+            memory_bytes: spec.expect.memory_bytes,
+        },
     };
     let now = crate::now_ms();
     let id = WorkId::new();
@@ -1068,14 +1138,18 @@ async fn cancel_job(
     let work = shared.works.lock().get(&id).cloned();
     let cancelled = match work {
         Some(work) => {
-            shared.with_sched(|s, a| {
-                s.cancel(id, a);
-            });
-            let attempts = work.attempts();
-            work.finish(Completion::Failed {
+            let found = shared.with_sched(|s, a| s.cancel(id, a));
+            let completion = Completion::Failed {
                 error: ApiError::new(ErrorCode::Cancelled, "cancelled by the requester"),
-                attempts,
-            })
+                attempts: work.attempts(),
+            };
+            match found {
+                // Running: bill what it used so far (see ledger.rs).
+                Cancelled::Running(ran) => {
+                    ledger::cancel_running(&shared.ledger, &work, ran, completion).await
+                }
+                Cancelled::Queued | Cancelled::Unknown => work.finish(completion),
+            }
         }
         None => false,
     };

@@ -47,6 +47,13 @@ pub(crate) struct StoredJob {
     pub end_user: String,
     #[serde(default)]
     pub developer: String,
+    /// The tier and price cap it was admitted under (absent in rows written
+    /// before deals: the default tier, uncapped).
+    #[serde(default)]
+    pub admission: Option<brume_ledger::deal::Admission>,
+    /// Its declared shape, for the overrun surcharge.
+    #[serde(default)]
+    pub declared: brume_ledger::penalty::Declared,
 }
 
 #[derive(Debug)]

@@ -24,10 +24,13 @@
 //! A row that cannot be built or stored is logged (`ledger row …`); the
 //! work's result is delivered all the same.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use brume_api::wire::Outcome;
+use brume_ledger::deal::{
+    Admission, CostStructure, Deal, DealError, Payer, Request as DealRequest,
+};
+use brume_ledger::penalty::{Declared, Measured, PenaltyConfig, PenaltyError, SpeedSample};
 use brume_ledger::pricing::{
     ExchangeRate, PriceTable, Pricer, PricingConfig, PricingError, ResourceUsage, TierId,
     TierPrice, TierSpec,
@@ -36,7 +39,9 @@ use brume_ledger::row::{
     self, LedgerRow, MAX_ENTRIES, MAX_FIELD_BYTES, MAX_ID_BYTES, MAX_NAME_BYTES, PayerPart, Payout,
     PrivateData, RowData, RowUsage,
 };
-use brume_ledger::split::{self, Account, Beneficiary, Parties, PayoutShares, Role, SplitError};
+use brume_ledger::split::{
+    self, Account, Beneficiary, Charity, PPM, Parties, PayoutShares, Role, SplitError,
+};
 use brume_ledger::store::{LedgerError, LedgerStore, SqliteStore};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
@@ -47,13 +52,24 @@ use crate::sched::{Completion, Sink, Work};
 /// base units (10^-18 token), a decimal integer.
 pub const COST_HEADER: &str = "x-brume-cost";
 
+/// The request header naming the service tier (optional; the response
+/// carries the tier the call ran at).
+pub const TIER_HEADER: &str = "x-brume-tier";
+
+/// The request header with a sync call's price cap, in micro-units of the
+/// fee currency (optional).
+pub const PRICE_CAP_HEADER: &str = "x-brume-price-cap";
+
 /// The request header naming the requester's own end user (optional).
 pub const END_USER_HEADER: &str = "x-brume-end-user";
 
-/// Pricing and payout shares. `Default` is the devnet: one tier priced at
-/// €1.00 per coin-equivalent of resources, 1 token = €1.00, and the fee
-/// split 70% provider, 20% developer, 10% operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Pricing, tiers, deals, penalties and payout shares, as configured for
+/// a broker (`[broker.ledger]` in the TOML file). `Default` is the devnet:
+/// one `standard` tier priced at €1.00 per coin-equivalent of resources,
+/// 1 token = €1.00, the fee split 70 % provider, 20 % developer, 10 %
+/// operator, every account on a per-use deal, and the default penalties.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     /// The provider's share, in parts per million.
     pub contributor_ppm: u32,
@@ -62,12 +78,78 @@ pub struct LedgerConfig {
     pub developer_ppm: u32,
     /// The fee currency (ISO code).
     pub currency: String,
-    /// The one service tier's name, as recorded in rows.
-    pub tier: String,
-    /// Fiat micro-units per coin-equivalent of resources.
-    pub fiat_micros_per_coin: u64,
+    /// The service tiers, best first: each asks for no more than the one
+    /// before it (see `brume_ledger::pricing::PriceTable`).
+    pub tiers: Vec<TierConfig>,
+    /// The tier of requests that name none, for accounts without a deal.
+    /// Empty: the last (cheapest) tier.
+    pub default_tier: String,
     /// The fixed exchange rate: fiat micro-units per whole token.
     pub fiat_micros_per_token: u64,
+    /// Per-account deals; accounts not listed are per-use.
+    pub deals: Vec<DealConfig>,
+    /// Kumo's overrun surcharge and slow-provider refund.
+    pub penalties: PenaltyConfig,
+    /// The operator's charity and its share of the operator's payout.
+    pub operator_charity: Option<CharityConfig>,
+}
+
+/// One service tier and its price.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub name: String,
+    /// Fiat micro-units per coin-equivalent of resources.
+    pub fiat_micros_per_coin: u64,
+    /// Providers with fewer slots don't get this tier's work.
+    #[serde(default = "one")]
+    pub min_threads: u32,
+    /// Providers whose fitness (MIPS) is lower don't get this tier's work.
+    #[serde(default)]
+    pub min_mips: u64,
+    /// Recorded and compared between tiers; providers don't report their
+    /// bandwidth yet, so the scheduler can't check it.
+    #[serde(default)]
+    pub min_bandwidth_mbps: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A requester account's deal (the CGN seed's cost structures).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DealConfig {
+    /// The account: an API key's name.
+    pub account: String,
+    /// The tier of its requests that name none (default: the broker's).
+    #[serde(default)]
+    pub default_tier: Option<String>,
+    pub structure: DealStructure,
+}
+
+/// [`brume_ledger::deal::CostStructure`], with tiers by name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DealStructure {
+    PerUse,
+    CapWithDowngrade,
+    CapWithSubsidy { subsidy: String },
+    FullSubsidy { subsidy: String },
+    Subscription {
+        tier: String,
+        daily_fee_fiat_micros: u64,
+    },
+}
+
+/// A charity and its share of a beneficiary's payout.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CharityConfig {
+    pub account: String,
+    /// Parts per million of the beneficiary's payout, 0..=1000000.
+    pub share_ppm: u32,
 }
 
 impl Default for LedgerConfig {
@@ -76,9 +158,18 @@ impl Default for LedgerConfig {
             contributor_ppm: 700_000,
             developer_ppm: 200_000,
             currency: "EUR".into(),
-            tier: "standard".into(),
-            fiat_micros_per_coin: 1_000_000,
+            tiers: vec![TierConfig {
+                name: "standard".into(),
+                fiat_micros_per_coin: 1_000_000,
+                min_threads: 1,
+                min_mips: 0,
+                min_bandwidth_mbps: 0,
+            }],
+            default_tier: String::new(),
             fiat_micros_per_token: 1_000_000,
+            deals: Vec::new(),
+            penalties: PenaltyConfig::default(),
+            operator_charity: None,
         }
     }
 }
@@ -92,6 +183,10 @@ pub enum BillError {
     Pricing(#[from] PricingError),
     #[error("split: {0}")]
     Split(#[from] SplitError),
+    #[error("deal: {0}")]
+    Deal(#[from] DealError),
+    #[error("penalty: {0}")]
+    Penalty(#[from] PenaltyError),
     #[error("{0}")]
     Ledger(#[from] LedgerError),
     #[error("{0} does not fit in 64 bits")]
@@ -105,14 +200,16 @@ impl BillError {
             BillError::Open(_) => "ledger_open",
             BillError::Pricing(_) => "pricing",
             BillError::Split(_) => "split",
+            BillError::Deal(_) => "deal",
+            BillError::Penalty(_) => "penalty",
             BillError::Ledger(e) => e.code(),
             BillError::Overflow(_) => "overflow",
         }
     }
 }
 
-/// Who a row names, and what it records privately: fixed when the work is
-/// submitted.
+/// Who a row names, what it records privately, and the terms the work was
+/// admitted under: fixed when the work is submitted.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Billing {
     /// The name of the requester's API key.
@@ -122,6 +219,11 @@ pub(crate) struct Billing {
     pub developer: String,
     pub request_line: String,
     pub request_headers: Vec<(String, String)>,
+    /// The tier and price cap ([`Ledger::admit`]); `None` (work admitted
+    /// before deals existed) is the default tier, uncapped.
+    pub admission: Option<Admission>,
+    /// The job's declared shape, for the overrun surcharge.
+    pub declared: Declared,
 }
 
 impl Billing {
@@ -143,23 +245,71 @@ impl Billing {
 }
 
 /// What a unit of work was billed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cost {
     /// Token base units.
     pub token_amount: u128,
+    /// The tier it ran at.
+    pub tier: String,
+}
+
+/// What [`Ledger::admit`] refuses.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdmitError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    OverCap(DealError),
+}
+
+/// A tier as the scheduler checks it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TierNeeds {
+    pub min_threads: u32,
+    pub min_mips: u64,
+}
+
+/// Per-service usage seen so far: the estimate a capped request is
+/// admitted on.
+#[derive(Debug, Default, Clone, Copy)]
+struct Observed {
+    n: u64,
+    fuel: u128,
+    bytes_in: u128,
+    bytes_out: u128,
+}
+
+impl Observed {
+    fn mean(&self) -> ResourceUsage {
+        let n = u128::from(self.n.max(1));
+        let m = |v: u128| u64::try_from(v / n).unwrap_or(u64::MAX);
+        ResourceUsage {
+            fuel: m(self.fuel),
+            gpu_flop: 0,
+            bytes_in: m(self.bytes_in),
+            bytes_out: m(self.bytes_out),
+        }
+    }
 }
 
 /// The broker's ledger: the store, the pricer and the shares.
 pub struct Ledger {
     store: SqliteStore,
     pricer: Pricer,
-    tier: TierId,
-    tier_name: String,
+    /// Tier names, by `TierId` (the index in the config).
+    tier_names: Vec<String>,
+    tier_needs: Vec<TierNeeds>,
+    default_tier: TierId,
+    deals: HashMap<String, Deal>,
+    penalties: PenaltyConfig,
     currency: String,
     shares: PayoutShares,
     /// The shares when the developer is unknown: theirs goes to the operator.
     no_developer: PayoutShares,
     operator: String,
+    operator_charity: Option<Charity>,
+    /// Usage per service digest, for cost estimates.
+    observed: parking_lot::Mutex<HashMap<String, Observed>>,
     /// Rows started (queued or being appended) and not yet finished.
     pending: watch::Sender<u64>,
     /// Sync calls' rows, to [`batcher`].
@@ -232,16 +382,103 @@ impl Ledger {
     ) -> Result<(Ledger, mpsc::UnboundedReceiver<Unsealed>), BillError> {
         let shares = PayoutShares::new(config.contributor_ppm, config.developer_ppm)?;
         let no_developer = PayoutShares::new(config.contributor_ppm, 0)?;
-        let tier = TierId(0);
-        let table = PriceTable::new(vec![TierPrice {
-            tier,
-            spec: TierSpec {
-                min_threads: 1,
-                min_mips: 0,
-                min_bandwidth_mbps: 0,
-            },
-            fiat_micros_per_coin: config.fiat_micros_per_coin,
-        }])?;
+        let open = |m: String| BillError::Open(m);
+        let mut tiers = Vec::with_capacity(config.tiers.len());
+        let mut tier_names = Vec::with_capacity(config.tiers.len());
+        for (i, t) in config.tiers.iter().enumerate() {
+            if tier_names.contains(&t.name) {
+                return Err(open(format!("tier {:?} is listed twice", t.name)));
+            }
+            check_id("tier name", &t.name)?;
+            let id = TierId(u16::try_from(i).map_err(|_| open("too many tiers".into()))?);
+            tiers.push(TierPrice {
+                tier: id,
+                spec: TierSpec {
+                    min_threads: t.min_threads,
+                    min_mips: t.min_mips,
+                    min_bandwidth_mbps: t.min_bandwidth_mbps,
+                },
+                fiat_micros_per_coin: t.fiat_micros_per_coin,
+            });
+            tier_names.push(t.name.clone());
+        }
+        let tier_needs = config
+            .tiers
+            .iter()
+            .map(|t| TierNeeds {
+                min_threads: t.min_threads,
+                min_mips: t.min_mips,
+            })
+            .collect();
+        let table = PriceTable::new(tiers)?;
+        let tier_id = |name: &str| -> Result<TierId, BillError> {
+            tier_names
+                .iter()
+                .position(|n| n == name)
+                .map(|i| TierId(i as u16))
+                .ok_or_else(|| open(format!("unknown tier {name:?} (tiers: {})", tier_names.join(", "))))
+        };
+        let default_tier = if config.default_tier.is_empty() {
+            TierId((tier_names.len() - 1) as u16)
+        } else {
+            tier_id(&config.default_tier)?
+        };
+        let mut deals = HashMap::new();
+        for d in &config.deals {
+            check_id("deal account", &d.account)?;
+            let structure = match &d.structure {
+                DealStructure::PerUse => CostStructure::PerUse,
+                DealStructure::CapWithDowngrade => CostStructure::CapWithDowngrade,
+                DealStructure::CapWithSubsidy { subsidy } => {
+                    check_id("subsidy account", subsidy)?;
+                    CostStructure::CapWithSubsidy {
+                        subsidy: Account::new(subsidy),
+                    }
+                }
+                DealStructure::FullSubsidy { subsidy } => {
+                    check_id("subsidy account", subsidy)?;
+                    CostStructure::FullSubsidy {
+                        subsidy: Account::new(subsidy),
+                    }
+                }
+                DealStructure::Subscription {
+                    tier,
+                    daily_fee_fiat_micros,
+                } => CostStructure::Subscription {
+                    tier: tier_id(tier)?,
+                    daily_fee_fiat_micros: u128::from(*daily_fee_fiat_micros),
+                },
+            };
+            let deal = Deal {
+                account: Account::new(&d.account),
+                default_tier: match &d.default_tier {
+                    Some(t) => tier_id(t)?,
+                    None => default_tier,
+                },
+                structure,
+            };
+            if deals.insert(d.account.clone(), deal).is_some() {
+                return Err(open(format!("account {:?} has two deals", d.account)));
+            }
+        }
+        config
+            .penalties
+            .slow_provider
+            .validate()
+            .map_err(|e| open(format!("penalties: {e}")))?;
+        let operator_charity = match &config.operator_charity {
+            Some(c) => {
+                check_id("operator charity", &c.account)?;
+                if c.share_ppm > PPM {
+                    return Err(SplitError::CharityShareTooLarge(c.share_ppm).into());
+                }
+                Some(Charity {
+                    account: Account::new(&c.account),
+                    share_ppm: c.share_ppm,
+                })
+            }
+            None => None,
+        };
         let pricer = Pricer::new(
             PricingConfig::default(),
             table,
@@ -254,12 +491,17 @@ impl Ledger {
         let ledger = Ledger {
             store,
             pricer,
-            tier,
-            tier_name: config.tier.clone(),
+            tier_names,
+            tier_needs,
+            default_tier,
+            deals,
+            penalties: config.penalties,
             currency: config.currency.clone(),
             shares,
             no_developer,
             operator,
+            operator_charity,
+            observed: parking_lot::Mutex::new(HashMap::new()),
             pending: watch::channel(0).0,
             queue,
         };
@@ -276,28 +518,136 @@ impl Ledger {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    /// Builds the row of a finished unit of work, not yet sealed (no I/O,
-    /// no hashing).
+    /// The deal of `account`: its configured one, else per-use at the
+    /// broker's default tier.
+    fn deal(&self, account: &str) -> Deal {
+        self.deals.get(account).cloned().unwrap_or_else(|| Deal {
+            account: Account::new(clip(account, MAX_ID_BYTES)),
+            default_tier: self.default_tier,
+            structure: CostStructure::PerUse,
+        })
+    }
+
+    /// The tier named `name`.
+    fn tier_id(&self, name: &str) -> Option<TierId> {
+        self.tier_names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| TierId(i as u16))
+    }
+
+    fn tier_name(&self, id: TierId) -> &str {
+        self.tier_names.get(usize::from(id.0)).map_or("", String::as_str)
+    }
+
+    /// What providers must offer to run work admitted as `admission`.
+    pub(crate) fn needs(&self, admission: Option<&Admission>) -> TierNeeds {
+        let id = admission.map_or(self.default_tier, |a| a.tier);
+        self.tier_needs
+            .get(usize::from(id.0))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Chooses the tier a request of `account` runs at, from the tier it
+    /// names and its price cap (fiat micro-units), under the account's deal.
+    /// A capped request under a downgrade deal is estimated from the mean
+    /// usage of the service's earlier runs (none yet: zero, and the operator
+    /// absorbs what the cap doesn't cover).
+    pub(crate) fn admit(
+        &self,
+        account: &str,
+        tier: Option<&str>,
+        cap_fiat_micros: Option<u64>,
+        digest: &str,
+    ) -> Result<Admission, AdmitError> {
+        let tier = match tier {
+            None => None,
+            Some(name) => Some(self.tier_id(name).ok_or_else(|| {
+                AdmitError::Invalid(format!(
+                    "tier: unknown tier {name:?} (tiers: {})",
+                    self.tier_names.join(", ")
+                ))
+            })?),
+        };
+        let request = DealRequest {
+            tier,
+            cap_fiat_micros: cap_fiat_micros.map(u128::from),
+        };
+        let estimate = self
+            .observed
+            .lock()
+            .get(digest)
+            .map_or_else(ResourceUsage::default, Observed::mean);
+        let day = self
+            .pricer
+            .config
+            .day_of(i64::try_from(crate::now_ms()).unwrap_or(i64::MAX))
+            .map_err(|e| AdmitError::Invalid(e.to_string()))?;
+        let deal = self.deal(account);
+        deal.admit(&request, &self.pricer, Some(&estimate), day)
+            .map_err(|e| match e {
+                DealError::OverCap { .. } => AdmitError::OverCap(e),
+                DealError::TierFixed { deal, requested } => AdmitError::Invalid(format!(
+                    "tier: this account's subscription runs at tier {}, not {}",
+                    self.tier_name(deal),
+                    self.tier_name(requested)
+                )),
+                e => AdmitError::Invalid(e.to_string()),
+            })
+    }
+
+    /// Builds the row of a unit of work that consumed `usage` on
+    /// `provider` (advertising `fitness_mips`), not yet sealed (no I/O, no
+    /// hashing): the fee at the admitted tier, the overrun surcharge, who
+    /// pays under the deal, and the split with any slow-provider refund.
     pub(crate) fn row(
         &self,
         work: &Work,
         provider: &str,
-        outcome: &Outcome,
+        fitness_mips: u64,
+        usage: &brume_api::Usage,
         attempts: u32,
-    ) -> Result<Unsealed, BillError> {
-        let usage = outcome.usage();
+        cancelled: bool,
+    ) -> Result<(Unsealed, Cost), BillError> {
         let now = crate::now_ms();
-        let fee = self.pricer.fee_at(
-            &ResourceUsage {
-                fuel: usage.fuel,
-                gpu_flop: 0,
-                bytes_in: usage.bytes_in,
-                bytes_out: usage.bytes_out,
-            },
-            self.tier,
+        let billing = &work.spec.billing;
+        let admission = billing.admission.unwrap_or(Admission {
+            requested: self.default_tier,
+            tier: self.default_tier,
+            cap_fiat_micros: None,
+        });
+        let resources = ResourceUsage {
+            fuel: usage.fuel,
+            gpu_flop: 0,
+            bytes_in: usage.bytes_in,
+            bytes_out: usage.bytes_out,
+        };
+        {
+            let mut seen = self.observed.lock();
+            let o = seen.entry(work.spec.digest.clone()).or_default();
+            o.n += 1;
+            o.fuel += u128::from(usage.fuel);
+            o.bytes_in += u128::from(usage.bytes_in);
+            o.bytes_out += u128::from(usage.bytes_out);
+        }
+        let mut fee = self.pricer.fee_at(
+            &resources,
+            admission.tier,
             i64::try_from(now).map_err(|_| BillError::Overflow("timestamp"))?,
         )?;
-        let billing = &work.spec.billing;
+        // Kumo's surcharge for a job that overran its declared shape.
+        let measured = Measured {
+            runtime_ms: usage.wall_us / 1000,
+            peak_memory_bytes: usage.peak_memory_bytes,
+        };
+        let rule = &self.penalties.surcharge;
+        let surcharge = rule.surcharge(fee.token_amount, &billing.declared, &measured)?;
+        let surcharge_fiat = rule.surcharge(fee.fee_fiat_micros, &billing.declared, &measured)?;
+        fee.token_amount += surcharge;
+        fee.fee_fiat_micros += surcharge_fiat;
+        let charge = self.deal(&billing.requester).charge(&fee, &admission)?;
+
         let known_developer = !billing.developer.is_empty();
         let account = |s: &str| Beneficiary::plain(Account::new(clip(s, MAX_ID_BYTES)));
         let parties = Parties {
@@ -307,7 +657,10 @@ impl Ledger {
             } else {
                 &self.operator
             }),
-            operator: account(&self.operator),
+            operator: Beneficiary {
+                account: Account::new(&self.operator),
+                charity: self.operator_charity.clone(),
+            },
         };
         let shares = if known_developer {
             &self.shares
@@ -315,13 +668,32 @@ impl Ledger {
             &self.no_developer
         };
         let split = split::split(fee.token_amount, shares, &parties)?;
-        let mut payouts = Vec::with_capacity(3);
+        // Kumo's refund for a provider slower than it advertised.
+        let refund = self.penalties.slow_provider.refund(
+            fee.token_amount,
+            split.contributor().share,
+            &SpeedSample {
+                advertised_mips: fitness_mips,
+                fuel: usage.fuel,
+                // Rounded up: a partial millisecond counts, in the
+                // requester's favour (as the surcharge's runtime is
+                // rounded down).
+                run_ms: usage.wall_us.div_ceil(1000),
+            },
+        )?;
+        let split = split.with_contributor_refund(refund)?;
+        let requester = clip(&billing.requester, MAX_ID_BYTES);
+        let mut payouts = Vec::with_capacity(5);
+        let mut charities = Vec::new();
         for line in split.lines() {
             if line.role == Role::Developer && !known_developer {
                 continue; // always 0: the operator took the share
             }
             let role = match (line.charity, line.role) {
-                (true, _) => "charity",
+                (true, _) => {
+                    charities.push(line.account.0.clone());
+                    "charity"
+                }
                 (false, Role::Contributor) => "provider",
                 (false, Role::Developer) => "developer",
                 (false, Role::Operator) => "operator",
@@ -332,19 +704,44 @@ impl Ledger {
                 amount: line.amount,
             });
         }
+        if split.refund > 0 {
+            payouts.push(Payout {
+                beneficiary: requester.into(),
+                role: "refund".into(),
+                amount: split.refund,
+            });
+        }
+        let payers = charge
+            .parts
+            .iter()
+            .map(|part| {
+                let (account, kind) = match &part.payer {
+                    Payer::Requester(a) => (a.0.as_str(), "requester"),
+                    Payer::Subsidy(a) => (a.0.as_str(), "subsidy"),
+                    Payer::Operator => (self.operator.as_str(), "operator"),
+                    Payer::Subscription(a) => (a.0.as_str(), "subscription"),
+                };
+                PayerPart {
+                    account: account.into(),
+                    kind: kind.into(),
+                    amount: part.amount,
+                }
+            })
+            .collect();
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
+        let tier = self.tier_name(admission.tier).to_string();
         let data = RowData {
             work_id: work.id.to_string(),
             timestamp_ms: now,
-            requester: clip(&billing.requester, MAX_ID_BYTES).into(),
+            requester: requester.into(),
             end_user: clip(&billing.end_user, MAX_ID_BYTES).into(),
             provider: clip(provider, MAX_ID_BYTES).into(),
             developer: clip(&billing.developer, MAX_ID_BYTES).into(),
             operator: self.operator.clone(),
-            charities: Vec::new(),
+            charities,
             service_digest: work.spec.digest.clone(),
-            tier: self.tier_name.clone(),
+            tier: tier.clone(),
             usage: RowUsage {
                 fuel: usage.fuel,
                 wall_us: usage.wall_us,
@@ -356,27 +753,35 @@ impl Ledger {
             fee_micros: u64::try_from(fee.fee_fiat_micros)
                 .map_err(|_| BillError::Overflow("fee"))?,
             token_amount: fee.token_amount,
-            surcharge: 0,
+            surcharge,
             rate: row::ExchangeRate::per_whole_token(fee.rate.fiat_micros_per_token),
-            payers: vec![PayerPart {
-                account: clip(&billing.requester, MAX_ID_BYTES).into(),
-                kind: "requester".into(),
-                amount: fee.token_amount,
-            }],
+            payers,
             payouts,
         };
+        let mut metrics = BTreeMap::from([
+            ("attempts".to_string(), u64::from(attempts)),
+            ("wall_us".to_string(), usage.wall_us),
+            ("provider_fitness_mips".to_string(), fitness_mips),
+        ]);
+        if cancelled {
+            metrics.insert("cancelled".to_string(), 1);
+        }
+        if admission.downgraded() {
+            metrics.insert("downgraded".to_string(), 1);
+        }
         let private = PrivateData {
             salt,
             request_line: clip(&billing.request_line, MAX_FIELD_BYTES).into(),
             request_headers: billing.request_headers.clone(),
-            metrics: BTreeMap::from([
-                ("attempts".to_string(), u64::from(attempts)),
-                ("wall_us".to_string(), usage.wall_us),
-            ]),
+            metrics,
             service_fields: BTreeMap::new(),
             custom_fields: BTreeMap::new(),
         };
-        Ok((data, private))
+        let cost = Cost {
+            token_amount: data.token_amount,
+            tier,
+        };
+        Ok(((data, private), cost))
     }
 
     async fn append(&self, row: LedgerRow) {
@@ -385,6 +790,15 @@ impl Ledger {
             tracing::error!(work = %id, code = e.code(), "ledger row not stored: {e}");
         }
     }
+}
+
+fn check_id(what: &str, s: &str) -> Result<(), BillError> {
+    if s.is_empty() || s.len() > MAX_ID_BYTES {
+        return Err(BillError::Open(format!(
+            "{what} {s:?}: 1 to {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.
@@ -405,6 +819,7 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
     let Completion::Done {
         outcome,
         provider,
+        fitness_mips,
         attempts,
         ..
     } = completion
@@ -415,19 +830,12 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
     if !work.claim() {
         return; // a late result: the work already ended
     }
-    let row = match ledger.row(&work, &provider, &outcome, attempts) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            tracing::error!(work = %work.id, code = e.code(), "ledger row not built: {e}");
-            None
-        }
-    };
-    let cost = row.as_ref().map(|(data, _)| Cost {
-        token_amount: data.token_amount,
-    });
+    let usage = outcome.usage();
+    let (row, cost) = build(ledger, &work, &provider, fitness_mips, &usage, attempts, false);
     let completion = Completion::Done {
         outcome,
         provider,
+        fitness_mips,
         attempts,
         cost,
     };
@@ -436,13 +844,7 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
         (Sink::Job(_), Ok(rt)) => {
             let pending = Pending::new(ledger);
             rt.spawn(async move {
-                match row.map(|(data, private)| LedgerRow::seal(data, private)) {
-                    Some(Ok(row)) => pending.0.append(row).await,
-                    Some(Err(e)) => {
-                        tracing::error!(work = %work.id, code = e.code(), "ledger row not sealed: {e}")
-                    }
-                    None => {}
-                }
+                append_sealed(&pending.0, &work, row).await;
                 work.deliver(completion);
                 drop(pending);
             });
@@ -456,5 +858,80 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
                 tracing::error!(work = %(e.0).0.work_id, "ledger row not stored: the batcher has stopped");
             }
         }
+    }
+}
+
+/// What a cancelled attempt had used when it was cancelled: the fuel of
+/// its provider's last progress report and the time since it was sent.
+#[derive(Debug, Clone)]
+pub(crate) struct RanSoFar {
+    pub provider: String,
+    pub fitness_mips: u64,
+    pub attempt: u32,
+    pub fuel: u64,
+    pub wall_us: u64,
+}
+
+/// Ends work cancelled while it ran on a provider: bills what it used so
+/// far (one row, as for a `Done`; nothing if it reported no fuel yet), then
+/// delivers `completion`. False if the work had already ended.
+pub(crate) async fn cancel_running(
+    ledger: &Arc<Ledger>,
+    work: &Arc<Work>,
+    ran: RanSoFar,
+    completion: Completion,
+) -> bool {
+    if !work.claim() {
+        return false;
+    }
+    if ran.fuel > 0 {
+        let usage = brume_api::Usage {
+            fuel: ran.fuel,
+            wall_us: ran.wall_us,
+            ..brume_api::Usage::default()
+        };
+        let (row, _) = build(
+            ledger,
+            work,
+            &ran.provider,
+            ran.fitness_mips,
+            &usage,
+            ran.attempt,
+            true,
+        );
+        let pending = Pending::new(ledger);
+        append_sealed(ledger, work, row).await;
+        drop(pending);
+    }
+    work.deliver(completion);
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    ledger: &Ledger,
+    work: &Work,
+    provider: &str,
+    fitness_mips: u64,
+    usage: &brume_api::Usage,
+    attempts: u32,
+    cancelled: bool,
+) -> (Option<Unsealed>, Option<Cost>) {
+    match ledger.row(work, provider, fitness_mips, usage, attempts, cancelled) {
+        Ok((row, cost)) => (Some(row), Some(cost)),
+        Err(e) => {
+            tracing::error!(work = %work.id, code = e.code(), "ledger row not built: {e}");
+            (None, None)
+        }
+    }
+}
+
+async fn append_sealed(ledger: &Ledger, work: &Work, row: Option<Unsealed>) {
+    match row.map(|(data, private)| LedgerRow::seal(data, private)) {
+        Some(Ok(row)) => ledger.append(row).await,
+        Some(Err(e)) => {
+            tracing::error!(work = %work.id, code = e.code(), "ledger row not sealed: {e}")
+        }
+        None => {}
     }
 }

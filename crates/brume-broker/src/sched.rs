@@ -53,8 +53,21 @@ pub(crate) struct WorkSpec {
     pub progress_ms: Option<u64>,
     pub seed: u64,
     pub clock_start_ms: u64,
+    /// What the admitted tier asks of a provider.
+    pub needs: crate::ledger::TierNeeds,
     /// Who the ledger row names and what it records privately.
     pub billing: crate::ledger::Billing,
+}
+
+/// Where [`Scheduler::cancel`] found the work.
+#[derive(Debug)]
+pub(crate) enum Cancelled {
+    /// Not here: already finished, or never submitted.
+    Unknown,
+    /// Waiting in the queue: it never ran.
+    Queued,
+    /// Running on a provider, which was told to stop.
+    Running(crate::ledger::RanSoFar),
 }
 
 /// How a unit of work ended, as seen by whoever waits for it.
@@ -63,6 +76,8 @@ pub(crate) enum Completion {
     Done {
         outcome: Box<wire::Outcome>,
         provider: String,
+        /// The provider's advertised speed (for the slow-provider refund).
+        fitness_mips: u64,
         attempts: u32,
         /// What the ledger billed (set by `ledger::finish`).
         cost: Option<crate::ledger::Cost>,
@@ -229,6 +244,8 @@ impl ProviderEntry {
         let s = &work.spec;
         self.has_free_slot()
             && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
+            && self.caps.slots >= s.needs.min_threads
+            && self.caps.fitness_mips >= s.needs.min_mips
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
                 (Some(list), Some(name)) => list.iter().any(|a| a == name),
@@ -246,6 +263,8 @@ pub(crate) struct Inflight {
     pub attempt: u32,
     pub sent_at: Instant,
     pub accepted: bool,
+    /// Fuel in the attempt's last progress report.
+    pub fuel: u64,
 }
 
 /// Totals for `/v1/status` and metrics, kept incrementally.
@@ -502,6 +521,7 @@ impl Scheduler {
                 attempt,
                 sent_at: Instant::now(),
                 accepted: false,
+                fuel: 0,
             },
         );
         self.index(id);
@@ -587,11 +607,12 @@ impl Scheduler {
     }
 
     /// Progress on `channel` (jobs only).
-    pub fn progress(&self, id: ProviderId, channel: u32, p: &wire::Progress) {
-        if let Some(inf) = self.inflight.get(&(id, channel))
-            && let Some(job) = inf.work.job()
-        {
-            job.event_progress(inf.attempt, p.fuel, &p.stderr);
+    pub fn progress(&mut self, id: ProviderId, channel: u32, p: &wire::Progress) {
+        if let Some(inf) = self.inflight.get_mut(&(id, channel)) {
+            inf.fuel = inf.fuel.max(p.fuel);
+            if let Some(job) = inf.work.job() {
+                job.event_progress(inf.attempt, p.fuel, &p.stderr);
+            }
         }
     }
 
@@ -607,18 +628,19 @@ impl Scheduler {
             // A late result from an attempt already reassigned or cancelled.
             return;
         };
-        let provider = match self.providers.get_mut(&id) {
+        let (provider, fitness_mips) = match self.providers.get_mut(&id) {
             Some(p) => {
                 p.work_done += 1;
-                p.address.clone()
+                (p.address.clone(), p.caps.fitness_mips)
             }
-            None => String::new(),
+            None => (String::new(), 0),
         };
         after.finish.push((
             inf.work,
             Completion::Done {
                 outcome,
                 provider,
+                fitness_mips,
                 attempts: inf.attempt,
                 cost: None,
             },
@@ -644,23 +666,33 @@ impl Scheduler {
         self.fill(id, after);
     }
 
-    /// Cancels work wherever it is. Returns false if it is unknown here
-    /// (already finished, or never submitted).
-    pub fn cancel(&mut self, work_id: WorkId, after: &mut After) -> bool {
+    /// Cancels work wherever it is: tells its provider to stop, or takes
+    /// it off the queue.
+    pub fn cancel(&mut self, work_id: WorkId, after: &mut After) -> Cancelled {
         if let Some(&(id, channel)) = self.by_work.get(&work_id) {
-            if let Some(p) = self.providers.get(&id) {
-                let _ =
-                    p.tx.send(Message::Binary(ToProvider::Cancel.encode(channel)));
-            }
-            let found = self.release(id, channel).is_some();
+            let (provider, fitness_mips) = match self.providers.get(&id) {
+                Some(p) => {
+                    let _ =
+                        p.tx.send(Message::Binary(ToProvider::Cancel.encode(channel)));
+                    (p.address.clone(), p.caps.fitness_mips)
+                }
+                None => (String::new(), 0),
+            };
+            let ran = self.release(id, channel).map(|inf| crate::ledger::RanSoFar {
+                provider,
+                fitness_mips,
+                attempt: inf.attempt,
+                fuel: inf.fuel,
+                wall_us: u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
             self.fill(id, after);
-            return found;
+            return ran.map_or(Cancelled::Unknown, Cancelled::Running);
         }
         if let Some(i) = self.queue.iter().position(|w| w.id == work_id) {
             self.queue.remove(i);
-            return true;
+            return Cancelled::Queued;
         }
-        false
+        Cancelled::Unknown
     }
 
     /// Periodic upkeep: attempts not accepted in time count as a provider
@@ -770,6 +802,7 @@ mod tests {
             progress_ms: None,
             seed: 0,
             clock_start_ms: 0,
+            needs: Default::default(),
             billing: Default::default(),
         };
         let (tx, _rx) = oneshot::channel();

@@ -59,6 +59,7 @@ pub enum PenaltyError {
 
 /// Tolerance, slope and cap of a penalty, in ppm (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PenaltyRule {
     /// Deviation allowed without penalty.
     pub tolerance_ppm: u32,
@@ -113,6 +114,7 @@ pub struct Measured {
 
 /// The surcharge for overrunning the declared shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SurchargeRule {
     pub runtime: PenaltyRule,
     pub memory: PenaltyRule,
@@ -168,6 +170,7 @@ pub struct SpeedSample {
 
 /// The refund for a provider slower than it advertised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SlowProviderRule {
     pub rule: PenaltyRule,
     /// Runs shorter than this are not judged.
@@ -210,6 +213,7 @@ impl SlowProviderRule {
 
 /// Both penalties, as configured for a network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PenaltyConfig {
     pub surcharge: SurchargeRule,
     pub slow_provider: SlowProviderRule,

@@ -160,6 +160,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     }
     config.latitude = a.latitude.or(file.latitude).unwrap_or(0.0);
     config.longitude = a.longitude.or(file.longitude).unwrap_or(0.0);
+    if let Some(l) = &file.ledger {
+        config.ledger = l.clone();
+    }
     if let Some(h) = a.heartbeat {
         config.heartbeat = h;
     }

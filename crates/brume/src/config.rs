@@ -18,6 +18,35 @@
 //! latitude = 48.85
 //! longitude = 2.35
 //!
+//! [broker.ledger]              # every key optional; these are the defaults
+//! contributor_ppm = 700000     # the provider's share of each fee
+//! developer_ppm = 200000       # the developer's; the operator gets the rest
+//! currency = "EUR"
+//! fiat_micros_per_token = 1000000
+//! default_tier = "standard"    # "" = the last (cheapest) tier
+//! operator_charity = { account = "0xc4a21…", share_ppm = 50000 }
+//!
+//! [[broker.ledger.tiers]]      # best first; each asks no more than the last
+//! name = "standard"
+//! fiat_micros_per_coin = 1000000
+//! min_threads = 1
+//! min_mips = 0
+//!
+//! [[broker.ledger.deals]]      # accounts (API key names) not listed: per use
+//! account = "acme"
+//! structure = { kind = "cap_with_subsidy", subsidy = "acme-sponsor" }
+//! # kinds: per_use, cap_with_downgrade, cap_with_subsidy { subsidy },
+//! #        full_subsidy { subsidy }, subscription { tier, daily_fee_fiat_micros }
+//!
+//! [broker.ledger.penalties.surcharge.runtime]   # and .memory
+//! tolerance_ppm = 100000
+//! slope_ppm = 1000000
+//! cap_ppm = 500000
+//!
+//! [broker.ledger.penalties.slow_provider]
+//! rule = { tolerance_ppm = 200000, slope_ppm = 1000000, cap_ppm = 500000 }
+//! min_run_ms = 100
+//!
 //! [provider]
 //! broker = "http://127.0.0.1:7700"
 //! data_dir = "/var/lib/brume/provider"
@@ -59,6 +88,8 @@ pub struct BrokerSection {
     pub region: Option<String>,
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
+    /// Pricing, tiers, deals, penalties and shares (`[broker.ledger]`).
+    pub ledger: Option<brume_broker::ledger::LedgerConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,5 +136,46 @@ mod tests {
             toml::from_str("[provider]\nslots = 3\nmemory = '1GiB'").unwrap_or_default();
         assert_eq!(ok.provider.slots, Some(3));
         assert_eq!(ok.provider.memory.map(|m| m.as_u64()), Some(1 << 30));
+    }
+
+    #[test]
+    fn ledger_section_parses_and_refuses_typos() {
+        let text = r#"
+[broker.ledger]
+currency = "USD"
+operator_charity = { account = "charity", share_ppm = 50000 }
+
+[[broker.ledger.tiers]]
+name = "fast"
+fiat_micros_per_coin = 2000000
+min_mips = 500
+
+[[broker.ledger.tiers]]
+name = "standard"
+fiat_micros_per_coin = 1000000
+
+[[broker.ledger.deals]]
+account = "acme"
+structure = { kind = "cap_with_subsidy", subsidy = "sponsor" }
+
+[broker.ledger.penalties.slow_provider]
+rule = { tolerance_ppm = 1, slope_ppm = 2, cap_ppm = 3 }
+min_run_ms = 7
+"#;
+        let c: ConfigFile = toml::from_str(text).expect("parses");
+        let l = c.broker.ledger.expect("ledger");
+        assert_eq!(l.currency, "USD");
+        assert_eq!(l.tiers.len(), 2);
+        assert_eq!(l.tiers[1].min_threads, 1, "defaults apply per tier");
+        assert_eq!(l.deals[0].account, "acme");
+        assert_eq!(l.penalties.slow_provider.min_run_ms, 7);
+        assert_eq!(l.contributor_ppm, 700_000, "unset keys keep the defaults");
+        assert!(toml::from_str::<ConfigFile>("[broker.ledger]\ncurency = 'USD'").is_err());
+        assert!(
+            toml::from_str::<ConfigFile>(
+                "[[broker.ledger.deals]]\naccount = 'a'\nstructure = { kind = 'free' }"
+            )
+            .is_err()
+        );
     }
 }

@@ -164,6 +164,21 @@ pub struct RunArgs {
     /// A label `KEY=VALUE` kept with the job (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// The service tier to run at (default: your account's).
+    #[arg(long, value_name = "NAME")]
+    tier: Option<String>,
+    /// The most the job may cost, in micro-units of the broker's currency;
+    /// your account's deal decides what happens above it.
+    #[arg(long, value_name = "MICROS")]
+    price_cap: Option<u64>,
+    /// How long you expect the job to run, e.g. `30s`; overrunning it by
+    /// more than the broker's tolerance costs a surcharge.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expect_runtime: Option<Duration>,
+    /// The peak memory you expect, e.g. `64MiB` (surcharged like
+    /// `--expect-runtime`).
+    #[arg(long, value_name = "SIZE")]
+    expect_memory: Option<bytesize::ByteSize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -679,6 +694,12 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         queue_timeout_ms: args.queue_timeout.map(millis),
         max_price: args.max_price,
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        tier: args.tier.clone(),
+        price_cap_micros: args.price_cap,
+        expect: brume_api::rest::Expect {
+            runtime_ms: args.expect_runtime.map(millis),
+            memory_bytes: args.expect_memory.map(|m| m.as_u64()),
+        },
     })
 }
 

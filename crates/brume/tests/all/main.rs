@@ -2,6 +2,7 @@
 
 mod util;
 
+mod billing;
 mod devnet;
 mod exec;
 mod ledger;

@@ -163,8 +163,13 @@ impl Drop for Proc {
 
 /// `brume broker keys create --data DIR --json`.
 pub fn create_api_key(home: &Path, data: &Path) -> String {
+    create_named_key(home, data, "default")
+}
+
+/// `brume broker keys create --data DIR --name NAME --json`.
+pub fn create_named_key(home: &Path, data: &Path, name: &str) -> String {
     let out = command(home)
-        .args(["broker", "keys", "create", "--json", "--data"])
+        .args(["broker", "keys", "create", "--json", "--name", name, "--data"])
         .arg(data)
         .output()
         .expect("run brume broker keys create");
@@ -192,13 +197,17 @@ pub struct Broker {
     pub broker_id: String,
     pub data: PathBuf,
     home: PathBuf,
+    config: Option<PathBuf>,
 }
 
 impl Broker {
-    /// Starts a broker on `listen` (`127.0.0.1:0` for any port) and waits
-    /// for its ready line.
-    pub fn start(home: &Path, data: &Path, listen: &str) -> Broker {
+    /// Starts a broker on `listen` (`127.0.0.1:0` for any port), with
+    /// `--config FILE` if given, and waits for its ready line.
+    pub fn start_with(home: &Path, data: &Path, listen: &str, config: Option<&Path>) -> Broker {
         let mut cmd = command(home);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
         cmd.args([
             "broker",
             "--json",
@@ -226,6 +235,7 @@ impl Broker {
             broker_id: ready["broker_id"].as_str().expect("broker_id").to_string(),
             data: data.to_path_buf(),
             home: home.to_path_buf(),
+            config: config.map(Path::to_path_buf),
         }
     }
 
@@ -238,7 +248,7 @@ impl Broker {
     pub fn restart(&mut self) {
         self.kill();
         let listen = format!("127.0.0.1:{}", self.port);
-        let again = Broker::start(&self.home, &self.data, &listen);
+        let again = Broker::start_with(&self.home, &self.data, &listen, self.config.as_deref());
         assert_eq!(again.url, self.url, "restarted on the same URL");
         assert_eq!(
             again.broker_id, self.broker_id,
@@ -320,6 +330,7 @@ pub struct Net {
     pub providers: Vec<Provider>,
     pub broker: Broker,
     pub key: String,
+    pub named_keys: Vec<String>,
     pub client: Client,
     next_provider: usize,
     // Last: children die before their directories go.
@@ -330,16 +341,38 @@ impl Net {
     /// A broker with `providers` providers of `slots` slots each, all
     /// connected and registered.
     pub async fn start(providers: usize, slots: u32) -> Net {
+        Net::start_with(providers, slots, None, &[]).await
+    }
+
+    /// [`Net::start`] with a broker config file of this TOML text, and
+    /// API keys with these names besides `default` (in `named_keys`, in
+    /// order), created before the broker starts.
+    pub async fn start_with(
+        providers: usize,
+        slots: u32,
+        config: Option<&str>,
+        key_names: &[&str],
+    ) -> Net {
         let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path().to_path_buf();
         let data = root.join("broker");
         let key = create_api_key(&root, &data);
-        let broker = Broker::start(&root, &data, "127.0.0.1:0");
+        let named_keys = key_names
+            .iter()
+            .map(|n| create_named_key(&root, &data, n))
+            .collect();
+        let config_path = config.map(|text| {
+            let p = root.join("broker.toml");
+            std::fs::write(&p, text).expect("write broker.toml");
+            p
+        });
+        let broker = Broker::start_with(&root, &data, "127.0.0.1:0", config_path.as_deref());
         let client = Client::new(&broker.url, Some(key.clone())).expect("client");
         let mut net = Net {
             providers: Vec::new(),
             broker,
             key,
+            named_keys,
             client,
             next_provider: 0,
             tmp,
