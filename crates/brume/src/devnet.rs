@@ -385,6 +385,12 @@ async fn ledger_summary(
             "  job row {}: fee {} micro-{} ({} token base units), row hash {}",
             r.data.work_id, r.data.fee_micros, r.data.fee_currency, r.data.token_amount, r.row_hash
         ));
+        for p in &r.data.payers {
+            say(format!(
+                "    paid by {} {}  {} token base units",
+                p.kind, p.account, p.amount
+            ));
+        }
         for p in &r.data.payouts {
             say(format!(
                 "    {:<9} {}  {} token base units",
