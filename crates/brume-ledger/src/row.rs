@@ -440,6 +440,31 @@ impl LedgerRow {
         })
     }
 
+    /// Checks that a row carries its private columns, respects the bounds
+    /// and that its three hashes are those of its content (what
+    /// [`seal`](LedgerRow::seal) would compute), without copying it.
+    pub fn check_sealed(&self) -> Result<(), LedgerError> {
+        let Some(private) = &self.private else {
+            return Err(invalid(
+                "row",
+                &format!("{}: append needs the private columns", self.data.work_id),
+            ));
+        };
+        validate(&self.data, private)?;
+        let ph = private_hash(private);
+        let ch = custom_hash(private);
+        if ph != self.private_hash
+            || ch != self.custom_hash
+            || row_hash(&self.data, &ph, &ch) != self.row_hash
+        {
+            return Err(invalid(
+                "row_hash",
+                &format!("{}: the hashes do not match the content", self.data.work_id),
+            ));
+        }
+        Ok(())
+    }
+
     /// The row hash recomputed from the public columns.
     pub fn compute_row_hash(&self) -> Hash32 {
         row_hash(&self.data, &self.private_hash, &self.custom_hash)
@@ -518,46 +543,43 @@ pub fn hash_pairs(pairs: &mut [(&str, Value<'_>)]) -> Hash32 {
     Hash32(keccak256(&buf).0)
 }
 
-fn text_pairs(m: &BTreeMap<String, String>) -> Value<'_> {
-    Value::List(
-        m.iter()
-            .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Text(v)]))
-            .collect(),
-    )
-}
-
 /// Keccak-256 of the internal private columns (see the module docs).
 pub fn private_hash(p: &PrivateData) -> Hash32 {
-    let headers = Value::List(
-        p.request_headers
-            .iter()
-            .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Text(v)]))
-            .collect(),
-    );
-    let metrics = Value::List(
-        p.metrics
-            .iter()
-            .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Uint(u128::from(*v))]))
-            .collect(),
-    );
-    hash_pairs(&mut [
-        ("metrics", metrics),
-        ("request_headers", headers),
-        ("request_line", Value::Text(&p.request_line)),
-        ("salt", Value::Bytes(&p.salt)),
-        ("service_fields", text_pairs(&p.service_fields)),
-    ])
+    let mut e = Enc::with_capacity(256 + p.request_line.len());
+    let metrics = e.name("metrics").begin();
+    for (k, v) in &p.metrics {
+        let rec = e.begin();
+        e.text(k).uint(u128::from(*v)).end(rec);
+    }
+    e.end(metrics);
+    e.name("request_headers")
+        .text_records(p.request_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    e.name("request_line").text(&p.request_line);
+    e.name("salt").bytes(&p.salt);
+    e.name("service_fields")
+        .text_records(p.service_fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    e.hash()
 }
 
 /// Keccak-256 of the custom private fields and the salt (see the module
 /// docs).
 pub fn custom_hash(p: &PrivateData) -> Hash32 {
-    let mut pairs: Vec<(&str, Value<'_>)> = Vec::with_capacity(p.custom_fields.len() + 1);
-    pairs.push(("salt", Value::Bytes(&p.salt)));
+    let mut e = Enc::with_capacity(128);
+    // The map iterates in byte-wise order of the names; the salt goes before
+    // the first name that sorts at or after it (as a stable sort puts it).
+    let mut salt = Some(&p.salt);
     for (k, v) in &p.custom_fields {
-        pairs.push((k, Value::Text(v)));
+        if k.as_str() >= "salt"
+            && let Some(s) = salt.take()
+        {
+            e.name("salt").bytes(s);
+        }
+        e.name(k).text(v);
     }
-    hash_pairs(&mut pairs)
+    if let Some(s) = salt {
+        e.name("salt").bytes(s);
+    }
+    e.hash()
 }
 
 fn public_pairs<'a>(
@@ -632,8 +654,123 @@ fn public_pairs<'a>(
 }
 
 /// The row hash: Keccak-256 over the public pairs (see the module docs).
+/// Written straight in name order: the same bytes as [`hash_pairs`] over
+/// [`LedgerRow::public_pairs`].
 pub fn row_hash(d: &RowData, private_hash: &Hash32, custom_hash: &Hash32) -> Hash32 {
-    hash_pairs(&mut public_pairs(d, private_hash, custom_hash))
+    let u = u128::from;
+    let mut e = Enc::with_capacity(1024);
+    e.name("bytes_in").uint(u(d.usage.bytes_in));
+    e.name("bytes_out").uint(u(d.usage.bytes_out));
+    let list = e.name("charities").begin();
+    for c in &d.charities {
+        e.text(c);
+    }
+    e.end(list);
+    e.name("custom_hash").bytes(&custom_hash.0);
+    e.name("developer").text(&d.developer);
+    e.name("end_user").text(&d.end_user);
+    e.name("fee_currency").text(&d.fee_currency);
+    e.name("fee_micros").uint(u(d.fee_micros));
+    e.name("fuel").uint(u(d.usage.fuel));
+    e.name("operator").text(&d.operator);
+    let list = e.name("payers").begin();
+    for p in &d.payers {
+        let rec = e.begin();
+        e.text(&p.account).text(&p.kind).uint(p.amount).end(rec);
+    }
+    e.end(list);
+    let list = e.name("payouts").begin();
+    for p in &d.payouts {
+        let rec = e.begin();
+        e.text(&p.beneficiary).text(&p.role).uint(p.amount).end(rec);
+    }
+    e.end(list);
+    e.name("peak_memory_bytes").uint(u(d.usage.peak_memory_bytes));
+    e.name("private_hash").bytes(&private_hash.0);
+    e.name("provider").text(&d.provider);
+    e.name("rate_fiat_micros").uint(d.rate.fiat_micros);
+    e.name("rate_token_units").uint(d.rate.token_units);
+    e.name("requester").text(&d.requester);
+    e.name("schema_version").uint(SCHEMA_VERSION);
+    e.name("service_digest").text(&d.service_digest);
+    e.name("surcharge").uint(d.surcharge);
+    e.name("tier").text(&d.tier);
+    e.name("timestamp_ms").uint(u(d.timestamp_ms));
+    e.name("token_amount").uint(d.token_amount);
+    e.name("wall_us").uint(u(d.usage.wall_us));
+    e.name("work_id").text(&d.work_id);
+    e.hash()
+}
+
+/// The canonical encoding written straight into a buffer, without building
+/// [`Value`]s: the same bytes as [`encode_pair`] (the tests compare the two).
+/// The hashes use it; the caller writes the pairs in byte-wise name order.
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn with_capacity(n: usize) -> Enc {
+        Enc(Vec::with_capacity(n))
+    }
+
+    fn name(&mut self, name: &str) -> &mut Enc {
+        self.0.extend_from_slice(&len32(name.len()).to_be_bytes());
+        self.0.extend_from_slice(name.as_bytes());
+        self
+    }
+
+    fn uint(&mut self, n: u128) -> &mut Enc {
+        // Decimal digits, written backwards into a stack buffer.
+        let mut digits = [0u8; 39];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        put(&mut self.0, 0x01, &digits[at..]);
+        self
+    }
+
+    fn text(&mut self, s: &str) -> &mut Enc {
+        put(&mut self.0, 0x02, s.as_bytes());
+        self
+    }
+
+    fn bytes(&mut self, b: &[u8]) -> &mut Enc {
+        put(&mut self.0, 0x03, b);
+        self
+    }
+
+    /// Opens a list; `end` closes it.
+    fn begin(&mut self) -> usize {
+        self.0.push(0x04);
+        self.0.extend_from_slice(&[0; 4]);
+        self.0.len()
+    }
+
+    fn end(&mut self, start: usize) -> &mut Enc {
+        let len = len32(self.0.len() - start);
+        self.0[start - 4..start].copy_from_slice(&len.to_be_bytes());
+        self
+    }
+
+    /// A list of `[text, text]` records.
+    fn text_records<'a>(&mut self, items: impl Iterator<Item = (&'a str, &'a str)>) -> &mut Enc {
+        let list = self.begin();
+        for (k, v) in items {
+            let rec = self.begin();
+            self.text(k).text(v).end(rec);
+        }
+        self.end(list)
+    }
+
+    fn hash(&self) -> Hash32 {
+        Hash32(keccak256(&self.0).0)
+    }
 }
 
 fn too_large(column: &str, len: usize, max: usize) -> LedgerError {
@@ -866,6 +1003,81 @@ mod tests {
     const CUSTOM: &str = "134ecf8aeccae0527acbf76b6881cdc31aa8cc9377424741297e9e9401bb3602";
     const PRIVATE: &str = "0c6e559cddd27a28b8954791266732d3532471d31e7421ccb857c3be175b12b0";
     const ROW: &str = "50557a1a2d52042fd5861aaf7629c6a06d71f32fb1c75af5151b1cdbc7c5bd85";
+
+    fn text_pairs(m: &BTreeMap<String, String>) -> Value<'_> {
+        Value::List(
+            m.iter()
+                .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Text(v)]))
+                .collect(),
+        )
+    }
+
+    /// The hashes through `Value` and `hash_pairs` (sorting the pairs), as
+    /// they were first written; the direct encoders must agree.
+    fn reference_hashes(r: &LedgerRow) -> (Hash32, Hash32, Hash32) {
+        let p = r.private.as_ref().expect("private");
+        let headers = Value::List(
+            p.request_headers
+                .iter()
+                .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Text(v)]))
+                .collect(),
+        );
+        let metrics = Value::List(
+            p.metrics
+                .iter()
+                .map(|(k, v)| Value::List(vec![Value::Text(k), Value::Uint(u128::from(*v))]))
+                .collect(),
+        );
+        let private = hash_pairs(&mut [
+            ("metrics", metrics),
+            ("request_headers", headers),
+            ("request_line", Value::Text(&p.request_line)),
+            ("salt", Value::Bytes(&p.salt)),
+            ("service_fields", text_pairs(&p.service_fields)),
+        ]);
+        let mut pairs: Vec<(&str, Value<'_>)> = vec![("salt", Value::Bytes(&p.salt))];
+        for (k, v) in &p.custom_fields {
+            pairs.push((k, Value::Text(v)));
+        }
+        let custom = hash_pairs(&mut pairs);
+        let row = hash_pairs(&mut public_pairs(&r.data, &private, &custom));
+        (private, custom, row)
+    }
+
+    #[test]
+    fn direct_encoders_match_the_reference() {
+        let base = example_row().expect("row");
+        let mut p = base.private.clone().expect("private");
+        let mut rows = vec![base.clone()];
+        for (i, name) in ["a", "s", "sal", "salt_", "salu", "z", "", "Salt"]
+            .into_iter()
+            .enumerate()
+        {
+            p.custom_fields.insert(name.into(), format!("v{i}"));
+            p.metrics.insert(format!("m{i}"), u64::MAX - i as u64);
+            p.service_fields.insert(format!("f{i}"), "é".repeat(i));
+            p.request_headers.push((name.into(), String::new()));
+            let mut d = base.data.clone();
+            d.charities = (0..i).map(|c| format!("c{c}")).collect();
+            d.usage.fuel = u64::MAX >> i;
+            d.rate.token_units = u128::MAX >> i;
+            d.payers.clear();
+            d.payouts.clear();
+            d.token_amount = 0;
+            rows.push(LedgerRow::seal(d, p.clone()).expect("seal"));
+        }
+        for r in &rows {
+            let (private, custom, row) = reference_hashes(r);
+            assert_eq!(r.private_hash, private);
+            assert_eq!(r.custom_hash, custom);
+            assert_eq!(r.row_hash, row);
+            r.check_sealed().expect("sealed");
+        }
+        let mut bad = base.clone();
+        bad.data.tier.push('x');
+        assert_eq!(bad.check_sealed().expect_err("edited").code(), "invalid_row");
+        assert_eq!(base.public().check_sealed().expect_err("public").code(), "invalid_row");
+    }
 
     #[test]
     fn worked_example_hashes() {

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::row::{
-    Aggregate, ExchangeRate, Hash32, LedgerRow, PayerPart, Payout, PrivateData, RowData, RowUsage,
+    Aggregate, Hash32, LedgerRow, RowData, RowUsage,
 };
 
 /// Every error of the ledger. [`code`](LedgerError::code) is stable.
@@ -237,35 +237,23 @@ pub const DB_FILE: &str = "ledger.db";
 /// At most this many rows in one group commit.
 pub const MAX_BATCH_ROWS: usize = 8192;
 
+/// The layout version, in `PRAGMA user_version`.
+const LAYOUT_VERSION: i64 = 2;
+
+/// Only the columns that queries filter or sort on (and `fuel`, and the row
+/// hash that aggregates read) are columns of their own; the rest of the
+/// public data is one compact blob (`data`), the private data another
+/// (`private`). See [`codec`] for the blobs' format.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_rows (
     work_id TEXT NOT NULL UNIQUE,
     timestamp_ms INTEGER NOT NULL,
     requester TEXT NOT NULL,
-    end_user TEXT NOT NULL,
     provider TEXT NOT NULL,
-    developer TEXT NOT NULL,
-    operator TEXT NOT NULL,
-    charities TEXT NOT NULL,
-    service_digest TEXT NOT NULL,
-    tier TEXT NOT NULL,
     fuel INTEGER NOT NULL,
-    wall_us INTEGER NOT NULL,
-    peak_memory_bytes INTEGER NOT NULL,
-    bytes_in INTEGER NOT NULL,
-    bytes_out INTEGER NOT NULL,
-    fee_currency TEXT NOT NULL,
-    fee_micros INTEGER NOT NULL,
-    token_amount TEXT NOT NULL,
-    rate_fiat_micros TEXT NOT NULL,
-    rate_token_units TEXT NOT NULL,
-    surcharge TEXT NOT NULL,
-    payers TEXT NOT NULL,
-    payouts TEXT NOT NULL,
-    private_hash BLOB NOT NULL,
-    custom_hash BLOB NOT NULL,
     row_hash BLOB NOT NULL,
-    private TEXT NOT NULL
+    data BLOB NOT NULL,
+    private BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_rows_by_time ON ledger_rows(timestamp_ms, work_id);
 CREATE INDEX IF NOT EXISTS ledger_rows_by_requester
@@ -285,21 +273,40 @@ CREATE TABLE IF NOT EXISTS ledger_status (
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (work_id, entity)
 ) WITHOUT ROWID;
+PRAGMA user_version = 2;
 ";
 
-const INSERT_ROW: &str = "INSERT INTO ledger_rows (
-    work_id, timestamp_ms, requester, end_user, provider, developer, operator, charities,
-    service_digest, tier, fuel, wall_us, peak_memory_bytes, bytes_in, bytes_out,
-    fee_currency, fee_micros, token_amount, rate_fiat_micros, rate_token_units, surcharge,
-    payers, payouts, private_hash, custom_hash, row_hash, private
-) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)
-ON CONFLICT (work_id) DO NOTHING";
+/// Rows per `INSERT` statement (8 parameters each). A call of at most this
+/// many rows is one statement, atomic by itself.
+const ROWS_PER_INSERT: usize = 64;
 
-const SELECT_COLS: &str = "work_id, timestamp_ms, requester, end_user, provider, developer,
-    operator, charities, service_digest, tier, fuel, wall_us, peak_memory_bytes, bytes_in,
-    bytes_out, fee_currency, fee_micros, token_amount, rate_fiat_micros, rate_token_units,
-    surcharge, payers, payouts, private_hash, custom_hash, row_hash, private";
+/// `INSERT INTO ledger_rows … VALUES (…), …` for 1 to [`ROWS_PER_INSERT`]
+/// rows (index `n - 1`).
+fn insert_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=ROWS_PER_INSERT)
+            .map(|n| {
+                let mut s = String::from(
+                    "INSERT INTO ledger_rows (work_id, timestamp_ms, requester, provider, fuel, \
+                     row_hash, data, private) VALUES ",
+                );
+                for i in 0..n {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    s.push_str("(?,?,?,?,?,?,?,?)");
+                }
+                s
+            })
+            .collect()
+    });
+    &all[n.clamp(1, ROWS_PER_INSERT) - 1]
+}
+
+const SELECT_COLS: &str = "work_id, timestamp_ms, requester, provider, fuel, row_hash, data, private";
+const SELECT_PUBLIC_COLS: &str =
+    "work_id, timestamp_ms, requester, provider, fuel, row_hash, data, NULL";
 
 /// Opens a connection with the ledger's settings.
 fn open_conn(path: &Path) -> Result<Connection, LedgerError> {
@@ -313,8 +320,27 @@ fn open_conn(path: &Path) -> Result<Connection, LedgerError> {
         .map_err(wrap)?;
     conn.pragma_update(None, "recursive_triggers", "ON")
         .map_err(wrap)?;
-    conn.set_prepared_statement_cache_capacity(32);
+    // Statement and savepoint journals in memory, not in temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(wrap)?;
+    conn.set_prepared_statement_cache_capacity(ROWS_PER_INSERT + 16);
     Ok(conn)
+}
+
+/// Creates the schema, or checks that an existing database has this layout.
+fn init_schema(conn: &Connection) -> Result<(), LedgerError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_rows: bool = conn
+        .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_rows'")?
+        .exists([])?;
+    if has_rows && version != LAYOUT_VERSION {
+        return Err(LedgerError::Storage(format!(
+            "the ledger database has layout {version}, this brume reads layout \
+             {LAYOUT_VERSION} only"
+        )));
+    }
+    conn.execute_batch(SCHEMA)?;
+    Ok(())
 }
 
 /// A row ready for the writer: checked, hashed, serialised.
@@ -323,25 +349,11 @@ struct EncodedRow {
     work_id: String,
     timestamp_ms: i64,
     requester: String,
-    end_user: String,
     provider: String,
-    developer: String,
-    operator: String,
-    charities: String,
-    service_digest: String,
-    tier: String,
-    usage: [i64; 5],
-    fee_currency: String,
-    fee_micros: i64,
-    token_amount: String,
-    rate: [String; 2],
-    surcharge: String,
-    payers: String,
-    payouts: String,
-    private_hash: [u8; 32],
-    custom_hash: [u8; 32],
+    fuel: i64,
     row_hash: [u8; 32],
-    private: String,
+    data: Vec<u8>,
+    private: Vec<u8>,
 }
 
 /// u64 columns are stored as the i64 of the same bits (SQLite integers are
@@ -354,77 +366,312 @@ fn from_i64(n: i64) -> u64 {
     u64::from_ne_bytes(n.to_ne_bytes())
 }
 
-fn json<T: Serialize>(v: &T) -> Result<String, LedgerError> {
-    serde_json::to_string(v).map_err(|e| LedgerError::Storage(e.to_string()))
-}
-
 /// Checks that a row's hashes are those of its content, then serialises it.
-fn encode_row(row: LedgerRow) -> Result<EncodedRow, LedgerError> {
-    let LedgerRow {
-        data,
-        private_hash,
-        custom_hash,
-        row_hash,
-        private,
-    } = row;
-    let invalid = |reason: &str| LedgerError::InvalidRow {
-        column: "row".into(),
-        reason: format!("{}: {reason}", data.work_id),
-    };
-    let Some(private) = private else {
-        return Err(invalid("append needs the private columns"));
-    };
-    // Re-seal: validates the bounds and recomputes the three hashes.
-    let sealed = LedgerRow::seal(data, private)?;
-    if sealed.private_hash != private_hash
-        || sealed.custom_hash != custom_hash
-        || sealed.row_hash != row_hash
-    {
-        return Err(LedgerError::InvalidRow {
-            column: "row_hash".into(),
-            reason: format!(
-                "{}: the hashes do not match the content",
-                sealed.data.work_id
-            ),
-        });
-    }
-    let LedgerRow {
-        data: d, private, ..
-    } = sealed;
-    let private = json(&private)?;
+fn encode_row(row: &LedgerRow) -> Result<EncodedRow, LedgerError> {
+    row.check_sealed()?;
+    let d = &row.data;
+    let private = row.private.as_ref().map(codec::private).unwrap_or_default();
     Ok(EncodedRow {
-        charities: json(&d.charities)?,
-        payers: json(&d.payers)?,
-        payouts: json(&d.payouts)?,
-        surcharge: d.surcharge.to_string(),
+        work_id: d.work_id.clone(),
         timestamp_ms: to_i64(d.timestamp_ms),
-        usage: [
-            to_i64(d.usage.fuel),
-            to_i64(d.usage.wall_us),
-            to_i64(d.usage.peak_memory_bytes),
-            to_i64(d.usage.bytes_in),
-            to_i64(d.usage.bytes_out),
-        ],
-        fee_micros: to_i64(d.fee_micros),
-        token_amount: d.token_amount.to_string(),
-        rate: [
-            d.rate.fiat_micros.to_string(),
-            d.rate.token_units.to_string(),
-        ],
-        work_id: d.work_id,
-        requester: d.requester,
-        end_user: d.end_user,
-        provider: d.provider,
-        developer: d.developer,
-        operator: d.operator,
-        service_digest: d.service_digest,
-        tier: d.tier,
-        fee_currency: d.fee_currency,
-        private_hash: private_hash.0,
-        custom_hash: custom_hash.0,
-        row_hash: row_hash.0,
+        requester: d.requester.clone(),
+        provider: d.provider.clone(),
+        fuel: to_i64(d.usage.fuel),
+        row_hash: row.row_hash.0,
+        data: codec::data(row),
         private,
     })
+}
+
+/// The two blobs of a stored row.
+///
+/// Both start with a format byte (`1`). Integers are LEB128 varints (u64 and
+/// u128 alike), text is `varint(len) ‖ UTF-8`, a list is `varint(count) ‖
+/// items`, a hash or the salt is its raw bytes.
+///
+/// - `data`: `end_user`, `developer`, `operator`, `charities` (list of
+///   text), `service_digest`, `tier`, `wall_us`, `peak_memory_bytes`,
+///   `bytes_in`, `bytes_out`, `fee_currency`, `fee_micros`, `token_amount`,
+///   `surcharge`, `rate_fiat_micros`, `rate_token_units`, `payers` (list of
+///   account, kind, amount), `payouts` (list of beneficiary, role, amount),
+///   `private_hash` (32), `custom_hash` (32). The other public values are
+///   columns.
+/// - `private`: `salt` (16), `request_line`, `request_headers`, `metrics`,
+///   `service_fields`, `custom_fields` (lists of name, value).
+///
+/// A blob that does not decode exactly (truncated, trailing bytes, bad UTF-8,
+/// an integer out of range) makes the row corrupt.
+mod codec {
+    use std::collections::BTreeMap;
+
+    use crate::row::{ExchangeRate, Hash32, LedgerRow, PayerPart, Payout, PrivateData};
+
+    const FORMAT: u8 = 1;
+
+    struct W(Vec<u8>);
+
+    impl W {
+        fn uint(&mut self, mut n: u128) {
+            while n >= 0x80 {
+                self.0.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            self.0.push(n as u8);
+        }
+
+        fn u64(&mut self, n: u64) {
+            self.uint(u128::from(n));
+        }
+
+        fn len(&mut self, n: usize) {
+            self.uint(n as u128);
+        }
+
+        fn text(&mut self, s: &str) {
+            self.len(s.len());
+            self.0.extend_from_slice(s.as_bytes());
+        }
+
+        fn pairs<'a>(&mut self, n: usize, items: impl Iterator<Item = (&'a String, &'a String)>) {
+            self.len(n);
+            for (k, v) in items {
+                self.text(k);
+                self.text(v);
+            }
+        }
+    }
+
+    /// The public values that are not columns of their own.
+    pub(super) fn data(row: &LedgerRow) -> Vec<u8> {
+        let d = &row.data;
+        let mut w = W(Vec::with_capacity(512));
+        w.0.push(FORMAT);
+        w.text(&d.end_user);
+        w.text(&d.developer);
+        w.text(&d.operator);
+        w.len(d.charities.len());
+        for c in &d.charities {
+            w.text(c);
+        }
+        w.text(&d.service_digest);
+        w.text(&d.tier);
+        w.u64(d.usage.wall_us);
+        w.u64(d.usage.peak_memory_bytes);
+        w.u64(d.usage.bytes_in);
+        w.u64(d.usage.bytes_out);
+        w.text(&d.fee_currency);
+        w.u64(d.fee_micros);
+        w.uint(d.token_amount);
+        w.uint(d.surcharge);
+        w.uint(d.rate.fiat_micros);
+        w.uint(d.rate.token_units);
+        w.len(d.payers.len());
+        for p in &d.payers {
+            w.text(&p.account);
+            w.text(&p.kind);
+            w.uint(p.amount);
+        }
+        w.len(d.payouts.len());
+        for p in &d.payouts {
+            w.text(&p.beneficiary);
+            w.text(&p.role);
+            w.uint(p.amount);
+        }
+        w.0.extend_from_slice(&row.private_hash.0);
+        w.0.extend_from_slice(&row.custom_hash.0);
+        w.0
+    }
+
+    pub(super) fn private(p: &PrivateData) -> Vec<u8> {
+        let mut w = W(Vec::with_capacity(256));
+        w.0.push(FORMAT);
+        w.0.extend_from_slice(&p.salt);
+        w.text(&p.request_line);
+        w.pairs(
+            p.request_headers.len(),
+            p.request_headers.iter().map(|(k, v)| (k, v)),
+        );
+        w.len(p.metrics.len());
+        for (k, v) in &p.metrics {
+            w.text(k);
+            w.u64(*v);
+        }
+        w.pairs(p.service_fields.len(), p.service_fields.iter());
+        w.pairs(p.custom_fields.len(), p.custom_fields.iter());
+        w.0
+    }
+
+    /// The decoded `data` blob.
+    pub(super) struct Data {
+        pub end_user: String,
+        pub developer: String,
+        pub operator: String,
+        pub charities: Vec<String>,
+        pub service_digest: String,
+        pub tier: String,
+        /// wall_us, peak_memory_bytes, bytes_in, bytes_out
+        pub usage: [u64; 4],
+        pub fee_currency: String,
+        pub fee_micros: u64,
+        pub token_amount: u128,
+        pub surcharge: u128,
+        pub rate: ExchangeRate,
+        pub payers: Vec<PayerPart>,
+        pub payouts: Vec<Payout>,
+        pub private_hash: Hash32,
+        pub custom_hash: Hash32,
+    }
+
+    struct R<'a>(&'a [u8]);
+
+    type Res<T> = Result<T, String>;
+
+    impl<'a> R<'a> {
+        fn take(&mut self, n: usize) -> Res<&'a [u8]> {
+            if self.0.len() < n {
+                return Err("truncated".into());
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+
+        fn format(&mut self) -> Res<()> {
+            match self.take(1)? {
+                [FORMAT] => Ok(()),
+                [f] => Err(format!("unknown format {f}")),
+                _ => Err("truncated".into()),
+            }
+        }
+
+        fn uint(&mut self) -> Res<u128> {
+            let mut n: u128 = 0;
+            for shift in (0..128).step_by(7) {
+                let b = self.take(1)?[0];
+                let bits = u128::from(b & 0x7f);
+                if shift == 126 && bits > 3 {
+                    return Err("integer out of range".into());
+                }
+                n |= bits << shift;
+                if b & 0x80 == 0 {
+                    return Ok(n);
+                }
+            }
+            Err("integer out of range".into())
+        }
+
+        fn u64(&mut self) -> Res<u64> {
+            u64::try_from(self.uint()?).map_err(|_| "integer out of range".to_string())
+        }
+
+        fn len(&mut self) -> Res<usize> {
+            let n = usize::try_from(self.uint()?).map_err(|_| "length out of range")?;
+            if n > self.0.len() {
+                return Err("truncated".into());
+            }
+            Ok(n)
+        }
+
+        fn text(&mut self) -> Res<String> {
+            let n = self.len()?;
+            let b = self.take(n)?;
+            String::from_utf8(b.to_vec()).map_err(|_| "text is not UTF-8".to_string())
+        }
+
+        fn array<const N: usize>(&mut self) -> Res<[u8; N]> {
+            let mut out = [0u8; N];
+            out.copy_from_slice(self.take(N)?);
+            Ok(out)
+        }
+
+        fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Res<T>) -> Res<Vec<T>> {
+            let n = self.len()?;
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                out.push(item(self)?);
+            }
+            Ok(out)
+        }
+
+        fn map<V>(
+            &mut self,
+            mut value: impl FnMut(&mut Self) -> Res<V>,
+        ) -> Res<BTreeMap<String, V>> {
+            let n = self.len()?;
+            let mut out = BTreeMap::new();
+            for _ in 0..n {
+                let k = self.text()?;
+                let v = value(self)?;
+                if out.insert(k, v).is_some() {
+                    return Err("a name repeats".into());
+                }
+            }
+            Ok(out)
+        }
+
+        fn end(&self) -> Res<()> {
+            if self.0.is_empty() {
+                Ok(())
+            } else {
+                Err("trailing bytes".into())
+            }
+        }
+    }
+
+    pub(super) fn decode_data(b: &[u8]) -> Res<Data> {
+        let mut r = R(b);
+        r.format()?;
+        let d = Data {
+            end_user: r.text()?,
+            developer: r.text()?,
+            operator: r.text()?,
+            charities: r.list(R::text)?,
+            service_digest: r.text()?,
+            tier: r.text()?,
+            usage: [r.u64()?, r.u64()?, r.u64()?, r.u64()?],
+            fee_currency: r.text()?,
+            fee_micros: r.u64()?,
+            token_amount: r.uint()?,
+            surcharge: r.uint()?,
+            rate: ExchangeRate {
+                fiat_micros: r.uint()?,
+                token_units: r.uint()?,
+            },
+            payers: r.list(|r| {
+                Ok(PayerPart {
+                    account: r.text()?,
+                    kind: r.text()?,
+                    amount: r.uint()?,
+                })
+            })?,
+            payouts: r.list(|r| {
+                Ok(Payout {
+                    beneficiary: r.text()?,
+                    role: r.text()?,
+                    amount: r.uint()?,
+                })
+            })?,
+            private_hash: Hash32(r.array()?),
+            custom_hash: Hash32(r.array()?),
+        };
+        r.end()?;
+        Ok(d)
+    }
+
+    pub(super) fn decode_private(b: &[u8]) -> Res<PrivateData> {
+        let mut r = R(b);
+        r.format()?;
+        let p = PrivateData {
+            salt: r.array()?,
+            request_line: r.text()?,
+            request_headers: r.list(|r| Ok((r.text()?, r.text()?)))?,
+            metrics: r.map(R::u64)?,
+            service_fields: r.map(R::text)?,
+            custom_fields: r.map(R::text)?,
+        };
+        r.end()?;
+        Ok(p)
+    }
 }
 
 enum Op {
@@ -473,7 +720,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
         let conn = open_conn(&path)?;
-        conn.execute_batch(SCHEMA)?;
+        init_schema(&conn)?;
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("brume-ledger-writer".into())
@@ -547,7 +794,11 @@ impl LedgerStore for SqliteStore {
             if rows.is_empty() {
                 return Ok(());
             }
-            let encoded = rows.into_iter().map(encode_row).collect::<Result<_, _>>()?;
+            let mut seen = std::collections::HashSet::with_capacity(rows.len());
+            if let Some(r) = rows.iter().find(|r| !seen.insert(r.data.work_id.as_str())) {
+                return Err(LedgerError::DuplicateWorkId(r.data.work_id.clone()));
+            }
+            let encoded = rows.iter().map(encode_row).collect::<Result<_, _>>()?;
             self.submit(Op::Append(encoded)).await
         })
     }
@@ -555,7 +806,8 @@ impl LedgerStore for SqliteStore {
     fn get<'a>(&'a self, work_id: &'a str, private: bool) -> LedgerFuture<'a, Option<LedgerRow>> {
         let work_id = work_id.to_string();
         Box::pin(self.read(move |conn| {
-            let sql = format!("SELECT {SELECT_COLS} FROM ledger_rows WHERE work_id = ?1");
+            let cols = if private { SELECT_COLS } else { SELECT_PUBLIC_COLS };
+            let sql = format!("SELECT {cols} FROM ledger_rows WHERE work_id = ?1");
             let mut stmt = conn.prepare_cached(&sql)?;
             let raw = stmt.query_row([&work_id], RawRow::read).optional()?;
             raw.map(|r| r.decode(private)).transpose()
@@ -713,7 +965,8 @@ fn list(conn: &Connection, q: &ListQuery) -> Result<Page, LedgerError> {
         Some(n) => n.min(MAX_PAGE),
     };
     let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
-    let (sql, args) = filter_sql(SELECT_COLS, &q.filter, after, Some(limit));
+    let cols = if q.private { SELECT_COLS } else { SELECT_PUBLIC_COLS };
+    let (sql, args) = filter_sql(cols, &q.filter, after, Some(limit));
     let mut stmt = conn.prepare_cached(&sql)?;
     let raws = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), RawRow::read)?
@@ -722,10 +975,14 @@ fn list(conn: &Connection, q: &ListQuery) -> Result<Page, LedgerError> {
     if raws.len() == limit
         && let Some(last) = raws.last()
     {
-        page.next_cursor = Some(format!("{}:{}", last.timestamp_ms, last.work_id));
+        page.next_cursor = Some(format!(
+            "{}:{}",
+            last.timestamp_ms.unwrap_or_default(),
+            last.work_id()
+        ));
     }
     for raw in raws {
-        let work_id = raw.work_id.clone();
+        let work_id = raw.work_id();
         match raw.decode(q.private) {
             Ok(row) => page.rows.push(row),
             Err(e) => page.corrupt.push(CorruptRow {
@@ -737,132 +994,108 @@ fn list(conn: &Connection, q: &ListQuery) -> Result<Page, LedgerError> {
     Ok(page)
 }
 
-/// A row as stored, before decoding.
+/// A row as stored, before decoding. Every column is read as it is, whatever
+/// its type, so that a tampered column makes the row corrupt rather than
+/// failing the whole query.
 struct RawRow {
-    work_id: String,
-    timestamp_ms: i64,
-    text: [String; 7],
-    charities: String,
-    usage: [i64; 5],
-    fee_currency: String,
-    fee_micros: i64,
-    token_amount: String,
-    rate: [String; 2],
-    surcharge: String,
-    payers: String,
-    payouts: String,
-    hashes: [Vec<u8>; 3],
-    private: String,
+    work_id: Vec<u8>,
+    timestamp_ms: Option<i64>,
+    requester: Vec<u8>,
+    provider: Vec<u8>,
+    fuel: Option<i64>,
+    row_hash: Vec<u8>,
+    data: Vec<u8>,
+    private: Vec<u8>,
+}
+
+/// The bytes of a text or blob value (empty for anything else).
+fn raw_bytes(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Vec<u8>> {
+    use rusqlite::types::ValueRef;
+    Ok(match r.get_ref(i)? {
+        ValueRef::Text(b) | ValueRef::Blob(b) => b.to_vec(),
+        _ => Vec::new(),
+    })
+}
+
+fn raw_int(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
+    Ok(match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Integer(n) => Some(n),
+        _ => None,
+    })
 }
 
 impl RawRow {
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         Ok(RawRow {
-            work_id: r.get(0)?,
-            timestamp_ms: r.get(1)?,
-            // requester, end_user, provider, developer, operator,
-            // service_digest, tier
-            text: [
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(8)?,
-                r.get(9)?,
-            ],
-            charities: r.get(7)?,
-            usage: [r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?],
-            fee_currency: r.get(15)?,
-            fee_micros: r.get(16)?,
-            token_amount: r.get(17)?,
-            rate: [r.get(18)?, r.get(19)?],
-            surcharge: r.get(20)?,
-            payers: r.get(21)?,
-            payouts: r.get(22)?,
-            hashes: [r.get(23)?, r.get(24)?, r.get(25)?],
-            private: r.get(26)?,
+            work_id: raw_bytes(r, 0)?,
+            timestamp_ms: raw_int(r, 1)?,
+            requester: raw_bytes(r, 2)?,
+            provider: raw_bytes(r, 3)?,
+            fuel: raw_int(r, 4)?,
+            row_hash: raw_bytes(r, 5)?,
+            data: raw_bytes(r, 6)?,
+            private: raw_bytes(r, 7)?,
         })
     }
 
+    fn work_id(&self) -> String {
+        String::from_utf8_lossy(&self.work_id).into_owned()
+    }
+
     fn decode(self, private: bool) -> Result<LedgerRow, LedgerError> {
-        let work_id = self.work_id;
+        let work_id = self.work_id();
         let corrupt = |detail: String| LedgerError::Corrupt {
             work_id: work_id.clone(),
             detail,
         };
-        let hash = |i: usize, name: &str| {
-            Hash32::from_slice(&self.hashes[i])
-                .ok_or_else(|| corrupt(format!("{name} is not 32 bytes")))
+        let text = |b: Vec<u8>, name: &str| {
+            String::from_utf8(b).map_err(|_| corrupt(format!("{name} is not UTF-8 text")))
         };
-        let uint = |s: &str, name: &str| {
-            s.parse::<u128>()
-                .map_err(|_| corrupt(format!("{name} is not an integer")))
+        let int = |n: Option<i64>, name: &str| {
+            n.map(from_i64)
+                .ok_or_else(|| corrupt(format!("{name} is not an integer")))
         };
-        let [private_hash, custom_hash, row_hash] = [
-            hash(0, "private_hash")?,
-            hash(1, "custom_hash")?,
-            hash(2, "row_hash")?,
-        ];
-        let charities: Vec<String> = serde_json::from_str(&self.charities)
-            .map_err(|e| corrupt(format!("charities: {e}")))?;
-        let payouts: Vec<Payout> =
-            serde_json::from_str(&self.payouts).map_err(|e| corrupt(format!("payouts: {e}")))?;
-        let payers: Vec<PayerPart> =
-            serde_json::from_str(&self.payers).map_err(|e| corrupt(format!("payers: {e}")))?;
-        let surcharge = uint(&self.surcharge, "surcharge")?;
+        let row_hash = Hash32::from_slice(&self.row_hash)
+            .ok_or_else(|| corrupt("row_hash is not 32 bytes".into()))?;
+        let d = codec::decode_data(&self.data).map_err(|e| corrupt(format!("data: {e}")))?;
         let private = if private {
             Some(
-                serde_json::from_str::<PrivateData>(&self.private)
+                codec::decode_private(&self.private)
                     .map_err(|e| corrupt(format!("private: {e}")))?,
             )
         } else {
             None
         };
-        let token_amount = uint(&self.token_amount, "token_amount")?;
-        let rate = ExchangeRate {
-            fiat_micros: uint(&self.rate[0], "rate_fiat_micros")?,
-            token_units: uint(&self.rate[1], "rate_token_units")?,
-        };
-        let [
-            requester,
-            end_user,
-            provider,
-            developer,
-            operator,
-            service_digest,
-            tier,
-        ] = self.text;
-        let [fuel, wall_us, peak_memory_bytes, bytes_in, bytes_out] = self.usage.map(from_i64);
+        let [wall_us, peak_memory_bytes, bytes_in, bytes_out] = d.usage;
         Ok(LedgerRow {
             data: RowData {
-                work_id: work_id.clone(),
-                timestamp_ms: from_i64(self.timestamp_ms),
-                requester,
-                end_user,
-                provider,
-                developer,
-                operator,
-                charities,
-                service_digest,
-                tier,
+                work_id: text(self.work_id, "work_id")?,
+                timestamp_ms: int(self.timestamp_ms, "timestamp_ms")?,
+                requester: text(self.requester, "requester")?,
+                end_user: d.end_user,
+                provider: text(self.provider, "provider")?,
+                developer: d.developer,
+                operator: d.operator,
+                charities: d.charities,
+                service_digest: d.service_digest,
+                tier: d.tier,
                 usage: RowUsage {
-                    fuel,
+                    fuel: int(self.fuel, "fuel")?,
                     wall_us,
                     peak_memory_bytes,
                     bytes_in,
                     bytes_out,
                 },
-                fee_currency: self.fee_currency,
-                fee_micros: from_i64(self.fee_micros),
-                token_amount,
-                surcharge,
-                rate,
-                payers,
-                payouts,
+                fee_currency: d.fee_currency,
+                fee_micros: d.fee_micros,
+                token_amount: d.token_amount,
+                surcharge: d.surcharge,
+                rate: d.rate,
+                payers: d.payers,
+                payouts: d.payouts,
             },
-            private_hash,
-            custom_hash,
+            private_hash: d.private_hash,
+            custom_hash: d.custom_hash,
             row_hash,
             private,
         })
@@ -899,10 +1132,13 @@ fn writer(mut conn: Connection, rx: &std::sync::mpsc::Receiver<Request>) {
     }
 }
 
-/// Runs every op in one transaction, each under a savepoint so that a
-/// failing op (a duplicate work id, an unknown row) leaves the others
-/// intact, and commits once. Returns each op's outcome; `Err` if the
-/// transaction itself failed (then nothing was committed).
+/// Runs every op in one transaction and commits once. Each op is atomic on
+/// its own, so that a failing op (a duplicate work id, an unknown row)
+/// leaves the others intact: an append of at most [`ROWS_PER_INSERT`] rows
+/// is one statement, which SQLite rolls back alone when it fails; a larger
+/// append or a status update runs under a savepoint. Returns each op's
+/// outcome; `Err` if the batch failed as a whole (a storage error: then
+/// nothing was committed).
 fn commit_batch(
     conn: &mut Connection,
     ops: &[Op],
@@ -910,62 +1146,95 @@ fn commit_batch(
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
-        tx.prepare_cached("SAVEPOINT op")?.execute([])?;
         let r = match op {
-            Op::Append(rows) => append_rows(&tx, rows),
-            Op::Status(u, now) => apply_status(&tx, u, *now),
+            Op::Append(rows) if rows.len() <= ROWS_PER_INSERT => match insert_rows(&tx, rows) {
+                Ok(()) => Ok(()),
+                Err(e) if is_duplicate(&e) => Err(find_duplicate(&tx, rows)),
+                Err(e) => return Err(e.into()),
+            },
+            Op::Append(rows) => in_savepoint(&tx, |tx| {
+                for chunk in rows.chunks(ROWS_PER_INSERT) {
+                    match insert_rows(tx, chunk) {
+                        Ok(()) => {}
+                        Err(e) if is_duplicate(&e) => return Ok(Err(())),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(Ok(()))
+            })?
+            .map_err(|()| find_duplicate(&tx, rows)),
+            Op::Status(u, now) => in_savepoint(&tx, |tx| Ok(apply_status(tx, u, *now)))?,
         };
-        if r.is_err() {
-            tx.prepare_cached("ROLLBACK TO op")?.execute([])?;
-        }
-        tx.prepare_cached("RELEASE op")?.execute([])?;
         results.push(r);
     }
     tx.commit()?;
     Ok(results)
 }
 
-fn append_rows(tx: &rusqlite::Transaction<'_>, rows: &[EncodedRow]) -> Result<(), LedgerError> {
-    let mut stmt = tx.prepare_cached(INSERT_ROW)?;
+/// Runs `f` under a savepoint, rolled back if `f` returns `Ok(Err(_))`.
+fn in_savepoint<T, E>(
+    tx: &rusqlite::Transaction<'_>,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<Result<T, E>, LedgerError>,
+) -> Result<Result<T, E>, LedgerError> {
+    tx.prepare_cached("SAVEPOINT op")?.execute([])?;
+    let r = f(tx)?;
+    if r.is_err() {
+        tx.prepare_cached("ROLLBACK TO op")?.execute([])?;
+    }
+    tx.prepare_cached("RELEASE op")?.execute([])?;
+    Ok(r)
+}
+
+/// One multi-row `INSERT` of 1 to [`ROWS_PER_INSERT`] rows.
+fn insert_rows(tx: &rusqlite::Transaction<'_>, rows: &[EncodedRow]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(insert_sql(rows.len()))?;
+    let mut i = 1;
     for r in rows {
-        let n = match stmt.execute(params![
-            r.work_id,
-            r.timestamp_ms,
-            r.requester,
-            r.end_user,
-            r.provider,
-            r.developer,
-            r.operator,
-            r.charities,
-            r.service_digest,
-            r.tier,
-            r.usage[0],
-            r.usage[1],
-            r.usage[2],
-            r.usage[3],
-            r.usage[4],
-            r.fee_currency,
-            r.fee_micros,
-            r.token_amount,
-            r.rate[0],
-            r.rate[1],
-            r.surcharge,
-            r.payers,
-            r.payouts,
-            &r.private_hash[..],
-            &r.custom_hash[..],
-            &r.row_hash[..],
-            r.private,
-        ]) {
-            Ok(n) => n,
-            Err(e) if e.to_string().contains("duplicate work id") => 0,
-            Err(e) => return Err(e.into()),
-        };
-        if n == 0 {
-            return Err(LedgerError::DuplicateWorkId(r.work_id.clone()));
+        stmt.raw_bind_parameter(i, r.work_id.as_str())?;
+        stmt.raw_bind_parameter(i + 1, r.timestamp_ms)?;
+        stmt.raw_bind_parameter(i + 2, r.requester.as_str())?;
+        stmt.raw_bind_parameter(i + 3, r.provider.as_str())?;
+        stmt.raw_bind_parameter(i + 4, r.fuel)?;
+        stmt.raw_bind_parameter(i + 5, &r.row_hash[..])?;
+        stmt.raw_bind_parameter(i + 6, &r.data[..])?;
+        stmt.raw_bind_parameter(i + 7, &r.private[..])?;
+        i += 8;
+    }
+    stmt.raw_execute()?;
+    Ok(())
+}
+
+/// The insert of a work id already stored: refused by the trigger (or, were
+/// it dropped, by the unique index).
+fn is_duplicate(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(msg)) => {
+            f.code == rusqlite::ErrorCode::ConstraintViolation
+                && (msg.contains("duplicate work id") || msg.contains("ledger_rows.work_id"))
+        }
+        _ => false,
+    }
+}
+
+/// Which work id of a refused append is taken (the append was rolled back):
+/// one that repeats in the call, or one already stored.
+fn find_duplicate(tx: &rusqlite::Transaction<'_>, rows: &[EncodedRow]) -> LedgerError {
+    let mut seen = std::collections::HashSet::new();
+    if let Some(r) = rows.iter().find(|r| !seen.insert(r.work_id.as_str())) {
+        return LedgerError::DuplicateWorkId(r.work_id.clone());
+    }
+    let stored = |id: &str| -> rusqlite::Result<bool> {
+        tx.prepare_cached("SELECT 1 FROM ledger_rows WHERE work_id = ?1")?
+            .exists([id])
+    };
+    for r in rows {
+        match stored(&r.work_id) {
+            Ok(true) => return LedgerError::DuplicateWorkId(r.work_id.clone()),
+            Ok(false) => {}
+            Err(e) => return e.into(),
         }
     }
-    Ok(())
+    LedgerError::Storage("an insert was refused as a duplicate, but no work id is taken".into())
 }
 
 fn apply_status(
@@ -1005,7 +1274,7 @@ mod tests {
     fn encoded(ids: &[&str]) -> Op {
         Op::Append(
             ids.iter()
-                .map(|id| encode_row(row(id)).expect("encode"))
+                .map(|id| encode_row(&row(id)).expect("encode"))
                 .collect(),
         )
     }

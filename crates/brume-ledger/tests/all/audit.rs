@@ -124,15 +124,20 @@ async fn tampering_with_the_database_file_is_caught() {
     let conn = rusqlite::Connection::open(store.path()).expect("raw");
     conn.execute_batch(
         "DROP TRIGGER ledger_rows_no_update;
-         -- a public value
-         UPDATE ledger_rows SET fee_micros = 1 WHERE work_id = 'w-000001';
-         -- a private value
-         UPDATE ledger_rows SET private = replace(private, '\"n\":\"2\"', '\"n\":\"7\"')
+         -- a public value in a column
+         UPDATE ledger_rows SET fuel = 1 WHERE work_id = 'w-000001';
+         -- a public value in the data blob: the tier standard -> standarx
+         UPDATE ledger_rows SET data = CAST(replace(data, 'standard', 'standarx') AS BLOB)
+             WHERE work_id = 'w-000000';
+         -- a private value in the private blob: the custom field n = \"2\"
+         -- (encoded len 1, 'n', len 1, '2') becomes \"7\"
+         UPDATE ledger_rows SET private = CAST(replace(private, x'016e0132', x'016e0137') AS BLOB)
              WHERE work_id = 'w-000002';
          -- a row hash, rewritten to another well-formed value
          UPDATE ledger_rows SET row_hash = zeroblob(32) WHERE work_id = 'w-000003';
-         -- a hash column that is no longer 32 bytes
-         UPDATE ledger_rows SET custom_hash = x'00' WHERE work_id = 'w-000004';",
+         -- a hash that is no longer 32 bytes (custom_hash ends the data blob)
+         UPDATE ledger_rows SET data = substr(data, 1, length(data) - 31)
+             WHERE work_id = 'w-000004';",
     )
     .expect("tamper");
     drop(conn);
@@ -143,7 +148,7 @@ async fn tampering_with_the_database_file_is_caught() {
     assert_eq!(report.rows, 5);
     assert_eq!(
         report.bad_rows(),
-        ["w-000001", "w-000002", "w-000003", "w-000004"]
+        ["w-000000", "w-000001", "w-000002", "w-000003", "w-000004"]
     );
     let problem = |id: &str| {
         report
@@ -152,6 +157,7 @@ async fn tampering_with_the_database_file_is_caught() {
             .find(|f| f.work_id == id)
             .map(|f| f.problem.clone())
     };
+    assert!(matches!(problem("w-000000"), Some(Problem::RowHash { .. })));
     assert!(matches!(problem("w-000001"), Some(Problem::RowHash { .. })));
     assert!(matches!(
         problem("w-000002"),
@@ -171,5 +177,8 @@ async fn tampering_with_the_database_file_is_caught() {
     let public = audit_store(&store, RowFilter::default(), false)
         .await
         .expect("audit");
-    assert_eq!(public.bad_rows(), ["w-000001", "w-000003", "w-000004"]);
+    assert_eq!(
+        public.bad_rows(),
+        ["w-000000", "w-000001", "w-000003", "w-000004"]
+    );
 }

@@ -221,8 +221,9 @@ async fn the_database_refuses_updates_and_deletes() {
     store.append(vec![row(1, "a")]).await.expect("append");
     let conn = rusqlite::Connection::open(store.path()).expect("raw");
     for sql in [
-        "UPDATE ledger_rows SET fee_micros = 1 WHERE work_id = 'w-000001'",
+        "UPDATE ledger_rows SET fuel = 1 WHERE work_id = 'w-000001'",
         "UPDATE ledger_rows SET row_hash = zeroblob(32)",
+        "UPDATE ledger_rows SET data = x'00', private = x'00'",
         "DELETE FROM ledger_rows WHERE work_id = 'w-000001'",
         "DELETE FROM ledger_rows",
     ] {
