@@ -1,17 +1,45 @@
-//! Node identities. Every broker and provider has a secp256k1 key; its
-//! Ethereum address is its identity (and, later, its account). Signatures
-//! are EIP-191 `personal_sign`, so any Ethereum tool can check them.
+//! Identities: secp256k1 keys whose Ethereum address is the identity (and
+//! the account). The broker, each provider, each requester and the operator
+//! have one. Signatures are EIP-191 `personal_sign`, so any Ethereum tool
+//! can check them.
 //!
-//! The key file holds the private key as `0x`-prefixed hex and is created
-//! with mode 0600 (the settlement issue moves it to a Web3 v3 keystore).
+//! An [`Identity`] is kept in one of two forms:
+//!
+//! - A raw key file: the private key as `0x`-prefixed hex, mode 0600.
+//!   [`Identity::load_or_create`] reads or creates one; the broker and
+//!   provider daemons keep theirs in their data directories.
+//! - A Web3 Secret Storage (v3 JSON) keystore, encrypted under a password
+//!   ([`keystore`]). [`Identity::to_keystore`] and
+//!   [`Identity::from_keystore`] write and read one file;
+//!   [`keyring::Keyring`] is a directory of them (`brume keys`).
+//!
+//! ```
+//! use brume_identity::{Identity, recover};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let id = Identity::random();
+//! let path = id.to_keystore(dir.path(), b"correct horse")?;
+//! let again = Identity::from_keystore(&path, b"correct horse")?;
+//! assert_eq!(again.address(), id.address());
+//!
+//! let sig = again.sign_message(b"hello")?;
+//! assert_eq!(recover(b"hello", &sig)?, id.address());
+//! # Ok(())
+//! # }
+//! ```
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use alloy_primitives::{Address, Signature, eip191_hash_message};
 use k256::ecdsa::SigningKey;
+use k256::elliptic_curve::zeroize::Zeroizing;
 
 pub use alloy_primitives::Address as EthAddress;
+
+pub mod keyring;
+pub mod keystore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -23,13 +51,38 @@ pub enum IdentityError {
     },
     #[error("{path}: not a secp256k1 private key (expected 0x + 64 hex digits)")]
     BadKey { path: String },
+    #[error("not a secp256k1 private key (expected 0x + 64 hex digits)")]
+    InvalidKey,
+    /// The keystore's MAC does not match: the password is wrong (or the
+    /// ciphertext was altered).
+    #[error("{}: wrong password", path.display())]
+    WrongPassword { path: PathBuf },
+    /// The file is not a v3 keystore this crate can read.
+    #[error("{}: not a usable Web3 v3 keystore: {reason}", path.display())]
+    BadKeystore { path: PathBuf, reason: String },
+    /// The keystore library failed for another reason.
+    #[error("{}: keystore: {reason}", path.display())]
+    Keystore { path: PathBuf, reason: String },
+    #[error("{address} is already in the keyring ({})", path.display())]
+    KeyExists { address: Address, path: PathBuf },
+    #[error("the name {name:?} is already taken by {address}")]
+    NameTaken { name: String, address: Address },
+    #[error(
+        "bad key name {name:?}: use 1 to 64 letters, digits, `.`, `_` or `-`, \
+         not starting with `.` and not an address"
+    )]
+    BadName { name: String },
+    #[error("no key {query:?} in {}", dir.display())]
+    NoSuchKey { query: String, dir: PathBuf },
+    #[error("{query:?} matches more than one key: {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    AmbiguousKey { query: String, paths: Vec<PathBuf> },
     #[error("bad signature: {0}")]
     BadSignature(String),
     #[error("sign: {0}")]
     Sign(String),
 }
 
-/// A node's signing key.
+/// A secp256k1 signing key and its Ethereum address.
 #[derive(Clone)]
 pub struct Identity {
     key: SigningKey,
@@ -56,11 +109,61 @@ impl Identity {
         Identity { key, address }
     }
 
-    fn parse(text: &str) -> Option<Identity> {
+    /// The key from its 32 big-endian bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Identity, IdentityError> {
+        if bytes.len() != 32 {
+            return Err(IdentityError::InvalidKey);
+        }
+        SigningKey::from_slice(bytes)
+            .map(Identity::from_key)
+            .map_err(|_| IdentityError::InvalidKey)
+    }
+
+    /// The key from 64 hex digits, with or without `0x`; surrounding
+    /// whitespace is ignored (the format of the raw key file).
+    pub fn from_hex_key(text: &str) -> Result<Identity, IdentityError> {
         let hex = text.trim();
         let hex = hex.strip_prefix("0x").unwrap_or(hex);
-        let bytes = alloy_primitives::hex::decode(hex).ok()?;
-        SigningKey::from_slice(&bytes).ok().map(Identity::from_key)
+        if hex.len() != 64 {
+            return Err(IdentityError::InvalidKey);
+        }
+        let bytes = Zeroizing::new(
+            alloy_primitives::hex::decode(hex).map_err(|_| IdentityError::InvalidKey)?,
+        );
+        Identity::from_bytes(&bytes)
+    }
+
+    /// The private key as `0x` + 64 hex digits. Handle with care: this is
+    /// the secret.
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        let bytes = Zeroizing::new(self.key.to_bytes());
+        Zeroizing::new(format!(
+            "0x{}",
+            alloy_primitives::hex::encode(bytes.as_slice())
+        ))
+    }
+
+    /// The private key's 32 big-endian bytes.
+    pub(crate) fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.key.to_bytes().into())
+    }
+
+    /// The uncompressed SEC1 public key, `0x04` + 128 hex digits.
+    pub fn public_key_hex(&self) -> String {
+        let point = self.key.verifying_key().to_encoded_point(false);
+        format!("0x{}", alloy_primitives::hex::encode(point.as_bytes()))
+    }
+
+    /// Encrypts the key into a new v3 keystore file in `dir` (created with
+    /// mode 0700 if missing), named `UTC--<time>--<address>` as go-ethereum
+    /// does, written atomically with mode 0600. Returns its path.
+    pub fn to_keystore(&self, dir: &Path, password: &[u8]) -> Result<PathBuf, IdentityError> {
+        keystore::write_new(dir, self, password, None)
+    }
+
+    /// Decrypts the v3 keystore at `path`.
+    pub fn from_keystore(path: &Path, password: &[u8]) -> Result<Identity, IdentityError> {
+        keystore::read(path, password)
     }
 
     /// Loads the key at `path`, or creates one there (mode 0600, parent
@@ -71,7 +174,7 @@ impl Identity {
             source,
         };
         match std::fs::read_to_string(path) {
-            Ok(text) => Identity::parse(&text).ok_or_else(|| IdentityError::BadKey {
+            Ok(text) => Identity::from_hex_key(&text).map_err(|_| IdentityError::BadKey {
                 path: path.display().to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -84,7 +187,7 @@ impl Identity {
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
                 let mut file = opts.open(path).map_err(io)?;
-                let hex = format!("0x{}\n", alloy_primitives::hex::encode(id.key.to_bytes()));
+                let hex = Zeroizing::new(format!("{}\n", id.to_hex().as_str()));
                 file.write_all(hex.as_bytes()).map_err(io)?;
                 file.sync_all().map_err(io)?;
                 Ok(id)
