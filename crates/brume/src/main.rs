@@ -12,6 +12,7 @@ mod broker;
 mod config;
 mod devnet;
 mod exec;
+mod keys;
 mod ledger;
 mod logging;
 mod provide;
@@ -53,6 +54,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Export a broker's ledger, or audit every row hash.
     Ledger(ledger::LedgerArgs),
+    /// Manage the keyring: keystores whose addresses are accounts.
+    Keys(keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Job(args) => requester::job(args, &file.client).await,
             Command::Bench(args) => bench::main(args).await,
             Command::Ledger(args) => ledger::main(args).await,
+            Command::Keys(args) => keys::main(args),
         }
     })
 }

@@ -5,6 +5,7 @@ mod util;
 mod billing;
 mod devnet;
 mod exec;
+mod keys;
 mod ledger;
 mod net;
 mod network;

@@ -1,0 +1,120 @@
+//! `brume keys` through the real binary: a keyring of Web3 Secret Storage
+//! (v3) files whose addresses are accounts.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use crate::net::command;
+
+fn keys(home: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = command(home)
+        .arg("keys")
+        .arg("--keys-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run brume keys");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn new_list_show_import_and_no_duplicate_keys() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let home = tmp.path();
+    let dir = home.join("keys");
+    let pw = home.join("pw");
+    std::fs::write(&pw, "correct horse\n").expect("pw");
+    let pw = pw.to_str().expect("utf-8");
+
+    let (code, out, err) = keys(
+        home,
+        &dir,
+        &["new", "--name", "alice", "--password-file", pw, "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let address = created["address"].as_str().expect("address").to_string();
+    assert!(
+        address.starts_with("0x") && address.len() == 42,
+        "{address}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let mode = std::fs::metadata(&files[0])
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "keystore files are private");
+    let v3: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).expect("read")).expect("v3 json");
+    assert_eq!(v3["version"], 3);
+    assert!(v3["crypto"]["ciphertext"].is_string(), "{v3}");
+
+    let (code, out, _) = keys(home, &dir, &["list", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.to_lowercase().contains(&address.to_lowercase()),
+        "{out}"
+    );
+    let (code, out, _) = keys(home, &dir, &["show", "alice", "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.to_lowercase().contains(&address.to_lowercase()),
+        "{out}"
+    );
+    assert!(!out.contains("private"), "never the private key: {out}");
+
+    // A raw hex key imports to its well-known address.
+    let hex = home.join("key.hex");
+    std::fs::write(
+        &hex,
+        "0x7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d\n",
+    )
+    .expect("hex");
+    let (code, out, err) = keys(
+        home,
+        &dir,
+        &[
+            "import",
+            hex.to_str().expect("utf-8"),
+            "--name",
+            "vector",
+            "--password-file",
+            pw,
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.to_lowercase()
+            .contains("008aeeda4d805471df9b2a5b0f38a0c3bcba786b"),
+        "{out}"
+    );
+
+    // The same key can't be imported twice (whatever the password).
+    let bad = home.join("other");
+    std::fs::write(&bad, "another password\n").expect("pw");
+    let (code, out, err) = keys(
+        home,
+        &dir,
+        &[
+            "import",
+            hex.to_str().expect("utf-8"),
+            "--name",
+            "again",
+            "--password-file",
+            bad.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(
+        code, 1,
+        "importing the same key twice is refused: {out}{err}"
+    );
+    assert!(err.contains("error"), "{err}");
+}
