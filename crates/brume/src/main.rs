@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod broker;
+mod chain;
 mod config;
 mod devnet;
 mod exec;
@@ -56,6 +57,8 @@ enum Command {
     Ledger(ledger::LedgerArgs),
     /// Manage the keyring: keystores whose addresses are accounts.
     Keys(keys::KeysArgs),
+    /// Inspect and verify the embedded dev chain.
+    Chain(chain::ChainArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::main(args).await,
             Command::Ledger(args) => ledger::main(args).await,
             Command::Keys(args) => keys::main(args),
+            Command::Chain(args) => chain::main(args).await,
         }
     })
 }

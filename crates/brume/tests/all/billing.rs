@@ -148,7 +148,11 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
     // pays everything.
     let base = run(&net, &net.key, &cpu_job(100_000)).await;
     assert_eq!(base["tier"], "standard");
-    assert_eq!(base["payers"].as_array().expect("payers").len(), 1, "{base}");
+    assert_eq!(
+        base["payers"].as_array().expect("payers").len(),
+        1,
+        "{base}"
+    );
     assert_eq!(base["payers"][0]["account"], "default");
     assert_eq!(base["payers"][0]["kind"], "requester");
     assert_eq!(tokens(&base["surcharge"]), 0);
@@ -172,12 +176,21 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
     let mut bad = cpu_job(1000);
     bad.tier = Some("gold".into());
     let (status, body) = submit_raw(&net, &net.key, &bad).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")));
-    assert!(body["message"].as_str().unwrap_or("").contains("gold"), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("gold"),
+        "{body}"
+    );
     let mut bad = cpu_job(1000);
     bad.price_cap_micros = Some(1);
     let (status, body) = submit_raw(&net, &net.key, &bad).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request"))
+    );
 
     // Cap with downgrade: `fast` is estimated at twice `standard`; a cap
     // between the two runs it at `standard`. A cap below both is 402.
@@ -191,7 +204,11 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
     check_balanced(&down);
     job.price_cap_micros = Some(1);
     let (status, body) = submit_raw(&net, &thrifty, &job).await;
-    assert_eq!((status, body["code"].as_str()), (402, Some("over_price_cap")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (402, Some("over_price_cap")),
+        "{body}"
+    );
 
     // Cap with subsidy: the requester pays up to its cap, the sponsor the rest.
     let mut job = cpu_job(100_000);
@@ -199,16 +216,28 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
     let sub = run(&net, &capped, &job).await;
     let payers = sub["payers"].as_array().expect("payers");
     assert_eq!(payers.len(), 2, "{sub}");
-    assert_eq!((payers[0]["account"].as_str(), payers[0]["kind"].as_str()), (Some("capped"), Some("requester")));
-    assert_eq!(tokens(&payers[0]["amount"]), u128::from(fee_micros / 2) * UNITS_PER_MICRO);
-    assert_eq!((payers[1]["account"].as_str(), payers[1]["kind"].as_str()), (Some("sponsor"), Some("subsidy")));
+    assert_eq!(
+        (payers[0]["account"].as_str(), payers[0]["kind"].as_str()),
+        (Some("capped"), Some("requester"))
+    );
+    assert_eq!(
+        tokens(&payers[0]["amount"]),
+        u128::from(fee_micros / 2) * UNITS_PER_MICRO
+    );
+    assert_eq!(
+        (payers[1]["account"].as_str(), payers[1]["kind"].as_str()),
+        (Some("sponsor"), Some("subsidy"))
+    );
     check_balanced(&sub);
 
     // Full subsidy: the sponsor pays everything.
     let full = run(&net, &sponsored, &cpu_job(100_000)).await;
     let payers = full["payers"].as_array().expect("payers");
     assert_eq!(payers.len(), 1, "{full}");
-    assert_eq!((payers[0]["account"].as_str(), payers[0]["kind"].as_str()), (Some("sponsor"), Some("subsidy")));
+    assert_eq!(
+        (payers[0]["account"].as_str(), payers[0]["kind"].as_str()),
+        (Some("sponsor"), Some("subsidy"))
+    );
     assert_eq!(full["requester"], "sponsored");
     check_balanced(&full);
 
@@ -239,11 +268,20 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
         .expect("invoke");
     assert_eq!(resp.status(), 200);
     assert_eq!(
-        resp.headers().get("x-brume-tier").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("x-brume-tier")
+            .and_then(|v| v.to_str().ok()),
         Some("standard")
     );
-    let work_id = resp.headers()["x-brume-work-id"].to_str().expect("id").to_string();
-    let cost: u128 = resp.headers()["x-brume-cost"].to_str().expect("cost").parse().expect("int");
+    let work_id = resp.headers()["x-brume-work-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let cost: u128 = resp.headers()["x-brume-cost"]
+        .to_str()
+        .expect("cost")
+        .parse()
+        .expect("int");
     let slow = row(&net, &work_id, &net.key).await;
     assert_eq!(tokens(&slow["token_amount"]), cost);
     check_balanced(&slow);

@@ -140,16 +140,25 @@ async fn invocations_and_jobs_write_one_row_each_and_only_the_owner_sees_private
     let roles: Vec<_> = payouts.iter().map(|p| p["role"].clone()).collect();
     assert_eq!(roles, ["provider", "developer", "operator"]);
     let tokens = |v: &serde_json::Value| -> u128 {
-        v.as_str().expect("a decimal string").parse().expect("an integer")
+        v.as_str()
+            .expect("a decimal string")
+            .parse()
+            .expect("an integer")
     };
     let sum: u128 = payouts.iter().map(|p| tokens(&p["amount"])).sum();
     assert_eq!(sum, tokens(&job_row["token_amount"]));
-    assert!(payouts.iter().all(|p| tokens(&p["amount"]) > 0), "{job_row}");
+    assert!(
+        payouts.iter().all(|p| tokens(&p["amount"]) > 0),
+        "{job_row}"
+    );
     let payers = job_row["payers"].as_array().expect("payers");
     assert_eq!(payers.len(), 1, "{job_row}");
     assert_eq!(payers[0]["account"], "default");
     assert_eq!(payers[0]["kind"], "requester");
-    assert_eq!(tokens(&payers[0]["amount"]), tokens(&job_row["token_amount"]));
+    assert_eq!(
+        tokens(&payers[0]["amount"]),
+        tokens(&job_row["token_amount"])
+    );
 
     let invoke_row = row(&net, &invoke_id, None).await;
     assert_eq!(invoke_row["end_user"], "alice");

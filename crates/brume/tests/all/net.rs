@@ -169,7 +169,9 @@ pub fn create_api_key(home: &Path, data: &Path) -> String {
 /// `brume broker keys create --data DIR --name NAME --json`.
 pub fn create_named_key(home: &Path, data: &Path, name: &str) -> String {
     let out = command(home)
-        .args(["broker", "keys", "create", "--json", "--name", name, "--data"])
+        .args([
+            "broker", "keys", "create", "--json", "--name", name, "--data",
+        ])
         .arg(data)
         .output()
         .expect("run brume broker keys create");
