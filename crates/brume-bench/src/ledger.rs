@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use brume_ledger::row::{LedgerRow, PrivateData, RowData, example_row};
+use brume_ledger::row::{PrivateData, RowData, SealedRow, example_row};
 use brume_ledger::store::{LedgerStore, RowFilter, SqliteStore};
 use serde_json::json;
 
@@ -20,13 +20,14 @@ const WRITERS: usize = 16;
 const PER_CALL: usize = 32;
 
 /// A fresh row from the template: new work id and timestamp, sealed (its
-/// three Keccak hashes computed) as the broker would.
-fn make(template: &(RowData, PrivateData), i: u64) -> anyhow::Result<LedgerRow> {
+/// three Keccak hashes computed) as the broker would. The store takes it
+/// through `append_sealed`, without hashing it a second time.
+fn make(template: &(RowData, PrivateData), i: u64) -> anyhow::Result<SealedRow> {
     let (mut data, mut private) = template.clone();
     data.work_id = format!("bench-{i:012}");
     data.timestamp_ms = 1_700_000_000_000 + i;
     private.salt[..8].copy_from_slice(&i.to_be_bytes());
-    Ok(LedgerRow::seal(data, private)?)
+    Ok(SealedRow::seal(data, private)?)
 }
 
 pub async fn run(
@@ -59,7 +60,7 @@ pub async fn run(
                     .map(|k| make(&template, (w << 40) | (n + k)))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 let t = Instant::now();
-                store.append(rows).await?;
+                store.append_sealed(rows).await?;
                 lat.record(t.elapsed());
                 n += PER_CALL as u64;
             }
@@ -86,7 +87,7 @@ pub async fn run(
     //    timed), plain prepared-statement inserts in one transaction.
     let n = rows.min(2_000_000);
     let base_rows = (0..n)
-        .map(|i| make(&template, (1 << 62) | i))
+        .map(|i| make(&template, (1 << 62) | i).map(SealedRow::into_row))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let base_path = dir.path().join("baseline.db");
     let baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {

@@ -484,6 +484,34 @@ impl LedgerRow {
     }
 }
 
+/// A row sealed by [`SealedRow::seal`] (or checked by
+/// [`SealedRow::check`]) and immutable since: its hashes are those of its
+/// content by construction, so a store can take it without hashing it again
+/// ([`LedgerStore::append_sealed`](crate::store::LedgerStore::append_sealed)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRow(LedgerRow);
+
+impl SealedRow {
+    /// [`LedgerRow::seal`], keeping the proof that it was sealed.
+    pub fn seal(data: RowData, private: PrivateData) -> Result<SealedRow, LedgerError> {
+        LedgerRow::seal(data, private).map(SealedRow)
+    }
+
+    /// A row from elsewhere, checked with [`LedgerRow::check_sealed`].
+    pub fn check(row: LedgerRow) -> Result<SealedRow, LedgerError> {
+        row.check_sealed()?;
+        Ok(SealedRow(row))
+    }
+
+    pub fn row(&self) -> &LedgerRow {
+        &self.0
+    }
+
+    pub fn into_row(self) -> LedgerRow {
+        self.0
+    }
+}
+
 /// A value of the canonical encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value<'a> {
@@ -720,14 +748,26 @@ impl Enc {
 
     fn uint(&mut self, n: u128) -> &mut Enc {
         // Decimal digits, written backwards into a stack buffer.
+        // u128 division is slow: peel 19 digits at a time, then use u64.
         let mut digits = [0u8; 39];
         let mut at = digits.len();
         let mut n = n;
+        const E19: u128 = 10_000_000_000_000_000_000;
+        while n > u128::from(u64::MAX) {
+            let mut low = (n % E19) as u64;
+            n /= E19;
+            for _ in 0..19 {
+                at -= 1;
+                digits[at] = b'0' + (low % 10) as u8;
+                low /= 10;
+            }
+        }
+        let mut m = n as u64;
         loop {
             at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
+            digits[at] = b'0' + (m % 10) as u8;
+            m /= 10;
+            if m == 0 {
                 break;
             }
         }
@@ -1042,6 +1082,29 @@ mod tests {
         let custom = hash_pairs(&mut pairs);
         let row = hash_pairs(&mut public_pairs(&r.data, &private, &custom));
         (private, custom, row)
+    }
+
+    #[test]
+    fn direct_uint_matches_the_reference() {
+        let e19 = 10_000_000_000_000_000_000u128;
+        for n in [
+            0,
+            9,
+            10,
+            u128::from(u64::MAX),
+            u128::from(u64::MAX) + 1,
+            e19 - 1,
+            e19,
+            e19 * e19,
+            e19 * e19 + 7,
+            u128::MAX,
+        ] {
+            let mut want = Vec::new();
+            Value::Uint(n).encode(&mut want);
+            let mut e = Enc::with_capacity(0);
+            e.uint(n);
+            assert_eq!(e.0, want, "{n}");
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::row::{
-    Aggregate, Hash32, LedgerRow, RowData, RowUsage,
+    Aggregate, Hash32, LedgerRow, RowData, RowUsage, SealedRow,
 };
 
 /// Every error of the ledger. [`code`](LedgerError::code) is stable.
@@ -215,6 +215,12 @@ pub trait LedgerStore: Send + Sync {
     /// are durable. Atomic per call; see the module docs.
     fn append(&self, rows: Vec<LedgerRow>) -> LedgerFuture<'_, ()>;
 
+    /// [`append`](LedgerStore::append) for rows known to be sealed: the
+    /// store need not recompute their hashes. Same guarantees.
+    fn append_sealed(&self, rows: Vec<SealedRow>) -> LedgerFuture<'_, ()> {
+        self.append(rows.into_iter().map(SealedRow::into_row).collect())
+    }
+
     /// One row, with its private columns if `private`.
     fn get<'a>(&'a self, work_id: &'a str, private: bool) -> LedgerFuture<'a, Option<LedgerRow>>;
 
@@ -369,9 +375,15 @@ fn from_i64(n: i64) -> u64 {
 /// Checks that a row's hashes are those of its content, then serialises it.
 fn encode_row(row: &LedgerRow) -> Result<EncodedRow, LedgerError> {
     row.check_sealed()?;
+    Ok(encode_sealed(row))
+}
+
+/// Serialises a row whose hashes are known to match (a [`SealedRow`], or
+/// one that [`encode_row`] checked).
+fn encode_sealed(row: &LedgerRow) -> EncodedRow {
     let d = &row.data;
     let private = row.private.as_ref().map(codec::private).unwrap_or_default();
-    Ok(EncodedRow {
+    EncodedRow {
         work_id: d.work_id.clone(),
         timestamp_ms: to_i64(d.timestamp_ms),
         requester: d.requester.clone(),
@@ -380,7 +392,7 @@ fn encode_row(row: &LedgerRow) -> Result<EncodedRow, LedgerError> {
         row_hash: row.row_hash.0,
         data: codec::data(row),
         private,
-    })
+    }
 }
 
 /// The two blobs of a stored row.
@@ -794,11 +806,19 @@ impl LedgerStore for SqliteStore {
             if rows.is_empty() {
                 return Ok(());
             }
-            let mut seen = std::collections::HashSet::with_capacity(rows.len());
-            if let Some(r) = rows.iter().find(|r| !seen.insert(r.data.work_id.as_str())) {
-                return Err(LedgerError::DuplicateWorkId(r.data.work_id.clone()));
-            }
+            check_unique(rows.iter())?;
             let encoded = rows.iter().map(encode_row).collect::<Result<_, _>>()?;
+            self.submit(Op::Append(encoded)).await
+        })
+    }
+
+    fn append_sealed(&self, rows: Vec<SealedRow>) -> LedgerFuture<'_, ()> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            check_unique(rows.iter().map(SealedRow::row))?;
+            let encoded = rows.iter().map(|r| encode_sealed(r.row())).collect();
             self.submit(Op::Append(encoded)).await
         })
     }
@@ -881,6 +901,17 @@ impl LedgerStore for SqliteStore {
             Ok(summary)
         }))
     }
+}
+
+/// Fails a call whose rows repeat a work id (before it is queued).
+fn check_unique<'a>(rows: impl ExactSizeIterator<Item = &'a LedgerRow>) -> Result<(), LedgerError> {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
+    for r in rows {
+        if !seen.insert(r.data.work_id.as_str()) {
+            return Err(LedgerError::DuplicateWorkId(r.data.work_id.clone()));
+        }
+    }
+    Ok(())
 }
 
 fn now_ms() -> u64 {

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use brume_ledger::row::{Aggregate, LedgerRow};
+use brume_ledger::row::{Aggregate, LedgerRow, SealedRow};
 use brume_ledger::store::{
     LedgerStore, ListQuery, PaymentStatus, RowFilter, SqliteStore, StatusUpdate,
 };
@@ -246,4 +246,47 @@ async fn the_database_refuses_updates_and_deletes() {
         store.get("w-000001", true).await.expect("get"),
         Some(row(1, "a"))
     );
+}
+
+/// Sealed rows skip the second hashing, with the same guarantees: stored
+/// as they are, atomic per call, duplicates refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_rows_append_like_rows() {
+    let (_dir, store) = open();
+    let sealed = |i| SealedRow::check(row(i, "a")).expect("sealed");
+    store
+        .append_sealed(vec![sealed(1), sealed(2)])
+        .await
+        .expect("append");
+    assert_eq!(
+        store.get("w-000002", true).await.expect("get"),
+        Some(row(2, "a"))
+    );
+    let e = store
+        .append_sealed(vec![sealed(3), sealed(1)])
+        .await
+        .expect_err("duplicate");
+    assert_eq!(e.code(), "duplicate_work_id");
+    assert_eq!(store.get("w-000003", false).await.expect("get"), None);
+    // A row edited after sealing cannot become a SealedRow.
+    let mut r = row(4, "a");
+    r.data.fee_micros += 1;
+    assert_eq!(SealedRow::check(r).expect_err("edited").code(), "invalid_row");
+}
+
+/// A call larger than one INSERT statement is still atomic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_call_is_atomic() {
+    let (_dir, store) = open();
+    store.append(vec![row(150, "a")]).await.expect("first");
+    let rows: Vec<LedgerRow> = (0..200u64).map(|i| row(i, "a")).collect();
+    let e = store.append(rows).await.expect_err("duplicate");
+    assert_eq!(e.code(), "duplicate_work_id");
+    assert!(e.to_string().contains("w-000150"), "{e}");
+    let all = store.aggregate(RowFilter::default()).await.expect("aggregate");
+    assert_eq!(all.rows, 1);
+    let rows: Vec<LedgerRow> = (1000..1200u64).map(|i| row(i, "a")).collect();
+    store.append(rows).await.expect("append");
+    let all = store.aggregate(RowFilter::default()).await.expect("aggregate");
+    assert_eq!(all.rows, 201);
 }
