@@ -80,6 +80,26 @@ codes! {
     Cancelled = ("cancelled", 409),
     /// No service tier allowed by the account's deal fits the request's price cap.
     OverPriceCap = ("over_price_cap", 402),
+    /// The paying account's allowance to the broker's payout account, minus
+    /// its unsettled charges, can't cover the work's maximum cost (escrow).
+    InsufficientAllowance = ("insufficient_allowance", 402),
+    /// A chain transaction would spend more tokens than the account holds.
+    InsufficientBalance = ("insufficient_balance", 402),
+    /// A signature (a signed request's, or a chain transaction's) doesn't
+    /// verify, or a `Brume-Signature` header is malformed.
+    BadSignature = ("bad_signature", 401),
+    /// A signed request's timestamp is more than 5 minutes off the broker's clock.
+    StaleSignature = ("stale_signature", 401),
+    /// A signed request's signature was already used (a replay).
+    ReplayedSignature = ("replayed_signature", 401),
+    /// A chain transaction's nonce is not the account's next one.
+    BadNonce = ("bad_nonce", 409),
+    /// This very chain transaction is already on the chain.
+    AlreadyKnown = ("already_known", 409),
+    /// A chain transaction that can't apply: another chain id, a zero address, an overflow.
+    InvalidTx = ("invalid_tx", 400),
+    /// The chain's faucet is off (it is only for devnets).
+    FaucetDisabled = ("faucet_disabled", 403),
     /// A bug or an environment failure on the broker side.
     Internal = ("internal", 500),
 }

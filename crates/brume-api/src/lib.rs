@@ -5,11 +5,16 @@
 //! - [`wire`]: the provider protocol, binary frames over one WebSocket
 //!   (`/v1/provider/connect`), multiplexed by channel.
 //! - [`error`]: the `{code, message}` error body and its stable codes.
+//! - [`chain`]: the bodies of the chain routes (`/v1/chain/...`).
+//! - [`signed`]: the `Authorization: Brume-Signature ...` format of signed
+//!   requests (no API key: the signer's address is the account).
 //!
 //! The crate has no I/O and no async: it is data, encoding and validation.
 
+pub mod chain;
 pub mod error;
 pub mod rest;
+pub mod signed;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};

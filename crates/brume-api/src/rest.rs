@@ -484,6 +484,17 @@ pub struct ProviderInfo {
     pub modules_cached: u64,
     pub work_done: u64,
     pub connected_at_ms: u64,
+    /// Its stake: its allowance to the broker's payout account, in token
+    /// base units (decimal), as last read from the chain.
+    #[serde(default)]
+    pub stake: String,
+    /// Whether its stake meets the broker's `min_stake` (else it gets no work).
+    #[serde(default = "yes")]
+    pub staked: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

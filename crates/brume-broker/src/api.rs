@@ -21,6 +21,7 @@ use brume_api::rest::{
     JobInfo, JobList, JobSpec, JobState, ProviderInfo, ProviderList, ServiceInfo, ServiceList,
     validate_service_name,
 };
+use brume_api::signed::{self, SignatureHeader};
 use brume_api::wire::{self, Outcome};
 use brume_api::{ApiError, ErrorCode, Profile, ServiceKind, WorkId, headers as xh};
 use bytes::Bytes;
@@ -32,17 +33,17 @@ use crate::jobs::{self, JobEntry, StoredJob};
 use crate::ledger::{self, Billing};
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::sched::{Cancelled, Completion, Sink, Work, WorkSpec};
+use crate::store::keys;
 use brume_ledger::deal::Admission;
 use brume_ledger::penalty::Declared;
-use crate::store::keys;
 
-type Sh = State<Arc<Shared>>;
+pub(crate) type Sh = State<Arc<Shared>>;
 
 /// An error response.
 pub(crate) struct Fail(pub ApiError);
 
 impl Fail {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Fail {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Fail {
         Fail(ApiError::new(code, message))
     }
 }
@@ -67,7 +68,7 @@ impl IntoResponse for Fail {
     }
 }
 
-type Res<T> = Result<T, Fail>;
+pub(crate) type Res<T> = Result<T, Fail>;
 
 fn body_or_fail(body: Result<Bytes, BytesRejection>, what: &str) -> Res<Bytes> {
     body.map_err(|r| {
@@ -85,10 +86,102 @@ fn body_or_fail(body: Result<Bytes, BytesRejection>, what: &str) -> Res<Bytes> {
     })
 }
 
-/// A requester with a valid API key, and the key's name (the ledger's
-/// requester account).
+/// A requester with a valid API key or a valid signature, and its account
+/// (the ledger's requester, and a service's developer): the key's bound
+/// address, else the key's name; for a signed request, the signer's
+/// address.
 pub(crate) struct Auth {
     pub name: String,
+}
+
+/// The signer of a request whose `Brume-Signature` verified (a request
+/// extension set by [`verify_signed`]).
+#[derive(Debug, Clone)]
+struct Signer(String);
+
+/// Signed requests seen within the skew window: (timestamp, sha256 of the
+/// signature). A signature covers its timestamp, so a replay has both.
+#[derive(Debug, Default)]
+pub(crate) struct SeenSignatures(std::collections::BTreeSet<(u64, [u8; 32])>);
+
+/// Checks a `Brume-Signature` request (see `brume_api::signed`): the
+/// timestamp, the body's hash, the EIP-191 signature and replays. On
+/// success the signer's address goes into the request for [`Auth`]; other
+/// requests pass through untouched.
+async fn verify_signed(State(shared): Sh, req: Request, next: Next) -> Response {
+    let parsed = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(SignatureHeader::parse);
+    let Some(parsed) = parsed else {
+        return next.run(req).await;
+    };
+    match check_signed(&shared, parsed, req).await {
+        Ok(req) => next.run(req).await,
+        Err(fail) => fail.into_response(),
+    }
+}
+
+async fn check_signed(
+    shared: &Shared,
+    header: Result<SignatureHeader, String>,
+    req: Request,
+) -> Res<Request> {
+    use sha2::{Digest as _, Sha256};
+    let h = header.map_err(|m| {
+        Fail::new(
+            ErrorCode::BadSignature,
+            format!("Authorization: {} {m}", signed::SCHEME),
+        )
+    })?;
+    let now = crate::now_ms();
+    if now.abs_diff(h.timestamp_ms) > signed::MAX_SKEW_MS {
+        return Err(Fail::new(
+            ErrorCode::StaleSignature,
+            format!(
+                "the signed timestamp {} is more than {} s off the broker's clock ({now})",
+                h.timestamp_ms,
+                signed::MAX_SKEW_MS / 1000
+            ),
+        ));
+    }
+    let c = &shared.config;
+    let limit = c
+        .max_module_bytes
+        .max(c.max_spec_bytes)
+        .max(c.max_limits.max_input_bytes as usize);
+    let (mut parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Fail::new(
+            ErrorCode::PayloadTooLarge,
+            "body: larger than this broker accepts",
+        )
+    })?;
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let message = signed::message(parts.method.as_str(), target, h.timestamp_ms, &digest);
+    let signer = brume_identity::verify(message.as_bytes(), &h.signature, &h.address)
+        .map_err(|e| Fail::new(ErrorCode::BadSignature, format!("request signature: {e}")))?;
+    {
+        let mut seen = shared.seen_signatures.lock();
+        let oldest = now.saturating_sub(signed::MAX_SKEW_MS);
+        seen.0 = seen.0.split_off(&(oldest, [0; 32]));
+        if !seen
+            .0
+            .insert((h.timestamp_ms, Sha256::digest(h.signature).into()))
+        {
+            return Err(Fail::new(
+                ErrorCode::ReplayedSignature,
+                "this signature was already used: sign each request afresh",
+            ));
+        }
+    }
+    parts.extensions.insert(Signer(signer.to_string()));
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// An API key if the request carries one (and then it must be valid).
@@ -101,6 +194,11 @@ impl FromRequestParts<Arc<Shared>> for MaybeAuth {
         parts: &mut Parts,
         shared: &Arc<Shared>,
     ) -> Result<MaybeAuth, Fail> {
+        if let Some(Signer(address)) = parts.extensions.get::<Signer>() {
+            return Ok(MaybeAuth(Some(Auth {
+                name: address.clone(),
+            })));
+        }
         match bearer(parts) {
             None => Ok(MaybeAuth(None)),
             Some(token) => check_key(shared, token).await.map(|a| MaybeAuth(Some(a))),
@@ -123,10 +221,15 @@ impl FromRequestParts<Arc<Shared>> for Auth {
     type Rejection = Fail;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Auth, Fail> {
+        if let Some(Signer(address)) = parts.extensions.get::<Signer>() {
+            return Ok(Auth {
+                name: address.clone(),
+            });
+        }
         let Some(token) = bearer(parts) else {
             return Err(Fail::new(
                 ErrorCode::Unauthorized,
-                "an API key is required: Authorization: Bearer <key> (create one with `brume broker keys create`)",
+                "an API key or a signature is required: Authorization: Bearer <key> (create one with `brume broker keys create`), or Authorization: Brume-Signature … (see the README)",
             ));
         };
         check_key(shared, token).await
@@ -189,6 +292,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/providers", get(providers))
         .route("/metrics", get(metrics))
         .route("/v1/provider/connect", get(connect))
+        .merge(crate::chain_api::routes())
         .fallback(|| async { Fail::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             Fail::new(
@@ -196,6 +300,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            verify_signed,
+        ))
         .layer(middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared)
 }
@@ -358,6 +466,7 @@ async fn get_service(
 async fn get_blob(
     State(shared): Sh,
     Path(digest): Path<String>,
+    signer: Option<axum::Extension<Signer>>,
     headers: HeaderMap,
 ) -> Res<Response> {
     let token = headers
@@ -366,6 +475,7 @@ async fn get_blob(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match token {
+        None if signer.is_some() => {}
         None => {
             return Err(Fail::new(
                 ErrorCode::Unauthorized,
@@ -619,6 +729,7 @@ fn sync_work(
         request_headers: Vec::new(),
         admission: Some(admission),
         declared: Default::default(),
+        hold: None,
     };
     if svc.kind != kind {
         let hint = match svc.kind {
@@ -693,6 +804,70 @@ fn admit(
         })
 }
 
+/// Reserves the work's maximum cost against its paying account's escrow
+/// (see `escrow.rs`), or refuses it with 402 `insufficient_allowance`
+/// before anything runs or is billed.
+async fn reserve(
+    shared: &Arc<Shared>,
+    billing: &Billing,
+    digest: &str,
+) -> Res<Option<Arc<crate::escrow::Hold>>> {
+    use crate::escrow::Reserve;
+    let Some(account) = shared.ledger.escrow_account(&billing.requester) else {
+        return Ok(None);
+    };
+    let address = match account.parse::<brume_chain::Address>() {
+        Ok(a) if account.len() == 42 => a,
+        _ if shared.config.chain.require_allowance => {
+            return Err(Fail::new(
+                ErrorCode::InsufficientAllowance,
+                format!(
+                    "account {account:?} is not an address, and this broker requires an escrow \
+                     allowance: use an API key bound to an account (`brume broker keys create \
+                     --account 0x…`) or sign the request with your key"
+                ),
+            ));
+        }
+        _ => return Ok(None),
+    };
+    let Some(admission) = billing.admission else {
+        return Ok(None);
+    };
+    let cost = shared
+        .ledger
+        .max_cost(&admission, digest, shared.config.chain.default_reservation);
+    let escrow = shared.ledger.escrow();
+    if let Reserve::Held(h) = escrow.try_reserve(&account, cost, false) {
+        return Ok(Some(h));
+    }
+    let payout = shared.identity.address();
+    let allowance = shared
+        .chain
+        .chain
+        .allowance(address, payout)
+        .await
+        .map_err(crate::chain_api::chain_fail)?;
+    escrow.set_allowance(&account, allowance);
+    match escrow.try_reserve(&account, cost, true) {
+        Reserve::Held(h) => Ok(Some(h)),
+        Reserve::Insufficient {
+            allowance,
+            committed,
+        } => Err(Fail::new(
+            ErrorCode::InsufficientAllowance,
+            format!(
+                "account {address} allows the payout account {payout} {allowance} base units; \
+                 {committed} are owed or reserved, and this work may cost up to {cost}: \
+                 approve more (`brume wallet approve`)"
+            ),
+        )),
+        Reserve::Stale => Err(Fail::new(
+            ErrorCode::Internal,
+            "escrow: the allowance just read is missing",
+        )),
+    }
+}
+
 /// The optional `x-brume-end-user` header (at most 256 bytes of UTF-8).
 fn end_user(headers: &HeaderMap) -> Res<String> {
     let Some(v) = headers.get(ledger::END_USER_HEADER) else {
@@ -735,6 +910,7 @@ async fn invoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
     let (mut spec, body) = sync_work(&shared, auth, &headers, &name, ServiceKind::Command, body)?;
+    spec.billing.hold = reserve(&shared, &spec.billing, &spec.digest).await?;
     spec.billing.request_line = match &query {
         Some(q) => format!("POST /v1/functions/{name}/invoke?{q} HTTP/1.1"),
         None => format!("POST /v1/functions/{name}/invoke HTTP/1.1"),
@@ -792,6 +968,7 @@ async fn forward(
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
     let (mut spec, body) = sync_work(&shared, auth, &headers, &name, ServiceKind::Http, body)?;
+    spec.billing.hold = reserve(&shared, &spec.billing, &spec.digest).await?;
     let mut uri = format!("/{path}");
     if let Some(q) = query {
         uri.push('?');
@@ -853,13 +1030,23 @@ fn work_spec(stored: &StoredJob, progress: Duration, needs: ledger::TierNeeds) -
             request_headers: Vec::new(),
             admission: stored.admission,
             declared: stored.declared,
+            hold: None,
         },
     }
 }
 
-fn start_job(shared: &Arc<Shared>, entry: Arc<JobEntry>, attempts: u32) {
+/// Queues a job; `hold` is its escrow reservation (none for a job
+/// re-queued at start-up: its account's charges are counted from the
+/// ledger).
+fn start_job(
+    shared: &Arc<Shared>,
+    entry: Arc<JobEntry>,
+    attempts: u32,
+    hold: Option<Arc<crate::escrow::Hold>>,
+) {
     let needs = shared.ledger.needs(entry.stored.admission.as_ref());
-    let spec = work_spec(&entry.stored, shared.config.progress_interval, needs);
+    let mut spec = work_spec(&entry.stored, shared.config.progress_interval, needs);
+    spec.billing.hold = hold;
     let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
     let work = Work::new(entry.id, spec, Sink::Job(entry.clone()), timeout, attempts);
     shared.jobs.lock().insert(entry.id, (entry, None));
@@ -880,7 +1067,7 @@ pub(crate) async fn recover_jobs(shared: &Arc<Shared>) -> Result<(), crate::Stor
         info.state = JobState::Queued;
         let entry = JobEntry::new(info.id, stored, info, events, shared.store.clone());
         entry.event_queued(Some("re-queued after a broker restart"));
-        start_job(shared, entry, attempts);
+        start_job(shared, entry, attempts, None);
     }
     Ok(())
 }
@@ -972,6 +1159,16 @@ async fn submit_job(
         spec.price_cap_micros,
         &digest,
     )?;
+    let hold = reserve(
+        &shared,
+        &Billing {
+            requester: auth.name.clone(),
+            admission: Some(admission),
+            ..Billing::default()
+        },
+        &digest,
+    )
+    .await?;
     let mut argv = vec![service_name.clone().unwrap_or_else(|| "main.wasm".into())];
     argv.extend(spec.args.iter().cloned());
     let stored = StoredJob {
@@ -1021,7 +1218,7 @@ async fn submit_job(
     jobs::insert(&shared.store, &info, &stored).await?;
     let entry = JobEntry::new(id, stored, info, Vec::new(), shared.store.clone());
     entry.event_queued(None);
-    start_job(&shared, entry.clone(), 0);
+    start_job(&shared, entry.clone(), 0, hold);
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
         headers.insert(axum::http::header::LOCATION, v);
@@ -1365,6 +1562,8 @@ async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<ProviderList> {
             modules_cached: p.cached.len() as u64,
             work_done: p.work_done,
             connected_at_ms: p.connected_at_ms,
+            stake: p.stake.to_string(),
+            staked: p.staked,
         })
         .collect();
     drop(s);

@@ -135,8 +135,12 @@ pub struct DealConfig {
 pub enum DealStructure {
     PerUse,
     CapWithDowngrade,
-    CapWithSubsidy { subsidy: String },
-    FullSubsidy { subsidy: String },
+    CapWithSubsidy {
+        subsidy: String,
+    },
+    FullSubsidy {
+        subsidy: String,
+    },
     Subscription {
         tier: String,
         daily_fee_fiat_micros: u64,
@@ -224,6 +228,9 @@ pub(crate) struct Billing {
     pub admission: Option<Admission>,
     /// The job's declared shape, for the overrun surcharge.
     pub declared: Declared,
+    /// The escrow reservation of the work's maximum cost, released when its
+    /// completion is delivered (`Work::deliver`).
+    pub hold: Option<Arc<crate::escrow::Hold>>,
 }
 
 impl Billing {
@@ -277,6 +284,8 @@ struct Observed {
     fuel: u128,
     bytes_in: u128,
     bytes_out: u128,
+    /// Token base units billed.
+    tokens: u128,
 }
 
 impl Observed {
@@ -310,6 +319,9 @@ pub struct Ledger {
     operator_charity: Option<Charity>,
     /// Usage per service digest, for cost estimates.
     observed: parking_lot::Mutex<HashMap<String, Observed>>,
+    /// What each account owes and has reserved (see `escrow.rs`).
+    escrow: Arc<crate::escrow::Escrow>,
+    fiat_micros_per_token: u64,
     /// Rows started (queued or being appended) and not yet finished.
     pending: watch::Sender<u64>,
     /// Sync calls' rows, to [`batcher`].
@@ -416,7 +428,12 @@ impl Ledger {
                 .iter()
                 .position(|n| n == name)
                 .map(|i| TierId(i as u16))
-                .ok_or_else(|| open(format!("unknown tier {name:?} (tiers: {})", tier_names.join(", "))))
+                .ok_or_else(|| {
+                    open(format!(
+                        "unknown tier {name:?} (tiers: {})",
+                        tier_names.join(", ")
+                    ))
+                })
         };
         let default_tier = if config.default_tier.is_empty() {
             TierId((tier_names.len() - 1) as u16)
@@ -502,6 +519,8 @@ impl Ledger {
             operator,
             operator_charity,
             observed: parking_lot::Mutex::new(HashMap::new()),
+            escrow: Arc::new(crate::escrow::Escrow::default()),
+            fiat_micros_per_token: config.fiat_micros_per_token,
             pending: watch::channel(0).0,
             queue,
         };
@@ -510,6 +529,71 @@ impl Ledger {
 
     pub fn store(&self) -> &SqliteStore {
         &self.store
+    }
+
+    /// The escrow book (settlement calls `collected` on it).
+    pub fn escrow(&self) -> &Arc<crate::escrow::Escrow> {
+        &self.escrow
+    }
+
+    /// Starts the escrow book from the ledger: each payer account's sum of
+    /// charges. TODO(settlement): subtract what settlement has collected
+    /// (the settle crate's "uncollected per account" hook) instead of
+    /// counting every row as outstanding.
+    pub(crate) async fn load_escrow(&mut self) -> Result<(), BillError> {
+        use brume_ledger::store::{ListQuery, RowFilter};
+        let mut owed: HashMap<String, u128> = HashMap::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .list(ListQuery {
+                    filter: RowFilter::default(),
+                    cursor,
+                    limit: Some(brume_ledger::store::MAX_PAGE),
+                    private: false,
+                })
+                .await?;
+            for row in &page.rows {
+                for p in &row.data.payers {
+                    let e = owed.entry(p.account.clone()).or_default();
+                    *e = e.saturating_add(p.amount);
+                }
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        self.escrow = Arc::new(crate::escrow::Escrow::load(owed));
+        Ok(())
+    }
+
+    /// The most a unit of work admitted as `admission` may cost, in token
+    /// base units: a capped request's cap; else the service's mean billed
+    /// cost so far, or `default` before its first run.
+    pub(crate) fn max_cost(&self, admission: &Admission, digest: &str, default: u128) -> u128 {
+        if let Some(cap) = admission.cap_fiat_micros {
+            let per_token = u128::from(self.fiat_micros_per_token.max(1));
+            return cap
+                .saturating_mul(1_000_000_000_000_000_000)
+                .div_ceil(per_token);
+        }
+        match self.observed.lock().get(digest) {
+            Some(o) if o.n > 0 => o.tokens.div_ceil(u128::from(o.n)),
+            _ => default,
+        }
+    }
+
+    /// The account whose allowance backs `requester`'s work: the subsidy of
+    /// a full-subsidy deal, none for a subscription (settled apart), else
+    /// the requester.
+    pub(crate) fn escrow_account(&self, requester: &str) -> Option<String> {
+        match &self.deal(requester).structure {
+            CostStructure::FullSubsidy { subsidy } => Some(subsidy.0.clone()),
+            CostStructure::Subscription { .. } => None,
+            _ => Some(requester.to_string()),
+        }
     }
 
     /// Waits until every append started so far has finished.
@@ -537,7 +621,9 @@ impl Ledger {
     }
 
     fn tier_name(&self, id: TierId) -> &str {
-        self.tier_names.get(usize::from(id.0)).map_or("", String::as_str)
+        self.tier_names
+            .get(usize::from(id.0))
+            .map_or("", String::as_str)
     }
 
     /// What providers must offer to run work admitted as `admission`.
@@ -646,6 +732,9 @@ impl Ledger {
         let surcharge_fiat = rule.surcharge(fee.fee_fiat_micros, &billing.declared, &measured)?;
         fee.token_amount += surcharge;
         fee.fee_fiat_micros += surcharge_fiat;
+        if let Some(o) = self.observed.lock().get_mut(&work.spec.digest) {
+            o.tokens = o.tokens.saturating_add(fee.token_amount);
+        }
         let charge = self.deal(&billing.requester).charge(&fee, &admission)?;
 
         let known_developer = !billing.developer.is_empty();
@@ -711,7 +800,7 @@ impl Ledger {
                 amount: split.refund,
             });
         }
-        let payers = charge
+        let payers: Vec<PayerPart> = charge
             .parts
             .iter()
             .map(|part| {
@@ -728,6 +817,9 @@ impl Ledger {
                 }
             })
             .collect();
+        // Billed: owed until settlement collects it (before the work's
+        // hold is released on delivery).
+        self.escrow.charge(charge_parts(&payers));
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
         let tier = self.tier_name(admission.tier).to_string();
@@ -792,6 +884,10 @@ impl Ledger {
     }
 }
 
+fn charge_parts(payers: &[PayerPart]) -> impl Iterator<Item = (&str, u128)> {
+    payers.iter().map(|p| (p.account.as_str(), p.amount))
+}
+
 fn check_id(what: &str, s: &str) -> Result<(), BillError> {
     if s.is_empty() || s.len() > MAX_ID_BYTES {
         return Err(BillError::Open(format!(
@@ -831,7 +927,15 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
         return; // a late result: the work already ended
     }
     let usage = outcome.usage();
-    let (row, cost) = build(ledger, &work, &provider, fitness_mips, &usage, attempts, false);
+    let (row, cost) = build(
+        ledger,
+        &work,
+        &provider,
+        fitness_mips,
+        &usage,
+        attempts,
+        false,
+    );
     let completion = Completion::Done {
         outcome,
         provider,

@@ -26,6 +26,9 @@ use brume_identity::Identity;
 use tokio::sync::watch;
 
 mod api;
+pub mod chain;
+mod chain_api;
+pub mod escrow;
 mod jobs;
 pub mod ledger;
 mod metrics;
@@ -81,6 +84,9 @@ pub struct BrokerConfig {
     pub finished_job_retention: Duration,
     /// Pricing and payout shares of the ledger rows.
     pub ledger: ledger::LedgerConfig,
+    /// The chain (`[broker.chain]`): backend, genesis, faucet, escrow and
+    /// stake rules.
+    pub chain: chain::ChainConfig,
 }
 
 impl Default for BrokerConfig {
@@ -118,6 +124,7 @@ impl Default for BrokerConfig {
             progress_interval: Duration::from_millis(500),
             finished_job_retention: Duration::from_secs(300),
             ledger: ledger::LedgerConfig::default(),
+            chain: chain::ChainConfig::default(),
         }
     }
 }
@@ -140,6 +147,8 @@ pub enum BrokerError {
     Serve(std::io::Error),
     #[error("ledger: {0}")]
     Ledger(#[from] ledger::BillError),
+    #[error("chain: {0}")]
+    Chain(#[from] brume_chain::ChainError),
 }
 
 pub(crate) type JobSlot = (Arc<jobs::JobEntry>, Option<Instant>);
@@ -148,6 +157,11 @@ pub(crate) type JobSlot = (Arc<jobs::JobEntry>, Option<Instant>);
 pub(crate) struct Shared {
     pub config: BrokerConfig,
     pub broker_id: String,
+    /// The broker's key: the payout account and the allowances' spender.
+    pub identity: Identity,
+    pub chain: chain::ChainHandle,
+    /// Signed requests seen within the skew window (replay protection).
+    pub seen_signatures: parking_lot::Mutex<api::SeenSignatures>,
     pub store: store::Store,
     pub sched: parking_lot::Mutex<sched::Scheduler>,
     /// Jobs in memory: open ones, and finished ones (with when they
@@ -171,7 +185,7 @@ pub(crate) struct Shared {
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
-    /// Key hash to key name.
+    /// Key hash to the key's account: its bound address, else its name.
     pub hashes: std::collections::HashMap<[u8; 32], String>,
     pub refreshed: Option<Instant>,
 }
@@ -295,13 +309,20 @@ impl Broker {
             .await?;
         let hashes = store.read(store::keys::all_hashes).await?;
         let ledger_dir = data_dir.join("ledger");
-        let (ledger, ledger_rows) = {
+        let (mut ledger, ledger_rows) = {
             let (config, operator) = (config.ledger.clone(), broker_id.clone());
             tokio::task::spawn_blocking(move || {
                 ledger::Ledger::open(&ledger_dir, &config, operator)
             })
             .await
             .map_err(|e| BrokerError::Ledger(ledger::BillError::Open(e.to_string())))??
+        };
+        ledger.load_escrow().await?;
+        let chain = {
+            let (dir, chain_config) = (data_dir.join("chain"), config.chain.clone());
+            tokio::task::spawn_blocking(move || chain::ChainHandle::open(&dir, &chain_config))
+                .await
+                .map_err(|e| BrokerError::Chain(brume_chain::ChainError::Other(e.to_string())))??
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -312,10 +333,15 @@ impl Broker {
         let addr = listener.local_addr().map_err(BrokerError::Serve)?;
         let (stop, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
+            sched: parking_lot::Mutex::new(sched::Scheduler::with_min_stake(
+                config.chain.min_stake,
+            )),
             config,
             broker_id: broker_id.clone(),
+            identity,
+            chain,
+            seen_signatures: Default::default(),
             store,
-            sched: parking_lot::Mutex::new(sched::Scheduler::default()),
             jobs: parking_lot::Mutex::new(Default::default()),
             works: parking_lot::Mutex::new(Default::default()),
             developers: parking_lot::RwLock::new(
@@ -346,6 +372,7 @@ impl Broker {
         api::recover_jobs(&shared).await?;
         let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
         tokio::spawn(sweeper(shared.clone()));
+        tokio::spawn(chain::stake_watcher(shared.clone()));
         let app = api::router(shared.clone());
         let mut stopped2 = stopped;
         // Small frames and responses must leave at once: without
@@ -395,16 +422,28 @@ impl RunningBroker {
 
     /// Mints an API key (stored hashed) and returns it.
     pub async fn create_api_key(&self, name: &str) -> Result<String, BrokerError> {
+        self.create_api_key_for(name, None).await
+    }
+
+    /// Mints an API key bound to an account address: the ledger names the
+    /// address (not the key's name) as its requester and developer.
+    pub async fn create_api_key_for(
+        &self,
+        name: &str,
+        account: Option<brume_chain::Address>,
+    ) -> Result<String, BrokerError> {
         let name = name.to_string();
-        let key_name = name.clone();
+        let account = account.map(|a| a.to_string());
+        let key_name = account.clone().unwrap_or_else(|| name.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.shared
             .store
             .write(move |t| {
-                let token = store::keys::create(t, &name).map_err(|e| match e {
-                    StoreError::Sql(e) => e,
-                    other => rusqlite::Error::InvalidParameterName(other.to_string()),
-                })?;
+                let token =
+                    store::keys::create(t, &name, account.as_deref()).map_err(|e| match e {
+                        StoreError::Sql(e) => e,
+                        other => rusqlite::Error::InvalidParameterName(other.to_string()),
+                    })?;
                 let _ = tx.send(token);
                 Ok(())
             })
@@ -435,6 +474,44 @@ impl RunningBroker {
     /// The ledger's store (for in-process readers such as the devnet demo).
     pub fn ledger(&self) -> &brume_ledger::store::SqliteStore {
         self.shared.ledger.store()
+    }
+
+    /// The chain, as settlement sees it.
+    pub fn chain(&self) -> Arc<dyn brume_chain::Chain> {
+        self.shared.chain.chain.clone()
+    }
+
+    /// The payout account: the broker's address.
+    pub fn payout_account(&self) -> brume_chain::Address {
+        self.shared.identity.address()
+    }
+
+    /// The broker's identity (it signs the payout account's transactions).
+    pub fn identity(&self) -> &Identity {
+        &self.shared.identity
+    }
+
+    /// The escrow book; settlement calls `collected` after each collection.
+    pub fn escrow(&self) -> &Arc<escrow::Escrow> {
+        self.shared.ledger.escrow()
+    }
+
+    /// Slashes `amount` of a provider's stake to the payout account,
+    /// anchored with the evidence's digest (see [`chain::slash`]).
+    pub async fn slash(
+        &self,
+        provider: brume_chain::Address,
+        amount: u128,
+        evidence_digest: brume_chain::Anchor,
+    ) -> Result<brume_chain::Receipt, brume_chain::ChainError> {
+        chain::slash(
+            self.shared.chain.chain.as_ref(),
+            &self.shared.identity,
+            provider,
+            amount,
+            evidence_digest,
+        )
+        .await
     }
 
     /// Waits until every row queued so far is durable (sync invocations

@@ -170,6 +170,10 @@ impl Work {
 
     /// Hands the completion to whoever waits (after a successful claim).
     pub fn deliver(&self, completion: Completion) {
+        // Its row, if any, was charged to the escrow before this point.
+        if let Some(hold) = &self.spec.billing.hold {
+            hold.release();
+        }
         match &self.sink {
             Sink::Invoke(tx) => {
                 if let Some(tx) = tx.lock().take() {
@@ -201,6 +205,10 @@ pub(crate) struct ProviderEntry {
     pub tx: mpsc::UnboundedSender<Message>,
     pub work_done: u64,
     pub connected_at_ms: u64,
+    /// Its allowance to the payout account, as last read.
+    pub stake: u128,
+    /// `stake >= min_stake`: only then does it get work.
+    pub staked: bool,
     next_channel: u32,
     channels: HashSet<u32>,
     /// The key under which it is indexed now (None: not indexed).
@@ -226,6 +234,8 @@ impl ProviderEntry {
             tx,
             work_done: 0,
             connected_at_ms: crate::now_ms(),
+            stake: 0,
+            staked: true,
             next_channel: 1,
             channels: HashSet::new(),
             indexed: None,
@@ -243,6 +253,7 @@ impl ProviderEntry {
     fn accepts(&self, id: ProviderId, work: &Work, refused: &HashSet<ProviderId>) -> bool {
         let s = &work.spec;
         self.has_free_slot()
+            && self.staked
             && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
             && self.caps.slots >= s.needs.min_threads
             && self.caps.fitness_mips >= s.needs.min_mips
@@ -302,9 +313,18 @@ pub(crate) struct Scheduler {
     inflight: HashMap<(ProviderId, u32), Inflight>,
     by_work: HashMap<WorkId, (ProviderId, u32)>,
     pub totals: Totals,
+    /// The least stake a provider needs to get work.
+    pub min_stake: u128,
 }
 
 impl Scheduler {
+    pub fn with_min_stake(min_stake: u128) -> Scheduler {
+        Scheduler {
+            min_stake,
+            ..Scheduler::default()
+        }
+    }
+
     pub fn queue_len(&self) -> usize {
         self.queue.len()
     }
@@ -360,6 +380,21 @@ impl Scheduler {
         self.providers.insert(id, entry);
         self.index(id);
         self.fill(id, after);
+    }
+
+    /// A provider's stake was read: one that now meets `min_stake` takes
+    /// queued work at once.
+    pub fn set_stake(&mut self, id: ProviderId, stake: u128, after: &mut After) {
+        let min = self.min_stake;
+        let Some(p) = self.providers.get_mut(&id) else {
+            return;
+        };
+        let was = p.staked;
+        p.stake = stake;
+        p.staked = stake >= min;
+        if p.staked && !was {
+            self.fill(id, after);
+        }
     }
 
     /// A provider reports newly compiled modules.
@@ -678,13 +713,15 @@ impl Scheduler {
                 }
                 None => (String::new(), 0),
             };
-            let ran = self.release(id, channel).map(|inf| crate::ledger::RanSoFar {
-                provider,
-                fitness_mips,
-                attempt: inf.attempt,
-                fuel: inf.fuel,
-                wall_us: u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
-            });
+            let ran = self
+                .release(id, channel)
+                .map(|inf| crate::ledger::RanSoFar {
+                    provider,
+                    fitness_mips,
+                    attempt: inf.attempt,
+                    fuel: inf.fuel,
+                    wall_us: u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
+                });
             self.fill(id, after);
             return ran.map_or(Cancelled::Unknown, Cancelled::Running);
         }

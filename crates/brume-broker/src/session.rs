@@ -120,7 +120,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
         provider = %address, session = id, slots = caps.slots, mips = caps.fitness_mips,
         region = %caps.region, "provider connected"
     );
-    let entry = ProviderEntry::new(address.clone(), caps, hello.price_ask, tx.clone());
+    let mut entry = ProviderEntry::new(address.clone(), caps, hello.price_ask, tx.clone());
+    // Its stake, read once now and then by `chain::stake_watcher`.
+    entry.stake = crate::chain::read_stake(&shared, &address)
+        .await
+        .unwrap_or(0);
+    entry.staked = entry.stake >= shared.config.chain.min_stake;
     shared.with_sched(|s, after| {
         // A provider that reconnects replaces its old session at once.
         let old: Vec<u64> = s

@@ -134,6 +134,11 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if !has("services", "developer")? {
         conn.execute_batch("ALTER TABLE services ADD COLUMN developer TEXT NOT NULL DEFAULT ''")?;
     }
+    // The account address an API key is bound to ('' for none): the
+    // ledger's requester and developer for that key.
+    if !has("api_keys", "account")? {
+        conn.execute_batch("ALTER TABLE api_keys ADD COLUMN account TEXT NOT NULL DEFAULT ''")?;
+    }
     Ok(())
 }
 
@@ -302,31 +307,59 @@ pub mod keys {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    /// Mints a key, stores its hash, returns the key (shown once).
-    pub fn create(conn: &Connection, name: &str) -> Result<String, StoreError> {
+    /// Mints a key, stores its hash, returns the key (shown once). With an
+    /// `account` (an address, as the ledger will name it), the key pays
+    /// from that account.
+    pub fn create(
+        conn: &Connection,
+        name: &str,
+        account: Option<&str>,
+    ) -> Result<String, StoreError> {
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let token = format!("brk_{}", hex::encode(raw));
         conn.execute(
-            "INSERT INTO api_keys (hash, name, created_at_ms) VALUES (?1, ?2, ?3)",
-            params![hash(&token).to_vec(), name, crate::now_ms() as i64],
+            "INSERT INTO api_keys (hash, name, created_at_ms, account) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                hash(&token).to_vec(),
+                name,
+                crate::now_ms() as i64,
+                account.unwrap_or("")
+            ],
         )?;
         Ok(token)
     }
 
-    /// (name, created_at_ms) of every key.
-    pub fn list(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut stmt =
-            conn.prepare("SELECT name, created_at_ms FROM api_keys ORDER BY created_at_ms")?;
+    /// One key as `brume broker keys list` shows it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct KeyInfo {
+        pub name: String,
+        pub created_at_ms: u64,
+        /// The bound account address, if any.
+        pub account: Option<String>,
+    }
+
+    /// Every key, oldest first.
+    pub fn list(conn: &Connection) -> Result<Vec<KeyInfo>, StoreError> {
+        let mut stmt = conn
+            .prepare("SELECT name, created_at_ms, account FROM api_keys ORDER BY created_at_ms")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            let account: String = r.get(2)?;
+            Ok(KeyInfo {
+                name: r.get(0)?,
+                created_at_ms: r.get::<_, i64>(1)? as u64,
+                account: (!account.is_empty()).then_some(account),
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// (hash, name) of every key.
+    /// The SQL of a key's account: its bound address, else its name.
+    const ACCOUNT: &str = "CASE WHEN account != '' THEN account ELSE name END";
+
+    /// (hash, account) of every key.
     pub fn all_hashes(conn: &Connection) -> rusqlite::Result<Vec<([u8; 32], String)>> {
-        let mut stmt = conn.prepare("SELECT hash, name FROM api_keys")?;
+        let mut stmt = conn.prepare(&format!("SELECT hash, {ACCOUNT} FROM api_keys"))?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
         })?;
@@ -340,10 +373,11 @@ pub mod keys {
         Ok(out)
     }
 
-    /// The name of the key with this hash, if there is one.
+    /// The account of the key with this hash (its bound address, else its
+    /// name), if there is one.
     pub fn name_of(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<String>> {
         conn.query_row(
-            "SELECT name FROM api_keys WHERE hash = ?1",
+            &format!("SELECT {ACCOUNT} FROM api_keys WHERE hash = ?1"),
             [hash.to_vec()],
             |r| r.get::<_, String>(0),
         )

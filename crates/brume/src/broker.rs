@@ -36,6 +36,11 @@ enum KeysCommand {
         /// A label for the key (who or what uses it).
         #[arg(long, default_value = "default")]
         name: String,
+        /// Bind the key to an account address (0x + 40 hex digits): the
+        /// ledger then names the address, not the label, as the requester
+        /// (and developer), and the address's escrow pays for its work.
+        #[arg(long, value_name = "0xADDRESS")]
+        account: Option<brume_chain::Address>,
         #[arg(long)]
         json: bool,
     },
@@ -93,13 +98,22 @@ fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
             .unwrap_or_else(default_data_dir)
     };
     let result = match cmd {
-        KeysCommand::Create { data, name, json } => {
+        KeysCommand::Create {
+            data,
+            name,
+            account,
+            json,
+        } => {
             let dir = data_of(data);
+            let account = account.map(|a| a.to_string());
             brume_broker::store::open_sync(&dir)
-                .and_then(|c| brume_broker::store::keys::create(&c, &name))
+                .and_then(|c| brume_broker::store::keys::create(&c, &name, account.as_deref()))
                 .map(|token| {
                     if json {
-                        println!("{}", json!({"api_key": token, "name": name}));
+                        println!(
+                            "{}",
+                            json!({"api_key": token, "name": name, "account": account})
+                        );
                     } else {
                         println!("{token}");
                         eprintln!(
@@ -117,12 +131,15 @@ fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
                     if json {
                         let keys: Vec<_> = keys
                             .iter()
-                            .map(|(n, t)| json!({"name": n, "created_at_ms": t}))
+                            .map(|k| json!({"name": k.name, "created_at_ms": k.created_at_ms, "account": k.account}))
                             .collect();
                         println!("{}", json!({ "keys": keys }));
                     } else {
-                        for (name, at) in keys {
-                            println!("{name}\tcreated {at}");
+                        for k in keys {
+                            match &k.account {
+                                Some(a) => println!("{}\tcreated {}\taccount {a}", k.name, k.created_at_ms),
+                                None => println!("{}\tcreated {}", k.name, k.created_at_ms),
+                            }
                         }
                     }
                 })
@@ -162,6 +179,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     config.longitude = a.longitude.or(file.longitude).unwrap_or(0.0);
     if let Some(l) = &file.ledger {
         config.ledger = l.clone();
+    }
+    if let Some(c) = &file.chain {
+        config.chain = c.clone();
     }
     if let Some(h) = a.heartbeat {
         config.heartbeat = h;

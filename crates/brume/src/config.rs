@@ -47,6 +47,16 @@
 //! rule = { tolerance_ppm = 200000, slope_ppm = 1000000, cap_ppm = 500000 }
 //! min_run_ms = 100
 //!
+//! [broker.chain]               # every key optional; these are the defaults
+//! kind = "dev"                 # the embedded dev chain, at DATA/chain/chain.db
+//! faucet = false               # POST /v1/chain/faucet mints (brume devnet: true)
+//! require_allowance = false    # refuse paid work to accounts that are not addresses
+//! default_reservation = "1000000000000000"   # base units uncapped work reserves
+//!                              # before its service has an observed cost
+//! min_stake = 0                # base units a provider must stake to get work
+//! stake_refresh_ms = 5000      # how often providers' stakes are read
+//! genesis = [{ address = "0x…", amount = "1000000000000000000000" }]
+//!
 //! [provider]
 //! broker = "http://127.0.0.1:7700"
 //! data_dir = "/var/lib/brume/provider"
@@ -90,6 +100,8 @@ pub struct BrokerSection {
     pub longitude: Option<f64>,
     /// Pricing, tiers, deals, penalties and shares (`[broker.ledger]`).
     pub ledger: Option<brume_broker::ledger::LedgerConfig>,
+    /// The chain, escrow and stake (`[broker.chain]`).
+    pub chain: Option<brume_broker::chain::ChainConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +148,28 @@ mod tests {
             toml::from_str("[provider]\nslots = 3\nmemory = '1GiB'").unwrap_or_default();
         assert_eq!(ok.provider.slots, Some(3));
         assert_eq!(ok.provider.memory.map(|m| m.as_u64()), Some(1 << 30));
+    }
+
+    #[test]
+    fn chain_section_parses_amounts_as_integers_or_strings() {
+        let text = r#"
+[broker.chain]
+faucet = true
+require_allowance = true
+min_stake = 5
+default_reservation = "1000000000000000000000"
+genesis = [{ address = "0x00000000000000000000000000000000000000aa", amount = 7 }]
+"#;
+        let c: ConfigFile = toml::from_str(text).expect("parses");
+        let chain = c.broker.chain.expect("chain");
+        assert!(chain.faucet && chain.require_allowance);
+        assert_eq!(chain.min_stake, 5);
+        assert_eq!(chain.default_reservation, 1_000_000_000_000_000_000_000);
+        assert_eq!(chain.genesis[0].amount, 7);
+        assert!(toml::from_str::<ConfigFile>("[broker.chain]
+kind = 'evm'").is_err());
+        assert!(toml::from_str::<ConfigFile>("[broker.chain]
+faucett = true").is_err());
     }
 
     #[test]

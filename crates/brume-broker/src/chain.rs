@@ -1,0 +1,272 @@
+//! The broker's chain: configuration (`[broker.chain]`), opening the
+//! backend, provider stake, and slashing.
+//!
+//! The broker's own identity (`broker.key`) is the **payout account**: it
+//! collects escrowed charges and is the spender of every allowance the
+//! broker uses. Requesters' escrow and providers' stake are both ERC-20
+//! allowances to it (one allowance per owner on the dev chain: an account
+//! that is both requester and provider shares it between the two uses).
+//!
+//! Other code sees the chain as `Arc<dyn Chain>` ([`ChainHandle::chain`]),
+//! so an EVM backend can replace the dev chain (`kind = "dev"`, the only
+//! kind so far) without touching settlement.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brume_chain::{Address, Anchor, Chain, ChainError, DevChain, DevConfig, Receipt};
+use brume_identity::Identity;
+
+/// The `[broker.chain]` section.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainConfig {
+    /// The backend.
+    pub kind: ChainKind,
+    /// The dev chain's id (default: `brume_chain::dev::DEFAULT_CHAIN_ID`).
+    pub chain_id: Option<u64>,
+    /// Genesis allocations of a new dev chain. Changing them (or `faucet`)
+    /// later makes the existing chain refuse to open.
+    pub genesis: Vec<GenesisAlloc>,
+    /// Whether `POST /v1/chain/faucet` mints (devnets only).
+    pub faucet: bool,
+    /// Refuse paid work to accounts that are not addresses (plain API key
+    /// names, which can't escrow). `brume devnet` turns it on.
+    pub require_allowance: bool,
+    /// What uncapped work reserves when its service has no observed cost
+    /// yet, in token base units.
+    #[serde(with = "amount")]
+    pub default_reservation: u128,
+    /// The least stake (allowance to the payout account, base units) a
+    /// provider needs to get work.
+    #[serde(with = "amount")]
+    pub min_stake: u128,
+    /// How often providers' stakes are read again, in milliseconds.
+    pub stake_refresh_ms: u64,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            kind: ChainKind::Dev,
+            chain_id: None,
+            genesis: Vec::new(),
+            faucet: false,
+            require_allowance: false,
+            default_reservation: DEFAULT_RESERVATION,
+            min_stake: 0,
+            stake_refresh_ms: 5_000,
+        }
+    }
+}
+
+/// 0.001 token.
+pub const DEFAULT_RESERVATION: u128 = 1_000_000_000_000_000;
+
+/// The chain backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainKind {
+    /// The embedded dev chain, at `<data>/chain/chain.db`.
+    Dev,
+}
+
+/// One genesis allocation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAlloc {
+    pub address: Address,
+    /// Base units (an integer, or a decimal string for big amounts).
+    #[serde(with = "amount")]
+    pub amount: u128,
+}
+
+/// Amounts in TOML: an integer, or a string of base units.
+mod amount {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum A {
+            N(u64),
+            S(String),
+        }
+        match A::deserialize(d)? {
+            A::N(n) => Ok(u128::from(n)),
+            A::S(s) => s.trim().parse().map_err(|_| {
+                serde::de::Error::custom(format!("{s:?} is not a whole number of base units"))
+            }),
+        }
+    }
+}
+
+/// The open chain.
+#[derive(Clone)]
+pub struct ChainHandle {
+    /// What settlement and escrow use.
+    pub chain: Arc<dyn Chain>,
+    /// The dev chain itself, for the block and tx routes.
+    pub dev: Option<DevChain>,
+    pub kind: ChainKind,
+}
+
+impl std::fmt::Debug for ChainHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainHandle")
+            .field("kind", &self.kind)
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChainHandle {
+    /// Opens (creating) the configured chain under `dir`. Blocking.
+    pub fn open(dir: &Path, config: &ChainConfig) -> Result<ChainHandle, ChainError> {
+        match config.kind {
+            ChainKind::Dev => {
+                let dev = DevChain::open(
+                    dir,
+                    &DevConfig {
+                        chain_id: config
+                            .chain_id
+                            .unwrap_or(brume_chain::dev::DEFAULT_CHAIN_ID),
+                        faucet: config.faucet,
+                        genesis: config
+                            .genesis
+                            .iter()
+                            .map(|g| (g.address, g.amount))
+                            .collect(),
+                    },
+                )?;
+                Ok(ChainHandle {
+                    chain: Arc::new(dev.clone()),
+                    dev: Some(dev),
+                    kind: ChainKind::Dev,
+                })
+            }
+        }
+    }
+
+    pub fn faucet_enabled(&self) -> bool {
+        self.dev.as_ref().is_some_and(DevChain::faucet_enabled)
+    }
+}
+
+/// Slashes a provider's stake: `transferFrom(provider → slash destination,
+/// amount)` signed by the broker (the stake's spender), anchored with the
+/// digest of the evidence. The destination is the payout account (the
+/// operator). Nothing calls it yet; the trust issue will.
+pub async fn slash(
+    chain: &dyn Chain,
+    broker: &Identity,
+    provider: Address,
+    amount: u128,
+    evidence_digest: Anchor,
+) -> Result<Receipt, ChainError> {
+    chain
+        .transfer_from(broker, provider, broker.address(), amount, evidence_digest)
+        .await
+}
+
+/// Reads every connected provider's stake every `stake_refresh_ms` (never
+/// on a request's path) and tells the scheduler. Runs for the life of the
+/// broker.
+pub(crate) async fn stake_watcher(shared: Arc<crate::Shared>) {
+    let period = Duration::from_millis(shared.config.chain.stake_refresh_ms.max(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let providers: Vec<(u64, String)> = shared
+            .sched
+            .lock()
+            .providers
+            .iter()
+            .map(|(id, p)| (*id, p.address.clone()))
+            .collect();
+        for (id, address) in providers {
+            if let Some(stake) = read_stake(&shared, &address).await {
+                shared.with_sched(|s, after| s.set_stake(id, stake, after));
+            }
+        }
+    }
+}
+
+/// A provider's stake: its allowance to the payout account (`None` if the
+/// chain could not be read; logged).
+pub(crate) async fn read_stake(shared: &crate::Shared, address: &str) -> Option<u128> {
+    let Ok(owner) = address.parse::<Address>() else {
+        return Some(0);
+    };
+    match shared
+        .chain
+        .chain
+        .allowance(owner, shared.identity.address())
+        .await
+    {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(provider = %address, code = e.code(), "read stake: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn slashing_moves_stake_to_the_payout_account_anchored_with_the_evidence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Identity::random();
+        let provider = Identity::random();
+        let config = ChainConfig {
+            genesis: vec![GenesisAlloc {
+                address: provider.address(),
+                amount: 1_000,
+            }],
+            ..ChainConfig::default()
+        };
+        let handle = ChainHandle::open(dir.path(), &config).expect("open");
+        let chain = handle.chain.as_ref();
+        chain
+            .approve(&provider, broker.address(), 300)
+            .await
+            .expect("stake");
+        let evidence = Anchor::repeat_byte(0xe7);
+        let receipt = slash(chain, &broker, provider.address(), 120, evidence)
+            .await
+            .expect("slash");
+        assert_eq!(chain.balance_of(provider.address()).await.ok(), Some(880));
+        assert_eq!(chain.balance_of(broker.address()).await.ok(), Some(120));
+        assert_eq!(
+            chain
+                .allowance(provider.address(), broker.address())
+                .await
+                .ok(),
+            Some(180),
+            "the stake shrinks by what was slashed"
+        );
+        let landed = chain
+            .transfers_by_anchor(evidence)
+            .await
+            .expect("by anchor");
+        assert_eq!(landed.len(), 1);
+        assert_eq!(landed[0].tx_hash, receipt.tx_hash);
+        assert_eq!(landed[0].spender, Some(broker.address()));
+        // More than the stake: a typed error, nothing moves.
+        let err = slash(chain, &broker, provider.address(), 181, evidence).await;
+        assert!(
+            matches!(err, Err(ChainError::InsufficientAllowance { .. })),
+            "{err:?}"
+        );
+        assert_eq!(chain.balance_of(provider.address()).await.ok(), Some(880));
+    }
+}

@@ -1,0 +1,368 @@
+//! The chain routes (`/v1/chain/...`): public reads, signed transactions
+//! (the signature is the auth: no API key), and the devnet faucet.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::routing::{get, post};
+use brume_api::ErrorCode;
+use brume_api::chain::{
+    AccountInfo, ChainInfo, FaucetRequest, RawTx, TransferInfo, TransferList, TxReceipt,
+};
+use brume_chain::{
+    Address, B256, Call, ChainError, MAX_HISTORY_PAGE, Receipt, SignedTx, Transfer, Tx, TxPos,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::Shared;
+use crate::api::{Fail, Res, Sh};
+
+/// The largest `POST /v1/chain/tx` body.
+const MAX_TX_BODY: usize = 64 << 10;
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/v1/chain", get(info))
+        .route("/v1/chain/blocks/{n}", get(block))
+        .route("/v1/chain/tx/{hash}", get(tx))
+        .route(
+            "/v1/chain/tx",
+            post(submit).layer(DefaultBodyLimit::max(MAX_TX_BODY)),
+        )
+        .route("/v1/chain/accounts/{address}", get(account))
+        .route("/v1/chain/transfers", get(transfers))
+        .route(
+            "/v1/chain/faucet",
+            post(faucet).layer(DefaultBodyLimit::max(MAX_TX_BODY)),
+        )
+}
+
+/// A chain error as a response: the typed errors keep their codes.
+pub(crate) fn chain_fail(e: ChainError) -> Fail {
+    let code = match &e {
+        ChainError::InsufficientBalance { .. } => ErrorCode::InsufficientBalance,
+        ChainError::InsufficientAllowance { .. } => ErrorCode::InsufficientAllowance,
+        ChainError::BadSignature(_) => ErrorCode::BadSignature,
+        ChainError::Nonce { .. } => ErrorCode::BadNonce,
+        ChainError::AlreadyKnown(_) => ErrorCode::AlreadyKnown,
+        ChainError::WrongChain { .. } | ChainError::Invalid(_) | ChainError::Overflow(_) => {
+            ErrorCode::InvalidTx
+        }
+        ChainError::FaucetDisabled => ErrorCode::FaucetDisabled,
+        ChainError::Corrupt(_)
+        | ChainError::Storage(_)
+        | ChainError::Closed
+        | ChainError::Other(_) => {
+            tracing::error!(code = e.code(), "chain: {e}");
+            ErrorCode::Internal
+        }
+    };
+    Fail::new(code, e.to_string())
+}
+
+fn bad(what: &str, msg: impl std::fmt::Display) -> Fail {
+    Fail::new(ErrorCode::InvalidRequest, format!("{what}: {msg}"))
+}
+
+fn address(s: &str) -> Res<Address> {
+    s.parse()
+        .map_err(|_| bad("address", format!("{s:?} is not 0x + 40 hex digits")))
+}
+
+fn hex_bytes(what: &str, s: &str) -> Res<Vec<u8>> {
+    alloy_hex(s.trim().strip_prefix("0x").unwrap_or(s.trim())).map_err(|e| bad(what, e))
+}
+
+fn alloy_hex(s: &str) -> Result<Vec<u8>, String> {
+    hex::decode(s).map_err(|e| format!("not hex: {e}"))
+}
+
+fn receipt(r: Receipt) -> TxReceipt {
+    TxReceipt {
+        tx_hash: r.tx_hash.to_string(),
+        block_number: r.block_number,
+        block_hash: r.block_hash.to_string(),
+        index: r.index,
+        from: r.from.to_string(),
+        nonce: r.nonce,
+    }
+}
+
+fn transfer(t: &Transfer) -> TransferInfo {
+    TransferInfo {
+        tx_hash: t.tx_hash.to_string(),
+        block_number: t.block_number,
+        index: t.index,
+        from: t.from.to_string(),
+        to: t.to.to_string(),
+        amount: t.amount.to_string(),
+        anchor: t.anchor.to_string(),
+        spender: t.spender.map(|s| s.to_string()),
+    }
+}
+
+fn kind(shared: &Shared) -> &'static str {
+    match shared.chain.kind {
+        crate::chain::ChainKind::Dev => "dev",
+    }
+}
+
+async fn info(State(shared): Sh) -> Res<axum::Json<ChainInfo>> {
+    let chain = &shared.chain.chain;
+    let head_block = chain.block_number().await.map_err(chain_fail)?;
+    let total_supply = chain.total_supply().await.map_err(chain_fail)?;
+    Ok(axum::Json(ChainInfo {
+        kind: kind(&shared).into(),
+        chain_id: chain.chain_id(),
+        head_block,
+        payout_account: shared.identity.address().to_string(),
+        faucet: shared.chain.faucet_enabled(),
+        total_supply: total_supply.to_string(),
+        decimals: 18,
+        min_stake: shared.config.chain.min_stake.to_string(),
+        require_allowance: shared.config.chain.require_allowance,
+    }))
+}
+
+fn no_blocks(shared: &Shared) -> Fail {
+    Fail::new(
+        ErrorCode::NotFound,
+        format!("the {} chain backend does not serve blocks", kind(shared)),
+    )
+}
+
+/// A block header and its transactions, in `brume-chain`'s JSON.
+async fn block(State(shared): Sh, Path(n): Path<String>) -> Res<axum::Json<serde_json::Value>> {
+    let n: u64 = n
+        .parse()
+        .map_err(|_| bad("block", format!("{n:?} is not a block number")))?;
+    let dev = shared
+        .chain
+        .dev
+        .as_ref()
+        .ok_or_else(|| no_blocks(&shared))?;
+    let header = dev
+        .blocks(n, 1)
+        .await
+        .map_err(chain_fail)?
+        .into_iter()
+        .next()
+        .filter(|b| b.number == n)
+        .ok_or_else(|| Fail::new(ErrorCode::NotFound, format!("no block {n}")))?;
+    let txs = dev.block_txs(n).await.map_err(chain_fail)?;
+    let mut v =
+        serde_json::to_value(header).map_err(|e| Fail::new(ErrorCode::Internal, e.to_string()))?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert(
+            "txs".into(),
+            serde_json::to_value(txs).map_err(|e| Fail::new(ErrorCode::Internal, e.to_string()))?,
+        );
+    }
+    Ok(axum::Json(v))
+}
+
+/// One transaction with its place, in `brume-chain`'s JSON.
+async fn tx(State(shared): Sh, Path(hash): Path<String>) -> Res<axum::Json<serde_json::Value>> {
+    let h: B256 = hash
+        .parse()
+        .map_err(|_| bad("hash", format!("{hash:?} is not 0x + 64 hex digits")))?;
+    let dev = shared
+        .chain
+        .dev
+        .as_ref()
+        .ok_or_else(|| no_blocks(&shared))?;
+    let stored = dev
+        .tx(h)
+        .await
+        .map_err(chain_fail)?
+        .ok_or_else(|| Fail::new(ErrorCode::NotFound, format!("no transaction {h}")))?;
+    serde_json::to_value(stored)
+        .map(axum::Json)
+        .map_err(|e| Fail::new(ErrorCode::Internal, e.to_string()))
+}
+
+async fn account(State(shared): Sh, Path(a): Path<String>) -> Res<axum::Json<AccountInfo>> {
+    let owner = address(&a)?;
+    let chain = &shared.chain.chain;
+    let payout = shared.identity.address();
+    let balance = chain.balance_of(owner).await.map_err(chain_fail)?;
+    let nonce = chain.nonce(owner).await.map_err(chain_fail)?;
+    let allowance = chain.allowance(owner, payout).await.map_err(chain_fail)?;
+    let escrow = shared.ledger.escrow();
+    escrow.set_allowance(&owner.to_string(), allowance);
+    let view = escrow.view(&owner.to_string());
+    let outstanding = view.outstanding.saturating_add(view.reserved);
+    Ok(axum::Json(AccountInfo {
+        address: owner.to_string(),
+        balance: balance.to_string(),
+        nonce,
+        allowance: allowance.to_string(),
+        spender: payout.to_string(),
+        outstanding: outstanding.to_string(),
+        available: allowance.saturating_sub(outstanding).to_string(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct TransfersQuery {
+    anchor: Option<String>,
+    account: Option<String>,
+    /// `BLOCK:INDEX` of the last transfer seen.
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn transfers(
+    State(shared): Sh,
+    query: Result<Query<TransfersQuery>, QueryRejection>,
+) -> Res<axum::Json<TransferList>> {
+    let Query(q) = query.map_err(|e| bad("query", e.body_text()))?;
+    let chain = &shared.chain.chain;
+    match (q.anchor.as_deref(), q.account.as_deref()) {
+        (Some(anchor), None) => {
+            let anchor: B256 = anchor
+                .parse()
+                .map_err(|_| bad("anchor", "expected 0x + 64 hex digits"))?;
+            let list = chain
+                .transfers_by_anchor(anchor)
+                .await
+                .map_err(chain_fail)?;
+            Ok(axum::Json(TransferList {
+                transfers: list.iter().map(transfer).collect(),
+                next_after: None,
+            }))
+        }
+        (None, Some(account)) => {
+            let account = address(account)?;
+            let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
+                None => None,
+                Some(a) => {
+                    let (b, i) = a
+                        .split_once(':')
+                        .ok_or_else(|| bad("after", "expected BLOCK:INDEX"))?;
+                    Some(TxPos {
+                        block: b.parse().map_err(|_| bad("after", "bad block"))?,
+                        index: i.parse().map_err(|_| bad("after", "bad index"))?,
+                    })
+                }
+            };
+            let limit = q.limit.unwrap_or(100).clamp(1, MAX_HISTORY_PAGE);
+            let list = chain
+                .history(account, after, limit)
+                .await
+                .map_err(chain_fail)?;
+            let next_after = (list.len() == limit)
+                .then(|| {
+                    list.last()
+                        .map(|t| format!("{}:{}", t.block_number, t.index))
+                })
+                .flatten();
+            Ok(axum::Json(TransferList {
+                transfers: list.iter().map(transfer).collect(),
+                next_after,
+            }))
+        }
+        _ => Err(bad(
+            "query",
+            "give exactly one of anchor=0x… and account=0x… (with optional after=BLOCK:INDEX, limit=N)",
+        )),
+    }
+}
+
+/// The body of `POST /v1/chain/tx`: `RawTx` JSON, `brume-chain`'s signed
+/// tx JSON, or `0x` hex text of the encoding followed by the signature.
+fn parse_tx(body: &[u8]) -> Res<SignedTx> {
+    let text = std::str::from_utf8(body).map_err(|_| bad("tx", "not UTF-8"))?;
+    let text = text.trim();
+    if text.starts_with('{') {
+        if let Ok(raw) = serde_json::from_str::<RawTx>(text) {
+            let encoding = hex_bytes("raw", &raw.raw)?;
+            let sig = hex_bytes("signature", &raw.signature)?;
+            return from_parts(&encoding, &sig);
+        }
+        return serde_json::from_str::<SignedTx>(text).map_err(|e| bad("tx", e));
+    }
+    let bytes = hex_bytes("tx", text)?;
+    if bytes.len() < 65 {
+        return Err(bad(
+            "tx",
+            "too short for an encoding and a 65-byte signature",
+        ));
+    }
+    let (encoding, sig) = bytes.split_at(bytes.len() - 65);
+    from_parts(encoding, sig)
+}
+
+fn from_parts(encoding: &[u8], sig: &[u8]) -> Res<SignedTx> {
+    let tx = Tx::decode(encoding).map_err(|e| bad("raw", e))?;
+    let sig: [u8; 65] = sig
+        .try_into()
+        .map_err(|_| bad("signature", "a signature is 65 bytes"))?;
+    Ok(SignedTx::from_parts(tx, sig))
+}
+
+async fn submit(
+    State(shared): Sh,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<axum::Json<TxReceipt>> {
+    let body = body.map_err(|e| bad("tx", e.body_text()))?;
+    let signed = parse_tx(&body)?;
+    let result = shared
+        .chain
+        .chain
+        .submit(vec![signed])
+        .await
+        .map_err(chain_fail)?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Err(ChainError::Other("no result for the tx".into())))
+        .map_err(chain_fail)?;
+    // An approval to the payout account is an escrow or a stake: take it
+    // into account now rather than at the next read.
+    if let Call::Approve { spender, amount } = signed.tx.call
+        && spender == shared.identity.address()
+    {
+        let owner = signed.tx.from.to_string();
+        shared.ledger.escrow().set_allowance(&owner, amount);
+        shared.with_sched(|s, after| {
+            let ids: Vec<u64> = s
+                .providers
+                .iter()
+                .filter(|(_, p)| p.address == owner)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                s.set_stake(id, amount, after);
+            }
+        });
+    }
+    tracing::info!(tx = %result.tx_hash, from = %signed.tx.from, call = signed.tx.call.name(), "chain tx submitted");
+    Ok(axum::Json(receipt(result)))
+}
+
+async fn faucet(
+    State(shared): Sh,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<axum::Json<TxReceipt>> {
+    if !shared.chain.faucet_enabled() {
+        return Err(chain_fail(ChainError::FaucetDisabled));
+    }
+    let body = body.map_err(|e| bad("body", e.body_text()))?;
+    let req: FaucetRequest = serde_json::from_slice(&body).map_err(|e| bad("body", e))?;
+    let to = address(&req.address)?;
+    let amount: u128 = req
+        .amount
+        .trim()
+        .parse()
+        .map_err(|_| bad("amount", "a whole number of base units"))?;
+    let r = shared
+        .chain
+        .chain
+        .faucet(to, amount)
+        .await
+        .map_err(chain_fail)?;
+    Ok(axum::Json(receipt(r)))
+}
