@@ -79,6 +79,16 @@ pub struct Client {
     /// `base` as given, without a trailing slash, for messages.
     base_text: String,
     api_key: Option<String>,
+    /// Signs every request instead of sending an API key.
+    signer: Option<std::sync::Arc<RequestSigner>>,
+}
+
+/// A key that signs requests (`Authorization: Brume-Signature`), with the
+/// last timestamp used: signatures are deterministic, so timestamps are
+/// kept strictly increasing to keep identical requests distinct.
+struct RequestSigner {
+    identity: brume_identity::Identity,
+    last_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Client {
@@ -193,7 +203,83 @@ impl Client {
             base,
             base_text,
             api_key: api_key.filter(|k| !k.is_empty()),
+            signer: None,
         })
+    }
+
+    /// A client that signs every request with `identity` instead of sending
+    /// an API key ("no account needed": the identity's address is the
+    /// account that pays; see `brume_api::signed` for the format).
+    pub fn with_identity(
+        base_url: &str,
+        identity: brume_identity::Identity,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::new(base_url, None)?;
+        client.signer = Some(std::sync::Arc::new(RequestSigner {
+            identity,
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }));
+        Ok(client)
+    }
+
+    /// The address requests are signed by, in [`Client::with_identity`] mode.
+    pub fn signer_address(&self) -> Option<String> {
+        self.signer
+            .as_ref()
+            .map(|s| s.identity.address().to_string())
+    }
+
+    /// Builds the request, signing it in [`Client::with_identity`] mode.
+    fn build(&self, req: RequestBuilder) -> Result<reqwest::Request, ClientError> {
+        use sha2::{Digest as _, Sha256};
+        let mut request = req
+            .build()
+            .map_err(|e| ClientError::transport(&self.base_text, e))?;
+        let Some(signer) = &self.signer else {
+            return Ok(request);
+        };
+        let body: &[u8] = request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .unwrap_or_default();
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let url = request.url();
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let prev = signer
+            .last_ms
+            .fetch_max(now, std::sync::atomic::Ordering::AcqRel);
+        let ts = if prev >= now {
+            signer
+                .last_ms
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                + 1
+        } else {
+            now
+        };
+        let message = brume_api::signed::message(request.method().as_str(), &target, ts, &digest);
+        let signature = signer
+            .identity
+            .sign_message(message.as_bytes())
+            .map_err(|e| ClientError::Invalid(format!("sign the request: {e}")))?;
+        let header = brume_api::signed::SignatureHeader {
+            address: signer.identity.address().to_string(),
+            timestamp_ms: ts,
+            signature,
+        }
+        .to_header();
+        let value = http::HeaderValue::from_str(&header)
+            .map_err(|e| ClientError::Invalid(format!("signature header: {e}")))?;
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, value);
+        Ok(request)
     }
 
     /// The broker's base URL, as used in messages.
@@ -308,8 +394,9 @@ impl Client {
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key);
         }
-        let resp = req
-            .send()
+        let resp = self
+            .http
+            .execute(self.build(req)?)
             .await
             .map_err(|e| ClientError::transport(&self.base_text, e))?;
         let status = resp.status();
@@ -519,6 +606,85 @@ impl Client {
         self.get_json(&["v1", "providers"]).await
     }
 
+    // ---- chain ----
+
+    /// `GET /v1/chain`: chain id, head block, the payout account, faucet.
+    pub async fn chain_info(&self) -> Result<brume_api::chain::ChainInfo, ClientError> {
+        self.get_json(&["v1", "chain"]).await
+    }
+
+    /// `GET /v1/chain/accounts/{address}`: balance, nonce, allowance to the
+    /// payout account and the broker's escrow view.
+    pub async fn chain_account(
+        &self,
+        address: &str,
+    ) -> Result<brume_api::chain::AccountInfo, ClientError> {
+        self.get_json(&["v1", "chain", "accounts", address]).await
+    }
+
+    /// `POST /v1/chain/tx`: a transaction signed elsewhere (its canonical
+    /// encoding and its 65-byte signature).
+    pub async fn submit_tx(
+        &self,
+        encoding: &[u8],
+        signature: &[u8; 65],
+    ) -> Result<brume_api::chain::TxReceipt, ClientError> {
+        let hex = |b: &[u8]| {
+            let mut s = String::with_capacity(2 + 2 * b.len());
+            s.push_str("0x");
+            for x in b {
+                s.push_str(&format!("{x:02x}"));
+            }
+            s
+        };
+        let body = brume_api::chain::RawTx {
+            raw: hex(encoding),
+            signature: hex(signature),
+        };
+        let req = self
+            .request(Method::POST, self.url(&["v1", "chain", "tx"]))
+            .json(&body);
+        self.json(req).await
+    }
+
+    /// `POST /v1/chain/faucet` (devnets only).
+    pub async fn faucet(
+        &self,
+        address: &str,
+        amount: u128,
+    ) -> Result<brume_api::chain::TxReceipt, ClientError> {
+        let body = brume_api::chain::FaucetRequest {
+            address: address.to_string(),
+            amount: amount.to_string(),
+        };
+        let req = self
+            .request(Method::POST, self.url(&["v1", "chain", "faucet"]))
+            .json(&body);
+        self.json(req).await
+    }
+
+    /// `GET /v1/chain/transfers?account=&after=&limit=`: an account's token
+    /// movements, oldest first.
+    pub async fn transfers(
+        &self,
+        account: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<brume_api::chain::TransferList, ClientError> {
+        let mut url = self.url(&["v1", "chain", "transfers"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("account", account);
+            if let Some(a) = after {
+                q.append_pair("after", a);
+            }
+            if let Some(l) = limit {
+                q.append_pair("limit", &l.to_string());
+            }
+        }
+        self.json(self.request(Method::GET, url)).await
+    }
+
     // ---- plumbing ----
 
     /// The base URL with `segments` appended, each percent-encoded.
@@ -542,8 +708,9 @@ impl Client {
 
     /// Sends; a non-2xx answer becomes [`ClientError::Api`].
     async fn send(&self, req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp = req
-            .send()
+        let resp = self
+            .http
+            .execute(self.build(req)?)
             .await
             .map_err(|e| ClientError::transport(&self.base_text, e))?;
         if resp.status().is_success() {
