@@ -40,10 +40,16 @@ pub struct DevnetArgs {
     json: bool,
 }
 
+/// What the devnet's requester account gets from the faucet, and approves
+/// to the payout account as escrow: 1000 tokens.
+const REQUESTER_FUNDS: u128 = 1_000 * 1_000_000_000_000_000_000;
+
 struct Net {
     broker: RunningBroker,
     providers: Vec<RunningProvider>,
     api_key: String,
+    /// The requester's account: the API key is bound to it.
+    requester: brume_identity::Identity,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -59,12 +65,36 @@ async fn start(args: &DevnetArgs) -> anyhow::Result<Net> {
         listen: args.listen,
         data_dir: data.join("broker"),
         region: "devnet".into(),
+        chain: brume_broker::chain::ChainConfig {
+            faucet: true,
+            require_allowance: true,
+            ..Default::default()
+        },
         ..BrokerConfig::default()
     })
     .await
     .context("start the broker")?;
+    // The requester is an account: funded by the faucet, with an escrow
+    // allowance to the payout account, and the API key bound to it.
+    let requester = brume_identity::Identity::load_or_create(&data.join("requester.key"))
+        .context("load the requester's key")?;
+    let chain = broker.chain();
+    let held = chain
+        .balance_of(requester.address())
+        .await
+        .context("read the requester's balance")?;
+    if held < REQUESTER_FUNDS {
+        chain
+            .faucet(requester.address(), REQUESTER_FUNDS - held)
+            .await
+            .context("fund the requester from the faucet")?;
+    }
+    chain
+        .approve(&requester, broker.payout_account(), REQUESTER_FUNDS)
+        .await
+        .context("approve the requester's escrow")?;
     let api_key = broker
-        .create_api_key("devnet")
+        .create_api_key_for("devnet", Some(requester.address()))
         .await
         .context("create an API key")?;
     let _ = std::fs::write(data.join("api-key"), format!("{api_key}\n"));
@@ -98,6 +128,7 @@ async fn start(args: &DevnetArgs) -> anyhow::Result<Net> {
         broker,
         providers,
         api_key,
+        requester,
         _temp: temp,
     })
 }
@@ -133,7 +164,7 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
             .collect();
         println!(
             "{}",
-            json!({"event": "ready", "broker": url, "broker_id": net.broker.broker_id(), "api_key": net.api_key, "providers": providers})
+            json!({"event": "ready", "broker": url, "broker_id": net.broker.broker_id(), "api_key": net.api_key, "requester": net.requester.address().to_string(), "payout_account": net.broker.payout_account().to_string(), "providers": providers})
         );
     } else {
         print_banner(&net);
@@ -168,7 +199,12 @@ fn print_banner(net: &Net) {
             p.control_addr()
         );
     }
-    println!("  API key    {}", net.api_key);
+    println!(
+        "  API key    {}  (account {}, 1000 tok escrowed; key file requester.key)",
+        net.api_key,
+        net.requester.address()
+    );
+    println!("  chain      {url}/v1/chain  (faucet on)");
     println!();
     println!("Try, in another terminal:");
     println!("  export BRUME_BROKER={url} BRUME_API_KEY={}", net.api_key);

@@ -18,6 +18,7 @@ mod ledger;
 mod logging;
 mod provide;
 mod requester;
+mod wallet;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +60,9 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Inspect and verify the embedded dev chain.
     Chain(chain::ChainArgs),
+    /// An account's tokens through a broker: balance, approve (escrow),
+    /// stake, history.
+    Wallet(wallet::WalletArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
             Command::Ledger(args) => ledger::main(args).await,
             Command::Keys(args) => keys::main(args),
             Command::Chain(args) => chain::main(args).await,
+            Command::Wallet(args) => wallet::main(args, &file.client).await,
         }
     })
 }
