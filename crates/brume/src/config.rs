@@ -166,10 +166,20 @@ genesis = [{ address = "0x00000000000000000000000000000000000000aa", amount = 7 
         assert_eq!(chain.min_stake, 5);
         assert_eq!(chain.default_reservation, 1_000_000_000_000_000_000_000);
         assert_eq!(chain.genesis[0].amount, 7);
-        assert!(toml::from_str::<ConfigFile>("[broker.chain]
-kind = 'evm'").is_err());
-        assert!(toml::from_str::<ConfigFile>("[broker.chain]
-faucett = true").is_err());
+        assert!(
+            toml::from_str::<ConfigFile>(
+                "[broker.chain]
+kind = 'evm'"
+            )
+            .is_err()
+        );
+        assert!(
+            toml::from_str::<ConfigFile>(
+                "[broker.chain]
+faucett = true"
+            )
+            .is_err()
+        );
     }
 
     #[test]
