@@ -4,6 +4,7 @@ mod util;
 
 mod billing;
 mod devnet;
+mod escrow;
 mod exec;
 mod keys;
 mod ledger;
