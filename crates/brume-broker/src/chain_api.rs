@@ -40,7 +40,9 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-/// A chain error as a response: the typed errors keep their codes.
+/// A chain error as a response: the typed errors keep their codes. (By
+/// value, so that it reads `.map_err(chain_fail)`.)
+#[allow(clippy::needless_pass_by_value)]
 pub(crate) fn chain_fail(e: ChainError) -> Fail {
     let code = match &e {
         ChainError::InsufficientBalance { .. } => ErrorCode::InsufficientBalance,
