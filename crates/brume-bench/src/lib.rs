@@ -7,6 +7,7 @@
 pub mod ledger;
 pub mod net;
 pub mod sandbox;
+pub mod settle;
 
 use std::time::{Duration, Instant};
 

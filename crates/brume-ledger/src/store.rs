@@ -235,13 +235,26 @@ pub trait LedgerStore: Send + Sync {
 
     /// The count and XOR aggregate of the rows a filter selects.
     fn aggregate(&self, filter: RowFilter) -> LedgerFuture<'_, AggregateSummary>;
+
+    /// At most `limit` rows (1 to [`MAX_SCAN`]) appended after sequence
+    /// number `after` (0: from the first), in append order, with their
+    /// public columns and sequence numbers. Sequence numbers only grow: a
+    /// row appended later has a larger one (settlement reads the ledger
+    /// this way). Rows that can't be decoded are errors here.
+    fn scan(&self, after: u64, limit: usize) -> LedgerFuture<'_, Vec<(u64, LedgerRow)>>;
 }
+
+/// The largest page of [`LedgerStore::scan`].
+pub const MAX_SCAN: usize = 100_000;
 
 /// The file name of the database in its directory.
 pub const DB_FILE: &str = "ledger.db";
 
 /// At most this many rows in one group commit.
 pub const MAX_BATCH_ROWS: usize = 8192;
+
+/// The writer checkpoints the WAL once it holds this many pages.
+const WAL_CHECKPOINT_PAGES: i64 = 8192;
 
 /// The layout version, in `PRAGMA user_version`.
 const LAYOUT_VERSION: i64 = 2;
@@ -733,6 +746,9 @@ impl SqliteStore {
         let path = dir.join(DB_FILE);
         let conn = open_conn(&path)?;
         init_schema(&conn)?;
+        // Checkpoint less often than every 1000 pages: a page that many
+        // commits change is copied back once.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("brume-ledger-writer".into())
@@ -901,6 +917,26 @@ impl LedgerStore for SqliteStore {
             Ok(summary)
         }))
     }
+
+    fn scan(&self, after: u64, limit: usize) -> LedgerFuture<'_, Vec<(u64, LedgerRow)>> {
+        let limit = limit.clamp(1, MAX_SCAN);
+        Box::pin(self.read(move |conn| {
+            // The rowid is the sequence number: rows are never deleted, so
+            // SQLite gives each new row max(rowid) + 1.
+            let sql = format!(
+                "SELECT rowid, {SELECT_PUBLIC_COLS} FROM ledger_rows WHERE rowid > ?1 ORDER BY rowid LIMIT ?2"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![i64::try_from(after).unwrap_or(i64::MAX), limit as i64])?;
+            let mut out = Vec::with_capacity(limit);
+            while let Some(r) = rows.next()? {
+                let seq: i64 = r.get(0)?;
+                let raw = RawRow::read_at(r, 1)?;
+                out.push((u64::try_from(seq).unwrap_or_default(), raw.decode(false)?));
+            }
+            Ok(out)
+        }))
+    }
 }
 
 /// Fails a call whose rows repeat a work id (before it is queued).
@@ -1057,15 +1093,20 @@ fn raw_int(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<i64>> {
 
 impl RawRow {
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+        RawRow::read_at(r, 0)
+    }
+
+    /// The row's columns starting at column `at` (`SELECT_COLS` order).
+    fn read_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RawRow> {
         Ok(RawRow {
-            work_id: raw_bytes(r, 0)?,
-            timestamp_ms: raw_int(r, 1)?,
-            requester: raw_bytes(r, 2)?,
-            provider: raw_bytes(r, 3)?,
-            fuel: raw_int(r, 4)?,
-            row_hash: raw_bytes(r, 5)?,
-            data: raw_bytes(r, 6)?,
-            private: raw_bytes(r, 7)?,
+            work_id: raw_bytes(r, at)?,
+            timestamp_ms: raw_int(r, at + 1)?,
+            requester: raw_bytes(r, at + 2)?,
+            provider: raw_bytes(r, at + 3)?,
+            fuel: raw_int(r, at + 4)?,
+            row_hash: raw_bytes(r, at + 5)?,
+            data: raw_bytes(r, at + 6)?,
+            private: raw_bytes(r, at + 7)?,
         })
     }
 

@@ -4,8 +4,11 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `sandbox`, `invoke`, `job` or `ledger`.
+    /// Which benchmark: `sandbox`, `invoke`, `job`, `ledger` or `settle`.
     name: String,
+    /// `settle`: how many ledger rows to generate and settle.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
     /// Time budget for the whole run.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: std::time::Duration,
@@ -21,8 +24,9 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "invoke" => brume_bench::net::invoke(args.duration, &mut say).await,
         "job" => brume_bench::net::job(args.duration, &mut say).await,
         "ledger" => brume_bench::ledger::run(args.duration, &mut say).await,
+        "settle" => brume_bench::settle::run(args.duration, args.rows, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job, ledger)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, ledger, settle)"
         )),
     };
     match result {

@@ -1,0 +1,810 @@
+//! Batched settlement: the ledger's promises paid in tokens.
+//!
+//! A settlement **run** takes every ledger row appended since the previous
+//! run (rows are numbered in append order: [`RowSource::scan`]) plus the
+//! rows earlier runs had to defer, and settles them in O(M + N) chain
+//! transfers for M payers and N beneficiaries:
+//!
+//! 1. **Collect.** Rows are grouped by payer (the row's `payers`: the
+//!    requester, a subsidy account, the operator…). Each payer's total is
+//!    collected with one `transferFrom(payer → payout account)`, signed by
+//!    the payout account (the spender of the payer's escrow allowance) and
+//!    anchored with the XOR aggregate of the group's row hashes.
+//!    - Before anything is sent, each payer's allowance and balance are
+//!      checked. A payer that can't cover its total (or whose account is not
+//!      an address) is **flagged** and every row it pays for is **deferred**
+//!      whole: none of that row's parts is collected, and it is retried by
+//!      every later run.
+//!    - A collection that fails anyway (a race with the payer) flags the
+//!      payer and defers its rows; the other parts of those rows that were
+//!      collected are **held** in the payout account until the row is
+//!      complete. A row is never paid out before all of its parts are in.
+//! 2. **Pay.** The fully collected rows are grouped by beneficiary (the
+//!    row's `payouts`: provider, developer, operator, charity, refund). Each
+//!    beneficiary is paid its total plus what was carried over for it, with
+//!    one `transfer(payout account → beneficiary)` anchored with the XOR of
+//!    the row hashes it pays for. A total below the minimum payout (or to an
+//!    account that is not an address) is **carried over** instead.
+//! 3. **Record.** Rows are marked per entity through their run: a row with
+//!    sequence number `s` belongs to the run whose range holds `s` (or, if it
+//!    was deferred, the run that completed it), and its status for an entity
+//!    is that run's transfer for the entity ([`Settler::row_status`]).
+//!
+//! # Crash safety
+//!
+//! Intent is journaled before any transfer is sent: a run's collections are
+//! written `pending` (one SQLite commit, fsynced) before the batch is sent,
+//! and its payouts likewise once every collection is resolved. On start,
+//! an unfinished run is resumed: each `pending` transfer is looked up on the
+//! chain by its anchor (`transfers_by_anchor`, matching from, to and amount)
+//! and marked done if it landed, sent otherwise. So `kill -9` at any point,
+//! then another run, neither loses a row nor transfers twice.
+//!
+//! # Invariants (checked after every run: [`Report::balanced`])
+//!
+//! - Σ collected = Σ paid + carry-over + held, to the unit;
+//! - the payout account's balance = its balance before the first run +
+//!   carry-over + held (it holds exactly what is owed to beneficiaries).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use brume_chain::{Address, Anchor, B256, Call, Chain, ChainError};
+use brume_identity::Identity;
+use brume_ledger::row::{Aggregate, LedgerRow};
+use brume_ledger::store::{LedgerError, LedgerFuture};
+use serde::{Deserialize, Serialize};
+
+mod db;
+
+pub use db::RowStatus;
+
+/// Why a run failed. A failed run is resumed by the next one.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("chain: {0}")]
+    Chain(#[from] ChainError),
+    #[error("settlement store {path}: {message}")]
+    Store { path: String, message: String },
+    #[error("settlement store: {0}")]
+    Db(String),
+}
+
+impl SettleError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SettleError::Ledger(e) => e.code(),
+            SettleError::Chain(e) => e.code(),
+            SettleError::Store { .. } | SettleError::Db(_) => "settlement_store",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for SettleError {
+    fn from(e: rusqlite::Error) -> Self {
+        SettleError::Db(e.to_string())
+    }
+}
+
+/// A ledger row with its append-order sequence number.
+#[derive(Debug, Clone)]
+pub struct ScannedRow {
+    pub seq: u64,
+    pub row: LedgerRow,
+}
+
+/// Where settlement reads rows: in append order, after a sequence number.
+pub trait RowSource: Send + Sync {
+    /// At most `limit` rows appended after `after` (0: from the start), in
+    /// append order, with their public columns.
+    fn scan(&self, after: u64, limit: usize) -> LedgerFuture<'_, Vec<ScannedRow>>;
+}
+
+/// Maps a ledger account (as rows name it) to a chain address.
+pub type Resolver = Arc<dyn Fn(&str) -> Option<Address> + Send + Sync>;
+
+/// The default resolver: accounts that are `0x` addresses.
+pub fn addresses_only() -> Resolver {
+    Arc::new(|s: &str| s.parse::<Address>().ok())
+}
+
+/// Settlement settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettleConfig {
+    /// Beneficiary totals below this (token base units) are carried over.
+    pub min_payout: u128,
+    /// Rows read per ledger page.
+    pub page: usize,
+}
+
+impl Default for SettleConfig {
+    fn default() -> Self {
+        SettleConfig {
+            min_payout: 0,
+            page: 10_000,
+        }
+    }
+}
+
+/// One transfer of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferLine {
+    /// The ledger account (payer or beneficiary).
+    pub account: String,
+    pub address: String,
+    #[serde(with = "dec")]
+    pub amount: u128,
+    /// Rows it covers.
+    pub rows: u64,
+    pub anchor: String,
+    /// `done` (with `tx_hash`) or `failed` (with `error`).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Milliseconds per stage of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub scan_ms: f64,
+    pub plan_ms: f64,
+    pub collect_ms: f64,
+    pub payout_ms: f64,
+    pub total_ms: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The run's id (0: nothing to settle, no run recorded).
+    pub run: u64,
+    /// Whether this run resumed one a crash interrupted.
+    pub resumed: bool,
+    /// New rows this run took from the ledger.
+    pub rows: u64,
+    /// Rows completed this run (new and earlier deferred ones).
+    pub rows_settled: u64,
+    /// Rows deferred (a payer could not pay), in total after this run.
+    pub rows_deferred: u64,
+    pub collections: Vec<TransferLine>,
+    pub payouts: Vec<TransferLine>,
+    /// Accounts flagged by this run and why.
+    pub flagged: Vec<(String, String)>,
+    #[serde(with = "dec")]
+    pub collected: u128,
+    #[serde(with = "dec")]
+    pub paid: u128,
+    /// Owed to beneficiaries, below the threshold, after this run.
+    #[serde(with = "dec")]
+    pub carry_over: u128,
+    /// Collected for rows still waiting for another payer, after this run.
+    #[serde(with = "dec")]
+    pub held: u128,
+    /// Chain transactions sent by this run.
+    pub chain_txs: u64,
+    /// The invariants (see the crate docs) hold after this run.
+    pub balanced: bool,
+    pub timings: Timings,
+}
+
+/// Decimal strings for u128 amounts in JSON.
+mod dec {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A row as settlement needs it: its hash, who pays, who is paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Slim {
+    pub seq: u64,
+    pub work_id: String,
+    pub hash: [u8; 32],
+    /// (payer account, amount, collected by intent id)
+    pub parts: Vec<Part>,
+    /// (beneficiary account, amount)
+    pub payouts: Vec<(String, u128)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Part {
+    pub account: String,
+    #[serde(with = "dec")]
+    pub amount: u128,
+    /// The collect intent that collected it (held), if any.
+    pub collected: Option<i64>,
+}
+
+impl Slim {
+    fn from_row(seq: u64, row: &LedgerRow) -> Slim {
+        let d = &row.data;
+        // A payer listed twice pays once per part; merge for grouping.
+        let mut parts: Vec<Part> = Vec::with_capacity(d.payers.len());
+        for p in &d.payers {
+            match parts.iter_mut().find(|q| q.account == p.account) {
+                Some(q) => q.amount += p.amount,
+                None => parts.push(Part {
+                    account: p.account.clone(),
+                    amount: p.amount,
+                    collected: None,
+                }),
+            }
+        }
+        Slim {
+            seq,
+            work_id: d.work_id.clone(),
+            hash: row.row_hash.0,
+            parts,
+            payouts: d
+                .payouts
+                .iter()
+                .map(|p| (p.beneficiary.clone(), p.amount))
+                .collect(),
+        }
+    }
+}
+
+/// A group of rows for one account: its total and aggregate.
+#[derive(Debug, Clone, Default)]
+struct Group {
+    amount: u128,
+    aggregate: Aggregate,
+    rows: u64,
+}
+
+impl Group {
+    fn add(&mut self, amount: u128, hash: &[u8; 32]) {
+        self.amount += amount;
+        self.aggregate.add(hash);
+        self.rows += 1;
+    }
+}
+
+fn anchor_of(a: &Aggregate) -> Anchor {
+    B256::from(a.0.0)
+}
+
+fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Runs settlement against a ledger and a chain. One run at a time.
+pub struct Settler {
+    db: db::Db,
+    rows: Arc<dyn RowSource>,
+    chain: Arc<dyn Chain>,
+    payout: Arc<Identity>,
+    resolve: Resolver,
+    config: SettleConfig,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Settler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settler")
+            .field("db", &self.db.path())
+            .field("payout", &self.payout.address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settler {
+    /// Opens (or creates) the settlement store `dir/settle.db`. Blocking:
+    /// call it off the async runtime.
+    pub fn open(
+        dir: &Path,
+        rows: Arc<dyn RowSource>,
+        chain: Arc<dyn Chain>,
+        payout: Arc<Identity>,
+        resolve: Resolver,
+        config: SettleConfig,
+    ) -> Result<Settler, SettleError> {
+        let db = db::Db::open(dir)?;
+        Ok(Settler {
+            db,
+            rows,
+            chain,
+            payout,
+            resolve,
+            config,
+            running: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The payout account.
+    pub fn payout_address(&self) -> Address {
+        self.payout.address()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.db.path().to_path_buf()
+    }
+
+    /// The last finished run's report, if any.
+    pub async fn last_report(&self) -> Result<Option<Report>, SettleError> {
+        self.db.call(db::last_report).await
+    }
+
+    /// The settlement status of each payer and beneficiary of the row
+    /// with sequence number `seq`.
+    pub async fn row_status(
+        &self,
+        seq: u64,
+        row: &LedgerRow,
+    ) -> Result<Vec<RowStatus>, SettleError> {
+        let payers: Vec<String> = row.data.payers.iter().map(|p| p.account.clone()).collect();
+        let beneficiaries: Vec<String> = row
+            .data
+            .payouts
+            .iter()
+            .map(|p| p.beneficiary.clone())
+            .collect();
+        self.db
+            .call(move |c| db::row_status(c, seq, &payers, &beneficiaries))
+            .await
+    }
+
+    /// Outstanding (not yet collected) amounts per payer account: rows not
+    /// yet settled by any run (after the last run's range) are not counted;
+    /// the caller adds what it billed since. Deferred rows' parts are.
+    pub async fn deferred_by_payer(&self) -> Result<HashMap<String, u128>, SettleError> {
+        self.db.call(db::deferred_by_payer).await
+    }
+
+    /// Every collect and payout transfer ever sent (done), for audits:
+    /// (kind, account, address, amount, anchor, tx hash).
+    pub async fn transfers(&self) -> Result<Vec<db::Sent>, SettleError> {
+        self.db.call(db::sent).await
+    }
+
+    /// Settles what is unsettled (resuming an interrupted run first).
+    pub async fn run(&self) -> Result<Report, SettleError> {
+        let _one = self.running.lock().await;
+        let start = Instant::now();
+        let mut timings = Timings::default();
+        if self.db.call(db::baseline).await?.is_none() {
+            let b = self.chain.balance_of(self.payout.address()).await?;
+            self.db.call(move |c| db::set_baseline(c, b)).await?;
+        }
+        let (run, resumed, rows, fresh_rows) = match self.db.call(db::unfinished).await? {
+            Some(run) => {
+                tracing::warn!(run = run.id, "resuming an interrupted settlement run");
+                (run, true, Vec::new(), None)
+            }
+            None => {
+                let t = Instant::now();
+                let from = self.db.call(db::last_seq).await?;
+                let new = self.scan(from, None).await?;
+                timings.scan_ms = ms(t);
+                let t = Instant::now();
+                let deferred = self.db.call(db::deferred_rows).await?;
+                if new.is_empty() && deferred.is_empty() {
+                    return Ok(Report {
+                        balanced: self.balanced().await?,
+                        carry_over: self.db.call(db::carry_total).await?,
+                        timings: Timings {
+                            total_ms: ms(start),
+                            ..timings
+                        },
+                        ..Report::default()
+                    });
+                }
+                let to = new.last().map_or(from, |r| r.seq);
+                let run = self.plan_collections(from, to, &new, &deferred).await?;
+                timings.plan_ms = ms(t);
+                let n = new.len() as u64;
+                let mut all = new;
+                all.extend(deferred);
+                (run, false, all, Some(n))
+            }
+        };
+        // Collect.
+        let t = Instant::now();
+        let mut chain_txs = self
+            .send_pending(run.id, db::Kind::Collect, resumed)
+            .await?;
+        timings.collect_ms = ms(t);
+        // Plan and pay.
+        let t = Instant::now();
+        if !self
+            .db
+            .call(move |c| db::payouts_planned(c, run.id))
+            .await?
+        {
+            let rows = if rows.is_empty() {
+                let mut all = self.scan(run.from_seq, Some(run.to_seq)).await?;
+                all.extend(
+                    self.db
+                        .call(move |c| db::deferred_rows_of_run(c, run.id))
+                        .await?,
+                );
+                all
+            } else {
+                rows
+            };
+            self.plan_payouts(run, rows).await?;
+        }
+        chain_txs += self.send_pending(run.id, db::Kind::Payout, resumed).await?;
+        timings.payout_ms = ms(t);
+        timings.total_ms = ms(start);
+        let timings_json = serde_json::to_string(&timings).unwrap_or_default();
+        self.db
+            .call(move |c| db::finish_run(c, run.id, &timings_json))
+            .await?;
+        let mut report = self
+            .db
+            .call(move |c| db::report(c, run.id))
+            .await?
+            .unwrap_or_default();
+        report.resumed = resumed;
+        report.rows = fresh_rows.unwrap_or(report.rows);
+        report.chain_txs = chain_txs;
+        report.timings = timings;
+        report.balanced = self.balanced().await?;
+        if !report.balanced {
+            tracing::error!(run = run.id, "settlement invariants do not hold");
+        }
+        Ok(report)
+    }
+
+    /// Rows after `from` (up to `to` inclusive, if given), in append order.
+    async fn scan(&self, from: u64, to: Option<u64>) -> Result<Vec<Slim>, SettleError> {
+        let mut out = Vec::new();
+        let mut after = from;
+        loop {
+            let page = self.rows.scan(after, self.config.page).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let done = page.len() < self.config.page;
+            for r in page {
+                if to.is_some_and(|to| r.seq > to) {
+                    return Ok(out);
+                }
+                out.push(Slim::from_row(r.seq, &r.row));
+            }
+            if done || to.is_some_and(|to| after >= to) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Step 1's plan: groups by payer, pre-checked; the journal written
+    /// before anything is sent.
+    async fn plan_collections(
+        &self,
+        from: u64,
+        to: u64,
+        new: &[Slim],
+        deferred: &[Slim],
+    ) -> Result<db::Run, SettleError> {
+        let payout = self.payout.address();
+        // Totals per payer over every uncollected part.
+        let mut totals: HashMap<&str, u128> = HashMap::new();
+        for r in new.iter().chain(deferred) {
+            for p in r.parts.iter().filter(|p| p.collected.is_none()) {
+                *totals.entry(&p.account).or_default() += p.amount;
+            }
+        }
+        // Pre-check each payer; flag those that can't pay.
+        let mut flagged: HashMap<String, String> = HashMap::new();
+        for (account, total) in &totals {
+            if *total == 0 {
+                continue;
+            }
+            let Some(addr) = (self.resolve)(account) else {
+                flagged.insert(account.to_string(), "not_an_address".into());
+                continue;
+            };
+            let allowance = self.chain.allowance(addr, payout).await?;
+            if allowance < *total {
+                flagged.insert(
+                    account.to_string(),
+                    format!("insufficient_allowance: {allowance} < {total}"),
+                );
+                continue;
+            }
+            let balance = self.chain.balance_of(addr).await?;
+            if balance < *total {
+                flagged.insert(
+                    account.to_string(),
+                    format!("insufficient_balance: {balance} < {total}"),
+                );
+            }
+        }
+        // Rows with a flagged payer are deferred whole; the rest is grouped.
+        let blocked = |r: &Slim| {
+            r.parts
+                .iter()
+                .any(|p| p.collected.is_none() && p.amount > 0 && flagged.contains_key(&p.account))
+        };
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut newly_deferred = Vec::new();
+        for r in new {
+            if blocked(r) {
+                newly_deferred.push(r.clone());
+                continue;
+            }
+            for p in r.parts.iter().filter(|p| p.amount > 0) {
+                groups
+                    .entry(p.account.clone())
+                    .or_default()
+                    .add(p.amount, &r.hash);
+            }
+        }
+        for r in deferred {
+            if blocked(r) {
+                continue;
+            }
+            for p in r
+                .parts
+                .iter()
+                .filter(|p| p.collected.is_none() && p.amount > 0)
+            {
+                groups
+                    .entry(p.account.clone())
+                    .or_default()
+                    .add(p.amount, &r.hash);
+            }
+        }
+        let mut intents = Vec::with_capacity(groups.len());
+        for (account, g) in groups {
+            let Some(addr) = (self.resolve)(&account) else {
+                continue; // flagged above
+            };
+            intents.push(db::NewIntent {
+                kind: db::Kind::Collect,
+                account,
+                address: addr,
+                amount: g.amount,
+                anchor: anchor_of(&g.aggregate),
+                rows: g.rows,
+                carried: Vec::new(),
+            });
+        }
+        intents.sort_by(|a, b| a.account.cmp(&b.account));
+        let included: Vec<u64> = deferred
+            .iter()
+            .filter(|r| !blocked(r))
+            .map(|r| r.seq)
+            .collect();
+        let flagged: Vec<(String, String)> = flagged.into_iter().collect();
+        let rows = new.len() as u64;
+        self.db
+            .call(move |c| {
+                db::start_run(
+                    c,
+                    from,
+                    to,
+                    rows,
+                    &intents,
+                    &newly_deferred,
+                    &included,
+                    &flagged,
+                )
+            })
+            .await
+    }
+
+    /// Step 2's plan: which rows are complete, groups by beneficiary with
+    /// carry-overs, the journal written before anything is sent.
+    async fn plan_payouts(&self, run: db::Run, rows: Vec<Slim>) -> Result<(), SettleError> {
+        let range = run.from_seq..=run.to_seq;
+        let run = run.id;
+        let collects = self
+            .db
+            .call(move |c| db::intents(c, run, db::Kind::Collect))
+            .await?;
+        let state: HashMap<&str, &db::Intent> =
+            collects.iter().map(|i| (i.account.as_str(), i)).collect();
+        let (in_run, blocked) = self
+            .db
+            .call(move |c| db::deferred_seqs_of_run(c, run))
+            .await?;
+        let mut complete: Vec<&Slim> = Vec::new();
+        let mut deferred: Vec<Slim> = Vec::new();
+        let mut done_deferred: Vec<u64> = Vec::new();
+        for r in &rows {
+            let was_deferred = in_run.contains(&r.seq);
+            let new = r.seq != *range.start() && range.contains(&r.seq);
+            if blocked.contains(&r.seq) || !(new || was_deferred) {
+                // Deferred at planning (nothing was collected for it), or an
+                // earlier deferred row this run did not take.
+                continue;
+            }
+            let mut parts = r.parts.clone();
+            let mut ok = true;
+            for p in parts
+                .iter_mut()
+                .filter(|p| p.collected.is_none() && p.amount > 0)
+            {
+                match state.get(p.account.as_str()) {
+                    Some(i) if i.state == db::State::Done => p.collected = Some(i.id),
+                    _ => ok = false,
+                }
+            }
+            if ok {
+                if was_deferred {
+                    done_deferred.push(r.seq);
+                }
+                complete.push(r);
+            } else {
+                // A collection failed: keep what was collected (held) and
+                // retry the rest later.
+                deferred.push(Slim { parts, ..r.clone() });
+            }
+        }
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for r in &complete {
+            for (account, amount) in &r.payouts {
+                groups
+                    .entry(account.clone())
+                    .or_default()
+                    .add(*amount, &r.hash);
+            }
+        }
+        let carried = self.db.call(db::unpaid_carry).await?;
+        let mut carried_by: HashMap<String, Vec<db::Carry>> = HashMap::new();
+        for c in carried {
+            carried_by.entry(c.account.clone()).or_default().push(c);
+        }
+        let mut intents = Vec::new();
+        let mut carry = Vec::new();
+        let mut accounts: Vec<String> = groups.keys().chain(carried_by.keys()).cloned().collect();
+        accounts.sort();
+        accounts.dedup();
+        for account in accounts {
+            let g = groups.remove(&account).unwrap_or_default();
+            let earlier = carried_by.remove(&account).unwrap_or_default();
+            let total = g.amount + earlier.iter().map(|c| c.amount).sum::<u128>();
+            let mut aggregate = g.aggregate;
+            for c in &earlier {
+                aggregate.add(&c.aggregate);
+            }
+            let addr = (self.resolve)(&account);
+            match addr {
+                _ if total == 0 => {}
+                Some(addr) if total >= self.config.min_payout => {
+                    intents.push(db::NewIntent {
+                        kind: db::Kind::Payout,
+                        account,
+                        address: addr,
+                        amount: total,
+                        anchor: anchor_of(&aggregate),
+                        rows: g.rows + earlier.iter().map(|c| c.rows).sum::<u64>(),
+                        carried: earlier.iter().map(|c| c.id).collect(),
+                    });
+                }
+                _ if g.rows == 0 => {} // only earlier carry: it stays
+                _ => carry.push(db::Carry {
+                    id: 0,
+                    account,
+                    amount: g.amount,
+                    aggregate: g.aggregate.0.0,
+                    rows: g.rows,
+                    reason: if addr.is_none() {
+                        "not_an_address".into()
+                    } else {
+                        "below_minimum".into()
+                    },
+                }),
+            }
+        }
+        let settled = complete.len() as u64;
+        self.db
+            .call(move |c| {
+                db::plan_payouts(c, run, &intents, &carry, &deferred, &done_deferred, settled)
+            })
+            .await
+    }
+
+    /// Sends a run's pending transfers of one kind (after reconciling them
+    /// with the chain by anchor when `reconcile`); returns the txs sent.
+    async fn send_pending(
+        &self,
+        run: i64,
+        kind: db::Kind,
+        reconcile: bool,
+    ) -> Result<u64, SettleError> {
+        let pending: Vec<db::Intent> = self
+            .db
+            .call(move |c| db::intents(c, run, kind))
+            .await?
+            .into_iter()
+            .filter(|i| i.state == db::State::Pending)
+            .collect();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let payout = self.payout.address();
+        let mut outcomes: Vec<(i64, Result<B256, String>)> = Vec::new();
+        let mut to_send = Vec::new();
+        for i in pending {
+            let (from, to, call) = match kind {
+                db::Kind::Collect => (
+                    i.address,
+                    payout,
+                    Call::TransferFrom {
+                        owner: i.address,
+                        to: payout,
+                        amount: i.amount,
+                        anchor: i.anchor,
+                    },
+                ),
+                db::Kind::Payout => (
+                    payout,
+                    i.address,
+                    Call::Transfer {
+                        to: i.address,
+                        amount: i.amount,
+                        anchor: i.anchor,
+                    },
+                ),
+            };
+            if reconcile {
+                let landed = self.chain.transfers_by_anchor(i.anchor).await?;
+                if let Some(t) = landed
+                    .iter()
+                    .find(|t| t.from == from && t.to == to && t.amount == i.amount)
+                {
+                    tracing::info!(intent = i.id, tx = %t.tx_hash, "settlement transfer had landed");
+                    outcomes.push((i.id, Ok(t.tx_hash)));
+                    continue;
+                }
+            }
+            to_send.push((i.id, call));
+        }
+        let sent = to_send.len() as u64;
+        if !to_send.is_empty() {
+            let (ids, calls): (Vec<i64>, Vec<Call>) = to_send.into_iter().unzip();
+            let results = self.chain.send(&self.payout, calls).await?;
+            for (id, r) in ids.into_iter().zip(results) {
+                outcomes.push((id, r.map(|rc| rc.tx_hash).map_err(|e| e.code().to_string())));
+            }
+        }
+        self.db
+            .call(move |c| db::resolve_intents(c, run, kind, &outcomes))
+            .await?;
+        Ok(sent)
+    }
+
+    /// The invariants of the crate docs.
+    async fn balanced(&self) -> Result<bool, SettleError> {
+        let sums = self.db.call(db::sums).await?;
+        let Some(baseline) = self.db.call(db::baseline).await? else {
+            return Ok(true); // never ran
+        };
+        let balance = self.chain.balance_of(self.payout.address()).await?;
+        let owed = sums.carry + sums.held;
+        Ok(sums.collected == sums.paid + owed && balance == baseline + owed)
+    }
+}
+
+/// Any ledger store is a row source.
+impl<S: brume_ledger::store::LedgerStore + ?Sized> RowSource for S {
+    fn scan(&self, after: u64, limit: usize) -> LedgerFuture<'_, Vec<ScannedRow>> {
+        let fut = brume_ledger::store::LedgerStore::scan(self, after, limit);
+        Box::pin(async move {
+            Ok(fut
+                .await?
+                .into_iter()
+                .map(|(seq, row)| ScannedRow { seq, row })
+                .collect())
+        })
+    }
+}

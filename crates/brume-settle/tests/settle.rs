@@ -1,0 +1,477 @@
+//! Settlement against the real ledger store and the real dev chain.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use brume_chain::{
+    Address, Anchor, B256, Call, Chain, ChainError, ChainFuture, DevChain, DevConfig, Receipt,
+    SignedTx, Transfer, TxPos,
+};
+use brume_identity::Identity;
+use brume_ledger::row::{
+    Aggregate, ExchangeRate, PayerPart, Payout, PrivateData, RowData, RowUsage, SealedRow,
+};
+use brume_ledger::store::{LedgerStore, SqliteStore};
+use brume_settle::{SettleConfig, Settler, addresses_only};
+
+const FUNDS: u128 = 1_000_000_000_000_000_000_000;
+
+struct World {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    store: Arc<SqliteStore>,
+    chain: Arc<DevChain>,
+    payout: Arc<Identity>,
+    requesters: Vec<Identity>,
+    beneficiaries: Vec<Address>,
+    next: u64,
+    /// Expected balances, computed from the rows alone.
+    owed: HashMap<Address, i128>,
+}
+
+impl World {
+    async fn new(requesters: usize, approve: &[bool]) -> World {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().to_path_buf();
+        let requesters: Vec<Identity> = (0..requesters).map(|_| Identity::random()).collect();
+        let genesis = requesters.iter().map(|r| (r.address(), FUNDS)).collect();
+        let chain = Arc::new(
+            DevChain::open(&path.join("chain"), &DevConfig::devnet(genesis)).expect("chain"),
+        );
+        let payout = Arc::new(Identity::random());
+        for (r, ok) in requesters.iter().zip(approve) {
+            if *ok {
+                chain
+                    .approve(r, payout.address(), FUNDS)
+                    .await
+                    .expect("approve");
+            }
+        }
+        let store = Arc::new(SqliteStore::open(&path.join("ledger")).expect("ledger"));
+        World {
+            _dir: dir,
+            dir: path,
+            store,
+            chain,
+            payout,
+            requesters,
+            beneficiaries: (0..5).map(|_| Identity::random().address()).collect(),
+            next: 0,
+            owed: HashMap::new(),
+        }
+    }
+
+    fn settler(&self, chain: Arc<dyn Chain>, config: SettleConfig) -> Settler {
+        Settler::open(
+            &self.dir.join("settle"),
+            self.store.clone(),
+            chain,
+            self.payout.clone(),
+            addresses_only(),
+            config,
+        )
+        .expect("settler")
+    }
+
+    /// Appends `n` rows paid by requester `r` (and, if `sponsor`, half by
+    /// requester `sponsor`), paid out to the beneficiaries.
+    async fn rows(&mut self, n: u64, r: usize, sponsor: Option<usize>) -> Vec<String> {
+        let mut rows = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let i = self.next;
+            self.next += 1;
+            let fee: u128 = 1_000_000 + u128::from(i % 7) * 13;
+            let requester = self.requesters[r].address();
+            let payers = match sponsor {
+                None => vec![PayerPart {
+                    account: requester.to_string(),
+                    kind: "requester".into(),
+                    amount: fee,
+                }],
+                Some(s) => vec![
+                    PayerPart {
+                        account: requester.to_string(),
+                        kind: "requester".into(),
+                        amount: fee / 2,
+                    },
+                    PayerPart {
+                        account: self.requesters[s].address().to_string(),
+                        kind: "subsidy".into(),
+                        amount: fee - fee / 2,
+                    },
+                ],
+            };
+            let shares = [60u128, 25, 10, 4];
+            let mut payouts: Vec<Payout> = shares
+                .iter()
+                .enumerate()
+                .map(|(k, s)| Payout {
+                    beneficiary: self.beneficiaries[(i as usize + k) % 5].to_string(),
+                    role: "provider".into(),
+                    amount: fee * s / 100,
+                })
+                .collect();
+            let rest = fee - payouts.iter().map(|p| p.amount).sum::<u128>();
+            payouts.push(Payout {
+                beneficiary: requester.to_string(),
+                role: "refund".into(),
+                amount: rest,
+            });
+            for p in &payers {
+                *self
+                    .owed
+                    .entry(p.account.parse().expect("addr"))
+                    .or_default() -= p.amount as i128;
+            }
+            for p in &payouts {
+                *self
+                    .owed
+                    .entry(p.beneficiary.parse().expect("addr"))
+                    .or_default() += p.amount as i128;
+            }
+            let data = RowData {
+                work_id: format!("w-{i:06}"),
+                timestamp_ms: 1_700_000_000_000 + i,
+                requester: requester.to_string(),
+                end_user: String::new(),
+                provider: self.beneficiaries[0].to_string(),
+                developer: String::new(),
+                operator: String::new(),
+                charities: Vec::new(),
+                service_digest: "ab".repeat(32),
+                tier: "standard".into(),
+                usage: RowUsage::default(),
+                fee_currency: "EUR".into(),
+                fee_micros: 0,
+                token_amount: fee,
+                surcharge: 0,
+                rate: ExchangeRate::per_whole_token(1_000_000),
+                payers,
+                payouts,
+            };
+            ids.push(data.work_id.clone());
+            rows.push(SealedRow::seal(data, PrivateData::default()).expect("seal"));
+        }
+        self.store.append_sealed(rows).await.expect("append");
+        ids
+    }
+
+    /// Every account's balance moved exactly as the settled rows say.
+    async fn check_balances(&self, settled_only_for: &[Address]) {
+        for (addr, delta) in &self.owed {
+            if settled_only_for.contains(addr) {
+                continue;
+            }
+            let start: i128 = if self.requesters.iter().any(|r| r.address() == *addr) {
+                FUNDS as i128
+            } else {
+                0
+            };
+            let balance = self.chain.balance_of(*addr).await.expect("balance") as i128;
+            assert_eq!(balance, start + delta, "balance of {addr}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_collection_per_payer_one_payout_per_beneficiary_and_exact_balances() {
+    let mut w = World::new(3, &[true, true, true]).await;
+    w.rows(200, 0, None).await;
+    w.rows(150, 1, Some(2)).await;
+    w.rows(50, 2, None).await;
+    let settler = w.settler(w.chain.clone(), SettleConfig::default());
+    let report = settler.run().await.expect("run");
+    assert!(report.balanced, "{report:?}");
+    assert_eq!(report.rows, 400);
+    assert_eq!(report.rows_settled, 400);
+    assert_eq!(report.collections.len(), 3, "one per payer");
+    // 5 beneficiaries + the 3 requesters' refunds.
+    assert_eq!(report.payouts.len(), 8, "one per beneficiary");
+    assert_eq!(report.chain_txs, 11);
+    assert_eq!(report.collected, report.paid);
+    assert_eq!(report.carry_over, 0);
+    w.check_balances(&[]).await;
+    assert_eq!(
+        w.chain.balance_of(w.payout.address()).await.expect("bal"),
+        0
+    );
+
+    // Each transfer carries its group's XOR aggregate. (A requester's
+    // collection and its refund cover the same rows: same anchor, opposite
+    // directions.)
+    let payout = w.payout.address();
+    for (line, collect) in report
+        .collections
+        .iter()
+        .map(|l| (l, true))
+        .chain(report.payouts.iter().map(|l| (l, false)))
+    {
+        let anchor: Anchor = line.anchor.parse().expect("anchor");
+        let landed = w
+            .chain
+            .transfers_by_anchor(anchor)
+            .await
+            .expect("by anchor");
+        let mine: Vec<_> = landed
+            .iter()
+            .filter(|t| {
+                if collect {
+                    t.to == payout
+                } else {
+                    t.from == payout
+                }
+            })
+            .collect();
+        assert_eq!(mine.len(), 1, "{line:?}");
+        assert_eq!(mine[0].amount, line.amount);
+        assert_eq!(Some(mine[0].tx_hash.to_string()), line.tx_hash);
+    }
+    let one = &report
+        .collections
+        .iter()
+        .find(|l| l.account == w.requesters[0].address().to_string())
+        .expect("r0");
+    let mut agg = Aggregate::new();
+    let mut after = 0;
+    loop {
+        let page = w.store.scan(after, 1000).await.expect("scan");
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        for (_, r) in &page {
+            if r.data.payers.iter().any(|p| p.account == one.account) {
+                agg.add(&r.row_hash.0);
+            }
+        }
+    }
+    assert_eq!(B256::from(agg.0.0).to_string(), one.anchor);
+
+    // Per entity status of a row.
+    let (seq, row) = w.store.scan(0, 1).await.expect("scan").remove(0);
+    let status = settler.row_status(seq, &row).await.expect("status");
+    assert!(
+        status
+            .iter()
+            .all(|s| s.status == "collected" || s.status == "paid"),
+        "{status:?}"
+    );
+    assert!(status.iter().all(|s| s.tx_hash.is_some()));
+
+    // Nothing new: nothing sent.
+    let again = settler.run().await.expect("run");
+    assert_eq!(again.chain_txs, 0);
+    assert!(again.balanced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payer_without_allowance_is_flagged_and_its_rows_wait_whole() {
+    // Requester 2 has approved nothing; it sponsors half of requester 1's rows.
+    let mut w = World::new(3, &[true, true, false]).await;
+    w.rows(20, 0, None).await;
+    let blocked = w.rows(10, 1, Some(2)).await;
+    let settler = w.settler(w.chain.clone(), SettleConfig::default());
+    let report = settler.run().await.expect("run");
+    assert!(report.balanced, "{report:?}");
+    assert_eq!(report.rows_settled, 20);
+    assert_eq!(report.rows_deferred, 10);
+    let r2 = w.requesters[2].address().to_string();
+    assert!(
+        report
+            .flagged
+            .iter()
+            .any(|(a, why)| *a == r2 && why.starts_with("insufficient_allowance")),
+        "{report:?}"
+    );
+    // Requester 1 paid nothing for the blocked rows: no half state.
+    assert_eq!(report.collections.len(), 1, "{report:?}");
+    assert_eq!(
+        w.chain
+            .balance_of(w.requesters[1].address())
+            .await
+            .expect("bal"),
+        FUNDS
+    );
+    let row = w
+        .store
+        .get(&blocked[0], false)
+        .await
+        .expect("get")
+        .expect("row");
+    let seq = w.store.scan(20, 1).await.expect("scan")[0].0;
+    let status = settler.row_status(seq, &row).await.expect("status");
+    assert!(
+        status
+            .iter()
+            .all(|s| s.status == "deferred" || s.status == "unsettled"),
+        "{status:?}"
+    );
+
+    // Once it approves, the next run settles the deferred rows.
+    w.chain
+        .approve(&w.requesters[2], w.payout.address(), FUNDS)
+        .await
+        .expect("approve");
+    let report = settler.run().await.expect("run");
+    assert!(report.balanced, "{report:?}");
+    assert_eq!(report.rows, 0);
+    assert_eq!(report.rows_settled, 10);
+    assert_eq!(report.rows_deferred, 0);
+    w.check_balances(&[]).await;
+    let status = settler.row_status(seq, &row).await.expect("status");
+    assert!(
+        status
+            .iter()
+            .all(|s| s.status == "collected" || s.status == "paid"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_payouts_are_carried_over_until_they_reach_the_minimum() {
+    let mut w = World::new(1, &[true]).await;
+    w.rows(3, 0, None).await;
+    let config = SettleConfig {
+        min_payout: 2_000_000,
+        ..SettleConfig::default()
+    };
+    let settler = w.settler(w.chain.clone(), config);
+    let first = settler.run().await.expect("run");
+    assert!(first.balanced, "{first:?}");
+    assert!(first.carry_over > 0);
+    let held = w.chain.balance_of(w.payout.address()).await.expect("bal");
+    assert_eq!(
+        held, first.carry_over,
+        "the payout account holds exactly the carry-over"
+    );
+    w.rows(40, 0, None).await;
+    let second = settler.run().await.expect("run");
+    assert!(second.balanced, "{second:?}");
+    let total_collected = first.collected + second.collected;
+    let total_paid = first.paid + second.paid;
+    assert_eq!(total_collected, total_paid + second.carry_over);
+    assert!(second.carry_over < first.carry_over + second.collected);
+}
+
+/// A chain that lets `send` through, then reports a crash (as if the
+/// process died after the transfers landed), or fails before sending.
+struct Crashing {
+    inner: Arc<DevChain>,
+    /// Sends to let through before misbehaving.
+    ok_sends: AtomicU32,
+    land_then_fail: bool,
+}
+
+impl Chain for Crashing {
+    fn chain_id(&self) -> u64 {
+        self.inner.chain_id()
+    }
+    fn block_number(&self) -> ChainFuture<'_, u64> {
+        self.inner.block_number()
+    }
+    fn total_supply(&self) -> ChainFuture<'_, u128> {
+        self.inner.total_supply()
+    }
+    fn balance_of(&self, a: Address) -> ChainFuture<'_, u128> {
+        self.inner.balance_of(a)
+    }
+    fn allowance(&self, o: Address, s: Address) -> ChainFuture<'_, u128> {
+        self.inner.allowance(o, s)
+    }
+    fn nonce(&self, a: Address) -> ChainFuture<'_, u64> {
+        self.inner.nonce(a)
+    }
+    fn send<'a>(
+        &'a self,
+        signer: &'a Identity,
+        calls: Vec<Call>,
+    ) -> ChainFuture<'a, Vec<Result<Receipt, ChainError>>> {
+        Box::pin(async move {
+            let left = self.ok_sends.load(Ordering::SeqCst);
+            if left > 0 {
+                self.ok_sends.store(left - 1, Ordering::SeqCst);
+                return self.inner.send(signer, calls).await;
+            }
+            if self.land_then_fail {
+                self.inner.send(signer, calls).await?;
+            }
+            Err(ChainError::Closed)
+        })
+    }
+    fn submit(&self, txs: Vec<SignedTx>) -> ChainFuture<'_, Vec<Result<Receipt, ChainError>>> {
+        self.inner.submit(txs)
+    }
+    fn receipt(&self, h: B256) -> ChainFuture<'_, Option<Receipt>> {
+        self.inner.receipt(h)
+    }
+    fn transfers_by_anchor(&self, a: Anchor) -> ChainFuture<'_, Vec<Transfer>> {
+        self.inner.transfers_by_anchor(a)
+    }
+    fn history(
+        &self,
+        a: Address,
+        after: Option<TxPos>,
+        limit: usize,
+    ) -> ChainFuture<'_, Vec<Transfer>> {
+        self.inner.history(a, after, limit)
+    }
+    fn faucet(&self, to: Address, amount: u128) -> ChainFuture<'_, Receipt> {
+        self.inner.faucet(to, amount)
+    }
+}
+
+/// Crashes at each of the four points of a run (before or after each of
+/// the two batches lands), then runs again with a healthy chain: every
+/// balance is exact, so nothing was lost or sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_interrupted_anywhere_resumes_without_loss_or_double_transfer() {
+    for (ok_sends, land_then_fail) in [(0, false), (0, true), (1, false), (1, true)] {
+        let mut w = World::new(2, &[true, true]).await;
+        w.rows(30, 0, None).await;
+        w.rows(30, 1, Some(0)).await;
+        let crashing: Arc<dyn Chain> = Arc::new(Crashing {
+            inner: w.chain.clone(),
+            ok_sends: AtomicU32::new(ok_sends),
+            land_then_fail,
+        });
+        let broken = w.settler(crashing, SettleConfig::default());
+        let err = broken.run().await.expect_err("the chain went away");
+        assert_eq!(err.code(), "closed", "{err}");
+        drop(broken);
+        // Rows appended meanwhile wait for the next run.
+        w.rows(5, 1, None).await;
+        let settler = w.settler(w.chain.clone(), SettleConfig::default());
+        let resumed = settler.run().await.expect("resume");
+        assert!(resumed.resumed, "case {ok_sends}/{land_then_fail}");
+        assert!(resumed.balanced, "{resumed:?}");
+        let last = settler.run().await.expect("the rows appended meanwhile");
+        assert_eq!(last.rows, 5);
+        assert!(last.balanced);
+        w.check_balances(&[]).await;
+        assert_eq!(
+            w.chain.balance_of(w.payout.address()).await.expect("bal"),
+            0
+        );
+        // Every collection anchor landed exactly once.
+        for s in settler.transfers().await.expect("sent") {
+            let landed = w
+                .chain
+                .transfers_by_anchor(s.anchor.parse().expect("anchor"))
+                .await
+                .expect("by anchor");
+            let payout = w.payout.address();
+            let same = landed
+                .iter()
+                .filter(|t| {
+                    t.amount.to_string() == s.amount
+                        && if s.kind == "collect" {
+                            t.to == payout
+                        } else {
+                            t.from == payout
+                        }
+                })
+                .count();
+            assert_eq!(same, 1, "case {ok_sends}/{land_then_fail}: {s:?}");
+        }
+    }
+}
