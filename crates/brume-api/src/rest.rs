@@ -447,6 +447,36 @@ pub struct Status {
     pub capacity: Capacity,
     pub queues: Queues,
     pub uptime_s: u64,
+    /// Settlement health (absent from brokers before settlement existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<SettlementHealth>,
+}
+
+/// What `/v1/status` and `GET /v1/settlement` say of settlement.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementHealth {
+    /// The account requesters' escrow allowances are for.
+    pub payout_account: String,
+    /// Seconds between automatic runs (0: on request only).
+    pub period_s: u64,
+    /// When the last run ended (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_ms: Option<u64>,
+    /// The last run's id (0: none yet).
+    pub last_run: u64,
+    /// Why the last run failed, if it did (the next run resumes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<crate::error::ApiError>,
+    /// Owed to beneficiaries below the minimum payout (token base units).
+    pub carry_over: String,
+    /// Collected for rows still waiting for another payer.
+    pub held: String,
+    /// Rows waiting for a payer that could not pay.
+    pub rows_deferred: u64,
+    /// Accounts the last run could not collect from, and why.
+    pub flagged: Vec<(String, String)>,
+    /// Whether the settlement invariants held after the last run.
+    pub balanced: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -260,6 +260,19 @@ async fn check_key(shared: &Arc<Shared>, token: &str) -> Result<Auth, Fail> {
     Err(Fail::new(ErrorCode::Forbidden, "the API key is not valid"))
 }
 
+async fn settlement_health(State(shared): Sh) -> axum::Json<brume_api::rest::SettlementHealth> {
+    axum::Json(shared.settlement.health())
+}
+
+/// Runs settlement now. Any key may ask: a run only settles what is owed,
+/// and runs never overlap.
+async fn settlement_run(State(shared): Sh, _auth: Auth) -> Res<axum::Json<brume_settle::Report>> {
+    crate::settlement::run_once(&shared)
+        .await
+        .map(axum::Json)
+        .map_err(Fail)
+}
+
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let c = &shared.config;
     let module_limit = DefaultBodyLimit::max(c.max_module_bytes);
@@ -289,6 +302,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/ledger/rows", get(ledger_rows))
         .route("/v1/ledger/rows/{work_id}", get(ledger_row))
         .route("/v1/status", get(status))
+        .route("/v1/settlement", get(settlement_health))
+        .route("/v1/settlement/run", post(settlement_run))
         .route("/v1/providers", get(providers))
         .route("/metrics", get(metrics))
         .route("/v1/provider/connect", get(connect))

@@ -83,7 +83,7 @@ pub struct GenesisAlloc {
 }
 
 /// Amounts in TOML: an integer, or a string of base units.
-mod amount {
+pub(crate) mod amount {
     use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {

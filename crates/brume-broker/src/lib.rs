@@ -34,6 +34,7 @@ pub mod ledger;
 mod metrics;
 mod sched;
 mod session;
+pub mod settlement;
 pub mod store;
 
 pub use store::StoreError;
@@ -87,6 +88,8 @@ pub struct BrokerConfig {
     /// The chain (`[broker.chain]`): backend, genesis, faucet, escrow and
     /// stake rules.
     pub chain: chain::ChainConfig,
+    /// Batched settlement (`[broker.settlement]`).
+    pub settlement: settlement::SettlementConfig,
 }
 
 impl Default for BrokerConfig {
@@ -125,6 +128,7 @@ impl Default for BrokerConfig {
             finished_job_retention: Duration::from_secs(300),
             ledger: ledger::LedgerConfig::default(),
             chain: chain::ChainConfig::default(),
+            settlement: settlement::SettlementConfig::default(),
         }
     }
 }
@@ -133,6 +137,8 @@ impl Default for BrokerConfig {
 pub enum BrokerError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("settlement: {0}")]
+    Settlement(String),
     #[error("identity: {0}")]
     Identity(#[from] brume_identity::IdentityError),
     #[error("listen on {addr}: {source}")]
@@ -160,6 +166,7 @@ pub(crate) struct Shared {
     /// The broker's key: the payout account and the allowances' spender.
     pub identity: Identity,
     pub chain: chain::ChainHandle,
+    pub settlement: settlement::Settlement,
     /// Signed requests seen within the skew window (replay protection).
     pub seen_signatures: parking_lot::Mutex<api::SeenSignatures>,
     pub store: store::Store,
@@ -248,6 +255,7 @@ impl Shared {
                 jobs_open,
             },
             uptime_s: self.started.elapsed().as_secs(),
+            settlement: Some(self.settlement.health()),
         }
     }
 }
@@ -309,8 +317,13 @@ impl Broker {
             .await?;
         let hashes = store.read(store::keys::all_hashes).await?;
         let ledger_dir = data_dir.join("ledger");
+        // The operator is paid apart from the payout account, so that the
+        // payout account holds only what settlement owes.
+        let operator = Identity::load_or_create(&data_dir.join("operator.key"))?
+            .address()
+            .to_string();
         let (mut ledger, ledger_rows) = {
-            let (config, operator) = (config.ledger.clone(), broker_id.clone());
+            let config = config.ledger.clone();
             tokio::task::spawn_blocking(move || {
                 ledger::Ledger::open(&ledger_dir, &config, operator)
             })
@@ -323,6 +336,21 @@ impl Broker {
             tokio::task::spawn_blocking(move || chain::ChainHandle::open(&dir, &chain_config))
                 .await
                 .map_err(|e| BrokerError::Chain(brume_chain::ChainError::Other(e.to_string())))??
+        };
+        let settlement = {
+            let dir = data_dir.join("settle");
+            let (store, chain, payout) = (
+                ledger.store().clone(),
+                chain.chain.clone(),
+                Arc::new(identity.clone()),
+            );
+            let config = config.settlement.clone();
+            tokio::task::spawn_blocking(move || {
+                settlement::Settlement::open(&dir, store, chain, payout, &config)
+            })
+            .await
+            .map_err(|e| BrokerError::Settlement(e.to_string()))?
+            .map_err(|e| BrokerError::Settlement(e.to_string()))?
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -340,6 +368,7 @@ impl Broker {
             broker_id: broker_id.clone(),
             identity,
             chain,
+            settlement,
             seen_signatures: Default::default(),
             store,
             jobs: parking_lot::Mutex::new(Default::default()),
@@ -373,6 +402,8 @@ impl Broker {
         let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
         tokio::spawn(sweeper(shared.clone()));
         tokio::spawn(chain::stake_watcher(shared.clone()));
+        settlement::start(&shared).await;
+        tokio::spawn(settlement::settle_loop(shared.clone()));
         let app = api::router(shared.clone());
         let mut stopped2 = stopped;
         // Small frames and responses must leave at once: without
@@ -492,6 +523,11 @@ impl RunningBroker {
     }
 
     /// The escrow book; settlement calls `collected` after each collection.
+    /// Runs settlement now (resuming an interrupted run first).
+    pub async fn settle_now(&self) -> Result<brume_settle::Report, brume_api::error::ApiError> {
+        settlement::run_once(&self.shared).await
+    }
+
     pub fn escrow(&self) -> &Arc<escrow::Escrow> {
         self.shared.ledger.escrow()
     }

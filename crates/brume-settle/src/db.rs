@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS deferred (
     in_run INTEGER
 );
 CREATE TABLE IF NOT EXISTS late (seq INTEGER PRIMARY KEY, run INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS held_log (
+    seq INTEGER NOT NULL,
+    intent INTEGER NOT NULL,
+    PRIMARY KEY (seq, intent)
+);
 CREATE TABLE IF NOT EXISTS flagged (
     account TEXT NOT NULL,
     run INTEGER NOT NULL,
@@ -591,12 +596,25 @@ pub(crate) fn plan_payouts(
             params![run, k.account, k.amount.to_string(), &k.aggregate[..], k.rows as i64, k.reason],
         )?;
     }
+    let mine: HashSet<i64> = {
+        let mut stmt = tx.prepare("SELECT id FROM intents WHERE run = ?1 AND kind = 'collect'")?;
+        stmt.query_map(params![run], |r| r.get(0))?
+            .collect::<Result<_, _>>()?
+    };
     for r in deferred {
         tx.execute(
             "INSERT INTO deferred (seq, row, since_run, in_run) VALUES (?1, ?2, ?3, NULL)
              ON CONFLICT (seq) DO UPDATE SET row = excluded.row, in_run = NULL",
             params![r.seq as i64, json(r)?, run],
         )?;
+        for id in r.parts.iter().filter_map(|p| p.collected) {
+            if mine.contains(&id) {
+                tx.execute(
+                    "INSERT OR IGNORE INTO held_log (seq, intent) VALUES (?1, ?2)",
+                    params![r.seq as i64, id],
+                )?;
+            }
+        }
     }
     for seq in done_deferred {
         tx.execute("DELETE FROM deferred WHERE seq = ?1", params![*seq as i64])?;
@@ -742,6 +760,19 @@ pub(crate) fn deferred_by_payer(c: &mut Connection) -> Result<HashMap<String, u1
         for p in r.parts.iter().filter(|p| p.collected.is_none()) {
             *out.entry(p.account.clone()).or_default() += p.amount;
         }
+    }
+    Ok(out)
+}
+
+pub(crate) fn collected_by_payer(c: &mut Connection) -> Result<HashMap<String, u128>, SettleError> {
+    let mut stmt =
+        c.prepare("SELECT account, amount FROM intents WHERE kind = 'collect' AND state = 'done'")?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut out: HashMap<String, u128> = HashMap::new();
+    for (account, amount) in rows {
+        *out.entry(account).or_default() += u128_of(&amount)?;
     }
     Ok(out)
 }
@@ -898,4 +929,110 @@ pub(crate) fn row_status(
         }
     }
     Ok(out)
+}
+
+/// A transfer settlement made.
+pub(crate) struct DoneIntent {
+    pub id: i64,
+    pub run: i64,
+    pub kind: Kind,
+    pub account: String,
+    pub address: Address,
+    pub amount: u128,
+    pub anchor: Anchor,
+    pub tx: String,
+}
+
+/// What an audit needs of the store.
+pub(crate) struct AuditData {
+    /// (id, from, to) of finished runs.
+    pub runs: Vec<(i64, u64, u64)>,
+    /// Rows completed by a later run: seq → run.
+    pub late: HashMap<u64, i64>,
+    /// Rows still deferred.
+    pub deferred: HashSet<u64>,
+    /// Held parts: seq → the collect intents that collected a part of it
+    /// while it was deferred.
+    pub held: HashMap<u64, Vec<i64>>,
+    /// Done intents.
+    pub intents: Vec<DoneIntent>,
+    /// Carry entries: (run, account, paid_intent).
+    pub carry: Vec<(i64, String, Option<i64>)>,
+}
+
+pub(crate) fn audit_data(c: &mut Connection) -> Result<AuditData, SettleError> {
+    let mut stmt =
+        c.prepare("SELECT id, from_seq, to_seq FROM runs WHERE phase = 'done' ORDER BY id")?;
+    let runs = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    drop(stmt);
+    let mut stmt = c.prepare("SELECT seq, run FROM late")?;
+    let late = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    drop(stmt);
+    let mut stmt = c.prepare("SELECT seq FROM deferred")?;
+    let deferred = stmt
+        .query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))?
+        .collect::<Result<_, _>>()?;
+    drop(stmt);
+    let mut held: HashMap<u64, Vec<i64>> = HashMap::new();
+    let mut stmt = c.prepare("SELECT seq, intent FROM held_log")?;
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
+    })? {
+        let (seq, intent) = row?;
+        held.entry(seq).or_default().push(intent);
+    }
+    drop(stmt);
+    let mut stmt = c.prepare(
+        "SELECT id, run, kind, account, address, amount, anchor, tx_hash FROM intents
+         WHERE state = 'done' ORDER BY id",
+    )?;
+    let mut intents = Vec::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let kind: String = r.get(2)?;
+        let address: String = r.get(4)?;
+        let amount: String = r.get(5)?;
+        let anchor: Vec<u8> = r.get(6)?;
+        intents.push(DoneIntent {
+            id: r.get(0)?,
+            run: r.get(1)?,
+            kind: if kind == "collect" {
+                Kind::Collect
+            } else {
+                Kind::Payout
+            },
+            account: r.get(3)?,
+            address: address
+                .parse()
+                .map_err(|_| SettleError::Db(format!("{address:?} is not an address")))?,
+            amount: u128_of(&amount)?,
+            anchor: B256::from(hash32(&anchor)?),
+            tx: r.get(7)?,
+        });
+    }
+    drop(rows);
+    drop(stmt);
+    let mut stmt = c.prepare("SELECT run, account, paid_intent FROM carry")?;
+    let carry = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    drop(stmt);
+    Ok(AuditData {
+        runs,
+        late,
+        deferred,
+        held,
+        intents,
+        carry,
+    })
 }

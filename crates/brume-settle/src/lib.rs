@@ -366,6 +366,17 @@ impl Settler {
         self.db.call(db::deferred_by_payer).await
     }
 
+    /// Whether a run was interrupted (the next run resumes it).
+    pub async fn interrupted(&self) -> Result<bool, SettleError> {
+        Ok(self.db.call(db::unfinished).await?.is_some())
+    }
+
+    /// What has been collected so far from each payer account (token base
+    /// units).
+    pub async fn collected_by_payer(&self) -> Result<HashMap<String, u128>, SettleError> {
+        self.db.call(db::collected_by_payer).await
+    }
+
     /// Every collect and payout transfer ever sent (done), for audits:
     /// (kind, account, address, amount, anchor, tx hash).
     pub async fn transfers(&self) -> Result<Vec<db::Sent>, SettleError> {
@@ -792,6 +803,168 @@ impl Settler {
         let balance = self.chain.balance_of(self.payout.address()).await?;
         let owed = sums.carry + sums.held;
         Ok(sums.collected == sums.paid + owed && balance == baseline + owed)
+    }
+}
+
+/// What [`Settler::audit`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleAudit {
+    /// Settlement transfers checked.
+    pub transfers: u64,
+    /// Transfers whose anchor is not the XOR of the rows they settle, or
+    /// that the chain does not hold as recorded.
+    pub mismatched: Vec<String>,
+    /// Transfers out of the payout account that no settlement payout
+    /// explains.
+    pub untraced: Vec<String>,
+}
+
+impl SettleAudit {
+    pub fn is_clean(&self) -> bool {
+        self.mismatched.is_empty() && self.untraced.is_empty()
+    }
+}
+
+impl Settler {
+    /// Checks every settlement transfer against the ledger and the chain:
+    /// its anchor is the XOR aggregate of exactly the rows it settles
+    /// (recomputed from the ledger), the chain holds it with that anchor,
+    /// amount and direction, and every transfer out of the payout account
+    /// is one of them.
+    pub async fn audit(&self) -> Result<SettleAudit, SettleError> {
+        let data = self.db.call(db::audit_data).await?;
+        let intent_account: HashMap<i64, &str> = data
+            .intents
+            .iter()
+            .map(|i| (i.id, i.account.as_str()))
+            .collect();
+        let mut expected: HashMap<(i64, bool, String), Aggregate> = HashMap::new();
+        let mut held: HashMap<i64, Aggregate> = HashMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.rows.scan(after, self.config.page).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for r in &page {
+                let slim = Slim::from_row(r.seq, &r.row);
+                let earlier: Vec<i64> = data.held.get(&r.seq).cloned().unwrap_or_default();
+                for i in &earlier {
+                    held.entry(*i).or_default().add(&slim.hash);
+                }
+                let run = if data.deferred.contains(&r.seq) {
+                    None
+                } else if let Some(run) = data.late.get(&r.seq) {
+                    Some(*run)
+                } else {
+                    data.runs
+                        .iter()
+                        .find(|(_, from, to)| *from < r.seq && r.seq <= *to)
+                        .map(|(id, _, _)| *id)
+                };
+                let Some(run) = run else { continue };
+                for p in slim.parts.iter().filter(|p| p.amount > 0) {
+                    let collected_before = earlier
+                        .iter()
+                        .any(|i| intent_account.get(i) == Some(&p.account.as_str()));
+                    if !collected_before {
+                        expected
+                            .entry((run, true, p.account.clone()))
+                            .or_default()
+                            .add(&slim.hash);
+                    }
+                }
+                for (b, _) in &slim.payouts {
+                    expected
+                        .entry((run, false, b.clone()))
+                        .or_default()
+                        .add(&slim.hash);
+                }
+            }
+        }
+        let payout = self.payout.address();
+        let mut report = SettleAudit::default();
+        let mut payout_txs = std::collections::HashSet::new();
+        for db::DoneIntent {
+            id,
+            run,
+            kind,
+            account,
+            address,
+            amount,
+            anchor,
+            tx,
+        } in &data.intents
+        {
+            report.transfers += 1;
+            let collect = *kind == db::Kind::Collect;
+            let mut agg = expected
+                .get(&(*run, collect, account.clone()))
+                .copied()
+                .unwrap_or_default();
+            if collect {
+                if let Some(h) = held.get(id) {
+                    agg.add(&h.0.0);
+                }
+            } else {
+                payout_txs.insert(tx.clone());
+                for (carry_run, carry_account, paid) in &data.carry {
+                    if *paid == Some(*id)
+                        && carry_account == account
+                        && let Some(a) = expected.get(&(*carry_run, false, account.clone()))
+                    {
+                        agg.add(&a.0.0);
+                    }
+                }
+            }
+            let what = format!(
+                "run {run} {} {account} ({amount}, tx {tx})",
+                if collect {
+                    "collection from"
+                } else {
+                    "payout to"
+                }
+            );
+            if anchor_of(&agg) != *anchor {
+                report.mismatched.push(format!(
+                    "{what}: anchor {anchor} but its rows aggregate to {}",
+                    anchor_of(&agg)
+                ));
+            }
+            let (from, to) = if collect {
+                (*address, payout)
+            } else {
+                (payout, *address)
+            };
+            let landed = self.chain.transfers_by_anchor(*anchor).await?;
+            if !landed.iter().any(|t| {
+                t.tx_hash.to_string() == *tx && t.from == from && t.to == to && t.amount == *amount
+            }) {
+                report.mismatched.push(format!(
+                    "{what}: the chain holds no such transfer with anchor {anchor}"
+                ));
+            }
+        }
+        let mut cursor = None;
+        loop {
+            let page = self
+                .chain
+                .history(payout, cursor, brume_chain::MAX_HISTORY_PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.pos());
+            for t in &page {
+                if t.from == payout && !payout_txs.contains(&t.tx_hash.to_string()) {
+                    report.untraced.push(format!(
+                        "tx {} moved {} from the payout account to {} (anchor {}) with no settled rows behind it",
+                        t.tx_hash, t.amount, t.to, t.anchor
+                    ));
+                }
+            }
+            if page.len() < brume_chain::MAX_HISTORY_PAGE {
+                break;
+            }
+        }
+        Ok(report)
     }
 }
 

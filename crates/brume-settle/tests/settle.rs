@@ -262,6 +262,40 @@ async fn one_collection_per_payer_one_payout_per_beneficiary_and_exact_balances(
     let again = settler.run().await.expect("run");
     assert_eq!(again.chain_txs, 0);
     assert!(again.balanced);
+
+    // The audit recomputes every anchor from the ledger and finds it on
+    // the chain.
+    let audit = settler.audit().await.expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
+    assert_eq!(audit.transfers, 11);
+
+    // A transfer out of the payout account that settlement didn't make is
+    // named.
+    w.chain.faucet(w.payout.address(), 5).await.expect("faucet");
+    let stray = w
+        .chain
+        .transfer(&w.payout, w.beneficiaries[0], 5, [9u8; 32].into())
+        .await
+        .expect("stray transfer");
+    let audit = settler.audit().await.expect("audit");
+    assert_eq!(audit.untraced.len(), 1, "{audit:?}");
+    assert!(audit.untraced[0].contains(&stray.tx_hash.to_string()));
+    drop(settler);
+
+    // A tampered anchor in the settlement journal is caught.
+    let db = rusqlite::Connection::open(w.dir.join("settle/settle.db")).expect("open");
+    db.execute(
+        "UPDATE intents SET anchor = ?1 WHERE id = (SELECT MIN(id) FROM intents)",
+        rusqlite::params![&[7u8; 32][..]],
+    )
+    .expect("tamper");
+    let settler = w.settler(w.chain.clone(), SettleConfig::default());
+    let audit = settler.audit().await.expect("audit");
+    assert_eq!(
+        audit.mismatched.len(),
+        2,
+        "the aggregate and the chain both disagree: {audit:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,6 +352,8 @@ async fn a_payer_without_allowance_is_flagged_and_its_rows_wait_whole() {
     assert_eq!(report.rows_settled, 10);
     assert_eq!(report.rows_deferred, 0);
     w.check_balances(&[]).await;
+    let audit = settler.audit().await.expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
     let status = settler.row_status(seq, &row).await.expect("status");
     assert!(
         status
@@ -351,6 +387,8 @@ async fn small_payouts_are_carried_over_until_they_reach_the_minimum() {
     let total_paid = first.paid + second.paid;
     assert_eq!(total_collected, total_paid + second.carry_over);
     assert!(second.carry_over < first.carry_over + second.collected);
+    let audit = settler.audit().await.expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
 }
 
 /// A chain that lets `send` through, then reports a crash (as if the

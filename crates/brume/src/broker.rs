@@ -183,6 +183,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     if let Some(c) = &file.chain {
         config.chain = c.clone();
     }
+    if let Some(s) = &file.settlement {
+        config.settlement = s.clone();
+    }
     if let Some(h) = a.heartbeat {
         config.heartbeat = h;
     }

@@ -57,6 +57,10 @@
 //! stake_refresh_ms = 5000      # how often providers' stakes are read
 //! genesis = [{ address = "0x…", amount = "1000000000000000000000" }]
 //!
+//! [broker.settlement]
+//! period_s = 86400             # seconds between runs; 0 = only `brume settle`
+//! min_payout = 0               # base units; smaller payouts are carried over
+//!
 //! [provider]
 //! broker = "http://127.0.0.1:7700"
 //! data_dir = "/var/lib/brume/provider"
@@ -102,6 +106,8 @@ pub struct BrokerSection {
     pub ledger: Option<brume_broker::ledger::LedgerConfig>,
     /// The chain, escrow and stake (`[broker.chain]`).
     pub chain: Option<brume_broker::chain::ChainConfig>,
+    /// Batched settlement (`[broker.settlement]`).
+    pub settlement: Option<brume_broker::settlement::SettlementConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
