@@ -523,6 +523,12 @@ impl RunningBroker {
     }
 
     /// The escrow book; settlement calls `collected` after each collection.
+    /// Checks every settlement transfer against the ledger and the chain
+    /// (see `brume_settle::Settler::audit`).
+    pub async fn settlement_audit(&self) -> Result<brume_settle::SettleAudit, brume_settle::SettleError> {
+        self.shared.settlement.settler.audit().await
+    }
+
     /// Runs settlement now (resuming an interrupted run first).
     pub async fn settle_now(&self) -> Result<brume_settle::Report, brume_api::error::ApiError> {
         settlement::run_once(&self.shared).await

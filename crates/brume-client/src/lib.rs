@@ -597,6 +597,18 @@ impl Client {
     // ---- the broker ----
 
     /// `GET /v1/status` (no API key needed).
+    /// `POST /v1/settlement/run`: settles now; the run's report (see
+    /// `brume_settle::Report`) as JSON.
+    pub async fn settle(&self) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(&["v1", "settlement", "run"]);
+        self.json(self.request(Method::POST, url)).await
+    }
+
+    /// `GET /v1/settlement`: settlement health.
+    pub async fn settlement(&self) -> Result<brume_api::rest::SettlementHealth, ClientError> {
+        self.get_json(&["v1", "settlement"]).await
+    }
+
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.get_json(&["v1", "status"]).await
     }

@@ -70,6 +70,10 @@ async fn start(args: &DevnetArgs) -> anyhow::Result<Net> {
             require_allowance: true,
             ..Default::default()
         },
+        settlement: brume_broker::settlement::SettlementConfig {
+            period_s: 10,
+            ..Default::default()
+        },
         ..BrokerConfig::default()
     })
     .await
@@ -371,7 +375,48 @@ async fn demo(broker: &RunningBroker, api_key: &str, json_out: bool) -> anyhow::
         status.uptime_s
     ));
     ledger_summary(broker, &job.id.to_string(), &say).await?;
+    settlement_summary(broker, &say).await?;
     say("\ndemo complete.".into());
+    Ok(())
+}
+
+/// Settles everything now, prints who paid and who was paid, and audits
+/// the settlement against the ledger and the chain; an unbalanced or
+/// unclean settlement fails the demo.
+async fn settlement_summary(broker: &RunningBroker, say: &impl Fn(String)) -> anyhow::Result<()> {
+    broker.ledger_settled().await;
+    let report = broker
+        .settle_now()
+        .await
+        .map_err(|e| anyhow::anyhow!("settle: {}", e.message))?;
+    say("\n== settlement".into());
+    let text = crate::requester::settle_text(&serde_json::to_value(&report)?);
+    for line in text.lines() {
+        say(format!("  {line}"));
+    }
+    if !report.balanced {
+        anyhow::bail!("the settlement invariants do not hold");
+    }
+    let audit = broker
+        .settlement_audit()
+        .await
+        .map_err(|e| anyhow::anyhow!("settlement audit: {e}"))?;
+    if !audit.is_clean() {
+        anyhow::bail!(
+            "the settlement audit failed: {}",
+            audit
+                .mismatched
+                .iter()
+                .chain(&audit.untraced)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    say(format!(
+        "  audit: {} settlement transfers match their rows' aggregates on the chain",
+        audit.transfers
+    ));
     Ok(())
 }
 

@@ -50,6 +50,8 @@ enum Command {
     Invoke(requester::InvokeArgs),
     /// Upload a module, run it as a job, show progress, exit with its code.
     Run(requester::RunArgs),
+    /// Settle now: collect from payers, pay beneficiaries, on the chain.
+    Settle(requester::SettleArgs),
     /// Inspect and cancel jobs.
     Job(requester::JobArgs),
     /// Measure a component against a baseline in the same run.
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
             Command::Service(args) => requester::service(args, &file.client).await,
             Command::Invoke(args) => requester::invoke(args, &file.client).await,
             Command::Run(args) => requester::run(args, &file.client).await,
+            Command::Settle(args) => requester::settle(args, &file.client).await,
             Command::Job(args) => requester::job(args, &file.client).await,
             Command::Bench(args) => bench::main(args).await,
             Command::Ledger(args) => ledger::main(args).await,

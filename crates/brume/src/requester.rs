@@ -1202,3 +1202,75 @@ mod tests {
         assert!(Cli::try_parse_from(["brume", "--env", "=x", "m.wasm"]).is_err());
     }
 }
+
+// ---------------------------------------------------------------- settle
+
+#[derive(Debug, clap::Args)]
+pub struct SettleArgs {
+    #[command(flatten)]
+    opts: ClientOpts,
+}
+
+/// `brume settle`: asks the broker to settle now and prints who paid and
+/// who was paid. Exits 1 if the settlement invariants don't hold.
+pub async fn settle(args: SettleArgs, file: &ClientSection) -> ExitCode {
+    finish(settle_inner(args, file).await)
+}
+
+async fn settle_inner(args: SettleArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
+    let client = args.opts.client(file)?;
+    let report = client.settle().await?;
+    let balanced = report["balanced"].as_bool().unwrap_or(false);
+    if args.opts.json {
+        emit_json(&report);
+    } else {
+        print!("{}", settle_text(&report));
+    }
+    Ok(if balanced {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A settlement report for people.
+pub fn settle_text(r: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let s = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    let mut out = String::new();
+    if r["run"].as_u64() == Some(0) {
+        let _ = writeln!(out, "nothing to settle");
+    } else {
+        let _ = writeln!(
+            out,
+            "settlement run {}: {} new rows, {} settled, {} deferred; {} chain txs",
+            r["run"], r["rows"], r["rows_settled"], r["rows_deferred"], r["chain_txs"]
+        );
+    }
+    for (title, key) in [("collected from", "collections"), ("paid to", "payouts")] {
+        for l in r[key].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let _ = writeln!(
+                out,
+                "  {title:<14} {}  {:>28} base units  ({} rows, {} {})",
+                s(&l["account"]),
+                s(&l["amount"]),
+                l["rows"],
+                s(&l["state"]),
+                l["tx_hash"].as_str().or(l["error"].as_str()).unwrap_or("")
+            );
+        }
+    }
+    for f in r["flagged"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let _ = writeln!(out, "  flagged        {}: {}", s(&f[0]), s(&f[1]));
+    }
+    let _ = writeln!(
+        out,
+        "  collected {} = paid {} + carried over {} + held {}; balanced: {}",
+        s(&r["collected"]),
+        s(&r["paid"]),
+        s(&r["carry_over"]),
+        s(&r["held"]),
+        r["balanced"]
+    );
+    out
+}
