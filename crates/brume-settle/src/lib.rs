@@ -292,6 +292,30 @@ pub struct Settler {
     resolve: Resolver,
     config: SettleConfig,
     running: tokio::sync::Mutex<()>,
+    fault: Option<Fault>,
+}
+
+/// Test-only fault injection: abort the process at a point of a run, as a
+/// `kill -9` would. Not for production use.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// After the collections landed, before they are recorded.
+    AbortAfterCollect,
+    /// After the payouts landed, before they are recorded.
+    AbortAfterPayout,
+}
+
+impl Fault {
+    /// `BRUME_FAULT_SETTLE=abort_after_collect|abort_after_payout`.
+    #[doc(hidden)]
+    pub fn from_env() -> Option<Fault> {
+        match std::env::var("BRUME_FAULT_SETTLE").ok()?.as_str() {
+            "abort_after_collect" => Some(Fault::AbortAfterCollect),
+            "abort_after_payout" => Some(Fault::AbortAfterPayout),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Settler {
@@ -323,6 +347,7 @@ impl Settler {
             resolve,
             config,
             running: tokio::sync::Mutex::new(()),
+            fault: Fault::from_env(),
         })
     }
 
@@ -784,6 +809,14 @@ impl Settler {
         if !to_send.is_empty() {
             let (ids, calls): (Vec<i64>, Vec<Call>) = to_send.into_iter().unzip();
             let results = self.chain.send(&self.payout, calls).await?;
+            let abort = match kind {
+                db::Kind::Collect => Fault::AbortAfterCollect,
+                db::Kind::Payout => Fault::AbortAfterPayout,
+            };
+            if self.fault == Some(abort) {
+                tracing::error!("fault injection: aborting after the {kind:?} batch landed");
+                std::process::abort();
+            }
             for (id, r) in ids.into_iter().zip(results) {
                 outcomes.push((id, r.map(|rc| rc.tx_hash).map_err(|e| e.code().to_string())));
             }

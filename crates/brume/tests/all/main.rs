@@ -10,3 +10,4 @@ mod keys;
 mod ledger;
 mod net;
 mod network;
+mod settlement;

@@ -166,6 +166,32 @@ pub fn create_api_key(home: &Path, data: &Path) -> String {
     create_named_key(home, data, "default")
 }
 
+/// `brume broker keys create --data DIR --name NAME --account ADDRESS --json`.
+pub fn create_bound_key(home: &Path, data: &Path, name: &str, account: &str) -> String {
+    let out = command(home)
+        .args([
+            "broker",
+            "keys",
+            "create",
+            "--json",
+            "--name",
+            name,
+            "--account",
+            account,
+            "--data",
+        ])
+        .arg(data)
+        .output()
+        .expect("run brume broker keys create");
+    assert!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("keys create: JSON");
+    v["api_key"].as_str().expect("api_key").to_string()
+}
+
 /// `brume broker keys create --data DIR --name NAME --json`.
 pub fn create_named_key(home: &Path, data: &Path, name: &str) -> String {
     let out = command(home)
@@ -206,7 +232,19 @@ impl Broker {
     /// Starts a broker on `listen` (`127.0.0.1:0` for any port), with
     /// `--config FILE` if given, and waits for its ready line.
     pub fn start_with(home: &Path, data: &Path, listen: &str, config: Option<&Path>) -> Broker {
+        Broker::start_env(home, data, listen, config, &[])
+    }
+
+    /// [`Broker::start_with`] with extra environment variables.
+    pub fn start_env(
+        home: &Path,
+        data: &Path,
+        listen: &str,
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Broker {
         let mut cmd = command(home);
+        cmd.envs(env.iter().copied());
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
@@ -248,9 +286,14 @@ impl Broker {
 
     /// A new broker process on the same port and data dir.
     pub fn restart(&mut self) {
+        self.restart_env(&[]);
+    }
+
+    /// [`Broker::restart`] with extra environment variables.
+    pub fn restart_env(&mut self, env: &[(&str, &str)]) {
         self.kill();
         let listen = format!("127.0.0.1:{}", self.port);
-        let again = Broker::start_with(&self.home, &self.data, &listen, self.config.as_deref());
+        let again = Broker::start_env(&self.home, &self.data, &listen, self.config.as_deref(), env);
         assert_eq!(again.url, self.url, "restarted on the same URL");
         assert_eq!(
             again.broker_id, self.broker_id,
@@ -361,7 +404,10 @@ impl Net {
         let key = create_api_key(&root, &data);
         let named_keys = key_names
             .iter()
-            .map(|n| create_named_key(&root, &data, n))
+            .map(|n| match n.split_once('=') {
+                Some((name, account)) => create_bound_key(&root, &data, name, account),
+                None => create_named_key(&root, &data, n),
+            })
             .collect();
         let config_path = config.map(|text| {
             let p = root.join("broker.toml");

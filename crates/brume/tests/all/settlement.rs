@@ -1,0 +1,276 @@
+//! Settlement end to end through the real binaries: 3 requesters, 4
+//! providers, 2 services by 2 developers, an operator with a charity; a
+//! few thousand work units; settlement killed (abort, as `kill -9`) in the
+//! middle of a run, twice; every balance on the chain then equals what the
+//! ledger rows say, to the unit.
+
+use std::collections::HashMap;
+
+use brume_chain::{Address, Call, Tx};
+use brume_client::ServiceKind;
+use brume_client::brume_api::rest::{JobSpec, JobState, LimitsSpec};
+use brume_identity::Identity;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use test_programs_artifacts as art;
+
+use crate::net::*;
+
+const FUNDS: u128 = 1_000_000_000_000_000_000_000; // 1000 tokens
+
+fn cpu_job(n: u64) -> JobSpec {
+    JobSpec {
+        service: Some("cpu".into()),
+        args: vec![n.to_string()],
+        limits: LimitsSpec {
+            fuel: Some(10_000_000_000_000),
+            timeout_ms: Some(600_000),
+            ..LimitsSpec::default()
+        },
+        ..JobSpec::default()
+    }
+}
+
+/// Every row through the public API.
+async fn all_rows(net: &Net) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = net.url("/v1/ledger/rows?limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: serde_json::Value = reqwest::get(url)
+            .await
+            .expect("rows")
+            .json()
+            .await
+            .expect("json");
+        out.extend(page["rows"].as_array().expect("rows").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+fn amount(v: &serde_json::Value) -> i128 {
+    v.as_str().expect("decimal").parse().expect("integer")
+}
+
+/// Checks every account's chain balance against the rows: requesters
+/// started with FUNDS and paid their parts; beneficiaries got theirs; the
+/// payout account holds nothing (no minimum payout, nothing deferred).
+async fn balances_match_rows(net: &Net, requesters: &[Identity]) -> usize {
+    let rows = all_rows(net).await;
+    let mut expect: HashMap<String, i128> = HashMap::new();
+    for r in requesters {
+        expect.insert(r.address().to_string(), FUNDS as i128);
+    }
+    for row in &rows {
+        for p in row["payers"].as_array().expect("payers") {
+            *expect
+                .entry(p["account"].as_str().expect("a").to_string())
+                .or_default() -= amount(&p["amount"]);
+        }
+        for p in row["payouts"].as_array().expect("payouts") {
+            *expect
+                .entry(p["beneficiary"].as_str().expect("b").to_string())
+                .or_default() += amount(&p["amount"]);
+        }
+    }
+    for (account, want) in &expect {
+        let got = net.client.chain_account(account).await.expect("account");
+        assert_eq!(
+            amount(&serde_json::Value::String(got.balance.clone())),
+            *want,
+            "balance of {account}"
+        );
+    }
+    let payout = net.client.chain_info().await.expect("chain").payout_account;
+    let held = net
+        .client
+        .chain_account(&payout)
+        .await
+        .expect("payout account");
+    assert_eq!(held.balance, "0", "the payout account holds no carry-over");
+    rows.len()
+}
+
+/// POST /v1/settlement/run on a broker that aborts mid-run: the request
+/// fails, the process dies on its own.
+async fn settle_and_crash(net: &mut Net, fault: &str) {
+    net.broker.restart_env(&[("BRUME_FAULT_SETTLE", fault)]);
+    let r = net.client.settle().await;
+    assert!(
+        matches!(r, Err(brume_client::ClientError::Transport { .. })),
+        "the broker aborted mid-run, dropping the connection: {r:?}"
+    );
+    // Its last words reach us through the stderr reader thread.
+    let proc = &net.broker.proc;
+    eventually("the broker logs the injected abort", || async {
+        proc.stderr_tail()
+            .contains("fault injection: aborting")
+            .then_some(())
+    })
+    .await;
+    net.broker.restart();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_units_settle_exactly_across_two_crashes() {
+    let requesters: Vec<Identity> = (0..3).map(|_| Identity::random()).collect();
+    let developers: Vec<Identity> = (0..2).map(|_| Identity::random()).collect();
+    let charity = Identity::random().address();
+    let genesis: Vec<String> = requesters
+        .iter()
+        .map(|r| format!("{{ address = \"{}\", amount = \"{FUNDS}\" }}", r.address()))
+        .collect();
+    let config = format!(
+        r#"
+[broker.ledger]
+operator_charity = {{ account = "{charity}", share_ppm = 100000 }}
+
+[broker.chain]
+require_allowance = true
+genesis = [{}]
+
+[broker.settlement]
+period_s = 0
+"#,
+        genesis.join(", ")
+    );
+    let keys: Vec<String> = requesters
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("req{i}={}", r.address()))
+        .chain(
+            developers
+                .iter()
+                .enumerate()
+                .map(|(i, d)| format!("dev{i}={}", d.address())),
+        )
+        .collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let mut net = Net::start_with(4, 2, Some(&config), &key_refs).await;
+    // The broker restarts on the same URL: clients outlive it.
+    let (url, named) = (net.broker.url.clone(), net.named_keys.clone());
+    let client =
+        move |i: usize| brume_client::Client::new(&url, Some(named[i].clone())).expect("client");
+
+    // Two services by two developers.
+    (client)(3)
+        .publish(
+            "echo",
+            ServiceKind::Command,
+            Bytes::from_static(art::ECHO_P1_BYTES),
+        )
+        .await
+        .expect("publish echo");
+    client(4)
+        .publish(
+            "cpu",
+            ServiceKind::Command,
+            Bytes::from_static(art::CPU_LOOP_P1_BYTES),
+        )
+        .await
+        .expect("publish cpu");
+
+    // Each requester approves its escrow (a signed tx through the broker).
+    let info = net.client.chain_info().await.expect("chain");
+    let payout: Address = info.payout_account.parse().expect("payout account");
+    for r in &requesters {
+        let tx = Tx {
+            chain_id: info.chain_id,
+            from: r.address(),
+            nonce: 0,
+            call: Call::Approve {
+                spender: payout,
+                amount: FUNDS,
+            },
+        }
+        .sign(r)
+        .expect("sign");
+        net.client
+            .submit_tx(&tx.tx.encode(), &tx.signature)
+            .await
+            .expect("approve");
+    }
+
+    // A few thousand units: invocations of echo, jobs of cpu.
+    let work = |round: u64| {
+        let clients: Vec<_> = (0..3).map(&client).collect();
+        async move {
+            let calls = futures_util::stream::iter(0..2_100u64)
+                .map(|i| {
+                    let c = clients[(i % 3) as usize].clone();
+                    async move {
+                        c.invoke("echo", &[], Bytes::from(format!("{round}-{i}")))
+                            .await
+                            .expect("invoke")
+                    }
+                })
+                .buffer_unordered(32);
+            assert_eq!(calls.count().await, 2_100);
+            for (k, c) in clients.iter().enumerate() {
+                for j in 0..10 {
+                    let job = c
+                        .submit(&cpu_job(1_000 + j + 100 * k as u64))
+                        .await
+                        .expect("submit");
+                    let (_, result) = follow(c, job.id).await;
+                    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+                }
+            }
+        }
+    };
+    work(0).await;
+    // Crash after the collections landed; the restarted broker resumes.
+    settle_and_crash(&mut net, "abort_after_collect").await;
+    let report = net.client.settle().await.expect("settle");
+    assert_eq!(report["balanced"], true, "{report}");
+    let health = net.client.settlement().await.expect("health");
+    assert!(health.balanced && health.last_error.is_none(), "{health:?}");
+    // The interrupted run was resumed, not started again: still run 1.
+    assert_eq!(health.last_run, 1, "{health:?}");
+    let rows = balances_match_rows(&net, &requesters).await;
+    assert!(rows >= 2_130, "{rows} rows");
+
+    // More work; crash after the payouts landed; resume again.
+    work(1).await;
+    settle_and_crash(&mut net, "abort_after_payout").await;
+    let report = net.client.settle().await.expect("settle");
+    assert_eq!(report["balanced"], true, "{report}");
+    let health = net.client.settlement().await.expect("health");
+    assert_eq!(health.last_run, 2, "{health:?}");
+    balances_match_rows(&net, &requesters).await;
+
+    // Every transfer traces back to its rows, and the chain verifies.
+    net.broker.kill();
+    let (code, out, err) = {
+        let o = command(net.home())
+            .args(["chain", "verify", "--data"])
+            .arg(net.broker.data.join("chain"))
+            .output()
+            .expect("chain verify");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = {
+        let o = command(net.home())
+            .args(["ledger", "audit", "--data"])
+            .arg(&net.broker.data)
+            .output()
+            .expect("ledger audit");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "{out}{err}");
+}
