@@ -363,11 +363,21 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     })
     .await?;
+    // From a data dir with a settlement store: every settled group's
+    // aggregate against its anchor on the chain.
+    let settle = match &args.source.data {
+        Some(data) => audit_settlement(data).await?,
+        None => None,
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| anyhow!(e))?
-        );
+        let mut v = serde_json::to_value(&report).map_err(|e| anyhow!(e))?;
+        if let (Some(s), Some(obj)) = (&settle, v.as_object_mut()) {
+            obj.insert(
+                "settlement".into(),
+                serde_json::to_value(s).map_err(|e| anyhow!(e))?,
+            );
+        }
+        println!("{v}");
     } else {
         println!(
             "{} rows audited ({} with private columns), aggregate {}",
@@ -378,19 +388,69 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         for f in &report.findings {
             eprintln!("bad row {}: {}", f.work_id, describe(&f.problem));
         }
+        if let Some(s) = &settle {
+            println!(
+                "{} settlement transfers audited against their rows and the chain",
+                s.transfers
+            );
+            for m in s.mismatched.iter().chain(&s.untraced) {
+                eprintln!("bad settlement transfer: {m}");
+            }
+        }
     }
-    if report.is_clean() {
+    let settle_clean = settle
+        .as_ref()
+        .is_none_or(brume_settle::SettleAudit::is_clean);
+    if report.is_clean() && settle_clean {
         Ok(ExitCode::SUCCESS)
     } else {
         if !args.json {
             eprintln!(
-                "audit failed: {} bad row(s): {}",
+                "audit failed: {} bad row(s){}{}",
                 report.bad_rows().len(),
+                if report.bad_rows().is_empty() {
+                    ""
+                } else {
+                    ": "
+                },
                 report.bad_rows().join(", ")
             );
+            if !settle_clean {
+                eprintln!("audit failed: settlement transfers do not match (see above)");
+            }
         }
         Ok(ExitCode::from(1))
     }
+}
+
+/// The settlement audit of a broker data dir (`settle/`, `chain/`,
+/// `ledger/`, `broker.key`), if it has settled anything.
+async fn audit_settlement(data: &Path) -> anyhow::Result<Option<brume_settle::SettleAudit>> {
+    let ledger = ledger_dir(data)?;
+    let base = ledger.parent().map(Path::to_path_buf).unwrap_or_default();
+    let (settle, chain, key) = (
+        base.join("settle"),
+        base.join("chain"),
+        base.join("broker.key"),
+    );
+    if !settle.join("settle.db").is_file() || !chain.is_dir() || !key.is_file() {
+        return Ok(None);
+    }
+    let settler = tokio::task::spawn_blocking(move || -> anyhow::Result<brume_settle::Settler> {
+        let store = brume_ledger::store::SqliteStore::open(&ledger)?;
+        let chain = brume_chain::DevChain::open_existing(&chain)?;
+        let payout = brume_identity::Identity::load_or_create(&key)?;
+        Ok(brume_settle::Settler::open(
+            &settle,
+            std::sync::Arc::new(store),
+            std::sync::Arc::new(chain),
+            std::sync::Arc::new(payout),
+            brume_settle::addresses_only(),
+            brume_settle::SettleConfig::default(),
+        )?)
+    })
+    .await??;
+    Ok(Some(settler.audit().await?))
 }
 
 fn describe(p: &Problem) -> String {

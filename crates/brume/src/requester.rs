@@ -1260,7 +1260,11 @@ pub fn settle_text(r: &serde_json::Value) -> String {
             );
         }
     }
-    for f in r["flagged"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for f in r["flagged"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let _ = writeln!(out, "  flagged        {}: {}", s(&f[0]), s(&f[1]));
     }
     let _ = writeln!(

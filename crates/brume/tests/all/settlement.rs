@@ -273,4 +273,23 @@ period_s = 0
         )
     };
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("settlement transfers audited"), "{out}");
+
+    // Anchor tampering (a settled group's anchor rewritten in the
+    // settlement journal) is caught and named.
+    let db = rusqlite::Connection::open(net.broker.data.join("settle/settle.db")).expect("open");
+    db.execute(
+        "UPDATE intents SET anchor = ?1 WHERE id = (SELECT MAX(id) FROM intents)",
+        rusqlite::params![&[1u8; 32][..]],
+    )
+    .expect("tamper");
+    drop(db);
+    let o = command(net.home())
+        .args(["ledger", "audit", "--data"])
+        .arg(&net.broker.data)
+        .output()
+        .expect("ledger audit");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad settlement transfer"), "{err}");
 }
