@@ -580,12 +580,18 @@ pub fn private_hash(p: &PrivateData) -> Hash32 {
         e.text(k).uint(u128::from(*v)).end(rec);
     }
     e.end(metrics);
-    e.name("request_headers")
-        .text_records(p.request_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    e.name("request_headers").text_records(
+        p.request_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     e.name("request_line").text(&p.request_line);
     e.name("salt").bytes(&p.salt);
-    e.name("service_fields")
-        .text_records(p.service_fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    e.name("service_fields").text_records(
+        p.service_fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
     e.hash()
 }
 
@@ -713,7 +719,8 @@ pub fn row_hash(d: &RowData, private_hash: &Hash32, custom_hash: &Hash32) -> Has
         e.text(&p.beneficiary).text(&p.role).uint(p.amount).end(rec);
     }
     e.end(list);
-    e.name("peak_memory_bytes").uint(u(d.usage.peak_memory_bytes));
+    e.name("peak_memory_bytes")
+        .uint(u(d.usage.peak_memory_bytes));
     e.name("private_hash").bytes(&private_hash.0);
     e.name("provider").text(&d.provider);
     e.name("rate_fiat_micros").uint(d.rate.fiat_micros);
@@ -1138,8 +1145,14 @@ mod tests {
         }
         let mut bad = base.clone();
         bad.data.tier.push('x');
-        assert_eq!(bad.check_sealed().expect_err("edited").code(), "invalid_row");
-        assert_eq!(base.public().check_sealed().expect_err("public").code(), "invalid_row");
+        assert_eq!(
+            bad.check_sealed().expect_err("edited").code(),
+            "invalid_row"
+        );
+        assert_eq!(
+            base.public().check_sealed().expect_err("public").code(),
+            "invalid_row"
+        );
     }
 
     #[test]

@@ -22,11 +22,28 @@
 //!   acknowledged row.
 //! - One writer thread owns the write connection. Calls queue requests to
 //!   it; it takes everything queued (up to [`MAX_BATCH_ROWS`] rows), runs it
-//!   in one transaction with one savepoint per call, commits once, then
-//!   answers every caller. There is no timer: the batch is whatever queued
-//!   during the previous commit, so a lone write waits for one commit.
-//! - Rows are checked, hashed and serialised by the caller's task; the
-//!   writer only binds parameters to cached prepared statements.
+//!   in one transaction, commits once, then answers every caller. There is
+//!   no timer: the batch is whatever queued during the previous commit, so a
+//!   lone write waits for one commit. Each call is atomic on its own: an
+//!   append of up to 64 rows is one multi-row `INSERT` (SQLite rolls a
+//!   failed statement back alone), a larger one or a status update runs
+//!   under a savepoint. A storage error (not a refused row) fails the whole
+//!   batch, and nothing of it is committed. Statement journals are kept in
+//!   memory (`temp_store=MEMORY`); the writer checkpoints the WAL every
+//!   8192 pages.
+//! - Rows are checked (bounds, and their three hashes recomputed), and
+//!   serialised by the caller's task; [`append_sealed`](LedgerStore::append_sealed)
+//!   takes [`SealedRow`]s, which are sealed by construction, and skips the
+//!   hashing. The writer only binds parameters to cached prepared
+//!   statements.
+//! - Layout (version 2, in `user_version`; a database of another layout is
+//!   refused): `ledger_rows` has the columns that queries filter or sort on,
+//!   `work_id` (unique), `timestamp_ms`, `requester`, `provider`, plus
+//!   `fuel` and `row_hash`; every other public value is in the `data` blob
+//!   and the private columns in the `private` blob (the format is in the
+//!   `codec` module). Indexes: by (`timestamp_ms`, `work_id`) and by
+//!   (`requester`, `timestamp_ms`, `work_id`). A blob or column that does not
+//!   decode makes its row corrupt ([`Page::corrupt`]), not the query fail.
 //! - Reads run on `spawn_blocking` with connections of their own (a small
 //!   pool), beside the writer (WAL).
 //! - The database refuses changes too: triggers abort any `UPDATE` or
@@ -44,9 +61,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::row::{
-    Aggregate, Hash32, LedgerRow, RowData, RowUsage, SealedRow,
-};
+use crate::row::{Aggregate, Hash32, LedgerRow, RowData, RowUsage, SealedRow};
 
 /// Every error of the ledger. [`code`](LedgerError::code) is stable.
 #[derive(Debug, thiserror::Error)]
@@ -323,7 +338,8 @@ fn insert_sql(n: usize) -> &'static str {
     &all[n.clamp(1, ROWS_PER_INSERT) - 1]
 }
 
-const SELECT_COLS: &str = "work_id, timestamp_ms, requester, provider, fuel, row_hash, data, private";
+const SELECT_COLS: &str =
+    "work_id, timestamp_ms, requester, provider, fuel, row_hash, data, private";
 const SELECT_PUBLIC_COLS: &str =
     "work_id, timestamp_ms, requester, provider, fuel, row_hash, data, NULL";
 
@@ -842,7 +858,11 @@ impl LedgerStore for SqliteStore {
     fn get<'a>(&'a self, work_id: &'a str, private: bool) -> LedgerFuture<'a, Option<LedgerRow>> {
         let work_id = work_id.to_string();
         Box::pin(self.read(move |conn| {
-            let cols = if private { SELECT_COLS } else { SELECT_PUBLIC_COLS };
+            let cols = if private {
+                SELECT_COLS
+            } else {
+                SELECT_PUBLIC_COLS
+            };
             let sql = format!("SELECT {cols} FROM ledger_rows WHERE work_id = ?1");
             let mut stmt = conn.prepare_cached(&sql)?;
             let raw = stmt.query_row([&work_id], RawRow::read).optional()?;
@@ -1032,7 +1052,11 @@ fn list(conn: &Connection, q: &ListQuery) -> Result<Page, LedgerError> {
         Some(n) => n.min(MAX_PAGE),
     };
     let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
-    let cols = if q.private { SELECT_COLS } else { SELECT_PUBLIC_COLS };
+    let cols = if q.private {
+        SELECT_COLS
+    } else {
+        SELECT_PUBLIC_COLS
+    };
     let (sql, args) = filter_sql(cols, &q.filter, after, Some(limit));
     let mut stmt = conn.prepare_cached(&sql)?;
     let raws = stmt

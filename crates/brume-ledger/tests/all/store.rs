@@ -271,7 +271,10 @@ async fn sealed_rows_append_like_rows() {
     // A row edited after sealing cannot become a SealedRow.
     let mut r = row(4, "a");
     r.data.fee_micros += 1;
-    assert_eq!(SealedRow::check(r).expect_err("edited").code(), "invalid_row");
+    assert_eq!(
+        SealedRow::check(r).expect_err("edited").code(),
+        "invalid_row"
+    );
 }
 
 /// A call larger than one INSERT statement is still atomic.
@@ -283,10 +286,16 @@ async fn a_large_call_is_atomic() {
     let e = store.append(rows).await.expect_err("duplicate");
     assert_eq!(e.code(), "duplicate_work_id");
     assert!(e.to_string().contains("w-000150"), "{e}");
-    let all = store.aggregate(RowFilter::default()).await.expect("aggregate");
+    let all = store
+        .aggregate(RowFilter::default())
+        .await
+        .expect("aggregate");
     assert_eq!(all.rows, 1);
     let rows: Vec<LedgerRow> = (1000..1200u64).map(|i| row(i, "a")).collect();
     store.append(rows).await.expect("append");
-    let all = store.aggregate(RowFilter::default()).await.expect("aggregate");
+    let all = store
+        .aggregate(RowFilter::default())
+        .await
+        .expect("aggregate");
     assert_eq!(all.rows, 201);
 }
