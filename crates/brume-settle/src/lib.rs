@@ -231,15 +231,15 @@ pub(crate) struct Part {
 }
 
 impl Slim {
-    fn from_row(seq: u64, row: &LedgerRow) -> Slim {
-        let d = &row.data;
+    fn from_row(seq: u64, row: LedgerRow) -> Slim {
+        let d = row.data;
         // A payer listed twice pays once per part; merge for grouping.
         let mut parts: Vec<Part> = Vec::with_capacity(d.payers.len());
-        for p in &d.payers {
+        for p in d.payers {
             match parts.iter_mut().find(|q| q.account == p.account) {
                 Some(q) => q.amount += p.amount,
                 None => parts.push(Part {
-                    account: p.account.clone(),
+                    account: p.account,
                     amount: p.amount,
                     collected: None,
                 }),
@@ -247,13 +247,13 @@ impl Slim {
         }
         Slim {
             seq,
-            work_id: d.work_id.clone(),
+            work_id: d.work_id,
             hash: row.row_hash.0,
             parts,
             payouts: d
                 .payouts
-                .iter()
-                .map(|p| (p.beneficiary.clone(), p.amount))
+                .into_iter()
+                .map(|p| (p.beneficiary, p.amount))
                 .collect(),
         }
     }
@@ -500,23 +500,36 @@ impl Settler {
 
     /// Rows after `from` (up to `to` inclusive, if given), in append order.
     async fn scan(&self, from: u64, to: Option<u64>) -> Result<Vec<Slim>, SettleError> {
-        let mut out = Vec::new();
-        let mut after = from;
-        loop {
-            let page = self.rows.scan(after, self.config.page).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            let done = page.len() < self.config.page;
-            for r in page {
-                if to.is_some_and(|to| r.seq > to) {
-                    return Ok(out);
+        // A reader task fetches (and decodes, on a blocking thread) the
+        // next page while this one is turned into `Slim`s.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let (rows, page_size) = (self.rows.clone(), self.config.page);
+        let reader = tokio::spawn(async move {
+            let mut after = from;
+            loop {
+                let page = rows.scan(after, page_size).await;
+                let stop = match &page {
+                    Ok(p) => {
+                        after = p.last().map_or(after, |r| r.seq);
+                        p.len() < page_size || to.is_some_and(|to| after >= to)
+                    }
+                    Err(_) => true,
+                };
+                if tx.send(page).await.is_err() || stop {
+                    return;
                 }
-                out.push(Slim::from_row(r.seq, &r.row));
             }
-            if done || to.is_some_and(|to| after >= to) {
-                break;
+        });
+        let mut out = Vec::new();
+        while let Some(page) = rx.recv().await {
+            for r in page? {
+                if to.is_some_and(|to| r.seq > to) {
+                    break;
+                }
+                out.push(Slim::from_row(r.seq, r.row));
             }
         }
+        let _ = reader.await;
         Ok(out)
     }
 
@@ -878,8 +891,8 @@ impl Settler {
             let page = self.rows.scan(after, self.config.page).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
-            for r in &page {
-                let slim = Slim::from_row(r.seq, &r.row);
+            for r in page {
+                let slim = Slim::from_row(r.seq, r.row);
                 let earlier: Vec<i64> = data.held.get(&r.seq).cloned().unwrap_or_default();
                 for i in &earlier {
                     held.entry(*i).or_default().add(&slim.hash);
