@@ -475,6 +475,8 @@ impl Settler {
             };
             self.plan_payouts(run, rows).await?;
         }
+        timings.plan_ms += ms(t);
+        let t = Instant::now();
         chain_txs += self.send_pending(run.id, db::Kind::Payout, resumed).await?;
         timings.payout_ms = ms(t);
         timings.total_ms = ms(start);
@@ -582,7 +584,7 @@ impl Settler {
                 .iter()
                 .any(|p| p.collected.is_none() && p.amount > 0 && flagged.contains_key(&p.account))
         };
-        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut groups: HashMap<&str, Group> = HashMap::new();
         let mut newly_deferred = Vec::new();
         for r in new {
             if blocked(r) {
@@ -591,7 +593,7 @@ impl Settler {
             }
             for p in r.parts.iter().filter(|p| p.amount > 0) {
                 groups
-                    .entry(p.account.clone())
+                    .entry(p.account.as_str())
                     .or_default()
                     .add(p.amount, &r.hash);
             }
@@ -606,19 +608,19 @@ impl Settler {
                 .filter(|p| p.collected.is_none() && p.amount > 0)
             {
                 groups
-                    .entry(p.account.clone())
+                    .entry(p.account.as_str())
                     .or_default()
                     .add(p.amount, &r.hash);
             }
         }
         let mut intents = Vec::with_capacity(groups.len());
         for (account, g) in groups {
-            let Some(addr) = (self.resolve)(&account) else {
+            let Some(addr) = (self.resolve)(account) else {
                 continue; // flagged above
             };
             intents.push(db::NewIntent {
                 kind: db::Kind::Collect,
-                account,
+                account: account.to_string(),
                 address: addr,
                 amount: g.amount,
                 anchor: anchor_of(&g.aggregate),
@@ -676,17 +678,15 @@ impl Settler {
                 // earlier deferred row this run did not take.
                 continue;
             }
-            let mut parts = r.parts.clone();
-            let mut ok = true;
-            for p in parts
-                .iter_mut()
+            let collected_by = |p: &Part| match state.get(p.account.as_str()) {
+                Some(i) if i.state == db::State::Done => Some(i.id),
+                _ => None,
+            };
+            let ok = r
+                .parts
+                .iter()
                 .filter(|p| p.collected.is_none() && p.amount > 0)
-            {
-                match state.get(p.account.as_str()) {
-                    Some(i) if i.state == db::State::Done => p.collected = Some(i.id),
-                    _ => ok = false,
-                }
-            }
+                .all(|p| collected_by(p).is_some());
             if ok {
                 if was_deferred {
                     done_deferred.push(r.seq);
@@ -695,14 +695,21 @@ impl Settler {
             } else {
                 // A collection failed: keep what was collected (held) and
                 // retry the rest later.
+                let mut parts = r.parts.clone();
+                for p in parts
+                    .iter_mut()
+                    .filter(|p| p.collected.is_none() && p.amount > 0)
+                {
+                    p.collected = collected_by(p);
+                }
                 deferred.push(Slim { parts, ..r.clone() });
             }
         }
-        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut groups: HashMap<&str, Group> = HashMap::new();
         for r in &complete {
             for (account, amount) in &r.payouts {
                 groups
-                    .entry(account.clone())
+                    .entry(account.as_str())
                     .or_default()
                     .add(*amount, &r.hash);
             }
@@ -714,11 +721,15 @@ impl Settler {
         }
         let mut intents = Vec::new();
         let mut carry = Vec::new();
-        let mut accounts: Vec<String> = groups.keys().chain(carried_by.keys()).cloned().collect();
+        let mut accounts: Vec<String> = groups
+            .keys()
+            .map(|k| k.to_string())
+            .chain(carried_by.keys().cloned())
+            .collect();
         accounts.sort();
         accounts.dedup();
         for account in accounts {
-            let g = groups.remove(&account).unwrap_or_default();
+            let g = groups.remove(account.as_str()).unwrap_or_default();
             let earlier = carried_by.remove(&account).unwrap_or_default();
             let total = g.amount + earlier.iter().map(|c| c.amount).sum::<u128>();
             let mut aggregate = g.aggregate;

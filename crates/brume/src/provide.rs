@@ -242,8 +242,27 @@ async fn status(args: StatusArgs, file: &ProviderSection) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Earnings: what settlement has paid this address, from the broker's
+    // chain API (the provider itself keeps no books).
+    let earnings = match brume_client::Client::new(&s.broker_url, None) {
+        Ok(c) => c.chain_account(&s.address).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     if args.json {
-        println!("{}", serde_json::to_string(&s).unwrap_or_default());
+        let mut v = serde_json::to_value(&s).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "earnings".into(),
+                match &earnings {
+                    Ok(a) => serde_json::json!({
+                        "balance": a.balance,
+                        "stake": a.allowance,
+                    }),
+                    Err(e) => serde_json::json!({ "error": e }),
+                },
+            );
+        }
+        println!("{v}");
         return ExitCode::SUCCESS;
     }
     let since = s
@@ -263,6 +282,13 @@ async fn status(args: StatusArgs, file: &ProviderSection) -> ExitCode {
     );
     println!("  instructions  {}", s.instructions_executed);
     println!("  modules       {} cached", s.modules_cached);
+    match &earnings {
+        Ok(a) => println!(
+            "  earnings      balance {} base units (settlement pays here), stake {}",
+            a.balance, a.allowance
+        ),
+        Err(e) => println!("  earnings      unknown: {e}"),
+    }
     println!(
         "  uptime        {}",
         humantime::format_duration(Duration::from_secs(s.uptime_s))
