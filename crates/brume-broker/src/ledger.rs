@@ -36,8 +36,8 @@ use brume_ledger::pricing::{
     TierPrice, TierSpec,
 };
 use brume_ledger::row::{
-    self, LedgerRow, MAX_ENTRIES, MAX_FIELD_BYTES, MAX_ID_BYTES, MAX_NAME_BYTES, PayerPart, Payout,
-    PrivateData, RowData, RowUsage,
+    self, MAX_ENTRIES, MAX_FIELD_BYTES, MAX_ID_BYTES, MAX_NAME_BYTES, PayerPart, Payout,
+    PrivateData, RowData, RowUsage, SealedRow,
 };
 use brume_ledger::split::{
     self, Account, Beneficiary, Charity, PPM, Parties, PayoutShares, Role, SplitError,
@@ -342,17 +342,17 @@ pub(crate) async fn batcher(ledger: Arc<Ledger>, mut rx: mpsc::UnboundedReceiver
     while rx.recv_many(&mut rows, MAX_BATCH).await > 0 {
         let n = rows.len() as u64;
         let first = rows[0].0.work_id.clone();
-        let batch: Vec<LedgerRow> = rows
+        let batch: Vec<SealedRow> = rows
             .drain(..)
             .filter_map(|(data, private)| {
                 let id = data.work_id.clone();
-                LedgerRow::seal(data, private)
+                SealedRow::seal(data, private)
                     .map_err(|e| tracing::error!(work = %id, code = e.code(), "ledger row not sealed: {e}"))
                     .ok()
             })
             .collect();
         if !batch.is_empty()
-            && let Err(e) = ledger.store.append(batch).await
+            && let Err(e) = ledger.store.append_sealed(batch).await
         {
             tracing::error!(rows = n, first = %first, code = e.code(), "ledger rows not stored: {e}");
         }
@@ -876,9 +876,9 @@ impl Ledger {
         Ok(((data, private), cost))
     }
 
-    async fn append(&self, row: LedgerRow) {
-        let id = row.data.work_id.clone();
-        if let Err(e) = self.store.append(vec![row]).await {
+    async fn append(&self, row: SealedRow) {
+        let id = row.row().data.work_id.clone();
+        if let Err(e) = self.store.append_sealed(vec![row]).await {
             tracing::error!(work = %id, code = e.code(), "ledger row not stored: {e}");
         }
     }
@@ -1031,7 +1031,7 @@ fn build(
 }
 
 async fn append_sealed(ledger: &Ledger, work: &Work, row: Option<Unsealed>) {
-    match row.map(|(data, private)| LedgerRow::seal(data, private)) {
+    match row.map(|(data, private)| SealedRow::seal(data, private)) {
         Some(Ok(row)) => ledger.append(row).await,
         Some(Err(e)) => {
             tracing::error!(work = %work.id, code = e.code(), "ledger row not sealed: {e}")
