@@ -247,6 +247,7 @@ pub async fn run(
         "beneficiaries": beneficiaries,
         "balanced": report.balanced,
         "scan_ms": round(report.timings.scan_ms, 1),
+        "plan_ms": round(report.timings.plan_ms, 1),
         "collect_ms": round(report.timings.collect_ms, 1),
         "payout_ms": round(report.timings.payout_ms, 1),
         "baseline_naive_chain_txs": naive_txs,
