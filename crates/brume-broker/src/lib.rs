@@ -525,7 +525,9 @@ impl RunningBroker {
     /// The escrow book; settlement calls `collected` after each collection.
     /// Checks every settlement transfer against the ledger and the chain
     /// (see `brume_settle::Settler::audit`).
-    pub async fn settlement_audit(&self) -> Result<brume_settle::SettleAudit, brume_settle::SettleError> {
+    pub async fn settlement_audit(
+        &self,
+    ) -> Result<brume_settle::SettleAudit, brume_settle::SettleError> {
         self.shared.settlement.settler.audit().await
     }
 

@@ -136,7 +136,10 @@ async fn invocations_and_jobs_write_one_row_each_and_only_the_owner_sees_private
     // The operator is paid to its own account, not the broker's (the
     // payout account, which must hold only what settlement owes).
     let operator = job_row["operator"].as_str().expect("operator");
-    assert!(operator.starts_with("0x") && operator.len() == 42, "{operator}");
+    assert!(
+        operator.starts_with("0x") && operator.len() == 42,
+        "{operator}"
+    );
     assert_ne!(operator, net.broker.broker_id.as_str());
     assert_eq!(job_row["usage"]["fuel"], result.usage.fuel);
     assert!(job_row.get("private").is_none(), "{job_row}");
