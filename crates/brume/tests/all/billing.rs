@@ -3,7 +3,7 @@
 //! The broker runs with a `[broker.ledger]` config file.
 
 use brume_client::ServiceKind;
-use brume_client::brume_api::rest::{EventKind, Expect, JobSpec, JobState, LimitsSpec};
+use brume_client::brume_api::rest::{EventKind, Expect, JobSpec, JobState};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 use test_programs_artifacts as art;
@@ -45,19 +45,6 @@ min_run_ms = 0
 
 /// Token base units per fiat micro-unit at the default 1 token = €1.
 const UNITS_PER_MICRO: u128 = 1_000_000_000_000;
-
-fn cpu_job(n: u64) -> JobSpec {
-    JobSpec {
-        service: Some("cpu".into()),
-        args: vec![n.to_string()],
-        limits: LimitsSpec {
-            fuel: Some(10_000_000_000_000),
-            timeout_ms: Some(600_000),
-            ..LimitsSpec::default()
-        },
-        ..JobSpec::default()
-    }
-}
 
 fn tokens(v: &Value) -> u128 {
     v.as_str()

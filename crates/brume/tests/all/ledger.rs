@@ -6,23 +6,10 @@
 use std::path::Path;
 
 use brume_client::ServiceKind;
-use brume_client::brume_api::rest::{JobSpec, JobState, LimitsSpec};
+use brume_client::brume_api::rest::JobState;
 use test_programs_artifacts as art;
 
 use crate::net::*;
-
-fn cpu_job(n: u64) -> JobSpec {
-    JobSpec {
-        service: Some("cpu".into()),
-        args: vec![n.to_string()],
-        limits: LimitsSpec {
-            fuel: Some(10_000_000_000_000),
-            timeout_ms: Some(600_000),
-            ..LimitsSpec::default()
-        },
-        ..JobSpec::default()
-    }
-}
 
 /// GET a ledger path, with or without an API key: (status, JSON body).
 async fn get(net: &Net, path: &str, key: Option<&str>) -> (u16, serde_json::Value) {

@@ -13,7 +13,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use brume_client::brume_api::rest::{JobEvent, JobInfo, JobState, ProviderStatus};
+use brume_client::brume_api::rest::{
+    JobEvent, JobInfo, JobSpec, JobState, LimitsSpec, ProviderStatus,
+};
 use brume_client::{Client, ServiceKind, WorkId};
 use bytes::Bytes;
 
@@ -161,6 +163,21 @@ impl Drop for Proc {
     }
 }
 
+/// A job of the `cpu` service (the cpu_loop test program) running `n`
+/// rounds, with room to spare in fuel and time.
+pub fn cpu_job(n: u64) -> JobSpec {
+    JobSpec {
+        service: Some("cpu".into()),
+        args: vec![n.to_string()],
+        limits: LimitsSpec {
+            fuel: Some(10_000_000_000_000),
+            timeout_ms: Some(600_000),
+            ..LimitsSpec::default()
+        },
+        ..JobSpec::default()
+    }
+}
+
 /// `brume broker keys create --data DIR --json`.
 pub fn create_api_key(home: &Path, data: &Path) -> String {
     create_named_key(home, data, "default")
@@ -168,36 +185,20 @@ pub fn create_api_key(home: &Path, data: &Path) -> String {
 
 /// `brume broker keys create --data DIR --name NAME --account ADDRESS --json`.
 pub fn create_bound_key(home: &Path, data: &Path, name: &str, account: &str) -> String {
-    let out = command(home)
-        .args([
-            "broker",
-            "keys",
-            "create",
-            "--json",
-            "--name",
-            name,
-            "--account",
-            account,
-            "--data",
-        ])
-        .arg(data)
-        .output()
-        .expect("run brume broker keys create");
-    assert!(
-        out.status.success(),
-        "keys create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("keys create: JSON");
-    v["api_key"].as_str().expect("api_key").to_string()
+    keys_create(home, data, &["--name", name, "--account", account])
 }
 
 /// `brume broker keys create --data DIR --name NAME --json`.
 pub fn create_named_key(home: &Path, data: &Path, name: &str) -> String {
+    keys_create(home, data, &["--name", name])
+}
+
+/// `brume broker keys create --json --data DIR ARGS`: the new key.
+fn keys_create(home: &Path, data: &Path, args: &[&str]) -> String {
     let out = command(home)
-        .args([
-            "broker", "keys", "create", "--json", "--name", name, "--data",
-        ])
+        .args(["broker", "keys", "create", "--json"])
+        .args(args)
+        .arg("--data")
         .arg(data)
         .output()
         .expect("run brume broker keys create");

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use brume_client::brume_api::rest::{EventKind, JobEvent, JobSpec, JobState, LimitsSpec, Output};
+use brume_client::brume_api::rest::{EventKind, JobEvent, JobSpec, JobState, Output};
 use brume_client::{ClientError, ErrorCode, ServiceKind};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -20,19 +20,6 @@ fn kinds(events: &[JobEvent]) -> Vec<EventKind> {
 }
 
 /// A cpu_loop job that runs `n` rounds, with room for it in its limits.
-fn cpu_job(n: u64) -> JobSpec {
-    JobSpec {
-        service: Some("cpu".into()),
-        args: vec![n.to_string()],
-        limits: LimitsSpec {
-            fuel: Some(10_000_000_000_000),
-            timeout_ms: Some(600_000),
-            ..LimitsSpec::default()
-        },
-        ..JobSpec::default()
-    }
-}
-
 /// Runs a requester CLI command against the network; returns exit code,
 /// stdout, stderr.
 fn cli(net: &Net, args: &[&str]) -> (i32, String, String) {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use brume_chain::{Address, Call, Tx};
 use brume_client::ServiceKind;
-use brume_client::brume_api::rest::{JobSpec, JobState, LimitsSpec};
+use brume_client::brume_api::rest::JobState;
 use brume_identity::Identity;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -17,19 +17,6 @@ use test_programs_artifacts as art;
 use crate::net::*;
 
 const FUNDS: u128 = 1_000_000_000_000_000_000_000; // 1000 tokens
-
-fn cpu_job(n: u64) -> JobSpec {
-    JobSpec {
-        service: Some("cpu".into()),
-        args: vec![n.to_string()],
-        limits: LimitsSpec {
-            fuel: Some(10_000_000_000_000),
-            timeout_ms: Some(600_000),
-            ..LimitsSpec::default()
-        },
-        ..JobSpec::default()
-    }
-}
 
 /// Every row through the public API.
 async fn all_rows(net: &Net) -> Vec<serde_json::Value> {
