@@ -63,22 +63,28 @@ async fn kill_9_loses_no_acknowledged_row() {
         .spawn()
         .expect("spawn child");
     let stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut acked = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(id) = line.strip_prefix("ACK ") {
-                acked.push(id.to_string());
+                let _ = tx.send(id.to_string());
             }
         }
-        acked
     });
-    // Let it ingest for a while, then kill it mid-stream.
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Kill it mid-stream, once it has acknowledged a good number of rows
+    // (the child appends forever, so more are in flight).
+    let mut acked = Vec::new();
+    while acked.len() < 200 {
+        match rx.recv() {
+            Ok(id) => acked.push(id),
+            Err(_) => panic!("the child stopped after {} acknowledgements", acked.len()),
+        }
+    }
     child.kill().expect("kill -9");
     child.wait().expect("wait");
-    let acked = reader.join().expect("reader");
-    assert!(acked.len() > 20, "only {} rows acknowledged", acked.len());
+    // Acknowledgements it printed before it died count too.
+    acked.extend(rx.iter());
 
     let store = SqliteStore::open(dir.path()).expect("reopen");
     for id in &acked {
