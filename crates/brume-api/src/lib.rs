@@ -13,6 +13,7 @@
 
 pub mod chain;
 pub mod error;
+pub mod receipt;
 pub mod rest;
 pub mod signed;
 pub mod wire;
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the provider protocol. A broker refuses a provider whose
 /// version it does not speak, with a close reason naming both.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Response headers on every sync invocation.
 pub mod headers {

@@ -394,6 +394,10 @@ pub struct JobResult {
     pub provider: Option<String>,
     /// Why the job failed (a guest fault keeps its partial output above).
     pub error: Option<ApiError>,
+    /// The provider's signed receipt of this result (when a provider
+    /// returned it): checkable offline with the provider's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<crate::receipt::SignedReceipt>,
 }
 
 /// Bytes in JSON: a string when they are UTF-8, else `{"base64": "..."}`.

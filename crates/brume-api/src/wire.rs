@@ -221,8 +221,16 @@ pub enum FromProvider {
     /// The attempt on this channel was accepted and is running.
     Accepted,
     Progress(Progress),
-    Done(Box<Outcome>),
+    Done(Box<Done>),
     Refused(Refused),
+}
+
+/// An attempt's end: its outcome and the provider's signature over its
+/// [`crate::receipt::Receipt`] (EIP-191, 65 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    pub outcome: Outcome,
+    pub signature: Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -368,15 +376,18 @@ mod tests {
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");
         assert_eq!((ch, back), (42, assign));
 
-        let done = FromProvider::Done(Box::new(Outcome::Failed {
-            code: "trap".into(),
-            message: "unreachable".into(),
-            usage: Usage {
-                fuel: 9,
-                ..Usage::default()
+        let done = FromProvider::Done(Box::new(Done {
+            outcome: Outcome::Failed {
+                code: "trap".into(),
+                message: "unreachable".into(),
+                usage: Usage {
+                    fuel: 9,
+                    ..Usage::default()
+                },
+                stdout: Bytes::new(),
+                stderr: Bytes::from_static(b"e"),
             },
-            stdout: Bytes::new(),
-            stderr: Bytes::from_static(b"e"),
+            signature: Bytes::from_static(&[7; 65]),
         }));
         let (ch, back) = FromProvider::decode(&done.encode(7)).expect("decodes");
         assert_eq!((ch, back), (7, done));

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use brume_api::receipt::SignedReceipt;
 use brume_api::rest::{EventKind, JobEvent, JobInfo, JobResult, JobState, Output, Price};
 use brume_api::wire::Outcome;
 use brume_api::{ApiError, ErrorCode, Limits, Profile, ServiceKind, Usage, WorkId};
@@ -61,6 +62,8 @@ struct Inner {
     info: JobInfo,
     events: Vec<JobEvent>,
     result: Option<JobResult>,
+    /// The signed receipt of the attempt whose result the job keeps.
+    receipt: Option<SignedReceipt>,
 }
 
 /// A job in memory: its info, its events so far, and a channel for live
@@ -95,6 +98,7 @@ impl JobEntry {
                 info,
                 events,
                 result: None,
+                receipt: None,
             }),
             live,
         })
@@ -140,13 +144,14 @@ impl JobEntry {
         self.store.write_later(move |tx| {
             if let Some(r) = result {
                 tx.execute(
-                    "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5 WHERE id = ?1",
+                    "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5, receipt = ?6 WHERE id = ?1",
                     params![
                         id,
                         r.exit_code,
                         r.stdout.0.to_vec(),
                         r.stderr.0.to_vec(),
-                        serde_json::to_string(&r.usage).unwrap_or_default()
+                        serde_json::to_string(&r.usage).unwrap_or_default(),
+                        r.receipt.as_ref().and_then(|x| serde_json::to_string(x).ok())
                     ],
                 )?;
             }
@@ -234,10 +239,19 @@ impl JobEntry {
     }
 
     /// Records the end of the job (called once, by `Work::finish`).
+    /// Records the receipt of an attempt's result (checked by the session).
+    pub fn set_receipt(&self, receipt: SignedReceipt) {
+        let mut inner = self.inner.lock();
+        if !inner.info.state.is_final() {
+            inner.receipt = Some(receipt);
+        }
+    }
+
     pub fn complete(&self, completion: Completion) {
         if self.is_final() {
             return;
         }
+        let from_provider = matches!(completion, Completion::Done { .. });
         let (state, exit_code, stdout, stderr, usage, error, attempts, provider) = match completion
         {
             Completion::Done {
@@ -330,6 +344,11 @@ impl JobEntry {
             attempts: inner.info.attempts,
             provider: inner.info.provider.clone(),
             error: error.clone(),
+            receipt: if from_provider {
+                inner.receipt.clone()
+            } else {
+                None
+            },
         };
         inner.result = Some(result.clone());
         let kind = match state {
@@ -494,14 +513,15 @@ pub(crate) async fn load_result(
     store
         .read(move |c| {
             c.query_row(
-                "SELECT state, exit_code, stdout, stderr, usage, attempts, provider, error FROM jobs WHERE id = ?1",
+                "SELECT state, exit_code, stdout, stderr, usage, attempts, provider, error, receipt FROM jobs WHERE id = ?1",
                 [id.to_string()],
                 |r| {
                     let state: String = r.get(0)?;
                     let usage: Option<String> = r.get(4)?;
                     let error: Option<String> = r.get(7)?;
+                    let receipt: Option<String> = r.get(8)?;
                     Ok((
-                        state,
+                        (state, receipt),
                         r.get::<_, Option<i32>>(1)?,
                         r.get::<_, Option<Vec<u8>>>(2)?,
                         r.get::<_, Option<Vec<u8>>>(3)?,
@@ -516,7 +536,7 @@ pub(crate) async fn load_result(
         })
         .await
         .map(|row| {
-            row.and_then(|(state, exit_code, stdout, stderr, usage, attempts, provider, error)| {
+            row.and_then(|((state, receipt), exit_code, stdout, stderr, usage, attempts, provider, error)| {
                 let state: JobState = state.parse().ok()?;
                 Some(JobResult {
                     id,
@@ -528,6 +548,7 @@ pub(crate) async fn load_result(
                     attempts,
                     provider,
                     error: error.and_then(|e| serde_json::from_str(&e).ok()),
+                    receipt: receipt.and_then(|x| serde_json::from_str(&x).ok()),
                 })
             })
         })

@@ -143,6 +143,32 @@ impl Work {
         self.state.lock().attempt
     }
 
+    /// What attempt `attempt` of this work asks of a provider (also what
+    /// its receipt is rebuilt from).
+    pub fn assignment(&self, attempt: u32) -> Assign {
+        let s = &self.spec;
+        Assign {
+            work_id: self.id,
+            attempt,
+            digest: s.digest.clone(),
+            service: s.service.clone(),
+            kind: s.kind,
+            profile: s.profile,
+            limits: s.limits,
+            args: s.args.clone(),
+            env: s.env.clone(),
+            stdin: s.stdin.clone(),
+            http: s.http.clone(),
+            progress_ms: s.progress_ms,
+            seed: s.seed,
+            clock_start_ms: s.clock_start_ms,
+        }
+    }
+
+    pub fn is_job(&self) -> bool {
+        self.job().is_some()
+    }
+
     pub fn is_finished(&self) -> bool {
         self.state.lock().finished
     }
@@ -184,7 +210,7 @@ impl Work {
         }
     }
 
-    fn job(&self) -> Option<&Arc<JobEntry>> {
+    pub(crate) fn job(&self) -> Option<&Arc<JobEntry>> {
         match &self.sink {
             Sink::Job(j) => Some(j),
             Sink::Invoke(_) => None,
@@ -524,23 +550,7 @@ impl Scheduler {
             st.attempt
         };
         let s = &work.spec;
-        let frame = ToProvider::Assign(Box::new(Assign {
-            work_id: work.id,
-            attempt,
-            digest: s.digest.clone(),
-            service: s.service.clone(),
-            kind: s.kind,
-            profile: s.profile,
-            limits: s.limits,
-            args: s.args.clone(),
-            env: s.env.clone(),
-            stdin: s.stdin.clone(),
-            http: s.http.clone(),
-            progress_ms: s.progress_ms,
-            seed: s.seed,
-            clock_start_ms: s.clock_start_ms,
-        }))
-        .encode(channel);
+        let frame = ToProvider::Assign(Box::new(work.assignment(attempt))).encode(channel);
         let sent = p.tx.send(Message::Binary(frame)).is_ok();
         let address = p.address.clone();
         self.totals.slots_busy += 1;
@@ -680,6 +690,24 @@ impl Scheduler {
                 cost: None,
             },
         ));
+        self.fill(id, after);
+    }
+
+    /// The work in flight on `channel` and its attempt number.
+    pub fn inflight_work(&self, id: ProviderId, channel: u32) -> Option<(Arc<Work>, u32)> {
+        self.inflight
+            .get(&(id, channel))
+            .map(|inf| (inf.work.clone(), inf.attempt))
+    }
+
+    /// The attempt on `channel` returned a result the broker can't accept
+    /// (its receipt's signature doesn't verify): a provider failure, retried
+    /// elsewhere like a lost attempt.
+    pub fn bad_result(&mut self, id: ProviderId, channel: u32, why: &str, after: &mut After) {
+        let Some(inf) = self.release(id, channel) else {
+            return;
+        };
+        self.retry(inf.work, why, after);
         self.fill(id, after);
     }
 

@@ -186,7 +186,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
                     last_seen = Instant::now();
                     match FromProvider::decode(&b) {
                         Ok((channel, m)) => {
-                            if let Err(why) = handle(&shared, id, channel, m, &tx) {
+                            if let Err(why) = handle(&shared, id, &address, channel, m, &tx) {
                                 let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
                                 break why;
                             }
@@ -244,6 +244,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
 fn handle(
     shared: &Shared,
     id: u64,
+    address: &str,
     channel: u32,
     msg: FromProvider,
     tx: &mpsc::UnboundedSender<Message>,
@@ -261,7 +262,34 @@ fn handle(
         }
         FromProvider::Accepted => shared.with_sched(|s, _| s.accepted(id, channel)),
         FromProvider::Progress(p) => shared.sched.lock().progress(id, channel, &p),
-        FromProvider::Done(outcome) => {
+        FromProvider::Done(done) => {
+            let wire::Done { outcome, signature } = *done;
+            // A job's result is accepted only with a receipt that its
+            // provider signed (checked here, outside the scheduler's lock).
+            let inflight = shared.sched.lock().inflight_work(id, channel);
+            if let Some((work, attempt)) = inflight
+                && work.is_job()
+            {
+                let receipt =
+                    brume_api::receipt::Receipt::new(&work.assignment(attempt), address, &outcome);
+                if brume_identity::verify(receipt.message().as_bytes(), &signature, address)
+                    .is_err()
+                {
+                    tracing::warn!(session = id, work = %work.id, "a result whose receipt signature does not verify: retrying elsewhere");
+                    let why = format!(
+                        "provider {address} returned a result with a bad receipt signature"
+                    );
+                    shared.with_sched(|s, after| s.bad_result(id, channel, &why, after));
+                    return Ok(());
+                }
+                if let Some(job) = work.job() {
+                    job.set_receipt(brume_api::receipt::SignedReceipt {
+                        receipt,
+                        signature: format!("0x{}", hex::encode(&signature)),
+                    });
+                }
+            }
+            let outcome = Box::new(outcome);
             let label = match outcome.as_ref() {
                 wire::Outcome::Failed { code, .. } => code.clone(),
                 _ => "ok".to_string(),

@@ -139,6 +139,10 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if !has("api_keys", "account")? {
         conn.execute_batch("ALTER TABLE api_keys ADD COLUMN account TEXT NOT NULL DEFAULT ''")?;
     }
+    // A job's signed receipt (JSON), for results kept from a provider.
+    if !has("jobs", "receipt")? {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN receipt TEXT")?;
+    }
     Ok(())
 }
 

@@ -97,6 +97,8 @@ pub(crate) async fn execute(
 ) -> u32 {
     let _reservation = reservation;
     let profile = convert::profile(assign.profile);
+    // What the receipt of this attempt names, whatever its outcome.
+    let receipt = ReceiptBase::new(&assign);
     let program = match program(&shared, &ctx, (digest, profile)).await {
         Ok(p) => p,
         Err(LoadError::Fetch(message)) => {
@@ -110,6 +112,7 @@ pub(crate) async fn execute(
                 &shared,
                 &ctx,
                 channel,
+                &receipt,
                 convert::failed(e.code(), e.to_string()),
             );
             return channel;
@@ -166,8 +169,32 @@ pub(crate) async fn execute(
             }
         },
     };
-    finish(&shared, &ctx, channel, outcome);
+    finish(&shared, &ctx, channel, &receipt, outcome);
     channel
+}
+
+/// The parts of a receipt known before the run: everything but the
+/// outcome's.
+struct ReceiptBase(Assign);
+
+impl ReceiptBase {
+    fn new(a: &Assign) -> ReceiptBase {
+        // The receipt needs the input, not the bytes themselves twice: keep
+        // a copy of the assignment (stdin and bodies are `Bytes`, shared).
+        ReceiptBase(a.clone())
+    }
+
+    /// Signs the receipt of `outcome` (EIP-191 over its message).
+    fn sign(&self, shared: &Shared, outcome: &Outcome) -> bytes::Bytes {
+        let receipt = brume_api::receipt::Receipt::new(&self.0, &shared.address, outcome);
+        match shared.identity.sign_message(receipt.message().as_bytes()) {
+            Ok(sig) => bytes::Bytes::copy_from_slice(&sig),
+            Err(e) => {
+                tracing::error!("sign a receipt: {e}");
+                bytes::Bytes::new()
+            }
+        }
+    }
 }
 
 /// An invocation that finishes within this is acknowledged by its `Done`
@@ -215,14 +242,25 @@ async fn reporting<F: Future>(
     }
 }
 
-fn finish(shared: &Shared, ctx: &SessionCtx, channel: u32, outcome: Outcome) {
+fn finish(
+    shared: &Shared,
+    ctx: &SessionCtx,
+    channel: u32,
+    receipt: &ReceiptBase,
+    outcome: Outcome,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     shared.instructions.fetch_add(outcome.usage().fuel, Relaxed);
     match &outcome {
         Outcome::Failed { .. } => shared.work_failed.fetch_add(1, Relaxed),
         _ => shared.work_done.fetch_add(1, Relaxed),
     };
-    send(&ctx.out, channel, &FromProvider::Done(Box::new(outcome)));
+    let signature = receipt.sign(shared, &outcome);
+    send(
+        &ctx.out,
+        channel,
+        &FromProvider::Done(Box::new(wire::Done { outcome, signature })),
+    );
 }
 
 /// The program for `key`: in memory, else loaded once however many

@@ -16,6 +16,7 @@ mod exec;
 mod keys;
 mod ledger;
 mod logging;
+mod proof;
 mod provide;
 mod requester;
 mod wallet;
@@ -62,6 +63,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Inspect and verify the embedded dev chain.
     Chain(chain::ChainArgs),
+    /// Check a proof of cheat (or a signed receipt) offline.
+    VerifyProof(proof::VerifyProofArgs),
     /// An account's tokens through a broker: balance, approve (escrow),
     /// stake, history.
     Wallet(wallet::WalletArgs),
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             Command::Ledger(args) => ledger::main(args).await,
             Command::Keys(args) => keys::main(args),
             Command::Chain(args) => chain::main(args).await,
+            Command::VerifyProof(args) => proof::main(args),
             Command::Wallet(args) => wallet::main(args, &file.client).await,
         }
     })

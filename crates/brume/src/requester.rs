@@ -1153,6 +1153,7 @@ mod tests {
             attempts: 1,
             provider: None,
             error: None,
+            receipt: None,
         };
         let line = summary(&r);
         assert!(line.contains("succeeded (exit 0)"), "{line}");

@@ -72,10 +72,8 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
 
     // Assign: the fetch and compile reported as Cached, then Done. An
     // invocation sends Accepted only if it is not done within ACK_AFTER.
-    conn.send(
-        1,
-        ToProvider::Assign(assign(art::ECHO_P1_BYTES, "echo", &["echo"], "hi")),
-    );
+    let sent = assign(art::ECHO_P1_BYTES, "echo", &["echo"], "hi");
+    conn.send(1, ToProvider::Assign(sent.clone()));
     let echo_digest = brume_sandbox::Digest::of(art::ECHO_P1_BYTES).to_string();
     let mut done = None;
     let mut cached = false;
@@ -91,7 +89,28 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
         }
     }
     assert!(cached, "Cached came before Done");
-    match *done.expect("done") {
+    let done = done.expect("done");
+    // The result comes with a receipt signature that verifies under the
+    // provider's address, over what was assigned and what came back.
+    let receipt = brume_api::receipt::Receipt::new(&sent, &provider.address(), &done.outcome);
+    let signer = brume_identity::verify(
+        receipt.message().as_bytes(),
+        &done.signature,
+        &provider.address(),
+    );
+    assert!(signer.is_ok(), "{signer:?}");
+    let mut forged = receipt.clone();
+    forged.fuel += 1;
+    assert!(
+        brume_identity::verify(
+            forged.message().as_bytes(),
+            &done.signature,
+            &provider.address()
+        )
+        .is_err(),
+        "the signature covers the fuel"
+    );
+    match done.outcome {
         Outcome::Exited {
             exit_code,
             stdout,
@@ -202,7 +221,9 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
         other => panic!("unexpected {other:?}"),
     }
     match conn.recv().await {
-        (3, FromProvider::Done(o)) => assert!(matches!(*o, Outcome::Exited { exit_code: 0, .. })),
+        (3, FromProvider::Done(o)) => {
+            assert!(matches!(o.outcome, Outcome::Exited { exit_code: 0, .. }))
+        }
         other => panic!("unexpected {other:?}"),
     }
     tokio::time::timeout(Duration::from_secs(10), provider.wait())

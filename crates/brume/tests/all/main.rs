@@ -11,3 +11,4 @@ mod ledger;
 mod net;
 mod network;
 mod settlement;
+mod trust;

@@ -1,0 +1,380 @@
+//! Signed receipts: what a provider signs for every result it returns.
+//!
+//! A receipt names the work, the attempt, the provider, the profile, the
+//! module, the input, the output and the fuel, and the status. The provider
+//! signs [`Receipt::message`] with EIP-191 (`personal_sign`) under its
+//! address; the broker rebuilds the same receipt from what it assigned and
+//! what came back, and checks the signature before it accepts the result.
+//!
+//! Two receipts for the same deterministic work (same module, same input)
+//! whose output or fuel differ cannot both be honest: with their signatures
+//! they are a proof, checkable offline by anyone ([`CheatProof`]).
+//!
+//! # Digests
+//!
+//! All are sha256, lowercase hex. Each hashes a sequence of *fields*; a field
+//! is `u64be(len) ‖ bytes`, and integers are their decimal ASCII.
+//!
+//! - `input_digest`: the fields `"brume-input-v1"`, the kind (`command` or
+//!   `http`), the profile (`standard` or `deterministic`), the seed, the
+//!   virtual clock start, the number of args then each arg, the number of
+//!   env pairs then each name and value, stdin, then for `http`: method, uri,
+//!   the number of headers then each name and value, body.
+//! - `output_digest`: the fields `"brume-output-v1"`, then for an exit:
+//!   `"exit"`, the code, stdout, stderr; for an HTTP response: `"http"`, the
+//!   status, the number of headers then each name and value, the body,
+//!   stderr; for a sandbox fault: `"fault"`, the code, stdout, stderr (not
+//!   the message, which may name host paths).
+//!
+//! # Message
+//!
+//! ```text
+//! brume receipt v1
+//! work: <work id>
+//! attempt: <n>
+//! provider: <0x address, as the provider's Hello gave it>
+//! profile: standard|deterministic
+//! module: <module sha256>
+//! input: <input_digest>
+//! output: <output_digest>
+//! fuel: <n>
+//! status: exit:<code> | http:<status> | fault:<code>
+//! ```
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::wire::{Assign, Outcome};
+use crate::{Profile, ServiceKind, WorkId};
+
+/// What a provider signs for a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub work_id: WorkId,
+    pub attempt: u32,
+    pub provider: String,
+    pub profile: Profile,
+    pub module_digest: String,
+    pub input_digest: String,
+    pub output_digest: String,
+    pub fuel: u64,
+    pub status: String,
+}
+
+/// A receipt and its signature (65 bytes, `0x` hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    #[serde(flatten)]
+    pub receipt: Receipt,
+    pub signature: String,
+}
+
+struct Fields(Sha256);
+
+impl Fields {
+    fn new(domain: &str) -> Fields {
+        let mut f = Fields(Sha256::new());
+        f.put(domain.as_bytes());
+        f
+    }
+
+    fn put(&mut self, b: &[u8]) {
+        self.0.update((b.len() as u64).to_be_bytes());
+        self.0.update(b);
+    }
+
+    fn num(&mut self, n: impl std::fmt::Display) {
+        self.put(n.to_string().as_bytes());
+    }
+
+    fn hex(self) -> String {
+        self.0
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+fn profile_str(p: Profile) -> &'static str {
+    match p {
+        Profile::Standard => "standard",
+        Profile::Deterministic => "deterministic",
+    }
+}
+
+/// The input digest of an assignment (see the module docs).
+pub fn input_digest(a: &Assign) -> String {
+    let mut f = Fields::new("brume-input-v1");
+    f.put(match a.kind {
+        ServiceKind::Command => b"command",
+        ServiceKind::Http => b"http",
+    });
+    f.put(profile_str(a.profile).as_bytes());
+    f.num(a.seed);
+    f.num(a.clock_start_ms);
+    f.num(a.args.len());
+    for arg in &a.args {
+        f.put(arg.as_bytes());
+    }
+    f.num(a.env.len());
+    for (k, v) in &a.env {
+        f.put(k.as_bytes());
+        f.put(v.as_bytes());
+    }
+    f.put(&a.stdin);
+    if let Some(h) = &a.http {
+        f.put(h.method.as_bytes());
+        f.put(h.uri.as_bytes());
+        f.num(h.headers.len());
+        for (k, v) in &h.headers {
+            f.put(k.as_bytes());
+            f.put(v);
+        }
+        f.put(&h.body);
+    }
+    f.hex()
+}
+
+/// The output digest of an outcome (see the module docs).
+pub fn output_digest(o: &Outcome) -> String {
+    let mut f = Fields::new("brume-output-v1");
+    match o {
+        Outcome::Exited {
+            exit_code,
+            stdout,
+            stderr,
+            ..
+        } => {
+            f.put(b"exit");
+            f.num(exit_code);
+            f.put(stdout);
+            f.put(stderr);
+        }
+        Outcome::Responded {
+            response, stderr, ..
+        } => {
+            f.put(b"http");
+            f.num(response.status);
+            f.num(response.headers.len());
+            for (k, v) in &response.headers {
+                f.put(k.as_bytes());
+                f.put(v);
+            }
+            f.put(&response.body);
+            f.put(stderr);
+        }
+        Outcome::Failed {
+            code,
+            stdout,
+            stderr,
+            ..
+        } => {
+            f.put(b"fault");
+            f.put(code.as_bytes());
+            f.put(stdout);
+            f.put(stderr);
+        }
+    }
+    f.hex()
+}
+
+/// `exit:<code>`, `http:<status>` or `fault:<code>`.
+pub fn status(o: &Outcome) -> String {
+    match o {
+        Outcome::Exited { exit_code, .. } => format!("exit:{exit_code}"),
+        Outcome::Responded { response, .. } => format!("http:{}", response.status),
+        Outcome::Failed { code, .. } => format!("fault:{code}"),
+    }
+}
+
+impl Receipt {
+    /// The receipt of `outcome` for `assign`, by `provider`.
+    pub fn new(assign: &Assign, provider: &str, outcome: &Outcome) -> Receipt {
+        Receipt {
+            work_id: assign.work_id,
+            attempt: assign.attempt,
+            provider: provider.to_string(),
+            profile: assign.profile,
+            module_digest: assign.digest.clone(),
+            input_digest: input_digest(assign),
+            output_digest: output_digest(outcome),
+            fuel: outcome.usage().fuel,
+            status: status(outcome),
+        }
+    }
+
+    /// The signed text (see the module docs).
+    pub fn message(&self) -> String {
+        format!(
+            "brume receipt v1\nwork: {}\nattempt: {}\nprovider: {}\nprofile: {}\nmodule: {}\ninput: {}\noutput: {}\nfuel: {}\nstatus: {}",
+            self.work_id,
+            self.attempt,
+            self.provider,
+            profile_str(self.profile),
+            self.module_digest,
+            self.input_digest,
+            self.output_digest,
+            self.fuel,
+            self.status
+        )
+    }
+
+    /// Whether `other` is the same work (module and input) run
+    /// deterministically, with a different result.
+    pub fn conflicts_with(&self, other: &Receipt) -> bool {
+        self.profile == Profile::Deterministic
+            && other.profile == Profile::Deterministic
+            && self.work_id == other.work_id
+            && self.module_digest == other.module_digest
+            && self.input_digest == other.input_digest
+            && (self.output_digest != other.output_digest || self.fuel != other.fuel)
+    }
+}
+
+/// Proof that `cheat`'s provider returned a wrong result: `quorum` receipts
+/// by distinct other providers agree with one another and conflict with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheatProof {
+    pub cheat: SignedReceipt,
+    pub quorum: Vec<SignedReceipt>,
+}
+
+impl SignedReceipt {
+    /// Whether the signature verifies under the receipt's provider, with
+    /// `verify(message, signature, address)` (e.g. `brume_identity::verify`).
+    pub fn verifies(&self, verify: impl Fn(&[u8], &[u8], &str) -> bool) -> bool {
+        let sig = self.signature.strip_prefix("0x").unwrap_or(&self.signature);
+        let bytes: Option<Vec<u8>> = (0..sig.len())
+            .step_by(2)
+            .map(|i| {
+                sig.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect();
+        bytes.is_some_and(|b| {
+            verify(
+                self.receipt.message().as_bytes(),
+                &b,
+                &self.receipt.provider,
+            )
+        })
+    }
+}
+
+impl CheatProof {
+    /// Checks the proof offline: every signature verifies under its
+    /// receipt's provider (with `verify(message, signature, address)`, e.g.
+    /// `brume_identity::verify`), the quorum's providers are distinct and
+    /// are not the cheat's, the quorum agree with one another, and each
+    /// conflicts with the cheat (same deterministic work, module and input;
+    /// another output or fuel). Returns every problem found.
+    pub fn check(&self, verify: impl Fn(&[u8], &[u8], &str) -> bool) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let signed = |r: &SignedReceipt| r.verifies(&verify);
+        if !signed(&self.cheat) {
+            problems.push(format!(
+                "the cheat's receipt is not signed by {}",
+                self.cheat.receipt.provider
+            ));
+        }
+        if self.quorum.is_empty() {
+            problems.push("no quorum receipts".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, q) in self.quorum.iter().enumerate() {
+            let who = &q.receipt.provider;
+            if !signed(q) {
+                problems.push(format!("quorum receipt {i} is not signed by {who}"));
+            }
+            if who.eq_ignore_ascii_case(&self.cheat.receipt.provider) {
+                problems.push(format!("quorum receipt {i} is by the cheat's provider"));
+            }
+            if !seen.insert(who.to_ascii_lowercase()) {
+                problems.push(format!("quorum receipt {i}: provider {who} appears twice"));
+            }
+            if !q.receipt.conflicts_with(&self.cheat.receipt) {
+                problems.push(format!(
+                    "quorum receipt {i} does not conflict with the cheat's (not the same deterministic work, or the same result)"
+                ));
+            }
+            let first = &self.quorum[0].receipt;
+            if q.receipt.output_digest != first.output_digest || q.receipt.fuel != first.fuel {
+                problems.push(format!(
+                    "quorum receipt {i} disagrees with quorum receipt 0"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Limits;
+    use bytes::Bytes;
+
+    fn assign() -> Assign {
+        Assign {
+            work_id: WorkId::new(),
+            attempt: 1,
+            digest: "ab".repeat(32),
+            service: Some("echo".into()),
+            kind: ServiceKind::Command,
+            profile: Profile::Deterministic,
+            limits: Limits::default(),
+            args: vec!["echo".into(), "x".into()],
+            env: vec![("A".into(), "1".into())],
+            stdin: Bytes::from_static(b"in"),
+            http: None,
+            progress_ms: None,
+            seed: 3,
+            clock_start_ms: 0,
+        }
+    }
+
+    fn exited(stdout: &'static [u8], fuel: u64) -> Outcome {
+        Outcome::Exited {
+            exit_code: 0,
+            stdout: Bytes::from_static(stdout),
+            stderr: Bytes::new(),
+            usage: crate::Usage {
+                fuel,
+                ..crate::Usage::default()
+            },
+        }
+    }
+
+    #[test]
+    fn digests_cover_every_field_and_conflicts_are_detected() {
+        let a = assign();
+        let base = input_digest(&a);
+        for edit in [
+            |a: &mut Assign| a.args[1].push('y'),
+            |a: &mut Assign| a.env[0].1.push('2'),
+            |a: &mut Assign| a.stdin = Bytes::from_static(b"in2"),
+            |a: &mut Assign| a.seed += 1,
+            |a: &mut Assign| a.profile = Profile::Standard,
+            // Field boundaries count: "x" + "" is not "" + "x".
+            |a: &mut Assign| a.args = vec!["echox".into(), String::new()],
+        ] {
+            let mut b = a.clone();
+            edit(&mut b);
+            assert_ne!(input_digest(&b), base);
+        }
+        let honest = Receipt::new(&a, "0x1", &exited(b"ok", 10));
+        let same = Receipt::new(&a, "0x2", &exited(b"ok", 10));
+        let wrong = Receipt::new(&a, "0x3", &exited(b"no", 10));
+        let fuel = Receipt::new(&a, "0x3", &exited(b"ok", 11));
+        assert!(!honest.conflicts_with(&same));
+        assert!(honest.conflicts_with(&wrong));
+        assert!(honest.conflicts_with(&fuel));
+        assert!(honest.message().starts_with("brume receipt v1\nwork: "));
+        assert!(honest.message().contains("\nprofile: deterministic\n"));
+    }
+}

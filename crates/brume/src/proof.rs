@@ -1,0 +1,99 @@
+//! `brume verify-proof FILE`: checks, offline and with no broker, either a
+//! proof of cheat (`brume_api::receipt::CheatProof`: a cheat's receipt and
+//! a quorum of conflicting ones) or a single signed receipt (a job result's
+//! `receipt`).
+//!
+//! Exit codes: 0 valid, 1 invalid (the reasons on stderr), 2 unreadable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use brume_api::receipt::{CheatProof, SignedReceipt};
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyProofArgs {
+    /// A proof of cheat or a signed receipt, as JSON (`-`: stdin).
+    file: PathBuf,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn verify(message: &[u8], signature: &[u8], address: &str) -> bool {
+    brume_identity::verify(message, signature, address).is_ok()
+}
+
+pub fn main(args: VerifyProofArgs) -> ExitCode {
+    let text = if args.file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
+    } else {
+        std::fs::read_to_string(&args.file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: read {}: {e}", args.file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let (kind, verdict) = if let Ok(proof) = serde_json::from_str::<CheatProof>(&text) {
+        ("proof", proof.check(verify).map(|()| {
+            format!(
+                "valid proof: {} signed a result that {} other provider(s) contradict for deterministic work {}",
+                proof.cheat.receipt.provider,
+                proof.quorum.len(),
+                proof.cheat.receipt.work_id
+            )
+        }))
+    } else if let Ok(r) = serde_json::from_str::<SignedReceipt>(&text) {
+        let ok = r.verifies(verify);
+        (
+            "receipt",
+            if ok {
+                Ok(format!(
+                    "valid receipt: {} signed work {} attempt {} (output {}, fuel {})",
+                    r.receipt.provider,
+                    r.receipt.work_id,
+                    r.receipt.attempt,
+                    r.receipt.output_digest,
+                    r.receipt.fuel
+                ))
+            } else {
+                Err(vec![format!(
+                    "the signature does not verify under {}",
+                    r.receipt.provider
+                )])
+            },
+        )
+    } else {
+        eprintln!(
+            "error: {} is neither a proof of cheat nor a signed receipt",
+            args.file.display()
+        );
+        return ExitCode::from(2);
+    };
+    if args.json {
+        let v = match &verdict {
+            Ok(m) => serde_json::json!({"kind": kind, "valid": true, "message": m}),
+            Err(p) => serde_json::json!({"kind": kind, "valid": false, "problems": p}),
+        };
+        println!("{v}");
+    }
+    match verdict {
+        Ok(m) => {
+            if !args.json {
+                println!("{m}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            if !args.json {
+                for p in &problems {
+                    eprintln!("invalid: {p}");
+                }
+            }
+            ExitCode::from(1)
+        }
+    }
+}
