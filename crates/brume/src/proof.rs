@@ -23,7 +23,7 @@ fn verify(message: &[u8], signature: &[u8], address: &str) -> bool {
     brume_identity::verify(message, signature, address).is_ok()
 }
 
-pub fn main(args: VerifyProofArgs) -> ExitCode {
+pub fn main(args: &VerifyProofArgs) -> ExitCode {
     let text = if args.file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map(|_| s)
