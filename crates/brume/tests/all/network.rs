@@ -637,7 +637,8 @@ async fn handshake(url: &str, protocol: u32) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_handshakes_are_closed_with_their_codes() {
     let net = Net::start(0, 1).await;
-    let (code, reason) = handshake(&net.broker.url, 1).await;
+    let ours = brume_client::brume_api::PROTOCOL_VERSION;
+    let (code, reason) = handshake(&net.broker.url, ours).await;
     assert_eq!(code, 4001, "{reason}");
     assert!(reason.contains("signature"), "{reason}");
     let (code, reason) = handshake(&net.broker.url, 999).await;
