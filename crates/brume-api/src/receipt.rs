@@ -335,6 +335,7 @@ mod tests {
             progress_ms: None,
             seed: 3,
             clock_start_ms: 0,
+            module_signature: None,
         }
     }
 

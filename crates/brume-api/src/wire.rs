@@ -124,6 +124,25 @@ pub struct Assign {
     pub seed: u64,
     /// Deterministic profile: the virtual clock's start, ms since the epoch.
     pub clock_start_ms: u64,
+    /// The developer's signature over the module, when the service was
+    /// published signed ([`module_message`]).
+    #[serde(default)]
+    pub module_signature: Option<ModuleSignature>,
+}
+
+/// A developer's signature over a module digest: EIP-191 over
+/// [`module_message`] by `developer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleSignature {
+    /// The developer's `0x` address (the royalty payee).
+    pub developer: String,
+    /// 65 bytes.
+    pub signature: Bytes,
+}
+
+/// What a developer signs to publish a module: `brume module v1\nsha256: <hex>`.
+pub fn module_message(digest_hex: &str) -> String {
+    format!("brume module v1\nsha256: {digest_hex}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,6 +390,7 @@ mod tests {
             progress_ms: Some(500),
             seed: 7,
             clock_start_ms: 1,
+            module_signature: None,
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");

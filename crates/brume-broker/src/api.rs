@@ -784,6 +784,7 @@ fn sync_work(
         seed: 0,
         clock_start_ms: 0,
         needs: shared.ledger.needs(Some(&admission)),
+        module_signature: None,
         billing,
     };
     Ok((spec, body))
@@ -1037,6 +1038,7 @@ fn work_spec(stored: &StoredJob, progress: Duration, needs: ledger::TierNeeds) -
         seed: stored.seed,
         clock_start_ms: 0,
         needs,
+        module_signature: None,
         billing: Billing {
             requester: stored.requester.clone(),
             end_user: stored.end_user.clone(),

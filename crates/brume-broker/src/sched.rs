@@ -55,6 +55,8 @@ pub(crate) struct WorkSpec {
     pub clock_start_ms: u64,
     /// What the admitted tier asks of a provider.
     pub needs: crate::ledger::TierNeeds,
+    /// The developer's signature over the module, if it was published signed.
+    pub module_signature: Option<wire::ModuleSignature>,
     /// Who the ledger row names and what it records privately.
     pub billing: crate::ledger::Billing,
 }
@@ -162,6 +164,7 @@ impl Work {
             progress_ms: s.progress_ms,
             seed: s.seed,
             clock_start_ms: s.clock_start_ms,
+            module_signature: s.module_signature.clone(),
         }
     }
 
@@ -868,6 +871,7 @@ mod tests {
             seed: 0,
             clock_start_ms: 0,
             needs: Default::default(),
+            module_signature: None,
             billing: Default::default(),
         };
         let (tx, _rx) = oneshot::channel();

@@ -28,6 +28,7 @@ fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) -> Box<Assign
         progress_ms: None,
         seed: 0,
         clock_start_ms: 0,
+        module_signature: None,
     })
 }
 
