@@ -45,7 +45,12 @@
 //! `allowed_services` (`not_allowed`; an assignment by digest alone is
 //! refused too when there is a list), when slots or memory are used up
 //! (`no_capacity`), while draining (`draining`) or when its digest does not
-//! parse (`invalid_module`). Otherwise, for a job (`progress_ms` set)
+//! parse (`invalid_module`). Module policy comes next, before anything is
+//! fetched (see [`policy`]): a digest on the local or a subscribed
+//! blacklist is refused with `blacklisted`; with
+//! [`ProviderConfig::require_signed_by`] set, a module without a valid
+//! developer signature is refused with `unsigned`, one signed by another
+//! developer with `untrusted_developer`. Otherwise, for a job (`progress_ms` set)
 //! `Accepted` goes out at once; an invocation sends it only if it is still
 //! running after `ACK_AFTER` (20 ms), else its `Done` is the acknowledgement.
 //! Then the program is found: in memory, else in the artifact cache, else fetched
@@ -91,11 +96,13 @@ use std::time::{Duration, Instant};
 use brume_api::rest::{Price, ProviderStatus};
 use brume_identity::Identity;
 use brume_sandbox::{Digest, Program, Sandbox, SandboxConfig};
+pub use policy::{BlacklistSource, Fault};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub mod convert;
 pub mod fitness;
+pub mod policy;
 
 mod control;
 mod session;
@@ -126,6 +133,18 @@ pub struct ProviderConfig {
     /// A sandbox to share between in-process providers; `None` creates one
     /// with its artifact cache in `data_dir/modules`.
     pub sandbox: Option<Arc<Sandbox>>,
+    /// Module digests refused with `blacklisted` (see [`policy`]).
+    pub blacklist: Vec<Digest>,
+    /// Signed blacklists to subscribe to (see [`policy`]).
+    pub blacklist_sources: Vec<BlacklistSource>,
+    /// How often subscribed blacklists are fetched again (default 10 min).
+    pub blacklist_refresh: Duration,
+    /// When not empty, only modules signed by one of these developers run;
+    /// anything else is refused with `unsigned` or `untrusted_developer`.
+    pub require_signed_by: Vec<brume_identity::EthAddress>,
+    /// Misbehave on purpose, to test the broker's verification.
+    #[doc(hidden)]
+    pub fault: Option<Fault>,
 }
 
 impl Default for ProviderConfig {
@@ -143,6 +162,11 @@ impl Default for ProviderConfig {
             control_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             drain_grace: Duration::from_secs(30),
             sandbox: None,
+            blacklist: Vec::new(),
+            blacklist_sources: Vec::new(),
+            blacklist_refresh: Duration::from_secs(600),
+            require_signed_by: Vec::new(),
+            fault: None,
         }
     }
 }
@@ -219,6 +243,7 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// Programs ready to run: a sync map get on the hot path.
     pub(crate) programs: parking_lot::Mutex<HashMap<Key, Program>>,
+    pub(crate) blacklists: policy::Blacklists,
     /// Loads in progress, one per key, shared by every assignment waiting.
     pub(crate) loading: parking_lot::Mutex<HashMap<Key, work::LoadCell>>,
     capacity: parking_lot::Mutex<Capacity>,
@@ -358,6 +383,7 @@ impl Provider {
             fitness_digest: fitness::digest(),
             started: Instant::now(),
             programs: parking_lot::Mutex::new(HashMap::new()),
+            blacklists: policy::Blacklists::new(&config.blacklist, config.blacklist_sources.len()),
             loading: parking_lot::Mutex::new(HashMap::new()),
             capacity: parking_lot::Mutex::new(Capacity::default()),
             work_done: AtomicU64::new(0),
@@ -371,10 +397,44 @@ impl Provider {
             config,
         });
 
-        let (control_addr, control) = control::serve(shared.clone()).await?;
+        if let Some(fault) = shared.config.fault {
+            tracing::warn!(
+                ?fault,
+                "FAULT INJECTION: this provider misbehaves on purpose (a test mode)"
+            );
+        }
+        // The lists are in force before any work can arrive.
+        let lists = if shared.config.blacklist_sources.is_empty() {
+            None
+        } else {
+            policy::load_cached(&shared);
+            policy::refresh(&shared).await;
+            Some(tokio::spawn(policy::refresh_loop(shared.clone())))
+        };
+        let (local, subscribed) = shared.blacklists.sizes();
+        if local > 0 || !subscribed.is_empty() || !shared.config.require_signed_by.is_empty() {
+            tracing::info!(
+                blacklist = local,
+                ?subscribed,
+                signed_by = shared.config.require_signed_by.len(),
+                "module policy"
+            );
+        }
+        let (control_addr, control) = match control::serve(shared.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(l) = lists {
+                    l.abort();
+                }
+                return Err(e);
+            }
+        };
         let addr_file = dir.join("control.addr");
         if let Err(e) = write_addr_file(&addr_file, control_addr) {
             control.abort();
+            if let Some(l) = lists {
+                l.abort();
+            }
             return Err(data_err(e));
         }
         tracing::info!(
@@ -391,6 +451,7 @@ impl Provider {
             addr_file,
             main,
             control,
+            lists,
         })
     }
 }
@@ -424,6 +485,8 @@ pub struct RunningProvider {
     addr_file: PathBuf,
     main: tokio::task::JoinHandle<Result<(), ProviderError>>,
     control: tokio::task::JoinHandle<()>,
+    /// The blacklist refresh, when there are subscribed lists.
+    lists: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -495,6 +558,9 @@ impl RunningProvider {
         };
         self.shared.set_connection(Connection::Stopped);
         self.control.abort();
+        if let Some(l) = &self.lists {
+            l.abort();
+        }
         let _ = std::fs::remove_file(&self.addr_file);
         result
     }

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::work::{self, Outbox, SessionCtx};
-use crate::{Connection, ProviderError, Shared};
+use crate::{Connection, Fault, ProviderError, Shared};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Sink = SplitSink<Ws, Message>;
@@ -399,15 +399,29 @@ fn on_frame(
                     work::send(&ctx.out, ch, &FromProvider::Refused(refused));
                 }
                 Ok((digest, reservation)) => {
-                    let job = assign.progress_ms.is_some();
-                    let run =
-                        work::execute(shared.clone(), ctx.clone(), ch, assign, digest, reservation);
-                    let handle = if job {
-                        // Jobs: the requester sees `running` at once.
-                        work::send(&ctx.out, ch, &FromProvider::Accepted);
-                        tasks.spawn(run)
-                    } else {
-                        tasks.spawn(work::ack_if_slow(run, ctx.out.clone(), ch))
+                    let handle = match shared.config.fault {
+                        Some(f @ (Fault::Stall | Fault::Drop)) => {
+                            work::send(&ctx.out, ch, &FromProvider::Accepted);
+                            tasks.spawn(work::misbehave(f, ch, reservation))
+                        }
+                        _ => {
+                            let job = assign.progress_ms.is_some();
+                            let run = work::execute(
+                                shared.clone(),
+                                ctx.clone(),
+                                ch,
+                                assign,
+                                digest,
+                                reservation,
+                            );
+                            if job {
+                                // Jobs: the requester sees `running` at once.
+                                work::send(&ctx.out, ch, &FromProvider::Accepted);
+                                tasks.spawn(run)
+                            } else {
+                                tasks.spawn(work::ack_if_slow(run, ctx.out.clone(), ch))
+                            }
+                        }
                     };
                     channels.insert(ch, handle);
                 }

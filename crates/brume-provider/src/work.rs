@@ -9,7 +9,7 @@ use brume_sandbox::{CommandRequest, Digest, ExecError, Program, Progress};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{Key, Reservation, Shared, convert};
+use crate::{Fault, Key, Reservation, Shared, convert};
 
 /// The writer task's queue: every frame of a session goes through it.
 pub(crate) type Outbox = mpsc::UnboundedSender<Message>;
@@ -73,6 +73,7 @@ pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reserva
         .digest
         .parse()
         .map_err(|e: String| refused("invalid_module", e))?;
+    crate::policy::check(shared, a, &digest)?;
     let reservation = shared.reserve(a.limits.memory_bytes).ok_or_else(|| {
         refused(
             "no_capacity",
@@ -197,6 +198,22 @@ impl ReceiptBase {
     }
 }
 
+/// What a `stall` or `drop` fault does with accepted work (the caller has
+/// sent `Accepted`): hold the slot until cancelled, or let it go at once.
+/// Nothing is sent either way.
+pub(crate) async fn misbehave(fault: Fault, channel: u32, reservation: Reservation) -> u32 {
+    tracing::warn!(
+        channel,
+        ?fault,
+        "fault injection: accepted work that will never be done"
+    );
+    if fault == Fault::Stall {
+        let _held = reservation;
+        std::future::pending::<()>().await;
+    }
+    channel
+}
+
 /// An invocation that finishes within this is acknowledged by its `Done`
 /// alone; a slower one (a module to fetch or compile, a long run) sends
 /// `Accepted` first. Far below any broker's ack timeout (5 s by default).
@@ -255,6 +272,11 @@ fn finish(
         Outcome::Failed { .. } => shared.work_failed.fetch_add(1, Relaxed),
         _ => shared.work_done.fetch_add(1, Relaxed),
     };
+    let outcome = match shared.config.fault {
+        Some(fault) => crate::policy::tamper(fault, outcome),
+        None => outcome,
+    };
+    // Signed as is: with a fault, the provider's own (wrong) claim.
     let signature = receipt.sign(shared, &outcome);
     send(
         &ctx.out,
