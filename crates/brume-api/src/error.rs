@@ -78,6 +78,8 @@ codes! {
     QueueTimeout = ("queue_timeout", 503),
     /// The work was cancelled.
     Cancelled = ("cancelled", 409),
+    /// Replicated work found no quorum of agreeing results.
+    Unverified = ("unverified", 502),
     /// No service tier allowed by the account's deal fits the request's price cap.
     OverPriceCap = ("over_price_cap", 402),
     /// The paying account's allowance to the broker's payout account, minus

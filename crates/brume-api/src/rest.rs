@@ -166,6 +166,48 @@ pub struct JobSpec {
     /// broker's tolerance costs a surcharge (Kumo's penalty).
     #[serde(default)]
     pub expect: Expect,
+    /// How its result is verified (default: not at all). Verified work runs
+    /// in the deterministic profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyPolicy>,
+}
+
+/// How a result is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VerifyPolicy {
+    /// Run once, trust the provider's signed receipt.
+    None,
+    /// Run on `n` providers with distinct addresses; the output and fuel
+    /// that at least `quorum` of them agree on wins. Providers that signed
+    /// anything else are proven cheats.
+    Replicate { n: u32, quorum: u32 },
+}
+
+/// The most replicas a job may ask for.
+pub const MAX_REPLICAS: u32 = 16;
+
+/// How a verified result was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    pub policy: VerifyPolicy,
+    /// Every replica that returned a result.
+    pub replicas: Vec<ReplicaResult>,
+    /// Providers proven to have returned a wrong result.
+    pub cheaters: Vec<String>,
+    /// A proof against each cheater (checkable with `brume verify-proof`).
+    pub proofs: Vec<crate::receipt::CheatProof>,
+}
+
+/// One replica's result, as its receipt states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaResult {
+    pub provider: String,
+    pub output_digest: String,
+    pub fuel: u64,
+    pub status: String,
+    /// Whether it is in the winning quorum.
+    pub agreed: bool,
 }
 
 /// A job's declared shape.
@@ -187,6 +229,18 @@ impl JobSpec {
     /// the field.
     pub fn validate(&self) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
+        if let Some(VerifyPolicy::Replicate { n, .. }) = self.verify
+            && !(2..=MAX_REPLICAS).contains(&n)
+        {
+            return bad(format!("verify.n: {n} replicas; 2 to {MAX_REPLICAS}"));
+        }
+        if let Some(VerifyPolicy::Replicate { n, quorum }) = self.verify
+            && (quorum == 0 || quorum > n || quorum * 2 <= n)
+        {
+            return bad(format!(
+                "verify.quorum: {quorum} of {n}; more than half, at most n"
+            ));
+        }
         match (&self.service, &self.digest) {
             (None, None) => return bad("service: one of service or digest is required".into()),
             (Some(name), pin) => {
@@ -398,6 +452,9 @@ pub struct JobResult {
     /// returned it): checkable offline with the provider's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<crate::receipt::SignedReceipt>,
+    /// How the result was verified (replicated jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
 }
 
 /// Bytes in JSON: a string when they are UTF-8, else `{"base64": "..."}`.

@@ -44,6 +44,8 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4003;
     /// The broker is shutting down.
     pub const SHUTDOWN: u16 = 4004;
+    /// The provider's address is banned (a proven cheat, or the operator).
+    pub const BANNED: u16 = 4005;
 }
 
 /// The text a provider signs (EIP-191 `personal_sign`) to prove its address.

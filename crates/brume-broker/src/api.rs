@@ -785,6 +785,7 @@ fn sync_work(
         clock_start_ms: 0,
         needs: shared.ledger.needs(Some(&admission)),
         module_signature: None,
+        replica: None,
         billing,
     };
     Ok((spec, body))
@@ -1039,6 +1040,7 @@ fn work_spec(stored: &StoredJob, progress: Duration, needs: ledger::TierNeeds) -
         clock_start_ms: 0,
         needs,
         module_signature: None,
+        replica: None,
         billing: Billing {
             requester: stored.requester.clone(),
             end_user: stored.end_user.clone(),
@@ -1062,9 +1064,24 @@ fn start_job(
     hold: Option<Arc<crate::escrow::Hold>>,
 ) {
     let needs = shared.ledger.needs(entry.stored.admission.as_ref());
+    let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
+    if let Some(brume_api::rest::VerifyPolicy::Replicate { n, quorum }) = entry.stored.verify {
+        // The replicas are billed one by one when the group is decided; the
+        // job's reservation ends when it does.
+        drop(hold);
+        let (stored, progress) = (entry.stored.clone(), shared.config.progress_interval);
+        crate::verify::start(
+            shared,
+            entry,
+            n,
+            quorum,
+            || work_spec(&stored, progress, needs),
+            timeout,
+        );
+        return;
+    }
     let mut spec = work_spec(&entry.stored, shared.config.progress_interval, needs);
     spec.billing.hold = hold;
-    let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
     let work = Work::new(entry.id, spec, Sink::Job(entry.clone()), timeout, attempts);
     shared.jobs.lock().insert(entry.id, (entry, None));
     shared.works.lock().insert(work.id, work.clone());
@@ -1200,7 +1217,11 @@ async fn submit_job(
             .collect(),
         stdin,
         limits,
-        profile: spec.profile,
+        // Verified work runs deterministically (replicas must agree).
+        profile: match spec.verify {
+            Some(brume_api::rest::VerifyPolicy::Replicate { .. }) => Profile::Deterministic,
+            _ => spec.profile,
+        },
         seed: spec.seed.unwrap_or(0),
         max_attempts: spec.max_attempts.unwrap_or(c.max_attempts),
         queue_timeout_ms: spec
@@ -1216,6 +1237,7 @@ async fn submit_job(
             runtime_ms: spec.expect.runtime_ms,
             memory_bytes: spec.expect.memory_bytes,
         },
+        verify: spec.verify,
     };
     let now = crate::now_ms();
     let id = WorkId::new();
@@ -1349,6 +1371,9 @@ async fn cancel_job(
             None => Err(no_job(id)),
         };
     };
+    if crate::verify::cancel(&shared, id) {
+        return Ok(axum::Json(e.info()));
+    }
     let work = shared.works.lock().get(&id).cloned();
     let cancelled = match work {
         Some(work) => {

@@ -162,11 +162,12 @@ pub async fn slash(
     chain: &dyn Chain,
     broker: &Identity,
     provider: Address,
+    to: Address,
     amount: u128,
     evidence_digest: Anchor,
 ) -> Result<Receipt, ChainError> {
     chain
-        .transfer_from(broker, provider, broker.address(), amount, evidence_digest)
+        .transfer_from(broker, provider, to, amount, evidence_digest)
         .await
 }
 
@@ -241,9 +242,16 @@ mod tests {
             .await
             .expect("stake");
         let evidence = Anchor::repeat_byte(0xe7);
-        let receipt = slash(chain, &broker, provider.address(), 120, evidence)
-            .await
-            .expect("slash");
+        let receipt = slash(
+            chain,
+            &broker,
+            provider.address(),
+            broker.address(),
+            120,
+            evidence,
+        )
+        .await
+        .expect("slash");
         assert_eq!(chain.balance_of(provider.address()).await.ok(), Some(880));
         assert_eq!(chain.balance_of(broker.address()).await.ok(), Some(120));
         assert_eq!(
@@ -262,7 +270,15 @@ mod tests {
         assert_eq!(landed[0].tx_hash, receipt.tx_hash);
         assert_eq!(landed[0].spender, Some(broker.address()));
         // More than the stake: a typed error, nothing moves.
-        let err = slash(chain, &broker, provider.address(), 181, evidence).await;
+        let err = slash(
+            chain,
+            &broker,
+            provider.address(),
+            broker.address(),
+            181,
+            evidence,
+        )
+        .await;
         assert!(
             matches!(err, Err(ChainError::InsufficientAllowance { .. })),
             "{err:?}"

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use brume_api::receipt::SignedReceipt;
-use brume_api::rest::{EventKind, JobEvent, JobInfo, JobResult, JobState, Output, Price};
+use brume_api::rest::{
+    EventKind, JobEvent, JobInfo, JobResult, JobState, Output, Price, Verification, VerifyPolicy,
+};
 use brume_api::wire::Outcome;
 use brume_api::{ApiError, ErrorCode, Limits, Profile, ServiceKind, Usage, WorkId};
 use bytes::Bytes;
@@ -55,6 +57,9 @@ pub(crate) struct StoredJob {
     /// Its declared shape, for the overrun surcharge.
     #[serde(default)]
     pub declared: brume_ledger::penalty::Declared,
+    /// How its result is verified.
+    #[serde(default)]
+    pub verify: Option<VerifyPolicy>,
 }
 
 #[derive(Debug)]
@@ -64,6 +69,8 @@ struct Inner {
     result: Option<JobResult>,
     /// The signed receipt of the attempt whose result the job keeps.
     receipt: Option<SignedReceipt>,
+    /// How a replicated job's result was decided.
+    verification: Option<Verification>,
 }
 
 /// A job in memory: its info, its events so far, and a channel for live
@@ -99,6 +106,7 @@ impl JobEntry {
                 events,
                 result: None,
                 receipt: None,
+                verification: None,
             }),
             live,
         })
@@ -144,14 +152,15 @@ impl JobEntry {
         self.store.write_later(move |tx| {
             if let Some(r) = result {
                 tx.execute(
-                    "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5, receipt = ?6 WHERE id = ?1",
+                    "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5, receipt = ?6, verification = ?7 WHERE id = ?1",
                     params![
                         id,
                         r.exit_code,
                         r.stdout.0.to_vec(),
                         r.stderr.0.to_vec(),
                         serde_json::to_string(&r.usage).unwrap_or_default(),
-                        r.receipt.as_ref().and_then(|x| serde_json::to_string(x).ok())
+                        r.receipt.as_ref().and_then(|x| serde_json::to_string(x).ok()),
+                        r.verification.as_ref().and_then(|x| serde_json::to_string(x).ok())
                     ],
                 )?;
             }
@@ -244,6 +253,15 @@ impl JobEntry {
         let mut inner = self.inner.lock();
         if !inner.info.state.is_final() {
             inner.receipt = Some(receipt);
+        }
+    }
+
+    /// Records how a replicated job's result was decided (before
+    /// [`JobEntry::complete`]).
+    pub fn set_verification(&self, v: Verification) {
+        let mut inner = self.inner.lock();
+        if !inner.info.state.is_final() {
+            inner.verification = Some(v);
         }
     }
 
@@ -349,6 +367,7 @@ impl JobEntry {
             } else {
                 None
             },
+            verification: inner.verification.clone(),
         };
         inner.result = Some(result.clone());
         let kind = match state {
@@ -513,15 +532,16 @@ pub(crate) async fn load_result(
     store
         .read(move |c| {
             c.query_row(
-                "SELECT state, exit_code, stdout, stderr, usage, attempts, provider, error, receipt FROM jobs WHERE id = ?1",
+                "SELECT state, exit_code, stdout, stderr, usage, attempts, provider, error, receipt, verification FROM jobs WHERE id = ?1",
                 [id.to_string()],
                 |r| {
                     let state: String = r.get(0)?;
                     let usage: Option<String> = r.get(4)?;
                     let error: Option<String> = r.get(7)?;
                     let receipt: Option<String> = r.get(8)?;
+                    let verification: Option<String> = r.get(9)?;
                     Ok((
-                        (state, receipt),
+                        (state, receipt, verification),
                         r.get::<_, Option<i32>>(1)?,
                         r.get::<_, Option<Vec<u8>>>(2)?,
                         r.get::<_, Option<Vec<u8>>>(3)?,
@@ -536,7 +556,7 @@ pub(crate) async fn load_result(
         })
         .await
         .map(|row| {
-            row.and_then(|((state, receipt), exit_code, stdout, stderr, usage, attempts, provider, error)| {
+            row.and_then(|((state, receipt, verification), exit_code, stdout, stderr, usage, attempts, provider, error)| {
                 let state: JobState = state.parse().ok()?;
                 Some(JobResult {
                     id,
@@ -549,6 +569,7 @@ pub(crate) async fn load_result(
                     provider,
                     error: error.and_then(|e| serde_json::from_str(&e).ok()),
                     receipt: receipt.and_then(|x| serde_json::from_str(&x).ok()),
+                    verification: verification.and_then(|x| serde_json::from_str(&x).ok()),
                 })
             })
         })

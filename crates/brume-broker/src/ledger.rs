@@ -602,6 +602,11 @@ impl Ledger {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
+    /// The operator's account.
+    pub(crate) fn operator(&self) -> &str {
+        &self.operator
+    }
+
     /// The deal of `account`: its configured one, else per-use at the
     /// broker's default tier.
     fn deal(&self, account: &str) -> Deal {
@@ -923,6 +928,17 @@ pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completi
         work.finish(completion);
         return;
     };
+    // A replica is billed when its group is decided (only if it agreed).
+    if matches!(work.sink, Sink::Replica(..)) {
+        work.finish(Completion::Done {
+            outcome,
+            provider,
+            fitness_mips,
+            attempts,
+            cost: None,
+        });
+        return;
+    }
     if !work.claim() {
         return; // a late result: the work already ended
     }

@@ -36,6 +36,7 @@ mod sched;
 mod session;
 pub mod settlement;
 pub mod store;
+mod verify;
 
 pub use store::StoreError;
 
@@ -167,6 +168,10 @@ pub(crate) struct Shared {
     pub identity: Identity,
     pub chain: chain::ChainHandle,
     pub settlement: settlement::Settlement,
+    /// Replicated jobs in progress, by job id.
+    pub replicas: parking_lot::Mutex<std::collections::HashMap<WorkId, Arc<verify::ReplicaGroup>>>,
+    /// Banned provider addresses (lowercase) and why.
+    pub banned: parking_lot::RwLock<std::collections::HashMap<String, String>>,
     /// Signed requests seen within the skew window (replay protection).
     pub seen_signatures: parking_lot::Mutex<api::SeenSignatures>,
     pub store: store::Store,
@@ -316,6 +321,13 @@ impl Broker {
             })
             .await?;
         let hashes = store.read(store::keys::all_hashes).await?;
+        let banned: Vec<(String, String)> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT address, reason FROM provider_bans")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
         let ledger_dir = data_dir.join("ledger");
         // The operator is paid apart from the payout account, so that the
         // payout account holds only what settlement owes.
@@ -369,6 +381,8 @@ impl Broker {
             identity,
             chain,
             settlement,
+            replicas: Default::default(),
+            banned: parking_lot::RwLock::new(banned.into_iter().collect()),
             seen_signatures: Default::default(),
             store,
             jobs: parking_lot::Mutex::new(Default::default()),
@@ -540,7 +554,8 @@ impl RunningBroker {
         self.shared.ledger.escrow()
     }
 
-    /// Slashes `amount` of a provider's stake to the payout account,
+    /// Slashes `amount` of a provider's stake to the operator's account
+    /// (not the payout account, which holds only what settlement owes),
     /// anchored with the evidence's digest (see [`chain::slash`]).
     pub async fn slash(
         &self,
@@ -548,14 +563,7 @@ impl RunningBroker {
         amount: u128,
         evidence_digest: brume_chain::Anchor,
     ) -> Result<brume_chain::Receipt, brume_chain::ChainError> {
-        chain::slash(
-            self.shared.chain.chain.as_ref(),
-            &self.shared.identity,
-            provider,
-            amount,
-            evidence_digest,
-        )
-        .await
+        verify::slash(&self.shared, provider, amount, evidence_digest).await
     }
 
     /// Waits until every row queued so far is durable (sync invocations

@@ -57,6 +57,8 @@ pub(crate) struct WorkSpec {
     pub needs: crate::ledger::TierNeeds,
     /// The developer's signature over the module, if it was published signed.
     pub module_signature: Option<wire::ModuleSignature>,
+    /// The replica group, for a replica of a replicated job.
+    pub replica: Option<Arc<crate::verify::ReplicaGroup>>,
     /// Who the ledger row names and what it records privately.
     pub billing: crate::ledger::Billing,
 }
@@ -97,6 +99,8 @@ pub(crate) enum Sink {
     Invoke(parking_lot::Mutex<Option<oneshot::Sender<Completion>>>),
     /// A job: its entry records events and the result.
     Job(Arc<JobEntry>),
+    /// Replica `usize` of a replicated job.
+    Replica(Arc<crate::verify::ReplicaGroup>, usize),
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +121,8 @@ pub(crate) struct Work {
     pub enqueued_at: parking_lot::Mutex<Instant>,
     pub queue_deadline: Instant,
     state: parking_lot::Mutex<WorkState>,
+    /// The signed receipt of the result (jobs and replicas), once checked.
+    receipt: parking_lot::Mutex<Option<brume_api::receipt::SignedReceipt>>,
 }
 
 impl Work {
@@ -138,6 +144,7 @@ impl Work {
                 attempt: attempts_so_far,
                 ..WorkState::default()
             }),
+            receipt: parking_lot::Mutex::new(None),
         })
     }
 
@@ -168,8 +175,18 @@ impl Work {
         }
     }
 
-    pub fn is_job(&self) -> bool {
-        self.job().is_some()
+    /// Whether its result must come with a valid signed receipt (jobs and
+    /// replicas; invocations are signed but not checked on their path).
+    pub fn wants_receipt(&self) -> bool {
+        !matches!(self.sink, Sink::Invoke(_))
+    }
+
+    pub fn set_receipt(&self, r: brume_api::receipt::SignedReceipt) {
+        *self.receipt.lock() = Some(r);
+    }
+
+    pub fn receipt(&self) -> Option<brume_api::receipt::SignedReceipt> {
+        self.receipt.lock().clone()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -210,13 +227,14 @@ impl Work {
                 }
             }
             Sink::Job(job) => job.complete(completion),
+            Sink::Replica(group, i) => group.record(*i, self.receipt(), completion),
         }
     }
 
     pub(crate) fn job(&self) -> Option<&Arc<JobEntry>> {
         match &self.sink {
             Sink::Job(j) => Some(j),
-            Sink::Invoke(_) => None,
+            Sink::Invoke(_) | Sink::Replica(..) => None,
         }
     }
 }
@@ -285,6 +303,7 @@ impl ProviderEntry {
             && self.staked
             && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
             && self.caps.slots >= s.needs.min_threads
+            && s.replica.as_ref().is_none_or(|g| g.allows(&self.address))
             && self.caps.fitness_mips >= s.needs.min_mips
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
@@ -553,6 +572,9 @@ impl Scheduler {
             st.attempt
         };
         let s = &work.spec;
+        if let Some(g) = &s.replica {
+            g.taken.lock().insert(p.address.clone());
+        }
         let frame = ToProvider::Assign(Box::new(work.assignment(attempt))).encode(channel);
         let sent = p.tx.send(Message::Binary(frame)).is_ok();
         let address = p.address.clone();
@@ -872,6 +894,7 @@ mod tests {
             clock_start_ms: 0,
             needs: Default::default(),
             module_signature: None,
+            replica: None,
             billing: Default::default(),
         };
         let (tx, _rx) = oneshot::channel();

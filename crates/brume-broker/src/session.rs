@@ -95,6 +95,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
             .await;
         }
     };
+    if let Some(why) = crate::verify::is_banned(&shared, &address) {
+        return refuse(socket, close::BANNED, format!("{address} is banned: {why}")).await;
+    }
     let caps = hello.capabilities;
     if caps.slots == 0 || caps.memory_bytes == 0 {
         let reason = "capabilities: slots and memory_bytes must be greater than 0".to_string();
@@ -268,7 +271,7 @@ fn handle(
             // provider signed (checked here, outside the scheduler's lock).
             let inflight = shared.sched.lock().inflight_work(id, channel);
             if let Some((work, attempt)) = inflight
-                && work.is_job()
+                && work.wants_receipt()
             {
                 let receipt =
                     brume_api::receipt::Receipt::new(&work.assignment(attempt), address, &outcome);
@@ -282,12 +285,14 @@ fn handle(
                     shared.with_sched(|s, after| s.bad_result(id, channel, &why, after));
                     return Ok(());
                 }
+                let signed = brume_api::receipt::SignedReceipt {
+                    receipt,
+                    signature: format!("0x{}", hex::encode(&signature)),
+                };
                 if let Some(job) = work.job() {
-                    job.set_receipt(brume_api::receipt::SignedReceipt {
-                        receipt,
-                        signature: format!("0x{}", hex::encode(&signature)),
-                    });
+                    job.set_receipt(signed.clone());
                 }
+                work.set_receipt(signed);
             }
             let outcome = Box::new(outcome);
             let label = match outcome.as_ref() {

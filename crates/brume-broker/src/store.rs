@@ -81,6 +81,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     usage TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
+CREATE TABLE IF NOT EXISTS provider_bans (
+    address TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    proof BLOB,
+    at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS job_events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -142,6 +148,10 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     // A job's signed receipt (JSON), for results kept from a provider.
     if !has("jobs", "receipt")? {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN receipt TEXT")?;
+    }
+    // How a replicated job's result was decided (JSON).
+    if !has("jobs", "verification")? {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN verification TEXT")?;
     }
     Ok(())
 }

@@ -179,6 +179,23 @@ pub struct RunArgs {
     /// `--expect-runtime`).
     #[arg(long, value_name = "SIZE")]
     expect_memory: Option<bytesize::ByteSize>,
+    /// Verify by replication: `N/QUORUM` (e.g. `3/2`) runs the job on N
+    /// providers with distinct addresses, deterministically, and keeps the
+    /// result QUORUM of them agree on.
+    #[arg(long, value_name = "N/QUORUM", value_parser = parse_replicate)]
+    replicate: Option<(u32, u32)>,
+}
+
+fn parse_replicate(s: &str) -> Result<(u32, u32), String> {
+    let (n, q) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected N/QUORUM, e.g. 3/2"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{x:?} is not a whole number"))
+    };
+    Ok((num(n)?, num(q)?))
 }
 
 #[derive(Debug, clap::Args)]
@@ -700,6 +717,9 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
             runtime_ms: args.expect_runtime.map(millis),
             memory_bytes: args.expect_memory.map(|m| m.as_u64()),
         },
+        verify: args
+            .replicate
+            .map(|(n, quorum)| brume_api::rest::VerifyPolicy::Replicate { n, quorum }),
     })
 }
 
@@ -1154,6 +1174,7 @@ mod tests {
             provider: None,
             error: None,
             receipt: None,
+            verification: None,
         };
         let line = summary(&r);
         assert!(line.contains("succeeded (exit 0)"), "{line}");

@@ -261,6 +261,7 @@ async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Re
         attempts: 1,
         provider: Some("0xprov".into()),
         receipt: None,
+        verification: None,
         error: None,
     })
     .into_response()

@@ -1,0 +1,450 @@
+//! Verification by replication, and what a proven cheat costs.
+//!
+//! A job with `verify: replicate {n, quorum}` runs as `n` replica works
+//! ([`ReplicaGroup`]), deterministically, on providers with distinct
+//! addresses (the scheduler checks [`ReplicaGroup::taken`]). Each replica's
+//! result comes with its provider's signed receipt (checked by the session).
+//! Once every replica has ended, [`decide`]:
+//!
+//! - groups the results by (output digest, fuel); a group of at least
+//!   `quorum` wins, and the job completes with its result and receipt;
+//! - every provider that signed a result outside the winning group is a
+//!   proven cheat: a [`CheatProof`] (its receipt against the quorum's) is
+//!   recorded with the job, its address is banned (its session closed,
+//!   reconnects refused), its stake is slashed to the operator's account
+//!   with the proof's sha256 as the anchor, and it is not paid;
+//! - every replica in the winning group writes its own ledger row, billed to
+//!   the requester (the requester pays for the replicas its policy asked
+//!   for); the cheat's writes none.
+//!
+//! Without a quorum the job fails with `unverified` and every replica that
+//! returned a result is billed (none can be proven wrong; arbitration by a
+//! reference provider is not built yet).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+
+use brume_api::receipt::{CheatProof, SignedReceipt};
+use brume_api::rest::{ReplicaResult, Verification, VerifyPolicy};
+use brume_api::wire::{self, Outcome};
+use brume_api::{ApiError, ErrorCode, WorkId};
+use sha2::{Digest as _, Sha256};
+
+use crate::Shared;
+use crate::jobs::JobEntry;
+use crate::sched::{Completion, Sink, Work};
+
+/// The replicas of one job.
+#[derive(Debug)]
+pub(crate) struct ReplicaGroup {
+    pub job: Arc<JobEntry>,
+    pub n: u32,
+    pub quorum: u32,
+    /// Addresses of the providers given a replica: no address gets two.
+    pub taken: parking_lot::Mutex<HashSet<String>>,
+    state: parking_lot::Mutex<GroupState>,
+    shared: Weak<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    children: Vec<Arc<Work>>,
+    ended: Vec<Option<Ended>>,
+    cancelled: bool,
+    decided: bool,
+}
+
+#[derive(Debug)]
+enum Ended {
+    Done {
+        work: Arc<Work>,
+        outcome: Box<Outcome>,
+        provider: String,
+        fitness_mips: u64,
+        attempts: u32,
+        receipt: Option<SignedReceipt>,
+    },
+    Failed,
+}
+
+impl ReplicaGroup {
+    /// Whether the provider at `address` may take a replica.
+    pub fn allows(&self, address: &str) -> bool {
+        !self.taken.lock().contains(address)
+    }
+
+    /// A replica's completion (from `Work::deliver`), with the receipt the
+    /// session checked.
+    pub fn record(
+        self: &Arc<Self>,
+        index: usize,
+        receipt: Option<SignedReceipt>,
+        completion: Completion,
+    ) {
+        let all_ended = {
+            let mut st = self.state.lock();
+            let Some(work) = st.children.get(index).cloned() else {
+                return;
+            };
+            let ended = match completion {
+                Completion::Done {
+                    outcome,
+                    provider,
+                    fitness_mips,
+                    attempts,
+                    ..
+                } => Ended::Done {
+                    work,
+                    outcome,
+                    provider,
+                    fitness_mips,
+                    attempts,
+                    receipt,
+                },
+                Completion::Failed { .. } => Ended::Failed,
+            };
+            if let Some(slot) = st.ended.get_mut(index) {
+                *slot = Some(ended);
+            }
+            let done = st.ended.iter().all(Option::is_some) && !st.decided;
+            if done {
+                st.decided = true;
+            }
+            done
+        };
+        if all_ended && let Some(shared) = self.shared.upgrade() {
+            let group = self.clone();
+            tokio::spawn(async move { decide(&shared, &group).await });
+        }
+    }
+}
+
+/// Starts a replicated job: `n` replica works, each with its own work id.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    entry: Arc<JobEntry>,
+    n: u32,
+    quorum: u32,
+    make: impl Fn() -> crate::sched::WorkSpec,
+    queue_timeout: std::time::Duration,
+) {
+    let group = Arc::new(ReplicaGroup {
+        job: entry.clone(),
+        n,
+        quorum,
+        taken: Default::default(),
+        state: parking_lot::Mutex::new(GroupState {
+            ended: (0..n).map(|_| None).collect(),
+            ..GroupState::default()
+        }),
+        shared: Arc::downgrade(shared),
+    });
+    let mut children = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        let mut spec = make();
+        spec.replica = Some(group.clone());
+        let work = Work::new(
+            WorkId::new(),
+            spec,
+            Sink::Replica(group.clone(), i),
+            queue_timeout,
+            0,
+        );
+        children.push(work);
+    }
+    group.state.lock().children.clone_from(&children);
+    shared.jobs.lock().insert(entry.id, (entry.clone(), None));
+    shared.replicas.lock().insert(entry.id, group.clone());
+    {
+        let mut works = shared.works.lock();
+        for w in &children {
+            works.insert(w.id, w.clone());
+        }
+    }
+    shared.with_sched(|s, a| {
+        for w in children {
+            s.submit(w, a);
+        }
+    });
+}
+
+/// Cancels a replicated job's replicas; false if it is not one (or over).
+pub(crate) fn cancel(shared: &Arc<Shared>, job: WorkId) -> bool {
+    let Some(group) = shared.replicas.lock().get(&job).cloned() else {
+        return false;
+    };
+    let children = {
+        let mut st = group.state.lock();
+        st.cancelled = true;
+        st.children.clone()
+    };
+    for w in children {
+        shared.with_sched(|s, a| {
+            s.cancel(w.id, a);
+        });
+        let attempts = w.attempts();
+        w.finish(Completion::Failed {
+            error: ApiError::new(ErrorCode::Cancelled, "cancelled by the requester"),
+            attempts,
+        });
+    }
+    true
+}
+
+/// Decides a group whose replicas have all ended (see the module docs).
+async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
+    let (ended, cancelled, children) = {
+        let mut st = group.state.lock();
+        (
+            std::mem::take(&mut st.ended),
+            st.cancelled,
+            std::mem::take(&mut st.children),
+        )
+    };
+    // Results by what their receipts say.
+    let mut done = Vec::new();
+    for e in ended.into_iter().flatten() {
+        if let Ended::Done {
+            work,
+            outcome,
+            provider,
+            fitness_mips,
+            attempts,
+            receipt: Some(receipt),
+        } = e
+        {
+            done.push((work, outcome, provider, fitness_mips, attempts, receipt));
+        }
+    }
+    let mut groups: HashMap<(String, u64), Vec<usize>> = HashMap::new();
+    for (i, d) in done.iter().enumerate() {
+        let key = (d.5.receipt.output_digest.clone(), d.5.receipt.fuel);
+        groups.entry(key).or_default().push(i);
+    }
+    let winner = groups
+        .values()
+        .filter(|v| v.len() as u32 >= group.quorum)
+        .max_by_key(|v| v.len())
+        .cloned();
+    let agreed: HashSet<usize> = winner.iter().flatten().copied().collect();
+    let quorum_receipts: Vec<SignedReceipt> = winner
+        .iter()
+        .flatten()
+        .map(|&i| done[i].5.clone())
+        .collect();
+    let mut verification = Verification {
+        policy: VerifyPolicy::Replicate {
+            n: group.n,
+            quorum: group.quorum,
+        },
+        replicas: done
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ReplicaResult {
+                provider: d.2.clone(),
+                output_digest: d.5.receipt.output_digest.clone(),
+                fuel: d.5.receipt.fuel,
+                status: d.5.receipt.status.clone(),
+                agreed: agreed.contains(&i),
+            })
+            .collect(),
+        cheaters: Vec::new(),
+        proofs: Vec::new(),
+    };
+    // Cheats: signed something else than a quorum agreed on.
+    if winner.is_some() {
+        for (i, d) in done.iter().enumerate() {
+            if agreed.contains(&i) {
+                continue;
+            }
+            let proof = CheatProof {
+                cheat: d.5.clone(),
+                quorum: quorum_receipts.clone(),
+            };
+            punish(shared, &d.2, &proof).await;
+            verification.cheaters.push(d.2.clone());
+            verification.proofs.push(proof);
+        }
+    }
+    // Bill the honest replicas (all of them without a quorum).
+    let mut cost = 0u128;
+    let mut tier = String::new();
+    for (i, d) in done.iter().enumerate() {
+        if winner.is_some() && !agreed.contains(&i) {
+            continue;
+        }
+        let usage = d.1.usage();
+        match shared.ledger.row(&d.0, &d.2, d.3, &usage, d.4, false) {
+            Ok(((data, private), c)) => {
+                cost += c.token_amount;
+                tier = c.tier;
+                match brume_ledger::row::SealedRow::seal(data, private) {
+                    Ok(row) => {
+                        if let Err(e) = brume_ledger::store::LedgerStore::append_sealed(
+                            shared.ledger.store(),
+                            vec![row],
+                        )
+                        .await
+                        {
+                            tracing::error!(work = %d.0.id, code = e.code(), "ledger row not stored: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(work = %d.0.id, code = e.code(), "ledger row not sealed: {e}")
+                    }
+                }
+            }
+            Err(e) => tracing::error!(work = %d.0.id, code = e.code(), "ledger row not built: {e}"),
+        }
+    }
+    let job = &group.job;
+    job.set_verification(verification);
+    let attempts: u32 = children.iter().map(|w| w.attempts()).sum();
+    let completion = if cancelled {
+        Completion::Failed {
+            error: ApiError::new(ErrorCode::Cancelled, "cancelled by the requester"),
+            attempts,
+        }
+    } else if let Some(w) = &winner {
+        let (_, outcome, provider, fitness_mips, _, receipt) = &done[w[0]];
+        job.set_receipt(receipt.clone());
+        Completion::Done {
+            outcome: outcome.clone(),
+            provider: provider.clone(),
+            fitness_mips: *fitness_mips,
+            attempts,
+            cost: Some(crate::ledger::Cost {
+                token_amount: cost,
+                tier,
+            }),
+        }
+    } else {
+        Completion::Failed {
+            error: ApiError::new(
+                ErrorCode::Unverified,
+                format!(
+                    "no {} of the {} replicas agreed ({} returned a result)",
+                    group.quorum,
+                    group.n,
+                    done.len()
+                ),
+            ),
+            attempts,
+        }
+    };
+    job.complete(completion);
+    shared.replicas.lock().remove(&job.id);
+    let mut works = shared.works.lock();
+    for w in &children {
+        works.remove(&w.id);
+    }
+}
+
+/// A proven cheat: banned (session closed, reconnects refused), stake
+/// slashed with the proof's digest as the anchor.
+async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatProof) {
+    let body = serde_json::to_vec(proof).unwrap_or_default();
+    let digest: [u8; 32] = Sha256::digest(&body).into();
+    tracing::warn!(provider = %address, proof = %hex::encode(digest), "proven cheat: banning and slashing");
+    ban(shared, address, "proven cheat (replication)", Some(&body)).await;
+    let Ok(provider) = address.parse::<brume_chain::Address>() else {
+        return;
+    };
+    let payout = shared.identity.address();
+    let chain = &shared.chain.chain;
+    let stake = match (
+        chain.allowance(provider, payout).await,
+        chain.balance_of(provider).await,
+    ) {
+        (Ok(a), Ok(b)) => a.min(b),
+        _ => 0,
+    };
+    if stake == 0 {
+        tracing::warn!(provider = %address, "a proven cheat has no stake to slash");
+        return;
+    }
+    match slash(shared, provider, stake, digest.into()).await {
+        Ok(r) => tracing::warn!(provider = %address, amount = stake, tx = %r.tx_hash, "slashed"),
+        Err(e) => tracing::error!(provider = %address, code = e.code(), "slashing failed: {e}"),
+    }
+}
+
+/// Slashes `amount` of `provider`'s stake to the operator's account.
+pub(crate) async fn slash(
+    shared: &Shared,
+    provider: brume_chain::Address,
+    amount: u128,
+    evidence: brume_chain::Anchor,
+) -> Result<brume_chain::Receipt, brume_chain::ChainError> {
+    let to = shared
+        .ledger
+        .operator()
+        .parse()
+        .unwrap_or_else(|_| shared.identity.address());
+    crate::chain::slash(
+        shared.chain.chain.as_ref(),
+        &shared.identity,
+        provider,
+        to,
+        amount,
+        evidence,
+    )
+    .await
+}
+
+/// Bans `address`: recorded durably, its session (if any) closed, and its
+/// reconnects refused.
+pub(crate) async fn ban(shared: &Arc<Shared>, address: &str, reason: &str, proof: Option<&[u8]>) {
+    let key = address.to_ascii_lowercase();
+    shared
+        .banned
+        .write()
+        .insert(key.clone(), reason.to_string());
+    let (reason_s, proof) = (reason.to_string(), proof.map(<[u8]>::to_vec));
+    if let Err(e) = shared
+        .store
+        .write(move |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO provider_bans (address, reason, proof, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![key, reason_s, proof, crate::now_ms() as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    {
+        tracing::error!("record a ban: {e}");
+    }
+    kick(shared, address, reason);
+}
+
+/// Closes the session of `address`, if it has one.
+pub(crate) fn kick(shared: &Arc<Shared>, address: &str, reason: &str) {
+    shared.with_sched(|s, after| {
+        let ids: Vec<u64> = s
+            .providers
+            .iter()
+            .filter(|(_, p)| p.address.eq_ignore_ascii_case(address))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(p) = s.providers.get(&id) {
+                let _ = p.tx.send(axum::extract::ws::Message::Close(Some(
+                    axum::extract::ws::CloseFrame {
+                        code: wire::close::BANNED,
+                        reason: reason.to_string().into(),
+                    },
+                )));
+            }
+            s.remove_provider(id, reason, after);
+        }
+    });
+}
+
+/// Whether `address` is banned.
+pub(crate) fn is_banned(shared: &Shared, address: &str) -> Option<String> {
+    shared
+        .banned
+        .read()
+        .get(&address.to_ascii_lowercase())
+        .cloned()
+}
