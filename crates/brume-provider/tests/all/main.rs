@@ -1,4 +1,5 @@
 //! The provider against a fake broker that speaks the wire protocol.
 
 mod fake_broker;
+mod policy;
 mod protocol;

@@ -9,7 +9,7 @@ use test_programs_artifacts as art;
 
 use crate::fake_broker::FakeBroker;
 
-fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) -> Box<Assign> {
+pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) -> Box<Assign> {
     Box::new(Assign {
         work_id: WorkId::new(),
         attempt: 1,
