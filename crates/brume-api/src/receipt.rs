@@ -6,8 +6,8 @@
 //! address; the broker rebuilds the same receipt from what it assigned and
 //! what came back, and checks the signature before it accepts the result.
 //!
-//! Two receipts for the same deterministic work (same module, same input)
-//! whose output or fuel differ cannot both be honest: with their signatures
+//! Two receipts for the same deterministic work (same module, same input,
+//! whatever their work ids) whose output or fuel differ cannot both be honest: with their signatures
 //! they are a proof, checkable offline by anyone ([`CheatProof`]).
 //!
 //! # Digests
@@ -220,12 +220,12 @@ impl Receipt {
         )
     }
 
-    /// Whether `other` is the same work (module and input) run
-    /// deterministically, with a different result.
+    /// Whether `other` is the same work (module and input; the work ids
+    /// may differ, e.g. two replicas) run deterministically, with a
+    /// different result.
     pub fn conflicts_with(&self, other: &Receipt) -> bool {
         self.profile == Profile::Deterministic
             && other.profile == Profile::Deterministic
-            && self.work_id == other.work_id
             && self.module_digest == other.module_digest
             && self.input_digest == other.input_digest
             && (self.output_digest != other.output_digest || self.fuel != other.fuel)

@@ -1072,7 +1072,7 @@ fn start_job(
         let (stored, progress) = (entry.stored.clone(), shared.config.progress_interval);
         crate::verify::start(
             shared,
-            entry,
+            &entry,
             n,
             quorum,
             || work_spec(&stored, progress, needs),

@@ -56,15 +56,18 @@ struct GroupState {
 
 #[derive(Debug)]
 enum Ended {
-    Done {
-        work: Arc<Work>,
-        outcome: Box<Outcome>,
-        provider: String,
-        fitness_mips: u64,
-        attempts: u32,
-        receipt: Option<SignedReceipt>,
-    },
+    Done(Box<DoneReplica>),
     Failed,
+}
+
+#[derive(Debug)]
+struct DoneReplica {
+    work: Arc<Work>,
+    outcome: Box<Outcome>,
+    provider: String,
+    fitness_mips: u64,
+    attempts: u32,
+    receipt: Option<SignedReceipt>,
 }
 
 impl ReplicaGroup {
@@ -93,14 +96,14 @@ impl ReplicaGroup {
                     fitness_mips,
                     attempts,
                     ..
-                } => Ended::Done {
+                } => Ended::Done(Box::new(DoneReplica {
                     work,
                     outcome,
                     provider,
                     fitness_mips,
                     attempts,
                     receipt,
-                },
+                })),
                 Completion::Failed { .. } => Ended::Failed,
             };
             if let Some(slot) = st.ended.get_mut(index) {
@@ -122,7 +125,7 @@ impl ReplicaGroup {
 /// Starts a replicated job: `n` replica works, each with its own work id.
 pub(crate) fn start(
     shared: &Arc<Shared>,
-    entry: Arc<JobEntry>,
+    entry: &Arc<JobEntry>,
     n: u32,
     quorum: u32,
     make: impl Fn() -> crate::sched::WorkSpec,
@@ -204,16 +207,18 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     // Results by what their receipts say.
     let mut done = Vec::new();
     for e in ended.into_iter().flatten() {
-        if let Ended::Done {
-            work,
-            outcome,
-            provider,
-            fitness_mips,
-            attempts,
-            receipt: Some(receipt),
-        } = e
-        {
-            done.push((work, outcome, provider, fitness_mips, attempts, receipt));
+        if let Ended::Done(d) = e {
+            let DoneReplica {
+                work,
+                outcome,
+                provider,
+                fitness_mips,
+                attempts,
+                receipt,
+            } = *d;
+            if let Some(receipt) = receipt {
+                done.push((work, outcome, provider, fitness_mips, attempts, receipt));
+            }
         }
     }
     let mut groups: HashMap<(String, u64), Vec<usize>> = HashMap::new();

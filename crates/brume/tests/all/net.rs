@@ -313,18 +313,26 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Starts a provider and waits until it says it is connected.
-    pub fn start(home: &Path, data: &Path, broker_url: &str, slots: u32) -> Provider {
-        let mut p = Provider::spawn(home, data, broker_url, slots);
+    /// Starts a provider (with extra `brume provide` arguments) and waits
+    /// until it says it is connected.
+    pub fn start_args(
+        home: &Path,
+        data: &Path,
+        broker_url: &str,
+        slots: u32,
+        extra: &[&str],
+    ) -> Provider {
+        let mut p = Provider::spawn(home, data, broker_url, slots, extra);
         p.proc.wait_event("connected");
         p
     }
 
     /// Starts a provider and waits only for its ready line (the broker may
     /// be down).
-    pub fn spawn(home: &Path, data: &Path, broker_url: &str, slots: u32) -> Provider {
+    fn spawn(home: &Path, data: &Path, broker_url: &str, slots: u32, extra: &[&str]) -> Provider {
         let mut cmd = command(home);
         cmd.args(["provide", "--json", "--broker", broker_url])
+            .args(extra)
             .args(["--slots", &slots.to_string()])
             .arg("--data")
             .arg(data);
@@ -438,12 +446,21 @@ impl Net {
 
     /// Starts one more provider and waits until the broker lists it.
     pub async fn add_provider(&mut self, slots: u32) -> usize {
-        let data = self
-            .tmp
+        self.add_provider_args(slots, &[]).await
+    }
+
+    /// The data dir the next provider will get (to prepare its key).
+    pub fn next_provider_dir(&self) -> PathBuf {
+        self.tmp
             .path()
-            .join(format!("provider-{}", self.next_provider));
+            .join(format!("provider-{}", self.next_provider))
+    }
+
+    /// [`Net::add_provider`] with extra `brume provide` arguments.
+    pub async fn add_provider_args(&mut self, slots: u32, extra: &[&str]) -> usize {
+        let data = self.next_provider_dir();
         self.next_provider += 1;
-        let p = Provider::start(self.tmp.path(), &data, &self.broker.url, slots);
+        let p = Provider::start_args(self.tmp.path(), &data, &self.broker.url, slots, extra);
         let address = p.address.clone();
         self.providers.push(p);
         let client = self.client.clone();

@@ -5,7 +5,7 @@
 use brume_client::ServiceKind;
 use brume_client::brume_api::Profile;
 use brume_client::brume_api::receipt::{CheatProof, SignedReceipt};
-use brume_client::brume_api::rest::JobState;
+use brume_client::brume_api::rest::{JobState, VerifyPolicy};
 use brume_identity::Identity;
 use test_programs_artifacts as art;
 
@@ -111,5 +111,139 @@ async fn job_results_carry_signed_receipts_and_proofs_verify_offline() {
     assert!(
         v["problems"].to_string().contains("does not conflict"),
         "{v}"
+    );
+}
+
+const TOKEN: u128 = 1_000_000_000_000_000_000;
+
+/// Funds `address` from the faucet and stakes `stake` of it (an approval
+/// of the payout account, signed with the provider's own key file).
+async fn fund_and_stake(net: &Net, data: &std::path::Path, stake: u128) -> Identity {
+    use brume_chain::{Call, Tx};
+    let id = Identity::load_or_create(&data.join("provider.key")).expect("provider key");
+    let address = id.address().to_string();
+    net.client
+        .faucet(&address, 1_000 * TOKEN)
+        .await
+        .expect("faucet");
+    let info = net.client.chain_info().await.expect("chain");
+    let account = net.client.chain_account(&address).await.expect("account");
+    let tx = Tx {
+        chain_id: info.chain_id,
+        from: id.address(),
+        nonce: account.nonce,
+        call: Call::Approve {
+            spender: info.payout_account.parse().expect("payout"),
+            amount: stake,
+        },
+    }
+    .sign(&id)
+    .expect("sign");
+    net.client
+        .submit_tx(&tx.tx.encode(), &tx.signature)
+        .await
+        .expect("stake");
+    id
+}
+
+/// 5 providers, 1 of them byzantine (20 %): it signs wrong outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_replication_no_wrong_result_gets_through_and_the_cheat_is_banned_slashed_and_unpaid()
+{
+    let config = "[broker.chain]\nfaucet = true\n";
+    let mut net = Net::start_with(0, 1, Some(config), &[]).await;
+    let mut honest = Vec::new();
+    for _ in 0..4 {
+        let i = net.add_provider_args(1, &[]).await;
+        honest.push(net.providers[i].address.clone());
+    }
+    let i = net.add_provider_args(1, &["--fault", "wrong-output"]).await;
+    let cheater = net.providers[i].address.clone();
+    for p in &net.providers {
+        fund_and_stake(&net, &p.data, 100 * TOKEN).await;
+    }
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+
+    // Ten jobs at once, each on 3 of the 5 providers; 2 must agree.
+    let mut jobs = Vec::new();
+    for k in 0..10u64 {
+        let mut spec = cpu_job(10_000 + k);
+        spec.verify = Some(VerifyPolicy::Replicate { n: 3, quorum: 2 });
+        jobs.push((k, net.client.submit(&spec).await.expect("submit")));
+    }
+    let mut proofs = Vec::new();
+    for (k, job) in &jobs {
+        let (_, result) = follow(&net.client, job.id).await;
+        assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+        // No wrong result reaches the requester.
+        assert_eq!(
+            result.stdout.0,
+            cpu_loop_output(10_000 + k).as_bytes(),
+            "job {k}"
+        );
+        let v = result.verification.expect("verification");
+        assert_eq!(v.replicas.len(), 3, "{v:?}");
+        let providers: std::collections::HashSet<_> =
+            v.replicas.iter().map(|r| r.provider.clone()).collect();
+        assert_eq!(providers.len(), 3, "distinct providers: {v:?}");
+        assert!(
+            v.cheaters.iter().all(|c| *c == cheater),
+            "only the byzantine provider is a cheat: {v:?}"
+        );
+        proofs.extend(v.proofs);
+        let receipt = result.receipt.expect("the winning receipt");
+        assert_ne!(receipt.receipt.provider, cheater);
+    }
+    // The cheat took part (it was idle when the replicas were queued), was
+    // caught, and its proof verifies offline.
+    assert!(
+        !proofs.is_empty(),
+        "the byzantine provider was never caught"
+    );
+    let (code, v) = verify_proof(&net, "cheat.json", &proofs[0]);
+    assert_eq!(code, 0, "{v}");
+
+    // Banned: dropped from the broker, and its reconnects refused.
+    let client = net.client.clone();
+    let gone = cheater.clone();
+    eventually("the broker drops the cheat", || {
+        let (client, gone) = (client.clone(), gone.clone());
+        async move {
+            let list = client.providers().await.ok()?;
+            (!list.providers.iter().any(|p| p.address == gone)).then_some(())
+        }
+    })
+    .await;
+    let idx = net.provider_index(&cheater);
+    let proc = &net.providers[idx].proc;
+    eventually("the cheat's reconnect is refused as banned", || async {
+        let tail = proc.stderr_tail();
+        (tail.matches("banned").count() >= 2).then_some(())
+    })
+    .await;
+
+    // Slashed: its whole stake went to the operator, with the proof's
+    // digest as the anchor.
+    let account = net.client.chain_account(&cheater).await.expect("account");
+    assert_eq!(account.allowance, "0", "{account:?}");
+    assert_eq!(account.balance, (900 * TOKEN).to_string(), "{account:?}");
+
+    // Unpaid: no ledger row names it; the honest replicas are billed.
+    let rows: serde_json::Value = reqwest::get(net.url("/v1/ledger/rows?limit=1000"))
+        .await
+        .expect("rows")
+        .json()
+        .await
+        .expect("json");
+    let rows = rows["rows"].as_array().expect("rows");
+    assert!(rows.len() >= 20, "{} rows", rows.len());
+    assert!(
+        rows.iter().all(|r| r["provider"] != cheater.as_str()),
+        "the cheat is not paid"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| honest.iter().any(|h| r["provider"] == h.as_str()))
     );
 }
