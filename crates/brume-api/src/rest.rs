@@ -182,6 +182,10 @@ pub enum VerifyPolicy {
     /// that at least `quorum` of them agree on wins. Providers that signed
     /// anything else are proven cheats.
     Replicate { n: u32, quorum: u32 },
+    /// BOINC-style: replicate (`replicate {2, 2}`) while the provider picked
+    /// first has a short run of consecutive valid results, otherwise run
+    /// once and spot-check with probability 1/run.
+    Adaptive,
 }
 
 /// The most replicas a job may ask for.
