@@ -395,7 +395,12 @@ fn on_frame(
             }
             match work::admit(shared, &assign) {
                 Err(refused) => {
-                    tracing::debug!(channel = ch, reason = %refused.reason, "refused");
+                    if matches!(refused.reason.as_str(), "no_capacity" | "draining") {
+                        tracing::debug!(channel = ch, reason = %refused.reason, "refused");
+                    } else {
+                        // A policy decision the operator may want to see.
+                        tracing::info!(channel = ch, reason = %refused.reason, message = %refused.message, "refused");
+                    }
                     work::send(&ctx.out, ch, &FromProvider::Refused(refused));
                 }
                 Ok((digest, reservation)) => {

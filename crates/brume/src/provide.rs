@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use brume_provider::{Connection, Provider, ProviderConfig};
+use brume_provider::{BlacklistSource, Connection, Fault, Provider, ProviderConfig};
 use serde_json::json;
 
 use crate::config::ProviderSection;
@@ -71,6 +71,28 @@ struct RunArgs {
     /// How long a drain (SIGTERM, SIGINT) waits for in-flight work.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     drain_grace: Duration,
+    /// Refuse this module digest (repeatable).
+    #[arg(long = "blacklist", value_name = "DIGEST")]
+    blacklist: Vec<brume_sandbox::Digest>,
+    /// Refuse the module digests in this file: one per line, `#` comments
+    /// (repeatable).
+    #[arg(long = "blacklist-file", value_name = "FILE")]
+    blacklist_file: Vec<PathBuf>,
+    /// Subscribe to the signed blacklist at URL, signed by SIGNER
+    /// (repeatable).
+    #[arg(long = "blacklist-url", value_name = "URL@0xSIGNER")]
+    blacklist_url: Vec<BlacklistSource>,
+    /// How often subscribed blacklists are fetched again.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    blacklist_refresh: Duration,
+    /// Run only modules signed by this developer (repeatable; default: any
+    /// module).
+    #[arg(long = "require-signed-by", value_name = "0xADDRESS")]
+    require_signed_by: Vec<brume_identity::EthAddress>,
+    /// Test mode: misbehave on purpose (wrong-output, wrong-fuel, stall,
+    /// drop).
+    #[arg(long, hide = true, value_name = "MODE")]
+    fault: Option<Fault>,
     /// Print machine-readable JSON lines on stdout.
     #[arg(long)]
     json: bool,
@@ -99,6 +121,10 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
             .map_err(|e| format!("config [provider] control {s:?}: {e}"))?,
         (None, None) => d.control_listen,
     };
+    let mut blacklist = args.blacklist;
+    for path in &args.blacklist_file {
+        blacklist.extend(read_blacklist_file(path)?);
+    }
     let allowed = if args.allow.is_empty() {
         file.allowed_services.clone()
     } else {
@@ -127,7 +153,28 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         control_listen: control,
         drain_grace: args.drain_grace,
         sandbox: None,
+        blacklist,
+        blacklist_sources: args.blacklist_url,
+        blacklist_refresh: args.blacklist_refresh,
+        require_signed_by: args.require_signed_by,
+        fault: args.fault,
     })
+}
+
+/// A `--blacklist-file`: one digest a line; blank lines and `#` comments
+/// are skipped.
+fn read_blacklist_file(path: &std::path::Path) -> Result<Vec<brume_sandbox::Digest>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("read blacklist file {}: {e}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i, line.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| {
+            line.parse()
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
 }
 
 async fn run(args: RunArgs, file: &ProviderSection) -> ExitCode {

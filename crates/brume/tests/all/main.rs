@@ -10,5 +10,6 @@ mod keys;
 mod ledger;
 mod net;
 mod network;
+mod provider_policy;
 mod settlement;
 mod trust;
