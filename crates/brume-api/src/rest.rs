@@ -586,6 +586,27 @@ pub struct ProviderInfo {
     /// Whether its stake meets the broker's `min_stake` (else it gets no work).
     #[serde(default = "yes")]
     pub staked: bool,
+    /// What the broker has seen of it (kept per address, across sessions).
+    #[serde(default)]
+    pub reputation: Reputation,
+}
+
+/// A provider's track record, per address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reputation {
+    /// Verified results in a row (a replica that agreed with its quorum);
+    /// reset by a failure, a timeout or a wrong result.
+    pub consecutive_valid: u64,
+    /// Verified results in total.
+    pub valid: u64,
+    /// Results returned (verified or not).
+    pub results: u64,
+    /// Attempts lost with the provider (disconnect, crash, refused late).
+    pub failures: u64,
+    /// Attempts it did not acknowledge in time.
+    pub timeouts: u64,
+    /// Mean time from assignment to result, in µs.
+    pub mean_latency_us: u64,
 }
 
 fn yes() -> bool {
