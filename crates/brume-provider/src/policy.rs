@@ -407,10 +407,17 @@ async fn refresh_one(shared: &Shared, i: usize, source: &BlacklistSource) {
         Ok((body, size, true)) => {
             tracing::info!(list = %source, digests = size, "blacklist updated");
             let path = cache_path(&shared.config.data_dir, source);
-            let saved = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&path, &body));
+            let write = {
+                let path = path.clone();
+                move || {
+                    path.parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::write(&path, &body))
+                }
+            };
+            let saved = tokio::task::spawn_blocking(write)
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             if let Err(e) = saved {
                 tracing::warn!(path = %path.display(), error = %e, "save a copy of a blacklist");
             }
