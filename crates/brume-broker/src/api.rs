@@ -1594,6 +1594,7 @@ async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<ProviderList> {
         .values()
         .map(|p| ProviderInfo {
             address: p.address.clone(),
+            reputation: s.reputation(&p.address),
             region: p.caps.region.clone(),
             slots: p.caps.slots,
             slots_busy: p.busy,

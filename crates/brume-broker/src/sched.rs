@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
-use brume_api::rest::Price;
+use brume_api::rest::{Price, Reputation};
 use brume_api::wire::{self, Assign, Capabilities, ToProvider};
 use brume_api::{ApiError, ErrorCode, Limits, Profile, ServiceKind, WorkId};
 use bytes::Bytes;
@@ -363,9 +363,29 @@ pub(crate) struct Scheduler {
     pub totals: Totals,
     /// The least stake a provider needs to get work.
     pub min_stake: u128,
+    /// Each provider's track record, by lowercase address (kept across its
+    /// sessions, in memory).
+    pub reputation: HashMap<String, Reputation>,
 }
 
+/// How many acceptable providers `pick` compares by reputation.
+const RANK_AMONG: usize = 8;
+
 impl Scheduler {
+    /// The track record of `address` (created empty).
+    pub fn reputation_mut(&mut self, address: &str) -> &mut Reputation {
+        self.reputation
+            .entry(address.to_ascii_lowercase())
+            .or_default()
+    }
+
+    pub fn reputation(&self, address: &str) -> Reputation {
+        self.reputation
+            .get(&address.to_ascii_lowercase())
+            .copied()
+            .unwrap_or_default()
+    }
+
     pub fn with_min_stake(min_stake: u128) -> Scheduler {
         Scheduler {
             min_stake,
@@ -484,6 +504,11 @@ impl Scheduler {
         }
         // Oldest first, so they regain the head of the queue in order.
         lost.sort_by_key(|inf| inf.work.id);
+        if !lost.is_empty() {
+            let r = self.reputation_mut(&entry.address);
+            r.failures += lost.len() as u64;
+            r.consecutive_valid = 0;
+        }
         for inf in lost.into_iter().rev() {
             let msg = format!("provider {} {reason}", entry.address);
             self.retry(inf.work, &msg, after);
@@ -543,16 +568,30 @@ impl Scheduler {
                 .get(id)
                 .is_some_and(|p| p.accepts(*id, work, refused))
         };
+        // Among the first few acceptable providers (warm ones first, then by
+        // load), the one with the longest run of verified results; ties go
+        // to the less loaded.
+        let rank = |id: &ProviderId| {
+            self.providers
+                .get(id)
+                .map_or(0, |p| self.reputation(&p.address).consecutive_valid)
+        };
+        let best = |set: &BTreeSet<(u32, ProviderId)>| {
+            set.iter()
+                .take(SCAN_CAP)
+                .filter(|(_, id)| ok(id))
+                .take(RANK_AMONG)
+                .map(|&(_, id)| id)
+                .enumerate()
+                .max_by_key(|(i, id)| (rank(id), std::cmp::Reverse(*i)))
+                .map(|(_, id)| id)
+        };
         if let Some(set) = self.warm.get(&work.spec.digest)
-            && let Some(&(_, id)) = set.iter().take(SCAN_CAP).find(|(_, id)| ok(id))
+            && let Some(id) = best(set)
         {
             return Some(id);
         }
-        self.idle
-            .iter()
-            .take(SCAN_CAP)
-            .find(|(_, id)| ok(id))
-            .map(|&(_, id)| id)
+        best(&self.idle)
     }
 
     fn assign(&mut self, id: ProviderId, work: Arc<Work>, after: &mut After) {
@@ -705,6 +744,13 @@ impl Scheduler {
             }
             None => (String::new(), 0),
         };
+        let latency = u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let r = self.reputation_mut(&provider);
+        r.results += 1;
+        // A running mean: no samples kept.
+        let mean = i128::from(r.mean_latency_us);
+        r.mean_latency_us =
+            u64::try_from(mean + (i128::from(latency) - mean) / i128::from(r.results)).unwrap_or(0);
         after.finish.push((
             inf.work,
             Completion::Done {
@@ -807,6 +853,9 @@ impl Scheduler {
                     .map(|p| p.address.clone())
                     .unwrap_or_default();
                 let why = format!("provider {who} did not acknowledge within {ack_timeout:?}");
+                let r = self.reputation_mut(&who);
+                r.timeouts += 1;
+                r.consecutive_valid = 0;
                 self.retry(inf.work, &why, after);
                 self.fill(id, after);
             }

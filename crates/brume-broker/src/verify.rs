@@ -256,6 +256,20 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         cheaters: Vec::new(),
         proofs: Vec::new(),
     };
+    // Reputation: a replica that agreed with its quorum is a verified
+    // result; one that didn't ends its provider's run.
+    if winner.is_some() {
+        let mut sched = shared.sched.lock();
+        for (i, d) in done.iter().enumerate() {
+            let r = sched.reputation_mut(&d.2);
+            if agreed.contains(&i) {
+                r.valid += 1;
+                r.consecutive_valid += 1;
+            } else {
+                r.consecutive_valid = 0;
+            }
+        }
+    }
     // Cheats: signed something else than a quorum agreed on.
     if winner.is_some() {
         for (i, d) in done.iter().enumerate() {
