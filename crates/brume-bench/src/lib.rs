@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod net;
 pub mod sandbox;
 pub mod settle;
+pub mod verify;
 
 use std::time::{Duration, Instant};
 

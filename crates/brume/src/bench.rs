@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `sandbox`, `invoke`, `job`, `ledger` or `settle`.
+    /// Which benchmark: `sandbox`, `invoke`, `job`, `ledger`, `settle` or
+    /// `verify`.
     name: String,
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
@@ -25,8 +26,9 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "job" => brume_bench::net::job(args.duration, &mut say).await,
         "ledger" => brume_bench::ledger::run(args.duration, &mut say).await,
         "settle" => brume_bench::settle::run(args.duration, args.rows, &mut say).await,
+        "verify" => brume_bench::verify::run(args.duration, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job, ledger, settle)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, ledger, settle, verify)"
         )),
     };
     match result {
