@@ -25,6 +25,19 @@ pub struct ServiceInfo {
     pub size_bytes: u64,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Whether the upload carried a developer's signature over the digest
+    /// (`x-brume-developer` and `x-brume-module-signature`).
+    #[serde(default)]
+    pub signed: bool,
+    /// The developer who signed the digest (`0x` address): the royalty
+    /// payee, named in every assignment of the module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developer_address: Option<String>,
+    /// The developer's EIP-191 signature over
+    /// [`module_message`](crate::wire::module_message) of the digest:
+    /// `0x` + 130 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_signature: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

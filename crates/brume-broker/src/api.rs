@@ -352,10 +352,59 @@ struct PublishQuery {
     kind: Option<ServiceKind>,
 }
 
+/// The developer who signed an upload (`0x` address), with
+/// [`SIGNATURE_HEADER`].
+pub(crate) const DEVELOPER_HEADER: &str = "x-brume-developer";
+/// The developer's EIP-191 signature over
+/// `brume_api::wire::module_message(digest)`: `0x` + 130 hex digits.
+pub(crate) const SIGNATURE_HEADER: &str = "x-brume-module-signature";
+
+/// An upload's claimed developer signature: both headers or neither.
+fn claimed_signature(headers: &HeaderMap) -> Res<Option<(String, Vec<u8>)>> {
+    let developer = header_str(headers, DEVELOPER_HEADER)?;
+    let signature = header_str(headers, SIGNATURE_HEADER)?;
+    let (developer, signature) = match (developer, signature) {
+        (None, None) => return Ok(None),
+        (Some(d), Some(s)) => (d.trim(), s.trim()),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("a signed upload needs both {DEVELOPER_HEADER} and {SIGNATURE_HEADER}"),
+            ));
+        }
+    };
+    let bytes = hex::decode(signature.strip_prefix("0x").unwrap_or(signature))
+        .ok()
+        .filter(|b| b.len() == 65)
+        .ok_or_else(|| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("{SIGNATURE_HEADER}: expected 0x and 130 hex digits (65 bytes)"),
+            )
+        })?;
+    Ok(Some((developer.to_string(), bytes)))
+}
+
+/// Checks a claimed signature over `digest`; the signer's address.
+fn check_module_signature(developer: &str, signature: &[u8], digest: &str) -> Res<String> {
+    let message = brume_api::wire::module_message(digest);
+    brume_identity::verify(message.as_bytes(), signature, developer)
+        .map(|a| a.to_string())
+        .map_err(|e| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{SIGNATURE_HEADER}: not a signature by {developer} over module sha256 {digest}: {e}"
+                ),
+            )
+        })
+}
+
 async fn publish(
     State(shared): Sh,
     auth: Auth,
     query: Result<Query<PublishQuery>, QueryRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(StatusCode, axum::Json<ServiceInfo>)> {
     let Query(q) = query.map_err(|e| {
@@ -368,6 +417,7 @@ async fn publish(
         )
     })?;
     validate_service_name(&q.name).map_err(Fail)?;
+    let claimed = claimed_signature(&headers)?;
     let bytes = body_or_fail(body, "module")?;
     if bytes.is_empty() {
         return Err(Fail::new(ErrorCode::InvalidModule, "the module is empty"));
@@ -410,6 +460,13 @@ async fn publish(
         ));
     }
     let digest = digest.to_string();
+    let signed = match claimed {
+        None => None,
+        Some((developer, signature)) => {
+            let signer = check_module_signature(&developer, &signature, &digest)?;
+            Some((signer, signature))
+        }
+    };
     // Text modules (.wat) are stored as the binary the digest names.
     let stored = if bytes.starts_with(b"\0asm") {
         bytes
@@ -426,17 +483,27 @@ async fn publish(
         digest: digest.clone(),
         size_bytes: stored.len() as u64,
         created_at_ms: crate::now_ms(),
+        signed: signed.is_some(),
+        developer_address: signed.as_ref().map(|(a, _)| a.clone()),
+        module_signature: signed
+            .as_ref()
+            .map(|(_, sig)| format!("0x{}", hex::encode(sig))),
     };
     shared.store.put_blob(digest.clone(), stored).await?;
     let row = info.clone();
-    let developer = auth.name;
+    // A signed module's developer (the royalty payee) is its signer.
+    let developer = match &signed {
+        Some((signer, _)) => signer.clone(),
+        None => auth.name,
+    };
     let dev = developer.clone();
+    let (signed_by, signature) = signed.unzip();
     shared
         .store
         .write(move |tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO services (name, kind, digest, size_bytes, created_at_ms, developer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![row.name, row.kind.as_str(), row.digest, row.size_bytes as i64, row.created_at_ms as i64, dev],
+                "INSERT OR REPLACE INTO services (name, kind, digest, size_bytes, created_at_ms, developer, signed_by, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                rusqlite::params![row.name, row.kind.as_str(), row.digest, row.size_bytes as i64, row.created_at_ms as i64, dev, signed_by, signature],
             )?;
             Ok(())
         })
@@ -449,7 +516,11 @@ async fn publish(
         .services
         .write()
         .insert(info.name.clone(), info.clone());
-    tracing::info!(service = %info.name, digest = %info.digest, "service published");
+    tracing::info!(
+        service = %info.name, digest = %info.digest,
+        developer = info.developer_address.as_deref().unwrap_or("(unsigned)"),
+        "service published"
+    );
     Ok((StatusCode::CREATED, axum::Json(info)))
 }
 
@@ -768,6 +839,7 @@ fn sync_work(
         ));
     }
     check_overload(shared)?;
+    let module_signature = module_signature(shared, Some(name), &svc.digest);
     let spec = WorkSpec {
         service: Some(name.to_string()),
         digest: svc.digest,
@@ -784,7 +856,7 @@ fn sync_work(
         seed: 0,
         clock_start_ms: 0,
         needs: shared.ledger.needs(Some(&admission)),
-        module_signature: None,
+        module_signature,
         replica: None,
         billing,
     };
@@ -903,19 +975,47 @@ fn end_user(headers: &HeaderMap) -> Res<String> {
     }
 }
 
-/// The developer of a service (the name of the key that published it), or
-/// of any service with this digest when there is no name.
+/// The developer of a service (its signer if the upload was signed, else
+/// the account of the key that published it), or, when there is no name,
+/// of a service with this digest (a signed one first).
 fn developer(shared: &Shared, name: Option<&str>, digest: &str) -> String {
     let devs = shared.developers.read();
     if let Some(name) = name {
         return devs.get(name).cloned().unwrap_or_default();
     }
     let services = shared.services.read();
-    services
-        .values()
-        .filter(|s| s.digest == digest)
-        .find_map(|s| devs.get(&s.name).cloned())
+    let with_digest = || services.values().filter(|s| s.digest == digest);
+    with_digest()
+        .find_map(|s| s.developer_address.clone())
+        .or_else(|| with_digest().find_map(|s| devs.get(&s.name).cloned()))
         .unwrap_or_default()
+}
+
+/// The developer signature that goes with every assignment of `digest`:
+/// the named service's if it was signed (over this digest), else that of
+/// any signed service with this digest (a signature covers the module, not
+/// the name). `None` for a module nobody signed.
+fn module_signature(
+    shared: &Shared,
+    name: Option<&str>,
+    digest: &str,
+) -> Option<brume_api::wire::ModuleSignature> {
+    let services = shared.services.read();
+    let of = |s: &ServiceInfo| -> Option<brume_api::wire::ModuleSignature> {
+        if s.digest != digest {
+            return None;
+        }
+        let developer = s.developer_address.clone()?;
+        let sig = s.module_signature.as_deref()?;
+        let signature = hex::decode(sig.strip_prefix("0x").unwrap_or(sig)).ok()?;
+        Some(brume_api::wire::ModuleSignature {
+            developer,
+            signature: signature.into(),
+        })
+    };
+    name.and_then(|n| services.get(n))
+        .and_then(of)
+        .or_else(|| services.values().find_map(of))
 }
 
 async fn invoke(
@@ -1022,7 +1122,14 @@ async fn forward(
 
 // ---- jobs ------------------------------------------------------------------
 
-fn work_spec(stored: &StoredJob, progress: Duration, needs: ledger::TierNeeds) -> WorkSpec {
+/// A job's work; `module_signature` is looked up by digest when the job
+/// starts ([`module_signature`]), not stored with the job.
+fn work_spec(
+    stored: &StoredJob,
+    progress: Duration,
+    needs: ledger::TierNeeds,
+    module_signature: Option<brume_api::wire::ModuleSignature>,
+) -> WorkSpec {
     WorkSpec {
         service: stored.service.clone(),
         digest: stored.digest.clone(),
@@ -1039,7 +1146,7 @@ fn work_spec(stored: &StoredJob, progress: Duration, needs: ledger::TierNeeds) -
         seed: stored.seed,
         clock_start_ms: 0,
         needs,
-        module_signature: None,
+        module_signature,
         replica: None,
         billing: Billing {
             requester: stored.requester.clone(),
@@ -1064,6 +1171,11 @@ fn start_job(
     hold: Option<Arc<crate::escrow::Hold>>,
 ) {
     let needs = shared.ledger.needs(entry.stored.admission.as_ref());
+    let signature = module_signature(
+        shared,
+        entry.stored.service.as_deref(),
+        &entry.stored.digest,
+    );
     let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
     if let Some(brume_api::rest::VerifyPolicy::Replicate { n, quorum }) = entry.stored.verify {
         // The replicas are billed one by one when the group is decided; the
@@ -1075,12 +1187,17 @@ fn start_job(
             &entry,
             n,
             quorum,
-            || work_spec(&stored, progress, needs),
+            || work_spec(&stored, progress, needs, signature.clone()),
             timeout,
         );
         return;
     }
-    let mut spec = work_spec(&entry.stored, shared.config.progress_interval, needs);
+    let mut spec = work_spec(
+        &entry.stored,
+        shared.config.progress_interval,
+        needs,
+        signature,
+    );
     spec.billing.hold = hold;
     let work = Work::new(entry.id, spec, Sink::Job(entry.clone()), timeout, attempts);
     shared.jobs.lock().insert(entry.id, (entry, None));

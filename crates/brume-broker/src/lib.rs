@@ -32,6 +32,7 @@ pub mod escrow;
 mod jobs;
 pub mod ledger;
 mod metrics;
+mod providers_admin;
 mod sched;
 mod session;
 pub mod settlement;
@@ -299,27 +300,7 @@ impl Broker {
             ..brume_sandbox::SandboxConfig::default()
         })
         .map_err(|e| BrokerError::Sandbox(e.to_string()))?;
-        let services = store
-            .read(|c| {
-                let mut stmt = c.prepare(
-                    "SELECT name, kind, digest, size_bytes, created_at_ms, developer FROM services",
-                )?;
-                let rows = stmt.query_map([], |r| {
-                    let kind: String = r.get(1)?;
-                    Ok((
-                        brume_api::rest::ServiceInfo {
-                            name: r.get(0)?,
-                            kind: kind.parse().unwrap_or(brume_api::ServiceKind::Command),
-                            digest: r.get(2)?,
-                            size_bytes: r.get::<_, i64>(3)? as u64,
-                            created_at_ms: r.get::<_, i64>(4)? as u64,
-                        },
-                        r.get::<_, String>(5)?,
-                    ))
-                })?;
-                rows.collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
+        let services = store.read(store::load_services).await?;
         let hashes = store.read(store::keys::all_hashes).await?;
         let banned: Vec<(String, String)> = store
             .read(|c| {
@@ -416,6 +397,7 @@ impl Broker {
         let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
         tokio::spawn(sweeper(shared.clone()));
         tokio::spawn(chain::stake_watcher(shared.clone()));
+        tokio::spawn(providers_admin::watch(shared.clone()));
         settlement::start(&shared).await;
         tokio::spawn(settlement::settle_loop(shared.clone()));
         let app = api::router(shared.clone());

@@ -1,5 +1,5 @@
 //! The broker's durable state in SQLite: API keys, services, jobs and their
-//! events. Module bytes live beside it as files (`blobs/{sha256}`).
+//! events, and the operator's word on providers (`provider_trust`, bans). Module bytes live beside it as files (`blobs/{sha256}`).
 //!
 //! One writer thread owns the write connection. Writes are closures sent to
 //! it; it runs everything queued in one transaction and commits once (group
@@ -87,6 +87,12 @@ CREATE TABLE IF NOT EXISTS provider_bans (
     proof BLOB,
     at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS provider_trust (
+    address TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS job_events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -139,6 +145,13 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     // `developer`.
     if !has("services", "developer")? {
         conn.execute_batch("ALTER TABLE services ADD COLUMN developer TEXT NOT NULL DEFAULT ''")?;
+    }
+    // A signed upload: the developer's address and signature (65 bytes)
+    // over the module digest (NULL for an unsigned one).
+    if !has("services", "signed_by")? {
+        conn.execute_batch(
+            "ALTER TABLE services ADD COLUMN signed_by TEXT; ALTER TABLE services ADD COLUMN signature BLOB;",
+        )?;
     }
     // The account address an API key is bound to ('' for none): the
     // ledger's requester and developer for that key.
@@ -396,5 +409,249 @@ pub mod keys {
             |r| r.get::<_, String>(0),
         )
         .optional()
+    }
+}
+
+/// Every service and its developer (the `developer` column: the signing
+/// address of a signed upload, else the publishing key's account), as the
+/// broker loads them at start-up.
+pub fn load_services(
+    conn: &Connection,
+) -> rusqlite::Result<Vec<(brume_api::rest::ServiceInfo, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, kind, digest, size_bytes, created_at_ms, developer, signed_by, signature FROM services",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let kind: String = r.get(1)?;
+        let signed_by: Option<String> = r.get(6)?;
+        let signature: Option<Vec<u8>> = r.get(7)?;
+        let (developer_address, module_signature) = match (signed_by, signature) {
+            (Some(a), Some(s)) => (Some(a), Some(format!("0x{}", hex::encode(s)))),
+            _ => (None, None),
+        };
+        Ok((
+            brume_api::rest::ServiceInfo {
+                name: r.get(0)?,
+                kind: kind.parse().unwrap_or(brume_api::ServiceKind::Command),
+                digest: r.get(2)?,
+                size_bytes: r.get::<_, i64>(3)? as u64,
+                created_at_ms: r.get::<_, i64>(4)? as u64,
+                signed: developer_address.is_some(),
+                developer_address,
+                module_signature,
+            },
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    rows.collect()
+}
+
+/// The operator's standing of a provider address (`brume broker providers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Operator-approved (tier 2).
+    Approved,
+    /// Refused at the handshake and disconnected until approved.
+    Suspended,
+    /// Refused for good (also recorded in `provider_bans`).
+    Banned,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Approved => "approved",
+            Standing::Suspended => "suspended",
+            Standing::Banned => "banned",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Standing> {
+        match s {
+            "approved" => Some(Standing::Approved),
+            "suspended" => Some(Standing::Suspended),
+            "banned" => Some(Standing::Banned),
+            _ => None,
+        }
+    }
+
+    /// Whether a provider with this standing may connect.
+    pub fn may_connect(self) -> bool {
+        self == Standing::Approved
+    }
+}
+
+/// A provider's standing and its reason: banned if `provider_bans` has the
+/// address (a proven cheat, or the operator's ban), else what
+/// `provider_trust` says, else `None` (never reviewed: tier 4).
+pub fn provider_status(
+    conn: &Connection,
+    address: &str,
+) -> rusqlite::Result<Option<(Standing, String)>> {
+    let address = address.to_ascii_lowercase();
+    let ban: Option<String> = conn
+        .query_row(
+            "SELECT reason FROM provider_bans WHERE address = ?1",
+            [&address],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(reason) = ban {
+        return Ok(Some((Standing::Banned, reason)));
+    }
+    let row: Option<(String, String)> = conn
+        .query_row(
+            "SELECT status, reason FROM provider_trust WHERE address = ?1",
+            [&address],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(s, reason)| Standing::parse(&s).map(|s| (s, reason))))
+}
+
+/// `brume broker providers`: the operator's standing of provider
+/// addresses (`provider_trust`), and the bans (`provider_bans`).
+pub mod providers {
+    use super::*;
+
+    /// One reviewed address.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TrustInfo {
+        /// Lowercase `0x` address.
+        pub address: String,
+        pub status: Standing,
+        pub reason: String,
+        pub at_ms: u64,
+    }
+
+    /// One banned address.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct BanInfo {
+        pub address: String,
+        pub reason: String,
+        /// Whether a proof of cheat is recorded with the ban.
+        pub has_proof: bool,
+        pub at_ms: u64,
+    }
+
+    /// Why a standing couldn't be changed.
+    #[derive(Debug, thiserror::Error)]
+    pub enum TrustError {
+        #[error("{address} is banned ({reason}); a ban is final")]
+        Banned { address: String, reason: String },
+        #[error(transparent)]
+        Store(#[from] StoreError),
+    }
+
+    impl From<rusqlite::Error> for TrustError {
+        fn from(e: rusqlite::Error) -> TrustError {
+            TrustError::Store(e.into())
+        }
+    }
+
+    /// Sets `address`'s standing. A ban also goes to `provider_bans` (an
+    /// existing ban row, perhaps with a proof, is kept); a banned address
+    /// can't be approved or suspended.
+    pub fn set(
+        conn: &Connection,
+        address: &str,
+        status: Standing,
+        reason: &str,
+    ) -> Result<TrustInfo, TrustError> {
+        let address = address.to_ascii_lowercase();
+        if status != Standing::Banned
+            && let Some((Standing::Banned, reason)) = provider_status(conn, &address)?
+        {
+            return Err(TrustError::Banned { address, reason });
+        }
+        let at_ms = crate::now_ms();
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO provider_trust (address, status, reason, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![address, status.as_str(), reason, at_ms as i64],
+        )?;
+        if status == Standing::Banned {
+            tx.execute(
+                "INSERT OR IGNORE INTO provider_bans (address, reason, proof, at_ms) VALUES (?1, ?2, NULL, ?3)",
+                params![address, reason, at_ms as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(TrustInfo {
+            address,
+            status,
+            reason: reason.to_string(),
+            at_ms,
+        })
+    }
+
+    /// Every reviewed address, by address.
+    pub fn list(conn: &Connection) -> Result<Vec<TrustInfo>, StoreError> {
+        let mut stmt = conn.prepare(
+            "SELECT address, status, reason, at_ms FROM provider_trust ORDER BY address",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (address, status, reason, at_ms) = row?;
+            if let Some(status) = Standing::parse(&status) {
+                out.push(TrustInfo {
+                    address,
+                    status,
+                    reason,
+                    at_ms: at_ms as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every ban, by address.
+    pub fn bans(conn: &Connection) -> Result<Vec<BanInfo>, StoreError> {
+        let mut stmt = conn.prepare(
+            "SELECT address, reason, proof IS NOT NULL, at_ms FROM provider_bans ORDER BY address",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(BanInfo {
+                address: r.get(0)?,
+                reason: r.get(1)?,
+                has_proof: r.get(2)?,
+                at_ms: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The addresses that may not connect, with why: the bans and the
+    /// suspensions.
+    pub fn refused(conn: &Connection) -> rusqlite::Result<Vec<(String, Standing, String)>> {
+        let mut stmt = conn.prepare(
+            "SELECT address, 'banned', reason FROM provider_bans
+             UNION ALL
+             SELECT address, status, reason FROM provider_trust
+             WHERE status = 'suspended' AND address NOT IN (SELECT address FROM provider_bans)",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (address, status, reason) = row?;
+            if let Some(s) = Standing::parse(&status) {
+                out.push((address, s, reason));
+            }
+        }
+        Ok(out)
     }
 }

@@ -1,5 +1,8 @@
 //! `brume broker`: run a broker; `brume broker keys create|list`: manage
-//! API keys (works whether or not the broker is running).
+//! API keys; `brume broker providers approve|suspend|ban|list`: the
+//! operator's word on providers. Both work on the data dir, whether or not
+//! the broker is running (a running broker applies provider changes within
+//! a second).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +28,41 @@ enum BrokerCommand {
     /// Manage the API keys requesters authenticate with.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Approve, suspend or ban provider addresses, and list them. A running
+    /// broker closes the session of a suspended or banned provider and
+    /// refuses its reconnects (close code 4005, with the reason).
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ProvidersCommand {
+    /// Record an address as operator-approved (tier 2; lifts a suspension).
+    Approve(Standing),
+    /// Disconnect an address and refuse it until it is approved.
+    Suspend(Standing),
+    /// Disconnect an address and refuse it for good.
+    Ban(Standing),
+    /// The reviewed addresses and every ban (with its reason).
+    List {
+        #[arg(long, env = "BRUME_DATA_DIR")]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Standing {
+    /// The provider's address (0x + 40 hex digits).
+    address: brume_chain::Address,
+    /// Why (shown to the provider when it is refused).
+    #[arg(long, default_value = "by the operator")]
+    reason: String,
+    #[arg(long, env = "BRUME_DATA_DIR")]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -88,6 +126,7 @@ fn default_data_dir() -> PathBuf {
 pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
     match args.command {
         Some(BrokerCommand::Keys(k)) => keys(k, file),
+        Some(BrokerCommand::Providers(p)) => providers(p, file),
         None => run(args.run, file).await,
     }
 }
@@ -151,6 +190,92 @@ fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn providers(cmd: ProvidersCommand, file: &BrokerSection) -> ExitCode {
+    use brume_broker::store::{self, Standing as S, providers as p};
+    let data_of = |d: Option<PathBuf>| {
+        d.or_else(|| file.data_dir.clone())
+            .unwrap_or_else(default_data_dir)
+    };
+    let (args, status) = match cmd {
+        ProvidersCommand::Approve(a) => (a, S::Approved),
+        ProvidersCommand::Suspend(a) => (a, S::Suspended),
+        ProvidersCommand::Ban(a) => (a, S::Banned),
+        ProvidersCommand::List { data, json } => {
+            let listed = store::open_sync(&data_of(data)).and_then(|c| {
+                let trust = p::list(&c)?;
+                let bans = p::bans(&c)?;
+                Ok((trust, bans))
+            });
+            return match listed {
+                Ok((trust, bans)) => {
+                    print_providers(&trust, &bans, json);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let address = args.address.to_string();
+    let dir = data_of(args.data);
+    let set = store::open_sync(&dir)
+        .map_err(p::TrustError::from)
+        .and_then(|c| p::set(&c, &address, status, &args.reason));
+    match set {
+        Ok(t) => {
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"address": t.address, "status": t.status.as_str(), "reason": t.reason, "at_ms": t.at_ms})
+                );
+            } else {
+                println!("{} {}", t.address, t.status.as_str());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_providers(
+    trust: &[brume_broker::store::providers::TrustInfo],
+    bans: &[brume_broker::store::providers::BanInfo],
+    json_out: bool,
+) {
+    if json_out {
+        let providers: Vec<_> = trust
+            .iter()
+            .map(|t| json!({"address": t.address, "status": t.status.as_str(), "reason": t.reason, "at_ms": t.at_ms}))
+            .collect();
+        let bans: Vec<_> = bans
+            .iter()
+            .map(|b| json!({"address": b.address, "reason": b.reason, "proof": b.has_proof, "at_ms": b.at_ms}))
+            .collect();
+        println!("{}", json!({"providers": providers, "bans": bans}));
+        return;
+    }
+    if trust.is_empty() && bans.is_empty() {
+        eprintln!("no reviewed or banned providers");
+        return;
+    }
+    for t in trust {
+        println!("{}\t{}\t{}", t.address, t.status.as_str(), t.reason);
+    }
+    for b in bans {
+        let proof = if b.has_proof {
+            " (proof of cheat recorded)"
+        } else {
+            ""
+        };
+        println!("{}\tban\t{}{proof}", b.address, b.reason);
     }
 }
 

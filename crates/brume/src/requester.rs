@@ -86,11 +86,87 @@ enum ServiceCommand {
         /// (a wasi:http component, called at /fn/NAME/...).
         #[arg(long, default_value = "command")]
         kind: ServiceKind,
+        #[command(flatten)]
+        sign: SignArgs,
     },
     /// List the broker's services.
     List,
     /// Show one service.
     Show { name: String },
+}
+
+/// A developer signature for `brume service publish`.
+#[derive(Debug, clap::Args)]
+struct SignArgs {
+    /// Sign the module's digest with this keyring key (its address or
+    /// name): the signer becomes the service's developer (royalty payee),
+    /// and providers that require signed modules can run it.
+    #[arg(long, value_name = "ADDRESS|NAME")]
+    sign_with: Option<String>,
+    /// The keyring directory (default: $BRUME_KEYS_DIR, else
+    /// ~/.local/share/brume/keys).
+    #[arg(
+        long,
+        env = "BRUME_KEYS_DIR",
+        value_name = "DIR",
+        requires = "sign_with"
+    )]
+    keys_dir: Option<PathBuf>,
+    /// Read the key's password from the first line of FILE (default:
+    /// $BRUME_KEY_PASSWORD, else a prompt on the terminal).
+    #[arg(long, value_name = "FILE", requires = "sign_with")]
+    password_file: Option<PathBuf>,
+}
+
+impl SignArgs {
+    /// The developer identity from the keyring, if `--sign-with` is given.
+    fn identity(&self) -> Result<Option<brume_identity::Identity>, Failure> {
+        use brume_identity::keyring::Keyring;
+        let Some(key) = &self.sign_with else {
+            return Ok(None);
+        };
+        let dir = self
+            .keys_dir
+            .clone()
+            .or_else(Keyring::default_dir)
+            .ok_or_else(|| {
+                Failure::Usage(
+                    "no keyring directory: set HOME or BRUME_KEYS_DIR, or pass --keys-dir".into(),
+                )
+            })?;
+        let ring = Keyring::new(dir);
+        // Find the key first: a wrong name shouldn't ask for a password.
+        ring.find(key)
+            .map_err(|e| Failure::Local(format!("--sign-with {key}: {e}")))?;
+        let password = self.password()?;
+        ring.load(key, password.as_bytes())
+            .map(Some)
+            .map_err(|e| Failure::Local(format!("load key {key}: {e}")))
+    }
+
+    fn password(&self) -> Result<String, Failure> {
+        const PASSWORD_ENV: &str = "BRUME_KEY_PASSWORD";
+        if let Some(path) = &self.password_file {
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(64 << 10).read_to_string(&mut text))
+                .map_err(|e| {
+                    Failure::Local(format!("read password file {}: {e}", path.display()))
+                })?;
+            let line = text.split('\n').next().unwrap_or_default();
+            return Ok(line.strip_suffix('\r').unwrap_or(line).to_string());
+        }
+        if let Ok(p) = std::env::var(PASSWORD_ENV) {
+            return Ok(p);
+        }
+        match brume_identity::keyring::prompt_password("key password: ") {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(Failure::Usage(format!(
+                "no password: pass --password-file FILE or set {PASSWORD_ENV}"
+            ))),
+            Err(e) => Err(Failure::Local(format!("read the password: {e}"))),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -460,10 +536,22 @@ async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCo
     let client = args.opts.client(file)?;
     let json = args.opts.json;
     match args.command {
-        ServiceCommand::Publish { file, name, kind } => {
+        ServiceCommand::Publish {
+            file,
+            name,
+            kind,
+            sign,
+        } => {
             let name = service_name(name.as_deref(), &file)?;
             let module = read_module(&file)?;
-            let info = client.publish(&name, kind, module).await?;
+            let info = match sign.identity()? {
+                Some(developer) => {
+                    client
+                        .publish_signed(&name, kind, module, &developer)
+                        .await?
+                }
+                None => client.publish(&name, kind, module).await?,
+            };
             if json {
                 emit_json(&info);
             } else {
@@ -474,6 +562,9 @@ async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCo
                     bytesize::ByteSize(info.size_bytes),
                     info.digest
                 );
+                if let Some(dev) = &info.developer_address {
+                    println!("signed by {dev}");
+                }
             }
         }
         ServiceCommand::List => {
@@ -515,6 +606,9 @@ fn print_service(info: &ServiceInfo) {
     println!("digest   sha256:{}", info.digest);
     println!("size     {}", bytesize::ByteSize(info.size_bytes));
     println!("created  {}", when(info.created_at_ms));
+    if let Some(dev) = &info.developer_address {
+        println!("signed   by {dev}");
+    }
 }
 
 fn print_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) {

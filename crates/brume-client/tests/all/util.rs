@@ -89,6 +89,9 @@ async fn publish(
         digest: "ab".repeat(32),
         size_bytes: body.len() as u64,
         created_at_ms: 1,
+        signed: false,
+        developer_address: None,
+        module_signature: None,
     };
     (StatusCode::CREATED, Json(info)).into_response()
 }

@@ -12,4 +12,5 @@ mod net;
 mod network;
 mod provider_policy;
 mod settlement;
+mod signed_services;
 mod trust;
