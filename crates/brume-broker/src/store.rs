@@ -447,7 +447,7 @@ pub fn load_services(
 }
 
 /// The operator's standing of a provider address (`brume broker providers`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Standing {
     /// Operator-approved (tier 2).
     Approved,
@@ -653,5 +653,77 @@ pub mod providers {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::providers::{self, TrustError};
+    use super::*;
+
+    #[test]
+    fn standings_bans_and_refusals() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let conn = open_sync(dir.path()).expect("open");
+        let (a, b, c) = ("0xAA00", "0xbb00", "0xcc00");
+        assert_eq!(provider_status(&conn, a).expect("status"), None);
+
+        providers::set(&conn, a, Standing::Approved, "known").expect("approve");
+        providers::set(&conn, b, Standing::Suspended, "slow").expect("suspend");
+        providers::set(&conn, c, Standing::Banned, "fraud").expect("ban");
+        let status = |x| provider_status(&conn, x).expect("status");
+        assert_eq!(status("0xaa00"), Some((Standing::Approved, "known".into())));
+        assert_eq!(status("0xBB00"), Some((Standing::Suspended, "slow".into())));
+        assert_eq!(status(c), Some((Standing::Banned, "fraud".into())));
+
+        // A ban is final; a suspension is lifted by approval.
+        let err = providers::set(&conn, c, Standing::Approved, "").expect_err("banned");
+        assert!(matches!(err, TrustError::Banned { .. }), "{err}");
+        let mut refused = providers::refused(&conn).expect("refused");
+        refused.sort();
+        assert_eq!(
+            refused,
+            [
+                ("0xbb00".into(), Standing::Suspended, "slow".into()),
+                ("0xcc00".into(), Standing::Banned, "fraud".into()),
+            ]
+        );
+        providers::set(&conn, b, Standing::Approved, "ok").expect("approve");
+        assert_eq!(providers::refused(&conn).expect("refused").len(), 1);
+
+        // A broker's own ban (a proof of cheat) is a ban too, and the
+        // operator's ban keeps its proof.
+        conn.execute(
+            "INSERT INTO provider_bans (address, reason, proof, at_ms) VALUES ('0xdd00', 'proven cheat', x'00', 1)",
+            [],
+        )
+        .expect("insert");
+        assert_eq!(
+            status("0xdd00"),
+            Some((Standing::Banned, "proven cheat".into()))
+        );
+        providers::set(&conn, "0xdd00", Standing::Banned, "again").expect("ban");
+        let bans = providers::bans(&conn).expect("bans");
+        let dd = bans.iter().find(|b| b.address == "0xdd00").expect("dd");
+        assert!(dd.has_proof && dd.reason == "proven cheat", "{dd:?}");
+    }
+
+    #[test]
+    fn an_old_services_table_gains_the_signature_columns() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let conn = Connection::open(dir.path().join("broker.db")).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE services (name TEXT PRIMARY KEY, kind TEXT NOT NULL, digest TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at_ms INTEGER NOT NULL);
+                 INSERT INTO services VALUES ('old', 'command', 'ab', 1, 2);",
+            )
+            .expect("old schema");
+        }
+        let conn = open_sync(dir.path()).expect("migrate");
+        let services = load_services(&conn).expect("load");
+        assert_eq!(services.len(), 1);
+        let (info, developer) = &services[0];
+        assert_eq!((info.name.as_str(), developer.as_str()), ("old", ""));
+        assert!(!info.signed && info.developer_address.is_none());
     }
 }
