@@ -1177,7 +1177,11 @@ fn start_job(
         &entry.stored.digest,
     );
     let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
-    if let Some(brume_api::rest::VerifyPolicy::Replicate { n, quorum }) = entry.stored.verify {
+    if let Some(
+        policy @ (brume_api::rest::VerifyPolicy::Replicate { .. }
+        | brume_api::rest::VerifyPolicy::Adaptive),
+    ) = entry.stored.verify
+    {
         // The replicas are billed one by one when the group is decided; the
         // job's reservation ends when it does.
         drop(hold);
@@ -1185,9 +1189,8 @@ fn start_job(
         crate::verify::start(
             shared,
             &entry,
-            n,
-            quorum,
-            || work_spec(&stored, progress, needs, signature.clone()),
+            policy,
+            Box::new(move || work_spec(&stored, progress, needs, signature.clone())),
             timeout,
         );
         return;
@@ -1336,7 +1339,10 @@ async fn submit_job(
         limits,
         // Verified work runs deterministically (replicas must agree).
         profile: match spec.verify {
-            Some(brume_api::rest::VerifyPolicy::Replicate { .. }) => Profile::Deterministic,
+            Some(
+                brume_api::rest::VerifyPolicy::Replicate { .. }
+                | brume_api::rest::VerifyPolicy::Adaptive,
+            ) => Profile::Deterministic,
             _ => spec.profile,
         },
         seed: spec.seed.unwrap_or(0),

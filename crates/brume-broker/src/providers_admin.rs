@@ -26,8 +26,6 @@ pub(crate) const RELOAD: Duration = Duration::from_secs(1);
 /// proven cheat or the operator's ban) or suspended by the operator.
 /// Reads the database (on a blocking thread), so a change made with
 /// `brume broker providers` applies to the next handshake.
-// FIXME: session.rs's handshake is to call this (then drop the allow).
-#[allow(dead_code)]
 pub(crate) async fn refusal(shared: &Shared, address: &str) -> Option<String> {
     if let Some(why) = crate::verify::is_banned(shared, address) {
         return Some(close_reason(&format!("{address} is banned: {why}")));

@@ -95,8 +95,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
             .await;
         }
     };
-    if let Some(why) = crate::verify::is_banned(&shared, &address) {
-        return refuse(socket, close::BANNED, format!("{address} is banned: {why}")).await;
+    // Banned (a proven cheat, or the operator) or suspended by the operator.
+    if let Some(why) = crate::providers_admin::refusal(&shared, &address).await {
+        return refuse(socket, close::BANNED, why).await;
     }
     let caps = hello.capabilities;
     if caps.slots == 0 || caps.memory_bytes == 0 {

@@ -34,22 +34,38 @@ use crate::Shared;
 use crate::jobs::JobEntry;
 use crate::sched::{Completion, Sink, Work};
 
+/// Under `adaptive`, a provider with a shorter run of consecutive verified
+/// results always has its result checked by a second replica.
+pub(crate) const ADAPTIVE_MIN_RUN: u64 = 10;
+
 /// The replicas of one job.
-#[derive(Debug)]
 pub(crate) struct ReplicaGroup {
     pub job: Arc<JobEntry>,
-    pub n: u32,
-    pub quorum: u32,
+    pub policy: VerifyPolicy,
     /// Addresses of the providers given a replica: no address gets two.
     pub taken: parking_lot::Mutex<HashSet<String>>,
     state: parking_lot::Mutex<GroupState>,
     shared: Weak<Shared>,
+    /// A new replica's spec (adaptive groups grow).
+    make: Box<dyn Fn() -> crate::sched::WorkSpec + Send + Sync>,
+    queue_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for ReplicaGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaGroup")
+            .field("job", &self.job.id)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
 struct GroupState {
     children: Vec<Arc<Work>>,
     ended: Vec<Option<Ended>>,
+    /// Agreeing results needed (adaptive: 1 unchecked, then 2).
+    quorum: u32,
     cancelled: bool,
     decided: bool,
 }
@@ -117,58 +133,115 @@ impl ReplicaGroup {
         };
         if all_ended && let Some(shared) = self.shared.upgrade() {
             let group = self.clone();
-            tokio::spawn(async move { decide(&shared, &group).await });
+            tokio::spawn(async move {
+                if !(group.policy == VerifyPolicy::Adaptive && extend(&shared, &group)) {
+                    decide(&shared, &group).await;
+                }
+            });
         }
+    }
+
+    /// Adds a replica (a new work on a provider not used yet).
+    fn add_replica(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let work = {
+            let mut st = self.state.lock();
+            let index = st.ended.len();
+            st.ended.push(None);
+            st.decided = false;
+            let mut spec = (self.make)();
+            spec.replica = Some(self.clone());
+            let work = Work::new(
+                WorkId::new(),
+                spec,
+                Sink::Replica(self.clone(), index),
+                self.queue_timeout,
+                0,
+            );
+            st.children.push(work.clone());
+            work
+        };
+        shared.works.lock().insert(work.id, work.clone());
+        shared.with_sched(|s, a| s.submit(work, a));
     }
 }
 
-/// Starts a replicated job: `n` replica works, each with its own work id.
+/// The adaptive policy's next step once every replica so far has ended:
+/// true if it added a replica (the group is decided later).
+///
+/// - One result: checked by a second replica if its provider's run of
+///   consecutive verified results is under [`ADAPTIVE_MIN_RUN`], else with
+///   probability 1/run; unchecked, it is delivered as is.
+/// - Two results that disagree (or one of two replicas lost): a third
+///   replica breaks the tie, with a quorum of two.
+fn extend(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
+    let (n, results): (usize, Vec<(String, String, u64)>) = {
+        let st = group.state.lock();
+        if st.cancelled {
+            return false;
+        }
+        let results = st
+            .ended
+            .iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Ended::Done(d) => d.receipt.as_ref().map(|r| {
+                    (
+                        d.provider.clone(),
+                        r.receipt.output_digest.clone(),
+                        r.receipt.fuel,
+                    )
+                }),
+                Ended::Failed => None,
+            })
+            .collect();
+        (st.ended.len(), results)
+    };
+    let check = match (n, results.as_slice()) {
+        (1, [(provider, _, _)]) => {
+            let run = shared.sched.lock().reputation(provider).consecutive_valid;
+            run < ADAPTIVE_MIN_RUN || rand::random::<f64>() < 1.0 / run as f64
+        }
+        (2, [(_, a, fa), (_, b, fb)]) => a != b || fa != fb,
+        (2, [_]) => true,
+        _ => false,
+    };
+    if check {
+        group.state.lock().quorum = 2;
+        group.add_replica(shared);
+    }
+    check
+}
+
+/// Starts a verified job: `replicate {n, quorum}` starts `n` replica works
+/// (each with its own work id); `adaptive` starts one and grows.
 pub(crate) fn start(
     shared: &Arc<Shared>,
     entry: &Arc<JobEntry>,
-    n: u32,
-    quorum: u32,
-    make: impl Fn() -> crate::sched::WorkSpec,
+    policy: VerifyPolicy,
+    make: Box<dyn Fn() -> crate::sched::WorkSpec + Send + Sync>,
     queue_timeout: std::time::Duration,
 ) {
+    let (n, quorum) = match policy {
+        VerifyPolicy::Replicate { n, quorum } => (n, quorum),
+        VerifyPolicy::Adaptive | VerifyPolicy::None => (1, 1),
+    };
     let group = Arc::new(ReplicaGroup {
         job: entry.clone(),
-        n,
-        quorum,
+        policy,
         taken: Default::default(),
         state: parking_lot::Mutex::new(GroupState {
-            ended: (0..n).map(|_| None).collect(),
+            quorum,
             ..GroupState::default()
         }),
         shared: Arc::downgrade(shared),
+        make,
+        queue_timeout,
     });
-    let mut children = Vec::with_capacity(n as usize);
-    for i in 0..n as usize {
-        let mut spec = make();
-        spec.replica = Some(group.clone());
-        let work = Work::new(
-            WorkId::new(),
-            spec,
-            Sink::Replica(group.clone(), i),
-            queue_timeout,
-            0,
-        );
-        children.push(work);
-    }
-    group.state.lock().children.clone_from(&children);
     shared.jobs.lock().insert(entry.id, (entry.clone(), None));
     shared.replicas.lock().insert(entry.id, group.clone());
-    {
-        let mut works = shared.works.lock();
-        for w in &children {
-            works.insert(w.id, w.clone());
-        }
+    for _ in 0..n {
+        group.add_replica(shared);
     }
-    shared.with_sched(|s, a| {
-        for w in children {
-            s.submit(w, a);
-        }
-    });
 }
 
 /// Cancels a replicated job's replicas; false if it is not one (or over).
@@ -196,14 +269,16 @@ pub(crate) fn cancel(shared: &Arc<Shared>, job: WorkId) -> bool {
 
 /// Decides a group whose replicas have all ended (see the module docs).
 async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
-    let (ended, cancelled, children) = {
+    let (ended, cancelled, children, quorum) = {
         let mut st = group.state.lock();
         (
             std::mem::take(&mut st.ended),
             st.cancelled,
             std::mem::take(&mut st.children),
+            st.quorum,
         )
     };
+    let n = children.len();
     // Results by what their receipts say.
     let mut done = Vec::new();
     for e in ended.into_iter().flatten() {
@@ -228,7 +303,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     }
     let winner = groups
         .values()
-        .filter(|v| v.len() as u32 >= group.quorum)
+        .filter(|v| v.len() as u32 >= quorum)
         .max_by_key(|v| v.len())
         .cloned();
     let agreed: HashSet<usize> = winner.iter().flatten().copied().collect();
@@ -238,10 +313,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         .map(|&i| done[i].5.clone())
         .collect();
     let mut verification = Verification {
-        policy: VerifyPolicy::Replicate {
-            n: group.n,
-            quorum: group.quorum,
-        },
+        policy: group.policy,
         replicas: done
             .iter()
             .enumerate()
@@ -257,8 +329,9 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         proofs: Vec::new(),
     };
     // Reputation: a replica that agreed with its quorum is a verified
-    // result; one that didn't ends its provider's run.
-    if winner.is_some() {
+    // result; one that didn't ends its provider's run. (A result nobody
+    // checked verifies nothing.)
+    if winner.is_some() && done.len() >= 2 {
         let mut sched = shared.sched.lock();
         for (i, d) in done.iter().enumerate() {
             let r = sched.reputation_mut(&d.2);
@@ -342,9 +415,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             error: ApiError::new(
                 ErrorCode::Unverified,
                 format!(
-                    "no {} of the {} replicas agreed ({} returned a result)",
-                    group.quorum,
-                    group.n,
+                    "no {quorum} of the {n} replicas agreed ({} returned a result)",
                     done.len()
                 ),
             ),

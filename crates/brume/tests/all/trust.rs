@@ -247,3 +247,31 @@ async fn under_replication_no_wrong_result_gets_through_and_the_cheat_is_banned_
             .all(|r| honest.iter().any(|h| r["provider"] == h.as_str()))
     );
 }
+
+/// Adaptive: while providers have short runs of verified results, every
+/// result is checked by a second replica; each agreement lengthens both
+/// providers' runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_checks_results_of_providers_with_short_runs() {
+    let net = Net::start(3, 1).await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    for k in 0..3u64 {
+        let mut spec = cpu_job(5_000 + k);
+        spec.verify = Some(VerifyPolicy::Adaptive);
+        let job = net.client.submit(&spec).await.expect("submit");
+        let (_, result) = follow(&net.client, job.id).await;
+        assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+        assert_eq!(result.stdout.0, cpu_loop_output(5_000 + k).as_bytes());
+        let v = result.verification.expect("verification");
+        assert_eq!(v.policy, VerifyPolicy::Adaptive);
+        assert_eq!(v.replicas.len(), 2, "a short run is always checked: {v:?}");
+        assert!(v.replicas.iter().all(|r| r.agreed), "{v:?}");
+        assert!(v.cheaters.is_empty());
+    }
+    // Three checked jobs, two replicas each: six verified results in all.
+    let list = net.client.providers().await.expect("providers");
+    let valid: u64 = list.providers.iter().map(|p| p.reputation.valid).sum();
+    assert_eq!(valid, 6, "{list:?}");
+    assert!(list.providers.iter().all(|p| p.reputation.failures == 0));
+}
