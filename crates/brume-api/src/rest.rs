@@ -186,7 +186,7 @@ pub struct JobSpec {
 }
 
 /// How a result is verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VerifyPolicy {
     /// Run once, trust the provider's signed receipt.
@@ -199,6 +199,11 @@ pub enum VerifyPolicy {
     /// first has a short run of consecutive valid results, otherwise run
     /// once and spot-check with probability 1/run.
     Adaptive,
+    /// A companion command service checks each result: it runs with the
+    /// job's args as its args, the job's stdout as its stdin and
+    /// `BRUME_EXIT_CODE` in its environment, and exit code 0 accepts. A
+    /// rejected result is run again on another provider (up to 3 tries).
+    Verifier { service: String },
 }
 
 /// The most replicas a job may ask for.
@@ -246,6 +251,11 @@ impl JobSpec {
     /// the field.
     pub fn validate(&self) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
+        if let Some(VerifyPolicy::Verifier { service }) = &self.verify
+            && let Err(e) = validate_service_name(service)
+        {
+            return bad(format!("verify.service: {}", e.message));
+        }
         if let Some(VerifyPolicy::Replicate { n, .. }) = self.verify
             && !(2..=MAX_REPLICAS).contains(&n)
         {

@@ -329,7 +329,7 @@ impl Tally {
             let client = client.clone();
             let next = self.next.clone();
             let stop = stop.clone();
-            let verify = self.verify;
+            let verify = self.verify.clone();
             tasks.push(tokio::spawn(async move {
                 let mut done = Vec::new();
                 loop {
@@ -343,7 +343,7 @@ impl Tally {
                         service: Some("cpu".into()),
                         args: vec![n.to_string()],
                         profile: Profile::Deterministic,
-                        verify: Some(verify),
+                        verify: Some(verify.clone()),
                         ..JobSpec::default()
                     };
                     let t = Instant::now();

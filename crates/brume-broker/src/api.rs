@@ -858,6 +858,7 @@ fn sync_work(
         needs: shared.ledger.needs(Some(&admission)),
         module_signature,
         replica: None,
+        avoid: None,
         billing,
     };
     Ok((spec, body))
@@ -1148,6 +1149,7 @@ fn work_spec(
         needs,
         module_signature,
         replica: None,
+        avoid: None,
         billing: Billing {
             requester: stored.requester.clone(),
             end_user: stored.end_user.clone(),
@@ -1179,8 +1181,9 @@ fn start_job(
     let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
     if let Some(
         policy @ (brume_api::rest::VerifyPolicy::Replicate { .. }
-        | brume_api::rest::VerifyPolicy::Adaptive),
-    ) = entry.stored.verify
+        | brume_api::rest::VerifyPolicy::Adaptive
+        | brume_api::rest::VerifyPolicy::Verifier { .. }),
+    ) = entry.stored.verify.clone()
     {
         // The replicas are billed one by one when the group is decided; the
         // job's reservation ends when it does.
@@ -1341,7 +1344,8 @@ async fn submit_job(
         profile: match spec.verify {
             Some(
                 brume_api::rest::VerifyPolicy::Replicate { .. }
-                | brume_api::rest::VerifyPolicy::Adaptive,
+                | brume_api::rest::VerifyPolicy::Adaptive
+                | brume_api::rest::VerifyPolicy::Verifier { .. },
             ) => Profile::Deterministic,
             _ => spec.profile,
         },

@@ -59,6 +59,9 @@ pub(crate) struct WorkSpec {
     pub module_signature: Option<wire::ModuleSignature>,
     /// The replica group, for a replica of a replicated job.
     pub replica: Option<Arc<crate::verify::ReplicaGroup>>,
+    /// A provider address that must not run it (a verifier run avoids the
+    /// provider whose result it checks).
+    pub avoid: Option<String>,
     /// Who the ledger row names and what it records privately.
     pub billing: crate::ledger::Billing,
 }
@@ -304,6 +307,9 @@ impl ProviderEntry {
             && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
             && self.caps.slots >= s.needs.min_threads
             && s.replica.as_ref().is_none_or(|g| g.allows(&self.address))
+            && s.avoid
+                .as_ref()
+                .is_none_or(|a| !a.eq_ignore_ascii_case(&self.address))
             && self.caps.fitness_mips >= s.needs.min_mips
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
@@ -944,6 +950,7 @@ mod tests {
             needs: Default::default(),
             module_signature: None,
             replica: None,
+            avoid: None,
             billing: Default::default(),
         };
         let (tx, _rx) = oneshot::channel();

@@ -66,6 +66,8 @@ struct GroupState {
     ended: Vec<Option<Ended>>,
     /// Agreeing results needed (adaptive: 1 unchecked, then 2).
     quorum: u32,
+    /// Verifier policy: the replica (work id) the verifier accepted.
+    accepted: Option<WorkId>,
     cancelled: bool,
     decided: bool,
 }
@@ -134,8 +136,14 @@ impl ReplicaGroup {
         if all_ended && let Some(shared) = self.shared.upgrade() {
             let group = self.clone();
             tokio::spawn(async move {
-                if !(group.policy == VerifyPolicy::Adaptive && extend(&shared, &group)) {
-                    decide(&shared, &group).await;
+                match &group.policy {
+                    VerifyPolicy::Adaptive if extend(&shared, &group) => {}
+                    VerifyPolicy::Verifier { service } => {
+                        if !check(&shared, &group, service).await {
+                            decide(&shared, &group).await;
+                        }
+                    }
+                    _ => decide(&shared, &group).await,
                 }
             });
         }
@@ -223,7 +231,7 @@ pub(crate) fn start(
 ) {
     let (n, quorum) = match policy {
         VerifyPolicy::Replicate { n, quorum } => (n, quorum),
-        VerifyPolicy::Adaptive | VerifyPolicy::None => (1, 1),
+        VerifyPolicy::Adaptive | VerifyPolicy::Verifier { .. } | VerifyPolicy::None => (1, 1),
     };
     let group = Arc::new(ReplicaGroup {
         job: entry.clone(),
@@ -267,15 +275,104 @@ pub(crate) fn cancel(shared: &Arc<Shared>, job: WorkId) -> bool {
     true
 }
 
+/// The verifier policy's step once the newest replica has ended: runs the
+/// verifier service on its result; true if the group goes on (a rejected
+/// result is run again on another provider, up to 3 replicas), false if it
+/// is to be decided (accepted, or out of tries).
+async fn check(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>, service: &str) -> bool {
+    const TRIES: usize = 3;
+    let (tries, newest) = {
+        let st = group.state.lock();
+        let newest = match st.ended.last() {
+            Some(Some(Ended::Done(d))) => Some((d.work.id, d.provider.clone(), d.outcome.clone())),
+            _ => None,
+        };
+        (st.ended.len(), newest)
+    };
+    let retry = |shared: &Arc<Shared>| {
+        if tries < TRIES {
+            group.add_replica(shared);
+            true
+        } else {
+            false
+        }
+    };
+    let Some((work_id, provider, outcome)) = newest else {
+        return retry(shared);
+    };
+    let accepted = match *outcome {
+        Outcome::Exited {
+            exit_code, stdout, ..
+        } => run_verifier(shared, group, service, &provider, exit_code, stdout).await,
+        _ => false,
+    };
+    if accepted {
+        group.state.lock().accepted = Some(work_id);
+        return false;
+    }
+    tracing::info!(job = %group.job.id, %provider, "the verifier rejected a result");
+    shared
+        .sched
+        .lock()
+        .reputation_mut(&provider)
+        .consecutive_valid = 0;
+    retry(shared)
+}
+
+/// Runs `service` on a job's result (see `VerifyPolicy::Verifier`) on
+/// another provider than the one that returned it; true if it exits 0.
+async fn run_verifier(
+    shared: &Arc<Shared>,
+    group: &Arc<ReplicaGroup>,
+    service: &str,
+    checked: &str,
+    exit_code: i32,
+    stdout: bytes::Bytes,
+) -> bool {
+    let Some(svc) = shared.services.read().get(service).cloned() else {
+        tracing::warn!(job = %group.job.id, "verifier service {service} does not exist");
+        return false;
+    };
+    let mut spec = (group.make)();
+    let mut args = vec![service.to_string()];
+    args.extend(spec.args.iter().skip(1).cloned());
+    spec.service = Some(service.to_string());
+    spec.digest = svc.digest;
+    spec.kind = brume_api::ServiceKind::Command;
+    spec.profile = brume_api::Profile::Standard;
+    spec.args = args;
+    spec.env = vec![("BRUME_EXIT_CODE".into(), exit_code.to_string())];
+    spec.stdin = stdout;
+    spec.progress_ms = None;
+    spec.module_signature = None;
+    spec.replica = None;
+    spec.avoid = Some(checked.to_string());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let work = Work::new(
+        WorkId::new(),
+        spec,
+        Sink::Invoke(parking_lot::Mutex::new(Some(tx))),
+        group.queue_timeout,
+        0,
+    );
+    shared.with_sched(|s, a| s.submit(work, a));
+    matches!(
+        rx.await,
+        Ok(Completion::Done { outcome, .. })
+            if matches!(*outcome, Outcome::Exited { exit_code: 0, .. })
+    )
+}
+
 /// Decides a group whose replicas have all ended (see the module docs).
 async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
-    let (ended, cancelled, children, quorum) = {
+    let (ended, cancelled, children, quorum, accepted) = {
         let mut st = group.state.lock();
         (
             std::mem::take(&mut st.ended),
             st.cancelled,
             std::mem::take(&mut st.children),
             st.quorum,
+            st.accepted,
         )
     };
     let n = children.len();
@@ -301,11 +398,19 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         let key = (d.5.receipt.output_digest.clone(), d.5.receipt.fuel);
         groups.entry(key).or_default().push(i);
     }
-    let winner = groups
-        .values()
-        .filter(|v| v.len() as u32 >= quorum)
-        .max_by_key(|v| v.len())
-        .cloned();
+    let winner = if let VerifyPolicy::Verifier { .. } = group.policy {
+        // The verifier's word, not a vote: the accepted replica alone.
+        accepted
+            .and_then(|id| done.iter().position(|d| d.0.id == id))
+            .map(|i| vec![i])
+    } else {
+        groups
+            .values()
+            .filter(|v| v.len() as u32 >= quorum)
+            .max_by_key(|v| v.len())
+            .cloned()
+    };
+    let by_verifier = matches!(group.policy, VerifyPolicy::Verifier { .. });
     let agreed: HashSet<usize> = winner.iter().flatten().copied().collect();
     let quorum_receipts: Vec<SignedReceipt> = winner
         .iter()
@@ -313,7 +418,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         .map(|&i| done[i].5.clone())
         .collect();
     let mut verification = Verification {
-        policy: group.policy,
+        policy: group.policy.clone(),
         replicas: done
             .iter()
             .enumerate()
@@ -331,7 +436,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     // Reputation: a replica that agreed with its quorum is a verified
     // result; one that didn't ends its provider's run. (A result nobody
     // checked verifies nothing.)
-    if winner.is_some() && done.len() >= 2 {
+    if winner.is_some() && (done.len() >= 2 || by_verifier) {
         let mut sched = shared.sched.lock();
         for (i, d) in done.iter().enumerate() {
             let r = sched.reputation_mut(&d.2);
@@ -343,8 +448,9 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             }
         }
     }
-    // Cheats: signed something else than a quorum agreed on.
-    if winner.is_some() {
+    // Cheats: signed something else than a quorum agreed on. (A verifier's
+    // rejection proves nothing to third parties: no ban, but no pay.)
+    if winner.is_some() && !by_verifier {
         for (i, d) in done.iter().enumerate() {
             if agreed.contains(&i) {
                 continue;
@@ -362,7 +468,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     let mut cost = 0u128;
     let mut tier = String::new();
     for (i, d) in done.iter().enumerate() {
-        if winner.is_some() && !agreed.contains(&i) {
+        if (winner.is_some() || by_verifier) && !agreed.contains(&i) {
             continue;
         }
         let usage = d.1.usage();

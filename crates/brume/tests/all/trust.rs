@@ -275,3 +275,61 @@ async fn adaptive_checks_results_of_providers_with_short_runs() {
     assert_eq!(valid, 6, "{list:?}");
     assert!(list.providers.iter().all(|p| p.reputation.failures == 0));
 }
+
+/// The verifier policy: a companion service checks each result; a wrong
+/// one is rejected and run again elsewhere, and only the accepted replica
+/// is delivered and paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verifier_policy_rejects_a_wrong_output_and_reruns_it_elsewhere() {
+    let mut net = Net::start(0, 1).await;
+    let liar = net.add_provider_args(1, &["--fault", "wrong-output"]).await;
+    let liar = net.providers[liar].address.clone();
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    net.publish("cpu-verify", ServiceKind::Command, art::CPU_VERIFY_P1_BYTES)
+        .await;
+    // Only the liar is connected: it runs the job first. Its result waits
+    // for a verifier on another provider.
+    let mut spec = cpu_job(12_345);
+    spec.verify = Some(VerifyPolicy::Verifier {
+        service: "cpu-verify".into(),
+    });
+    let job = net.client.submit(&spec).await.expect("submit");
+    net.add_provider(1).await;
+    net.add_provider(1).await;
+    let (_, result) = follow(&net.client, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout.0, cpu_loop_output(12_345).as_bytes());
+    let v = result.verification.expect("verification");
+    assert_eq!(v.replicas.len(), 2, "{v:?}");
+    let lied = v
+        .replicas
+        .iter()
+        .find(|r| r.provider == liar)
+        .expect("the liar ran the first replica");
+    assert!(!lied.agreed, "{v:?}");
+    assert!(v.replicas.iter().any(|r| r.agreed && r.provider != liar));
+    assert!(
+        v.cheaters.is_empty(),
+        "a verifier's no is not a proof: {v:?}"
+    );
+    let receipt = result.receipt.expect("receipt");
+    assert_ne!(receipt.receipt.provider, liar);
+
+    // The rejected replica is not paid: no row for the cpu module names the
+    // liar (it may have run a verifier, which is paid).
+    let cpu = net.client.service("cpu").await.expect("cpu service").digest;
+    let rows: serde_json::Value = reqwest::get(net.url("/v1/ledger/rows?limit=1000"))
+        .await
+        .expect("rows")
+        .json()
+        .await
+        .expect("json");
+    let rows = rows["rows"].as_array().expect("rows");
+    assert!(
+        rows.iter()
+            .filter(|r| r["service_digest"] == cpu.as_str())
+            .all(|r| r["provider"] != liar.as_str()),
+        "{rows:?}"
+    );
+}
