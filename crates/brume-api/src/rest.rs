@@ -183,6 +183,11 @@ pub struct JobSpec {
     /// in the deterministic profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyPolicy>,
+    /// The trust tiers (1–4) it may run on (default: the account's, else
+    /// all): 1 the organisation's own providers, 2 operator-approved, 3
+    /// attested, 4 anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<u8>>,
 }
 
 /// How a result is verified.
@@ -251,6 +256,11 @@ impl JobSpec {
     /// the field.
     pub fn validate(&self) -> Result<(), ApiError> {
         let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
+        if let Some(tiers) = &self.tiers
+            && (tiers.is_empty() || tiers.iter().any(|t| !(1..=4).contains(t)))
+        {
+            return bad(format!("tiers: {tiers:?}; one or more of 1, 2, 3, 4"));
+        }
         if let Some(VerifyPolicy::Verifier { service }) = &self.verify
             && let Err(e) = validate_service_name(service)
         {
@@ -612,6 +622,14 @@ pub struct ProviderInfo {
     /// What the broker has seen of it (kept per address, across sessions).
     #[serde(default)]
     pub reputation: Reputation,
+    /// Its trust tier: 1 an organisation's own, 2 operator-approved, 3
+    /// attested, 4 anyone.
+    #[serde(default = "tier_four")]
+    pub tier: u8,
+}
+
+fn tier_four() -> u8 {
+    4
 }
 
 /// A provider's track record, per address.

@@ -91,6 +91,30 @@ pub struct Capabilities {
     pub allowed_services: Option<Vec<String>>,
     /// Digests already compiled in its cache.
     pub cached: Vec<String>,
+    /// The organisation whose private pool it belongs to (trust tier 1).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Evidence about the machine (trust tier 3), for the broker's
+    /// attestation verifier.
+    #[serde(default)]
+    pub attestation: Option<Attestation>,
+}
+
+/// Attestation evidence: `kind` names the verifier that understands
+/// `evidence` (`test`: an EIP-191 signature by the broker's configured
+/// attestation authority over [`attestation_message`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    pub kind: String,
+    pub evidence: Bytes,
+}
+
+/// What the test attestation authority signs for a provider address.
+pub fn attestation_message(provider: &str) -> String {
+    format!(
+        "brume attestation v1\nprovider: {}",
+        provider.to_ascii_lowercase()
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -840,6 +840,12 @@ fn sync_work(
     }
     check_overload(shared)?;
     let module_signature = module_signature(shared, Some(name), &svc.digest);
+    let tiers = match header_str(headers, TIERS_HEADER)? {
+        None => shared.config.trust.default_tiers(&billing.requester),
+        Some(v) => parse_tiers(v)
+            .map_err(|m| Fail::new(ErrorCode::InvalidRequest, format!("{TIERS_HEADER}: {m}")))?,
+    };
+    let org = shared.config.trust.org_of_account(&billing.requester);
     let spec = WorkSpec {
         service: Some(name.to_string()),
         digest: svc.digest,
@@ -859,9 +865,27 @@ fn sync_work(
         module_signature,
         replica: None,
         avoid: None,
+        tiers,
+        org,
         billing,
     };
     Ok((spec, body))
+}
+
+/// The request header naming the trust tiers a call may run on (`1,2`).
+const TIERS_HEADER: &str = "x-brume-tiers";
+
+/// `1,2,…` as a tier set.
+fn parse_tiers(v: &str) -> Result<u8, String> {
+    let tiers = v
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<u8>()
+                .map_err(|_| format!("{t:?} is not a tier"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::trust::tier_set(&tiers)
 }
 
 /// A header's value as text, if present.
@@ -1130,8 +1154,15 @@ fn work_spec(
     progress: Duration,
     needs: ledger::TierNeeds,
     module_signature: Option<brume_api::wire::ModuleSignature>,
+    trust: &crate::trust::TrustConfig,
 ) -> WorkSpec {
     WorkSpec {
+        tiers: stored
+            .tiers
+            .as_deref()
+            .and_then(|t| crate::trust::tier_set(t).ok())
+            .unwrap_or_else(|| trust.default_tiers(&stored.requester)),
+        org: trust.org_of_account(&stored.requester),
         service: stored.service.clone(),
         digest: stored.digest.clone(),
         kind: stored.kind,
@@ -1188,12 +1219,16 @@ fn start_job(
         // The replicas are billed one by one when the group is decided; the
         // job's reservation ends when it does.
         drop(hold);
-        let (stored, progress) = (entry.stored.clone(), shared.config.progress_interval);
+        let (stored, progress, trust) = (
+            entry.stored.clone(),
+            shared.config.progress_interval,
+            shared.config.trust.clone(),
+        );
         crate::verify::start(
             shared,
             &entry,
             policy,
-            Box::new(move || work_spec(&stored, progress, needs, signature.clone())),
+            Box::new(move || work_spec(&stored, progress, needs, signature.clone(), &trust)),
             timeout,
         );
         return;
@@ -1203,6 +1238,7 @@ fn start_job(
         shared.config.progress_interval,
         needs,
         signature,
+        &shared.config.trust,
     );
     spec.billing.hold = hold;
     let work = Work::new(entry.id, spec, Sink::Job(entry.clone()), timeout, attempts);
@@ -1365,6 +1401,7 @@ async fn submit_job(
             memory_bytes: spec.expect.memory_bytes,
         },
         verify: spec.verify,
+        tiers: spec.tiers.clone(),
     };
     let now = crate::now_ms();
     let id = WorkId::new();
@@ -1722,6 +1759,7 @@ async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<ProviderList> {
         .map(|p| ProviderInfo {
             address: p.address.clone(),
             reputation: s.reputation(&p.address),
+            tier: p.tier,
             region: p.caps.region.clone(),
             slots: p.caps.slots,
             slots_busy: p.busy,

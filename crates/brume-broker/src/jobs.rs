@@ -60,6 +60,9 @@ pub(crate) struct StoredJob {
     /// How its result is verified.
     #[serde(default)]
     pub verify: Option<VerifyPolicy>,
+    /// The trust tiers it may run on (`None`: the account's default).
+    #[serde(default)]
+    pub tiers: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]

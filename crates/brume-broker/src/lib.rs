@@ -37,6 +37,7 @@ mod sched;
 mod session;
 pub mod settlement;
 pub mod store;
+pub mod trust;
 mod verify;
 
 pub use store::StoreError;
@@ -92,6 +93,8 @@ pub struct BrokerConfig {
     pub chain: chain::ChainConfig,
     /// Batched settlement (`[broker.settlement]`).
     pub settlement: settlement::SettlementConfig,
+    /// Trust tiers (`[broker.trust]`).
+    pub trust: trust::TrustConfig,
 }
 
 impl Default for BrokerConfig {
@@ -131,6 +134,7 @@ impl Default for BrokerConfig {
             ledger: ledger::LedgerConfig::default(),
             chain: chain::ChainConfig::default(),
             settlement: settlement::SettlementConfig::default(),
+            trust: trust::TrustConfig::default(),
         }
     }
 }

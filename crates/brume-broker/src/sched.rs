@@ -62,6 +62,10 @@ pub(crate) struct WorkSpec {
     /// A provider address that must not run it (a verifier run avoids the
     /// provider whose result it checks).
     pub avoid: Option<String>,
+    /// The trust tiers it may run on (bit `t` for tier `t`).
+    pub tiers: u8,
+    /// Its requester's organisation (tier-1 providers run only theirs).
+    pub org: Option<String>,
     /// Who the ledger row names and what it records privately.
     pub billing: crate::ledger::Billing,
 }
@@ -259,6 +263,9 @@ pub(crate) struct ProviderEntry {
     pub stake: u128,
     /// `stake >= min_stake`: only then does it get work.
     pub staked: bool,
+    /// Its trust tier (1–4, see `trust.rs`) and, in tier 1, its organisation.
+    pub tier: u8,
+    pub org: Option<String>,
     next_channel: u32,
     channels: HashSet<u32>,
     /// The key under which it is indexed now (None: not indexed).
@@ -286,6 +293,8 @@ impl ProviderEntry {
             connected_at_ms: crate::now_ms(),
             stake: 0,
             staked: true,
+            tier: 4,
+            org: None,
             next_channel: 1,
             channels: HashSet::new(),
             indexed: None,
@@ -310,6 +319,8 @@ impl ProviderEntry {
             && s.avoid
                 .as_ref()
                 .is_none_or(|a| !a.eq_ignore_ascii_case(&self.address))
+            && (s.tiers >> self.tier) & 1 == 1
+            && (self.tier != 1 || s.org == self.org)
             && self.caps.fitness_mips >= s.needs.min_mips
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
@@ -908,6 +919,8 @@ mod tests {
             region: "test".into(),
             allowed_services: allowed.map(|a| a.into_iter().map(String::from).collect()),
             cached: cached.iter().map(|s| s.to_string()).collect(),
+            org: None,
+            attestation: None,
         }
     }
 
@@ -951,6 +964,8 @@ mod tests {
             module_signature: None,
             replica: None,
             avoid: None,
+            tiers: crate::trust::ALL_TIERS,
+            org: None,
             billing: Default::default(),
         };
         let (tx, _rx) = oneshot::channel();

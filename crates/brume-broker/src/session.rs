@@ -124,7 +124,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
         provider = %address, session = id, slots = caps.slots, mips = caps.fitness_mips,
         region = %caps.region, "provider connected"
     );
+    let (tier, org) = crate::trust::tier_of(&shared, &address, &caps).await;
     let mut entry = ProviderEntry::new(address.clone(), caps, hello.price_ask, tx.clone());
+    entry.tier = tier;
+    entry.org = org;
     // Its stake, read once now and then by `chain::stake_watcher`.
     entry.stake = crate::chain::read_stake(&shared, &address)
         .await

@@ -68,6 +68,9 @@ struct GroupState {
     quorum: u32,
     /// Verifier policy: the replica (work id) the verifier accepted.
     accepted: Option<WorkId>,
+    /// The reference replica (tier 2) run to arbitrate a replication that
+    /// found no quorum.
+    reference: Option<WorkId>,
     cancelled: bool,
     decided: bool,
 }
@@ -138,6 +141,8 @@ impl ReplicaGroup {
             tokio::spawn(async move {
                 match &group.policy {
                     VerifyPolicy::Adaptive if extend(&shared, &group) => {}
+                    VerifyPolicy::Adaptive | VerifyPolicy::Replicate { .. }
+                        if arbitrate(&shared, &group) => {}
                     VerifyPolicy::Verifier { service } => {
                         if !check(&shared, &group, service).await {
                             decide(&shared, &group).await;
@@ -150,7 +155,12 @@ impl ReplicaGroup {
     }
 
     /// Adds a replica (a new work on a provider not used yet).
-    fn add_replica(self: &Arc<Self>, shared: &Arc<Shared>) {
+    fn add_replica(self: &Arc<Self>, shared: &Arc<Shared>) -> WorkId {
+        self.add_replica_on(shared, None)
+    }
+
+    /// [`add_replica`](Self::add_replica), restricted to the `tiers` set.
+    fn add_replica_on(self: &Arc<Self>, shared: &Arc<Shared>, tiers: Option<u8>) -> WorkId {
         let work = {
             let mut st = self.state.lock();
             let index = st.ended.len();
@@ -158,6 +168,9 @@ impl ReplicaGroup {
             st.decided = false;
             let mut spec = (self.make)();
             spec.replica = Some(self.clone());
+            if let Some(t) = tiers {
+                spec.tiers = t;
+            }
             let work = Work::new(
                 WorkId::new(),
                 spec,
@@ -168,9 +181,43 @@ impl ReplicaGroup {
             st.children.push(work.clone());
             work
         };
+        let id = work.id;
         shared.works.lock().insert(work.id, work.clone());
         shared.with_sched(|s, a| s.submit(work, a));
+        id
     }
+}
+
+/// A replication that found no quorum goes, once, to a reference provider
+/// (tier 2: operator-approved) whose result then decides: true if it added
+/// the reference replica.
+fn arbitrate(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
+    let mut counts: HashMap<(String, u64), u32> = HashMap::new();
+    let (quorum, results) = {
+        let st = group.state.lock();
+        if st.cancelled || st.reference.is_some() {
+            return false;
+        }
+        let mut results = 0;
+        for e in st.ended.iter().flatten() {
+            if let Ended::Done(d) = e
+                && let Some(r) = &d.receipt
+            {
+                *counts
+                    .entry((r.receipt.output_digest.clone(), r.receipt.fuel))
+                    .or_default() += 1;
+                results += 1;
+            }
+        }
+        (st.quorum, results)
+    };
+    if results < 2 || counts.values().any(|&c| c >= quorum) {
+        return false;
+    }
+    tracing::warn!(job = %group.job.id, "replicas disagree without a quorum: asking a reference provider");
+    let id = group.add_replica_on(shared, Some(1 << 2));
+    group.state.lock().reference = Some(id);
+    true
 }
 
 /// The adaptive policy's next step once every replica so far has ended:
@@ -215,7 +262,7 @@ fn extend(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
     };
     if check {
         group.state.lock().quorum = 2;
-        group.add_replica(shared);
+        let _ = group.add_replica(shared);
     }
     check
 }
@@ -248,7 +295,7 @@ pub(crate) fn start(
     shared.jobs.lock().insert(entry.id, (entry.clone(), None));
     shared.replicas.lock().insert(entry.id, group.clone());
     for _ in 0..n {
-        group.add_replica(shared);
+        let _ = group.add_replica(shared);
     }
 }
 
@@ -291,7 +338,7 @@ async fn check(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>, service: &str) -
     };
     let retry = |shared: &Arc<Shared>| {
         if tries < TRIES {
-            group.add_replica(shared);
+            let _ = group.add_replica(shared);
             true
         } else {
             false
@@ -365,7 +412,7 @@ async fn run_verifier(
 
 /// Decides a group whose replicas have all ended (see the module docs).
 async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
-    let (ended, cancelled, children, quorum, accepted) = {
+    let (ended, cancelled, children, quorum, accepted, reference) = {
         let mut st = group.state.lock();
         (
             std::mem::take(&mut st.ended),
@@ -373,6 +420,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             std::mem::take(&mut st.children),
             st.quorum,
             st.accepted,
+            st.reference,
         )
     };
     let n = children.len();
@@ -403,6 +451,13 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         accepted
             .and_then(|id| done.iter().position(|d| d.0.id == id))
             .map(|i| vec![i])
+    } else if let Some(r) = reference {
+        // The reference provider's result decides (with whoever agrees).
+        done.iter().find(|d| d.0.id == r).and_then(|d| {
+            groups
+                .get(&(d.5.receipt.output_digest.clone(), d.5.receipt.fuel))
+                .cloned()
+        })
     } else {
         groups
             .values()

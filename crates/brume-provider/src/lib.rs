@@ -142,6 +142,11 @@ pub struct ProviderConfig {
     /// When not empty, only modules signed by one of these developers run;
     /// anything else is refused with `unsigned` or `untrusted_developer`.
     pub require_signed_by: Vec<brume_identity::EthAddress>,
+    /// The organisation whose private pool this provider belongs to (trust
+    /// tier 1: it then runs only that organisation's work).
+    pub org: Option<String>,
+    /// Attestation evidence sent in the handshake (trust tier 3).
+    pub attestation: Option<brume_api::wire::Attestation>,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -166,6 +171,8 @@ impl Default for ProviderConfig {
             blacklist_sources: Vec::new(),
             blacklist_refresh: Duration::from_secs(600),
             require_signed_by: Vec::new(),
+            org: None,
+            attestation: None,
             fault: None,
         }
     }

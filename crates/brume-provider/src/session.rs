@@ -206,6 +206,8 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
             region: config.region.clone(),
             allowed_services: config.allowed_services.clone(),
             cached: shared.cached_digests(),
+            org: config.org.clone(),
+            attestation: config.attestation.clone(),
         },
         price_ask: config.price_ask,
     });

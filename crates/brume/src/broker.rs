@@ -311,6 +311,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     if let Some(s) = &file.settlement {
         config.settlement = s.clone();
     }
+    if let Some(t) = &file.trust {
+        config.trust = t.clone();
+    }
     if let Some(h) = a.heartbeat {
         config.heartbeat = h;
     }

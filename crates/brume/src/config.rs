@@ -57,6 +57,14 @@
 //! stake_refresh_ms = 5000      # how often providers' stakes are read
 //! genesis = [{ address = "0x…", amount = "1000000000000000000000" }]
 //!
+//! [broker.trust]               # trust tiers (see crates/brume-broker/src/trust.rs)
+//! attestation_authority = "0x…"   # accepts `test` attestations it signed
+//! account_tiers = { acme = [1, 2] } # tiers an account's work may use by default
+//! [[broker.trust.orgs]]         # an organisation's accounts and private pool (tier 1)
+//! name = "acme"
+//! accounts = ["acme"]
+//! providers = ["0x…"]
+//!
 //! [broker.settlement]
 //! period_s = 86400             # seconds between runs; 0 = only `brume settle`
 //! min_payout = 0               # base units; smaller payouts are carried over
@@ -108,6 +116,8 @@ pub struct BrokerSection {
     pub chain: Option<brume_broker::chain::ChainConfig>,
     /// Batched settlement (`[broker.settlement]`).
     pub settlement: Option<brume_broker::settlement::SettlementConfig>,
+    /// Trust tiers (`[broker.trust]`).
+    pub trust: Option<brume_broker::trust::TrustConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]

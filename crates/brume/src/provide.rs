@@ -89,6 +89,15 @@ struct RunArgs {
     /// module).
     #[arg(long = "require-signed-by", value_name = "0xADDRESS")]
     require_signed_by: Vec<brume_identity::EthAddress>,
+    /// The organisation whose private pool this provider joins (trust
+    /// tier 1): it then runs only work from that organisation's accounts.
+    #[arg(long, value_name = "NAME")]
+    org: Option<String>,
+    /// A file of attestation evidence for the broker (trust tier 3): `KIND`
+    /// on the first line, the evidence in hex on the second (`test`: the
+    /// broker's test authority's signature; see README).
+    #[arg(long, value_name = "FILE")]
+    attestation: Option<PathBuf>,
     /// Test mode: misbehave on purpose (wrong-output, wrong-fuel, stall,
     /// drop).
     #[arg(long, hide = true, value_name = "MODE")]
@@ -157,7 +166,35 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         blacklist_sources: args.blacklist_url,
         blacklist_refresh: args.blacklist_refresh,
         require_signed_by: args.require_signed_by,
+        org: args.org,
+        attestation: match &args.attestation {
+            Some(path) => Some(read_attestation(path)?),
+            None => None,
+        },
         fault: args.fault,
+    })
+}
+
+/// An `--attestation` file: the kind, then the evidence in hex.
+fn read_attestation(path: &std::path::Path) -> Result<brume_api::wire::Attestation, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("read --attestation {}: {e}", path.display()))?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let (Some(kind), Some(hex)) = (lines.next(), lines.next()) else {
+        return Err(format!(
+            "--attestation {}: expected the kind on one line and the evidence in hex on the next",
+            path.display()
+        ));
+    };
+    let evidence = hex::decode(hex.strip_prefix("0x").unwrap_or(hex)).map_err(|e| {
+        format!(
+            "--attestation {}: the evidence is not hex: {e}",
+            path.display()
+        )
+    })?;
+    Ok(brume_api::wire::Attestation {
+        kind: kind.to_string(),
+        evidence: evidence.into(),
     })
 }
 

@@ -260,6 +260,11 @@ pub struct RunArgs {
     /// result QUORUM of them agree on.
     #[arg(long, value_name = "N/QUORUM", value_parser = parse_replicate)]
     replicate: Option<(u32, u32)>,
+    /// Trust tiers the job may run on, e.g. `1,2` (1 your organisation's
+    /// providers, 2 operator-approved, 3 attested, 4 anyone; default: your
+    /// account's, else all).
+    #[arg(long, value_name = "TIERS", value_delimiter = ',')]
+    tiers: Vec<u8>,
 }
 
 fn parse_replicate(s: &str) -> Result<(u32, u32), String> {
@@ -814,6 +819,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         verify: args
             .replicate
             .map(|(n, quorum)| brume_api::rest::VerifyPolicy::Replicate { n, quorum }),
+        tiers: (!args.tiers.is_empty()).then(|| args.tiers.clone()),
     })
 }
 

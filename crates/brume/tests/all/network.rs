@@ -613,6 +613,8 @@ async fn handshake(url: &str, protocol: u32) -> (u16, String) {
             region: "local".into(),
             allowed_services: None,
             cached: Vec::new(),
+            org: None,
+            attestation: None,
         },
         price_ask: 0,
     });

@@ -333,3 +333,151 @@ async fn the_verifier_policy_rejects_a_wrong_output_and_reruns_it_elsewhere() {
         "{rows:?}"
     );
 }
+
+/// `brume broker providers approve ADDRESS` on the broker's data dir.
+fn approve(net: &Net, address: &str) {
+    let out = command(net.home())
+        .args(["broker", "providers", "approve", address, "--data"])
+        .arg(&net.broker.data)
+        .output()
+        .expect("providers approve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The address a provider started in `dir` will have.
+fn key_in(dir: &std::path::Path) -> String {
+    std::fs::create_dir_all(dir).expect("dir");
+    Identity::load_or_create(&dir.join("provider.key"))
+        .expect("key")
+        .address()
+        .to_string()
+}
+
+/// Tiers: an organisation's private pool runs only its work; attested and
+/// approved providers are tiers 3 and 2; a job runs only on the tiers it
+/// allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_tiers_decide_who_may_run_what() {
+    let mut net = Net::start_with(0, 1, Some(""), &["acme"]).await;
+    let authority = Identity::random();
+    let acme_dir = net.next_provider_dir();
+    let acme_provider = key_in(&acme_dir);
+    let config = format!(
+        "[broker.trust]\nattestation_authority = \"{}\"\n[[broker.trust.orgs]]\nname = \"acme\"\naccounts = [\"acme\"]\nproviders = [\"{acme_provider}\"]\n",
+        authority.address()
+    );
+    std::fs::write(net.home().join("broker.toml"), config).expect("config");
+    net.broker.restart();
+    let tier1 = net.add_provider_args(1, &["--org", "acme"]).await;
+    assert_eq!(net.providers[tier1].address, acme_provider);
+    // Tier 3: attested by the authority.
+    let attested = key_in(&net.next_provider_dir());
+    let sig = authority
+        .sign_message(brume_client::brume_api::wire::attestation_message(&attested).as_bytes())
+        .expect("attest");
+    let file = net.home().join("attestation");
+    let hex: String = sig.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&file, format!("test\n{hex}\n")).expect("write");
+    net.add_provider_args(1, &["--attestation", file.to_str().expect("utf-8")])
+        .await;
+    // Tier 2: approved before it connects.
+    let approved = key_in(&net.next_provider_dir());
+    approve(&net, &approved);
+    net.add_provider(1).await;
+    // Tier 4: anyone.
+    let anyone = net.add_provider(1).await;
+    let anyone = net.providers[anyone].address.clone();
+
+    let list = net.client.providers().await.expect("providers");
+    let tier = |a: &str| {
+        list.providers
+            .iter()
+            .find(|p| p.address == a)
+            .map(|p| p.tier)
+            .expect("listed")
+    };
+    assert_eq!(
+        (
+            tier(&acme_provider),
+            tier(&approved),
+            tier(&attested),
+            tier(&anyone)
+        ),
+        (1, 2, 3, 4)
+    );
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    let acme = brume_client::Client::new(&net.broker.url, Some(net.named_keys[0].clone()))
+        .expect("client");
+    let run = |client: brume_client::Client, tiers: Vec<u8>| async move {
+        let mut spec = cpu_job(1_000);
+        spec.tiers = Some(tiers);
+        spec.queue_timeout_ms = Some(1_500);
+        let job = client.submit(&spec).await.expect("submit");
+        follow(&client, job.id).await.1
+    };
+    // The organisation's own work runs in its private pool.
+    let r = run(acme.clone(), vec![1]).await;
+    assert_eq!(r.provider.as_deref(), Some(acme_provider.as_str()), "{r:?}");
+    // Nobody else's does.
+    let r = run(net.client.clone(), vec![1]).await;
+    assert_eq!(r.state, JobState::Failed, "{r:?}");
+    assert_eq!(
+        r.error.as_ref().map(|e| e.code.as_str()),
+        Some("queue_timeout")
+    );
+    // Each other tier runs only where it may.
+    for (tiers, who) in [
+        (vec![2], &approved),
+        (vec![3], &attested),
+        (vec![4], &anyone),
+    ] {
+        let r = run(net.client.clone(), tiers.clone()).await;
+        assert_eq!(
+            r.provider.as_deref(),
+            Some(who.as_str()),
+            "tiers {tiers:?}: {r:?}"
+        );
+    }
+    // A bad tier is refused.
+    let mut bad = cpu_job(1_000);
+    bad.tiers = Some(vec![7]);
+    assert!(net.client.submit(&bad).await.is_err());
+}
+
+/// Two replicas that disagree have no quorum: a reference provider (tier
+/// 2) decides, and the one it contradicts is a proven cheat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_provider_arbitrates_a_replication_without_quorum() {
+    let mut net = Net::start(0, 1).await;
+    net.add_provider(1).await;
+    let liar = net.add_provider_args(1, &["--fault", "wrong-output"]).await;
+    let liar = net.providers[liar].address.clone();
+    let reference = key_in(&net.next_provider_dir());
+    approve(&net, &reference);
+    net.add_provider(1).await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    // The replicas run on tier 4 only (the honest provider and the liar).
+    let mut spec = cpu_job(4_321);
+    spec.tiers = Some(vec![4]);
+    spec.verify = Some(VerifyPolicy::Replicate { n: 2, quorum: 2 });
+    let job = net.client.submit(&spec).await.expect("submit");
+    let (_, result) = follow(&net.client, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(result.stdout.0, cpu_loop_output(4_321).as_bytes());
+    let v = result.verification.expect("verification");
+    assert_eq!(v.replicas.len(), 3, "{v:?}");
+    assert!(
+        v.replicas
+            .iter()
+            .any(|r| r.provider == reference && r.agreed)
+    );
+    assert_eq!(v.cheaters, vec![liar], "{v:?}");
+    let (code, out) = verify_proof(&net, "arbitrated.json", &v.proofs[0]);
+    assert_eq!(code, 0, "{out}");
+}

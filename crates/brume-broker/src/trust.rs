@@ -1,0 +1,181 @@
+//! Trust tiers (the CGN seed's tiered miner strategy).
+//!
+//! | tier | who | how the broker knows |
+//! |---|---|---|
+//! | 1 | an organisation's own providers: a private pool that runs only that organisation's work | the address is listed under the organisation in `[broker.trust]` |
+//! | 2 | operator-approved providers (also the reference providers that arbitrate a replication without a quorum) | `brume broker providers approve` |
+//! | 3 | attested providers | the handshake's attestation verifies ([`AttestationVerifier`]) |
+//! | 4 | anyone | — |
+//!
+//! A provider's tier is fixed at its handshake (the lowest that applies;
+//! a change applies when it reconnects). Work carries the set of tiers it
+//! may run on (per request `x-brume-tiers`, per job `tiers`, else per
+//! account from the config, else all) and its requester's organisation; the
+//! scheduler's `accepts` checks both. There is one queue: work a tier can't
+//! take waits for one that can.
+//!
+//! # Attestation
+//!
+//! [`AttestationVerifier`] is the seam: given a provider's address and its
+//! evidence, accept or refuse. The only verifier built is [`TestAuthority`]
+//! (evidence kind `test`): an EIP-191 signature, by an authority address set
+//! in `[broker.trust] attestation_authority`, over
+//! `brume_api::wire::attestation_message(address)`. A real TPM verifier
+//! would take a TPM 2.0 quote (signed PCR values and a nonce the broker
+//! sent in its challenge) with the attestation key's certificate chain, check
+//! the chain against the manufacturer's roots, the quote's signature and
+//! nonce, and the PCRs against a list of known-good measurements (the
+//! provider binary and its sandbox); a TEE verifier (SGX/SEV-SNP/TDX) would
+//! check the platform's attestation report the same way. Both plug in as
+//! another `AttestationVerifier` keyed by the evidence's `kind`.
+
+use std::collections::BTreeMap;
+
+use brume_api::wire::{Attestation, Capabilities, attestation_message};
+
+use crate::Shared;
+
+/// Every tier, as a bit set (bit `t` for tier `t`).
+pub const ALL_TIERS: u8 = 0b1_1110;
+
+/// `[broker.trust]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustConfig {
+    /// The address whose signatures the `test` attestation verifier accepts.
+    pub attestation_authority: Option<String>,
+    /// Organisations: their requester accounts and their own providers.
+    pub orgs: Vec<OrgConfig>,
+    /// The tiers an account's work may run on when its request names none.
+    pub account_tiers: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    pub name: String,
+    /// Requester accounts (API key names or addresses).
+    #[serde(default)]
+    pub accounts: Vec<String>,
+    /// Provider addresses of its private pool (tier 1).
+    #[serde(default)]
+    pub providers: Vec<String>,
+}
+
+/// Checks a provider's attestation evidence.
+pub trait AttestationVerifier: Send + Sync {
+    /// The evidence kind it understands.
+    fn kind(&self) -> &str;
+    /// Ok if `evidence` attests the machine of `provider`.
+    fn verify(&self, provider: &str, evidence: &[u8]) -> Result<(), String>;
+}
+
+/// The `test` verifier: a signature by a configured authority.
+#[derive(Debug, Clone)]
+pub struct TestAuthority(pub String);
+
+impl AttestationVerifier for TestAuthority {
+    fn kind(&self) -> &str {
+        "test"
+    }
+
+    fn verify(&self, provider: &str, evidence: &[u8]) -> Result<(), String> {
+        brume_identity::verify(attestation_message(provider).as_bytes(), evidence, &self.0)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A tier set from a list of tiers (1–4); `Err` names a bad one.
+pub fn tier_set(tiers: &[u8]) -> Result<u8, String> {
+    let mut set = 0u8;
+    for &t in tiers {
+        if !(1..=4).contains(&t) {
+            return Err(format!("tier {t} does not exist (1 to 4)"));
+        }
+        set |= 1 << t;
+    }
+    if set == 0 {
+        return Err("no tier allowed".into());
+    }
+    Ok(set)
+}
+
+impl TrustConfig {
+    /// The organisation of a requester account.
+    pub fn org_of_account(&self, account: &str) -> Option<String> {
+        self.orgs
+            .iter()
+            .find(|o| o.accounts.iter().any(|a| a.eq_ignore_ascii_case(account)))
+            .map(|o| o.name.clone())
+    }
+
+    /// The tiers an account's work may use by default.
+    pub fn default_tiers(&self, account: &str) -> u8 {
+        self.account_tiers
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(account))
+            .and_then(|(_, t)| tier_set(t).ok())
+            .unwrap_or(ALL_TIERS)
+    }
+}
+
+/// A provider's tier and organisation, at its handshake.
+pub(crate) async fn tier_of(
+    shared: &Shared,
+    address: &str,
+    caps: &Capabilities,
+) -> (u8, Option<String>) {
+    let trust = &shared.config.trust;
+    if let Some(org) = trust
+        .orgs
+        .iter()
+        .find(|o| o.providers.iter().any(|p| p.eq_ignore_ascii_case(address)))
+        && caps.org.as_ref().is_none_or(|claimed| *claimed == org.name)
+    {
+        return (1, Some(org.name.clone()));
+    }
+    let addr = address.to_ascii_lowercase();
+    let approved = shared
+        .store
+        .read(move |c| crate::store::provider_status(c, &addr))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|(s, _)| s == crate::store::Standing::Approved);
+    if approved {
+        return (2, None);
+    }
+    if let (Some(a), Some(authority)) = (&caps.attestation, &trust.attestation_authority)
+        && attested(&TestAuthority(authority.clone()), address, a)
+    {
+        return (3, None);
+    }
+    (4, None)
+}
+
+fn attested(v: &dyn AttestationVerifier, address: &str, a: &Attestation) -> bool {
+    a.kind == v.kind() && v.verify(address, &a.evidence).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_sets_and_the_test_authority() {
+        assert_eq!(tier_set(&[1, 2]), Ok(0b110));
+        assert!(tier_set(&[0]).is_err());
+        assert!(tier_set(&[5]).is_err());
+        assert!(tier_set(&[]).is_err());
+        let authority = brume_identity::Identity::random();
+        let provider = brume_identity::Identity::random().address().to_string();
+        let sig = authority
+            .sign_message(attestation_message(&provider).as_bytes())
+            .expect("sign");
+        let v = TestAuthority(authority.address().to_string());
+        assert!(v.verify(&provider, &sig).is_ok());
+        let other = brume_identity::Identity::random().address().to_string();
+        assert!(v.verify(&other, &sig).is_err(), "bound to the address");
+    }
+}
