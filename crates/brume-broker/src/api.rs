@@ -1362,6 +1362,11 @@ async fn submit_job(
         &digest,
     )
     .await?;
+    // The job's own policy, else its account's default.
+    let verify = spec
+        .verify
+        .clone()
+        .or_else(|| shared.config.trust.default_verify(&auth.name));
     let mut argv = vec![service_name.clone().unwrap_or_else(|| "main.wasm".into())];
     argv.extend(spec.args.iter().cloned());
     let stored = StoredJob {
@@ -1377,7 +1382,7 @@ async fn submit_job(
         stdin,
         limits,
         // Verified work runs deterministically (replicas must agree).
-        profile: match spec.verify {
+        profile: match verify {
             Some(
                 brume_api::rest::VerifyPolicy::Replicate { .. }
                 | brume_api::rest::VerifyPolicy::Adaptive
@@ -1400,7 +1405,7 @@ async fn submit_job(
             runtime_ms: spec.expect.runtime_ms,
             memory_bytes: spec.expect.memory_bytes,
         },
-        verify: spec.verify,
+        verify: verify.clone(),
         tiers: spec.tiers.clone(),
     };
     let now = crate::now_ms();

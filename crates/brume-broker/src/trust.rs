@@ -48,6 +48,8 @@ pub struct TrustConfig {
     pub orgs: Vec<OrgConfig>,
     /// The tiers an account's work may run on when its request names none.
     pub account_tiers: BTreeMap<String, Vec<u8>>,
+    /// How an account's jobs are verified when their spec says nothing.
+    pub account_verify: BTreeMap<String, brume_api::rest::VerifyPolicy>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -108,6 +110,14 @@ impl TrustConfig {
             .iter()
             .find(|o| o.accounts.iter().any(|a| a.eq_ignore_ascii_case(account)))
             .map(|o| o.name.clone())
+    }
+
+    /// How an account's jobs are verified by default.
+    pub fn default_verify(&self, account: &str) -> Option<brume_api::rest::VerifyPolicy> {
+        self.account_verify
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(account))
+            .map(|(_, v)| v.clone())
     }
 
     /// The tiers an account's work may use by default.

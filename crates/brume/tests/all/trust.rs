@@ -481,3 +481,27 @@ async fn a_reference_provider_arbitrates_a_replication_without_quorum() {
     let (code, out) = verify_proof(&net, "arbitrated.json", &v.proofs[0]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// An account's default policy verifies its jobs that name none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_default_policy_applies_to_its_jobs() {
+    let config =
+        "[broker.trust.account_verify]\nacme = { kind = \"replicate\", n = 2, quorum = 2 }\n";
+    let net = Net::start_with(2, 1, Some(config), &["acme"]).await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    let acme = brume_client::Client::new(&net.broker.url, Some(net.named_keys[0].clone()))
+        .expect("client");
+    let job = acme.submit(&cpu_job(777)).await.expect("submit");
+    let (_, result) = follow(&acme, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    let v = result
+        .verification
+        .expect("verified by the account's policy");
+    assert_eq!(v.policy, VerifyPolicy::Replicate { n: 2, quorum: 2 });
+    assert_eq!(v.replicas.len(), 2);
+    // Another account's job is not replicated.
+    let job = net.client.submit(&cpu_job(777)).await.expect("submit");
+    let (_, result) = follow(&net.client, job.id).await;
+    assert!(result.verification.is_none(), "{result:?}");
+}
