@@ -48,6 +48,13 @@ pub struct ClientOpts {
         global = true
     )]
     api_key: Option<String>,
+    /// Sign every request with this keyring key (its address or name)
+    /// instead of an API key: the address is the paying account ("no
+    /// account needed"); it takes precedence over an API key. The keyring
+    /// is $BRUME_KEYS_DIR (else the default);
+    /// the password comes from $BRUME_KEY_PASSWORD, else a prompt.
+    #[arg(long, value_name = "ADDRESS|NAME", global = true)]
+    key: Option<String>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -59,8 +66,60 @@ impl ClientOpts {
         let broker = nonempty(&self.broker)
             .or_else(|| nonempty(&file.broker))
             .unwrap_or_else(|| DEFAULT_BROKER.to_string());
+        if let Some(key) = &self.key {
+            let id = keyring_identity("--key", key, None, None)?;
+            return Client::with_identity(&broker, id).map_err(|e| Failure::Usage(e.to_string()));
+        }
         let key = nonempty(&self.api_key).or_else(|| nonempty(&file.api_key));
         Client::new(&broker, key).map_err(|e| Failure::Usage(e.to_string()))
+    }
+}
+
+/// A keyring key (address or name), its password from `password_file`,
+/// else $BRUME_KEY_PASSWORD, else a prompt. `flag` names the option in
+/// errors.
+fn keyring_identity(
+    flag: &str,
+    key: &str,
+    keys_dir: Option<PathBuf>,
+    password_file: Option<&std::path::Path>,
+) -> Result<brume_identity::Identity, Failure> {
+    use brume_identity::keyring::Keyring;
+    let dir = keys_dir.or_else(Keyring::default_dir).ok_or_else(|| {
+        Failure::Usage(
+            "no keyring directory: set HOME or BRUME_KEYS_DIR, or pass --keys-dir".into(),
+        )
+    })?;
+    let ring = Keyring::new(dir);
+    // Find the key first: a wrong name shouldn't ask for a password.
+    ring.find(key)
+        .map_err(|e| Failure::Local(format!("{flag} {key}: {e}")))?;
+    let password = key_password(password_file)?;
+    ring.load(key, password.as_bytes())
+        .map_err(|e| Failure::Local(format!("load key {key}: {e}")))
+}
+
+/// A key's password: the first line of `file`, else $BRUME_KEY_PASSWORD,
+/// else a prompt on the terminal.
+fn key_password(file: Option<&std::path::Path>) -> Result<String, Failure> {
+    const PASSWORD_ENV: &str = "BRUME_KEY_PASSWORD";
+    if let Some(path) = file {
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(64 << 10).read_to_string(&mut text))
+            .map_err(|e| Failure::Local(format!("read password file {}: {e}", path.display())))?;
+        let line = text.split('\n').next().unwrap_or_default();
+        return Ok(line.strip_suffix('\r').unwrap_or(line).to_string());
+    }
+    if let Ok(p) = std::env::var(PASSWORD_ENV) {
+        return Ok(p);
+    }
+    match brume_identity::keyring::prompt_password("key password: ") {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(Failure::Usage(format!(
+            "no password: pass --password-file FILE or set {PASSWORD_ENV}"
+        ))),
+        Err(e) => Err(Failure::Local(format!("read the password: {e}"))),
     }
 }
 
@@ -121,51 +180,16 @@ struct SignArgs {
 impl SignArgs {
     /// The developer identity from the keyring, if `--sign-with` is given.
     fn identity(&self) -> Result<Option<brume_identity::Identity>, Failure> {
-        use brume_identity::keyring::Keyring;
         let Some(key) = &self.sign_with else {
             return Ok(None);
         };
-        let dir = self
-            .keys_dir
-            .clone()
-            .or_else(Keyring::default_dir)
-            .ok_or_else(|| {
-                Failure::Usage(
-                    "no keyring directory: set HOME or BRUME_KEYS_DIR, or pass --keys-dir".into(),
-                )
-            })?;
-        let ring = Keyring::new(dir);
-        // Find the key first: a wrong name shouldn't ask for a password.
-        ring.find(key)
-            .map_err(|e| Failure::Local(format!("--sign-with {key}: {e}")))?;
-        let password = self.password()?;
-        ring.load(key, password.as_bytes())
-            .map(Some)
-            .map_err(|e| Failure::Local(format!("load key {key}: {e}")))
-    }
-
-    fn password(&self) -> Result<String, Failure> {
-        const PASSWORD_ENV: &str = "BRUME_KEY_PASSWORD";
-        if let Some(path) = &self.password_file {
-            let mut text = String::new();
-            std::fs::File::open(path)
-                .and_then(|f| f.take(64 << 10).read_to_string(&mut text))
-                .map_err(|e| {
-                    Failure::Local(format!("read password file {}: {e}", path.display()))
-                })?;
-            let line = text.split('\n').next().unwrap_or_default();
-            return Ok(line.strip_suffix('\r').unwrap_or(line).to_string());
-        }
-        if let Ok(p) = std::env::var(PASSWORD_ENV) {
-            return Ok(p);
-        }
-        match brume_identity::keyring::prompt_password("key password: ") {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(Failure::Usage(format!(
-                "no password: pass --password-file FILE or set {PASSWORD_ENV}"
-            ))),
-            Err(e) => Err(Failure::Local(format!("read the password: {e}"))),
-        }
+        keyring_identity(
+            "--sign-with",
+            key,
+            self.keys_dir.clone(),
+            self.password_file.as_deref(),
+        )
+        .map(Some)
     }
 }
 

@@ -118,3 +118,88 @@ fn new_list_show_import_and_no_duplicate_keys() {
     );
     assert!(err.contains("error"), "{err}");
 }
+
+/// "No account needed": a keyring key, funded and approved with `brume
+/// wallet`, signs `brume invoke --key` requests, and its address pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_key_signs_cli_requests_and_its_address_pays() {
+    use crate::net::{Net, eventually};
+    let net = Net::start_with(1, 1, Some("[broker.chain]\nfaucet = true\n"), &[]).await;
+    net.publish(
+        "echo",
+        brume_client::ServiceKind::Command,
+        test_programs_artifacts::ECHO_P1_BYTES,
+    )
+    .await;
+    let home = net.home();
+    let dir = home.join("keys");
+    let pw = home.join("pw");
+    std::fs::write(&pw, "pw\n").expect("pw");
+    let pw = pw.to_str().expect("utf-8");
+    let (code, out, err) = keys(
+        home,
+        &dir,
+        &["new", "--name", "me", "--password-file", pw, "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let address = v["address"].as_str().expect("address").to_string();
+    net.client
+        .faucet(&address, 10u128.pow(21))
+        .await
+        .expect("faucet");
+    let out = command(home)
+        .args([
+            "wallet",
+            "--broker",
+            &net.broker.url,
+            "--key",
+            "me",
+            "--password-file",
+            pw,
+        ])
+        .arg("--keys-dir")
+        .arg(&dir)
+        .args(["approve", "1tok"])
+        .output()
+        .expect("wallet approve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = command(home)
+        .env("BRUME_KEYS_DIR", &dir)
+        .env("BRUME_KEY_PASSWORD", "pw")
+        .args([
+            "invoke",
+            "echo",
+            "--broker",
+            &net.broker.url,
+            "--key",
+            "me",
+            "-d",
+            "signed",
+            "--json",
+        ])
+        .output()
+        .expect("invoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["stdout"], "signed", "{v}");
+    let work_id = v["work_id"].as_str().expect("work id").to_string();
+    let row: serde_json::Value = eventually("the row is stored", || async {
+        let r = reqwest::get(net.url(&format!("/v1/ledger/rows/{work_id}")))
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())?;
+        r.json().await.ok()
+    })
+    .await;
+    assert_eq!(row["requester"], address.as_str(), "{row}");
+}
