@@ -1028,7 +1028,7 @@ pub(crate) async fn cancel_running(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn build(
+pub(crate) fn build(
     ledger: &Ledger,
     work: &Work,
     provider: &str,
@@ -1046,7 +1046,7 @@ fn build(
     }
 }
 
-async fn append_sealed(ledger: &Ledger, work: &Work, row: Option<Unsealed>) {
+pub(crate) async fn append_sealed(ledger: &Ledger, work: &Work, row: Option<Unsealed>) {
     match row.map(|(data, private)| SealedRow::seal(data, private)) {
         Some(Ok(row)) => ledger.append(row).await,
         Some(Err(e)) => {

@@ -81,6 +81,21 @@ enum Ended {
     Failed,
 }
 
+/// A replica that returned a result with a checked receipt.
+struct Returned {
+    work: Arc<Work>,
+    outcome: Box<Outcome>,
+    provider: String,
+    fitness_mips: u64,
+    attempts: u32,
+    receipt: SignedReceipt,
+}
+
+/// What replicas must share to agree: the output and the fuel.
+fn result_key(r: &SignedReceipt) -> (String, u64) {
+    (r.receipt.output_digest.clone(), r.receipt.fuel)
+}
+
 #[derive(Debug)]
 struct DoneReplica {
     work: Arc<Work>,
@@ -203,9 +218,7 @@ fn arbitrate(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
             if let Ended::Done(d) = e
                 && let Some(r) = &d.receipt
             {
-                *counts
-                    .entry((r.receipt.output_digest.clone(), r.receipt.fuel))
-                    .or_default() += 1;
+                *counts.entry(result_key(r)).or_default() += 1;
                 results += 1;
             }
         }
@@ -437,27 +450,31 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
                 receipt,
             } = *d;
             if let Some(receipt) = receipt {
-                done.push((work, outcome, provider, fitness_mips, attempts, receipt));
+                done.push(Returned {
+                    work,
+                    outcome,
+                    provider,
+                    fitness_mips,
+                    attempts,
+                    receipt,
+                });
             }
         }
     }
     let mut groups: HashMap<(String, u64), Vec<usize>> = HashMap::new();
     for (i, d) in done.iter().enumerate() {
-        let key = (d.5.receipt.output_digest.clone(), d.5.receipt.fuel);
-        groups.entry(key).or_default().push(i);
+        groups.entry(result_key(&d.receipt)).or_default().push(i);
     }
     let winner = if let VerifyPolicy::Verifier { .. } = group.policy {
         // The verifier's word, not a vote: the accepted replica alone.
         accepted
-            .and_then(|id| done.iter().position(|d| d.0.id == id))
+            .and_then(|id| done.iter().position(|d| d.work.id == id))
             .map(|i| vec![i])
     } else if let Some(r) = reference {
         // The reference provider's result decides (with whoever agrees).
-        done.iter().find(|d| d.0.id == r).and_then(|d| {
-            groups
-                .get(&(d.5.receipt.output_digest.clone(), d.5.receipt.fuel))
-                .cloned()
-        })
+        done.iter()
+            .find(|d| d.work.id == r)
+            .and_then(|d| groups.get(&result_key(&d.receipt)).cloned())
     } else {
         groups
             .values()
@@ -470,7 +487,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     let quorum_receipts: Vec<SignedReceipt> = winner
         .iter()
         .flatten()
-        .map(|&i| done[i].5.clone())
+        .map(|&i| done[i].receipt.clone())
         .collect();
     let mut verification = Verification {
         policy: group.policy.clone(),
@@ -478,10 +495,10 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             .iter()
             .enumerate()
             .map(|(i, d)| ReplicaResult {
-                provider: d.2.clone(),
-                output_digest: d.5.receipt.output_digest.clone(),
-                fuel: d.5.receipt.fuel,
-                status: d.5.receipt.status.clone(),
+                provider: d.provider.clone(),
+                output_digest: d.receipt.receipt.output_digest.clone(),
+                fuel: d.receipt.receipt.fuel,
+                status: d.receipt.receipt.status.clone(),
                 agreed: agreed.contains(&i),
             })
             .collect(),
@@ -494,7 +511,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     if winner.is_some() && (done.len() >= 2 || by_verifier) {
         let mut sched = shared.sched.lock();
         for (i, d) in done.iter().enumerate() {
-            let r = sched.reputation_mut(&d.2);
+            let r = sched.reputation_mut(&d.provider);
             if agreed.contains(&i) {
                 r.valid += 1;
                 r.consecutive_valid += 1;
@@ -511,11 +528,11 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
                 continue;
             }
             let proof = CheatProof {
-                cheat: d.5.clone(),
+                cheat: d.receipt.clone(),
                 quorum: quorum_receipts.clone(),
             };
-            punish(shared, &d.2, &proof).await;
-            verification.cheaters.push(d.2.clone());
+            punish(shared, &d.provider, &proof).await;
+            verification.cheaters.push(d.provider.clone());
             verification.proofs.push(proof);
         }
     }
@@ -526,29 +543,20 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         if (winner.is_some() || by_verifier) && !agreed.contains(&i) {
             continue;
         }
-        let usage = d.1.usage();
-        match shared.ledger.row(&d.0, &d.2, d.3, &usage, d.4, false) {
-            Ok(((data, private), c)) => {
-                cost += c.token_amount;
-                tier = c.tier;
-                match brume_ledger::row::SealedRow::seal(data, private) {
-                    Ok(row) => {
-                        if let Err(e) = brume_ledger::store::LedgerStore::append_sealed(
-                            shared.ledger.store(),
-                            vec![row],
-                        )
-                        .await
-                        {
-                            tracing::error!(work = %d.0.id, code = e.code(), "ledger row not stored: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(work = %d.0.id, code = e.code(), "ledger row not sealed: {e}")
-                    }
-                }
-            }
-            Err(e) => tracing::error!(work = %d.0.id, code = e.code(), "ledger row not built: {e}"),
+        let (row, c) = crate::ledger::build(
+            &shared.ledger,
+            &d.work,
+            &d.provider,
+            d.fitness_mips,
+            &d.outcome.usage(),
+            d.attempts,
+            false,
+        );
+        if let Some(c) = c {
+            cost += c.token_amount;
+            tier = c.tier;
         }
+        crate::ledger::append_sealed(&shared.ledger, &d.work, row).await;
     }
     let job = &group.job;
     job.set_verification(verification);
@@ -559,12 +567,12 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             attempts,
         }
     } else if let Some(w) = &winner {
-        let (_, outcome, provider, fitness_mips, _, receipt) = &done[w[0]];
-        job.set_receipt(receipt.clone());
+        let r = &done[w[0]];
+        job.set_receipt(r.receipt.clone());
         Completion::Done {
-            outcome: outcome.clone(),
-            provider: provider.clone(),
-            fitness_mips: *fitness_mips,
+            outcome: r.outcome.clone(),
+            provider: r.provider.clone(),
+            fitness_mips: r.fitness_mips,
             attempts,
             cost: Some(crate::ledger::Cost {
                 token_amount: cost,

@@ -20,23 +20,30 @@ fn keys(home: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> (i32, S
     )
 }
 
-#[test]
-fn new_list_show_import_and_no_duplicate_keys() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let home = tmp.path();
+/// A keyring in `home/keys` with one new key `name` (password "correct
+/// horse", in `home/pw`): (keys dir, password file, address).
+fn new_key(home: &std::path::Path, name: &str) -> (std::path::PathBuf, String, String) {
     let dir = home.join("keys");
     let pw = home.join("pw");
     std::fs::write(&pw, "correct horse\n").expect("pw");
-    let pw = pw.to_str().expect("utf-8");
-
+    let pw = pw.to_str().expect("utf-8").to_string();
     let (code, out, err) = keys(
         home,
         &dir,
-        &["new", "--name", "alice", "--password-file", pw, "--json"],
+        &["new", "--name", name, "--password-file", &pw, "--json"],
     );
     assert_eq!(code, 0, "{out}{err}");
     let created: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     let address = created["address"].as_str().expect("address").to_string();
+    (dir, pw, address)
+}
+
+#[test]
+fn new_list_show_import_and_no_duplicate_keys() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let home = tmp.path();
+    let (dir, pw, address) = new_key(home, "alice");
+    let pw = pw.as_str();
     assert!(
         address.starts_with("0x") && address.len() == 42,
         "{address}"
@@ -132,18 +139,8 @@ async fn a_keyring_key_signs_cli_requests_and_its_address_pays() {
     )
     .await;
     let home = net.home();
-    let dir = home.join("keys");
-    let pw = home.join("pw");
-    std::fs::write(&pw, "pw\n").expect("pw");
-    let pw = pw.to_str().expect("utf-8");
-    let (code, out, err) = keys(
-        home,
-        &dir,
-        &["new", "--name", "me", "--password-file", pw, "--json"],
-    );
-    assert_eq!(code, 0, "{out}{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-    let address = v["address"].as_str().expect("address").to_string();
+    let (dir, pw, address) = new_key(home, "me");
+    let pw = pw.as_str();
     net.client
         .faucet(&address, 10u128.pow(21))
         .await
@@ -171,7 +168,7 @@ async fn a_keyring_key_signs_cli_requests_and_its_address_pays() {
 
     let out = command(home)
         .env("BRUME_KEYS_DIR", &dir)
-        .env("BRUME_KEY_PASSWORD", "pw")
+        .env("BRUME_KEY_PASSWORD", "correct horse")
         .args([
             "invoke",
             "echo",

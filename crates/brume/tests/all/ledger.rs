@@ -241,16 +241,7 @@ async fn invocations_and_jobs_write_one_row_each_and_only_the_owner_sees_private
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_loses_its_provider_has_one_row_and_the_audit_catches_tampering() {
     let mut net = Net::start(2, 1).await;
-    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
-        .await;
-    let job = net
-        .client
-        .submit(&cpu_job(1_000_000_000))
-        .await
-        .expect("submit");
-    let running = net.wait_state(job.id, JobState::Running).await;
-    let victim = net.kill_provider_of(&running);
-    let survivor = net.other_provider(&victim);
+    let (job, _victim, survivor) = net.long_job_losing_its_provider().await;
     let (_, result) = follow(&net.client, job.id).await;
     assert_eq!(result.state, JobState::Succeeded, "{result:?}");
     assert_eq!(result.attempts, 2);

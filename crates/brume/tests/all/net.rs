@@ -517,6 +517,27 @@ impl Net {
         victim
     }
 
+    /// Publishes `cpu`, starts a long job, and SIGKILLs the provider running
+    /// it once it runs (2-provider nets): (the job, the victim's address,
+    /// the survivor's).
+    pub async fn long_job_losing_its_provider(&mut self) -> (JobInfo, String, String) {
+        self.publish(
+            "cpu",
+            ServiceKind::Command,
+            test_programs_artifacts::CPU_LOOP_P1_BYTES,
+        )
+        .await;
+        let job = self
+            .client
+            .submit(&cpu_job(1_000_000_000))
+            .await
+            .expect("submit");
+        let running = self.wait_state(job.id, JobState::Running).await;
+        let victim = self.kill_provider_of(&running);
+        let survivor = self.other_provider(&victim);
+        (job, victim, survivor)
+    }
+
     /// The address of the one provider that is not `dead` (2-provider nets).
     pub fn other_provider(&self, dead: &str) -> String {
         self.providers[1 - self.provider_index(dead)]

@@ -257,16 +257,7 @@ async fn cancelling_a_running_job_stops_it_on_the_provider() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_survives_its_provider_being_killed() {
     let mut net = Net::start(2, 1).await;
-    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
-        .await;
-    let job = net
-        .client
-        .submit(&cpu_job(1_000_000_000))
-        .await
-        .expect("submit");
-    let running = net.wait_state(job.id, JobState::Running).await;
-    let victim = net.kill_provider_of(&running);
-    let survivor = net.other_provider(&victim);
+    let (job, victim, survivor) = net.long_job_losing_its_provider().await;
 
     let (events, result) = follow(&net.client, job.id).await;
     let k = kinds(&events);
