@@ -178,19 +178,18 @@ pub(crate) async fn stake_watcher(shared: Arc<crate::Shared>) {
     let period = Duration::from_millis(shared.config.chain.stake_refresh_ms.max(10));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = shared.shutdown.clone();
+    let shutdown = shared.shutdown.clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.cancelled() => return,
         }
-        let providers: Vec<(u64, String)> = shared
-            .sched
-            .lock()
-            .providers
-            .iter()
-            .map(|(id, p)| (*id, p.address.clone()))
-            .collect();
+        let providers: Vec<(u64, String)> = shared.lifecycle.read(|s| {
+            s.providers
+                .iter()
+                .map(|(id, p)| (*id, p.address.clone()))
+                .collect()
+        });
         for (id, address) in providers {
             if let Some(stake) = read_stake(&shared, &address).await {
                 shared.with_sched(|s, after| s.set_stake(id, stake, after));

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use brume_api::receipt::SignedReceipt;
 use brume_api::rest::{
@@ -19,8 +20,12 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::sched::Completion;
+use crate::Shared;
+use crate::ledger::Billing;
+use crate::lifecycle::{Bill, Finished, Waiter};
 use crate::store::{Store, StoreError};
+use crate::work::{Completion, WorkEvent};
+use crate::work::{Work, WorkSpec};
 
 /// What is stored of a job's request: everything needed to run it again
 /// after a restart.
@@ -250,9 +255,8 @@ impl JobEntry {
         self.push(&mut inner, ev, true);
     }
 
-    /// Records the end of the job (called once, by `Work::finish`).
     /// Records the receipt of an attempt's result (checked by the session).
-    pub fn set_receipt(&self, receipt: SignedReceipt) {
+    fn set_receipt(&self, receipt: SignedReceipt) {
         let mut inner = self.inner.lock();
         if !inner.info.state.is_final() {
             inner.receipt = Some(receipt);
@@ -261,14 +265,14 @@ impl JobEntry {
 
     /// Records how a replicated job's result was decided (before
     /// [`JobEntry::complete`]).
-    pub fn set_verification(&self, v: Verification) {
+    fn set_verification(&self, v: Verification) {
         let mut inner = self.inner.lock();
         if !inner.info.state.is_final() {
             inner.verification = Some(v);
         }
     }
 
-    pub fn complete(&self, completion: Completion) {
+    fn complete_with(&self, completion: Completion) {
         if self.is_final() {
             return;
         }
@@ -383,6 +387,158 @@ impl JobEntry {
         ev.error = error;
         ev.provider = inner.info.provider.clone();
         self.push_with(&mut inner, ev, true, Some(result));
+    }
+}
+
+// ---- starting jobs ----------------------------------------------------------
+
+/// A job's work; `module_signature` is looked up by digest when the job
+/// starts (`Registry::module_signature`), not stored with the job.
+fn work_spec(
+    stored: &StoredJob,
+    progress: Duration,
+    needs: crate::work::TierNeeds,
+    module_signature: Option<brume_api::wire::ModuleSignature>,
+    trust: &crate::trust::TrustConfig,
+) -> WorkSpec {
+    WorkSpec {
+        tiers: stored
+            .tiers
+            .as_deref()
+            .and_then(|t| crate::trust::tier_set(t).ok())
+            .unwrap_or_else(|| trust.default_tiers(&stored.requester)),
+        org: trust.org_of_account(&stored.requester),
+        service: stored.service.clone(),
+        digest: stored.digest.clone(),
+        kind: stored.kind,
+        profile: stored.profile,
+        limits: stored.limits,
+        args: stored.argv.clone(),
+        env: stored.env.clone(),
+        stdin: stored.stdin.0.clone(),
+        http: None,
+        max_price: stored.max_price,
+        max_attempts: stored.max_attempts,
+        progress_ms: Some(progress.as_millis() as u64),
+        seed: stored.seed,
+        clock_start_ms: 0,
+        needs,
+        module_signature,
+        distinct: None,
+        avoid: None,
+        wants_receipt: true,
+    }
+}
+
+/// Who a job's rows name.
+fn job_billing(stored: &StoredJob) -> Billing {
+    Billing {
+        requester: stored.requester.clone(),
+        end_user: stored.end_user.clone(),
+        developer: stored.developer.clone(),
+        request_line: String::new(),
+        request_headers: Vec::new(),
+        admission: stored.admission,
+        declared: stored.declared,
+        hold: None,
+    }
+}
+
+/// Queues a job (verified ones as a replica group, see `verify.rs`); `hold` is its escrow reservation (none for a job
+/// re-queued at start-up: its account's charges are counted from the
+/// ledger).
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    entry: Arc<JobEntry>,
+    attempts: u32,
+    hold: Option<Arc<crate::escrow::Hold>>,
+) {
+    let needs = shared.ledger.needs(entry.stored.admission.as_ref());
+    let signature = shared
+        .registry
+        .module_signature(entry.stored.service.as_deref(), &entry.stored.digest);
+    let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
+    if let Some(
+        policy @ (brume_api::rest::VerifyPolicy::Replicate { .. }
+        | brume_api::rest::VerifyPolicy::Adaptive
+        | brume_api::rest::VerifyPolicy::Verifier { .. }),
+    ) = entry.stored.verify.clone()
+    {
+        // The replicas are billed one by one when the group is decided; the
+        // job's reservation ends when it does.
+        drop(hold);
+        let (stored, progress, trust) = (
+            entry.stored.clone(),
+            shared.config.progress_interval,
+            shared.config.trust.clone(),
+        );
+        let billing = job_billing(&entry.stored);
+        shared.jobs.lock().insert(entry.id, (entry.clone(), None));
+        crate::verify::start(
+            shared,
+            (entry.id, entry),
+            policy,
+            Box::new(move || work_spec(&stored, progress, needs, signature.clone(), &trust)),
+            billing,
+            timeout,
+        );
+        return;
+    }
+    let spec = work_spec(
+        &entry.stored,
+        shared.config.progress_interval,
+        needs,
+        signature,
+        &shared.config.trust,
+    );
+    let mut billing = job_billing(&entry.stored);
+    billing.hold = hold;
+    let work = Work::new(entry.id, spec, timeout, attempts);
+    shared.jobs.lock().insert(entry.id, (entry.clone(), None));
+    shared.lifecycle.submit(work, Bill::Durable(billing), entry);
+}
+
+/// Re-queues the jobs that were open when the broker last stopped.
+pub(crate) async fn recover(shared: &Arc<Shared>) -> Result<(), crate::StoreError> {
+    let open = open_jobs(&shared.store).await?;
+    if !open.is_empty() {
+        tracing::info!("re-queueing {} unfinished job(s)", open.len());
+    }
+    for (mut info, stored, events) in open {
+        // An attempt cut short by the broker's own crash is not the job's
+        // fault: a recovered job always gets at least one more attempt.
+        let attempts = info.attempts.min(stored.max_attempts.saturating_sub(1));
+        info.state = JobState::Queued;
+        let entry = JobEntry::new(info.id, stored, info, events, shared.store.clone());
+        entry.event_queued(Some("re-queued after a broker restart"));
+        start(shared, entry, attempts, None);
+    }
+    Ok(())
+}
+
+impl Waiter for JobEntry {
+    fn event(&self, event: &WorkEvent) {
+        match event {
+            WorkEvent::Assigned { attempt, provider } => self.event_assigned(*attempt, provider),
+            WorkEvent::Running { attempt, provider } => self.event_running(*attempt, provider),
+            WorkEvent::Progress {
+                attempt,
+                fuel,
+                stderr,
+            } => self.event_progress(*attempt, *fuel, stderr),
+            WorkEvent::Retry { attempt, why } => self.event_retry(*attempt, why),
+        }
+    }
+
+    /// Records the end of the job (the lifecycle calls it once).
+    fn complete(&self, finished: Finished) {
+        if let Some(v) = finished.verification {
+            self.set_verification(v);
+        }
+        if let Some(r) = finished.receipt {
+            self.set_receipt(r);
+        }
+        self.complete_with(finished.completion);
     }
 }
 

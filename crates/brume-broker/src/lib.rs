@@ -23,22 +23,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use brume_api::rest::{Capacity, Queues, Status};
 use brume_api::{Limits, WorkId};
 use brume_identity::Identity;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-mod api;
 pub mod chain;
-mod chain_api;
 pub mod escrow;
+mod http;
 mod jobs;
 pub mod ledger;
+mod lifecycle;
 mod metrics;
 mod providers_admin;
+mod registry;
 mod sched;
 mod session;
 pub mod settlement;
 pub mod store;
 pub mod trust;
 mod verify;
+mod work;
 
 pub use store::StoreError;
 
@@ -178,26 +181,25 @@ pub(crate) struct Shared {
     /// Banned provider addresses (lowercase) and why.
     pub banned: parking_lot::RwLock<std::collections::HashMap<String, String>>,
     /// Signed requests seen within the skew window (replay protection).
-    pub seen_signatures: parking_lot::Mutex<api::SeenSignatures>,
+    pub seen_signatures: parking_lot::Mutex<http::SeenSignatures>,
     pub store: store::Store,
-    pub sched: parking_lot::Mutex<sched::Scheduler>,
+    /// The scheduler and every unit of work in flight, with its waiter.
+    pub lifecycle: Arc<lifecycle::Lifecycle>,
     /// Jobs in memory: open ones, and finished ones (with when they
     /// finished) until `finished_job_retention` passes.
     pub jobs: parking_lot::Mutex<std::collections::HashMap<WorkId, JobSlot>>,
-    /// The work of each job in `jobs` (for cancel).
-    pub works: parking_lot::Mutex<std::collections::HashMap<WorkId, Arc<sched::Work>>>,
-    pub services:
-        parking_lot::RwLock<std::collections::HashMap<String, brume_api::rest::ServiceInfo>>,
-    /// The developer (publishing key's name) of each service, by name.
-    pub developers: parking_lot::RwLock<std::collections::HashMap<String, String>>,
+    pub registry: registry::Registry,
     pub keys: parking_lot::RwLock<KeyCache>,
     pub ledger: Arc<ledger::Ledger>,
     pub blob_tokens: parking_lot::RwLock<std::collections::HashSet<String>>,
     pub validator: brume_sandbox::Sandbox,
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
     pub next_session: AtomicU64,
-    pub shutdown: watch::Receiver<bool>,
+    /// Cancelled when the broker stops: every task it started watches it.
+    pub shutdown: CancellationToken,
+    /// Every task the broker starts (shutdown waits for them all).
+    pub tasks: TaskTracker,
 }
 
 #[derive(Debug, Default)]
@@ -213,33 +215,18 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut sched::Scheduler, &mut sched::After) -> T,
     ) -> T {
-        let mut after = sched::After::default();
-        let out = {
-            let mut s = self.sched.lock();
-            let out = f(&mut s, &mut after);
-            self.metrics.queue_depth.set(s.queue_len() as i64);
-            self.metrics.providers.set(s.providers.len() as i64);
-            out
-        };
-        if after.retries > 0 {
-            self.metrics.retries.inc_by(after.retries);
-        }
-        for (work, completion) in after.finish {
-            ledger::finish(&self.ledger, work, completion);
-        }
-        out
+        self.lifecycle.with_sched(f)
     }
 
     pub fn status(&self) -> Status {
-        let (providers, totals, waiting, in_flight) = {
-            let s = self.sched.lock();
+        let (providers, totals, waiting, in_flight) = self.lifecycle.read(|s| {
             (
                 s.providers.len() as u64,
                 s.totals,
                 s.queue_len() as u64,
                 s.inflight_len() as u64,
             )
-        };
+        });
         let jobs_open = self
             .jobs
             .lock()
@@ -279,8 +266,9 @@ pub struct RunningBroker {
     url: String,
     broker_id: String,
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), BrokerError>>,
+    /// Appends the sync calls' rows; ends once its queue is closed.
+    batcher: tokio::task::JoinHandle<()>,
     shared: Arc<Shared>,
 }
 
@@ -304,7 +292,8 @@ impl Broker {
             ..brume_sandbox::SandboxConfig::default()
         })
         .map_err(|e| BrokerError::Sandbox(e.to_string()))?;
-        let services = store.read(store::load_services).await?;
+        let registry = registry::Registry::open(store.clone()).await?;
+        let reputation = store.read(store::reputation::load).await?;
         let hashes = store.read(store::keys::all_hashes).await?;
         let banned: Vec<(String, String)> = store
             .read(|c| {
@@ -356,11 +345,21 @@ impl Broker {
                 source,
             })?;
         let addr = listener.local_addr().map_err(BrokerError::Serve)?;
-        let (stop, stopped) = watch::channel(false);
+        let ledger = Arc::new(ledger);
+        let metrics = Arc::new(metrics::Metrics::new());
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let mut scheduler = sched::Scheduler::with_min_stake(config.chain.min_stake);
+        scheduler.load_reputation(reputation);
+        let lifecycle = Arc::new(lifecycle::Lifecycle::new(
+            scheduler,
+            ledger.clone(),
+            metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
         let shared = Arc::new(Shared {
-            sched: parking_lot::Mutex::new(sched::Scheduler::with_min_stake(
-                config.chain.min_stake,
-            )),
+            lifecycle,
             config,
             broker_id: broker_id.clone(),
             identity,
@@ -371,41 +370,30 @@ impl Broker {
             seen_signatures: Default::default(),
             store,
             jobs: parking_lot::Mutex::new(Default::default()),
-            works: parking_lot::Mutex::new(Default::default()),
-            developers: parking_lot::RwLock::new(
-                services
-                    .iter()
-                    .map(|(s, dev)| (s.name.clone(), dev.clone()))
-                    .collect(),
-            ),
-            services: parking_lot::RwLock::new(
-                services
-                    .into_iter()
-                    .map(|(s, _)| (s.name.clone(), s))
-                    .collect(),
-            ),
-            ledger: Arc::new(ledger),
+            registry,
+            ledger,
             keys: parking_lot::RwLock::new(KeyCache {
                 hashes: hashes.into_iter().collect(),
                 refreshed: Some(Instant::now()),
             }),
             blob_tokens: Default::default(),
             validator,
-            metrics: metrics::Metrics::new(),
+            metrics,
             started: Instant::now(),
             next_session: AtomicU64::new(1),
-            shutdown: stopped.clone(),
+            shutdown,
+            tasks: tasks.clone(),
         });
-        tokio::spawn(ledger::batcher(shared.ledger.clone(), ledger_rows));
-        api::recover_jobs(&shared).await?;
+        let batcher = tokio::spawn(ledger::batcher(shared.ledger.clone(), ledger_rows));
+        jobs::recover(&shared).await?;
         let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
-        tokio::spawn(sweeper(shared.clone()));
-        tokio::spawn(chain::stake_watcher(shared.clone()));
-        tokio::spawn(providers_admin::watch(shared.clone()));
+        tasks.spawn(sweeper(shared.clone()));
+        tasks.spawn(chain::stake_watcher(shared.clone()));
+        tasks.spawn(providers_admin::watch(shared.clone()));
         settlement::start(&shared).await;
-        tokio::spawn(settlement::settle_loop(shared.clone()));
-        let app = api::router(shared.clone());
-        let mut stopped2 = stopped;
+        tasks.spawn(settlement::settle_loop(shared.clone()));
+        let app = http::router(shared.clone());
+        let stopped = shared.shutdown.clone();
         // Small frames and responses must leave at once: without
         // TCP_NODELAY, Nagle + delayed ACKs add ~40 ms to back-to-back writes.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -415,9 +403,7 @@ impl Broker {
         });
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped2.wait_for(|s| *s).await;
-                })
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
                 .await
                 .map_err(BrokerError::Serve)
         });
@@ -425,8 +411,8 @@ impl Broker {
             url: format!("http://{addr}"),
             broker_id,
             addr,
-            stop,
             task,
+            batcher,
             shared,
         })
     }
@@ -491,12 +477,19 @@ impl RunningBroker {
     /// Begins a graceful stop: providers are told, the listener closes,
     /// pending writes are committed.
     pub fn shutdown(&self) {
-        let _ = self.stop.send(true);
+        self.shared.shutdown.cancel();
     }
 
     /// Waits until the server has stopped (after [`RunningBroker::shutdown`]).
     pub async fn wait(self) -> Result<(), BrokerError> {
         let r = self.task.await.unwrap_or(Ok(()));
+        // Sessions, background loops, billing appends, verification.
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        // Then the sync calls' rows still queued.
+        self.shared.ledger.close_queue();
+        let _ = self.batcher.await;
+        save_reputation(&self.shared).await;
         self.shared.store.flush().await?;
         self.shared.ledger.settled().await;
         r
@@ -559,37 +552,50 @@ impl RunningBroker {
     }
 }
 
-/// Ack timeouts, queue timeouts, and eviction of finished jobs from memory.
+/// Saves the providers' track records changed since the last save.
+async fn save_reputation(shared: &Shared) {
+    let changed = shared.with_sched(|s, _| s.take_changed_reputation());
+    if changed.is_empty() {
+        return;
+    }
+    if let Err(e) = shared
+        .store
+        .write(move |tx| store::reputation::save(tx, &changed))
+        .await
+    {
+        tracing::error!("save provider reputation: {e}");
+    }
+}
+
+/// How often changed track records are saved.
+const REPUTATION_SAVE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Ack timeouts, queue timeouts, eviction of finished jobs from memory, and
+/// saving changed track records.
 async fn sweeper(shared: Arc<Shared>) {
     let period = (shared.config.ack_timeout / 10)
         .clamp(Duration::from_millis(10), Duration::from_millis(100));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = shared.shutdown.clone();
+    let shutdown = shared.shutdown.clone();
+    let mut saved = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.cancelled() => return,
+        }
+        if saved.elapsed() >= REPUTATION_SAVE_PERIOD {
+            saved = Instant::now();
+            save_reputation(&shared).await;
         }
         let ack = shared.config.ack_timeout;
         shared.with_sched(|s, after| s.sweep(ack, after));
         let keep = shared.config.finished_job_retention;
-        let mut evicted = Vec::new();
-        shared.jobs.lock().retain(|id, (entry, finished)| {
+        shared.jobs.lock().retain(|_, (entry, finished)| {
             if finished.is_none() && entry.is_final() {
                 *finished = Some(Instant::now());
             }
-            let keep = finished.is_none_or(|t| t.elapsed() < keep);
-            if !keep {
-                evicted.push(*id);
-            }
-            keep
+            finished.is_none_or(|t| t.elapsed() < keep)
         });
-        if !evicted.is_empty() {
-            let mut works = shared.works.lock();
-            for id in evicted {
-                works.remove(&id);
-            }
-        }
     }
 }

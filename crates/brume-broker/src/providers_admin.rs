@@ -52,13 +52,13 @@ pub(crate) async fn refusal(shared: &Shared, address: &str) -> Option<String> {
 /// Applies the operator's bans and suspensions to a running broker every
 /// [`RELOAD`], until shutdown.
 pub(crate) async fn watch(shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
+    let shutdown = shared.shutdown.clone();
     let mut tick = tokio::time::interval(RELOAD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.cancelled() => return,
         }
         let refused = match shared.store.read(store::providers::refused).await {
             Ok(r) => r,

@@ -185,7 +185,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
     let mut seq = 0u64;
-    let mut shutdown = shared.shutdown.clone();
+    let shutdown = shared.shutdown.clone();
     let reason = loop {
         tokio::select! {
             msg = stream.next() => match msg {
@@ -227,7 +227,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
                 seq += 1;
                 let _ = tx.send(Message::Binary(ToProvider::Ping(seq).encode(CONTROL)));
             }
-            _ = shutdown.wait_for(|s| *s) => {
+            _ = shutdown.cancelled() => {
                 let _ = tx.send(close_msg(close::SHUTDOWN, "broker shutting down"));
                 break "broker shutting down".to_string();
             }
@@ -267,15 +267,17 @@ fn handle(
             tracing::info!(session = id, "provider is draining");
             shared.with_sched(|s, _| s.set_draining(id));
         }
-        FromProvider::Accepted => shared.with_sched(|s, _| s.accepted(id, channel)),
-        FromProvider::Progress(p) => shared.sched.lock().progress(id, channel, &p),
+        FromProvider::Accepted => shared.with_sched(|s, after| s.accepted(id, channel, after)),
+        FromProvider::Progress(p) => {
+            shared.with_sched(|s, after| s.progress(id, channel, p, after))
+        }
         FromProvider::Done(done) => {
             let wire::Done { outcome, signature } = *done;
             // A job's result is accepted only with a receipt that its
             // provider signed (checked here, outside the scheduler's lock).
-            let inflight = shared.sched.lock().inflight_work(id, channel);
+            let inflight = shared.lifecycle.read(|s| s.inflight_work(id, channel));
             if let Some((work, attempt)) = inflight
-                && work.wants_receipt()
+                && work.spec.wants_receipt
             {
                 let receipt =
                     brume_api::receipt::Receipt::new(&work.assignment(attempt), address, &outcome);
@@ -293,9 +295,6 @@ fn handle(
                     receipt,
                     signature: format!("0x{}", hex::encode(&signature)),
                 };
-                if let Some(job) = work.job() {
-                    job.set_receipt(signed.clone());
-                }
                 work.set_receipt(signed);
             }
             let outcome = Box::new(outcome);

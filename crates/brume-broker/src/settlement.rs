@@ -167,7 +167,7 @@ pub(crate) async fn start(shared: &Arc<Shared>) {
     }
     if matches!(s.settler.interrupted().await, Ok(true)) {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        shared.tasks.clone().spawn(async move {
             let _ = run_once(&shared).await;
         });
     }
@@ -177,7 +177,7 @@ pub(crate) async fn start(shared: &Arc<Shared>) {
 /// start-up if a run was interrupted.
 pub(crate) async fn settle_loop(shared: Arc<Shared>) {
     let period = shared.config.settlement.period_s;
-    let mut stop = shared.shutdown.clone();
+    let stop = shared.shutdown.clone();
     if period == 0 {
         return;
     }
@@ -187,7 +187,7 @@ pub(crate) async fn settle_loop(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
         let _ = run_once(&shared).await;
     }

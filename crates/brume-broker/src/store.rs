@@ -93,6 +93,10 @@ CREATE TABLE IF NOT EXISTS provider_trust (
     reason TEXT NOT NULL,
     at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS provider_reputation (
+    address TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS job_events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -511,6 +515,41 @@ pub fn provider_status(
 
 /// `brume broker providers`: the operator's standing of provider
 /// addresses (`provider_trust`), and the bans (`provider_bans`).
+/// Providers' track records (`brume_api::rest::Reputation`, as JSON), by
+/// lowercase address: what adaptive verification and matching rank by,
+/// kept across restarts.
+pub(crate) mod reputation {
+    use brume_api::rest::Reputation;
+
+    use super::*;
+
+    pub fn load(c: &Connection) -> rusqlite::Result<Vec<(String, Reputation)>> {
+        let mut stmt = c.prepare("SELECT address, body FROM provider_reputation")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (address, body) = row?;
+            match serde_json::from_str(&body) {
+                Ok(rep) => out.push((address, rep)),
+                Err(e) => tracing::warn!(%address, "a stored reputation does not parse: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn save(tx: &Transaction<'_>, records: &[(String, Reputation)]) -> rusqlite::Result<()> {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO provider_reputation (address, body) VALUES (?1, ?2)
+             ON CONFLICT(address) DO UPDATE SET body = excluded.body",
+        )?;
+        for (address, rep) in records {
+            let body = serde_json::to_string(rep).unwrap_or_default();
+            stmt.execute(params![address, body])?;
+        }
+        Ok(())
+    }
+}
+
 pub mod providers {
     use super::*;
 

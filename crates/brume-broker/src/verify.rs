@@ -2,7 +2,7 @@
 //!
 //! A job with `verify: replicate {n, quorum}` runs as `n` replica works
 //! ([`ReplicaGroup`]), deterministically, on providers with distinct
-//! addresses (the scheduler checks [`ReplicaGroup::taken`]). Each replica's
+//! addresses (the scheduler checks the group's [`Distinct`] set). Each replica's
 //! result comes with its provider's signed receipt (checked by the session).
 //! Once every replica has ended, [`decide`]:
 //!
@@ -17,9 +17,14 @@
 //!   the requester (the requester pays for the replicas its policy asked
 //!   for); the cheat's writes none.
 //!
-//! Without a quorum the job fails with `unverified` and every replica that
-//! returned a result is billed (none can be proven wrong; arbitration by a
-//! reference provider is not built yet).
+//! Without a quorum, one more replica runs on a reference provider (tier 2,
+//! operator-approved) and its result decides ([`arbitrate`]); if none can
+//! run it, the job fails with `unverified` and every replica that returned
+//! a result is billed (none can be proven wrong).
+//!
+//! Replicas are units of the lifecycle billed later ([`Bill::Deferred`]):
+//! their group bills the agreeing ones once decided, and completes the job
+//! through its [`Waiter`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -31,8 +36,9 @@ use brume_api::{ApiError, ErrorCode, WorkId};
 use sha2::{Digest as _, Sha256};
 
 use crate::Shared;
-use crate::jobs::JobEntry;
-use crate::sched::{Completion, Sink, Work};
+use crate::ledger::Billing;
+use crate::lifecycle::{Bill, Finished, Oneshot, Waiter};
+use crate::work::{Completion, Distinct, Work, WorkSpec};
 
 /// Under `adaptive`, a provider with a shorter run of consecutive verified
 /// results always has its result checked by a second replica.
@@ -40,21 +46,35 @@ pub(crate) const ADAPTIVE_MIN_RUN: u64 = 10;
 
 /// The replicas of one job.
 pub(crate) struct ReplicaGroup {
-    pub job: Arc<JobEntry>,
+    /// The job's id and who waits for its result.
+    pub job_id: WorkId,
+    job: Arc<dyn Waiter>,
     pub policy: VerifyPolicy,
     /// Addresses of the providers given a replica: no address gets two.
-    pub taken: parking_lot::Mutex<HashSet<String>>,
+    distinct: Arc<Distinct>,
     state: parking_lot::Mutex<GroupState>,
     shared: Weak<Shared>,
     /// A new replica's spec (adaptive groups grow).
-    make: Box<dyn Fn() -> crate::sched::WorkSpec + Send + Sync>,
+    make: Box<dyn Fn() -> WorkSpec + Send + Sync>,
+    /// Who each agreeing replica's row names.
+    billing: Billing,
     queue_timeout: std::time::Duration,
+}
+
+/// The waiter of one replica (by index) of a group.
+#[derive(Debug)]
+struct ReplicaWaiter(Arc<ReplicaGroup>, usize);
+
+impl Waiter for ReplicaWaiter {
+    fn complete(&self, finished: Finished) {
+        self.0.record(self.1, finished.receipt, finished.completion);
+    }
 }
 
 impl std::fmt::Debug for ReplicaGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplicaGroup")
-            .field("job", &self.job.id)
+            .field("job", &self.job_id)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -107,14 +127,9 @@ struct DoneReplica {
 }
 
 impl ReplicaGroup {
-    /// Whether the provider at `address` may take a replica.
-    pub fn allows(&self, address: &str) -> bool {
-        !self.taken.lock().contains(address)
-    }
-
-    /// A replica's completion (from `Work::deliver`), with the receipt the
+    /// A replica's completion (from the lifecycle), with the receipt the
     /// session checked.
-    pub fn record(
+    fn record(
         self: &Arc<Self>,
         index: usize,
         receipt: Option<SignedReceipt>,
@@ -153,7 +168,8 @@ impl ReplicaGroup {
         };
         if all_ended && let Some(shared) = self.shared.upgrade() {
             let group = self.clone();
-            tokio::spawn(async move {
+            let lifecycle = shared.lifecycle.clone();
+            lifecycle.spawn(async move {
                 match &group.policy {
                     VerifyPolicy::Adaptive if extend(&shared, &group) => {}
                     VerifyPolicy::Adaptive | VerifyPolicy::Replicate { .. }
@@ -176,29 +192,23 @@ impl ReplicaGroup {
 
     /// [`add_replica`](Self::add_replica), restricted to the `tiers` set.
     fn add_replica_on(self: &Arc<Self>, shared: &Arc<Shared>, tiers: Option<u8>) -> WorkId {
-        let work = {
+        let (work, index) = {
             let mut st = self.state.lock();
             let index = st.ended.len();
             st.ended.push(None);
             st.decided = false;
             let mut spec = (self.make)();
-            spec.replica = Some(self.clone());
+            spec.distinct = Some(self.distinct.clone());
             if let Some(t) = tiers {
                 spec.tiers = t;
             }
-            let work = Work::new(
-                WorkId::new(),
-                spec,
-                Sink::Replica(self.clone(), index),
-                self.queue_timeout,
-                0,
-            );
+            let work = Work::new(WorkId::new(), spec, self.queue_timeout, 0);
             st.children.push(work.clone());
-            work
+            (work, index)
         };
         let id = work.id;
-        shared.works.lock().insert(work.id, work.clone());
-        shared.with_sched(|s, a| s.submit(work, a));
+        let waiter = Arc::new(ReplicaWaiter(self.clone(), index));
+        shared.lifecycle.submit(work, Bill::Deferred, waiter);
         id
     }
 }
@@ -227,7 +237,7 @@ fn arbitrate(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
     if results < 2 || counts.values().any(|&c| c >= quorum) {
         return false;
     }
-    tracing::warn!(job = %group.job.id, "replicas disagree without a quorum: asking a reference provider");
+    tracing::warn!(job = %group.job_id, "replicas disagree without a quorum: asking a reference provider");
     let id = group.add_replica_on(shared, Some(1 << 2));
     group.state.lock().reference = Some(id);
     true
@@ -266,7 +276,9 @@ fn extend(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
     };
     let check = match (n, results.as_slice()) {
         (1, [(provider, _, _)]) => {
-            let run = shared.sched.lock().reputation(provider).consecutive_valid;
+            let run = shared
+                .lifecycle
+                .read(|s| s.reputation(provider).consecutive_valid);
             run < ADAPTIVE_MIN_RUN || rand::random::<f64>() < 1.0 / run as f64
         }
         (2, [(_, a, fa), (_, b, fb)]) => a != b || fa != fb,
@@ -284,9 +296,10 @@ fn extend(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
 /// (each with its own work id); `adaptive` starts one and grows.
 pub(crate) fn start(
     shared: &Arc<Shared>,
-    entry: &Arc<JobEntry>,
+    job: (WorkId, Arc<dyn Waiter>),
     policy: VerifyPolicy,
-    make: Box<dyn Fn() -> crate::sched::WorkSpec + Send + Sync>,
+    make: Box<dyn Fn() -> WorkSpec + Send + Sync>,
+    billing: Billing,
     queue_timeout: std::time::Duration,
 ) {
     let (n, quorum) = match policy {
@@ -294,26 +307,27 @@ pub(crate) fn start(
         VerifyPolicy::Adaptive | VerifyPolicy::Verifier { .. } | VerifyPolicy::None => (1, 1),
     };
     let group = Arc::new(ReplicaGroup {
-        job: entry.clone(),
+        job_id: job.0,
+        job: job.1,
         policy,
-        taken: Default::default(),
+        distinct: Default::default(),
         state: parking_lot::Mutex::new(GroupState {
             quorum,
             ..GroupState::default()
         }),
         shared: Arc::downgrade(shared),
         make,
+        billing,
         queue_timeout,
     });
-    shared.jobs.lock().insert(entry.id, (entry.clone(), None));
-    shared.replicas.lock().insert(entry.id, group.clone());
+    shared.replicas.lock().insert(group.job_id, group.clone());
     for _ in 0..n {
         let _ = group.add_replica(shared);
     }
 }
 
 /// Cancels a replicated job's replicas; false if it is not one (or over).
-pub(crate) fn cancel(shared: &Arc<Shared>, job: WorkId) -> bool {
+pub(crate) async fn cancel(shared: &Arc<Shared>, job: WorkId) -> bool {
     let Some(group) = shared.replicas.lock().get(&job).cloned() else {
         return false;
     };
@@ -323,14 +337,8 @@ pub(crate) fn cancel(shared: &Arc<Shared>, job: WorkId) -> bool {
         st.children.clone()
     };
     for w in children {
-        shared.with_sched(|s, a| {
-            s.cancel(w.id, a);
-        });
-        let attempts = w.attempts();
-        w.finish(Completion::Failed {
-            error: ApiError::new(ErrorCode::Cancelled, "cancelled by the requester"),
-            attempts,
-        });
+        let error = ApiError::new(ErrorCode::Cancelled, "cancelled by the requester");
+        shared.lifecycle.cancel(w.id, error).await;
     }
     true
 }
@@ -370,12 +378,10 @@ async fn check(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>, service: &str) -
         group.state.lock().accepted = Some(work_id);
         return false;
     }
-    tracing::info!(job = %group.job.id, %provider, "the verifier rejected a result");
-    shared
-        .sched
-        .lock()
-        .reputation_mut(&provider)
-        .consecutive_valid = 0;
+    tracing::info!(job = %group.job_id, %provider, "the verifier rejected a result");
+    shared.lifecycle.with_sched(|s, _| {
+        s.reputation_mut(&provider).consecutive_valid = 0;
+    });
     retry(shared)
 }
 
@@ -389,8 +395,8 @@ async fn run_verifier(
     exit_code: i32,
     stdout: bytes::Bytes,
 ) -> bool {
-    let Some(svc) = shared.services.read().get(service).cloned() else {
-        tracing::warn!(job = %group.job.id, "verifier service {service} does not exist");
+    let Some(svc) = shared.registry.get(service) else {
+        tracing::warn!(job = %group.job_id, "verifier service {service} does not exist");
         return false;
     };
     let mut spec = (group.make)();
@@ -405,17 +411,13 @@ async fn run_verifier(
     spec.stdin = stdout;
     spec.progress_ms = None;
     spec.module_signature = None;
-    spec.replica = None;
+    spec.distinct = None;
+    spec.wants_receipt = false;
     spec.avoid = Some(checked.to_string());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let work = Work::new(
-        WorkId::new(),
-        spec,
-        Sink::Invoke(parking_lot::Mutex::new(Some(tx))),
-        group.queue_timeout,
-        0,
-    );
-    shared.with_sched(|s, a| s.submit(work, a));
+    let (waiter, rx) = Oneshot::new();
+    let work = Work::new(WorkId::new(), spec, group.queue_timeout, 0);
+    let bill = Bill::Queued(group.billing.clone());
+    shared.lifecycle.submit(work, bill, waiter);
     matches!(
         rx.await,
         Ok(Completion::Done { outcome, .. })
@@ -509,16 +511,17 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     // result; one that didn't ends its provider's run. (A result nobody
     // checked verifies nothing.)
     if winner.is_some() && (done.len() >= 2 || by_verifier) {
-        let mut sched = shared.sched.lock();
-        for (i, d) in done.iter().enumerate() {
-            let r = sched.reputation_mut(&d.provider);
-            if agreed.contains(&i) {
-                r.valid += 1;
-                r.consecutive_valid += 1;
-            } else {
-                r.consecutive_valid = 0;
+        shared.lifecycle.with_sched(|sched, _| {
+            for (i, d) in done.iter().enumerate() {
+                let r = sched.reputation_mut(&d.provider);
+                if agreed.contains(&i) {
+                    r.valid += 1;
+                    r.consecutive_valid += 1;
+                } else {
+                    r.consecutive_valid = 0;
+                }
             }
-        }
+        });
     }
     // Cheats: signed something else than a quorum agreed on. (A verifier's
     // rejection proves nothing to third parties: no ban, but no pay.)
@@ -543,9 +546,9 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         if (winner.is_some() || by_verifier) && !agreed.contains(&i) {
             continue;
         }
-        let (row, c) = crate::ledger::build(
-            &shared.ledger,
+        let (row, c) = shared.ledger.build(
             &d.work,
+            &group.billing,
             &d.provider,
             d.fitness_mips,
             &d.outcome.usage(),
@@ -556,11 +559,10 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             cost += c.token_amount;
             tier = c.tier;
         }
-        crate::ledger::append_sealed(&shared.ledger, &d.work, row).await;
+        shared.ledger.append_sealed(d.work.id, row).await;
     }
-    let job = &group.job;
-    job.set_verification(verification);
     let attempts: u32 = children.iter().map(|w| w.attempts()).sum();
+    let mut receipt = None;
     let completion = if cancelled {
         Completion::Failed {
             error: ApiError::new(ErrorCode::Cancelled, "cancelled by the requester"),
@@ -568,13 +570,13 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         }
     } else if let Some(w) = &winner {
         let r = &done[w[0]];
-        job.set_receipt(r.receipt.clone());
+        receipt = Some(r.receipt.clone());
         Completion::Done {
             outcome: r.outcome.clone(),
             provider: r.provider.clone(),
             fitness_mips: r.fitness_mips,
             attempts,
-            cost: Some(crate::ledger::Cost {
+            cost: Some(crate::work::Cost {
                 token_amount: cost,
                 tier,
             }),
@@ -591,12 +593,12 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             attempts,
         }
     };
-    job.complete(completion);
-    shared.replicas.lock().remove(&job.id);
-    let mut works = shared.works.lock();
-    for w in &children {
-        works.remove(&w.id);
-    }
+    group.job.complete(Finished {
+        completion,
+        receipt,
+        verification: Some(verification),
+    });
+    shared.replicas.lock().remove(&group.job_id);
 }
 
 /// A proven cheat: banned (session closed, reconnects refused), stake
@@ -678,7 +680,7 @@ pub(crate) async fn ban(shared: &Arc<Shared>, address: &str, reason: &str, proof
 
 /// Closes the session of `address`, if it has one.
 pub(crate) fn kick(shared: &Arc<Shared>, address: &str, reason: &str) {
-    shared.with_sched(|s, after| {
+    shared.lifecycle.with_sched(|s, after| {
         let ids: Vec<u64> = s
             .providers
             .iter()

@@ -22,229 +22,17 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
 use brume_api::rest::{Price, Reputation};
-use brume_api::wire::{self, Assign, Capabilities, ToProvider};
-use brume_api::{ApiError, ErrorCode, Limits, Profile, ServiceKind, WorkId};
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use brume_api::wire::{self, Capabilities, ToProvider};
+use brume_api::{ApiError, ErrorCode, WorkId};
+use tokio::sync::mpsc;
 
-use crate::jobs::JobEntry;
-
-pub(crate) type ProviderId = u64;
+pub(crate) use crate::work::ProviderId;
+use crate::work::{Cancelled, Completion, RanSoFar, Work, WorkEvent};
 
 /// How many candidates one match inspects per index at most.
 pub(crate) const SCAN_CAP: usize = 256;
 /// How deep into the queue a freed slot looks for work it can take.
 const QUEUE_SCAN_CAP: usize = 256;
-
-/// Everything that describes one unit of work, fixed at submission.
-#[derive(Debug)]
-pub(crate) struct WorkSpec {
-    pub service: Option<String>,
-    pub digest: String,
-    pub kind: ServiceKind,
-    pub profile: Profile,
-    pub limits: Limits,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub stdin: Bytes,
-    pub http: Option<wire::HttpRequest>,
-    pub max_price: Option<Price>,
-    pub max_attempts: u32,
-    pub progress_ms: Option<u64>,
-    pub seed: u64,
-    pub clock_start_ms: u64,
-    /// What the admitted tier asks of a provider.
-    pub needs: crate::ledger::TierNeeds,
-    /// The developer's signature over the module, if it was published signed.
-    pub module_signature: Option<wire::ModuleSignature>,
-    /// The replica group, for a replica of a replicated job.
-    pub replica: Option<Arc<crate::verify::ReplicaGroup>>,
-    /// A provider address that must not run it (a verifier run avoids the
-    /// provider whose result it checks).
-    pub avoid: Option<String>,
-    /// The trust tiers it may run on (bit `t` for tier `t`).
-    pub tiers: u8,
-    /// Its requester's organisation (tier-1 providers run only theirs).
-    pub org: Option<String>,
-    /// Who the ledger row names and what it records privately.
-    pub billing: crate::ledger::Billing,
-}
-
-/// Where [`Scheduler::cancel`] found the work.
-#[derive(Debug)]
-pub(crate) enum Cancelled {
-    /// Not here: already finished, or never submitted.
-    Unknown,
-    /// Waiting in the queue: it never ran.
-    Queued,
-    /// Running on a provider, which was told to stop.
-    Running(crate::ledger::RanSoFar),
-}
-
-/// How a unit of work ended, as seen by whoever waits for it.
-#[derive(Debug)]
-pub(crate) enum Completion {
-    Done {
-        outcome: Box<wire::Outcome>,
-        provider: String,
-        /// The provider's advertised speed (for the slow-provider refund).
-        fitness_mips: u64,
-        attempts: u32,
-        /// What the ledger billed (set by `ledger::finish`).
-        cost: Option<crate::ledger::Cost>,
-    },
-    Failed {
-        error: ApiError,
-        attempts: u32,
-    },
-}
-
-/// Who waits for the result.
-#[derive(Debug)]
-pub(crate) enum Sink {
-    /// A sync invocation: an HTTP handler awaits this.
-    Invoke(parking_lot::Mutex<Option<oneshot::Sender<Completion>>>),
-    /// A job: its entry records events and the result.
-    Job(Arc<JobEntry>),
-    /// Replica `usize` of a replicated job.
-    Replica(Arc<crate::verify::ReplicaGroup>, usize),
-}
-
-#[derive(Debug, Default)]
-struct WorkState {
-    /// Attempts started (assignments accepted or in flight).
-    attempt: u32,
-    /// Providers that refused this work; not offered to them again.
-    refused: HashSet<ProviderId>,
-    /// Set once: exactly one completion per work.
-    finished: bool,
-}
-
-#[derive(Debug)]
-pub(crate) struct Work {
-    pub id: WorkId,
-    pub spec: WorkSpec,
-    pub sink: Sink,
-    pub enqueued_at: parking_lot::Mutex<Instant>,
-    pub queue_deadline: Instant,
-    state: parking_lot::Mutex<WorkState>,
-    /// The signed receipt of the result (jobs and replicas), once checked.
-    receipt: parking_lot::Mutex<Option<brume_api::receipt::SignedReceipt>>,
-}
-
-impl Work {
-    pub fn new(
-        id: WorkId,
-        spec: WorkSpec,
-        sink: Sink,
-        queue_timeout: Duration,
-        attempts_so_far: u32,
-    ) -> Arc<Work> {
-        let now = Instant::now();
-        Arc::new(Work {
-            id,
-            spec,
-            sink,
-            enqueued_at: parking_lot::Mutex::new(now),
-            queue_deadline: now + queue_timeout,
-            state: parking_lot::Mutex::new(WorkState {
-                attempt: attempts_so_far,
-                ..WorkState::default()
-            }),
-            receipt: parking_lot::Mutex::new(None),
-        })
-    }
-
-    pub fn attempts(&self) -> u32 {
-        self.state.lock().attempt
-    }
-
-    /// What attempt `attempt` of this work asks of a provider (also what
-    /// its receipt is rebuilt from).
-    pub fn assignment(&self, attempt: u32) -> Assign {
-        let s = &self.spec;
-        Assign {
-            work_id: self.id,
-            attempt,
-            digest: s.digest.clone(),
-            service: s.service.clone(),
-            kind: s.kind,
-            profile: s.profile,
-            limits: s.limits,
-            args: s.args.clone(),
-            env: s.env.clone(),
-            stdin: s.stdin.clone(),
-            http: s.http.clone(),
-            progress_ms: s.progress_ms,
-            seed: s.seed,
-            clock_start_ms: s.clock_start_ms,
-            module_signature: s.module_signature.clone(),
-        }
-    }
-
-    /// Whether its result must come with a valid signed receipt (jobs and
-    /// replicas; invocations are signed but not checked on their path).
-    pub fn wants_receipt(&self) -> bool {
-        !matches!(self.sink, Sink::Invoke(_))
-    }
-
-    pub fn set_receipt(&self, r: brume_api::receipt::SignedReceipt) {
-        *self.receipt.lock() = Some(r);
-    }
-
-    pub fn receipt(&self) -> Option<brume_api::receipt::SignedReceipt> {
-        self.receipt.lock().clone()
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.state.lock().finished
-    }
-
-    /// Delivers the one completion of this work. Later calls do nothing and
-    /// return false (a late result from an earlier attempt, say).
-    pub fn finish(&self, completion: Completion) -> bool {
-        if !self.claim() {
-            return false;
-        }
-        self.deliver(completion);
-        true
-    }
-
-    /// Marks the work finished; false if it already was. Whoever claims it
-    /// must [`deliver`](Work::deliver) its completion.
-    pub fn claim(&self) -> bool {
-        let mut st = self.state.lock();
-        if st.finished {
-            return false;
-        }
-        st.finished = true;
-        true
-    }
-
-    /// Hands the completion to whoever waits (after a successful claim).
-    pub fn deliver(&self, completion: Completion) {
-        // Its row, if any, was charged to the escrow before this point.
-        if let Some(hold) = &self.spec.billing.hold {
-            hold.release();
-        }
-        match &self.sink {
-            Sink::Invoke(tx) => {
-                if let Some(tx) = tx.lock().take() {
-                    let _ = tx.send(completion);
-                }
-            }
-            Sink::Job(job) => job.complete(completion),
-            Sink::Replica(group, i) => group.record(*i, self.receipt(), completion),
-        }
-    }
-
-    pub(crate) fn job(&self) -> Option<&Arc<JobEntry>> {
-        match &self.sink {
-            Sink::Job(j) => Some(j),
-            Sink::Invoke(_) | Sink::Replica(..) => None,
-        }
-    }
-}
 
 /// One connected provider, as the scheduler sees it.
 #[derive(Debug)]
@@ -309,13 +97,13 @@ impl ProviderEntry {
         !self.draining && self.busy < self.caps.slots
     }
 
-    fn accepts(&self, id: ProviderId, work: &Work, refused: &HashSet<ProviderId>) -> bool {
+    fn accepts(&self, id: ProviderId, work: &Work) -> bool {
         let s = &work.spec;
         self.has_free_slot()
             && self.staked
             && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
             && self.caps.slots >= s.needs.min_threads
-            && s.replica.as_ref().is_none_or(|g| g.allows(&self.address))
+            && s.distinct.as_ref().is_none_or(|d| d.allows(&self.address))
             && s.avoid
                 .as_ref()
                 .is_none_or(|a| !a.eq_ignore_ascii_case(&self.address))
@@ -328,7 +116,7 @@ impl ProviderEntry {
                 (Some(_), None) => false,
             }
             && s.max_price.is_none_or(|max| self.price_ask <= max)
-            && !refused.contains(&id)
+            && !work.was_refused_by(id)
     }
 }
 
@@ -356,17 +144,11 @@ pub(crate) struct Totals {
 #[derive(Debug, Default)]
 #[must_use]
 pub(crate) struct After {
+    /// Attempt events, in order, by work id.
+    pub events: Vec<(WorkId, WorkEvent)>,
+    /// Units that ended: the lifecycle delivers each at most once.
     pub finish: Vec<(Arc<Work>, Completion)>,
     pub retries: u64,
-}
-
-impl After {
-    #[cfg(test)]
-    pub fn run(self) {
-        for (work, c) in self.finish {
-            work.finish(c);
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -381,19 +163,40 @@ pub(crate) struct Scheduler {
     /// The least stake a provider needs to get work.
     pub min_stake: u128,
     /// Each provider's track record, by lowercase address (kept across its
-    /// sessions, in memory).
-    pub reputation: HashMap<String, Reputation>,
+    /// sessions; loaded at start-up and saved by the lifecycle).
+    reputation: HashMap<String, Reputation>,
+    /// Addresses whose record changed since the last save.
+    reputation_dirty: HashSet<String>,
 }
 
 /// How many acceptable providers `pick` compares by reputation.
 const RANK_AMONG: usize = 8;
 
 impl Scheduler {
-    /// The track record of `address` (created empty).
+    /// The track record of `address` (created empty), to change: it is
+    /// saved with the next [`take_changed_reputation`](Self::take_changed_reputation).
     pub fn reputation_mut(&mut self, address: &str) -> &mut Reputation {
-        self.reputation
-            .entry(address.to_ascii_lowercase())
-            .or_default()
+        let key = address.to_ascii_lowercase();
+        if !self.reputation_dirty.contains(&key) {
+            self.reputation_dirty.insert(key.clone());
+        }
+        self.reputation.entry(key).or_default()
+    }
+
+    /// Track records as stored (at start-up).
+    pub fn load_reputation(&mut self, records: impl IntoIterator<Item = (String, Reputation)>) {
+        self.reputation.extend(records);
+    }
+
+    /// The records changed since the last call, to save.
+    pub fn take_changed_reputation(&mut self) -> Vec<(String, Reputation)> {
+        self.reputation_dirty
+            .drain()
+            .map(|a| {
+                let r = self.reputation.get(&a).copied().unwrap_or_default();
+                (a, r)
+            })
+            .collect()
     }
 
     pub fn reputation(&self, address: &str) -> Reputation {
@@ -551,9 +354,13 @@ impl Scheduler {
             return;
         }
         after.retries += 1;
-        if let Some(job) = work.job() {
-            job.event_retry(attempts, why);
-        }
+        after.events.push((
+            work.id,
+            WorkEvent::Retry {
+                attempt: attempts,
+                why: why.to_string(),
+            },
+        ));
         self.submit_front(work, after);
     }
 
@@ -579,12 +386,7 @@ impl Scheduler {
     }
 
     fn pick(&self, work: &Work) -> Option<ProviderId> {
-        let refused = &work.state.lock().refused;
-        let ok = |id: &ProviderId| {
-            self.providers
-                .get(id)
-                .is_some_and(|p| p.accepts(*id, work, refused))
-        };
+        let ok = |id: &ProviderId| self.providers.get(id).is_some_and(|p| p.accepts(*id, work));
         // Among the first few acceptable providers (warm ones first, then by
         // load), the one with the longest run of verified results; ties go
         // to the less loaded.
@@ -622,23 +424,23 @@ impl Scheduler {
         p.busy += 1;
         p.mem_busy += work.spec.limits.memory_bytes;
         p.channels.insert(channel);
-        let attempt = {
-            let mut st = work.state.lock();
-            st.attempt += 1;
-            st.attempt
-        };
+        let attempt = work.next_attempt();
         let s = &work.spec;
-        if let Some(g) = &s.replica {
-            g.taken.lock().insert(p.address.clone());
+        if let Some(d) = &s.distinct {
+            d.take(&p.address);
         }
         let frame = ToProvider::Assign(Box::new(work.assignment(attempt))).encode(channel);
         let sent = p.tx.send(Message::Binary(frame)).is_ok();
         let address = p.address.clone();
         self.totals.slots_busy += 1;
         self.totals.memory_busy += s.limits.memory_bytes;
-        if let Some(job) = work.job() {
-            job.event_assigned(attempt, &address);
-        }
+        after.events.push((
+            work.id,
+            WorkEvent::Assigned {
+                attempt,
+                provider: address.clone(),
+            },
+        ));
         self.by_work.insert(work.id, (id, channel));
         self.inflight.insert(
             (id, channel),
@@ -655,7 +457,6 @@ impl Scheduler {
             // The session is ending; its teardown will requeue this attempt.
             tracing::debug!("provider {address} outbound closed during assign");
         }
-        let _ = after;
     }
 
     /// Frees the slot an attempt held. Returns the attempt.
@@ -692,7 +493,7 @@ impl Scheduler {
                     dead.push(i);
                     continue;
                 }
-                if p.accepts(id, w, &w.state.lock().refused) {
+                if p.accepts(id, w) {
                     found = Some(i);
                     break;
                 }
@@ -714,31 +515,38 @@ impl Scheduler {
     }
 
     /// The provider accepted the attempt on `channel`.
-    pub fn accepted(&mut self, id: ProviderId, channel: u32) {
+    pub fn accepted(&mut self, id: ProviderId, channel: u32, after: &mut After) {
         if let Some(inf) = self.inflight.get_mut(&(id, channel))
             && !inf.accepted
         {
             inf.accepted = true;
-            if let Some(job) = inf.work.job() {
-                job.event_running(
-                    inf.attempt,
-                    &self
-                        .providers
-                        .get(&id)
-                        .map(|p| p.address.clone())
-                        .unwrap_or_default(),
-                );
-            }
+            let provider = self
+                .providers
+                .get(&id)
+                .map(|p| p.address.clone())
+                .unwrap_or_default();
+            after.events.push((
+                inf.work.id,
+                WorkEvent::Running {
+                    attempt: inf.attempt,
+                    provider,
+                },
+            ));
         }
     }
 
     /// Progress on `channel` (jobs only).
-    pub fn progress(&mut self, id: ProviderId, channel: u32, p: &wire::Progress) {
+    pub fn progress(&mut self, id: ProviderId, channel: u32, p: wire::Progress, after: &mut After) {
         if let Some(inf) = self.inflight.get_mut(&(id, channel)) {
             inf.fuel = inf.fuel.max(p.fuel);
-            if let Some(job) = inf.work.job() {
-                job.event_progress(inf.attempt, p.fuel, &p.stderr);
-            }
+            after.events.push((
+                inf.work.id,
+                WorkEvent::Progress {
+                    attempt: inf.attempt,
+                    fuel: p.fuel,
+                    stderr: p.stderr,
+                },
+            ));
         }
     }
 
@@ -805,11 +613,7 @@ impl Scheduler {
         let Some(inf) = self.release(id, channel) else {
             return;
         };
-        {
-            let mut st = inf.work.state.lock();
-            st.refused.insert(id);
-            st.attempt = st.attempt.saturating_sub(1);
-        }
+        inf.work.refused_by(id);
         tracing::debug!(work = %inf.work.id, "provider refused: {reason}");
         if !inf.work.is_finished() {
             self.submit_front(inf.work, after);
@@ -829,15 +633,13 @@ impl Scheduler {
                 }
                 None => (String::new(), 0),
             };
-            let ran = self
-                .release(id, channel)
-                .map(|inf| crate::ledger::RanSoFar {
-                    provider,
-                    fitness_mips,
-                    attempt: inf.attempt,
-                    fuel: inf.fuel,
-                    wall_us: u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
-                });
+            let ran = self.release(id, channel).map(|inf| RanSoFar {
+                provider,
+                fitness_mips,
+                attempt: inf.attempt,
+                fuel: inf.fuel,
+                wall_us: u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
             self.fill(id, after);
             return ran.map_or(Cancelled::Unknown, Cancelled::Running);
         }
@@ -908,202 +710,4 @@ impl Scheduler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn caps(slots: u32, memory: u64, allowed: Option<Vec<&str>>, cached: &[&str]) -> Capabilities {
-        Capabilities {
-            slots,
-            memory_bytes: memory,
-            fitness_mips: 1000,
-            region: "test".into(),
-            allowed_services: allowed.map(|a| a.into_iter().map(String::from).collect()),
-            cached: cached.iter().map(|s| s.to_string()).collect(),
-            org: None,
-            attestation: None,
-        }
-    }
-
-    fn provider(
-        s: &mut Scheduler,
-        id: ProviderId,
-        caps: Capabilities,
-        ask: Price,
-    ) -> mpsc::UnboundedReceiver<Message> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut after = After::default();
-        s.add_provider(
-            id,
-            ProviderEntry::new(format!("0x{id:040x}"), caps, ask, tx),
-            &mut after,
-        );
-        after.run();
-        rx
-    }
-
-    fn work(service: &str, digest: &str, memory: u64, max_price: Option<Price>) -> Arc<Work> {
-        let spec = WorkSpec {
-            service: Some(service.into()),
-            digest: digest.into(),
-            kind: ServiceKind::Command,
-            profile: Profile::Standard,
-            limits: Limits {
-                memory_bytes: memory,
-                ..Limits::default()
-            },
-            args: vec![],
-            env: vec![],
-            stdin: Bytes::new(),
-            http: None,
-            max_price,
-            max_attempts: 2,
-            progress_ms: None,
-            seed: 0,
-            clock_start_ms: 0,
-            needs: Default::default(),
-            module_signature: None,
-            replica: None,
-            avoid: None,
-            tiers: crate::trust::ALL_TIERS,
-            org: None,
-            billing: Default::default(),
-        };
-        let (tx, _rx) = oneshot::channel();
-        Work::new(
-            WorkId::new(),
-            spec,
-            Sink::Invoke(parking_lot::Mutex::new(Some(tx))),
-            Duration::from_secs(60),
-            0,
-        )
-    }
-
-    /// Submits `w` and returns the provider it went to (None: queued).
-    fn place(s: &mut Scheduler, w: &Arc<Work>) -> Option<ProviderId> {
-        let mut after = After::default();
-        s.submit(w.clone(), &mut after);
-        after.run();
-        s.by_work.get(&w.id).map(|(p, _)| *p)
-    }
-
-    #[test]
-    fn prefers_a_provider_with_the_module_then_the_least_loaded() {
-        let mut s = Scheduler::default();
-        let _a = provider(&mut s, 1, caps(4, 1 << 30, None, &[]), 0);
-        let _b = provider(&mut s, 2, caps(4, 1 << 30, None, &["d1"]), 0);
-        let _c = provider(&mut s, 3, caps(4, 1 << 30, None, &[]), 0);
-        // Warm wins even over equally idle providers.
-        assert_eq!(place(&mut s, &work("f", "d1", 1, None)), Some(2));
-        assert_eq!(place(&mut s, &work("f", "d1", 1, None)), Some(2));
-        // Cold work goes to the least loaded (1 or 3, not 2 which is busy).
-        let p = place(&mut s, &work("g", "d2", 1, None));
-        assert!(matches!(p, Some(1) | Some(3)), "{p:?}");
-        let q = place(&mut s, &work("g", "d2", 1, None));
-        assert!(
-            matches!(q, Some(1) | Some(3)) && q != p,
-            "{q:?} after {p:?}"
-        );
-    }
-
-    #[test]
-    fn matching_checks_memory_service_and_price() {
-        let mut s = Scheduler::default();
-        let _small = provider(&mut s, 1, caps(4, 100, None, &[]), 0);
-        let _picky = provider(&mut s, 2, caps(4, 1 << 30, Some(vec!["only"]), &[]), 0);
-        let _dear = provider(&mut s, 3, caps(4, 1 << 30, None, &[]), 50);
-        assert_eq!(
-            place(&mut s, &work("x", "d", 1 << 20, Some(10))),
-            None,
-            "no provider fits"
-        );
-        assert_eq!(place(&mut s, &work("x", "d", 1 << 20, Some(50))), Some(3));
-        assert_eq!(place(&mut s, &work("only", "d", 1 << 20, Some(0))), Some(2));
-        assert_eq!(place(&mut s, &work("x", "d", 10, Some(0))), Some(1));
-    }
-
-    #[test]
-    fn freed_slots_take_queued_work_first_come_first_served() {
-        let mut s = Scheduler::default();
-        let _p = provider(&mut s, 1, caps(1, 1 << 30, None, &[]), 0);
-        let first = work("f", "d", 1, None);
-        let second = work("f", "d", 1, None);
-        let third = work("f", "d", 1, None);
-        assert_eq!(place(&mut s, &first), Some(1));
-        assert_eq!(place(&mut s, &second), None);
-        assert_eq!(place(&mut s, &third), None);
-        let (_, ch) = s.by_work[&first.id];
-        let mut after = After::default();
-        let outcome = Box::new(wire::Outcome::Exited {
-            exit_code: 0,
-            stdout: Bytes::new(),
-            stderr: Bytes::new(),
-            usage: Default::default(),
-        });
-        s.done(1, ch, outcome.clone(), &mut after);
-        after.run();
-        assert!(first.is_finished());
-        assert_eq!(
-            s.by_work.get(&second.id).map(|x| x.0),
-            Some(1),
-            "the oldest queued work runs next"
-        );
-        assert!(!s.by_work.contains_key(&third.id));
-        // A late result for an attempt no longer in flight is ignored.
-        let mut after = After::default();
-        s.done(1, ch, outcome, &mut after);
-        assert!(after.finish.is_empty());
-    }
-
-    #[test]
-    fn a_lost_provider_requeues_its_work_until_attempts_run_out() {
-        let mut s = Scheduler::default();
-        let _a = provider(&mut s, 1, caps(1, 1 << 30, None, &[]), 0);
-        let w = work("f", "d", 1, None);
-        assert_eq!(place(&mut s, &w), Some(1));
-        let _b = provider(&mut s, 2, caps(1, 1 << 30, None, &[]), 0);
-        let mut after = After::default();
-        s.remove_provider(1, "disconnected", &mut after);
-        assert_eq!(after.retries, 1);
-        after.run();
-        assert_eq!(
-            s.by_work.get(&w.id).map(|x| x.0),
-            Some(2),
-            "attempt 2 on the other provider"
-        );
-        let mut after = After::default();
-        s.remove_provider(2, "disconnected", &mut after);
-        assert_eq!(after.finish.len(), 1, "max_attempts = 2 reached");
-        match &after.finish[0].1 {
-            Completion::Failed { error, attempts } => {
-                assert_eq!(error.code, ErrorCode::ProviderUnavailable);
-                assert_eq!(*attempts, 2);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn ten_thousand_providers_all_get_work_through_the_index() {
-        let mut s = Scheduler::default();
-        let mut rxs = Vec::new();
-        for id in 1..=10_000u64 {
-            rxs.push(provider(&mut s, id, caps(1, 1 << 30, None, &[]), 0));
-        }
-        let works: Vec<_> = (0..10_000).map(|_| work("f", "d", 1, None)).collect();
-        let mut used = HashSet::new();
-        for w in &works {
-            let p = place(&mut s, w).expect("a free provider exists");
-            assert!(
-                used.insert(p),
-                "provider {p} got two units while others were idle"
-            );
-        }
-        assert_eq!(s.totals.slots_busy, 10_000);
-        assert_eq!(
-            place(&mut s, &work("f", "d", 1, None)),
-            None,
-            "all busy: queued"
-        );
-        assert_eq!(s.queue_len(), 1);
-    }
-}
+mod tests;

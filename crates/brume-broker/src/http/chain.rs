@@ -17,8 +17,8 @@ use brume_chain::{
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::{Fail, Res, Sh};
 use crate::Shared;
-use crate::api::{Fail, Res, Sh};
 
 /// The largest `POST /v1/chain/tx` body.
 const MAX_TX_BODY: usize = 64 << 10;

@@ -8,8 +8,8 @@
 //! cancelled job, queued or running (a provider reports no usage after a
 //! cancel: a known gap, see ARCHITECTURE.md).
 //!
-//! [`finish`] is where completions leave the scheduler. For a `Done` it
-//! claims the work and builds the row (pricing and split: no I/O, no
+//! The lifecycle (`lifecycle.rs`) bills a unit when it ends with a `Done`:
+//! it builds the row ([`Ledger::build`]: pricing and split, no I/O, no
 //! hashing), then:
 //!
 //! - **job**: seals the row (its Keccak hashes), appends it and waits until
@@ -46,7 +46,11 @@ use brume_ledger::store::{LedgerError, LedgerStore, SqliteStore};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 
-use crate::sched::{Completion, Sink, Work};
+use crate::work::Work;
+mod config;
+
+pub(crate) use crate::work::{Cost, TierNeeds};
+pub use config::{CharityConfig, DealConfig, DealStructure, LedgerConfig, TierConfig};
 
 /// The response header with what a sync call was billed: the fee in token
 /// base units (10^-18 token), a decimal integer.
@@ -62,121 +66,6 @@ pub const PRICE_CAP_HEADER: &str = "x-brume-price-cap";
 
 /// The request header naming the requester's own end user (optional).
 pub const END_USER_HEADER: &str = "x-brume-end-user";
-
-/// Pricing, tiers, deals, penalties and payout shares, as configured for
-/// a broker (`[broker.ledger]` in the TOML file). `Default` is the devnet:
-/// one `standard` tier priced at €1.00 per coin-equivalent of resources,
-/// 1 token = €1.00, the fee split 70 % provider, 20 % developer, 10 %
-/// operator, every account on a per-use deal, and the default penalties.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LedgerConfig {
-    /// The provider's share, in parts per million.
-    pub contributor_ppm: u32,
-    /// The developer's share, in parts per million (the operator gets the
-    /// rest; with no known developer, the operator gets this share too).
-    pub developer_ppm: u32,
-    /// The fee currency (ISO code).
-    pub currency: String,
-    /// The service tiers, best first: each asks for no more than the one
-    /// before it (see `brume_ledger::pricing::PriceTable`).
-    pub tiers: Vec<TierConfig>,
-    /// The tier of requests that name none, for accounts without a deal.
-    /// Empty: the last (cheapest) tier.
-    pub default_tier: String,
-    /// The fixed exchange rate: fiat micro-units per whole token.
-    pub fiat_micros_per_token: u64,
-    /// Per-account deals; accounts not listed are per-use.
-    pub deals: Vec<DealConfig>,
-    /// Kumo's overrun surcharge and slow-provider refund.
-    pub penalties: PenaltyConfig,
-    /// The operator's charity and its share of the operator's payout.
-    pub operator_charity: Option<CharityConfig>,
-}
-
-/// One service tier and its price.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TierConfig {
-    pub name: String,
-    /// Fiat micro-units per coin-equivalent of resources.
-    pub fiat_micros_per_coin: u64,
-    /// Providers with fewer slots don't get this tier's work.
-    #[serde(default = "one")]
-    pub min_threads: u32,
-    /// Providers whose fitness (MIPS) is lower don't get this tier's work.
-    #[serde(default)]
-    pub min_mips: u64,
-    /// Recorded and compared between tiers; providers don't report their
-    /// bandwidth yet, so the scheduler can't check it.
-    #[serde(default)]
-    pub min_bandwidth_mbps: u64,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// A requester account's deal (the CGN seed's cost structures).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DealConfig {
-    /// The account: an API key's name.
-    pub account: String,
-    /// The tier of its requests that name none (default: the broker's).
-    #[serde(default)]
-    pub default_tier: Option<String>,
-    pub structure: DealStructure,
-}
-
-/// [`brume_ledger::deal::CostStructure`], with tiers by name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DealStructure {
-    PerUse,
-    CapWithDowngrade,
-    CapWithSubsidy {
-        subsidy: String,
-    },
-    FullSubsidy {
-        subsidy: String,
-    },
-    Subscription {
-        tier: String,
-        daily_fee_fiat_micros: u64,
-    },
-}
-
-/// A charity and its share of a beneficiary's payout.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CharityConfig {
-    pub account: String,
-    /// Parts per million of the beneficiary's payout, 0..=1000000.
-    pub share_ppm: u32,
-}
-
-impl Default for LedgerConfig {
-    fn default() -> Self {
-        LedgerConfig {
-            contributor_ppm: 700_000,
-            developer_ppm: 200_000,
-            currency: "EUR".into(),
-            tiers: vec![TierConfig {
-                name: "standard".into(),
-                fiat_micros_per_coin: 1_000_000,
-                min_threads: 1,
-                min_mips: 0,
-                min_bandwidth_mbps: 0,
-            }],
-            default_tier: String::new(),
-            fiat_micros_per_token: 1_000_000,
-            deals: Vec::new(),
-            penalties: PenaltyConfig::default(),
-            operator_charity: None,
-        }
-    }
-}
 
 /// Why a ledger row could not be built or the ledger opened.
 #[derive(Debug, thiserror::Error)]
@@ -251,15 +140,6 @@ impl Billing {
     }
 }
 
-/// What a unit of work was billed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Cost {
-    /// Token base units.
-    pub token_amount: u128,
-    /// The tier it ran at.
-    pub tier: String,
-}
-
 /// What [`Ledger::admit`] refuses.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AdmitError {
@@ -267,13 +147,6 @@ pub(crate) enum AdmitError {
     Invalid(String),
     #[error("{0}")]
     OverCap(DealError),
-}
-
-/// A tier as the scheduler checks it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct TierNeeds {
-    pub min_threads: u32,
-    pub min_mips: u64,
 }
 
 /// Per-service usage seen so far: the estimate a capped request is
@@ -324,8 +197,8 @@ pub struct Ledger {
     fiat_micros_per_token: u64,
     /// Rows started (queued or being appended) and not yet finished.
     pending: watch::Sender<u64>,
-    /// Sync calls' rows, to [`batcher`].
-    queue: mpsc::UnboundedSender<Unsealed>,
+    /// Sync calls' rows, to [`batcher`] (`None` once closed at shutdown).
+    queue: parking_lot::Mutex<Option<mpsc::UnboundedSender<Unsealed>>>,
 }
 
 /// A row's content before its hashes are computed. Sync calls hand these
@@ -368,19 +241,14 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-/// Decrements the pending count when an append task ends, however it ends.
-struct Pending(Arc<Ledger>);
-
-impl Pending {
-    fn new(ledger: &Arc<Ledger>) -> Pending {
-        ledger.pending.send_modify(|n| *n += 1);
-        Pending(ledger.clone())
-    }
-}
+/// A row being appended: counted as pending until dropped, however the
+/// append ends ([`Ledger::settled`] waits for none to be left).
+#[derive(Debug)]
+pub(crate) struct Pending(watch::Sender<u64>);
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.pending.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -522,7 +390,7 @@ impl Ledger {
             escrow: Arc::new(crate::escrow::Escrow::default()),
             fiat_micros_per_token: config.fiat_micros_per_token,
             pending: watch::channel(0).0,
-            queue,
+            queue: parking_lot::Mutex::new(Some(queue)),
         };
         Ok((ledger, rx))
     }
@@ -692,9 +560,11 @@ impl Ledger {
     /// `provider` (advertising `fitness_mips`), not yet sealed (no I/O, no
     /// hashing): the fee at the admitted tier, the overrun surcharge, who
     /// pays under the deal, and the split with any slow-provider refund.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn row(
         &self,
         work: &Work,
+        billing: &Billing,
         provider: &str,
         fitness_mips: u64,
         usage: &brume_api::Usage,
@@ -702,7 +572,6 @@ impl Ledger {
         cancelled: bool,
     ) -> Result<(Unsealed, Cost), BillError> {
         let now = crate::now_ms();
-        let billing = &work.spec.billing;
         let admission = billing.admission.unwrap_or(Admission {
             requested: self.default_tier,
             tier: self.default_tier,
@@ -914,144 +783,70 @@ fn clip(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Delivers a completion, billing it first if a provider reported `Done`
-/// (see the module docs for the order of events).
-pub(crate) fn finish(ledger: &Arc<Ledger>, work: Arc<Work>, completion: Completion) {
-    let Completion::Done {
-        outcome,
-        provider,
-        fitness_mips,
-        attempts,
-        ..
-    } = completion
-    else {
-        work.finish(completion);
-        return;
-    };
-    // A replica is billed when its group is decided (only if it agreed).
-    if matches!(work.sink, Sink::Replica(..)) {
-        work.finish(Completion::Done {
-            outcome,
+impl Ledger {
+    /// Counts a row as pending until the guard is dropped.
+    pub(crate) fn pending(&self) -> Pending {
+        self.pending.send_modify(|n| *n += 1);
+        Pending(self.pending.clone())
+    }
+
+    /// Queues an unsealed row to [`batcher`] (sync calls: no hashing and no
+    /// fsync on the response path).
+    pub(crate) fn queue(&self, row: Unsealed) {
+        self.pending.send_modify(|n| *n += 1);
+        let sent = match &*self.queue.lock() {
+            Some(q) => q.send(row).map_err(|e| e.0),
+            None => Err(row),
+        };
+        if let Err(row) = sent {
+            self.pending.send_modify(|n| *n = n.saturating_sub(1));
+            tracing::error!(work = %row.0.work_id, "ledger row not stored: the batcher has stopped");
+        }
+    }
+
+    /// Closes the batcher's queue: it appends what is queued, then ends.
+    pub(crate) fn close_queue(&self) {
+        self.queue.lock().take();
+    }
+
+    /// The row of `work` (see [`Ledger::row`]); a row that can't be built
+    /// is logged and left out, and the work is delivered all the same.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn build(
+        &self,
+        work: &Work,
+        billing: &Billing,
+        provider: &str,
+        fitness_mips: u64,
+        usage: &brume_api::Usage,
+        attempts: u32,
+        cancelled: bool,
+    ) -> (Option<Unsealed>, Option<Cost>) {
+        match self.row(
+            work,
+            billing,
             provider,
             fitness_mips,
+            usage,
             attempts,
-            cost: None,
-        });
-        return;
-    }
-    if !work.claim() {
-        return; // a late result: the work already ended
-    }
-    let usage = outcome.usage();
-    let (row, cost) = build(
-        ledger,
-        &work,
-        &provider,
-        fitness_mips,
-        &usage,
-        attempts,
-        false,
-    );
-    let completion = Completion::Done {
-        outcome,
-        provider,
-        fitness_mips,
-        attempts,
-        cost,
-    };
-    let rt = tokio::runtime::Handle::try_current();
-    match (&work.sink, rt) {
-        (Sink::Job(_), Ok(rt)) => {
-            let pending = Pending::new(ledger);
-            rt.spawn(async move {
-                append_sealed(&pending.0, &work, row).await;
-                work.deliver(completion);
-                drop(pending);
-            });
-        }
-        (_, _) => {
-            work.deliver(completion);
-            let Some(row) = row else { return };
-            ledger.pending.send_modify(|n| *n += 1);
-            if let Err(e) = ledger.queue.send(row) {
-                ledger.pending.send_modify(|n| *n = n.saturating_sub(1));
-                tracing::error!(work = %(e.0).0.work_id, "ledger row not stored: the batcher has stopped");
+            cancelled,
+        ) {
+            Ok((row, cost)) => (Some(row), Some(cost)),
+            Err(e) => {
+                tracing::error!(work = %work.id, code = e.code(), "ledger row not built: {e}");
+                (None, None)
             }
         }
     }
-}
 
-/// What a cancelled attempt had used when it was cancelled: the fuel of
-/// its provider's last progress report and the time since it was sent.
-#[derive(Debug, Clone)]
-pub(crate) struct RanSoFar {
-    pub provider: String,
-    pub fitness_mips: u64,
-    pub attempt: u32,
-    pub fuel: u64,
-    pub wall_us: u64,
-}
-
-/// Ends work cancelled while it ran on a provider: bills what it used so
-/// far (one row, as for a `Done`; nothing if it reported no fuel yet), then
-/// delivers `completion`. False if the work had already ended.
-pub(crate) async fn cancel_running(
-    ledger: &Arc<Ledger>,
-    work: &Arc<Work>,
-    ran: RanSoFar,
-    completion: Completion,
-) -> bool {
-    if !work.claim() {
-        return false;
-    }
-    if ran.fuel > 0 {
-        let usage = brume_api::Usage {
-            fuel: ran.fuel,
-            wall_us: ran.wall_us,
-            ..brume_api::Usage::default()
-        };
-        let (row, _) = build(
-            ledger,
-            work,
-            &ran.provider,
-            ran.fitness_mips,
-            &usage,
-            ran.attempt,
-            true,
-        );
-        let pending = Pending::new(ledger);
-        append_sealed(ledger, work, row).await;
-        drop(pending);
-    }
-    work.deliver(completion);
-    true
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn build(
-    ledger: &Ledger,
-    work: &Work,
-    provider: &str,
-    fitness_mips: u64,
-    usage: &brume_api::Usage,
-    attempts: u32,
-    cancelled: bool,
-) -> (Option<Unsealed>, Option<Cost>) {
-    match ledger.row(work, provider, fitness_mips, usage, attempts, cancelled) {
-        Ok((row, cost)) => (Some(row), Some(cost)),
-        Err(e) => {
-            tracing::error!(work = %work.id, code = e.code(), "ledger row not built: {e}");
-            (None, None)
+    /// Seals `row` and appends it; returns once it is durable.
+    pub(crate) async fn append_sealed(&self, id: brume_api::WorkId, row: Option<Unsealed>) {
+        match row.map(|(data, private)| SealedRow::seal(data, private)) {
+            Some(Ok(row)) => self.append(row).await,
+            Some(Err(e)) => {
+                tracing::error!(work = %id, code = e.code(), "ledger row not sealed: {e}")
+            }
+            None => {}
         }
-    }
-}
-
-pub(crate) async fn append_sealed(ledger: &Ledger, work: &Work, row: Option<Unsealed>) {
-    match row.map(|(data, private)| SealedRow::seal(data, private)) {
-        Some(Ok(row)) => ledger.append(row).await,
-        Some(Err(e)) => {
-            tracing::error!(work = %work.id, code = e.code(), "ledger row not sealed: {e}")
-        }
-        None => {}
     }
 }

@@ -1,0 +1,111 @@
+//! What a request is admitted under: its tier and price cap, its escrow
+//! reservation and its end user.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use brume_api::ErrorCode;
+
+use super::{Fail, Res};
+use crate::Shared;
+use crate::ledger::{self, Billing};
+use brume_ledger::deal::Admission;
+
+/// The tier a request runs at under its account's deal.
+pub(super) fn admit(
+    shared: &Shared,
+    account: &str,
+    tier: Option<&str>,
+    cap_fiat_micros: Option<u64>,
+    digest: &str,
+) -> Res<Admission> {
+    shared
+        .ledger
+        .admit(account, tier, cap_fiat_micros, digest)
+        .map_err(|e| match e {
+            ledger::AdmitError::Invalid(m) => Fail::new(ErrorCode::InvalidRequest, m),
+            ledger::AdmitError::OverCap(e) => Fail::new(ErrorCode::OverPriceCap, e.to_string()),
+        })
+}
+
+/// Reserves the work's maximum cost against its paying account's escrow
+/// (see `escrow.rs`), or refuses it with 402 `insufficient_allowance`
+/// before anything runs or is billed.
+pub(super) async fn reserve(
+    shared: &Arc<Shared>,
+    billing: &Billing,
+    digest: &str,
+) -> Res<Option<Arc<crate::escrow::Hold>>> {
+    use crate::escrow::Reserve;
+    let Some(account) = shared.ledger.escrow_account(&billing.requester) else {
+        return Ok(None);
+    };
+    let address = match account.parse::<brume_chain::Address>() {
+        Ok(a) if account.len() == 42 => a,
+        _ if shared.config.chain.require_allowance => {
+            return Err(Fail::new(
+                ErrorCode::InsufficientAllowance,
+                format!(
+                    "account {account:?} is not an address, and this broker requires an escrow \
+                     allowance: use an API key bound to an account (`brume broker keys create \
+                     --account 0x…`) or sign the request with your key"
+                ),
+            ));
+        }
+        _ => return Ok(None),
+    };
+    let Some(admission) = billing.admission else {
+        return Ok(None);
+    };
+    let cost = shared
+        .ledger
+        .max_cost(&admission, digest, shared.config.chain.default_reservation);
+    let escrow = shared.ledger.escrow();
+    if let Reserve::Held(h) = escrow.try_reserve(&account, cost, false) {
+        return Ok(Some(h));
+    }
+    let payout = shared.identity.address();
+    let allowance = shared
+        .chain
+        .chain
+        .allowance(address, payout)
+        .await
+        .map_err(super::chain::chain_fail)?;
+    escrow.set_allowance(&account, allowance);
+    match escrow.try_reserve(&account, cost, true) {
+        Reserve::Held(h) => Ok(Some(h)),
+        Reserve::Insufficient {
+            allowance,
+            committed,
+        } => Err(Fail::new(
+            ErrorCode::InsufficientAllowance,
+            format!(
+                "account {address} allows the payout account {payout} {allowance} base units; \
+                 {committed} are owed or reserved, and this work may cost up to {cost}: \
+                 approve more (`brume wallet approve`)"
+            ),
+        )),
+        Reserve::Stale => Err(Fail::new(
+            ErrorCode::Internal,
+            "escrow: the allowance just read is missing",
+        )),
+    }
+}
+
+/// The optional `x-brume-end-user` header (at most 256 bytes of UTF-8).
+pub(super) fn end_user(headers: &HeaderMap) -> Res<String> {
+    let Some(v) = headers.get(ledger::END_USER_HEADER) else {
+        return Ok(String::new());
+    };
+    match v.to_str() {
+        Ok(s) if s.len() <= brume_ledger::row::MAX_ID_BYTES => Ok(s.to_string()),
+        _ => Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{}: at most {} bytes of visible ASCII",
+                ledger::END_USER_HEADER,
+                brume_ledger::row::MAX_ID_BYTES
+            ),
+        )),
+    }
+}

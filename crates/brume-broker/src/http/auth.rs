@@ -1,0 +1,191 @@
+//! Who is calling: API keys (cached, hashed) and signed requests
+//! (`Brume-Signature`: timestamp, body hash, EIP-191 signature, replay cache).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use brume_api::ErrorCode;
+use brume_api::signed::{self, SignatureHeader};
+
+use super::{Fail, Res, Sh};
+use crate::Shared;
+use crate::store::keys;
+
+/// A requester with a valid API key or a valid signature, and its account
+/// (the ledger's requester, and a service's developer): the key's bound
+/// address, else the key's name; for a signed request, the signer's
+/// address.
+pub(crate) struct Auth {
+    pub name: String,
+}
+
+/// The signer of a request whose `Brume-Signature` verified (a request
+/// extension set by [`verify_signed`]).
+#[derive(Debug, Clone)]
+pub(super) struct Signer(String);
+
+/// Signed requests seen within the skew window: (timestamp, sha256 of the
+/// signature). A signature covers its timestamp, so a replay has both.
+#[derive(Debug, Default)]
+pub(crate) struct SeenSignatures(std::collections::BTreeSet<(u64, [u8; 32])>);
+
+/// Checks a `Brume-Signature` request (see `brume_api::signed`): the
+/// timestamp, the body's hash, the EIP-191 signature and replays. On
+/// success the signer's address goes into the request for [`Auth`]; other
+/// requests pass through untouched.
+pub(super) async fn verify_signed(State(shared): Sh, req: Request, next: Next) -> Response {
+    let parsed = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(SignatureHeader::parse);
+    let Some(parsed) = parsed else {
+        return next.run(req).await;
+    };
+    match check_signed(&shared, parsed, req).await {
+        Ok(req) => next.run(req).await,
+        Err(fail) => fail.into_response(),
+    }
+}
+
+pub(super) async fn check_signed(
+    shared: &Shared,
+    header: Result<SignatureHeader, String>,
+    req: Request,
+) -> Res<Request> {
+    use sha2::{Digest as _, Sha256};
+    let h = header.map_err(|m| {
+        Fail::new(
+            ErrorCode::BadSignature,
+            format!("Authorization: {} {m}", signed::SCHEME),
+        )
+    })?;
+    let now = crate::now_ms();
+    if now.abs_diff(h.timestamp_ms) > signed::MAX_SKEW_MS {
+        return Err(Fail::new(
+            ErrorCode::StaleSignature,
+            format!(
+                "the signed timestamp {} is more than {} s off the broker's clock ({now})",
+                h.timestamp_ms,
+                signed::MAX_SKEW_MS / 1000
+            ),
+        ));
+    }
+    let c = &shared.config;
+    let limit = c
+        .max_module_bytes
+        .max(c.max_spec_bytes)
+        .max(c.max_limits.max_input_bytes as usize);
+    let (mut parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Fail::new(
+            ErrorCode::PayloadTooLarge,
+            "body: larger than this broker accepts",
+        )
+    })?;
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let message = signed::message(parts.method.as_str(), target, h.timestamp_ms, &digest);
+    let signer = brume_identity::verify(message.as_bytes(), &h.signature, &h.address)
+        .map_err(|e| Fail::new(ErrorCode::BadSignature, format!("request signature: {e}")))?;
+    {
+        let mut seen = shared.seen_signatures.lock();
+        let oldest = now.saturating_sub(signed::MAX_SKEW_MS);
+        seen.0 = seen.0.split_off(&(oldest, [0; 32]));
+        if !seen
+            .0
+            .insert((h.timestamp_ms, Sha256::digest(h.signature).into()))
+        {
+            return Err(Fail::new(
+                ErrorCode::ReplayedSignature,
+                "this signature was already used: sign each request afresh",
+            ));
+        }
+    }
+    parts.extensions.insert(Signer(signer.to_string()));
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// An API key if the request carries one (and then it must be valid).
+pub(crate) struct MaybeAuth(pub Option<Auth>);
+
+impl FromRequestParts<Arc<Shared>> for MaybeAuth {
+    type Rejection = Fail;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<MaybeAuth, Fail> {
+        if let Some(Signer(address)) = parts.extensions.get::<Signer>() {
+            return Ok(MaybeAuth(Some(Auth {
+                name: address.clone(),
+            })));
+        }
+        match bearer(parts) {
+            None => Ok(MaybeAuth(None)),
+            Some(token) => check_key(shared, token).await.map(|a| MaybeAuth(Some(a))),
+        }
+    }
+}
+
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+impl FromRequestParts<Arc<Shared>> for Auth {
+    type Rejection = Fail;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Auth, Fail> {
+        if let Some(Signer(address)) = parts.extensions.get::<Signer>() {
+            return Ok(Auth {
+                name: address.clone(),
+            });
+        }
+        let Some(token) = bearer(parts) else {
+            return Err(Fail::new(
+                ErrorCode::Unauthorized,
+                "an API key or a signature is required: Authorization: Bearer <key> (create one with `brume broker keys create`), or Authorization: Brume-Signature … (see the README)",
+            ));
+        };
+        check_key(shared, token).await
+    }
+}
+
+pub(super) async fn check_key(shared: &Arc<Shared>, token: &str) -> Result<Auth, Fail> {
+    let hash = keys::hash(token);
+    let refresh = {
+        let cache = shared.keys.read();
+        if let Some(name) = cache.hashes.get(&hash) {
+            return Ok(Auth { name: name.clone() });
+        }
+        // Keys minted by `brume broker keys create` while we run: look in
+        // the database, at most once a second.
+        cache
+            .refreshed
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
+    };
+    if refresh {
+        shared.keys.write().refreshed = Some(Instant::now());
+        let found = shared.store.read(move |c| keys::name_of(c, &hash)).await?;
+        if let Some(name) = found {
+            shared.keys.write().hashes.insert(hash, name.clone());
+            return Ok(Auth { name });
+        }
+    }
+    Err(Fail::new(ErrorCode::Forbidden, "the API key is not valid"))
+}

@@ -1,0 +1,407 @@
+//! Sync calls: `POST /v1/functions/{name}/invoke` (commands) and `/fn/{name}/…`
+//! (`wasi:http` components), answered when the unit completes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use brume_api::wire::{self, Outcome};
+use brume_api::{ApiError, ErrorCode, Profile, ServiceKind, WorkId, headers as xh};
+use bytes::Bytes;
+
+use super::admission::{admit, end_user, reserve};
+use super::auth::Auth;
+use super::services::service;
+use super::{Fail, Res, Sh, TIERS_HEADER, body_or_fail, header_str, parse_tiers};
+use crate::Shared;
+use crate::ledger::{self, Billing};
+use crate::lifecycle::{Bill, Oneshot};
+use crate::work::{Completion, Work, WorkSpec};
+
+/// Cancels the work if the HTTP request goes away before it finishes.
+struct CancelOnDrop {
+    shared: Arc<Shared>,
+    work: Option<Arc<Work>>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take()
+            && !work.is_finished()
+        {
+            let error = ApiError::new(ErrorCode::Cancelled, "the caller went away");
+            self.shared.lifecycle.cancel_later(work.id, error);
+        }
+    }
+}
+
+pub(super) fn check_overload(shared: &Shared) -> Res<()> {
+    let (depth, age, providers) = shared
+        .lifecycle
+        .read(|s| (s.queue_len(), s.oldest_wait(), s.providers.len()));
+    if providers == 0 {
+        return Err(Fail::new(
+            ErrorCode::ProviderUnavailable,
+            "no provider is connected to this broker",
+        ));
+    }
+    if depth >= shared.config.overload_queue_depth || age >= shared.config.overload_queue_age {
+        return Err(Fail::new(
+            ErrorCode::Overloaded,
+            format!(
+                "{depth} calls are waiting (oldest {} ms); retry shortly",
+                age.as_millis()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) async fn run_sync(
+    shared: &Arc<Shared>,
+    spec: WorkSpec,
+    billing: Billing,
+) -> (WorkId, Completion) {
+    let id = WorkId::new();
+    let deadline = shared.config.invoke_queue_timeout
+        + Duration::from_millis(spec.limits.timeout_ms) * spec.max_attempts
+        + Duration::from_secs(5);
+    let (waiter, rx) = Oneshot::new();
+    let work = Work::new(id, spec, shared.config.invoke_queue_timeout, 0);
+    let mut guard = CancelOnDrop {
+        shared: shared.clone(),
+        work: Some(work.clone()),
+    };
+    shared
+        .lifecycle
+        .submit(work.clone(), Bill::Queued(billing), waiter);
+    let completion = match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(_)) => Completion::Failed {
+            error: ApiError::new(ErrorCode::Internal, "the work was dropped"),
+            attempts: work.attempts(),
+        },
+        Err(_) => {
+            // Let the guard cancel it; report a timeout.
+            return (
+                id,
+                Completion::Failed {
+                    error: ApiError::new(
+                        ErrorCode::Timeout,
+                        format!("no result within {deadline:?}"),
+                    ),
+                    attempts: work.attempts(),
+                },
+            );
+        }
+    };
+    guard.work = None;
+    (id, completion)
+}
+
+pub(super) fn xb_headers(
+    h: &mut HeaderMap,
+    id: WorkId,
+    provider: &str,
+    fuel: Option<u64>,
+    attempts: u32,
+) {
+    let mut put = |name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put(xh::WORK_ID, id.to_string());
+    if !provider.is_empty() {
+        put(xh::PROVIDER, provider.to_string());
+    }
+    if let Some(f) = fuel {
+        put(xh::FUEL, f.to_string());
+    }
+    put(xh::ATTEMPTS, attempts.to_string());
+}
+
+pub(super) fn completion_response(id: WorkId, c: Completion) -> Response {
+    match c {
+        Completion::Done {
+            outcome,
+            provider,
+            attempts,
+            cost,
+            ..
+        } => {
+            let fuel = outcome.usage().fuel;
+            let mut resp = match *outcome {
+                Outcome::Exited {
+                    exit_code, stdout, ..
+                } => {
+                    let mut r = Response::new(Body::from(stdout));
+                    r.headers_mut().insert(
+                        axum::http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&exit_code.to_string()) {
+                        r.headers_mut()
+                            .insert(HeaderName::from_static(xh::EXIT_CODE), v);
+                    }
+                    r
+                }
+                Outcome::Responded { response, .. } => {
+                    let mut r = Response::new(Body::from(response.body));
+                    *r.status_mut() =
+                        StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    for (name, value) in response.headers {
+                        let skip = matches!(
+                            name.to_ascii_lowercase().as_str(),
+                            "content-length"
+                                | "transfer-encoding"
+                                | "connection"
+                                | "keep-alive"
+                                | "upgrade"
+                        );
+                        if skip {
+                            continue;
+                        }
+                        if let (Ok(n), Ok(v)) = (
+                            HeaderName::from_bytes(name.as_bytes()),
+                            HeaderValue::from_bytes(&value),
+                        ) {
+                            r.headers_mut().append(n, v);
+                        }
+                    }
+                    r
+                }
+                Outcome::Failed { code, message, .. } => {
+                    let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal);
+                    Fail::new(code, message).into_response()
+                }
+            };
+            xb_headers(resp.headers_mut(), id, &provider, Some(fuel), attempts);
+            if let Some(cost) = cost {
+                if let Ok(v) = HeaderValue::from_str(&cost.token_amount.to_string()) {
+                    resp.headers_mut()
+                        .insert(HeaderName::from_static(ledger::COST_HEADER), v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&cost.tier) {
+                    resp.headers_mut()
+                        .insert(HeaderName::from_static(ledger::TIER_HEADER), v);
+                }
+            }
+            resp
+        }
+        Completion::Failed { error, attempts } => {
+            let mut resp = Fail(error).into_response();
+            xb_headers(resp.headers_mut(), id, "", None, attempts);
+            resp
+        }
+    }
+}
+
+pub(super) fn query_args(query: Option<&str>) -> Vec<String> {
+    query
+        .map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "arg")
+                .map(|(_, v)| v.into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the two sync paths share: the service must exist and be `kind`,
+/// the body fit the input limit, and the broker not be overloaded.
+pub(super) fn sync_work(
+    shared: &Shared,
+    auth: Auth,
+    headers: &HeaderMap,
+    name: &str,
+    kind: ServiceKind,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<(WorkSpec, Billing, Bytes)> {
+    let svc = service(shared, name)?;
+    let tier = header_str(headers, ledger::TIER_HEADER)?;
+    let cap = match header_str(headers, ledger::PRICE_CAP_HEADER)? {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{}: {v:?} is not a whole number of fiat micro-units",
+                    ledger::PRICE_CAP_HEADER
+                ),
+            )
+        })?),
+    };
+    let admission = admit(shared, &auth.name, tier, cap, &svc.digest)?;
+    let billing = Billing {
+        requester: auth.name,
+        end_user: end_user(headers)?,
+        developer: shared.registry.developer(Some(name), &svc.digest),
+        request_line: String::new(),
+        request_headers: Vec::new(),
+        admission: Some(admission),
+        declared: Default::default(),
+        hold: None,
+    };
+    if svc.kind != kind {
+        let hint = match svc.kind {
+            ServiceKind::Http => format!("{name} is an http service: call it at /fn/{name}/"),
+            ServiceKind::Command => {
+                format!("{name} is a command service: call it at /v1/functions/{name}/invoke")
+            }
+        };
+        return Err(Fail::new(ErrorCode::WrongKind, hint));
+    }
+    let body = body_or_fail(body, "body")?;
+    let limits = shared.config.default_limits;
+    if body.len() as u64 > limits.max_input_bytes {
+        return Err(Fail::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "body: {} bytes is over the {} byte input limit",
+                body.len(),
+                limits.max_input_bytes
+            ),
+        ));
+    }
+    check_overload(shared)?;
+    let module_signature = shared.registry.module_signature(Some(name), &svc.digest);
+    let tiers = match header_str(headers, TIERS_HEADER)? {
+        None => shared.config.trust.default_tiers(&billing.requester),
+        Some(v) => parse_tiers(v)
+            .map_err(|m| Fail::new(ErrorCode::InvalidRequest, format!("{TIERS_HEADER}: {m}")))?,
+    };
+    let org = shared.config.trust.org_of_account(&billing.requester);
+    let spec = WorkSpec {
+        service: Some(name.to_string()),
+        digest: svc.digest,
+        kind,
+        profile: Profile::Standard,
+        limits,
+        args: Vec::new(),
+        env: Vec::new(),
+        stdin: Bytes::new(),
+        http: None,
+        max_price: None,
+        max_attempts: shared.config.max_attempts,
+        progress_ms: None,
+        seed: 0,
+        clock_start_ms: 0,
+        needs: shared.ledger.needs(Some(&admission)),
+        module_signature,
+        distinct: None,
+        avoid: None,
+        tiers,
+        org,
+        wants_receipt: false,
+    };
+    Ok((spec, billing, body))
+}
+
+pub(super) async fn invoke(
+    State(shared): Sh,
+    auth: Auth,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    let (mut spec, mut billing, body) =
+        sync_work(&shared, auth, &headers, &name, ServiceKind::Command, body)?;
+    billing.hold = reserve(&shared, &billing, &spec.digest).await?;
+    billing.request_line = match &query {
+        Some(q) => format!("POST /v1/functions/{name}/invoke?{q} HTTP/1.1"),
+        None => format!("POST /v1/functions/{name}/invoke HTTP/1.1"),
+    };
+    spec.args = vec![name];
+    spec.args.extend(query_args(query.as_deref()));
+    spec.stdin = body;
+    let (id, completion) = run_sync(&shared, spec, billing).await;
+    Ok(completion_response(id, completion))
+}
+
+pub(super) async fn call_http_root(
+    state: Sh,
+    auth: Auth,
+    Path(name): Path<String>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    forward(
+        state,
+        auth,
+        name,
+        String::new(),
+        method,
+        query,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub(super) async fn call_http(
+    state: Sh,
+    auth: Auth,
+    Path((name, path)): Path<(String, String)>,
+    method: Method,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    forward(state, auth, name, path, method, query, headers, body).await
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward(
+    State(shared): Sh,
+    auth: Auth,
+    name: String,
+    path: String,
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<Response> {
+    let (mut spec, mut billing, body) =
+        sync_work(&shared, auth, &headers, &name, ServiceKind::Http, body)?;
+    billing.hold = reserve(&shared, &billing, &spec.digest).await?;
+    let mut uri = format!("/{path}");
+    if let Some(q) = query {
+        uri.push('?');
+        uri.push_str(&q);
+    }
+    billing.request_line = format!("{method} /fn/{name}{uri} HTTP/1.1");
+    billing.request_headers =
+        Billing::headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    // The broker's API key is consumed here; it never reaches a provider.
+    let headers = headers
+        .iter()
+        .filter(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "authorization"
+                    | "host"
+                    | "connection"
+                    | "content-length"
+                    | "transfer-encoding"
+                    | "keep-alive"
+            )
+        })
+        .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect();
+    spec.http = Some(wire::HttpRequest {
+        method: method.as_str().to_string(),
+        uri,
+        headers,
+        body,
+    });
+    let (id, completion) = run_sync(&shared, spec, billing).await;
+    Ok(completion_response(id, completion))
+}

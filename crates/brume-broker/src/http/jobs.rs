@@ -1,0 +1,381 @@
+//! `/v1/jobs`: submit, read, list, follow (SSE), cancel.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use brume_api::rest::{JobInfo, JobList, JobSpec, JobState};
+use brume_api::{ApiError, ErrorCode, Profile, ServiceKind, WorkId};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::admission::{admit, end_user, reserve};
+use super::auth::Auth;
+use super::services::service;
+use super::{Fail, Res, Sh, body_or_fail};
+use crate::Shared;
+use crate::jobs::{self, JobEntry, StoredJob};
+use crate::ledger::Billing;
+use brume_ledger::penalty::Declared;
+
+pub(super) async fn submit_job(
+    State(shared): Sh,
+    auth: Auth,
+    req_headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<(StatusCode, HeaderMap, axum::Json<JobInfo>)> {
+    let end_user = end_user(&req_headers)?;
+    let body = body_or_fail(body, "job spec")?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if path == "." || path.is_empty() {
+            format!("job spec: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
+        Fail::new(ErrorCode::InvalidRequest, msg)
+    })?;
+    spec.validate().map_err(Fail)?;
+    let c = &shared.config;
+    let limits = spec
+        .limits
+        .resolve(&c.default_limits, &c.max_limits)
+        .map_err(Fail)?;
+    let (service_name, digest, kind) = match (&spec.service, &spec.digest) {
+        (Some(name), pin) => {
+            let svc = service(&shared, name)?;
+            // A digest given with a service pins the module: a concurrent
+            // re-publish of the name must not swap what runs.
+            if let Some(pin) = pin {
+                let pin = brume_api::parse_digest(pin)
+                    .map(hex::encode)
+                    .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+                if pin != svc.digest {
+                    return Err(Fail::new(
+                        ErrorCode::Conflict,
+                        format!("digest: service {name} is now {}, not {pin}", svc.digest),
+                    ));
+                }
+            }
+            (Some(name.clone()), svc.digest, svc.kind)
+        }
+        (None, Some(d)) => {
+            let digest = brume_api::parse_digest(d)
+                .map(hex::encode)
+                .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+            let kind = shared.registry.kind_of_digest(&digest).ok_or_else(|| {
+                Fail::new(
+                    ErrorCode::NotFound,
+                    format!("digest: no uploaded module has digest {digest}"),
+                )
+            })?;
+            (None, digest, kind)
+        }
+        (None, None) => return Err(Fail::new(ErrorCode::InvalidRequest, "service: required")),
+    };
+    if kind != ServiceKind::Command {
+        return Err(Fail::new(
+            ErrorCode::WrongKind,
+            "service: jobs run commands; http services are called at /fn/{name}/",
+        ));
+    }
+    let stdin = spec.stdin.clone().unwrap_or_default();
+    if stdin.0.len() as u64 > limits.max_input_bytes {
+        return Err(Fail::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "stdin: {} bytes is over the {} byte input limit",
+                stdin.0.len(),
+                limits.max_input_bytes
+            ),
+        ));
+    }
+    let admission = admit(
+        &shared,
+        &auth.name,
+        spec.tier.as_deref(),
+        spec.price_cap_micros,
+        &digest,
+    )?;
+    let hold = reserve(
+        &shared,
+        &Billing {
+            requester: auth.name.clone(),
+            admission: Some(admission),
+            ..Billing::default()
+        },
+        &digest,
+    )
+    .await?;
+    // The job's own policy, else its account's default.
+    let verify = spec
+        .verify
+        .clone()
+        .or_else(|| shared.config.trust.default_verify(&auth.name));
+    let mut argv = vec![service_name.clone().unwrap_or_else(|| "main.wasm".into())];
+    argv.extend(spec.args.iter().cloned());
+    let stored = StoredJob {
+        service: service_name.clone(),
+        digest: digest.clone(),
+        kind,
+        argv,
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        stdin,
+        limits,
+        // Verified work runs deterministically (replicas must agree).
+        profile: match verify {
+            Some(
+                brume_api::rest::VerifyPolicy::Replicate { .. }
+                | brume_api::rest::VerifyPolicy::Adaptive
+                | brume_api::rest::VerifyPolicy::Verifier { .. },
+            ) => Profile::Deterministic,
+            _ => spec.profile,
+        },
+        seed: spec.seed.unwrap_or(0),
+        max_attempts: spec.max_attempts.unwrap_or(c.max_attempts),
+        queue_timeout_ms: spec
+            .queue_timeout_ms
+            .unwrap_or(c.job_queue_timeout.as_millis() as u64),
+        max_price: spec.max_price,
+        labels: spec.labels.clone(),
+        developer: shared.registry.developer(service_name.as_deref(), &digest),
+        requester: auth.name,
+        end_user,
+        admission: Some(admission),
+        declared: Declared {
+            runtime_ms: spec.expect.runtime_ms,
+            memory_bytes: spec.expect.memory_bytes,
+        },
+        verify: verify.clone(),
+        tiers: spec.tiers.clone(),
+    };
+    let now = crate::now_ms();
+    let id = WorkId::new();
+    let info = JobInfo {
+        id,
+        state: JobState::Queued,
+        service: service_name,
+        digest,
+        attempts: 0,
+        max_attempts: stored.max_attempts,
+        provider: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        error: None,
+        labels: spec.labels,
+    };
+    jobs::insert(&shared.store, &info, &stored).await?;
+    let entry = JobEntry::new(id, stored, info, Vec::new(), shared.store.clone());
+    entry.event_queued(None);
+    crate::jobs::start(&shared, entry.clone(), 0, hold);
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+        headers.insert(axum::http::header::LOCATION, v);
+    }
+    Ok((StatusCode::ACCEPTED, headers, axum::Json(entry.info())))
+}
+
+pub(super) fn job_id(s: &str) -> Res<WorkId> {
+    s.parse().map_err(|_| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("job id: {s:?} is not a job id"),
+        )
+    })
+}
+
+pub(super) fn entry(shared: &Shared, id: WorkId) -> Option<Arc<JobEntry>> {
+    shared.jobs.lock().get(&id).map(|(e, _)| e.clone())
+}
+
+pub(super) fn no_job(id: WorkId) -> Fail {
+    Fail::new(ErrorCode::NotFound, format!("no job {id}"))
+}
+
+pub(super) async fn get_job(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<JobInfo>> {
+    let id = job_id(&id)?;
+    if let Some(e) = entry(&shared, id) {
+        return Ok(axum::Json(e.info()));
+    }
+    jobs::load_info(&shared.store, id)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| no_job(id))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(super) async fn list_jobs(
+    State(shared): Sh,
+    _auth: Auth,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Res<axum::Json<JobList>> {
+    let Query(q) = query.map_err(|e| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("query: {}", e.body_text()),
+        )
+    })?;
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("state: {e}")))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    // Pending writes first, so the list reflects every acknowledged change.
+    shared.store.flush().await?;
+    let jobs = jobs::list(&shared.store, state, limit).await?;
+    Ok(axum::Json(JobList { jobs }))
+}
+
+pub(super) async fn job_result(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<brume_api::rest::JobResult>> {
+    let id = job_id(&id)?;
+    let not_final = |state: JobState| {
+        Fail::new(
+            ErrorCode::Conflict,
+            format!(
+                "job {id} is {}; its result is available once it finishes",
+                state.as_str()
+            ),
+        )
+    };
+    if let Some(e) = entry(&shared, id) {
+        return match e.result() {
+            Some(r) => Ok(axum::Json(r)),
+            None => Err(not_final(e.info().state)),
+        };
+    }
+    match jobs::load_result(&shared.store, id).await? {
+        Some(r) if r.state.is_final() => Ok(axum::Json(r)),
+        Some(r) => Err(not_final(r.state)),
+        None => Err(no_job(id)),
+    }
+}
+
+pub(super) async fn cancel_job(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<JobInfo>> {
+    let id = job_id(&id)?;
+    let Some(e) = entry(&shared, id) else {
+        return match jobs::load_info(&shared.store, id).await? {
+            Some(info) => Err(Fail::new(
+                ErrorCode::Conflict,
+                format!("job {id} is already {}", info.state.as_str()),
+            )),
+            None => Err(no_job(id)),
+        };
+    };
+    if crate::verify::cancel(&shared, id).await {
+        return Ok(axum::Json(e.info()));
+    }
+    // Running: it pays what it used so far (see lifecycle.rs).
+    let error = ApiError::new(ErrorCode::Cancelled, "cancelled by the requester");
+    let cancelled = shared.lifecycle.cancel(id, error).await;
+    if !cancelled {
+        return Err(Fail::new(
+            ErrorCode::Conflict,
+            format!("job {id} is already {}", e.info().state.as_str()),
+        ));
+    }
+    Ok(axum::Json(e.info()))
+}
+
+pub(super) async fn job_events(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Res<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>> {
+    let id = job_id(&id)?;
+    let (history, live, job) = match entry(&shared, id) {
+        Some(e) => {
+            let (h, rx) = e.follow();
+            (h, Some(rx), Some(e))
+        }
+        None => {
+            let h = jobs::load_events(&shared.store, id).await?;
+            if h.is_empty() && jobs::load_info(&shared.store, id).await?.is_none() {
+                return Err(no_job(id));
+            }
+            (h, None, None)
+        }
+    };
+    struct St {
+        pending: std::collections::VecDeque<brume_api::rest::JobEvent>,
+        live: Option<tokio::sync::broadcast::Receiver<brume_api::rest::JobEvent>>,
+        job: Option<Arc<JobEntry>>,
+        next: u64,
+        done: bool,
+    }
+    // A client resuming a broken stream sends the last id it saw.
+    let next = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |last| last + 1);
+    let st = St {
+        pending: history.into(),
+        live,
+        job,
+        next,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            if let Some(ev) = st.pending.pop_front() {
+                if ev.seq < st.next {
+                    continue;
+                }
+                st.next = ev.seq + 1;
+                st.done = ev.kind.is_final();
+                let event = Event::default()
+                    .event(ev.kind.as_str())
+                    .id(ev.seq.to_string())
+                    .data(serde_json::to_string(&ev).unwrap_or_default());
+                return Some((Ok(event), st));
+            }
+            let rx = st.live.as_mut()?;
+            match rx.recv().await {
+                Ok(ev) => st.pending.push_back(ev),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Fell behind: re-read what we missed from the job.
+                    if let Some(job) = &st.job {
+                        let (all, _) = job.follow();
+                        st.pending
+                            .extend(all.into_iter().filter(|e| e.seq >= st.next));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,113 @@
+//! `/v1/ledger/rows`: the ledger, public columns for all, private ones for
+//! the row's owner.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use brume_api::ErrorCode;
+use serde::Deserialize;
+
+use super::auth::MaybeAuth;
+use super::{Fail, Res, Sh};
+
+impl From<brume_ledger::store::LedgerError> for Fail {
+    fn from(e: brume_ledger::store::LedgerError) -> Fail {
+        use brume_ledger::store::LedgerError as E;
+        match e {
+            E::InvalidCursor => Fail::new(ErrorCode::InvalidRequest, "cursor: not a valid cursor"),
+            E::NotFound(id) => Fail::new(ErrorCode::NotFound, format!("no ledger row {id}")),
+            other => {
+                tracing::error!(code = other.code(), "ledger: {other}");
+                Fail::new(ErrorCode::Internal, format!("ledger: {other}"))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RowsQuery {
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    account: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/ledger/rows`. The row JSON is brume-ledger's (third parties
+/// re-verify it), so this wrapper lives here rather than in brume-api.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct RowsPage {
+    rows: Vec<brume_ledger::row::LedgerRow>,
+    /// Rows the store could not decode (an auditor must see them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    corrupt: Vec<brume_ledger::store::CorruptRow>,
+    next_cursor: Option<String>,
+}
+
+/// A row as `reader` may see it: private columns only for its requester.
+pub(super) fn visible(
+    row: brume_ledger::row::LedgerRow,
+    reader: Option<&str>,
+) -> brume_ledger::row::LedgerRow {
+    if reader.is_some_and(|r| r == row.data.requester) {
+        row
+    } else {
+        brume_ledger::row::LedgerRow {
+            private: None,
+            ..row
+        }
+    }
+}
+
+pub(super) async fn ledger_rows(
+    State(shared): Sh,
+    MaybeAuth(auth): MaybeAuth,
+    query: Result<Query<RowsQuery>, QueryRejection>,
+) -> Res<axum::Json<RowsPage>> {
+    use brume_ledger::store::{LedgerStore as _, ListQuery, RowFilter};
+    let Query(q) = query.map_err(|e| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("query: {}", e.body_text()),
+        )
+    })?;
+    let reader = auth.map(|a| a.name);
+    let page = shared
+        .ledger
+        .store()
+        .list(ListQuery {
+            filter: RowFilter {
+                from_ms: q.from_ms,
+                to_ms: q.to_ms,
+                account: q.account.filter(|a| !a.is_empty()),
+            },
+            cursor: q.cursor.filter(|c| !c.is_empty()),
+            limit: q.limit,
+            private: reader.is_some(),
+        })
+        .await?;
+    Ok(axum::Json(RowsPage {
+        rows: page
+            .rows
+            .into_iter()
+            .map(|r| visible(r, reader.as_deref()))
+            .collect(),
+        corrupt: page.corrupt,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+pub(super) async fn ledger_row(
+    State(shared): Sh,
+    MaybeAuth(auth): MaybeAuth,
+    Path(work_id): Path<String>,
+) -> Res<axum::Json<brume_ledger::row::LedgerRow>> {
+    use brume_ledger::store::LedgerStore as _;
+    let reader = auth.map(|a| a.name);
+    let row = shared
+        .ledger
+        .store()
+        .get(&work_id, reader.is_some())
+        .await?
+        .ok_or_else(|| Fail::new(ErrorCode::NotFound, format!("no ledger row {work_id}")))?;
+    Ok(axum::Json(visible(row, reader.as_deref())))
+}

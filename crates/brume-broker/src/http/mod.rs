@@ -1,0 +1,194 @@
+//! The HTTP edge (axum): one file per resource. Handlers parse and check
+//! the request, call the broker's components and shape the response; they
+//! hold no SQL and no scheduling. Every error is `brume_api::ApiError` as
+//! JSON with the status its code implies ([`Fail`]).
+
+mod admission;
+mod auth;
+mod chain;
+mod invoke;
+mod jobs;
+mod ledger;
+mod provider;
+mod services;
+mod status;
+
+pub(crate) use auth::SeenSignatures;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use brume_api::{ApiError, ErrorCode};
+use bytes::Bytes;
+
+use crate::Shared;
+use crate::metrics::{RequestLabels, RouteLabels};
+
+pub(crate) type Sh = State<Arc<Shared>>;
+
+/// An error response.
+pub(crate) struct Fail(pub ApiError);
+
+impl Fail {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Fail {
+        Fail(ApiError::new(code, message))
+    }
+}
+
+impl From<crate::StoreError> for Fail {
+    fn from(e: crate::StoreError) -> Fail {
+        tracing::error!("store: {e}");
+        Fail::new(ErrorCode::Internal, format!("storage failure: {e}"))
+    }
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, axum::Json(&self.0)).into_response();
+        if self.0.code == ErrorCode::Overloaded {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+pub(crate) type Res<T> = Result<T, Fail>;
+
+fn body_or_fail(body: Result<Bytes, BytesRejection>, what: &str) -> Res<Bytes> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Fail::new(
+                ErrorCode::PayloadTooLarge,
+                format!("{what}: larger than this broker accepts"),
+            )
+        } else {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("{what}: {}", r.body_text()),
+            )
+        }
+    })
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let c = &shared.config;
+    let module_limit = DefaultBodyLimit::max(c.max_module_bytes);
+    let input_limit = DefaultBodyLimit::max(c.max_limits.max_input_bytes as usize);
+    let spec_limit = DefaultBodyLimit::max(c.max_spec_bytes);
+    Router::new()
+        .route(
+            "/v1/services",
+            post(services::publish)
+                .layer(module_limit)
+                .get(services::list_services),
+        )
+        .route("/v1/services/{name}", get(services::get_service))
+        .route("/v1/blobs/{digest}", get(services::get_blob))
+        .route(
+            "/v1/functions/{service}/invoke",
+            post(invoke::invoke).layer(input_limit),
+        )
+        .route(
+            "/fn/{service}",
+            any(invoke::call_http_root).layer(input_limit),
+        )
+        .route(
+            "/fn/{service}/",
+            any(invoke::call_http_root).layer(input_limit),
+        )
+        .route(
+            "/fn/{service}/{*path}",
+            any(invoke::call_http).layer(input_limit),
+        )
+        .route(
+            "/v1/jobs",
+            post(jobs::submit_job)
+                .layer(spec_limit)
+                .get(jobs::list_jobs),
+        )
+        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
+        .route("/v1/jobs/{id}/events", get(jobs::job_events))
+        .route("/v1/jobs/{id}/result", get(jobs::job_result))
+        .route("/v1/ledger/rows", get(ledger::ledger_rows))
+        .route("/v1/ledger/rows/{work_id}", get(ledger::ledger_row))
+        .route("/v1/status", get(status::status))
+        .route("/v1/settlement", get(status::settlement_health))
+        .route("/v1/settlement/run", post(status::settlement_run))
+        .route("/v1/providers", get(status::providers))
+        .route("/metrics", get(status::metrics))
+        .route("/v1/provider/connect", get(provider::connect))
+        .merge(chain::routes())
+        .fallback(|| async { Fail::new(ErrorCode::NotFound, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            Fail::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            auth::verify_signed,
+        ))
+        .layer(middleware::from_fn_with_state(shared.clone(), track))
+        .with_state(shared)
+}
+
+async fn track(State(shared): Sh, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    let m = &shared.metrics;
+    m.requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    m.latency
+        .get_or_create(&RouteLabels { route })
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// The request header naming the trust tiers a call may run on (`1,2`).
+const TIERS_HEADER: &str = "x-brume-tiers";
+
+/// `1,2,…` as a tier set.
+fn parse_tiers(v: &str) -> Result<u8, String> {
+    let tiers = v
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<u8>()
+                .map_err(|_| format!("{t:?} is not a tier"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::trust::tier_set(&tiers)
+}
+
+/// A header's value as text, if present.
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Res<Option<&'h str>> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("{name}: not visible ASCII"),
+            )
+        }),
+    }
+}

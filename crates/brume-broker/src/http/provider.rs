@@ -1,0 +1,14 @@
+//! `/v1/provider/connect`: the provider WebSocket (see `session.rs`).
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+
+use super::Sh;
+
+pub(super) async fn connect(State(shared): Sh, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(256 << 20).on_upgrade(move |socket| {
+        let tasks = shared.tasks.clone();
+        tasks.track_future(crate::session::run(shared, socket))
+    })
+}

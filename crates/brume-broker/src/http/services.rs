@@ -1,0 +1,251 @@
+//! `/v1/services` and `/v1/blobs`: publishing (validated, optionally signed)
+//! and reading services and their modules.
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use brume_api::rest::{ServiceInfo, ServiceList, validate_service_name};
+use brume_api::{ErrorCode, ServiceKind};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::auth::Auth;
+use super::auth::{Signer, check_key};
+use super::{Fail, Res, Sh, body_or_fail, header_str};
+use crate::Shared;
+use crate::registry::Publish;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PublishQuery {
+    name: String,
+    kind: Option<ServiceKind>,
+}
+
+/// The developer who signed an upload (`0x` address), with
+/// [`SIGNATURE_HEADER`].
+pub(crate) const DEVELOPER_HEADER: &str = "x-brume-developer";
+/// The developer's EIP-191 signature over
+/// `brume_api::wire::module_message(digest)`: `0x` + 130 hex digits.
+pub(crate) const SIGNATURE_HEADER: &str = "x-brume-module-signature";
+
+/// An upload's claimed developer signature: both headers or neither.
+pub(super) fn claimed_signature(headers: &HeaderMap) -> Res<Option<(String, Vec<u8>)>> {
+    let developer = header_str(headers, DEVELOPER_HEADER)?;
+    let signature = header_str(headers, SIGNATURE_HEADER)?;
+    let (developer, signature) = match (developer, signature) {
+        (None, None) => return Ok(None),
+        (Some(d), Some(s)) => (d.trim(), s.trim()),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("a signed upload needs both {DEVELOPER_HEADER} and {SIGNATURE_HEADER}"),
+            ));
+        }
+    };
+    let bytes = hex::decode(signature.strip_prefix("0x").unwrap_or(signature))
+        .ok()
+        .filter(|b| b.len() == 65)
+        .ok_or_else(|| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("{SIGNATURE_HEADER}: expected 0x and 130 hex digits (65 bytes)"),
+            )
+        })?;
+    Ok(Some((developer.to_string(), bytes)))
+}
+
+/// Checks a claimed signature over `digest`; the signer's address.
+pub(super) fn check_module_signature(
+    developer: &str,
+    signature: &[u8],
+    digest: &str,
+) -> Res<String> {
+    let message = brume_api::wire::module_message(digest);
+    brume_identity::verify(message.as_bytes(), signature, developer)
+        .map(|a| a.to_string())
+        .map_err(|e| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{SIGNATURE_HEADER}: not a signature by {developer} over module sha256 {digest}: {e}"
+                ),
+            )
+        })
+}
+
+pub(super) async fn publish(
+    State(shared): Sh,
+    auth: Auth,
+    query: Result<Query<PublishQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Res<(StatusCode, axum::Json<ServiceInfo>)> {
+    let Query(q) = query.map_err(|e| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "query: {} (expected ?name=NAME&kind=command|http)",
+                e.body_text()
+            ),
+        )
+    })?;
+    validate_service_name(&q.name).map_err(Fail)?;
+    let claimed = claimed_signature(&headers)?;
+    let bytes = body_or_fail(body, "module")?;
+    if bytes.is_empty() {
+        return Err(Fail::new(ErrorCode::InvalidModule, "the module is empty"));
+    }
+    let kind = q.kind.unwrap_or(ServiceKind::Command);
+    let sh = shared.clone();
+    let b = bytes.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let program = sh.validator.load(&b, brume_sandbox::Profile::Standard)?;
+        sh.validator.evict(&program.digest());
+        Ok::<_, brume_sandbox::ExecError>((program.digest(), program.shape()))
+    })
+    .await
+    .map_err(|e| Fail::new(ErrorCode::Internal, format!("validation task: {e}")))?;
+    let (digest, shape) = checked.map_err(|e| {
+        let code = match e.code() {
+            "import_not_allowed" => ErrorCode::InvalidModule,
+            "memory_limit" => ErrorCode::InvalidModule,
+            "internal" => ErrorCode::Internal,
+            _ => ErrorCode::InvalidModule,
+        };
+        Fail::new(code, e.to_string())
+    })?;
+    let shape_kind = match shape {
+        brume_sandbox::Shape::HttpProxy => ServiceKind::Http,
+        _ => ServiceKind::Command,
+    };
+    if shape_kind != kind {
+        return Err(Fail::new(
+            ErrorCode::InvalidModule,
+            format!(
+                "kind is {} but the module is a {} (publish it with kind={})",
+                kind.as_str(),
+                match shape {
+                    brume_sandbox::Shape::HttpProxy => "wasi:http proxy component",
+                    _ => "WASI command",
+                },
+                shape_kind.as_str()
+            ),
+        ));
+    }
+    let digest = digest.to_string();
+    let signed = match claimed {
+        None => None,
+        Some((developer, signature)) => {
+            let signer = check_module_signature(&developer, &signature, &digest)?;
+            Some((signer, signature))
+        }
+    };
+    // Text modules (.wat) are stored as the binary the digest names.
+    let stored = if bytes.starts_with(b"\0asm") {
+        bytes
+    } else {
+        Bytes::from(
+            wat::parse_bytes(&bytes)
+                .map(|c| c.into_owned())
+                .map_err(|e| Fail::new(ErrorCode::InvalidModule, e.to_string()))?,
+        )
+    };
+    let info = ServiceInfo {
+        name: q.name.clone(),
+        kind,
+        digest: digest.clone(),
+        size_bytes: stored.len() as u64,
+        created_at_ms: crate::now_ms(),
+        signed: signed.is_some(),
+        developer_address: signed.as_ref().map(|(a, _)| a.clone()),
+        module_signature: signed
+            .as_ref()
+            .map(|(_, sig)| format!("0x{}", hex::encode(sig))),
+    };
+    shared.store.put_blob(digest.clone(), stored).await?;
+    // A signed module's developer (the royalty payee) is its signer.
+    let (developer, signature) = match signed {
+        Some((signer, signature)) => (signer, Some(signature)),
+        None => (auth.name, None),
+    };
+    shared
+        .registry
+        .publish(Publish {
+            info: info.clone(),
+            developer,
+            signature,
+        })
+        .await?;
+    tracing::info!(
+        service = %info.name, digest = %info.digest,
+        developer = info.developer_address.as_deref().unwrap_or("(unsigned)"),
+        "service published"
+    );
+    Ok((StatusCode::CREATED, axum::Json(info)))
+}
+
+pub(super) async fn list_services(State(shared): Sh, _auth: Auth) -> axum::Json<ServiceList> {
+    axum::Json(ServiceList {
+        services: shared.registry.list(),
+    })
+}
+
+pub(super) fn service(shared: &Shared, name: &str) -> Res<ServiceInfo> {
+    shared.registry.get(name).ok_or_else(|| {
+        Fail::new(
+            ErrorCode::UnknownService,
+            format!("no service named {name:?}"),
+        )
+    })
+}
+
+pub(super) async fn get_service(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(name): Path<String>,
+) -> Res<axum::Json<ServiceInfo>> {
+    service(&shared, &name).map(axum::Json)
+}
+
+/// Module bytes by digest: for requesters (API key) and providers (the
+/// session's blob token).
+pub(super) async fn get_blob(
+    State(shared): Sh,
+    Path(digest): Path<String>,
+    signer: Option<axum::Extension<Signer>>,
+    headers: HeaderMap,
+) -> Res<Response> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        None if signer.is_some() => {}
+        None => {
+            return Err(Fail::new(
+                ErrorCode::Unauthorized,
+                "an API key or provider token is required",
+            ));
+        }
+        Some(t) if shared.blob_tokens.read().contains(t) => {}
+        Some(t) => {
+            check_key(&shared, t).await?;
+        }
+    }
+    let digest = brume_api::parse_digest(&digest)
+        .map(hex::encode)
+        .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+    match shared.store.get_blob(&digest).await? {
+        Some(bytes) => Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/wasm")],
+            bytes,
+        )
+            .into_response()),
+        None => Err(Fail::new(
+            ErrorCode::NotFound,
+            format!("no module with digest {digest}"),
+        )),
+    }
+}

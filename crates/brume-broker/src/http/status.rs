@@ -1,0 +1,67 @@
+//! `/v1/status`, `/v1/providers`, `/metrics` and `/v1/settlement`.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use brume_api::rest::{ProviderInfo, ProviderList};
+
+use super::auth::Auth;
+use super::{Fail, Res, Sh};
+
+pub(super) async fn settlement_health(
+    State(shared): Sh,
+) -> axum::Json<brume_api::rest::SettlementHealth> {
+    axum::Json(shared.settlement.health())
+}
+
+/// Runs settlement now. Any key may ask: a run only settles what is owed,
+/// and runs never overlap.
+pub(super) async fn settlement_run(
+    State(shared): Sh,
+    _auth: Auth,
+) -> Res<axum::Json<brume_settle::Report>> {
+    crate::settlement::run_once(&shared)
+        .await
+        .map(axum::Json)
+        .map_err(Fail)
+}
+
+pub(super) async fn status(State(shared): Sh) -> axum::Json<brume_api::rest::Status> {
+    axum::Json(shared.status())
+}
+
+pub(super) async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<ProviderList> {
+    let mut providers: Vec<ProviderInfo> = shared.lifecycle.read(|s| {
+        s.providers
+            .values()
+            .map(|p| ProviderInfo {
+                address: p.address.clone(),
+                reputation: s.reputation(&p.address),
+                tier: p.tier,
+                region: p.caps.region.clone(),
+                slots: p.caps.slots,
+                slots_busy: p.busy,
+                memory_bytes: p.caps.memory_bytes,
+                fitness_mips: p.caps.fitness_mips,
+                price_ask: p.price_ask,
+                allowed_services: p.caps.allowed_services.clone(),
+                modules_cached: p.cached.len() as u64,
+                work_done: p.work_done,
+                connected_at_ms: p.connected_at_ms,
+                stake: p.stake.to_string(),
+                staked: p.staked,
+            })
+            .collect()
+    });
+    providers.sort_by(|a, b| a.address.cmp(&b.address));
+    axum::Json(ProviderList { providers })
+}
+
+pub(super) async fn metrics(State(shared): Sh) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+}

@@ -1,0 +1,260 @@
+//! The plain types of a unit of work, at the bottom of the broker: what
+//! matching needs, the `Assign` payload, the events of its attempts and how
+//! it ended. Nothing here knows about jobs, the ledger or verification;
+//! [`crate::lifecycle`] connects a unit to whoever waits for it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brume_api::receipt::SignedReceipt;
+use brume_api::rest::Price;
+use brume_api::wire::{self, Assign};
+use brume_api::{ApiError, Limits, Profile, ServiceKind, WorkId};
+use bytes::Bytes;
+
+/// A provider's session, as the scheduler knows it.
+pub(crate) type ProviderId = u64;
+
+/// What a tier asks of a provider (checked by the scheduler).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TierNeeds {
+    pub min_threads: u32,
+    pub min_mips: u64,
+}
+
+/// Provider addresses that already hold a unit of a set (the replicas of
+/// one job): no address gets two.
+#[derive(Debug, Default)]
+pub(crate) struct Distinct(parking_lot::Mutex<HashSet<String>>);
+
+impl Distinct {
+    /// Whether the provider at `address` may take a unit of the set.
+    pub fn allows(&self, address: &str) -> bool {
+        !self.0.lock().contains(address)
+    }
+
+    /// Records that `address` took a unit of the set.
+    pub fn take(&self, address: &str) {
+        self.0.lock().insert(address.to_string());
+    }
+}
+
+/// Everything that describes one unit of work, fixed at submission.
+#[derive(Debug)]
+pub(crate) struct WorkSpec {
+    pub service: Option<String>,
+    pub digest: String,
+    pub kind: ServiceKind,
+    pub profile: Profile,
+    pub limits: Limits,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Bytes,
+    pub http: Option<wire::HttpRequest>,
+    pub max_price: Option<Price>,
+    pub max_attempts: u32,
+    pub progress_ms: Option<u64>,
+    pub seed: u64,
+    pub clock_start_ms: u64,
+    /// What the admitted tier asks of a provider.
+    pub needs: TierNeeds,
+    /// The developer's signature over the module, if it was published signed.
+    pub module_signature: Option<wire::ModuleSignature>,
+    /// The set whose units must run on distinct provider addresses.
+    pub distinct: Option<Arc<Distinct>>,
+    /// A provider address that must not run it (a verifier run avoids the
+    /// provider whose result it checks).
+    pub avoid: Option<String>,
+    /// The trust tiers it may run on (bit `t` for tier `t`).
+    pub tiers: u8,
+    /// Its requester's organisation (tier-1 providers run only theirs).
+    pub org: Option<String>,
+    /// Whether its result must come with a valid signed receipt (jobs and
+    /// replicas; invocations are signed but not checked on their path).
+    pub wants_receipt: bool,
+}
+
+/// What a unit of work was billed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cost {
+    /// Token base units.
+    pub token_amount: u128,
+    /// The tier it ran at.
+    pub tier: String,
+}
+
+/// How a unit of work ended, as seen by whoever waits for it.
+#[derive(Debug)]
+pub(crate) enum Completion {
+    Done {
+        outcome: Box<wire::Outcome>,
+        provider: String,
+        /// The provider's advertised speed (for the slow-provider refund).
+        fitness_mips: u64,
+        attempts: u32,
+        /// What the ledger billed (set by the lifecycle).
+        cost: Option<Cost>,
+    },
+    Failed {
+        error: ApiError,
+        attempts: u32,
+    },
+}
+
+/// What happened to an attempt, reported by the scheduler by work id.
+#[derive(Debug, Clone)]
+pub(crate) enum WorkEvent {
+    Assigned {
+        attempt: u32,
+        provider: String,
+    },
+    Running {
+        attempt: u32,
+        provider: String,
+    },
+    Progress {
+        attempt: u32,
+        fuel: u64,
+        stderr: Bytes,
+    },
+    Retry {
+        attempt: u32,
+        why: String,
+    },
+}
+
+/// What a cancelled attempt had used when it was cancelled: the fuel of
+/// its provider's last progress report and the time since it was sent.
+#[derive(Debug, Clone)]
+pub(crate) struct RanSoFar {
+    pub provider: String,
+    pub fitness_mips: u64,
+    pub attempt: u32,
+    pub fuel: u64,
+    pub wall_us: u64,
+}
+
+/// Where [`crate::sched::Scheduler::cancel`] found the work.
+#[derive(Debug)]
+pub(crate) enum Cancelled {
+    /// Not here: already finished, or never submitted.
+    Unknown,
+    /// Waiting in the queue: it never ran.
+    Queued,
+    /// Running on a provider, which was told to stop.
+    Running(RanSoFar),
+}
+
+#[derive(Debug, Default)]
+struct WorkState {
+    /// Attempts started (assignments accepted or in flight).
+    attempt: u32,
+    /// Providers that refused this work; not offered to them again.
+    refused: HashSet<ProviderId>,
+    /// Set once: exactly one completion per work.
+    finished: bool,
+}
+
+/// One unit of work: its spec and the state of its attempts.
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub id: WorkId,
+    pub spec: WorkSpec,
+    pub enqueued_at: parking_lot::Mutex<Instant>,
+    pub queue_deadline: Instant,
+    state: parking_lot::Mutex<WorkState>,
+    /// The signed receipt of the result (jobs and replicas), once checked.
+    receipt: parking_lot::Mutex<Option<SignedReceipt>>,
+}
+
+impl Work {
+    pub fn new(
+        id: WorkId,
+        spec: WorkSpec,
+        queue_timeout: Duration,
+        attempts_so_far: u32,
+    ) -> Arc<Work> {
+        let now = Instant::now();
+        Arc::new(Work {
+            id,
+            spec,
+            enqueued_at: parking_lot::Mutex::new(now),
+            queue_deadline: now + queue_timeout,
+            state: parking_lot::Mutex::new(WorkState {
+                attempt: attempts_so_far,
+                ..WorkState::default()
+            }),
+            receipt: parking_lot::Mutex::new(None),
+        })
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.state.lock().attempt
+    }
+
+    /// Starts an attempt; returns its number.
+    pub fn next_attempt(&self) -> u32 {
+        let mut st = self.state.lock();
+        st.attempt += 1;
+        st.attempt
+    }
+
+    /// A provider refused the work: not offered to it again, and the
+    /// attempt it was offered does not count.
+    pub fn refused_by(&self, id: ProviderId) {
+        let mut st = self.state.lock();
+        st.refused.insert(id);
+        st.attempt = st.attempt.saturating_sub(1);
+    }
+
+    pub fn was_refused_by(&self, id: ProviderId) -> bool {
+        self.state.lock().refused.contains(&id)
+    }
+
+    /// What attempt `attempt` of this work asks of a provider (also what
+    /// its receipt is rebuilt from).
+    pub fn assignment(&self, attempt: u32) -> Assign {
+        let s = &self.spec;
+        Assign {
+            work_id: self.id,
+            attempt,
+            digest: s.digest.clone(),
+            service: s.service.clone(),
+            kind: s.kind,
+            profile: s.profile,
+            limits: s.limits,
+            args: s.args.clone(),
+            env: s.env.clone(),
+            stdin: s.stdin.clone(),
+            http: s.http.clone(),
+            progress_ms: s.progress_ms,
+            seed: s.seed,
+            clock_start_ms: s.clock_start_ms,
+            module_signature: s.module_signature.clone(),
+        }
+    }
+
+    pub fn set_receipt(&self, r: SignedReceipt) {
+        *self.receipt.lock() = Some(r);
+    }
+
+    pub fn receipt(&self) -> Option<SignedReceipt> {
+        self.receipt.lock().clone()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state.lock().finished
+    }
+
+    /// Marks the work finished; false if it already was. Only the
+    /// lifecycle claims: whoever claims delivers the one completion.
+    pub fn claim(&self) -> bool {
+        let mut st = self.state.lock();
+        if st.finished {
+            return false;
+        }
+        st.finished = true;
+        true
+    }
+}
