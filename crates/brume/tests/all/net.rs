@@ -147,6 +147,18 @@ impl Proc {
         }
     }
 
+    /// SIGTERM (a graceful stop), and reap.
+    pub fn terminate(&mut self) {
+        if !self.exited {
+            let pid = self.child.id().to_string();
+            let sent = Command::new("kill").args(["-TERM", &pid]).status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+            let status = self.child.wait().expect("wait");
+            assert!(status.success(), "a graceful stop exits 0: {status}");
+            self.exited = true;
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         if !self.exited {
@@ -287,6 +299,13 @@ impl Broker {
 
     /// A new broker process on the same port and data dir.
     pub fn restart(&mut self) {
+        self.restart_env(&[]);
+    }
+
+    /// A graceful stop (SIGTERM), then a new broker process on the same
+    /// port and data dir.
+    pub fn restart_gracefully(&mut self) {
+        self.proc.terminate();
         self.restart_env(&[]);
     }
 

@@ -505,3 +505,43 @@ async fn an_accounts_default_policy_applies_to_its_jobs() {
     let (_, result) = follow(&net.client, job.id).await;
     assert!(result.verification.is_none(), "{result:?}");
 }
+
+/// A provider's track record (what adaptive verification and matching rank
+/// by) is saved: a restarted broker still knows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reputation_survives_a_broker_restart() {
+    let mut net = Net::start(2, 1).await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    let mut spec = cpu_job(7_000);
+    spec.verify = Some(VerifyPolicy::Replicate { n: 2, quorum: 2 });
+    let job = net.client.submit(&spec).await.expect("submit");
+    let (_, result) = follow(&net.client, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    let before = net.client.providers().await.expect("providers").providers;
+    assert_eq!(before.len(), 2);
+    assert!(
+        before
+            .iter()
+            .all(|p| p.reputation.valid == 1 && p.reputation.results == 1),
+        "{before:?}"
+    );
+
+    net.broker.restart_gracefully();
+    let client = net.client.clone();
+    let after = eventually("both providers are back", || {
+        let client = client.clone();
+        async move {
+            let list = client.providers().await.ok()?.providers;
+            (list.len() == 2).then_some(list)
+        }
+    })
+    .await;
+    for p in &before {
+        let again = after
+            .iter()
+            .find(|a| a.address == p.address)
+            .expect("same address");
+        assert_eq!(again.reputation, p.reputation, "{}", p.address);
+    }
+}
