@@ -1,14 +1,15 @@
 //! The regional broker: it accepts work over a REST API, keeps providers
 //! connected over WebSockets, matches work to providers, fails over when a
-//! provider vanishes, and keeps jobs durable in SQLite.
+//! provider vanishes, bills every accepted unit once and keeps jobs durable
+//! in SQLite.
 //!
 //! ```text
-//!  requester ──HTTP──▶ api.rs ──▶ Shared::submit ──▶ sched.rs (queue, index)
-//!                                                      │ Assign frame
-//!  provider ◀──────────── session.rs (one WebSocket) ◀─┘
-//!           ───Accepted/Progress/Done──▶ session.rs ──▶ sched.rs ──▶ Work::finish
-//!                                                        ├─ Invoke: oneshot to the handler
-//!                                                        └─ Job: JobEntry events + store
+//!  requester ──HTTP──▶ http/ ──▶ Lifecycle::submit ──▶ sched/ (queue, index)
+//!                                                        │ Assign frame
+//!  provider ◀──────────── session.rs (one WebSocket) ◀───┘
+//!           ───Accepted/Progress/Done──▶ session.rs ──▶ sched/ ──▶ Lifecycle::finish
+//!                                                   (claim, bill once, notify the Waiter:
+//!                                                    an invocation, a job, a replica group)
 //! ```
 //!
 //! Start one with [`Broker::start`]; the `brume broker` command is a thin
