@@ -1,0 +1,324 @@
+//! A scripted provider: it speaks the provider protocol (`brume_api::wire`)
+//! to a real broker, and answers each assignment exactly as the test says.
+//!
+//! It signs its handshake and its receipts with a real identity, and
+//! answers the broker's heartbeat pings in the background; everything else
+//! (accepting, progress, results, refusals, going away) is up to the test.
+
+use std::collections::{HashMap, VecDeque};
+
+use brume_api::receipt::Receipt;
+use brume_api::wire::{
+    self, Assign, CONTROL, Capabilities, Done, FromProvider, Hello, Outcome, Progress, Refused,
+    ToProvider,
+};
+use brume_api::{PROTOCOL_VERSION, Usage};
+use brume_identity::Identity;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::util::within;
+
+/// Slots a scripted provider offers unless told otherwise.
+pub const SLOTS: u32 = 16;
+
+pub struct ScriptedProvider {
+    pub identity: Identity,
+    /// Its address as its Hello gave it (and as its receipts name it).
+    pub address: String,
+    out: mpsc::UnboundedSender<Message>,
+    frames: mpsc::UnboundedReceiver<(u32, ToProvider)>,
+    /// Frames read while waiting for something else.
+    backlog: VecDeque<(u32, ToProvider)>,
+    /// The assignment on each channel, for the receipts.
+    assigns: HashMap<u32, Assign>,
+    /// Channels the broker sent `Cancel` on.
+    cancelled: Vec<u32>,
+    next_ping: u64,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Drop for ScriptedProvider {
+    /// Going away without a word: the connection just drops.
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+/// `Exited` with code 0, `stdout`, and `fuel` used.
+pub fn exited(stdout: &str, fuel: u64) -> Outcome {
+    Outcome::Exited {
+        exit_code: 0,
+        stdout: Bytes::copy_from_slice(stdout.as_bytes()),
+        stderr: Bytes::new(),
+        usage: Usage {
+            fuel,
+            ..Usage::default()
+        },
+    }
+}
+
+impl ScriptedProvider {
+    /// Connects with [`SLOTS`] slots; returns once the broker has it in
+    /// its scheduler (it may be assigned work from then on).
+    pub async fn connect(broker_url: &str, identity: Identity) -> ScriptedProvider {
+        Self::connect_with_slots(broker_url, identity, SLOTS).await
+    }
+
+    pub async fn connect_with_slots(
+        broker_url: &str,
+        identity: Identity,
+        slots: u32,
+    ) -> ScriptedProvider {
+        let url = format!(
+            "{}/v1/provider/connect",
+            broker_url.replacen("http://", "ws://", 1)
+        );
+        let connect = tokio_tungstenite::connect_async_with_config(&url, None, true);
+        let (mut ws, _) = within("the provider's WebSocket connects", connect)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let address = identity.address().to_string();
+
+        let challenge = match within("a Challenge", next_binary(&mut ws)).await {
+            (_, ToProvider::Challenge(c)) => c,
+            (_, other) => panic!("expected a Challenge, got {other:?}"),
+        };
+        let message = wire::handshake_message(&challenge.broker_id, &challenge.nonce);
+        let signature = identity
+            .sign_message(message.as_bytes())
+            .expect("sign the handshake");
+        let hello = FromProvider::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            address: address.clone(),
+            signature: Bytes::copy_from_slice(&signature),
+            capabilities: Capabilities {
+                slots,
+                memory_bytes: 1 << 40,
+                fitness_mips: 1_000,
+                region: "local".into(),
+                allowed_services: None,
+                cached: Vec::new(),
+                org: None,
+                attestation: None,
+            },
+            price_ask: 0,
+        });
+        ws.send(Message::Binary(hello.encode(CONTROL)))
+            .await
+            .expect("send Hello");
+        loop {
+            match within("a Welcome", next_binary(&mut ws)).await {
+                (_, ToProvider::Welcome(_)) => break,
+                (ch, ToProvider::Ping(n)) => ws
+                    .send(Message::Binary(FromProvider::Pong(n).encode(ch)))
+                    .await
+                    .expect("send Pong"),
+                (_, other) => panic!("expected a Welcome, got {other:?}"),
+            }
+        }
+
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut to_send) = mpsc::unbounded_channel::<Message>();
+        let writer = tokio::spawn(async move {
+            while let Some(m) = to_send.recv().await {
+                let closing = matches!(m, Message::Close(_));
+                if sink.send(m).await.is_err() || closing {
+                    return;
+                }
+            }
+        });
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let pong = out.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Binary(b) = msg else {
+                    if matches!(msg, Message::Close(_)) {
+                        return;
+                    }
+                    continue;
+                };
+                match ToProvider::decode(&b) {
+                    // Heartbeats are answered here, whatever the test does.
+                    Ok((ch, ToProvider::Ping(n))) => {
+                        let _ = pong.send(Message::Binary(FromProvider::Pong(n).encode(ch)));
+                    }
+                    Ok(frame) => {
+                        if frames_tx.send(frame).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("scripted provider: a malformed frame from the broker: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        let mut p = ScriptedProvider {
+            identity,
+            address,
+            out,
+            frames,
+            backlog: VecDeque::new(),
+            assigns: HashMap::new(),
+            cancelled: Vec::new(),
+            next_ping: 0,
+            reader,
+            writer,
+        };
+        // The broker reads frames only once the provider is registered, so
+        // the answer to this ping means it is.
+        p.sync().await;
+        p
+    }
+
+    fn send(&self, channel: u32, frame: &FromProvider) {
+        let _ = self.out.send(Message::Binary(frame.encode(channel)));
+    }
+
+    async fn recv(&mut self) -> (u32, ToProvider) {
+        if let Some(f) = self.backlog.pop_front() {
+            return f;
+        }
+        within("a frame from the broker", self.frames.recv())
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "provider {}: the broker closed the connection",
+                    self.address
+                )
+            })
+    }
+
+    /// The next assignment, and its channel.
+    pub async fn next_assign(&mut self) -> (u32, Assign) {
+        loop {
+            match self.recv().await {
+                (ch, ToProvider::Assign(a)) => {
+                    self.assigns.insert(ch, (*a).clone());
+                    return (ch, *a);
+                }
+                (ch, ToProvider::Cancel) => self.cancelled.push(ch),
+                (_, ToProvider::Pong(_)) => {}
+                (ch, other) => panic!("unexpected frame on channel {ch}: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits until the broker has handled every frame sent so far (a ping
+    /// is answered in order, after them). Frames that arrive meanwhile
+    /// are kept for [`ScriptedProvider::next_assign`].
+    pub async fn sync(&mut self) {
+        self.next_ping += 1;
+        let n = self.next_ping;
+        self.send(CONTROL, &FromProvider::Ping(n));
+        loop {
+            let frame = within("the broker's Pong", self.frames.recv())
+                .await
+                .unwrap_or_else(|| {
+                    panic!(
+                        "provider {}: the broker closed the connection",
+                        self.address
+                    )
+                });
+            match frame {
+                (_, ToProvider::Pong(m)) if m == n => return,
+                other => self.backlog.push_back(other),
+            }
+        }
+    }
+
+    /// Assignments sent to it and not yet taken with `next_assign`, as of
+    /// now (after a [`ScriptedProvider::sync`]).
+    pub async fn assigns_waiting(&mut self) -> usize {
+        self.sync().await;
+        self.backlog
+            .iter()
+            .filter(|(_, f)| matches!(f, ToProvider::Assign(_)))
+            .count()
+    }
+
+    /// Whether the broker sent `Cancel` on `channel` (as of the last
+    /// [`ScriptedProvider::sync`]).
+    pub fn told_to_cancel(&self, channel: u32) -> bool {
+        self.cancelled.contains(&channel)
+            || self
+                .backlog
+                .iter()
+                .any(|(ch, f)| *ch == channel && matches!(f, ToProvider::Cancel))
+    }
+
+    pub fn accept(&self, channel: u32) {
+        self.send(channel, &FromProvider::Accepted);
+    }
+
+    pub fn progress(&self, channel: u32, fuel: u64) {
+        let p = Progress {
+            fuel,
+            stderr: Bytes::new(),
+        };
+        self.send(channel, &FromProvider::Progress(p));
+    }
+
+    pub fn refuse(&self, channel: u32, reason: &str) {
+        let r = Refused {
+            reason: reason.into(),
+            message: format!("scripted refusal: {reason}"),
+        };
+        self.send(channel, &FromProvider::Refused(r));
+    }
+
+    /// The result of the assignment on `channel`, with a correctly signed
+    /// receipt.
+    pub fn done(&self, channel: u32, outcome: Outcome) {
+        let assign = self
+            .assigns
+            .get(&channel)
+            .unwrap_or_else(|| panic!("no assignment on channel {channel}"));
+        self.done_for(channel, assign, outcome);
+    }
+
+    /// A result for `assign` on `channel`, whichever session or channel it
+    /// was assigned on (to script late or stray results).
+    pub fn done_for(&self, channel: u32, assign: &Assign, outcome: Outcome) {
+        let receipt = Receipt::new(assign, &self.address, &outcome);
+        let signature = self
+            .identity
+            .sign_message(receipt.message().as_bytes())
+            .expect("sign the receipt");
+        let done = Done {
+            outcome,
+            signature: Bytes::copy_from_slice(&signature),
+        };
+        self.send(channel, &FromProvider::Done(Box::new(done)));
+    }
+
+    /// Closes the connection after everything sent so far: a close frame
+    /// goes out behind the queued frames, then the socket is dropped.
+    pub async fn close(mut self) {
+        let _ = self.out.send(Message::Close(None));
+        let _ = within("the close frame goes out", &mut self.writer).await;
+    }
+}
+
+/// The next binary frame of the handshake, skipping WebSocket pings.
+async fn next_binary<S>(ws: &mut S) -> (u32, ToProvider)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                return ToProvider::decode(&b).expect("a well-formed frame");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("the handshake ended: {other:?}"),
+        }
+    }
+}
