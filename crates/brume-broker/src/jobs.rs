@@ -96,6 +96,96 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// What a job's end records, from its completion.
+struct Ending {
+    state: JobState,
+    exit_code: Option<i32>,
+    stdout: Bytes,
+    stderr: Bytes,
+    usage: Usage,
+    error: Option<ApiError>,
+    attempts: u32,
+    provider: Option<String>,
+}
+
+impl Ending {
+    fn of(completion: Completion) -> Ending {
+        let (outcome, provider, attempts) = match completion {
+            Completion::Done {
+                outcome,
+                provider,
+                attempts,
+                ..
+            } => (*outcome, Some(provider), attempts),
+            Completion::Failed { error, attempts } => {
+                let state = if error.code == ErrorCode::Cancelled {
+                    JobState::Cancelled
+                } else {
+                    JobState::Failed
+                };
+                return Ending {
+                    state,
+                    exit_code: None,
+                    stdout: Bytes::new(),
+                    stderr: Bytes::new(),
+                    usage: Usage::default(),
+                    error: Some(error),
+                    attempts,
+                    provider: None,
+                };
+            }
+        };
+        let ended = |state, exit_code, stdout, stderr, usage, error| Ending {
+            state,
+            exit_code,
+            stdout,
+            stderr,
+            usage,
+            error,
+            attempts,
+            provider,
+        };
+        match outcome {
+            Outcome::Exited {
+                exit_code,
+                stdout,
+                stderr,
+                usage,
+            } => ended(
+                JobState::Succeeded,
+                Some(exit_code),
+                stdout,
+                stderr,
+                usage,
+                None,
+            ),
+            Outcome::Responded {
+                response,
+                stderr,
+                usage,
+            } => ended(
+                JobState::Succeeded,
+                None,
+                response.body,
+                stderr,
+                usage,
+                None,
+            ),
+            Outcome::Failed {
+                code,
+                message,
+                usage,
+                stdout,
+                stderr,
+            } => {
+                let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal);
+                let error = Some(ApiError::new(code, message));
+                ended(JobState::Failed, None, stdout, stderr, usage, error)
+            }
+        }
+    }
+}
+
 impl JobEntry {
     pub fn new(
         id: WorkId,
@@ -277,81 +367,16 @@ impl JobEntry {
             return;
         }
         let from_provider = matches!(completion, Completion::Done { .. });
-        let (state, exit_code, stdout, stderr, usage, error, attempts, provider) = match completion
-        {
-            Completion::Done {
-                outcome,
-                provider,
-                attempts,
-                ..
-            } => match *outcome {
-                Outcome::Exited {
-                    exit_code,
-                    stdout,
-                    stderr,
-                    usage,
-                } => (
-                    JobState::Succeeded,
-                    Some(exit_code),
-                    stdout,
-                    stderr,
-                    usage,
-                    None,
-                    attempts,
-                    Some(provider),
-                ),
-                Outcome::Responded {
-                    response,
-                    stderr,
-                    usage,
-                } => (
-                    JobState::Succeeded,
-                    None,
-                    response.body,
-                    stderr,
-                    usage,
-                    None,
-                    attempts,
-                    Some(provider),
-                ),
-                Outcome::Failed {
-                    code,
-                    message,
-                    usage,
-                    stdout,
-                    stderr,
-                } => {
-                    let code = ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal);
-                    (
-                        JobState::Failed,
-                        None,
-                        stdout,
-                        stderr,
-                        usage,
-                        Some(ApiError::new(code, message)),
-                        attempts,
-                        Some(provider),
-                    )
-                }
-            },
-            Completion::Failed { error, attempts } => {
-                let state = if error.code == ErrorCode::Cancelled {
-                    JobState::Cancelled
-                } else {
-                    JobState::Failed
-                };
-                (
-                    state,
-                    None,
-                    Bytes::new(),
-                    Bytes::new(),
-                    Usage::default(),
-                    Some(error),
-                    attempts,
-                    None,
-                )
-            }
-        };
+        let Ending {
+            state,
+            exit_code,
+            stdout,
+            stderr,
+            usage,
+            error,
+            attempts,
+            provider,
+        } = Ending::of(completion);
         let mut inner = self.inner.lock();
         inner.info.state = state;
         inner.info.attempts = attempts.max(inner.info.attempts);
@@ -442,6 +467,36 @@ fn job_billing(stored: &StoredJob) -> Billing {
         declared: stored.declared,
         hold: None,
     }
+}
+
+/// Records a new job (durable before this returns) and queues it; `hold`
+/// is its escrow reservation.
+pub(crate) async fn submit(
+    shared: &Arc<Shared>,
+    stored: StoredJob,
+    labels: BTreeMap<String, String>,
+    hold: Option<Arc<crate::escrow::Hold>>,
+) -> Result<Arc<JobEntry>, StoreError> {
+    let now = crate::now_ms();
+    let id = WorkId::new();
+    let info = JobInfo {
+        id,
+        state: JobState::Queued,
+        service: stored.service.clone(),
+        digest: stored.digest.clone(),
+        attempts: 0,
+        max_attempts: stored.max_attempts,
+        provider: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        error: None,
+        labels,
+    };
+    insert(&shared.store, &info, &stored).await?;
+    let entry = JobEntry::new(id, stored, info, Vec::new(), shared.store.clone());
+    entry.event_queued(None);
+    start(shared, entry.clone(), 0, hold);
+    Ok(entry)
 }
 
 /// Queues a job (verified ones as a replica group, see `verify.rs`); `hold` is its escrow reservation (none for a job

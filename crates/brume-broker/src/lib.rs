@@ -296,49 +296,9 @@ impl Broker {
         let registry = registry::Registry::open(store.clone()).await?;
         let reputation = store.read(store::reputation::load).await?;
         let hashes = store.read(store::keys::all_hashes).await?;
-        let banned: Vec<(String, String)> = store
-            .read(|c| {
-                let mut stmt = c.prepare("SELECT address, reason FROM provider_bans")?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
-        let ledger_dir = data_dir.join("ledger");
-        // The operator is paid apart from the payout account, so that the
-        // payout account holds only what settlement owes.
-        let operator = Identity::load_or_create(&data_dir.join("operator.key"))?
-            .address()
-            .to_string();
-        let (mut ledger, ledger_rows) = {
-            let config = config.ledger.clone();
-            tokio::task::spawn_blocking(move || {
-                ledger::Ledger::open(&ledger_dir, &config, operator)
-            })
-            .await
-            .map_err(|e| BrokerError::Ledger(ledger::BillError::Open(e.to_string())))??
-        };
-        ledger.load_escrow().await?;
-        let chain = {
-            let (dir, chain_config) = (data_dir.join("chain"), config.chain.clone());
-            tokio::task::spawn_blocking(move || chain::ChainHandle::open(&dir, &chain_config))
-                .await
-                .map_err(|e| BrokerError::Chain(brume_chain::ChainError::Other(e.to_string())))??
-        };
-        let settlement = {
-            let dir = data_dir.join("settle");
-            let (store, chain, payout) = (
-                ledger.store().clone(),
-                chain.chain.clone(),
-                Arc::new(identity.clone()),
-            );
-            let config = config.settlement.clone();
-            tokio::task::spawn_blocking(move || {
-                settlement::Settlement::open(&dir, store, chain, payout, &config)
-            })
-            .await
-            .map_err(|e| BrokerError::Settlement(e.to_string()))?
-            .map_err(|e| BrokerError::Settlement(e.to_string()))?
-        };
+        let banned = store.read(store::providers::bans_by_address).await?;
+        let (ledger, ledger_rows) = open_ledger(&config).await?;
+        let (chain, settlement) = open_chain(&config, &ledger, &identity).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| BrokerError::Listen {
@@ -393,21 +353,7 @@ impl Broker {
         tasks.spawn(providers_admin::watch(shared.clone()));
         settlement::start(&shared).await;
         tasks.spawn(settlement::settle_loop(shared.clone()));
-        let app = http::router(shared.clone());
-        let stopped = shared.shutdown.clone();
-        // Small frames and responses must leave at once: without
-        // TCP_NODELAY, Nagle + delayed ACKs add ~40 ms to back-to-back writes.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("set TCP_NODELAY: {e}");
-            }
-        });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await
-                .map_err(BrokerError::Serve)
-        });
+        let task = serve(listener, &shared);
         Ok(RunningBroker {
             url: format!("http://{addr}"),
             broker_id,
@@ -417,6 +363,80 @@ impl Broker {
             shared,
         })
     }
+}
+
+/// Opens the ledger under `data_dir/ledger` (off the runtime) and loads
+/// what each account owes.
+async fn open_ledger(
+    config: &BrokerConfig,
+) -> Result<
+    (
+        ledger::Ledger,
+        tokio::sync::mpsc::UnboundedReceiver<ledger::Unsealed>,
+    ),
+    BrokerError,
+> {
+    let dir = config.data_dir.join("ledger");
+    // The operator is paid apart from the payout account, so that the
+    // payout account holds only what settlement owes.
+    let operator = Identity::load_or_create(&config.data_dir.join("operator.key"))?
+        .address()
+        .to_string();
+    let ledger_config = config.ledger.clone();
+    let (mut ledger, rows) =
+        tokio::task::spawn_blocking(move || ledger::Ledger::open(&dir, &ledger_config, operator))
+            .await
+            .map_err(|e| BrokerError::Ledger(ledger::BillError::Open(e.to_string())))??;
+    ledger.load_escrow().await?;
+    Ok((ledger, rows))
+}
+
+/// Opens the chain and the settlement journal (off the runtime).
+async fn open_chain(
+    config: &BrokerConfig,
+    ledger: &ledger::Ledger,
+    identity: &Identity,
+) -> Result<(chain::ChainHandle, settlement::Settlement), BrokerError> {
+    let (dir, chain_config) = (config.data_dir.join("chain"), config.chain.clone());
+    let chain = tokio::task::spawn_blocking(move || chain::ChainHandle::open(&dir, &chain_config))
+        .await
+        .map_err(|e| BrokerError::Chain(brume_chain::ChainError::Other(e.to_string())))??;
+    let dir = config.data_dir.join("settle");
+    let (store, on_chain, payout) = (
+        ledger.store().clone(),
+        chain.chain.clone(),
+        Arc::new(identity.clone()),
+    );
+    let settle_config = config.settlement.clone();
+    let settlement = tokio::task::spawn_blocking(move || {
+        settlement::Settlement::open(&dir, store, on_chain, payout, &settle_config)
+    })
+    .await
+    .map_err(|e| BrokerError::Settlement(e.to_string()))?
+    .map_err(|e| BrokerError::Settlement(e.to_string()))?;
+    Ok((chain, settlement))
+}
+
+/// Serves the HTTP API on `listener` until the broker's shutdown.
+fn serve(
+    listener: tokio::net::TcpListener,
+    shared: &Arc<Shared>,
+) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
+    let app = http::router(shared.clone());
+    let stopped = shared.shutdown.clone();
+    // Small frames and responses must leave at once: without
+    // TCP_NODELAY, Nagle + delayed ACKs add ~40 ms to back-to-back writes.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("set TCP_NODELAY: {e}");
+        }
+    });
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.cancelled().await })
+            .await
+            .map_err(BrokerError::Serve)
+    })
 }
 
 impl RunningBroker {

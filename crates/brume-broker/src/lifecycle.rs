@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ledger::{Billing, Ledger};
+use crate::ledger::{Billing, Ledger, Ran};
 use crate::metrics::Metrics;
 use crate::sched::{After, Scheduler};
 use crate::work::{Cancelled, Completion, Work, WorkEvent};
@@ -222,15 +222,15 @@ impl Lifecycle {
             return true;
         };
         let row = unit.bill.billing().map(|billing| {
-            self.ledger.build(
-                &unit.work,
-                billing,
-                &provider,
+            let usage = outcome.usage();
+            let ran = Ran {
+                provider: &provider,
                 fitness_mips,
-                &outcome.usage(),
+                usage: &usage,
                 attempts,
-                false,
-            )
+                cancelled: false,
+            };
+            self.ledger.build(&unit.work, billing, ran)
         });
         let (row, cost) = row.unwrap_or((None, None));
         let completion = Completion::Done {
@@ -290,15 +290,14 @@ impl Lifecycle {
                 wall_us: ran.wall_us,
                 ..brume_api::Usage::default()
             };
-            let (row, _) = self.ledger.build(
-                &work,
-                billing,
-                &ran.provider,
-                ran.fitness_mips,
-                &usage,
-                ran.attempt,
-                true,
-            );
+            let sofar = Ran {
+                provider: &ran.provider,
+                fitness_mips: ran.fitness_mips,
+                usage: &usage,
+                attempts: ran.attempt,
+                cancelled: true,
+            };
+            let (row, _) = self.ledger.build(&work, billing, sofar);
             let pending = self.ledger.pending();
             self.ledger.append_sealed(work.id, row).await;
             drop(pending);

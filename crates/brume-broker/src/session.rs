@@ -30,7 +30,37 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
     let _ = socket.flush().await;
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
+pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
+    let Some((socket, hello, address)) = handshake(&shared, socket).await else {
+        return;
+    };
+    let heartbeat = shared.config.heartbeat;
+    let (tx, rx) = mpsc::unbounded_channel::<Message>();
+    let (id, blob_token) = register(&shared, hello, &address, &tx).await;
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(write_frames(sink, rx));
+    let reason = serve(&shared, id, &address, stream, &tx, heartbeat).await;
+    tracing::info!(provider = %address, session = id, "provider session ended: {reason}");
+    let why = if reason.starts_with("silent") {
+        "stopped sending heartbeats".to_string()
+    } else {
+        "disconnected".to_string()
+    };
+    shared.with_sched(|s, after| {
+        s.remove_provider(id, &why, after);
+    });
+    shared.blob_tokens.write().remove(&blob_token);
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// The challenge, the provider's signed `Hello` and the checks on it
+/// (version, signature, standing, capabilities). `None` once the provider
+/// was refused or went away.
+async fn handshake(
+    shared: &Shared,
+    mut socket: WebSocket,
+) -> Option<(WebSocket, wire::Hello, String)> {
     let mut nonce = [0u8; 32];
     rand::rng().fill_bytes(&mut nonce);
     let challenge = ToProvider::Challenge(Challenge {
@@ -43,7 +73,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
         .await
         .is_err()
     {
-        return;
+        return None;
     }
     let first = tokio::time::timeout(HELLO_TIMEOUT, async {
         loop {
@@ -59,20 +89,19 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
         Ok(Some(b)) => match FromProvider::decode(&b) {
             Ok((_, FromProvider::Hello(h))) => h,
             Ok(_) => {
-                return refuse(
-                    socket,
-                    close::PROTOCOL_ERROR,
-                    "expected Hello as the first frame".into(),
-                )
-                .await;
+                let why = "expected Hello as the first frame".into();
+                refuse(socket, close::PROTOCOL_ERROR, why).await;
+                return None;
             }
             Err(e) => {
-                return refuse(socket, close::PROTOCOL_ERROR, format!("bad Hello: {e}")).await;
+                refuse(socket, close::PROTOCOL_ERROR, format!("bad Hello: {e}")).await;
+                return None;
             }
         },
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(_) => {
-            return refuse(socket, close::PROTOCOL_ERROR, "no Hello within 10 s".into()).await;
+            refuse(socket, close::PROTOCOL_ERROR, "no Hello within 10 s".into()).await;
+            return None;
         }
     };
     if hello.protocol != PROTOCOL_VERSION {
@@ -80,31 +109,42 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
             "protocol version {} is not supported; this broker speaks version {PROTOCOL_VERSION}",
             hello.protocol
         );
-        return refuse(socket, close::BAD_VERSION, reason).await;
+        refuse(socket, close::BAD_VERSION, reason).await;
+        return None;
     }
     let message = wire::handshake_message(&shared.broker_id, &nonce);
     let address = match brume_identity::verify(message.as_bytes(), &hello.signature, &hello.address)
     {
         Ok(a) => a.to_string(),
         Err(e) => {
-            return refuse(
-                socket,
-                close::BAD_SIGNATURE,
-                format!("handshake signature: {e}"),
-            )
-            .await;
+            let why = format!("handshake signature: {e}");
+            refuse(socket, close::BAD_SIGNATURE, why).await;
+            return None;
         }
     };
     // Banned (a proven cheat, or the operator) or suspended by the operator.
-    if let Some(why) = crate::providers_admin::refusal(&shared, &address).await {
-        return refuse(socket, close::BANNED, why).await;
+    if let Some(why) = crate::providers_admin::refusal(shared, &address).await {
+        refuse(socket, close::BANNED, why).await;
+        return None;
     }
-    let caps = hello.capabilities;
+    let caps = &hello.capabilities;
     if caps.slots == 0 || caps.memory_bytes == 0 {
         let reason = "capabilities: slots and memory_bytes must be greater than 0".to_string();
-        return refuse(socket, close::PROTOCOL_ERROR, reason).await;
+        refuse(socket, close::PROTOCOL_ERROR, reason).await;
+        return None;
     }
+    Some((socket, hello, address))
+}
 
+/// Registers a provider whose handshake passed: its session id, blob
+/// token, `Welcome`, tier, stake, and its entry in the scheduler (replacing
+/// an older session of the same address).
+async fn register(
+    shared: &Arc<Shared>,
+    hello: wire::Hello,
+    address: &str,
+    tx: &mpsc::UnboundedSender<Message>,
+) -> (u64, String) {
     let id = shared
         .next_session
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -113,7 +153,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
     let blob_token = hex::encode(token);
     shared.blob_tokens.write().insert(blob_token.clone());
     let heartbeat = shared.config.heartbeat;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let caps = hello.capabilities;
     let welcome = ToProvider::Welcome(Welcome {
         session: id,
         heartbeat_ms: heartbeat.as_millis() as u64,
@@ -124,14 +164,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
         provider = %address, session = id, slots = caps.slots, mips = caps.fitness_mips,
         region = %caps.region, "provider connected"
     );
-    let (tier, org) = crate::trust::tier_of(&shared, &address, &caps).await;
-    let mut entry = ProviderEntry::new(address.clone(), caps, hello.price_ask, tx.clone());
+    let (tier, org) = crate::trust::tier_of(shared, address, &caps).await;
+    let mut entry = ProviderEntry::new(address.to_string(), caps, hello.price_ask, tx.clone());
     entry.tier = tier;
     entry.org = org;
     // Its stake, read once now and then by `chain::stake_watcher`.
-    entry.stake = crate::chain::read_stake(&shared, &address)
-        .await
-        .unwrap_or(0);
+    entry.stake = crate::chain::read_stake(shared, address).await.unwrap_or(0);
     entry.staked = entry.stake >= shared.config.chain.min_stake;
     shared.with_sched(|s, after| {
         // A provider that reconnects replaces its old session at once.
@@ -151,49 +189,63 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
         }
         s.add_provider(id, entry, after);
     });
+    (id, blob_token)
+}
 
-    let (mut sink, mut stream) = socket.split();
-    // The one writer: feeds every queued frame, then flushes once.
-    let writer = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let closing = matches!(first, Message::Close(_));
-            if sink.feed(first).await.is_err() {
+/// The one writer of a session: feeds every queued frame, then flushes
+/// once.
+async fn write_frames(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+) {
+    while let Some(first) = rx.recv().await {
+        let closing = matches!(first, Message::Close(_));
+        if sink.feed(first).await.is_err() {
+            return;
+        }
+        if closing {
+            let _ = sink.flush().await;
+            return;
+        }
+        while let Ok(m) = rx.try_recv() {
+            let closing = matches!(m, Message::Close(_));
+            if sink.feed(m).await.is_err() {
                 return;
             }
             if closing {
                 let _ = sink.flush().await;
                 return;
             }
-            while let Ok(m) = rx.try_recv() {
-                let closing = matches!(m, Message::Close(_));
-                if sink.feed(m).await.is_err() {
-                    return;
-                }
-                if closing {
-                    let _ = sink.flush().await;
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
-                return;
-            }
         }
-        let _ = sink.close().await;
-    });
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
 
+/// The read loop: frames, heartbeats and shutdown. Returns why it ended.
+async fn serve(
+    shared: &Shared,
+    id: u64,
+    address: &str,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    tx: &mpsc::UnboundedSender<Message>,
+    heartbeat: Duration,
+) -> String {
     let mut ping = tokio::time::interval(heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
     let mut seq = 0u64;
     let shutdown = shared.shutdown.clone();
-    let reason = loop {
+    loop {
         tokio::select! {
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {
                     last_seen = Instant::now();
                     match FromProvider::decode(&b) {
                         Ok((channel, m)) => {
-                            if let Err(why) = handle(&shared, id, &address, channel, m, &tx) {
+                            if let Err(why) = handle(shared, id, address, channel, m, tx) {
                                 let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
                                 break why;
                             }
@@ -232,19 +284,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut socket: WebSocket) {
                 break "broker shutting down".to_string();
             }
         }
-    };
-    tracing::info!(provider = %address, session = id, "provider session ended: {reason}");
-    let why = if reason.starts_with("silent") {
-        "stopped sending heartbeats".to_string()
-    } else {
-        "disconnected".to_string()
-    };
-    shared.with_sched(|s, after| {
-        s.remove_provider(id, &why, after);
-    });
-    shared.blob_tokens.write().remove(&blob_token);
-    drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    }
 }
 
 /// Handles one frame. An `Err` ends the session with that reason.

@@ -553,6 +553,29 @@ pub(crate) mod reputation {
 pub mod providers {
     use super::*;
 
+    /// Bans `address` (lowercase) for `reason`, with the proof of cheat if
+    /// there is one. A ban is final: a later one only replaces the record.
+    pub fn record_ban(
+        tx: &Transaction<'_>,
+        address: &str,
+        reason: &str,
+        proof: Option<&[u8]>,
+        at_ms: u64,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            "INSERT OR REPLACE INTO provider_bans (address, reason, proof, at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![address, reason, proof, at_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Every banned address (lowercase) and why.
+    pub fn bans_by_address(c: &Connection) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut stmt = c.prepare("SELECT address, reason FROM provider_bans")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
     /// One reviewed address.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct TrustInfo {

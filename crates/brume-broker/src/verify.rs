@@ -425,75 +425,89 @@ async fn run_verifier(
     )
 }
 
-/// Decides a group whose replicas have all ended (see the module docs).
-async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
-    let (ended, cancelled, children, quorum, accepted, reference) = {
-        let mut st = group.state.lock();
-        (
-            std::mem::take(&mut st.ended),
-            st.cancelled,
-            std::mem::take(&mut st.children),
-            st.quorum,
-            st.accepted,
-            st.reference,
-        )
-    };
-    let n = children.len();
-    // Results by what their receipts say.
-    let mut done = Vec::new();
-    for e in ended.into_iter().flatten() {
-        if let Ended::Done(d) = e {
-            let DoneReplica {
-                work,
-                outcome,
-                provider,
-                fitness_mips,
-                attempts,
-                receipt,
-            } = *d;
-            if let Some(receipt) = receipt {
-                done.push(Returned {
-                    work,
-                    outcome,
-                    provider,
-                    fitness_mips,
-                    attempts,
-                    receipt,
-                });
-            }
+/// What a group's state holds once every replica has ended.
+struct Taken {
+    done: Vec<Returned>,
+    children: Vec<Arc<Work>>,
+    cancelled: bool,
+    quorum: u32,
+    accepted: Option<WorkId>,
+    reference: Option<WorkId>,
+}
+
+impl ReplicaGroup {
+    /// Takes the ended replicas out of the group: the ones that returned a
+    /// result with a checked receipt, and every replica work.
+    fn take_ended(&self) -> Taken {
+        let mut st = self.state.lock();
+        let done = std::mem::take(&mut st.ended)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| match e {
+                Ended::Done(d) => {
+                    let d = *d;
+                    d.receipt.map(|receipt| Returned {
+                        work: d.work,
+                        outcome: d.outcome,
+                        provider: d.provider,
+                        fitness_mips: d.fitness_mips,
+                        attempts: d.attempts,
+                        receipt,
+                    })
+                }
+                Ended::Failed => None,
+            })
+            .collect();
+        Taken {
+            done,
+            children: std::mem::take(&mut st.children),
+            cancelled: st.cancelled,
+            quorum: st.quorum,
+            accepted: st.accepted,
+            reference: st.reference,
         }
     }
-    let mut groups: HashMap<(String, u64), Vec<usize>> = HashMap::new();
-    for (i, d) in done.iter().enumerate() {
-        groups.entry(result_key(&d.receipt)).or_default().push(i);
-    }
-    let winner = if let VerifyPolicy::Verifier { .. } = group.policy {
-        // The verifier's word, not a vote: the accepted replica alone.
-        accepted
-            .and_then(|id| done.iter().position(|d| d.work.id == id))
-            .map(|i| vec![i])
-    } else if let Some(r) = reference {
-        // The reference provider's result decides (with whoever agrees).
-        done.iter()
-            .find(|d| d.work.id == r)
-            .and_then(|d| groups.get(&result_key(&d.receipt)).cloned())
-    } else {
+
+    /// The replicas (indexes into `e.done`) whose result wins: the
+    /// verifier's accepted one, the reference's group, or the largest group
+    /// of at least `quorum` agreeing results. `None`: no winner.
+    fn winner(&self, e: &Taken) -> Option<Vec<usize>> {
+        let mut groups: HashMap<(String, u64), Vec<usize>> = HashMap::new();
+        for (i, d) in e.done.iter().enumerate() {
+            groups.entry(result_key(&d.receipt)).or_default().push(i);
+        }
+        if let VerifyPolicy::Verifier { .. } = self.policy {
+            // The verifier's word, not a vote: the accepted replica alone.
+            return e
+                .accepted
+                .and_then(|id| e.done.iter().position(|d| d.work.id == id))
+                .map(|i| vec![i]);
+        }
+        if let Some(r) = e.reference {
+            // The reference provider's result decides (with whoever agrees).
+            return e
+                .done
+                .iter()
+                .find(|d| d.work.id == r)
+                .and_then(|d| groups.get(&result_key(&d.receipt)).cloned());
+        }
         groups
-            .values()
-            .filter(|v| v.len() as u32 >= quorum)
-            .max_by_key(|v| v.len())
-            .cloned()
-    };
+            .into_values()
+            .filter(|v| v.len() as u32 >= e.quorum)
+            .max_by_key(Vec::len)
+    }
+}
+
+/// Decides a group whose replicas have all ended (see the module docs).
+async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
+    let e = group.take_ended();
+    let winner = group.winner(&e);
     let by_verifier = matches!(group.policy, VerifyPolicy::Verifier { .. });
     let agreed: HashSet<usize> = winner.iter().flatten().copied().collect();
-    let quorum_receipts: Vec<SignedReceipt> = winner
-        .iter()
-        .flatten()
-        .map(|&i| done[i].receipt.clone())
-        .collect();
     let mut verification = Verification {
         policy: group.policy.clone(),
-        replicas: done
+        replicas: e
+            .done
             .iter()
             .enumerate()
             .map(|(i, d)| ReplicaResult {
@@ -510,29 +524,24 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     // Reputation: a replica that agreed with its quorum is a verified
     // result; one that didn't ends its provider's run. (A result nobody
     // checked verifies nothing.)
-    if winner.is_some() && (done.len() >= 2 || by_verifier) {
-        shared.lifecycle.with_sched(|sched, _| {
-            for (i, d) in done.iter().enumerate() {
-                let r = sched.reputation_mut(&d.provider);
-                if agreed.contains(&i) {
-                    r.valid += 1;
-                    r.consecutive_valid += 1;
-                } else {
-                    r.consecutive_valid = 0;
-                }
-            }
-        });
+    if winner.is_some() && (e.done.len() >= 2 || by_verifier) {
+        record_reputation(shared, &e.done, &agreed);
     }
     // Cheats: signed something else than a quorum agreed on. (A verifier's
     // rejection proves nothing to third parties: no ban, but no pay.)
     if winner.is_some() && !by_verifier {
-        for (i, d) in done.iter().enumerate() {
+        let quorum: Vec<SignedReceipt> = winner
+            .iter()
+            .flatten()
+            .map(|&i| e.done[i].receipt.clone())
+            .collect();
+        for (i, d) in e.done.iter().enumerate() {
             if agreed.contains(&i) {
                 continue;
             }
             let proof = CheatProof {
                 cheat: d.receipt.clone(),
-                quorum: quorum_receipts.clone(),
+                quorum: quorum.clone(),
             };
             punish(shared, &d.provider, &proof).await;
             verification.cheaters.push(d.provider.clone());
@@ -540,58 +549,31 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         }
     }
     // Bill the honest replicas (all of them without a quorum).
-    let mut cost = 0u128;
-    let mut tier = String::new();
-    for (i, d) in done.iter().enumerate() {
-        if (winner.is_some() || by_verifier) && !agreed.contains(&i) {
-            continue;
-        }
-        let (row, c) = shared.ledger.build(
-            &d.work,
-            &group.billing,
-            &d.provider,
-            d.fitness_mips,
-            &d.outcome.usage(),
-            d.attempts,
-            false,
-        );
-        if let Some(c) = c {
-            cost += c.token_amount;
-            tier = c.tier;
-        }
-        shared.ledger.append_sealed(d.work.id, row).await;
-    }
-    let attempts: u32 = children.iter().map(|w| w.attempts()).sum();
-    let mut receipt = None;
-    let completion = if cancelled {
-        Completion::Failed {
-            error: ApiError::new(ErrorCode::Cancelled, "cancelled by the requester"),
-            attempts,
-        }
+    let billed = |i: &usize| !((winner.is_some() || by_verifier) && !agreed.contains(i));
+    let cost = bill(shared, group, &e.done, billed).await;
+    let attempts: u32 = e.children.iter().map(|w| w.attempts()).sum();
+    let (completion, receipt) = if e.cancelled {
+        let error = ApiError::new(ErrorCode::Cancelled, "cancelled by the requester");
+        (Completion::Failed { error, attempts }, None)
     } else if let Some(w) = &winner {
-        let r = &done[w[0]];
-        receipt = Some(r.receipt.clone());
-        Completion::Done {
+        let r = &e.done[w[0]];
+        let done = Completion::Done {
             outcome: r.outcome.clone(),
             provider: r.provider.clone(),
             fitness_mips: r.fitness_mips,
             attempts,
-            cost: Some(crate::work::Cost {
-                token_amount: cost,
-                tier,
-            }),
-        }
+            cost: Some(cost),
+        };
+        (done, Some(r.receipt.clone()))
     } else {
-        Completion::Failed {
-            error: ApiError::new(
-                ErrorCode::Unverified,
-                format!(
-                    "no {quorum} of the {n} replicas agreed ({} returned a result)",
-                    done.len()
-                ),
-            ),
-            attempts,
-        }
+        let message = format!(
+            "no {} of the {} replicas agreed ({} returned a result)",
+            e.quorum,
+            e.children.len(),
+            e.done.len()
+        );
+        let error = ApiError::new(ErrorCode::Unverified, message);
+        (Completion::Failed { error, attempts }, None)
     };
     group.job.complete(Finished {
         completion,
@@ -599,6 +581,53 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         verification: Some(verification),
     });
     shared.replicas.lock().remove(&group.job_id);
+}
+
+/// Counts each checked result: agreeing ones extend their provider's run
+/// of verified results, the others end it.
+fn record_reputation(shared: &Shared, done: &[Returned], agreed: &HashSet<usize>) {
+    shared.lifecycle.with_sched(|sched, _| {
+        for (i, d) in done.iter().enumerate() {
+            let r = sched.reputation_mut(&d.provider);
+            if agreed.contains(&i) {
+                r.valid += 1;
+                r.consecutive_valid += 1;
+            } else {
+                r.consecutive_valid = 0;
+            }
+        }
+    });
+}
+
+/// Writes one durable row per replica that `billed` keeps; returns their
+/// total and the tier they ran at.
+async fn bill(
+    shared: &Shared,
+    group: &ReplicaGroup,
+    done: &[Returned],
+    billed: impl Fn(&usize) -> bool,
+) -> crate::work::Cost {
+    let mut cost = crate::work::Cost {
+        token_amount: 0,
+        tier: String::new(),
+    };
+    for (_, d) in done.iter().enumerate().filter(|(i, _)| billed(i)) {
+        let usage = d.outcome.usage();
+        let ran = crate::ledger::Ran {
+            provider: &d.provider,
+            fitness_mips: d.fitness_mips,
+            usage: &usage,
+            attempts: d.attempts,
+            cancelled: false,
+        };
+        let (row, c) = shared.ledger.build(&d.work, &group.billing, ran);
+        if let Some(c) = c {
+            cost.token_amount += c.token_amount;
+            cost.tier = c.tier;
+        }
+        shared.ledger.append_sealed(d.work.id, row).await;
+    }
+    cost
 }
 
 /// A proven cheat: banned (session closed, reconnects refused), stake
@@ -665,11 +694,13 @@ pub(crate) async fn ban(shared: &Arc<Shared>, address: &str, reason: &str, proof
     if let Err(e) = shared
         .store
         .write(move |tx| {
-            tx.execute(
-                "INSERT OR REPLACE INTO provider_bans (address, reason, proof, at_ms) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![key, reason_s, proof, crate::now_ms() as i64],
-            )?;
-            Ok(())
+            crate::store::providers::record_ban(
+                tx,
+                &key,
+                &reason_s,
+                proof.as_deref(),
+                crate::now_ms(),
+            )
         })
         .await
     {

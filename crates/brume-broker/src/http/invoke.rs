@@ -212,6 +212,24 @@ pub(super) fn query_args(query: Option<&str>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+fn bad(message: String) -> Fail {
+    Fail::new(ErrorCode::InvalidRequest, message)
+}
+
+/// The call's price cap (`x-brume-price-cap`, fiat micro-units), if any.
+fn price_cap(headers: &HeaderMap) -> Res<Option<u64>> {
+    let name = ledger::PRICE_CAP_HEADER;
+    header_str(headers, name)?
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                bad(format!(
+                    "{name}: {v:?} is not a whole number of fiat micro-units"
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// What the two sync paths share: the service must exist and be `kind`,
 /// the body fit the input limit, and the broker not be overloaded.
 pub(super) fn sync_work(
@@ -224,18 +242,7 @@ pub(super) fn sync_work(
 ) -> Res<(WorkSpec, Billing, Bytes)> {
     let svc = service(shared, name)?;
     let tier = header_str(headers, ledger::TIER_HEADER)?;
-    let cap = match header_str(headers, ledger::PRICE_CAP_HEADER)? {
-        None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            Fail::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "{}: {v:?} is not a whole number of fiat micro-units",
-                    ledger::PRICE_CAP_HEADER
-                ),
-            )
-        })?),
-    };
+    let cap = price_cap(headers)?;
     let admission = admit(shared, &auth.name, tier, cap, &svc.digest)?;
     let billing = Billing {
         requester: auth.name,
@@ -272,8 +279,7 @@ pub(super) fn sync_work(
     let module_signature = shared.registry.module_signature(Some(name), &svc.digest);
     let tiers = match header_str(headers, TIERS_HEADER)? {
         None => shared.config.trust.default_tiers(&billing.requester),
-        Some(v) => parse_tiers(v)
-            .map_err(|m| Fail::new(ErrorCode::InvalidRequest, format!("{TIERS_HEADER}: {m}")))?,
+        Some(v) => parse_tiers(v).map_err(|m| bad(format!("{TIERS_HEADER}: {m}")))?,
     };
     let org = shared.config.trust.org_of_account(&billing.requester);
     let spec = WorkSpec {

@@ -28,62 +28,13 @@ pub(super) async fn submit_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(StatusCode, HeaderMap, axum::Json<JobInfo>)> {
     let end_user = end_user(&req_headers)?;
-    let body = body_or_fail(body, "job spec")?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let msg = if path == "." || path.is_empty() {
-            format!("job spec: {inner}")
-        } else {
-            format!("{path}: {inner}")
-        };
-        Fail::new(ErrorCode::InvalidRequest, msg)
-    })?;
-    spec.validate().map_err(Fail)?;
+    let spec = parse_spec(body)?;
     let c = &shared.config;
     let limits = spec
         .limits
         .resolve(&c.default_limits, &c.max_limits)
         .map_err(Fail)?;
-    let (service_name, digest, kind) = match (&spec.service, &spec.digest) {
-        (Some(name), pin) => {
-            let svc = service(&shared, name)?;
-            // A digest given with a service pins the module: a concurrent
-            // re-publish of the name must not swap what runs.
-            if let Some(pin) = pin {
-                let pin = brume_api::parse_digest(pin)
-                    .map(hex::encode)
-                    .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
-                if pin != svc.digest {
-                    return Err(Fail::new(
-                        ErrorCode::Conflict,
-                        format!("digest: service {name} is now {}, not {pin}", svc.digest),
-                    ));
-                }
-            }
-            (Some(name.clone()), svc.digest, svc.kind)
-        }
-        (None, Some(d)) => {
-            let digest = brume_api::parse_digest(d)
-                .map(hex::encode)
-                .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
-            let kind = shared.registry.kind_of_digest(&digest).ok_or_else(|| {
-                Fail::new(
-                    ErrorCode::NotFound,
-                    format!("digest: no uploaded module has digest {digest}"),
-                )
-            })?;
-            (None, digest, kind)
-        }
-        (None, None) => return Err(Fail::new(ErrorCode::InvalidRequest, "service: required")),
-    };
-    if kind != ServiceKind::Command {
-        return Err(Fail::new(
-            ErrorCode::WrongKind,
-            "service: jobs run commands; http services are called at /fn/{name}/",
-        ));
-    }
+    let (service_name, digest) = module(&shared, &spec)?;
     let stdin = spec.stdin.clone().unwrap_or_default();
     if stdin.0.len() as u64 > limits.max_input_bytes {
         return Err(Fail::new(
@@ -122,7 +73,7 @@ pub(super) async fn submit_job(
     let stored = StoredJob {
         service: service_name.clone(),
         digest: digest.clone(),
-        kind,
+        kind: ServiceKind::Command,
         argv,
         env: spec
             .env
@@ -155,33 +106,77 @@ pub(super) async fn submit_job(
             runtime_ms: spec.expect.runtime_ms,
             memory_bytes: spec.expect.memory_bytes,
         },
-        verify: verify.clone(),
+        verify,
         tiers: spec.tiers.clone(),
     };
-    let now = crate::now_ms();
-    let id = WorkId::new();
-    let info = JobInfo {
-        id,
-        state: JobState::Queued,
-        service: service_name,
-        digest,
-        attempts: 0,
-        max_attempts: stored.max_attempts,
-        provider: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-        error: None,
-        labels: spec.labels,
-    };
-    jobs::insert(&shared.store, &info, &stored).await?;
-    let entry = JobEntry::new(id, stored, info, Vec::new(), shared.store.clone());
-    entry.event_queued(None);
-    crate::jobs::start(&shared, entry.clone(), 0, hold);
+    let entry = crate::jobs::submit(&shared, stored, spec.labels, hold).await?;
     let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", entry.id)) {
         headers.insert(axum::http::header::LOCATION, v);
     }
     Ok((StatusCode::ACCEPTED, headers, axum::Json(entry.info())))
+}
+
+/// The job spec in the body, parsed (errors name the field) and validated.
+fn parse_spec(body: Result<Bytes, BytesRejection>) -> Res<JobSpec> {
+    let body = body_or_fail(body, "job spec")?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = if path == "." || path.is_empty() {
+            format!("job spec: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
+        Fail::new(ErrorCode::InvalidRequest, msg)
+    })?;
+    spec.validate().map_err(Fail)?;
+    Ok(spec)
+}
+
+/// The service name (if any) and module digest a job runs: a service
+/// (optionally pinned to a digest) or a bare uploaded digest, of a command.
+fn module(shared: &Shared, spec: &JobSpec) -> Res<(Option<String>, String)> {
+    let (service_name, digest, kind) = match (&spec.service, &spec.digest) {
+        (Some(name), pin) => {
+            let svc = service(shared, name)?;
+            // A digest given with a service pins the module: a concurrent
+            // re-publish of the name must not swap what runs.
+            if let Some(pin) = pin {
+                let pin = brume_api::parse_digest(pin)
+                    .map(hex::encode)
+                    .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+                if pin != svc.digest {
+                    return Err(Fail::new(
+                        ErrorCode::Conflict,
+                        format!("digest: service {name} is now {}, not {pin}", svc.digest),
+                    ));
+                }
+            }
+            (Some(name.clone()), svc.digest, svc.kind)
+        }
+        (None, Some(d)) => {
+            let digest = brume_api::parse_digest(d)
+                .map(hex::encode)
+                .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+            let kind = shared.registry.kind_of_digest(&digest).ok_or_else(|| {
+                Fail::new(
+                    ErrorCode::NotFound,
+                    format!("digest: no uploaded module has digest {digest}"),
+                )
+            })?;
+            (None, digest, kind)
+        }
+        (None, None) => return Err(Fail::new(ErrorCode::InvalidRequest, "service: required")),
+    };
+    if kind != ServiceKind::Command {
+        return Err(Fail::new(
+            ErrorCode::WrongKind,
+            "service: jobs run commands; http services are called at /fn/{name}/",
+        ));
+    }
+    Ok((service_name, digest))
 }
 
 pub(super) fn job_id(s: &str) -> Res<WorkId> {

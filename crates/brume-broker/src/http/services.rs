@@ -97,43 +97,7 @@ pub(super) async fn publish(
         return Err(Fail::new(ErrorCode::InvalidModule, "the module is empty"));
     }
     let kind = q.kind.unwrap_or(ServiceKind::Command);
-    let sh = shared.clone();
-    let b = bytes.clone();
-    let checked = tokio::task::spawn_blocking(move || {
-        let program = sh.validator.load(&b, brume_sandbox::Profile::Standard)?;
-        sh.validator.evict(&program.digest());
-        Ok::<_, brume_sandbox::ExecError>((program.digest(), program.shape()))
-    })
-    .await
-    .map_err(|e| Fail::new(ErrorCode::Internal, format!("validation task: {e}")))?;
-    let (digest, shape) = checked.map_err(|e| {
-        let code = match e.code() {
-            "import_not_allowed" => ErrorCode::InvalidModule,
-            "memory_limit" => ErrorCode::InvalidModule,
-            "internal" => ErrorCode::Internal,
-            _ => ErrorCode::InvalidModule,
-        };
-        Fail::new(code, e.to_string())
-    })?;
-    let shape_kind = match shape {
-        brume_sandbox::Shape::HttpProxy => ServiceKind::Http,
-        _ => ServiceKind::Command,
-    };
-    if shape_kind != kind {
-        return Err(Fail::new(
-            ErrorCode::InvalidModule,
-            format!(
-                "kind is {} but the module is a {} (publish it with kind={})",
-                kind.as_str(),
-                match shape {
-                    brume_sandbox::Shape::HttpProxy => "wasi:http proxy component",
-                    _ => "WASI command",
-                },
-                shape_kind.as_str()
-            ),
-        ));
-    }
-    let digest = digest.to_string();
+    let digest = validate(&shared, &bytes, kind).await?;
     let signed = match claimed {
         None => None,
         Some((developer, signature)) => {
@@ -183,6 +147,52 @@ pub(super) async fn publish(
         "service published"
     );
     Ok((StatusCode::CREATED, axum::Json(info)))
+}
+
+/// Loads `bytes` in the sandbox (on a blocking thread) to check it is a
+/// module of `kind`; returns its digest.
+async fn validate(
+    shared: &std::sync::Arc<Shared>,
+    bytes: &Bytes,
+    kind: ServiceKind,
+) -> Res<String> {
+    let sh = shared.clone();
+    let b = bytes.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        let program = sh.validator.load(&b, brume_sandbox::Profile::Standard)?;
+        sh.validator.evict(&program.digest());
+        Ok::<_, brume_sandbox::ExecError>((program.digest(), program.shape()))
+    })
+    .await
+    .map_err(|e| Fail::new(ErrorCode::Internal, format!("validation task: {e}")))?;
+    let (digest, shape) = checked.map_err(|e| {
+        let code = match e.code() {
+            "import_not_allowed" => ErrorCode::InvalidModule,
+            "memory_limit" => ErrorCode::InvalidModule,
+            "internal" => ErrorCode::Internal,
+            _ => ErrorCode::InvalidModule,
+        };
+        Fail::new(code, e.to_string())
+    })?;
+    let shape_kind = match shape {
+        brume_sandbox::Shape::HttpProxy => ServiceKind::Http,
+        _ => ServiceKind::Command,
+    };
+    if shape_kind != kind {
+        return Err(Fail::new(
+            ErrorCode::InvalidModule,
+            format!(
+                "kind is {} but the module is a {} (publish it with kind={})",
+                kind.as_str(),
+                match shape {
+                    brume_sandbox::Shape::HttpProxy => "wasi:http proxy component",
+                    _ => "WASI command",
+                },
+                shape_kind.as_str()
+            ),
+        ));
+    }
+    Ok(digest.to_string())
 }
 
 pub(super) async fn list_services(State(shared): Sh, _auth: Auth) -> axum::Json<ServiceList> {

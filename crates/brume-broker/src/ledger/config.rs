@@ -116,3 +116,138 @@ impl Default for LedgerConfig {
         }
     }
 }
+
+/// The configured tiers, checked: the price table, names and scheduling
+/// needs by `TierId`, and the default tier.
+pub(super) struct Tiers {
+    pub table: PriceTable,
+    pub names: Vec<String>,
+    pub needs: Vec<TierNeeds>,
+    pub default: TierId,
+}
+
+fn open(m: String) -> BillError {
+    BillError::Open(m)
+}
+
+/// The id of the tier called `name`.
+fn tier_id(names: &[String], name: &str) -> Result<TierId, BillError> {
+    names
+        .iter()
+        .position(|n| n == name)
+        .map(|i| TierId(i as u16))
+        .ok_or_else(|| {
+            open(format!(
+                "unknown tier {name:?} (tiers: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+impl LedgerConfig {
+    /// The tiers, with unique valid names; the default is the configured
+    /// one, else the last (cheapest).
+    pub(super) fn tiers(&self) -> Result<Tiers, BillError> {
+        let mut prices = Vec::with_capacity(self.tiers.len());
+        let mut names: Vec<String> = Vec::with_capacity(self.tiers.len());
+        for (i, t) in self.tiers.iter().enumerate() {
+            if names.contains(&t.name) {
+                return Err(open(format!("tier {:?} is listed twice", t.name)));
+            }
+            check_id("tier name", &t.name)?;
+            let id = TierId(u16::try_from(i).map_err(|_| open("too many tiers".into()))?);
+            prices.push(TierPrice {
+                tier: id,
+                spec: TierSpec {
+                    min_threads: t.min_threads,
+                    min_mips: t.min_mips,
+                    min_bandwidth_mbps: t.min_bandwidth_mbps,
+                },
+                fiat_micros_per_coin: t.fiat_micros_per_coin,
+            });
+            names.push(t.name.clone());
+        }
+        let needs = self
+            .tiers
+            .iter()
+            .map(|t| TierNeeds {
+                min_threads: t.min_threads,
+                min_mips: t.min_mips,
+            })
+            .collect();
+        let table = PriceTable::new(prices)?;
+        let default = if self.default_tier.is_empty() {
+            TierId((names.len() - 1) as u16)
+        } else {
+            tier_id(&names, &self.default_tier)?
+        };
+        Ok(Tiers {
+            table,
+            names,
+            needs,
+            default,
+        })
+    }
+
+    /// The deals by account, at most one each, naming known tiers.
+    pub(super) fn deals(
+        &self,
+        tier_names: &[String],
+        default_tier: TierId,
+    ) -> Result<HashMap<String, Deal>, BillError> {
+        let mut deals = HashMap::new();
+        for d in &self.deals {
+            check_id("deal account", &d.account)?;
+            let structure = match &d.structure {
+                DealStructure::PerUse => CostStructure::PerUse,
+                DealStructure::CapWithDowngrade => CostStructure::CapWithDowngrade,
+                DealStructure::CapWithSubsidy { subsidy } => {
+                    check_id("subsidy account", subsidy)?;
+                    CostStructure::CapWithSubsidy {
+                        subsidy: Account::new(subsidy),
+                    }
+                }
+                DealStructure::FullSubsidy { subsidy } => {
+                    check_id("subsidy account", subsidy)?;
+                    CostStructure::FullSubsidy {
+                        subsidy: Account::new(subsidy),
+                    }
+                }
+                DealStructure::Subscription {
+                    tier,
+                    daily_fee_fiat_micros,
+                } => CostStructure::Subscription {
+                    tier: tier_id(tier_names, tier)?,
+                    daily_fee_fiat_micros: u128::from(*daily_fee_fiat_micros),
+                },
+            };
+            let deal = Deal {
+                account: Account::new(&d.account),
+                default_tier: match &d.default_tier {
+                    Some(t) => tier_id(tier_names, t)?,
+                    None => default_tier,
+                },
+                structure,
+            };
+            if deals.insert(d.account.clone(), deal).is_some() {
+                return Err(open(format!("account {:?} has two deals", d.account)));
+            }
+        }
+        Ok(deals)
+    }
+
+    /// The operator's charity and its share, checked.
+    pub(super) fn operator_charity(&self) -> Result<Option<Charity>, BillError> {
+        let Some(c) = &self.operator_charity else {
+            return Ok(None);
+        };
+        check_id("operator charity", &c.account)?;
+        if c.share_ppm > PPM {
+            return Err(SplitError::CharityShareTooLarge(c.share_ppm).into());
+        }
+        Ok(Some(Charity {
+            account: Account::new(&c.account),
+            share_ppm: c.share_ppm,
+        }))
+    }
+}

@@ -48,8 +48,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::work::Work;
 mod config;
+mod rows;
+
+pub(crate) use rows::Ran;
 
 pub(crate) use crate::work::{Cost, TierNeeds};
+use config::Tiers;
 pub use config::{CharityConfig, DealConfig, DealStructure, LedgerConfig, TierConfig};
 
 /// The response header with what a sync call was billed: the fee in token
@@ -262,108 +266,19 @@ impl Ledger {
     ) -> Result<(Ledger, mpsc::UnboundedReceiver<Unsealed>), BillError> {
         let shares = PayoutShares::new(config.contributor_ppm, config.developer_ppm)?;
         let no_developer = PayoutShares::new(config.contributor_ppm, 0)?;
-        let open = |m: String| BillError::Open(m);
-        let mut tiers = Vec::with_capacity(config.tiers.len());
-        let mut tier_names = Vec::with_capacity(config.tiers.len());
-        for (i, t) in config.tiers.iter().enumerate() {
-            if tier_names.contains(&t.name) {
-                return Err(open(format!("tier {:?} is listed twice", t.name)));
-            }
-            check_id("tier name", &t.name)?;
-            let id = TierId(u16::try_from(i).map_err(|_| open("too many tiers".into()))?);
-            tiers.push(TierPrice {
-                tier: id,
-                spec: TierSpec {
-                    min_threads: t.min_threads,
-                    min_mips: t.min_mips,
-                    min_bandwidth_mbps: t.min_bandwidth_mbps,
-                },
-                fiat_micros_per_coin: t.fiat_micros_per_coin,
-            });
-            tier_names.push(t.name.clone());
-        }
-        let tier_needs = config
-            .tiers
-            .iter()
-            .map(|t| TierNeeds {
-                min_threads: t.min_threads,
-                min_mips: t.min_mips,
-            })
-            .collect();
-        let table = PriceTable::new(tiers)?;
-        let tier_id = |name: &str| -> Result<TierId, BillError> {
-            tier_names
-                .iter()
-                .position(|n| n == name)
-                .map(|i| TierId(i as u16))
-                .ok_or_else(|| {
-                    open(format!(
-                        "unknown tier {name:?} (tiers: {})",
-                        tier_names.join(", ")
-                    ))
-                })
-        };
-        let default_tier = if config.default_tier.is_empty() {
-            TierId((tier_names.len() - 1) as u16)
-        } else {
-            tier_id(&config.default_tier)?
-        };
-        let mut deals = HashMap::new();
-        for d in &config.deals {
-            check_id("deal account", &d.account)?;
-            let structure = match &d.structure {
-                DealStructure::PerUse => CostStructure::PerUse,
-                DealStructure::CapWithDowngrade => CostStructure::CapWithDowngrade,
-                DealStructure::CapWithSubsidy { subsidy } => {
-                    check_id("subsidy account", subsidy)?;
-                    CostStructure::CapWithSubsidy {
-                        subsidy: Account::new(subsidy),
-                    }
-                }
-                DealStructure::FullSubsidy { subsidy } => {
-                    check_id("subsidy account", subsidy)?;
-                    CostStructure::FullSubsidy {
-                        subsidy: Account::new(subsidy),
-                    }
-                }
-                DealStructure::Subscription {
-                    tier,
-                    daily_fee_fiat_micros,
-                } => CostStructure::Subscription {
-                    tier: tier_id(tier)?,
-                    daily_fee_fiat_micros: u128::from(*daily_fee_fiat_micros),
-                },
-            };
-            let deal = Deal {
-                account: Account::new(&d.account),
-                default_tier: match &d.default_tier {
-                    Some(t) => tier_id(t)?,
-                    None => default_tier,
-                },
-                structure,
-            };
-            if deals.insert(d.account.clone(), deal).is_some() {
-                return Err(open(format!("account {:?} has two deals", d.account)));
-            }
-        }
+        let Tiers {
+            table,
+            names: tier_names,
+            needs: tier_needs,
+            default: default_tier,
+        } = config.tiers()?;
+        let deals = config.deals(&tier_names, default_tier)?;
         config
             .penalties
             .slow_provider
             .validate()
-            .map_err(|e| open(format!("penalties: {e}")))?;
-        let operator_charity = match &config.operator_charity {
-            Some(c) => {
-                check_id("operator charity", &c.account)?;
-                if c.share_ppm > PPM {
-                    return Err(SplitError::CharityShareTooLarge(c.share_ppm).into());
-                }
-                Some(Charity {
-                    account: Account::new(&c.account),
-                    share_ppm: c.share_ppm,
-                })
-            }
-            None => None,
-        };
+            .map_err(|e| BillError::Open(format!("penalties: {e}")))?;
+        let operator_charity = config.operator_charity()?;
         let pricer = Pricer::new(
             PricingConfig::default(),
             table,
@@ -556,200 +471,6 @@ impl Ledger {
             })
     }
 
-    /// Builds the row of a unit of work that consumed `usage` on
-    /// `provider` (advertising `fitness_mips`), not yet sealed (no I/O, no
-    /// hashing): the fee at the admitted tier, the overrun surcharge, who
-    /// pays under the deal, and the split with any slow-provider refund.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn row(
-        &self,
-        work: &Work,
-        billing: &Billing,
-        provider: &str,
-        fitness_mips: u64,
-        usage: &brume_api::Usage,
-        attempts: u32,
-        cancelled: bool,
-    ) -> Result<(Unsealed, Cost), BillError> {
-        let now = crate::now_ms();
-        let admission = billing.admission.unwrap_or(Admission {
-            requested: self.default_tier,
-            tier: self.default_tier,
-            cap_fiat_micros: None,
-        });
-        let resources = ResourceUsage {
-            fuel: usage.fuel,
-            gpu_flop: 0,
-            bytes_in: usage.bytes_in,
-            bytes_out: usage.bytes_out,
-        };
-        {
-            let mut seen = self.observed.lock();
-            let o = seen.entry(work.spec.digest.clone()).or_default();
-            o.n += 1;
-            o.fuel += u128::from(usage.fuel);
-            o.bytes_in += u128::from(usage.bytes_in);
-            o.bytes_out += u128::from(usage.bytes_out);
-        }
-        let mut fee = self.pricer.fee_at(
-            &resources,
-            admission.tier,
-            i64::try_from(now).map_err(|_| BillError::Overflow("timestamp"))?,
-        )?;
-        // Kumo's surcharge for a job that overran its declared shape.
-        let measured = Measured {
-            runtime_ms: usage.wall_us / 1000,
-            peak_memory_bytes: usage.peak_memory_bytes,
-        };
-        let rule = &self.penalties.surcharge;
-        let surcharge = rule.surcharge(fee.token_amount, &billing.declared, &measured)?;
-        let surcharge_fiat = rule.surcharge(fee.fee_fiat_micros, &billing.declared, &measured)?;
-        fee.token_amount += surcharge;
-        fee.fee_fiat_micros += surcharge_fiat;
-        if let Some(o) = self.observed.lock().get_mut(&work.spec.digest) {
-            o.tokens = o.tokens.saturating_add(fee.token_amount);
-        }
-        let charge = self.deal(&billing.requester).charge(&fee, &admission)?;
-
-        let known_developer = !billing.developer.is_empty();
-        let account = |s: &str| Beneficiary::plain(Account::new(clip(s, MAX_ID_BYTES)));
-        let parties = Parties {
-            contributor: account(provider),
-            developer: account(if known_developer {
-                &billing.developer
-            } else {
-                &self.operator
-            }),
-            operator: Beneficiary {
-                account: Account::new(&self.operator),
-                charity: self.operator_charity.clone(),
-            },
-        };
-        let shares = if known_developer {
-            &self.shares
-        } else {
-            &self.no_developer
-        };
-        let split = split::split(fee.token_amount, shares, &parties)?;
-        // Kumo's refund for a provider slower than it advertised.
-        let refund = self.penalties.slow_provider.refund(
-            fee.token_amount,
-            split.contributor().share,
-            &SpeedSample {
-                advertised_mips: fitness_mips,
-                fuel: usage.fuel,
-                // Rounded up: a partial millisecond counts, in the
-                // requester's favour (as the surcharge's runtime is
-                // rounded down).
-                run_ms: usage.wall_us.div_ceil(1000),
-            },
-        )?;
-        let split = split.with_contributor_refund(refund)?;
-        let requester = clip(&billing.requester, MAX_ID_BYTES);
-        let mut payouts = Vec::with_capacity(5);
-        let mut charities = Vec::new();
-        for line in split.lines() {
-            if line.role == Role::Developer && !known_developer {
-                continue; // always 0: the operator took the share
-            }
-            let role = match (line.charity, line.role) {
-                (true, _) => {
-                    charities.push(line.account.0.clone());
-                    "charity"
-                }
-                (false, Role::Contributor) => "provider",
-                (false, Role::Developer) => "developer",
-                (false, Role::Operator) => "operator",
-            };
-            payouts.push(Payout {
-                beneficiary: line.account.0,
-                role: role.into(),
-                amount: line.amount,
-            });
-        }
-        if split.refund > 0 {
-            payouts.push(Payout {
-                beneficiary: requester.into(),
-                role: "refund".into(),
-                amount: split.refund,
-            });
-        }
-        let payers: Vec<PayerPart> = charge
-            .parts
-            .iter()
-            .map(|part| {
-                let (account, kind) = match &part.payer {
-                    Payer::Requester(a) => (a.0.as_str(), "requester"),
-                    Payer::Subsidy(a) => (a.0.as_str(), "subsidy"),
-                    Payer::Operator => (self.operator.as_str(), "operator"),
-                    Payer::Subscription(a) => (a.0.as_str(), "subscription"),
-                };
-                PayerPart {
-                    account: account.into(),
-                    kind: kind.into(),
-                    amount: part.amount,
-                }
-            })
-            .collect();
-        // Billed: owed until settlement collects it (before the work's
-        // hold is released on delivery).
-        self.escrow.charge(charge_parts(&payers));
-        let mut salt = [0u8; 16];
-        rand::rng().fill_bytes(&mut salt);
-        let tier = self.tier_name(admission.tier).to_string();
-        let data = RowData {
-            work_id: work.id.to_string(),
-            timestamp_ms: now,
-            requester: requester.into(),
-            end_user: clip(&billing.end_user, MAX_ID_BYTES).into(),
-            provider: clip(provider, MAX_ID_BYTES).into(),
-            developer: clip(&billing.developer, MAX_ID_BYTES).into(),
-            operator: self.operator.clone(),
-            charities,
-            service_digest: work.spec.digest.clone(),
-            tier: tier.clone(),
-            usage: RowUsage {
-                fuel: usage.fuel,
-                wall_us: usage.wall_us,
-                peak_memory_bytes: usage.peak_memory_bytes,
-                bytes_in: usage.bytes_in,
-                bytes_out: usage.bytes_out,
-            },
-            fee_currency: self.currency.clone(),
-            fee_micros: u64::try_from(fee.fee_fiat_micros)
-                .map_err(|_| BillError::Overflow("fee"))?,
-            token_amount: fee.token_amount,
-            surcharge,
-            rate: row::ExchangeRate::per_whole_token(fee.rate.fiat_micros_per_token),
-            payers,
-            payouts,
-        };
-        let mut metrics = BTreeMap::from([
-            ("attempts".to_string(), u64::from(attempts)),
-            ("wall_us".to_string(), usage.wall_us),
-            ("provider_fitness_mips".to_string(), fitness_mips),
-        ]);
-        if cancelled {
-            metrics.insert("cancelled".to_string(), 1);
-        }
-        if admission.downgraded() {
-            metrics.insert("downgraded".to_string(), 1);
-        }
-        let private = PrivateData {
-            salt,
-            request_line: clip(&billing.request_line, MAX_FIELD_BYTES).into(),
-            request_headers: billing.request_headers.clone(),
-            metrics,
-            service_fields: BTreeMap::new(),
-            custom_fields: BTreeMap::new(),
-        };
-        let cost = Cost {
-            token_amount: data.token_amount,
-            tier,
-        };
-        Ok(((data, private), cost))
-    }
-
     async fn append(&self, row: SealedRow) {
         let id = row.row().data.work_id.clone();
         if let Err(e) = self.store.append_sealed(vec![row]).await {
@@ -807,36 +528,6 @@ impl Ledger {
     /// Closes the batcher's queue: it appends what is queued, then ends.
     pub(crate) fn close_queue(&self) {
         self.queue.lock().take();
-    }
-
-    /// The row of `work` (see [`Ledger::row`]); a row that can't be built
-    /// is logged and left out, and the work is delivered all the same.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn build(
-        &self,
-        work: &Work,
-        billing: &Billing,
-        provider: &str,
-        fitness_mips: u64,
-        usage: &brume_api::Usage,
-        attempts: u32,
-        cancelled: bool,
-    ) -> (Option<Unsealed>, Option<Cost>) {
-        match self.row(
-            work,
-            billing,
-            provider,
-            fitness_mips,
-            usage,
-            attempts,
-            cancelled,
-        ) {
-            Ok((row, cost)) => (Some(row), Some(cost)),
-            Err(e) => {
-                tracing::error!(work = %work.id, code = e.code(), "ledger row not built: {e}");
-                (None, None)
-            }
-        }
     }
 
     /// Seals `row` and appends it; returns once it is durable.

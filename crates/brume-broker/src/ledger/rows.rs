@@ -1,0 +1,265 @@
+//! Building a unit's row: price at the admitted tier, Kumo's overrun
+//! surcharge, who pays under the deal, the split among beneficiaries with
+//! any slow-provider refund, and the private columns. No I/O, no hashing.
+
+use super::*;
+use brume_ledger::deal::Charge;
+use brume_ledger::pricing::Fee;
+
+/// What a unit consumed, where, and how it ended: a row's measured half.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ran<'a> {
+    pub provider: &'a str,
+    /// The provider's advertised speed (for the slow-provider refund).
+    pub fitness_mips: u64,
+    pub usage: &'a brume_api::Usage,
+    pub attempts: u32,
+    /// Cancelled while it ran (billed for its last progress report).
+    pub cancelled: bool,
+}
+
+impl Ledger {
+    /// The row of `work` (see [`Ledger::row`]); a row that can't be built
+    /// is logged and left out, and the work is delivered all the same.
+    pub(crate) fn build(
+        &self,
+        work: &Work,
+        billing: &Billing,
+        ran: Ran<'_>,
+    ) -> (Option<Unsealed>, Option<Cost>) {
+        match self.row(work, billing, ran) {
+            Ok((row, cost)) => (Some(row), Some(cost)),
+            Err(e) => {
+                tracing::error!(work = %work.id, code = e.code(), "ledger row not built: {e}");
+                (None, None)
+            }
+        }
+    }
+
+    /// Builds the row of a unit of work, not yet sealed: the fee at the
+    /// admitted tier with the overrun surcharge, who pays under the deal,
+    /// and the split with any slow-provider refund.
+    pub(crate) fn row(
+        &self,
+        work: &Work,
+        billing: &Billing,
+        ran: Ran<'_>,
+    ) -> Result<(Unsealed, Cost), BillError> {
+        let now = crate::now_ms();
+        let admission = billing.admission.unwrap_or(Admission {
+            requested: self.default_tier,
+            tier: self.default_tier,
+            cap_fiat_micros: None,
+        });
+        let (fee, surcharge) = self.fee(&work.spec.digest, billing, &admission, ran.usage, now)?;
+        let charge = self.deal(&billing.requester).charge(&fee, &admission)?;
+        let requester = clip(&billing.requester, MAX_ID_BYTES);
+        let (payouts, charities) = self.payouts(&fee, billing, ran, requester)?;
+        let payers = self.payers(&charge);
+        // Billed: owed until settlement collects it (before the work's
+        // hold is released on delivery).
+        self.escrow.charge(charge_parts(&payers));
+        let tier = self.tier_name(admission.tier).to_string();
+        let usage = ran.usage;
+        let data = RowData {
+            work_id: work.id.to_string(),
+            timestamp_ms: now,
+            requester: requester.into(),
+            end_user: clip(&billing.end_user, MAX_ID_BYTES).into(),
+            provider: clip(ran.provider, MAX_ID_BYTES).into(),
+            developer: clip(&billing.developer, MAX_ID_BYTES).into(),
+            operator: self.operator.clone(),
+            charities,
+            service_digest: work.spec.digest.clone(),
+            tier: tier.clone(),
+            usage: RowUsage {
+                fuel: usage.fuel,
+                wall_us: usage.wall_us,
+                peak_memory_bytes: usage.peak_memory_bytes,
+                bytes_in: usage.bytes_in,
+                bytes_out: usage.bytes_out,
+            },
+            fee_currency: self.currency.clone(),
+            fee_micros: u64::try_from(fee.fee_fiat_micros)
+                .map_err(|_| BillError::Overflow("fee"))?,
+            token_amount: fee.token_amount,
+            surcharge,
+            rate: row::ExchangeRate::per_whole_token(fee.rate.fiat_micros_per_token),
+            payers,
+            payouts,
+        };
+        let private = private_data(billing, ran, admission.downgraded());
+        let cost = Cost {
+            token_amount: data.token_amount,
+            tier,
+        };
+        Ok(((data, private), cost))
+    }
+
+    /// The fee at the admitted tier plus Kumo's surcharge for work that
+    /// overran its declared shape (returned apart too); records the usage
+    /// for later estimates.
+    fn fee(
+        &self,
+        digest: &str,
+        billing: &Billing,
+        admission: &Admission,
+        usage: &brume_api::Usage,
+        now: u64,
+    ) -> Result<(Fee, u128), BillError> {
+        let resources = ResourceUsage {
+            fuel: usage.fuel,
+            gpu_flop: 0,
+            bytes_in: usage.bytes_in,
+            bytes_out: usage.bytes_out,
+        };
+        {
+            let mut seen = self.observed.lock();
+            let o = seen.entry(digest.to_string()).or_default();
+            o.n += 1;
+            o.fuel += u128::from(usage.fuel);
+            o.bytes_in += u128::from(usage.bytes_in);
+            o.bytes_out += u128::from(usage.bytes_out);
+        }
+        let mut fee = self.pricer.fee_at(
+            &resources,
+            admission.tier,
+            i64::try_from(now).map_err(|_| BillError::Overflow("timestamp"))?,
+        )?;
+        let measured = Measured {
+            runtime_ms: usage.wall_us / 1000,
+            peak_memory_bytes: usage.peak_memory_bytes,
+        };
+        let rule = &self.penalties.surcharge;
+        let surcharge = rule.surcharge(fee.token_amount, &billing.declared, &measured)?;
+        let surcharge_fiat = rule.surcharge(fee.fee_fiat_micros, &billing.declared, &measured)?;
+        fee.token_amount += surcharge;
+        fee.fee_fiat_micros += surcharge_fiat;
+        if let Some(o) = self.observed.lock().get_mut(digest) {
+            o.tokens = o.tokens.saturating_add(fee.token_amount);
+        }
+        Ok((fee, surcharge))
+    }
+
+    /// Who receives the fee: provider, developer (the operator when the
+    /// developer is unknown), operator, charities, and Kumo's refund to the
+    /// requester for a provider slower than it advertised.
+    fn payouts(
+        &self,
+        fee: &Fee,
+        billing: &Billing,
+        ran: Ran<'_>,
+        requester: &str,
+    ) -> Result<(Vec<Payout>, Vec<String>), BillError> {
+        let known_developer = !billing.developer.is_empty();
+        let account = |s: &str| Beneficiary::plain(Account::new(clip(s, MAX_ID_BYTES)));
+        let parties = Parties {
+            contributor: account(ran.provider),
+            developer: account(if known_developer {
+                &billing.developer
+            } else {
+                &self.operator
+            }),
+            operator: Beneficiary {
+                account: Account::new(&self.operator),
+                charity: self.operator_charity.clone(),
+            },
+        };
+        let shares = if known_developer {
+            &self.shares
+        } else {
+            &self.no_developer
+        };
+        let split = split::split(fee.token_amount, shares, &parties)?;
+        let refund = self.penalties.slow_provider.refund(
+            fee.token_amount,
+            split.contributor().share,
+            &SpeedSample {
+                advertised_mips: ran.fitness_mips,
+                fuel: ran.usage.fuel,
+                // Rounded up: a partial millisecond counts, in the
+                // requester's favour (as the surcharge's runtime is
+                // rounded down).
+                run_ms: ran.usage.wall_us.div_ceil(1000),
+            },
+        )?;
+        let split = split.with_contributor_refund(refund)?;
+        let mut payouts = Vec::with_capacity(5);
+        let mut charities = Vec::new();
+        for line in split.lines() {
+            if line.role == Role::Developer && !known_developer {
+                continue; // always 0: the operator took the share
+            }
+            let role = match (line.charity, line.role) {
+                (true, _) => {
+                    charities.push(line.account.0.clone());
+                    "charity"
+                }
+                (false, Role::Contributor) => "provider",
+                (false, Role::Developer) => "developer",
+                (false, Role::Operator) => "operator",
+            };
+            payouts.push(Payout {
+                beneficiary: line.account.0,
+                role: role.into(),
+                amount: line.amount,
+            });
+        }
+        if split.refund > 0 {
+            payouts.push(Payout {
+                beneficiary: requester.into(),
+                role: "refund".into(),
+                amount: split.refund,
+            });
+        }
+        Ok((payouts, charities))
+    }
+
+    /// Who pays, as the row records it.
+    fn payers(&self, charge: &Charge) -> Vec<PayerPart> {
+        charge
+            .parts
+            .iter()
+            .map(|part| {
+                let (account, kind) = match &part.payer {
+                    Payer::Requester(a) => (a.0.as_str(), "requester"),
+                    Payer::Subsidy(a) => (a.0.as_str(), "subsidy"),
+                    Payer::Operator => (self.operator.as_str(), "operator"),
+                    Payer::Subscription(a) => (a.0.as_str(), "subscription"),
+                };
+                PayerPart {
+                    account: account.into(),
+                    kind: kind.into(),
+                    amount: part.amount,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A row's private columns: the request line and headers, and the unit's
+/// metrics (attempts, wall time, the provider's advertised speed, and
+/// whether it was cancelled or downgraded).
+fn private_data(billing: &Billing, ran: Ran<'_>, downgraded: bool) -> PrivateData {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let mut metrics = BTreeMap::from([
+        ("attempts".to_string(), u64::from(ran.attempts)),
+        ("wall_us".to_string(), ran.usage.wall_us),
+        ("provider_fitness_mips".to_string(), ran.fitness_mips),
+    ]);
+    if ran.cancelled {
+        metrics.insert("cancelled".to_string(), 1);
+    }
+    if downgraded {
+        metrics.insert("downgraded".to_string(), 1);
+    }
+    PrivateData {
+        salt,
+        request_line: clip(&billing.request_line, MAX_FIELD_BYTES).into(),
+        request_headers: billing.request_headers.clone(),
+        metrics,
+        service_fields: BTreeMap::new(),
+        custom_fields: BTreeMap::new(),
+    }
+}
