@@ -5,6 +5,10 @@
 //! - `demo`: install the wasm targets if missing, then build and run
 //!   `brume devnet --demo` in release (a local network and a demo on it),
 //!   exiting with its exit code.
+//! - `docs`: write the documentation generated from code
+//!   (`docs/errors.md`, the API's error codes).
+
+mod docs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -18,8 +22,9 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "test" => test(),
         "demo" => return demo(),
+        "docs" => docs::write(),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo>");
+            eprintln!("usage: cargo xtask <test|demo|docs>");
             return ExitCode::from(2);
         }
     };
