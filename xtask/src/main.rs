@@ -1,14 +1,22 @@
 //! brume's automation, in Rust rather than shell (`cargo xtask <task>`).
 //!
 //! - `test`: install the wasm targets if missing, then run the whole test
-//!   suite (what CI runs).
+//!   suite (what CI runs). Under CI (`CI` set) it first runs
+//!   `cargo fmt --check`, the checks of `check`, and
+//!   `cargo clippy --workspace --all-targets -- -D warnings`, then the tests
+//!   with warnings as errors.
 //! - `demo`: install the wasm targets if missing, then build and run
 //!   `brume devnet --demo` in release (a local network and a demo on it),
 //!   exiting with its exit code.
 //! - `docs`: write the documentation generated from code
 //!   (`docs/errors.md`, the API's error codes).
+//! - `check`: the repository's own rules: the generated docs are up to
+//!   date, `ARCHITECTURE.md` names every workspace member, and the broker's
+//!   top-level modules import each other in no cycle.
 
+mod check;
 mod docs;
+mod modgraph;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -23,8 +31,9 @@ fn main() -> ExitCode {
         "test" => test(),
         "demo" => return demo(),
         "docs" => docs::write(),
+        "check" => check::all(),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|docs>");
+            eprintln!("usage: cargo xtask <test|demo|docs|check>");
             return ExitCode::from(2);
         }
     };
@@ -85,6 +94,18 @@ fn test() -> Result {
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     if ci {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        check::all()?;
+        // No RUSTFLAGS here: clippy's `-D warnings` goes to clippy itself,
+        // and the dependencies' builds stay shared with other commands.
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     let mut cmd = cargo();
     cmd.args(["test", "--locked"]);
