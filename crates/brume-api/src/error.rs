@@ -1,17 +1,18 @@
 //! The one error body of the REST API: `{"code": "...", "message": "..."}`.
 //!
 //! `code` is stable: clients match on it. `message` is for humans and may
-//! change. Each code has exactly one HTTP status.
+//! change. Each code has exactly one HTTP status. `docs/errors.md` lists
+//! them, generated from this file by `cargo xtask docs`.
 
 use serde::{Deserialize, Serialize};
 
 macro_rules! codes {
-    ($( $(#[$doc:meta])* $variant:ident = ($code:literal, $status:literal), )*) => {
+    ($( $(#[doc = $doc:literal])* $variant:ident = ($code:literal, $status:literal), )*) => {
         /// Every error code the API returns.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum ErrorCode {
-            $( $(#[$doc])* $variant, )*
+            $( $(#[doc = $doc])* $variant, )*
         }
 
         impl ErrorCode {
@@ -25,6 +26,12 @@ macro_rules! codes {
             /// The HTTP status this code is always returned with.
             pub fn status(self) -> u16 {
                 match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            /// What the code means, in one line: its doc comment, lines
+            /// joined (for the generated `docs/errors.md`).
+            pub fn description(self) -> &'static str {
+                match self { $(ErrorCode::$variant => concat!($($doc),*).trim_ascii(),)* }
             }
 
             /// Parses a code as it appears on the wire.
@@ -145,5 +152,19 @@ mod tests {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
             assert!((400..600).contains(&code.status()), "{code}");
         }
+    }
+
+    #[test]
+    fn every_code_has_a_one_line_description() {
+        for &code in ErrorCode::ALL {
+            let d = code.description();
+            assert!(!d.is_empty(), "{code} has no doc comment");
+            assert!(!d.contains('\n') && !d.contains("  "), "{code}: {d:?}");
+        }
+        assert_eq!(
+            ErrorCode::InsufficientAllowance.description(),
+            "The paying account's allowance to the broker's payout account, minus \
+             its unsettled charges, can't cover the work's maximum cost (escrow)."
+        );
     }
 }

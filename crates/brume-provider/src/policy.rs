@@ -60,8 +60,9 @@ use brume_sandbox::Digest;
 use crate::Shared;
 
 /// A fault to inject, for tests of the broker's verification. Set only by
-/// [`ProviderConfig::fault`](crate::ProviderConfig::fault) (the hidden
-/// `--fault` flag of `brume provide`); there is no config key or variable.
+/// [`ProviderConfig::fault`](crate::ProviderConfig::fault) (and the hidden
+/// `--fault` flag of a debug build of `brume provide`; a release binary has
+/// no such flag); there is no config key or variable.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {

@@ -40,6 +40,14 @@
 //! and marked done if it landed, sent otherwise. So `kill -9` at any point,
 //! then another run, neither loses a row nor transfers twice.
 //!
+//! # Test faults
+//!
+//! A crash point ([`Fault`]: abort the process mid-run, as `kill -9` would)
+//! is set through the library API, [`Settler::with_fault`]. Only a build
+//! with `debug_assertions` (the test binaries) also reads it from
+//! `BRUME_FAULT_SETTLE` (`abort_after_collect` or `abort_after_payout`) when
+//! a [`Settler`] is opened; in a release build that variable has no effect.
+//!
 //! # Invariants (checked after every run: [`Report::balanced`])
 //!
 //! - Σ collected = Σ paid + carry-over + held, to the unit;
@@ -296,7 +304,8 @@ pub struct Settler {
 }
 
 /// Test-only fault injection: abort the process at a point of a run, as a
-/// `kill -9` would. Not for production use.
+/// `kill -9` would. Not for production use (see the crate docs, "Test
+/// faults").
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -307,7 +316,9 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// `BRUME_FAULT_SETTLE=abort_after_collect|abort_after_payout`.
+    /// `BRUME_FAULT_SETTLE=abort_after_collect|abort_after_payout`. Debug
+    /// builds only.
+    #[cfg(debug_assertions)]
     #[doc(hidden)]
     pub fn from_env() -> Option<Fault> {
         match std::env::var("BRUME_FAULT_SETTLE").ok()?.as_str() {
@@ -347,8 +358,21 @@ impl Settler {
             resolve,
             config,
             running: tokio::sync::Mutex::new(()),
+            #[cfg(debug_assertions)]
             fault: Fault::from_env(),
+            #[cfg(not(debug_assertions))]
+            fault: None,
         })
+    }
+
+    /// Sets (or, with `None`, clears) the crash point of every later run,
+    /// replacing whatever `BRUME_FAULT_SETTLE` set in a debug build. For
+    /// tests only: the process aborts there.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_fault(mut self, fault: Option<Fault>) -> Settler {
+        self.fault = fault;
+        self
     }
 
     /// The payout account.

@@ -3,13 +3,21 @@
 //!
 //! Each flag also comes from its `BRUME_*` variable, then from the
 //! `[provider]` section of the config file, then from the defaults.
+//!
+//! Test faults stay out of release binaries: the hidden `--fault` flag (a
+//! provider that lies on purpose, for the broker's verification tests)
+//! exists only in builds with `debug_assertions` (the test binaries); a
+//! release `brume provide --fault ...` is an unknown argument. Library users
+//! set [`ProviderConfig::fault`] directly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use brume_provider::{BlacklistSource, Connection, Fault, Provider, ProviderConfig};
+#[cfg(debug_assertions)]
+use brume_provider::Fault;
+use brume_provider::{BlacklistSource, Connection, Provider, ProviderConfig};
 use serde_json::json;
 
 use crate::config::ProviderSection;
@@ -99,7 +107,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     attestation: Option<PathBuf>,
     /// Test mode: misbehave on purpose (wrong-output, wrong-fuel, stall,
-    /// drop).
+    /// drop). Debug builds only (see the module docs).
+    #[cfg(debug_assertions)]
     #[arg(long, hide = true, value_name = "MODE")]
     fault: Option<Fault>,
     /// Print machine-readable JSON lines on stdout.
@@ -171,7 +180,10 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
             Some(path) => Some(read_attestation(path)?),
             None => None,
         },
+        #[cfg(debug_assertions)]
         fault: args.fault,
+        #[cfg(not(debug_assertions))]
+        fault: None,
     })
 }
 

@@ -15,14 +15,14 @@ impl wasi::exports::http::incoming_handler::Guest for Hello {
         let method = format!("{:?}", request.method());
         let path = request.path_with_query().unwrap_or_default();
         let mut body = Vec::new();
-        if let Ok(incoming) = request.consume() {
-            if let Ok(stream) = incoming.stream() {
-                while let Ok(chunk) = stream.blocking_read(64 * 1024) {
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    body.extend_from_slice(&chunk);
+        if let Ok(incoming) = request.consume()
+            && let Ok(stream) = incoming.stream()
+        {
+            while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+                if chunk.is_empty() {
+                    break;
                 }
+                body.extend_from_slice(&chunk);
             }
         }
         if path.starts_with("/flood") {

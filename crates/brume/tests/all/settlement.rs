@@ -104,6 +104,10 @@ async fn settle_and_crash(net: &mut Net, fault: &str) {
     net.broker.restart();
 }
 
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "test faults exist in debug builds only"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_units_settle_exactly_across_two_crashes() {
     let requesters: Vec<Identity> = (0..3).map(|_| Identity::random()).collect();
