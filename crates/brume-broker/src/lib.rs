@@ -546,7 +546,7 @@ impl RunningBroker {
     }
 
     /// Runs settlement now (resuming an interrupted run first).
-    pub async fn settle_now(&self) -> Result<brume_settle::Report, brume_api::error::ApiError> {
+    pub async fn settle_now(&self) -> Result<brume_settle::Report, brume_settle::SettleError> {
         settlement::run_once(&self.shared).await
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use brume_api::error::{ApiError, ErrorCode};
 use brume_api::rest::SettlementHealth;
-use brume_settle::{Report, SettleConfig, Settler};
+use brume_settle::{Report, SettleConfig, SettleError, Settler};
 
 use crate::Shared;
 
@@ -104,7 +104,8 @@ impl Settlement {
     }
 }
 
-fn fail(e: &brume_settle::SettleError) -> ApiError {
+/// A failed run as `/v1/status` and `/v1/settlement` report it.
+pub(crate) fn fail(e: &SettleError) -> ApiError {
     ApiError::new(
         ErrorCode::Internal,
         format!("settlement: {e} ({})", e.code()),
@@ -112,9 +113,9 @@ fn fail(e: &brume_settle::SettleError) -> ApiError {
 }
 
 /// One run now; the escrow learns what was collected.
-pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<Report, ApiError> {
+pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<Report, SettleError> {
     let s = &shared.settlement;
-    let before = s.settler.collected_by_payer().await.map_err(|e| fail(&e))?;
+    let before = s.settler.collected_by_payer().await?;
     let result = s.settler.run().await;
     // Whatever landed (even in a run that then failed) is collected.
     if let Ok(after) = s.settler.collected_by_payer().await {
@@ -137,9 +138,8 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) -> Result<Report, ApiError> {
         }
         Err(e) => {
             tracing::error!(code = e.code(), "settlement run failed: {e}");
-            let err = fail(&e);
-            s.record(Some(at_ms), None, Some(err.clone()));
-            Err(err)
+            s.record(Some(at_ms), None, Some(fail(&e)));
+            Err(e)
         }
     }
 }

@@ -64,12 +64,24 @@ pub struct OrgConfig {
     pub providers: Vec<String>,
 }
 
+/// Why attestation evidence was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AttestationError {
+    /// The evidence is not a valid attestation of this provider's machine.
+    #[error("the evidence does not attest provider {provider}: {source}")]
+    Invalid {
+        provider: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// Checks a provider's attestation evidence.
 pub trait AttestationVerifier: Send + Sync {
     /// The evidence kind it understands.
     fn kind(&self) -> &str;
     /// Ok if `evidence` attests the machine of `provider`.
-    fn verify(&self, provider: &str, evidence: &[u8]) -> Result<(), String>;
+    fn verify(&self, provider: &str, evidence: &[u8]) -> Result<(), AttestationError>;
 }
 
 /// The `test` verifier: a signature by a configured authority.
@@ -81,10 +93,13 @@ impl AttestationVerifier for TestAuthority {
         "test"
     }
 
-    fn verify(&self, provider: &str, evidence: &[u8]) -> Result<(), String> {
+    fn verify(&self, provider: &str, evidence: &[u8]) -> Result<(), AttestationError> {
         brume_identity::verify(attestation_message(provider).as_bytes(), evidence, &self.0)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| AttestationError::Invalid {
+                provider: provider.to_string(),
+                source: Box::new(e),
+            })
     }
 }
 

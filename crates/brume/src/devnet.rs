@@ -388,7 +388,7 @@ async fn settlement_summary(broker: &RunningBroker, say: &impl Fn(String)) -> an
     let report = broker
         .settle_now()
         .await
-        .map_err(|e| anyhow::anyhow!("settle: {}", e.message))?;
+        .map_err(|e| anyhow::anyhow!("settle: {e} ({})", e.code()))?;
     say("\n== settlement".into());
     let text = crate::requester::settle_text(&serde_json::to_value(&report)?);
     for line in text.lines() {

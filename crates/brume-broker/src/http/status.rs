@@ -22,7 +22,7 @@ pub(super) async fn settlement_run(
     crate::settlement::run_once(&shared)
         .await
         .map(axum::Json)
-        .map_err(Fail)
+        .map_err(|e| Fail(crate::settlement::fail(&e)))
 }
 
 pub(super) async fn status(State(shared): Sh) -> axum::Json<brume_api::rest::Status> {
