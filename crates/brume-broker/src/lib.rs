@@ -34,17 +34,21 @@ mod jobs;
 pub mod ledger;
 mod lifecycle;
 mod metrics;
-mod providers_admin;
 mod registry;
 mod sched;
 mod session;
 pub mod settlement;
+mod standings;
 pub mod store;
 pub mod trust;
 mod verify;
 mod work;
 
 pub use store::StoreError;
+
+/// What a component's storage trait returns: boxed, so that `dyn` works.
+pub(crate) type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -179,8 +183,8 @@ pub(crate) struct Shared {
     pub settlement: settlement::Settlement,
     /// Replicated jobs in progress, by job id.
     pub replicas: parking_lot::Mutex<std::collections::HashMap<WorkId, Arc<verify::ReplicaGroup>>>,
-    /// Banned provider addresses (lowercase) and why.
-    pub banned: parking_lot::RwLock<std::collections::HashMap<String, String>>,
+    /// Bans, the operator's word on providers, saved track records.
+    pub standings: standings::Standings,
     /// Signed requests seen within the skew window (replay protection).
     pub seen_signatures: parking_lot::Mutex<http::SeenSignatures>,
     pub store: store::Store,
@@ -294,9 +298,9 @@ impl Broker {
         })
         .map_err(|e| BrokerError::Sandbox(e.to_string()))?;
         let registry = registry::Registry::open(store.clone()).await?;
-        let reputation = store.read(store::reputation::load).await?;
+        let standings = standings::Standings::open(Arc::new(store.clone())).await?;
+        let reputation = standings.reputations().await?;
         let hashes = store.read(store::keys::all_hashes).await?;
-        let banned = store.read(store::providers::bans_by_address).await?;
         let (ledger, ledger_rows) = open_ledger(&config).await?;
         let (chain, settlement) = open_chain(&config, &ledger, &identity).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -327,7 +331,7 @@ impl Broker {
             chain,
             settlement,
             replicas: Default::default(),
-            banned: parking_lot::RwLock::new(banned.into_iter().collect()),
+            standings,
             seen_signatures: Default::default(),
             store,
             jobs: parking_lot::Mutex::new(Default::default()),
@@ -350,7 +354,7 @@ impl Broker {
         let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
         tasks.spawn(sweeper(shared.clone()));
         tasks.spawn(chain::stake_watcher(shared.clone()));
-        tasks.spawn(providers_admin::watch(shared.clone()));
+        tasks.spawn(standings::watch(shared.clone()));
         settlement::start(&shared).await;
         tasks.spawn(settlement::settle_loop(shared.clone()));
         let task = serve(listener, &shared);
@@ -510,7 +514,7 @@ impl RunningBroker {
         // Then the sync calls' rows still queued.
         self.shared.ledger.close_queue();
         let _ = self.batcher.await;
-        save_reputation(&self.shared).await;
+        self.shared.standings.save_reputations(&self.shared).await;
         self.shared.store.flush().await?;
         self.shared.ledger.settled().await;
         r
@@ -573,21 +577,6 @@ impl RunningBroker {
     }
 }
 
-/// Saves the providers' track records changed since the last save.
-async fn save_reputation(shared: &Shared) {
-    let changed = shared.with_sched(|s, _| s.take_changed_reputation());
-    if changed.is_empty() {
-        return;
-    }
-    if let Err(e) = shared
-        .store
-        .write(move |tx| store::reputation::save(tx, &changed))
-        .await
-    {
-        tracing::error!("save provider reputation: {e}");
-    }
-}
-
 /// How often changed track records are saved.
 const REPUTATION_SAVE_PERIOD: Duration = Duration::from_secs(1);
 
@@ -607,7 +596,7 @@ async fn sweeper(shared: Arc<Shared>) {
         }
         if saved.elapsed() >= REPUTATION_SAVE_PERIOD {
             saved = Instant::now();
-            save_reputation(&shared).await;
+            shared.standings.save_reputations(&shared).await;
         }
         let ack = shared.config.ack_timeout;
         shared.with_sched(|s, after| s.sweep(ack, after));

@@ -123,7 +123,7 @@ async fn handshake(
         }
     };
     // Banned (a proven cheat, or the operator) or suspended by the operator.
-    if let Some(why) = crate::providers_admin::refusal(shared, &address).await {
+    if let Some(why) = shared.standings.refusal(&address).await {
         refuse(socket, close::BANNED, why).await;
         return None;
     }

@@ -160,15 +160,7 @@ pub(crate) async fn tier_of(
     {
         return (1, Some(org.name.clone()));
     }
-    let addr = address.to_ascii_lowercase();
-    let approved = shared
-        .store
-        .read(move |c| crate::store::provider_status(c, &addr))
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|(s, _)| s == crate::store::Standing::Approved);
-    if approved {
+    if shared.standings.approved(address).await {
         return (2, None);
     }
     if let (Some(a), Some(authority)) = (&caps.attestation, &trust.attestation_authority)

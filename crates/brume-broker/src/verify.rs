@@ -685,26 +685,19 @@ pub(crate) async fn slash(
 /// Bans `address`: recorded durably, its session (if any) closed, and its
 /// reconnects refused.
 pub(crate) async fn ban(shared: &Arc<Shared>, address: &str, reason: &str, proof: Option<&[u8]>) {
-    let key = address.to_ascii_lowercase();
-    shared
-        .banned
-        .write()
-        .insert(key.clone(), reason.to_string());
-    let (reason_s, proof) = (reason.to_string(), proof.map(<[u8]>::to_vec));
-    if let Err(e) = shared
-        .store
-        .write(move |tx| {
-            crate::store::providers::record_ban(
-                tx,
-                &key,
-                &reason_s,
-                proof.as_deref(),
-                crate::now_ms(),
-            )
-        })
-        .await
-    {
-        tracing::error!("record a ban: {e}");
+    match address.parse::<brume_chain::Address>() {
+        Ok(a) => {
+            let ban = crate::standings::Ban {
+                address: a,
+                reason: reason.to_string(),
+                proof: proof.map(<[u8]>::to_vec),
+                at_ms: crate::now_ms(),
+            };
+            if let Err(e) = shared.standings.ban(ban).await {
+                tracing::error!("record a ban: {e}");
+            }
+        }
+        Err(e) => tracing::error!(provider = %address, "ban: not an address: {e}"),
     }
     kick(shared, address, reason);
 }
@@ -730,13 +723,4 @@ pub(crate) fn kick(shared: &Arc<Shared>, address: &str, reason: &str) {
             s.remove_provider(id, reason, after);
         }
     });
-}
-
-/// Whether `address` is banned.
-pub(crate) fn is_banned(shared: &Shared, address: &str) -> Option<String> {
-    shared
-        .banned
-        .read()
-        .get(&address.to_ascii_lowercase())
-        .cloned()
 }
