@@ -171,8 +171,6 @@ pub enum BrokerError {
     Chain(#[from] brume_chain::ChainError),
 }
 
-pub(crate) type JobSlot = (Arc<jobs::JobEntry>, Option<Instant>);
-
 /// State shared by every handler and session.
 pub(crate) struct Shared {
     pub config: BrokerConfig,
@@ -190,9 +188,9 @@ pub(crate) struct Shared {
     pub store: store::Store,
     /// The scheduler and every unit of work in flight, with its waiter.
     pub lifecycle: Arc<lifecycle::Lifecycle>,
-    /// Jobs in memory: open ones, and finished ones (with when they
-    /// finished) until `finished_job_retention` passes.
-    pub jobs: parking_lot::Mutex<std::collections::HashMap<WorkId, JobSlot>>,
+    /// Jobs: open ones, finished ones until `finished_job_retention`
+    /// passes, and their store.
+    pub jobs: jobs::Jobs,
     pub registry: registry::Registry,
     pub keys: parking_lot::RwLock<KeyCache>,
     pub ledger: Arc<ledger::Ledger>,
@@ -232,12 +230,7 @@ impl Shared {
                 s.inflight_len() as u64,
             )
         });
-        let jobs_open = self
-            .jobs
-            .lock()
-            .values()
-            .filter(|(e, _)| !e.is_final())
-            .count() as u64;
+        let jobs_open = self.jobs.open_count() as u64;
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             broker_id: self.broker_id.clone(),
@@ -299,6 +292,7 @@ impl Broker {
         .map_err(|e| BrokerError::Sandbox(e.to_string()))?;
         let registry = registry::Registry::open(store.clone()).await?;
         let standings = standings::Standings::open(Arc::new(store.clone())).await?;
+        let jobs = jobs::Jobs::new(Arc::new(store.clone()), config.finished_job_retention);
         let reputation = standings.reputations().await?;
         let hashes = store.read(store::keys::all_hashes).await?;
         let (ledger, ledger_rows) = open_ledger(&config).await?;
@@ -334,7 +328,7 @@ impl Broker {
             standings,
             seen_signatures: Default::default(),
             store,
-            jobs: parking_lot::Mutex::new(Default::default()),
+            jobs,
             registry,
             ledger,
             keys: parking_lot::RwLock::new(KeyCache {
@@ -600,12 +594,6 @@ async fn sweeper(shared: Arc<Shared>) {
         }
         let ack = shared.config.ack_timeout;
         shared.with_sched(|s, after| s.sweep(ack, after));
-        let keep = shared.config.finished_job_retention;
-        shared.jobs.lock().retain(|_, (entry, finished)| {
-            if finished.is_none() && entry.is_final() {
-                *finished = Some(Instant::now());
-            }
-            finished.is_none_or(|t| t.elapsed() < keep)
-        });
+        shared.jobs.sweep();
     }
 }

@@ -17,7 +17,7 @@ use super::auth::Auth;
 use super::services::service;
 use super::{Fail, Res, Sh, body_or_fail};
 use crate::Shared;
-use crate::jobs::{self, JobEntry, StoredJob};
+use crate::jobs::{JobEntry, StoredJob};
 use crate::ledger::Billing;
 use brume_ledger::penalty::Declared;
 
@@ -189,7 +189,7 @@ pub(super) fn job_id(s: &str) -> Res<WorkId> {
 }
 
 pub(super) fn entry(shared: &Shared, id: WorkId) -> Option<Arc<JobEntry>> {
-    shared.jobs.lock().get(&id).map(|(e, _)| e.clone())
+    shared.jobs.entry(id)
 }
 
 pub(super) fn no_job(id: WorkId) -> Fail {
@@ -202,10 +202,9 @@ pub(super) async fn get_job(
     Path(id): Path<String>,
 ) -> Res<axum::Json<JobInfo>> {
     let id = job_id(&id)?;
-    if let Some(e) = entry(&shared, id) {
-        return Ok(axum::Json(e.info()));
-    }
-    jobs::load_info(&shared.store, id)
+    shared
+        .jobs
+        .info(id)
         .await?
         .map(axum::Json)
         .ok_or_else(|| no_job(id))
@@ -236,9 +235,8 @@ pub(super) async fn list_jobs(
         ),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    // Pending writes first, so the list reflects every acknowledged change.
-    shared.store.flush().await?;
-    let jobs = jobs::list(&shared.store, state, limit).await?;
+    // Includes every acknowledged change.
+    let jobs = shared.jobs.list(state, limit).await?;
     Ok(axum::Json(JobList { jobs }))
 }
 
@@ -263,7 +261,7 @@ pub(super) async fn job_result(
             None => Err(not_final(e.info().state)),
         };
     }
-    match jobs::load_result(&shared.store, id).await? {
+    match shared.jobs.stored_result(id).await? {
         Some(r) if r.state.is_final() => Ok(axum::Json(r)),
         Some(r) => Err(not_final(r.state)),
         None => Err(no_job(id)),
@@ -277,7 +275,7 @@ pub(super) async fn cancel_job(
 ) -> Res<axum::Json<JobInfo>> {
     let id = job_id(&id)?;
     let Some(e) = entry(&shared, id) else {
-        return match jobs::load_info(&shared.store, id).await? {
+        return match shared.jobs.info(id).await? {
             Some(info) => Err(Fail::new(
                 ErrorCode::Conflict,
                 format!("job {id} is already {}", info.state.as_str()),
@@ -313,8 +311,8 @@ pub(super) async fn job_events(
             (h, Some(rx), Some(e))
         }
         None => {
-            let h = jobs::load_events(&shared.store, id).await?;
-            if h.is_empty() && jobs::load_info(&shared.store, id).await?.is_none() {
+            let h = shared.jobs.stored_events(id).await?;
+            if h.is_empty() && shared.jobs.info(id).await?.is_none() {
                 return Err(no_job(id));
             }
             (h, None, None)

@@ -5,9 +5,9 @@
 //! event and the result are committed together. Open jobs are re-queued when
 //! the broker starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use brume_api::receipt::SignedReceipt;
 use brume_api::rest::{
@@ -16,16 +16,18 @@ use brume_api::rest::{
 use brume_api::wire::Outcome;
 use brume_api::{ApiError, ErrorCode, Limits, Profile, ServiceKind, Usage, WorkId};
 use bytes::Bytes;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::Shared;
 use crate::ledger::Billing;
 use crate::lifecycle::{Bill, Finished, Waiter};
-use crate::store::{Store, StoreError};
+use crate::StoreFuture;
+use crate::store::StoreError;
 use crate::work::{Completion, WorkEvent};
 use crate::work::{Work, WorkSpec};
+
+mod sqlite;
 
 /// What is stored of a job's request: everything needed to run it again
 /// after a restart.
@@ -70,6 +72,111 @@ pub(crate) struct StoredJob {
     pub tiers: Option<Vec<u8>>,
 }
 
+/// One change to a stored job: an event, with the job's new state (if it
+/// changed) and its result (at the end).
+#[derive(Debug)]
+pub(crate) struct JobRecord {
+    pub id: WorkId,
+    pub event: JobEvent,
+    pub info: Option<JobInfo>,
+    pub result: Option<JobResult>,
+}
+
+/// The storage jobs need. No SQLite type in it.
+pub(crate) trait JobStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new job; returns once it is durable.
+    fn insert(&self, info: JobInfo, stored: StoredJob) -> StoreFuture<'_, ()>;
+    /// Queues a change without waiting. Changes apply in the order queued.
+    fn record(&self, record: JobRecord);
+    /// Waits until every change queued so far is durable.
+    fn flush(&self) -> StoreFuture<'_, ()>;
+    fn info(&self, id: WorkId) -> StoreFuture<'_, Option<JobInfo>>;
+    /// The newest jobs first, in `state` if given.
+    fn list(&self, state: Option<JobState>, limit: u32) -> StoreFuture<'_, Vec<JobInfo>>;
+    /// The jobs not final when the broker stopped, oldest first.
+    fn open_jobs(&self) -> StoreFuture<'_, Vec<(JobInfo, StoredJob, Vec<JobEvent>)>>;
+    fn events(&self, id: WorkId) -> StoreFuture<'_, Vec<JobEvent>>;
+    fn result(&self, id: WorkId) -> StoreFuture<'_, Option<JobResult>>;
+}
+
+/// The jobs component: open jobs in memory, finished ones until their
+/// retention passes, and the store behind them.
+#[derive(Debug)]
+pub(crate) struct Jobs {
+    store: Arc<dyn JobStore>,
+    /// Each entry with when it was seen finished.
+    entries: parking_lot::Mutex<HashMap<WorkId, (Arc<JobEntry>, Option<Instant>)>>,
+    retention: Duration,
+}
+
+impl Jobs {
+    pub fn new(store: Arc<dyn JobStore>, retention: Duration) -> Jobs {
+        Jobs {
+            store,
+            entries: Default::default(),
+            retention,
+        }
+    }
+
+    /// A job in memory.
+    pub fn entry(&self, id: WorkId) -> Option<Arc<JobEntry>> {
+        self.entries.lock().get(&id).map(|(e, _)| e.clone())
+    }
+
+    fn keep(&self, entry: &Arc<JobEntry>) {
+        self.entries.lock().insert(entry.id, (entry.clone(), None));
+    }
+
+    /// How many jobs in memory are not final.
+    pub fn open_count(&self) -> usize {
+        self.entries
+            .lock()
+            .values()
+            .filter(|(e, _)| !e.is_final())
+            .count()
+    }
+
+    /// Forgets the jobs finished longer than the retention ago (they are
+    /// read from the store from then on).
+    pub fn sweep(&self) {
+        let keep = self.retention;
+        self.entries.lock().retain(|_, (entry, finished)| {
+            if finished.is_none() && entry.is_final() {
+                *finished = Some(Instant::now());
+            }
+            finished.is_none_or(|t| t.elapsed() < keep)
+        });
+    }
+
+    /// A job's info: from memory, else from the store.
+    pub async fn info(&self, id: WorkId) -> Result<Option<JobInfo>, StoreError> {
+        match self.entry(id) {
+            Some(e) => Ok(Some(e.info())),
+            None => self.store.info(id).await,
+        }
+    }
+
+    /// The newest jobs first (everything recorded so far included).
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        limit: u32,
+    ) -> Result<Vec<JobInfo>, StoreError> {
+        self.store.flush().await?;
+        self.store.list(state, limit).await
+    }
+
+    /// A finished job's stored result.
+    pub async fn stored_result(&self, id: WorkId) -> Result<Option<JobResult>, StoreError> {
+        self.store.result(id).await
+    }
+
+    /// A job's stored events.
+    pub async fn stored_events(&self, id: WorkId) -> Result<Vec<JobEvent>, StoreError> {
+        self.store.events(id).await
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     info: JobInfo,
@@ -87,7 +194,7 @@ struct Inner {
 pub(crate) struct JobEntry {
     pub id: WorkId,
     pub stored: StoredJob,
-    store: Store,
+    store: Arc<dyn JobStore>,
     inner: parking_lot::Mutex<Inner>,
     live: broadcast::Sender<JobEvent>,
 }
@@ -192,7 +299,7 @@ impl JobEntry {
         stored: StoredJob,
         info: JobInfo,
         events: Vec<JobEvent>,
-        store: Store,
+        store: Arc<dyn JobStore>,
     ) -> Arc<JobEntry> {
         let (live, _) = broadcast::channel(256);
         Arc::new(JobEntry {
@@ -233,7 +340,7 @@ impl JobEntry {
     }
 
     /// Records `ev`; its row, the job's state (if `persist_state`) and the
-    /// result (if any) go to the database in one write, hence one commit.
+    /// result (if any) go to the store as one record, in order.
     fn push_with(
         &self,
         inner: &mut Inner,
@@ -244,32 +351,11 @@ impl JobEntry {
         ev.seq = inner.events.len() as u64;
         inner.info.updated_at_ms = ev.at_ms;
         inner.events.push(ev.clone());
-        let id = self.id.to_string();
-        let body = serde_json::to_string(&ev).unwrap_or_default();
-        let info = inner.info.clone();
-        self.store.write_later(move |tx| {
-            if let Some(r) = result {
-                tx.execute(
-                    "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5, receipt = ?6, verification = ?7 WHERE id = ?1",
-                    params![
-                        id,
-                        r.exit_code,
-                        r.stdout.0.to_vec(),
-                        r.stderr.0.to_vec(),
-                        serde_json::to_string(&r.usage).unwrap_or_default(),
-                        r.receipt.as_ref().and_then(|x| serde_json::to_string(x).ok()),
-                        r.verification.as_ref().and_then(|x| serde_json::to_string(x).ok())
-                    ],
-                )?;
-            }
-            tx.execute(
-                "INSERT OR REPLACE INTO job_events (job_id, seq, body) VALUES (?1, ?2, ?3)",
-                params![id, ev.seq as i64, body],
-            )?;
-            if persist_state {
-                update_row(tx, &info)?;
-            }
-            Ok(())
+        self.store.record(JobRecord {
+            id: self.id,
+            event: ev,
+            info: persist_state.then(|| inner.info.clone()),
+            result,
         });
         let _ = self.live.send(inner.events[inner.events.len() - 1].clone());
     }
@@ -492,8 +578,9 @@ pub(crate) async fn submit(
         error: None,
         labels,
     };
-    insert(&shared.store, &info, &stored).await?;
-    let entry = JobEntry::new(id, stored, info, Vec::new(), shared.store.clone());
+    let jobs = &shared.jobs;
+    jobs.store.insert(info.clone(), stored.clone()).await?;
+    let entry = JobEntry::new(id, stored, info, Vec::new(), jobs.store.clone());
     entry.event_queued(None);
     start(shared, entry.clone(), 0, hold);
     Ok(entry)
@@ -528,7 +615,7 @@ pub(crate) fn start(
             shared.config.trust.clone(),
         );
         let billing = job_billing(&entry.stored);
-        shared.jobs.lock().insert(entry.id, (entry.clone(), None));
+        shared.jobs.keep(&entry);
         crate::verify::start(
             shared,
             (entry.id, entry),
@@ -549,13 +636,13 @@ pub(crate) fn start(
     let mut billing = job_billing(&entry.stored);
     billing.hold = hold;
     let work = Work::new(entry.id, spec, timeout, attempts);
-    shared.jobs.lock().insert(entry.id, (entry.clone(), None));
+    shared.jobs.keep(&entry);
     shared.lifecycle.submit(work, Bill::Durable(billing), entry);
 }
 
 /// Re-queues the jobs that were open when the broker last stopped.
 pub(crate) async fn recover(shared: &Arc<Shared>) -> Result<(), crate::StoreError> {
-    let open = open_jobs(&shared.store).await?;
+    let open = shared.jobs.store.open_jobs().await?;
     if !open.is_empty() {
         tracing::info!("re-queueing {} unfinished job(s)", open.len());
     }
@@ -564,7 +651,7 @@ pub(crate) async fn recover(shared: &Arc<Shared>) -> Result<(), crate::StoreErro
         // fault: a recovered job always gets at least one more attempt.
         let attempts = info.attempts.min(stored.max_attempts.saturating_sub(1));
         info.state = JobState::Queued;
-        let entry = JobEntry::new(info.id, stored, info, events, shared.store.clone());
+        let entry = JobEntry::new(info.id, stored, info, events, shared.jobs.store.clone());
         entry.event_queued(Some("re-queued after a broker restart"));
         start(shared, entry, attempts, None);
     }
@@ -597,194 +684,3 @@ impl Waiter for JobEntry {
     }
 }
 
-fn update_row(tx: &rusqlite::Transaction<'_>, info: &JobInfo) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE jobs SET state = ?2, attempts = ?3, provider = ?4, error = ?5, updated_at_ms = ?6 WHERE id = ?1",
-        params![
-            info.id.to_string(),
-            info.state.as_str(),
-            info.attempts,
-            info.provider,
-            info.error.as_ref().map(|e| serde_json::to_string(e).unwrap_or_default()),
-            info.updated_at_ms as i64
-        ],
-    )?;
-    Ok(())
-}
-
-/// Commits a new job (row and first event) and waits until it is durable.
-pub(crate) async fn insert(
-    store: &Store,
-    info: &JobInfo,
-    stored: &StoredJob,
-) -> Result<(), StoreError> {
-    let id = info.id.to_string();
-    let spec = serde_json::to_string(stored).unwrap_or_default();
-    let state = info.state.as_str();
-    let created = info.created_at_ms as i64;
-    store
-        .write(move |tx| {
-            tx.execute(
-                "INSERT INTO jobs (id, spec, state, attempts, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?4)",
-                params![id, spec, state, created],
-            )?;
-            Ok(())
-        })
-        .await
-}
-
-const INFO_COLUMNS: &str =
-    "id, spec, state, attempts, provider, error, created_at_ms, updated_at_ms";
-
-fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JobInfo, StoredJob)> {
-    let bad = |i: usize, e: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-    };
-    let id: String = r.get(0)?;
-    let spec: String = r.get(1)?;
-    let state: String = r.get(2)?;
-    let stored: StoredJob = serde_json::from_str(&spec).map_err(|e| bad(1, e.to_string()))?;
-    let error: Option<String> = r.get(5)?;
-    let info = JobInfo {
-        id: id.parse().map_err(|e: uuid::Error| bad(0, e.to_string()))?,
-        state: state.parse().map_err(|e: String| bad(2, e))?,
-        service: stored.service.clone(),
-        digest: stored.digest.clone(),
-        attempts: r.get(3)?,
-        max_attempts: stored.max_attempts,
-        provider: r.get(4)?,
-        created_at_ms: r.get::<_, i64>(6)? as u64,
-        updated_at_ms: r.get::<_, i64>(7)? as u64,
-        error: error.and_then(|e| serde_json::from_str(&e).ok()),
-        labels: stored.labels.clone(),
-    };
-    Ok((info, stored))
-}
-
-pub(crate) async fn load_info(store: &Store, id: WorkId) -> Result<Option<JobInfo>, StoreError> {
-    store
-        .read(move |c| {
-            c.query_row(
-                &format!("SELECT {INFO_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id.to_string()],
-                info_from_row,
-            )
-            .optional()
-            .map(|o| o.map(|(i, _)| i))
-        })
-        .await
-}
-
-pub(crate) async fn list(
-    store: &Store,
-    state: Option<JobState>,
-    limit: u32,
-) -> Result<Vec<JobInfo>, StoreError> {
-    store
-        .read(move |c| {
-            let (sql, arg) = match state {
-                Some(s) => (
-                    format!(
-                        "SELECT {INFO_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id DESC LIMIT ?2"
-                    ),
-                    s.as_str().to_string(),
-                ),
-                None => (
-                    format!(
-                        "SELECT {INFO_COLUMNS} FROM jobs WHERE ?1 = ?1 ORDER BY id DESC LIMIT ?2"
-                    ),
-                    String::new(),
-                ),
-            };
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params![arg, limit], info_from_row)?;
-            rows.map(|r| r.map(|(i, _)| i)).collect()
-        })
-        .await
-}
-
-/// Jobs that were not final when the broker stopped, oldest first.
-pub(crate) async fn open_jobs(
-    store: &Store,
-) -> Result<Vec<(JobInfo, StoredJob, Vec<JobEvent>)>, StoreError> {
-    store
-        .read(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {INFO_COLUMNS} FROM jobs WHERE state IN ('queued','assigned','running') ORDER BY id"
-            ))?;
-            let jobs: Vec<(JobInfo, StoredJob)> = stmt.query_map([], info_from_row)?.collect::<Result<_, _>>()?;
-            let mut out = Vec::with_capacity(jobs.len());
-            for (info, stored) in jobs {
-                let events = events_sync(c, info.id)?;
-                out.push((info, stored, events));
-            }
-            Ok(out)
-        })
-        .await
-}
-
-fn events_sync(c: &rusqlite::Connection, id: WorkId) -> rusqlite::Result<Vec<JobEvent>> {
-    let mut stmt = c.prepare("SELECT body FROM job_events WHERE job_id = ?1 ORDER BY seq")?;
-    let rows = stmt.query_map([id.to_string()], |r| r.get::<_, String>(0))?;
-    let mut out = Vec::new();
-    for body in rows {
-        if let Ok(ev) = serde_json::from_str(&body?) {
-            out.push(ev);
-        }
-    }
-    Ok(out)
-}
-
-pub(crate) async fn load_events(store: &Store, id: WorkId) -> Result<Vec<JobEvent>, StoreError> {
-    store.read(move |c| events_sync(c, id)).await
-}
-
-pub(crate) async fn load_result(
-    store: &Store,
-    id: WorkId,
-) -> Result<Option<JobResult>, StoreError> {
-    store
-        .read(move |c| {
-            c.query_row(
-                "SELECT state, exit_code, stdout, stderr, usage, attempts, provider, error, receipt, verification FROM jobs WHERE id = ?1",
-                [id.to_string()],
-                |r| {
-                    let state: String = r.get(0)?;
-                    let usage: Option<String> = r.get(4)?;
-                    let error: Option<String> = r.get(7)?;
-                    let receipt: Option<String> = r.get(8)?;
-                    let verification: Option<String> = r.get(9)?;
-                    Ok((
-                        (state, receipt, verification),
-                        r.get::<_, Option<i32>>(1)?,
-                        r.get::<_, Option<Vec<u8>>>(2)?,
-                        r.get::<_, Option<Vec<u8>>>(3)?,
-                        usage,
-                        r.get::<_, u32>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        error,
-                    ))
-                },
-            )
-            .optional()
-        })
-        .await
-        .map(|row| {
-            row.and_then(|((state, receipt, verification), exit_code, stdout, stderr, usage, attempts, provider, error)| {
-                let state: JobState = state.parse().ok()?;
-                Some(JobResult {
-                    id,
-                    state,
-                    exit_code,
-                    stdout: Output(stdout.unwrap_or_default().into()),
-                    stderr: Output(stderr.unwrap_or_default().into()),
-                    usage: usage.and_then(|u| serde_json::from_str(&u).ok()).unwrap_or_default(),
-                    attempts,
-                    provider,
-                    error: error.and_then(|e| serde_json::from_str(&e).ok()),
-                    receipt: receipt.and_then(|x| serde_json::from_str(&x).ok()),
-                    verification: verification.and_then(|x| serde_json::from_str(&x).ok()),
-                })
-            })
-        })
-}
