@@ -106,10 +106,10 @@ pub(crate) mod amount {
 #[derive(Clone)]
 pub struct ChainHandle {
     /// What settlement and escrow use.
-    pub chain: Arc<dyn Chain>,
+    chain: Arc<dyn Chain>,
     /// The dev chain itself, for the block and tx routes.
-    pub dev: Option<DevChain>,
-    pub kind: ChainKind,
+    dev: Option<DevChain>,
+    kind: ChainKind,
 }
 
 impl std::fmt::Debug for ChainHandle {
@@ -122,6 +122,21 @@ impl std::fmt::Debug for ChainHandle {
 }
 
 impl ChainHandle {
+    /// The chain, as settlement and escrow use it.
+    pub fn chain(&self) -> &Arc<dyn Chain> {
+        &self.chain
+    }
+
+    /// The dev chain itself (for the block and tx routes), if that is the
+    /// backend.
+    pub fn dev(&self) -> Option<&DevChain> {
+        self.dev.as_ref()
+    }
+
+    pub fn kind(&self) -> ChainKind {
+        self.kind
+    }
+
     /// Opens (creating) the configured chain under `dir`. Blocking.
     pub fn open(dir: &Path, config: &ChainConfig) -> Result<ChainHandle, ChainError> {
         match config.kind {
@@ -206,7 +221,7 @@ pub(crate) async fn read_stake(shared: &crate::Shared, address: &str) -> Option<
     };
     match shared
         .chain
-        .chain
+        .chain()
         .allowance(owner, shared.identity.address())
         .await
     {

@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use brume_api::rest::{Capacity, Queues, Status};
-use brume_api::{Limits, WorkId};
+use brume_api::Limits;
 use brume_identity::Identity;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +31,7 @@ pub mod chain;
 pub mod escrow;
 mod http;
 mod jobs;
+mod keys;
 pub mod ledger;
 mod lifecycle;
 mod metrics;
@@ -180,21 +181,18 @@ pub(crate) struct Shared {
     pub chain: chain::ChainHandle,
     pub settlement: settlement::Settlement,
     /// Replicated jobs in progress, by job id.
-    pub replicas: parking_lot::Mutex<std::collections::HashMap<WorkId, Arc<verify::ReplicaGroup>>>,
+    pub replicas: verify::Replicas,
     /// Bans, the operator's word on providers, saved track records.
     pub standings: standings::Standings,
-    /// Signed requests seen within the skew window (replay protection).
-    pub seen_signatures: parking_lot::Mutex<http::SeenSignatures>,
-    pub store: store::Store,
     /// The scheduler and every unit of work in flight, with its waiter.
     pub lifecycle: Arc<lifecycle::Lifecycle>,
     /// Jobs: open ones, finished ones until `finished_job_retention`
     /// passes, and their store.
     pub jobs: jobs::Jobs,
     pub registry: registry::Registry,
-    pub keys: parking_lot::RwLock<KeyCache>,
+    /// API keys and signed requests.
+    pub keys: keys::Keys,
     pub ledger: Arc<ledger::Ledger>,
-    pub blob_tokens: parking_lot::RwLock<std::collections::HashSet<String>>,
     pub validator: brume_sandbox::Sandbox,
     pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
@@ -203,13 +201,6 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Every task the broker starts (shutdown waits for them all).
     pub tasks: TaskTracker,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct KeyCache {
-    /// Key hash to the key's account: its bound address, else its name.
-    pub hashes: std::collections::HashMap<[u8; 32], String>,
-    pub refreshed: Option<Instant>,
 }
 
 impl Shared {
@@ -290,11 +281,11 @@ impl Broker {
             ..brume_sandbox::SandboxConfig::default()
         })
         .map_err(|e| BrokerError::Sandbox(e.to_string()))?;
-        let registry = registry::Registry::open(store.clone()).await?;
+        let registry = registry::Registry::open(Box::new(store.clone())).await?;
         let standings = standings::Standings::open(Arc::new(store.clone())).await?;
         let jobs = jobs::Jobs::new(Arc::new(store.clone()), config.finished_job_retention);
         let reputation = standings.reputations().await?;
-        let hashes = store.read(store::keys::all_hashes).await?;
+        let keys = keys::Keys::open(Box::new(store.clone())).await?;
         let (ledger, ledger_rows) = open_ledger(&config).await?;
         let (chain, settlement) = open_chain(&config, &ledger, &identity).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -326,16 +317,10 @@ impl Broker {
             settlement,
             replicas: Default::default(),
             standings,
-            seen_signatures: Default::default(),
-            store,
             jobs,
             registry,
             ledger,
-            keys: parking_lot::RwLock::new(KeyCache {
-                hashes: hashes.into_iter().collect(),
-                refreshed: Some(Instant::now()),
-            }),
-            blob_tokens: Default::default(),
+            keys,
             validator,
             metrics,
             started: Instant::now(),
@@ -402,7 +387,7 @@ async fn open_chain(
     let dir = config.data_dir.join("settle");
     let (store, on_chain, payout) = (
         ledger.store().clone(),
-        chain.chain.clone(),
+        chain.chain().clone(),
         Arc::new(identity.clone()),
     );
     let settle_config = config.settlement.clone();
@@ -468,29 +453,11 @@ impl RunningBroker {
         name: &str,
         account: Option<brume_chain::Address>,
     ) -> Result<String, BrokerError> {
-        let name = name.to_string();
-        let account = account.map(|a| a.to_string());
-        let key_name = account.clone().unwrap_or_else(|| name.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.shared
-            .store
-            .write(move |t| {
-                let token =
-                    store::keys::create(t, &name, account.as_deref()).map_err(|e| match e {
-                        StoreError::Sql(e) => e,
-                        other => rusqlite::Error::InvalidParameterName(other.to_string()),
-                    })?;
-                let _ = tx.send(token);
-                Ok(())
-            })
-            .await?;
-        let token = rx.await.map_err(|_| StoreError::Closed)?;
-        self.shared
+        Ok(self
+            .shared
             .keys
-            .write()
-            .hashes
-            .insert(store::keys::hash(&token), key_name);
-        Ok(token)
+            .create(name, account.map(|a| a.to_string()))
+            .await?)
     }
 
     /// Begins a graceful stop: providers are told, the listener closes,
@@ -509,7 +476,7 @@ impl RunningBroker {
         self.shared.ledger.close_queue();
         let _ = self.batcher.await;
         self.shared.standings.save_reputations(&self.shared).await;
-        self.shared.store.flush().await?;
+        self.shared.jobs.flush().await?;
         self.shared.ledger.settled().await;
         r
     }
@@ -521,7 +488,7 @@ impl RunningBroker {
 
     /// The chain, as settlement sees it.
     pub fn chain(&self) -> Arc<dyn brume_chain::Chain> {
-        self.shared.chain.chain.clone()
+        self.shared.chain.chain().clone()
     }
 
     /// The payout account: the broker's address.
@@ -540,7 +507,7 @@ impl RunningBroker {
     pub async fn settlement_audit(
         &self,
     ) -> Result<brume_settle::SettleAudit, brume_settle::SettleError> {
-        self.shared.settlement.settler.audit().await
+        self.shared.settlement.settler().audit().await
     }
 
     /// Runs settlement now (resuming an interrupted run first).

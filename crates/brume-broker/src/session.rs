@@ -49,7 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
     shared.with_sched(|s, after| {
         s.remove_provider(id, &why, after);
     });
-    shared.blob_tokens.write().remove(&blob_token);
+    shared.registry.revoke_downloads(&blob_token);
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
@@ -151,7 +151,7 @@ async fn register(
     let mut token = [0u8; 24];
     rand::rng().fill_bytes(&mut token);
     let blob_token = hex::encode(token);
-    shared.blob_tokens.write().insert(blob_token.clone());
+    shared.registry.allow_downloads(blob_token.clone());
     let heartbeat = shared.config.heartbeat;
     let caps = hello.capabilities;
     let welcome = ToProvider::Welcome(Welcome {

@@ -43,11 +43,16 @@ impl Default for SettlementConfig {
 /// The settler and what `/v1/status` shows of it.
 #[derive(Debug)]
 pub(crate) struct Settlement {
-    pub settler: Settler,
+    settler: Settler,
     health: parking_lot::Mutex<SettlementHealth>,
 }
 
 impl Settlement {
+    /// The settler (its journal, audit and reports).
+    pub(crate) fn settler(&self) -> &Settler {
+        &self.settler
+    }
+
     /// Opens `data/settle` (blocking: call it off the runtime).
     pub(crate) fn open(
         dir: &std::path::Path,

@@ -320,15 +320,33 @@ pub(crate) fn start(
         billing,
         queue_timeout,
     });
-    shared.replicas.lock().insert(group.job_id, group.clone());
+    shared.replicas.insert(group.clone());
     for _ in 0..n {
         let _ = group.add_replica(shared);
     }
 }
 
+/// The replicated jobs in progress, by job id.
+#[derive(Debug, Default)]
+pub(crate) struct Replicas(parking_lot::Mutex<HashMap<WorkId, Arc<ReplicaGroup>>>);
+
+impl Replicas {
+    fn insert(&self, group: Arc<ReplicaGroup>) {
+        self.0.lock().insert(group.job_id, group);
+    }
+
+    fn get(&self, job: WorkId) -> Option<Arc<ReplicaGroup>> {
+        self.0.lock().get(&job).cloned()
+    }
+
+    fn remove(&self, job: WorkId) {
+        self.0.lock().remove(&job);
+    }
+}
+
 /// Cancels a replicated job's replicas; false if it is not one (or over).
 pub(crate) async fn cancel(shared: &Arc<Shared>, job: WorkId) -> bool {
-    let Some(group) = shared.replicas.lock().get(&job).cloned() else {
+    let Some(group) = shared.replicas.get(job) else {
         return false;
     };
     let children = {
@@ -580,7 +598,7 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         receipt,
         verification: Some(verification),
     });
-    shared.replicas.lock().remove(&group.job_id);
+    shared.replicas.remove(group.job_id);
 }
 
 /// Counts each checked result: agreeing ones extend their provider's run
@@ -641,7 +659,7 @@ async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatProof) {
         return;
     };
     let payout = shared.identity.address();
-    let chain = &shared.chain.chain;
+    let chain = &shared.chain.chain();
     let stake = match (
         chain.allowance(provider, payout).await,
         chain.balance_of(provider).await,
@@ -672,7 +690,7 @@ pub(crate) async fn slash(
         .parse()
         .unwrap_or_else(|_| shared.identity.address());
     crate::chain::slash(
-        shared.chain.chain.as_ref(),
+        shared.chain.chain().as_ref(),
         &shared.identity,
         provider,
         to,

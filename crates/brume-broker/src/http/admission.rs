@@ -67,7 +67,7 @@ pub(super) async fn reserve(
     let payout = shared.identity.address();
     let allowance = shared
         .chain
-        .chain
+        .chain()
         .allowance(address, payout)
         .await
         .map_err(super::chain::chain_fail)?;

@@ -2,7 +2,6 @@
 //! (`Brume-Signature`: timestamp, body hash, EIP-191 signature, replay cache).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
@@ -14,7 +13,6 @@ use brume_api::signed::{self, SignatureHeader};
 
 use super::{Fail, Res, Sh};
 use crate::Shared;
-use crate::store::keys;
 
 /// A requester with a valid API key or a valid signature, and its account
 /// (the ledger's requester, and a service's developer): the key's bound
@@ -28,11 +26,6 @@ pub(crate) struct Auth {
 /// extension set by [`verify_signed`]).
 #[derive(Debug, Clone)]
 pub(super) struct Signer(String);
-
-/// Signed requests seen within the skew window: (timestamp, sha256 of the
-/// signature). A signature covers its timestamp, so a replay has both.
-#[derive(Debug, Default)]
-pub(crate) struct SeenSignatures(std::collections::BTreeSet<(u64, [u8; 32])>);
 
 /// Checks a `Brume-Signature` request (see `brume_api::signed`): the
 /// timestamp, the body's hash, the EIP-191 signature and replays. On
@@ -96,19 +89,16 @@ pub(super) async fn check_signed(
     let message = signed::message(parts.method.as_str(), target, h.timestamp_ms, &digest);
     let signer = brume_identity::verify(message.as_bytes(), &h.signature, &h.address)
         .map_err(|e| Fail::new(ErrorCode::BadSignature, format!("request signature: {e}")))?;
+    let oldest = now.saturating_sub(signed::MAX_SKEW_MS);
+    let signature_hash = Sha256::digest(h.signature).into();
+    if !shared
+        .keys
+        .first_use(h.timestamp_ms, signature_hash, oldest)
     {
-        let mut seen = shared.seen_signatures.lock();
-        let oldest = now.saturating_sub(signed::MAX_SKEW_MS);
-        seen.0 = seen.0.split_off(&(oldest, [0; 32]));
-        if !seen
-            .0
-            .insert((h.timestamp_ms, Sha256::digest(h.signature).into()))
-        {
-            return Err(Fail::new(
-                ErrorCode::ReplayedSignature,
-                "this signature was already used: sign each request afresh",
-            ));
-        }
+        return Err(Fail::new(
+            ErrorCode::ReplayedSignature,
+            "this signature was already used: sign each request afresh",
+        ));
     }
     parts.extensions.insert(Signer(signer.to_string()));
     Ok(Request::from_parts(parts, Body::from(bytes)))
@@ -167,25 +157,8 @@ impl FromRequestParts<Arc<Shared>> for Auth {
 }
 
 pub(super) async fn check_key(shared: &Arc<Shared>, token: &str) -> Result<Auth, Fail> {
-    let hash = keys::hash(token);
-    let refresh = {
-        let cache = shared.keys.read();
-        if let Some(name) = cache.hashes.get(&hash) {
-            return Ok(Auth { name: name.clone() });
-        }
-        // Keys minted by `brume broker keys create` while we run: look in
-        // the database, at most once a second.
-        cache
-            .refreshed
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
-    };
-    if refresh {
-        shared.keys.write().refreshed = Some(Instant::now());
-        let found = shared.store.read(move |c| keys::name_of(c, &hash)).await?;
-        if let Some(name) = found {
-            shared.keys.write().hashes.insert(hash, name.clone());
-            return Ok(Auth { name });
-        }
+    match shared.keys.account(token).await? {
+        Some(name) => Ok(Auth { name }),
+        None => Err(Fail::new(ErrorCode::Forbidden, "the API key is not valid")),
     }
-    Err(Fail::new(ErrorCode::Forbidden, "the API key is not valid"))
 }

@@ -107,13 +107,13 @@ fn transfer(t: &Transfer) -> TransferInfo {
 }
 
 fn kind(shared: &Shared) -> &'static str {
-    match shared.chain.kind {
+    match shared.chain.kind() {
         crate::chain::ChainKind::Dev => "dev",
     }
 }
 
 async fn info(State(shared): Sh) -> Res<axum::Json<ChainInfo>> {
-    let chain = &shared.chain.chain;
+    let chain = &shared.chain.chain();
     let head_block = chain.block_number().await.map_err(chain_fail)?;
     let total_supply = chain.total_supply().await.map_err(chain_fail)?;
     Ok(axum::Json(ChainInfo {
@@ -143,8 +143,7 @@ async fn block(State(shared): Sh, Path(n): Path<String>) -> Res<axum::Json<serde
         .map_err(|_| bad("block", format!("{n:?} is not a block number")))?;
     let dev = shared
         .chain
-        .dev
-        .as_ref()
+        .dev()
         .ok_or_else(|| no_blocks(&shared))?;
     let header = dev
         .blocks(n, 1)
@@ -173,8 +172,7 @@ async fn tx(State(shared): Sh, Path(hash): Path<String>) -> Res<axum::Json<serde
         .map_err(|_| bad("hash", format!("{hash:?} is not 0x + 64 hex digits")))?;
     let dev = shared
         .chain
-        .dev
-        .as_ref()
+        .dev()
         .ok_or_else(|| no_blocks(&shared))?;
     let stored = dev
         .tx(h)
@@ -188,7 +186,7 @@ async fn tx(State(shared): Sh, Path(hash): Path<String>) -> Res<axum::Json<serde
 
 async fn account(State(shared): Sh, Path(a): Path<String>) -> Res<axum::Json<AccountInfo>> {
     let owner = address(&a)?;
-    let chain = &shared.chain.chain;
+    let chain = &shared.chain.chain();
     let payout = shared.identity.address();
     let balance = chain.balance_of(owner).await.map_err(chain_fail)?;
     let nonce = chain.nonce(owner).await.map_err(chain_fail)?;
@@ -222,7 +220,7 @@ async fn transfers(
     query: Result<Query<TransfersQuery>, QueryRejection>,
 ) -> Res<axum::Json<TransferList>> {
     let Query(q) = query.map_err(|e| bad("query", e.body_text()))?;
-    let chain = &shared.chain.chain;
+    let chain = &shared.chain.chain();
     match (q.anchor.as_deref(), q.account.as_deref()) {
         (Some(anchor), None) => {
             let anchor: B256 = anchor
@@ -314,7 +312,7 @@ async fn submit(
     let signed = parse_tx(&body)?;
     let result = shared
         .chain
-        .chain
+        .chain()
         .submit(vec![signed])
         .await
         .map_err(chain_fail)?
@@ -362,7 +360,7 @@ async fn faucet(
         .map_err(|_| bad("amount", "a whole number of base units"))?;
     let r = shared
         .chain
-        .chain
+        .chain()
         .faucet(to, amount)
         .await
         .map_err(chain_fail)?;

@@ -13,7 +13,6 @@ mod provider;
 mod services;
 mod status;
 
-pub(crate) use auth::SeenSignatures;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -127,7 +127,7 @@ pub(super) async fn publish(
             .as_ref()
             .map(|(_, sig)| format!("0x{}", hex::encode(sig))),
     };
-    shared.store.put_blob(digest.clone(), stored).await?;
+    shared.registry.put_module(digest.clone(), stored).await?;
     // A signed module's developer (the royalty payee) is its signer.
     let (developer, signature) = match signed {
         Some((signer, signature)) => (signer, Some(signature)),
@@ -239,7 +239,7 @@ pub(super) async fn get_blob(
                 "an API key or provider token is required",
             ));
         }
-        Some(t) if shared.blob_tokens.read().contains(t) => {}
+        Some(t) if shared.registry.may_download(t) => {}
         Some(t) => {
             check_key(&shared, t).await?;
         }
@@ -247,7 +247,7 @@ pub(super) async fn get_blob(
     let digest = brume_api::parse_digest(&digest)
         .map(hex::encode)
         .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
-    match shared.store.get_blob(&digest).await? {
+    match shared.registry.module(digest.clone()).await? {
         Some(bytes) => Ok((
             [(axum::http::header::CONTENT_TYPE, "application/wasm")],
             bytes,

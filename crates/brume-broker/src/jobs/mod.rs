@@ -175,6 +175,11 @@ impl Jobs {
     pub async fn stored_events(&self, id: WorkId) -> Result<Vec<JobEvent>, StoreError> {
         self.store.events(id).await
     }
+
+    /// Waits until every change recorded so far is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush().await
+    }
 }
 
 #[derive(Debug)]
