@@ -87,15 +87,18 @@ impl ServiceKind {
     }
 }
 
+/// A service kind that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown service kind {0:?} (expected command or http)")]
+pub struct UnknownServiceKind(pub String);
+
 impl std::str::FromStr for ServiceKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownServiceKind;
+    fn from_str(s: &str) -> Result<Self, UnknownServiceKind> {
         match s {
             "command" => Ok(ServiceKind::Command),
             "http" => Ok(ServiceKind::Http),
-            other => Err(format!(
-                "unknown service kind {other:?} (expected command or http)"
-            )),
+            other => Err(UnknownServiceKind(other.to_string())),
         }
     }
 }

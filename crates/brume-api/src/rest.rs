@@ -371,13 +371,18 @@ impl JobState {
     }
 }
 
+/// A job state that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job state {0:?} (queued, assigned, running, succeeded, failed, cancelled)")]
+pub struct UnknownJobState(pub String);
+
 impl std::str::FromStr for JobState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownJobState;
+    fn from_str(s: &str) -> Result<Self, UnknownJobState> {
         JobState::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown job state {s:?} (queued, assigned, running, succeeded, failed, cancelled)"))
+            .ok_or_else(|| UnknownJobState(s.to_string()))
     }
 }
 

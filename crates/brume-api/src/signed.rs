@@ -73,53 +73,70 @@ impl SignatureHeader {
 
     /// Parses a header value; `None` if it is not the `Brume-Signature`
     /// scheme at all, `Some(Err)` if it is but malformed.
-    pub fn parse(value: &str) -> Option<Result<SignatureHeader, String>> {
+    pub fn parse(value: &str) -> Option<Result<SignatureHeader, HeaderError>> {
         let rest = value.strip_prefix(SCHEME)?.strip_prefix(' ')?;
         Some(parse_params(rest))
     }
 }
 
-fn parse_params(rest: &str) -> Result<SignatureHeader, String> {
+/// Why a `Brume-Signature` header is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    #[error("timestamp {0:?} is not unix milliseconds")]
+    Timestamp(String),
+    #[error("signature: expected 0x + 130 hex digits")]
+    Signature,
+    #[error("address {0:?}: expected 0x + 40 hex digits")]
+    Address(String),
+    #[error("unknown parameter {0:?}")]
+    Unknown(String),
+    #[error("{0}: missing")]
+    Missing(&'static str),
+}
+
+fn parse_params(rest: &str) -> Result<SignatureHeader, HeaderError> {
     let (mut address, mut timestamp, mut signature) = (None, None, None);
     for part in rest.split(',') {
         let (k, v) = part
             .trim()
             .split_once('=')
-            .ok_or_else(|| format!("{part:?} is not key=value"))?;
+            .ok_or_else(|| HeaderError::NotKeyValue(part.to_string()))?;
         match k {
             "address" => address = Some(v.to_string()),
             "timestamp" => {
                 timestamp = Some(
                     v.parse::<u64>()
-                        .map_err(|_| format!("timestamp {v:?} is not unix milliseconds"))?,
+                        .map_err(|_| HeaderError::Timestamp(v.to_string()))?,
                 )
             }
             "signature" => {
                 let hex = v.strip_prefix("0x").unwrap_or(v);
                 if hex.len() != 130 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-                    return Err("signature: expected 0x + 130 hex digits".into());
+                    return Err(HeaderError::Signature);
                 }
                 let mut sig = [0u8; 65];
                 for (i, b) in sig.iter_mut().enumerate() {
                     *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                        .map_err(|_| "signature: not hex".to_string())?;
+                        .map_err(|_| HeaderError::Signature)?;
                 }
                 signature = Some(sig);
             }
-            other => return Err(format!("unknown parameter {other:?}")),
+            other => return Err(HeaderError::Unknown(other.to_string())),
         }
     }
-    let address = address.ok_or("address: missing")?;
+    let address = address.ok_or(HeaderError::Missing("address"))?;
     if address.len() != 42
         || !address.starts_with("0x")
         || !address[2..].bytes().all(|c| c.is_ascii_hexdigit())
     {
-        return Err(format!("address {address:?}: expected 0x + 40 hex digits"));
+        return Err(HeaderError::Address(address));
     }
     Ok(SignatureHeader {
         address,
-        timestamp_ms: timestamp.ok_or("timestamp: missing")?,
-        signature: signature.ok_or("signature: missing")?,
+        timestamp_ms: timestamp.ok_or(HeaderError::Missing("timestamp"))?,
+        signature: signature.ok_or(HeaderError::Missing("signature"))?,
     })
 }
 

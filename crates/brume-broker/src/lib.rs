@@ -153,7 +153,7 @@ pub enum BrokerError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("settlement: {0}")]
-    Settlement(String),
+    Settlement(#[from] brume_settle::SettleError),
     #[error("identity: {0}")]
     Identity(#[from] brume_identity::IdentityError),
     #[error("listen on {addr}: {source}")]
@@ -163,7 +163,9 @@ pub enum BrokerError {
         source: std::io::Error,
     },
     #[error("sandbox: {0}")]
-    Sandbox(String),
+    Sandbox(#[source] brume_sandbox::ExecError),
+    #[error("a start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
     #[error("server: {0}")]
     Serve(std::io::Error),
     #[error("ledger: {0}")]
@@ -280,7 +282,7 @@ impl Broker {
             max_concurrent_instances: 1,
             ..brume_sandbox::SandboxConfig::default()
         })
-        .map_err(|e| BrokerError::Sandbox(e.to_string()))?;
+        .map_err(BrokerError::Sandbox)?;
         let registry = registry::Registry::open(Box::new(store.clone())).await?;
         let standings = standings::Standings::open(Arc::new(store.clone())).await?;
         let jobs = jobs::Jobs::new(Arc::new(store.clone()), config.finished_job_retention);
@@ -368,8 +370,7 @@ async fn open_ledger(
     let ledger_config = config.ledger.clone();
     let (mut ledger, rows) =
         tokio::task::spawn_blocking(move || ledger::Ledger::open(&dir, &ledger_config, operator))
-            .await
-            .map_err(|e| BrokerError::Ledger(ledger::BillError::Open(e.to_string())))??;
+            .await??;
     ledger.load_escrow().await?;
     Ok((ledger, rows))
 }
@@ -382,8 +383,7 @@ async fn open_chain(
 ) -> Result<(chain::ChainHandle, settlement::Settlement), BrokerError> {
     let (dir, chain_config) = (config.data_dir.join("chain"), config.chain.clone());
     let chain = tokio::task::spawn_blocking(move || chain::ChainHandle::open(&dir, &chain_config))
-        .await
-        .map_err(|e| BrokerError::Chain(brume_chain::ChainError::Other(e.to_string())))??;
+        .await??;
     let dir = config.data_dir.join("settle");
     let (store, on_chain, payout) = (
         ledger.store().clone(),
@@ -394,9 +394,7 @@ async fn open_chain(
     let settlement = tokio::task::spawn_blocking(move || {
         settlement::Settlement::open(&dir, store, on_chain, payout, &settle_config)
     })
-    .await
-    .map_err(|e| BrokerError::Settlement(e.to_string()))?
-    .map_err(|e| BrokerError::Settlement(e.to_string()))?;
+    .await??;
     Ok((chain, settlement))
 }
 

@@ -245,7 +245,8 @@ async fn serve(
                     last_seen = Instant::now();
                     match FromProvider::decode(&b) {
                         Ok((channel, m)) => {
-                            if let Err(why) = handle(shared, id, address, channel, m, tx) {
+                            if let Err(v) = handle(shared, id, address, channel, m, tx) {
+                                let why = v.to_string();
                                 let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
                                 break why;
                             }
@@ -287,6 +288,13 @@ async fn serve(
     }
 }
 
+/// A frame that breaks the protocol: it ends the session.
+#[derive(Debug, thiserror::Error)]
+enum Violation {
+    #[error("Hello after the handshake")]
+    HelloAgain,
+}
+
 /// Handles one frame. An `Err` ends the session with that reason.
 fn handle(
     shared: &Shared,
@@ -295,13 +303,13 @@ fn handle(
     channel: u32,
     msg: FromProvider,
     tx: &mpsc::UnboundedSender<Message>,
-) -> Result<(), String> {
+) -> Result<(), Violation> {
     match msg {
         FromProvider::Ping(n) => {
             let _ = tx.send(Message::Binary(ToProvider::Pong(n).encode(CONTROL)));
         }
         FromProvider::Pong(_) => {}
-        FromProvider::Hello(_) => return Err("Hello after the handshake".into()),
+        FromProvider::Hello(_) => return Err(Violation::HelloAgain),
         FromProvider::Cached(digests) => shared.with_sched(|s, _| s.add_cached(id, digests)),
         FromProvider::Draining => {
             tracing::info!(session = id, "provider is draining");

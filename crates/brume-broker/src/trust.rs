@@ -103,17 +103,28 @@ impl AttestationVerifier for TestAuthority {
     }
 }
 
+/// Why a list of tiers is not a tier set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TierError {
+    #[error("tier {0} does not exist (1 to 4)")]
+    Unknown(u8),
+    #[error("{0:?} is not a tier")]
+    NotATier(String),
+    #[error("no tier allowed")]
+    Empty,
+}
+
 /// A tier set from a list of tiers (1–4); `Err` names a bad one.
-pub fn tier_set(tiers: &[u8]) -> Result<u8, String> {
+pub fn tier_set(tiers: &[u8]) -> Result<u8, TierError> {
     let mut set = 0u8;
     for &t in tiers {
         if !(1..=4).contains(&t) {
-            return Err(format!("tier {t} does not exist (1 to 4)"));
+            return Err(TierError::Unknown(t));
         }
         set |= 1 << t;
     }
     if set == 0 {
-        return Err("no tier allowed".into());
+        return Err(TierError::Empty);
     }
     Ok(set)
 }

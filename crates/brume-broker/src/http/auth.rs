@@ -48,7 +48,7 @@ pub(super) async fn verify_signed(State(shared): Sh, req: Request, next: Next) -
 
 pub(super) async fn check_signed(
     shared: &Shared,
-    header: Result<SignatureHeader, String>,
+    header: Result<SignatureHeader, signed::HeaderError>,
     req: Request,
 ) -> Res<Request> {
     use sha2::{Digest as _, Sha256};

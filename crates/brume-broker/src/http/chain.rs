@@ -75,11 +75,8 @@ fn address(s: &str) -> Res<Address> {
 }
 
 fn hex_bytes(what: &str, s: &str) -> Res<Vec<u8>> {
-    alloy_hex(s.trim().strip_prefix("0x").unwrap_or(s.trim())).map_err(|e| bad(what, e))
-}
-
-fn alloy_hex(s: &str) -> Result<Vec<u8>, String> {
-    hex::decode(s).map_err(|e| format!("not hex: {e}"))
+    hex::decode(s.trim().strip_prefix("0x").unwrap_or(s.trim()))
+        .map_err(|e| bad(what, format!("not hex: {e}")))
 }
 
 fn receipt(r: Receipt) -> TxReceipt {

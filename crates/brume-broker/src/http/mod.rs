@@ -167,13 +167,13 @@ async fn track(State(shared): Sh, req: Request, next: Next) -> Response {
 const TIERS_HEADER: &str = "x-brume-tiers";
 
 /// `1,2,…` as a tier set.
-fn parse_tiers(v: &str) -> Result<u8, String> {
+fn parse_tiers(v: &str) -> Result<u8, crate::trust::TierError> {
     let tiers = v
         .split(',')
         .map(|t| {
             t.trim()
                 .parse::<u8>()
-                .map_err(|_| format!("{t:?} is not a tier"))
+                .map_err(|_| crate::trust::TierError::NotATier(t.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     crate::trust::tier_set(&tiers)

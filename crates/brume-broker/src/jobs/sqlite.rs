@@ -124,7 +124,7 @@ fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JobInfo, StoredJob)
     let error: Option<String> = r.get(5)?;
     let info = JobInfo {
         id: id.parse().map_err(|e: uuid::Error| bad(0, e.to_string()))?,
-        state: state.parse().map_err(|e: String| bad(2, e))?,
+        state: state.parse().map_err(|e: brume_api::rest::UnknownJobState| bad(2, e.to_string()))?,
         service: stored.service.clone(),
         digest: stored.digest.clone(),
         attempts: r.get(3)?,
