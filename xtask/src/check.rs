@@ -6,6 +6,8 @@
 //! 2. `ARCHITECTURE.md` names every workspace member by its path.
 //! 3. The top-level modules of each crate of [`ACYCLIC_CRATES`] do not
 //!    import each other in a cycle (see [`crate::modgraph`]).
+//! 4. In the same crates, no source file is over [`MAX_FILE_LINES`] lines
+//!    and no function over [`MAX_FN_LINES`] (see [`sizes`]).
 
 use std::path::Path;
 
@@ -21,13 +23,22 @@ pub const CRATE_ROOT: &str = "src/lib.rs";
 /// The document that must name every workspace member.
 pub const ARCHITECTURE_MD: &str = "ARCHITECTURE.md";
 
+/// The most lines a source file of [`ACYCLIC_CRATES`] may have.
+pub const MAX_FILE_LINES: usize = 850;
+
+/// The most lines a function of [`ACYCLIC_CRATES`] may have, from its
+/// `fn` line to its closing brace ("about 80": a long table or match
+/// aside, a longer function is doing several things).
+pub const MAX_FN_LINES: usize = 90;
+
 /// Runs every check, printing each one's outcome; fails if any failed.
 pub fn all() -> Result {
     let root = root();
-    let checks: [(&str, Result); 3] = [
+    let checks: [(&str, Result); 4] = [
         ("generated docs", generated_docs(&root)),
         ("members in ARCHITECTURE.md", members_documented(&root)),
         ("no module import cycles", no_module_cycles(&root)),
+        ("file and function sizes", sizes(&root)),
     ];
     let mut failed = Vec::new();
     for (name, result) in checks {
@@ -157,9 +168,128 @@ fn no_module_cycles(root: &Path) -> Result {
     }
 }
 
+/// Check 4: file and function sizes in [`ACYCLIC_CRATES`].
+fn sizes(root: &Path) -> Result {
+    let mut report = Vec::new();
+    for krate in ACYCLIC_CRATES {
+        let mut files = Vec::new();
+        rust_files(&root.join(krate).join("src"), &mut files)?;
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("  read {}: {e}", path.display()))?;
+            let shown = path.strip_prefix(root).unwrap_or(&path).display();
+            let lines = text.lines().count();
+            if lines > MAX_FILE_LINES {
+                report.push(format!(
+                    "  {shown}: {lines} lines (at most {MAX_FILE_LINES})"
+                ));
+            }
+            for (name, line, len) in long_functions(&text, MAX_FN_LINES) {
+                report.push(format!(
+                    "  {shown}:{line}: fn {name} is {len} lines (at most {MAX_FN_LINES})"
+                ));
+            }
+        }
+    }
+    if report.is_empty() {
+        Ok(())
+    } else {
+        Err(report.join("\n"))
+    }
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("  read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("  read {}: {e}", dir.display()))?
+            .path();
+        if path.is_dir() {
+            rust_files(&path, out)?;
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The functions longer than `max` lines in rustfmt-formatted source, as
+/// (name, first line, length): a function runs from its `fn` line to the
+/// first `}` line at the same indentation.
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let Some(name) = fn_name(line.trim_start()) else {
+            i += 1;
+            continue;
+        };
+        // The signature ends at the line that opens the body (or at `;`:
+        // a declaration without one).
+        let Some(open) = (i..lines.len()).find(|&j| {
+            let l = lines[j].trim_end();
+            l.ends_with('{') || l.ends_with(';')
+        }) else {
+            break;
+        };
+        if lines[open].trim_end().ends_with(';') {
+            i = open + 1;
+            continue;
+        }
+        let close_line = format!("{indent}}}");
+        let end = (open + 1..lines.len())
+            .find(|&j| lines[j] == close_line)
+            .unwrap_or(lines.len() - 1);
+        let len = end - i + 1;
+        if len > max {
+            out.push((name.to_string(), i + 1, len));
+        }
+        i = end + 1;
+    }
+    out
+}
+
+/// The name of the function a trimmed line declares, if it declares one.
+fn fn_name(line: &str) -> Option<&str> {
+    let mut rest = line;
+    for prefix in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
+        rest = rest.strip_prefix(prefix).unwrap_or(rest);
+    }
+    let rest = rest.strip_prefix("async ").unwrap_or(rest);
+    let rest = rest.strip_prefix("fn ")?;
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_functions_are_found_by_their_braces() {
+        let short = "fn a() {\n    x();\n}\n";
+        assert!(long_functions(short, 3).is_empty());
+        let long =
+            "impl X {\n    pub async fn b(\n        y: u8,\n    ) -> u8 {\n        y\n    }\n}\n";
+        assert_eq!(long_functions(long, 3), [("b".to_string(), 2, 5)]);
+        let decl = "trait T {\n    fn c(&self) -> u8;\n}\nfn d() {\n}\n";
+        assert!(long_functions(decl, 2).is_empty());
+        assert_eq!(long_functions(decl, 1), [("d".to_string(), 4, 2)]);
+    }
 
     #[test]
     fn members_come_from_the_workspace_table() {

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use brume_api::rest::{Capacity, Queues, Status};
 use brume_api::Limits;
+use brume_api::rest::{Capacity, Queues, Status};
 use brume_identity::Identity;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -129,7 +129,10 @@ impl Standings {
         let Ok(a) = address.parse::<Address>() else {
             return false;
         };
-        matches!(self.store.standing(a).await, Ok(Some((Standing::Approved, _))))
+        matches!(
+            self.store.standing(a).await,
+            Ok(Some((Standing::Approved, _)))
+        )
     }
 
     /// Re-reads the refused addresses and adds the operator's bans to
@@ -205,13 +208,56 @@ fn close_refused(shared: &Arc<Shared>, refused: Vec<Refused>) {
             let status = r.standing.as_str();
             tracing::info!(provider = %r.address, status, reason = %r.reason, "closing the session of a refused provider");
             let address = r.address.to_string();
-            crate::verify::kick(
+            kick(
                 shared,
                 &address,
                 &close_reason(&format!("{address} is {status}: {}", r.reason)),
             );
         }
     }
+}
+
+/// Bans `address`: recorded durably, its session (if any) closed, and its
+/// reconnects refused.
+pub(crate) async fn ban(shared: &Arc<Shared>, address: &str, reason: &str, proof: Option<&[u8]>) {
+    match address.parse::<brume_chain::Address>() {
+        Ok(a) => {
+            let ban = Ban {
+                address: a,
+                reason: reason.to_string(),
+                proof: proof.map(<[u8]>::to_vec),
+                at_ms: crate::now_ms(),
+            };
+            if let Err(e) = shared.standings.ban(ban).await {
+                tracing::error!("record a ban: {e}");
+            }
+        }
+        Err(e) => tracing::error!(provider = %address, "ban: not an address: {e}"),
+    }
+    kick(shared, address, reason);
+}
+
+/// Closes the session of `address`, if it has one.
+pub(crate) fn kick(shared: &Arc<Shared>, address: &str, reason: &str) {
+    shared.lifecycle.with_sched(|s, after| {
+        let ids: Vec<u64> = s
+            .providers
+            .iter()
+            .filter(|(_, p)| p.address.eq_ignore_ascii_case(address))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(p) = s.providers.get(&id) {
+                let _ = p.tx.send(axum::extract::ws::Message::Close(Some(
+                    axum::extract::ws::CloseFrame {
+                        code: brume_api::wire::close::BANNED,
+                        reason: reason.to_string().into(),
+                    },
+                )));
+            }
+            s.remove_provider(id, reason, after);
+        }
+    });
 }
 
 /// Parses a stored (lowercase) address; a row that does not parse is

@@ -31,7 +31,7 @@ use std::sync::{Arc, Weak};
 
 use brume_api::receipt::{CheatProof, SignedReceipt};
 use brume_api::rest::{ReplicaResult, Verification, VerifyPolicy};
-use brume_api::wire::{self, Outcome};
+use brume_api::wire::Outcome;
 use brume_api::{ApiError, ErrorCode, WorkId};
 use sha2::{Digest as _, Sha256};
 
@@ -654,7 +654,7 @@ async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatProof) {
     let body = serde_json::to_vec(proof).unwrap_or_default();
     let digest: [u8; 32] = Sha256::digest(&body).into();
     tracing::warn!(provider = %address, proof = %hex::encode(digest), "proven cheat: banning and slashing");
-    ban(shared, address, "proven cheat (replication)", Some(&body)).await;
+    crate::standings::ban(shared, address, "proven cheat (replication)", Some(&body)).await;
     let Ok(provider) = address.parse::<brume_chain::Address>() else {
         return;
     };
@@ -698,47 +698,4 @@ pub(crate) async fn slash(
         evidence,
     )
     .await
-}
-
-/// Bans `address`: recorded durably, its session (if any) closed, and its
-/// reconnects refused.
-pub(crate) async fn ban(shared: &Arc<Shared>, address: &str, reason: &str, proof: Option<&[u8]>) {
-    match address.parse::<brume_chain::Address>() {
-        Ok(a) => {
-            let ban = crate::standings::Ban {
-                address: a,
-                reason: reason.to_string(),
-                proof: proof.map(<[u8]>::to_vec),
-                at_ms: crate::now_ms(),
-            };
-            if let Err(e) = shared.standings.ban(ban).await {
-                tracing::error!("record a ban: {e}");
-            }
-        }
-        Err(e) => tracing::error!(provider = %address, "ban: not an address: {e}"),
-    }
-    kick(shared, address, reason);
-}
-
-/// Closes the session of `address`, if it has one.
-pub(crate) fn kick(shared: &Arc<Shared>, address: &str, reason: &str) {
-    shared.lifecycle.with_sched(|s, after| {
-        let ids: Vec<u64> = s
-            .providers
-            .iter()
-            .filter(|(_, p)| p.address.eq_ignore_ascii_case(address))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some(p) = s.providers.get(&id) {
-                let _ = p.tx.send(axum::extract::ws::Message::Close(Some(
-                    axum::extract::ws::CloseFrame {
-                        code: wire::close::BANNED,
-                        reason: reason.to_string().into(),
-                    },
-                )));
-            }
-            s.remove_provider(id, reason, after);
-        }
-    });
 }

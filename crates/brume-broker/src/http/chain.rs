@@ -138,10 +138,7 @@ async fn block(State(shared): Sh, Path(n): Path<String>) -> Res<axum::Json<serde
     let n: u64 = n
         .parse()
         .map_err(|_| bad("block", format!("{n:?} is not a block number")))?;
-    let dev = shared
-        .chain
-        .dev()
-        .ok_or_else(|| no_blocks(&shared))?;
+    let dev = shared.chain.dev().ok_or_else(|| no_blocks(&shared))?;
     let header = dev
         .blocks(n, 1)
         .await
@@ -167,10 +164,7 @@ async fn tx(State(shared): Sh, Path(hash): Path<String>) -> Res<axum::Json<serde
     let h: B256 = hash
         .parse()
         .map_err(|_| bad("hash", format!("{hash:?} is not 0x + 64 hex digits")))?;
-    let dev = shared
-        .chain
-        .dev()
-        .ok_or_else(|| no_blocks(&shared))?;
+    let dev = shared.chain.dev().ok_or_else(|| no_blocks(&shared))?;
     let stored = dev
         .tx(h)
         .await

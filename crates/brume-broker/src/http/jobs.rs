@@ -34,7 +34,7 @@ pub(super) async fn submit_job(
         .limits
         .resolve(&c.default_limits, &c.max_limits)
         .map_err(Fail)?;
-    let (service_name, digest) = module(&shared, &spec)?;
+    let (service, digest) = module(&shared, &spec)?;
     let stdin = spec.stdin.clone().unwrap_or_default();
     if stdin.0.len() as u64 > limits.max_input_bytes {
         return Err(Fail::new(
@@ -53,26 +53,56 @@ pub(super) async fn submit_job(
         spec.price_cap_micros,
         &digest,
     )?;
-    let hold = reserve(
-        &shared,
-        &Billing {
-            requester: auth.name.clone(),
-            admission: Some(admission),
-            ..Billing::default()
-        },
-        &digest,
-    )
-    .await?;
+    let billing = Billing {
+        requester: auth.name.clone(),
+        admission: Some(admission),
+        ..Billing::default()
+    };
+    let hold = reserve(&shared, &billing, &digest).await?;
+    let resolved = Resolved {
+        developer: shared.registry.developer(service.as_deref(), &digest),
+        service,
+        digest,
+        limits,
+        stdin,
+        requester: auth.name,
+        end_user,
+        admission,
+    };
+    let stored = stored_job(&shared, &spec, resolved);
+    let entry = crate::jobs::submit(&shared, stored, spec.labels, hold).await?;
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", entry.id)) {
+        headers.insert(axum::http::header::LOCATION, v);
+    }
+    Ok((StatusCode::ACCEPTED, headers, axum::Json(entry.info())))
+}
+
+/// What the broker decided about a job spec before storing it.
+struct Resolved {
+    service: Option<String>,
+    digest: String,
+    developer: String,
+    limits: brume_api::Limits,
+    stdin: brume_api::rest::Output,
+    requester: String,
+    end_user: String,
+    admission: brume_ledger::deal::Admission,
+}
+
+/// The job as stored: the spec with the broker's defaults and decisions.
+fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
+    let c = &shared.config;
     // The job's own policy, else its account's default.
     let verify = spec
         .verify
         .clone()
-        .or_else(|| shared.config.trust.default_verify(&auth.name));
-    let mut argv = vec![service_name.clone().unwrap_or_else(|| "main.wasm".into())];
+        .or_else(|| c.trust.default_verify(&r.requester));
+    let mut argv = vec![r.service.clone().unwrap_or_else(|| "main.wasm".into())];
     argv.extend(spec.args.iter().cloned());
-    let stored = StoredJob {
-        service: service_name.clone(),
-        digest: digest.clone(),
+    StoredJob {
+        service: r.service,
+        digest: r.digest,
         kind: ServiceKind::Command,
         argv,
         env: spec
@@ -80,8 +110,8 @@ pub(super) async fn submit_job(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        stdin,
-        limits,
+        stdin: r.stdin,
+        limits: r.limits,
         // Verified work runs deterministically (replicas must agree).
         profile: match verify {
             Some(
@@ -98,23 +128,17 @@ pub(super) async fn submit_job(
             .unwrap_or(c.job_queue_timeout.as_millis() as u64),
         max_price: spec.max_price,
         labels: spec.labels.clone(),
-        developer: shared.registry.developer(service_name.as_deref(), &digest),
-        requester: auth.name,
-        end_user,
-        admission: Some(admission),
+        developer: r.developer,
+        requester: r.requester,
+        end_user: r.end_user,
+        admission: Some(r.admission),
         declared: Declared {
             runtime_ms: spec.expect.runtime_ms,
             memory_bytes: spec.expect.memory_bytes,
         },
         verify,
         tiers: spec.tiers.clone(),
-    };
-    let entry = crate::jobs::submit(&shared, stored, spec.labels, hold).await?;
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", entry.id)) {
-        headers.insert(axum::http::header::LOCATION, v);
     }
-    Ok((StatusCode::ACCEPTED, headers, axum::Json(entry.info())))
 }
 
 /// The job spec in the body, parsed (errors name the field) and validated.

@@ -13,7 +13,6 @@ mod provider;
 mod services;
 mod status;
 
-
 use std::sync::Arc;
 use std::time::Instant;
 

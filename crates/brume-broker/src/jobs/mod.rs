@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::Shared;
+use crate::StoreFuture;
 use crate::ledger::Billing;
 use crate::lifecycle::{Bill, Finished, Waiter};
-use crate::StoreFuture;
 use crate::store::StoreError;
 use crate::work::{Completion, WorkEvent};
 use crate::work::{Work, WorkSpec};
@@ -688,4 +688,3 @@ impl Waiter for JobEntry {
         self.complete_with(finished.completion);
     }
 }
-

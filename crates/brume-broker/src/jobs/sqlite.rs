@@ -124,7 +124,9 @@ fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JobInfo, StoredJob)
     let error: Option<String> = r.get(5)?;
     let info = JobInfo {
         id: id.parse().map_err(|e: uuid::Error| bad(0, e.to_string()))?,
-        state: state.parse().map_err(|e: brume_api::rest::UnknownJobState| bad(2, e.to_string()))?,
+        state: state
+            .parse()
+            .map_err(|e: brume_api::rest::UnknownJobState| bad(2, e.to_string()))?,
         service: stored.service.clone(),
         digest: stored.digest.clone(),
         attempts: r.get(3)?,
@@ -181,9 +183,7 @@ async fn list(
 }
 
 /// Jobs that were not final when the broker stopped, oldest first.
-async fn open_jobs(
-    store: &Store,
-) -> Result<Vec<(JobInfo, StoredJob, Vec<JobEvent>)>, StoreError> {
+async fn open_jobs(store: &Store) -> Result<Vec<(JobInfo, StoredJob, Vec<JobEvent>)>, StoreError> {
     store
         .read(|c| {
             let mut stmt = c.prepare(&format!(
@@ -216,10 +216,7 @@ async fn load_events(store: &Store, id: WorkId) -> Result<Vec<JobEvent>, StoreEr
     store.read(move |c| events_sync(c, id)).await
 }
 
-async fn load_result(
-    store: &Store,
-    id: WorkId,
-) -> Result<Option<JobResult>, StoreError> {
+async fn load_result(store: &Store, id: WorkId) -> Result<Option<JobResult>, StoreError> {
     store
         .read(move |c| {
             c.query_row(
