@@ -49,6 +49,7 @@
 //!
 //! [broker.chain]               # every key optional; these are the defaults
 //! kind = "dev"                 # the embedded dev chain, at DATA/chain/chain.db
+//! chain_id = 1651668333        # the dev chain's id ("brum"; fixed at its genesis)
 //! faucet = false               # POST /v1/chain/faucet mints (brume devnet: true)
 //! require_allowance = false    # refuse paid work to accounts that are not addresses
 //! default_reservation = "1000000000000000"   # base units uncapped work reserves
@@ -60,6 +61,7 @@
 //! [broker.trust]               # trust tiers (see crates/brume-broker/src/trust.rs)
 //! attestation_authority = "0x…"   # accepts `test` attestations it signed
 //! account_tiers = { acme = [1, 2] } # tiers an account's work may use by default
+//! account_verify = { acme = { kind = "adaptive" } }  # an account's default job verification
 //! [[broker.trust.orgs]]         # an organisation's accounts and private pool (tier 1)
 //! name = "acme"
 //! accounts = ["acme"]
@@ -77,6 +79,7 @@
 //! region = "eu-west"
 //! price_ask = 0
 //! allowed_services = ["echo", "thumbnails"]
+//! control = "127.0.0.1:0"      # the local control port (`brume provide status`)
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -103,7 +103,7 @@ struct RunArgs {
     org: Option<String>,
     /// A file of attestation evidence for the broker (trust tier 3): `KIND`
     /// on the first line, the evidence in hex on the second (`test`: the
-    /// broker's test authority's signature; see README).
+    /// broker's test authority's signature; see docs/verification.md).
     #[arg(long, value_name = "FILE")]
     attestation: Option<PathBuf>,
     /// Test mode: misbehave on purpose (wrong-output, wrong-fuel, stall,

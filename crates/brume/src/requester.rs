@@ -163,7 +163,7 @@ struct SignArgs {
     #[arg(long, value_name = "ADDRESS|NAME")]
     sign_with: Option<String>,
     /// The keyring directory (default: $BRUME_KEYS_DIR, else
-    /// ~/.local/share/brume/keys).
+    /// ~/.config/brume/keys).
     #[arg(
         long,
         env = "BRUME_KEYS_DIR",

@@ -42,7 +42,7 @@ pub struct WalletArgs {
     #[arg(long, global = true, env = "BRUME_BROKER")]
     broker: Option<String>,
     /// The keyring directory (default: $BRUME_KEYS_DIR, else
-    /// ~/.local/share/brume/keys).
+    /// ~/.config/brume/keys).
     #[arg(long, global = true, env = "BRUME_KEYS_DIR", value_name = "DIR")]
     keys_dir: Option<PathBuf>,
     /// The key (its address or name in the keyring): the account.
