@@ -34,6 +34,12 @@ pub mod headers {
     pub const ATTEMPTS: &str = "x-brume-attempts";
     /// Set on a command invocation: the guest's exit code.
     pub const EXIT_CODE: &str = "x-brume-exit-code";
+    /// The call's place in the order the broker's scheduler received
+    /// calls and jobs (one sequence per broker run).
+    pub const ARRIVAL: &str = "x-brume-arrival";
+    /// The call's place in the order the scheduler first dispatched work
+    /// to providers: within one account and class, dispatch follows arrival.
+    pub const DISPATCH: &str = "x-brume-dispatch";
 }
 
 /// One unit of work (a sync invocation or a job). Ids are UUIDv7, so they

@@ -2,9 +2,11 @@
 //!
 //! Keys are stored hashed (sha256) and cached in memory by hash. A key
 //! minted by `brume broker keys create` while the broker runs is found on
-//! its first use (the store is asked at most once a second). Signed
-//! requests are remembered within the skew window so that a replay is
-//! refused.
+//! its first use: a key not in the cache is looked up in the store. Keys
+//! the store does not know are remembered for [`NEGATIVE_TTL`] (at most
+//! [`NEGATIVE_MAX`] of them), so that a flood of bad keys costs one lookup
+//! each per that time. Signed requests are remembered within the skew
+//! window so that a replay is refused.
 //!
 //! It reaches storage only through [`KeyStore`]; the SQLite implementation
 //! is the broker's [`Store`].
@@ -34,8 +36,8 @@ pub(crate) struct Keys {
     store: Box<dyn KeyStore>,
     /// Key hash to the key's account: its bound address, else its name.
     cache: parking_lot::RwLock<HashMap<KeyHash, String>>,
-    /// When the store was last asked for an unknown key.
-    refreshed: parking_lot::Mutex<Instant>,
+    /// Keys the store did not know, and when it was asked.
+    unknown: parking_lot::Mutex<HashMap<KeyHash, Instant>>,
     /// Signed requests seen within the skew window: (timestamp, sha256 of
     /// the signature). A signature covers its timestamp, so a replay has
     /// both.
@@ -50,8 +52,10 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-/// How often an unknown key sends the broker to the store.
-const REFRESH: Duration = Duration::from_secs(1);
+/// How long a key the store did not know is refused without asking again.
+pub(crate) const NEGATIVE_TTL: Duration = Duration::from_millis(250);
+/// The most unknown keys remembered.
+pub(crate) const NEGATIVE_MAX: usize = 10_000;
 
 impl Keys {
     /// Loads every key's hash.
@@ -60,7 +64,7 @@ impl Keys {
         Ok(Keys {
             store,
             cache: parking_lot::RwLock::new(cache),
-            refreshed: parking_lot::Mutex::new(Instant::now()),
+            unknown: Default::default(),
             seen: Default::default(),
         })
     }
@@ -71,18 +75,31 @@ impl Keys {
         if let Some(account) = self.cache.read().get(&hash) {
             return Ok(Some(account.clone()));
         }
-        // Keys minted by `brume broker keys create` while we run: look in
-        // the store, at most once a second.
+        // Keys minted by `brume broker keys create` while we run are in the
+        // store only.
+        if self
+            .unknown
+            .lock()
+            .get(&hash)
+            .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
         {
-            let mut refreshed = self.refreshed.lock();
-            if refreshed.elapsed() < REFRESH {
-                return Ok(None);
-            }
-            *refreshed = Instant::now();
+            return Ok(None);
         }
         let found = self.store.account_of(hash).await?;
-        if let Some(account) = &found {
-            self.cache.write().insert(hash, account.clone());
+        match &found {
+            Some(account) => {
+                self.cache.write().insert(hash, account.clone());
+                self.unknown.lock().remove(&hash);
+            }
+            None => {
+                let mut unknown = self.unknown.lock();
+                if unknown.len() >= NEGATIVE_MAX {
+                    unknown.retain(|_, t| t.elapsed() < NEGATIVE_TTL);
+                }
+                if unknown.len() < NEGATIVE_MAX {
+                    unknown.insert(hash, Instant::now());
+                }
+            }
         }
         Ok(found)
     }
@@ -130,5 +147,63 @@ impl KeyStore for Store {
             .await?;
             rx.await.map_err(|_| StoreError::Closed)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_made_beside_a_running_broker_works_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        let keys = Keys::open(Box::new(store)).await.expect("keys");
+        assert_eq!(keys.account("brk_nope").await.expect("lookup"), None);
+        // What `brume broker keys create` does: its own connection.
+        let cli = store::open_sync(dir.path()).expect("cli connection");
+        let token = store::keys::create(&cli, "later", None).expect("create");
+        assert_eq!(
+            keys.account(&token).await.expect("lookup").as_deref(),
+            Some("later"),
+            "found in the store on its first use"
+        );
+        // Minted through the broker: cached, bound to its account.
+        let bound = keys
+            .create("acme", Some("0xabc".into()))
+            .await
+            .expect("create");
+        assert_eq!(
+            keys.account(&bound).await.expect("lookup").as_deref(),
+            Some("0xabc")
+        );
+        // Bad keys are remembered, never accepted.
+        for _ in 0..3 {
+            assert_eq!(keys.account("brk_nope").await.expect("lookup"), None);
+        }
+        assert!(
+            keys.unknown
+                .lock()
+                .contains_key(&store::keys::hash("brk_nope"))
+        );
+    }
+
+    #[test]
+    fn a_signature_is_accepted_once() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = rt
+            .block_on(Keys::open(Box::new(
+                Store::open(dir.path()).expect("store"),
+            )))
+            .expect("keys");
+        assert!(keys.first_use(1_000, [1; 32], 0));
+        assert!(!keys.first_use(1_000, [1; 32], 0), "a replay");
+        assert!(keys.first_use(1_000, [2; 32], 0));
+        // Past the window it is forgotten (and its timestamp is stale anyway).
+        assert!(keys.first_use(1_000, [1; 32], 2_000));
     }
 }

@@ -85,6 +85,10 @@ pub struct BrokerConfig {
     pub overload_queue_depth: usize,
     /// ...or when the oldest queued unit has waited this long.
     pub overload_queue_age: Duration,
+    /// The share of every provider's slots kept for functions, in parts per
+    /// million: batch work never holds them (at least one slot, never all;
+    /// 0: none kept).
+    pub function_reserve_ppm: u32,
     /// How long a sync call may wait for a provider.
     pub invoke_queue_timeout: Duration,
     /// Default queue timeout of a job.
@@ -135,6 +139,7 @@ impl Default for BrokerConfig {
             max_spec_bytes: 96 << 20,
             overload_queue_depth: 10_000,
             overload_queue_age: Duration::from_secs(2),
+            function_reserve_ppm: sched::DEFAULT_FUNCTION_RESERVE_PPM,
             invoke_queue_timeout: Duration::from_secs(10),
             job_queue_timeout: Duration::from_secs(600),
             max_attempts: 3,

@@ -166,6 +166,7 @@ async fn register(
     );
     let (tier, org) = crate::trust::tier_of(shared, address, &caps).await;
     let mut entry = ProviderEntry::new(address.to_string(), caps, hello.price_ask, tx.clone());
+    entry.reserve_for_functions(shared.config.function_reserve_ppm);
     entry.tier = tier;
     entry.org = org;
     // Its stake, read once now and then by `chain::stake_watcher`.
@@ -358,7 +359,8 @@ fn handle(
             shared.with_sched(|s, after: &mut After| s.done(id, channel, outcome, after));
         }
         FromProvider::Refused(r) => shared.with_sched(|s, after| {
-            s.refused(id, channel, &format!("{}: {}", r.reason, r.message), after)
+            tracing::debug!(session = id, reason = %r.reason, "refused: {}", r.message);
+            s.refused(id, channel, &r.reason, after)
         }),
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use brume_api::receipt::SignedReceipt;
@@ -40,6 +41,16 @@ impl Distinct {
     }
 }
 
+/// The latency class of a unit of work: functions go before batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub(crate) enum Class {
+    /// An invocation: someone waits on the line.
+    Sync,
+    /// A job or a replica of one.
+    #[default]
+    Batch,
+}
+
 /// Everything that describes one unit of work, fixed at submission.
 #[derive(Debug)]
 pub(crate) struct WorkSpec {
@@ -73,6 +84,10 @@ pub(crate) struct WorkSpec {
     /// Whether its result must come with a valid signed receipt (jobs and
     /// replicas; invocations are signed but not checked on their path).
     pub wants_receipt: bool,
+    /// Its latency class.
+    pub class: Class,
+    /// The account it is queued under (fairness is between accounts).
+    pub account: Arc<str>,
 }
 
 /// What a unit of work was billed.
@@ -166,6 +181,10 @@ pub(crate) struct Work {
     state: parking_lot::Mutex<WorkState>,
     /// The signed receipt of the result (jobs and replicas), once checked.
     receipt: parking_lot::Mutex<Option<SignedReceipt>>,
+    /// Its place in the order of arrival at the scheduler (0: not yet).
+    arrival: AtomicU64,
+    /// Its place in the order of first dispatch to a provider (0: not yet).
+    dispatch: AtomicU64,
 }
 
 impl Work {
@@ -186,7 +205,33 @@ impl Work {
                 ..WorkState::default()
             }),
             receipt: parking_lot::Mutex::new(None),
+            arrival: AtomicU64::new(0),
+            dispatch: AtomicU64::new(0),
         })
+    }
+
+    /// Its arrival number at the scheduler (0 before it arrives).
+    pub fn arrival(&self) -> u64 {
+        self.arrival.load(Ordering::Relaxed)
+    }
+
+    /// Sets the arrival number unless it has one.
+    pub fn arrive(&self, seq: u64) {
+        let _ = self
+            .arrival
+            .compare_exchange(0, seq, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Its first dispatch number (0 before it is first assigned).
+    pub fn dispatch(&self) -> u64 {
+        self.dispatch.load(Ordering::Relaxed)
+    }
+
+    /// Sets the dispatch number unless it has one.
+    pub fn dispatched(&self, seq: u64) {
+        let _ = self
+            .dispatch
+            .compare_exchange(0, seq, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     pub fn attempts(&self) -> u32 {
@@ -205,6 +250,13 @@ impl Work {
     pub fn refused_by(&self, id: ProviderId) {
         let mut st = self.state.lock();
         st.refused.insert(id);
+        st.attempt = st.attempt.saturating_sub(1);
+    }
+
+    /// A provider had no room for the work after all: it may be offered
+    /// again (to it too), and the attempt does not count.
+    pub fn bounced(&self) {
+        let mut st = self.state.lock();
         st.attempt = st.attempt.saturating_sub(1);
     }
 

@@ -96,7 +96,6 @@ pub(crate) async fn execute(
     digest: Digest,
     reservation: Reservation,
 ) -> u32 {
-    let _reservation = reservation;
     let profile = convert::profile(assign.profile);
     // What the receipt of this attempt names, whatever its outcome.
     let receipt = ReceiptBase::new(&assign);
@@ -105,6 +104,7 @@ pub(crate) async fn execute(
         Err(LoadError::Fetch(message)) => {
             tracing::warn!(%digest, %message, "module fetch failed");
             let r = refused("fetch_failed", message);
+            drop(reservation);
             send(&ctx.out, channel, &FromProvider::Refused(r));
             return channel;
         }
@@ -115,6 +115,7 @@ pub(crate) async fn execute(
                 channel,
                 &receipt,
                 convert::failed(e.code(), e.to_string()),
+                reservation,
             );
             return channel;
         }
@@ -170,7 +171,7 @@ pub(crate) async fn execute(
             }
         },
     };
-    finish(&shared, &ctx, channel, &receipt, outcome);
+    finish(&shared, &ctx, channel, &receipt, outcome, reservation);
     channel
 }
 
@@ -259,12 +260,16 @@ async fn reporting<F: Future>(
     }
 }
 
+/// Sends the attempt's signed `Done`. Its slot is freed first: the broker
+/// may send the next assignment the moment `Done` arrives, and must not
+/// meet a `no_capacity` refusal for a slot about to be free.
 fn finish(
     shared: &Shared,
     ctx: &SessionCtx,
     channel: u32,
     receipt: &ReceiptBase,
     outcome: Outcome,
+    reservation: Reservation,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     shared.instructions.fetch_add(outcome.usage().fuel, Relaxed);
@@ -278,6 +283,7 @@ fn finish(
     };
     // Signed as is: with a fault, the provider's own (wrong) claim.
     let signature = receipt.sign(shared, &outcome);
+    drop(reservation);
     send(
         &ctx.out,
         channel,

@@ -20,7 +20,7 @@ use super::{Fail, Res, Sh, TIERS_HEADER, body_or_fail, header_str, parse_tiers};
 use crate::Shared;
 use crate::ledger::{self, Billing};
 use crate::lifecycle::{Bill, Oneshot};
-use crate::work::{Completion, Work, WorkSpec};
+use crate::work::{Class, Completion, Work, WorkSpec};
 
 /// Cancels the work if the HTTP request goes away before it finishes.
 struct CancelOnDrop {
@@ -39,10 +39,18 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Refuses a new call (503 `overloaded`, with a `Retry-After`) when too
+/// many calls wait or the oldest has waited too long. Only functions count:
+/// queued batch work does not make the broker refuse calls.
 pub(super) fn check_overload(shared: &Shared) -> Res<()> {
-    let (depth, age, providers) = shared
-        .lifecycle
-        .read(|s| (s.queue_len(), s.oldest_wait(), s.providers.len()));
+    let (depth, age, rate, providers) = shared.lifecycle.read(|s| {
+        (
+            s.queued(Class::Sync),
+            s.oldest_wait(Class::Sync),
+            s.sync_rate(),
+            s.providers.len(),
+        )
+    });
     if providers == 0 {
         return Err(Fail::new(
             ErrorCode::ProviderUnavailable,
@@ -50,22 +58,40 @@ pub(super) fn check_overload(shared: &Shared) -> Res<()> {
         ));
     }
     if depth >= shared.config.overload_queue_depth || age >= shared.config.overload_queue_age {
-        return Err(Fail::new(
-            ErrorCode::Overloaded,
-            format!(
-                "{depth} calls are waiting (oldest {} ms); retry shortly",
-                age.as_millis()
-            ),
+        let retry_after = retry_after_s(depth, rate);
+        return Err(Fail(
+            ApiError::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "{depth} calls are waiting (oldest {} ms); retry in {retry_after} s",
+                    age.as_millis()
+                ),
+            )
+            .retry_after(retry_after),
         ));
     }
     Ok(())
+}
+
+/// How long the calls queued now take to drain at the observed rate of
+/// calls dispatched per second, in whole seconds (1 to 60).
+fn retry_after_s(depth: usize, per_s: f64) -> u64 {
+    let secs = depth as f64 / per_s.max(1.0);
+    (secs.ceil() as u64).clamp(1, 60)
+}
+
+/// Where a call stood in the scheduler's orders (see `brume_api::headers`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Order {
+    pub arrival: u64,
+    pub dispatch: u64,
 }
 
 pub(super) async fn run_sync(
     shared: &Arc<Shared>,
     spec: WorkSpec,
     billing: Billing,
-) -> (WorkId, Completion) {
+) -> (WorkId, Completion, Order) {
     let id = WorkId::new();
     let deadline = shared.config.invoke_queue_timeout
         + Duration::from_millis(spec.limits.timeout_ms) * spec.max_attempts
@@ -96,11 +122,16 @@ pub(super) async fn run_sync(
                     ),
                     attempts: work.attempts(),
                 },
+                Order::default(),
             );
         }
     };
     guard.work = None;
-    (id, completion)
+    let order = Order {
+        arrival: work.arrival(),
+        dispatch: work.dispatch(),
+    };
+    (id, completion, order)
 }
 
 pub(super) fn xb_headers(
@@ -123,6 +154,15 @@ pub(super) fn xb_headers(
         put(xh::FUEL, f.to_string());
     }
     put(xh::ATTEMPTS, attempts.to_string());
+}
+
+/// The call's arrival and dispatch numbers, once it was dispatched.
+fn order_headers(h: &mut HeaderMap, order: Order) {
+    if order.dispatch == 0 {
+        return;
+    }
+    h.insert(HeaderName::from_static(xh::ARRIVAL), order.arrival.into());
+    h.insert(HeaderName::from_static(xh::DISPATCH), order.dispatch.into());
 }
 
 pub(super) fn completion_response(id: WorkId, c: Completion) -> Response {
@@ -304,6 +344,8 @@ pub(super) fn sync_work(
         tiers,
         org,
         wants_receipt: false,
+        class: Class::Sync,
+        account: billing.requester.as_str().into(),
     };
     Ok((spec, billing, body))
 }
@@ -326,8 +368,10 @@ pub(super) async fn invoke(
     spec.args = vec![name];
     spec.args.extend(query_args(query.as_deref()));
     spec.stdin = body;
-    let (id, completion) = run_sync(&shared, spec, billing).await;
-    Ok(completion_response(id, completion))
+    let (id, completion, order) = run_sync(&shared, spec, billing).await;
+    let mut resp = completion_response(id, completion);
+    order_headers(resp.headers_mut(), order);
+    Ok(resp)
 }
 
 pub(super) async fn call_http_root(
@@ -408,6 +452,22 @@ pub(super) async fn forward(
         headers,
         body,
     });
-    let (id, completion) = run_sync(&shared, spec, billing).await;
-    Ok(completion_response(id, completion))
+    let (id, completion, order) = run_sync(&shared, spec, billing).await;
+    let mut resp = completion_response(id, completion);
+    order_headers(resp.headers_mut(), order);
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after_s;
+
+    #[test]
+    fn retry_after_follows_the_queue_and_the_rate() {
+        assert_eq!(retry_after_s(0, 0.0), 1);
+        assert_eq!(retry_after_s(500, 100.0), 5);
+        assert_eq!(retry_after_s(501, 100.0), 6);
+        assert_eq!(retry_after_s(10, 0.0), 10, "no rate yet: one per second");
+        assert_eq!(retry_after_s(1_000_000, 10.0), 60);
+    }
 }

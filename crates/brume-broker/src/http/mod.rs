@@ -53,8 +53,10 @@ impl IntoResponse for Fail {
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(&self.0)).into_response();
         if self.0.code == ErrorCode::Overloaded {
-            resp.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+            resp.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from(self.0.retry_after_s.unwrap_or(1)),
+            );
         }
         resp
     }

@@ -543,6 +543,8 @@ fn work_spec(
         distinct: None,
         avoid: None,
         wants_receipt: true,
+        class: crate::work::Class::Batch,
+        account: stored.requester.as_str().into(),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Scheduling: the FCFS queue, the provider index, matching, assignment
-//! and failover.
+//! Scheduling: the queues (see [`queue`] for their order: functions first,
+//! accounts in turn, FCFS within one), the provider index, matching,
+//! assignment and failover.
 //!
 //! Everything here runs under one short `parking_lot::Mutex` held by
 //! [`crate::Shared`]; no I/O happens under it (frames go to a provider's
@@ -16,7 +17,7 @@
 //! and is retried whenever a slot frees. Keeping the indexes current costs
 //! O(cached modules × log n) per load change of one provider.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,12 +28,16 @@ use brume_api::{ApiError, ErrorCode, WorkId};
 use tokio::sync::mpsc;
 
 pub(crate) use crate::work::ProviderId;
-use crate::work::{Cancelled, Completion, RanSoFar, Work, WorkEvent};
+use crate::work::{Cancelled, Class, Completion, RanSoFar, Work, WorkEvent};
+
+mod queue;
 
 /// How many candidates one match inspects per index at most.
 pub(crate) const SCAN_CAP: usize = 256;
-/// How deep into the queue a freed slot looks for work it can take.
-const QUEUE_SCAN_CAP: usize = 256;
+
+/// The share of a provider's slots kept for functions, in parts per
+/// million: batch work never holds them (default: a quarter).
+pub(crate) const DEFAULT_FUNCTION_RESERVE_PPM: u32 = 250_000;
 
 /// One connected provider, as the scheduler sees it.
 #[derive(Debug)]
@@ -41,6 +46,13 @@ pub(crate) struct ProviderEntry {
     pub caps: Capabilities,
     pub price_ask: Price,
     pub busy: u32,
+    /// Slots held by batch work.
+    pub batch_busy: u32,
+    /// Slots kept for functions (batch work never holds them).
+    pub reserved: u32,
+    /// It refused work for lack of room: offered nothing more until one of
+    /// its slots frees.
+    pub full: bool,
     pub mem_busy: u64,
     pub draining: bool,
     pub cached: HashSet<String>,
@@ -73,6 +85,9 @@ impl ProviderEntry {
             caps,
             price_ask,
             busy: 0,
+            batch_busy: 0,
+            reserved: 0,
+            full: false,
             mem_busy: 0,
             draining: false,
             cached,
@@ -94,12 +109,31 @@ impl ProviderEntry {
     }
 
     fn has_free_slot(&self) -> bool {
-        !self.draining && self.busy < self.caps.slots
+        !self.draining && !self.full && self.busy < self.caps.slots
+    }
+
+    /// Whether a slot is free for work of `class`: batch work leaves the
+    /// reserved slots to functions.
+    fn has_slot_for(&self, class: Class) -> bool {
+        self.has_free_slot()
+            && (class == Class::Sync || self.batch_busy + self.reserved < self.caps.slots)
+    }
+
+    /// Sets how many of its slots are kept for functions: `ppm` of them,
+    /// at least one, but never all (a one-slot provider still runs batch).
+    pub fn reserve_for_functions(&mut self, ppm: u32) {
+        let slots = self.caps.slots;
+        self.reserved = if ppm == 0 || slots <= 1 {
+            0
+        } else {
+            let share = (u64::from(slots) * u64::from(ppm) / 1_000_000) as u32;
+            share.clamp(1, slots - 1)
+        };
     }
 
     fn accepts(&self, id: ProviderId, work: &Work) -> bool {
         let s = &work.spec;
-        self.has_free_slot()
+        self.has_slot_for(s.class)
             && self.staked
             && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
             && self.caps.slots >= s.needs.min_threads
@@ -156,7 +190,12 @@ pub(crate) struct Scheduler {
     pub providers: HashMap<ProviderId, ProviderEntry>,
     idle: BTreeSet<(u32, ProviderId)>,
     warm: HashMap<String, BTreeSet<(u32, ProviderId)>>,
-    queue: VecDeque<Arc<Work>>,
+    queue: queue::Queues,
+    /// The last arrival and dispatch numbers given.
+    arrivals: u64,
+    dispatches: u64,
+    /// Functions dispatched, to measure their service rate.
+    sync_rate: Rate,
     inflight: HashMap<(ProviderId, u32), Inflight>,
     by_work: HashMap<WorkId, (ProviderId, u32)>,
     pub totals: Totals,
@@ -167,6 +206,30 @@ pub(crate) struct Scheduler {
     reputation: HashMap<String, Reputation>,
     /// Addresses whose record changed since the last save.
     reputation_dirty: HashSet<String>,
+}
+
+/// Events per second over the last whole window of [`Rate::WINDOW`].
+#[derive(Debug, Default)]
+struct Rate {
+    started: Option<Instant>,
+    count: u64,
+    per_s: f64,
+}
+
+impl Rate {
+    const WINDOW: Duration = Duration::from_secs(1);
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let started = *self.started.get_or_insert(now);
+        self.count += 1;
+        let elapsed = now.duration_since(started);
+        if elapsed >= Self::WINDOW {
+            self.per_s = self.count as f64 / elapsed.as_secs_f64();
+            self.count = 0;
+            self.started = Some(now);
+        }
+    }
 }
 
 /// How many acceptable providers `pick` compares by reputation.
@@ -217,16 +280,23 @@ impl Scheduler {
         self.queue.len()
     }
 
+    /// How much work of `class` waits.
+    pub fn queued(&self, class: Class) -> usize {
+        self.queue.len_of(class)
+    }
+
+    /// Functions dispatched per second, as last measured.
+    pub fn sync_rate(&self) -> f64 {
+        self.sync_rate.per_s
+    }
+
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
     }
 
-    /// How long the oldest queued work has waited.
-    pub fn oldest_wait(&self) -> Duration {
-        self.queue
-            .front()
-            .map(|w| w.enqueued_at.lock().elapsed())
-            .unwrap_or_default()
+    /// How long the oldest queued work of `class` has waited.
+    pub fn oldest_wait(&self, class: Class) -> Duration {
+        self.queue.oldest_wait(class)
     }
 
     fn unindex(&mut self, id: ProviderId) {
@@ -365,23 +435,21 @@ impl Scheduler {
     }
 
     /// New work: assign it at once if some provider matches, else queue it.
+    /// (Queued work never waits while a provider could take it: every slot
+    /// that frees looks at the queue first, so new work can't overtake.)
     pub fn submit(&mut self, work: Arc<Work>, after: &mut After) {
+        self.arrivals += 1;
+        work.arrive(self.arrivals);
         match self.pick(&work) {
             Some(id) => self.assign(id, work, after),
-            None => {
-                *work.enqueued_at.lock() = Instant::now();
-                self.queue.push_back(work);
-            }
+            None => self.queue.push_back(work),
         }
     }
 
     fn submit_front(&mut self, work: Arc<Work>, after: &mut After) {
         match self.pick(&work) {
             Some(id) => self.assign(id, work, after),
-            None => {
-                *work.enqueued_at.lock() = Instant::now();
-                self.queue.push_front(work);
-            }
+            None => self.queue.push_front(work),
         }
     }
 
@@ -422,6 +490,16 @@ impl Scheduler {
         let channel = p.next_channel;
         p.next_channel = p.next_channel.wrapping_add(1).max(1);
         p.busy += 1;
+        if work.spec.class == Class::Batch {
+            p.batch_busy += 1;
+        }
+        if work.dispatch() == 0 {
+            self.dispatches += 1;
+            work.dispatched(self.dispatches);
+            if work.spec.class == Class::Sync {
+                self.sync_rate.tick();
+            }
+        }
         p.mem_busy += work.spec.limits.memory_bytes;
         p.channels.insert(channel);
         let attempt = work.next_attempt();
@@ -468,6 +546,10 @@ impl Scheduler {
         self.unindex(id);
         if let Some(p) = self.providers.get_mut(&id) {
             p.busy -= 1;
+            if inf.work.spec.class == Class::Batch {
+                p.batch_busy -= 1;
+            }
+            p.full = false;
             p.mem_busy -= inf.work.spec.limits.memory_bytes;
             p.channels.remove(&channel);
         }
@@ -477,7 +559,8 @@ impl Scheduler {
         Some(inf)
     }
 
-    /// Gives a provider with free slots the oldest queued work it can take.
+    /// Gives a provider with free slots queued work, in the queue's order
+    /// (functions first, then accounts in turn).
     fn fill(&mut self, id: ProviderId, after: &mut After) {
         loop {
             let Some(p) = self.providers.get(&id) else {
@@ -486,30 +569,13 @@ impl Scheduler {
             if !p.has_free_slot() || self.queue.is_empty() {
                 return;
             }
-            let mut found = None;
-            let mut dead = Vec::new();
-            for (i, w) in self.queue.iter().enumerate().take(QUEUE_SCAN_CAP) {
-                if w.is_finished() {
-                    dead.push(i);
-                    continue;
+            let work = [Class::Sync, Class::Batch].into_iter().find_map(|class| {
+                if !p.has_slot_for(class) {
+                    return None;
                 }
-                if p.accepts(id, w) {
-                    found = Some(i);
-                    break;
-                }
-            }
-            for i in dead.into_iter().rev() {
-                self.queue.remove(i);
-                if let Some(f) = found.as_mut()
-                    && *f > i
-                {
-                    *f -= 1;
-                }
-            }
-            let Some(i) = found else { return };
-            let Some(work) = self.queue.remove(i) else {
-                return;
-            };
+                self.queue.take(class, p.tier, |w| p.accepts(id, w))
+            });
+            let Some(work) = work else { return };
             self.assign(id, work, after);
         }
     }
@@ -607,14 +673,27 @@ impl Scheduler {
         self.fill(id, after);
     }
 
-    /// The provider would not run the attempt on `channel`: offer it
-    /// elsewhere (a refusal is not a failure and costs no attempt).
+    /// The provider would not run the attempt on `channel` (a refusal is
+    /// not a failure and costs no attempt). A refusal for lack of room
+    /// (`no_capacity`, `draining`) leaves the work at the head of its queue
+    /// for any provider, this one included once a slot of it frees; a
+    /// policy refusal (`blacklisted`, `unsigned`, `not_allowed`, …) means
+    /// this provider is never offered the work again.
     pub fn refused(&mut self, id: ProviderId, channel: u32, reason: &str, after: &mut After) {
         let Some(inf) = self.release(id, channel) else {
             return;
         };
-        inf.work.refused_by(id);
-        tracing::debug!(work = %inf.work.id, "provider refused: {reason}");
+        let for_room = matches!(reason, "no_capacity" | "draining");
+        tracing::debug!(work = %inf.work.id, reason, "provider refused");
+        if for_room {
+            inf.work.bounced();
+            self.unindex(id);
+            if let Some(p) = self.providers.get_mut(&id) {
+                p.full = true;
+            }
+        } else {
+            inf.work.refused_by(id);
+        }
         if !inf.work.is_finished() {
             self.submit_front(inf.work, after);
         }
@@ -643,8 +722,7 @@ impl Scheduler {
             self.fill(id, after);
             return ran.map_or(Cancelled::Unknown, Cancelled::Running);
         }
-        if let Some(i) = self.queue.iter().position(|w| w.id == work_id) {
-            self.queue.remove(i);
+        if self.queue.remove(work_id) {
             return Cancelled::Queued;
         }
         Cancelled::Unknown
@@ -679,35 +757,27 @@ impl Scheduler {
                 self.fill(id, after);
             }
         }
-        let mut i = 0;
-        while i < self.queue.len() {
-            let w = &self.queue[i];
-            if w.is_finished() {
-                self.queue.remove(i);
-            } else if now >= w.queue_deadline {
-                if let Some(w) = self.queue.remove(i) {
-                    let attempts = w.attempts();
-                    let error = if self.providers.is_empty() && attempts > 0 {
-                        ApiError::new(
-                            ErrorCode::ProviderUnavailable,
-                            format!("no provider came back after {attempts} attempt(s)"),
-                        )
-                    } else {
-                        ApiError::new(
-                            ErrorCode::QueueTimeout,
-                            "no provider took the work before its queue timeout",
-                        )
-                    };
-                    after
-                        .finish
-                        .push((w, Completion::Failed { error, attempts }));
-                }
+        for w in self.queue.expire(now) {
+            let attempts = w.attempts();
+            let error = if self.providers.is_empty() && attempts > 0 {
+                ApiError::new(
+                    ErrorCode::ProviderUnavailable,
+                    format!("no provider came back after {attempts} attempt(s)"),
+                )
             } else {
-                i += 1;
-            }
+                ApiError::new(
+                    ErrorCode::QueueTimeout,
+                    "no provider took the work before its queue timeout",
+                )
+            };
+            after
+                .finish
+                .push((w, Completion::Failed { error, attempts }));
         }
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fair;

@@ -5,7 +5,12 @@ use crate::work::WorkSpec;
 use brume_api::{Limits, Profile, ServiceKind};
 use bytes::Bytes;
 
-fn caps(slots: u32, memory: u64, allowed: Option<Vec<&str>>, cached: &[&str]) -> Capabilities {
+pub(super) fn caps(
+    slots: u32,
+    memory: u64,
+    allowed: Option<Vec<&str>>,
+    cached: &[&str],
+) -> Capabilities {
     Capabilities {
         slots,
         memory_bytes: memory,
@@ -18,7 +23,7 @@ fn caps(slots: u32, memory: u64, allowed: Option<Vec<&str>>, cached: &[&str]) ->
     }
 }
 
-fn provider(
+pub(super) fn provider(
     s: &mut Scheduler,
     id: ProviderId,
     caps: Capabilities,
@@ -35,7 +40,12 @@ fn provider(
     rx
 }
 
-fn work(service: &str, digest: &str, memory: u64, max_price: Option<Price>) -> Arc<Work> {
+pub(super) fn work(
+    service: &str,
+    digest: &str,
+    memory: u64,
+    max_price: Option<Price>,
+) -> Arc<Work> {
     let spec = WorkSpec {
         service: Some(service.into()),
         digest: digest.into(),
@@ -61,12 +71,14 @@ fn work(service: &str, digest: &str, memory: u64, max_price: Option<Price>) -> A
         tiers: crate::trust::ALL_TIERS,
         org: None,
         wants_receipt: false,
+        class: crate::work::Class::Batch,
+        account: "acct".into(),
     };
     Work::new(WorkId::new(), spec, Duration::from_secs(60), 0)
 }
 
 /// Submits `w` and returns the provider it went to (None: queued).
-fn place(s: &mut Scheduler, w: &Arc<Work>) -> Option<ProviderId> {
+pub(super) fn place(s: &mut Scheduler, w: &Arc<Work>) -> Option<ProviderId> {
     let mut after = After::default();
     s.submit(w.clone(), &mut after);
     drop(after);
