@@ -34,11 +34,12 @@ pub mod headers {
     pub const ATTEMPTS: &str = "x-brume-attempts";
     /// Set on a command invocation: the guest's exit code.
     pub const EXIT_CODE: &str = "x-brume-exit-code";
-    /// The call's place in the order the broker's scheduler received
-    /// calls and jobs (one sequence per broker run).
+    /// When the broker's scheduler received the call: a number from one
+    /// sequence per broker run that counts arrivals and first dispatches.
     pub const ARRIVAL: &str = "x-brume-arrival";
-    /// The call's place in the order the scheduler first dispatched work
-    /// to providers: within one account and class, dispatch follows arrival.
+    /// When the scheduler first dispatched the call to a provider, on the
+    /// same sequence. Within one account and class, dispatch follows
+    /// arrival.
     pub const DISPATCH: &str = "x-brume-dispatch";
 }
 

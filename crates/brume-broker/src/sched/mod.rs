@@ -191,9 +191,9 @@ pub(crate) struct Scheduler {
     idle: BTreeSet<(u32, ProviderId)>,
     warm: HashMap<String, BTreeSet<(u32, ProviderId)>>,
     queue: queue::Queues,
-    /// The last arrival and dispatch numbers given.
-    arrivals: u64,
-    dispatches: u64,
+    /// The last number given to an arrival or a first dispatch: one
+    /// sequence for both, so that they can be compared.
+    order: u64,
     /// Functions dispatched, to measure their service rate.
     sync_rate: Rate,
     inflight: HashMap<(ProviderId, u32), Inflight>,
@@ -438,8 +438,8 @@ impl Scheduler {
     /// (Queued work never waits while a provider could take it: every slot
     /// that frees looks at the queue first, so new work can't overtake.)
     pub fn submit(&mut self, work: Arc<Work>, after: &mut After) {
-        self.arrivals += 1;
-        work.arrive(self.arrivals);
+        self.order += 1;
+        work.arrive(self.order);
         match self.pick(&work) {
             Some(id) => self.assign(id, work, after),
             None => self.queue.push_back(work),
@@ -494,8 +494,8 @@ impl Scheduler {
             p.batch_busy += 1;
         }
         if work.dispatch() == 0 {
-            self.dispatches += 1;
-            work.dispatched(self.dispatches);
+            self.order += 1;
+            work.dispatched(self.order);
             if work.spec.class == Class::Sync {
                 self.sync_rate.tick();
             }

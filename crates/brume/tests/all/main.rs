@@ -6,6 +6,7 @@ mod billing;
 mod devnet;
 mod escrow;
 mod exec;
+mod fairness;
 mod keys;
 mod ledger;
 mod net;
