@@ -747,3 +747,147 @@ mod tests {
         assert!(err.starts_with("limits.timeout_ms"), "{err}");
     }
 }
+
+/// What an API key may do. A missing scope answers 403 `forbidden`, naming
+/// the scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Call functions (`/v1/functions/…/invoke`, `/fn/…`).
+    Invoke,
+    /// Submit and cancel jobs (and read them).
+    Jobs,
+    /// Publish services and upload modules.
+    Publish,
+    /// Read: the account's jobs, ledger rows, keys.
+    Read,
+    /// The operator's: every account's jobs, settlement runs, every key.
+    Admin,
+}
+
+/// A scope name that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scope {0:?} (invoke, jobs, publish, read, admin)")]
+pub struct UnknownScope(pub String);
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [
+        Scope::Invoke,
+        Scope::Jobs,
+        Scope::Publish,
+        Scope::Read,
+        Scope::Admin,
+    ];
+
+    /// What a key gets when nobody says: everything but `admin`.
+    pub const DEFAULT: [Scope; 4] = [Scope::Invoke, Scope::Jobs, Scope::Publish, Scope::Read];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Invoke => "invoke",
+            Scope::Jobs => "jobs",
+            Scope::Publish => "publish",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// `invoke,jobs`: a comma-separated list, sorted and deduplicated.
+    pub fn join(scopes: &[Scope]) -> String {
+        let mut s = scopes.to_vec();
+        s.sort();
+        s.dedup();
+        s.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Parses `invoke,jobs` (empty parts are skipped).
+    pub fn parse_list(list: &str) -> Result<Vec<Scope>, UnknownScope> {
+        let mut out: Vec<Scope> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = UnknownScope;
+    fn from_str(s: &str) -> Result<Scope, UnknownScope> {
+        Scope::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| UnknownScope(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/keys`: a new key for the caller's account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyRequest {
+    /// A label (who or what uses it).
+    pub name: String,
+    /// Default: every scope but `admin`. A key can't grant a scope it
+    /// lacks.
+    #[serde(default)]
+    pub scopes: Option<Vec<Scope>>,
+    /// When it stops working (ms since the epoch).
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// One API key, never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Its public id (the first 8 bytes of its hash, in hex).
+    pub id: String,
+    pub name: String,
+    /// The account it speaks for.
+    pub account: String,
+    pub scopes: Vec<Scope>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// The 201 body of `POST /v1/keys`: the key, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    pub api_key: String,
+    #[serde(flatten)]
+    pub info: KeyInfo,
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::Scope;
+
+    #[test]
+    fn scope_lists_parse_and_join() {
+        assert_eq!(
+            Scope::parse_list("read, invoke,read,"),
+            Ok(vec![Scope::Invoke, Scope::Read])
+        );
+        assert!(Scope::parse_list("invoke,root").is_err());
+        assert_eq!(Scope::join(&[Scope::Admin, Scope::Invoke]), "invoke,admin");
+        assert_eq!(
+            Scope::parse_list(&Scope::join(&Scope::ALL)),
+            Ok(Scope::ALL.to_vec())
+        );
+    }
+}

@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::StoreFuture;
+use crate::store::keys::{KeyInfo, NewKey, Scope};
 use crate::store::{self, Store, StoreError};
 
 /// The sha256 of a key: all that is stored of it.
@@ -22,22 +23,54 @@ pub(crate) type KeyHash = [u8; 32];
 
 /// The storage keys need. No SQLite type in it.
 pub(crate) trait KeyStore: Send + Sync {
-    /// Every key's hash and account.
-    fn all(&self) -> StoreFuture<'_, Vec<(KeyHash, String)>>;
-    /// The account of the key with this hash, if there is one.
-    fn account_of(&self, hash: KeyHash) -> StoreFuture<'_, Option<String>>;
-    /// Mints and stores a key named `name` (bound to `account`, if given);
-    /// returns the key, durable.
-    fn create(&self, name: String, account: Option<String>) -> StoreFuture<'_, String>;
+    /// Every live key's hash and what it is.
+    fn all_live(&self) -> StoreFuture<'_, Vec<(KeyHash, KeyInfo)>>;
+    /// The key with this hash, if there is one (live or not).
+    fn by_hash(&self, hash: KeyHash) -> StoreFuture<'_, Option<KeyInfo>>;
+    /// Mints and stores a key; returns it, durable.
+    fn create(&self, new: NewKey) -> StoreFuture<'_, String>;
+    /// Every key, oldest first.
+    fn list(&self) -> StoreFuture<'_, Vec<KeyInfo>>;
+    /// Revokes the key with this id, durably; `None` if there is none.
+    fn revoke(&self, id: String) -> StoreFuture<'_, Option<KeyInfo>>;
 }
+
+/// Who a request speaks for: its account and what its key may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The account: a key's bound address, else its name; a signer's
+    /// address.
+    pub account: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    fn of(k: &KeyInfo) -> Caller {
+        Caller {
+            account: k.speaks_for().to_string(),
+            scopes: k.scopes.clone(),
+        }
+    }
+}
+
+/// The account the control token speaks for.
+pub(crate) const OPERATOR: &str = "operator";
+
+/// The file in the data dir that holds the control token.
+pub const CONTROL_TOKEN_FILE: &str = "control.token";
 
 /// The keys component.
 pub(crate) struct Keys {
     store: Box<dyn KeyStore>,
-    /// Key hash to the key's account: its bound address, else its name.
-    cache: parking_lot::RwLock<HashMap<KeyHash, String>>,
+    /// Live keys by hash.
+    cache: parking_lot::RwLock<HashMap<KeyHash, KeyInfo>>,
     /// Keys the store did not know, and when it was asked.
     unknown: parking_lot::Mutex<HashMap<KeyHash, Instant>>,
+    /// This run's control token: every scope, for the operator's commands
+    /// on the data dir (`brume broker keys revoke` tells a running broker
+    /// with it). Written to [`CONTROL_TOKEN_FILE`], readable by its owner
+    /// only; a new one each run.
+    control: String,
     /// Signed requests seen within the skew window: (timestamp, sha256 of
     /// the signature). A signature covers its timestamp, so a replay has
     /// both.
@@ -60,8 +93,11 @@ pub(crate) const NEGATIVE_MAX: usize = 10_000;
 impl Keys {
     /// Loads every key's hash.
     pub async fn open(store: Box<dyn KeyStore>) -> Result<Keys, StoreError> {
-        let cache = store.all().await?.into_iter().collect();
+        let cache = store.all_live().await?.into_iter().collect();
+        let mut raw = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
         Ok(Keys {
+            control: format!("brc_{}", hex::encode(raw)),
             store,
             cache: parking_lot::RwLock::new(cache),
             unknown: Default::default(),
@@ -69,11 +105,19 @@ impl Keys {
         })
     }
 
-    /// The account `token` speaks for, if it is a valid key.
-    pub async fn account(&self, token: &str) -> Result<Option<String>, StoreError> {
+    /// Who `token` speaks for, if it is a live key (not revoked, not
+    /// expired).
+    pub async fn caller(&self, token: &str) -> Result<Option<Caller>, StoreError> {
+        if token == self.control {
+            return Ok(Some(Caller {
+                account: OPERATOR.to_string(),
+                scopes: Scope::ALL.to_vec(),
+            }));
+        }
         let hash = store::keys::hash(token);
-        if let Some(account) = self.cache.read().get(&hash) {
-            return Ok(Some(account.clone()));
+        let now = crate::now_ms();
+        if let Some(k) = self.cache.read().get(&hash) {
+            return Ok(k.is_live(now).then(|| Caller::of(k)));
         }
         // Keys minted by `brume broker keys create` while we run are in the
         // store only.
@@ -85,13 +129,14 @@ impl Keys {
         {
             return Ok(None);
         }
-        let found = self.store.account_of(hash).await?;
-        match &found {
-            Some(account) => {
-                self.cache.write().insert(hash, account.clone());
+        match self.store.by_hash(hash).await? {
+            Some(k) if k.is_live(now) => {
+                let caller = Caller::of(&k);
+                self.cache.write().insert(hash, k);
                 self.unknown.lock().remove(&hash);
+                Ok(Some(caller))
             }
-            None => {
+            _ => {
                 let mut unknown = self.unknown.lock();
                 if unknown.len() >= NEGATIVE_MAX {
                     unknown.retain(|_, t| t.elapsed() < NEGATIVE_TTL);
@@ -99,19 +144,50 @@ impl Keys {
                 if unknown.len() < NEGATIVE_MAX {
                     unknown.insert(hash, Instant::now());
                 }
+                Ok(None)
             }
         }
-        Ok(found)
     }
 
-    /// Mints a key (bound to `account`, if given) and returns it.
-    pub async fn create(&self, name: &str, account: Option<String>) -> Result<String, StoreError> {
-        let key_account = account.clone().unwrap_or_else(|| name.to_string());
-        let token = self.store.create(name.to_string(), account).await?;
-        self.cache
-            .write()
-            .insert(store::keys::hash(&token), key_account);
-        Ok(token)
+    /// Writes this run's control token to `dir/`[`CONTROL_TOKEN_FILE`],
+    /// readable by its owner only. Blocking (call it at start-up).
+    pub fn write_control_token(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let path = dir.join(CONTROL_TOKEN_FILE);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&path)?;
+        f.write_all(self.control.as_bytes())?;
+        f.sync_all()
+    }
+
+    /// Mints a key and returns it with what it is.
+    pub async fn create(&self, new: NewKey) -> Result<(String, KeyInfo), StoreError> {
+        let token = self.store.create(new).await?;
+        let hash = store::keys::hash(&token);
+        let info = self.store.by_hash(hash).await?.ok_or(StoreError::Closed)?;
+        self.cache.write().insert(hash, info.clone());
+        Ok((token, info))
+    }
+
+    /// Every key, oldest first.
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        self.store.list().await
+    }
+
+    /// Revokes the key with public id `id`: refused from now on.
+    pub async fn revoke(&self, id: &str) -> Result<Option<KeyInfo>, StoreError> {
+        let revoked = self.store.revoke(id.to_string()).await?;
+        self.forget(id);
+        Ok(revoked)
+    }
+
+    /// Drops the key with public id `id` from the cache (it was revoked in
+    /// the store by someone else: `brume broker keys revoke`).
+    pub fn forget(&self, id: &str) {
+        self.cache.write().retain(|_, k| k.id != id);
     }
 
     /// Remembers a signature made at `timestamp_ms`; false if it was seen
@@ -124,24 +200,51 @@ impl Keys {
 }
 
 impl KeyStore for Store {
-    fn all(&self) -> StoreFuture<'_, Vec<(KeyHash, String)>> {
-        Box::pin(self.read(store::keys::all_hashes))
+    fn all_live(&self) -> StoreFuture<'_, Vec<(KeyHash, KeyInfo)>> {
+        Box::pin(self.read(store::keys::all_live))
     }
 
-    fn account_of(&self, hash: KeyHash) -> StoreFuture<'_, Option<String>> {
-        Box::pin(self.read(move |c| store::keys::name_of(c, &hash)))
+    fn by_hash(&self, hash: KeyHash) -> StoreFuture<'_, Option<KeyInfo>> {
+        Box::pin(self.read(move |c| store::keys::by_hash(c, &hash)))
     }
 
-    fn create(&self, name: String, account: Option<String>) -> StoreFuture<'_, String> {
+    fn create(&self, new: NewKey) -> StoreFuture<'_, String> {
         Box::pin(async move {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.write(move |t| {
-                let token =
-                    store::keys::create(t, &name, account.as_deref()).map_err(|e| match e {
-                        StoreError::Sql(e) => e,
-                        other => rusqlite::Error::InvalidParameterName(other.to_string()),
-                    })?;
+                let token = store::keys::create(t, &new).map_err(|e| match e {
+                    StoreError::Sql(e) => e,
+                    other => rusqlite::Error::InvalidParameterName(other.to_string()),
+                })?;
                 let _ = tx.send(token);
+                Ok(())
+            })
+            .await?;
+            rx.await.map_err(|_| StoreError::Closed)
+        })
+    }
+
+    fn list(&self) -> StoreFuture<'_, Vec<KeyInfo>> {
+        Box::pin(async move {
+            self.read(|c| {
+                store::keys::list(c).map_err(|e| match e {
+                    StoreError::Sql(e) => e,
+                    other => rusqlite::Error::InvalidParameterName(other.to_string()),
+                })
+            })
+            .await
+        })
+    }
+
+    fn revoke(&self, id: String) -> StoreFuture<'_, Option<KeyInfo>> {
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.write(move |t| {
+                let k = store::keys::revoke(t, &id).map_err(|e| match e {
+                    StoreError::Sql(e) => e,
+                    other => rusqlite::Error::InvalidParameterName(other.to_string()),
+                })?;
+                let _ = tx.send(k);
                 Ok(())
             })
             .await?;
@@ -159,27 +262,42 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store");
         let keys = Keys::open(Box::new(store)).await.expect("keys");
-        assert_eq!(keys.account("brk_nope").await.expect("lookup"), None);
+        let account = |c: Option<Caller>| c.map(|c| c.account);
+        assert_eq!(keys.caller("brk_nope").await.expect("lookup"), None);
         // What `brume broker keys create` does: its own connection.
         let cli = store::open_sync(dir.path()).expect("cli connection");
-        let token = store::keys::create(&cli, "later", None).expect("create");
+        let new = |name: &str, account: Option<&str>| NewKey {
+            name: name.into(),
+            account: account.map(String::from),
+            scopes: Scope::DEFAULT.to_vec(),
+            expires_at_ms: None,
+        };
+        let token = store::keys::create(&cli, &new("later", None)).expect("create");
         assert_eq!(
-            keys.account(&token).await.expect("lookup").as_deref(),
+            account(keys.caller(&token).await.expect("lookup")).as_deref(),
             Some("later"),
             "found in the store on its first use"
         );
         // Minted through the broker: cached, bound to its account.
-        let bound = keys
-            .create("acme", Some("0xabc".into()))
+        let (bound, info) = keys
+            .create(new("acme", Some("0xabc")))
             .await
             .expect("create");
-        assert_eq!(
-            keys.account(&bound).await.expect("lookup").as_deref(),
-            Some("0xabc")
-        );
+        let caller = keys.caller(&bound).await.expect("lookup").expect("live");
+        assert_eq!(caller.account, "0xabc");
+        assert_eq!(caller.scopes, Scope::DEFAULT);
+        assert!(!caller.scopes.contains(&Scope::Admin));
+        // Revoked: refused at once, and after a reload from the store.
+        keys.revoke(&info.id).await.expect("revoke");
+        assert_eq!(keys.caller(&bound).await.expect("lookup"), None);
+        // Expired: refused.
+        let mut old = new("old", None);
+        old.expires_at_ms = Some(1);
+        let (expired, _) = keys.create(old).await.expect("create");
+        assert_eq!(keys.caller(&expired).await.expect("lookup"), None);
         // Bad keys are remembered, never accepted.
         for _ in 0..3 {
-            assert_eq!(keys.account("brk_nope").await.expect("lookup"), None);
+            assert_eq!(keys.caller("brk_nope").await.expect("lookup"), None);
         }
         assert!(
             keys.unknown

@@ -31,7 +31,7 @@ pub mod chain;
 pub mod escrow;
 mod http;
 mod jobs;
-mod keys;
+pub mod keys;
 pub mod ledger;
 mod lifecycle;
 mod metrics;
@@ -338,6 +338,9 @@ impl Broker {
         let batcher = tokio::spawn(ledger::batcher(shared.ledger.clone(), ledger_rows));
         jobs::recover(&shared).await?;
         let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
+        if let Err(e) = shared.keys.write_control_token(&data_dir) {
+            tracing::warn!("write {}: {e}", keys::CONTROL_TOKEN_FILE);
+        }
         tasks.spawn(sweeper(shared.clone()));
         tasks.spawn(chain::stake_watcher(shared.clone()));
         tasks.spawn(standings::watch(shared.clone()));
@@ -444,23 +447,35 @@ impl RunningBroker {
         self.shared.status()
     }
 
-    /// Mints an API key (stored hashed) and returns it.
+    /// Mints an operator's API key (every scope; stored hashed) and
+    /// returns it.
     pub async fn create_api_key(&self, name: &str) -> Result<String, BrokerError> {
         self.create_api_key_for(name, None).await
     }
 
-    /// Mints an API key bound to an account address: the ledger names the
-    /// address (not the key's name) as its requester and developer.
+    /// Mints an operator's API key (every scope) bound to an account
+    /// address: the ledger names the address (not the key's name) as its
+    /// requester and developer.
     pub async fn create_api_key_for(
         &self,
         name: &str,
         account: Option<brume_chain::Address>,
     ) -> Result<String, BrokerError> {
-        Ok(self
-            .shared
-            .keys
-            .create(name, account.map(|a| a.to_string()))
-            .await?)
+        self.create_api_key_with(store::keys::NewKey {
+            name: name.to_string(),
+            account: account.map(|a| a.to_string()),
+            scopes: brume_api::rest::Scope::ALL.to_vec(),
+            expires_at_ms: None,
+        })
+        .await
+    }
+
+    /// Mints an API key with these scopes and expiry.
+    pub async fn create_api_key_with(
+        &self,
+        new: store::keys::NewKey,
+    ) -> Result<String, BrokerError> {
+        Ok(self.shared.keys.create(new).await?.0)
     }
 
     /// Begins a graceful stop: providers are told, the listener closes,

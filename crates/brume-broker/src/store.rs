@@ -170,6 +170,27 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if !has("jobs", "verification")? {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN verification TEXT")?;
     }
+    // Keys have a public id (the first 8 bytes of their hash, in hex),
+    // scopes, an expiry and a revocation time. Keys made before scopes
+    // existed keep what they could do: every scope.
+    if !has("api_keys", "id")? {
+        conn.execute_batch(
+            "ALTER TABLE api_keys ADD COLUMN id TEXT NOT NULL DEFAULT '';
+             UPDATE api_keys SET id = lower(hex(substr(hash, 1, 8)));
+             ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT 'invoke,jobs,publish,read,admin';
+             ALTER TABLE api_keys ADD COLUMN expires_at_ms INTEGER;
+             ALTER TABLE api_keys ADD COLUMN revoked_at_ms INTEGER;
+             CREATE INDEX IF NOT EXISTS api_keys_by_id ON api_keys(id);",
+        )?;
+    }
+    // The account that submitted a job: only it (and admin keys) sees it.
+    if !has("jobs", "account")? {
+        conn.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN account TEXT NOT NULL DEFAULT '';
+             UPDATE jobs SET account = coalesce(json_extract(spec, '$.requester'), '');
+             CREATE INDEX IF NOT EXISTS jobs_by_account ON jobs(account, id);",
+        )?;
+    }
     Ok(())
 }
 
@@ -328,91 +349,150 @@ fn writer(mut conn: Connection, rx: &std::sync::mpsc::Receiver<Write>) {
 }
 
 /// API keys: `brk_` + 64 hex digits (256 random bits). Only the sha256 of a
-/// key is stored.
+/// key is stored; its public id is the first 8 bytes of that hash, in hex.
 pub mod keys {
     use super::*;
     use rand::Rng as _;
     use sha2::{Digest as _, Sha256};
 
+    pub use brume_api::rest::Scope;
+
     pub fn hash(token: &str) -> [u8; 32] {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    /// Mints a key, stores its hash, returns the key (shown once). With an
-    /// `account` (an address, as the ledger will name it), the key pays
-    /// from that account.
-    pub fn create(
-        conn: &Connection,
-        name: &str,
-        account: Option<&str>,
-    ) -> Result<String, StoreError> {
+    /// A key's public id: the first 8 bytes of its hash, in hex.
+    pub fn id_of(hash: &[u8; 32]) -> String {
+        hex::encode(&hash[..8])
+    }
+
+    /// What a new key may do and for how long.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct NewKey {
+        /// A label (who or what uses it).
+        pub name: String,
+        /// The account address it is bound to, if any.
+        pub account: Option<String>,
+        pub scopes: Vec<Scope>,
+        /// When it stops working (ms since the epoch), if ever.
+        pub expires_at_ms: Option<u64>,
+    }
+
+    /// Mints a key, stores its hash, returns the key (shown once).
+    pub fn create(conn: &Connection, new: &NewKey) -> Result<String, StoreError> {
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let token = format!("brk_{}", hex::encode(raw));
+        let hash = hash(&token);
         conn.execute(
-            "INSERT INTO api_keys (hash, name, created_at_ms, account) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO api_keys (hash, name, created_at_ms, account, id, scopes, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                hash(&token).to_vec(),
-                name,
+                hash.to_vec(),
+                new.name,
                 crate::now_ms() as i64,
-                account.unwrap_or("")
+                new.account.as_deref().unwrap_or(""),
+                id_of(&hash),
+                Scope::join(&new.scopes),
+                new.expires_at_ms.map(|t| t as i64),
             ],
         )?;
         Ok(token)
     }
 
-    /// One key as `brume broker keys list` shows it.
+    /// One key as `brume broker keys list` and `GET /v1/keys` show it.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct KeyInfo {
+        pub id: String,
         pub name: String,
         pub created_at_ms: u64,
         /// The bound account address, if any.
         pub account: Option<String>,
+        pub scopes: Vec<Scope>,
+        pub expires_at_ms: Option<u64>,
+        pub revoked_at_ms: Option<u64>,
+    }
+
+    impl KeyInfo {
+        /// The account the key speaks for: its bound address, else its name.
+        pub fn speaks_for(&self) -> &str {
+            self.account.as_deref().unwrap_or(&self.name)
+        }
+
+        /// Whether it works at `now_ms`.
+        pub fn is_live(&self, now_ms: u64) -> bool {
+            self.revoked_at_ms.is_none() && self.expires_at_ms.is_none_or(|t| now_ms < t)
+        }
+    }
+
+    const COLUMNS: &str = "id, name, created_at_ms, account, scopes, expires_at_ms, revoked_at_ms";
+
+    fn info(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyInfo> {
+        let account: String = r.get(3)?;
+        let scopes: String = r.get(4)?;
+        Ok(KeyInfo {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created_at_ms: r.get::<_, i64>(2)? as u64,
+            account: (!account.is_empty()).then_some(account),
+            scopes: Scope::parse_list(&scopes).unwrap_or_default(),
+            expires_at_ms: r.get::<_, Option<i64>>(5)?.map(|t| t as u64),
+            revoked_at_ms: r.get::<_, Option<i64>>(6)?.map(|t| t as u64),
+        })
     }
 
     /// Every key, oldest first.
     pub fn list(conn: &Connection) -> Result<Vec<KeyInfo>, StoreError> {
-        let mut stmt = conn
-            .prepare("SELECT name, created_at_ms, account FROM api_keys ORDER BY created_at_ms")?;
-        let rows = stmt.query_map([], |r| {
-            let account: String = r.get(2)?;
-            Ok(KeyInfo {
-                name: r.get(0)?,
-                created_at_ms: r.get::<_, i64>(1)? as u64,
-                account: (!account.is_empty()).then_some(account),
-            })
-        })?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM api_keys ORDER BY created_at_ms"
+        ))?;
+        let rows = stmt.query_map([], info)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The SQL of a key's account: its bound address, else its name.
-    const ACCOUNT: &str = "CASE WHEN account != '' THEN account ELSE name END";
-
-    /// (hash, account) of every key.
-    pub fn all_hashes(conn: &Connection) -> rusqlite::Result<Vec<([u8; 32], String)>> {
-        let mut stmt = conn.prepare(&format!("SELECT hash, {ACCOUNT} FROM api_keys"))?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-        })?;
+    /// Every live key's hash and what it is.
+    pub fn all_live(conn: &Connection) -> rusqlite::Result<Vec<([u8; 32], KeyInfo)>> {
+        let now = crate::now_ms();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS}, hash FROM api_keys WHERE revoked_at_ms IS NULL"
+        ))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(7)?, info(r)?)))?;
         let mut out = Vec::new();
         for row in rows {
-            let (h, name) = row?;
-            if let Ok(arr) = <[u8; 32]>::try_from(h.as_slice()) {
-                out.push((arr, name));
+            let (h, k) = row?;
+            if let Ok(arr) = <[u8; 32]>::try_from(h.as_slice())
+                && k.is_live(now)
+            {
+                out.push((arr, k));
             }
         }
         Ok(out)
     }
 
-    /// The account of the key with this hash (its bound address, else its
-    /// name), if there is one.
-    pub fn name_of(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<String>> {
+    /// The key with this hash, if there is one (live or not).
+    pub fn by_hash(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<KeyInfo>> {
         conn.query_row(
-            &format!("SELECT {ACCOUNT} FROM api_keys WHERE hash = ?1"),
+            &format!("SELECT {COLUMNS} FROM api_keys WHERE hash = ?1"),
             [hash.to_vec()],
-            |r| r.get::<_, String>(0),
+            info,
         )
         .optional()
+    }
+
+    /// Revokes the key with public id `id`; returns it, or `None` if there
+    /// is none. Revoking twice keeps the first time.
+    pub fn revoke(conn: &Connection, id: &str) -> Result<Option<KeyInfo>, StoreError> {
+        conn.execute(
+            "UPDATE api_keys SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+            params![id, crate::now_ms() as i64],
+        )?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1"),
+                [id],
+                info,
+            )
+            .optional()?)
     }
 }
 

@@ -1,4 +1,4 @@
-//! `brume broker`: run a broker; `brume broker keys create|list`: manage
+//! `brume broker`: run a broker; `brume broker keys create|list|revoke`: manage
 //! API keys; `brume broker providers approve|suspend|ban|list`: the
 //! operator's word on providers. Both work on the data dir, whether or not
 //! the broker is running (a running broker applies provider changes within
@@ -79,11 +79,33 @@ enum KeysCommand {
         /// (and developer), and the address's escrow pays for its work.
         #[arg(long, value_name = "0xADDRESS")]
         account: Option<brume_chain::Address>,
+        /// What the key may do: a comma-separated list of invoke, jobs,
+        /// publish, read and admin, or `all`.
+        #[arg(
+            long,
+            value_name = "SCOPES",
+            default_value = "invoke,jobs,publish,read"
+        )]
+        scope: String,
+        /// How long the key works (e.g. `30d`, `12h`); default: until
+        /// revoked.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        expires_in: Option<Duration>,
         #[arg(long)]
         json: bool,
     },
-    /// List keys (labels and creation times; never the keys).
+    /// List keys (ids, labels, scopes and times; never the keys).
     List {
+        #[arg(long, env = "BRUME_DATA_DIR")]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (as `list` shows it). A broker running on
+    /// the data dir is told, and refuses the key before this returns.
+    Revoke {
+        /// The key's id.
+        id: String,
         #[arg(long, env = "BRUME_DATA_DIR")]
         data: Option<PathBuf>,
         #[arg(long)]
@@ -125,13 +147,13 @@ fn default_data_dir() -> PathBuf {
 
 pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
     match args.command {
-        Some(BrokerCommand::Keys(k)) => keys(k, file),
+        Some(BrokerCommand::Keys(k)) => keys(k, file).await,
         Some(BrokerCommand::Providers(p)) => providers(p, file),
         None => run(args.run, file).await,
     }
 }
 
-fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
+async fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
     let data_of = |d: Option<PathBuf>| {
         d.or_else(|| file.data_dir.clone())
             .unwrap_or_else(default_data_dir)
@@ -141,56 +163,163 @@ fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
             data,
             name,
             account,
+            scope,
+            expires_in,
             json,
-        } => {
-            let dir = data_of(data);
-            let account = account.map(|a| a.to_string());
-            brume_broker::store::open_sync(&dir)
-                .and_then(|c| brume_broker::store::keys::create(&c, &name, account.as_deref()))
-                .map(|token| {
-                    if json {
-                        println!(
-                            "{}",
-                            json!({"api_key": token, "name": name, "account": account})
-                        );
-                    } else {
-                        println!("{token}");
-                        eprintln!(
-                            "API key {name:?} created in {}; it is shown only once.",
-                            dir.display()
-                        );
-                    }
-                })
-        }
-        KeysCommand::List { data, json } => {
-            let dir = data_of(data);
-            brume_broker::store::open_sync(&dir)
-                .and_then(|c| brume_broker::store::keys::list(&c))
-                .map(|keys| {
-                    if json {
-                        let keys: Vec<_> = keys
-                            .iter()
-                            .map(|k| json!({"name": k.name, "created_at_ms": k.created_at_ms, "account": k.account}))
-                            .collect();
-                        println!("{}", json!({ "keys": keys }));
-                    } else {
-                        for k in keys {
-                            match &k.account {
-                                Some(a) => println!("{}\tcreated {}\taccount {a}", k.name, k.created_at_ms),
-                                None => println!("{}\tcreated {}", k.name, k.created_at_ms),
-                            }
-                        }
-                    }
-                })
-        }
+        } => create_key(&data_of(data), name, account, &scope, expires_in, json),
+        KeysCommand::List { data, json } => list_keys(&data_of(data), json),
+        KeysCommand::Revoke { id, data, json } => revoke_key(&data_of(data), &id, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn key_json(k: &brume_broker::store::keys::KeyInfo) -> serde_json::Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "account": k.account,
+        "scopes": k.scopes,
+        "created_at_ms": k.created_at_ms,
+        "expires_at_ms": k.expires_at_ms,
+        "revoked_at_ms": k.revoked_at_ms,
+    })
+}
+
+fn create_key(
+    dir: &std::path::Path,
+    name: String,
+    account: Option<brume_chain::Address>,
+    scope: &str,
+    expires_in: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<()> {
+    use brume_broker::store::keys::{NewKey, Scope};
+    let scopes = if scope.trim() == "all" {
+        Scope::ALL.to_vec()
+    } else {
+        Scope::parse_list(scope)?
+    };
+    anyhow::ensure!(!scopes.is_empty(), "--scope: at least one scope");
+    let new = NewKey {
+        name: name.clone(),
+        account: account.map(|a| a.to_string()),
+        scopes: scopes.clone(),
+        expires_at_ms: expires_in.map(|d| now_ms() + d.as_millis() as u64),
+    };
+    let conn = brume_broker::store::open_sync(dir)?;
+    let token = brume_broker::store::keys::create(&conn, &new)?;
+    if json {
+        let id = brume_broker::store::keys::id_of(&brume_broker::store::keys::hash(&token));
+        println!(
+            "{}",
+            json!({"api_key": token, "id": id, "name": name, "account": new.account,
+                   "scopes": scopes, "expires_at_ms": new.expires_at_ms})
+        );
+    } else {
+        println!("{token}");
+        eprintln!(
+            "API key {name:?} ({}) created in {}; it is shown only once.",
+            Scope::join(&scopes),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn list_keys(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let conn = brume_broker::store::open_sync(dir)?;
+    let keys = brume_broker::store::keys::list(&conn)?;
+    if json {
+        let keys: Vec<_> = keys.iter().map(key_json).collect();
+        println!("{}", json!({ "keys": keys }));
+        return Ok(());
+    }
+    for k in keys {
+        let state = match (k.revoked_at_ms, k.expires_at_ms) {
+            (Some(t), _) => format!("revoked {t}"),
+            (None, Some(t)) if t <= now_ms() => format!("expired {t}"),
+            (None, Some(t)) => format!("expires {t}"),
+            (None, None) => "live".to_string(),
+        };
+        println!(
+            "{}\t{}\t{}\t{}\tcreated {}\t{state}",
+            k.id,
+            k.name,
+            k.account.as_deref().unwrap_or("-"),
+            brume_broker::store::keys::Scope::join(&k.scopes),
+            k.created_at_ms
+        );
+    }
+    Ok(())
+}
+
+/// Revokes in the database, then tells a broker running on `dir` (through
+/// its control token), so that it refuses the key from now on.
+async fn revoke_key(dir: &std::path::Path, id: &str, json: bool) -> anyhow::Result<()> {
+    let conn = brume_broker::store::open_sync(dir)?;
+    let key = brume_broker::store::keys::revoke(&conn, id)?
+        .ok_or_else(|| anyhow::anyhow!("no key {id} in {}", dir.display()))?;
+    let told = tell_running_broker(dir, id).await;
+    if json {
+        let mut v = key_json(&key);
+        v["running_broker_told"] = json!(told.is_ok());
+        println!("{v}");
+    } else {
+        eprintln!("key {id} ({}) revoked", key.name);
+    }
+    match told {
+        Ok(true) => eprintln!("the running broker refuses it now"),
+        Ok(false) => eprintln!(
+            "no broker is running on {}; it will refuse the key",
+            dir.display()
+        ),
+        Err(e) => anyhow::bail!(
+            "the key is revoked in {}, but the broker running on it could not be told ({e:#}): \
+             restart it to be sure it refuses the key",
+            dir.display()
+        ),
+    }
+    Ok(())
+}
+
+/// `Ok(true)`: the broker running on `dir` dropped key `id`; `Ok(false)`:
+/// none runs there.
+async fn tell_running_broker(dir: &std::path::Path, id: &str) -> anyhow::Result<bool> {
+    let (Ok(url), Ok(token)) = (
+        std::fs::read_to_string(dir.join("broker.url")),
+        std::fs::read_to_string(dir.join(brume_broker::keys::CONTROL_TOKEN_FILE)),
+    ) else {
+        return Ok(false);
+    };
+    let url = format!("{}/v1/keys/{id}/revoke", url.trim().trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token.trim())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    match resp {
+        // A stale broker.url: nothing listens there any more.
+        Err(e) if e.is_connect() => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("POST {url}: {e}")),
+        Ok(r) if r.status().is_success() => Ok(true),
+        // The control token of an earlier run: that broker is gone.
+        Ok(r) if r.status() == reqwest::StatusCode::FORBIDDEN => Ok(false),
+        Ok(r) => Err(anyhow::anyhow!("POST {url}: {}", r.status())),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn providers(cmd: ProvidersCommand, file: &BrokerSection) -> ExitCode {

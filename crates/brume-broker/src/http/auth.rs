@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use brume_api::ErrorCode;
+use brume_api::rest::Scope;
 use brume_api::signed::{self, SignatureHeader};
 
 use super::{Fail, Res, Sh};
@@ -19,7 +20,49 @@ use crate::Shared;
 /// address, else the key's name; for a signed request, the signer's
 /// address.
 pub(crate) struct Auth {
+    /// The account.
     pub name: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+}
+
+impl Auth {
+    /// A signer: its account, with every scope but `admin`.
+    fn signer(address: &str) -> Auth {
+        Auth {
+            name: address.to_string(),
+            scopes: Scope::DEFAULT.to_vec(),
+        }
+    }
+
+    /// `Ok` if the caller has `scope`; else 403 naming it.
+    pub fn require(&self, scope: Scope) -> Res<()> {
+        if self.scopes.contains(&scope) {
+            return Ok(());
+        }
+        Err(Fail::new(
+            ErrorCode::Forbidden,
+            format!("this key lacks the {scope} scope"),
+        ))
+    }
+
+    /// `Ok` if the caller has any of `scopes`; else 403 naming them.
+    pub fn require_any(&self, scopes: &[Scope]) -> Res<()> {
+        if scopes.iter().any(|s| self.scopes.contains(s)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        Err(Fail::new(
+            ErrorCode::Forbidden,
+            format!("this key lacks the {} scope", names.join(" or ")),
+        ))
+    }
+
+    /// Whether the caller may see what `account` owns (its own, or any
+    /// with `admin`).
+    pub fn sees(&self, account: &str) -> bool {
+        self.name == account || self.scopes.contains(&Scope::Admin)
+    }
 }
 
 /// The signer of a request whose `Brume-Signature` verified (a request
@@ -115,9 +158,7 @@ impl FromRequestParts<Arc<Shared>> for MaybeAuth {
         shared: &Arc<Shared>,
     ) -> Result<MaybeAuth, Fail> {
         if let Some(Signer(address)) = parts.extensions.get::<Signer>() {
-            return Ok(MaybeAuth(Some(Auth {
-                name: address.clone(),
-            })));
+            return Ok(MaybeAuth(Some(Auth::signer(address))));
         }
         match bearer(parts) {
             None => Ok(MaybeAuth(None)),
@@ -142,9 +183,7 @@ impl FromRequestParts<Arc<Shared>> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Auth, Fail> {
         if let Some(Signer(address)) = parts.extensions.get::<Signer>() {
-            return Ok(Auth {
-                name: address.clone(),
-            });
+            return Ok(Auth::signer(address));
         }
         let Some(token) = bearer(parts) else {
             return Err(Fail::new(
@@ -157,8 +196,14 @@ impl FromRequestParts<Arc<Shared>> for Auth {
 }
 
 pub(super) async fn check_key(shared: &Arc<Shared>, token: &str) -> Result<Auth, Fail> {
-    match shared.keys.account(token).await? {
-        Some(name) => Ok(Auth { name }),
-        None => Err(Fail::new(ErrorCode::Forbidden, "the API key is not valid")),
+    match shared.keys.caller(token).await? {
+        Some(c) => Ok(Auth {
+            name: c.account,
+            scopes: c.scopes,
+        }),
+        None => Err(Fail::new(
+            ErrorCode::Forbidden,
+            "the API key is not valid (unknown, revoked or expired)",
+        )),
     }
 }

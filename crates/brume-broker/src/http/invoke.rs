@@ -280,6 +280,7 @@ pub(super) fn sync_work(
     kind: ServiceKind,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(WorkSpec, Billing, Bytes)> {
+    auth.require(brume_api::rest::Scope::Invoke)?;
     let svc = service(shared, name)?;
     let tier = header_str(headers, ledger::TIER_HEADER)?;
     let cap = price_cap(headers)?;

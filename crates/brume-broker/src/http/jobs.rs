@@ -7,7 +7,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use brume_api::rest::{JobInfo, JobList, JobSpec, JobState};
+use brume_api::rest::{JobInfo, JobList, JobSpec, JobState, Scope};
 use brume_api::{ApiError, ErrorCode, Profile, ServiceKind, WorkId};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -27,6 +27,7 @@ pub(super) async fn submit_job(
     req_headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(StatusCode, HeaderMap, axum::Json<JobInfo>)> {
+    auth.require(Scope::Jobs)?;
     let end_user = end_user(&req_headers)?;
     let spec = parse_spec(body)?;
     let c = &shared.config;
@@ -220,18 +221,24 @@ pub(super) fn no_job(id: WorkId) -> Fail {
     Fail::new(ErrorCode::NotFound, format!("no job {id}"))
 }
 
+/// The job `id` if the caller may read it: its own (or any, with
+/// `admin`). Another account's job answers 404, so that its existence
+/// doesn't leak.
+async fn readable(shared: &Shared, auth: &Auth, id: WorkId) -> Res<JobInfo> {
+    auth.require_any(&[Scope::Jobs, Scope::Read])?;
+    match shared.jobs.info(id).await? {
+        Some((info, owner)) if auth.sees(&owner) => Ok(info),
+        _ => Err(no_job(id)),
+    }
+}
+
 pub(super) async fn get_job(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Res<axum::Json<JobInfo>> {
     let id = job_id(&id)?;
-    shared
-        .jobs
-        .info(id)
-        .await?
-        .map(axum::Json)
-        .ok_or_else(|| no_job(id))
+    readable(&shared, &auth, id).await.map(axum::Json)
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,9 +249,10 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list_jobs(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Res<axum::Json<JobList>> {
+    auth.require_any(&[Scope::Jobs, Scope::Read])?;
     let Query(q) = query.map_err(|e| {
         Fail::new(
             ErrorCode::InvalidRequest,
@@ -259,17 +267,20 @@ pub(super) async fn list_jobs(
         ),
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    // Includes every acknowledged change.
-    let jobs = shared.jobs.list(state, limit).await?;
+    // The caller's own jobs (every account's with `admin`), including
+    // every acknowledged change.
+    let account = (!auth.scopes.contains(&Scope::Admin)).then(|| auth.name.clone());
+    let jobs = shared.jobs.list(state, account, limit).await?;
     Ok(axum::Json(JobList { jobs }))
 }
 
 pub(super) async fn job_result(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Res<axum::Json<brume_api::rest::JobResult>> {
     let id = job_id(&id)?;
+    readable(&shared, &auth, id).await?;
     let not_final = |state: JobState| {
         Fail::new(
             ErrorCode::Conflict,
@@ -294,18 +305,17 @@ pub(super) async fn job_result(
 
 pub(super) async fn cancel_job(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> Res<axum::Json<JobInfo>> {
     let id = job_id(&id)?;
+    let info = readable(&shared, &auth, id).await?;
+    auth.require(Scope::Jobs)?;
     let Some(e) = entry(&shared, id) else {
-        return match shared.jobs.info(id).await? {
-            Some(info) => Err(Fail::new(
-                ErrorCode::Conflict,
-                format!("job {id} is already {}", info.state.as_str()),
-            )),
-            None => Err(no_job(id)),
-        };
+        return Err(Fail::new(
+            ErrorCode::Conflict,
+            format!("job {id} is already {}", info.state.as_str()),
+        ));
     };
     if crate::verify::cancel(&shared, id).await {
         return Ok(axum::Json(e.info()));
@@ -324,11 +334,12 @@ pub(super) async fn cancel_job(
 
 pub(super) async fn job_events(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Res<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>> {
     let id = job_id(&id)?;
+    readable(&shared, &auth, id).await?;
     let (history, live, job) = match entry(&shared, id) {
         Some(e) => {
             let (h, rx) = e.follow();

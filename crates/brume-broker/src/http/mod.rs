@@ -8,6 +8,7 @@ mod auth;
 mod chain;
 mod invoke;
 mod jobs;
+mod keys;
 mod ledger;
 mod provider;
 mod services;
@@ -119,6 +120,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))
         .route("/v1/jobs/{id}/result", get(jobs::job_result))
+        .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/v1/keys/{id}/revoke", post(keys::revoke_key))
         .route("/v1/ledger/rows", get(ledger::ledger_rows))
         .route("/v1/ledger/rows/{work_id}", get(ledger::ledger_row))
         .route("/v1/status", get(status::status))

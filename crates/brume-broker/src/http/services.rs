@@ -81,6 +81,7 @@ pub(super) async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(StatusCode, axum::Json<ServiceInfo>)> {
+    auth.require(brume_api::rest::Scope::Publish)?;
     let Query(q) = query.map_err(|e| {
         Fail::new(
             ErrorCode::InvalidRequest,

@@ -17,8 +17,9 @@ pub(super) async fn settlement_health(
 /// and runs never overlap.
 pub(super) async fn settlement_run(
     State(shared): Sh,
-    _auth: Auth,
+    auth: Auth,
 ) -> Res<axum::Json<brume_settle::Report>> {
+    auth.require(brume_api::rest::Scope::Admin)?;
     crate::settlement::run_once(&shared)
         .await
         .map(axum::Json)

@@ -90,9 +90,15 @@ pub(crate) trait JobStore: Send + Sync + std::fmt::Debug {
     fn record(&self, record: JobRecord);
     /// Waits until every change queued so far is durable.
     fn flush(&self) -> StoreFuture<'_, ()>;
-    fn info(&self, id: WorkId) -> StoreFuture<'_, Option<JobInfo>>;
-    /// The newest jobs first, in `state` if given.
-    fn list(&self, state: Option<JobState>, limit: u32) -> StoreFuture<'_, Vec<JobInfo>>;
+    /// A job's info and the account that submitted it.
+    fn info(&self, id: WorkId) -> StoreFuture<'_, Option<(JobInfo, String)>>;
+    /// The newest jobs first, in `state` and of `account` if given.
+    fn list(
+        &self,
+        state: Option<JobState>,
+        account: Option<String>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<JobInfo>>;
     /// The jobs not final when the broker stopped, oldest first.
     fn open_jobs(&self) -> StoreFuture<'_, Vec<(JobInfo, StoredJob, Vec<JobEvent>)>>;
     fn events(&self, id: WorkId) -> StoreFuture<'_, Vec<JobEvent>>;
@@ -148,22 +154,25 @@ impl Jobs {
         });
     }
 
-    /// A job's info: from memory, else from the store.
-    pub async fn info(&self, id: WorkId) -> Result<Option<JobInfo>, StoreError> {
+    /// A job's info and the account that submitted it: from memory, else
+    /// from the store.
+    pub async fn info(&self, id: WorkId) -> Result<Option<(JobInfo, String)>, StoreError> {
         match self.entry(id) {
-            Some(e) => Ok(Some(e.info())),
+            Some(e) => Ok(Some((e.info(), e.stored.requester.clone()))),
             None => self.store.info(id).await,
         }
     }
 
-    /// The newest jobs first (everything recorded so far included).
+    /// The newest jobs first (everything recorded so far included), in
+    /// `state` and of `account` if given.
     pub async fn list(
         &self,
         state: Option<JobState>,
+        account: Option<String>,
         limit: u32,
     ) -> Result<Vec<JobInfo>, StoreError> {
         self.store.flush().await?;
-        self.store.list(state, limit).await
+        self.store.list(state, account, limit).await
     }
 
     /// A finished job's stored result.

@@ -22,12 +22,17 @@ impl JobStore for Store {
         Box::pin(Store::flush(self))
     }
 
-    fn info(&self, id: WorkId) -> StoreFuture<'_, Option<JobInfo>> {
+    fn info(&self, id: WorkId) -> StoreFuture<'_, Option<(JobInfo, String)>> {
         Box::pin(load_info(self, id))
     }
 
-    fn list(&self, state: Option<JobState>, limit: u32) -> StoreFuture<'_, Vec<JobInfo>> {
-        Box::pin(list(self, state, limit))
+    fn list(
+        &self,
+        state: Option<JobState>,
+        account: Option<String>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<JobInfo>> {
+        Box::pin(list(self, state, account, limit))
     }
 
     fn open_jobs(&self) -> StoreFuture<'_, Vec<(JobInfo, StoredJob, Vec<JobEvent>)>> {
@@ -99,11 +104,12 @@ async fn insert(store: &Store, info: JobInfo, stored: StoredJob) -> Result<(), S
     let spec = serde_json::to_string(&stored).unwrap_or_default();
     let state = info.state.as_str();
     let created = info.created_at_ms as i64;
+    let account = stored.requester;
     store
         .write(move |tx| {
             tx.execute(
-                "INSERT INTO jobs (id, spec, state, attempts, created_at_ms, updated_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?4)",
-                params![id, spec, state, created],
+                "INSERT INTO jobs (id, spec, state, attempts, created_at_ms, updated_at_ms, account) VALUES (?1, ?2, ?3, 0, ?4, ?4, ?5)",
+                params![id, spec, state, created, account],
             )?;
             Ok(())
         })
@@ -140,7 +146,7 @@ fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JobInfo, StoredJob)
     Ok((info, stored))
 }
 
-async fn load_info(store: &Store, id: WorkId) -> Result<Option<JobInfo>, StoreError> {
+async fn load_info(store: &Store, id: WorkId) -> Result<Option<(JobInfo, String)>, StoreError> {
     store
         .read(move |c| {
             c.query_row(
@@ -149,7 +155,7 @@ async fn load_info(store: &Store, id: WorkId) -> Result<Option<JobInfo>, StoreEr
                 info_from_row,
             )
             .optional()
-            .map(|o| o.map(|(i, _)| i))
+            .map(|o| o.map(|(i, stored)| (i, stored.requester)))
         })
         .await
 }
@@ -157,26 +163,22 @@ async fn load_info(store: &Store, id: WorkId) -> Result<Option<JobInfo>, StoreEr
 async fn list(
     store: &Store,
     state: Option<JobState>,
+    account: Option<String>,
     limit: u32,
 ) -> Result<Vec<JobInfo>, StoreError> {
     store
         .read(move |c| {
-            let (sql, arg) = match state {
-                Some(s) => (
-                    format!(
-                        "SELECT {INFO_COLUMNS} FROM jobs WHERE state = ?1 ORDER BY id DESC LIMIT ?2"
-                    ),
-                    s.as_str().to_string(),
-                ),
-                None => (
-                    format!(
-                        "SELECT {INFO_COLUMNS} FROM jobs WHERE ?1 = ?1 ORDER BY id DESC LIMIT ?2"
-                    ),
-                    String::new(),
-                ),
-            };
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map(params![arg, limit], info_from_row)?;
+            // `?1 IS NULL OR …`: a filter not given matches every row.
+            let sql = format!(
+                "SELECT {INFO_COLUMNS} FROM jobs
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account = ?2)
+                 ORDER BY id DESC LIMIT ?3"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![state.map(|s| s.as_str()), account, limit],
+                info_from_row,
+            )?;
             rows.map(|r| r.map(|(i, _)| i)).collect()
         })
         .await

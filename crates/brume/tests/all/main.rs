@@ -2,6 +2,7 @@
 
 mod util;
 
+mod accounts;
 mod billing;
 mod devnet;
 mod escrow;

@@ -190,9 +190,10 @@ pub fn cpu_job(n: u64) -> JobSpec {
     }
 }
 
-/// `brume broker keys create --data DIR --json`.
+/// `brume broker keys create --data DIR --name default --scope all --json`:
+/// the operator's key (every scope, `admin` included).
 pub fn create_api_key(home: &Path, data: &Path) -> String {
-    create_named_key(home, data, "default")
+    keys_create(home, data, &["--name", "default", "--scope", "all"])
 }
 
 /// `brume broker keys create --data DIR --name NAME --account ADDRESS --json`.
@@ -206,7 +207,7 @@ pub fn create_named_key(home: &Path, data: &Path, name: &str) -> String {
 }
 
 /// `brume broker keys create --json --data DIR ARGS`: the new key.
-fn keys_create(home: &Path, data: &Path, args: &[&str]) -> String {
+pub fn keys_create(home: &Path, data: &Path, args: &[&str]) -> String {
     let out = command(home)
         .args(["broker", "keys", "create", "--json"])
         .args(args)
