@@ -51,7 +51,12 @@ impl Db {
     /// already set up (opened with [`open`](crate::open), schema created),
     /// with a reader pool of [`ReadPool::DEFAULT_SIZE`] connections
     /// opened with `options`.
-    pub fn start(name: &str, writer: Connection, path: &Path, options: &Options) -> Result<Db, Error> {
+    pub fn start(
+        name: &str,
+        writer: Connection,
+        path: &Path,
+        options: &Options,
+    ) -> Result<Db, Error> {
         Ok(Db {
             writer: GroupCommit::start(name, MAX_BATCH, Writer { conn: writer })?,
             reads: ReadPool::new(path, options, ReadPool::DEFAULT_SIZE),

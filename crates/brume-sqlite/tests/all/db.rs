@@ -148,7 +148,8 @@ async fn close_refuses_later_writes_and_lets_queued_ones_commit() {
     let clone = db.clone();
     let gate = hold_writer(&db, "gate").await;
     let queued: Vec<_> = (0..10).map(|i| db.write(insert(format!("q{i}")))).collect();
-    db.write_later(insert("later".into())).expect("queued before close");
+    db.write_later(insert("later".into()))
+        .expect("queued before close");
     db.close();
     assert!(matches!(
         clone.write(insert("late".into())).await,

@@ -132,7 +132,10 @@ async fn close_refuses_sends_and_the_thread_drains_then_ends() {
     let (to, report) = oneshot::channel();
     g.send(Req::Report(to)).expect("send");
     g.close();
-    assert_eq!(clone.send(Req::Item { id: 7, weight: 1 }).err(), Some(Closed));
+    assert_eq!(
+        clone.send(Req::Item { id: 7, weight: 1 }).err(),
+        Some(Closed)
+    );
     release.send(()).expect("release");
     assert_eq!(
         report.await.expect("queued before close, answered"),

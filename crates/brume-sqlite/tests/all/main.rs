@@ -66,6 +66,9 @@ pub async fn hold_writer(db: &Db, v: &str) -> Gate {
 impl Gate {
     pub async fn open(self) {
         self.release.send(()).expect("release");
-        self.done.await.expect("gate answer").expect("the gate commits");
+        self.done
+            .await
+            .expect("gate answer")
+            .expect("the gate commits");
     }
 }

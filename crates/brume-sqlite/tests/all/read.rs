@@ -83,7 +83,10 @@ async fn read_errors_are_typed_and_the_pool_survives_them() {
             Mine::Db
         }
     }
-    assert_eq!(pool.read(|_| Err::<(), _>(Mine::Refused)).await, Err(Mine::Refused));
+    assert_eq!(
+        pool.read(|_| Err::<(), _>(Mine::Refused)).await,
+        Err(Mine::Refused)
+    );
     let n: i64 = pool
         .read(|c| Ok::<_, Error>(c.query_row("SELECT COUNT(*) FROM n", [], |r| r.get(0))?))
         .await
