@@ -24,6 +24,28 @@
 //!
 //! Nothing here blocks the async runtime: SQLite runs on the writer thread
 //! or on blocking threads, and callers wait on channels.
+//!
+//! ```
+//! use brume_sqlite::{Db, Error, Options};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! # let dir = tempfile::tempdir().expect("temp dir");
+//! let db = Db::open("example-writer", &dir.path().join("x.db"), &Options::new())?;
+//! db.write(|tx| Ok::<_, Error>(tx.execute_batch("CREATE TABLE t (v TEXT)")?))
+//!     .await?;
+//! // Durable once it returns; the closure's own error type would do too.
+//! db.write(|tx| Ok::<_, Error>(tx.execute("INSERT INTO t VALUES ('a')", [])?))
+//!     .await?;
+//! let n: i64 = db
+//!     .read(|c| Ok::<_, Error>(c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))?))
+//!     .await?;
+//! assert_eq!(n, 1);
+//! db.close();
+//! assert!(matches!(db.flush().await, Err(Error::Closed)));
+//! # Ok(())
+//! # }
+//! ```
 
 mod db;
 mod group;
