@@ -1,18 +1,18 @@
 //! The broker's durable state in SQLite: API keys, services, jobs and their
 //! events, and the operator's word on providers (`provider_trust`, bans). Module bytes live beside it as files (`blobs/{sha256}`).
 //!
-//! One writer thread owns the write connection. Writes are closures sent to
-//! it; it runs everything queued in one transaction and commits once (group
-//! commit), then acknowledges each write. The batch is whatever queued while
-//! the previous commit was syncing, so latency stays one commit at worst.
-//! Reads use a second connection on a blocking thread (WAL lets them run
-//! beside the writer). Nothing here blocks the async runtime.
+//! A [`brume_sqlite::Db`]: one writer thread owns the write connection.
+//! Writes are closures sent to it; it runs everything queued in one
+//! transaction, each write under its own savepoint (a failing write is
+//! rolled back alone), and commits once (group commit), then acknowledges
+//! each write. The batch is whatever queued while the previous commit was
+//! syncing, so latency stays one commit at worst. Reads use pooled
+//! connections on blocking threads (WAL lets them run beside the writer).
+//! Nothing here blocks the async runtime.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,20 +28,37 @@ pub enum StoreError {
     Closed,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A group commit failed (nothing of its batch is stored), or a write
+    /// panicked (and was rolled back).
+    #[error("database: {0}")]
+    Db(#[source] brume_sqlite::Error),
 }
 
-type WriteFn = Box<dyn FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send>;
+impl From<brume_sqlite::Error> for StoreError {
+    fn from(e: brume_sqlite::Error) -> StoreError {
+        match e {
+            brume_sqlite::Error::Open(e) => e.into(),
+            brume_sqlite::Error::Sql(e) => StoreError::Sql(e),
+            brume_sqlite::Error::Closed => StoreError::Closed,
+            brume_sqlite::Error::Spawn(e) => StoreError::Io(e),
+            e => StoreError::Db(e),
+        }
+    }
+}
 
-struct Write {
-    f: WriteFn,
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+impl From<brume_sqlite::OpenError> for StoreError {
+    fn from(e: brume_sqlite::OpenError) -> StoreError {
+        StoreError::Open {
+            path: e.path.display().to_string(),
+            source: e.source,
+        }
+    }
 }
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    tx: std::sync::mpsc::Sender<Write>,
-    read: Arc<std::sync::Mutex<Connection>>,
+    db: brume_sqlite::Db,
     blobs: PathBuf,
 }
 
@@ -105,28 +122,16 @@ CREATE TABLE IF NOT EXISTS job_events (
 ) WITHOUT ROWID;
 ";
 
-fn open_conn(path: &Path) -> Result<Connection, StoreError> {
-    let wrap = |source| StoreError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    let conn = Connection::open(path).map_err(wrap)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(wrap)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(wrap)?;
-    // FULL: a commit is on disk before it is acknowledged (group commit
-    // keeps the fsync count down).
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(wrap)?;
-    Ok(conn)
-}
+/// The file name of the database in its directory.
+const DB_FILE: &str = "broker.db";
 
 /// Opens (creating if needed) `dir/broker.db` and the schema, synchronously.
-/// Used by the broker at start-up and by `brume broker keys`.
+/// Used by the broker at start-up and by `brume broker keys`. WAL and
+/// `synchronous=FULL`: a commit is on disk before it is acknowledged (group
+/// commit keeps the fsync count down).
 pub fn open_sync(dir: &Path) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(dir)?;
-    let conn = open_conn(&dir.join("broker.db"))?;
+    let conn = brume_sqlite::open(&dir.join(DB_FILE), &brume_sqlite::Options::new())?;
     conn.execute_batch(SCHEMA)?;
     migrate(&conn)?;
     Ok(conn)
@@ -198,70 +203,52 @@ impl Store {
     /// Opens the database under `dir` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let write = open_sync(dir)?;
-        let read = open_conn(&dir.join("broker.db"))?;
         let blobs = dir.join("blobs");
         std::fs::create_dir_all(&blobs)?;
-        let (tx, rx) = std::sync::mpsc::channel::<Write>();
-        std::thread::Builder::new()
-            .name("brume-db-writer".into())
-            .spawn(move || writer(write, &rx))?;
-        Ok(Store {
-            tx,
-            read: Arc::new(std::sync::Mutex::new(read)),
-            blobs,
-        })
+        let db = brume_sqlite::Db::start(
+            "brume-db-writer",
+            write,
+            &dir.join(DB_FILE),
+            &brume_sqlite::Options::new(),
+        )?;
+        Ok(Store { db, blobs })
     }
 
-    /// Runs `f` in the next group commit and waits until it is durable.
+    /// Runs `f` in the next group commit and waits until it is durable. If
+    /// `f` fails, its changes are rolled back (the other writes of the
+    /// batch still commit) and its error is returned.
     pub async fn write(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
     ) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Write {
-                f: Box::new(f),
-                done: Some(done),
-            })
-            .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        self.db
+            .write(move |tx| f(tx).map_err(StoreError::Sql))
+            .await
     }
 
     /// Queues `f` for the next group commit without waiting. Writes are
-    /// applied in the order they were queued.
+    /// applied in the order they were queued. A failure is logged (and
+    /// the write rolled back).
     pub fn write_later(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
     ) {
-        if self
-            .tx
-            .send(Write {
-                f: Box::new(f),
-                done: None,
-            })
-            .is_err()
-        {
+        if self.db.write_later(f).is_err() {
             tracing::error!("database writer has stopped; a write was dropped");
         }
     }
 
     /// Waits until everything queued so far is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.write(|_| Ok(())).await
+        Ok(self.db.flush().await?)
     }
 
-    /// Runs a read on a blocking thread.
+    /// Runs a read on a blocking thread, with a pooled connection.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.read.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn).map_err(StoreError::from)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        self.db.read(move |c| f(c).map_err(StoreError::Sql)).await
     }
 
     pub fn blob_path(&self, digest: &str) -> PathBuf {
@@ -294,56 +281,6 @@ impl Store {
             Ok(b) => Ok(Some(b.into())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
-        }
-    }
-}
-
-fn writer(mut conn: Connection, rx: &std::sync::mpsc::Receiver<Write>) {
-    const MAX_BATCH: usize = 512;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        let tx = match conn.transaction() {
-            Ok(tx) => tx,
-            Err(e) => {
-                tracing::error!("database: begin: {e}");
-                for w in batch {
-                    if let Some(done) = w.done {
-                        let _ = done.send(Err(StoreError::Sql(rusqlite::Error::InvalidQuery)));
-                    }
-                }
-                continue;
-            }
-        };
-        let mut results = Vec::with_capacity(batch.len());
-        for w in batch {
-            let r = (w.f)(&tx);
-            if let Err(e) = &r {
-                tracing::error!("database write failed: {e}");
-            }
-            results.push((r, w.done));
-        }
-        let committed = tx.commit();
-        for (r, done) in results {
-            let out = match (&committed, r) {
-                (Ok(()), Ok(())) => Ok(()),
-                (Ok(()), Err(e)) => Err(StoreError::Sql(e)),
-                (Err(e), _) => Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                    Some(format!("commit: {e}")),
-                ))),
-            };
-            if let Some(done) = done {
-                let _ = done.send(out);
-            }
-        }
-        if let Err(e) = committed {
-            tracing::error!("database commit failed: {e}");
         }
     }
 }
@@ -848,6 +785,41 @@ mod tests {
         let bans = providers::bans(&conn).expect("bans");
         let dd = bans.iter().find(|b| b.address == "0xdd00").expect("dd");
         assert!(dd.has_proof && dd.reason == "proven cheat", "{dd:?}");
+    }
+
+    /// A write that fails is rolled back whole: its earlier statements
+    /// don't reach the database, and later writes go on.
+    #[tokio::test]
+    async fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("open");
+        let insert = |tx: &Transaction<'_>, name: &str| {
+            tx.execute(
+                "INSERT INTO api_keys (hash, name, created_at_ms) VALUES (?1, ?1, 0)",
+                [name],
+            )
+        };
+        let err = store
+            .write(move |tx| {
+                insert(tx, "partial")?;
+                insert(tx, "partial")?; // the same primary key: fails
+                Ok(())
+            })
+            .await
+            .expect_err("a duplicate key");
+        assert!(matches!(err, StoreError::Sql(_)), "{err}");
+        store
+            .write(move |tx| insert(tx, "whole").map(drop))
+            .await
+            .expect("write");
+        let names: Vec<String> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT name FROM api_keys ORDER BY name")?;
+                stmt.query_map([], |r| r.get::<_, String>(0))?.collect()
+            })
+            .await
+            .expect("read");
+        assert_eq!(names, ["whole"]);
     }
 
     #[test]

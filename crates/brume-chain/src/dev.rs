@@ -22,7 +22,8 @@
 //!
 //! # Writing
 //!
-//! - One writer thread owns the write connection and the state (balances,
+//! - One writer thread ([`brume_sqlite::GroupCommit`]) owns the write
+//!   connection and the state (balances,
 //!   allowances, nonces, supply, in memory). Calls queue requests to it; it
 //!   takes everything queued (up to [`MAX_BLOCK_TXS`] txs), applies each tx
 //!   in order (a failing one gets its error and is left out), puts the
@@ -40,14 +41,17 @@
 //!   and the chain's settings. Accounts, allowances and the supply are the
 //!   state, rewritten by each block; [`crate::verify`] replays the chain
 //!   from genesis and checks them.
-//! - Reads run on `spawn_blocking` with pooled connections of their own.
+//! - Reads run on `spawn_blocking` with pooled connections of their own
+//!   (a [`brume_sqlite::ReadPool`]).
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use brume_identity::Identity;
+use brume_sqlite::{GroupCommit, Handler, Options, ReadPool};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -276,18 +280,14 @@ pub(crate) const TX_COLS: &str =
 
 pub(crate) const BLOCK_COLS: &str = "number, hash, parent_hash, tx_root, timestamp_ms, tx_count";
 
+/// The chain's connection settings (beside WAL and `synchronous=FULL`).
+fn options() -> Options {
+    Options::new().statement_cache(32)
+}
+
 /// Opens a connection with the chain's settings.
 pub(crate) fn open_conn(path: &Path) -> Result<Connection, ChainError> {
-    let wrap = |e: rusqlite::Error| ChainError::Storage(format!("{}: {e}", path.display()));
-    let conn = Connection::open(path).map_err(wrap)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(wrap)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(wrap)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(wrap)?;
-    conn.set_prepared_statement_cache_capacity(32);
-    Ok(conn)
+    brume_sqlite::open(path, &options()).map_err(|e| brume_sqlite::Error::from(e).into())
 }
 
 // ---- decoding stored values (a tampered value is an error, not a panic) ----
@@ -632,26 +632,24 @@ fn place(
     Ok((b, i, t.tx.from, t.tx.nonce, t.hash))
 }
 
-impl Writer {
-    fn run(mut self, rx: &std::sync::mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut n = first.op.len();
-            let mut batch = vec![first];
-            while n < MAX_BLOCK_TXS {
-                match rx.try_recv() {
-                    Ok(r) => {
-                        n += r.op.len();
-                        batch.push(r);
-                    }
-                    Err(_) => break,
-                }
-            }
-            if !self.commit_batch(batch) {
-                return;
-            }
-        }
+impl Handler for Writer {
+    type Request = Request;
+
+    /// Batches are bounded by txs ([`MAX_BLOCK_TXS`]).
+    fn weight(&self, r: &Request) -> usize {
+        r.op.len()
     }
 
+    fn handle(&mut self, batch: Vec<Request>) -> ControlFlow<()> {
+        if self.commit_batch(batch) {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+}
+
+impl Writer {
     /// Applies, persists and answers one batch. False if the writer cannot
     /// go on (the state could not be reloaded after a failed commit).
     fn commit_batch(&mut self, batch: Vec<Request>) -> bool {
@@ -836,8 +834,8 @@ impl Writer {
 // ---- the handle ----
 
 struct Inner {
-    tx: Mutex<Option<std::sync::mpsc::Sender<Request>>>,
-    readers: Mutex<Vec<Connection>>,
+    writer: GroupCommit<Request>,
+    reads: ReadPool,
     path: PathBuf,
     chain_id: u64,
     faucet: bool,
@@ -907,15 +905,15 @@ impl DevChain {
         let state = read_state(&conn)?;
         let head = read_head(&conn)?;
         let (chain_id, faucet) = (state.chain_id, state.faucet);
-        let (tx, rx) = std::sync::mpsc::channel::<Request>();
-        let writer = Writer { conn, state, head };
-        std::thread::Builder::new()
-            .name("brume-chain-writer".into())
-            .spawn(move || writer.run(&rx))?;
+        let writer = GroupCommit::start(
+            "brume-chain-writer",
+            MAX_BLOCK_TXS,
+            Writer { conn, state, head },
+        )?;
         Ok(DevChain {
             inner: Arc::new(Inner {
-                tx: Mutex::new(Some(tx)),
-                readers: Mutex::new(Vec::new()),
+                writer,
+                reads: ReadPool::new(&path, &options(), ReadPool::DEFAULT_SIZE),
                 path,
                 chain_id,
                 faucet,
@@ -936,21 +934,15 @@ impl DevChain {
     /// Stops accepting writes; the writer thread ends once the queued ones
     /// are committed. (Dropping every clone does the same.)
     pub fn close(&self) {
-        self.inner
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.inner.writer.close();
     }
 
     async fn write(&self, op: Op) -> Result<Results, ChainError> {
         let (done, wait) = oneshot::channel();
-        {
-            let tx = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = tx.as_ref().ok_or(ChainError::Closed)?;
-            tx.send(Request { op, done })
-                .map_err(|_| ChainError::Closed)?;
-        }
+        self.inner
+            .writer
+            .send(Request { op, done })
+            .map_err(|_| ChainError::Closed)?;
         wait.await.map_err(|_| ChainError::Closed)?
     }
 
@@ -959,26 +951,8 @@ impl DevChain {
         &self,
         f: impl FnOnce(&Connection, u64) -> Result<T, ChainError> + Send + 'static,
     ) -> Result<T, ChainError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_conn(&inner.path)?,
-            };
-            let out = f(&conn, inner.chain_id);
-            let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|_| ChainError::Closed)?
+        let chain_id = self.inner.chain_id;
+        self.inner.reads.read(move |conn| f(conn, chain_id)).await
     }
 
     /// The latest block.

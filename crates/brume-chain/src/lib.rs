@@ -151,6 +151,15 @@ impl From<std::io::Error> for ChainError {
     }
 }
 
+impl From<brume_sqlite::Error> for ChainError {
+    fn from(e: brume_sqlite::Error) -> ChainError {
+        match e {
+            brume_sqlite::Error::Closed => ChainError::Closed,
+            e => ChainError::Storage(e.to_string()),
+        }
+    }
+}
+
 /// A boxed future (so that `dyn Chain` works).
 pub type ChainFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ChainError>> + Send + 'a>>;
 

@@ -20,8 +20,9 @@
 //! - WAL, `synchronous=FULL`: a commit is fsynced before any caller is
 //!   acknowledged, so neither `kill -9` nor a power cut loses an
 //!   acknowledged row.
-//! - One writer thread owns the write connection. Calls queue requests to
-//!   it; it takes everything queued (up to [`MAX_BATCH_ROWS`] rows), runs it
+//! - One writer thread ([`brume_sqlite::GroupCommit`]) owns the write
+//!   connection. Calls queue requests to it; it takes everything queued (up
+//!   to [`MAX_BATCH_ROWS`] rows), runs it
 //!   in one transaction, commits once, then answers every caller. There is
 //!   no timer: the batch is whatever queued during the previous commit, so a
 //!   lone write waits for one commit. Each call is atomic on its own: an
@@ -44,8 +45,8 @@
 //!   `codec` module). Indexes: by (`timestamp_ms`, `work_id`) and by
 //!   (`requester`, `timestamp_ms`, `work_id`). A blob or column that does not
 //!   decode makes its row corrupt ([`Page::corrupt`]), not the query fail.
-//! - Reads run on `spawn_blocking` with connections of their own (a small
-//!   pool), beside the writer (WAL).
+//! - Reads run on `spawn_blocking` with connections of their own (a
+//!   [`brume_sqlite::ReadPool`] of 8), beside the writer (WAL).
 //! - The database refuses changes too: triggers abort any `UPDATE` or
 //!   `DELETE` of `ledger_rows` with `ledger rows are immutable`, and any
 //!   insert of a work id already stored with `duplicate work id`, so that
@@ -53,10 +54,12 @@
 //!   connection's `recursive_triggers`).
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use brume_sqlite::{GroupCommit, Handler, Options, ReadPool};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -120,6 +123,15 @@ impl From<rusqlite::Error> for LedgerError {
 impl From<std::io::Error> for LedgerError {
     fn from(e: std::io::Error) -> LedgerError {
         LedgerError::Storage(e.to_string())
+    }
+}
+
+impl From<brume_sqlite::Error> for LedgerError {
+    fn from(e: brume_sqlite::Error) -> LedgerError {
+        match e {
+            brume_sqlite::Error::Closed => LedgerError::Closed,
+            e => LedgerError::Storage(e.to_string()),
+        }
     }
 }
 
@@ -343,23 +355,21 @@ const SELECT_COLS: &str =
 const SELECT_PUBLIC_COLS: &str =
     "work_id, timestamp_ms, requester, provider, fuel, row_hash, data, NULL";
 
+/// The ledger's connection settings (beside WAL and `synchronous=FULL`).
+fn options() -> Options {
+    Options::new()
+        .pragma("recursive_triggers", "ON")
+        // Statement and savepoint journals in memory, not in temporary files.
+        .pragma("temp_store", "MEMORY")
+        // Checkpoint less often than every 1000 pages: a page that many
+        // commits change is copied back once. (Only the writer commits.)
+        .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string())
+        .statement_cache(ROWS_PER_INSERT + 16)
+}
+
 /// Opens a connection with the ledger's settings.
 fn open_conn(path: &Path) -> Result<Connection, LedgerError> {
-    let wrap = |e: rusqlite::Error| LedgerError::Storage(format!("{}: {e}", path.display()));
-    let conn = Connection::open(path).map_err(wrap)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(wrap)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(wrap)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(wrap)?;
-    conn.pragma_update(None, "recursive_triggers", "ON")
-        .map_err(wrap)?;
-    // Statement and savepoint journals in memory, not in temporary files.
-    conn.pragma_update(None, "temp_store", "MEMORY")
-        .map_err(wrap)?;
-    conn.set_prepared_statement_cache_capacity(ROWS_PER_INSERT + 16);
-    Ok(conn)
+    brume_sqlite::open(path, &options()).map_err(|e| brume_sqlite::Error::from(e).into())
 }
 
 /// Creates the schema, or checks that an existing database has this layout.
@@ -735,8 +745,8 @@ struct Request {
 }
 
 struct Inner {
-    tx: Mutex<Option<std::sync::mpsc::Sender<Request>>>,
-    readers: Mutex<Vec<Connection>>,
+    writer: GroupCommit<Request>,
+    reads: ReadPool,
     path: PathBuf,
 }
 
@@ -762,17 +772,11 @@ impl SqliteStore {
         let path = dir.join(DB_FILE);
         let conn = open_conn(&path)?;
         init_schema(&conn)?;
-        // Checkpoint less often than every 1000 pages: a page that many
-        // commits change is copied back once.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
-        let (tx, rx) = std::sync::mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("brume-ledger-writer".into())
-            .spawn(move || writer(conn, &rx))?;
+        let writer = GroupCommit::start("brume-ledger-writer", MAX_BATCH_ROWS, Writer { conn })?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
-                tx: Mutex::new(Some(tx)),
-                readers: Mutex::new(Vec::new()),
+                writer,
+                reads: ReadPool::new(&path, &options(), ReadPool::DEFAULT_SIZE),
                 path,
             }),
         })
@@ -785,12 +789,10 @@ impl SqliteStore {
 
     async fn submit(&self, op: Op) -> Result<(), LedgerError> {
         let (done, wait) = oneshot::channel();
-        {
-            let tx = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = tx.as_ref().ok_or(LedgerError::Closed)?;
-            tx.send(Request { op, done })
-                .map_err(|_| LedgerError::Closed)?;
-        }
+        self.inner
+            .writer
+            .send(Request { op, done })
+            .map_err(|_| LedgerError::Closed)?;
         wait.await.map_err(|_| LedgerError::Closed)?
     }
 
@@ -799,36 +801,13 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_conn(&inner.path)?,
-            };
-            let out = f(&conn);
-            let mut pool = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < 8 {
-                pool.push(conn);
-            }
-            out
-        })
-        .await
-        .map_err(|_| LedgerError::Closed)?
+        self.inner.reads.read(f).await
     }
 
     /// Stops accepting writes; the writer thread ends once the queued ones
     /// are committed. (Dropping every clone does the same.)
     pub fn close(&self) {
-        self.inner
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.inner.writer.close();
     }
 }
 
@@ -1198,21 +1177,22 @@ impl RawRow {
     }
 }
 
-fn writer(mut conn: Connection, rx: &std::sync::mpsc::Receiver<Request>) {
-    while let Ok(first) = rx.recv() {
-        let mut rows = first.op.rows();
-        let mut batch = vec![first];
-        while rows < MAX_BATCH_ROWS {
-            match rx.try_recv() {
-                Ok(r) => {
-                    rows += r.op.rows();
-                    batch.push(r);
-                }
-                Err(_) => break,
-            }
-        }
+/// The writer thread's state: the write connection.
+struct Writer {
+    conn: Connection,
+}
+
+impl Handler for Writer {
+    type Request = Request;
+
+    /// Batches are bounded by rows ([`MAX_BATCH_ROWS`]).
+    fn weight(&self, r: &Request) -> usize {
+        r.op.rows()
+    }
+
+    fn handle(&mut self, batch: Vec<Request>) -> ControlFlow<()> {
         let (ops, dones): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.done)).unzip();
-        match commit_batch(&mut conn, &ops) {
+        match commit_batch(&mut self.conn, &ops) {
             Ok(results) => {
                 for (done, r) in dones.into_iter().zip(results) {
                     let _ = done.send(r);
@@ -1225,6 +1205,7 @@ fn writer(mut conn: Connection, rx: &std::sync::mpsc::Receiver<Request>) {
                 }
             }
         }
+        ControlFlow::Continue(())
     }
 }
 

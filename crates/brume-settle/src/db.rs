@@ -2,10 +2,13 @@
 //! rows and flagged accounts, in `settle.db` (SQLite, WAL,
 //! `synchronous=FULL`: a journal entry is on disk before its transfer is
 //! sent).
+//!
+//! A [`brume_sqlite::Db`]: writes run on its writer thread, each under its
+//! own savepoint (atomic: a failing write leaves nothing), and return once
+//! committed; reads run on pooled connections on blocking threads.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
 use brume_chain::{Address, Anchor, B256};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -181,14 +184,14 @@ pub(crate) struct Sums {
     pub held: u128,
 }
 
-/// The store: one connection, used on blocking threads.
-#[derive(Clone)]
+/// The store; cheap to clone.
+#[derive(Clone, Debug)]
 pub(crate) struct Db {
-    path: PathBuf,
-    conn: Arc<Mutex<Connection>>,
+    db: brume_sqlite::Db,
 }
 
 impl Db {
+    /// Opens (creating if needed) `dir/settle.db`. Blocking.
     pub fn open(dir: &Path) -> Result<Db, SettleError> {
         let path = dir.join("settle.db");
         let wrap = |e: &dyn std::fmt::Display| SettleError::Store {
@@ -196,38 +199,33 @@ impl Db {
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| wrap(&e))?;
-        let conn = Connection::open(&path).map_err(|e| wrap(&e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| wrap(&e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| wrap(&e))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| wrap(&e))?;
+        let options = brume_sqlite::Options::new();
+        let conn = brume_sqlite::open(&path, &options).map_err(|e| wrap(&e.source))?;
         conn.execute_batch(SCHEMA).map_err(|e| wrap(&e))?;
-        Ok(Db {
-            path,
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let db = brume_sqlite::Db::start("brume-settle-writer", conn, &path, &options)
+            .map_err(|e| wrap(&e))?;
+        Ok(Db { db })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
-    /// Runs `f` with the connection on a blocking thread.
-    pub async fn call<T: Send + 'static>(
+    /// Runs `f` on a blocking thread with a reader connection.
+    pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, SettleError> + Send + 'static,
+        f: impl FnOnce(&Connection) -> Result<T, SettleError> + Send + 'static,
     ) -> Result<T, SettleError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn
-                .lock()
-                .map_err(|_| SettleError::Db("the connection lock is poisoned".into()))?;
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| SettleError::Db(format!("settlement task: {e}")))?
+        self.db.read(f).await
+    }
+
+    /// Runs `f` on the writer thread, atomically (under its own
+    /// savepoint), and returns once it is committed.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, SettleError> + Send + 'static,
+    ) -> Result<T, SettleError> {
+        self.db.write(f).await
     }
 }
 
@@ -255,7 +253,7 @@ fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, SettleError> {
     serde_json::from_str(s).map_err(|e| SettleError::Db(format!("stored JSON: {e}")))
 }
 
-pub(crate) fn baseline(c: &mut Connection) -> Result<Option<u128>, SettleError> {
+pub(crate) fn baseline(c: &Connection) -> Result<Option<u128>, SettleError> {
     let v: Option<String> = c
         .query_row("SELECT value FROM meta WHERE key = 'baseline'", [], |r| {
             r.get(0)
@@ -264,15 +262,15 @@ pub(crate) fn baseline(c: &mut Connection) -> Result<Option<u128>, SettleError> 
     v.map(|s| u128_of(&s)).transpose()
 }
 
-pub(crate) fn set_baseline(c: &mut Connection, b: u128) -> Result<(), SettleError> {
-    c.execute(
+pub(crate) fn set_baseline(tx: &Transaction<'_>, b: u128) -> Result<(), SettleError> {
+    tx.execute(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('baseline', ?1)",
         params![b.to_string()],
     )?;
     Ok(())
 }
 
-pub(crate) fn unfinished(c: &mut Connection) -> Result<Option<Run>, SettleError> {
+pub(crate) fn unfinished(c: &Connection) -> Result<Option<Run>, SettleError> {
     Ok(c.query_row(
         "SELECT id, from_seq, to_seq FROM runs WHERE phase != 'done' ORDER BY id LIMIT 1",
         [],
@@ -287,7 +285,7 @@ pub(crate) fn unfinished(c: &mut Connection) -> Result<Option<Run>, SettleError>
     .optional()?)
 }
 
-pub(crate) fn last_seq(c: &mut Connection) -> Result<u64, SettleError> {
+pub(crate) fn last_seq(c: &Connection) -> Result<u64, SettleError> {
     let v: Option<i64> = c.query_row("SELECT MAX(to_seq) FROM runs", [], |r| r.get(0))?;
     Ok(v.unwrap_or(0) as u64)
 }
@@ -298,11 +296,11 @@ fn slims(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Slim
     rows.iter().map(|s| from_json(s)).collect()
 }
 
-pub(crate) fn deferred_rows(c: &mut Connection) -> Result<Vec<Slim>, SettleError> {
+pub(crate) fn deferred_rows(c: &Connection) -> Result<Vec<Slim>, SettleError> {
     slims(c, "SELECT row FROM deferred ORDER BY seq", [])
 }
 
-pub(crate) fn deferred_rows_of_run(c: &mut Connection, run: i64) -> Result<Vec<Slim>, SettleError> {
+pub(crate) fn deferred_rows_of_run(c: &Connection, run: i64) -> Result<Vec<Slim>, SettleError> {
     slims(
         c,
         "SELECT row FROM deferred WHERE in_run = ?1 ORDER BY seq",
@@ -311,7 +309,7 @@ pub(crate) fn deferred_rows_of_run(c: &mut Connection, run: i64) -> Result<Vec<S
 }
 
 pub(crate) fn deferred_seqs_of_run(
-    c: &mut Connection,
+    c: &Connection,
     run: i64,
 ) -> Result<(HashSet<u64>, HashSet<u64>), SettleError> {
     let mut included = HashSet::new();
@@ -355,7 +353,7 @@ fn insert_intent(tx: &Transaction<'_>, run: i64, i: &NewIntent) -> Result<(), Se
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start_run(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     from: u64,
     to: u64,
     rows: u64,
@@ -364,14 +362,13 @@ pub(crate) fn start_run(
     included: &[u64],
     flagged: &[(String, String)],
 ) -> Result<Run, SettleError> {
-    let tx = c.transaction()?;
     tx.execute(
         "INSERT INTO runs (from_seq, to_seq, rows, phase, started_ms) VALUES (?1, ?2, ?3, 'collecting', ?4)",
         params![from as i64, to as i64, rows as i64, now_ms()],
     )?;
     let run = tx.last_insert_rowid();
     for i in intents {
-        insert_intent(&tx, run, i)?;
+        insert_intent(tx, run, i)?;
     }
     for r in newly_deferred {
         tx.execute(
@@ -391,7 +388,6 @@ pub(crate) fn start_run(
             params![account, run, reason],
         )?;
     }
-    tx.commit()?;
     Ok(Run {
         id: run,
         from_seq: from,
@@ -428,11 +424,7 @@ fn read_intent(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawIntent> {
     ))
 }
 
-pub(crate) fn intents(
-    c: &mut Connection,
-    run: i64,
-    kind: Kind,
-) -> Result<Vec<Intent>, SettleError> {
+pub(crate) fn intents(c: &Connection, run: i64, kind: Kind) -> Result<Vec<Intent>, SettleError> {
     let mut stmt = c.prepare_cached(
         "SELECT id, account, address, amount, anchor, rows, carried, state, tx_hash, error
          FROM intents WHERE run = ?1 AND kind = ?2 ORDER BY id",
@@ -463,14 +455,13 @@ pub(crate) fn intents(
 }
 
 pub(crate) fn resolve_intents(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     run: i64,
     kind: Kind,
     outcomes: &[(i64, Result<B256, String>)],
 ) -> Result<(), SettleError> {
-    let all = intents(c, run, kind)?;
+    let all = intents(tx, run, kind)?;
     let by_id: HashMap<i64, &Intent> = all.iter().map(|i| (i.id, i)).collect();
-    let tx = c.transaction()?;
     for (id, outcome) in outcomes {
         let Some(i) = by_id.get(id) else { continue };
         match outcome {
@@ -534,11 +525,10 @@ pub(crate) fn resolve_intents(
             }
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
-pub(crate) fn payouts_planned(c: &mut Connection, run: i64) -> Result<bool, SettleError> {
+pub(crate) fn payouts_planned(c: &Connection, run: i64) -> Result<bool, SettleError> {
     let v: i64 = c.query_row(
         "SELECT planned FROM runs WHERE id = ?1",
         params![run],
@@ -547,7 +537,7 @@ pub(crate) fn payouts_planned(c: &mut Connection, run: i64) -> Result<bool, Sett
     Ok(v != 0)
 }
 
-pub(crate) fn unpaid_carry(c: &mut Connection) -> Result<Vec<Carry>, SettleError> {
+pub(crate) fn unpaid_carry(c: &Connection) -> Result<Vec<Carry>, SettleError> {
     let mut stmt = c.prepare(
         "SELECT id, account, amount, aggregate, rows, reason FROM carry WHERE paid_intent IS NULL ORDER BY id",
     )?;
@@ -578,7 +568,7 @@ pub(crate) fn unpaid_carry(c: &mut Connection) -> Result<Vec<Carry>, SettleError
 }
 
 pub(crate) fn plan_payouts(
-    c: &mut Connection,
+    tx: &Transaction<'_>,
     run: i64,
     intents: &[NewIntent],
     carry: &[Carry],
@@ -586,9 +576,8 @@ pub(crate) fn plan_payouts(
     done_deferred: &[u64],
     settled_rows: u64,
 ) -> Result<(), SettleError> {
-    let tx = c.transaction()?;
     for i in intents {
-        insert_intent(&tx, run, i)?;
+        insert_intent(tx, run, i)?;
     }
     for k in carry {
         tx.execute(
@@ -627,19 +616,18 @@ pub(crate) fn plan_payouts(
         "UPDATE runs SET planned = 1, phase = 'paying', settled_rows = ?2 WHERE id = ?1",
         params![run, settled_rows as i64],
     )?;
-    tx.commit()?;
     Ok(())
 }
 
-pub(crate) fn finish_run(c: &mut Connection, run: i64, timings: &str) -> Result<(), SettleError> {
-    c.execute(
+pub(crate) fn finish_run(tx: &Transaction<'_>, run: i64, timings: &str) -> Result<(), SettleError> {
+    tx.execute(
         "UPDATE runs SET phase = 'done', finished_ms = ?2, timings = ?3 WHERE id = ?1",
         params![run, now_ms(), timings],
     )?;
     Ok(())
 }
 
-fn lines(c: &mut Connection, run: i64, kind: Kind) -> Result<Vec<TransferLine>, SettleError> {
+fn lines(c: &Connection, run: i64, kind: Kind) -> Result<Vec<TransferLine>, SettleError> {
     Ok(intents(c, run, kind)?
         .into_iter()
         .map(|i| TransferLine {
@@ -660,7 +648,7 @@ fn lines(c: &mut Connection, run: i64, kind: Kind) -> Result<Vec<TransferLine>, 
         .collect())
 }
 
-pub(crate) fn report(c: &mut Connection, run: i64) -> Result<Option<Report>, SettleError> {
+pub(crate) fn report(c: &Connection, run: i64) -> Result<Option<Report>, SettleError> {
     let Some((rows, settled, timings)) = c
         .query_row(
             "SELECT rows, settled_rows, timings FROM runs WHERE id = ?1",
@@ -708,7 +696,7 @@ pub(crate) fn report(c: &mut Connection, run: i64) -> Result<Option<Report>, Set
     }))
 }
 
-pub(crate) fn last_report(c: &mut Connection) -> Result<Option<Report>, SettleError> {
+pub(crate) fn last_report(c: &Connection) -> Result<Option<Report>, SettleError> {
     let run: Option<i64> = c
         .query_row(
             "SELECT id FROM runs WHERE phase = 'done' ORDER BY id DESC LIMIT 1",
@@ -722,11 +710,11 @@ pub(crate) fn last_report(c: &mut Connection) -> Result<Option<Report>, SettleEr
     }
 }
 
-pub(crate) fn carry_total(c: &mut Connection) -> Result<u128, SettleError> {
+pub(crate) fn carry_total(c: &Connection) -> Result<u128, SettleError> {
     Ok(unpaid_carry(c)?.iter().map(|k| k.amount).sum())
 }
 
-fn held(c: &mut Connection) -> Result<u128, SettleError> {
+fn held(c: &Connection) -> Result<u128, SettleError> {
     Ok(deferred_rows(c)?
         .iter()
         .flat_map(|r| r.parts.iter())
@@ -735,7 +723,7 @@ fn held(c: &mut Connection) -> Result<u128, SettleError> {
         .sum())
 }
 
-pub(crate) fn sums(c: &mut Connection) -> Result<Sums, SettleError> {
+pub(crate) fn sums(c: &Connection) -> Result<Sums, SettleError> {
     let total = |kind: &str| -> Result<u128, SettleError> {
         let mut stmt =
             c.prepare_cached("SELECT amount FROM intents WHERE kind = ?1 AND state = 'done'")?;
@@ -754,7 +742,7 @@ pub(crate) fn sums(c: &mut Connection) -> Result<Sums, SettleError> {
     })
 }
 
-pub(crate) fn deferred_by_payer(c: &mut Connection) -> Result<HashMap<String, u128>, SettleError> {
+pub(crate) fn deferred_by_payer(c: &Connection) -> Result<HashMap<String, u128>, SettleError> {
     let mut out = HashMap::new();
     for r in deferred_rows(c)? {
         for p in r.parts.iter().filter(|p| p.collected.is_none()) {
@@ -764,7 +752,7 @@ pub(crate) fn deferred_by_payer(c: &mut Connection) -> Result<HashMap<String, u1
     Ok(out)
 }
 
-pub(crate) fn collected_by_payer(c: &mut Connection) -> Result<HashMap<String, u128>, SettleError> {
+pub(crate) fn collected_by_payer(c: &Connection) -> Result<HashMap<String, u128>, SettleError> {
     let mut stmt =
         c.prepare("SELECT account, amount FROM intents WHERE kind = 'collect' AND state = 'done'")?;
     let rows: Vec<(String, String)> = stmt
@@ -777,7 +765,7 @@ pub(crate) fn collected_by_payer(c: &mut Connection) -> Result<HashMap<String, u
     Ok(out)
 }
 
-pub(crate) fn sent(c: &mut Connection) -> Result<Vec<Sent>, SettleError> {
+pub(crate) fn sent(c: &Connection) -> Result<Vec<Sent>, SettleError> {
     let mut stmt = c.prepare(
         "SELECT run, kind, account, address, amount, anchor, rows, tx_hash FROM intents
          WHERE state = 'done' ORDER BY id",
@@ -801,7 +789,7 @@ pub(crate) fn sent(c: &mut Connection) -> Result<Vec<Sent>, SettleError> {
 
 /// The status of each of a row's payers and beneficiaries.
 pub(crate) fn row_status(
-    c: &mut Connection,
+    c: &Connection,
     seq: u64,
     payers: &[String],
     beneficiaries: &[String],
@@ -960,7 +948,7 @@ pub(crate) struct AuditData {
     pub carry: Vec<(i64, String, Option<i64>)>,
 }
 
-pub(crate) fn audit_data(c: &mut Connection) -> Result<AuditData, SettleError> {
+pub(crate) fn audit_data(c: &Connection) -> Result<AuditData, SettleError> {
     let mut stmt =
         c.prepare("SELECT id, from_seq, to_seq FROM runs WHERE phase = 'done' ORDER BY id")?;
     let runs = stmt

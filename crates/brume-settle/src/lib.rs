@@ -99,6 +99,18 @@ impl From<rusqlite::Error> for SettleError {
     }
 }
 
+impl From<brume_sqlite::Error> for SettleError {
+    fn from(e: brume_sqlite::Error) -> Self {
+        match e {
+            brume_sqlite::Error::Open(e) => SettleError::Store {
+                path: e.path.display().to_string(),
+                message: e.source.to_string(),
+            },
+            e => SettleError::Db(e.to_string()),
+        }
+    }
+}
+
 /// A ledger row with its append-order sequence number.
 #[derive(Debug, Clone)]
 pub struct ScannedRow {
@@ -386,7 +398,7 @@ impl Settler {
 
     /// The last finished run's report, if any.
     pub async fn last_report(&self) -> Result<Option<Report>, SettleError> {
-        self.db.call(db::last_report).await
+        self.db.read(db::last_report).await
     }
 
     /// The settlement status of each payer and beneficiary of the row
@@ -404,7 +416,7 @@ impl Settler {
             .map(|p| p.beneficiary.clone())
             .collect();
         self.db
-            .call(move |c| db::row_status(c, seq, &payers, &beneficiaries))
+            .read(move |c| db::row_status(c, seq, &payers, &beneficiaries))
             .await
     }
 
@@ -412,24 +424,24 @@ impl Settler {
     /// yet settled by any run (after the last run's range) are not counted;
     /// the caller adds what it billed since. Deferred rows' parts are.
     pub async fn deferred_by_payer(&self) -> Result<HashMap<String, u128>, SettleError> {
-        self.db.call(db::deferred_by_payer).await
+        self.db.read(db::deferred_by_payer).await
     }
 
     /// Whether a run was interrupted (the next run resumes it).
     pub async fn interrupted(&self) -> Result<bool, SettleError> {
-        Ok(self.db.call(db::unfinished).await?.is_some())
+        Ok(self.db.read(db::unfinished).await?.is_some())
     }
 
     /// What has been collected so far from each payer account (token base
     /// units).
     pub async fn collected_by_payer(&self) -> Result<HashMap<String, u128>, SettleError> {
-        self.db.call(db::collected_by_payer).await
+        self.db.read(db::collected_by_payer).await
     }
 
     /// Every collect and payout transfer ever sent (done), for audits:
     /// (kind, account, address, amount, anchor, tx hash).
     pub async fn transfers(&self) -> Result<Vec<db::Sent>, SettleError> {
-        self.db.call(db::sent).await
+        self.db.read(db::sent).await
     }
 
     /// Settles what is unsettled (resuming an interrupted run first).
@@ -437,26 +449,26 @@ impl Settler {
         let _one = self.running.lock().await;
         let start = Instant::now();
         let mut timings = Timings::default();
-        if self.db.call(db::baseline).await?.is_none() {
+        if self.db.read(db::baseline).await?.is_none() {
             let b = self.chain.balance_of(self.payout.address()).await?;
-            self.db.call(move |c| db::set_baseline(c, b)).await?;
+            self.db.write(move |c| db::set_baseline(c, b)).await?;
         }
-        let (run, resumed, rows, fresh_rows) = match self.db.call(db::unfinished).await? {
+        let (run, resumed, rows, fresh_rows) = match self.db.read(db::unfinished).await? {
             Some(run) => {
                 tracing::warn!(run = run.id, "resuming an interrupted settlement run");
                 (run, true, Vec::new(), None)
             }
             None => {
                 let t = Instant::now();
-                let from = self.db.call(db::last_seq).await?;
+                let from = self.db.read(db::last_seq).await?;
                 let new = self.scan(from, None).await?;
                 timings.scan_ms = ms(t);
                 let t = Instant::now();
-                let deferred = self.db.call(db::deferred_rows).await?;
+                let deferred = self.db.read(db::deferred_rows).await?;
                 if new.is_empty() && deferred.is_empty() {
                     return Ok(Report {
                         balanced: self.balanced().await?,
-                        carry_over: self.db.call(db::carry_total).await?,
+                        carry_over: self.db.read(db::carry_total).await?,
                         timings: Timings {
                             total_ms: ms(start),
                             ..timings
@@ -483,14 +495,14 @@ impl Settler {
         let t = Instant::now();
         if !self
             .db
-            .call(move |c| db::payouts_planned(c, run.id))
+            .read(move |c| db::payouts_planned(c, run.id))
             .await?
         {
             let rows = if rows.is_empty() {
                 let mut all = self.scan(run.from_seq, Some(run.to_seq)).await?;
                 all.extend(
                     self.db
-                        .call(move |c| db::deferred_rows_of_run(c, run.id))
+                        .read(move |c| db::deferred_rows_of_run(c, run.id))
                         .await?,
                 );
                 all
@@ -506,11 +518,11 @@ impl Settler {
         timings.total_ms = ms(start);
         let timings_json = serde_json::to_string(&timings).unwrap_or_default();
         self.db
-            .call(move |c| db::finish_run(c, run.id, &timings_json))
+            .write(move |c| db::finish_run(c, run.id, &timings_json))
             .await?;
         let mut report = self
             .db
-            .call(move |c| db::report(c, run.id))
+            .read(move |c| db::report(c, run.id))
             .await?
             .unwrap_or_default();
         report.resumed = resumed;
@@ -661,7 +673,7 @@ impl Settler {
         let flagged: Vec<(String, String)> = flagged.into_iter().collect();
         let rows = new.len() as u64;
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 db::start_run(
                     c,
                     from,
@@ -683,13 +695,13 @@ impl Settler {
         let run = run.id;
         let collects = self
             .db
-            .call(move |c| db::intents(c, run, db::Kind::Collect))
+            .read(move |c| db::intents(c, run, db::Kind::Collect))
             .await?;
         let state: HashMap<&str, &db::Intent> =
             collects.iter().map(|i| (i.account.as_str(), i)).collect();
         let (in_run, blocked) = self
             .db
-            .call(move |c| db::deferred_seqs_of_run(c, run))
+            .read(move |c| db::deferred_seqs_of_run(c, run))
             .await?;
         let mut complete: Vec<&Slim> = Vec::new();
         let mut deferred: Vec<Slim> = Vec::new();
@@ -738,7 +750,7 @@ impl Settler {
                     .add(*amount, &r.hash);
             }
         }
-        let carried = self.db.call(db::unpaid_carry).await?;
+        let carried = self.db.read(db::unpaid_carry).await?;
         let mut carried_by: HashMap<String, Vec<db::Carry>> = HashMap::new();
         for c in carried {
             carried_by.entry(c.account.clone()).or_default().push(c);
@@ -791,7 +803,7 @@ impl Settler {
         }
         let settled = complete.len() as u64;
         self.db
-            .call(move |c| {
+            .write(move |c| {
                 db::plan_payouts(c, run, &intents, &carry, &deferred, &done_deferred, settled)
             })
             .await
@@ -807,7 +819,7 @@ impl Settler {
     ) -> Result<u64, SettleError> {
         let pending: Vec<db::Intent> = self
             .db
-            .call(move |c| db::intents(c, run, kind))
+            .read(move |c| db::intents(c, run, kind))
             .await?
             .into_iter()
             .filter(|i| i.state == db::State::Pending)
@@ -870,15 +882,15 @@ impl Settler {
             }
         }
         self.db
-            .call(move |c| db::resolve_intents(c, run, kind, &outcomes))
+            .write(move |c| db::resolve_intents(c, run, kind, &outcomes))
             .await?;
         Ok(sent)
     }
 
     /// The invariants of the crate docs.
     async fn balanced(&self) -> Result<bool, SettleError> {
-        let sums = self.db.call(db::sums).await?;
-        let Some(baseline) = self.db.call(db::baseline).await? else {
+        let sums = self.db.read(db::sums).await?;
+        let Some(baseline) = self.db.read(db::baseline).await? else {
             return Ok(true); // never ran
         };
         let balance = self.chain.balance_of(self.payout.address()).await?;
@@ -913,7 +925,7 @@ impl Settler {
     /// amount and direction, and every transfer out of the payout account
     /// is one of them.
     pub async fn audit(&self) -> Result<SettleAudit, SettleError> {
-        let data = self.db.call(db::audit_data).await?;
+        let data = self.db.read(db::audit_data).await?;
         let intent_account: HashMap<i64, &str> = data
             .intents
             .iter()

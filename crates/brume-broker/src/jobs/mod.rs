@@ -105,13 +105,16 @@ pub(crate) trait JobStore: Send + Sync + std::fmt::Debug {
     fn result(&self, id: WorkId) -> StoreFuture<'_, Option<JobResult>>;
 }
 
+/// Each job's entry with when it was seen finished.
+type Entries = HashMap<WorkId, (Arc<JobEntry>, Option<Instant>)>;
+
 /// The jobs component: open jobs in memory, finished ones until their
 /// retention passes, and the store behind them.
 #[derive(Debug)]
 pub(crate) struct Jobs {
     store: Arc<dyn JobStore>,
     /// Each entry with when it was seen finished.
-    entries: parking_lot::Mutex<HashMap<WorkId, (Arc<JobEntry>, Option<Instant>)>>,
+    entries: parking_lot::Mutex<Entries>,
     retention: Duration,
 }
 
