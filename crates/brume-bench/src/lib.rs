@@ -5,6 +5,7 @@
 //! object (printed last with `--json`). None asserts a threshold.
 
 pub mod ledger;
+pub mod mixed;
 pub mod net;
 pub mod sandbox;
 pub mod settle;

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `sandbox`, `invoke`, `job`, `ledger`, `settle` or
-    /// `verify`.
+    /// Which benchmark: `sandbox`, `invoke`, `job`, `mixed`, `ledger`,
+    /// `settle` or `verify`.
     name: String,
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
@@ -24,11 +24,12 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "sandbox" => brume_bench::sandbox::run(args.duration, &mut say).await,
         "invoke" => brume_bench::net::invoke(args.duration, &mut say).await,
         "job" => brume_bench::net::job(args.duration, &mut say).await,
+        "mixed" => brume_bench::mixed::run(args.duration, &mut say).await,
         "ledger" => brume_bench::ledger::run(args.duration, &mut say).await,
         "settle" => brume_bench::settle::run(args.duration, args.rows, &mut say).await,
         "verify" => brume_bench::verify::run(args.duration, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job, ledger, settle, verify)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, mixed, ledger, settle, verify)"
         )),
     };
     match result {

@@ -1,0 +1,375 @@
+//! `brume bench mixed`: functions beside batch work.
+//!
+//! A real broker and [`PROVIDERS`] real providers of [`SLOTS`] slots each in
+//! this process, every daemon on a tokio runtime of its own as if it were
+//! its own process, driven over HTTP by three accounts:
+//!
+//! - **batch** keeps [`BATCH_CLIENTS`] `cpu_loop` jobs in flight: more than
+//!   every slot, so its backlog never empties;
+//! - **sync** calls the `echo` function in a closed loop of [`CALLERS`]
+//!   callers;
+//! - **third** submits one job behind batch's backlog.
+//!
+//! Phases, back to back: one job alone (its time is `job_slot_ms`); the
+//! sync loop alone; batch alone; both together; then batch queues a backlog
+//! of [`FLOOD`] jobs and third submits one job: `fair_wait_ms` is how long
+//! it waited for a provider (submission to its `assigned` event).
+//!
+//! The figures a reader checks (see the scheduling issue): the share of
+//! calls answered 200 while batch runs (`sync_success_ratio`), the sync
+//! latency with batch against without, batch throughput with sync against
+//! without, and `fair_wait_ms` against `job_slot_ms`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use brume_api::rest::{EventKind, JobSpec, JobState};
+use brume_api::{Profile, ServiceKind};
+use brume_broker::{Broker, BrokerConfig, RunningBroker};
+use brume_client::Client;
+use brume_provider::{Provider, ProviderConfig, RunningProvider};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::{Samples, round};
+
+/// Providers in the network.
+const PROVIDERS: usize = 3;
+/// Slots per provider.
+const SLOTS: u32 = 2;
+/// Concurrent sync callers.
+const CALLERS: usize = 4;
+/// Batch jobs kept in flight: twice the slots, so batch work always waits.
+const BATCH_CLIENTS: usize = 2 * PROVIDERS * SLOTS as usize;
+/// The backlog batch queues before third's one job.
+const FLOOD: usize = 200;
+/// `cpu_loop N`: a job of a few tens of milliseconds.
+const JOB_N: u64 = 60_000;
+
+fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()?)
+}
+
+struct Net {
+    broker: RunningBroker,
+    broker_rt: tokio::runtime::Runtime,
+    providers: Vec<(RunningProvider, tokio::runtime::Runtime)>,
+    batch: Client,
+    sync: Client,
+    third: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Net {
+    async fn start() -> anyhow::Result<Net> {
+        let dir = tempfile::tempdir()?;
+        let broker_rt = runtime("bench-broker")?;
+        let config = BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.path().join("broker"),
+            ..BrokerConfig::default()
+        };
+        let broker = broker_rt.spawn(Broker::start(config)).await??;
+        let client = |name: &'static str| {
+            let broker = &broker;
+            async move {
+                let key = broker.create_api_key(name).await?;
+                Ok::<_, anyhow::Error>(Client::new(broker.url(), Some(key))?)
+            }
+        };
+        let (batch, sync, third) = (
+            client("batch").await?,
+            client("sync").await?,
+            client("third").await?,
+        );
+        let mut providers = Vec::new();
+        for i in 0..PROVIDERS {
+            let rt = runtime(&format!("bench-provider-{i}"))?;
+            let config = ProviderConfig {
+                broker_url: broker.url().to_string(),
+                data_dir: dir.path().join(format!("provider-{i}")),
+                slots: SLOTS,
+                memory_bytes: 1 << 40,
+                ..ProviderConfig::default()
+            };
+            let p = rt.spawn(Provider::start(config)).await??;
+            tokio::time::timeout(Duration::from_secs(30), p.connected())
+                .await
+                .context("a provider did not connect")?;
+            providers.push((p, rt));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while batch.providers().await?.providers.len() < PROVIDERS {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the broker does not list all {PROVIDERS} providers"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        batch
+            .publish(
+                "cpu",
+                ServiceKind::Command,
+                Bytes::from_static(test_programs_artifacts::CPU_LOOP_P1_BYTES),
+            )
+            .await?;
+        sync.publish(
+            "echo",
+            ServiceKind::Command,
+            Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
+        )
+        .await?;
+        Ok(Net {
+            broker,
+            broker_rt,
+            providers,
+            batch,
+            sync,
+            third,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(self) {
+        for (p, rt) in self.providers {
+            p.shutdown();
+            let _ = rt.spawn(p.wait()).await;
+            rt.shutdown_background();
+        }
+        self.broker.shutdown();
+        let _ = self.broker_rt.spawn(self.broker.wait()).await;
+        self.broker_rt.shutdown_background();
+    }
+}
+
+fn job() -> JobSpec {
+    JobSpec {
+        service: Some("cpu".into()),
+        args: vec![JOB_N.to_string()],
+        profile: Profile::Standard,
+        ..JobSpec::default()
+    }
+}
+
+/// What the sync loop saw.
+struct SyncRun {
+    samples: Samples,
+    ok: u64,
+    refused: u64,
+    wall: Duration,
+}
+
+impl SyncRun {
+    fn success_ratio(&self) -> f64 {
+        self.ok as f64 / (self.ok + self.refused).max(1) as f64
+    }
+    fn per_s(&self) -> f64 {
+        self.ok as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// [`CALLERS`] closed-loop callers of `echo` until `budget` is spent. A
+/// call answered other than 200 counts as refused (it is not retried).
+async fn sync_loop(client: &Client, budget: Duration) -> anyhow::Result<SyncRun> {
+    let start = Instant::now();
+    let deadline = start + budget;
+    let mut tasks = Vec::new();
+    for _ in 0..CALLERS {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Samples::new();
+            let (mut ok, mut refused) = (0u64, 0u64);
+            let body = Bytes::from_static(b"ping");
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match client.invoke("echo", &[], body.clone()).await {
+                    Ok(_) => {
+                        samples.record(t.elapsed());
+                        ok += 1;
+                    }
+                    Err(brume_client::ClientError::Api { .. }) => refused += 1,
+                    Err(e) => return Err(anyhow::Error::from(e).context("a sync call")),
+                }
+            }
+            Ok::<_, anyhow::Error>((samples, ok, refused))
+        }));
+    }
+    let mut run = SyncRun {
+        samples: Samples::new(),
+        ok: 0,
+        refused: 0,
+        wall: Duration::ZERO,
+    };
+    for t in tasks {
+        let (s, ok, refused) = t.await??;
+        let _ = run.samples.0.add(&s.0);
+        run.ok += ok;
+        run.refused += refused;
+    }
+    run.wall = start.elapsed();
+    Ok(run)
+}
+
+/// Keeps [`BATCH_CLIENTS`] jobs in flight until `stop` is set; returns how
+/// many finished and over how long.
+async fn batch_loop(client: &Client, stop: Arc<AtomicBool>) -> anyhow::Result<(u64, Duration)> {
+    let start = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..BATCH_CLIENTS {
+        let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let info = client.submit(&job()).await?;
+                let result = client.wait(info.id).await?;
+                anyhow::ensure!(
+                    result.state == JobState::Succeeded,
+                    "a batch job ended {:?}: {:?}",
+                    result.state,
+                    result.error
+                );
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((done.load(Ordering::Relaxed), start.elapsed()))
+}
+
+/// Runs batch for `budget` (and the sync loop beside it, if `with_sync`).
+async fn batch_phase(
+    net: &Net,
+    budget: Duration,
+    with_sync: bool,
+) -> anyhow::Result<(f64, Option<SyncRun>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let batch = tokio::spawn({
+        let (client, stop) = (net.batch.clone(), stop.clone());
+        async move { batch_loop(&client, stop).await }
+    });
+    let sync = if with_sync {
+        Some(sync_loop(&net.sync, budget).await?)
+    } else {
+        tokio::time::sleep(budget).await;
+        None
+    };
+    stop.store(true, Ordering::Relaxed);
+    let (jobs, wall) = batch.await??;
+    Ok((jobs as f64 / wall.as_secs_f64().max(1e-9), sync))
+}
+
+/// Submission to the `assigned` event of one job of `client`.
+async fn wait_for_a_slot(client: &Client) -> anyhow::Result<(Duration, Duration)> {
+    let t = Instant::now();
+    let info = client.submit(&job()).await?;
+    let mut assigned = None;
+    let result = client
+        .wait_with(info.id, |ev| {
+            if ev.kind == EventKind::Assigned && assigned.is_none() {
+                assigned = Some(t.elapsed());
+            }
+        })
+        .await?;
+    anyhow::ensure!(
+        result.state == JobState::Succeeded,
+        "the job ended {:?}",
+        result.state
+    );
+    Ok((assigned.unwrap_or_else(|| t.elapsed()), t.elapsed()))
+}
+
+pub async fn run(
+    duration: Duration,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<serde_json::Value> {
+    let net = Net::start().await?;
+    out(&format!(
+        "broker + {PROVIDERS} providers ({SLOTS} slots each); batch: cpu_loop {JOB_N}, \
+         {BATCH_CLIENTS} in flight; sync: echo, {CALLERS} callers"
+    ));
+    // One job alone, a few times: the slot time.
+    let mut slot = Samples::new();
+    for _ in 0..5 {
+        let (_, total) = wait_for_a_slot(&net.batch).await?;
+        slot.record(total);
+    }
+    let job_slot_ms = slot.ms(0.5);
+    out(&format!(
+        "one job alone: p50 {job_slot_ms:.1} ms (submit to done)"
+    ));
+
+    let phase = duration.mul_f64(0.22);
+    let alone = sync_loop(&net.sync, phase).await?;
+    out(&format!(
+        "sync alone: {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs, {} refused",
+        alone.per_s(),
+        alone.samples.us(0.5),
+        alone.samples.us(0.99),
+        alone.refused
+    ));
+    let (batch_alone, _) = batch_phase(&net, phase, false).await?;
+    out(&format!("batch alone: {batch_alone:.1} jobs/s"));
+    let (batch_mixed, mixed) = batch_phase(&net, phase, true).await?;
+    let mixed = mixed.context("the mixed phase ran no sync loop")?;
+    out(&format!(
+        "mixed: batch {batch_mixed:.1} jobs/s; sync {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs, \
+         {} of {} refused",
+        mixed.per_s(),
+        mixed.samples.us(0.5),
+        mixed.samples.us(0.99),
+        mixed.refused,
+        mixed.ok + mixed.refused
+    ));
+
+    // Fairness: batch's backlog, then third's one job.
+    let mut backlog = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        backlog.push(net.batch.submit(&job()).await?.id);
+    }
+    let (fair_wait, _) = wait_for_a_slot(&net.third).await?;
+    let fair_wait_ms = fair_wait.as_secs_f64() * 1e3;
+    out(&format!(
+        "fairness: one job behind a backlog of {FLOOD}: waited {fair_wait_ms:.1} ms for a provider \
+         ({:.2} job slots)",
+        fair_wait_ms / job_slot_ms.max(1e-9)
+    ));
+    for id in backlog {
+        let _ = net.batch.cancel(id).await;
+    }
+    net.stop().await;
+
+    let ratio = |a: f64, b: f64| round(a / b.max(1e-9), 4);
+    Ok(json!({
+        "bench": "mixed",
+        "providers": PROVIDERS,
+        "slots": SLOTS,
+        "callers": CALLERS,
+        "batch_in_flight": BATCH_CLIENTS,
+        "sync_success_ratio": round(mixed.success_ratio(), 6),
+        "sync_calls": mixed.ok + mixed.refused,
+        "sync_refused": mixed.refused,
+        "sync_p50_us": round(mixed.samples.us(0.5), 1),
+        "sync_p99_us": round(mixed.samples.us(0.99), 1),
+        "sync_p999_us": round(mixed.samples.us(0.999), 1),
+        "sync_alone_p50_us": round(alone.samples.us(0.5), 1),
+        "sync_alone_p99_us": round(alone.samples.us(0.99), 1),
+        "sync_alone_success_ratio": round(alone.success_ratio(), 6),
+        "batch_jobs_per_s": round(batch_mixed, 2),
+        "batch_alone_jobs_per_s": round(batch_alone, 2),
+        "fair_wait_ms": round(fair_wait_ms, 2),
+        "job_slot_ms": round(job_slot_ms, 2),
+        "sync_p99_ratio": ratio(mixed.samples.us(0.99), alone.samples.us(0.99)),
+        "batch_ratio": ratio(batch_mixed, batch_alone),
+        "fair_wait_slots": ratio(fair_wait_ms, job_slot_ms),
+    }))
+}
