@@ -14,7 +14,8 @@
 //!     .publish("echo", brume_api::ServiceKind::Command, bytes::Bytes::new())
 //!     .start()
 //!     .await?;
-//! let status = net.client().status().await;
+//! let status = net.broker().status();
+//! println!("{} providers", status.providers_connected);
 //! net.stop().await?;
 //! # Ok(()) }
 //! ```
