@@ -560,16 +560,14 @@ impl LocalNet {
                     deadline: self.deadline,
                 })?;
             if p.connection() == Connection::Stopped {
+                // Out of the network, to read its fatal error.
                 let p = self.providers.remove(index);
-                let rt = self.provider_rts.get(index);
-                let source = match rt {
-                    Some(rt) => rt.run(p.wait(), "provider").await?,
-                    None => p.wait().await,
-                }
-                .err();
-                if index < self.provider_rts.len() {
-                    self.provider_rts.remove(index);
-                }
+                let rt = if index < self.provider_rts.len() {
+                    self.provider_rts.remove(index)
+                } else {
+                    DaemonRuntime::default()
+                };
+                let source = rt.run(p.wait(), "provider").await?.err();
                 return Err(LocalNetError::ProviderStopped { index, source });
             }
         }
