@@ -35,10 +35,10 @@
 //!
 //! [`LocalNetBuilder::start`] starts the broker (on `127.0.0.1:0` unless a
 //! [`LocalNetBuilder::broker`] tweak says otherwise), funds the requester
-//! and mints the API key, starts the providers one after the other (each
-//! runs its fitness test alone), waits until every provider is connected
-//! (the broker sent `Welcome`) and the broker lists it in
-//! `GET /v1/providers`, then publishes the services. Every wait is on a
+//! and mints the API key, starts the providers one after the other, each
+//! connected (the broker sent `Welcome`) before the next starts, so each
+//! runs its fitness test alone; then waits until the broker lists every
+//! provider in `GET /v1/providers` and publishes the services. Every wait is on a
 //! condition with a deadline ([`LocalNetBuilder::deadline`]); none sleeps
 //! for a fixed time. If a step fails, whatever was started is stopped
 //! before the error returns.
@@ -500,7 +500,6 @@ impl LocalNet {
             )),
         };
         self.start_providers(&providers).await?;
-        self.wait_connected().await?;
         self.wait_listed().await?;
         for (name, kind, module) in services {
             self.client
@@ -515,7 +514,8 @@ impl LocalNet {
     }
 
     /// Starts the providers one after the other, each (with
-    /// `runtime_per_daemon`) on its own runtime.
+    /// `runtime_per_daemon`) on its own runtime, and each connected before
+    /// the next starts (so each runs its fitness test on a quiet machine).
     async fn start_providers(&mut self, spec: &Providers<'_>) -> Result<(), LocalNetError> {
         for index in 0..spec.count {
             let fault = spec.faults.get(&index).copied();
@@ -538,38 +538,24 @@ impl LocalNet {
                 .run(Provider::start(config), &daemon)
                 .await?
                 .map_err(|source| LocalNetError::Provider { index, source })?;
+            let connected = tokio::time::timeout(self.deadline, provider.connected()).await;
+            if connected.is_ok() && provider.connection() == Connection::Stopped {
+                // Not part of the network: its fatal error is the answer.
+                let source = rt.run(provider.wait(), &daemon).await?.err();
+                return Err(LocalNetError::ProviderStopped { index, source });
+            }
+            let address = provider.address();
             if fault.is_some() {
-                self.faulty.push(provider.address());
+                self.faulty.push(address.clone());
             }
             self.providers.push(provider);
             if rt.is_own() {
                 self.provider_rts.push(rt);
             }
-        }
-        Ok(())
-    }
-
-    /// Waits until every provider is connected (the broker sent `Welcome`).
-    async fn wait_connected(&mut self) -> Result<(), LocalNetError> {
-        for index in 0..self.providers.len() {
-            let p = &self.providers[index];
-            tokio::time::timeout(self.deadline, p.connected())
-                .await
-                .map_err(|_| LocalNetError::Timeout {
-                    what: format!("provider {index} ({}) connects", p.address()),
-                    deadline: self.deadline,
-                })?;
-            if p.connection() == Connection::Stopped {
-                // Out of the network, to read its fatal error.
-                let p = self.providers.remove(index);
-                let rt = if index < self.provider_rts.len() {
-                    self.provider_rts.remove(index)
-                } else {
-                    DaemonRuntime::default()
-                };
-                let source = rt.run(p.wait(), "provider").await?.err();
-                return Err(LocalNetError::ProviderStopped { index, source });
-            }
+            connected.map_err(|_| LocalNetError::Timeout {
+                what: format!("provider {index} ({address}) connects"),
+                deadline: self.deadline,
+            })?;
         }
         Ok(())
     }
