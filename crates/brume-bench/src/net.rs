@@ -13,12 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use brume_api::ServiceKind;
 use brume_api::rest::{EventKind, JobSpec, Output};
-use brume_broker::{Broker, BrokerConfig, RunningBroker};
-use brume_client::Client;
-use brume_provider::{Provider, ProviderConfig, RunningProvider};
+use brume_localnet::{LocalNet, LocalNetBuilder};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
@@ -32,76 +30,34 @@ use crate::{Samples, round};
 /// both cores busy with broker, provider and client work.
 const CONCURRENCY: usize = 32;
 
-struct Loopback {
-    broker: RunningBroker,
-    provider: RunningProvider,
-    api_key: String,
-    broker_rt: tokio::runtime::Runtime,
-    provider_rt: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-/// A runtime of its own for one daemon, standing in for its process. One
-/// worker each: on 2 cores, broker + provider + client already fill them.
-fn daemon_runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(name)
-        .enable_all()
-        .build()?)
-}
-
-impl Loopback {
-    async fn start(slots: u32) -> anyhow::Result<Loopback> {
-        let dir = tempfile::tempdir()?;
-        let broker_rt = daemon_runtime("bench-broker")?;
-        let provider_rt = daemon_runtime("bench-provider")?;
-        let config = BrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: dir.path().join("broker"),
-            overload_queue_depth: 100_000,
-            overload_queue_age: Duration::from_secs(30),
-            ..BrokerConfig::default()
-        };
-        let broker = broker_rt.spawn(Broker::start(config)).await??;
-        let api_key = broker.create_api_key("bench").await?;
-        let config = ProviderConfig {
-            broker_url: broker.url().to_string(),
-            data_dir: dir.path().join("provider"),
-            slots,
-            memory_bytes: 1 << 40,
-            ..ProviderConfig::default()
-        };
-        let provider = provider_rt.spawn(Provider::start(config)).await??;
-        tokio::time::timeout(Duration::from_secs(30), provider.connected())
-            .await
-            .context("the provider did not connect")?;
-        let client = Client::new(broker.url(), Some(api_key.clone()))?;
-        client
-            .publish(
-                "echo",
-                ServiceKind::Command,
-                Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
-            )
-            .await?;
-        Ok(Loopback {
-            broker,
-            provider,
-            api_key,
-            broker_rt,
-            provider_rt,
-            _dir: dir,
+/// The benchmarks' network: a real broker and real providers in this
+/// process, each on a tokio runtime of its own standing in for its process
+/// (one worker each: on 2 cores, broker + provider + client already fill
+/// them), the broker's overload limits out of the way, and an API key.
+pub(crate) fn bench_net() -> LocalNetBuilder {
+    LocalNet::builder()
+        .name("bench")
+        .runtime_per_daemon(1)
+        .broker(|c| {
+            c.overload_queue_depth = 100_000;
+            c.overload_queue_age = Duration::from_secs(30);
         })
-    }
+        .provider_config(|_, c| c.memory_bytes = 1 << 40)
+}
 
-    async fn stop(self) {
-        self.provider.shutdown();
-        let _ = self.provider_rt.spawn(self.provider.wait()).await;
-        self.broker.shutdown();
-        let _ = self.broker_rt.spawn(self.broker.wait()).await;
-        self.provider_rt.shutdown_background();
-        self.broker_rt.shutdown_background();
-    }
+/// One provider with `slots` slots, and the `echo` test program published.
+async fn loopback(slots: u32) -> anyhow::Result<LocalNet> {
+    let net = bench_net()
+        .providers(1)
+        .slots(slots)
+        .publish(
+            "echo",
+            ServiceKind::Command,
+            Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
+        )
+        .start()
+        .await?;
+    Ok(net)
 }
 
 /// One HTTP/1.1 keep-alive connection and the request it repeats.
@@ -196,10 +152,10 @@ pub async fn invoke(
     duration: Duration,
     out: &mut dyn FnMut(&str),
 ) -> anyhow::Result<serde_json::Value> {
-    let net = Loopback::start(CONCURRENCY as u32 * 2).await?;
+    let net = loopback(CONCURRENCY as u32 * 2).await?;
     let baseline = echo_server().await?;
     let path = "/v1/functions/echo/invoke";
-    let mut product = Conn::open(net.broker.addr(), path, Some(&net.api_key)).await?;
+    let mut product = Conn::open(net.broker().addr(), path, Some(net.api_key())).await?;
     let mut base = Conn::open(baseline, "/echo", None).await?;
     let body = Bytes::from_static(b"ping");
     // Warm-up: compile and cache the module on the provider.
@@ -243,7 +199,7 @@ pub async fn invoke(
     // Throughput: closed loop at CONCURRENCY connections.
     let mut conns = Vec::new();
     for _ in 0..CONCURRENCY {
-        conns.push(Conn::open(net.broker.addr(), path, Some(&net.api_key)).await?);
+        conns.push(Conn::open(net.broker().addr(), path, Some(net.api_key())).await?);
     }
     let throughput = closed_loop(conns, duration.mul_f64(0.3)).await?;
     let mut conns = Vec::new();
@@ -256,7 +212,7 @@ pub async fn invoke(
     ));
     let ratio = lat.us(0.5) / lat_base.us(0.5);
     out(&format!("ratio_p50 {ratio:.2}"));
-    net.stop().await;
+    let _ = net.stop_now().await;
     Ok(json!({
         "bench": "invoke",
         "p50_us": round(lat.us(0.5), 2),
@@ -276,8 +232,8 @@ pub async fn job(
     duration: Duration,
     out: &mut dyn FnMut(&str),
 ) -> anyhow::Result<serde_json::Value> {
-    let net = Loopback::start(4).await?;
-    let client = Client::new(net.broker.url(), Some(net.api_key.clone()))?;
+    let net = loopback(4).await?;
+    let client = net.client();
     let spec = JobSpec {
         service: Some("echo".into()),
         stdin: Some(Output(Bytes::from_static(b"job"))),
@@ -320,7 +276,7 @@ pub async fn job(
         to_done.ms(0.99),
         to_done.len()
     ));
-    net.stop().await;
+    let _ = net.stop_now().await;
     Ok(json!({
         "bench": "job",
         "submit_to_running_p50_ms": round(to_running.ms(0.5), 3),

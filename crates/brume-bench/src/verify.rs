@@ -26,20 +26,18 @@
 //! Σ delivered over the measured `adaptive` jobs.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use brume_api::rest::{JobResult, JobSpec, JobState, VerifyPolicy};
 use brume_api::{Profile, ServiceKind};
-use brume_broker::{Broker, BrokerConfig, RunningBroker};
 use brume_client::Client;
-use brume_provider::{Fault, Provider, ProviderConfig, RunningProvider};
+use brume_localnet::{Fault, LocalNet};
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::net::bench_net;
 use crate::{Samples, round};
 
 /// Providers per network.
@@ -72,106 +70,33 @@ fn cpu_loop_output(n: u64) -> String {
     format!("{x}\n")
 }
 
-fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(name)
-        .enable_all()
-        .build()?)
+/// A broker and one provider (one slot) per entry of `faults`, provider
+/// `i` started with `faults[i]`; `cpu` published once the broker lists
+/// every provider.
+async fn start_net(faults: &[Option<Fault>]) -> anyhow::Result<LocalNet> {
+    let mut builder = bench_net().providers(faults.len()).slots(1).publish(
+        "cpu",
+        ServiceKind::Command,
+        Bytes::from_static(test_programs_artifacts::CPU_LOOP_P1_BYTES),
+    );
+    for (i, fault) in faults.iter().enumerate() {
+        if let Some(f) = fault {
+            builder = builder.fault(i, *f);
+        }
+    }
+    Ok(builder.start().await?)
 }
 
-struct Net {
-    broker: RunningBroker,
-    broker_rt: tokio::runtime::Runtime,
-    providers: Vec<(RunningProvider, tokio::runtime::Runtime)>,
-    /// Addresses of the providers started with a fault.
-    byzantine: Vec<String>,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-impl Net {
-    async fn start(faults: &[Option<Fault>]) -> anyhow::Result<Net> {
-        let dir = tempfile::tempdir()?;
-        let broker_rt = runtime("bench-broker")?;
-        let config = BrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: dir.path().join("broker"),
-            overload_queue_depth: 100_000,
-            overload_queue_age: Duration::from_secs(30),
-            ..BrokerConfig::default()
-        };
-        let broker = broker_rt.spawn(Broker::start(config)).await??;
-        let api_key = broker.create_api_key("bench").await?;
-        let client = Client::new(broker.url(), Some(api_key))?;
-        let mut providers = Vec::new();
-        let mut byzantine = Vec::new();
-        for (i, fault) in faults.iter().enumerate() {
-            let rt = runtime(&format!("bench-provider-{i}"))?;
-            let config = ProviderConfig {
-                broker_url: broker.url().to_string(),
-                data_dir: dir.path().join(format!("provider-{i}")),
-                slots: 1,
-                memory_bytes: 1 << 40,
-                fault: *fault,
-                ..ProviderConfig::default()
-            };
-            let p = rt.spawn(Provider::start(config)).await??;
-            tokio::time::timeout(Duration::from_secs(30), p.connected())
-                .await
-                .context("a provider did not connect")?;
-            if fault.is_some() {
-                byzantine.push(p.address());
-            }
-            providers.push((p, rt));
-        }
-        // Every provider registered before any work is queued.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.providers().await?.providers.len() < faults.len() {
-            if Instant::now() > deadline {
-                bail!("the broker does not list all {} providers", faults.len());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        client
-            .publish(
-                "cpu",
-                ServiceKind::Command,
-                Bytes::from_static(test_programs_artifacts::CPU_LOOP_P1_BYTES),
-            )
-            .await?;
-        Ok(Net {
-            broker,
-            broker_rt,
-            providers,
-            byzantine,
-            client,
-            _dir: dir,
-        })
-    }
-
-    /// The shortest run of consecutive verified results among the listed
-    /// providers, and each provider's run.
-    async fn runs(&self) -> anyhow::Result<(u64, Vec<u64>)> {
-        let list = self.client.providers().await?;
-        let runs: Vec<u64> = list
-            .providers
-            .iter()
-            .map(|p| p.reputation.consecutive_valid)
-            .collect();
-        Ok((runs.iter().copied().min().unwrap_or(0), runs))
-    }
-
-    async fn stop(self) {
-        for (p, rt) in self.providers {
-            p.shutdown();
-            let _ = rt.spawn(p.wait()).await;
-            rt.shutdown_background();
-        }
-        self.broker.shutdown();
-        let _ = self.broker_rt.spawn(self.broker.wait()).await;
-        self.broker_rt.shutdown_background();
-    }
+/// The shortest run of consecutive verified results among the listed
+/// providers, and each provider's run.
+async fn consecutive_runs(client: &Client) -> anyhow::Result<(u64, Vec<u64>)> {
+    let list = client.providers().await?;
+    let runs: Vec<u64> = list
+        .providers
+        .iter()
+        .map(|p| p.reputation.consecutive_valid)
+        .collect();
+    Ok((runs.iter().copied().min().unwrap_or(0), runs))
 }
 
 /// Everything one policy's jobs showed.
@@ -375,7 +300,7 @@ pub async fn run(
     let started = Instant::now();
 
     // ---- 1. honest providers ----
-    let net = Net::start(&[None; PROVIDERS]).await?;
+    let net = start_net(&[None; PROVIDERS]).await?;
     out(&format!(
         "honest network: broker + {PROVIDERS} providers (1 slot each), cpu_loop n {}..{}, {CONCURRENCY} jobs in flight",
         SIZES[0],
@@ -388,7 +313,7 @@ pub async fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let stop = stop.clone();
-        let client = net.client.clone();
+        let client = net.client().clone();
         tokio::spawn(async move {
             loop {
                 if let Ok(list) = client.providers().await
@@ -406,10 +331,10 @@ pub async fn run(
         })
     };
     warmup
-        .drive(&net.client, duration.mul_f64(0.2), Some(stop.clone()))
+        .drive(net.client(), duration.mul_f64(0.2), Some(stop.clone()))
         .await?;
     watcher.abort();
-    let (min_run, runs) = net.runs().await?;
+    let (min_run, runs) = consecutive_runs(net.client()).await?;
     let warmup_reached = min_run >= WARMUP_RUN;
     out(&warmup.line());
     out(&format!(
@@ -433,46 +358,46 @@ pub async fn run(
     let t = Instant::now();
     let mut rounds = 0u32;
     while t.elapsed() < measured || rounds == 0 {
-        none.drive(&net.client, round_len / 2, None).await?;
-        adaptive.drive(&net.client, round_len / 2, None).await?;
+        none.drive(net.client(), round_len / 2, None).await?;
+        adaptive.drive(net.client(), round_len / 2, None).await?;
         rounds += 1;
     }
     out(&none.line());
     out(&adaptive.line());
-    let (_, runs_after) = net.runs().await?;
+    let (_, runs_after) = consecutive_runs(net.client()).await?;
 
     // Replicate {3, 2} among honest providers: its throughput.
     let mut replicate_honest = Tally::new("replicate{3,2}", REPLICATE);
     replicate_honest
-        .drive(&net.client, duration.mul_f64(0.08), None)
+        .drive(net.client(), duration.mul_f64(0.08), None)
         .await?;
     out(&replicate_honest.line());
-    net.stop().await;
+    let _ = net.stop_now().await;
 
     // ---- 2. 20 % byzantine providers, replicate {3, 2} ----
     let mut faults = [None; PROVIDERS];
     faults[PROVIDERS - 1] = Some(Fault::WrongOutput);
-    let net = Net::start(&faults).await?;
+    let net = start_net(&faults).await?;
     out(&format!(
         "byzantine network: {} honest + {} wrong-output provider(s) {:?}",
-        PROVIDERS - net.byzantine.len(),
-        net.byzantine.len(),
-        net.byzantine
+        PROVIDERS - net.faulty().len(),
+        net.faulty().len(),
+        net.faulty()
     ));
     let mut byz = Tally::new("byzantine r{3,2}", REPLICATE);
-    byz.watch = net.byzantine.clone();
+    byz.watch = net.faulty().to_vec();
     let remaining = duration.saturating_sub(started.elapsed());
     let budget = remaining
         .saturating_sub(Duration::from_secs(1))
         .max(duration.mul_f64(0.1));
-    byz.drive(&net.client, budget, None).await?;
+    byz.drive(net.client(), budget, None).await?;
     out(&byz.line());
     // Banned: no longer listed by the broker (its session was closed and its
     // reconnects are refused). The ban may take a moment to show.
     let deadline = Instant::now() + Duration::from_secs(5);
     let banned = loop {
         let listed: BTreeSet<String> = net
-            .client
+            .client()
             .providers()
             .await?
             .providers
@@ -488,26 +413,26 @@ pub async fn run(
     let known = byz
         .cheaters
         .iter()
-        .filter(|c| net.byzantine.contains(c))
+        .filter(|c| net.faulty().contains(c))
         .count();
     let honest_accused = byz.cheaters.len() - known;
     // The in-process byzantine providers' own view: still trying to connect.
     let byzantine_connection: Vec<&str> = net
-        .providers
+        .providers()
         .iter()
-        .filter(|(p, _)| net.byzantine.contains(&p.address()))
-        .map(|(p, _)| p.connection().as_str())
+        .filter(|p| net.faulty().contains(&p.address()))
+        .map(|p| p.connection().as_str())
         .collect();
     out(&format!(
         "cheaters reported {:?} ({known} of {} byzantine, {honest_accused} honest accused), {banned} banned (gone from /v1/providers); byzantine providers now {byzantine_connection:?}; they ran {} replicas; {} proofs; {} wrong results delivered",
         byz.cheaters,
-        net.byzantine.len(),
+        net.faulty().len(),
         byz.watched_replicas,
         byz.proofs,
         byz.wrong
     ));
-    let byzantine = net.byzantine.clone();
-    net.stop().await;
+    let byzantine = net.faulty().to_vec();
+    let _ = net.stop_now().await;
 
     let ratio_per_s = if none.per_s() > 0.0 {
         adaptive.per_s() / none.per_s()

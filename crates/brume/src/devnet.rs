@@ -5,15 +5,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use brume_api::ServiceKind;
 use brume_api::rest::{EventKind, JobSpec, LimitsSpec};
-use brume_broker::{Broker, BrokerConfig, RunningBroker};
+use brume_broker::RunningBroker;
 use brume_client::Client;
-use brume_provider::{Provider, ProviderConfig, RunningProvider};
+use brume_localnet::LocalNet;
 use bytes::Bytes;
 use serde_json::json;
 
@@ -44,108 +43,41 @@ pub struct DevnetArgs {
 /// to the payout account as escrow: 1000 tokens.
 const REQUESTER_FUNDS: u128 = 1_000 * 1_000_000_000_000_000_000;
 
-struct Net {
-    broker: RunningBroker,
-    providers: Vec<RunningProvider>,
-    api_key: String,
-    /// The requester's account: the API key is bound to it.
-    requester: brume_identity::Identity,
-    _temp: Option<tempfile::TempDir>,
-}
-
-async fn start(args: &DevnetArgs) -> anyhow::Result<Net> {
-    let (data, temp) = match &args.data {
-        Some(d) => (d.clone(), None),
-        None => {
-            let t = tempfile::Builder::new().prefix("brume-devnet-").tempdir()?;
-            (t.path().to_path_buf(), Some(t))
-        }
-    };
-    let broker = Broker::start(BrokerConfig {
-        listen: args.listen,
-        data_dir: data.join("broker"),
-        region: "devnet".into(),
-        chain: brume_broker::chain::ChainConfig {
-            faucet: true,
-            require_allowance: true,
-            ..Default::default()
-        },
-        settlement: brume_broker::settlement::SettlementConfig {
-            period_s: 10,
-            ..Default::default()
-        },
-        ..BrokerConfig::default()
-    })
-    .await
-    .context("start the broker")?;
-    // The requester is an account: funded by the faucet, with an escrow
-    // allowance to the payout account, and the API key bound to it.
-    let requester = brume_identity::Identity::load_or_create(&data.join("requester.key"))
-        .context("load the requester's key")?;
-    let chain = broker.chain();
-    let held = chain
-        .balance_of(requester.address())
-        .await
-        .context("read the requester's balance")?;
-    if held < REQUESTER_FUNDS {
-        chain
-            .faucet(requester.address(), REQUESTER_FUNDS - held)
-            .await
-            .context("fund the requester from the faucet")?;
-    }
-    chain
-        .approve(&requester, broker.payout_account(), REQUESTER_FUNDS)
-        .await
-        .context("approve the requester's escrow")?;
-    let api_key = broker
-        .create_api_key_for("devnet", Some(requester.address()))
-        .await
-        .context("create an API key")?;
-    let _ = std::fs::write(data.join("api-key"), format!("{api_key}\n"));
-    let sandbox = Arc::new(
-        brume_sandbox::Sandbox::new(brume_sandbox::SandboxConfig {
-            cache_dir: Some(data.join("modules")),
-            ..brume_sandbox::SandboxConfig::default()
+/// A broker with the faucet on and settlement every 10 s, a requester
+/// account funded with [`REQUESTER_FUNDS`] and escrowed to the payout
+/// account, an API key bound to it (also written to `DATA/api-key`), and
+/// `--providers` providers sharing one sandbox, all connected.
+async fn start(args: &DevnetArgs) -> anyhow::Result<LocalNet> {
+    let listen = args.listen;
+    let mut builder = LocalNet::builder()
+        .name("devnet")
+        .broker(move |c| {
+            c.listen = listen;
+            c.region = "devnet".into();
+            c.chain = brume_broker::chain::ChainConfig {
+                faucet: true,
+                require_allowance: true,
+                ..Default::default()
+            };
+            c.settlement = brume_broker::settlement::SettlementConfig {
+                period_s: 10,
+                ..Default::default()
+            };
         })
-        .map_err(|e| anyhow::anyhow!("start the sandbox: {e}"))?,
+        .requester_account(REQUESTER_FUNDS)
+        .providers(args.providers as usize)
+        .slots(args.slots)
+        .shared_sandbox()
+        .provider_config(|_, c| c.region = "devnet".into());
+    if let Some(data) = &args.data {
+        builder = builder.data_dir(data);
+    }
+    let net = builder.start().await?;
+    let _ = std::fs::write(
+        net.data_dir().join("api-key"),
+        format!("{}\n", net.api_key()),
     );
-    let mut providers = Vec::new();
-    for i in 0..args.providers {
-        let p = Provider::start(ProviderConfig {
-            broker_url: broker.url().to_string(),
-            data_dir: data.join(format!("provider-{i}")),
-            slots: args.slots,
-            region: "devnet".into(),
-            sandbox: Some(sandbox.clone()),
-            ..ProviderConfig::default()
-        })
-        .await
-        .with_context(|| format!("start provider {i}"))?;
-        providers.push(p);
-    }
-    for p in &providers {
-        tokio::time::timeout(Duration::from_secs(30), p.connected())
-            .await
-            .context("a provider did not connect within 30 s")?;
-    }
-    Ok(Net {
-        broker,
-        providers,
-        api_key,
-        requester,
-        _temp: temp,
-    })
-}
-
-async fn stop(net: Net) {
-    for p in &net.providers {
-        p.drain();
-    }
-    for p in net.providers {
-        let _ = p.wait().await;
-    }
-    net.broker.shutdown();
-    let _ = net.broker.wait().await;
+    Ok(net)
 }
 
 pub async fn main(args: DevnetArgs) -> ExitCode {
@@ -159,23 +91,23 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let url = net.broker.url().to_string();
+    let url = net.url().to_string();
     if args.json {
         let providers: Vec<_> = net
-            .providers
+            .providers()
             .iter()
             .map(|p| json!({"address": p.address(), "control": p.control_addr(), "fitness_mips": p.fitness_mips()}))
             .collect();
         println!(
             "{}",
-            json!({"event": "ready", "broker": url, "broker_id": net.broker.broker_id(), "api_key": net.api_key, "requester": net.requester.address().to_string(), "payout_account": net.broker.payout_account().to_string(), "providers": providers})
+            json!({"event": "ready", "broker": url, "broker_id": net.broker().broker_id(), "api_key": net.api_key(), "requester": requester(&net), "payout_account": net.broker().payout_account().to_string(), "providers": providers})
         );
     } else {
         print_banner(&net);
     }
     crate::logging::flush_stdout();
     let code = if args.demo {
-        match demo(&net.broker, &net.api_key, args.json).await {
+        match demo(net.broker(), net.api_key(), args.json).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: demo: {e:#}");
@@ -187,15 +119,22 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
         eprintln!("devnet: stopping (draining providers)...");
         ExitCode::SUCCESS
     };
-    stop(net).await;
+    let _ = net.stop().await;
     code
 }
 
-fn print_banner(net: &Net) {
-    let url = net.broker.url();
+/// The requester account's address (the devnet always has one).
+fn requester(net: &LocalNet) -> String {
+    net.requester()
+        .map(|r| r.address().to_string())
+        .unwrap_or_default()
+}
+
+fn print_banner(net: &LocalNet) {
+    let url = net.url();
     println!("brume devnet is up");
-    println!("  broker     {url}  ({})", net.broker.broker_id());
-    for (i, p) in net.providers.iter().enumerate() {
+    println!("  broker     {url}  ({})", net.broker().broker_id());
+    for (i, p) in net.providers().iter().enumerate() {
         println!(
             "  provider {i} {}  {} MIPS, control http://{}",
             p.address(),
@@ -205,13 +144,16 @@ fn print_banner(net: &Net) {
     }
     println!(
         "  API key    {}  (account {}, 1000 tok escrowed; key file requester.key)",
-        net.api_key,
-        net.requester.address()
+        net.api_key(),
+        requester(net)
     );
     println!("  chain      {url}/v1/chain  (faucet on)");
     println!();
     println!("Try, in another terminal:");
-    println!("  export BRUME_BROKER={url} BRUME_API_KEY={}", net.api_key);
+    println!(
+        "  export BRUME_BROKER={url} BRUME_API_KEY={}",
+        net.api_key()
+    );
     println!("  brume service publish my.wasm --name my-fn");
     println!("  echo hello | brume invoke my-fn --data -");
     println!("  brume run my.wasm -- --some-arg");

@@ -8,8 +8,8 @@ use brume_client::WorkId;
 use brume_identity::Identity;
 use bytes::Bytes;
 
-use crate::provider::{ScriptedProvider, exited};
 use crate::util::{SERVICE, TestBroker, same, within};
+use brume_localnet::scripted::{ScriptedProvider, exited};
 
 /// Sync invocations.
 const N: usize = 8;

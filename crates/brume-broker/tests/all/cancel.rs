@@ -3,8 +3,8 @@
 use brume_api::rest::{EventKind, JobState};
 use brume_client::{ClientError, ErrorCode, JobInfo};
 
-use crate::provider::exited;
 use crate::util::{TestBroker, kinds, same, within};
+use brume_localnet::scripted::exited;
 
 const ROUNDS: usize = 20;
 /// Fuel in the progress report before the race.

@@ -4,8 +4,8 @@
 use brume_api::rest::{EventKind, JobState};
 use brume_identity::Identity;
 
-use crate::provider::{ScriptedProvider, exited};
 use crate::util::{TestBroker, kinds, same, within};
+use brume_localnet::scripted::{ScriptedProvider, exited};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_whose_provider_drops_is_reassigned_and_succeeds_on_another() {

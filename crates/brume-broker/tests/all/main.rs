@@ -1,7 +1,7 @@
 //! The broker in this process, against scripted providers that speak the
-//! provider protocol, and requesters over its REST API.
+//! provider protocol (`brume_localnet::scripted`), and requesters over its
+//! REST API.
 
-mod provider;
 mod util;
 
 mod billing;

@@ -3,8 +3,8 @@
 use brume_api::rest::EventKind;
 use brume_identity::Identity;
 
-use crate::provider::{ScriptedProvider, exited};
 use crate::util::TestBroker;
+use brume_localnet::scripted::{ScriptedProvider, exited};
 
 const JOBS: u64 = 3;
 

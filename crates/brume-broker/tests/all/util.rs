@@ -8,15 +8,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use brume_api::rest::{EventKind, JobEvent, JobInfo, JobSpec, Reputation};
-use brume_broker::{Broker, BrokerConfig, RunningBroker};
+use brume_broker::RunningBroker;
 use brume_client::{Client, ServiceKind, WorkId};
-use brume_identity::Identity;
 use brume_ledger::row::LedgerRow;
 use brume_ledger::store::{LedgerStore as _, MAX_SCAN};
+use brume_localnet::LocalNet;
+use brume_localnet::scripted::ScriptedProvider;
 use bytes::Bytes;
 use futures_util::StreamExt;
-
-use crate::provider::ScriptedProvider;
 
 /// How long any one condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -51,76 +50,55 @@ where
     .await
 }
 
-/// A broker on a free port over a temporary data dir, with the `echo`
-/// service published and a requester client holding an API key.
+/// A broker on a free port over a temporary data dir (a [`LocalNet`]
+/// without real providers), with the `echo` service published and a
+/// requester client holding an API key.
 pub struct TestBroker {
-    pub broker: RunningBroker,
+    net: LocalNet,
     pub client: Client,
-    key: String,
-    dir: tempfile::TempDir,
 }
 
 impl TestBroker {
     pub async fn start() -> TestBroker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let b = TestBroker::open(dir, None).await;
-        within(
-            "publish the service",
-            b.client.publish(
+        let net = LocalNet::builder()
+            .name("tests")
+            // Tests script when a provider accepts; never time it out.
+            .broker(|c| c.ack_timeout = DEADLINE * 2)
+            .publish(
                 SERVICE,
                 ServiceKind::Command,
                 Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
-            ),
-        )
-        .await
-        .expect("publish");
-        b
-    }
-
-    async fn open(dir: tempfile::TempDir, key: Option<String>) -> TestBroker {
-        let config = BrokerConfig {
-            listen: ([127, 0, 0, 1], 0).into(),
-            data_dir: dir.path().to_path_buf(),
-            // Tests script when a provider accepts; never time it out.
-            ack_timeout: DEADLINE * 2,
-            ..BrokerConfig::default()
-        };
-        let broker = within("the broker starts", Broker::start(config))
+            )
+            .deadline(DEADLINE)
+            .start();
+        let net = within("the broker starts and publishes the service", net)
             .await
             .expect("start the broker");
-        let key = match key {
-            Some(k) => k,
-            None => broker.create_api_key("tests").await.expect("an API key"),
-        };
-        let client = Client::new(broker.url(), Some(key.clone())).expect("a client");
-        TestBroker {
-            broker,
-            client,
-            key,
-            dir,
-        }
+        let client = net.client().clone();
+        TestBroker { net, client }
     }
 
     /// Stops the broker gracefully and starts a new one on the same data
     /// dir (its providers are disconnected; the API key still works).
     pub async fn restart(self) -> TestBroker {
-        let TestBroker {
-            broker, key, dir, ..
-        } = self;
-        broker.shutdown();
-        within("the broker stops", broker.wait())
+        let net = within("the broker restarts", self.net.restart_broker())
             .await
-            .expect("a clean stop");
-        TestBroker::open(dir, Some(key)).await
+            .expect("a clean stop and a new start");
+        let client = net.client().clone();
+        TestBroker { net, client }
+    }
+
+    pub fn broker(&self) -> &RunningBroker {
+        self.net.broker()
     }
 
     pub fn url(&self) -> &str {
-        self.broker.url()
+        self.net.url()
     }
 
     /// A scripted provider with a fresh identity.
     pub async fn provider(&self) -> ScriptedProvider {
-        ScriptedProvider::connect(self.url(), Identity::random()).await
+        self.net.scripted_provider().await
     }
 
     /// Submits a job running [`SERVICE`].
@@ -176,8 +154,8 @@ impl TestBroker {
 
     /// Every ledger row, once every row queued so far is durable.
     pub async fn ledger_rows(&self) -> Vec<LedgerRow> {
-        within("the ledger settles", self.broker.ledger_settled()).await;
-        self.broker
+        within("the ledger settles", self.broker().ledger_settled()).await;
+        self.broker()
             .ledger()
             .scan(0, MAX_SCAN)
             .await

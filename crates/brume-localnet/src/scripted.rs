@@ -1,11 +1,32 @@
-//! A scripted provider: it speaks the provider protocol (`brume_api::wire`)
-//! to a real broker, and answers each assignment exactly as the test says.
+//! A scripted provider, for tests: a protocol-level fake provider. It
+//! speaks the provider protocol ([`brume_api::wire`]) to a real broker,
+//! and answers each assignment exactly as the test says.
 //!
 //! It signs its handshake and its receipts with a real identity, and
 //! answers the broker's heartbeat pings in the background; everything else
 //! (accepting, progress, results, refusals, going away) is up to the test.
+//!
+//! ```no_run
+//! # async fn demo(net: &brume_localnet::LocalNet) {
+//! use brume_localnet::scripted::{ScriptedProvider, exited};
+//! let mut p = ScriptedProvider::connect(net.url(), brume_identity::Identity::random()).await;
+//! let (channel, assign) = p.next_assign().await;
+//! p.accept(channel);
+//! p.done(channel, exited("output", 1_000));
+//! # }
+//! ```
+//!
+//! # Panics
+//!
+//! Like an assertion, every method panics, naming what it waited for, when
+//! the broker does not do what the protocol says within [`DEADLINE`] (or
+//! closes the connection, or sends a frame the provider cannot take). Meant
+//! for tests: a panic fails the test with the reason.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
 
 use brume_api::receipt::Receipt;
 use brume_api::wire::{
@@ -20,12 +41,22 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::util::within;
-
 /// Slots a scripted provider offers unless told otherwise.
 pub const SLOTS: u32 = 16;
 
+/// How long a scripted provider waits for the broker before it panics.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// `fut`'s output, or a panic naming `what` after [`DEADLINE`].
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {DEADLINE:?}"))
+}
+
+/// A provider driven by a test; see the [module docs](self).
 pub struct ScriptedProvider {
+    /// The key it signs its handshake and receipts with.
     pub identity: Identity,
     /// Its address as its Hello gave it (and as its receipts name it).
     pub address: String,
@@ -40,6 +71,14 @@ pub struct ScriptedProvider {
     next_ping: u64,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+}
+
+impl fmt::Debug for ScriptedProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptedProvider")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for ScriptedProvider {
@@ -70,6 +109,7 @@ impl ScriptedProvider {
         Self::connect_with_slots(broker_url, identity, SLOTS).await
     }
 
+    /// As [`ScriptedProvider::connect`], offering `slots` slots.
     pub async fn connect_with_slots(
         broker_url: &str,
         identity: Identity,
@@ -254,10 +294,12 @@ impl ScriptedProvider {
                 .any(|(ch, f)| *ch == channel && matches!(f, ToProvider::Cancel))
     }
 
+    /// `Accepted` for the assignment on `channel`.
     pub fn accept(&self, channel: u32) {
         self.send(channel, &FromProvider::Accepted);
     }
 
+    /// `Progress` with `fuel` used so far on `channel`.
     pub fn progress(&self, channel: u32, fuel: u64) {
         let p = Progress {
             fuel,
@@ -266,6 +308,8 @@ impl ScriptedProvider {
         self.send(channel, &FromProvider::Progress(p));
     }
 
+    /// `Refused` with `reason` (a wire refusal reason, e.g. `no_capacity`)
+    /// for the assignment on `channel`.
     pub fn refuse(&self, channel: u32, reason: &str) {
         let r = Refused {
             reason: reason.into(),
