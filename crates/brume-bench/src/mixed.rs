@@ -20,17 +20,15 @@
 //! latency with batch against without, batch throughput with sync against
 //! without, and `fair_wait_ms` against `job_slot_ms`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use brume_api::rest::{EventKind, JobSpec, JobState};
 use brume_api::{Profile, ServiceKind};
-use brume_broker::{Broker, BrokerConfig, RunningBroker};
 use brume_client::Client;
-use brume_provider::{Provider, ProviderConfig, RunningProvider};
+use brume_localnet::LocalNet;
 use bytes::Bytes;
 use serde_json::json;
 
@@ -49,103 +47,48 @@ const FLOOD: usize = 200;
 /// `cpu_loop N`: a job of a few tens of milliseconds.
 const JOB_N: u64 = 60_000;
 
-fn runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(name)
-        .enable_all()
-        .build()?)
-}
-
 struct Net {
-    broker: RunningBroker,
-    broker_rt: tokio::runtime::Runtime,
-    providers: Vec<(RunningProvider, tokio::runtime::Runtime)>,
+    net: LocalNet,
     batch: Client,
     sync: Client,
     third: Client,
-    _dir: tempfile::TempDir,
 }
 
 impl Net {
+    /// The network with the broker's own overload limits (a refused call
+    /// is a figure here), and one key per account.
     async fn start() -> anyhow::Result<Net> {
-        let dir = tempfile::tempdir()?;
-        let broker_rt = runtime("bench-broker")?;
-        let config = BrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: dir.path().join("broker"),
-            ..BrokerConfig::default()
-        };
-        let broker = broker_rt.spawn(Broker::start(config)).await??;
-        let client = |name: &'static str| {
-            let broker = &broker;
-            async move {
-                let key = broker.create_api_key(name).await?;
-                Ok::<_, anyhow::Error>(Client::new(broker.url(), Some(key))?)
-            }
-        };
-        let (batch, sync, third) = (
-            client("batch").await?,
-            client("sync").await?,
-            client("third").await?,
-        );
-        let mut providers = Vec::new();
-        for i in 0..PROVIDERS {
-            let rt = runtime(&format!("bench-provider-{i}"))?;
-            let config = ProviderConfig {
-                broker_url: broker.url().to_string(),
-                data_dir: dir.path().join(format!("provider-{i}")),
-                slots: SLOTS,
-                memory_bytes: 1 << 40,
-                ..ProviderConfig::default()
-            };
-            let p = rt.spawn(Provider::start(config)).await??;
-            tokio::time::timeout(Duration::from_secs(30), p.connected())
-                .await
-                .context("a provider did not connect")?;
-            providers.push((p, rt));
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while batch.providers().await?.providers.len() < PROVIDERS {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the broker does not list all {PROVIDERS} providers"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        batch
+        let net = LocalNet::builder()
+            .name("batch")
+            .runtime_per_daemon(1)
+            .providers(PROVIDERS)
+            .slots(SLOTS)
+            .provider_config(|_, c| c.memory_bytes = 1 << 40)
             .publish(
                 "cpu",
                 ServiceKind::Command,
                 Bytes::from_static(test_programs_artifacts::CPU_LOOP_P1_BYTES),
             )
+            .publish(
+                "echo",
+                ServiceKind::Command,
+                Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
+            )
+            .start()
             .await?;
-        sync.publish(
-            "echo",
-            ServiceKind::Command,
-            Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
-        )
-        .await?;
+        let client = |key: String| Client::new(net.url(), Some(key));
+        let sync = client(net.broker().create_api_key("sync").await?)?;
+        let third = client(net.broker().create_api_key("third").await?)?;
         Ok(Net {
-            broker,
-            broker_rt,
-            providers,
-            batch,
+            batch: net.client().clone(),
             sync,
             third,
-            _dir: dir,
+            net,
         })
     }
 
-    async fn stop(self) {
-        for (p, rt) in self.providers {
-            p.shutdown();
-            let _ = rt.spawn(p.wait()).await;
-            rt.shutdown_background();
-        }
-        self.broker.shutdown();
-        let _ = self.broker_rt.spawn(self.broker.wait()).await;
-        self.broker_rt.shutdown_background();
+    async fn stop(self) -> anyhow::Result<()> {
+        Ok(self.net.stop_now().await?)
     }
 }
 
@@ -346,7 +289,7 @@ pub async fn run(
     for id in backlog {
         let _ = net.batch.cancel(id).await;
     }
-    net.stop().await;
+    net.stop().await?;
 
     let ratio = |a: f64, b: f64| round(a / b.max(1e-9), 4);
     Ok(json!({
