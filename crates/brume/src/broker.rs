@@ -166,7 +166,7 @@ async fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
             scope,
             expires_in,
             json,
-        } => create_key(&data_of(data), name, account, &scope, expires_in, json),
+        } => create_key(&data_of(data), &name, account, &scope, expires_in, json),
         KeysCommand::List { data, json } => list_keys(&data_of(data), json),
         KeysCommand::Revoke { id, data, json } => revoke_key(&data_of(data), &id, json).await,
     };
@@ -193,7 +193,7 @@ fn key_json(k: &brume_broker::store::keys::KeyInfo) -> serde_json::Value {
 
 fn create_key(
     dir: &std::path::Path,
-    name: String,
+    name: &str,
     account: Option<brume_chain::Address>,
     scope: &str,
     expires_in: Option<Duration>,
@@ -207,7 +207,7 @@ fn create_key(
     };
     anyhow::ensure!(!scopes.is_empty(), "--scope: at least one scope");
     let new = NewKey {
-        name: name.clone(),
+        name: name.to_string(),
         account: account.map(|a| a.to_string()),
         scopes: scopes.clone(),
         expires_at_ms: expires_in.map(|d| now_ms() + d.as_millis() as u64),
