@@ -104,6 +104,7 @@ pub mod convert;
 pub mod fitness;
 pub mod policy;
 
+mod batch;
 mod control;
 mod session;
 mod work;
@@ -264,6 +265,8 @@ pub(crate) struct Shared {
     pub(crate) drain: CancellationToken,
     /// Set by [`RunningProvider::shutdown`].
     pub(crate) stop: CancellationToken,
+    /// Where jobs run: threads at a lower priority than functions.
+    pub(crate) batch: batch::BatchRuntime,
 }
 
 /// One reserved slot (and its memory), released on drop, so an aborted
@@ -401,6 +404,8 @@ impl Provider {
             conn,
             drain: CancellationToken::new(),
             stop: CancellationToken::new(),
+            batch: batch::BatchRuntime::new(config.slots as usize)
+                .map_err(|e| ProviderError::Internal(format!("batch runtime: {e}")))?,
             config,
         });
 

@@ -422,9 +422,10 @@ fn on_frame(
                                 reservation,
                             );
                             if job {
-                                // Jobs: the requester sees `running` at once.
+                                // Jobs: the requester sees `running` at once;
+                                // they run below functions' priority.
                                 work::send(&ctx.out, ch, &FromProvider::Accepted);
-                                tasks.spawn(run)
+                                tasks.spawn(shared.batch.run(run, ch))
                             } else {
                                 tasks.spawn(work::ack_if_slow(run, ctx.out.clone(), ch))
                             }
