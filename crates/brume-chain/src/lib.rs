@@ -65,7 +65,7 @@ pub mod tx;
 pub mod verify;
 
 pub use dev::{DevChain, DevConfig};
-pub use tx::{Anchor, Call, SignedTx, Tx};
+pub use tx::{Anchor, Call, DecodeError, SignedTx, Tx};
 
 /// Every error of a chain. [`code`](ChainError::code) is stable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

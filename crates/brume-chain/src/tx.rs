@@ -177,10 +177,10 @@ impl Tx {
     }
 
     /// Decodes the canonical encoding (exactly: no trailing bytes).
-    pub fn decode(b: &[u8]) -> Result<Tx, String> {
+    pub fn decode(b: &[u8]) -> Result<Tx, DecodeError> {
         let mut r = Reader(b);
         if r.take(16)? != TX_DOMAIN {
-            return Err("not a brume-dev-tx-v1 encoding".into());
+            return Err(DecodeError::NotATx);
         }
         let chain_id = r.u64()?;
         let from = r.address()?;
@@ -206,10 +206,10 @@ impl Tx {
                 to: r.address()?,
                 amount: r.amount()?,
             },
-            k => return Err(format!("unknown kind {k}")),
+            k => return Err(DecodeError::UnknownKind(k)),
         };
         if !r.0.is_empty() {
-            return Err("trailing bytes".into());
+            return Err(DecodeError::TrailingBytes);
         }
         Ok(Tx {
             chain_id,
@@ -307,35 +307,53 @@ impl SignedTx {
     }
 }
 
+/// Why bytes are not a canonical tx encoding ([`Tx::decode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The first 16 bytes are not the domain `brume-dev-tx-v1\n`.
+    #[error("not a brume-dev-tx-v1 encoding")]
+    NotATx,
+    #[error("unknown kind {0}")]
+    UnknownKind(u8),
+    /// The bytes end before the last field of the kind.
+    #[error("truncated")]
+    Truncated,
+    /// Bytes follow the last field of the kind.
+    #[error("trailing bytes")]
+    TrailingBytes,
+    #[error("amount over u128::MAX")]
+    AmountOverflow,
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < n {
-            return Err("truncated".into());
+            return Err(DecodeError::Truncated);
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8)?);
         Ok(u64::from_be_bytes(b))
     }
 
-    fn address(&mut self) -> Result<Address, String> {
+    fn address(&mut self) -> Result<Address, DecodeError> {
         Ok(Address::from_slice(self.take(20)?))
     }
 
-    fn b256(&mut self) -> Result<B256, String> {
+    fn b256(&mut self) -> Result<B256, DecodeError> {
         Ok(B256::from_slice(self.take(32)?))
     }
 
-    fn amount(&mut self) -> Result<u128, String> {
+    fn amount(&mut self) -> Result<u128, DecodeError> {
         let v = U256::from_be_slice(self.take(32)?);
-        u128::try_from(v).map_err(|_| "amount over u128::MAX".to_string())
+        u128::try_from(v).map_err(|_| DecodeError::AmountOverflow)
     }
 }
 
@@ -423,7 +441,49 @@ mod tests {
             longer.push(0);
             assert!(Tx::decode(&longer).is_err());
             assert!(Tx::decode(&enc[..enc.len() - 1]).is_err());
+            assert_eq!(Tx::decode(&longer), Err(DecodeError::TrailingBytes));
+            assert_eq!(
+                Tx::decode(&enc[..enc.len() - 1]),
+                Err(DecodeError::Truncated)
+            );
         }
+    }
+
+    #[test]
+    fn bad_encodings_say_what_is_wrong() {
+        let enc = sample()[0].encode();
+        let mut other_domain = enc.clone();
+        other_domain[0] ^= 1;
+        assert_eq!(Tx::decode(&other_domain), Err(DecodeError::NotATx));
+        // The kind byte follows domain, chain id, from and nonce.
+        let mut unknown = enc.clone();
+        unknown[16 + 8 + 20 + 8] = 9;
+        assert_eq!(Tx::decode(&unknown), Err(DecodeError::UnknownKind(9)));
+        // A transfer's amount follows its `to`.
+        let mut huge = enc.clone();
+        huge[16 + 8 + 20 + 8 + 1 + 20] = 1;
+        assert_eq!(Tx::decode(&huge), Err(DecodeError::AmountOverflow));
+        assert_eq!(Tx::decode(&[]), Err(DecodeError::Truncated));
+        let texts: Vec<String> = [
+            DecodeError::NotATx,
+            DecodeError::UnknownKind(9),
+            DecodeError::Truncated,
+            DecodeError::TrailingBytes,
+            DecodeError::AmountOverflow,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            texts,
+            [
+                "not a brume-dev-tx-v1 encoding",
+                "unknown kind 9",
+                "truncated",
+                "trailing bytes",
+                "amount over u128::MAX"
+            ]
+        );
     }
 
     /// A worked example a third party can check: the encoding's hex and its
