@@ -42,14 +42,35 @@ pub struct KeyEntry {
 }
 
 /// A file of the keyring directory that is not a usable keystore.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Unreadable {
     pub path: PathBuf,
-    pub reason: String,
+    pub reason: EntryError,
+}
+
+/// Why a file of the keyring directory is not a usable keystore. The
+/// messages do not repeat the file's path ([`Unreadable::path`] has it).
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// The file was refused before parsing (too large for a keystore).
+    #[error("{0}")]
+    Refused(#[source] IdentityError),
+    #[error("{0}")]
+    Format(#[from] keystore::FormatError),
+    #[error("its `address` field says {field} but its file name says {file_name}")]
+    AddressMismatch { field: Address, file_name: Address },
+    #[error(
+        "no `address` field and no UTC--<time>--<address> file name \
+         (add it with `brume keys import`)"
+    )]
+    NoAddress,
 }
 
 /// The keyring's contents, sorted by file name (so by creation time).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Listing {
     pub keys: Vec<KeyEntry>,
     pub unreadable: Vec<Unreadable>,
@@ -187,10 +208,10 @@ impl Keyring {
 }
 
 /// The listing entry of one file, or why it is not a usable keystore.
-fn entry_of(path: &Path) -> Result<KeyEntry, String> {
+fn entry_of(path: &Path) -> Result<KeyEntry, EntryError> {
     let text = keystore::read_text(path).map_err(|e| match e {
-        IdentityError::Io { source, .. } => source.to_string(),
-        e => e.to_string(),
+        IdentityError::Io { source, .. } => EntryError::Read(source),
+        e => EntryError::Refused(e),
     })?;
     let meta = keystore::inspect(&text)?;
     let from_name = path
@@ -199,18 +220,13 @@ fn entry_of(path: &Path) -> Result<KeyEntry, String> {
         .and_then(keystore::address_from_file_name);
     let address = match (meta.address, from_name) {
         (Some(a), Some(b)) if a != b => {
-            return Err(format!(
-                "its `address` field says {a} but its file name says {b}"
-            ));
+            return Err(EntryError::AddressMismatch {
+                field: a,
+                file_name: b,
+            });
         }
         (Some(a), _) | (None, Some(a)) => a,
-        (None, None) => {
-            return Err(
-                "no `address` field and no UTC--<time>--<address> file name \
-                 (add it with `brume keys import`)"
-                    .into(),
-            );
-        }
+        (None, None) => return Err(EntryError::NoAddress),
     };
     Ok(KeyEntry {
         address,
@@ -378,7 +394,20 @@ mod tests {
                 Some("notes.txt".to_string())
             ]
         );
-        assert!(listing.unreadable[0].reason.contains("no `address` field"));
+        assert!(
+            listing.unreadable[0]
+                .reason
+                .to_string()
+                .contains("no `address` field")
+        );
+        assert!(matches!(
+            listing.unreadable[0].reason,
+            EntryError::NoAddress
+        ));
+        assert!(matches!(
+            listing.unreadable[1].reason,
+            EntryError::Format(keystore::FormatError::Json(_))
+        ));
         assert_eq!(
             ring.load(&id.address().to_string(), PASSWORD)
                 .expect("load")

@@ -58,19 +58,76 @@ pub struct Metadata {
     pub name: Option<String>,
 }
 
+/// Why a text is not a v3 keystore this module can decrypt ([`inspect`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Not JSON, or not the shape of a v3 keystore.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("`address` {value:?} is not an address")]
+    BadAddress {
+        value: String,
+        #[source]
+        source: <Address as std::str::FromStr>::Err,
+    },
+    #[error("`address` is not a string")]
+    AddressNotString,
+    #[error("`brume.public_key` does not belong to the address {0}")]
+    PublicKeyMismatch(Address),
+    #[error("version {0} (only 3 is supported)")]
+    Version(u8),
+    #[error("cipher {0:?} (only aes-128-ctr)")]
+    Cipher(String),
+    #[error("iv of {0} bytes (expected 16)")]
+    IvLength(usize),
+    #[error("ciphertext of {0} bytes (a secp256k1 key is 32)")]
+    CiphertextLength(usize),
+    #[error("mac of {0} bytes (expected 32)")]
+    MacLength(usize),
+    /// `kdf` names another function than the one `kdfparams` are for
+    /// (`scrypt` or `pbkdf2`, the one the parameters are for).
+    #[error("kdf is not {0} but kdfparams are {0}'s")]
+    KdfMismatch(&'static str),
+    #[error("dklen {0} (expected 32)")]
+    Dklen(u8),
+    #[error("scrypt n {0} is not a power of two")]
+    ScryptN(u32),
+    #[error("scrypt r and p must be at least 1")]
+    ScryptRp,
+    /// See the FIXME in the source: scrypt 0.10 refuses n ≥ 2^(16·r).
+    #[error(
+        "scrypt n={n} with r={r} is not supported (n must be below 2^(16·r)); \
+         re-encrypt the key with go-ethereum's parameters (r=8, p=1)"
+    )]
+    ScryptUnsupported { n: u32, r: u32 },
+    /// Over [`MAX_SCRYPT_MEMORY`] or [`MAX_SCRYPT_WORK`].
+    #[error("scrypt parameters n={n} r={r} p={p} are too costly")]
+    ScryptTooCostly { n: u32, r: u32, p: u32 },
+    #[error("pbkdf2 prf {0:?} (only hmac-sha256)")]
+    Prf(String),
+    /// 0, or over [`MAX_PBKDF2_ROUNDS`].
+    #[error("pbkdf2 c={0} is out of range")]
+    Pbkdf2Rounds(u32),
+}
+
 /// Checks that `text` is a v3 keystore this module can decrypt, and returns
 /// its unencrypted fields. The error is the reason it is not.
-pub fn inspect(text: &str) -> Result<Metadata, String> {
-    let ks: EthKeystore = serde_json::from_str(text).map_err(|e| e.to_string())?;
+pub fn inspect(text: &str) -> Result<Metadata, FormatError> {
+    let ks: EthKeystore = serde_json::from_str(text)?;
     check(&ks)?;
-    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_str(text)?;
     let address = match value.get("address") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(
-            s.parse::<Address>()
-                .map_err(|_| format!("`address` {s:?} is not an address"))?,
-        ),
-        Some(_) => return Err("`address` is not a string".into()),
+        Some(Value::String(s)) => {
+            Some(
+                s.parse::<Address>()
+                    .map_err(|source| FormatError::BadAddress {
+                        value: s.clone(),
+                        source,
+                    })?,
+            )
+        }
+        Some(_) => return Err(FormatError::AddressNotString),
     };
     let brume = value.get("brume");
     let text_field = |field: &str| {
@@ -82,9 +139,7 @@ pub fn inspect(text: &str) -> Result<Metadata, String> {
     let public_key = match (text_field("public_key"), address) {
         (Some(pk), Some(address)) => {
             if address_of_public_key(&pk) != Some(address) {
-                return Err(format!(
-                    "`brume.public_key` does not belong to the address {address}"
-                ));
+                return Err(FormatError::PublicKeyMismatch(address));
             }
             Some(pk)
         }
@@ -105,60 +160,53 @@ fn address_of_public_key(hex: &str) -> Option<Address> {
 
 /// Refuses what `eth-keystore` would panic on, misread, or spend unbounded
 /// time or memory on.
-fn check(ks: &EthKeystore) -> Result<(), String> {
+fn check(ks: &EthKeystore) -> Result<(), FormatError> {
     let c = &ks.crypto;
     if ks.version != 3 {
-        return Err(format!("version {} (only 3 is supported)", ks.version));
+        return Err(FormatError::Version(ks.version));
     }
     if c.cipher != "aes-128-ctr" {
-        return Err(format!("cipher {:?} (only aes-128-ctr)", c.cipher));
+        return Err(FormatError::Cipher(c.cipher.clone()));
     }
     if c.cipherparams.iv.len() != 16 {
-        return Err(format!(
-            "iv of {} bytes (expected 16)",
-            c.cipherparams.iv.len()
-        ));
+        return Err(FormatError::IvLength(c.cipherparams.iv.len()));
     }
     // Old go-ethereum versions dropped a key's leading zero bytes.
     if c.ciphertext.is_empty() || c.ciphertext.len() > 32 {
-        return Err(format!(
-            "ciphertext of {} bytes (a secp256k1 key is 32)",
-            c.ciphertext.len()
-        ));
+        return Err(FormatError::CiphertextLength(c.ciphertext.len()));
     }
     if c.mac.len() != 32 {
-        return Err(format!("mac of {} bytes (expected 32)", c.mac.len()));
+        return Err(FormatError::MacLength(c.mac.len()));
     }
     match &c.kdfparams {
         KdfparamsType::Scrypt { dklen, n, p, r, .. } => {
             if c.kdf != KdfType::Scrypt {
-                return Err("kdf is not scrypt but kdfparams are scrypt's".into());
+                return Err(FormatError::KdfMismatch("scrypt"));
             }
             if *dklen != 32 {
-                return Err(format!("dklen {dklen} (expected 32)"));
+                return Err(FormatError::Dklen(*dklen));
             }
             if *n < 2 || !n.is_power_of_two() {
-                return Err(format!("scrypt n {n} is not a power of two"));
+                return Err(FormatError::ScryptN(*n));
             }
             if *r == 0 || *p == 0 {
-                return Err("scrypt r and p must be at least 1".into());
+                return Err(FormatError::ScryptRp);
             }
             // FIXME: scrypt 0.10, which eth-keystore 0.5 uses, applies RFC
             // 7914's bound n < 2^(16 r), since corrected by erratum 5971.
             // That refuses web3.py's default (n = 2^18, r = 1, p = 8), as
             // in the Web3 Secret Storage scrypt test vector.
             if n.trailing_zeros() >= r.saturating_mul(16) {
-                return Err(format!(
-                    "scrypt n={n} with r={r} is not supported (n must be below 2^(16·r)); \
-                     re-encrypt the key with go-ethereum's parameters (r=8, p=1)"
-                ));
+                return Err(FormatError::ScryptUnsupported { n: *n, r: *r });
             }
             let memory = 128 * u64::from(*n) * u64::from(*r);
             if memory > MAX_SCRYPT_MEMORY || memory.saturating_mul(u64::from(*p)) > MAX_SCRYPT_WORK
             {
-                return Err(format!(
-                    "scrypt parameters n={n} r={r} p={p} are too costly"
-                ));
+                return Err(FormatError::ScryptTooCostly {
+                    n: *n,
+                    r: *r,
+                    p: *p,
+                });
             }
         }
         KdfparamsType::Pbkdf2 {
@@ -168,16 +216,16 @@ fn check(ks: &EthKeystore) -> Result<(), String> {
             ..
         } => {
             if c.kdf != KdfType::Pbkdf2 {
-                return Err("kdf is not pbkdf2 but kdfparams are pbkdf2's".into());
+                return Err(FormatError::KdfMismatch("pbkdf2"));
             }
             if prf != "hmac-sha256" {
-                return Err(format!("pbkdf2 prf {prf:?} (only hmac-sha256)"));
+                return Err(FormatError::Prf(prf.clone()));
             }
             if *dklen != 32 {
-                return Err(format!("dklen {dklen} (expected 32)"));
+                return Err(FormatError::Dklen(*dklen));
             }
             if *rounds == 0 || *rounds > MAX_PBKDF2_ROUNDS {
-                return Err(format!("pbkdf2 c={rounds} is out of range"));
+                return Err(FormatError::Pbkdf2Rounds(*rounds));
             }
         }
     }
@@ -212,7 +260,10 @@ pub fn decrypt(text: &str, password: &[u8], origin: &Path) -> Result<Identity, I
         path: origin.to_path_buf(),
         reason,
     };
-    let meta = inspect(text).map_err(bad)?;
+    let meta = inspect(text).map_err(|source| IdentityError::KeystoreFormat {
+        path: origin.to_path_buf(),
+        source,
+    })?;
     // `eth-keystore` decrypts files only. This copy holds the same
     // ciphertext as the input, no secret.
     let io = |source| IdentityError::Io {
@@ -525,6 +576,36 @@ mod tests {
                 .unwrap_or_default();
             assert!(err.contains(want), "want {want:?}, got {err:?}");
         }
+    }
+
+    #[test]
+    fn format_errors_are_typed_and_keep_their_cause() {
+        let err = decrypt("{", b"testpassword", &origin()).err();
+        let Some(IdentityError::KeystoreFormat {
+            path,
+            source: FormatError::Json(json),
+        }) = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(path, &origin());
+        let cause = err
+            .as_ref()
+            .and_then(|e| std::error::Error::source(e))
+            .map(ToString::to_string);
+        assert_eq!(cause, Some(json.to_string()));
+        assert_eq!(
+            inspect(&SPEC_PBKDF2.replace(r#""version": 3"#, r#""version": 2"#))
+                .err()
+                .map(|e| e.to_string()),
+            Some("version 2 (only 3 is supported)".to_string())
+        );
+        let bad_address =
+            SPEC_PBKDF2.replace(r#""version": 3"#, r#""version": 3, "address": "0x12""#);
+        assert!(matches!(
+            inspect(&bad_address),
+            Err(FormatError::BadAddress { .. })
+        ));
     }
 
     #[test]

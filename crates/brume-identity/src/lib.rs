@@ -60,6 +60,14 @@ pub enum IdentityError {
     /// The file is not a v3 keystore this crate can read.
     #[error("{}: not a usable Web3 v3 keystore: {reason}", path.display())]
     BadKeystore { path: PathBuf, reason: String },
+    /// The file is not a v3 keystore this crate can read: what
+    /// [`keystore::inspect`] found wrong with it.
+    #[error("{}: not a usable Web3 v3 keystore: {source}", path.display())]
+    KeystoreFormat {
+        path: PathBuf,
+        #[source]
+        source: keystore::FormatError,
+    },
     /// The keystore library failed for another reason.
     #[error("{}: keystore: {reason}", path.display())]
     Keystore { path: PathBuf, reason: String },

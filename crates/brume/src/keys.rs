@@ -244,7 +244,7 @@ fn list(ring: &Keyring, json: bool) -> anyhow::Result<()> {
         let unreadable: Vec<_> = listing
             .unreadable
             .iter()
-            .map(|u| json!({"file": u.path, "reason": u.reason}))
+            .map(|u| json!({"file": u.path, "reason": u.reason.to_string()}))
             .collect();
         println!(
             "{}",
