@@ -43,21 +43,63 @@ pub fn exec_options(a: &wire::Assign) -> brume_sandbox::ExecOptions {
     }
 }
 
+/// Why a wire HTTP request cannot be given to the sandbox. The
+/// requester's fault: `invalid_request`.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpRequestError {
+    #[error("bad HTTP method {method:?}")]
+    Method {
+        method: String,
+        #[source]
+        source: http::method::InvalidMethod,
+    },
+    #[error("bad request URI {uri:?}: {source}")]
+    Uri {
+        uri: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("bad header name {name:?}")]
+    HeaderName {
+        name: String,
+        #[source]
+        source: http::header::InvalidHeaderName,
+    },
+    #[error("bad value for header {name:?}")]
+    HeaderValue {
+        name: String,
+        #[source]
+        source: http::header::InvalidHeaderValue,
+    },
+}
+
 /// The wire's HTTP request as the sandbox's. Bad methods, URIs or headers
 /// are the requester's fault: `invalid_request`.
-pub fn http_request(r: &wire::HttpRequest) -> Result<brume_sandbox::HttpRequest, String> {
-    let method = http::Method::from_bytes(r.method.as_bytes())
-        .map_err(|_| format!("bad HTTP method {:?}", r.method))?;
-    let uri: http::Uri = r
-        .uri
-        .parse()
-        .map_err(|e| format!("bad request URI {:?}: {e}", r.uri))?;
+pub fn http_request(r: &wire::HttpRequest) -> Result<brume_sandbox::HttpRequest, HttpRequestError> {
+    let method = http::Method::from_bytes(r.method.as_bytes()).map_err(|source| {
+        HttpRequestError::Method {
+            method: r.method.clone(),
+            source,
+        }
+    })?;
+    let uri: http::Uri = r.uri.parse().map_err(|source| HttpRequestError::Uri {
+        uri: r.uri.clone(),
+        source,
+    })?;
     let mut headers = http::HeaderMap::with_capacity(r.headers.len());
     for (name, value) in &r.headers {
-        let n = http::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("bad header name {name:?}"))?;
-        let v = http::HeaderValue::from_maybe_shared(value.clone())
-            .map_err(|_| format!("bad value for header {name:?}"))?;
+        let n = http::HeaderName::from_bytes(name.as_bytes()).map_err(|source| {
+            HttpRequestError::HeaderName {
+                name: name.clone(),
+                source,
+            }
+        })?;
+        let v = http::HeaderValue::from_maybe_shared(value.clone()).map_err(|source| {
+            HttpRequestError::HeaderValue {
+                name: name.clone(),
+                source,
+            }
+        })?;
         headers.append(n, v);
     }
     Ok(brume_sandbox::HttpRequest {
@@ -241,11 +283,35 @@ mod tests {
             ..req.clone()
         };
         assert!(http_request(&bad).is_err());
+        assert_eq!(
+            http_request(&bad).err().map(|e| e.to_string()),
+            Some(r#"bad header name "bad header""#.to_string())
+        );
+        let bad = wire::HttpRequest {
+            headers: vec![("x-k".into(), Bytes::from_static(b"a\nb"))],
+            ..req.clone()
+        };
+        assert!(matches!(
+            http_request(&bad),
+            Err(HttpRequestError::HeaderValue { .. })
+        ));
+        let bad = wire::HttpRequest {
+            uri: "http://[".into(),
+            ..req.clone()
+        };
+        assert!(matches!(
+            http_request(&bad),
+            Err(HttpRequestError::Uri { .. })
+        ));
         let bad = wire::HttpRequest {
             method: "G E T".into(),
             ..req
         };
         assert!(http_request(&bad).is_err());
+        assert_eq!(
+            http_request(&bad).err().map(|e| e.to_string()),
+            Some(r#"bad HTTP method "G E T""#.to_string())
+        );
 
         let mut headers = http::HeaderMap::new();
         headers.insert("content-type", http::HeaderValue::from_static("text/plain"));

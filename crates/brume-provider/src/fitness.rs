@@ -33,12 +33,21 @@ pub fn digest() -> brume_sandbox::Digest {
     }
 }
 
+/// Why the fitness test did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum FitnessError {
+    #[error("load benchmark: {0}")]
+    Load(#[source] brume_sandbox::ExecError),
+    #[error("run benchmark: {0}")]
+    Run(#[source] brume_sandbox::ExecFailure),
+}
+
 /// Runs [`BENCHMARK_WAT`] once and returns millions of wasm instructions
 /// (fuel) per wall-clock second, at least 1.
-pub async fn measure(sandbox: &Sandbox) -> Result<u64, String> {
+pub async fn measure(sandbox: &Sandbox) -> Result<u64, FitnessError> {
     let program = sandbox
         .load(BENCHMARK_WAT.as_bytes(), Profile::Standard)
-        .map_err(|e| format!("load benchmark: {e}"))?;
+        .map_err(FitnessError::Load)?;
     let req = CommandRequest {
         args: vec!["fitness".into()],
         ..CommandRequest::default()
@@ -47,7 +56,7 @@ pub async fn measure(sandbox: &Sandbox) -> Result<u64, String> {
     let out = sandbox
         .run(&program, &req, &ExecOptions::default())
         .await
-        .map_err(|e| format!("run benchmark: {e}"))?;
+        .map_err(FitnessError::Run)?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     Ok(((out.usage.fuel as f64 / secs / 1e6) as u64).max(1))
 }

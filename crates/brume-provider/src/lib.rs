@@ -96,7 +96,7 @@ use std::time::{Duration, Instant};
 use brume_api::rest::{Price, ProviderStatus};
 use brume_identity::Identity;
 use brume_sandbox::{Digest, Program, Sandbox, SandboxConfig};
-pub use policy::{BlacklistSource, Fault};
+pub use policy::{BlacklistSource, BlacklistSourceError, Fault};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -192,7 +192,7 @@ pub enum ProviderError {
     #[error("sandbox: {0}")]
     Sandbox(#[from] brume_sandbox::ExecError),
     #[error("fitness test: {0}")]
-    Fitness(String),
+    Fitness(#[from] fitness::FitnessError),
     #[error("control port {addr}: {source}")]
     Control {
         addr: SocketAddr,
@@ -374,9 +374,7 @@ impl Provider {
                 })?)
             }
         };
-        let fitness_mips = fitness::measure(&sandbox)
-            .await
-            .map_err(ProviderError::Fitness)?;
+        let fitness_mips = fitness::measure(&sandbox).await?;
 
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -607,36 +605,76 @@ impl ProviderHandle {
     }
 }
 
+/// Why [`read_control_addr`] or [`fetch_status`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// `data_dir/control.addr` could not be read.
+    #[error("{}: {source} (no provider running with this data dir?)", path.display())]
+    ReadAddr {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `data_dir/control.addr` does not hold an address.
+    #[error("{}: {source}", path.display())]
+    BadAddr {
+        path: PathBuf,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    #[error("GET {url}: {source} (is the provider running?)")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("GET {url}: bad status body: {source}")]
+    Body {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
 /// `GET /status` on a running provider's control port (what
 /// `brume provide status` prints).
-pub async fn fetch_status(control: SocketAddr) -> Result<ProviderStatus, String> {
+pub async fn fetch_status(control: SocketAddr) -> Result<ProviderStatus, StatusError> {
     let url = format!("http://{control}/status");
-    let resp = reqwest::Client::new()
+    let resp = match reqwest::Client::new()
         .get(&url)
         .timeout(Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e} (is the provider running?)"))?;
+    {
+        Ok(resp) => resp,
+        Err(source) => return Err(StatusError::Request { url, source }),
+    };
     if !resp.status().is_success() {
-        return Err(format!("GET {url}: {}", resp.status()));
+        return Err(StatusError::Status {
+            url,
+            status: resp.status(),
+        });
     }
     resp.json()
         .await
-        .map_err(|e| format!("GET {url}: bad status body: {e}"))
+        .map_err(|source| StatusError::Body { url, source })
 }
 
 /// The control address a provider with this data dir wrote at start-up.
-pub fn read_control_addr(data_dir: &Path) -> Result<SocketAddr, String> {
+pub fn read_control_addr(data_dir: &Path) -> Result<SocketAddr, StatusError> {
     let path = data_dir.join("control.addr");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "{}: {e} (no provider running with this data dir?)",
-            path.display()
-        )
-    })?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(StatusError::ReadAddr { path, source }),
+    };
     text.trim()
         .parse()
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|source| StatusError::BadAddr { path, source })
 }
 
 #[cfg(test)]
@@ -655,5 +693,30 @@ mod tests {
         );
         assert!(ws_url("127.0.0.1:7700").is_err());
         assert!(ws_url("https://broker.example").is_err());
+    }
+
+    #[test]
+    fn control_addr_errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("control.addr");
+        let err = read_control_addr(dir.path()).err();
+        assert!(
+            matches!(&err, Some(StatusError::ReadAddr { path: p, .. }) if *p == path),
+            "{err:?}"
+        );
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.starts_with(&format!("{}: ", path.display()))
+                && text.ends_with(" (no provider running with this data dir?)"),
+            "{text}"
+        );
+        std::fs::write(&path, "nonsense\n").expect("write");
+        let err = read_control_addr(dir.path()).err();
+        assert!(matches!(err, Some(StatusError::BadAddr { .. })), "{err:?}");
+        std::fs::write(&path, "127.0.0.1:7701\n").expect("write");
+        assert_eq!(
+            read_control_addr(dir.path()).ok(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 7701)))
+        );
     }
 }

@@ -77,19 +77,21 @@ pub enum Fault {
     Drop,
 }
 
+/// A `--fault` that is none of [`Fault`]'s.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fault {0:?} (wrong-output, wrong-fuel, stall, drop)")]
+pub struct UnknownFault(pub String);
+
 impl FromStr for Fault {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Fault, String> {
+    type Err = UnknownFault;
+    fn from_str(s: &str) -> Result<Fault, UnknownFault> {
         Ok(match s {
             "wrong-output" => Fault::WrongOutput,
             "wrong-fuel" => Fault::WrongFuel,
             "stall" => Fault::Stall,
             "drop" => Fault::Drop,
-            _ => {
-                return Err(format!(
-                    "unknown fault {s:?} (wrong-output, wrong-fuel, stall, drop)"
-                ));
-            }
+            _ => return Err(UnknownFault(s.to_owned())),
         })
     }
 }
@@ -128,20 +130,38 @@ pub struct BlacklistSource {
     pub signer: EthAddress,
 }
 
+/// Why a string is not a [`BlacklistSource`] (`URL@0xSIGNER`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlacklistSourceError {
+    /// No `@`.
+    #[error("{0:?}: expected URL@0xSIGNER")]
+    Syntax(String),
+    /// The URL is not `http://…`.
+    #[error("{0:?}: expected an http:// URL (this build has no TLS)")]
+    NotHttp(String),
+    #[error("{signer:?} is not an 0x address")]
+    BadSigner {
+        signer: String,
+        #[source]
+        source: <EthAddress as FromStr>::Err,
+    },
+}
+
 impl FromStr for BlacklistSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<BlacklistSource, String> {
+    type Err = BlacklistSourceError;
+    fn from_str(s: &str) -> Result<BlacklistSource, BlacklistSourceError> {
         let (url, signer) = s
             .rsplit_once('@')
-            .ok_or_else(|| format!("{s:?}: expected URL@0xSIGNER"))?;
+            .ok_or_else(|| BlacklistSourceError::Syntax(s.to_owned()))?;
         if !url.starts_with("http://") {
-            return Err(format!(
-                "{url:?}: expected an http:// URL (this build has no TLS)"
-            ));
+            return Err(BlacklistSourceError::NotHttp(url.to_owned()));
         }
         let signer = signer
             .parse()
-            .map_err(|_| format!("{signer:?} is not an 0x address"))?;
+            .map_err(|source| BlacklistSourceError::BadSigner {
+                signer: signer.to_owned(),
+                source,
+            })?;
         Ok(BlacklistSource {
             url: url.to_owned(),
             signer,
@@ -195,27 +215,73 @@ pub(crate) struct SignedList {
     pub(crate) digests: HashSet<Digest>,
 }
 
+/// Why a subscribed list was not fetched, not accepted or not installed
+/// (logged; the last good list stays in force).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ListError {
+    #[error("GET {url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("GET {url}: larger than {max} bytes")]
+    TooLarge { url: String, max: usize },
+    #[error("not JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("no integer \"issued_ms\"")]
+    NoIssued,
+    #[error("no array \"digests\"")]
+    NoDigests,
+    /// An element of `digests` (as JSON) that is not a string.
+    #[error("digest {0} is not a string")]
+    DigestNotString(serde_json::Value),
+    #[error("{0}")]
+    Digest(#[from] brume_sandbox::DigestParseError),
+    #[error("no string \"signature\"")]
+    NoSignature,
+    #[error("signature {0:?} is not hex")]
+    SignatureNotHex(String),
+    #[error("signature: {0}")]
+    Signature(#[source] brume_identity::IdentityError),
+    #[error("{0}")]
+    Install(#[from] InstallError),
+}
+
+/// Why [`Blacklists::install`] refused a verified list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InstallError {
+    #[error("no source {0}")]
+    NoSource(usize),
+    #[error("issued at {issued_ms} ms, older than the list in use ({in_use_ms} ms)")]
+    Older { issued_ms: u64, in_use_ms: u64 },
+}
+
 /// Parses a list file and checks its signature by `signer`.
-pub(crate) fn verify_list(body: &[u8], signer: &EthAddress) -> Result<SignedList, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let issued_ms = v["issued_ms"].as_u64().ok_or("no integer \"issued_ms\"")?;
+pub(crate) fn verify_list(body: &[u8], signer: &EthAddress) -> Result<SignedList, ListError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(ListError::Json)?;
+    let issued_ms = v["issued_ms"].as_u64().ok_or(ListError::NoIssued)?;
     let digests = v["digests"]
         .as_array()
-        .ok_or("no array \"digests\"")?
+        .ok_or(ListError::NoDigests)?
         .iter()
         .map(|d| {
-            d.as_str()
-                .ok_or_else(|| format!("digest {d} is not a string"))?
-                .parse::<Digest>()
+            Ok(d.as_str()
+                .ok_or_else(|| ListError::DigestNotString(d.clone()))?
+                .parse::<Digest>()?)
         })
-        .collect::<Result<HashSet<Digest>, String>>()?;
-    let sig = v["signature"].as_str().ok_or("no string \"signature\"")?;
+        .collect::<Result<HashSet<Digest>, ListError>>()?;
+    let sig = v["signature"].as_str().ok_or(ListError::NoSignature)?;
     let sig = from_hex(sig.strip_prefix("0x").unwrap_or(sig))
-        .ok_or_else(|| format!("signature {sig:?} is not hex"))?;
+        .ok_or_else(|| ListError::SignatureNotHex(sig.to_owned()))?;
     let message = blacklist_message(issued_ms, &digests);
     brume_identity::verify(message.as_bytes(), &sig, &signer.to_string())
-        .map_err(|e| format!("signature: {e}"))?;
+        .map_err(ListError::Signature)?;
     Ok(SignedList { issued_ms, digests })
 }
 
@@ -265,16 +331,16 @@ impl Blacklists {
 
     /// Installs `list` as source `i`'s unless it is older than the one in
     /// use. Returns whether it did.
-    fn install(&self, i: usize, list: SignedList) -> Result<bool, String> {
+    fn install(&self, i: usize, list: SignedList) -> Result<bool, InstallError> {
         let mut lists = self.subscribed.write();
         let Some(slot) = lists.get_mut(i) else {
-            return Err(format!("no source {i}"));
+            return Err(InstallError::NoSource(i));
         };
         match slot {
-            Some(cur) if cur.issued_ms > list.issued_ms => Err(format!(
-                "issued at {} ms, older than the list in use ({} ms)",
-                list.issued_ms, cur.issued_ms
-            )),
+            Some(cur) if cur.issued_ms > list.issued_ms => Err(InstallError::Older {
+                issued_ms: list.issued_ms,
+                in_use_ms: cur.issued_ms,
+            }),
             Some(cur) if *cur == list => Ok(false),
             _ => {
                 *slot = Some(list);
@@ -372,7 +438,9 @@ pub(crate) fn load_cached(shared: &Shared) {
         let Ok(body) = std::fs::read(&path) else {
             continue;
         };
-        match verify_list(&body, &source.signer).and_then(|l| shared.blacklists.install(i, l)) {
+        let installed =
+            verify_list(&body, &source.signer).and_then(|l| Ok(shared.blacklists.install(i, l)?));
+        match installed {
             Ok(_) => {
                 tracing::info!(list = %source, path = %path.display(), "blacklist loaded from the last good copy")
             }
@@ -401,7 +469,7 @@ async fn refresh_one(shared: &Shared, i: usize, source: &BlacklistSource) {
         let list = verify_list(&body, &source.signer)?;
         let size = list.digests.len();
         let changed = shared.blacklists.install(i, list)?;
-        Ok::<_, String>((body, size, changed))
+        Ok::<_, ListError>((body, size, changed))
     }
     .await;
     match result {
@@ -430,25 +498,36 @@ async fn refresh_one(shared: &Shared, i: usize, source: &BlacklistSource) {
     }
 }
 
-async fn fetch_list(http: &reqwest::Client, url: &str) -> Result<bytes::Bytes, String> {
+async fn fetch_list(http: &reqwest::Client, url: &str) -> Result<bytes::Bytes, ListError> {
+    let fetch = |source| ListError::Fetch {
+        url: url.to_owned(),
+        source,
+    };
+    let too_large = || ListError::TooLarge {
+        url: url.to_owned(),
+        max: LIST_MAX_BYTES,
+    };
     let resp = http
         .get(url)
         .timeout(LIST_TIMEOUT)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(fetch)?;
     if !resp.status().is_success() {
-        return Err(format!("GET {url}: {}", resp.status()));
+        return Err(ListError::Status {
+            url: url.to_owned(),
+            status: resp.status(),
+        });
     }
     if resp
         .content_length()
         .is_some_and(|n| n > LIST_MAX_BYTES as u64)
     {
-        return Err(format!("GET {url}: larger than {LIST_MAX_BYTES} bytes"));
+        return Err(too_large());
     }
-    let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let body = resp.bytes().await.map_err(fetch)?;
     if body.len() > LIST_MAX_BYTES {
-        return Err(format!("GET {url}: larger than {LIST_MAX_BYTES} bytes"));
+        return Err(too_large());
     }
     Ok(body)
 }
@@ -485,6 +564,23 @@ mod tests {
         let tampered = body.replace("\"issued_ms\":42", "\"issued_ms\":43");
         assert_ne!(tampered, body);
         assert!(verify_list(tampered.as_bytes(), &signer.address()).is_err());
+        assert!(matches!(
+            verify_list(tampered.as_bytes(), &signer.address()),
+            Err(ListError::Signature(_))
+        ));
+        assert!(matches!(
+            verify_list(b"{", &signer.address()),
+            Err(ListError::Json(_))
+        ));
+        let bad_digest = body.replace(&a.to_string(), "zz");
+        let err = verify_list(bad_digest.as_bytes(), &signer.address()).err();
+        assert!(matches!(err, Some(ListError::Digest(_))), "{err:?}");
+        assert_eq!(
+            verify_list(br#"{"issued_ms": 1, "digests": [7]}"#, &signer.address())
+                .err()
+                .map(|e| e.to_string()),
+            Some("digest 7 is not a string".to_string())
+        );
         assert_eq!(
             blacklist_message(7, &[b, a]),
             format!(
@@ -506,6 +602,18 @@ mod tests {
         assert_eq!(lists.install(0, list(2)), Ok(true));
         assert_eq!(lists.install(0, list(2)), Ok(false));
         assert!(lists.install(0, list(1)).is_err());
+        assert_eq!(
+            lists.install(0, list(1)),
+            Err(InstallError::Older {
+                issued_ms: 1,
+                in_use_ms: 2
+            })
+        );
+        assert_eq!(
+            lists.install(0, list(1)).err().map(|e| e.to_string()),
+            Some("issued at 1 ms, older than the list in use (2 ms)".to_string())
+        );
+        assert_eq!(lists.install(1, list(3)), Err(InstallError::NoSource(1)));
         assert_eq!(lists.find(&a), Some(Some(0)));
         assert_eq!(lists.sizes(), (0, vec![1]));
     }
@@ -524,5 +632,24 @@ mod tests {
         );
         assert_eq!("stall".parse(), Ok(Fault::Stall));
         assert!("wrong".parse::<Fault>().is_err());
+        assert_eq!(
+            "http://h/l.json".parse::<BlacklistSource>(),
+            Err(BlacklistSourceError::Syntax("http://h/l.json".into()))
+        );
+        assert_eq!(
+            "https://h/l@0x0000000000000000000000000000000000000001"
+                .parse::<BlacklistSource>()
+                .err()
+                .map(|e| e.to_string()),
+            Some(r#""https://h/l": expected an http:// URL (this build has no TLS)"#.to_string())
+        );
+        assert!(matches!(
+            "http://h/l@0x12".parse::<BlacklistSource>(),
+            Err(BlacklistSourceError::BadSigner { signer, .. }) if signer == "0x12"
+        ));
+        assert_eq!(
+            "wrong".parse::<Fault>().err().map(|e| e.to_string()),
+            Some(r#"unknown fault "wrong" (wrong-output, wrong-fuel, stall, drop)"#.to_string())
+        );
     }
 }

@@ -69,10 +69,10 @@ pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reserva
             }
         }
     }
-    let digest: Digest = a
+    let digest = a
         .digest
-        .parse()
-        .map_err(|e: String| refused("invalid_module", e))?;
+        .parse::<Digest>()
+        .map_err(|e| refused("invalid_module", e.to_string()))?;
     crate::policy::check(shared, a, &digest)?;
     let reservation = shared.reserve(a.limits.memory_bytes).ok_or_else(|| {
         refused(
@@ -155,7 +155,7 @@ pub(crate) async fn execute(
         }
         ServiceKind::Http => match http.as_ref().map(convert::http_request) {
             None => convert::failed("invalid_request", "an http service needs a request"),
-            Some(Err(message)) => convert::failed("invalid_request", message),
+            Some(Err(e)) => convert::failed("invalid_request", e.to_string()),
             Some(Ok(req)) => {
                 let run = async {
                     match &progress {

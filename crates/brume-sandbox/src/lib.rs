@@ -71,7 +71,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 
 pub use crate::error::{ExecError, ExecFailure};
-pub use crate::program::{Digest, Program, Shape};
+pub use crate::program::{Digest, DigestParseError, Program, Shape};
 
 /// Which engine a program is compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -225,17 +225,27 @@ pub struct DirMapping {
     pub guest: String,
 }
 
+/// Why a string is not a [`DirMapping`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirMappingError {
+    #[error("empty directory mapping")]
+    Empty,
+    /// `::` with nothing before or after it.
+    #[error("expected HOST[::GUEST], got {0:?}")]
+    Malformed(String),
+}
+
 impl std::str::FromStr for DirMapping {
-    type Err = String;
+    type Err = DirMappingError;
     /// Parses wasmtime's `HOST[::GUEST]` syntax; without `::GUEST` the guest
     /// path is the host path as written.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, DirMappingError> {
         if s.is_empty() {
-            return Err("empty directory mapping".into());
+            return Err(DirMappingError::Empty);
         }
         let (host, guest) = match s.split_once("::") {
             Some((h, g)) if !h.is_empty() && !g.is_empty() => (h, g),
-            Some(_) => return Err(format!("expected HOST[::GUEST], got {s:?}")),
+            Some(_) => return Err(DirMappingError::Malformed(s.to_owned())),
             None => (s, s),
         };
         Ok(DirMapping {
@@ -533,5 +543,41 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(d, _), _| d != digest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_mappings_and_digests_parse_or_say_why_not() {
+        let m: DirMapping = "/tmp/a::/data".parse().expect("mapping");
+        assert_eq!(
+            (m.host, m.guest),
+            (PathBuf::from("/tmp/a"), "/data".to_string())
+        );
+        let m: DirMapping = "rel".parse().expect("mapping");
+        assert_eq!((m.host, m.guest), (PathBuf::from("rel"), "rel".to_string()));
+        assert_eq!("".parse::<DirMapping>(), Err(DirMappingError::Empty));
+        assert_eq!(
+            "::g".parse::<DirMapping>(),
+            Err(DirMappingError::Malformed("::g".into()))
+        );
+        assert_eq!(
+            DirMappingError::Malformed("h::".into()).to_string(),
+            r#"expected HOST[::GUEST], got "h::""#
+        );
+
+        let d = Digest::of(b"x");
+        assert_eq!(format!("sha256:{d}").parse::<Digest>(), Ok(d));
+        let e = "sha256:zz".parse::<Digest>().expect_err("not a digest");
+        assert_eq!(e.input, "zz");
+        assert!(
+            e.to_string().starts_with("not a sha256 hex digest (")
+                && e.to_string().ends_with(r#"): "zz""#),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

@@ -38,13 +38,26 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// A string that is not a [`Digest`]: 64 hex digits, optionally after
+/// `sha256:`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("not a sha256 hex digest ({source}): {input:?}")]
+pub struct DigestParseError {
+    /// The text without its `sha256:` prefix.
+    pub input: String,
+    #[source]
+    pub source: hex::FromHexError,
+}
+
 impl FromStr for Digest {
-    type Err = String;
+    type Err = DigestParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.strip_prefix("sha256:").unwrap_or(s);
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)
-            .map_err(|e| format!("not a sha256 hex digest ({e}): {s:?}"))?;
+        hex::decode_to_slice(s, &mut out).map_err(|source| DigestParseError {
+            input: s.to_owned(),
+            source,
+        })?;
         Ok(Digest(out))
     }
 }
