@@ -40,7 +40,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: bench {}: {e:#}", args.name);
+            eprintln!("error: bench {}: {}", args.name, crate::report(&e));
             ExitCode::FAILURE
         }
     }

@@ -173,7 +173,7 @@ async fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::report(&e));
             ExitCode::FAILURE
         }
     }
@@ -280,9 +280,10 @@ async fn revoke_key(dir: &std::path::Path, id: &str, json: bool) -> anyhow::Resu
             dir.display()
         ),
         Err(e) => anyhow::bail!(
-            "the key is revoked in {}, but the broker running on it could not be told ({e:#}): \
+            "the key is revoked in {}, but the broker running on it could not be told ({}): \
              restart it to be sure it refuses the key",
-            dir.display()
+            dir.display(),
+            crate::report(&e)
         ),
     }
     Ok(())

@@ -91,7 +91,7 @@ pub async fn main(args: ChainArgs) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: chain: {e:#}");
+            eprintln!("error: chain: {}", crate::report(&e));
             ExitCode::from(2)
         }
     }

@@ -87,7 +87,7 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
     let net = match start(&args).await {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("error: devnet: {e:#}");
+            eprintln!("error: devnet: {}", crate::report(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -110,7 +110,7 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
         match demo(net.broker(), net.api_key(), args.json).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: demo: {e:#}");
+                eprintln!("error: demo: {}", crate::report(&e));
                 ExitCode::FAILURE
             }
         }

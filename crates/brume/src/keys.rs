@@ -150,7 +150,7 @@ pub fn main(args: KeysArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: keys: {e:#}");
+            eprintln!("error: keys: {}", crate::report(&e));
             ExitCode::FAILURE
         }
     }

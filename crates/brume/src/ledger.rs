@@ -82,7 +82,7 @@ pub async fn main(args: LedgerArgs) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: ledger: {e:#}");
+            eprintln!("error: ledger: {}", crate::report(&e));
             ExitCode::from(2)
         }
     }

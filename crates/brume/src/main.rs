@@ -70,12 +70,28 @@ enum Command {
     Wallet(wallet::WalletArgs),
 }
 
+/// An error and its causes, as `{:#}` prints them, but without a cause
+/// whose text the message already holds. The libraries' errors put their
+/// source's text in their own message (`"GET {url}: {source}"`) and also
+/// return it from `source()`, so `{:#}` alone would print it twice.
+pub(crate) fn report(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let file = match config::load(cli.config.as_deref()) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             return ExitCode::from(2);
         }
     };
@@ -108,4 +124,30 @@ fn main() -> ExitCode {
             Command::Wallet(args) => wallet::main(args, &file.client).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn reports_name_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        // A library error that shows its source and returns it.
+        let e = anyhow::Error::new(brume_identity::IdentityError::Io {
+            path: "/k".into(),
+            source: io(),
+        });
+        assert_eq!(format!("{e:#}"), "/k: gone: gone");
+        assert_eq!(report(&e), "/k: gone");
+        // Context that does not show its cause.
+        let e = anyhow::Error::new(io()).context("read key");
+        assert_eq!(report(&e), "read key: gone");
+        let e = anyhow::Error::new(brume_identity::IdentityError::Io {
+            path: "/k".into(),
+            source: io(),
+        })
+        .context("load");
+        assert_eq!(report(&e), "load: /k: gone");
+    }
 }

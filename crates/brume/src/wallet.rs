@@ -145,7 +145,7 @@ pub async fn main(args: WalletArgs, file: &ClientSection) -> ExitCode {
                 Some(brume_client::ClientError::Api { error, .. }) => {
                     eprintln!("error: {}: {}", error.code, error.message);
                 }
-                _ => eprintln!("error: {e:#}"),
+                _ => eprintln!("error: {}", crate::report(&e)),
             }
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
