@@ -209,47 +209,15 @@ impl KeyStore for Store {
     }
 
     fn create(&self, new: NewKey) -> StoreFuture<'_, String> {
-        Box::pin(async move {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.write(move |t| {
-                let token = store::keys::create(t, &new).map_err(|e| match e {
-                    StoreError::Sql(e) => e,
-                    other => rusqlite::Error::InvalidParameterName(other.to_string()),
-                })?;
-                let _ = tx.send(token);
-                Ok(())
-            })
-            .await?;
-            rx.await.map_err(|_| StoreError::Closed)
-        })
+        Box::pin(self.write_with(move |t| store::keys::create(t, &new)))
     }
 
     fn list(&self) -> StoreFuture<'_, Vec<KeyInfo>> {
-        Box::pin(async move {
-            self.read(|c| {
-                store::keys::list(c).map_err(|e| match e {
-                    StoreError::Sql(e) => e,
-                    other => rusqlite::Error::InvalidParameterName(other.to_string()),
-                })
-            })
-            .await
-        })
+        Box::pin(self.read(store::keys::list))
     }
 
     fn revoke(&self, id: String) -> StoreFuture<'_, Option<KeyInfo>> {
-        Box::pin(async move {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.write(move |t| {
-                let k = store::keys::revoke(t, &id).map_err(|e| match e {
-                    StoreError::Sql(e) => e,
-                    other => rusqlite::Error::InvalidParameterName(other.to_string()),
-                })?;
-                let _ = tx.send(k);
-                Ok(())
-            })
-            .await?;
-            rx.await.map_err(|_| StoreError::Closed)
-        })
+        Box::pin(self.write_with(move |t| store::keys::revoke(t, &id)))
     }
 }
 

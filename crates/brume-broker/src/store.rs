@@ -221,9 +221,17 @@ impl Store {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()> + Send + 'static,
     ) -> Result<(), StoreError> {
-        self.db
-            .write(move |tx| f(tx).map_err(StoreError::Sql))
+        self.write_with(move |tx| f(tx).map_err(StoreError::Sql))
             .await
+    }
+
+    /// [`Store::write`] for a write that returns a value (a minted key, the
+    /// row it changed).
+    pub async fn write_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.db.write(f).await
     }
 
     /// Queues `f` for the next group commit without waiting. Writes are
@@ -379,12 +387,12 @@ pub mod keys {
     }
 
     /// Every key, oldest first.
-    pub fn list(conn: &Connection) -> Result<Vec<KeyInfo>, StoreError> {
+    pub fn list(conn: &Connection) -> rusqlite::Result<Vec<KeyInfo>> {
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM api_keys ORDER BY created_at_ms"
         ))?;
         let rows = stmt.query_map([], info)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect()
     }
 
     /// Every live key's hash and what it is.
