@@ -225,8 +225,7 @@ impl Store {
             .await
     }
 
-    /// [`Store::write`] for a write that returns a value (a minted key, the
-    /// row it changed).
+    /// [`Store::write`] for a write that returns a value.
     pub async fn write_with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
