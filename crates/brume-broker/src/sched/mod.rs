@@ -51,7 +51,9 @@ pub(crate) struct ProviderEntry {
     /// Slots kept for functions (batch work never holds them).
     pub reserved: u32,
     /// It refused work for lack of room: offered nothing more until one of
-    /// its slots frees.
+    /// its slots frees, or the next sweep (its own view of its slots may lag
+    /// the broker's: a cancelled attempt frees its slot there a moment
+    /// later).
     pub full: bool,
     pub mem_busy: u64,
     pub draining: bool,
@@ -728,9 +730,23 @@ impl Scheduler {
         Cancelled::Unknown
     }
 
-    /// Periodic upkeep: attempts not accepted in time count as a provider
+    /// Periodic upkeep: providers that refused for lack of room are offered
+    /// work again; attempts not accepted in time count as a provider
     /// failure; queued work past its queue timeout fails.
     pub fn sweep(&mut self, ack_timeout: Duration, after: &mut After) {
+        let full: Vec<ProviderId> = self
+            .providers
+            .iter()
+            .filter(|(_, p)| p.full)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in full {
+            if let Some(p) = self.providers.get_mut(&id) {
+                p.full = false;
+            }
+            self.index(id);
+            self.fill(id, after);
+        }
         let now = Instant::now();
         let late: Vec<(ProviderId, u32)> = self
             .inflight

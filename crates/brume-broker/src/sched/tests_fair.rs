@@ -139,6 +139,17 @@ fn a_refusal_for_lack_of_room_keeps_the_provider_a_policy_refusal_does_not() {
     s.fill(1, &mut After::default());
     assert!(running(&s, &w), "the refused work went first");
     assert!(running(&s, &other));
+    // A provider that refused for lack of room and frees nothing the
+    // broker sees (its slot was freed by a cancel) gets the work back at
+    // the next sweep.
+    let mut after = After::default();
+    s.cancel(other.id, &mut after);
+    let (_, ch2) = s.by_work[&w.id];
+    s.refused(1, ch2, "no_capacity", &mut after);
+    drop(after);
+    assert!(!running(&s, &w));
+    s.sweep(Duration::from_secs(5), &mut After::default());
+    assert!(running(&s, &w), "offered again at the sweep");
     // A policy refusal excludes the provider for that work.
     let (_, ch) = s.by_work[&w.id];
     let mut after = After::default();
