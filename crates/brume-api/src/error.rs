@@ -53,6 +53,12 @@ codes! {
     Forbidden = ("forbidden", 403),
     /// No service by that name.
     UnknownService = ("unknown_service", 404),
+    /// The caller does not own the namespace it tried to publish to, retire from or sign in.
+    NotOwner = ("not_owner", 403),
+    /// The service (or that version of it) was retired by its owner.
+    Retired = ("retired", 410),
+    /// The alias is taken, or names a namespace that exists, or the account already has one.
+    AliasTaken = ("alias_taken", 409),
     /// No such job, blob or route.
     NotFound = ("not_found", 404),
     /// The HTTP method is not allowed here.

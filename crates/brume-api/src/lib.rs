@@ -13,6 +13,7 @@
 
 pub mod chain;
 pub mod error;
+pub mod names;
 pub mod receipt;
 pub mod rest;
 pub mod signed;

@@ -14,11 +14,22 @@ use crate::{Limits, Profile, ServiceKind, Usage, WorkId};
 /// requester will pay; a provider is matched only if `ask <= max_price`.
 pub type Price = u64;
 
-/// `POST /v1/services?name=N&kind=command|http` (body: the module bytes),
-/// `GET /v1/services`, `GET /v1/services/{name}`.
+/// One version of a service: `POST /v1/services?name=N&kind=command|http`
+/// (body: the module bytes), `GET /v1/services`, `GET /v1/services/{ref}`.
+/// See [`crate::names`] for how services are named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceInfo {
+    /// The name within its owner's namespace.
     pub name: String,
+    /// The owner's account: an address, or an unbound key's label.
+    #[serde(default)]
+    pub owner: String,
+    /// The version: 1 for the first publish, then one more per publish.
+    #[serde(default)]
+    pub version: u64,
+    /// Retired by its owner: it can no longer be called.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
     pub kind: ServiceKind,
     /// sha256 of the module, lowercase hex.
     pub digest: String,
@@ -38,6 +49,20 @@ pub struct ServiceInfo {
     /// `0x` + 130 hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_signature: Option<String>,
+}
+
+impl ServiceInfo {
+    /// The reference that names exactly this version: `owner~name@N`.
+    pub fn reference(&self) -> String {
+        format!(
+            "{}{}{}{}{}",
+            self.owner,
+            crate::names::OWNER_SEP,
+            self.name,
+            crate::names::VERSION_SEP,
+            self.version
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,7 +287,7 @@ impl JobSpec {
             return bad(format!("tiers: {tiers:?}; one or more of 1, 2, 3, 4"));
         }
         if let Some(VerifyPolicy::Verifier { service }) = &self.verify
-            && let Err(e) = validate_service_name(service)
+            && let Err(e) = crate::names::ServiceRef::parse(service)
         {
             return bad(format!("verify.service: {}", e.message));
         }
@@ -281,7 +306,7 @@ impl JobSpec {
         match (&self.service, &self.digest) {
             (None, None) => return bad("service: one of service or digest is required".into()),
             (Some(name), pin) => {
-                validate_service_name(name)?;
+                crate::names::ServiceRef::parse(name)?;
                 if let Some(d) = pin
                     && let Err(e) = crate::parse_digest(d)
                 {

@@ -49,6 +49,9 @@ const JOB_N: u64 = 60_000;
 
 struct Net {
     net: LocalNet,
+    /// `owner~cpu` and `owner~echo`: how the other accounts name them.
+    cpu: Arc<str>,
+    echo: Arc<str>,
     batch: Client,
     sync: Client,
     third: Client,
@@ -80,6 +83,8 @@ impl Net {
         let sync = client(net.broker().create_api_key("sync").await?)?;
         let third = client(net.broker().create_api_key("third").await?)?;
         Ok(Net {
+            cpu: net.service_ref("cpu").into(),
+            echo: net.service_ref("echo").into(),
             batch: net.client().clone(),
             sync,
             third,
@@ -92,9 +97,9 @@ impl Net {
     }
 }
 
-fn job() -> JobSpec {
+fn job(cpu: &str) -> JobSpec {
     JobSpec {
-        service: Some("cpu".into()),
+        service: Some(cpu.into()),
         args: vec![JOB_N.to_string()],
         profile: Profile::Standard,
         ..JobSpec::default()
@@ -120,19 +125,19 @@ impl SyncRun {
 
 /// [`CALLERS`] closed-loop callers of `echo` until `budget` is spent. A
 /// call answered other than 200 counts as refused (it is not retried).
-async fn sync_loop(client: &Client, budget: Duration) -> anyhow::Result<SyncRun> {
+async fn sync_loop(client: &Client, echo: &Arc<str>, budget: Duration) -> anyhow::Result<SyncRun> {
     let start = Instant::now();
     let deadline = start + budget;
     let mut tasks = Vec::new();
     for _ in 0..CALLERS {
-        let client = client.clone();
+        let (client, echo) = (client.clone(), echo.clone());
         tasks.push(tokio::spawn(async move {
             let mut samples = Samples::new();
             let (mut ok, mut refused) = (0u64, 0u64);
             let body = Bytes::from_static(b"ping");
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match client.invoke("echo", &[], body.clone()).await {
+                match client.invoke(&echo, &[], body.clone()).await {
                     Ok(_) => {
                         samples.record(t.elapsed());
                         ok += 1;
@@ -162,15 +167,20 @@ async fn sync_loop(client: &Client, budget: Duration) -> anyhow::Result<SyncRun>
 
 /// Keeps [`BATCH_CLIENTS`] jobs in flight until `stop` is set; returns how
 /// many finished and over how long.
-async fn batch_loop(client: &Client, stop: Arc<AtomicBool>) -> anyhow::Result<(u64, Duration)> {
+async fn batch_loop(
+    client: &Client,
+    cpu: &Arc<str>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(u64, Duration)> {
     let start = Instant::now();
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..BATCH_CLIENTS {
         let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
+        let cpu = cpu.clone();
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let info = client.submit(&job()).await?;
+                let info = client.submit(&job(&cpu)).await?;
                 let result = client.wait(info.id).await?;
                 anyhow::ensure!(
                     result.state == JobState::Succeeded,
@@ -197,11 +207,11 @@ async fn batch_phase(
 ) -> anyhow::Result<(f64, Option<SyncRun>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let batch = tokio::spawn({
-        let (client, stop) = (net.batch.clone(), stop.clone());
-        async move { batch_loop(&client, stop).await }
+        let (client, stop, cpu) = (net.batch.clone(), stop.clone(), net.cpu.clone());
+        async move { batch_loop(&client, &cpu, stop).await }
     });
     let sync = if with_sync {
-        Some(sync_loop(&net.sync, budget).await?)
+        Some(sync_loop(&net.sync, &net.echo, budget).await?)
     } else {
         tokio::time::sleep(budget).await;
         None
@@ -212,9 +222,9 @@ async fn batch_phase(
 }
 
 /// Submission to the `assigned` event of one job of `client`.
-async fn wait_for_a_slot(client: &Client) -> anyhow::Result<(Duration, Duration)> {
+async fn wait_for_a_slot(client: &Client, cpu: &str) -> anyhow::Result<(Duration, Duration)> {
     let t = Instant::now();
-    let info = client.submit(&job()).await?;
+    let info = client.submit(&job(cpu)).await?;
     let mut assigned = None;
     let result = client
         .wait_with(info.id, |ev| {
@@ -243,7 +253,7 @@ pub async fn run(
     // One job alone, a few times: the slot time.
     let mut slot = Samples::new();
     for _ in 0..5 {
-        let (_, total) = wait_for_a_slot(&net.batch).await?;
+        let (_, total) = wait_for_a_slot(&net.batch, &net.cpu).await?;
         slot.record(total);
     }
     let job_slot_ms = slot.ms(0.5);
@@ -252,7 +262,7 @@ pub async fn run(
     ));
 
     let phase = duration.mul_f64(0.22);
-    let alone = sync_loop(&net.sync, phase).await?;
+    let alone = sync_loop(&net.sync, &net.echo, phase).await?;
     out(&format!(
         "sync alone: {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs, {} refused",
         alone.per_s(),
@@ -277,9 +287,9 @@ pub async fn run(
     // Fairness: batch's backlog, then third's one job.
     let mut backlog = Vec::with_capacity(FLOOD);
     for _ in 0..FLOOD {
-        backlog.push(net.batch.submit(&job()).await?.id);
+        backlog.push(net.batch.submit(&job(&net.cpu)).await?.id);
     }
-    let (fair_wait, _) = wait_for_a_slot(&net.third).await?;
+    let (fair_wait, _) = wait_for_a_slot(&net.third, &net.cpu).await?;
     let fair_wait_ms = fair_wait.as_secs_f64() * 1e3;
     out(&format!(
         "fairness: one job behind a backlog of {FLOOD}: waited {fair_wait_ms:.1} ms for a provider \

@@ -76,13 +76,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS services (
-    name TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    created_at_ms INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     spec TEXT NOT NULL,
@@ -150,18 +143,6 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         }
         Ok(false)
     };
-    // The name of the API key that published the service: the ledger's
-    // `developer`.
-    if !has("services", "developer")? {
-        conn.execute_batch("ALTER TABLE services ADD COLUMN developer TEXT NOT NULL DEFAULT ''")?;
-    }
-    // A signed upload: the developer's address and signature (65 bytes)
-    // over the module digest (NULL for an unsigned one).
-    if !has("services", "signed_by")? {
-        conn.execute_batch(
-            "ALTER TABLE services ADD COLUMN signed_by TEXT; ALTER TABLE services ADD COLUMN signature BLOB;",
-        )?;
-    }
     // The account address an API key is bound to ('' for none): the
     // ledger's requester and developer for that key.
     if !has("api_keys", "account")? {
@@ -438,40 +419,6 @@ pub mod keys {
             )
             .optional()?)
     }
-}
-
-/// Every service and its developer (the `developer` column: the signing
-/// address of a signed upload, else the publishing key's account), as the
-/// broker loads them at start-up.
-pub fn load_services(
-    conn: &Connection,
-) -> rusqlite::Result<Vec<(brume_api::rest::ServiceInfo, String)>> {
-    let mut stmt = conn.prepare(
-        "SELECT name, kind, digest, size_bytes, created_at_ms, developer, signed_by, signature FROM services",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let kind: String = r.get(1)?;
-        let signed_by: Option<String> = r.get(6)?;
-        let signature: Option<Vec<u8>> = r.get(7)?;
-        let (developer_address, module_signature) = match (signed_by, signature) {
-            (Some(a), Some(s)) => (Some(a), Some(format!("0x{}", hex::encode(s)))),
-            _ => (None, None),
-        };
-        Ok((
-            brume_api::rest::ServiceInfo {
-                name: r.get(0)?,
-                kind: kind.parse().unwrap_or(brume_api::ServiceKind::Command),
-                digest: r.get(2)?,
-                size_bytes: r.get::<_, i64>(3)? as u64,
-                created_at_ms: r.get::<_, i64>(4)? as u64,
-                signed: developer_address.is_some(),
-                developer_address,
-                module_signature,
-            },
-            r.get::<_, String>(5)?,
-        ))
-    })?;
-    rows.collect()
 }
 
 /// The operator's standing of a provider address (`brume broker providers`).
@@ -827,24 +774,5 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(names, ["whole"]);
-    }
-
-    #[test]
-    fn an_old_services_table_gains_the_signature_columns() {
-        let dir = tempfile::tempdir().expect("tmp");
-        {
-            let conn = Connection::open(dir.path().join("broker.db")).expect("open");
-            conn.execute_batch(
-                "CREATE TABLE services (name TEXT PRIMARY KEY, kind TEXT NOT NULL, digest TEXT NOT NULL, size_bytes INTEGER NOT NULL, created_at_ms INTEGER NOT NULL);
-                 INSERT INTO services VALUES ('old', 'command', 'ab', 1, 2);",
-            )
-            .expect("old schema");
-        }
-        let conn = open_sync(dir.path()).expect("migrate");
-        let services = load_services(&conn).expect("load");
-        assert_eq!(services.len(), 1);
-        let (info, developer) = &services[0];
-        assert_eq!((info.name.as_str(), developer.as_str()), ("old", ""));
-        assert!(!info.signed && info.developer_address.is_none());
     }
 }

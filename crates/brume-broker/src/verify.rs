@@ -413,15 +413,19 @@ async fn run_verifier(
     exit_code: i32,
     stdout: bytes::Bytes,
 ) -> bool {
-    let Some(svc) = shared.registry.get(service) else {
-        tracing::warn!(job = %group.job_id, "verifier service {service} does not exist");
-        return false;
-    };
     let mut spec = (group.make)();
+    // Named as the job's account would name it (its own namespace first).
+    let svc = match shared.registry.resolve(service, &spec.account) {
+        Ok(svc) => svc,
+        Err(e) => {
+            tracing::warn!(job = %group.job_id, "verifier service {service}: {}", e.message);
+            return false;
+        }
+    };
     let mut args = vec![service.to_string()];
     args.extend(spec.args.iter().skip(1).cloned());
-    spec.service = Some(service.to_string());
-    spec.digest = svc.digest;
+    spec.service = Some(svc.reference);
+    spec.digest = svc.info.digest;
     spec.kind = brume_api::ServiceKind::Command;
     spec.profile = brume_api::Profile::Standard;
     spec.args = args;

@@ -290,7 +290,8 @@ impl Client {
     // ---- services ----
 
     /// `POST /v1/services?name=&kind=`: uploads a module (binary `.wasm`)
-    /// under `name`, replacing any module the name had.
+    /// as the next version of `name` in the caller's namespace (`name` may
+    /// be written `owner~name` with the caller's own address or alias).
     pub async fn publish(
         &self,
         name: &str,
@@ -351,14 +352,67 @@ impl Client {
         self.json(req).await
     }
 
-    /// `GET /v1/services`.
+    /// `GET /v1/services`: the latest version of every service.
     pub async fn services(&self) -> Result<ServiceList, ClientError> {
         self.get_json(&["v1", "services"]).await
     }
 
-    /// `GET /v1/services/{name}`.
-    pub async fn service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
-        self.get_json(&["v1", "services", name]).await
+    /// `GET /v1/services?owner=`: those of one namespace (an address, an
+    /// alias or a key label).
+    pub async fn services_of(&self, owner: &str) -> Result<ServiceList, ClientError> {
+        let mut url = self.url(&["v1", "services"]);
+        url.query_pairs_mut().append_pair("owner", owner);
+        self.json(self.request(Method::GET, url)).await
+    }
+
+    /// `GET /v1/services/{ref}`: the version `[owner~]name[@version]`
+    /// names (see `brume_api::names`).
+    pub async fn service(&self, reference: &str) -> Result<ServiceInfo, ClientError> {
+        self.get_json(&["v1", "services", reference]).await
+    }
+
+    /// `GET /v1/services/{ref}/versions`: every version, oldest first.
+    pub async fn service_versions(&self, reference: &str) -> Result<ServiceList, ClientError> {
+        self.get_json(&["v1", "services", reference, "versions"])
+            .await
+    }
+
+    /// `DELETE /v1/services/{ref}`: retires a service (every version, or
+    /// the one `name@N` names). Owner or `admin` only.
+    pub async fn retire(&self, reference: &str) -> Result<ServiceList, ClientError> {
+        let url = self.url(&["v1", "services", reference]);
+        self.json(self.request(Method::DELETE, url)).await
+    }
+
+    /// `POST /v1/services/{ref}/move` (`admin`): gives a service, every
+    /// version, to another namespace.
+    pub async fn move_service(
+        &self,
+        reference: &str,
+        owner: &str,
+    ) -> Result<ServiceList, ClientError> {
+        let url = self.url(&["v1", "services", reference, "move"]);
+        let body = brume_api::names::MoveRequest {
+            owner: owner.to_string(),
+        };
+        self.json(self.request(Method::POST, url).json(&body)).await
+    }
+
+    /// `POST /v1/aliases`: registers the caller's alias (once, for good).
+    pub async fn register_alias(
+        &self,
+        alias: &str,
+    ) -> Result<brume_api::names::AliasInfo, ClientError> {
+        let url = self.url(&["v1", "aliases"]);
+        let body = brume_api::names::AliasRequest {
+            alias: alias.to_string(),
+        };
+        self.json(self.request(Method::POST, url).json(&body)).await
+    }
+
+    /// `GET /v1/aliases/{alias}`.
+    pub async fn alias(&self, alias: &str) -> Result<brume_api::names::AliasInfo, ClientError> {
+        self.get_json(&["v1", "aliases", alias]).await
     }
 
     /// `GET /v1/blobs/{sha256}`: a module's bytes.

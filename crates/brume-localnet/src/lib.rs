@@ -377,6 +377,7 @@ impl LocalNetBuilder {
             providers: Vec::new(),
             provider_rts: Vec::new(),
             faulty: Vec::new(),
+            published: Vec::new(),
             api_key,
             client,
             requester,
@@ -455,6 +456,8 @@ pub struct LocalNet {
     /// One per provider with `runtime_per_daemon`, else empty.
     provider_rts: Vec<DaemonRuntime>,
     faulty: Vec<String>,
+    /// The services the builder published, as the broker recorded them.
+    published: Vec<brume_api::rest::ServiceInfo>,
     api_key: String,
     client: Client,
     requester: Option<Identity>,
@@ -502,13 +505,15 @@ impl LocalNet {
         self.start_providers(&providers).await?;
         self.wait_listed().await?;
         for (name, kind, module) in services {
-            self.client
+            let info = self
+                .client
                 .publish(name, *kind, module.clone())
                 .await
                 .map_err(|source| LocalNetError::Publish {
                     name: name.clone(),
                     source,
                 })?;
+            self.published.push(info);
         }
         Ok(())
     }
@@ -621,6 +626,15 @@ impl LocalNet {
     /// The API key (bound to the requester account if there is one).
     pub fn api_key(&self) -> &str {
         &self.api_key
+    }
+
+    /// How other accounts name a service the builder published:
+    /// `owner~name` (its latest version). `name` itself if it wasn't.
+    pub fn service_ref(&self, name: &str) -> String {
+        self.published
+            .iter()
+            .find(|s| s.name == name)
+            .map_or_else(|| name.to_string(), |s| format!("{}~{}", s.owner, s.name))
     }
 
     /// A client of the broker holding the API key.

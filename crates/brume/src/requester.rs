@@ -133,8 +133,8 @@ pub struct ServiceArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ServiceCommand {
-    /// Upload a module as a service; publishing a name again replaces its
-    /// module.
+    /// Upload a module as a service in your namespace; publishing a name
+    /// again makes a new version (`name@2`, …); old versions stay.
     Publish {
         /// The module: `.wasm` (core module or component) or `.wat` text.
         file: PathBuf,
@@ -148,10 +148,29 @@ enum ServiceCommand {
         #[command(flatten)]
         sign: SignArgs,
     },
-    /// List the broker's services.
-    List,
-    /// Show one service.
+    /// List the broker's services (the latest version of each).
+    List {
+        /// Only this namespace (an address, alias or key label).
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show one service: `[owner~]name[@version]`.
     Show { name: String },
+    /// List every version of a service.
+    Versions { name: String },
+    /// Retire a service you own (every version), or one version
+    /// (`name@N`): it can no longer be called.
+    Retire { name: String },
+    /// Register your namespace's alias (once; first come, first served).
+    Alias { alias: String },
+    /// Operator (`admin` key): move a service, every version, to another
+    /// namespace.
+    Move {
+        name: String,
+        /// The new owner: an address, alias or key label.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// A developer signature for `brume service publish`.
@@ -397,7 +416,7 @@ pub fn sanitize_service_name(stem: &str) -> Option<String> {
 
 fn service_name(name: Option<&str>, file: &Path) -> Result<String, Failure> {
     if let Some(name) = name {
-        validate_service_name(name).map_err(|e| {
+        brume_api::names::ServiceRef::parse(name).map_err(|e| {
             let m = e.message.strip_prefix("name: ").unwrap_or(&e.message);
             Failure::Usage(format!("--name: {m}"))
         })?;
@@ -586,7 +605,7 @@ async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCo
             } else {
                 println!(
                     "published {} ({}, {}, sha256:{})",
-                    info.name,
+                    info.reference(),
                     info.kind.as_str(),
                     bytesize::ByteSize(info.size_bytes),
                     info.digest
@@ -596,18 +615,21 @@ async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCo
                 }
             }
         }
-        ServiceCommand::List => {
-            let list = client.services().await?;
+        ServiceCommand::List { owner } => {
+            let list = match &owner {
+                Some(o) => client.services_of(o).await?,
+                None => client.services().await?,
+            };
             if json {
                 emit_json(&list);
             } else if list.services.is_empty() {
                 eprintln!("no services");
             } else {
                 print_table(
-                    &["NAME", "KIND", "DIGEST", "SIZE", "AGE"],
+                    &["SERVICE", "KIND", "DIGEST", "SIZE", "AGE"],
                     list.services.iter().map(|s| {
                         vec![
-                            s.name.clone(),
+                            s.reference() + if s.retired { " (retired)" } else { "" },
                             s.kind.as_str().to_string(),
                             s.digest.chars().take(12).collect(),
                             bytesize::ByteSize(s.size_bytes).to_string(),
@@ -625,12 +647,50 @@ async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCo
                 print_service(&info);
             }
         }
+        ServiceCommand::Versions { name } => {
+            print_versions(&client.service_versions(&name).await?, json)
+        }
+        ServiceCommand::Retire { name } => print_versions(&client.retire(&name).await?, json),
+        ServiceCommand::Move { name, to } => {
+            print_versions(&client.move_service(&name, &to).await?, json)
+        }
+        ServiceCommand::Alias { alias } => {
+            let info = client.register_alias(&alias).await?;
+            if json {
+                emit_json(&info);
+            } else {
+                println!("{} is now the alias of {}", info.alias, info.account);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_versions(list: &brume_api::rest::ServiceList, json: bool) {
+    if json {
+        return emit_json(list);
+    }
+    print_table(
+        &["VERSION", "KIND", "DIGEST", "STATE", "AGE"],
+        list.services.iter().map(|s| {
+            vec![
+                s.reference(),
+                s.kind.as_str().to_string(),
+                s.digest.chars().take(12).collect(),
+                if s.retired { "retired" } else { "live" }.to_string(),
+                age(s.created_at_ms),
+            ]
+        }),
+    );
+}
+
 fn print_service(info: &ServiceInfo) {
+    println!("service  {}", info.reference());
     println!("name     {}", info.name);
+    println!("owner    {}", info.owner);
+    if info.retired {
+        println!("state    retired");
+    }
     println!("kind     {}", info.kind.as_str());
     println!("digest   sha256:{}", info.digest);
     println!("size     {}", bytesize::ByteSize(info.size_bytes));

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::admission::{admit, end_user, reserve};
 use super::auth::Auth;
-use super::services::service;
+use super::services;
 use super::{Fail, Res, Sh, TIERS_HEADER, body_or_fail, header_str, parse_tiers};
 use crate::Shared;
 use crate::ledger::{self, Billing};
@@ -281,14 +281,15 @@ pub(super) fn sync_work(
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(WorkSpec, Billing, Bytes)> {
     auth.require(brume_api::rest::Scope::Invoke)?;
-    let svc = service(shared, name)?;
+    let resolved = services::resolve(shared, name, &auth.name)?;
+    let svc = &resolved.info;
     let tier = header_str(headers, ledger::TIER_HEADER)?;
     let cap = price_cap(headers)?;
     let admission = admit(shared, &auth.name, tier, cap, &svc.digest)?;
     let billing = Billing {
         requester: auth.name,
         end_user: end_user(headers)?,
-        developer: shared.registry.developer(Some(name), &svc.digest),
+        developer: resolved.developer.clone(),
         request_line: String::new(),
         request_headers: Vec::new(),
         admission: Some(admission),
@@ -317,15 +318,15 @@ pub(super) fn sync_work(
         ));
     }
     check_overload(shared)?;
-    let module_signature = shared.registry.module_signature(Some(name), &svc.digest);
+    let module_signature = resolved.module_signature.clone();
     let tiers = match header_str(headers, TIERS_HEADER)? {
         None => shared.config.trust.default_tiers(&billing.requester),
         Some(v) => parse_tiers(v).map_err(|m| bad(format!("{TIERS_HEADER}: {m}")))?,
     };
     let org = shared.config.trust.org_of_account(&billing.requester);
     let spec = WorkSpec {
-        service: Some(name.to_string()),
-        digest: svc.digest,
+        service: Some(resolved.reference),
+        digest: resolved.info.digest.clone(),
         kind,
         profile: Profile::Standard,
         limits,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::admission::{admit, end_user, reserve};
 use super::auth::Auth;
-use super::services::service;
+use super::services;
 use super::{Fail, Res, Sh, body_or_fail};
 use crate::Shared;
 use crate::jobs::{JobEntry, StoredJob};
@@ -35,7 +35,11 @@ pub(super) async fn submit_job(
         .limits
         .resolve(&c.default_limits, &c.max_limits)
         .map_err(Fail)?;
-    let (service, digest) = module(&shared, &spec)?;
+    let Module {
+        service,
+        digest,
+        developer,
+    } = module(&shared, &spec, &auth.name)?;
     let stdin = spec.stdin.clone().unwrap_or_default();
     if stdin.0.len() as u64 > limits.max_input_bytes {
         return Err(Fail::new(
@@ -61,7 +65,7 @@ pub(super) async fn submit_job(
     };
     let hold = reserve(&shared, &billing, &digest).await?;
     let resolved = Resolved {
-        developer: shared.registry.developer(service.as_deref(), &digest),
+        developer,
         service,
         digest,
         limits,
@@ -99,7 +103,8 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         .verify
         .clone()
         .or_else(|| c.trust.default_verify(&r.requester));
-    let mut argv = vec![r.service.clone().unwrap_or_else(|| "main.wasm".into())];
+    // argv[0] is the service as the spec wrote it.
+    let mut argv = vec![spec.service.clone().unwrap_or_else(|| "main.wasm".into())];
     argv.extend(spec.args.iter().cloned());
     StoredJob {
         service: r.service,
@@ -160,38 +165,64 @@ fn parse_spec(body: Result<Bytes, BytesRejection>) -> Res<JobSpec> {
     Ok(spec)
 }
 
-/// The service name (if any) and module digest a job runs: a service
-/// (optionally pinned to a digest) or a bare uploaded digest, of a command.
-fn module(shared: &Shared, spec: &JobSpec) -> Res<(Option<String>, String)> {
-    let (service_name, digest, kind) = match (&spec.service, &spec.digest) {
+/// What a job runs, resolved from its spec.
+struct Module {
+    /// The service's `owner~name@N`, if named by service.
+    service: Option<String>,
+    digest: String,
+    /// The royalty payee.
+    developer: String,
+}
+
+/// The module a job runs: a service (optionally pinned to a digest: a
+/// version with that digest) or a bare uploaded digest, of a command.
+fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
+    let digest_of = |d: &str| {
+        brume_api::parse_digest(d)
+            .map(hex::encode)
+            .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))
+    };
+    let (module, kind) = match (&spec.service, &spec.digest) {
         (Some(name), pin) => {
-            let svc = service(shared, name)?;
-            // A digest given with a service pins the module: a concurrent
-            // re-publish of the name must not swap what runs.
-            if let Some(pin) = pin {
-                let pin = brume_api::parse_digest(pin)
-                    .map(hex::encode)
-                    .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
-                if pin != svc.digest {
-                    return Err(Fail::new(
-                        ErrorCode::Conflict,
-                        format!("digest: service {name} is now {}, not {pin}", svc.digest),
-                    ));
-                }
+            // A digest given with a service pins the version: a concurrent
+            // publish must not swap what runs.
+            let pin = pin.as_deref().map(digest_of).transpose()?;
+            let reference = match &pin {
+                Some(d) if !name.contains(brume_api::names::VERSION_SEP) => format!("{name}@{d}"),
+                _ => name.clone(),
+            };
+            let r = services::resolve(shared, &reference, caller)?;
+            if let Some(pin) = pin
+                && pin != r.info.digest
+            {
+                return Err(Fail::new(
+                    ErrorCode::Conflict,
+                    format!("digest: service {name} is {}, not {pin}", r.info.digest),
+                ));
             }
-            (Some(name.clone()), svc.digest, svc.kind)
+            let kind = r.info.kind;
+            let module = Module {
+                service: Some(r.reference),
+                digest: r.info.digest,
+                developer: r.developer,
+            };
+            (module, kind)
         }
         (None, Some(d)) => {
-            let digest = brume_api::parse_digest(d)
-                .map(hex::encode)
-                .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))?;
+            let digest = digest_of(d)?;
             let kind = shared.registry.kind_of_digest(&digest).ok_or_else(|| {
                 Fail::new(
                     ErrorCode::NotFound,
                     format!("digest: no uploaded module has digest {digest}"),
                 )
             })?;
-            (None, digest, kind)
+            let (developer, _) = shared.registry.by_digest(&digest);
+            let module = Module {
+                service: None,
+                digest,
+                developer,
+            };
+            (module, kind)
         }
         (None, None) => return Err(Fail::new(ErrorCode::InvalidRequest, "service: required")),
     };
@@ -201,7 +232,7 @@ fn module(shared: &Shared, spec: &JobSpec) -> Res<(Option<String>, String)> {
             "service: jobs run commands; http services are called at /fn/{name}/",
         ));
     }
-    Ok((service_name, digest))
+    Ok(module)
 }
 
 pub(super) fn job_id(s: &str) -> Res<WorkId> {

@@ -48,6 +48,15 @@ impl From<crate::StoreError> for Fail {
     }
 }
 
+impl From<crate::registry::ChangeError> for Fail {
+    fn from(e: crate::registry::ChangeError) -> Fail {
+        match e {
+            crate::registry::ChangeError::Refused(e) => Fail(e),
+            crate::registry::ChangeError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
         let status =
@@ -93,7 +102,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .layer(module_limit)
                 .get(services::list_services),
         )
-        .route("/v1/services/{name}", get(services::get_service))
+        .route(
+            "/v1/services/{service}",
+            get(services::get_service).delete(services::retire_service),
+        )
+        .route(
+            "/v1/services/{service}/versions",
+            get(services::service_versions),
+        )
+        .route("/v1/services/{service}/move", post(services::move_service))
+        .route("/v1/aliases", post(services::register_alias))
+        .route("/v1/aliases/{alias}", get(services::get_alias))
         .route("/v1/blobs/{digest}", get(services::get_blob))
         .route(
             "/v1/functions/{service}/invoke",

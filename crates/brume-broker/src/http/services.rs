@@ -1,11 +1,12 @@
 //! `/v1/services` and `/v1/blobs`: publishing (validated, optionally signed)
 //! and reading services and their modules.
 
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use brume_api::rest::{ServiceInfo, ServiceList, validate_service_name};
+use brume_api::names::{AliasInfo, AliasRequest, MoveRequest, ServiceRef, VersionSel};
+use brume_api::rest::{Scope, ServiceInfo, ServiceList};
 use brume_api::{ErrorCode, ServiceKind};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use super::auth::Auth;
 use super::auth::{Signer, check_key};
 use super::{Fail, Res, Sh, body_or_fail, header_str};
 use crate::Shared;
-use crate::registry::Publish;
+use crate::registry::Resolved;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct PublishQuery {
@@ -81,7 +82,7 @@ pub(super) async fn publish(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(StatusCode, axum::Json<ServiceInfo>)> {
-    auth.require(brume_api::rest::Scope::Publish)?;
+    auth.require(Scope::Publish)?;
     let Query(q) = query.map_err(|e| {
         Fail::new(
             ErrorCode::InvalidRequest,
@@ -91,7 +92,20 @@ pub(super) async fn publish(
             ),
         )
     })?;
-    validate_service_name(&q.name).map_err(Fail)?;
+    let target = ServiceRef::parse(&q.name).map_err(Fail)?;
+    if target.version != VersionSel::Latest {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "name: {} names a version; versions are numbered by the broker, publish {} instead",
+                q.name,
+                ServiceRef {
+                    version: VersionSel::Latest,
+                    ..target.clone()
+                }
+            ),
+        ));
+    }
     let claimed = claimed_signature(&headers)?;
     let bytes = body_or_fail(body, "module")?;
     if bytes.is_empty() {
@@ -117,7 +131,10 @@ pub(super) async fn publish(
         )
     };
     let info = ServiceInfo {
-        name: q.name.clone(),
+        name: target.name.clone(),
+        owner: String::new(),
+        version: 0,
+        retired: false,
         kind,
         digest: digest.clone(),
         size_bytes: stored.len() as u64,
@@ -129,21 +146,19 @@ pub(super) async fn publish(
             .map(|(_, sig)| format!("0x{}", hex::encode(sig))),
     };
     shared.registry.put_module(digest.clone(), stored).await?;
-    // A signed module's developer (the royalty payee) is its signer.
-    let (developer, signature) = match signed {
-        Some((signer, signature)) => (signer, Some(signature)),
-        None => (auth.name, None),
-    };
-    shared
+    // Owner-only, a new version each time; the royalty payee is the
+    // signer if any, else the owner (see `registry`).
+    let info = shared
         .registry
-        .publish(Publish {
-            info: info.clone(),
-            developer,
-            signature,
-        })
+        .publish(
+            &auth.name,
+            target.owner.as_deref(),
+            info,
+            signed.map(|(_, signature)| signature),
+        )
         .await?;
     tracing::info!(
-        service = %info.name, digest = %info.digest,
+        service = %info.reference(), digest = %info.digest,
         developer = info.developer_address.as_deref().unwrap_or("(unsigned)"),
         "service published"
     );
@@ -196,27 +211,122 @@ async fn validate(
     Ok(digest.to_string())
 }
 
-pub(super) async fn list_services(State(shared): Sh, _auth: Auth) -> axum::Json<ServiceList> {
-    axum::Json(ServiceList {
-        services: shared.registry.list(),
-    })
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    owner: Option<String>,
 }
 
-pub(super) fn service(shared: &Shared, name: &str) -> Res<ServiceInfo> {
-    shared.registry.get(name).ok_or_else(|| {
+/// The latest version of every service (`?owner=` for one namespace).
+pub(super) async fn list_services(
+    State(shared): Sh,
+    _auth: Auth,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Res<axum::Json<ServiceList>> {
+    let Query(q) = query.map_err(|e| {
         Fail::new(
-            ErrorCode::UnknownService,
-            format!("no service named {name:?}"),
+            ErrorCode::InvalidRequest,
+            format!("query: {} (expected ?owner=NAMESPACE)", e.body_text()),
         )
-    })
+    })?;
+    Ok(axum::Json(ServiceList {
+        services: shared.registry.list(q.owner.as_deref()),
+    }))
+}
+
+/// Resolves a reference for the caller (see `brume_api::names`).
+pub(super) fn resolve(shared: &Shared, reference: &str, caller: &str) -> Res<Resolved> {
+    shared.registry.resolve(reference, caller).map_err(Fail)
 }
 
 pub(super) async fn get_service(
     State(shared): Sh,
-    _auth: Auth,
-    Path(name): Path<String>,
+    auth: Auth,
+    Path(reference): Path<String>,
 ) -> Res<axum::Json<ServiceInfo>> {
-    service(&shared, &name).map(axum::Json)
+    resolve(&shared, &reference, &auth.name).map(|r| axum::Json(r.info))
+}
+
+/// `GET /v1/services/{ref}/versions`: every version, oldest first.
+pub(super) async fn service_versions(
+    State(shared): Sh,
+    auth: Auth,
+    Path(reference): Path<String>,
+) -> Res<axum::Json<ServiceList>> {
+    let services = shared
+        .registry
+        .versions(&reference, &auth.name)
+        .map_err(Fail)?;
+    Ok(axum::Json(ServiceList { services }))
+}
+
+/// `DELETE /v1/services/{ref}`: retires the service, or one version
+/// (`name@N`). Its owner's `publish` key, or `admin`.
+pub(super) async fn retire_service(
+    State(shared): Sh,
+    auth: Auth,
+    Path(reference): Path<String>,
+) -> Res<axum::Json<ServiceList>> {
+    auth.require_any(&[Scope::Publish, Scope::Admin])?;
+    let admin = auth.scopes.contains(&Scope::Admin);
+    let services = shared
+        .registry
+        .retire(&reference, &auth.name, admin)
+        .await?;
+    tracing::info!(service = %reference, by = %auth.name, "service retired");
+    Ok(axum::Json(ServiceList { services }))
+}
+
+/// `POST /v1/services/{ref}/move` (`admin`): moves a service, every
+/// version, to another namespace.
+pub(super) async fn move_service(
+    State(shared): Sh,
+    auth: Auth,
+    Path(reference): Path<String>,
+    body: Result<axum::Json<MoveRequest>, JsonRejection>,
+) -> Res<axum::Json<ServiceList>> {
+    auth.require(Scope::Admin)?;
+    let axum::Json(req) = body.map_err(|e| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("body: {}", e.body_text()),
+        )
+    })?;
+    let services = shared.registry.move_service(&reference, &req.owner).await?;
+    tracing::info!(service = %reference, to = %req.owner, "service moved");
+    Ok(axum::Json(ServiceList { services }))
+}
+
+/// `POST /v1/aliases`: registers the caller's alias (`publish`).
+pub(super) async fn register_alias(
+    State(shared): Sh,
+    auth: Auth,
+    body: Result<axum::Json<AliasRequest>, JsonRejection>,
+) -> Res<(StatusCode, axum::Json<AliasInfo>)> {
+    auth.require(Scope::Publish)?;
+    let axum::Json(req) = body.map_err(|e| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("body: {}", e.body_text()),
+        )
+    })?;
+    let info = shared
+        .registry
+        .register_alias(&auth.name, &req.alias)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(info)))
+}
+
+/// `GET /v1/aliases/{alias}`.
+pub(super) async fn get_alias(
+    State(shared): Sh,
+    _auth: Auth,
+    Path(alias): Path<String>,
+) -> Res<axum::Json<AliasInfo>> {
+    shared
+        .registry
+        .alias(&alias)
+        .map(axum::Json)
+        .ok_or_else(|| Fail::new(ErrorCode::NotFound, format!("no alias {alias:?}")))
 }
 
 /// Module bytes by digest: for requesters (API key) and providers (the

@@ -615,9 +615,11 @@ pub(crate) fn start(
     hold: Option<Arc<crate::escrow::Hold>>,
 ) {
     let needs = shared.ledger.needs(entry.stored.admission.as_ref());
-    let signature = shared
-        .registry
-        .module_signature(entry.stored.service.as_deref(), &entry.stored.digest);
+    let signature = shared.registry.module_signature(
+        entry.stored.service.as_deref(),
+        &entry.stored.requester,
+        &entry.stored.digest,
+    );
     let timeout = Duration::from_millis(entry.stored.queue_timeout_ms);
     if let Some(
         policy @ (brume_api::rest::VerifyPolicy::Replicate { .. }

@@ -85,6 +85,9 @@ async fn publish(
     };
     let info = ServiceInfo {
         name: q.get("name").cloned().unwrap_or_default(),
+        owner: "test".into(),
+        version: 1,
+        retired: false,
         kind,
         digest: "ab".repeat(32),
         size_bytes: body.len() as u64,

@@ -106,7 +106,7 @@ async fn a_missing_scope_is_named_and_a_key_grants_no_more_than_it_has() {
     );
     let http = reqwest::Client::new();
     let (status, body) = call(
-        http.post(net.url("/v1/functions/echo/invoke"))
+        http.post(net.url("/v1/functions/default~echo/invoke"))
             .bearer_auth(&reader)
             .body("hi"),
     )
@@ -165,7 +165,7 @@ async fn a_revoked_key_is_refused_at_once_through_rest_and_the_cli() {
     .await;
     let http = reqwest::Client::new();
     let invoke = |key: String| {
-        http.post(net.url("/v1/functions/echo/invoke"))
+        http.post(net.url("/v1/functions/default~echo/invoke"))
             .bearer_auth(key)
             .body("hi")
     };

@@ -246,7 +246,7 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
     // far below the provider's advertised MIPS, so half the fee (the cap)
     // goes back to the requester out of the provider's share.
     let resp = reqwest::Client::new()
-        .post(net.url("/v1/functions/echo/invoke"))
+        .post(net.url("/v1/functions/default~echo/invoke"))
         .bearer_auth(&net.key)
         .header("x-brume-tier", "standard")
         .body("hello")
@@ -282,7 +282,7 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
     assert_eq!(tokens(&refund["amount"]), cost / 2, "{slow}");
     // A bad tier header is refused before anything runs.
     let resp = reqwest::Client::new()
-        .post(net.url("/v1/functions/echo/invoke"))
+        .post(net.url("/v1/functions/default~echo/invoke"))
         .bearer_auth(&net.key)
         .header("x-brume-tier", "gold")
         .send()

@@ -101,7 +101,7 @@ async fn work_without_allowance_is_402_then_approve_and_signed_requests_run() {
         .expect("faucet");
 
     // A plain API key is no account under require_allowance.
-    let (status, code) = api_code(net.client.invoke("echo", &[], Bytes::new()).await);
+    let (status, code) = api_code(net.client.invoke("default~echo", &[], Bytes::new()).await);
     assert_eq!((status, code), (402, ErrorCode::InsufficientAllowance));
 
     // A signed request from an account with no allowance: 402, nothing
@@ -109,13 +109,13 @@ async fn work_without_allowance_is_402_then_approve_and_signed_requests_run() {
     let signed_client = Client::with_identity(&net.broker.url, alice.clone()).expect("client");
     let (status, code) = api_code(
         signed_client
-            .invoke("echo", &["hi".into()], Bytes::from_static(b"x"))
+            .invoke("default~echo", &["hi".into()], Bytes::from_static(b"x"))
             .await,
     );
     assert_eq!((status, code), (402, ErrorCode::InsufficientAllowance));
     let job = signed_client
         .submit(&brume_client::JobSpec {
-            service: Some("echo".into()),
+            service: Some("default~echo".into()),
             ..Default::default()
         })
         .await;
@@ -131,7 +131,7 @@ async fn work_without_allowance_is_402_then_approve_and_signed_requests_run() {
     assert!(ok, "wallet approve: {err}");
     assert_eq!(v["allowance"], "1000000000000000000");
     let out = signed_client
-        .invoke("echo", &["hi".into()], Bytes::from_static(b"x"))
+        .invoke("default~echo", &["hi".into()], Bytes::from_static(b"x"))
         .await
         .expect("signed invoke after approve");
     assert_eq!(out.exit_code, Some(0));
@@ -193,7 +193,7 @@ async fn work_without_allowance_is_402_then_approve_and_signed_requests_run() {
         Client::new(&net.broker.url, v["api_key"].as_str().map(str::to_string)).expect("client");
     let out = eventually("the broker knows the new key", || {
         let bound = bound.clone();
-        async move { bound.invoke("echo", &[], Bytes::new()).await.ok() }
+        async move { bound.invoke("default~echo", &[], Bytes::new()).await.ok() }
     })
     .await;
     let work_id = out.work_id.expect("work id").to_string();
@@ -398,7 +398,7 @@ async fn a_provider_below_min_stake_gets_no_work_until_it_stakes() {
     assert_eq!(list.providers[0].stake, "0");
     assert!(!list.providers[0].staked);
     let spec = brume_client::JobSpec {
-        service: Some("echo".into()),
+        service: Some("default~echo".into()),
         queue_timeout_ms: Some(1_000),
         ..Default::default()
     };
@@ -445,7 +445,7 @@ async fn a_provider_below_min_stake_gets_no_work_until_it_stakes() {
     })
     .await;
     let spec = brume_client::JobSpec {
-        service: Some("echo".into()),
+        service: Some("default~echo".into()),
         ..Default::default()
     };
     let job = net.client.submit(&spec).await.expect("submit");

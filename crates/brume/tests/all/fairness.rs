@@ -23,7 +23,7 @@ struct Call {
 /// of its account (`keys[account]`); every answer must be 200.
 async fn closed_loops(net: &Net, keys: &[(usize, String)], calls: usize) -> Vec<Call> {
     let http = reqwest::Client::new();
-    let url = net.url("/v1/functions/echo/invoke");
+    let url = net.url("/v1/functions/default~echo/invoke");
     let mut loops = Vec::new();
     for (account, key) in keys.iter().cloned() {
         let (http, url) = (http.clone(), url.clone());

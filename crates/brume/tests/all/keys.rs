@@ -171,7 +171,7 @@ async fn a_keyring_key_signs_cli_requests_and_its_address_pays() {
         .env("BRUME_KEY_PASSWORD", "correct horse")
         .args([
             "invoke",
-            "echo",
+            "default~echo",
             "--broker",
             &net.broker.url,
             "--key",

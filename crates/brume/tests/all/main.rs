@@ -12,6 +12,7 @@ mod keys;
 mod ledger;
 mod net;
 mod network;
+mod ownership;
 mod provider_policy;
 mod settlement;
 mod signed_services;

@@ -179,7 +179,7 @@ impl Drop for Proc {
 /// rounds, with room to spare in fuel and time.
 pub fn cpu_job(n: u64) -> JobSpec {
     JobSpec {
-        service: Some("cpu".into()),
+        service: Some("default~cpu".into()),
         args: vec![n.to_string()],
         limits: LimitsSpec {
             fuel: Some(10_000_000_000_000),

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use brume_chain::{Address, Call, Tx};
 use brume_client::ServiceKind;
-use brume_client::brume_api::rest::JobState;
+use brume_client::brume_api::rest::{JobSpec, JobState};
 use brume_identity::Identity;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -149,23 +149,25 @@ period_s = 0
     let client =
         move |i: usize| brume_client::Client::new(&url, Some(named[i].clone())).expect("client");
 
-    // Two services by two developers.
-    (client)(3)
+    // Two services by two developers, in their namespaces.
+    let echo = (client)(3)
         .publish(
             "echo",
             ServiceKind::Command,
             Bytes::from_static(art::ECHO_P1_BYTES),
         )
         .await
-        .expect("publish echo");
-    client(4)
+        .expect("publish echo")
+        .reference();
+    let cpu = client(4)
         .publish(
             "cpu",
             ServiceKind::Command,
             Bytes::from_static(art::CPU_LOOP_P1_BYTES),
         )
         .await
-        .expect("publish cpu");
+        .expect("publish cpu")
+        .reference();
 
     // Each requester approves its escrow (a signed tx through the broker).
     let info = net.client.chain_info().await.expect("chain");
@@ -191,12 +193,14 @@ period_s = 0
     // A few thousand units: invocations of echo, jobs of cpu.
     let work = |round: u64| {
         let clients: Vec<_> = (0..3).map(&client).collect();
+        let (echo, cpu) = (echo.clone(), cpu.clone());
         async move {
             let calls = futures_util::stream::iter(0..2_100u64)
                 .map(|i| {
                     let c = clients[(i % 3) as usize].clone();
+                    let echo = echo.clone();
                     async move {
-                        c.invoke("echo", &[], Bytes::from(format!("{round}-{i}")))
+                        c.invoke(&echo, &[], Bytes::from(format!("{round}-{i}")))
                             .await
                             .expect("invoke")
                     }
@@ -206,7 +210,10 @@ period_s = 0
             for (k, c) in clients.iter().enumerate() {
                 for j in 0..10 {
                     let job = c
-                        .submit(&cpu_job(1_000 + j + 100 * k as u64))
+                        .submit(&JobSpec {
+                            service: Some(cpu.clone()),
+                            ..cpu_job(1_000 + j + 100 * k as u64)
+                        })
                         .await
                         .expect("submit");
                     let (_, result) = follow(c, job.id).await;

@@ -300,7 +300,7 @@ async fn the_verifier_policy_rejects_a_wrong_output_and_reruns_it_elsewhere() {
     // for a verifier on another provider.
     let mut spec = cpu_job(12_345);
     spec.verify = Some(VerifyPolicy::Verifier {
-        service: "cpu-verify".into(),
+        service: "default~cpu-verify".into(),
     });
     let job = net.client.submit(&spec).await.expect("submit");
     net.add_provider(1).await;
