@@ -7,8 +7,31 @@
 //! what came back, and checks the signature before it accepts the result.
 //!
 //! Two receipts for the same deterministic work (same module, same input,
-//! whatever their work ids) whose output or fuel differ cannot both be honest: with their signatures
-//! they are a proof, checkable offline by anyone ([`CheatProof`]).
+//! whatever their work ids) whose output or fuel differ cannot both be
+//! honest. But a receipt alone proves only what its signer said: anyone can
+//! make keys and sign "receipts" for work nobody gave them. So a receipt in
+//! a proof carries the broker's [`SignedAssignment`]: the broker's word that
+//! it gave this work, with these limits, to this provider. A
+//! [`CheatProof`] is checkable offline by anyone, and is exactly as good as
+//! the broker that signed its assignments ([`CheatProof::check`] names it).
+//!
+//! # Assignment message
+//!
+//! ```text
+//! brume assignment v1
+//! broker: <0x address>
+//! work: <work id>
+//! attempt: <n>
+//! provider: <0x address>
+//! profile: standard|deterministic
+//! module: <module sha256>
+//! input: <input_digest>
+//! limits: fuel=<n> memory=<bytes> timeout_ms=<n>
+//! ```
+//!
+//! The broker signs assignments when it issues a proof or a job's receipt,
+//! not on the invocation path: it rebuilds every receipt from its own
+//! assignment, so the fields it signs are its own.
 //!
 //! # Digests
 //!
@@ -61,12 +84,110 @@ pub struct Receipt {
     pub status: String,
 }
 
-/// A receipt and its signature (65 bytes, `0x` hex).
+/// A receipt and its signature (65 bytes, `0x` hex), with the broker's
+/// signed assignment it answers when the broker issued one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedReceipt {
     #[serde(flatten)]
     pub receipt: Receipt,
     pub signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<SignedAssignment>,
+}
+
+/// What a broker gave a provider to run (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The broker's address.
+    pub broker: String,
+    pub work_id: WorkId,
+    pub attempt: u32,
+    pub provider: String,
+    pub profile: Profile,
+    pub module_digest: String,
+    pub input_digest: String,
+    pub fuel_limit: u64,
+    pub memory_limit_bytes: u64,
+    pub timeout_ms: u64,
+}
+
+/// An assignment and the broker's EIP-191 signature over its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedAssignment {
+    #[serde(flatten)]
+    pub assignment: Assignment,
+    pub signature: String,
+}
+
+impl Assignment {
+    /// The assignment a receipt answers, as `broker` gave it with `limits`.
+    pub fn of(broker: &str, r: &Receipt, limits: &crate::Limits) -> Assignment {
+        Assignment {
+            broker: broker.to_string(),
+            work_id: r.work_id,
+            attempt: r.attempt,
+            provider: r.provider.clone(),
+            profile: r.profile,
+            module_digest: r.module_digest.clone(),
+            input_digest: r.input_digest.clone(),
+            fuel_limit: limits.fuel,
+            memory_limit_bytes: limits.memory_bytes,
+            timeout_ms: limits.timeout_ms,
+        }
+    }
+
+    /// The signed text (see the module docs).
+    pub fn message(&self) -> String {
+        format!(
+            "brume assignment v1\nbroker: {}\nwork: {}\nattempt: {}\nprovider: {}\nprofile: {}\nmodule: {}\ninput: {}\nlimits: fuel={} memory={} timeout_ms={}",
+            self.broker,
+            self.work_id,
+            self.attempt,
+            self.provider,
+            profile_str(self.profile),
+            self.module_digest,
+            self.input_digest,
+            self.fuel_limit,
+            self.memory_limit_bytes,
+            self.timeout_ms
+        )
+    }
+
+    /// Whether `r` answers this assignment (same work, attempt, provider,
+    /// profile, module and input).
+    pub fn answered_by(&self, r: &Receipt) -> bool {
+        self.work_id == r.work_id
+            && self.attempt == r.attempt
+            && self.provider.eq_ignore_ascii_case(&r.provider)
+            && self.profile == r.profile
+            && self.module_digest == r.module_digest
+            && self.input_digest == r.input_digest
+    }
+}
+
+/// `0x` hex to bytes, if it is hex.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+impl SignedAssignment {
+    /// Whether the signature verifies under the assignment's broker.
+    pub fn verifies(&self, verify: impl Fn(&[u8], &[u8], &str) -> bool) -> bool {
+        unhex(&self.signature).is_some_and(|b| {
+            verify(
+                self.assignment.message().as_bytes(),
+                &b,
+                &self.assignment.broker,
+            )
+        })
+    }
 }
 
 struct Fields(Sha256);
@@ -233,26 +354,23 @@ impl Receipt {
 }
 
 /// Proof that `cheat`'s provider returned a wrong result: `quorum` receipts
-/// by distinct other providers agree with one another and conflict with it.
+/// (at least [`MIN_WITNESSES`]) by distinct other providers agree with one
+/// another and conflict with it, and one broker signed the assignment each
+/// of them answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheatProof {
     pub cheat: SignedReceipt,
     pub quorum: Vec<SignedReceipt>,
 }
 
+/// The fewest agreeing witnesses a proof of cheat needs.
+pub const MIN_WITNESSES: usize = 2;
+
 impl SignedReceipt {
     /// Whether the signature verifies under the receipt's provider, with
     /// `verify(message, signature, address)` (e.g. `brume_identity::verify`).
     pub fn verifies(&self, verify: impl Fn(&[u8], &[u8], &str) -> bool) -> bool {
-        let sig = self.signature.strip_prefix("0x").unwrap_or(&self.signature);
-        let bytes: Option<Vec<u8>> = (0..sig.len())
-            .step_by(2)
-            .map(|i| {
-                sig.get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect();
-        bytes.is_some_and(|b| {
+        unhex(&self.signature).is_some_and(|b| {
             verify(
                 self.receipt.message().as_bytes(),
                 &b,
@@ -263,35 +381,80 @@ impl SignedReceipt {
 }
 
 impl CheatProof {
-    /// Checks the proof offline: every signature verifies under its
-    /// receipt's provider (with `verify(message, signature, address)`, e.g.
-    /// `brume_identity::verify`), the quorum's providers are distinct and
-    /// are not the cheat's, the quorum agree with one another, and each
-    /// conflicts with the cheat (same deterministic work, module and input;
-    /// another output or fuel). Returns every problem found.
-    pub fn check(&self, verify: impl Fn(&[u8], &[u8], &str) -> bool) -> Result<(), Vec<String>> {
+    /// Checks the proof offline (with `verify(message, signature, address)`,
+    /// e.g. `brume_identity::verify`):
+    /// - every receipt's signature verifies under its provider;
+    /// - every receipt carries an assignment signed by one and the same
+    ///   broker, which it answers;
+    /// - the quorum has at least [`MIN_WITNESSES`] receipts, by distinct
+    ///   providers other than the cheat's, on assignments of their own;
+    /// - the quorum agree with one another and each conflicts with the cheat
+    ///   (same deterministic work, module and input; another output or fuel).
+    ///
+    /// Returns the broker whose word the proof rests on, or every problem.
+    pub fn check(
+        &self,
+        verify: impl Fn(&[u8], &[u8], &str) -> bool,
+    ) -> Result<String, Vec<String>> {
         let mut problems = Vec::new();
-        let signed = |r: &SignedReceipt| r.verifies(&verify);
-        if !signed(&self.cheat) {
+        let broker = self
+            .cheat
+            .assignment
+            .as_ref()
+            .map(|a| a.assignment.broker.clone());
+        let bound = |who: &str, r: &SignedReceipt, problems: &mut Vec<String>| {
+            if !r.verifies(&verify) {
+                problems.push(format!("{who} is not signed by {}", r.receipt.provider));
+            }
+            let Some(a) = &r.assignment else {
+                problems.push(format!(
+                    "{who} has no broker-signed assignment: anyone can sign a receipt for work nobody gave them"
+                ));
+                return;
+            };
+            if !a.verifies(&verify) {
+                problems.push(format!(
+                    "{who}: its assignment is not signed by broker {}",
+                    a.assignment.broker
+                ));
+            }
+            if !a.assignment.answered_by(&r.receipt) {
+                problems.push(format!("{who} does not answer its assignment"));
+            }
+            if broker
+                .as_deref()
+                .is_some_and(|b| !b.eq_ignore_ascii_case(&a.assignment.broker))
+            {
+                problems.push(format!(
+                    "{who}: assigned by broker {}, not {}",
+                    a.assignment.broker,
+                    broker.as_deref().unwrap_or_default()
+                ));
+            }
+        };
+        bound("the cheat's receipt", &self.cheat, &mut problems);
+        if self.quorum.len() < MIN_WITNESSES {
             problems.push(format!(
-                "the cheat's receipt is not signed by {}",
-                self.cheat.receipt.provider
+                "{} quorum receipt(s); a proof needs at least {MIN_WITNESSES}",
+                self.quorum.len()
             ));
         }
-        if self.quorum.is_empty() {
-            problems.push("no quorum receipts".into());
-        }
         let mut seen = std::collections::HashSet::new();
+        let mut works = std::collections::HashSet::new();
+        works.insert((self.cheat.receipt.work_id, self.cheat.receipt.attempt));
         for (i, q) in self.quorum.iter().enumerate() {
             let who = &q.receipt.provider;
-            if !signed(q) {
-                problems.push(format!("quorum receipt {i} is not signed by {who}"));
-            }
+            bound(&format!("quorum receipt {i}"), q, &mut problems);
             if who.eq_ignore_ascii_case(&self.cheat.receipt.provider) {
                 problems.push(format!("quorum receipt {i} is by the cheat's provider"));
             }
             if !seen.insert(who.to_ascii_lowercase()) {
                 problems.push(format!("quorum receipt {i}: provider {who} appears twice"));
+            }
+            if !works.insert((q.receipt.work_id, q.receipt.attempt)) {
+                problems.push(format!(
+                    "quorum receipt {i} answers an assignment another receipt answers"
+                ));
             }
             if !q.receipt.conflicts_with(&self.cheat.receipt) {
                 problems.push(format!(
@@ -305,10 +468,9 @@ impl CheatProof {
                 ));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
+        match (problems.is_empty(), broker) {
+            (true, Some(b)) => Ok(b),
+            _ => Err(problems),
         }
     }
 }

@@ -343,6 +343,7 @@ fn handle(
                 let signed = brume_api::receipt::SignedReceipt {
                     receipt,
                     signature: format!("0x{}", hex::encode(&signature)),
+                    assignment: None,
                 };
                 work.set_receipt(signed);
             }

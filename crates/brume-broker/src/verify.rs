@@ -29,7 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
-use brume_api::receipt::{CheatProof, SignedReceipt};
+use brume_api::receipt::{Assignment, CheatProof, SignedAssignment, SignedReceipt};
 use brume_api::rest::{ReplicaResult, Verification, VerifyPolicy};
 use brume_api::wire::Outcome;
 use brume_api::{ApiError, ErrorCode, WorkId};
@@ -557,12 +557,23 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             .flatten()
             .map(|&i| e.done[i].receipt.clone())
             .collect();
+        let limits = (group.make)().limits;
+        let quorum: Vec<SignedReceipt> = quorum
+            .iter()
+            .map(|r| assigned(shared, r, &limits))
+            .collect();
         for (i, d) in e.done.iter().enumerate() {
             if agreed.contains(&i) {
                 continue;
             }
+            if quorum.len() < brume_api::receipt::MIN_WITNESSES {
+                // One provider's word (a lone reference) proves nothing to
+                // anyone else: the dissenter is not paid, but not punished.
+                tracing::warn!(job = %group.job_id, provider = %d.provider, "a result contradicted by a single provider: unpaid, not banned");
+                continue;
+            }
             let proof = CheatProof {
-                cheat: d.receipt.clone(),
+                cheat: assigned(shared, &d.receipt, &limits),
                 quorum: quorum.clone(),
             };
             punish(shared, &d.provider, &proof).await;
@@ -654,6 +665,31 @@ async fn bill(
 
 /// A proven cheat: banned (session closed, reconnects refused), stake
 /// slashed with the proof's digest as the anchor.
+/// `r` with the broker's signed assignment (the broker rebuilt `r` from
+/// its own assignment, so the fields it signs are its own). Unsigned if the
+/// broker's key can't sign, which a proof's check then reports.
+fn assigned(shared: &Shared, r: &SignedReceipt, limits: &brume_api::Limits) -> SignedReceipt {
+    let broker = shared.identity.address().to_string();
+    let assignment = Assignment::of(&broker, &r.receipt, limits);
+    let signature = match shared
+        .identity
+        .sign_message(assignment.message().as_bytes())
+    {
+        Ok(sig) => format!("0x{}", hex::encode(sig)),
+        Err(e) => {
+            tracing::error!("the broker's key could not sign an assignment: {e}");
+            String::new()
+        }
+    };
+    SignedReceipt {
+        assignment: Some(SignedAssignment {
+            assignment,
+            signature,
+        }),
+        ..r.clone()
+    }
+}
+
 async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatProof) {
     let body = serde_json::to_vec(proof).unwrap_or_default();
     let digest: [u8; 32] = Sha256::digest(&body).into();

@@ -38,9 +38,9 @@ pub fn main(args: &VerifyProofArgs) -> ExitCode {
         }
     };
     let (kind, verdict) = if let Ok(proof) = serde_json::from_str::<CheatProof>(&text) {
-        ("proof", proof.check(verify).map(|()| {
+        ("proof", proof.check(verify).map(|broker| {
             format!(
-                "valid proof: {} signed a result that {} other provider(s) contradict for deterministic work {}",
+                "valid proof under broker {broker}: {} signed a result that {} other provider(s) contradict for deterministic work {}, each on an assignment that broker signed (the proof is as good as that broker's word)",
                 proof.cheat.receipt.provider,
                 proof.quorum.len(),
                 proof.cheat.receipt.work_id

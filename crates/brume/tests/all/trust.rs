@@ -4,7 +4,7 @@
 
 use brume_client::ServiceKind;
 use brume_client::brume_api::Profile;
-use brume_client::brume_api::receipt::{CheatProof, SignedReceipt};
+use brume_client::brume_api::receipt::{Assignment, CheatProof, SignedAssignment, SignedReceipt};
 use brume_client::brume_api::rest::{JobState, VerifyPolicy};
 use brume_identity::Identity;
 use test_programs_artifacts as art;
@@ -34,15 +34,41 @@ fn verify_proof(net: &Net, name: &str, body: &impl serde::Serialize) -> (i32, se
 /// A receipt for the same work with another result, signed by `by`.
 fn forged(honest: &SignedReceipt, by: &Identity, output: &str) -> SignedReceipt {
     let mut receipt = honest.receipt.clone();
+    // Another replica: its own work id.
+    receipt.work_id = brume_client::brume_api::WorkId::new();
     receipt.provider = by.address().to_string();
     receipt.output_digest = output.to_string();
     let sig = by.sign_message(receipt.message().as_bytes()).expect("sign");
     SignedReceipt {
         receipt,
-        signature: sig.iter().fold(String::from("0x"), |mut s, b| {
-            s.push_str(&format!("{b:02x}"));
-            s
+        signature: hex0x(&sig),
+        assignment: None,
+    }
+}
+
+fn hex0x(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::from("0x"), |mut s, b| {
+        s.push_str(&format!("{b:02x}"));
+        s
+    })
+}
+
+/// `r` with an assignment naming `broker`, signed by `signer`.
+fn stamped(r: &SignedReceipt, broker: &str, signer: &Identity) -> SignedReceipt {
+    let assignment = Assignment::of(
+        broker,
+        &r.receipt,
+        &brume_client::brume_api::Limits::default(),
+    );
+    let sig = signer
+        .sign_message(assignment.message().as_bytes())
+        .expect("sign");
+    SignedReceipt {
+        assignment: Some(SignedAssignment {
+            assignment,
+            signature: hex0x(&sig),
         }),
+        ..r.clone()
     }
 }
 
@@ -72,23 +98,58 @@ async fn job_results_carry_signed_receipts_and_proofs_verify_offline() {
     let again = net.client.result(job.id).await.expect("result");
     assert_eq!(again.receipt.as_ref(), Some(&honest));
 
-    // A cheater's conflicting receipt against two honest ones is a proof.
+    // A "proof" from throwaway keys (a cheat and a witness that sign
+    // another output than the honest receipt's): rejected, because no
+    // broker gave them the work.
     let cheater = Identity::random();
     let witness = Identity::random();
-    let second = forged(&honest, &witness, &honest.receipt.output_digest);
+    let throwaway = CheatProof {
+        cheat: honest.clone(),
+        quorum: vec![
+            forged(&honest, &cheater, &"00".repeat(32)),
+            forged(&honest, &witness, &"00".repeat(32)),
+        ],
+    };
+    let (code, v) = verify_proof(&net, "throwaway.json", &throwaway);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["problems"]
+            .to_string()
+            .contains("no broker-signed assignment"),
+        "{v}"
+    );
+    // Assignments that name a broker but aren't signed by it: rejected.
+    let broker = Identity::random();
+    let impostor = Identity::random();
+    let unsigned = CheatProof {
+        cheat: stamped(&throwaway.cheat, &broker.address().to_string(), &impostor),
+        quorum: throwaway
+            .quorum
+            .iter()
+            .map(|r| stamped(r, &broker.address().to_string(), &impostor))
+            .collect(),
+    };
+    let (code, v) = verify_proof(&net, "unsigned.json", &unsigned);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["problems"].to_string().contains("not signed by broker"),
+        "{v}"
+    );
+    // Signed by the broker it names, the proof holds, and says whose word
+    // it rests on: a stranger trusts it only as far as that broker.
+    let stamp = |r: &SignedReceipt| stamped(r, &broker.address().to_string(), &broker);
     let proof = CheatProof {
-        cheat: forged(&honest, &cheater, &"00".repeat(32)),
-        quorum: vec![honest.clone(), second],
+        cheat: stamp(&forged(&honest, &cheater, &"00".repeat(32))),
+        quorum: vec![
+            stamp(&honest),
+            stamp(&forged(&honest, &witness, &honest.receipt.output_digest)),
+        ],
     };
     let (code, v) = verify_proof(&net, "proof.json", &proof);
     assert_eq!(code, 0, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&cheater.address().to_string()),
-        "{v}"
-    );
+    let message = v["message"].as_str().unwrap_or("");
+    assert!(message.contains(&cheater.address().to_string()), "{v}");
+    assert!(message.contains(&broker.address().to_string()), "{v}");
 
     // Tampering with any receipt breaks it.
     let mut bad = proof.clone();
@@ -96,15 +157,20 @@ async fn job_results_carry_signed_receipts_and_proofs_verify_offline() {
     let (code, v) = verify_proof(&net, "bad.json", &bad);
     assert_eq!(code, 1, "{v}");
     assert!(v["problems"].to_string().contains("not signed"), "{v}");
-    // The cheat can't witness against itself.
+    // One witness is not enough, and the cheat can't witness against itself.
+    let mut lone = proof.clone();
+    lone.quorum.truncate(1);
+    let (code, v) = verify_proof(&net, "lone.json", &lone);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["problems"].to_string().contains("at least 2"), "{v}");
     let mut selfish = proof.clone();
-    selfish.quorum = vec![forged(&honest, &cheater, &honest.receipt.output_digest)];
+    selfish.quorum[1] = stamp(&forged(&honest, &cheater, &honest.receipt.output_digest));
     let (code, v) = verify_proof(&net, "selfish.json", &selfish);
     assert_eq!(code, 1, "{v}");
     // Results that agree prove nothing.
     let agreeing = CheatProof {
-        cheat: forged(&honest, &cheater, &honest.receipt.output_digest),
-        quorum: vec![honest.clone()],
+        cheat: stamp(&forged(&honest, &cheater, &honest.receipt.output_digest)),
+        quorum: proof.quorum.clone(),
     };
     let (code, v) = verify_proof(&net, "agree.json", &agreeing);
     assert_eq!(code, 1, "{v}");
