@@ -168,7 +168,7 @@ impl Assignment {
 /// `0x` hex to bytes, if it is hex.
 fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
