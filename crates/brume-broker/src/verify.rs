@@ -59,6 +59,22 @@ pub(crate) struct ReplicaGroup {
     /// Who each agreeing replica's row names.
     billing: Billing,
     queue_timeout: std::time::Duration,
+    /// The job's escrow hold, for its most replicas and verifier runs
+    /// ([`max_units`]): released once every row of the group is charged.
+    hold: Option<Arc<crate::escrow::Hold>>,
+}
+
+/// The most units a policy can run for one job, which its escrow hold
+/// covers: `n` replicas and one reference run; for adaptive, two replicas,
+/// a third and a reference; for a verifier, three runs and three verifier
+/// runs.
+pub(crate) fn max_units(policy: Option<&VerifyPolicy>) -> u128 {
+    match policy {
+        None | Some(VerifyPolicy::None) => 1,
+        Some(VerifyPolicy::Replicate { n, .. }) => u128::from(*n) + 1,
+        Some(VerifyPolicy::Adaptive) => 4,
+        Some(VerifyPolicy::Verifier { .. }) => 6,
+    }
 }
 
 /// The waiter of one replica (by index) of a group.
@@ -301,6 +317,7 @@ pub(crate) fn start(
     make: Box<dyn Fn() -> WorkSpec + Send + Sync>,
     billing: Billing,
     queue_timeout: std::time::Duration,
+    hold: Option<Arc<crate::escrow::Hold>>,
 ) {
     let (n, quorum) = match policy {
         VerifyPolicy::Replicate { n, quorum } => (n, quorum),
@@ -319,6 +336,7 @@ pub(crate) fn start(
         make,
         billing,
         queue_timeout,
+        hold,
     });
     shared.replicas.insert(group.clone());
     for _ in 0..n {
@@ -608,6 +626,10 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         let error = ApiError::new(ErrorCode::Unverified, message);
         (Completion::Failed { error, attempts }, None)
     };
+    // Every row of the group is charged (`bill` above): the hold ends.
+    if let Some(h) = &group.hold {
+        h.release();
+    }
     group.job.complete(Finished {
         completion,
         receipt,

@@ -31,10 +31,13 @@ pub(super) fn admit(
 /// Reserves the work's maximum cost against its paying account's escrow
 /// (see `escrow.rs`), or refuses it with 402 `insufficient_allowance`
 /// before anything runs or is billed.
+/// Holds `units` times the work's maximum cost in the requester's escrow
+/// (units: the most runs its verification policy may make), or 402.
 pub(super) async fn reserve(
     shared: &Arc<Shared>,
     billing: &Billing,
     digest: &str,
+    units: u128,
 ) -> Res<Option<Arc<crate::escrow::Hold>>> {
     use crate::escrow::Reserve;
     let Some(account) = shared.ledger.escrow_account(&billing.requester) else {
@@ -59,7 +62,8 @@ pub(super) async fn reserve(
     };
     let cost = shared
         .ledger
-        .max_cost(&admission, digest, shared.config.chain.default_reservation);
+        .max_cost(&admission, digest, shared.config.chain.default_reservation)
+        .saturating_mul(units);
     let escrow = shared.ledger.escrow();
     if let Reserve::Held(h) = escrow.try_reserve(&account, cost, false) {
         return Ok(Some(h));

@@ -63,7 +63,14 @@ pub(super) async fn submit_job(
         admission: Some(admission),
         ..Billing::default()
     };
-    let hold = reserve(&shared, &billing, &digest).await?;
+    // The hold covers every run the job's policy (or its account's
+    // default) may make.
+    let policy = spec
+        .verify
+        .clone()
+        .or_else(|| shared.config.trust.default_verify(&auth.name));
+    let units = crate::verify::max_units(policy.as_ref());
+    let hold = reserve(&shared, &billing, &digest, units).await?;
     let resolved = Resolved {
         developer,
         service,

@@ -628,8 +628,7 @@ pub(crate) fn start(
     ) = entry.stored.verify.clone()
     {
         // The replicas are billed one by one when the group is decided; the
-        // job's reservation ends when it does.
-        drop(hold);
+        // job's reservation (sized for the policy) ends when it is.
         let (stored, progress, trust) = (
             entry.stored.clone(),
             shared.config.progress_interval,
@@ -644,6 +643,7 @@ pub(crate) fn start(
             Box::new(move || work_spec(&stored, progress, needs, signature.clone(), &trust)),
             billing,
             timeout,
+            hold,
         );
         return;
     }

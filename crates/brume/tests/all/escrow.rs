@@ -9,7 +9,7 @@ use brume_identity::Identity;
 use brume_identity::keyring::Keyring;
 use bytes::Bytes;
 
-use crate::net::{Net, command, eventually};
+use crate::net::{Net, command, cpu_job, eventually, follow};
 
 const PASSWORD: &str = "correct horse";
 
@@ -451,4 +451,51 @@ async fn a_provider_below_min_stake_gets_no_work_until_it_stakes() {
     let job = net.client.submit(&spec).await.expect("submit");
     let result = net.client.wait(job.id).await.expect("wait");
     assert_eq!(result.exit_code, Some(0), "{:?}", result.error);
+}
+
+/// A job's hold covers every run its verification policy may make: an
+/// allowance for two runs admits a plain job but not a replication of two
+/// (two replicas and a possible reference run), which gets 402 before
+/// anything is stored or run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replicated_job_holds_every_run_it_may_make() {
+    // Uncapped work before its first run holds 0.4 token per run.
+    let config = "[broker.chain]\nfaucet = true\nrequire_allowance = true\ndefault_reservation = \"400000000000000000\"\n";
+    let net = Net::start_with(2, 1, Some(config), &[]).await;
+    net.publish(
+        "cpu",
+        ServiceKind::Command,
+        test_programs_artifacts::CPU_LOOP_P1_BYTES,
+    )
+    .await;
+    let (keys, pw, alice) = keyring(net.home(), "alice");
+    net.client
+        .faucet(&alice.address().to_string(), 5_000_000_000_000_000_000)
+        .await
+        .expect("faucet");
+    let (ok, _, err) = wallet(&net, &keys, &pw, &["approve", "1.0", "--key", "alice"]);
+    assert!(ok, "wallet approve: {err}");
+    let signed = Client::with_identity(&net.broker.url, alice.clone()).expect("client");
+
+    let mut replicated = cpu_job(1_000);
+    replicated.verify =
+        Some(brume_client::brume_api::rest::VerifyPolicy::Replicate { n: 2, quorum: 2 });
+    let refused = signed.submit(&replicated).await;
+    assert_eq!(api_code(refused), (402, ErrorCode::InsufficientAllowance));
+    let jobs = net.client.jobs(None, None).await.expect("jobs");
+    assert!(jobs.jobs.is_empty(), "no job was stored");
+    let providers = net.client.providers().await.expect("providers");
+    assert!(
+        providers.providers.iter().all(|p| p.work_done == 0),
+        "nothing ran"
+    );
+
+    // The same job unverified fits, runs, and its hold is given back.
+    let job = signed.submit(&cpu_job(1_000)).await.expect("a plain job");
+    let (_, result) = follow(&signed, job.id).await;
+    assert_eq!(
+        result.state,
+        brume_client::brume_api::rest::JobState::Succeeded,
+        "{result:?}"
+    );
 }
