@@ -569,35 +569,8 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     }
     // Cheats: signed something else than a quorum agreed on. (A verifier's
     // rejection proves nothing to third parties: no ban, but no pay.)
-    if winner.is_some() && !by_verifier {
-        let quorum: Vec<SignedReceipt> = winner
-            .iter()
-            .flatten()
-            .map(|&i| e.done[i].receipt.clone())
-            .collect();
-        let limits = (group.make)().limits;
-        let quorum: Vec<SignedReceipt> = quorum
-            .iter()
-            .map(|r| assigned(shared, r, &limits))
-            .collect();
-        for (i, d) in e.done.iter().enumerate() {
-            if agreed.contains(&i) {
-                continue;
-            }
-            if quorum.len() < brume_api::receipt::MIN_WITNESSES {
-                // One provider's word (a lone reference) proves nothing to
-                // anyone else: the dissenter is not paid, but not punished.
-                tracing::warn!(job = %group.job_id, provider = %d.provider, "a result contradicted by a single provider: unpaid, not banned");
-                continue;
-            }
-            let proof = CheatProof {
-                cheat: assigned(shared, &d.receipt, &limits),
-                quorum: quorum.clone(),
-            };
-            punish(shared, &d.provider, &proof).await;
-            verification.cheaters.push(d.provider.clone());
-            verification.proofs.push(proof);
-        }
+    if let Some(w) = winner.as_ref().filter(|_| !by_verifier) {
+        punish_cheats(shared, group, &e.done, w, &mut verification).await;
     }
     // Bill the honest replicas (all of them without a quorum).
     let billed = |i: &usize| !((winner.is_some() || by_verifier) && !agreed.contains(i));
@@ -687,6 +660,41 @@ async fn bill(
 
 /// A proven cheat: banned (session closed, reconnects refused), stake
 /// slashed with the proof's digest as the anchor.
+/// Bans and slashes every replica that signed something else than the
+/// quorum `winner` agreed on, with a proof against each; needs at least
+/// [`MIN_WITNESSES`](brume_api::receipt::MIN_WITNESSES) in the quorum.
+async fn punish_cheats(
+    shared: &Arc<Shared>,
+    group: &ReplicaGroup,
+    done: &[Returned],
+    winner: &[usize],
+    verification: &mut Verification,
+) {
+    let limits = (group.make)().limits;
+    let quorum: Vec<SignedReceipt> = winner
+        .iter()
+        .map(|&i| assigned(shared, &done[i].receipt, &limits))
+        .collect();
+    for (i, d) in done.iter().enumerate() {
+        if winner.contains(&i) {
+            continue;
+        }
+        if quorum.len() < brume_api::receipt::MIN_WITNESSES {
+            // One provider's word (a lone reference) proves nothing to
+            // anyone else: the dissenter is not paid, but not punished.
+            tracing::warn!(job = %group.job_id, provider = %d.provider, "a result contradicted by a single provider: unpaid, not banned");
+            continue;
+        }
+        let proof = CheatProof {
+            cheat: assigned(shared, &d.receipt, &limits),
+            quorum: quorum.clone(),
+        };
+        punish(shared, &d.provider, &proof).await;
+        verification.cheaters.push(d.provider.clone());
+        verification.proofs.push(proof);
+    }
+}
+
 /// `r` with the broker's signed assignment (the broker rebuilt `r` from
 /// its own assignment, so the fields it signs are its own). Unsigned if the
 /// broker's key can't sign, which a proof's check then reports.
