@@ -382,7 +382,10 @@ impl LocalNetBuilder {
             .run(Broker::start(config.clone()), "broker")
             .await?
             .map_err(LocalNetError::Broker)?;
-        let trust = broker.tls_fingerprint().map(Trust::pinned).unwrap_or_default();
+        let trust = broker
+            .tls_fingerprint()
+            .map(Trust::pinned)
+            .unwrap_or_default();
         let funds = self.requester_funds;
         let (api_key, requester, client) =
             match account_and_key(&broker, &trust, &data_dir, &self.name, funds).await {
@@ -683,8 +686,13 @@ impl LocalNet {
     /// and registered with the broker.
     pub async fn scripted_provider(&self) -> scripted::ScriptedProvider {
         let slots = scripted::SLOTS;
-        scripted::ScriptedProvider::connect_with_tls(self.url(), Identity::random(), slots, &self.trust)
-            .await
+        scripted::ScriptedProvider::connect_with_tls(
+            self.url(),
+            Identity::random(),
+            slots,
+            &self.trust,
+        )
+        .await
     }
 
     /// Stops the broker gracefully and starts a new one with the same

@@ -238,9 +238,7 @@ impl Trust {
                     // Checked when it was added.
                     roots.add(cert.clone()).map_err(TlsError::Config)?;
                 }
-                builder
-                    .with_root_certificates(roots)
-                    .with_no_client_auth()
+                builder.with_root_certificates(roots).with_no_client_auth()
             }
         };
         Ok(config)
@@ -274,37 +272,54 @@ pub struct PinMismatch {
     pub presented: Fingerprint,
 }
 
-/// The [`PinMismatch`] behind an error, if there is one: it looks through
-/// the error's chain, `std::io::Error`s (whose `source` skips the error
-/// they wrap) and rustls's errors.
-pub fn pin_mismatch(err: &(dyn StdError + 'static)) -> Option<PinMismatch> {
+/// The first error of type `T` behind `err`: in its chain, or wrapped in
+/// a `std::io::Error` (whose `source` skips the error it wraps).
+fn find<'e, T: StdError + 'static>(err: &'e (dyn StdError + 'static)) -> Option<&'e T> {
     let mut next = Some(err);
     while let Some(e) = next {
-        if let Some(m) = e.downcast_ref::<PinMismatch>() {
-            return Some(*m);
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
         }
-        if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
-            e.downcast_ref::<rustls::Error>()
-            && let Some(m) = other.0.downcast_ref::<PinMismatch>()
-        {
-            return Some(*m);
-        }
-        if let Some(inner) = e
+        if let Some(found) = e
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref)
-            && let Some(m) = pin_mismatch(inner)
+            .and_then(|inner| find::<T>(inner))
         {
-            return Some(m);
+            return Some(found);
         }
         next = e.source();
     }
     None
 }
 
+/// The [`PinMismatch`] behind an error, if there is one, wherever the
+/// HTTP or WebSocket library put it.
+pub fn pin_mismatch(err: &(dyn StdError + 'static)) -> Option<PinMismatch> {
+    if let Some(m) = find::<PinMismatch>(err) {
+        return Some(*m);
+    }
+    match find::<rustls::Error>(err)? {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<PinMismatch>().copied()
+        }
+        _ => None,
+    }
+}
+
 /// A human sentence for a TLS failure behind `err`, when it is one this
-/// crate knows how to say better than the libraries do (a pin mismatch).
+/// crate can say better than the libraries do: a pin mismatch (with both
+/// fingerprints), or a certificate no trusted root signed.
 pub fn explain(err: &(dyn StdError + 'static)) -> Option<String> {
-    pin_mismatch(err).map(|m| m.to_string())
+    if let Some(m) = pin_mismatch(err) {
+        return Some(m.to_string());
+    }
+    match find::<rustls::Error>(err)? {
+        e @ rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => Some(format!(
+            "{e} (no trusted root signed the server's certificate: trust its CA, \
+             or pin its fingerprint if it is self-signed)"
+        )),
+        _ => None,
+    }
 }
 
 /// Accepts exactly the end-entity certificate with the pinned fingerprint,

@@ -145,7 +145,12 @@ struct RunArgs {
     )]
     tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, env = "BRUME_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "BRUME_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     tls_key: Option<PathBuf>,
     /// Serve HTTPS and WSS with a self-signed certificate (for localhost,
     /// 127.0.0.1, ::1 and the listen address), made once and kept in
@@ -461,13 +466,16 @@ fn print_providers(
 
 async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     crate::logging::init();
-    let mut config = BrokerConfig::default();
-    config.tls = match tls_config(&a, file) {
+    let tls = match tls_config(&a, file) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+    };
+    let mut config = BrokerConfig {
+        tls,
+        ..BrokerConfig::default()
     };
     if let Some(l) = a.listen {
         config.listen = l;

@@ -194,7 +194,8 @@ fn print_banner(net: &LocalNet) {
 async fn demo(net: &LocalNet, json_out: bool) -> anyhow::Result<()> {
     use test_programs_artifacts as guests;
     let broker = net.broker();
-    let client = Client::new(broker.url(), Some(net.api_key().to_string()))?.with_tls(net.trust())?;
+    let client =
+        Client::new(broker.url(), Some(net.api_key().to_string()))?.with_tls(net.trust())?;
     let say = |s: String| {
         if !json_out {
             println!("{s}");

@@ -41,14 +41,24 @@ pub struct GlobalTrustArgs {
 impl TrustArgs {
     /// The trust these flags say, else what the config file says.
     pub fn trust(&self, file_ca: Option<&Path>, file_pin: Option<&str>) -> anyhow::Result<Trust> {
-        resolve(self.ca.as_deref(), self.pin_sha256.as_deref(), file_ca, file_pin)
+        resolve(
+            self.ca.as_deref(),
+            self.pin_sha256.as_deref(),
+            file_ca,
+            file_pin,
+        )
     }
 }
 
 impl GlobalTrustArgs {
     /// The trust these flags say, else what the config file says.
     pub fn trust(&self, file_ca: Option<&Path>, file_pin: Option<&str>) -> anyhow::Result<Trust> {
-        resolve(self.ca.as_deref(), self.pin_sha256.as_deref(), file_ca, file_pin)
+        resolve(
+            self.ca.as_deref(),
+            self.pin_sha256.as_deref(),
+            file_ca,
+            file_pin,
+        )
     }
 }
 

@@ -15,4 +15,5 @@ mod network;
 mod provider_policy;
 mod settlement;
 mod signed_services;
+mod tls;
 mod trust;
