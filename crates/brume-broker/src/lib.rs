@@ -41,6 +41,7 @@ mod session;
 pub mod settlement;
 mod standings;
 pub mod store;
+pub mod tls;
 pub mod trust;
 mod verify;
 mod work;
@@ -64,6 +65,8 @@ pub(crate) fn now_ms() -> u64 {
 pub struct BrokerConfig {
     /// Where to listen (port 0: any free port).
     pub listen: SocketAddr,
+    /// Serve HTTPS and WSS with this certificate; `None`: plain HTTP.
+    pub tls: Option<tls::TlsConfig>,
     /// Database, module files and the broker's key.
     pub data_dir: PathBuf,
     pub region: String,
@@ -121,6 +124,7 @@ impl Default for BrokerConfig {
         };
         BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            tls: None,
             data_dir: PathBuf::from("brume-broker"),
             region: "local".into(),
             latitude: 0.0,
@@ -173,6 +177,8 @@ pub enum BrokerError {
     Join(#[from] tokio::task::JoinError),
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     #[error("ledger: {0}")]
     Ledger(#[from] ledger::BillError),
     #[error("chain: {0}")]
@@ -260,6 +266,7 @@ pub struct Broker;
 /// A broker that is serving.
 pub struct RunningBroker {
     url: String,
+    tls_fingerprint: Option<brume_tls::Fingerprint>,
     broker_id: String,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<Result<(), BrokerError>>,
@@ -295,6 +302,10 @@ impl Broker {
         let keys = keys::Keys::open(Box::new(store.clone())).await?;
         let (ledger, ledger_rows) = open_ledger(&config).await?;
         let (chain, settlement) = open_chain(&config, &ledger, &identity).await?;
+        let tls = match &config.tls {
+            Some(t) => Some(tls::load(t, &data_dir, config.listen)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| BrokerError::Listen {
@@ -337,7 +348,7 @@ impl Broker {
         });
         let batcher = tokio::spawn(ledger::batcher(shared.ledger.clone(), ledger_rows));
         jobs::recover(&shared).await?;
-        let _ = std::fs::write(data_dir.join("broker.url"), format!("http://{addr}\n"));
+        let url = announce(&data_dir, addr, tls.as_ref().map(|t| t.fingerprint));
         if let Err(e) = shared.keys.write_control_token(&data_dir) {
             tracing::warn!("write {}: {e}", keys::CONTROL_TOKEN_FILE);
         }
@@ -346,9 +357,11 @@ impl Broker {
         tasks.spawn(standings::watch(shared.clone()));
         settlement::start(&shared).await;
         tasks.spawn(settlement::settle_loop(shared.clone()));
-        let task = serve(listener, &shared);
+        let tls_fingerprint = tls.as_ref().map(|t| t.fingerprint);
+        let task = serve(listener, addr, tls, &shared);
         Ok(RunningBroker {
-            url: format!("http://{addr}"),
+            url,
+            tls_fingerprint,
             broker_id,
             addr,
             task,
@@ -406,13 +419,55 @@ async fn open_chain(
     Ok((chain, settlement))
 }
 
-/// Serves the HTTP API on `listener` until the broker's shutdown.
+/// The broker's URL (`https://` with TLS), written to
+/// `data_dir/broker.url`; with TLS, the certificate's fingerprint is
+/// logged and written to `data_dir/broker.sha256` (and that file removed
+/// without). Plain HTTP beyond loopback is warned about.
+fn announce(
+    data_dir: &std::path::Path,
+    addr: SocketAddr,
+    fingerprint: Option<brume_tls::Fingerprint>,
+) -> String {
+    let pin_file = data_dir.join(tls::FINGERPRINT_FILE);
+    let url = match fingerprint {
+        Some(f) => {
+            tracing::info!(sha256 = %f, "serving HTTPS and WSS; clients may pin this certificate");
+            let _ = std::fs::write(&pin_file, format!("{f}\n"));
+            format!("https://{addr}")
+        }
+        None => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "serving plain HTTP beyond loopback: API keys and data cross the network \
+                     in clear (use --tls-cert/--tls-key or --tls-self-signed, or terminate \
+                     TLS in front)"
+                );
+            }
+            let _ = std::fs::remove_file(&pin_file);
+            format!("http://{addr}")
+        }
+    };
+    let _ = std::fs::write(data_dir.join("broker.url"), format!("{url}\n"));
+    url
+}
+
+/// Serves the HTTP API on `listener` (over TLS with `tls`) until the
+/// broker's shutdown.
 fn serve(
     listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    tls: Option<tls::ServerTls>,
     shared: &Arc<Shared>,
 ) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
     let app = http::router(shared.clone());
     let stopped = shared.shutdown.clone();
+    if let Some(tls) = tls {
+        let (listener, accept) =
+            tls::TlsListener::new(listener, addr, tls.acceptor, stopped.clone());
+        shared.tasks.spawn(accept);
+        return tokio::spawn(serve_on(listener, app, stopped));
+    }
     // Small frames and responses must leave at once: without
     // TCP_NODELAY, Nagle + delayed ACKs add ~40 ms to back-to-back writes.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -420,18 +475,34 @@ fn serve(
             tracing::debug!("set TCP_NODELAY: {e}");
         }
     });
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stopped.cancelled().await })
-            .await
-            .map_err(BrokerError::Serve)
-    })
+    tokio::spawn(serve_on(listener, app, stopped))
+}
+
+async fn serve_on<L>(
+    listener: L,
+    app: axum::Router,
+    stopped: CancellationToken,
+) -> Result<(), BrokerError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
+        .await
+        .map_err(BrokerError::Serve)
 }
 
 impl RunningBroker {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` with TLS.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// With TLS, the SHA-256 fingerprint of the certificate served (what
+    /// clients pin).
+    pub fn tls_fingerprint(&self) -> Option<brume_tls::Fingerprint> {
+        self.tls_fingerprint
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -32,6 +32,9 @@ pub enum ClientError {
     /// The client was given something it can't use (a bad broker URL).
     #[error("{0}")]
     Invalid(String),
+    /// The TLS trust it was given can't be used.
+    #[error("TLS: {0}")]
+    Tls(#[source] brume_tls::TlsError),
 }
 
 impl ClientError {
@@ -78,6 +81,10 @@ impl ClientError {
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".into();
+    }
+    // A pinned certificate that did not match: say which.
+    if let Some(text) = brume_tls::explain(e) {
+        return text;
     }
     let mut cause: &dyn std::error::Error = e;
     let mut io_kind = None;

@@ -19,6 +19,12 @@
 //! ([`ClientError::Transport`]), or a response that isn't what the API
 //! promises ([`ClientError::Decode`]).
 //!
+//! An `https://` broker is trusted through the built-in roots unless
+//! [`Client::with_tls`] says otherwise: a CA file, or the broker's
+//! certificate pinned by its fingerprint (see [`brume_tls`]). A pinned
+//! broker presenting another certificate fails every call with a
+//! [`ClientError::Transport`] whose reason names both fingerprints.
+//!
 //! ```no_run
 //! use brume_client::{Client, brume_api::rest::JobSpec};
 //!
@@ -57,6 +63,7 @@ pub use brume_api::rest::{
     ServiceList, Status,
 };
 pub use brume_api::{ApiError, ErrorCode, ServiceKind, WorkId};
+pub use brume_tls::{self, Fingerprint, Trust};
 pub use error::{ClientError, parse_api_error};
 pub use sse::{SseEvent, SseParser};
 
@@ -70,6 +77,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often [`Client::wait`] reconnects an event stream that keeps
 /// breaking (or keeps ending before the job is final) before giving up.
 const MAX_RECONNECTS: u32 = 5;
+
+/// The HTTP client of a [`Client`], trusting `trust` over TLS.
+fn http_client(trust: &Trust) -> Result<reqwest::Client, ClientError> {
+    trust
+        .reqwest(reqwest::Client::builder())
+        .map_err(ClientError::Tls)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(concat!("brume-client/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientError::Invalid(format!("HTTP client: {e}")))
+}
 
 /// A connection to one broker. Cheap to clone; clones share the pool.
 #[derive(Clone)]
@@ -155,9 +173,11 @@ pub struct HttpResponse {
 }
 
 impl Client {
-    /// A client for the broker at `base_url` (`http://host:port`, maybe
-    /// with a path prefix; `host:port` alone means `http://`). `api_key`
-    /// is sent as `Authorization: Bearer` on every call that needs it.
+    /// A client for the broker at `base_url` (`http://host:port` or
+    /// `https://host:port`, maybe with a path prefix; `host:port` alone
+    /// means `http://`). `api_key` is sent as `Authorization: Bearer` on
+    /// every call that needs it. `https://` trusts the built-in roots; see
+    /// [`Client::with_tls`].
     pub fn new(base_url: &str, api_key: Option<String>) -> Result<Client, ClientError> {
         let text = base_url.trim();
         let with_scheme = if text.contains("://") {
@@ -168,21 +188,16 @@ impl Client {
         let base = Url::parse(&with_scheme)
             .map_err(|e| ClientError::Invalid(format!("broker URL {text:?}: {e}")))?;
         match base.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(ClientError::Invalid(format!(
-                    "broker URL {text:?}: https is not supported by this build (no TLS); use http://"
-                )));
-            }
+            "http" | "https" => {}
             other => {
                 return Err(ClientError::Invalid(format!(
-                    "broker URL {text:?}: unsupported scheme {other:?} (expected http://)"
+                    "broker URL {text:?}: unsupported scheme {other:?} (expected http:// or https://)"
                 )));
             }
         }
         if base.cannot_be_a_base() || base.host().is_none() {
             return Err(ClientError::Invalid(format!(
-                "broker URL {text:?}: not an http://host:port URL"
+                "broker URL {text:?}: not an http(s)://host:port URL"
             )));
         }
         if let Some(key) = &api_key
@@ -192,11 +207,7 @@ impl Client {
                 "API key: contains characters not allowed in a header".into(),
             ));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("brume-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Invalid(format!("HTTP client: {e}")))?;
+        let http = http_client(&Trust::default())?;
         let base_text = base.as_str().trim_end_matches('/').to_string();
         Ok(Client {
             http,
@@ -205,6 +216,13 @@ impl Client {
             api_key: api_key.filter(|k| !k.is_empty()),
             signer: None,
         })
+    }
+
+    /// This client, trusting `trust` for an `https://` broker (instead of
+    /// the built-in roots alone): a CA file, or one pinned certificate.
+    pub fn with_tls(mut self, trust: &Trust) -> Result<Client, ClientError> {
+        self.http = http_client(trust)?;
+        Ok(self)
     }
 
     /// A client that signs every request with `identity` instead of sending
@@ -1031,8 +1049,8 @@ mod tests {
             c.ok().as_deref(),
             Some("http://h:1/prefix/v1/services/a%20b%2Fc")
         );
-        let err = Client::new("https://h", None).err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("TLS")));
+        let c = Client::new("https://h:7700", None).map(|c| c.url(&["v1"]).to_string());
+        assert_eq!(c.ok().as_deref(), Some("https://h:7700/v1"));
         assert!(Client::new("ftp://h", None).is_err());
         assert!(Client::new("http://", None).is_err());
         assert!(Client::new("http://h", Some("bad\nkey".into())).is_err());

@@ -43,6 +43,13 @@
 //! for a fixed time. If a step fails, whatever was started is stopped
 //! before the error returns.
 //!
+//! # TLS
+//!
+//! With [`LocalNetBuilder::tls_self_signed`] the broker serves HTTPS and
+//! WSS with a self-signed certificate kept in `broker/tls/`, and the
+//! providers, the [`Client`] and scripted providers pin its fingerprint
+//! ([`LocalNet::trust`]).
+//!
 //! # Runtimes
 //!
 //! By default every daemon runs on the caller's tokio runtime. With
@@ -71,6 +78,7 @@ use brume_client::{Client, ClientError};
 use brume_identity::Identity;
 use brume_provider::{Connection, Provider, ProviderConfig, ProviderError, RunningProvider};
 use brume_sandbox::Sandbox;
+use brume_tls::Trust;
 use bytes::Bytes;
 
 pub mod scripted;
@@ -192,6 +200,7 @@ pub struct LocalNetBuilder {
     requester_funds: Option<u128>,
     services: Vec<(String, ServiceKind, Bytes)>,
     deadline: Duration,
+    tls: bool,
 }
 
 impl fmt::Debug for LocalNetBuilder {
@@ -212,6 +221,7 @@ impl fmt::Debug for LocalNetBuilder {
                 &self.services.iter().map(|s| &s.0).collect::<Vec<_>>(),
             )
             .field("deadline", &self.deadline)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -231,6 +241,7 @@ impl Default for LocalNetBuilder {
             requester_funds: None,
             services: Vec::new(),
             deadline: DEFAULT_DEADLINE,
+            tls: false,
         }
     }
 }
@@ -256,6 +267,14 @@ impl LocalNetBuilder {
     /// order given.
     pub fn broker(mut self, tweak: impl FnOnce(&mut BrokerConfig) + Send + 'static) -> Self {
         self.broker.push(Box::new(tweak));
+        self
+    }
+
+    /// The broker serves HTTPS and WSS with a self-signed certificate
+    /// (before the [`broker`](Self::broker) tweaks); everyone else pins it.
+    /// Default: plain HTTP.
+    pub fn tls_self_signed(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -353,6 +372,9 @@ impl LocalNetBuilder {
         if self.requester_funds.is_some() {
             config.chain.faucet = true;
         }
+        if self.tls {
+            config.tls = Some(brume_broker::tls::TlsConfig::SelfSigned);
+        }
         for tweak in self.broker {
             tweak(&mut config);
         }
@@ -360,8 +382,13 @@ impl LocalNetBuilder {
             .run(Broker::start(config.clone()), "broker")
             .await?
             .map_err(LocalNetError::Broker)?;
+        let trust = broker
+            .tls_fingerprint()
+            .map(Trust::pinned)
+            .unwrap_or_default();
+        let funds = self.requester_funds;
         let (api_key, requester, client) =
-            match account_and_key(&broker, &data_dir, &self.name, self.requester_funds).await {
+            match account_and_key(&broker, &trust, &data_dir, &self.name, funds).await {
                 Ok(k) => k,
                 Err(e) => {
                     let _ = stop_broker(broker, broker_rt).await;
@@ -380,6 +407,7 @@ impl LocalNetBuilder {
             published: Vec::new(),
             api_key,
             client,
+            trust,
             requester,
             sandbox: None,
             deadline: self.deadline,
@@ -460,6 +488,8 @@ pub struct LocalNet {
     published: Vec<brume_api::rest::ServiceInfo>,
     api_key: String,
     client: Client,
+    /// What the providers and the client trust the broker by.
+    trust: Trust,
     requester: Option<Identity>,
     sandbox: Option<Arc<Sandbox>>,
     deadline: Duration,
@@ -526,6 +556,7 @@ impl LocalNet {
             let fault = spec.faults.get(&index).copied();
             let mut config = ProviderConfig {
                 broker_url: self.broker.url().to_string(),
+                tls: self.trust.clone(),
                 data_dir: self.data_dir.join(format!("provider-{index}")),
                 sandbox: self.sandbox.clone(),
                 fault,
@@ -607,9 +638,16 @@ impl LocalNet {
         &self.broker
     }
 
-    /// The broker's base URL, `http://127.0.0.1:PORT`.
+    /// The broker's base URL, `http://127.0.0.1:PORT` (`https://` with
+    /// TLS).
     pub fn url(&self) -> &str {
         self.broker.url()
+    }
+
+    /// What the providers and the client trust the broker by: its
+    /// certificate's pin with TLS, else the default.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// The real providers, in start order (provider `i` has data dir
@@ -661,7 +699,14 @@ impl LocalNet {
     /// A [`scripted::ScriptedProvider`] with a fresh identity, connected
     /// and registered with the broker.
     pub async fn scripted_provider(&self) -> scripted::ScriptedProvider {
-        scripted::ScriptedProvider::connect(self.url(), Identity::random()).await
+        let slots = scripted::SLOTS;
+        scripted::ScriptedProvider::connect_with_tls(
+            self.url(),
+            Identity::random(),
+            slots,
+            &self.trust,
+        )
+        .await
     }
 
     /// Stops the broker gracefully and starts a new one with the same
@@ -724,6 +769,7 @@ impl LocalNet {
 /// if there are any, and a client holding it.
 async fn account_and_key(
     broker: &RunningBroker,
+    trust: &Trust,
     data_dir: &Path,
     name: &str,
     funds: Option<u128>,
@@ -736,7 +782,9 @@ async fn account_and_key(
         .create_api_key_for(name, requester.as_ref().map(Identity::address))
         .await
         .map_err(LocalNetError::ApiKey)?;
-    let client = Client::new(broker.url(), Some(api_key.clone())).map_err(LocalNetError::Client)?;
+    let client = Client::new(broker.url(), Some(api_key.clone()))
+        .and_then(|c| c.with_tls(trust))
+        .map_err(LocalNetError::Client)?;
     Ok((api_key, requester, client))
 }
 

@@ -35,6 +35,7 @@ use brume_api::wire::{
 };
 use brume_api::{PROTOCOL_VERSION, Usage};
 use brume_identity::Identity;
+use brume_tls::Trust;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -115,11 +116,24 @@ impl ScriptedProvider {
         identity: Identity,
         slots: u32,
     ) -> ScriptedProvider {
-        let url = format!(
-            "{}/v1/provider/connect",
-            broker_url.replacen("http://", "ws://", 1)
-        );
-        let connect = tokio_tungstenite::connect_async_with_config(&url, None, true);
+        Self::connect_with_tls(broker_url, identity, slots, &Trust::default()).await
+    }
+
+    /// As [`ScriptedProvider::connect_with_slots`], trusting `trust` for an
+    /// `https://` broker.
+    pub async fn connect_with_tls(
+        broker_url: &str,
+        identity: Identity,
+        slots: u32,
+        trust: &Trust,
+    ) -> ScriptedProvider {
+        let ws = match broker_url.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}"),
+            None => broker_url.replacen("http://", "ws://", 1),
+        };
+        let url = format!("{}/v1/provider/connect", ws.trim_end_matches('/'));
+        let tls = trust.ws_connector().expect("a TLS connector");
+        let connect = tokio_tungstenite::connect_async_tls_with_config(&url, None, true, Some(tls));
         let (mut ws, _) = within("the provider's WebSocket connects", connect)
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));

@@ -156,3 +156,43 @@ async fn a_broker_that_cannot_listen_fails_the_start_with_its_error() {
     let source = std::error::Error::source(&e).expect("the broker's error");
     assert!(source.to_string().contains(&addr.to_string()), "{source}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_network_pins_its_self_signed_broker_across_a_restart() {
+    let net = LocalNet::builder()
+        .tls_self_signed()
+        .publish("echo", ServiceKind::Command, echo())
+        .start()
+        .await
+        .expect("the network starts");
+    assert!(net.url().starts_with("https://"), "{}", net.url());
+    let pin = net.broker().tls_fingerprint().expect("a certificate");
+    assert_eq!(net.trust().pin(), Some(pin));
+
+    // A scripted provider over wss://, pinned, runs a job.
+    let mut provider = net.scripted_provider().await;
+    let spec = brume_api::rest::JobSpec {
+        service: Some("echo".into()),
+        ..Default::default()
+    };
+    let job = net.client().submit(&spec).await.expect("submit");
+    let (channel, assign) = provider.next_assign().await;
+    assert_eq!(assign.work_id, job.id);
+    provider.accept(channel);
+    provider.done(channel, brume_localnet::scripted::exited("over wss", 1_000));
+    let result = tokio::time::timeout(DEADLINE, net.client().wait(job.id))
+        .await
+        .expect("the job ends in time")
+        .expect("a result");
+    assert_eq!(&result.stdout.0[..], b"over wss");
+    provider.close().await;
+
+    // The restarted broker serves the same certificate: the pin holds.
+    let net = net.restart_broker().await.expect("the broker restarts");
+    assert_eq!(net.broker().tls_fingerprint(), Some(pin));
+    net.client()
+        .status()
+        .await
+        .expect("the pinned client still talks");
+    net.stop().await.expect("a clean stop");
+}

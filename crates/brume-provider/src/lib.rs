@@ -6,6 +6,12 @@
 //! and runs them in the [`brume_sandbox::Sandbox`], and returns the output
 //! with the exact usage.
 //!
+//! An `https://` broker means `wss://` for the WebSocket and HTTPS for
+//! module fetches, both trusting [`ProviderConfig::tls`] (the built-in
+//! roots, a CA file, or the broker's certificate pinned by fingerprint;
+//! see [`brume_tls`]). Subscribed blacklists over `https://` trust the
+//! same roots and CA file, never the pin (they are other hosts).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), brume_provider::ProviderError> {
 //! use brume_provider::{Provider, ProviderConfig};
@@ -114,8 +120,11 @@ mod work;
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
     /// `http://host:port` of the broker; the WebSocket is
-    /// `ws://host:port/v1/provider/connect`.
+    /// `ws://host:port/v1/provider/connect` (`https://` and `wss://`
+    /// with TLS).
     pub broker_url: String,
+    /// Whom to trust as the broker over TLS (default: the built-in roots).
+    pub tls: brume_tls::Trust,
     /// Holds `provider.key`, the module cache `modules/` and `control.addr`.
     pub data_dir: PathBuf,
     /// Concurrent executions (default: the number of cores).
@@ -157,6 +166,7 @@ impl Default for ProviderConfig {
     fn default() -> Self {
         ProviderConfig {
             broker_url: "http://127.0.0.1:7700".into(),
+            tls: brume_tls::Trust::default(),
             data_dir: PathBuf::from("brume-provider"),
             slots: std::thread::available_parallelism()
                 .map(|n| n.get() as u32)
@@ -199,8 +209,10 @@ pub enum ProviderError {
         #[source]
         source: std::io::Error,
     },
-    #[error("broker URL {0:?}: expected http://host:port (this build has no TLS)")]
+    #[error("broker URL {0:?}: expected http(s)://host:port or ws(s)://host:port")]
     BadBrokerUrl(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] brume_tls::TlsError),
     /// The broker closed with a code that retrying cannot fix.
     #[error("broker refused this provider (close code {code}): {reason}")]
     Rejected { code: u16, reason: String },
@@ -244,8 +256,13 @@ pub(crate) struct Shared {
     pub(crate) identity: Identity,
     pub(crate) address: String,
     pub(crate) sandbox: Arc<Sandbox>,
+    /// Fetches from the broker (module blobs).
     pub(crate) http: reqwest::Client,
+    /// Fetches from elsewhere (subscribed blacklists): the pin aside.
+    pub(crate) lists_http: reqwest::Client,
     pub(crate) ws_url: String,
+    /// TLS for a `wss://` broker.
+    pub(crate) ws_tls: tokio_tungstenite::Connector,
     pub(crate) fitness_mips: u64,
     fitness_digest: Digest,
     pub(crate) started: Instant,
@@ -376,17 +393,25 @@ impl Provider {
         };
         let fitness_mips = fitness::measure(&sandbox).await?;
 
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ProviderError::Internal(format!("HTTP client: {e}")))?;
+        let http_client = |trust: &brume_tls::Trust| -> Result<reqwest::Client, ProviderError> {
+            trust
+                .reqwest(reqwest::Client::builder())?
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| ProviderError::Internal(format!("HTTP client: {e}")))
+        };
+        let http = http_client(&config.tls)?;
+        let lists_http = http_client(&config.tls.without_pin())?;
+        let ws_tls = config.tls.ws_connector()?;
         let (conn, _) = watch::channel(Connection::Connecting);
         let shared = Arc::new(Shared {
             identity,
             address,
             sandbox,
             http,
+            lists_http,
             ws_url,
+            ws_tls,
             fitness_mips,
             fitness_digest: fitness::digest(),
             started: Instant::now(),
@@ -470,14 +495,16 @@ fn write_addr_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
     std::fs::write(path, format!("{addr}\n"))
 }
 
-/// `http://h:p[/]` to `ws://h:p/v1/provider/connect`. This build has no
-/// TLS, so `https://` and `wss://` are refused up front rather than retried
+/// `http://h:p[/]` to `ws://h:p/v1/provider/connect`, `https://` to
+/// `wss://`. Anything else is refused up front rather than retried
 /// forever.
 fn ws_url(broker: &str) -> Result<String, ProviderError> {
     let b = broker.trim_end_matches('/');
     let rest = if let Some(r) = b.strip_prefix("http://") {
         format!("ws://{r}")
-    } else if b.starts_with("ws://") {
+    } else if let Some(r) = b.strip_prefix("https://") {
+        format!("wss://{r}")
+    } else if b.starts_with("ws://") || b.starts_with("wss://") {
         b.to_owned()
     } else {
         return Err(ProviderError::BadBrokerUrl(broker.to_owned()));
@@ -691,8 +718,16 @@ mod tests {
             ws_url("ws://h:1").ok().as_deref(),
             Some("ws://h:1/v1/provider/connect")
         );
+        assert_eq!(
+            ws_url("https://broker.example").ok().as_deref(),
+            Some("wss://broker.example/v1/provider/connect")
+        );
+        assert_eq!(
+            ws_url("wss://h:1/").ok().as_deref(),
+            Some("wss://h:1/v1/provider/connect")
+        );
         assert!(ws_url("127.0.0.1:7700").is_err());
-        assert!(ws_url("https://broker.example").is_err());
+        assert!(ws_url("ftp://broker.example").is_err());
     }
 
     #[test]

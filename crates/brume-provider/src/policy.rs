@@ -125,7 +125,7 @@ pub(crate) fn tamper(fault: Fault, mut outcome: Outcome) -> Outcome {
 /// Parses from `URL@0xADDRESS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlacklistSource {
-    /// `http://…` (this build has no TLS).
+    /// `http://…` or `https://…`.
     pub url: String,
     pub signer: EthAddress,
 }
@@ -136,8 +136,8 @@ pub enum BlacklistSourceError {
     /// No `@`.
     #[error("{0:?}: expected URL@0xSIGNER")]
     Syntax(String),
-    /// The URL is not `http://…`.
-    #[error("{0:?}: expected an http:// URL (this build has no TLS)")]
+    /// The URL is not `http://…` or `https://…`.
+    #[error("{0:?}: expected an http:// or https:// URL")]
     NotHttp(String),
     #[error("{signer:?} is not an 0x address")]
     BadSigner {
@@ -153,7 +153,7 @@ impl FromStr for BlacklistSource {
         let (url, signer) = s
             .rsplit_once('@')
             .ok_or_else(|| BlacklistSourceError::Syntax(s.to_owned()))?;
-        if !url.starts_with("http://") {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(BlacklistSourceError::NotHttp(url.to_owned()));
         }
         let signer = signer
@@ -465,7 +465,7 @@ pub(crate) async fn refresh(shared: &Arc<Shared>) {
 
 async fn refresh_one(shared: &Shared, i: usize, source: &BlacklistSource) {
     let result = async {
-        let body = fetch_list(&shared.http, &source.url).await?;
+        let body = fetch_list(&shared.lists_http, &source.url).await?;
         let list = verify_list(&body, &source.signer)?;
         let size = list.digests.len();
         let changed = shared.blacklists.install(i, list)?;
@@ -625,11 +625,10 @@ mod tests {
             .expect("parses");
         assert_eq!(s.url, "http://u:p@h:1/l.json");
         assert!("http://h/l.json".parse::<BlacklistSource>().is_err());
-        assert!(
-            "https://h/l@0x0000000000000000000000000000000000000001"
-                .parse::<BlacklistSource>()
-                .is_err()
-        );
+        let s: BlacklistSource = "https://h/l@0x0000000000000000000000000000000000000001"
+            .parse()
+            .expect("parses");
+        assert_eq!(s.url, "https://h/l");
         assert_eq!("stall".parse(), Ok(Fault::Stall));
         assert!("wrong".parse::<Fault>().is_err());
         assert_eq!(
@@ -637,11 +636,11 @@ mod tests {
             Err(BlacklistSourceError::Syntax("http://h/l.json".into()))
         );
         assert_eq!(
-            "https://h/l@0x0000000000000000000000000000000000000001"
+            "ftp://h/l@0x0000000000000000000000000000000000000001"
                 .parse::<BlacklistSource>()
                 .err()
                 .map(|e| e.to_string()),
-            Some(r#""https://h/l": expected an http:// URL (this build has no TLS)"#.to_string())
+            Some(r#""ftp://h/l": expected an http:// or https:// URL"#.to_string())
         );
         assert!(matches!(
             "http://h/l@0x12".parse::<BlacklistSource>(),

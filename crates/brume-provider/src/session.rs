@@ -166,11 +166,15 @@ async fn handshake_frame(shared: &Shared, stream: &mut Stream) -> Result<(u32, T
 
 async fn connect_once(shared: &Arc<Shared>) -> End {
     let url = shared.ws_url.as_str();
-    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+    let tls = Some(shared.ws_tls.clone());
+    let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, true, tls);
     let ws = tokio::select! {
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect) => match r {
             Ok(Ok((ws, _))) => ws,
-            Ok(Err(e)) => return lost(false, format!("connect {url}: {e}")),
+            Ok(Err(e)) => {
+                let why = brume_tls::explain(&e).unwrap_or_else(|| e.to_string());
+                return lost(false, format!("connect {url}: {why}"));
+            }
             Err(_) => return lost(false, format!("connect {url}: timed out")),
         },
         () = shared.stop.cancelled() => return End::Finished,

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use brume_broker::tls::TlsConfig;
 use brume_broker::{Broker, BrokerConfig};
 use serde_json::json;
 
@@ -133,6 +134,30 @@ struct RunArgs {
     /// How long a provider has to acknowledge an assignment.
     #[arg(long, env = "BRUME_ACK_TIMEOUT", value_parser = humantime::parse_duration)]
     ack_timeout: Option<Duration>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM, leaf first),
+    /// with --tls-key.
+    #[arg(
+        long,
+        env = "BRUME_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "BRUME_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS and WSS with a self-signed certificate (for localhost,
+    /// 127.0.0.1, ::1 and the listen address), made once and kept in
+    /// DATA/tls. Its SHA-256 fingerprint is printed: clients pin it with
+    /// --pin-sha256.
+    #[arg(long)]
+    tls_self_signed: bool,
     /// Print machine-readable JSON lines.
     #[arg(long)]
     json: bool,
@@ -289,8 +314,32 @@ async fn revoke_key(dir: &std::path::Path, id: &str, json: bool) -> anyhow::Resu
     Ok(())
 }
 
+/// Where `brume broker` serves TLS from: the flags, else the config file.
+fn tls_config(a: &RunArgs, file: &BrokerSection) -> Result<Option<TlsConfig>, String> {
+    if a.tls_self_signed {
+        return Ok(Some(TlsConfig::SelfSigned));
+    }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        let (cert, key) = (cert.clone(), key.clone());
+        return Ok(Some(TlsConfig::Files { cert, key }));
+    }
+    let self_signed = file.tls_self_signed.unwrap_or(false);
+    match (&file.tls_cert, &file.tls_key) {
+        (Some(_), _) | (_, Some(_)) if self_signed => {
+            Err("config [broker]: tls_self_signed or tls_cert/tls_key, not both".into())
+        }
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        })),
+        (None, None) => Ok(self_signed.then_some(TlsConfig::SelfSigned)),
+        _ => Err("config [broker]: tls_cert and tls_key go together".into()),
+    }
+}
+
 /// `Ok(true)`: the broker running on `dir` dropped key `id`; `Ok(false)`:
-/// none runs there.
+/// none runs there. Over TLS, the broker is pinned by the fingerprint it
+/// wrote in `dir`.
 async fn tell_running_broker(dir: &std::path::Path, id: &str) -> anyhow::Result<bool> {
     let (Ok(url), Ok(token)) = (
         std::fs::read_to_string(dir.join("broker.url")),
@@ -298,8 +347,14 @@ async fn tell_running_broker(dir: &std::path::Path, id: &str) -> anyhow::Result<
     ) else {
         return Ok(false);
     };
+    let trust = match std::fs::read_to_string(dir.join(brume_broker::tls::FINGERPRINT_FILE)) {
+        Ok(pin) if url.starts_with("https://") => brume_tls::Trust::pinned(pin.parse()?),
+        _ => brume_tls::Trust::default(),
+    };
     let url = format!("{}/v1/keys/{id}/revoke", url.trim().trim_end_matches('/'));
-    let resp = reqwest::Client::new()
+    let resp = trust
+        .reqwest(reqwest::Client::builder())?
+        .build()?
         .post(&url)
         .bearer_auth(token.trim())
         .timeout(Duration::from_secs(10))
@@ -307,8 +362,8 @@ async fn tell_running_broker(dir: &std::path::Path, id: &str) -> anyhow::Result<
         .await;
     match resp {
         // A stale broker.url: nothing listens there any more.
-        Err(e) if e.is_connect() => Ok(false),
-        Err(e) => Err(anyhow::anyhow!("POST {url}: {e}")),
+        Err(e) if e.is_connect() && brume_tls::pin_mismatch(&e).is_none() => Ok(false),
+        Err(e) => Err(crate::tls::http_error(e, format!("POST {url}"))),
         Ok(r) if r.status().is_success() => Ok(true),
         // The control token of an earlier run: that broker is gone.
         Ok(r) if r.status() == reqwest::StatusCode::FORBIDDEN => Ok(false),
@@ -411,7 +466,17 @@ fn print_providers(
 
 async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     crate::logging::init();
-    let mut config = BrokerConfig::default();
+    let tls = match tls_config(&a, file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = BrokerConfig {
+        tls,
+        ..BrokerConfig::default()
+    };
     if let Some(l) = a.listen {
         config.listen = l;
     } else if let Some(l) = &file.listen {
@@ -458,10 +523,11 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let pin = broker.tls_fingerprint().map(|f| f.to_string());
     if a.json {
         println!(
             "{}",
-            json!({"event": "ready", "url": broker.url(), "broker_id": broker.broker_id(), "data": data})
+            json!({"event": "ready", "url": broker.url(), "broker_id": broker.broker_id(), "data": data, "tls_sha256": pin})
         );
     } else {
         println!(
@@ -470,6 +536,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
             broker.url(),
             data.display()
         );
+        if let Some(pin) = pin {
+            println!("TLS certificate sha256 {pin} (clients: --pin-sha256 {pin})");
+        }
     }
     crate::logging::flush_stdout();
     crate::logging::shutdown_signal().await;

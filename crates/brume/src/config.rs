@@ -8,8 +8,10 @@
 //!
 //! ```toml
 //! [client]
-//! broker = "http://127.0.0.1:7700"
+//! broker = "https://broker.example:7700"
 //! api_key = "brk_..."
+//! ca = "/etc/brume/ca.pem"     # trust this CA besides the built-in roots, or
+//! # pin_sha256 = "5d0a1f…"     # trust only the certificate with this fingerprint
 //!
 //! [broker]
 //! listen = "127.0.0.1:7700"
@@ -17,6 +19,9 @@
 //! region = "eu-west"
 //! latitude = 48.85
 //! longitude = 2.35
+//! tls_cert = "/etc/brume/broker.crt"   # serve HTTPS/WSS: a PEM chain and key, or
+//! tls_key = "/etc/brume/broker.key"
+//! # tls_self_signed = true              # a self-signed certificate kept in data_dir/tls
 //!
 //! [broker.ledger]              # every key optional; these are the defaults
 //! contributor_ppm = 700000     # the provider's share of each fee
@@ -73,6 +78,7 @@
 //!
 //! [provider]
 //! broker = "http://127.0.0.1:7700"
+//! # ca = "…" or pin_sha256 = "…", as in [client]
 //! data_dir = "/var/lib/brume/provider"
 //! slots = 4
 //! memory = "2GiB"
@@ -103,6 +109,10 @@ pub struct ConfigFile {
 pub struct ClientSection {
     pub broker: Option<String>,
     pub api_key: Option<String>,
+    /// A CA certificate (PEM) trusted besides the built-in roots.
+    pub ca: Option<PathBuf>,
+    /// The broker certificate's SHA-256 fingerprint, pinned.
+    pub pin_sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +123,12 @@ pub struct BrokerSection {
     pub region: Option<String>,
     pub latitude: Option<f64>,
     pub longitude: Option<f64>,
+    /// Serve HTTPS and WSS with this PEM certificate chain...
+    pub tls_cert: Option<PathBuf>,
+    /// ...and this PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS and WSS with a self-signed certificate.
+    pub tls_self_signed: Option<bool>,
     /// Pricing, tiers, deals, penalties and shares (`[broker.ledger]`).
     pub ledger: Option<brume_broker::ledger::LedgerConfig>,
     /// The chain, escrow and stake (`[broker.chain]`).
@@ -127,6 +143,8 @@ pub struct BrokerSection {
 #[serde(deny_unknown_fields)]
 pub struct ProviderSection {
     pub broker: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub pin_sha256: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub slots: Option<u32>,
     pub memory: Option<bytesize::ByteSize>,
@@ -167,6 +185,13 @@ mod tests {
             toml::from_str("[provider]\nslots = 3\nmemory = '1GiB'").unwrap_or_default();
         assert_eq!(ok.provider.slots, Some(3));
         assert_eq!(ok.provider.memory.map(|m| m.as_u64()), Some(1 << 30));
+        let tls: ConfigFile = toml::from_str(
+            "[client]\npin_sha256 = 'ab'\n[broker]\ntls_self_signed = true\n[provider]\nca = '/c.pem'",
+        )
+        .unwrap_or_default();
+        assert_eq!(tls.client.pin_sha256.as_deref(), Some("ab"));
+        assert_eq!(tls.broker.tls_self_signed, Some(true));
+        assert_eq!(tls.provider.ca, Some(PathBuf::from("/c.pem")));
     }
 
     #[test]

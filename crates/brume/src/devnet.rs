@@ -1,6 +1,8 @@
 //! `brume devnet`: a broker and N providers on loopback, in this process,
 //! with one data directory. `--demo` publishes the examples, calls them,
 //! runs a batch job with a progress bar, prints results and usage, exits.
+//! `--tls` serves HTTPS and WSS with a self-signed certificate that the
+//! providers and the demo's client pin by its fingerprint.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +36,11 @@ pub struct DevnetArgs {
     /// Publish the examples, call them, run a job, print results, exit.
     #[arg(long)]
     demo: bool,
+    /// Serve HTTPS and WSS with a self-signed certificate (kept in
+    /// DATA/broker/tls); the providers and the demo pin its fingerprint,
+    /// which is printed.
+    #[arg(long)]
+    tls: bool,
     /// Print the network's details as one JSON object.
     #[arg(long)]
     json: bool,
@@ -72,6 +79,9 @@ async fn start(args: &DevnetArgs) -> anyhow::Result<LocalNet> {
     if let Some(data) = &args.data {
         builder = builder.data_dir(data);
     }
+    if args.tls {
+        builder = builder.tls_self_signed();
+    }
     let net = builder.start().await?;
     let _ = std::fs::write(
         net.data_dir().join("api-key"),
@@ -100,14 +110,14 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
             .collect();
         println!(
             "{}",
-            json!({"event": "ready", "broker": url, "broker_id": net.broker().broker_id(), "api_key": net.api_key(), "requester": requester(&net), "payout_account": net.broker().payout_account().to_string(), "providers": providers})
+            json!({"event": "ready", "broker": url, "broker_id": net.broker().broker_id(), "tls_sha256": pin(&net), "api_key": net.api_key(), "requester": requester(&net), "payout_account": net.broker().payout_account().to_string(), "providers": providers})
         );
     } else {
         print_banner(&net);
     }
     crate::logging::flush_stdout();
     let code = if args.demo {
-        match demo(net.broker(), net.api_key(), args.json).await {
+        match demo(&net, args.json).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: demo: {}", crate::report(&e));
@@ -123,6 +133,11 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
     code
 }
 
+/// The fingerprint of the broker's certificate, with `--tls`.
+fn pin(net: &LocalNet) -> Option<String> {
+    net.broker().tls_fingerprint().map(|f| f.to_string())
+}
+
 /// The requester account's address (the devnet always has one).
 fn requester(net: &LocalNet) -> String {
     net.requester()
@@ -134,6 +149,11 @@ fn print_banner(net: &LocalNet) {
     let url = net.url();
     println!("brume devnet is up");
     println!("  broker     {url}  ({})", net.broker().broker_id());
+    let pin = pin(net);
+    if let Some(pin) = &pin {
+        println!("  TLS        self-signed, sha256 {pin}");
+        println!("             (pinned by the providers; certificate broker/tls/self-signed.crt)");
+    }
     for (i, p) in net.providers().iter().enumerate() {
         println!(
             "  provider {i} {}  {} MIPS, control http://{}",
@@ -154,18 +174,28 @@ fn print_banner(net: &LocalNet) {
         "  export BRUME_BROKER={url} BRUME_API_KEY={}",
         net.api_key()
     );
+    if let Some(pin) = &pin {
+        println!("  export BRUME_PIN_SHA256={pin}");
+    }
     println!("  brume service publish my.wasm --name my-fn");
     println!("  echo hello | brume invoke my-fn --data -");
     println!("  brume run my.wasm -- --some-arg");
-    println!("  curl {url}/v1/status");
+    match &pin {
+        Some(_) => {
+            let cert = net.data_dir().join("broker/tls/self-signed.crt");
+            println!("  curl --cacert {} {url}/v1/status", cert.display());
+        }
+        None => println!("  curl {url}/v1/status"),
+    }
     println!();
     println!("Ctrl-C stops the network.");
 }
 
-async fn demo(broker: &RunningBroker, api_key: &str, json_out: bool) -> anyhow::Result<()> {
+async fn demo(net: &LocalNet, json_out: bool) -> anyhow::Result<()> {
     use test_programs_artifacts as guests;
-    let url = broker.url();
-    let client = Client::new(url, Some(api_key.to_string()))?;
+    let broker = net.broker();
+    let client =
+        Client::new(broker.url(), Some(net.api_key().to_string()))?.with_tls(net.trust())?;
     let say = |s: String| {
         if !json_out {
             println!("{s}");

@@ -38,6 +38,8 @@ struct Source {
     /// A broker's URL: pages through its public API (`/v1/ledger/rows`).
     #[arg(long)]
     broker: Option<String>,
+    #[command(flatten)]
+    tls: crate::tls::TrustArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,7 +144,7 @@ async fn remote_page(
         .query(&query)
         .send()
         .await
-        .with_context(|| format!("GET {url}"))?;
+        .map_err(|e| crate::tls::http_error(e, format!("GET {url}")))?;
     let status = resp.status();
     let body = resp.bytes().await.with_context(|| format!("GET {url}"))?;
     if !status.is_success() {
@@ -229,7 +231,11 @@ async fn for_each_page(
             store.close();
         }
         (None, Some(url)) => {
-            let http = reqwest::Client::new();
+            let trust = source.tls.trust(None, None)?;
+            let http = trust
+                .reqwest(reqwest::Client::builder())?
+                .build()
+                .context("HTTP client")?;
             loop {
                 let page = remote_page(&http, url, &filter, cursor.as_deref()).await?;
                 each(page.rows, page.corrupt)?;

@@ -19,6 +19,7 @@ mod logging;
 mod proof;
 mod provide;
 mod requester;
+mod tls;
 mod wallet;
 
 #[derive(Debug, Parser)]

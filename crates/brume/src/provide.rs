@@ -111,6 +111,8 @@ struct RunArgs {
     #[cfg(debug_assertions)]
     #[arg(long, hide = true, value_name = "MODE")]
     fault: Option<Fault>,
+    #[command(flatten)]
+    tls: crate::tls::TrustArgs,
     /// Print machine-readable JSON lines on stdout.
     #[arg(long)]
     json: bool,
@@ -143,6 +145,10 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
     for path in &args.blacklist_file {
         blacklist.extend(read_blacklist_file(path)?);
     }
+    let tls = args
+        .tls
+        .trust(file.ca.as_deref(), file.pin_sha256.as_deref())
+        .map_err(|e| crate::report(&e))?;
     let allowed = if args.allow.is_empty() {
         file.allowed_services.clone()
     } else {
@@ -153,6 +159,7 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
             .broker
             .or_else(|| file.broker.clone())
             .unwrap_or(d.broker_url),
+        tls,
         data_dir: args
             .data
             .or_else(|| file.data_dir.clone())

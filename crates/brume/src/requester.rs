@@ -58,6 +58,8 @@ pub struct ClientOpts {
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::tls::GlobalTrustArgs,
 }
 
 impl ClientOpts {
@@ -66,12 +68,20 @@ impl ClientOpts {
         let broker = nonempty(&self.broker)
             .or_else(|| nonempty(&file.broker))
             .unwrap_or_else(|| DEFAULT_BROKER.to_string());
-        if let Some(key) = &self.key {
+        let trust = self
+            .tls
+            .trust(file.ca.as_deref(), file.pin_sha256.as_deref())
+            .map_err(|e| Failure::Usage(crate::report(&e)))?;
+        let client = if let Some(key) = &self.key {
             let id = keyring_identity("--key", key, None, None)?;
-            return Client::with_identity(&broker, id).map_err(|e| Failure::Usage(e.to_string()));
-        }
-        let key = nonempty(&self.api_key).or_else(|| nonempty(&file.api_key));
-        Client::new(&broker, key).map_err(|e| Failure::Usage(e.to_string()))
+            Client::with_identity(&broker, id)
+        } else {
+            let key = nonempty(&self.api_key).or_else(|| nonempty(&file.api_key));
+            Client::new(&broker, key)
+        };
+        client
+            .and_then(|c| c.with_tls(&trust))
+            .map_err(|e| Failure::Usage(e.to_string()))
     }
 }
 

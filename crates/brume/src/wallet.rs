@@ -55,6 +55,8 @@ pub struct WalletArgs {
     /// Print one JSON object.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::tls::GlobalTrustArgs,
     #[command(subcommand)]
     command: WalletCommand,
 }
@@ -138,7 +140,17 @@ pub async fn main(args: WalletArgs, file: &ClientSection) -> ExitCode {
         .clone()
         .or_else(|| file.broker.clone())
         .unwrap_or_else(|| "http://127.0.0.1:7700".into());
-    match run(&args, &broker).await {
+    let trust = match args
+        .tls
+        .trust(file.ca.as_deref(), file.pin_sha256.as_deref())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}", crate::report(&e));
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args, &broker, &trust).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<brume_client::ClientError>() {
@@ -215,8 +227,8 @@ fn password(args: &WalletArgs) -> anyhow::Result<String> {
     }
 }
 
-async fn run(args: &WalletArgs, broker: &str) -> anyhow::Result<()> {
-    let client = Client::new(broker, None)?;
+async fn run(args: &WalletArgs, broker: &str, trust: &brume_tls::Trust) -> anyhow::Result<()> {
+    let client = Client::new(broker, None)?.with_tls(trust)?;
     match &args.command {
         WalletCommand::Balance { address } => {
             let a = account(args, *address)?;

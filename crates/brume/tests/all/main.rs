@@ -16,4 +16,5 @@ mod ownership;
 mod provider_policy;
 mod settlement;
 mod signed_services;
+mod tls;
 mod trust;

@@ -237,25 +237,32 @@ pub struct Broker {
     pub url: String,
     pub port: u16,
     pub broker_id: String,
+    /// With TLS: the fingerprint of its certificate, as it printed it.
+    pub tls_sha256: Option<String>,
     pub data: PathBuf,
     home: PathBuf,
     config: Option<PathBuf>,
+    /// Extra `brume broker` arguments (kept for restarts).
+    args: Vec<String>,
 }
 
 impl Broker {
-    /// Starts a broker on `listen` (`127.0.0.1:0` for any port), with
-    /// `--config FILE` if given, and waits for its ready line.
-    pub fn start_with(home: &Path, data: &Path, listen: &str, config: Option<&Path>) -> Broker {
-        Broker::start_env(home, data, listen, config, &[])
+    /// A broker on `127.0.0.1:0` with extra `brume broker` arguments.
+    pub fn start_args(home: &Path, data: &Path, args: &[&str]) -> Broker {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Broker::spawn(home, data, "127.0.0.1:0", None, &[], &args)
     }
 
-    /// [`Broker::start_with`] with extra environment variables.
-    pub fn start_env(
+    /// Starts a broker on `listen` (`127.0.0.1:0` for any port), with
+    /// `--config FILE` if given, these environment variables and extra
+    /// arguments, and waits for its ready line.
+    fn spawn(
         home: &Path,
         data: &Path,
         listen: &str,
         config: Option<&Path>,
         env: &[(&str, &str)],
+        args: &[String],
     ) -> Broker {
         let mut cmd = command(home);
         cmd.envs(env.iter().copied());
@@ -271,7 +278,8 @@ impl Broker {
             listen,
         ])
         .arg("--data")
-        .arg(data);
+        .arg(data)
+        .args(args);
         let mut proc = Proc::spawn("broker", cmd);
         let ready = proc.wait_event("ready");
         let url = ready["url"].as_str().expect("url").to_string();
@@ -287,9 +295,11 @@ impl Broker {
             url,
             port,
             broker_id: ready["broker_id"].as_str().expect("broker_id").to_string(),
+            tls_sha256: ready["tls_sha256"].as_str().map(str::to_string),
             data: data.to_path_buf(),
             home: home.to_path_buf(),
             config: config.map(Path::to_path_buf),
+            args: args.to_vec(),
         }
     }
 
@@ -314,7 +324,8 @@ impl Broker {
     pub fn restart_env(&mut self, env: &[(&str, &str)]) {
         self.kill();
         let listen = format!("127.0.0.1:{}", self.port);
-        let again = Broker::start_env(&self.home, &self.data, &listen, self.config.as_deref(), env);
+        let config = self.config.as_deref();
+        let again = Broker::spawn(&self.home, &self.data, &listen, config, env, &self.args);
         assert_eq!(again.url, self.url, "restarted on the same URL");
         assert_eq!(
             again.broker_id, self.broker_id,
@@ -427,6 +438,23 @@ impl Net {
         config: Option<&str>,
         key_names: &[&str],
     ) -> Net {
+        Net::start_full(providers, slots, config, key_names, &[]).await
+    }
+
+    /// [`Net::start`] with a broker serving HTTPS and WSS with a
+    /// self-signed certificate (`--tls-self-signed`), which the client and
+    /// the providers pin; API keys as [`Net::start_with`].
+    pub async fn start_tls(providers: usize, slots: u32, key_names: &[&str]) -> Net {
+        Net::start_full(providers, slots, None, key_names, &["--tls-self-signed"]).await
+    }
+
+    async fn start_full(
+        providers: usize,
+        slots: u32,
+        config: Option<&str>,
+        key_names: &[&str],
+        broker_args: &[&str],
+    ) -> Net {
         let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path().to_path_buf();
         let data = root.join("broker");
@@ -443,8 +471,25 @@ impl Net {
             std::fs::write(&p, text).expect("write broker.toml");
             p
         });
-        let broker = Broker::start_with(&root, &data, "127.0.0.1:0", config_path.as_deref());
+        let args: Vec<String> = broker_args.iter().map(|a| a.to_string()).collect();
+        let broker = Broker::spawn(
+            &root,
+            &data,
+            "127.0.0.1:0",
+            config_path.as_deref(),
+            &[],
+            &args,
+        );
         let client = Client::new(&broker.url, Some(key.clone())).expect("client");
+        let client = match &broker.tls_sha256 {
+            Some(pin) => {
+                let pin = pin.parse().expect("a fingerprint");
+                client
+                    .with_tls(&brume_client::Trust::pinned(pin))
+                    .expect("TLS")
+            }
+            None => client,
+        };
         let mut net = Net {
             providers: Vec::new(),
             broker,
@@ -480,7 +525,11 @@ impl Net {
     pub async fn add_provider_args(&mut self, slots: u32, extra: &[&str]) -> usize {
         let data = self.next_provider_dir();
         self.next_provider += 1;
-        let p = Provider::start_args(self.tmp.path(), &data, &self.broker.url, slots, extra);
+        let mut args: Vec<&str> = extra.to_vec();
+        if let Some(pin) = &self.broker.tls_sha256 {
+            args.extend(["--pin-sha256", pin]);
+        }
+        let p = Provider::start_args(self.tmp.path(), &data, &self.broker.url, slots, &args);
         let address = p.address.clone();
         self.providers.push(p);
         let client = self.client.clone();
