@@ -29,8 +29,8 @@
 //! limits: fuel=<n> memory=<bytes> timeout_ms=<n>
 //! ```
 //!
-//! The broker signs assignments when it issues a proof or a job's receipt,
-//! not on the invocation path: it rebuilds every receipt from its own
+//! The broker signs assignments for a job's receipt and for a proof, not on
+//! the invocation path: it rebuilds every receipt from its own
 //! assignment, so the fields it signs are its own.
 //!
 //! # Digests

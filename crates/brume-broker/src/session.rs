@@ -345,7 +345,9 @@ fn handle(
                     signature: format!("0x{}", hex::encode(&signature)),
                     assignment: None,
                 };
-                work.set_receipt(signed);
+                // Bound to the broker's signed assignment (one signature per
+                // job result; invocations carry no receipt).
+                work.set_receipt(crate::verify::assigned(shared, &signed, &work.spec.limits));
             }
             let outcome = Box::new(outcome);
             let label = match outcome.as_ref() {

@@ -698,7 +698,11 @@ async fn punish_cheats(
 /// `r` with the broker's signed assignment (the broker rebuilt `r` from
 /// its own assignment, so the fields it signs are its own). Unsigned if the
 /// broker's key can't sign, which a proof's check then reports.
-fn assigned(shared: &Shared, r: &SignedReceipt, limits: &brume_api::Limits) -> SignedReceipt {
+pub(crate) fn assigned(
+    shared: &Shared,
+    r: &SignedReceipt,
+    limits: &brume_api::Limits,
+) -> SignedReceipt {
     let broker = shared.identity.address().to_string();
     let assignment = Assignment::of(&broker, &r.receipt, limits);
     let signature = match shared

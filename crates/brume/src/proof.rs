@@ -47,25 +47,7 @@ pub fn main(args: &VerifyProofArgs) -> ExitCode {
             )
         }))
     } else if let Ok(r) = serde_json::from_str::<SignedReceipt>(&text) {
-        let ok = r.verifies(verify);
-        (
-            "receipt",
-            if ok {
-                Ok(format!(
-                    "valid receipt: {} signed work {} attempt {} (output {}, fuel {})",
-                    r.receipt.provider,
-                    r.receipt.work_id,
-                    r.receipt.attempt,
-                    r.receipt.output_digest,
-                    r.receipt.fuel
-                ))
-            } else {
-                Err(vec![format!(
-                    "the signature does not verify under {}",
-                    r.receipt.provider
-                )])
-            },
-        )
+        ("receipt", check_receipt(&r))
     } else {
         eprintln!(
             "error: {} is neither a proof of cheat nor a signed receipt",
@@ -96,4 +78,45 @@ pub fn main(args: &VerifyProofArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A single receipt: its provider's signature, and, when it carries one,
+/// the broker's signed assignment it answers.
+fn check_receipt(r: &SignedReceipt) -> Result<String, Vec<String>> {
+    let mut problems = Vec::new();
+    if !r.verifies(verify) {
+        problems.push(format!(
+            "the signature does not verify under {}",
+            r.receipt.provider
+        ));
+    }
+    let assigned = match &r.assignment {
+        None => " (no broker-signed assignment)".to_string(),
+        Some(a) => {
+            if !a.verifies(verify) {
+                problems.push(format!(
+                    "the assignment is not signed by broker {}",
+                    a.assignment.broker
+                ));
+            }
+            if !a.assignment.answered_by(&r.receipt) {
+                problems.push("the receipt does not answer its assignment".into());
+            }
+            format!(
+                ", on an assignment signed by broker {}",
+                a.assignment.broker
+            )
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(format!(
+        "valid receipt: {} signed work {} attempt {} (output {}, fuel {}){assigned}",
+        r.receipt.provider,
+        r.receipt.work_id,
+        r.receipt.attempt,
+        r.receipt.output_digest,
+        r.receipt.fuel
+    ))
 }

@@ -89,9 +89,25 @@ async fn job_results_carry_signed_receipts_and_proofs_verify_offline() {
     assert_eq!(honest.receipt.status, "exit:0");
     assert_eq!(honest.receipt.profile, Profile::Deterministic);
 
-    // The receipt alone verifies offline.
+    // The receipt alone verifies offline, bound to the broker's signed
+    // assignment.
+    let assignment = honest.assignment.as_ref().expect("a signed assignment");
+    assert_eq!(assignment.assignment.work_id, job.id);
     let (code, v) = verify_proof(&net, "receipt.json", &honest);
     assert_eq!((code, &v["valid"]), (0, &serde_json::json!(true)), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("broker {}", assignment.assignment.broker)),
+        "{v}"
+    );
+    let mut tampered = honest.clone();
+    if let Some(a) = tampered.assignment.as_mut() {
+        a.assignment.fuel_limit += 1;
+    }
+    let (code, v) = verify_proof(&net, "tampered.json", &tampered);
+    assert_eq!(code, 1, "{v}");
     // It is stored with the result: a restarted broker serves it too.
     let mut net = net;
     net.broker.restart();
