@@ -177,16 +177,21 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Whether `signature` (`0x` hex) verifies as `address`'s over `message`.
+fn signed_by(
+    signature: &str,
+    message: &str,
+    address: &str,
+    verify: impl Fn(&[u8], &[u8], &str) -> bool,
+) -> bool {
+    unhex(signature).is_some_and(|b| verify(message.as_bytes(), &b, address))
+}
+
 impl SignedAssignment {
     /// Whether the signature verifies under the assignment's broker.
     pub fn verifies(&self, verify: impl Fn(&[u8], &[u8], &str) -> bool) -> bool {
-        unhex(&self.signature).is_some_and(|b| {
-            verify(
-                self.assignment.message().as_bytes(),
-                &b,
-                &self.assignment.broker,
-            )
-        })
+        let a = &self.assignment;
+        signed_by(&self.signature, &a.message(), &a.broker, verify)
     }
 }
 
@@ -370,13 +375,8 @@ impl SignedReceipt {
     /// Whether the signature verifies under the receipt's provider, with
     /// `verify(message, signature, address)` (e.g. `brume_identity::verify`).
     pub fn verifies(&self, verify: impl Fn(&[u8], &[u8], &str) -> bool) -> bool {
-        unhex(&self.signature).is_some_and(|b| {
-            verify(
-                self.receipt.message().as_bytes(),
-                &b,
-                &self.receipt.provider,
-            )
-        })
+        let r = &self.receipt;
+        signed_by(&self.signature, &r.message(), &r.provider, verify)
     }
 }
 

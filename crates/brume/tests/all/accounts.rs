@@ -3,21 +3,9 @@
 
 use brume_api::rest::{JobList, KeyInfo, KeyList, NewKey, NewKeyRequest, Scope};
 use brume_client::ServiceKind;
-use serde_json::Value;
 
 use crate::net::{Net, command, cpu_job, keys_create};
-
-/// A raw request's status and JSON body.
-async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = req.send().await.expect("send");
-    let status = resp.status().as_u16();
-    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body)
-}
-
-fn code(body: &Value) -> &str {
-    body["code"].as_str().unwrap_or("")
-}
+use crate::util::{call, code};
 
 #[tokio::test]
 async fn another_account_can_not_see_follow_cancel_or_settle() {

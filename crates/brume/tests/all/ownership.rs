@@ -4,22 +4,10 @@
 
 use brume_client::ServiceKind;
 use bytes::Bytes;
-use serde_json::Value;
 use test_programs_artifacts as art;
 
 use crate::net::Net;
-
-/// A raw request's status and JSON body.
-async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = req.send().await.expect("send");
-    let status = resp.status().as_u16();
-    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body)
-}
-
-fn code(body: &Value) -> &str {
-    body["code"].as_str().unwrap_or("")
-}
+use crate::util::{call, code};
 
 #[tokio::test]
 async fn another_account_can_not_replace_sign_retire_or_move_a_service() {

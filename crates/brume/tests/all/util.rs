@@ -56,3 +56,19 @@ impl Brume {
 pub fn s(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// A raw request's status and JSON body (`Null` when the body isn't JSON).
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let body = resp
+        .json::<serde_json::Value>()
+        .await
+        .unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// The `code` of an error body.
+pub fn code(body: &serde_json::Value) -> &str {
+    body["code"].as_str().unwrap_or("")
+}
