@@ -358,18 +358,118 @@ impl Receipt {
     }
 }
 
-/// Proof that `cheat`'s provider returned a wrong result: `quorum` receipts
-/// (at least [`MIN_WITNESSES`]) by distinct other providers agree with one
-/// another and conflict with it, and one broker signed the assignment each
-/// of them answers.
+/// A deterministic re-execution of a work's module on its input, signed
+/// by whoever ran it: the broker settling a dispute, or an arbiter it
+/// names. Message:
+///
+/// ```text
+/// brume reexecution v1
+/// by: <0x address>
+/// module: <module sha256>
+/// input: <input_digest>
+/// output: <output_digest>
+/// fuel: <n>
+/// status: exit:<code> | http:<status> | fault:<code>
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reexecution {
+    pub by: String,
+    pub module_digest: String,
+    pub input_digest: String,
+    pub output_digest: String,
+    pub fuel: u64,
+    pub status: String,
+}
+
+/// A re-execution and its signer's EIP-191 signature over its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReexecution {
+    #[serde(flatten)]
+    pub reexecution: Reexecution,
+    pub signature: String,
+}
+
+impl Reexecution {
+    /// The re-execution of `assign` by `by` that ended in `outcome`.
+    pub fn new(assign: &Assign, by: &str, outcome: &Outcome) -> Reexecution {
+        Reexecution {
+            by: by.to_string(),
+            module_digest: assign.digest.clone(),
+            input_digest: input_digest(assign),
+            output_digest: output_digest(outcome),
+            fuel: outcome.usage().fuel,
+            status: status(outcome),
+        }
+    }
+
+    /// The signed text (see the type's docs).
+    pub fn message(&self) -> String {
+        format!(
+            "brume reexecution v1\nby: {}\nmodule: {}\ninput: {}\noutput: {}\nfuel: {}\nstatus: {}",
+            self.by,
+            self.module_digest,
+            self.input_digest,
+            self.output_digest,
+            self.fuel,
+            self.status
+        )
+    }
+
+    /// Whether `r` signed another result than this run got, for the same
+    /// module and input.
+    pub fn refutes(&self, r: &Receipt) -> bool {
+        r.profile == Profile::Deterministic
+            && self.module_digest == r.module_digest
+            && self.input_digest == r.input_digest
+            && (self.output_digest != r.output_digest || self.fuel != r.fuel)
+    }
+}
+
+impl SignedReexecution {
+    /// Whether the signature verifies under the re-execution's signer.
+    pub fn verifies(&self, verify: impl Fn(&[u8], &[u8], &str) -> bool) -> bool {
+        let r = &self.reexecution;
+        signed_by(&self.signature, &r.message(), &r.by, verify)
+    }
+}
+
+/// Proof that `cheat`'s provider signed a wrong result for deterministic
+/// work, on an assignment a broker signed. Its grounds are either or both:
+///
+/// - (a) `reexecution`: a deterministic re-run of the same module and input
+///   that got another output or fuel, signed by whoever ran it. With
+///   `work`, anyone can re-run it too (`brume verify-proof --reexecute`),
+///   which makes the proof independent of the broker's word.
+/// - (b) `quorum`: at least [`MIN_WITNESSES`] receipts by distinct other
+///   providers, each on its own assignment by the same broker, that agree
+///   with one another and conflict with the cheat's. Only as good as the
+///   broker that signed the assignments.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheatProof {
     pub cheat: SignedReceipt,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quorum: Vec<SignedReceipt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reexecution: Option<SignedReexecution>,
+    /// The cheat's assignment in full (module digest, args, env, stdin,
+    /// seed, clock, limits), for anyone to re-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<Box<Assign>>,
 }
 
-/// The fewest agreeing witnesses a proof of cheat needs.
+/// The fewest agreeing witnesses a quorum proof needs.
 pub const MIN_WITNESSES: usize = 2;
+
+/// What a valid [`CheatProof`] rests on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grounds {
+    /// The broker that signed the assignments.
+    pub broker: String,
+    /// Who re-ran the work and got another result, if anyone did.
+    pub reexecuted_by: Option<String>,
+    /// How many other providers' receipts contradict the cheat's.
+    pub witnesses: usize,
+}
 
 impl SignedReceipt {
     /// Whether the signature verifies under the receipt's provider, with
@@ -386,17 +486,22 @@ impl CheatProof {
     /// - every receipt's signature verifies under its provider;
     /// - every receipt carries an assignment signed by one and the same
     ///   broker, which it answers;
-    /// - the quorum has at least [`MIN_WITNESSES`] receipts, by distinct
-    ///   providers other than the cheat's, on assignments of their own;
-    /// - the quorum agree with one another and each conflicts with the cheat
-    ///   (same deterministic work, module and input; another output or fuel).
+    /// - the cheat's work is deterministic;
+    /// - a re-execution, if any, is signed by that broker, re-ran the same
+    ///   module and input, and got another output or fuel than the cheat;
+    /// - without a re-execution, the quorum has at least [`MIN_WITNESSES`]
+    ///   receipts, by distinct providers other than the cheat's, on
+    ///   assignments of their own; every quorum receipt agrees with the
+    ///   others (and with the re-execution) and conflicts with the cheat;
+    /// - `work`, if given, is the work the cheat's receipt names.
     ///
-    /// Returns the broker whose word the proof rests on, or every problem.
+    /// Returns what the proof rests on, or every problem.
     pub fn check(
         &self,
         verify: impl Fn(&[u8], &[u8], &str) -> bool,
-    ) -> Result<String, Vec<String>> {
+    ) -> Result<Grounds, Vec<String>> {
         let mut problems = Vec::new();
+        let cheat = &self.cheat.receipt;
         let broker = self
             .cheat
             .assignment
@@ -433,19 +538,46 @@ impl CheatProof {
             }
         };
         bound("the cheat's receipt", &self.cheat, &mut problems);
-        if self.quorum.len() < MIN_WITNESSES {
+        if cheat.profile != Profile::Deterministic {
+            problems.push(
+                "the cheat's work is not deterministic: only deterministic work can be proven wrong".into(),
+            );
+        }
+        if let Some(x) = &self.reexecution {
+            if !x.verifies(&verify) {
+                problems.push(format!(
+                    "the re-execution is not signed by {}",
+                    x.reexecution.by
+                ));
+            }
+            if broker
+                .as_deref()
+                .is_some_and(|b| !b.eq_ignore_ascii_case(&x.reexecution.by))
+            {
+                problems.push(format!(
+                    "the re-execution is by {}, not by broker {} that signed the assignments",
+                    x.reexecution.by,
+                    broker.as_deref().unwrap_or_default()
+                ));
+            }
+            if !x.reexecution.refutes(cheat) {
+                problems.push(
+                    "the re-execution does not refute the cheat's receipt (another module or input, or the same result)".into(),
+                );
+            }
+        } else if self.quorum.len() < MIN_WITNESSES {
             problems.push(format!(
-                "{} quorum receipt(s); a proof needs at least {MIN_WITNESSES}",
+                "{} quorum receipt(s) and no re-execution; a proof needs a re-execution or at least {MIN_WITNESSES} receipts",
                 self.quorum.len()
             ));
         }
         let mut seen = std::collections::HashSet::new();
         let mut works = std::collections::HashSet::new();
-        works.insert((self.cheat.receipt.work_id, self.cheat.receipt.attempt));
+        works.insert((cheat.work_id, cheat.attempt));
         for (i, q) in self.quorum.iter().enumerate() {
             let who = &q.receipt.provider;
             bound(&format!("quorum receipt {i}"), q, &mut problems);
-            if who.eq_ignore_ascii_case(&self.cheat.receipt.provider) {
+            if who.eq_ignore_ascii_case(&cheat.provider) {
                 problems.push(format!("quorum receipt {i} is by the cheat's provider"));
             }
             if !seen.insert(who.to_ascii_lowercase()) {
@@ -456,7 +588,7 @@ impl CheatProof {
                     "quorum receipt {i} answers an assignment another receipt answers"
                 ));
             }
-            if !q.receipt.conflicts_with(&self.cheat.receipt) {
+            if !q.receipt.conflicts_with(cheat) {
                 problems.push(format!(
                     "quorum receipt {i} does not conflict with the cheat's (not the same deterministic work, or the same result)"
                 ));
@@ -467,9 +599,26 @@ impl CheatProof {
                     "quorum receipt {i} disagrees with quorum receipt 0"
                 ));
             }
+            if let Some(x) = &self.reexecution
+                && (q.receipt.output_digest != x.reexecution.output_digest
+                    || q.receipt.fuel != x.reexecution.fuel)
+            {
+                problems.push(format!(
+                    "quorum receipt {i} disagrees with the re-execution"
+                ));
+            }
+        }
+        if let Some(w) = &self.work
+            && (w.digest != cheat.module_digest || input_digest(w) != cheat.input_digest)
+        {
+            problems.push("the work given is not the work the cheat's receipt names".into());
         }
         match (problems.is_empty(), broker) {
-            (true, Some(b)) => Ok(b),
+            (true, Some(broker)) => Ok(Grounds {
+                broker,
+                reexecuted_by: self.reexecution.as_ref().map(|x| x.reexecution.by.clone()),
+                witnesses: self.quorum.len(),
+            }),
             _ => Err(problems),
         }
     }

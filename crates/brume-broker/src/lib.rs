@@ -35,6 +35,7 @@ pub mod keys;
 pub mod ledger;
 mod lifecycle;
 mod metrics;
+mod reexec;
 mod registry;
 mod sched;
 mod session;
@@ -206,7 +207,10 @@ pub(crate) struct Shared {
     /// API keys and signed requests.
     pub keys: keys::Keys,
     pub ledger: Arc<ledger::Ledger>,
+    /// Checks published modules, and re-executes disputed work.
     pub validator: brume_sandbox::Sandbox,
+    /// One re-execution at a time ([`reexec`]).
+    pub reexecutions: tokio::sync::Semaphore,
     pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
     pub next_session: AtomicU64,
@@ -340,6 +344,7 @@ impl Broker {
             ledger,
             keys,
             validator,
+            reexecutions: tokio::sync::Semaphore::new(1),
             metrics,
             started: Instant::now(),
             next_session: AtomicU64::new(1),

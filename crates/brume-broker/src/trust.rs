@@ -3,7 +3,7 @@
 //! | tier | who | how the broker knows |
 //! |---|---|---|
 //! | 1 | an organisation's own providers: a private pool that runs only that organisation's work | the address is listed under the organisation in `[broker.trust]` |
-//! | 2 | operator-approved providers (also the reference providers that arbitrate a replication without a quorum) | `brume broker providers approve` |
+//! | 2 | operator-approved providers | `brume broker providers approve` |
 //! | 3 | attested providers | the handshake's attestation verifies ([`AttestationVerifier`]) |
 //! | 4 | anyone | — |
 //!

@@ -6,21 +6,26 @@
 //! result comes with its provider's signed receipt (checked by the session).
 //! Once every replica has ended, [`decide`]:
 //!
-//! - groups the results by (output digest, fuel); a group of at least
-//!   `quorum` wins, and the job completes with its result and receipt;
-//! - every provider that signed a result outside the winning group is a
-//!   proven cheat: a [`CheatProof`] (its receipt against the quorum's) is
-//!   recorded with the job, its address is banned (its session closed,
-//!   reconnects refused), its stake is slashed to the operator's account
-//!   with the proof's sha256 as the anchor, and it is not paid;
+//! - groups the results by (output digest, fuel). If they all agree, a
+//!   group of at least `quorum` wins and the job completes with its result
+//!   and receipt.
+//! - If they disagree, the broker re-executes the work itself
+//!   ([`crate::reexec`]) and its result decides, quorum or not: the
+//!   replicas that match it win, and every provider that signed another
+//!   result is a proven cheat. A [`CheatProof`] (its receipt, the broker's
+//!   signed re-execution, the agreeing receipts and the work) is recorded
+//!   with the job, its address is banned (session closed, reconnects
+//!   refused), its stake is slashed to the operator's account with the
+//!   proof's sha256 as the anchor, and it is not paid. Nobody is slashed on
+//!   other providers' word alone: a colluding majority loses to the
+//!   re-execution.
+//! - If the re-execution decides nothing (the broker's own deadline), the
+//!   quorum rule stands alone and nobody is punished; dissenters are not
+//!   paid.
 //! - every replica in the winning group writes its own ledger row, billed to
 //!   the requester (the requester pays for the replicas its policy asked
-//!   for); the cheat's writes none.
-//!
-//! Without a quorum, one more replica runs on a reference provider (tier 2,
-//! operator-approved) and its result decides ([`arbitrate`]); if none can
-//! run it, the job fails with `unverified` and every replica that returned
-//! a result is billed (none can be proven wrong).
+//!   for); the cheat's writes none. Re-executions cost the requester
+//!   nothing.
 //!
 //! Replicas are units of the lifecycle billed later ([`Bill::Deferred`]):
 //! their group bills the agreeing ones once decided, and completes the job
@@ -29,7 +34,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
-use brume_api::receipt::{Assignment, CheatProof, SignedAssignment, SignedReceipt};
+use brume_api::receipt::{
+    Assignment, CheatProof, Reexecution, SignedAssignment, SignedReceipt, SignedReexecution,
+};
 use brume_api::rest::{ReplicaResult, Verification, VerifyPolicy};
 use brume_api::wire::Outcome;
 use brume_api::{ApiError, ErrorCode, WorkId};
@@ -65,14 +72,14 @@ pub(crate) struct ReplicaGroup {
 }
 
 /// The most units a policy can run for one job, which its escrow hold
-/// covers: `n` replicas and one reference run; for adaptive, two replicas,
-/// a third and a reference; for a verifier, three runs and three verifier
-/// runs.
+/// covers: `n` replicas; for adaptive, two replicas and a third if one is
+/// lost; for a verifier, three runs and three verifier runs. (A dispute's
+/// re-execution is the broker's, unbilled.)
 pub(crate) fn max_units(policy: Option<&VerifyPolicy>) -> u128 {
     match policy {
         None | Some(VerifyPolicy::None) => 1,
-        Some(VerifyPolicy::Replicate { n, .. }) => u128::from(*n) + 1,
-        Some(VerifyPolicy::Adaptive) => 4,
+        Some(VerifyPolicy::Replicate { n, .. }) => u128::from(*n),
+        Some(VerifyPolicy::Adaptive) => 3,
         Some(VerifyPolicy::Verifier { .. }) => 6,
     }
 }
@@ -104,9 +111,6 @@ struct GroupState {
     quorum: u32,
     /// Verifier policy: the replica (work id) the verifier accepted.
     accepted: Option<WorkId>,
-    /// The reference replica (tier 2) run to arbitrate a replication that
-    /// found no quorum.
-    reference: Option<WorkId>,
     cancelled: bool,
     decided: bool,
 }
@@ -188,8 +192,6 @@ impl ReplicaGroup {
             lifecycle.spawn(async move {
                 match &group.policy {
                     VerifyPolicy::Adaptive if extend(&shared, &group) => {}
-                    VerifyPolicy::Adaptive | VerifyPolicy::Replicate { .. }
-                        if arbitrate(&shared, &group) => {}
                     VerifyPolicy::Verifier { service } => {
                         if !check(&shared, &group, service).await {
                             decide(&shared, &group).await;
@@ -203,11 +205,6 @@ impl ReplicaGroup {
 
     /// Adds a replica (a new work on a provider not used yet).
     fn add_replica(self: &Arc<Self>, shared: &Arc<Shared>) -> WorkId {
-        self.add_replica_on(shared, None)
-    }
-
-    /// [`add_replica`](Self::add_replica), restricted to the `tiers` set.
-    fn add_replica_on(self: &Arc<Self>, shared: &Arc<Shared>, tiers: Option<u8>) -> WorkId {
         let (work, index) = {
             let mut st = self.state.lock();
             let index = st.ended.len();
@@ -215,9 +212,6 @@ impl ReplicaGroup {
             st.decided = false;
             let mut spec = (self.make)();
             spec.distinct = Some(self.distinct.clone());
-            if let Some(t) = tiers {
-                spec.tiers = t;
-            }
             let work = Work::new(WorkId::new(), spec, self.queue_timeout, 0);
             st.children.push(work.clone());
             (work, index)
@@ -229,44 +223,14 @@ impl ReplicaGroup {
     }
 }
 
-/// A replication that found no quorum goes, once, to a reference provider
-/// (tier 2: operator-approved) whose result then decides: true if it added
-/// the reference replica.
-fn arbitrate(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
-    let mut counts: HashMap<(String, u64), u32> = HashMap::new();
-    let (quorum, results) = {
-        let st = group.state.lock();
-        if st.cancelled || st.reference.is_some() {
-            return false;
-        }
-        let mut results = 0;
-        for e in st.ended.iter().flatten() {
-            if let Ended::Done(d) = e
-                && let Some(r) = &d.receipt
-            {
-                *counts.entry(result_key(r)).or_default() += 1;
-                results += 1;
-            }
-        }
-        (st.quorum, results)
-    };
-    if results < 2 || counts.values().any(|&c| c >= quorum) {
-        return false;
-    }
-    tracing::warn!(job = %group.job_id, "replicas disagree without a quorum: asking a reference provider");
-    let id = group.add_replica_on(shared, Some(1 << 2));
-    group.state.lock().reference = Some(id);
-    true
-}
-
 /// The adaptive policy's next step once every replica so far has ended:
 /// true if it added a replica (the group is decided later).
 ///
 /// - One result: checked by a second replica if its provider's run of
 ///   consecutive verified results is under [`ADAPTIVE_MIN_RUN`], else with
 ///   probability 1/run; unchecked, it is delivered as is.
-/// - Two results that disagree (or one of two replicas lost): a third
-///   replica breaks the tie, with a quorum of two.
+/// - One of two replicas lost: a third replica, with a quorum of two.
+///   (Two results that disagree go to [`decide`], which re-executes.)
 fn extend(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
     let (n, results): (usize, Vec<(String, String, u64)>) = {
         let st = group.state.lock();
@@ -297,7 +261,6 @@ fn extend(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) -> bool {
                 .read(|s| s.reputation(provider).consecutive_valid);
             run < ADAPTIVE_MIN_RUN || rand::random::<f64>() < 1.0 / run as f64
         }
-        (2, [(_, a, fa), (_, b, fb)]) => a != b || fa != fb,
         (2, [_]) => true,
         _ => false,
     };
@@ -472,7 +435,6 @@ struct Taken {
     cancelled: bool,
     quorum: u32,
     accepted: Option<WorkId>,
-    reference: Option<WorkId>,
 }
 
 impl ReplicaGroup {
@@ -504,14 +466,14 @@ impl ReplicaGroup {
             cancelled: st.cancelled,
             quorum: st.quorum,
             accepted: st.accepted,
-            reference: st.reference,
         }
     }
 
     /// The replicas (indexes into `e.done`) whose result wins: the
-    /// verifier's accepted one, the reference's group, or the largest group
-    /// of at least `quorum` agreeing results. `None`: no winner.
-    fn winner(&self, e: &Taken) -> Option<Vec<usize>> {
+    /// verifier's accepted one, the ones that match the broker's
+    /// re-execution (`truth`), or the largest group of at least `quorum`
+    /// agreeing results. `None`: no winner.
+    fn winner(&self, e: &Taken, truth: Option<&Reexecution>) -> Option<Vec<usize>> {
         let mut groups: HashMap<(String, u64), Vec<usize>> = HashMap::new();
         for (i, d) in e.done.iter().enumerate() {
             groups.entry(result_key(&d.receipt)).or_default().push(i);
@@ -523,13 +485,9 @@ impl ReplicaGroup {
                 .and_then(|id| e.done.iter().position(|d| d.work.id == id))
                 .map(|i| vec![i]);
         }
-        if let Some(r) = e.reference {
-            // The reference provider's result decides (with whoever agrees).
-            return e
-                .done
-                .iter()
-                .find(|d| d.work.id == r)
-                .and_then(|d| groups.get(&result_key(&d.receipt)).cloned());
+        if let Some(t) = truth {
+            // The broker's own run decides, whatever the count.
+            return groups.remove(&(t.output_digest.clone(), t.fuel));
         }
         groups
             .into_values()
@@ -541,8 +499,13 @@ impl ReplicaGroup {
 /// Decides a group whose replicas have all ended (see the module docs).
 async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     let e = group.take_ended();
-    let winner = group.winner(&e);
     let by_verifier = matches!(group.policy, VerifyPolicy::Verifier { .. });
+    let truth = if by_verifier {
+        None
+    } else {
+        settle(shared, group, &e.done).await
+    };
+    let winner = group.winner(&e, truth.as_ref().map(|t| &t.reexecution));
     let agreed: HashSet<usize> = winner.iter().flatten().copied().collect();
     let mut verification = Verification {
         policy: group.policy.clone(),
@@ -567,13 +530,15 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
     if winner.is_some() && (e.done.len() >= 2 || by_verifier) {
         record_reputation(shared, &e.done, &agreed);
     }
-    // Cheats: signed something else than a quorum agreed on. (A verifier's
-    // rejection proves nothing to third parties: no ban, but no pay.)
-    if let Some(w) = winner.as_ref().filter(|_| !by_verifier) {
-        punish_cheats(shared, group, &e.done, w, &mut verification).await;
+    // Cheats: signed something else than the broker's re-execution got.
+    // (A verifier's rejection proves nothing to third parties: no ban, but
+    // no pay.)
+    if let Some(t) = &truth {
+        punish_cheats(shared, group, &e.done, &agreed, t, &mut verification).await;
     }
-    // Bill the honest replicas (all of them without a quorum).
-    let billed = |i: &usize| !((winner.is_some() || by_verifier) && !agreed.contains(i));
+    // Bill the replicas that won (all of them when nothing decided).
+    let judged = winner.is_some() || by_verifier || truth.is_some();
+    let billed = |i: &usize| !judged || agreed.contains(i);
     let cost = bill(shared, group, &e.done, billed).await;
     let attempts: u32 = e.children.iter().map(|w| w.attempts()).sum();
     let (completion, receipt) = if e.cancelled {
@@ -590,12 +555,20 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
         };
         (done, Some(r.receipt.clone()))
     } else {
-        let message = format!(
-            "no {} of the {} replicas agreed ({} returned a result)",
-            e.quorum,
-            e.children.len(),
-            e.done.len()
-        );
+        let message = if truth.is_some() {
+            format!(
+                "no replica's result matched the broker's re-execution ({} of {} returned a result)",
+                e.done.len(),
+                e.children.len()
+            )
+        } else {
+            format!(
+                "no {} of the {} replicas agreed ({} returned a result)",
+                e.quorum,
+                e.children.len(),
+                e.done.len()
+            )
+        };
         let error = ApiError::new(ErrorCode::Unverified, message);
         (Completion::Failed { error, attempts }, None)
     };
@@ -658,36 +631,57 @@ async fn bill(
     cost
 }
 
-/// A proven cheat: banned (session closed, reconnects refused), stake
-/// slashed with the proof's digest as the anchor.
-/// Bans and slashes every replica that signed something else than the
-/// quorum `winner` agreed on, with a proof against each; needs at least
-/// [`MIN_WITNESSES`](brume_api::receipt::MIN_WITNESSES) in the quorum.
+/// Re-executes a group's work when its results disagree: the broker's
+/// signed result, or `None` when they agree or the re-execution decided
+/// nothing.
+async fn settle(
+    shared: &Arc<Shared>,
+    group: &ReplicaGroup,
+    done: &[Returned],
+) -> Option<SignedReexecution> {
+    let first = done.first()?;
+    let key = result_key(&first.receipt);
+    if done.iter().all(|d| result_key(&d.receipt) == key) {
+        return None;
+    }
+    let assign = first.work.assignment(first.receipt.receipt.attempt);
+    tracing::warn!(job = %group.job_id, "replicas disagree: re-executing the work");
+    match crate::reexec::reexecute(shared, &assign).await {
+        Ok(x) => Some(x),
+        Err(why) => {
+            tracing::warn!(job = %group.job_id, "the re-execution decided nothing: {why}");
+            None
+        }
+    }
+}
+
+/// Bans and slashes every replica whose signed result the broker's
+/// re-execution `truth` refutes, with a proof against each: its receipt,
+/// the re-execution, the agreeing receipts and the work.
 async fn punish_cheats(
     shared: &Arc<Shared>,
     group: &ReplicaGroup,
     done: &[Returned],
-    winner: &[usize],
+    agreed: &HashSet<usize>,
+    truth: &SignedReexecution,
     verification: &mut Verification,
 ) {
     let limits = (group.make)().limits;
-    let quorum: Vec<SignedReceipt> = winner
+    let witnesses: Vec<SignedReceipt> = done
         .iter()
-        .map(|&i| assigned(shared, &done[i].receipt, &limits))
+        .enumerate()
+        .filter(|(i, _)| agreed.contains(i))
+        .map(|(_, d)| assigned(shared, &d.receipt, &limits))
         .collect();
-    for (i, d) in done.iter().enumerate() {
-        if winner.contains(&i) {
-            continue;
-        }
-        if quorum.len() < brume_api::receipt::MIN_WITNESSES {
-            // One provider's word (a lone reference) proves nothing to
-            // anyone else: the dissenter is not paid, but not punished.
-            tracing::warn!(job = %group.job_id, provider = %d.provider, "a result contradicted by a single provider: unpaid, not banned");
+    for d in done {
+        if !truth.reexecution.refutes(&d.receipt.receipt) {
             continue;
         }
         let proof = CheatProof {
             cheat: assigned(shared, &d.receipt, &limits),
-            quorum: quorum.clone(),
+            quorum: witnesses.clone(),
+            reexecution: Some(truth.clone()),
+            work: crate::reexec::for_proof(d.work.assignment(d.receipt.receipt.attempt)),
         };
         punish(shared, &d.provider, &proof).await;
         verification.cheaters.push(d.provider.clone());
@@ -724,6 +718,8 @@ pub(crate) fn assigned(
     }
 }
 
+/// A proven cheat: banned (session closed, reconnects refused), stake
+/// slashed with the proof's digest as the anchor.
 async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatProof) {
     let body = serde_json::to_vec(proof).unwrap_or_default();
     let digest: [u8; 32] = Sha256::digest(&body).into();

@@ -106,7 +106,6 @@ pub use policy::{BlacklistSource, BlacklistSourceError, Fault};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub mod convert;
 pub mod fitness;
 pub mod policy;
 

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use brume_api::ServiceKind;
 use brume_api::wire::{self, Assign, FromProvider, Outcome, Refused};
+use brume_exec::convert;
 use brume_sandbox::{CommandRequest, Digest, ExecError, Program, Progress};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{Fault, Key, Reservation, Shared, convert};
+use crate::{Fault, Key, Reservation, Shared};
 
 /// The writer task's queue: every frame of a session goes through it.
 pub(crate) type Outbox = mpsc::UnboundedSender<Message>;

@@ -121,7 +121,7 @@ fn main() -> ExitCode {
             Command::Ledger(args) => ledger::main(args).await,
             Command::Keys(args) => keys::main(args),
             Command::Chain(args) => chain::main(args).await,
-            Command::VerifyProof(args) => proof::main(&args),
+            Command::VerifyProof(args) => proof::main(&args).await,
             Command::Wallet(args) => wallet::main(args, &file.client).await,
         }
     })

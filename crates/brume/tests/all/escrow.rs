@@ -454,9 +454,8 @@ async fn a_provider_below_min_stake_gets_no_work_until_it_stakes() {
 }
 
 /// A job's hold covers every run its verification policy may make: an
-/// allowance for two runs admits a plain job but not a replication of two
-/// (two replicas and a possible reference run), which gets 402 before
-/// anything is stored or run.
+/// allowance for two runs admits a plain job but not a replication of
+/// three, which gets 402 before anything is stored or run.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replicated_job_holds_every_run_it_may_make() {
     // Uncapped work before its first run holds 0.4 token per run.
@@ -479,7 +478,7 @@ async fn a_replicated_job_holds_every_run_it_may_make() {
 
     let mut replicated = cpu_job(1_000);
     replicated.verify =
-        Some(brume_client::brume_api::rest::VerifyPolicy::Replicate { n: 2, quorum: 2 });
+        Some(brume_client::brume_api::rest::VerifyPolicy::Replicate { n: 3, quorum: 2 });
     let refused = signed.submit(&replicated).await;
     assert_eq!(api_code(refused), (402, ErrorCode::InsufficientAllowance));
     let jobs = net.client.jobs(None, None).await.expect("jobs");

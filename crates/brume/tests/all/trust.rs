@@ -13,12 +13,23 @@ use crate::net::*;
 
 /// `brume verify-proof FILE --json`: (exit code, verdict).
 fn verify_proof(net: &Net, name: &str, body: &impl serde::Serialize) -> (i32, serde_json::Value) {
+    verify_proof_with(net, name, body, &[])
+}
+
+/// [`verify_proof`] with more flags.
+fn verify_proof_with(
+    net: &Net,
+    name: &str,
+    body: &impl serde::Serialize,
+    flags: &[&str],
+) -> (i32, serde_json::Value) {
     let path = net.home().join(name);
     std::fs::write(&path, serde_json::to_vec(body).expect("json")).expect("write");
     let out = command(net.home())
         .arg("verify-proof")
         .arg(&path)
         .arg("--json")
+        .args(flags)
         .output()
         .expect("run verify-proof");
     let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -125,6 +136,8 @@ async fn job_results_carry_signed_receipts_and_proofs_verify_offline() {
             forged(&honest, &cheater, &"00".repeat(32)),
             forged(&honest, &witness, &"00".repeat(32)),
         ],
+        reexecution: None,
+        work: None,
     };
     let (code, v) = verify_proof(&net, "throwaway.json", &throwaway);
     assert_eq!(code, 1, "{v}");
@@ -144,6 +157,8 @@ async fn job_results_carry_signed_receipts_and_proofs_verify_offline() {
             .iter()
             .map(|r| stamped(r, &broker.address().to_string(), &impostor))
             .collect(),
+        reexecution: None,
+        work: None,
     };
     let (code, v) = verify_proof(&net, "unsigned.json", &unsigned);
     assert_eq!(code, 1, "{v}");
@@ -160,6 +175,8 @@ async fn job_results_carry_signed_receipts_and_proofs_verify_offline() {
             stamp(&honest),
             stamp(&forged(&honest, &witness, &honest.receipt.output_digest)),
         ],
+        reexecution: None,
+        work: None,
     };
     let (code, v) = verify_proof(&net, "proof.json", &proof);
     assert_eq!(code, 0, "{v}");
@@ -187,6 +204,8 @@ async fn job_results_carry_signed_receipts_and_proofs_verify_offline() {
     let agreeing = CheatProof {
         cheat: stamp(&forged(&honest, &cheater, &honest.receipt.output_digest)),
         quorum: proof.quorum.clone(),
+        reexecution: None,
+        work: None,
     };
     let (code, v) = verify_proof(&net, "agree.json", &agreeing);
     assert_eq!(code, 1, "{v}");
@@ -539,27 +558,29 @@ async fn trust_tiers_decide_who_may_run_what() {
     assert!(net.client.submit(&bad).await.is_err());
 }
 
-/// Two replicas that disagree have no quorum: a reference provider (tier
-/// 2) decides, and the one it contradicts is a proven cheat.
+/// Replicas that disagree are settled by the broker's own deterministic
+/// re-execution, not by a vote: two colluding liars (a quorum of two) lose
+/// to one honest provider. Their proofs rest on the re-execution, which
+/// anyone can repeat with `verify-proof --reexecute`; a proof that a
+/// re-execution refutes is exposed.
 #[cfg_attr(
     not(debug_assertions),
     ignore = "test faults exist in debug builds only"
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reference_provider_arbitrates_a_replication_without_quorum() {
+async fn a_dispute_is_settled_by_reexecution_and_a_colluding_majority_loses() {
     let mut net = Net::start(0, 1).await;
-    net.add_provider(1).await;
-    let liar = net.add_provider_args(1, &["--fault", "wrong-output"]).await;
-    let liar = net.providers[liar].address.clone();
-    let reference = key_in(&net.next_provider_dir());
-    approve(&net, &reference);
-    net.add_provider(1).await;
+    let honest = net.add_provider(1).await;
+    let honest = net.providers[honest].address.clone();
+    let mut liars = Vec::new();
+    for _ in 0..2 {
+        let i = net.add_provider_args(1, &["--fault", "wrong-output"]).await;
+        liars.push(net.providers[i].address.clone());
+    }
     net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
         .await;
-    // The replicas run on tier 4 only (the honest provider and the liar).
     let mut spec = cpu_job(4_321);
-    spec.tiers = Some(vec![4]);
-    spec.verify = Some(VerifyPolicy::Replicate { n: 2, quorum: 2 });
+    spec.verify = Some(VerifyPolicy::Replicate { n: 3, quorum: 2 });
     let job = net.client.submit(&spec).await.expect("submit");
     let (_, result) = follow(&net.client, job.id).await;
     assert_eq!(result.state, JobState::Succeeded, "{result:?}");
@@ -567,13 +588,137 @@ async fn a_reference_provider_arbitrates_a_replication_without_quorum() {
     let v = result.verification.expect("verification");
     assert_eq!(v.replicas.len(), 3, "{v:?}");
     assert!(
-        v.replicas
-            .iter()
-            .any(|r| r.provider == reference && r.agreed)
+        v.replicas.iter().any(|r| r.provider == honest && r.agreed),
+        "{v:?}"
     );
-    assert_eq!(v.cheaters, vec![liar], "{v:?}");
-    let (code, out) = verify_proof(&net, "arbitrated.json", &v.proofs[0]);
+    let mut cheaters = v.cheaters.clone();
+    cheaters.sort();
+    liars.sort();
+    assert_eq!(cheaters, liars, "{v:?}");
+    assert_ne!(
+        result.receipt.as_ref().map(|r| &r.receipt.provider),
+        Some(&liars[0])
+    );
+
+    // Each proof rests on the broker's signed re-execution and carries the
+    // work; the honest provider's receipt witnesses.
+    let proof = v.proofs[0].clone();
+    let x = proof.reexecution.as_ref().expect("a re-execution");
+    assert_eq!(x.reexecution.by, net.broker.broker_id);
+    assert!(proof.work.is_some());
+    assert!(proof.quorum.iter().all(|r| r.receipt.provider == honest));
+    let (code, out) = verify_proof(&net, "settled.json", &proof);
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("re-execution by"),
+        "{out}"
+    );
+    // Re-run here, with the module from a file or fetched from the broker.
+    let module = net.home().join("cpu.wasm");
+    std::fs::write(&module, art::CPU_LOOP_P1_BYTES).expect("write module");
+    let module = module.display().to_string();
+    let (code, out) = verify_proof_with(
+        &net,
+        "settled.json",
+        &proof,
+        &["--reexecute", "--module", &module],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out["message"].as_str().unwrap_or("").contains("confirmed"),
+        "{out}"
+    );
+    let url = net.broker.url.clone();
+    let (code, out) = verify_proof_with(
+        &net,
+        "settled.json",
+        &proof,
+        &["--reexecute", "--broker", &url, "--api-key", &net.key],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // A lying broker (its own key) "re-executes" the honest receipt into
+    // another result: the signatures hold, but re-running it refutes it.
+    let broker = Identity::load_or_create(&net.broker.data.join("broker.key")).expect("broker key");
+    let genuine = proof.quorum[0].clone();
+    let mut lie = x.reexecution.clone();
+    lie.output_digest = "00".repeat(32);
+    lie.input_digest = genuine.receipt.input_digest.clone();
+    let framed = CheatProof {
+        cheat: genuine.clone(),
+        quorum: Vec::new(),
+        reexecution: Some(reexecution_signed(lie.clone(), &broker)),
+        work: proof.work.clone(),
+    };
+    let (code, out) = verify_proof(&net, "framed.json", &framed);
+    assert_eq!(code, 0, "the broker's word alone: {out}");
+    let (code, out) = verify_proof_with(
+        &net,
+        "framed.json",
+        &framed,
+        &["--reexecute", "--module", &module],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["problems"]
+            .to_string()
+            .contains("refuted by re-execution"),
+        "{out}"
+    );
+    // A re-execution signed by anyone but the assigning broker: rejected.
+    let stranger = Identity::random();
+    lie.by = stranger.address().to_string();
+    let strange = CheatProof {
+        reexecution: Some(reexecution_signed(lie, &stranger)),
+        ..framed
+    };
+    let (code, out) = verify_proof(&net, "stranger.json", &strange);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["problems"].to_string().contains("not by broker"),
+        "{out}"
+    );
+}
+
+/// A provider that signs one more unit of fuel than it used is refuted by
+/// the re-execution too, and banned: the fuel is part of the result.
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "test faults exist in debug builds only"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_padded_fuel_claim_is_refuted_by_reexecution() {
+    let mut net = Net::start(1, 1).await;
+    let padder = net.add_provider_args(1, &["--fault", "wrong-fuel"]).await;
+    let padder = net.providers[padder].address.clone();
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    let mut spec = cpu_job(2_222);
+    spec.verify = Some(VerifyPolicy::Replicate { n: 2, quorum: 2 });
+    let job = net.client.submit(&spec).await.expect("submit");
+    let (_, result) = follow(&net.client, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    let v = result.verification.expect("verification");
+    assert_eq!(v.cheaters, vec![padder.clone()], "{v:?}");
+    let x = v.proofs[0].reexecution.as_ref().expect("a re-execution");
+    assert_eq!(x.reexecution.fuel + 1, v.proofs[0].cheat.receipt.fuel);
+    assert_eq!(x.reexecution.fuel, result.usage.fuel);
+    let (code, out) = verify_proof(&net, "fuel.json", &v.proofs[0]);
+    assert_eq!(code, 0, "{out}");
+}
+
+fn reexecution_signed(
+    r: brume_client::brume_api::receipt::Reexecution,
+    by: &Identity,
+) -> brume_client::brume_api::receipt::SignedReexecution {
+    let sig = by.sign_message(r.message().as_bytes()).expect("sign");
+    brume_client::brume_api::receipt::SignedReexecution {
+        reexecution: r,
+        signature: hex0x(&sig),
+    }
 }
 
 /// An account's default policy verifies its jobs that name none.

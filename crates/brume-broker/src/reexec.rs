@@ -1,0 +1,78 @@
+//! Disputes settled by re-execution: when the replicas of a deterministic
+//! job disagree, the broker runs the work itself, in its own sandbox, with
+//! the assignment's module, input, seed, clock and limits, through the same
+//! conversions a provider uses (`brume-exec`). Its result is the truth:
+//! whoever signed another result is a cheat, and the broker's signed
+//! [`Reexecution`] is the proof's ground (a), which anyone holding the
+//! module can check by re-running it (`brume verify-proof --reexecute`).
+//!
+//! Re-executions run one at a time ([`Shared::reexecutions`]) within the
+//! work's own limits, and cost the requester nothing. A re-execution that
+//! ends in a fault that says nothing about the work (the broker's own
+//! deadline, an internal error) is inconclusive: then nobody is judged.
+
+use std::sync::Arc;
+
+use brume_api::receipt::{Reexecution, SignedReexecution};
+use brume_api::wire::{Assign, Outcome};
+
+use crate::Shared;
+
+/// Sandbox faults of a re-execution that depend on the machine that ran
+/// it, not on the work: such a run decides nothing.
+const INCONCLUSIVE: &[&str] = &["timeout", "internal"];
+
+/// A proof carries the work in full (for anyone to re-run it) only when its
+/// input is at most this big.
+pub(crate) const MAX_PROOF_INPUT: usize = 1 << 20;
+
+/// Re-runs `assign` deterministically and signs what came of it; `Err`
+/// (why) when the run decides nothing.
+pub(crate) async fn reexecute(
+    shared: &Arc<Shared>,
+    assign: &Assign,
+) -> Result<SignedReexecution, String> {
+    if assign.profile != brume_api::Profile::Deterministic {
+        return Err("only deterministic work can be re-executed".into());
+    }
+    let Ok(_one) = shared.reexecutions.acquire().await else {
+        return Err("the broker is stopping".into());
+    };
+    let bytes = match shared.registry.module(assign.digest.clone()).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(format!("module {} is not stored here", assign.digest)),
+        Err(e) => return Err(format!("module {}: {e}", assign.digest)),
+    };
+    let sh = shared.clone();
+    let program = tokio::task::spawn_blocking(move || {
+        sh.validator
+            .load(&bytes, brume_sandbox::Profile::Deterministic)
+    })
+    .await
+    .map_err(|e| format!("loading the module: {e}"))?
+    .map_err(|e| format!("loading the module: {e}"))?;
+    let outcome = brume_exec::run(&shared.validator, &program, assign).await;
+    shared.validator.evict(&program.digest());
+    if let Outcome::Failed { code, message, .. } = &outcome
+        && INCONCLUSIVE.contains(&code.as_str())
+    {
+        return Err(format!("the re-execution ended in {code}: {message}"));
+    }
+    let reexecution = Reexecution::new(assign, &shared.identity.address().to_string(), &outcome);
+    let signature = shared
+        .identity
+        .sign_message(reexecution.message().as_bytes())
+        .map_err(|e| format!("signing the re-execution: {e}"))?;
+    Ok(SignedReexecution {
+        reexecution,
+        signature: format!("0x{}", hex::encode(signature)),
+    })
+}
+
+/// `assign` for a proof: without progress reporting, and only if its input
+/// is small enough to carry ([`MAX_PROOF_INPUT`]).
+pub(crate) fn for_proof(mut assign: Assign) -> Option<Box<Assign>> {
+    let size = assign.stdin.len() + assign.http.as_ref().map_or(0, |h| h.body.len());
+    assign.progress_ms = None;
+    (size <= MAX_PROOF_INPUT).then(|| Box::new(assign))
+}
