@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the provider protocol. A broker refuses a provider whose
 /// version it does not speak, with a close reason naming both.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Response headers on every sync invocation.
 pub mod headers {

@@ -635,7 +635,12 @@ pub struct ProviderInfo {
     pub slots: u32,
     pub slots_busy: u32,
     pub memory_bytes: u64,
+    /// The speed it is placed by: its claim, cut to what the broker
+    /// measured when the claim was more than twice the measure.
     pub fitness_mips: u64,
+    /// The speed its `Hello` claimed.
+    #[serde(default)]
+    pub claimed_mips: u64,
     pub price_ask: Price,
     /// Services this provider accepts (`None`: any).
     pub allowed_services: Option<Vec<String>>,

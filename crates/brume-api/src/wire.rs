@@ -124,6 +124,40 @@ pub struct Welcome {
     pub heartbeat_ms: u64,
     /// Bearer token for `GET /v1/blobs/{digest}`, valid for this session.
     pub blob_token: String,
+    /// The speed the broker measured with its [`Measure`] challenge, in
+    /// MIPS, and why it places the provider by less than it claimed (if it
+    /// does).
+    #[serde(default)]
+    pub measured: Option<MeasuredSpeed>,
+}
+
+/// The broker's verdict on a provider's claimed speed (in [`Welcome`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasuredSpeed {
+    pub claimed_mips: u64,
+    pub measured_mips: u64,
+    /// What placement uses: the claim, cut down to the measure.
+    pub placed_mips: u64,
+    /// Why the claim was cut, if it was.
+    pub note: Option<String>,
+}
+
+/// The broker's fitness challenge, between `Hello` and `Welcome`: run
+/// `brume_exec::fitness::wat(seed, rounds)` in the sandbox and answer with
+/// [`MeasureDone`]. The broker times the answer itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measure {
+    pub seed: u64,
+    pub rounds: u32,
+}
+
+/// A fitness challenge's stdout and fuel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasureDone {
+    pub stdout: Bytes,
+    pub fuel: u64,
+    /// Why it could not run, if it could not.
+    pub error: Option<String>,
 }
 
 /// One attempt of one work unit.
@@ -251,6 +285,7 @@ pub enum ToProvider {
     Assign(Box<Assign>),
     /// Stop the attempt on this channel now; no result is expected.
     Cancel,
+    Measure(Measure),
 }
 
 /// Messages from a provider to the broker.
@@ -268,6 +303,7 @@ pub enum FromProvider {
     Progress(Progress),
     Done(Box<Done>),
     Refused(Refused),
+    MeasureDone(MeasureDone),
 }
 
 /// An attempt's end: its outcome and the provider's signature over its
@@ -300,6 +336,8 @@ mod kind {
     pub const PONG: u8 = 5;
     pub const CACHED: u8 = 6;
     pub const DRAINING: u8 = 7;
+    pub const MEASURE: u8 = 8;
+    pub const MEASURE_DONE: u8 = 9;
     pub const ASSIGN: u8 = 16;
     pub const CANCEL: u8 = 17;
     pub const ACCEPTED: u8 = 18;
@@ -339,6 +377,7 @@ impl ToProvider {
             ToProvider::Pong(n) => frame(channel, kind::PONG, n),
             ToProvider::Assign(m) => frame(channel, kind::ASSIGN, m),
             ToProvider::Cancel => frame(channel, kind::CANCEL, &()),
+            ToProvider::Measure(m) => frame(channel, kind::MEASURE, m),
         }
     }
 
@@ -351,6 +390,7 @@ impl ToProvider {
             kind::PONG => ToProvider::Pong(payload(k, p)?),
             kind::ASSIGN => ToProvider::Assign(Box::new(payload(k, p)?)),
             kind::CANCEL => ToProvider::Cancel,
+            kind::MEASURE => ToProvider::Measure(payload(k, p)?),
             other => return Err(WireError::UnknownKind(other)),
         };
         Ok((channel, msg))
@@ -369,6 +409,7 @@ impl FromProvider {
             FromProvider::Progress(m) => frame(channel, kind::PROGRESS, m),
             FromProvider::Done(m) => frame(channel, kind::DONE, m),
             FromProvider::Refused(m) => frame(channel, kind::REFUSED, m),
+            FromProvider::MeasureDone(m) => frame(channel, kind::MEASURE_DONE, m),
         }
     }
 
@@ -384,6 +425,7 @@ impl FromProvider {
             kind::PROGRESS => FromProvider::Progress(payload(k, p)?),
             kind::DONE => FromProvider::Done(Box::new(payload(k, p)?)),
             kind::REFUSED => FromProvider::Refused(payload(k, p)?),
+            kind::MEASURE_DONE => FromProvider::MeasureDone(payload(k, p)?),
             other => return Err(WireError::UnknownKind(other)),
         };
         Ok((channel, msg))

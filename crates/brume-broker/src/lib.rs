@@ -34,6 +34,7 @@ mod jobs;
 pub mod keys;
 pub mod ledger;
 mod lifecycle;
+mod measure;
 mod metrics;
 mod reexec;
 mod registry;
@@ -211,6 +212,8 @@ pub(crate) struct Shared {
     pub validator: brume_sandbox::Sandbox,
     /// One re-execution at a time ([`reexec`]).
     pub reexecutions: tokio::sync::Semaphore,
+    /// The fuel of a fitness challenge ([`measure`]), once learned.
+    pub challenge_fuel: tokio::sync::OnceCell<u64>,
     pub metrics: Arc<metrics::Metrics>,
     pub started: Instant,
     pub next_session: AtomicU64,
@@ -345,6 +348,7 @@ impl Broker {
             keys,
             validator,
             reexecutions: tokio::sync::Semaphore::new(1),
+            challenge_fuel: tokio::sync::OnceCell::new(),
             metrics,
             started: Instant::now(),
             next_session: AtomicU64::new(1),

@@ -31,12 +31,21 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: String) {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
-    let Some((socket, hello, address)) = handshake(&shared, socket).await else {
+    let Some((mut socket, hello, address)) = handshake(&shared, socket).await else {
         return;
+    };
+    let claimed = hello.capabilities.fitness_mips;
+    let measured = match crate::measure::challenge(&shared, &mut socket, claimed).await {
+        Ok(m) => m,
+        Err(why) => {
+            tracing::warn!(provider = %address, "fitness challenge failed: {why}");
+            refuse(socket, close::PROTOCOL_ERROR, why).await;
+            return;
+        }
     };
     let heartbeat = shared.config.heartbeat;
     let (tx, rx) = mpsc::unbounded_channel::<Message>();
-    let (id, blob_token) = register(&shared, hello, &address, &tx).await;
+    let (id, blob_token) = register(&shared, hello, measured, &address, &tx).await;
     let (sink, stream) = socket.split();
     let writer = tokio::spawn(write_frames(sink, rx));
     let reason = serve(&shared, id, &address, stream, &tx, heartbeat).await;
@@ -142,6 +151,7 @@ async fn handshake(
 async fn register(
     shared: &Arc<Shared>,
     hello: wire::Hello,
+    measured: wire::MeasuredSpeed,
     address: &str,
     tx: &mpsc::UnboundedSender<Message>,
 ) -> (u64, String) {
@@ -153,19 +163,26 @@ async fn register(
     let blob_token = hex::encode(token);
     shared.registry.allow_downloads(blob_token.clone());
     let heartbeat = shared.config.heartbeat;
-    let caps = hello.capabilities;
+    let mut caps = hello.capabilities;
+    caps.fitness_mips = measured.placed_mips;
+    if let Some(note) = &measured.note {
+        tracing::warn!(provider = %address, "placed by its measured speed: {note}");
+    }
     let welcome = ToProvider::Welcome(Welcome {
         session: id,
         heartbeat_ms: heartbeat.as_millis() as u64,
         blob_token: blob_token.clone(),
+        measured: Some(measured.clone()),
     });
     let _ = tx.send(Message::Binary(welcome.encode(CONTROL)));
     tracing::info!(
         provider = %address, session = id, slots = caps.slots, mips = caps.fitness_mips,
+        measured_mips = measured.measured_mips,
         region = %caps.region, "provider connected"
     );
     let (tier, org) = crate::trust::tier_of(shared, address, &caps).await;
     let mut entry = ProviderEntry::new(address.to_string(), caps, hello.price_ask, tx.clone());
+    entry.claimed_mips = measured.claimed_mips;
     entry.reserve_for_functions(shared.config.function_reserve_ppm);
     entry.tier = tier;
     entry.org = org;
@@ -309,7 +326,9 @@ fn handle(
         FromProvider::Ping(n) => {
             let _ = tx.send(Message::Binary(ToProvider::Pong(n).encode(CONTROL)));
         }
-        FromProvider::Pong(_) => {}
+        // The broker challenges only at the handshake; a late answer is
+        // nobody's business.
+        FromProvider::Pong(_) | FromProvider::MeasureDone(_) => {}
         FromProvider::Hello(_) => return Err(Violation::HelloAgain),
         FromProvider::Cached(digests) => shared.with_sched(|s, _| s.add_cached(id, digests)),
         FromProvider::Draining => {

@@ -2,7 +2,8 @@
 //!
 //! [`convert`] maps the wire's types (`brume-api`) to the sandbox's and
 //! back; [`run`] is one whole run of an [`Assign`] to its [`Outcome`],
-//! without progress reports. The provider runs its work through the same
+//! without progress reports; [`fitness`] is the broker's seeded speed
+//! challenge. The provider runs its work through the same
 //! conversions, so a re-execution of a deterministic assignment elsewhere
 //! (the broker settling a dispute, `brume verify-proof --reexecute`) gets
 //! exactly the output and fuel an honest provider signs.
@@ -12,6 +13,7 @@ use brume_api::wire::{Assign, Outcome};
 use brume_sandbox::{CommandRequest, Program, Sandbox};
 
 pub mod convert;
+pub mod fitness;
 
 /// Runs `assign` on `program` (loaded in the assignment's profile) to its
 /// outcome. Bad HTTP requests are a `fault:invalid_request`, as on a

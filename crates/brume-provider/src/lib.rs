@@ -264,6 +264,8 @@ pub(crate) struct Shared {
     pub(crate) ws_tls: tokio_tungstenite::Connector,
     pub(crate) fitness_mips: u64,
     fitness_digest: Digest,
+    /// The broker's fitness challenge, compiled before connecting.
+    pub(crate) challenge: Program,
     pub(crate) started: Instant,
     /// Programs ready to run: a sync map get on the hot path.
     pub(crate) programs: parking_lot::Mutex<HashMap<Key, Program>>,
@@ -325,13 +327,13 @@ impl Shared {
     }
 
     /// Digests compiled in the cache or loaded in memory, without the
-    /// fitness benchmark's.
+    /// fitness benchmark's and the broker's challenge.
     pub(crate) fn cached_digests(&self) -> Vec<String> {
         let mut all = self.sandbox.cached_digests();
         all.extend(self.programs.lock().keys().map(|(d, _)| *d));
         all.sort();
         all.dedup();
-        all.retain(|d| *d != self.fitness_digest);
+        all.retain(|d| *d != self.fitness_digest && *d != self.challenge.digest());
         all.iter().map(|d| d.to_string()).collect()
     }
 
@@ -391,6 +393,12 @@ impl Provider {
             }
         };
         let fitness_mips = fitness::measure(&sandbox).await?;
+        // Claims ten times its speed (a test fault, as the broker sees it).
+        let fitness_mips = match config.fault {
+            Some(Fault::InflateMips) => fitness_mips.saturating_mul(10),
+            _ => fitness_mips,
+        };
+        let challenge = brume_exec::fitness::load(&sandbox).map_err(ProviderError::Internal)?;
 
         let http_client = |trust: &brume_tls::Trust| -> Result<reqwest::Client, ProviderError> {
             trust
@@ -413,6 +421,7 @@ impl Provider {
             ws_tls,
             fitness_mips,
             fitness_digest: fitness::digest(),
+            challenge,
             started: Instant::now(),
             programs: parking_lot::Mutex::new(HashMap::new()),
             blacklists: policy::Blacklists::new(&config.blacklist, config.blacklist_sources.len()),

@@ -75,12 +75,14 @@ pub enum Fault {
     Stall,
     /// Send `Accepted`, then forget the work: no `Done`, no `Refused`.
     Drop,
+    /// Claim ten times the measured fitness in `Hello`.
+    InflateMips,
 }
 
 /// A `--fault` that is none of [`Fault`]'s.
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault {0:?} (wrong-output, wrong-fuel, stall, drop)")]
+#[error("unknown fault {0:?} (wrong-output, wrong-fuel, stall, drop, inflate-mips)")]
 pub struct UnknownFault(pub String);
 
 impl FromStr for Fault {
@@ -91,6 +93,7 @@ impl FromStr for Fault {
             "wrong-fuel" => Fault::WrongFuel,
             "stall" => Fault::Stall,
             "drop" => Fault::Drop,
+            "inflate-mips" => Fault::InflateMips,
             _ => return Err(UnknownFault(s.to_owned())),
         })
     }
@@ -116,7 +119,7 @@ pub(crate) fn tamper(fault: Fault, mut outcome: Outcome) -> Outcome {
             | Outcome::Responded { usage, .. }
             | Outcome::Failed { usage, .. } => usage.fuel += 1,
         },
-        Fault::Stall | Fault::Drop => {}
+        Fault::Stall | Fault::Drop | Fault::InflateMips => {}
     }
     outcome
 }
@@ -648,7 +651,10 @@ mod tests {
         ));
         assert_eq!(
             "wrong".parse::<Fault>().err().map(|e| e.to_string()),
-            Some(r#"unknown fault "wrong" (wrong-output, wrong-fuel, stall, drop)"#.to_string())
+            Some(
+                r#"unknown fault "wrong" (wrong-output, wrong-fuel, stall, drop, inflate-mips)"#
+                    .to_string()
+            )
         );
     }
 }

@@ -224,6 +224,13 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
     let welcome = loop {
         match handshake_frame(shared, &mut stream).await {
             Ok((_, ToProvider::Welcome(w))) => break w,
+            Ok((ch, ToProvider::Measure(m))) => {
+                let done = measure(shared, &m).await;
+                let frame = FromProvider::MeasureDone(done).encode(ch);
+                if let Err(e) = sink.send(Message::Binary(frame)).await {
+                    return lost(false, format!("send MeasureDone: {e}"));
+                }
+            }
             Ok((ch, ToProvider::Ping(n))) => {
                 let pong = FromProvider::Pong(n).encode(ch);
                 if let Err(e) = sink.send(Message::Binary(pong)).await {
@@ -240,6 +247,16 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
         heartbeat_ms = welcome.heartbeat_ms,
         "connected"
     );
+    if let Some(m) = &welcome.measured
+        && let Some(note) = &m.note
+    {
+        tracing::warn!(
+            claimed_mips = m.claimed_mips,
+            measured_mips = m.measured_mips,
+            placed_mips = m.placed_mips,
+            "the broker places this provider by its measured speed: {note}"
+        );
+    }
     shared.connected_since_ms.store(now_ms(), Ordering::Relaxed);
 
     let (tx, rx) = mpsc::unbounded_channel();
@@ -445,8 +462,32 @@ fn on_frame(
                 h.abort();
             }
         }
+        ToProvider::Measure(m) => {
+            let (shared, out) = (shared.clone(), ctx.out.clone());
+            tasks.spawn(async move {
+                let done = measure(&shared, &m).await;
+                work::send(&out, ch, &FromProvider::MeasureDone(done));
+                ch
+            });
+        }
         ToProvider::Challenge(_) | ToProvider::Welcome(_) => {
             tracing::warn!(channel = ch, "unexpected handshake frame; ignored");
         }
+    }
+}
+
+/// Runs the broker's fitness challenge (the program compiled at start).
+async fn measure(shared: &Shared, m: &wire::Measure) -> wire::MeasureDone {
+    match brume_exec::fitness::run(&shared.sandbox, &shared.challenge, m.seed, m.rounds).await {
+        Ok((stdout, fuel)) => wire::MeasureDone {
+            stdout,
+            fuel,
+            error: None,
+        },
+        Err(e) => wire::MeasureDone {
+            stdout: Bytes::new(),
+            fuel: 0,
+            error: Some(e),
+        },
     }
 }

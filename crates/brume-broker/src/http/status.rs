@@ -43,6 +43,7 @@ pub(super) async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<Prov
                 slots_busy: p.busy,
                 memory_bytes: p.caps.memory_bytes,
                 fitness_mips: p.caps.fitness_mips,
+                claimed_mips: p.claimed_mips,
                 price_ask: p.price_ask,
                 allowed_services: p.caps.allowed_services.clone(),
                 modules_cached: p.cached.len() as u64,

@@ -164,6 +164,7 @@ async fn session(mut socket: WebSocket, st: Arc<St>) {
         session: 1,
         heartbeat_ms: st.heartbeat_ms,
         blob_token: TOKEN.into(),
+        measured: None,
     });
     if socket
         .send(Message::Binary(welcome.encode(wire::CONTROL)))

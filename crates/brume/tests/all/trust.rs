@@ -710,6 +710,44 @@ async fn a_padded_fuel_claim_is_refuted_by_reexecution() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// Measured capabilities: the broker times a fresh fitness challenge at the
+/// handshake. A provider claiming ten times its speed is placed (tiers'
+/// `min_mips`, the slow-provider refund) by the measure, and told why.
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "test faults exist in debug builds only"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_is_placed_by_its_measured_speed_not_its_claim() {
+    let mut net = Net::start(0, 1).await;
+    let i = net.add_provider_args(1, &["--fault", "inflate-mips"]).await;
+    let liar = net.providers[i].address.clone();
+    let list = net.client.providers().await.expect("providers");
+    let info = list
+        .providers
+        .iter()
+        .find(|p| p.address == liar)
+        .expect("the provider is connected");
+    assert!(info.fitness_mips >= 1, "{info:?}");
+    assert!(
+        info.fitness_mips * 2 < info.claimed_mips,
+        "placed by the measure, not the claim: {info:?}"
+    );
+    let proc = &net.providers[i].proc;
+    eventually("the provider is told why", || async {
+        proc.stderr_tail()
+            .contains("places this provider by its measured speed")
+            .then_some(())
+    })
+    .await;
+    // Its work runs as usual.
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    let job = net.client.submit(&cpu_job(1_000)).await.expect("submit");
+    let (_, result) = follow(&net.client, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+}
+
 fn reexecution_signed(
     r: brume_client::brume_api::receipt::Reexecution,
     by: &Identity,

@@ -1,0 +1,138 @@
+//! Measured capabilities: at the handshake, between `Hello` and `Welcome`,
+//! the broker sends a fresh fitness challenge (`brume_exec::fitness`: a
+//! seeded loop whose output it computes natively and whose fuel it learned
+//! by running one itself) and times the answer. A wrong or missing answer
+//! closes the session. A claimed speed more than [`TOLERANCE`] times the
+//! measured one is cut down to the measure, and the provider is told why
+//! (`Welcome::measured`). Tiers' `min_mips` and the slow-provider refund
+//! use the placed figure.
+//!
+//! The time includes the round trip, so a distant provider measures a
+//! little slower than it is; the tolerance absorbs that and the noise of a
+//! loaded machine.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use brume_api::wire::{self, CONTROL, FromProvider, ToProvider};
+use brume_exec::fitness;
+
+use crate::Shared;
+
+/// How long a provider has to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A claim up to this many times the measure stands.
+pub(crate) const TOLERANCE: u64 = 2;
+
+/// Challenges the provider on `socket` and judges its claimed MIPS; `Err`
+/// says why the session is refused.
+pub(crate) async fn challenge(
+    shared: &Shared,
+    socket: &mut WebSocket,
+    claimed_mips: u64,
+) -> Result<wire::MeasuredSpeed, String> {
+    let fuel = challenge_fuel(shared).await?;
+    let seed: u64 = rand::random();
+    let rounds = fitness::ROUNDS;
+    let frame = ToProvider::Measure(wire::Measure { seed, rounds }).encode(CONTROL);
+    let started = Instant::now();
+    socket
+        .send(Message::Binary(frame))
+        .await
+        .map_err(|e| format!("send the fitness challenge: {e}"))?;
+    let done = tokio::time::timeout(TIMEOUT, answer(socket))
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer to the fitness challenge within {} s",
+                TIMEOUT.as_secs()
+            )
+        })??;
+    let elapsed = started.elapsed();
+    if let Some(e) = done.error {
+        return Err(format!(
+            "the provider could not run the fitness challenge: {e}"
+        ));
+    }
+    if done.stdout[..] != fitness::expected(seed, rounds) || done.fuel != fuel {
+        return Err(format!(
+            "wrong answer to the fitness challenge (fuel {}, expected {fuel})",
+            done.fuel
+        ));
+    }
+    let measured_mips = ((fuel as f64 / elapsed.as_secs_f64().max(1e-9)) / 1e6).max(1.0) as u64;
+    Ok(judge(claimed_mips, measured_mips))
+}
+
+/// The placed figure: the claim if the measure backs it within
+/// [`TOLERANCE`], else the measure, with why.
+pub(crate) fn judge(claimed_mips: u64, measured_mips: u64) -> wire::MeasuredSpeed {
+    let backed = measured_mips.saturating_mul(TOLERANCE) >= claimed_mips;
+    wire::MeasuredSpeed {
+        claimed_mips,
+        measured_mips,
+        placed_mips: if backed { claimed_mips } else { measured_mips },
+        note: (!backed).then(|| {
+            format!(
+                "claimed {claimed_mips} MIPS, but the broker's fitness challenge ran at \
+                 {measured_mips} MIPS (round trip included); claims more than {TOLERANCE}x \
+                 the measure are cut to it"
+            )
+        }),
+    }
+}
+
+/// The provider's `MeasureDone`, answering pings meanwhile.
+async fn answer(socket: &mut WebSocket) -> Result<wire::MeasureDone, String> {
+    loop {
+        match socket.recv().await {
+            Some(Ok(Message::Binary(b))) => match FromProvider::decode(&b) {
+                Ok((_, FromProvider::MeasureDone(d))) => return Ok(d),
+                Ok((ch, FromProvider::Ping(n))) => {
+                    let pong = ToProvider::Pong(n).encode(ch);
+                    let _ = socket.send(Message::Binary(pong)).await;
+                }
+                Ok((_, other)) => {
+                    return Err(format!("expected MeasureDone, got {other:?}"));
+                }
+                Err(e) => return Err(format!("bad frame: {e}")),
+            },
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            _ => return Err("the provider left during the fitness challenge".into()),
+        }
+    }
+}
+
+/// The fuel of a challenge: learned once, by running one here.
+async fn challenge_fuel(shared: &Shared) -> Result<u64, String> {
+    shared
+        .challenge_fuel
+        .get_or_try_init(|| async {
+            // The validator runs one instance at a time: re-executions too.
+            let _one = shared
+                .reexecutions
+                .acquire()
+                .await
+                .map_err(|e| e.to_string())?;
+            fitness::fuel(&shared.validator, fitness::ROUNDS).await
+        })
+        .await
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_within_the_tolerance_stand_and_others_are_cut() {
+        let ok = judge(1_500, 1_000);
+        assert_eq!((ok.placed_mips, ok.note), (1_500, None));
+        let cut = judge(10_000, 1_000);
+        assert_eq!(cut.placed_mips, 1_000);
+        assert!(cut.note.unwrap_or_default().contains("10000"));
+        // A modest claim is never raised to the measure.
+        assert_eq!(judge(500, 1_000).placed_mips, 500);
+    }
+}
