@@ -43,7 +43,11 @@ pub(crate) const DEFAULT_FUNCTION_RESERVE_PPM: u32 = 250_000;
 #[derive(Debug)]
 pub(crate) struct ProviderEntry {
     pub address: String,
+    /// Its capabilities as placed: `fitness_mips` as the broker measured
+    /// it (see `measure.rs`).
     pub caps: Capabilities,
+    /// The speed its `Hello` claimed.
+    pub claimed_mips: u64,
     pub price_ask: Price,
     pub busy: u32,
     /// Slots held by batch work.
@@ -84,6 +88,7 @@ impl ProviderEntry {
         let cached = caps.cached.iter().cloned().collect();
         ProviderEntry {
             address,
+            claimed_mips: caps.fitness_mips,
             caps,
             price_ask,
             busy: 0,
@@ -236,6 +241,9 @@ impl Rate {
 
 /// How many acceptable providers `pick` compares by reputation.
 const RANK_AMONG: usize = 8;
+
+/// How many acceptable providers a replica is drawn among.
+const DRAW_AMONG: usize = 32;
 
 impl Scheduler {
     /// The track record of `address` (created empty), to change: it is
@@ -457,6 +465,9 @@ impl Scheduler {
 
     fn pick(&self, work: &Work) -> Option<ProviderId> {
         let ok = |id: &ProviderId| self.providers.get(id).is_some_and(|p| p.accepts(*id, work));
+        if work.spec.distinct.is_some() {
+            return self.draw_by_stake(ok);
+        }
         // Among the first few acceptable providers (warm ones first, then by
         // load), the one with the longest run of verified results; ties go
         // to the less loaded.
@@ -481,6 +492,36 @@ impl Scheduler {
             return Some(id);
         }
         best(&self.idle)
+    }
+
+    /// A replica's provider: drawn at random among the first acceptable
+    /// providers with a free slot, weighted by stake (uniformly if none has
+    /// any), as the CGN draws its miners. Not by reputation rank, which
+    /// sybils with long runs of honest work could climb to collude.
+    fn draw_by_stake(&self, ok: impl Fn(&ProviderId) -> bool) -> Option<ProviderId> {
+        let candidates: Vec<(ProviderId, u128)> = self
+            .idle
+            .iter()
+            .take(SCAN_CAP)
+            .filter(|(_, id)| ok(id))
+            .take(DRAW_AMONG)
+            .map(|&(_, id)| (id, self.providers.get(&id).map_or(0, |p| p.stake)))
+            .collect();
+        let total = candidates
+            .iter()
+            .fold(0u128, |t, (_, stake)| t.saturating_add(*stake));
+        if total == 0 {
+            let n = candidates.len();
+            return (n > 0).then(|| candidates[rand::random::<u64>() as usize % n].0);
+        }
+        let mut point = rand::random::<u128>() % total;
+        for (id, stake) in &candidates {
+            if point < *stake {
+                return Some(*id);
+            }
+            point -= stake;
+        }
+        candidates.last().map(|(id, _)| *id)
     }
 
     fn assign(&mut self, id: ProviderId, work: Arc<Work>, after: &mut After) {

@@ -46,7 +46,18 @@ pub(super) fn work(
     memory: u64,
     max_price: Option<Price>,
 ) -> Arc<Work> {
-    let spec = WorkSpec {
+    work_with(service, digest, memory, max_price, |_| {})
+}
+
+/// [`work`], with `edit` applied to its spec.
+pub(super) fn work_with(
+    service: &str,
+    digest: &str,
+    memory: u64,
+    max_price: Option<Price>,
+    edit: impl FnOnce(&mut WorkSpec),
+) -> Arc<Work> {
+    let mut spec = WorkSpec {
         service: Some(service.into()),
         digest: digest.into(),
         kind: ServiceKind::Command,
@@ -74,6 +85,7 @@ pub(super) fn work(
         class: crate::work::Class::Batch,
         account: "acct".into(),
     };
+    edit(&mut spec);
     Work::new(WorkId::new(), spec, Duration::from_secs(60), 0)
 }
 
@@ -208,4 +220,39 @@ fn ten_thousand_providers_all_get_work_through_the_index() {
         "all busy: queued"
     );
     assert_eq!(s.queue_len(), 1);
+}
+
+/// Replicas are drawn by stake, not ranked by reputation: a provider with
+/// no stake never gets a replica while one with stake is free, whatever
+/// its run of verified results; without any stake, the draw is uniform.
+#[test]
+fn replicas_are_drawn_by_stake_not_reputation() {
+    let mut s = Scheduler::default();
+    let _veteran = provider(&mut s, 1, caps(64, 1 << 40, None, &[]), 0);
+    let _staked = provider(&mut s, 2, caps(64, 1 << 40, None, &[]), 0);
+    s.reputation_mut(&format!("0x{:040x}", 1)).consecutive_valid = 1_000;
+    let mut after = After::default();
+    s.set_stake(2, 5, &mut after);
+    drop(after);
+    let replica = || {
+        work_with("f", "d", 1, None, |spec| {
+            spec.distinct = Some(Default::default());
+        })
+    };
+    for _ in 0..20 {
+        assert_eq!(place(&mut s, &replica()), Some(2));
+    }
+    // Plain work still goes by rank: the veteran.
+    assert_eq!(place(&mut s, &work("f", "d", 1, None)), Some(1));
+    // Nobody staked: both get replicas.
+    let mut after = After::default();
+    s.set_stake(2, 0, &mut after);
+    drop(after);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        if let Some(p) = place(&mut s, &replica()) {
+            seen.insert(p);
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
 }
