@@ -34,10 +34,6 @@ pub struct ChainConfig {
     /// Refuse paid work to accounts that are not addresses (plain API key
     /// names, which can't escrow). `brume devnet` turns it on.
     pub require_allowance: bool,
-    /// What uncapped work reserves when its service has no observed cost
-    /// yet, in token base units.
-    #[serde(with = "amount")]
-    pub default_reservation: u128,
     /// The least stake (allowance to the payout account, base units) a
     /// provider needs to get work.
     #[serde(with = "amount")]
@@ -54,15 +50,11 @@ impl Default for ChainConfig {
             genesis: Vec::new(),
             faucet: false,
             require_allowance: false,
-            default_reservation: DEFAULT_RESERVATION,
             min_stake: 0,
             stake_refresh_ms: 5_000,
         }
     }
 }
-
-/// 0.001 token.
-pub const DEFAULT_RESERVATION: u128 = 1_000_000_000_000_000;
 
 /// The chain backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

@@ -57,7 +57,6 @@
 //! chain_id = 1651668333        # the dev chain's id ("brum"; fixed at its genesis)
 //! faucet = false               # POST /v1/chain/faucet mints (brume devnet: true)
 //! require_allowance = false    # refuse paid work to accounts that are not addresses
-//! default_reservation = "1000000000000000"   # base units uncapped work reserves
 //!                              # before its service has an observed cost
 //! min_stake = 0                # base units a provider must stake to get work
 //! stake_refresh_ms = 5000      # how often providers' stakes are read
@@ -201,14 +200,12 @@ mod tests {
 faucet = true
 require_allowance = true
 min_stake = 5
-default_reservation = "1000000000000000000000"
 genesis = [{ address = "0x00000000000000000000000000000000000000aa", amount = 7 }]
 "#;
         let c: ConfigFile = toml::from_str(text).expect("parses");
         let chain = c.broker.chain.expect("chain");
         assert!(chain.faucet && chain.require_allowance);
         assert_eq!(chain.min_stake, 5);
-        assert_eq!(chain.default_reservation, 1_000_000_000_000_000_000_000);
         assert_eq!(chain.genesis[0].amount, 7);
         assert!(
             toml::from_str::<ConfigFile>(

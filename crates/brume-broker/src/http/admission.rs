@@ -28,15 +28,14 @@ pub(super) fn admit(
         })
 }
 
-/// Reserves the work's maximum cost against its paying account's escrow
-/// (see `escrow.rs`), or refuses it with 402 `insufficient_allowance`
-/// before anything runs or is billed.
-/// Holds `units` times the work's maximum cost in the requester's escrow
-/// (units: the most runs its verification policy may make), or 402.
+/// Holds `units` times the work's maximum cost (from its `limits`: see
+/// `Ledger::max_cost`; units: the most runs its verification policy may
+/// make) against its paying account's escrow (see `escrow.rs`), or refuses
+/// it with 402 `insufficient_allowance` before anything runs or is billed.
 pub(super) async fn reserve(
     shared: &Arc<Shared>,
     billing: &Billing,
-    digest: &str,
+    limits: &brume_api::Limits,
     units: u128,
 ) -> Res<Option<Arc<crate::escrow::Hold>>> {
     use crate::escrow::Reserve;
@@ -62,7 +61,8 @@ pub(super) async fn reserve(
     };
     let cost = shared
         .ledger
-        .max_cost(&admission, digest, shared.config.chain.default_reservation)
+        .max_cost(&admission, limits, &billing.declared)
+        .map_err(|e| Fail::new(ErrorCode::Internal, format!("pricing the hold: {e}")))?
         .saturating_mul(units);
     let escrow = shared.ledger.escrow();
     if let Reserve::Held(h) = escrow.try_reserve(&account, cost, false) {

@@ -362,7 +362,7 @@ pub(super) async fn invoke(
 ) -> Res<Response> {
     let (mut spec, mut billing, body) =
         sync_work(&shared, auth, &headers, &name, ServiceKind::Command, body)?;
-    billing.hold = reserve(&shared, &billing, &spec.digest, 1).await?;
+    billing.hold = reserve(&shared, &billing, &spec.limits, 1).await?;
     billing.request_line = match &query {
         Some(q) => format!("POST /v1/functions/{name}/invoke?{q} HTTP/1.1"),
         None => format!("POST /v1/functions/{name}/invoke HTTP/1.1"),
@@ -423,7 +423,7 @@ pub(super) async fn forward(
 ) -> Res<Response> {
     let (mut spec, mut billing, body) =
         sync_work(&shared, auth, &headers, &name, ServiceKind::Http, body)?;
-    billing.hold = reserve(&shared, &billing, &spec.digest, 1).await?;
+    billing.hold = reserve(&shared, &billing, &spec.limits, 1).await?;
     let mut uri = format!("/{path}");
     if let Some(q) = query {
         uri.push('?');

@@ -61,6 +61,10 @@ pub(super) async fn submit_job(
     let billing = Billing {
         requester: auth.name.clone(),
         admission: Some(admission),
+        declared: Declared {
+            runtime_ms: spec.expect.runtime_ms,
+            memory_bytes: spec.expect.memory_bytes,
+        },
         ..Billing::default()
     };
     // The hold covers every run the job's policy (or its account's
@@ -70,7 +74,7 @@ pub(super) async fn submit_job(
         .clone()
         .or_else(|| shared.config.trust.default_verify(&auth.name));
     let units = crate::verify::max_units(policy.as_ref());
-    let hold = reserve(&shared, &billing, &digest, units).await?;
+    let hold = reserve(&shared, &billing, &limits, units).await?;
     let resolved = Resolved {
         developer,
         service,

@@ -49,6 +49,8 @@ use tokio::sync::{mpsc, watch};
 use crate::work::Work;
 mod config;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use rows::Ran;
 
@@ -352,20 +354,43 @@ impl Ledger {
         Ok(())
     }
 
-    /// The most a unit of work admitted as `admission` may cost, in token
-    /// base units: a capped request's cap; else the service's mean billed
-    /// cost so far, or `default` before its first run.
-    pub(crate) fn max_cost(&self, admission: &Admission, digest: &str, default: u128) -> u128 {
-        if let Some(cap) = admission.cap_fiat_micros {
-            let per_token = u128::from(self.fiat_micros_per_token.max(1));
-            return cap
-                .saturating_mul(1_000_000_000_000_000_000)
-                .div_ceil(per_token);
-        }
-        match self.observed.lock().get(digest) {
-            Some(o) if o.n > 0 => o.tokens.div_ceil(u128::from(o.n)),
-            _ => default,
-        }
+    /// The most a unit of work admitted as `admission` with `limits` may
+    /// cost any one payer, in token base units: the fee, at the admitted
+    /// tier and today's price, of everything its limits allow (all its fuel,
+    /// its whole input and output), plus the overrun surcharge for its
+    /// whole deadline and memory against its declared shape; at most a
+    /// capped request's cap. Its row is billed from usage clamped to the
+    /// same limits ([`Ledger::row`]), and prices only fall day by day, so
+    /// its row never costs more.
+    pub(crate) fn max_cost(
+        &self,
+        admission: &Admission,
+        limits: &brume_api::Limits,
+        declared: &Declared,
+    ) -> Result<u128, BillError> {
+        let worst = brume_api::Usage {
+            fuel: limits.fuel,
+            peak_memory_bytes: limits.memory_bytes,
+            wall_us: limits.timeout_ms.saturating_mul(1000),
+            bytes_in: limits.max_input_bytes,
+            bytes_out: limits.max_output_bytes,
+        };
+        let billing = Billing {
+            declared: *declared,
+            ..Billing::default()
+        };
+        let (fee, _) = self.price(&billing, admission, &worst, crate::now_ms())?;
+        let most = fee.token_amount;
+        Ok(match admission.cap_fiat_micros {
+            Some(cap) => {
+                let per_token = u128::from(self.fiat_micros_per_token.max(1));
+                most.min(
+                    cap.saturating_mul(1_000_000_000_000_000_000)
+                        .div_ceil(per_token),
+                )
+            }
+            None => most,
+        })
     }
 
     /// The account whose allowance backs `requester`'s work: the subsidy of

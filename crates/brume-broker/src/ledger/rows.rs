@@ -51,6 +51,13 @@ impl Ledger {
             tier: self.default_tier,
             cap_fiat_micros: None,
         });
+        // A provider's word on its usage never exceeds what the work was
+        // allowed: the escrow hold ([`Ledger::max_cost`]) bounds the row.
+        let clamped = clamp(ran.usage, &work.spec.limits);
+        let ran = Ran {
+            usage: &clamped,
+            ..ran
+        };
         let (fee, surcharge) = self.fee(&work.spec.digest, billing, &admission, ran.usage, now)?;
         let charge = self.deal(&billing.requester).charge(&fee, &admission)?;
         let requester = clip(&billing.requester, MAX_ID_BYTES);
@@ -107,12 +114,6 @@ impl Ledger {
         usage: &brume_api::Usage,
         now: u64,
     ) -> Result<(Fee, u128), BillError> {
-        let resources = ResourceUsage {
-            fuel: usage.fuel,
-            gpu_flop: 0,
-            bytes_in: usage.bytes_in,
-            bytes_out: usage.bytes_out,
-        };
         {
             let mut seen = self.observed.lock();
             let o = seen.entry(digest.to_string()).or_default();
@@ -121,6 +122,29 @@ impl Ledger {
             o.bytes_in += u128::from(usage.bytes_in);
             o.bytes_out += u128::from(usage.bytes_out);
         }
+        let (fee, surcharge) = self.price(billing, admission, usage, now)?;
+        if let Some(o) = self.observed.lock().get_mut(digest) {
+            o.tokens = o.tokens.saturating_add(fee.token_amount);
+        }
+        Ok((fee, surcharge))
+    }
+
+    /// The fee of `usage` at the admitted tier on the day of `now`, plus
+    /// the overrun surcharge against the declared shape (also returned
+    /// apart).
+    pub(super) fn price(
+        &self,
+        billing: &Billing,
+        admission: &Admission,
+        usage: &brume_api::Usage,
+        now: u64,
+    ) -> Result<(Fee, u128), BillError> {
+        let resources = ResourceUsage {
+            fuel: usage.fuel,
+            gpu_flop: 0,
+            bytes_in: usage.bytes_in,
+            bytes_out: usage.bytes_out,
+        };
         let mut fee = self.pricer.fee_at(
             &resources,
             admission.tier,
@@ -135,9 +159,6 @@ impl Ledger {
         let surcharge_fiat = rule.surcharge(fee.fee_fiat_micros, &billing.declared, &measured)?;
         fee.token_amount += surcharge;
         fee.fee_fiat_micros += surcharge_fiat;
-        if let Some(o) = self.observed.lock().get_mut(digest) {
-            o.tokens = o.tokens.saturating_add(fee.token_amount);
-        }
         Ok((fee, surcharge))
     }
 
@@ -261,5 +282,16 @@ fn private_data(billing: &Billing, ran: Ran<'_>, downgraded: bool) -> PrivateDat
         metrics,
         service_fields: BTreeMap::new(),
         custom_fields: BTreeMap::new(),
+    }
+}
+
+/// `usage` with every figure at most what `limits` allow.
+pub(super) fn clamp(usage: &brume_api::Usage, limits: &brume_api::Limits) -> brume_api::Usage {
+    brume_api::Usage {
+        fuel: usage.fuel.min(limits.fuel),
+        peak_memory_bytes: usage.peak_memory_bytes.min(limits.memory_bytes),
+        wall_us: usage.wall_us.min(limits.timeout_ms.saturating_mul(1000)),
+        bytes_in: usage.bytes_in.min(limits.max_input_bytes),
+        bytes_out: usage.bytes_out.min(limits.max_output_bytes),
     }
 }

@@ -453,13 +453,13 @@ async fn a_provider_below_min_stake_gets_no_work_until_it_stakes() {
     assert_eq!(result.exit_code, Some(0), "{:?}", result.error);
 }
 
-/// A job's hold covers every run its verification policy may make: an
-/// allowance for two runs admits a plain job but not a replication of
-/// three, which gets 402 before anything is stored or run.
+/// A job's hold covers every run its verification policy may make, each
+/// at the most its limits allow: an allowance for two and a half runs
+/// admits a plain job but not a replication of three, which gets 402
+/// before anything is stored or run.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replicated_job_holds_every_run_it_may_make() {
-    // Uncapped work before its first run holds 0.4 token per run.
-    let config = "[broker.chain]\nfaucet = true\nrequire_allowance = true\ndefault_reservation = \"400000000000000000\"\n";
+    let config = "[broker.chain]\nfaucet = true\nrequire_allowance = true\n";
     let net = Net::start_with(2, 1, Some(config), &[]).await;
     net.publish(
         "cpu",
@@ -472,9 +472,28 @@ async fn a_replicated_job_holds_every_run_it_may_make() {
         .faucet(&alice.address().to_string(), 5_000_000_000_000_000_000)
         .await
         .expect("faucet");
-    let (ok, _, err) = wallet(&net, &keys, &pw, &["approve", "1.0", "--key", "alice"]);
-    assert!(ok, "wallet approve: {err}");
     let signed = Client::with_identity(&net.broker.url, alice.clone()).expect("client");
+    // Without an allowance, the 402 says what one run may cost.
+    let refused = signed.submit(&cpu_job(1_000)).await;
+    let message = match refused {
+        Err(brume_client::ClientError::Api { error, .. }) => error.message,
+        other => panic!("expected 402, got {other:?}"),
+    };
+    let one_run: u128 = message
+        .split("may cost up to ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cost in {message:?}"));
+    assert!(one_run > 0, "{message}");
+    let allowance = one_run * 5 / 2;
+    let tokens = format!(
+        "{}.{:018}",
+        allowance / 1_000_000_000_000_000_000,
+        allowance % 1_000_000_000_000_000_000
+    );
+    let (ok, _, err) = wallet(&net, &keys, &pw, &["approve", &tokens, "--key", "alice"]);
+    assert!(ok, "wallet approve: {err}");
 
     let mut replicated = cpu_job(1_000);
     replicated.verify =
