@@ -163,8 +163,8 @@ impl ChainHandle {
 
 /// Slashes a provider's stake: `transferFrom(provider → slash destination,
 /// amount)` signed by the broker (the stake's spender), anchored with the
-/// digest of the evidence. The destination is the payout account (the
-/// operator). Nothing calls it yet; the trust issue will.
+/// digest of the evidence. `to` is the operator's account
+/// (`verify::slash`).
 pub async fn slash(
     chain: &dyn Chain,
     broker: &Identity,
@@ -177,6 +177,38 @@ pub async fn slash(
         .transfer_from(broker, provider, to, amount, evidence_digest)
         .await
 }
+
+/// The operator pays the parts of rows it absorbs (a subsidy deal's, a
+/// cap with downgrade's) like any payer: from its own account, through an
+/// allowance to the payout account. The broker holds the operator's key
+/// (`operator.key` in its data dir), so it approves that allowance itself
+/// at start (unlimited, once); failing that, the broker doesn't start. On
+/// a devnet (faucet on), an empty operator account is funded from the
+/// faucet. Elsewhere an empty one is a warning: rows it absorbs a part of
+/// are deferred, and `/v1/status` flags the account, until it is funded.
+pub(crate) async fn ready_operator(shared: &crate::Shared) -> Result<(), crate::BrokerError> {
+    let operator = Identity::load_or_create(&shared.config.data_dir.join("operator.key"))?;
+    let (chain, config) = (shared.chain.chain(), &shared.config.chain);
+    let payout = shared.identity.address();
+    let address = operator.address();
+    if chain.allowance(address, payout).await? < u128::MAX / 2 {
+        chain.approve(&operator, payout, u128::MAX).await?;
+        tracing::info!(operator = %address, "approved the payout account to collect what the operator absorbs");
+    }
+    let balance = chain.balance_of(address).await?;
+    if balance == 0 && config.faucet {
+        chain.faucet(address, OPERATOR_DEVNET_FUNDS).await?;
+    } else if balance == 0 {
+        tracing::warn!(
+            operator = %address,
+            "the operator's account holds no tokens: rows where the operator absorbs a part (subsidy, cap with downgrade) are deferred until it is funded"
+        );
+    }
+    Ok(())
+}
+
+/// What a devnet's operator account gets from the faucet: 1000 tokens.
+pub const OPERATOR_DEVNET_FUNDS: u128 = 1_000 * 1_000_000_000_000_000_000;
 
 /// Reads every connected provider's stake every `stake_refresh_ms` (never
 /// on a request's path) and tells the scheduler. Runs for the life of the

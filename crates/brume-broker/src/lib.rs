@@ -362,6 +362,7 @@ impl Broker {
             tracing::warn!("write {}: {e}", keys::CONTROL_TOKEN_FILE);
         }
         tasks.spawn(sweeper(shared.clone()));
+        chain::ready_operator(&shared).await?;
         tasks.spawn(chain::stake_watcher(shared.clone()));
         tasks.spawn(standings::watch(shared.clone()));
         settlement::start(&shared).await;

@@ -18,6 +18,26 @@ use crate::net::*;
 
 const FUNDS: u128 = 1_000_000_000_000_000_000_000; // 1000 tokens
 
+/// `who` approves [`FUNDS`] to the payout account: its first tx, signed
+/// here and sent through the broker.
+async fn approve(net: &Net, who: &Identity, chain_id: u64, payout: Address) {
+    let tx = Tx {
+        chain_id,
+        from: who.address(),
+        nonce: 0,
+        call: Call::Approve {
+            spender: payout,
+            amount: FUNDS,
+        },
+    }
+    .sign(who)
+    .expect("sign");
+    net.client
+        .submit_tx(&tx.tx.encode(), &tx.signature)
+        .await
+        .expect("approve");
+}
+
 /// Every row through the public API.
 async fn all_rows(net: &Net) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
@@ -173,21 +193,7 @@ period_s = 0
     let info = net.client.chain_info().await.expect("chain");
     let payout: Address = info.payout_account.parse().expect("payout account");
     for r in &requesters {
-        let tx = Tx {
-            chain_id: info.chain_id,
-            from: r.address(),
-            nonce: 0,
-            call: Call::Approve {
-                spender: payout,
-                amount: FUNDS,
-            },
-        }
-        .sign(r)
-        .expect("sign");
-        net.client
-            .submit_tx(&tx.tx.encode(), &tx.signature)
-            .await
-            .expect("approve");
+        approve(&net, r, info.chain_id, payout).await;
     }
 
     // A few thousand units: invocations of echo, jobs of cpu.
@@ -290,4 +296,71 @@ period_s = 0
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("bad settlement transfer"), "{err}");
+}
+
+/// A deal under which the operator absorbs part of a row (a cap with
+/// downgrade whose first run has no estimate: the requester pays its cap,
+/// the operator the rest) settles whole: the broker approved the payout
+/// account from the operator's key at start and the devnet faucet funded
+/// it, so no row waits on the operator and the provider is paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_operator_absorbs_part_of_settle_and_their_providers_are_paid() {
+    let alice = Identity::random();
+    let config = format!(
+        r#"
+[broker.chain]
+faucet = true
+
+[broker.settlement]
+period_s = 0
+
+[[broker.ledger.tiers]]
+name = "standard"
+fiat_micros_per_coin = 1000000000000
+
+[[broker.ledger.deals]]
+account = "{}"
+structure = {{ kind = "cap_with_downgrade" }}
+"#,
+        alice.address()
+    );
+    let net = Net::start_with(1, 1, Some(&config), &[]).await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    net.client
+        .faucet(&alice.address().to_string(), FUNDS)
+        .await
+        .expect("faucet");
+    let info = net.client.chain_info().await.expect("chain");
+    let payout: Address = info.payout_account.parse().expect("payout account");
+    approve(&net, &alice, info.chain_id, payout).await;
+
+    // Capped at one micro-euro: the job costs more, the operator absorbs it.
+    let signed = brume_client::Client::with_identity(&net.broker.url, alice).expect("client");
+    let mut spec = cpu_job(200_000);
+    spec.price_cap_micros = Some(1);
+    let job = signed.submit(&spec).await.expect("submit");
+    let (_, result) = follow(&signed, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    let row = eventually("the job's row", || async {
+        let rows = all_rows(&net).await;
+        rows.into_iter()
+            .find(|r| r["work_id"] == job.id.to_string().as_str())
+    })
+    .await;
+    let payers = row["payers"].as_array().cloned().unwrap_or_default();
+    assert!(
+        payers.iter().any(|p| p["kind"] == "operator"),
+        "the operator absorbs a part: {row}"
+    );
+
+    let report = net.client.settle().await.expect("settle");
+    assert_eq!(report["balanced"], true, "{report}");
+    let health = net.client.settlement().await.expect("health");
+    assert_eq!(health.rows_deferred, 0, "{health:?}");
+    assert!(health.flagged.is_empty(), "{health:?}");
+    let provider = &net.providers[0].address;
+    let account = net.client.chain_account(provider).await.expect("account");
+    let earned: u128 = account.balance.parse().expect("balance");
+    assert!(earned > 0, "the provider is paid: {account:?}");
 }
