@@ -42,6 +42,9 @@ pub mod headers {
     /// same sequence. Within one account and class, dispatch follows
     /// arrival.
     pub const DISPATCH: &str = "x-brume-dispatch";
+    /// On an invocation: `audit` (run deterministically; a sampled share
+    /// is re-executed afterwards, and a lie refunded) or `none`.
+    pub const VERIFY: &str = "x-brume-verify";
 }
 
 /// One unit of work (a sync invocation or a job). Ids are UUIDv7, so they

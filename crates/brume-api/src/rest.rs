@@ -191,6 +191,13 @@ pub struct JobSpec {
     /// Free-form labels, returned with the job.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The requester's own columns for the job's ledger rows (private,
+    /// hashed into `custom_hash`): at most [`MAX_COLUMNS`], names of
+    /// `[a-z0-9_-]` up to [`MAX_COLUMN_NAME`] bytes, values up to
+    /// [`MAX_COLUMN_VALUE`] bytes. Invocations give them as
+    /// `x-brume-column-<name>` headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, String>,
     /// The service tier to run at (a name from the broker's tiers; default:
     /// the account's deal's tier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,6 +282,31 @@ pub struct Expect {
 pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
 pub const MAX_ARGS: usize = 1024;
 pub const MAX_LABELS: usize = 64;
+/// Custom ledger columns on one request.
+pub const MAX_COLUMNS: usize = 16;
+pub const MAX_COLUMN_NAME: usize = 64;
+pub const MAX_COLUMN_VALUE: usize = 1024;
+
+/// Checks one custom column (see [`JobSpec::columns`]).
+pub fn check_column(name: &str, value: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > MAX_COLUMN_NAME
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "column name {name:?}: 1-{MAX_COLUMN_NAME} bytes of [a-z0-9_-]"
+        ));
+    }
+    if value.len() > MAX_COLUMN_VALUE {
+        return Err(format!(
+            "column {name:?}: {} bytes, at most {MAX_COLUMN_VALUE}",
+            value.len()
+        ));
+    }
+    Ok(())
+}
 
 impl JobSpec {
     /// Checks everything that doesn't need the broker's state. Errors name
@@ -349,6 +381,13 @@ impl JobSpec {
             if k.is_empty() || k.len() > 64 || v.len() > 256 {
                 return bad(format!("labels: {k:?} (keys 1-64 bytes, values up to 256)"));
             }
+        }
+        if self.columns.len() > MAX_COLUMNS {
+            return bad(format!("columns: at most {MAX_COLUMNS}"));
+        }
+        for (k, v) in &self.columns {
+            check_column(k, v)
+                .map_err(|m| ApiError::new(ErrorCode::InvalidRequest, format!("columns: {m}")))?;
         }
         Ok(())
     }

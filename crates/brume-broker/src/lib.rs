@@ -27,6 +27,7 @@ use brume_identity::Identity;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod audit;
 pub mod chain;
 pub mod escrow;
 mod http;
@@ -363,10 +364,8 @@ impl Broker {
         }
         tasks.spawn(sweeper(shared.clone()));
         chain::ready_operator(&shared).await?;
-        tasks.spawn(chain::stake_watcher(shared.clone()));
-        tasks.spawn(standings::watch(shared.clone()));
         settlement::start(&shared).await;
-        tasks.spawn(settlement::settle_loop(shared.clone()));
+        spawn_background(&shared);
         let tls_fingerprint = tls.as_ref().map(|t| t.fingerprint);
         let task = serve(listener, addr, tls, &shared);
         Ok(RunningBroker {
@@ -379,6 +378,19 @@ impl Broker {
             shared,
         })
     }
+}
+
+/// The broker's periodic tasks: stake and standings watchers, settlement
+/// and the subscriptions' daily fees.
+fn spawn_background(shared: &Arc<Shared>) {
+    let tasks = &shared.tasks;
+    tasks.spawn(chain::stake_watcher(shared.clone()));
+    tasks.spawn(standings::watch(shared.clone()));
+    tasks.spawn(settlement::settle_loop(shared.clone()));
+    tasks.spawn(ledger::subscriptions(
+        shared.ledger.clone(),
+        shared.shutdown.clone(),
+    ));
 }
 
 /// Opens the ledger under `data_dir/ledger` (off the runtime) and loads

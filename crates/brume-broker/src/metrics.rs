@@ -31,6 +31,8 @@ pub(crate) struct Metrics {
     pub providers: Gauge,
     pub retries: Counter,
     pub work: Family<OutcomeLabels, Counter>,
+    /// Audited invocations re-executed, by outcome (confirmed, refuted).
+    pub audits: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -81,8 +83,15 @@ impl Metrics {
             "Work units finished, by outcome",
             work.clone(),
         );
+        let audits = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "audits",
+            "Audited invocations re-executed, by outcome",
+            audits.clone(),
+        );
         Metrics {
             registry,
+            audits,
             requests,
             latency,
             queue_depth,

@@ -50,6 +50,12 @@ pub struct TrustConfig {
     pub account_tiers: BTreeMap<String, Vec<u8>>,
     /// How an account's jobs are verified when their spec says nothing.
     pub account_verify: BTreeMap<String, brume_api::rest::VerifyPolicy>,
+    /// Accounts whose invocations are audited when they don't say
+    /// (`x-brume-verify`).
+    pub audit_accounts: Vec<String>,
+    /// The share of audited invocations re-executed, in parts per million
+    /// (default 100000: one in ten).
+    pub audit_share_ppm: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -147,6 +153,18 @@ impl TrustConfig {
     }
 
     /// The tiers an account's work may use by default.
+    /// Whether `account`'s invocations are audited by default.
+    pub fn audits_by_default(&self, account: &str) -> bool {
+        self.audit_accounts
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(account))
+    }
+
+    /// The share of audited invocations re-executed, in parts per million.
+    pub fn audit_share_ppm(&self) -> u32 {
+        self.audit_share_ppm.unwrap_or(100_000).min(1_000_000)
+    }
+
     pub fn default_tiers(&self, account: &str) -> u8 {
         self.account_tiers
             .iter()

@@ -683,7 +683,7 @@ async fn punish_cheats(
             reexecution: Some(truth.clone()),
             work: crate::reexec::for_proof(d.work.assignment(d.receipt.receipt.attempt)),
         };
-        punish(shared, &d.provider, &proof).await;
+        punish(shared, &d.provider, &proof, "proven cheat (replication)").await;
         verification.cheaters.push(d.provider.clone());
         verification.proofs.push(proof);
     }
@@ -720,11 +720,11 @@ pub(crate) fn assigned(
 
 /// A proven cheat: banned (session closed, reconnects refused), stake
 /// slashed with the proof's digest as the anchor.
-async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatProof) {
+pub(crate) async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatProof, why: &str) {
     let body = serde_json::to_vec(proof).unwrap_or_default();
     let digest: [u8; 32] = Sha256::digest(&body).into();
     tracing::warn!(provider = %address, proof = %hex::encode(digest), "proven cheat: banning and slashing");
-    crate::standings::ban(shared, address, "proven cheat (replication)", Some(&body)).await;
+    crate::standings::ban(shared, address, why, Some(&body)).await;
     let Ok(provider) = address.parse::<brume_chain::Address>() else {
         return;
     };

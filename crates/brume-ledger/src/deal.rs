@@ -39,10 +39,11 @@
 //! parts sum exactly to the cost.
 //!
 //! **Subscription.** Each row still records its actual cost, paid by
-//! [`Payer::Subscription`]. At the end of the day the fixed daily fee is
-//! collected from the requester and the payout account is funded with the
-//! day's actual cost: when the fee exceeds the cost the operator receives
-//! the difference, otherwise the operator pays it in.
+//! [`Payer::Subscription`]. Each day the fixed daily fee is collected from
+//! the requester and the payout account is funded with the day's actual
+//! cost: when the fee exceeds the cost the operator receives the
+//! difference, otherwise the operator pays it in. (The broker does this
+//! with a daily fee row and by having the operator front the usage.)
 
 use serde::{Deserialize, Serialize};
 

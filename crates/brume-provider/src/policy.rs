@@ -77,12 +77,17 @@ pub enum Fault {
     Drop,
     /// Claim ten times the measured fitness in `Hello`.
     InflateMips,
+    /// [`Fault::WrongOutput`] on every tenth result (a liar that hopes
+    /// to go unnoticed), honest otherwise.
+    WrongOutputTenth,
 }
 
 /// A `--fault` that is none of [`Fault`]'s.
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault {0:?} (wrong-output, wrong-fuel, stall, drop, inflate-mips)")]
+#[error(
+    "unknown fault {0:?} (wrong-output, wrong-output-tenth, wrong-fuel, stall, drop, inflate-mips)"
+)]
 pub struct UnknownFault(pub String);
 
 impl FromStr for Fault {
@@ -90,6 +95,7 @@ impl FromStr for Fault {
     fn from_str(s: &str) -> Result<Fault, UnknownFault> {
         Ok(match s {
             "wrong-output" => Fault::WrongOutput,
+            "wrong-output-tenth" => Fault::WrongOutputTenth,
             "wrong-fuel" => Fault::WrongFuel,
             "stall" => Fault::Stall,
             "drop" => Fault::Drop,
@@ -101,6 +107,18 @@ impl FromStr for Fault {
 
 /// Applies an output fault to an honest outcome (other faults leave it).
 pub(crate) fn tamper(fault: Fault, mut outcome: Outcome) -> Outcome {
+    /// Results seen under [`Fault::WrongOutputTenth`].
+    static RESULTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let fault = match fault {
+        Fault::WrongOutputTenth => {
+            let n = RESULTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % 10 != 9 {
+                return outcome;
+            }
+            Fault::WrongOutput
+        }
+        f => f,
+    };
     match fault {
         Fault::WrongOutput => {
             let out = match &mut outcome {
@@ -119,7 +137,7 @@ pub(crate) fn tamper(fault: Fault, mut outcome: Outcome) -> Outcome {
             | Outcome::Responded { usage, .. }
             | Outcome::Failed { usage, .. } => usage.fuel += 1,
         },
-        Fault::Stall | Fault::Drop | Fault::InflateMips => {}
+        Fault::Stall | Fault::Drop | Fault::InflateMips | Fault::WrongOutputTenth => {}
     }
     outcome
 }
@@ -652,7 +670,7 @@ mod tests {
         assert_eq!(
             "wrong".parse::<Fault>().err().map(|e| e.to_string()),
             Some(
-                r#"unknown fault "wrong" (wrong-output, wrong-fuel, stall, drop, inflate-mips)"#
+                r#"unknown fault "wrong" (wrong-output, wrong-output-tenth, wrong-fuel, stall, drop, inflate-mips)"#
                     .to_string()
             )
         );

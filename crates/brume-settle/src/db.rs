@@ -74,6 +74,18 @@ CREATE TABLE IF NOT EXISTS flagged (
     reason TEXT NOT NULL,
     PRIMARY KEY (account, run)
 );
+-- The entities of the rows a run completed, until the ledger's status
+-- column says how each was settled (`zero`: a part of amount 0).
+CREATE TABLE IF NOT EXISTS marks (
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    work_id TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    role TEXT NOT NULL,
+    zero INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS marks_by_run ON marks(run, role, entity);
+CREATE TABLE IF NOT EXISTS marked_runs (run INTEGER PRIMARY KEY);
 ";
 
 /// A run's identity and range of ledger sequence numbers `(from, to]`.
@@ -574,11 +586,32 @@ pub(crate) fn plan_payouts(
     carry: &[Carry],
     deferred: &[Slim],
     done_deferred: &[u64],
-    settled_rows: u64,
+    complete: &[Slim],
 ) -> Result<(), SettleError> {
     for i in intents {
         insert_intent(tx, run, i)?;
     }
+    let mut mark = tx.prepare_cached(
+        "INSERT INTO marks (run, seq, work_id, entity, role, zero) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for r in complete {
+        let seq = r.seq as i64;
+        for p in &r.parts {
+            mark.execute(params![
+                run,
+                seq,
+                r.work_id,
+                p.account,
+                "payer",
+                p.amount == 0
+            ])?;
+        }
+        for (b, amount) in &r.payouts {
+            mark.execute(params![run, seq, r.work_id, b, "beneficiary", *amount == 0])?;
+        }
+    }
+    drop(mark);
+    let settled_rows = complete.len() as u64;
     for k in carry {
         tx.execute(
             "INSERT INTO carry (run, account, amount, aggregate, rows, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -917,6 +950,144 @@ pub(crate) fn row_status(
         }
     }
     Ok(out)
+}
+
+/// Finished runs whose rows' statuses are not yet in the ledger.
+pub(crate) fn unmarked_runs(c: &Connection) -> Result<Vec<i64>, SettleError> {
+    let mut stmt = c.prepare(
+        "SELECT id FROM runs WHERE phase = 'done'
+         AND id NOT IN (SELECT run FROM marked_runs) ORDER BY id",
+    )?;
+    let v = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(v)
+}
+
+/// What a finished run settled, as updates of the ledger's status column:
+/// the payers of the rows it completed `collected` (with the collection's
+/// transaction: this run's, or an earlier one's that held the part), their
+/// beneficiaries `paid` (with this run's payout), and the beneficiaries of
+/// earlier rows whose carried-over amounts this run paid. A beneficiary
+/// carried over stays `pending` until a later run pays it. An entity that
+/// both pays and receives in a row ends `paid`.
+pub(crate) fn status_updates(
+    c: &Connection,
+    run: i64,
+) -> Result<Vec<brume_ledger::store::StatusUpdate>, SettleError> {
+    use brume_ledger::store::{PaymentStatus, StatusUpdate};
+    let mut groups: std::collections::BTreeMap<
+        (String, &'static str, Option<String>),
+        Vec<String>,
+    > = std::collections::BTreeMap::new();
+    let mut add = |entity: String, status: &'static str, tx: Option<String>, work_id: String| {
+        groups
+            .entry((entity, status, tx))
+            .or_default()
+            .push(work_id);
+    };
+    let mut payers = c.prepare(
+        "SELECT m.work_id, m.entity,
+            (SELECT tx_hash FROM intents i WHERE i.run = m.run AND i.kind = 'collect'
+                AND i.account = m.entity AND i.state = 'done'),
+            (SELECT i.tx_hash FROM held_log h JOIN intents i ON i.id = h.intent
+                WHERE h.seq = m.seq AND i.account = m.entity AND i.state = 'done')
+         FROM marks m WHERE m.run = ?1 AND m.role = 'payer'",
+    )?;
+    let rows = payers.query_map(params![run], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (work_id, entity, now, held) = row?;
+        add(entity, "collected", now.or(held), work_id);
+    }
+    let mut beneficiaries = c.prepare(
+        "SELECT m.work_id, m.entity, m.zero,
+            (SELECT tx_hash FROM intents i WHERE i.run = m.run AND i.kind = 'payout'
+                AND i.account = m.entity AND i.state = 'done')
+         FROM marks m WHERE m.run = ?1 AND m.role = 'beneficiary'",
+    )?;
+    let rows = beneficiaries.query_map(params![run], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, bool>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    for row in rows {
+        match row? {
+            (work_id, entity, _, Some(tx)) => add(entity, "paid", Some(tx), work_id),
+            (work_id, entity, true, None) => add(entity, "paid", None, work_id),
+            _ => {} // carried over
+        }
+    }
+    let mut carried = c.prepare(
+        "SELECT m.work_id, m.entity, i.tx_hash
+         FROM carry k JOIN intents i ON i.id = k.paid_intent
+         JOIN marks m ON m.run = k.run AND m.entity = k.account AND m.role = 'beneficiary'
+         WHERE i.run = ?1 AND i.state = 'done' AND m.zero = 0",
+    )?;
+    let rows = carried.query_map(params![run], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (work_id, entity, tx) = row?;
+        add(entity, "paid", tx, work_id);
+    }
+    // `collected` before `paid`: an entity that pays and receives in one
+    // row (a requester's refund) ends `paid`.
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by_key(|((_, status, _), _)| *status != "collected");
+    Ok(groups
+        .into_iter()
+        .map(|((entity, status, settling_tx), mut work_ids)| {
+            work_ids.sort();
+            work_ids.dedup();
+            StatusUpdate {
+                work_ids,
+                entity,
+                status: if status == "paid" {
+                    PaymentStatus::Paid
+                } else {
+                    PaymentStatus::Collected
+                },
+                settling_tx,
+            }
+        })
+        .collect())
+}
+
+/// Records that a run's statuses are in the ledger, and forgets the marks
+/// no later run needs: all but those of beneficiaries still carried over.
+pub(crate) fn marked(tx: &Transaction<'_>, run: i64) -> Result<(), SettleError> {
+    tx.execute(
+        "INSERT OR IGNORE INTO marked_runs (run) VALUES (?1)",
+        params![run],
+    )?;
+    tx.execute(
+        "DELETE FROM marks WHERE run = ?1 AND NOT (role = 'beneficiary' AND zero = 0
+            AND EXISTS (SELECT 1 FROM carry k WHERE k.run = marks.run
+                AND k.account = marks.entity AND k.paid_intent IS NULL))",
+        params![run],
+    )?;
+    // Carries this run paid: their earlier runs' marks are done with.
+    tx.execute(
+        "DELETE FROM marks WHERE role = 'beneficiary' AND EXISTS (
+            SELECT 1 FROM carry k JOIN intents i ON i.id = k.paid_intent
+            WHERE i.run = ?1 AND k.run = marks.run AND k.account = marks.entity)",
+        params![run],
+    )?;
+    Ok(())
 }
 
 /// A transfer settlement made.

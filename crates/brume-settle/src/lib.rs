@@ -29,6 +29,12 @@
 //!    sequence number `s` belongs to the run whose range holds `s` (or, if it
 //!    was deferred, the run that completed it), and its status for an entity
 //!    is that run's transfer for the entity ([`Settler::row_status`]).
+//!    Once a run is finished, what it settled is also written to the
+//!    ledger's mutable status column ([`RowSource::set_status`]): the
+//!    payers of each row it completed `collected`, its beneficiaries `paid`
+//!    (each with its transaction), and the beneficiaries of earlier rows
+//!    whose carried-over amounts it paid. A row never completed (its payer
+//!    is flagged) or a beneficiary carried over stays `pending`.
 //!
 //! # Crash safety
 //!
@@ -123,6 +129,10 @@ pub trait RowSource: Send + Sync {
     /// At most `limit` rows appended after `after` (0: from the start), in
     /// append order, with their public columns.
     fn scan(&self, after: u64, limit: usize) -> LedgerFuture<'_, Vec<ScannedRow>>;
+
+    /// Records how one entity of some rows was settled (the ledger's
+    /// mutable status column).
+    fn set_status(&self, update: brume_ledger::store::StatusUpdate) -> LedgerFuture<'_, ()>;
 }
 
 /// Maps a ledger account (as rows name it) to a chain address.
@@ -447,6 +457,8 @@ impl Settler {
     /// Settles what is unsettled (resuming an interrupted run first).
     pub async fn run(&self) -> Result<Report, SettleError> {
         let _one = self.running.lock().await;
+        // A run that finished before a crash may not have marked its rows.
+        self.mark_finished().await?;
         let start = Instant::now();
         let mut timings = Timings::default();
         if self.db.read(db::baseline).await?.is_none() {
@@ -520,6 +532,7 @@ impl Settler {
         self.db
             .write(move |c| db::finish_run(c, run.id, &timings_json))
             .await?;
+        self.mark_finished().await?;
         let mut report = self
             .db
             .read(move |c| db::report(c, run.id))
@@ -534,6 +547,20 @@ impl Settler {
             tracing::error!(run = run.id, "settlement invariants do not hold");
         }
         Ok(report)
+    }
+
+    /// Writes what finished runs settled to the ledger's status column
+    /// ([`db::status_updates`]). Idempotent: a crash before a run is
+    /// recorded as marked only repeats the same updates.
+    async fn mark_finished(&self) -> Result<(), SettleError> {
+        for run in self.db.read(db::unmarked_runs).await? {
+            let updates = self.db.read(move |c| db::status_updates(c, run)).await?;
+            for update in updates {
+                self.rows.set_status(update).await?;
+            }
+            self.db.write(move |c| db::marked(c, run)).await?;
+        }
+        Ok(())
     }
 
     /// Rows after `from` (up to `to` inclusive, if given), in append order.
@@ -801,10 +828,18 @@ impl Settler {
                 }),
             }
         }
-        let settled = complete.len() as u64;
+        let complete: Vec<Slim> = complete.into_iter().cloned().collect();
         self.db
             .write(move |c| {
-                db::plan_payouts(c, run, &intents, &carry, &deferred, &done_deferred, settled)
+                db::plan_payouts(
+                    c,
+                    run,
+                    &intents,
+                    &carry,
+                    &deferred,
+                    &done_deferred,
+                    &complete,
+                )
             })
             .await
     }
@@ -1072,5 +1107,9 @@ impl<S: brume_ledger::store::LedgerStore + ?Sized> RowSource for S {
                 .map(|(seq, row)| ScannedRow { seq, row })
                 .collect())
         })
+    }
+
+    fn set_status(&self, update: brume_ledger::store::StatusUpdate) -> LedgerFuture<'_, ()> {
+        brume_ledger::store::LedgerStore::set_status(self, update)
     }
 }

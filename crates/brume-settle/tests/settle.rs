@@ -366,7 +366,7 @@ async fn a_payer_without_allowance_is_flagged_and_its_rows_wait_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_payouts_are_carried_over_until_they_reach_the_minimum() {
     let mut w = World::new(1, &[true]).await;
-    w.rows(3, 0, None).await;
+    let first_ids = w.rows(3, 0, None).await;
     let config = SettleConfig {
         min_payout: 2_000_000,
         ..SettleConfig::default()
@@ -389,6 +389,17 @@ async fn small_payouts_are_carried_over_until_they_reach_the_minimum() {
     assert!(second.carry_over < first.carry_over + second.collected);
     let audit = settler.audit().await.expect("audit");
     assert!(audit.is_clean(), "{audit:?}");
+    // The first rows' beneficiaries were carried over, then paid: the
+    // ledger's status column says so once they are.
+    let statuses = w.store.statuses(&first_ids[0]).await.expect("statuses");
+    let paid_in_second = |s: &&brume_ledger::store::EntityStatus| {
+        s.status == brume_ledger::store::PaymentStatus::Paid
+            && second
+                .payouts
+                .iter()
+                .any(|l| l.account == s.entity && l.tx_hash == s.settling_tx)
+    };
+    assert!(statuses.iter().any(|s| paid_in_second(&s)), "{statuses:?}");
 }
 
 /// A chain that lets `send` through, then reports a crash (as if the
@@ -511,5 +522,107 @@ async fn a_run_interrupted_anywhere_resumes_without_loss_or_double_transfer() {
                 .count();
             assert_eq!(same, 1, "case {ok_sends}/{land_then_fail}: {s:?}");
         }
+    }
+}
+
+/// Whether the ledger's status column says `work_id` was settled: every
+/// payer `collected` and every beneficiary `paid`, each with the
+/// transaction that did it.
+async fn settled_in_ledger(store: &SqliteStore, work_id: &str) -> bool {
+    use brume_ledger::store::PaymentStatus;
+    let row = store.get(work_id, false).await.expect("get").expect("row");
+    let statuses = store.statuses(work_id).await.expect("statuses");
+    let has = |entity: &str, status: PaymentStatus| {
+        statuses
+            .iter()
+            .any(|s| s.entity == entity && s.status == status && s.settling_tx.is_some())
+    };
+    // An entity that pays and receives in one row (a requester's refund)
+    // ends `paid`.
+    let receives = |a: &str| row.data.payouts.iter().any(|p| p.beneficiary == a);
+    row.data.payers.iter().all(|p| {
+        has(&p.account, PaymentStatus::Collected)
+            || (receives(&p.account) && has(&p.account, PaymentStatus::Paid))
+    }) && row
+        .data
+        .payouts
+        .iter()
+        .all(|p| has(&p.beneficiary, PaymentStatus::Paid))
+}
+
+/// A property over random mixes of payers (some without allowance, some
+/// approving later) and runs: after every run, each row is settled in the
+/// ledger's status column, or one of its payers is flagged by that run with
+/// a reason (what `/v1/status` shows). Once every payer has approved, every
+/// row is settled: none is deferred forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_is_settled_in_the_ledger_or_its_payer_is_flagged() {
+    for seed in 1..=6u64 {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let approve: Vec<bool> = (0..4).map(|_| next(3) != 0).collect();
+        let mut w = World::new(4, &approve).await;
+        let settler = w.settler(w.chain.clone(), SettleConfig::default());
+        let mut ids: Vec<(String, Vec<String>)> = Vec::new();
+        let mut approved = approve.clone();
+        for _round in 0..3 {
+            for _batch in 0..1 + next(3) {
+                let r = next(4) as usize;
+                let sponsor = (next(2) == 0).then(|| next(4) as usize).filter(|s| *s != r);
+                let payers: Vec<String> = std::iter::once(r)
+                    .chain(sponsor)
+                    .map(|i| w.requesters[i].address().to_string())
+                    .collect();
+                for id in w.rows(1 + next(12), r, sponsor).await {
+                    ids.push((id, payers.clone()));
+                }
+            }
+            let report = settler.run().await.expect("run");
+            assert!(report.balanced, "seed {seed}: {report:?}");
+            for (id, payers) in &ids {
+                if settled_in_ledger(&w.store, id).await {
+                    continue;
+                }
+                assert!(
+                    payers.iter().any(|p| report
+                        .flagged
+                        .iter()
+                        .any(|(a, why)| a == p && !why.is_empty())),
+                    "seed {seed}: row {id} (payers {payers:?}) neither settled nor flagged: {:?} {report:?}",
+                    w.store.statuses(id).await
+                );
+            }
+            // A payer approves now and then.
+            let late = next(4) as usize;
+            if !approved[late] {
+                w.chain
+                    .approve(&w.requesters[late], w.payout.address(), FUNDS)
+                    .await
+                    .expect("approve");
+                approved[late] = true;
+            }
+        }
+        for (i, ok) in approved.iter().enumerate() {
+            if !ok {
+                w.chain
+                    .approve(&w.requesters[i], w.payout.address(), FUNDS)
+                    .await
+                    .expect("approve");
+            }
+        }
+        let report = settler.run().await.expect("run");
+        assert_eq!(report.rows_deferred, 0, "seed {seed}: {report:?}");
+        for (id, _) in &ids {
+            assert!(
+                settled_in_ledger(&w.store, id).await,
+                "seed {seed}: row {id} not settled"
+            );
+        }
+        w.check_balances(&[]).await;
     }
 }

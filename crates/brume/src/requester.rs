@@ -293,6 +293,10 @@ pub struct RunArgs {
     /// A label `KEY=VALUE` kept with the job (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// A column `NAME=VALUE` of your own on the job's ledger rows
+    /// (private; repeatable, at most 16).
+    #[arg(long = "column", value_name = "NAME=VALUE", value_parser = parse_label)]
+    columns: Vec<(String, String)>,
     /// The service tier to run at (default: your account's).
     #[arg(long, value_name = "NAME")]
     tier: Option<String>,
@@ -904,6 +908,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         queue_timeout_ms: args.queue_timeout.map(millis),
         max_price: args.max_price,
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        columns: args.columns.iter().cloned().collect::<BTreeMap<_, _>>(),
         tier: args.tier.clone(),
         price_cap_micros: args.price_cap,
         expect: brume_api::rest::Expect {

@@ -113,3 +113,61 @@ pub(super) fn end_user(headers: &HeaderMap) -> Res<String> {
         )),
     }
 }
+
+/// The `x-brume-column-<name>` headers: the requester's own columns for
+/// the call's row (see `JobSpec::columns` for the bounds).
+pub(super) fn columns(headers: &HeaderMap) -> Res<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, value) in headers {
+        let Some(column) = name.as_str().strip_prefix(ledger::COLUMN_HEADER_PREFIX) else {
+            continue;
+        };
+        let value = value.to_str().map_err(|_| {
+            Fail::new(
+                ErrorCode::InvalidRequest,
+                format!("{name}: visible ASCII only"),
+            )
+        })?;
+        brume_api::rest::check_column(column, value)
+            .map_err(|m| Fail::new(ErrorCode::InvalidRequest, format!("{name}: {m}")))?;
+        out.insert(column.to_string(), value.to_string());
+    }
+    if out.len() > brume_api::rest::MAX_COLUMNS {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{}*: at most {} columns",
+                ledger::COLUMN_HEADER_PREFIX,
+                brume_api::rest::MAX_COLUMNS
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Whether an invocation is audited: its `x-brume-verify` header, else the
+/// account's default. `replicate=N` is for jobs only (for now).
+pub(super) fn audited(
+    headers: &HeaderMap,
+    trust: &crate::trust::TrustConfig,
+    account: &str,
+) -> Res<bool> {
+    let Some(v) = headers.get(brume_api::headers::VERIFY) else {
+        return Ok(trust.audits_by_default(account));
+    };
+    match v.to_str().map(str::trim) {
+        Ok("audit") => Ok(true),
+        Ok("none") => Ok(false),
+        Ok(other) if other.starts_with("replicate") => Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{}: {other:?}: replication is for jobs; an invocation may ask for \"audit\" or \"none\"",
+                brume_api::headers::VERIFY
+            ),
+        )),
+        _ => Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("{}: \"audit\" or \"none\"", brume_api::headers::VERIFY),
+        )),
+    }
+}

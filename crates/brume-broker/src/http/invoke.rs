@@ -127,6 +127,7 @@ pub(super) async fn run_sync(
         }
     };
     guard.work = None;
+    crate::audit::after(shared, &work, &completion);
     let order = Order {
         arrival: work.arrival(),
         dispatch: work.dispatch(),
@@ -294,6 +295,7 @@ pub(super) fn sync_work(
         request_headers: Vec::new(),
         admission: Some(admission),
         declared: Default::default(),
+        columns: super::admission::columns(headers)?,
         hold: None,
     };
     if svc.kind != kind {
@@ -324,11 +326,16 @@ pub(super) fn sync_work(
         Some(v) => parse_tiers(v).map_err(|m| bad(format!("{TIERS_HEADER}: {m}")))?,
     };
     let org = shared.config.trust.org_of_account(&billing.requester);
+    let audited = super::admission::audited(headers, &shared.config.trust, &billing.requester)?;
     let spec = WorkSpec {
         service: Some(resolved.reference),
         digest: resolved.info.digest.clone(),
         kind,
-        profile: Profile::Standard,
+        profile: if audited {
+            Profile::Deterministic
+        } else {
+            Profile::Standard
+        },
         limits,
         args: Vec::new(),
         env: Vec::new(),
@@ -337,15 +344,16 @@ pub(super) fn sync_work(
         max_price: None,
         max_attempts: shared.config.max_attempts,
         progress_ms: None,
-        seed: 0,
-        clock_start_ms: 0,
+        seed: if audited { rand::random() } else { 0 },
+        clock_start_ms: if audited { crate::now_ms() } else { 0 },
         needs: shared.ledger.needs(Some(&admission)),
         module_signature,
         distinct: None,
         avoid: None,
         tiers,
         org,
-        wants_receipt: false,
+        // Audited calls are the invocations whose receipt is checked.
+        wants_receipt: audited,
         class: Class::Sync,
         account: billing.requester.as_str().into(),
     };

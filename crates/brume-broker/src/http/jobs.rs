@@ -155,6 +155,7 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         },
         verify,
         tiers: spec.tiers.clone(),
+        columns: spec.columns.clone(),
     }
 }
 

@@ -111,3 +111,21 @@ pub(super) async fn ledger_row(
         .ok_or_else(|| Fail::new(ErrorCode::NotFound, format!("no ledger row {work_id}")))?;
     Ok(axum::Json(visible(row, reader.as_deref())))
 }
+
+/// `GET /v1/ledger/rows/{work_id}/status`: how each payer and beneficiary
+/// of the row was settled (the ledger's mutable status column, written by
+/// settlement). An entity with no entry is `pending`.
+pub(super) async fn ledger_row_status(
+    State(shared): Sh,
+    Path(work_id): Path<String>,
+) -> Res<axum::Json<Vec<brume_ledger::store::EntityStatus>>> {
+    use brume_ledger::store::LedgerStore as _;
+    let store = shared.ledger.store();
+    if store.get(&work_id, false).await?.is_none() {
+        return Err(Fail::new(
+            ErrorCode::NotFound,
+            format!("no ledger row {work_id}"),
+        ));
+    }
+    Ok(axum::Json(store.statuses(&work_id).await?))
+}

@@ -143,6 +143,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/keys/{id}/revoke", post(keys::revoke_key))
         .route("/v1/ledger/rows", get(ledger::ledger_rows))
         .route("/v1/ledger/rows/{work_id}", get(ledger::ledger_row))
+        .route(
+            "/v1/ledger/rows/{work_id}/status",
+            get(ledger::ledger_row_status),
+        )
         .route("/v1/status", get(status::status))
         .route("/v1/settlement", get(status::settlement_health))
         .route("/v1/settlement/run", post(status::settlement_run))

@@ -70,6 +70,9 @@ pub(crate) struct StoredJob {
     /// The trust tiers it may run on (`None`: the account's default).
     #[serde(default)]
     pub tiers: Option<Vec<u8>>,
+    /// The requester's own columns for its rows.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
 }
 
 /// One change to a stored job: an event, with the job's new state (if it
@@ -570,6 +573,7 @@ fn job_billing(stored: &StoredJob) -> Billing {
         request_headers: Vec::new(),
         admission: stored.admission,
         declared: stored.declared,
+        columns: stored.columns.clone(),
         hold: None,
     }
 }

@@ -49,10 +49,12 @@ use tokio::sync::{mpsc, watch};
 use crate::work::Work;
 mod config;
 mod rows;
+mod subscription;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use rows::Ran;
+pub(crate) use subscription::subscriptions;
 
 pub(crate) use crate::work::{Cost, TierNeeds};
 use config::Tiers;
@@ -72,6 +74,9 @@ pub const PRICE_CAP_HEADER: &str = "x-brume-price-cap";
 
 /// The request header naming the requester's own end user (optional).
 pub const END_USER_HEADER: &str = "x-brume-end-user";
+/// Request headers `x-brume-column-<name>: <value>`: the requester's own
+/// columns for the call's row.
+pub const COLUMN_HEADER_PREFIX: &str = "x-brume-column-";
 
 /// Why a ledger row could not be built or the ledger opened.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +128,8 @@ pub(crate) struct Billing {
     pub admission: Option<Admission>,
     /// The job's declared shape, for the overrun surcharge.
     pub declared: Declared,
+    /// The requester's own columns (the row's `custom_fields`), checked.
+    pub columns: BTreeMap<String, String>,
     /// The escrow reservation of the work's maximum cost, released when its
     /// completion is delivered (`Work::deliver`).
     pub hold: Option<Arc<crate::escrow::Hold>>,

@@ -246,7 +246,9 @@ impl Ledger {
                     Payer::Requester(a) => (a.0.as_str(), "requester"),
                     Payer::Subsidy(a) => (a.0.as_str(), "subsidy"),
                     Payer::Operator => (self.operator.as_str(), "operator"),
-                    Payer::Subscription(a) => (a.0.as_str(), "subscription"),
+                    // Fronted by the operator; the account pays its
+                    // daily fee instead (`subscription.rs`).
+                    Payer::Subscription(_) => (self.operator.as_str(), "subscription"),
                 };
                 PayerPart {
                     account: account.into(),
@@ -281,7 +283,7 @@ fn private_data(billing: &Billing, ran: Ran<'_>, downgraded: bool) -> PrivateDat
         request_headers: billing.request_headers.clone(),
         metrics,
         service_fields: BTreeMap::new(),
-        custom_fields: BTreeMap::new(),
+        custom_fields: billing.columns.clone(),
     }
 }
 
@@ -293,5 +295,55 @@ pub(super) fn clamp(usage: &brume_api::Usage, limits: &brume_api::Limits) -> bru
         wall_us: usage.wall_us.min(limits.timeout_ms.saturating_mul(1000)),
         bytes_in: usage.bytes_in.min(limits.max_input_bytes),
         bytes_out: usage.bytes_out.min(limits.max_output_bytes),
+    }
+}
+
+impl Ledger {
+    /// The row refunding `requester` the fee of call `work` that an audit
+    /// refuted (see `audit.rs`): the operator pays (it received the
+    /// cheat's slashed stake), the requester receives. Work id
+    /// `audit-refund-<work id>`, so a call is refunded once.
+    pub(crate) fn audit_refund(
+        &self,
+        work: brume_api::WorkId,
+        requester: &str,
+        amount: u128,
+    ) -> Option<Unsealed> {
+        let requester = clip(requester, MAX_ID_BYTES);
+        let payers = vec![PayerPart {
+            account: self.operator.clone(),
+            kind: "audit_refund".into(),
+            amount,
+        }];
+        self.escrow.charge(charge_parts(&payers));
+        let data = RowData {
+            work_id: format!("audit-refund-{work}"),
+            timestamp_ms: crate::now_ms(),
+            requester: requester.into(),
+            end_user: String::new(),
+            provider: String::new(),
+            developer: String::new(),
+            operator: self.operator.clone(),
+            charities: Vec::new(),
+            service_digest: String::new(),
+            tier: String::new(),
+            usage: RowUsage::default(),
+            fee_currency: self.currency.clone(),
+            fee_micros: 0,
+            token_amount: amount,
+            surcharge: 0,
+            rate: row::ExchangeRate::per_whole_token(self.fiat_micros_per_token),
+            payers,
+            payouts: vec![Payout {
+                beneficiary: requester.into(),
+                role: "refund".into(),
+                amount,
+            }],
+        };
+        let private = PrivateData {
+            request_line: format!("audit of {work}"),
+            ..PrivateData::default()
+        };
+        Some((data, private))
     }
 }

@@ -235,7 +235,13 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
         runtime_ms: None,
         memory_bytes: Some(1),
     };
+    // With a column of the requester's own, kept private in the row.
+    job.columns.insert("batch".into(), "nightly-7".into());
     let over = run(&net, &net.key, &job).await;
+    assert_eq!(
+        over["private"]["custom_fields"]["batch"], "nightly-7",
+        "{over}"
+    );
     let surcharge = tokens(&over["surcharge"]);
     let total = tokens(&over["token_amount"]);
     assert!(surcharge > 0, "{over}");
@@ -249,6 +255,7 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
         .post(net.url("/v1/functions/default~echo/invoke"))
         .bearer_auth(&net.key)
         .header("x-brume-tier", "standard")
+        .header("x-brume-column-order", "A-17")
         .body("hello")
         .send()
         .await
@@ -271,6 +278,7 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
         .expect("int");
     let slow = row(&net, &work_id, &net.key).await;
     assert_eq!(tokens(&slow["token_amount"]), cost);
+    assert_eq!(slow["private"]["custom_fields"]["order"], "A-17", "{slow}");
     check_balanced(&slow);
     let refund = slow["payouts"]
         .as_array()
@@ -289,6 +297,26 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
         .await
         .expect("invoke");
     assert_eq!(resp.status(), 400);
+    // So is a column with a bad name, or too long a value.
+    for (name, value) in [
+        ("x-brume-column-Order!", "x".to_string()),
+        ("x-brume-column-order", "x".repeat(2_000)),
+    ] {
+        let resp = reqwest::Client::new()
+            .post(net.url("/v1/functions/default~echo/invoke"))
+            .bearer_auth(&net.key)
+            .header(name, value)
+            .send()
+            .await
+            .expect("invoke");
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or_default();
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{v}"
+        );
+    }
 
     // Everything written audits clean.
     let (code, out, err) = {

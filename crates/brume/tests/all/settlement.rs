@@ -364,3 +364,143 @@ structure = {{ kind = "cap_with_downgrade" }}
     let earned: u128 = account.balance.parse().expect("balance");
     assert!(earned > 0, "the provider is paid: {account:?}");
 }
+
+/// A subscriber pays its daily fee, not its usage: the operator fronts the
+/// usage, both rows settle, and settlement writes each row's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_pays_its_daily_fee_and_every_row_settles() {
+    const FEE: u128 = 5_000_000_000_000_000_000; // 5 tokens: €5 at €1
+    let alice = Identity::random();
+    let config = format!(
+        r#"
+[broker.chain]
+faucet = true
+
+[broker.settlement]
+period_s = 0
+
+[[broker.ledger.deals]]
+account = "{}"
+structure = {{ kind = "subscription", tier = "standard", daily_fee_fiat_micros = 5000000 }}
+"#,
+        alice.address()
+    );
+    let net = Net::start_with(1, 1, Some(&config), &[]).await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    net.client
+        .faucet(&alice.address().to_string(), FUNDS)
+        .await
+        .expect("faucet");
+    let info = net.client.chain_info().await.expect("chain");
+    let payout: Address = info.payout_account.parse().expect("payout account");
+    approve(&net, &alice, info.chain_id, payout).await;
+
+    // Today's fee is charged at start-up, once.
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        / 86_400_000;
+    let fee_row = eventually("the day's fee row", || async {
+        all_rows(&net).await.into_iter().find(|r| {
+            r["work_id"].as_str().is_some_and(|id| {
+                id.starts_with("subscription-") && id.ends_with(&alice.address().to_string())
+            })
+        })
+    })
+    .await;
+    assert!(
+        fee_row["work_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with(&format!("subscription-{day}-"))
+                || id.starts_with(&format!("subscription-{}-", day + 1))),
+        "{fee_row}"
+    );
+    assert_eq!(
+        fee_row["payers"][0]["kind"], "subscription_fee",
+        "{fee_row}"
+    );
+    assert_eq!(amount(&fee_row["payers"][0]["amount"]), FEE as i128);
+    assert_eq!(fee_row["payouts"][0]["role"], "subscription", "{fee_row}");
+    assert_eq!(fee_row["payouts"][0]["beneficiary"], fee_row["operator"]);
+
+    // The subscriber's work is fronted by the operator.
+    let signed =
+        brume_client::Client::with_identity(&net.broker.url, alice.clone()).expect("client");
+    let job = signed.submit(&cpu_job(200_000)).await.expect("submit");
+    let (_, result) = follow(&signed, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    let row = eventually("the job's row", || async {
+        all_rows(&net)
+            .await
+            .into_iter()
+            .find(|r| r["work_id"] == job.id.to_string().as_str())
+    })
+    .await;
+    assert_eq!(row["payers"][0]["kind"], "subscription", "{row}");
+    assert_eq!(row["payers"][0]["account"], row["operator"], "{row}");
+
+    let report = net.client.settle().await.expect("settle");
+    assert_eq!(report["balanced"], true, "{report}");
+    let health = net.client.settlement().await.expect("health");
+    assert_eq!(health.rows_deferred, 0, "{health:?}");
+    assert!(health.flagged.is_empty(), "{health:?}");
+    // Alice paid the fee and nothing else.
+    let account = net
+        .client
+        .chain_account(&alice.address().to_string())
+        .await
+        .expect("account");
+    assert_eq!(
+        amount(&serde_json::Value::String(account.balance)),
+        (FUNDS - FEE) as i128
+    );
+    let provider = &net.providers[0].address;
+    let earned = net.client.chain_account(provider).await.expect("account");
+    assert_ne!(earned.balance, "0", "the provider is paid: {earned:?}");
+
+    // The ledger's status column says how each entity of each row settled.
+    for r in [&fee_row, &row] {
+        let id = r["work_id"].as_str().expect("id");
+        let status: serde_json::Value =
+            reqwest::get(net.url(&format!("/v1/ledger/rows/{id}/status")))
+                .await
+                .expect("status")
+                .json()
+                .await
+                .expect("json");
+        let entities = status.as_array().cloned().unwrap_or_default();
+        let receives = |who: &serde_json::Value| {
+            r["payouts"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["beneficiary"] == *who))
+        };
+        for (list, key, want) in [
+            ("payers", "account", "collected"),
+            ("payouts", "beneficiary", "paid"),
+        ] {
+            for p in r[list].as_array().expect("parts") {
+                // A developer named by a key, not an address, is carried
+                // over: pending, with no entry.
+                if !p[key].as_str().is_some_and(|a| a.starts_with("0x")) {
+                    assert!(!entities.iter().any(|e| e["entity"] == p[key]), "{status}");
+                    continue;
+                }
+                // One that pays and receives in a row ends `paid`.
+                let want = if receives(&p[key]) { "paid" } else { want };
+                assert!(
+                    entities.iter().any(|e| e["entity"] == p[key]
+                        && e["status"] == want
+                        && e["settling_tx"].is_string()),
+                    "{id}: {} not {want}: {status}",
+                    p[key]
+                );
+            }
+        }
+    }
+    let missing = reqwest::get(net.url("/v1/ledger/rows/nope/status"))
+        .await
+        .expect("status");
+    assert_eq!(missing.status(), 404);
+}

@@ -1,0 +1,164 @@
+//! The subscription's daily fee (the CGN seed's subscription cost
+//! structure, [`brume_ledger::deal::settle_subscription_day`]).
+//!
+//! Work under a subscription is fronted by the operator: its rows name the
+//! operator as the payer of kind `subscription` (see `rows.rs`), so the
+//! providers are paid at the next settlement like any others. Once a day
+//! (at start-up, then at each UTC midnight) every subscribed account is
+//! charged its daily fee by a row of its own: the requester pays the fee
+//! (kind `subscription_fee`), the operator receives it (role
+//! `subscription`). Over a day the operator receives the fee and pays the
+//! usage: it keeps the difference when the fee is larger, and pays it in
+//! otherwise, as the deal says. Both kinds of rows settle through the
+//! ordinary batched settlement.
+//!
+//! The fee row of a day has the work id `subscription-<day>-<account>`
+//! (days since the Unix epoch, UTC), so charging a day twice (a restart)
+//! is refused by the store as a duplicate and the fee is charged once.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// The work id of `account`'s fee row for `day`.
+fn fee_work_id(day: u64, account: &str) -> String {
+    let id = format!("subscription-{day}-{account}");
+    if id.len() <= MAX_ID_BYTES {
+        return id;
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(account.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("subscription-{day}-{hex}")
+}
+
+impl Ledger {
+    /// The fee rows of `day` (days since the Unix epoch, UTC), one per
+    /// subscription deal with a nonzero fee.
+    pub(crate) fn subscription_rows(
+        &self,
+        day: u64,
+        now_ms: u64,
+    ) -> Result<Vec<Unsealed>, BillError> {
+        let rate = ExchangeRate {
+            fiat_micros_per_token: self.fiat_micros_per_token,
+        };
+        let mut rows = Vec::new();
+        let mut deals: Vec<&Deal> = self.deals.values().collect();
+        deals.sort_by(|a, b| a.account.0.cmp(&b.account.0));
+        for deal in deals {
+            let CostStructure::Subscription {
+                tier,
+                daily_fee_fiat_micros,
+            } = &deal.structure
+            else {
+                continue;
+            };
+            let day_fee =
+                brume_ledger::deal::settle_subscription_day(*daily_fee_fiat_micros, rate, 0)?;
+            let amount = day_fee.collected;
+            if amount == 0 {
+                continue;
+            }
+            let account = deal.account.0.clone();
+            let data = RowData {
+                work_id: fee_work_id(day, &account),
+                timestamp_ms: now_ms,
+                requester: account.clone(),
+                end_user: String::new(),
+                provider: String::new(),
+                developer: String::new(),
+                operator: self.operator.clone(),
+                charities: Vec::new(),
+                service_digest: String::new(),
+                tier: self.tier_name(*tier).to_string(),
+                usage: RowUsage::default(),
+                fee_currency: self.currency.clone(),
+                fee_micros: u64::try_from(*daily_fee_fiat_micros)
+                    .map_err(|_| BillError::Overflow("daily fee"))?,
+                token_amount: amount,
+                surcharge: 0,
+                rate: row::ExchangeRate::per_whole_token(self.fiat_micros_per_token),
+                payers: vec![PayerPart {
+                    account: account.clone(),
+                    kind: "subscription_fee".into(),
+                    amount,
+                }],
+                payouts: vec![Payout {
+                    beneficiary: self.operator.clone(),
+                    role: "subscription".into(),
+                    amount,
+                }],
+            };
+            let private = PrivateData {
+                metrics: BTreeMap::from([("day".to_string(), day)]),
+                ..PrivateData::default()
+            };
+            rows.push((data, private));
+        }
+        Ok(rows)
+    }
+
+    /// Charges `day`'s fees; returns how many rows were new (a fee already
+    /// charged is skipped).
+    pub(crate) async fn charge_subscriptions(&self, day: u64) -> usize {
+        let rows = match self.subscription_rows(day, crate::now_ms()) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(day, code = e.code(), "subscription fees not charged: {e}");
+                return 0;
+            }
+        };
+        let mut charged = 0;
+        for (data, private) in rows {
+            let id = data.work_id.clone();
+            let payers = data.payers.clone();
+            let row = match SealedRow::seal(data, private) {
+                Ok(row) => row,
+                Err(e) => {
+                    tracing::error!(work = %id, code = e.code(), "subscription fee row not sealed: {e}");
+                    continue;
+                }
+            };
+            match self.store.append_sealed(vec![row]).await {
+                Ok(()) => {
+                    self.escrow.charge(charge_parts(&payers));
+                    tracing::info!(work = %id, "subscription fee charged");
+                    charged += 1;
+                }
+                Err(LedgerError::DuplicateWorkId(_)) => {} // charged before
+                Err(e) => {
+                    tracing::error!(work = %id, code = e.code(), "subscription fee row not stored: {e}")
+                }
+            }
+        }
+        charged
+    }
+
+    fn has_subscriptions(&self) -> bool {
+        self.deals
+            .values()
+            .any(|d| matches!(d.structure, CostStructure::Subscription { .. }))
+    }
+}
+
+/// Charges each subscription's fee for the current UTC day, at start-up and
+/// then at each midnight, until `stop`.
+pub(crate) async fn subscriptions(ledger: Arc<Ledger>, stop: CancellationToken) {
+    if !ledger.has_subscriptions() {
+        return;
+    }
+    loop {
+        let now = crate::now_ms();
+        ledger.charge_subscriptions(now / DAY_MS).await;
+        let to_midnight = DAY_MS - now % DAY_MS;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(to_midnight)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
