@@ -18,6 +18,16 @@
 //!    output computed here, the cheaters the broker reports are collected,
 //!    and each is checked for a ban through `GET /v1/providers`.
 //!
+//! 3. **Functions** (on the honest network, then a third one): closed-loop
+//!    callers of an `echo` command service, `x-brume-verify: none` (the
+//!    baseline) and `audit`, interleaved in rounds; `sync_audit_overhead_ratio`
+//!    is compute executed / delivered for the audited calls: (calls +
+//!    re-executions, from the broker's `brume_audits_total`) / calls, as
+//!    every echo call runs the same fuel. Then one provider that lies on
+//!    every tenth answer (`wrong-output-tenth`) under the default audit
+//!    share: `calls_to_catch_10pct_liar` counts audited calls until the
+//!    broker drops it.
+//!
 //! Compute units are fuel. Per job, delivered = the result's `usage.fuel`;
 //! executed = the sum of `fuel` over `verification.replicas` (every replica
 //! that returned a result), or the delivered fuel when the result carries
@@ -74,11 +84,19 @@ fn cpu_loop_output(n: u64) -> String {
 /// `i` started with `faults[i]`; `cpu` published once the broker lists
 /// every provider.
 async fn start_net(faults: &[Option<Fault>]) -> anyhow::Result<LocalNet> {
-    let mut builder = bench_net().providers(faults.len()).slots(1).publish(
-        "cpu",
-        ServiceKind::Command,
-        Bytes::from_static(test_programs_artifacts::CPU_LOOP_P1_BYTES),
-    );
+    let mut builder = bench_net()
+        .providers(faults.len())
+        .slots(1)
+        .publish(
+            "cpu",
+            ServiceKind::Command,
+            Bytes::from_static(test_programs_artifacts::CPU_LOOP_P1_BYTES),
+        )
+        .publish(
+            "echo",
+            ServiceKind::Command,
+            Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
+        );
     for (i, fault) in faults.iter().enumerate() {
         if let Some(f) = fault {
             builder = builder.fault(i, *f);
@@ -372,7 +390,9 @@ pub async fn run(
         .drive(net.client(), duration.mul_f64(0.08), None)
         .await?;
     out(&replicate_honest.line());
+    let sync = sync_phase(&net, duration.mul_f64(0.1), out).await?;
     let _ = net.stop_now().await;
+    let catch = calls_to_catch(out).await?;
 
     // ---- 2. 20 % byzantine providers, replicate {3, 2} ----
     let mut faults = [None; PROVIDERS];
@@ -471,10 +491,197 @@ pub async fn run(
         "rounds": rounds,
         "concurrency": CONCURRENCY,
         "cpu_loop_n": SIZES,
+        "sync_none_p50_us": round(sync.none.us(0.5), 1),
+        "sync_audit_p50_us": round(sync.audit.us(0.5), 1),
+        "sync_none_p99_us": round(sync.none.us(0.99), 1),
+        "sync_audit_p99_us": round(sync.audit.us(0.99), 1),
+        "sync_audit_calls": sync.audit.len(),
+        "sync_audits": sync.audits,
+        "sync_audit_overhead_ratio": round(sync.overhead(), 4),
+        "sync_wrong_answers": sync.wrong,
+        "calls_to_catch_10pct_liar": catch,
         "none": none.json(),
         "adaptive": adaptive.json(),
         "replicate_3_2_honest": replicate_honest.json(),
         "replicate_3_2_byzantine": byz.json(),
         "total_s": round(started.elapsed().as_secs_f64(), 3),
     }))
+}
+
+/// Concurrent callers in the sync phase.
+const CALLERS: usize = 4;
+
+/// The sync phase's figures.
+struct Sync {
+    none: crate::Samples,
+    audit: crate::Samples,
+    /// Audited calls the broker re-executed.
+    audits: u64,
+    /// Answers that were not the input echoed back.
+    wrong: u64,
+}
+
+impl Sync {
+    /// Compute executed / delivered for the audited calls.
+    fn overhead(&self) -> f64 {
+        let calls = self.audit.len().max(1) as f64;
+        (calls + self.audits as f64) / calls
+    }
+}
+
+/// The broker's count of audit re-executions (every outcome).
+async fn audits_done(client: &Client) -> anyhow::Result<u64> {
+    let text = client.metrics().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("brume_audits_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
+fn verify_headers(verify: &'static str) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert("x-brume-verify", http::HeaderValue::from_static(verify));
+    h
+}
+
+/// [`CALLERS`] closed-loop callers of `echo` for `budget`, each call
+/// timed; counts answers that are not the input.
+async fn call_loop(
+    client: &Client,
+    verify: &'static str,
+    budget: Duration,
+    samples: &mut crate::Samples,
+    wrong: &mut u64,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + budget;
+    let mut callers = tokio::task::JoinSet::new();
+    for c in 0..CALLERS {
+        let client = client.clone();
+        callers.spawn(async move {
+            let mut times = Vec::new();
+            let mut bad = 0u64;
+            let mut k = 0u64;
+            while Instant::now() < deadline {
+                let input = Bytes::from(format!("caller {c} call {k}"));
+                k += 1;
+                let t = Instant::now();
+                let r = client
+                    .invoke_with("default~echo", &[], input.clone(), verify_headers(verify))
+                    .await?;
+                times.push(t.elapsed());
+                if r.body != input {
+                    bad += 1;
+                }
+            }
+            anyhow::Ok((times, bad))
+        });
+    }
+    let mut calls = 0;
+    while let Some(done) = callers.join_next().await {
+        let (times, bad) = done??;
+        calls += times.len() as u64;
+        for t in times {
+            samples.record(t);
+        }
+        *wrong += bad;
+    }
+    Ok(calls)
+}
+
+/// `none` and `audit` calls, interleaved in rounds, on an honest network.
+async fn sync_phase(
+    net: &LocalNet,
+    budget: Duration,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<Sync> {
+    let client = net.client();
+    let mut sync = Sync {
+        none: crate::Samples::new(),
+        audit: crate::Samples::new(),
+        audits: 0,
+        wrong: 0,
+    };
+    let before = audits_done(client).await?;
+    let round_len = (budget / 4).clamp(Duration::from_millis(200), ROUND);
+    let t = Instant::now();
+    while t.elapsed() < budget || sync.audit.len() == 0 {
+        call_loop(
+            client,
+            "none",
+            round_len / 2,
+            &mut sync.none,
+            &mut sync.wrong,
+        )
+        .await?;
+        call_loop(
+            client,
+            "audit",
+            round_len / 2,
+            &mut sync.audit,
+            &mut sync.wrong,
+        )
+        .await?;
+    }
+    // The last sampled audits run after their answers: wait for them.
+    let share = 0.1; // the broker's default audit share
+    let expected = (sync.audit.len() as f64 * share * 0.5) as u64;
+    let waited = Instant::now();
+    loop {
+        sync.audits = audits_done(client).await? - before;
+        if sync.audits >= expected || waited.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    out(&format!(
+        "functions ({CALLERS} callers of echo): none p50 {:.0} µs p99 {:.0} µs ({} calls); audit p50 {:.0} µs p99 {:.0} µs ({} calls, {} re-executed): overhead {:.3}; {} wrong answers",
+        sync.none.us(0.5),
+        sync.none.us(0.99),
+        sync.none.len(),
+        sync.audit.us(0.5),
+        sync.audit.us(0.99),
+        sync.audit.len(),
+        sync.audits,
+        sync.overhead(),
+        sync.wrong
+    ));
+    Ok(sync)
+}
+
+/// Audited calls, one at a time, to a lone provider that lies on every
+/// tenth answer, until the broker drops it (banned); at most 5,000.
+async fn calls_to_catch(out: &mut dyn FnMut(&str)) -> anyhow::Result<u64> {
+    let net = start_net(&[Some(Fault::WrongOutputTenth)]).await?;
+    let client = net.client().clone();
+    let mut calls = 0u64;
+    let mut lies = 0u64;
+    let caught = loop {
+        if calls >= 5_000 {
+            break false;
+        }
+        let input = Bytes::from(format!("call {calls}"));
+        match client
+            .invoke_with("default~echo", &[], input.clone(), verify_headers("audit"))
+            .await
+        {
+            Ok(r) => {
+                calls += 1;
+                if r.body != input {
+                    lies += 1;
+                }
+            }
+            // Banned: nothing is left to call.
+            Err(_) => break true,
+        }
+        if calls.is_multiple_of(10) && client.providers().await?.providers.is_empty() {
+            break true;
+        }
+    };
+    out(&format!(
+        "a provider lying on 1 call in 10, default audit share: {} after {calls} audited calls ({lies} lies answered)",
+        if caught { "caught" } else { "not caught" }
+    ));
+    let _ = net.stop_now().await;
+    Ok(if caught { calls } else { 0 })
 }

@@ -451,6 +451,19 @@ impl Client {
         args: &[String],
         stdin: Bytes,
     ) -> Result<InvokeResponse, ClientError> {
+        self.invoke_with(service, args, stdin, http::HeaderMap::new())
+            .await
+    }
+
+    /// [`invoke`](Self::invoke) with request headers of the caller's own
+    /// (`x-brume-verify`, `x-brume-tier`, `x-brume-column-…`).
+    pub async fn invoke_with(
+        &self,
+        service: &str,
+        args: &[String],
+        stdin: Bytes,
+        headers: http::HeaderMap,
+    ) -> Result<InvokeResponse, ClientError> {
         let mut url = self.url(&["v1", "functions", service, "invoke"]);
         if !args.is_empty() {
             let mut q = url.query_pairs_mut();
@@ -460,6 +473,7 @@ impl Client {
         }
         let req = self
             .request(Method::POST, url)
+            .headers(headers)
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .body(stdin);
         let resp = self.send(req).await?;
@@ -475,6 +489,15 @@ impl Client {
             attempts: meta.attempts,
             exit_code: meta.exit_code,
         })
+    }
+
+    /// `GET /metrics`: the broker's metrics, in Prometheus' text format.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let resp = self
+            .send(self.request(Method::GET, self.url(&["metrics"])))
+            .await?;
+        let body = self.body(resp).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// `ANY /fn/{service}/{path}`: one request to a `wasi:http` component.

@@ -822,3 +822,114 @@ async fn reputation_survives_a_broker_restart() {
         assert_eq!(again.reputation, p.reputation, "{}", p.address);
     }
 }
+
+/// Audited functions: a provider that lies on one call in ten is caught by
+/// the broker's re-execution after the answer, banned and slashed, and the
+/// caller is refunded the lying call's fee.
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "test faults exist in debug builds only"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audited_function_catches_a_provider_lying_on_a_tenth_of_calls_and_refunds_the_caller() {
+    // Every audited call is re-executed here, so that the test is exact.
+    let config = "[broker.chain]\nfaucet = true\n\n[broker.trust]\naudit_share_ppm = 1000000\n";
+    let mut net = Net::start_with(0, 1, Some(config), &[]).await;
+    let i = net
+        .add_provider_args(1, &["--fault", "wrong-output-tenth"])
+        .await;
+    let liar = net.providers[i].address.clone();
+    fund_and_stake(&net, &net.providers[i].data, 100 * TOKEN).await;
+    net.publish("echo", ServiceKind::Command, art::ECHO_P1_BYTES)
+        .await;
+    let invoke = |verify: &'static str, body: String| {
+        reqwest::Client::new()
+            .post(net.url("/v1/functions/default~echo/invoke"))
+            .bearer_auth(&net.key)
+            .header("x-brume-verify", verify)
+            .body(body)
+            .send()
+    };
+
+    // A verification an invocation can't have is refused, naming why.
+    for bad in ["replicate=3", "sometimes"] {
+        let resp = invoke(bad, "x".into()).await.expect("invoke");
+        let status = resp.status().as_u16();
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert_eq!(
+            (status, v["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{v}"
+        );
+    }
+
+    // Audited calls are answered at once; the tenth answer is a lie.
+    let mut lie = None;
+    for k in 0..20 {
+        let input = format!("call number {k}");
+        let resp = invoke("audit", input.clone()).await.expect("invoke");
+        assert_eq!(resp.status(), 200);
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (id, cost) = (header("x-brume-work-id"), header("x-brume-cost"));
+        let body = resp.bytes().await.expect("body");
+        if body != input.as_bytes() {
+            lie = Some((id.expect("work id"), cost.expect("cost")));
+            break;
+        }
+    }
+    let (id, cost) = lie.expect("the liar lies on one call in ten");
+
+    // Caught: banned (dropped, reconnects refused) and slashed.
+    let client = net.client.clone();
+    let gone = liar.clone();
+    eventually("the broker drops the liar", || {
+        let (client, gone) = (client.clone(), gone.clone());
+        async move {
+            let list = client.providers().await.ok()?;
+            (!list.providers.iter().any(|p| p.address == gone)).then_some(())
+        }
+    })
+    .await;
+    let account = net.client.chain_account(&liar).await.expect("account");
+    assert_eq!(account.allowance, "0", "slashed: {account:?}");
+
+    // The caller is refunded the lying call's fee, in the next settlement.
+    let refund = eventually("the refund row", || async {
+        let resp = reqwest::get(net.url(&format!("/v1/ledger/rows/audit-refund-{id}")))
+            .await
+            .ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        resp.json::<serde_json::Value>().await.ok()
+    })
+    .await;
+    assert_eq!(refund["payouts"][0]["role"], "refund", "{refund}");
+    assert_eq!(refund["payouts"][0]["beneficiary"], "default", "{refund}");
+    assert_eq!(refund["payouts"][0]["amount"], cost.as_str(), "{refund}");
+    assert_eq!(refund["payers"][0]["kind"], "audit_refund", "{refund}");
+    assert_eq!(
+        refund["payers"][0]["account"], refund["operator"],
+        "{refund}"
+    );
+    // The honest answers before it were audited and confirmed.
+    let metrics = reqwest::get(net.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("brume_audits_total{outcome=\"refuted\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("brume_audits_total{outcome=\"confirmed\"}"),
+        "{metrics}"
+    );
+}
