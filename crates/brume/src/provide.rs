@@ -106,8 +106,9 @@ struct RunArgs {
     /// broker's test authority's signature; see docs/verification.md).
     #[arg(long, value_name = "FILE")]
     attestation: Option<PathBuf>,
-    /// Test mode: misbehave on purpose (wrong-output, wrong-fuel, stall,
-    /// drop). Debug builds only (see the module docs).
+    /// Test mode: misbehave on purpose (wrong-output, wrong-output-tenth,
+    /// wrong-fuel, stall, drop, inflate-mips). Debug builds only (see the
+    /// module docs).
     #[cfg(debug_assertions)]
     #[arg(long, hide = true, value_name = "MODE")]
     fault: Option<Fault>,
