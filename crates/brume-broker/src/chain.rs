@@ -32,7 +32,8 @@ pub struct ChainConfig {
     /// Whether `POST /v1/chain/faucet` mints (devnets only).
     pub faucet: bool,
     /// Refuse paid work to accounts that are not addresses (plain API key
-    /// names, which can't escrow). `brume devnet` turns it on.
+    /// names, which can't escrow). Default: on; off runs such accounts'
+    /// work unescrowed (a broker among people who trust each other).
     pub require_allowance: bool,
     /// The least stake (allowance to the payout account, base units) a
     /// provider needs to get work.
@@ -49,7 +50,7 @@ impl Default for ChainConfig {
             chain_id: None,
             genesis: Vec::new(),
             faucet: false,
-            require_allowance: false,
+            require_allowance: true,
             min_stake: 0,
             stake_refresh_ms: 5_000,
         }

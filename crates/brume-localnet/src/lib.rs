@@ -372,6 +372,9 @@ impl LocalNetBuilder {
         if self.requester_funds.is_some() {
             config.chain.faucet = true;
         }
+        // Without funds the requester is a plain API key, which can't
+        // escrow: its work runs unescrowed.
+        config.chain.require_allowance = self.requester_funds.is_some();
         if self.tls {
             config.tls = Some(brume_broker::tls::TlsConfig::SelfSigned);
         }

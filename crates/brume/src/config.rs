@@ -56,7 +56,7 @@
 //! kind = "dev"                 # the embedded dev chain, at DATA/chain/chain.db
 //! chain_id = 1651668333        # the dev chain's id ("brum"; fixed at its genesis)
 //! faucet = false               # POST /v1/chain/faucet mints (brume devnet: true)
-//! require_allowance = false    # refuse paid work to accounts that are not addresses
+//! require_allowance = true     # refuse paid work to accounts that are not addresses
 //!                              # before its service has an observed cost
 //! min_stake = 0                # base units a provider must stake to get work
 //! stake_refresh_ms = 5000      # how often providers' stakes are read

@@ -266,9 +266,7 @@ impl Broker {
     ) -> Broker {
         let mut cmd = command(home);
         cmd.envs(env.iter().copied());
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
+        cmd.arg("--config").arg(test_config(home, data, config));
         cmd.args([
             "broker",
             "--json",
@@ -333,6 +331,35 @@ impl Broker {
         );
         *self = again;
     }
+}
+
+/// The broker's config for a test: `config`'s, with `[broker.chain]
+/// require_allowance = false` unless it says otherwise, since most tests
+/// pay with the plain API key `default` (which can't escrow; the escrow
+/// tests turn it on). Written next to the data dir.
+fn test_config(home: &Path, data: &Path, config: Option<&Path>) -> PathBuf {
+    let text = config
+        .map(|c| std::fs::read_to_string(c).expect("read the broker config"))
+        .unwrap_or_default();
+    let mut table: toml::Table = text.parse().expect("a TOML broker config");
+    let chain = table
+        .entry("broker")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("[broker] is a table")
+        .entry("chain")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .expect("[broker.chain] is a table");
+    chain
+        .entry("require_allowance")
+        .or_insert(toml::Value::Boolean(false));
+    let name = data
+        .file_name()
+        .map_or("broker".into(), |n| n.to_string_lossy().into_owned());
+    let path = home.join(format!("{name}.test.toml"));
+    std::fs::write(&path, table.to_string()).expect("write the broker config");
+    path
 }
 
 /// A running `brume provide`, connected.
