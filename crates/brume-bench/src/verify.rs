@@ -567,7 +567,7 @@ async fn call_loop(
                 k += 1;
                 let t = Instant::now();
                 let r = client
-                    .invoke_with("default~echo", &[], input.clone(), verify_headers(verify))
+                    .invoke_with("echo", &[], input.clone(), verify_headers(verify))
                     .await?;
                 times.push(t.elapsed());
                 if r.body != input {
@@ -662,7 +662,7 @@ async fn calls_to_catch(out: &mut dyn FnMut(&str)) -> anyhow::Result<u64> {
         }
         let input = Bytes::from(format!("call {calls}"));
         match client
-            .invoke_with("default~echo", &[], input.clone(), verify_headers("audit"))
+            .invoke_with("echo", &[], input.clone(), verify_headers("audit"))
             .await
         {
             Ok(r) => {

@@ -211,8 +211,9 @@ pub(crate) struct Shared {
     pub ledger: Arc<ledger::Ledger>,
     /// Checks published modules, and re-executes disputed work.
     pub validator: brume_sandbox::Sandbox,
-    /// One re-execution at a time ([`reexec`]).
-    pub reexecutions: tokio::sync::Semaphore,
+    /// One validator run at a time, and the modules it keeps compiled
+    /// ([`reexec`]).
+    pub reexecutions: reexec::Reexecutions,
     /// The fuel of a fitness challenge ([`measure`]), once learned.
     pub challenge_fuel: tokio::sync::OnceCell<u64>,
     pub metrics: Arc<metrics::Metrics>,
@@ -348,7 +349,7 @@ impl Broker {
             ledger,
             keys,
             validator,
-            reexecutions: tokio::sync::Semaphore::new(1),
+            reexecutions: reexec::Reexecutions::new(),
             challenge_fuel: tokio::sync::OnceCell::new(),
             metrics,
             started: Instant::now(),

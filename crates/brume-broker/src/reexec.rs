@@ -6,7 +6,7 @@
 //! [`Reexecution`] is the proof's ground (a), which anyone holding the
 //! module can check by re-running it (`brume verify-proof --reexecute`).
 //!
-//! Re-executions run one at a time ([`Shared::reexecutions`]) within the
+//! Re-executions run one at a time ([`Reexecutions`]) within the
 //! work's own limits, and cost the requester nothing. A re-execution that
 //! ends in a fault that says nothing about the work (the broker's own
 //! deadline, an internal error) is inconclusive: then nobody is judged.
@@ -21,6 +21,46 @@ use crate::Shared;
 /// Sandbox faults of a re-execution that depend on the machine that ran
 /// it, not on the work: such a run decides nothing.
 const INCONCLUSIVE: &[&str] = &["timeout", "internal"];
+
+/// The most compiled modules the validator keeps for re-executions (an
+/// audited function is re-executed again and again: it must not be
+/// compiled each time).
+const KEEP_COMPILED: usize = 16;
+
+/// One validator run at a time (re-executions and the fitness challenge's
+/// fuel), and the modules it keeps compiled, least recently used first.
+#[derive(Debug)]
+pub(crate) struct Reexecutions {
+    one: tokio::sync::Semaphore,
+    compiled: parking_lot::Mutex<std::collections::VecDeque<brume_sandbox::Digest>>,
+}
+
+impl Reexecutions {
+    pub(crate) fn new() -> Reexecutions {
+        Reexecutions {
+            one: tokio::sync::Semaphore::new(1),
+            compiled: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    /// Waits for the validator.
+    pub(crate) async fn acquire(
+        &self,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, tokio::sync::AcquireError> {
+        self.one.acquire().await
+    }
+
+    /// Records that `digest` was used; returns the module to evict, if
+    /// more than [`KEEP_COMPILED`] are kept.
+    fn used(&self, digest: brume_sandbox::Digest) -> Option<brume_sandbox::Digest> {
+        let mut kept = self.compiled.lock();
+        kept.retain(|d| *d != digest);
+        kept.push_back(digest);
+        (kept.len() > KEEP_COMPILED)
+            .then(|| kept.pop_front())
+            .flatten()
+    }
+}
 
 /// A proof carries the work in full (for anyone to re-run it) only when its
 /// input is at most this big.
@@ -52,7 +92,9 @@ pub(crate) async fn reexecute(
     .map_err(|e| format!("loading the module: {e}"))?
     .map_err(|e| format!("loading the module: {e}"))?;
     let outcome = brume_exec::run(&shared.validator, &program, assign).await;
-    shared.validator.evict(&program.digest());
+    if let Some(old) = shared.reexecutions.used(program.digest()) {
+        shared.validator.evict(&old);
+    }
     if let Outcome::Failed { code, message, .. } = &outcome
         && INCONCLUSIVE.contains(&code.as_str())
     {
