@@ -673,7 +673,12 @@ pub struct ProviderInfo {
     pub region: String,
     pub slots: u32,
     pub slots_busy: u32,
+    /// The memory it is placed by: its claim, cut to what its sandbox was
+    /// granted when that is less.
     pub memory_bytes: u64,
+    /// The memory its `Hello` claimed.
+    #[serde(default)]
+    pub claimed_memory_bytes: u64,
     /// The speed it is placed by: its claim, cut to what the broker
     /// measured when the claim was more than twice the measure.
     pub fitness_mips: u64,

@@ -129,6 +129,23 @@ pub struct Welcome {
     /// does).
     #[serde(default)]
     pub measured: Option<MeasuredSpeed>,
+    /// The memory the broker checked with the memory part of its
+    /// [`Measure`] challenge, and why it places the provider by less than
+    /// it claimed (if it does).
+    #[serde(default)]
+    pub measured_memory: Option<MeasuredMemory>,
+}
+
+/// The broker's verdict on a provider's claimed memory (in [`Welcome`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasuredMemory {
+    pub claimed_bytes: u64,
+    /// What one instance of the provider's sandbox was granted.
+    pub granted_bytes: u64,
+    /// What placement uses: the claim, cut to what its slots can hold.
+    pub placed_bytes: u64,
+    /// Why the claim was cut, if it was.
+    pub note: Option<String>,
 }
 
 /// The broker's verdict on a provider's claimed speed (in [`Welcome`]).
@@ -149,6 +166,17 @@ pub struct MeasuredSpeed {
 pub struct Measure {
     pub seed: u64,
     pub rounds: u32,
+    /// Then run `brume_exec::fitness::MEMORY_WAT` asking for this many
+    /// 64 KiB pages (0: no memory part).
+    #[serde(default)]
+    pub memory_pages: u32,
+}
+
+/// The memory part's answer: the pages granted and the fold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryAnswer {
+    pub granted_pages: u32,
+    pub fold: u64,
 }
 
 /// A fitness challenge's stdout and fuel.
@@ -158,6 +186,9 @@ pub struct MeasureDone {
     pub fuel: u64,
     /// Why it could not run, if it could not.
     pub error: Option<String>,
+    /// The memory part's answer, if it was asked for and ran.
+    #[serde(default)]
+    pub memory: Option<MemoryAnswer>,
 }
 
 /// One attempt of one work unit.

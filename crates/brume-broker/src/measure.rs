@@ -7,6 +7,13 @@
 //! (`Welcome::measured`). Tiers' `min_mips` and the slow-provider refund
 //! use the placed figure.
 //!
+//! The same challenge then asks the provider's sandbox for the memory the
+//! provider claims (up to one instance's 4 GiB: `fitness::MEMORY_WAT`
+//! touches a seeded sample of its pages and folds them; the broker checks
+//! the fold natively). A claim more than its slots' instances were granted
+//! is cut to that. It checks the sandbox's configuration, not honesty: a
+//! provider that rewrites its sandbox can compute any answer.
+//!
 //! The time includes the round trip, so a distant provider measures a
 //! little slower than it is; the tolerance absorbs that and the noise of a
 //! loaded machine.
@@ -30,12 +37,18 @@ pub(crate) const TOLERANCE: u64 = 2;
 pub(crate) async fn challenge(
     shared: &Shared,
     socket: &mut WebSocket,
-    claimed_mips: u64,
-) -> Result<wire::MeasuredSpeed, String> {
+    caps: &wire::Capabilities,
+) -> Result<(wire::MeasuredSpeed, wire::MeasuredMemory), String> {
     let fuel = challenge_fuel(shared).await?;
     let seed: u64 = rand::random();
     let rounds = fitness::ROUNDS;
-    let frame = ToProvider::Measure(wire::Measure { seed, rounds }).encode(CONTROL);
+    let memory_pages = (caps.memory_bytes / PAGE).clamp(1, MAX_PAGES) as u32;
+    let frame = ToProvider::Measure(wire::Measure {
+        seed,
+        rounds,
+        memory_pages,
+    })
+    .encode(CONTROL);
     let started = Instant::now();
     socket
         .send(Message::Binary(frame))
@@ -62,7 +75,46 @@ pub(crate) async fn challenge(
         ));
     }
     let measured_mips = ((fuel as f64 / elapsed.as_secs_f64().max(1e-9)) / 1e6).max(1.0) as u64;
-    Ok(judge(claimed_mips, measured_mips))
+    let memory = match done.memory {
+        Some(m)
+            if m.granted_pages >= 1
+                && m.granted_pages <= memory_pages
+                && m.fold == fitness::memory_expected(seed, m.granted_pages) =>
+        {
+            m
+        }
+        _ => return Err("wrong answer to the memory challenge".into()),
+    };
+    Ok((
+        judge(caps.fitness_mips, measured_mips),
+        judge_memory(caps, u64::from(memory.granted_pages) * PAGE),
+    ))
+}
+
+/// A wasm page.
+const PAGE: u64 = 65_536;
+/// The most pages one instance may have (wasm32: 4 GiB).
+const MAX_PAGES: u64 = 65_536;
+
+/// The placed memory: the claim, cut to what its slots' instances can
+/// hold if one was granted less than the claim (each instance at most
+/// 4 GiB), with why.
+pub(crate) fn judge_memory(caps: &wire::Capabilities, granted_bytes: u64) -> wire::MeasuredMemory {
+    let claimed = caps.memory_bytes;
+    let asked = claimed.clamp(PAGE, MAX_PAGES * PAGE);
+    let holds = granted_bytes.saturating_mul(u64::from(caps.slots.max(1)));
+    let backed = granted_bytes >= asked && holds >= claimed;
+    wire::MeasuredMemory {
+        claimed_bytes: claimed,
+        granted_bytes,
+        placed_bytes: if backed { claimed } else { claimed.min(holds) },
+        note: (!backed).then(|| {
+            format!(
+                "claimed {claimed} bytes of memory, but one instance of its sandbox was granted                  {granted_bytes} bytes (of {asked} asked): {} slots hold at most {holds}",
+                caps.slots
+            )
+        }),
+    }
 }
 
 /// The placed figure: the claim if the measure backs it within
@@ -124,6 +176,30 @@ async fn challenge_fuel(shared: &Shared) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_claims_are_cut_to_what_the_slots_instances_were_granted() {
+        let caps = |slots, memory_bytes| wire::Capabilities {
+            slots,
+            memory_bytes,
+            fitness_mips: 1_000,
+            region: String::new(),
+            allowed_services: None,
+            cached: Vec::new(),
+            org: None,
+            attestation: None,
+        };
+        // 2 GiB on 2 slots, granted in full: stands.
+        let ok = judge_memory(&caps(2, 2 << 30), 2 << 30);
+        assert_eq!((ok.placed_bytes, ok.note), (2 << 30, None));
+        // 64 GiB on one slot: one instance holds 4 GiB at most.
+        let big = judge_memory(&caps(1, 64 << 30), 4 << 30);
+        assert_eq!(big.placed_bytes, 4 << 30);
+        assert!(big.note.is_some());
+        // A sandbox that grants less than asked: cut to its slots' worth.
+        let small = judge_memory(&caps(4, 2 << 30), 256 << 20);
+        assert_eq!(small.placed_bytes, 1 << 30);
+    }
 
     #[test]
     fn claims_within_the_tolerance_stand_and_others_are_cut() {

@@ -34,8 +34,8 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
     let Some((mut socket, hello, address)) = handshake(&shared, socket).await else {
         return;
     };
-    let claimed = hello.capabilities.fitness_mips;
-    let measured = match crate::measure::challenge(&shared, &mut socket, claimed).await {
+    let measured = match crate::measure::challenge(&shared, &mut socket, &hello.capabilities).await
+    {
         Ok(m) => m,
         Err(why) => {
             tracing::warn!(provider = %address, "fitness challenge failed: {why}");
@@ -151,7 +151,7 @@ async fn handshake(
 async fn register(
     shared: &Arc<Shared>,
     hello: wire::Hello,
-    measured: wire::MeasuredSpeed,
+    (measured, memory): (wire::MeasuredSpeed, wire::MeasuredMemory),
     address: &str,
     tx: &mpsc::UnboundedSender<Message>,
 ) -> (u64, String) {
@@ -165,14 +165,16 @@ async fn register(
     let heartbeat = shared.config.heartbeat;
     let mut caps = hello.capabilities;
     caps.fitness_mips = measured.placed_mips;
-    if let Some(note) = &measured.note {
-        tracing::warn!(provider = %address, "placed by its measured speed: {note}");
+    caps.memory_bytes = memory.placed_bytes;
+    for note in [&measured.note, &memory.note].into_iter().flatten() {
+        tracing::warn!(provider = %address, "placed by what was measured: {note}");
     }
     let welcome = ToProvider::Welcome(Welcome {
         session: id,
         heartbeat_ms: heartbeat.as_millis() as u64,
         blob_token: blob_token.clone(),
         measured: Some(measured.clone()),
+        measured_memory: Some(memory.clone()),
     });
     let _ = tx.send(Message::Binary(welcome.encode(CONTROL)));
     tracing::info!(
@@ -183,6 +185,7 @@ async fn register(
     let (tier, org) = crate::trust::tier_of(shared, address, &caps).await;
     let mut entry = ProviderEntry::new(address.to_string(), caps, hello.price_ask, tx.clone());
     entry.claimed_mips = measured.claimed_mips;
+    entry.claimed_memory_bytes = memory.claimed_bytes;
     entry.reserve_for_functions(shared.config.function_reserve_ppm);
     entry.tier = tier;
     entry.org = org;

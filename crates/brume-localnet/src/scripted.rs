@@ -172,16 +172,10 @@ impl ScriptedProvider {
                 // The broker's fitness challenge: answered honestly, in a
                 // real sandbox (one for every scripted provider).
                 (ch, ToProvider::Measure(m)) => {
-                    let (sandbox, program) = challenger();
-                    let (stdout, fuel) =
-                        brume_exec::fitness::run(sandbox, program, m.seed, m.rounds)
-                            .await
-                            .expect("run the fitness challenge");
-                    let done = FromProvider::MeasureDone(wire::MeasureDone {
-                        stdout,
-                        fuel,
-                        error: None,
-                    });
+                    let (sandbox, challenges) = challenger();
+                    let done = FromProvider::MeasureDone(
+                        brume_exec::fitness::answer(sandbox, challenges, &m).await,
+                    );
                     ws.send(Message::Binary(done.encode(ch)))
                         .await
                         .expect("send MeasureDone");
@@ -400,16 +394,19 @@ where
 
 /// The sandbox and the compiled challenge every scripted provider answers
 /// the broker's fitness challenge with.
-fn challenger() -> &'static (brume_sandbox::Sandbox, brume_sandbox::Program) {
-    static CHALLENGER: std::sync::OnceLock<(brume_sandbox::Sandbox, brume_sandbox::Program)> =
-        std::sync::OnceLock::new();
+fn challenger() -> &'static (brume_sandbox::Sandbox, brume_exec::fitness::Challenges) {
+    static CHALLENGER: std::sync::OnceLock<(
+        brume_sandbox::Sandbox,
+        brume_exec::fitness::Challenges,
+    )> = std::sync::OnceLock::new();
     CHALLENGER.get_or_init(|| {
         let sandbox = brume_sandbox::Sandbox::new(brume_sandbox::SandboxConfig {
             max_concurrent_instances: 8,
             ..brume_sandbox::SandboxConfig::default()
         })
         .expect("a sandbox for fitness challenges");
-        let program = brume_exec::fitness::load(&sandbox).expect("the challenge compiles");
-        (sandbox, program)
+        let challenges =
+            brume_exec::fitness::Challenges::load(&sandbox).expect("the challenges compile");
+        (sandbox, challenges)
     })
 }

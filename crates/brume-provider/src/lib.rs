@@ -264,8 +264,8 @@ pub(crate) struct Shared {
     pub(crate) ws_tls: tokio_tungstenite::Connector,
     pub(crate) fitness_mips: u64,
     fitness_digest: Digest,
-    /// The broker's fitness challenge, compiled before connecting.
-    pub(crate) challenge: Program,
+    /// The broker's fitness challenges, compiled before connecting.
+    pub(crate) challenge: brume_exec::fitness::Challenges,
     pub(crate) started: Instant,
     /// Programs ready to run: a sync map get on the hot path.
     pub(crate) programs: parking_lot::Mutex<HashMap<Key, Program>>,
@@ -333,7 +333,11 @@ impl Shared {
         all.extend(self.programs.lock().keys().map(|(d, _)| *d));
         all.sort();
         all.dedup();
-        all.retain(|d| *d != self.fitness_digest && *d != self.challenge.digest());
+        let challenges = [
+            self.challenge.compute.digest(),
+            self.challenge.memory.digest(),
+        ];
+        all.retain(|d| *d != self.fitness_digest && !challenges.contains(d));
         all.iter().map(|d| d.to_string()).collect()
     }
 
@@ -398,7 +402,8 @@ impl Provider {
             Some(Fault::InflateMips) => fitness_mips.saturating_mul(10),
             _ => fitness_mips,
         };
-        let challenge = brume_exec::fitness::load(&sandbox).map_err(ProviderError::Internal)?;
+        let challenge =
+            brume_exec::fitness::Challenges::load(&sandbox).map_err(ProviderError::Internal)?;
 
         let http_client = |trust: &brume_tls::Trust| -> Result<reqwest::Client, ProviderError> {
             trust

@@ -257,6 +257,16 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
             "the broker places this provider by its measured speed: {note}"
         );
     }
+    if let Some(m) = &welcome.measured_memory
+        && let Some(note) = &m.note
+    {
+        tracing::warn!(
+            claimed_bytes = m.claimed_bytes,
+            granted_bytes = m.granted_bytes,
+            placed_bytes = m.placed_bytes,
+            "the broker places this provider by the memory its sandbox was granted: {note}"
+        );
+    }
     shared.connected_since_ms.store(now_ms(), Ordering::Relaxed);
 
     let (tx, rx) = mpsc::unbounded_channel();
@@ -476,18 +486,7 @@ fn on_frame(
     }
 }
 
-/// Runs the broker's fitness challenge (the program compiled at start).
+/// Runs the broker's fitness challenge (the programs compiled at start).
 async fn measure(shared: &Shared, m: &wire::Measure) -> wire::MeasureDone {
-    match brume_exec::fitness::run(&shared.sandbox, &shared.challenge, m.seed, m.rounds).await {
-        Ok((stdout, fuel)) => wire::MeasureDone {
-            stdout,
-            fuel,
-            error: None,
-        },
-        Err(e) => wire::MeasureDone {
-            stdout: Bytes::new(),
-            fuel: 0,
-            error: Some(e),
-        },
-    }
+    brume_exec::fitness::answer(&shared.sandbox, &shared.challenge, m).await
 }

@@ -43,6 +43,9 @@ pub(crate) struct Meter {
     table_limit: u64,
     memory_total: u64,
     peak: u64,
+    /// `memory_total` and `peak` before the growth last allowed: restored
+    /// if the engine then fails it (beyond a memory's own maximum).
+    before_grow: (u64, u64),
 }
 
 impl Meter {
@@ -52,6 +55,7 @@ impl Meter {
             table_limit,
             memory_total: 0,
             peak: 0,
+            before_grow: (0, 0),
         }
     }
 }
@@ -70,9 +74,17 @@ impl ResourceLimiter for Meter {
                 self.memory_limit
             ))));
         }
+        self.before_grow = (self.memory_total, self.peak);
         self.memory_total = next;
         self.peak = self.peak.max(next);
         Ok(true)
+    }
+
+    /// The guest sees `memory.grow` return -1; the meter forgets the size
+    /// it allowed.
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        (self.memory_total, self.peak) = self.before_grow;
+        Ok(())
     }
 
     fn table_growing(

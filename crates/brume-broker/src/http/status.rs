@@ -44,6 +44,7 @@ pub(super) async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<Prov
                 memory_bytes: p.caps.memory_bytes,
                 fitness_mips: p.caps.fitness_mips,
                 claimed_mips: p.claimed_mips,
+                claimed_memory_bytes: p.claimed_memory_bytes,
                 price_ask: p.price_ask,
                 allowed_services: p.caps.allowed_services.clone(),
                 modules_cached: p.cached.len() as u64,

@@ -48,6 +48,8 @@ pub(crate) struct ProviderEntry {
     pub caps: Capabilities,
     /// The speed its `Hello` claimed.
     pub claimed_mips: u64,
+    /// The memory its `Hello` claimed.
+    pub claimed_memory_bytes: u64,
     pub price_ask: Price,
     pub busy: u32,
     /// Slots held by batch work.
@@ -89,6 +91,7 @@ impl ProviderEntry {
         ProviderEntry {
             address,
             claimed_mips: caps.fitness_mips,
+            claimed_memory_bytes: caps.memory_bytes,
             caps,
             price_ask,
             busy: 0,

@@ -165,6 +165,7 @@ async fn session(mut socket: WebSocket, st: Arc<St>) {
         heartbeat_ms: st.heartbeat_ms,
         blob_token: TOKEN.into(),
         measured: None,
+        measured_memory: None,
     });
     if socket
         .send(Message::Binary(welcome.encode(wire::CONTROL)))

@@ -748,6 +748,41 @@ async fn a_provider_is_placed_by_its_measured_speed_not_its_claim() {
     assert_eq!(result.state, JobState::Succeeded, "{result:?}");
 }
 
+/// Measured memory: the broker asks the provider's sandbox for the memory
+/// it claims. One slot can't hold 64 GiB (a wasm instance holds 4 GiB at
+/// most): the claim is cut to what the instance was granted, and the
+/// provider is told why. An ordinary claim stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_claim_is_placed_by_what_the_sandbox_was_granted() {
+    let mut net = Net::start(0, 1).await;
+    let honest = net.add_provider_args(1, &["--memory", "1GiB"]).await;
+    let big = net.add_provider_args(1, &["--memory", "64GiB"]).await;
+    let list = net.client.providers().await.expect("providers");
+    let info = |i: usize| {
+        let address = net.providers[i].address.clone();
+        list.providers
+            .iter()
+            .find(|p| p.address == address)
+            .cloned()
+            .expect("connected")
+    };
+    let ok = info(honest);
+    assert_eq!(
+        (ok.memory_bytes, ok.claimed_memory_bytes),
+        (1 << 30, 1 << 30)
+    );
+    let cut = info(big);
+    assert_eq!(cut.claimed_memory_bytes, 64 << 30, "{cut:?}");
+    assert_eq!(cut.memory_bytes, 4 << 30, "one instance's worth: {cut:?}");
+    let proc = &net.providers[big].proc;
+    eventually("the provider is told why", || async {
+        proc.stderr_tail()
+            .contains("by the memory its sandbox was granted")
+            .then_some(())
+    })
+    .await;
+}
+
 fn reexecution_signed(
     r: brume_client::brume_api::receipt::Reexecution,
     by: &Identity,
