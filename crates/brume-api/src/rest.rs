@@ -685,6 +685,16 @@ pub struct ProviderInfo {
     /// The speed its `Hello` claimed.
     #[serde(default)]
     pub claimed_mips: u64,
+    /// Its speed as the broker last timed it (at the handshake, then now
+    /// and then while it is idle), and when (ms since the epoch).
+    #[serde(default)]
+    pub measured_mips: u64,
+    #[serde(default)]
+    pub measured_at_ms: u64,
+    /// The bandwidth the broker timed on a blob at the handshake, in
+    /// megabits per second (round trip included).
+    #[serde(default)]
+    pub measured_mbps: u64,
     pub price_ask: Price,
     /// Services this provider accepts (`None`: any).
     pub allowed_services: Option<Vec<String>>,

@@ -157,6 +157,10 @@ pub struct MeasuredSpeed {
     pub placed_mips: u64,
     /// Why the claim was cut, if it was.
     pub note: Option<String>,
+    /// The bandwidth the broker timed on a blob it sent, in megabits per
+    /// second (round trip included).
+    #[serde(default)]
+    pub measured_mbps: u64,
 }
 
 /// The broker's fitness challenge, between `Hello` and `Welcome`: run
@@ -170,6 +174,10 @@ pub struct Measure {
     /// 64 KiB pages (0: no memory part).
     #[serde(default)]
     pub memory_pages: u32,
+    /// Then answer with the sha256 of these bytes (the broker times the
+    /// transfer: bandwidth).
+    #[serde(default, skip_serializing_if = "Bytes::is_empty")]
+    pub blob: Bytes,
 }
 
 /// The memory part's answer: the pages granted and the fold.
@@ -189,6 +197,9 @@ pub struct MeasureDone {
     /// The memory part's answer, if it was asked for and ran.
     #[serde(default)]
     pub memory: Option<MemoryAnswer>,
+    /// The sha256 (hex) of the challenge's blob, if it had one.
+    #[serde(default)]
+    pub blob_sha256: Option<String>,
 }
 
 /// One attempt of one work unit.

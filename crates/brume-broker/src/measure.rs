@@ -14,6 +14,9 @@
 //! is cut to that. It checks the sandbox's configuration, not honesty: a
 //! provider that rewrites its sandbox can compute any answer.
 //!
+//! Last, a bandwidth probe: a random 256 KiB blob whose sha256 the
+//! provider sends back, timed (`/v1/providers` shows `measured_mbps`).
+//!
 //! The time includes the round trip, so a distant provider measures a
 //! little slower than it is; the tolerance absorbs that and the noise of a
 //! loaded machine.
@@ -43,26 +46,13 @@ pub(crate) async fn challenge(
     let seed: u64 = rand::random();
     let rounds = fitness::ROUNDS;
     let memory_pages = (caps.memory_bytes / PAGE).clamp(1, MAX_PAGES) as u32;
-    let frame = ToProvider::Measure(wire::Measure {
+    let m = wire::Measure {
         seed,
         rounds,
         memory_pages,
-    })
-    .encode(CONTROL);
-    let started = Instant::now();
-    socket
-        .send(Message::Binary(frame))
-        .await
-        .map_err(|e| format!("send the fitness challenge: {e}"))?;
-    let done = tokio::time::timeout(TIMEOUT, answer(socket))
-        .await
-        .map_err(|_| {
-            format!(
-                "no answer to the fitness challenge within {} s",
-                TIMEOUT.as_secs()
-            )
-        })??;
-    let elapsed = started.elapsed();
+        blob: bytes::Bytes::new(),
+    };
+    let (done, elapsed) = ask(socket, m).await?;
     if let Some(e) = done.error {
         return Err(format!(
             "the provider could not run the fitness challenge: {e}"
@@ -85,10 +75,62 @@ pub(crate) async fn challenge(
         }
         _ => return Err("wrong answer to the memory challenge".into()),
     };
+    let speed = wire::MeasuredSpeed {
+        measured_mbps: bandwidth(socket).await?,
+        ..judge(caps.fitness_mips, measured_mips)
+    };
     Ok((
-        judge(caps.fitness_mips, measured_mips),
+        speed,
         judge_memory(caps, u64::from(memory.granted_pages) * PAGE),
     ))
+}
+
+/// Bytes of the bandwidth probe.
+const BLOB: usize = 256 << 10;
+
+/// Times a [`BLOB`] sent to the provider and its sha256 back: megabits
+/// per second, round trip included.
+async fn bandwidth(socket: &mut WebSocket) -> Result<u64, String> {
+    let mut blob = vec![0u8; BLOB];
+    rand::fill(&mut blob[..]);
+    let want = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&blob))
+    };
+    let m = wire::Measure {
+        seed: 0,
+        rounds: 0,
+        memory_pages: 0,
+        blob: blob.into(),
+    };
+    let (done, elapsed) = ask(socket, m).await?;
+    if done.blob_sha256.as_deref() != Some(want.as_str()) {
+        return Err("wrong answer to the bandwidth probe".into());
+    }
+    let bits = (BLOB * 8) as f64;
+    Ok(((bits / elapsed.as_secs_f64().max(1e-9)) / 1e6).max(1.0) as u64)
+}
+
+/// Sends one challenge and waits for its answer: the answer and the time.
+async fn ask(
+    socket: &mut WebSocket,
+    m: wire::Measure,
+) -> Result<(wire::MeasureDone, Duration), String> {
+    let frame = ToProvider::Measure(m).encode(CONTROL);
+    let started = Instant::now();
+    socket
+        .send(Message::Binary(frame))
+        .await
+        .map_err(|e| format!("send the fitness challenge: {e}"))?;
+    let done = tokio::time::timeout(TIMEOUT, answer(socket))
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer to the fitness challenge within {} s",
+                TIMEOUT.as_secs()
+            )
+        })??;
+    Ok((done, started.elapsed()))
 }
 
 /// A wasm page.
@@ -117,6 +159,111 @@ pub(crate) fn judge_memory(caps: &wire::Capabilities, granted_bytes: u64) -> wir
     }
 }
 
+/// Challenges now and then after the handshake: each `every`, if the
+/// provider is idle (its timing then measures the machine, not its load)
+/// and no challenge is pending, a fresh compute challenge; the answer
+/// updates the placed speed. A wrong answer, or none within [`TIMEOUT`],
+/// ends the session.
+pub(crate) struct Remeasure {
+    tick: Option<tokio::time::Interval>,
+    /// The seed and send time of the challenge awaiting its answer.
+    pending: Option<(u64, Instant)>,
+}
+
+impl Remeasure {
+    pub(crate) fn new(every: Option<Duration>) -> Remeasure {
+        let tick = every.map(|d| {
+            let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        Remeasure {
+            tick,
+            pending: None,
+        }
+    }
+
+    /// The next tick (never, when re-challenges are off).
+    pub(crate) async fn tick(&mut self) {
+        match &mut self.tick {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The challenge frame to send now, if any; `Err` if the last one went
+    /// unanswered.
+    pub(crate) fn start(
+        &mut self,
+        shared: &Shared,
+        id: u64,
+    ) -> Result<Option<bytes::Bytes>, String> {
+        if let Some((_, sent)) = self.pending {
+            if sent.elapsed() > TIMEOUT {
+                return Err(format!(
+                    "no answer to a fitness re-challenge within {} s",
+                    TIMEOUT.as_secs()
+                ));
+            }
+            return Ok(None);
+        }
+        let idle = shared
+            .lifecycle
+            .read(|s| s.providers.get(&id).is_some_and(|p| p.busy == 0));
+        if !idle || shared.challenge_fuel.get().is_none() {
+            return Ok(None);
+        }
+        let seed: u64 = rand::random();
+        self.pending = Some((seed, Instant::now()));
+        let m = wire::Measure {
+            seed,
+            rounds: fitness::ROUNDS,
+            memory_pages: 0,
+            blob: bytes::Bytes::new(),
+        };
+        Ok(Some(ToProvider::Measure(m).encode(CONTROL)))
+    }
+
+    /// Judges an answer: the placed speed follows the new measure.
+    pub(crate) fn done(
+        &mut self,
+        shared: &Shared,
+        id: u64,
+        address: &str,
+        done: &wire::MeasureDone,
+    ) -> Result<(), String> {
+        let Some((seed, sent)) = self.pending.take() else {
+            return Ok(()); // the handshake's, late: nothing to judge
+        };
+        let elapsed = sent.elapsed();
+        let fuel = shared.challenge_fuel.get().copied().unwrap_or(0);
+        if done.error.is_some()
+            || done.stdout[..] != fitness::expected(seed, fitness::ROUNDS)
+            || done.fuel != fuel
+        {
+            return Err("wrong answer to a fitness re-challenge".into());
+        }
+        let measured = ((fuel as f64 / elapsed.as_secs_f64().max(1e-9)) / 1e6).max(1.0) as u64;
+        shared.with_sched(|s, _| {
+            if let Some(p) = s.providers.get_mut(&id) {
+                let verdict = judge(p.claimed_mips, measured);
+                if verdict.placed_mips != p.caps.fitness_mips {
+                    tracing::info!(
+                        provider = %address, measured_mips = measured,
+                        placed_mips = verdict.placed_mips, "re-measured"
+                    );
+                }
+                p.caps.fitness_mips = verdict.placed_mips;
+                p.measured_mips = measured;
+                p.measured_at_ms = crate::now_ms();
+            }
+        });
+        Ok(())
+    }
+}
+
 /// The placed figure: the claim if the measure backs it within
 /// [`TOLERANCE`], else the measure, with why.
 pub(crate) fn judge(claimed_mips: u64, measured_mips: u64) -> wire::MeasuredSpeed {
@@ -125,6 +272,7 @@ pub(crate) fn judge(claimed_mips: u64, measured_mips: u64) -> wire::MeasuredSpee
         claimed_mips,
         measured_mips,
         placed_mips: if backed { claimed_mips } else { measured_mips },
+        measured_mbps: 0,
         note: (!backed).then(|| {
             format!(
                 "claimed {claimed_mips} MIPS, but the broker's fitness challenge ran at \

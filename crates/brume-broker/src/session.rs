@@ -186,6 +186,8 @@ async fn register(
     let mut entry = ProviderEntry::new(address.to_string(), caps, hello.price_ask, tx.clone());
     entry.claimed_mips = measured.claimed_mips;
     entry.claimed_memory_bytes = memory.claimed_bytes;
+    entry.measured_mips = measured.measured_mips;
+    entry.measured_mbps = measured.measured_mbps;
     entry.reserve_for_functions(shared.config.function_reserve_ppm);
     entry.tier = tier;
     entry.org = org;
@@ -259,12 +261,19 @@ async fn serve(
     let mut last_seen = Instant::now();
     let mut seq = 0u64;
     let shutdown = shared.shutdown.clone();
+    let mut remeasure = crate::measure::Remeasure::new(shared.config.trust.remeasure());
     loop {
         tokio::select! {
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {
                     last_seen = Instant::now();
                     match FromProvider::decode(&b) {
+                        Ok((_, FromProvider::MeasureDone(done))) => {
+                            if let Err(why) = remeasure.done(shared, id, address, &done) {
+                                let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
+                                break why;
+                            }
+                        }
                         Ok((channel, m)) => {
                             if let Err(v) = handle(shared, id, address, channel, m, tx) {
                                 let why = v.to_string();
@@ -301,6 +310,16 @@ async fn serve(
                 seq += 1;
                 let _ = tx.send(Message::Binary(ToProvider::Ping(seq).encode(CONTROL)));
             }
+            () = remeasure.tick() => match remeasure.start(shared, id) {
+                Ok(Some(frame)) => {
+                    let _ = tx.send(Message::Binary(frame));
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
+                    break why;
+                }
+            },
             _ = shutdown.cancelled() => {
                 let _ = tx.send(close_msg(close::SHUTDOWN, "broker shutting down"));
                 break "broker shutting down".to_string();
@@ -329,8 +348,7 @@ fn handle(
         FromProvider::Ping(n) => {
             let _ = tx.send(Message::Binary(ToProvider::Pong(n).encode(CONTROL)));
         }
-        // The broker challenges only at the handshake; a late answer is
-        // nobody's business.
+        // Re-challenges' answers are taken in `serve`.
         FromProvider::Pong(_) | FromProvider::MeasureDone(_) => {}
         FromProvider::Hello(_) => return Err(Violation::HelloAgain),
         FromProvider::Cached(digests) => shared.with_sched(|s, _| s.add_cached(id, digests)),

@@ -56,6 +56,9 @@ pub struct TrustConfig {
     /// The share of audited invocations re-executed, in parts per million
     /// (default 100000: one in ten).
     pub audit_share_ppm: Option<u32>,
+    /// How often an idle provider is challenged again (`measure.rs`), in
+    /// milliseconds (default 900000: every 15 minutes; 0: never).
+    pub remeasure_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -153,6 +156,14 @@ impl TrustConfig {
     }
 
     /// The tiers an account's work may use by default.
+    /// How often an idle provider's speed is measured again (`None`: never).
+    pub fn remeasure(&self) -> Option<std::time::Duration> {
+        match self.remeasure_ms.unwrap_or(900_000) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+
     /// Whether `account`'s invocations are audited by default.
     pub fn audits_by_default(&self, account: &str) -> bool {
         self.audit_accounts

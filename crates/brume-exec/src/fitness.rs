@@ -194,7 +194,8 @@ impl Challenges {
 }
 
 /// A provider's answer to the broker's [`Measure`](brume_api::wire::Measure):
-/// the compute loop, then the memory part if asked.
+/// the compute loop, then the memory part if asked; or, for a bandwidth
+/// probe (a `blob`), only the blob's sha256.
 pub async fn answer(
     sandbox: &Sandbox,
     challenges: &Challenges,
@@ -206,7 +207,18 @@ pub async fn answer(
         fuel: 0,
         error: Some(e),
         memory: None,
+        blob_sha256: None,
     };
+    if !m.blob.is_empty() {
+        use sha2::Digest as _;
+        return MeasureDone {
+            stdout: bytes::Bytes::new(),
+            fuel: 0,
+            error: None,
+            memory: None,
+            blob_sha256: Some(hex::encode(sha2::Sha256::digest(&m.blob))),
+        };
+    }
     let (stdout, fuel) = match run(sandbox, &challenges.compute, m.seed, m.rounds).await {
         Ok(done) => done,
         Err(e) => return failed(e),
@@ -227,6 +239,7 @@ pub async fn answer(
         fuel,
         error: None,
         memory,
+        blob_sha256: None,
     }
 }
 

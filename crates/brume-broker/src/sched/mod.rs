@@ -50,6 +50,11 @@ pub(crate) struct ProviderEntry {
     pub claimed_mips: u64,
     /// The memory its `Hello` claimed.
     pub claimed_memory_bytes: u64,
+    /// Its speed as the broker last timed it, and when (ms since the epoch).
+    pub measured_mips: u64,
+    pub measured_at_ms: u64,
+    /// The bandwidth the broker timed at the handshake, in Mbit/s.
+    pub measured_mbps: u64,
     pub price_ask: Price,
     pub busy: u32,
     /// Slots held by batch work.
@@ -92,6 +97,9 @@ impl ProviderEntry {
             address,
             claimed_mips: caps.fitness_mips,
             claimed_memory_bytes: caps.memory_bytes,
+            measured_mips: caps.fitness_mips,
+            measured_at_ms: crate::now_ms(),
+            measured_mbps: 0,
             caps,
             price_ask,
             busy: 0,

@@ -771,6 +771,8 @@ async fn a_memory_claim_is_placed_by_what_the_sandbox_was_granted() {
         (ok.memory_bytes, ok.claimed_memory_bytes),
         (1 << 30, 1 << 30)
     );
+    // Its bandwidth was timed too, on a blob at the handshake.
+    assert!(ok.measured_mbps >= 1, "{ok:?}");
     let cut = info(big);
     assert_eq!(cut.claimed_memory_bytes, 64 << 30, "{cut:?}");
     assert_eq!(cut.memory_bytes, 4 << 30, "one instance's worth: {cut:?}");
@@ -781,6 +783,44 @@ async fn a_memory_claim_is_placed_by_what_the_sandbox_was_granted() {
             .then_some(())
     })
     .await;
+}
+
+/// An idle provider is challenged again now and then: its measured speed
+/// and when it was measured move on, and its work runs as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_provider_is_measured_again_now_and_then() {
+    let config = "[broker.trust]\nremeasure_ms = 100\n";
+    let mut net = Net::start_with(0, 1, Some(config), &[]).await;
+    let i = net.add_provider(1).await;
+    let address = net.providers[i].address.clone();
+    let first = {
+        let list = net.client.providers().await.expect("providers");
+        let p = list
+            .providers
+            .iter()
+            .find(|p| p.address == address)
+            .expect("connected");
+        assert!(p.measured_mips >= 1, "{p:?}");
+        p.measured_at_ms
+    };
+    let client = net.client.clone();
+    eventually("a re-challenge answered", || {
+        let (client, address) = (client.clone(), address.clone());
+        async move {
+            let list = client.providers().await.ok()?;
+            let p = list.providers.into_iter().find(|p| p.address == address)?;
+            (p.measured_at_ms > first && p.measured_mips >= 1).then_some(())
+        }
+    })
+    .await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    let job = net.client.submit(&cpu_job(1_000)).await.expect("submit");
+    let (_, result) = follow(&net.client, job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    // Still connected: it answered every challenge right.
+    let list = net.client.providers().await.expect("providers");
+    assert!(list.providers.iter().any(|p| p.address == address));
 }
 
 fn reexecution_signed(
@@ -930,8 +970,16 @@ async fn an_audited_function_catches_a_provider_lying_on_a_tenth_of_calls_and_re
         }
     })
     .await;
-    let account = net.client.chain_account(&liar).await.expect("account");
-    assert_eq!(account.allowance, "0", "slashed: {account:?}");
+    // Slashed just after the ban: its whole stake.
+    let client = net.client.clone();
+    eventually("the liar's stake is slashed", || {
+        let (client, liar) = (client.clone(), liar.clone());
+        async move {
+            let account = client.chain_account(&liar).await.ok()?;
+            (account.allowance == "0").then_some(())
+        }
+    })
+    .await;
 
     // The caller is refunded the lying call's fee, in the next settlement.
     let refund = eventually("the refund row", || async {
