@@ -46,14 +46,13 @@ pub(crate) struct ProviderEntry {
     /// Its capabilities as placed: `fitness_mips` as the broker measured
     /// it (see `measure.rs`).
     pub caps: Capabilities,
-    /// The speed its `Hello` claimed.
+    /// The speed and memory its `Hello` claimed.
     pub claimed_mips: u64,
-    /// The memory its `Hello` claimed.
     pub claimed_memory_bytes: u64,
-    /// Its speed as the broker last timed it, and when (ms since the epoch).
+    /// Its speed as the broker last timed it, when (ms since the epoch),
+    /// and the bandwidth it timed at the handshake (Mbit/s).
     pub measured_mips: u64,
     pub measured_at_ms: u64,
-    /// The bandwidth the broker timed at the handshake, in Mbit/s.
     pub measured_mbps: u64,
     pub price_ask: Price,
     pub busy: u32,
