@@ -22,6 +22,8 @@ pub(crate) type ProviderId = u64;
 pub(crate) struct TierNeeds {
     pub min_threads: u32,
     pub min_mips: u64,
+    /// Measured at the handshake (`measure.rs`).
+    pub min_mbps: u64,
 }
 
 /// Provider addresses that already hold a unit of a set (the replicas of

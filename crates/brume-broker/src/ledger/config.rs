@@ -46,8 +46,8 @@ pub struct TierConfig {
     /// Providers whose fitness (MIPS) is lower don't get this tier's work.
     #[serde(default)]
     pub min_mips: u64,
-    /// Recorded and compared between tiers; providers don't report their
-    /// bandwidth yet, so the scheduler can't check it.
+    /// Providers whose bandwidth (timed by the broker at the handshake) is
+    /// lower don't get this tier's work.
     #[serde(default)]
     pub min_bandwidth_mbps: u64,
 }
@@ -173,6 +173,7 @@ impl LedgerConfig {
             .map(|t| TierNeeds {
                 min_threads: t.min_threads,
                 min_mips: t.min_mips,
+                min_mbps: t.min_bandwidth_mbps,
             })
             .collect();
         let table = PriceTable::new(prices)?;

@@ -49,8 +49,7 @@ pub(crate) struct ProviderEntry {
     /// The speed and memory its `Hello` claimed.
     pub claimed_mips: u64,
     pub claimed_memory_bytes: u64,
-    /// Its speed as the broker last timed it, when (ms since the epoch),
-    /// and the bandwidth it timed at the handshake (Mbit/s).
+    /// Its speed as last timed, when, and its bandwidth (Mbit/s).
     pub measured_mips: u64,
     pub measured_at_ms: u64,
     pub measured_mbps: u64,
@@ -154,6 +153,7 @@ impl ProviderEntry {
             && self.staked
             && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
             && self.caps.slots >= s.needs.min_threads
+            && self.measured_mbps >= s.needs.min_mbps
             && s.distinct.as_ref().is_none_or(|d| d.allows(&self.address))
             && s.avoid
                 .as_ref()

@@ -256,3 +256,24 @@ fn replicas_are_drawn_by_stake_not_reputation() {
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+#[test]
+fn a_tier_that_needs_bandwidth_goes_to_providers_measured_fast_enough() {
+    let mut s = Scheduler::default();
+    let (tx, _slow_rx) = mpsc::unbounded_channel();
+    let mut slow = ProviderEntry::new("0xslow".into(), caps(4, 1 << 30, None, &[]), 0, tx);
+    slow.measured_mbps = 50;
+    let (tx, _fast_rx) = mpsc::unbounded_channel();
+    let mut fast = ProviderEntry::new("0xfast".into(), caps(4, 1 << 30, None, &[]), 0, tx);
+    fast.measured_mbps = 5_000;
+    let mut after = After::default();
+    s.add_provider(1, slow, &mut after);
+    s.add_provider(2, fast, &mut after);
+    drop(after);
+    let needs = |spec: &mut WorkSpec| spec.needs.min_mbps = 1_000;
+    for _ in 0..4 {
+        assert_eq!(place(&mut s, &work_with("f", "d", 1, None, needs)), Some(2));
+    }
+    // Without the need, either will do.
+    assert!(place(&mut s, &work("f", "d", 1, None)).is_some());
+}
