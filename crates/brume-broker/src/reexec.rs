@@ -78,19 +78,7 @@ pub(crate) async fn reexecute(
     let Ok(_one) = shared.reexecutions.acquire().await else {
         return Err("the broker is stopping".into());
     };
-    let bytes = match shared.registry.module(assign.digest.clone()).await {
-        Ok(Some(b)) => b,
-        Ok(None) => return Err(format!("module {} is not stored here", assign.digest)),
-        Err(e) => return Err(format!("module {}: {e}", assign.digest)),
-    };
-    let sh = shared.clone();
-    let program = tokio::task::spawn_blocking(move || {
-        sh.validator
-            .load(&bytes, brume_sandbox::Profile::Deterministic)
-    })
-    .await
-    .map_err(|e| format!("loading the module: {e}"))?
-    .map_err(|e| format!("loading the module: {e}"))?;
+    let program = program(shared, &assign.digest).await?;
     let outcome = brume_exec::run(&shared.validator, &program, assign).await;
     if let Some(old) = shared.reexecutions.used(program.digest()) {
         shared.validator.evict(&old);
@@ -109,6 +97,28 @@ pub(crate) async fn reexecute(
         reexecution,
         signature: format!("0x{}", hex::encode(signature)),
     })
+}
+
+/// The module compiled for the validator: kept from an earlier
+/// re-execution (the validator has no disk cache: a memory lookup), else
+/// read from the registry and compiled off the runtime.
+async fn program(shared: &Arc<Shared>, digest: &str) -> Result<brume_sandbox::Program, String> {
+    let profile = brume_sandbox::Profile::Deterministic;
+    if let Ok(d) = digest.parse::<brume_sandbox::Digest>()
+        && let Ok(Some(p)) = shared.validator.load_cached(&d, profile)
+    {
+        return Ok(p);
+    }
+    let bytes = match shared.registry.module(digest.to_string()).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(format!("module {digest} is not stored here")),
+        Err(e) => return Err(format!("module {digest}: {e}")),
+    };
+    let sh = shared.clone();
+    tokio::task::spawn_blocking(move || sh.validator.load(&bytes, profile))
+        .await
+        .map_err(|e| format!("loading the module: {e}"))?
+        .map_err(|e| format!("loading the module: {e}"))
 }
 
 /// `assign` for a proof: without progress reporting, and only if its input
