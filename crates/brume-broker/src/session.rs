@@ -385,9 +385,15 @@ fn handle(
                     signature: format!("0x{}", hex::encode(&signature)),
                     assignment: None,
                 };
-                // Bound to the broker's signed assignment (one signature per
-                // job result; invocations carry no receipt).
-                work.set_receipt(crate::verify::assigned(shared, &signed, &work.spec.limits));
+                // A job's result is bound to the broker's signed assignment
+                // (one signature per result). An audited invocation's is
+                // signed only if an audit needs it for a proof, off the
+                // response path.
+                work.set_receipt(if work.spec.class == crate::work::Class::Sync {
+                    signed
+                } else {
+                    crate::verify::assigned(shared, &signed, &work.spec.limits)
+                });
             }
             let outcome = Box::new(outcome);
             let label = match outcome.as_ref() {
