@@ -579,15 +579,40 @@ pub(crate) fn unpaid_carry(c: &Connection) -> Result<Vec<Carry>, SettleError> {
         .collect()
 }
 
+/// What a run's payout planning decided (see `Settler::plan_payouts`).
+#[derive(Clone, Copy)]
+pub(crate) struct Planned<'a> {
+    pub intents: &'a [NewIntent],
+    pub carry: &'a [Carry],
+    /// Rows that still wait (a collection failed).
+    pub deferred: &'a [Slim],
+    /// Earlier deferred rows this run completed.
+    pub done_deferred: &'a [u64],
+    /// Every row this run completed.
+    pub complete: &'a [Slim],
+    /// Beneficiaries that are not addresses, and why: flagged.
+    pub unpayable: &'a [(String, String)],
+}
+
 pub(crate) fn plan_payouts(
     tx: &Transaction<'_>,
     run: i64,
-    intents: &[NewIntent],
-    carry: &[Carry],
-    deferred: &[Slim],
-    done_deferred: &[u64],
-    complete: &[Slim],
+    p: Planned<'_>,
 ) -> Result<(), SettleError> {
+    let Planned {
+        intents,
+        carry,
+        deferred,
+        done_deferred,
+        complete,
+        unpayable,
+    } = p;
+    for (account, reason) in unpayable {
+        tx.execute(
+            "INSERT OR REPLACE INTO flagged (account, run, reason) VALUES (?1, ?2, ?3)",
+            params![account, run, reason],
+        )?;
+    }
     for i in intents {
         insert_intent(tx, run, i)?;
     }

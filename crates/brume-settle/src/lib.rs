@@ -784,6 +784,9 @@ impl Settler {
         }
         let mut intents = Vec::new();
         let mut carry = Vec::new();
+        // Beneficiaries that can't be paid at all: flagged at every run
+        // while they are owed (`/v1/status`), never silently carried.
+        let mut unpayable: Vec<(String, String)> = Vec::new();
         let mut accounts: Vec<String> = groups
             .keys()
             .map(|k| k.to_string())
@@ -800,6 +803,12 @@ impl Settler {
                 aggregate.add(&c.aggregate);
             }
             let addr = (self.resolve)(&account);
+            if addr.is_none() && total > 0 {
+                unpayable.push((
+                    account.clone(),
+                    "not_an_address: its payouts are carried over until it resolves to one".into(),
+                ));
+            }
             match addr {
                 _ if total == 0 => {}
                 Some(addr) if total >= self.config.min_payout => {
@@ -834,11 +843,14 @@ impl Settler {
                 db::plan_payouts(
                     c,
                     run,
-                    &intents,
-                    &carry,
-                    &deferred,
-                    &done_deferred,
-                    &complete,
+                    db::Planned {
+                        intents: &intents,
+                        carry: &carry,
+                        deferred: &deferred,
+                        done_deferred: &done_deferred,
+                        complete: &complete,
+                        unpayable: &unpayable,
+                    },
                 )
             })
             .await

@@ -358,7 +358,21 @@ structure = {{ kind = "cap_with_downgrade" }}
     assert_eq!(report["balanced"], true, "{report}");
     let health = net.client.settlement().await.expect("health");
     assert_eq!(health.rows_deferred, 0, "{health:?}");
-    assert!(health.flagged.is_empty(), "{health:?}");
+    // No payer is flagged; the developer, known by its key's name, can't
+    // be paid and says so.
+    assert_eq!(
+        health
+            .flagged
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .collect::<Vec<_>>(),
+        ["default"],
+        "{health:?}"
+    );
+    assert!(
+        health.flagged[0].1.starts_with("not_an_address"),
+        "{health:?}"
+    );
     let provider = &net.providers[0].address;
     let account = net.client.chain_account(provider).await.expect("account");
     let earned: u128 = account.balance.parse().expect("balance");
@@ -445,7 +459,21 @@ structure = {{ kind = "subscription", tier = "standard", daily_fee_fiat_micros =
     assert_eq!(report["balanced"], true, "{report}");
     let health = net.client.settlement().await.expect("health");
     assert_eq!(health.rows_deferred, 0, "{health:?}");
-    assert!(health.flagged.is_empty(), "{health:?}");
+    // No payer is flagged; the developer, known by its key's name, can't
+    // be paid and says so.
+    assert_eq!(
+        health
+            .flagged
+            .iter()
+            .map(|(a, _)| a.as_str())
+            .collect::<Vec<_>>(),
+        ["default"],
+        "{health:?}"
+    );
+    assert!(
+        health.flagged[0].1.starts_with("not_an_address"),
+        "{health:?}"
+    );
     // Alice paid the fee and nothing else.
     let account = net
         .client
