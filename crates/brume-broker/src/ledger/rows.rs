@@ -298,7 +298,53 @@ pub(super) fn clamp(usage: &brume_api::Usage, limits: &brume_api::Limits) -> bru
     }
 }
 
+/// One account paying another outside any unit of work (a subscription's
+/// daily fee, an audit's refund): one payer part, one payout, no usage.
+pub(super) struct Transfer<'a> {
+    pub work_id: String,
+    pub requester: &'a str,
+    /// The paying account and its kind.
+    pub payer: (&'a str, &'static str),
+    /// The receiving account and its role.
+    pub payee: (&'a str, &'static str),
+    pub amount: u128,
+    pub tier: String,
+    pub fee_micros: u64,
+}
+
 impl Ledger {
+    /// The public columns of `t`'s row.
+    pub(super) fn transfer_row(&self, t: Transfer<'_>) -> RowData {
+        RowData {
+            work_id: t.work_id,
+            timestamp_ms: crate::now_ms(),
+            requester: t.requester.into(),
+            end_user: String::new(),
+            provider: String::new(),
+            developer: String::new(),
+            operator: self.operator.clone(),
+            charities: Vec::new(),
+            service_digest: String::new(),
+            tier: t.tier,
+            usage: RowUsage::default(),
+            fee_currency: self.currency.clone(),
+            fee_micros: t.fee_micros,
+            token_amount: t.amount,
+            surcharge: 0,
+            rate: row::ExchangeRate::per_whole_token(self.fiat_micros_per_token),
+            payers: vec![PayerPart {
+                account: t.payer.0.into(),
+                kind: t.payer.1.into(),
+                amount: t.amount,
+            }],
+            payouts: vec![Payout {
+                beneficiary: t.payee.0.into(),
+                role: t.payee.1.into(),
+                amount: t.amount,
+            }],
+        }
+    }
+
     /// The row refunding `requester` the fee of call `work` that an audit
     /// refuted (see `audit.rs`): the operator pays (it received the
     /// cheat's slashed stake), the requester receives. Work id
@@ -310,36 +356,16 @@ impl Ledger {
         amount: u128,
     ) -> Option<Unsealed> {
         let requester = clip(requester, MAX_ID_BYTES);
-        let payers = vec![PayerPart {
-            account: self.operator.clone(),
-            kind: "audit_refund".into(),
-            amount,
-        }];
-        self.escrow.charge(charge_parts(&payers));
-        let data = RowData {
+        let data = self.transfer_row(Transfer {
             work_id: format!("audit-refund-{work}"),
-            timestamp_ms: crate::now_ms(),
-            requester: requester.into(),
-            end_user: String::new(),
-            provider: String::new(),
-            developer: String::new(),
-            operator: self.operator.clone(),
-            charities: Vec::new(),
-            service_digest: String::new(),
+            requester,
+            payer: (&self.operator, "audit_refund"),
+            payee: (requester, "refund"),
+            amount,
             tier: String::new(),
-            usage: RowUsage::default(),
-            fee_currency: self.currency.clone(),
             fee_micros: 0,
-            token_amount: amount,
-            surcharge: 0,
-            rate: row::ExchangeRate::per_whole_token(self.fiat_micros_per_token),
-            payers,
-            payouts: vec![Payout {
-                beneficiary: requester.into(),
-                role: "refund".into(),
-                amount,
-            }],
-        };
+        });
+        self.escrow.charge(charge_parts(&data.payers));
         let private = PrivateData {
             request_line: format!("audit of {work}"),
             ..PrivateData::default()

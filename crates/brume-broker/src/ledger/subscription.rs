@@ -39,11 +39,7 @@ fn fee_work_id(day: u64, account: &str) -> String {
 impl Ledger {
     /// The fee rows of `day` (days since the Unix epoch, UTC), one per
     /// subscription deal with a nonzero fee.
-    pub(crate) fn subscription_rows(
-        &self,
-        day: u64,
-        now_ms: u64,
-    ) -> Result<Vec<Unsealed>, BillError> {
+    pub(crate) fn subscription_rows(&self, day: u64) -> Result<Vec<Unsealed>, BillError> {
         let rate = ExchangeRate {
             fiat_micros_per_token: self.fiat_micros_per_token,
         };
@@ -65,35 +61,16 @@ impl Ledger {
                 continue;
             }
             let account = deal.account.0.clone();
-            let data = RowData {
+            let data = self.transfer_row(super::rows::Transfer {
                 work_id: fee_work_id(day, &account),
-                timestamp_ms: now_ms,
-                requester: account.clone(),
-                end_user: String::new(),
-                provider: String::new(),
-                developer: String::new(),
-                operator: self.operator.clone(),
-                charities: Vec::new(),
-                service_digest: String::new(),
+                requester: &account,
+                payer: (&account, "subscription_fee"),
+                payee: (&self.operator, "subscription"),
+                amount,
                 tier: self.tier_name(*tier).to_string(),
-                usage: RowUsage::default(),
-                fee_currency: self.currency.clone(),
                 fee_micros: u64::try_from(*daily_fee_fiat_micros)
                     .map_err(|_| BillError::Overflow("daily fee"))?,
-                token_amount: amount,
-                surcharge: 0,
-                rate: row::ExchangeRate::per_whole_token(self.fiat_micros_per_token),
-                payers: vec![PayerPart {
-                    account: account.clone(),
-                    kind: "subscription_fee".into(),
-                    amount,
-                }],
-                payouts: vec![Payout {
-                    beneficiary: self.operator.clone(),
-                    role: "subscription".into(),
-                    amount,
-                }],
-            };
+            });
             let private = PrivateData {
                 metrics: BTreeMap::from([("day".to_string(), day)]),
                 ..PrivateData::default()
@@ -106,7 +83,7 @@ impl Ledger {
     /// Charges `day`'s fees; returns how many rows were new (a fee already
     /// charged is skipped).
     pub(crate) async fn charge_subscriptions(&self, day: u64) -> usize {
-        let rows = match self.subscription_rows(day, crate::now_ms()) {
+        let rows = match self.subscription_rows(day) {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(day, code = e.code(), "subscription fees not charged: {e}");

@@ -104,6 +104,22 @@ async fn balances_match_rows(net: &Net, requesters: &[Identity]) -> usize {
     rows.len()
 }
 
+/// Settles now: balanced, nothing deferred, no payer flagged; only the
+/// developer, known by its key's name (`default`), can't be paid and is
+/// flagged for it.
+async fn settle_all_but_the_keys_developer(net: &Net) {
+    let report = net.client.settle().await.expect("settle");
+    assert_eq!(report["balanced"], true, "{report}");
+    let health = net.client.settlement().await.expect("health");
+    assert_eq!(health.rows_deferred, 0, "{health:?}");
+    let flagged: Vec<&str> = health.flagged.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(flagged, ["default"], "{health:?}");
+    assert!(
+        health.flagged[0].1.starts_with("not_an_address"),
+        "{health:?}"
+    );
+}
+
 /// POST /v1/settlement/run on a broker that aborts mid-run: the request
 /// fails, the process dies on its own.
 async fn settle_and_crash(net: &mut Net, fault: &str) {
@@ -354,25 +370,7 @@ structure = {{ kind = "cap_with_downgrade" }}
         "the operator absorbs a part: {row}"
     );
 
-    let report = net.client.settle().await.expect("settle");
-    assert_eq!(report["balanced"], true, "{report}");
-    let health = net.client.settlement().await.expect("health");
-    assert_eq!(health.rows_deferred, 0, "{health:?}");
-    // No payer is flagged; the developer, known by its key's name, can't
-    // be paid and says so.
-    assert_eq!(
-        health
-            .flagged
-            .iter()
-            .map(|(a, _)| a.as_str())
-            .collect::<Vec<_>>(),
-        ["default"],
-        "{health:?}"
-    );
-    assert!(
-        health.flagged[0].1.starts_with("not_an_address"),
-        "{health:?}"
-    );
+    settle_all_but_the_keys_developer(&net).await;
     let provider = &net.providers[0].address;
     let account = net.client.chain_account(provider).await.expect("account");
     let earned: u128 = account.balance.parse().expect("balance");
@@ -455,25 +453,7 @@ structure = {{ kind = "subscription", tier = "standard", daily_fee_fiat_micros =
     assert_eq!(row["payers"][0]["kind"], "subscription", "{row}");
     assert_eq!(row["payers"][0]["account"], row["operator"], "{row}");
 
-    let report = net.client.settle().await.expect("settle");
-    assert_eq!(report["balanced"], true, "{report}");
-    let health = net.client.settlement().await.expect("health");
-    assert_eq!(health.rows_deferred, 0, "{health:?}");
-    // No payer is flagged; the developer, known by its key's name, can't
-    // be paid and says so.
-    assert_eq!(
-        health
-            .flagged
-            .iter()
-            .map(|(a, _)| a.as_str())
-            .collect::<Vec<_>>(),
-        ["default"],
-        "{health:?}"
-    );
-    assert!(
-        health.flagged[0].1.starts_with("not_an_address"),
-        "{health:?}"
-    );
+    settle_all_but_the_keys_developer(&net).await;
     // Alice paid the fee and nothing else.
     let account = net
         .client
