@@ -38,6 +38,18 @@ async fn approve(net: &Net, who: &Identity, chain_id: u64, payout: Address) {
         .expect("approve");
 }
 
+/// `who` gets [`FUNDS`] from the faucet and approves them to the payout
+/// account.
+async fn fund_and_approve(net: &Net, who: &Identity) {
+    net.client
+        .faucet(&who.address().to_string(), FUNDS)
+        .await
+        .expect("faucet");
+    let info = net.client.chain_info().await.expect("chain");
+    let payout: Address = info.payout_account.parse().expect("payout account");
+    approve(net, who, info.chain_id, payout).await;
+}
+
 /// Every row through the public API.
 async fn all_rows(net: &Net) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
@@ -343,13 +355,7 @@ structure = {{ kind = "cap_with_downgrade" }}
     let net = Net::start_with(1, 1, Some(&config), &[]).await;
     net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
         .await;
-    net.client
-        .faucet(&alice.address().to_string(), FUNDS)
-        .await
-        .expect("faucet");
-    let info = net.client.chain_info().await.expect("chain");
-    let payout: Address = info.payout_account.parse().expect("payout account");
-    approve(&net, &alice, info.chain_id, payout).await;
+    fund_and_approve(&net, &alice).await;
 
     // Capped at one micro-euro: the job costs more, the operator absorbs it.
     let signed = brume_client::Client::with_identity(&net.broker.url, alice).expect("client");
@@ -400,13 +406,7 @@ structure = {{ kind = "subscription", tier = "standard", daily_fee_fiat_micros =
     let net = Net::start_with(1, 1, Some(&config), &[]).await;
     net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
         .await;
-    net.client
-        .faucet(&alice.address().to_string(), FUNDS)
-        .await
-        .expect("faucet");
-    let info = net.client.chain_info().await.expect("chain");
-    let payout: Address = info.payout_account.parse().expect("payout account");
-    approve(&net, &alice, info.chain_id, payout).await;
+    fund_and_approve(&net, &alice).await;
 
     // Today's fee is charged at start-up, once.
     let day = std::time::SystemTime::now()

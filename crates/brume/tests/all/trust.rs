@@ -247,6 +247,19 @@ async fn fund_and_stake(net: &Net, data: &std::path::Path, stake: u128) -> Ident
     id
 }
 
+/// Waits until the broker no longer lists `address` (banned or gone).
+async fn dropped(net: &Net, address: &str, what: &str) {
+    let client = net.client.clone();
+    eventually(what, || {
+        let client = client.clone();
+        async move {
+            let list = client.providers().await.ok()?;
+            (!list.providers.iter().any(|p| p.address == address)).then_some(())
+        }
+    })
+    .await;
+}
+
 /// 5 providers, 1 of them byzantine (20 %): it signs wrong outputs.
 #[cfg_attr(
     not(debug_assertions),
@@ -310,16 +323,7 @@ async fn under_replication_no_wrong_result_gets_through_and_the_cheat_is_banned_
     assert_eq!(code, 0, "{v}");
 
     // Banned: dropped from the broker, and its reconnects refused.
-    let client = net.client.clone();
-    let gone = cheater.clone();
-    eventually("the broker drops the cheat", || {
-        let (client, gone) = (client.clone(), gone.clone());
-        async move {
-            let list = client.providers().await.ok()?;
-            (!list.providers.iter().any(|p| p.address == gone)).then_some(())
-        }
-    })
-    .await;
+    dropped(&net, &cheater, "the broker drops the cheat").await;
     let idx = net.provider_index(&cheater);
     let proc = &net.providers[idx].proc;
     eventually("the cheat's reconnect is refused as banned", || async {
@@ -960,16 +964,7 @@ async fn an_audited_function_catches_a_provider_lying_on_a_tenth_of_calls_and_re
     let (id, cost) = lie.expect("the liar lies on one call in ten");
 
     // Caught: banned (dropped, reconnects refused) and slashed.
-    let client = net.client.clone();
-    let gone = liar.clone();
-    eventually("the broker drops the liar", || {
-        let (client, gone) = (client.clone(), gone.clone());
-        async move {
-            let list = client.providers().await.ok()?;
-            (!list.providers.iter().any(|p| p.address == gone)).then_some(())
-        }
-    })
-    .await;
+    dropped(&net, &liar, "the broker drops the liar").await;
     // Slashed just after the ban: its whole stake.
     let client = net.client.clone();
     eventually("the liar's stake is slashed", || {
