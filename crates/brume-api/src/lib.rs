@@ -43,8 +43,13 @@ pub mod headers {
     /// arrival.
     pub const DISPATCH: &str = "x-brume-dispatch";
     /// On an invocation: `audit` (run deterministically; a sampled share
-    /// is re-executed afterwards, and a lie refunded) or `none`.
+    /// is re-executed afterwards, and a lie refunded), `replicate=N` (N
+    /// replicas on distinct providers; a majority's result is the answer)
+    /// or `none`.
     pub const VERIFY: &str = "x-brume-verify";
+    /// On a `replicate=N` call's answer: the replicas that agreed with it,
+    /// of those that returned a result (`2/3`).
+    pub const VERIFIED: &str = "x-brume-verified";
 }
 
 /// One unit of work (a sync invocation or a job). Ids are UUIDv7, so they

@@ -54,7 +54,7 @@ pub(crate) enum Class {
 }
 
 /// Everything that describes one unit of work, fixed at submission.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct WorkSpec {
     pub service: Option<String>,
     pub digest: String,
@@ -83,8 +83,8 @@ pub(crate) struct WorkSpec {
     pub tiers: u8,
     /// Its requester's organisation (tier-1 providers run only theirs).
     pub org: Option<String>,
-    /// Whether its result must come with a valid signed receipt (jobs and
-    /// replicas; invocations are signed but not checked on their path).
+    /// Whether its result must come with a valid signed receipt (jobs,
+    /// replicas, audited and replicated calls).
     pub wants_receipt: bool,
     /// Its latency class.
     pub class: Class,

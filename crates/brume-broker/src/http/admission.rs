@@ -145,29 +145,63 @@ pub(super) fn columns(headers: &HeaderMap) -> Res<std::collections::BTreeMap<Str
     Ok(out)
 }
 
-/// Whether an invocation is audited: its `x-brume-verify` header, else the
-/// account's default. `replicate=N` is for jobs only (for now).
-pub(super) fn audited(
+/// How an invocation asks to be verified (`x-brume-verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SyncVerify {
+    None,
+    /// Answered at once; a sampled share re-executed afterwards.
+    Audit,
+    /// `n` replicas on distinct providers; a majority's result is the answer.
+    Replicate(u32),
+}
+
+impl SyncVerify {
+    /// The runs the call may make, which its escrow hold covers.
+    pub fn units(self) -> u32 {
+        match self {
+            SyncVerify::Replicate(n) => n,
+            SyncVerify::None | SyncVerify::Audit => 1,
+        }
+    }
+}
+
+/// How an invocation is verified: its `x-brume-verify` header, else the
+/// account's default (`audit` or nothing).
+pub(super) fn sync_verify(
     headers: &HeaderMap,
     trust: &crate::trust::TrustConfig,
     account: &str,
-) -> Res<bool> {
+) -> Res<SyncVerify> {
     let Some(v) = headers.get(brume_api::headers::VERIFY) else {
-        return Ok(trust.audits_by_default(account));
+        return Ok(if trust.audits_by_default(account) {
+            SyncVerify::Audit
+        } else {
+            SyncVerify::None
+        });
     };
-    match v.to_str().map(str::trim) {
-        Ok("audit") => Ok(true),
-        Ok("none") => Ok(false),
-        Ok(other) if other.starts_with("replicate") => Err(Fail::new(
+    let max = brume_api::rest::MAX_REPLICAS;
+    let expected = || {
+        Fail::new(
             ErrorCode::InvalidRequest,
             format!(
-                "{}: {other:?}: replication is for jobs; an invocation may ask for \"audit\" or \"none\"",
+                "{}: \"audit\", \"none\" or \"replicate=N\" (N from 2 to {max})",
                 brume_api::headers::VERIFY
             ),
-        )),
-        _ => Err(Fail::new(
-            ErrorCode::InvalidRequest,
-            format!("{}: \"audit\" or \"none\"", brume_api::headers::VERIFY),
-        )),
+        )
+    };
+    match v.to_str().map(str::trim) {
+        Ok("audit") => Ok(SyncVerify::Audit),
+        Ok("none") => Ok(SyncVerify::None),
+        Ok(other) => {
+            let n = other
+                .strip_prefix("replicate=")
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(expected)?;
+            if !(2..=max).contains(&n) {
+                return Err(expected());
+            }
+            Ok(SyncVerify::Replicate(n))
+        }
+        Err(_) => Err(expected()),
     }
 }

@@ -13,13 +13,13 @@ use brume_api::wire::{self, Outcome};
 use brume_api::{ApiError, ErrorCode, Profile, ServiceKind, WorkId, headers as xh};
 use bytes::Bytes;
 
-use super::admission::{admit, end_user, reserve};
+use super::admission::{SyncVerify, admit, end_user, reserve};
 use super::auth::Auth;
 use super::services;
 use super::{Fail, Res, Sh, TIERS_HEADER, body_or_fail, header_str, parse_tiers};
 use crate::Shared;
 use crate::ledger::{self, Billing};
-use crate::lifecycle::{Bill, Oneshot};
+use crate::lifecycle::{Bill, Finished, Oneshot, Waiter};
 use crate::work::{Class, Completion, Work, WorkSpec};
 
 /// Cancels the work if the HTTP request goes away before it finishes.
@@ -87,15 +87,47 @@ pub(super) struct Order {
     pub dispatch: u64,
 }
 
+/// A sync call's answer.
+pub(super) struct Answer {
+    id: WorkId,
+    completion: Completion,
+    order: Order,
+    /// A replicated call's agreeing replicas, of those that ran.
+    verified: Option<(usize, usize)>,
+}
+
+impl Answer {
+    pub fn response(self) -> Response {
+        let mut resp = completion_response(self.id, self.completion);
+        order_headers(resp.headers_mut(), self.order);
+        if let Some((agreed, of)) = self.verified
+            && let Ok(v) = HeaderValue::from_str(&format!("{agreed}/{of}"))
+        {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(xh::VERIFIED), v);
+        }
+        resp
+    }
+}
+
+/// How long a sync call may take, queue and retries included.
+fn sync_deadline(shared: &Shared, spec: &WorkSpec) -> Duration {
+    shared.config.invoke_queue_timeout
+        + Duration::from_millis(spec.limits.timeout_ms) * spec.max_attempts
+        + Duration::from_secs(5)
+}
+
 pub(super) async fn run_sync(
     shared: &Arc<Shared>,
     spec: WorkSpec,
     billing: Billing,
-) -> (WorkId, Completion, Order) {
+    verify: SyncVerify,
+) -> Answer {
+    if let SyncVerify::Replicate(n) = verify {
+        return run_replicated(shared, spec, billing, n).await;
+    }
     let id = WorkId::new();
-    let deadline = shared.config.invoke_queue_timeout
-        + Duration::from_millis(spec.limits.timeout_ms) * spec.max_attempts
-        + Duration::from_secs(5);
+    let deadline = sync_deadline(shared, &spec);
     let (waiter, rx) = Oneshot::new();
     let work = Work::new(id, spec, shared.config.invoke_queue_timeout, 0);
     let mut guard = CancelOnDrop {
@@ -113,17 +145,12 @@ pub(super) async fn run_sync(
         },
         Err(_) => {
             // Let the guard cancel it; report a timeout.
-            return (
+            return Answer {
                 id,
-                Completion::Failed {
-                    error: ApiError::new(
-                        ErrorCode::Timeout,
-                        format!("no result within {deadline:?}"),
-                    ),
-                    attempts: work.attempts(),
-                },
-                Order::default(),
-            );
+                completion: timed_out(deadline, work.attempts()),
+                order: Order::default(),
+                verified: None,
+            };
         }
     };
     guard.work = None;
@@ -132,7 +159,107 @@ pub(super) async fn run_sync(
         arrival: work.arrival(),
         dispatch: work.dispatch(),
     };
-    (id, completion, order)
+    Answer {
+        id,
+        completion,
+        order,
+        verified: None,
+    }
+}
+
+fn timed_out(deadline: Duration, attempts: u32) -> Completion {
+    Completion::Failed {
+        error: ApiError::new(ErrorCode::Timeout, format!("no result within {deadline:?}")),
+        attempts,
+    }
+}
+
+/// Hears a replica group's decision.
+struct Decided(parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<Finished>>>);
+
+impl std::fmt::Debug for Decided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decided")
+    }
+}
+
+impl Waiter for Decided {
+    fn complete(&self, finished: Finished) {
+        if let Some(tx) = self.0.lock().take() {
+            let _ = tx.send(finished);
+        }
+    }
+}
+
+/// Cancels a replicated call's replicas if its caller goes away first.
+struct CancelGroupOnDrop(Option<(Arc<Shared>, WorkId)>);
+
+impl Drop for CancelGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some((shared, id)) = self.0.take() {
+            let s = shared.clone();
+            shared.tasks.spawn(async move {
+                crate::verify::cancel(&s, id).await;
+            });
+        }
+    }
+}
+
+/// A `replicate=N` call: `n` replicas on distinct providers, run
+/// deterministically with one seed; the result a majority agrees on is the
+/// answer (a disagreement is settled by the broker's re-execution, as for
+/// jobs: `verify.rs`). Each agreeing replica is billed.
+async fn run_replicated(
+    shared: &Arc<Shared>,
+    spec: WorkSpec,
+    mut billing: Billing,
+    n: u32,
+) -> Answer {
+    let id = WorkId::new();
+    // A disagreement's re-execution may take one more run's time.
+    let deadline = sync_deadline(shared, &spec) + Duration::from_millis(spec.limits.timeout_ms);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let waiter = Arc::new(Decided(parking_lot::Mutex::new(Some(tx))));
+    let hold = billing.hold.take();
+    let policy = brume_api::rest::VerifyPolicy::Replicate {
+        n,
+        quorum: n / 2 + 1,
+    };
+    crate::verify::start(
+        shared,
+        (id, waiter),
+        policy,
+        Box::new(move || spec.clone()),
+        billing,
+        shared.config.invoke_queue_timeout,
+        hold,
+    );
+    let mut guard = CancelGroupOnDrop(Some((shared.clone(), id)));
+    let finished = tokio::time::timeout(deadline, rx).await;
+    let (completion, verified) = match finished {
+        Ok(Ok(f)) => {
+            guard.0 = None;
+            let verified = f.verification.as_ref().map(|v| {
+                let agreed = v.replicas.iter().filter(|r| r.agreed).count();
+                (agreed, v.replicas.len())
+            });
+            (f.completion, verified)
+        }
+        Ok(Err(_)) => (
+            Completion::Failed {
+                error: ApiError::new(ErrorCode::Internal, "the replicas were dropped"),
+                attempts: 0,
+            },
+            None,
+        ),
+        Err(_) => (timed_out(deadline, 0), None),
+    };
+    Answer {
+        id,
+        completion,
+        order: Order::default(),
+        verified,
+    }
 }
 
 pub(super) fn xb_headers(
@@ -280,7 +407,7 @@ pub(super) fn sync_work(
     name: &str,
     kind: ServiceKind,
     body: Result<Bytes, BytesRejection>,
-) -> Res<(WorkSpec, Billing, Bytes)> {
+) -> Res<(WorkSpec, Billing, Bytes, SyncVerify)> {
     auth.require(brume_api::rest::Scope::Invoke)?;
     let resolved = services::resolve(shared, name, &auth.name)?;
     let svc = &resolved.info;
@@ -326,12 +453,15 @@ pub(super) fn sync_work(
         Some(v) => parse_tiers(v).map_err(|m| bad(format!("{TIERS_HEADER}: {m}")))?,
     };
     let org = shared.config.trust.org_of_account(&billing.requester);
-    let audited = super::admission::audited(headers, &shared.config.trust, &billing.requester)?;
+    let verify = super::admission::sync_verify(headers, &shared.config.trust, &billing.requester)?;
+    // Audited and replicated calls run deterministically, and their
+    // receipts are checked one by one.
+    let checked = verify != SyncVerify::None;
     let spec = WorkSpec {
         service: Some(resolved.reference),
         digest: resolved.info.digest.clone(),
         kind,
-        profile: if audited {
+        profile: if checked {
             Profile::Deterministic
         } else {
             Profile::Standard
@@ -344,20 +474,19 @@ pub(super) fn sync_work(
         max_price: None,
         max_attempts: shared.config.max_attempts,
         progress_ms: None,
-        seed: if audited { rand::random() } else { 0 },
-        clock_start_ms: if audited { crate::now_ms() } else { 0 },
+        seed: if checked { rand::random() } else { 0 },
+        clock_start_ms: if checked { crate::now_ms() } else { 0 },
         needs: shared.ledger.needs(Some(&admission)),
         module_signature,
         distinct: None,
         avoid: None,
         tiers,
         org,
-        // Audited calls are the invocations whose receipt is checked.
-        wants_receipt: audited,
+        wants_receipt: checked,
         class: Class::Sync,
         account: billing.requester.as_str().into(),
     };
-    Ok((spec, billing, body))
+    Ok((spec, billing, body, verify))
 }
 
 pub(super) async fn invoke(
@@ -368,9 +497,9 @@ pub(super) async fn invoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
-    let (mut spec, mut billing, body) =
+    let (mut spec, mut billing, body, verify) =
         sync_work(&shared, auth, &headers, &name, ServiceKind::Command, body)?;
-    billing.hold = reserve(&shared, &billing, &spec.limits, 1).await?;
+    billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
     billing.request_line = match &query {
         Some(q) => format!("POST /v1/functions/{name}/invoke?{q} HTTP/1.1"),
         None => format!("POST /v1/functions/{name}/invoke HTTP/1.1"),
@@ -378,10 +507,7 @@ pub(super) async fn invoke(
     spec.args = vec![name];
     spec.args.extend(query_args(query.as_deref()));
     spec.stdin = body;
-    let (id, completion, order) = run_sync(&shared, spec, billing).await;
-    let mut resp = completion_response(id, completion);
-    order_headers(resp.headers_mut(), order);
-    Ok(resp)
+    Ok(run_sync(&shared, spec, billing, verify).await.response())
 }
 
 pub(super) async fn call_http_root(
@@ -429,9 +555,9 @@ pub(super) async fn forward(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
-    let (mut spec, mut billing, body) =
+    let (mut spec, mut billing, body, verify) =
         sync_work(&shared, auth, &headers, &name, ServiceKind::Http, body)?;
-    billing.hold = reserve(&shared, &billing, &spec.limits, 1).await?;
+    billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
     let mut uri = format!("/{path}");
     if let Some(q) = query {
         uri.push('?');
@@ -462,10 +588,7 @@ pub(super) async fn forward(
         headers,
         body,
     });
-    let (id, completion, order) = run_sync(&shared, spec, billing).await;
-    let mut resp = completion_response(id, completion);
-    order_headers(resp.headers_mut(), order);
-    Ok(resp)
+    Ok(run_sync(&shared, spec, billing, verify).await.response())
 }
 
 #[cfg(test)]

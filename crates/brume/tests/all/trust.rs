@@ -931,7 +931,7 @@ async fn an_audited_function_catches_a_provider_lying_on_a_tenth_of_calls_and_re
     };
 
     // A verification an invocation can't have is refused, naming why.
-    for bad in ["replicate=3", "sometimes"] {
+    for bad in ["replicate=1", "replicate=17", "replicate=", "sometimes"] {
         let resp = invoke(bad, "x".into()).await.expect("invoke");
         let status = resp.status().as_u16();
         let v: serde_json::Value = resp.json().await.unwrap_or_default();
@@ -1010,4 +1010,69 @@ async fn an_audited_function_catches_a_provider_lying_on_a_tenth_of_calls_and_re
         metrics.contains("brume_audits_total{outcome=\"confirmed\"}"),
         "{metrics}"
     );
+}
+
+/// `x-brume-verify: replicate=3` on a function: 3 replicas on distinct
+/// providers, one of which lies on every call. The majority's answer comes
+/// back, the liar is caught by the broker's re-execution, and only the
+/// agreeing replicas are billed.
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "test faults exist in debug builds only"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_function_call_is_answered_by_its_majority_and_the_liar_is_caught() {
+    let config = "[broker.chain]\nfaucet = true\n";
+    let mut net = Net::start_with(0, 1, Some(config), &[]).await;
+    for _ in 0..2 {
+        net.add_provider_args(1, &[]).await;
+    }
+    let i = net.add_provider_args(1, &["--fault", "wrong-output"]).await;
+    let liar = net.providers[i].address.clone();
+    fund_and_stake(&net, &net.providers[i].data, 100 * TOKEN).await;
+    net.publish("echo", ServiceKind::Command, art::ECHO_P1_BYTES)
+        .await;
+
+    let resp = reqwest::Client::new()
+        .post(net.url("/v1/functions/echo/invoke"))
+        .bearer_auth(&net.key)
+        .header("x-brume-verify", "replicate=3")
+        .body("agree on this")
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(resp.status(), 200);
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(header("x-brume-verified").as_deref(), Some("2/3"));
+    let winner = header("x-brume-provider").expect("provider");
+    assert_ne!(winner, liar);
+    let id = header("x-brume-work-id").expect("work id");
+    let body = resp.bytes().await.expect("body");
+    assert_eq!(&body[..], b"agree on this");
+
+    // The liar signed a result the re-execution refutes: banned.
+    dropped(&net, &liar, "the broker drops the liar").await;
+    // Billed: the two agreeing replicas, not the liar.
+    let rows = eventually("the replicas' rows", || async {
+        let v: serde_json::Value = reqwest::get(net.url("/v1/ledger/rows?limit=100"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let rows = v["rows"].as_array()?.clone();
+        (rows.len() >= 2).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["provider"] != liar.as_str()),
+        "{rows:?}"
+    );
+    assert!(!id.is_empty());
 }
