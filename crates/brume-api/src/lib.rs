@@ -5,12 +5,15 @@
 //! - [`wire`]: the provider protocol, binary frames over one WebSocket
 //!   (`/v1/provider/connect`), multiplexed by channel.
 //! - [`error`]: the `{code, message}` error body and its stable codes.
+//! - [`batch`]: batched receipts (Merkle roots an invocation's provider
+//!   signs once per batch) and their inclusion proofs.
 //! - [`chain`]: the bodies of the chain routes (`/v1/chain/...`).
 //! - [`signed`]: the `Authorization: Brume-Signature ...` format of signed
 //!   requests (no API key: the signer's address is the account).
 //!
 //! The crate has no I/O and no async: it is data, encoding and validation.
 
+pub mod batch;
 pub mod chain;
 pub mod error;
 pub mod names;
@@ -25,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the provider protocol. A broker refuses a provider whose
 /// version it does not speak, with a close reason naming both.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Response headers on every sync invocation.
 pub mod headers {

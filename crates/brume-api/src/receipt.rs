@@ -166,7 +166,7 @@ impl Assignment {
 }
 
 /// `0x` hex to bytes, if it is hex.
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
     if !s.len().is_multiple_of(2) {
         return None;
@@ -178,7 +178,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Whether `signature` (`0x` hex) verifies as `address`'s over `message`.
-fn signed_by(
+pub(crate) fn signed_by(
     signature: &str,
     message: &str,
     address: &str,
@@ -647,6 +647,7 @@ mod tests {
             seed: 3,
             clock_start_ms: 0,
             module_signature: None,
+            batched_receipt: false,
         }
     }
 

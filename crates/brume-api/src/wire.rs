@@ -22,6 +22,11 @@
 //! 2. provider → [`Hello`]: its address and an EIP-191 signature over
 //!    [`handshake_message`], plus capabilities and price ask;
 //! 3. broker → [`Welcome`], or a WebSocket close with a reason.
+//!
+//! An attempt ends with [`Done`] on its channel. A job's `Done` carries its
+//! receipt's signature; an invocation's carries its receipt's leaf, and
+//! the provider signs its batches of leaves with [`Root`] on channel 0
+//! ([`crate::batch`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -230,6 +235,11 @@ pub struct Assign {
     /// published signed ([`module_message`]).
     #[serde(default)]
     pub module_signature: Option<ModuleSignature>,
+    /// Its receipt goes into the session's batch ([`crate::batch`]): `Done`
+    /// carries the leaf, and a later [`Root`] signs it. Otherwise `Done`
+    /// carries the receipt's own signature.
+    #[serde(default)]
+    pub batched_receipt: bool,
 }
 
 /// A developer's signature over a module digest: EIP-191 over
@@ -346,13 +356,33 @@ pub enum FromProvider {
     Done(Box<Done>),
     Refused(Refused),
     MeasureDone(MeasureDone),
+    /// The provider's signed root over its batched receipts since the last.
+    Root(Root),
 }
 
 /// An attempt's end: its outcome and the provider's signature over its
-/// [`crate::receipt::Receipt`] (EIP-191, 65 bytes).
+/// [`crate::receipt::Receipt`] (EIP-191, 65 bytes), or, for a batched
+/// receipt, empty, with the receipt's leaf ([`crate::batch::leaf`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Done {
     pub outcome: Outcome,
+    pub signature: Bytes,
+    /// 32 bytes, for a batched receipt.
+    #[serde(default)]
+    pub leaf: Option<Bytes>,
+}
+
+/// A batch of receipts signed ([`crate::batch::RootClaim`], with the
+/// session's provider and broker): the Merkle root over the leaves of the
+/// `Done` frames sent since the last `Root`, in their order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Root {
+    /// From 0, one more each batch of the session.
+    pub batch: u64,
+    pub size: u32,
+    /// 32 bytes.
+    pub root: Bytes,
+    /// 65 bytes, EIP-191 over the claim's message.
     pub signature: Bytes,
 }
 
@@ -386,6 +416,7 @@ mod kind {
     pub const PROGRESS: u8 = 19;
     pub const DONE: u8 = 20;
     pub const REFUSED: u8 = 21;
+    pub const ROOT: u8 = 22;
 }
 
 fn frame<T: Serialize + ?Sized>(channel: u32, kind: u8, payload: &T) -> Bytes {
@@ -452,6 +483,7 @@ impl FromProvider {
             FromProvider::Done(m) => frame(channel, kind::DONE, m),
             FromProvider::Refused(m) => frame(channel, kind::REFUSED, m),
             FromProvider::MeasureDone(m) => frame(channel, kind::MEASURE_DONE, m),
+            FromProvider::Root(m) => frame(channel, kind::ROOT, m),
         }
     }
 
@@ -468,6 +500,7 @@ impl FromProvider {
             kind::DONE => FromProvider::Done(Box::new(payload(k, p)?)),
             kind::REFUSED => FromProvider::Refused(payload(k, p)?),
             kind::MEASURE_DONE => FromProvider::MeasureDone(payload(k, p)?),
+            kind::ROOT => FromProvider::Root(payload(k, p)?),
             other => return Err(WireError::UnknownKind(other)),
         };
         Ok((channel, msg))
@@ -501,6 +534,7 @@ mod tests {
             seed: 7,
             clock_start_ms: 1,
             module_signature: None,
+            batched_receipt: true,
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");
@@ -518,10 +552,17 @@ mod tests {
                 stderr: Bytes::from_static(b"e"),
             },
             signature: Bytes::from_static(&[7; 65]),
+            leaf: Some(Bytes::from_static(&[3; 32])),
         }));
         let (ch, back) = FromProvider::decode(&done.encode(7)).expect("decodes");
         assert_eq!((ch, back), (7, done));
         for m in [
+            FromProvider::Root(Root {
+                batch: 4,
+                size: 256,
+                root: Bytes::from_static(&[1; 32]),
+                signature: Bytes::from_static(&[2; 65]),
+            }),
             FromProvider::Accepted,
             FromProvider::Draining,
             FromProvider::Ping(3),

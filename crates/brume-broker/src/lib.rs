@@ -37,6 +37,7 @@ pub mod ledger;
 mod lifecycle;
 mod measure;
 mod metrics;
+mod receipts;
 mod reexec;
 mod registry;
 mod sched;
@@ -198,6 +199,8 @@ pub(crate) struct Shared {
     pub settlement: settlement::Settlement,
     /// Replicated jobs in progress, by job id.
     pub replicas: verify::Replicas,
+    /// Recent invocations' receipts, proved by their providers' signed roots.
+    pub receipts: receipts::Receipts,
     /// Bans, the operator's word on providers, saved track records.
     pub standings: standings::Standings,
     /// The scheduler and every unit of work in flight, with its waiter.
@@ -343,6 +346,7 @@ impl Broker {
             chain,
             settlement,
             replicas: Default::default(),
+            receipts: Default::default(),
             standings,
             jobs,
             registry,

@@ -33,6 +33,9 @@ pub(crate) struct Metrics {
     pub work: Family<OutcomeLabels, Counter>,
     /// Audited invocations re-executed, by outcome (confirmed, refuted).
     pub audits: Family<OutcomeLabels, Counter>,
+    /// Providers' signed batches of invocation receipts, by outcome
+    /// (checked, refused, overdue).
+    pub receipt_roots: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -89,9 +92,16 @@ impl Metrics {
             "Audited invocations re-executed, by outcome",
             audits.clone(),
         );
+        let receipt_roots = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "receipt_roots",
+            "Signed batches of invocation receipts, by outcome",
+            receipt_roots.clone(),
+        );
         Metrics {
             registry,
             audits,
+            receipt_roots,
             requests,
             latency,
             queue_depth,

@@ -262,6 +262,7 @@ async fn serve(
     let mut seq = 0u64;
     let shutdown = shared.shutdown.clone();
     let mut remeasure = crate::measure::Remeasure::new(shared.config.trust.remeasure());
+    let mut pending = crate::receipts::Pending::default();
     loop {
         tokio::select! {
             msg = stream.next() => match msg {
@@ -275,7 +276,7 @@ async fn serve(
                             }
                         }
                         Ok((channel, m)) => {
-                            if let Err(v) = handle(shared, id, address, channel, m, tx) {
+                            if let Err(v) = handle(shared, id, address, channel, m, tx, &mut pending) {
                                 let why = v.to_string();
                                 let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
                                 break why;
@@ -302,6 +303,11 @@ async fn serve(
                 None => break "connection closed".to_string(),
             },
             _ = ping.tick() => {
+                if let Err(e) = pending.check_overdue(shared) {
+                    let why = e.to_string();
+                    let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
+                    break why;
+                }
                 if last_seen.elapsed() > heartbeat * 3 {
                     let why = format!("silent for {:?} (3 heartbeats)", last_seen.elapsed());
                     let _ = tx.send(close_msg(close::HEARTBEAT_TIMEOUT, why.clone()));
@@ -333,6 +339,8 @@ async fn serve(
 enum Violation {
     #[error("Hello after the handshake")]
     HelloAgain,
+    #[error(transparent)]
+    Receipts(#[from] crate::receipts::RootError),
 }
 
 /// Handles one frame. An `Err` ends the session with that reason.
@@ -343,6 +351,7 @@ fn handle(
     channel: u32,
     msg: FromProvider,
     tx: &mpsc::UnboundedSender<Message>,
+    pending: &mut crate::receipts::Pending,
 ) -> Result<(), Violation> {
     match msg {
         FromProvider::Ping(n) => {
@@ -360,57 +369,112 @@ fn handle(
         FromProvider::Progress(p) => {
             shared.with_sched(|s, after| s.progress(id, channel, p, after))
         }
-        FromProvider::Done(done) => {
-            let wire::Done { outcome, signature } = *done;
-            // A job's result is accepted only with a receipt that its
-            // provider signed (checked here, outside the scheduler's lock).
-            let inflight = shared.lifecycle.read(|s| s.inflight_work(id, channel));
-            if let Some((work, attempt)) = inflight
-                && work.spec.wants_receipt
-            {
-                let receipt =
-                    brume_api::receipt::Receipt::new(&work.assignment(attempt), address, &outcome);
-                if brume_identity::verify(receipt.message().as_bytes(), &signature, address)
-                    .is_err()
-                {
-                    tracing::warn!(session = id, work = %work.id, "a result whose receipt signature does not verify: retrying elsewhere");
-                    let why = format!(
-                        "provider {address} returned a result with a bad receipt signature"
-                    );
-                    shared.with_sched(|s, after| s.bad_result(id, channel, &why, after));
-                    return Ok(());
-                }
-                let signed = brume_api::receipt::SignedReceipt {
-                    receipt,
-                    signature: format!("0x{}", hex::encode(&signature)),
-                    assignment: None,
-                };
-                // A job's result is bound to the broker's signed assignment
-                // (one signature per result). An audited invocation's is
-                // signed only if an audit needs it for a proof, off the
-                // response path.
-                work.set_receipt(if work.spec.class == crate::work::Class::Sync {
-                    signed
-                } else {
-                    crate::verify::assigned(shared, &signed, &work.spec.limits)
-                });
-            }
-            let outcome = Box::new(outcome);
-            let label = match outcome.as_ref() {
-                wire::Outcome::Failed { code, .. } => code.clone(),
-                _ => "ok".to_string(),
-            };
-            shared
-                .metrics
-                .work
-                .get_or_create(&OutcomeLabels { outcome: label })
-                .inc();
-            shared.with_sched(|s, after: &mut After| s.done(id, channel, outcome, after));
-        }
+        FromProvider::Root(root) => pending.close(shared, address, &root)?,
+        FromProvider::Done(d) => done(shared, id, address, channel, *d, pending)?,
         FromProvider::Refused(r) => shared.with_sched(|s, after| {
             tracing::debug!(session = id, reason = %r.reason, "refused: {}", r.message);
             s.refused(id, channel, &r.reason, after)
         }),
     }
     Ok(())
+}
+
+/// A result: its receipt checked (signed on its own, or its leaf added to
+/// the session's batch), then handed to the scheduler.
+fn done(
+    shared: &Shared,
+    id: u64,
+    address: &str,
+    channel: u32,
+    done: wire::Done,
+    pending: &mut crate::receipts::Pending,
+) -> Result<(), Violation> {
+    let wire::Done {
+        outcome,
+        signature,
+        leaf,
+    } = done;
+    // A job's result is accepted only with a receipt that its
+    // provider signed (checked here, outside the scheduler's lock);
+    // an invocation's, with its receipt's leaf, signed in a batch.
+    let inflight = shared.lifecycle.read(|s| s.inflight_work(id, channel));
+    if let Some(leaf) = leaf {
+        if !batched(
+            shared, id, address, channel, inflight, &outcome, &leaf, pending,
+        )? {
+            return Ok(());
+        }
+    } else if let Some((work, _)) = &inflight
+        && !work.spec.wants_receipt
+    {
+        return Err(crate::receipts::RootError::NoLeaf.into());
+    } else if let Some((work, attempt)) = inflight
+        && work.spec.wants_receipt
+    {
+        let receipt =
+            brume_api::receipt::Receipt::new(&work.assignment(attempt), address, &outcome);
+        if brume_identity::verify(receipt.message().as_bytes(), &signature, address).is_err() {
+            tracing::warn!(session = id, work = %work.id, "a result whose receipt signature does not verify: retrying elsewhere");
+            let why = format!("provider {address} returned a result with a bad receipt signature");
+            shared.with_sched(|s, after| s.bad_result(id, channel, &why, after));
+            return Ok(());
+        }
+        let signed = brume_api::receipt::SignedReceipt {
+            receipt,
+            signature: format!("0x{}", hex::encode(&signature)),
+            assignment: None,
+        };
+        // A job's result is bound to the broker's signed assignment
+        // (one signature per result). An audited invocation's is
+        // signed only if an audit needs it for a proof, off the
+        // response path.
+        work.set_receipt(if work.spec.class == crate::work::Class::Sync {
+            signed
+        } else {
+            crate::verify::assigned(shared, &signed, &work.spec.limits)
+        });
+    }
+    let outcome = Box::new(outcome);
+    let label = match outcome.as_ref() {
+        wire::Outcome::Failed { code, .. } => code.clone(),
+        _ => "ok".to_string(),
+    };
+    shared
+        .metrics
+        .work
+        .get_or_create(&OutcomeLabels { outcome: label })
+        .inc();
+    shared.with_sched(|s, after: &mut After| s.done(id, channel, outcome, after));
+    Ok(())
+}
+
+/// A batched receipt's leaf: rebuilt and compared when the broker still
+/// has the work, then added to the session's batch. False when the result
+/// is refused (a leaf that doesn't match it).
+#[allow(clippy::too_many_arguments)]
+fn batched(
+    shared: &Shared,
+    id: u64,
+    address: &str,
+    channel: u32,
+    inflight: Option<(Arc<crate::work::Work>, u32)>,
+    outcome: &wire::Outcome,
+    leaf: &[u8],
+    pending: &mut crate::receipts::Pending,
+) -> Result<bool, Violation> {
+    let Some((work, attempt)) = inflight else {
+        pending.push(leaf, None)?;
+        return Ok(true);
+    };
+    let receipt = brume_api::receipt::Receipt::new(&work.assignment(attempt), address, outcome);
+    if brume_api::batch::leaf(&receipt).as_slice() != leaf {
+        pending.push(leaf, None)?;
+        tracing::warn!(session = id, work = %work.id, "a result whose receipt leaf does not match it: retrying elsewhere");
+        let why =
+            format!("provider {address} returned a result whose receipt leaf does not match it");
+        shared.with_sched(|s, after| s.bad_result(id, channel, &why, after));
+        return Ok(false);
+    }
+    pending.push(leaf, Some((receipt, work.spec.account.clone())))?;
+    Ok(true)
 }

@@ -286,6 +286,7 @@ impl Work {
             seed: s.seed,
             clock_start_ms: s.clock_start_ms,
             module_signature: s.module_signature.clone(),
+            batched_receipt: !s.wants_receipt,
         }
     }
 

@@ -582,6 +582,16 @@ impl Client {
         self.get_json(&["v1", "jobs", &id.to_string()]).await
     }
 
+    /// `GET /v1/receipts/{id}`: the proof of a recent call's receipt, by
+    /// its provider's signed batch root (check it with
+    /// [`brume_api::batch::ReceiptInclusion::check`]).
+    pub async fn receipt(
+        &self,
+        id: WorkId,
+    ) -> Result<brume_api::batch::ReceiptInclusion, ClientError> {
+        self.get_json(&["v1", "receipts", &id.to_string()]).await
+    }
+
     /// `GET /v1/jobs?state=&limit=`.
     pub async fn jobs(
         &self,

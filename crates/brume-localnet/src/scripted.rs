@@ -70,6 +70,9 @@ pub struct ScriptedProvider {
     /// Channels the broker sent `Cancel` on.
     cancelled: Vec<u32>,
     next_ping: u64,
+    /// The broker's address (batch roots name it), and the next batch.
+    broker: String,
+    batch: std::sync::atomic::AtomicU64,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -234,6 +237,8 @@ impl ScriptedProvider {
             assigns: HashMap::new(),
             cancelled: Vec::new(),
             next_ping: 0,
+            broker: challenge.broker_id.clone(),
+            batch: Default::default(),
             reader,
             writer,
         };
@@ -344,7 +349,7 @@ impl ScriptedProvider {
     }
 
     /// The result of the assignment on `channel`, with a correctly signed
-    /// receipt.
+    /// receipt (for an invocation, in a batch of its own, signed at once).
     pub fn done(&self, channel: u32, outcome: Outcome) {
         let assign = self
             .assigns
@@ -357,6 +362,37 @@ impl ScriptedProvider {
     /// was assigned on (to script late or stray results).
     pub fn done_for(&self, channel: u32, assign: &Assign, outcome: Outcome) {
         let receipt = Receipt::new(assign, &self.address, &outcome);
+        if assign.batched_receipt {
+            let leaf = brume_api::batch::leaf(&receipt);
+            let done = Done {
+                outcome,
+                signature: Bytes::new(),
+                leaf: Some(Bytes::copy_from_slice(&leaf)),
+            };
+            self.send(channel, &FromProvider::Done(Box::new(done)));
+            let batch = self
+                .batch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let claim = brume_api::batch::RootClaim {
+                provider: self.address.clone(),
+                broker: self.broker.clone(),
+                batch,
+                size: 1,
+                root: hex::encode(leaf),
+            };
+            let signature = self
+                .identity
+                .sign_message(claim.message().as_bytes())
+                .expect("sign the root");
+            let root = wire::Root {
+                batch,
+                size: 1,
+                root: Bytes::copy_from_slice(&leaf),
+                signature: Bytes::copy_from_slice(&signature),
+            };
+            self.send(CONTROL, &FromProvider::Root(root));
+            return;
+        }
         let signature = self
             .identity
             .sign_message(receipt.message().as_bytes())
@@ -364,6 +400,7 @@ impl ScriptedProvider {
         let done = Done {
             outcome,
             signature: Bytes::copy_from_slice(&signature),
+            leaf: None,
         };
         self.send(channel, &FromProvider::Done(Box::new(done)));
     }

@@ -111,6 +111,7 @@ pub mod policy;
 
 mod batch;
 mod control;
+mod roots;
 mod session;
 mod work;
 

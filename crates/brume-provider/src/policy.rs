@@ -80,13 +80,16 @@ pub enum Fault {
     /// [`Fault::WrongOutput`] on every tenth result (a liar that hopes
     /// to go unnoticed), honest otherwise.
     WrongOutputTenth,
+    /// Sign each batch of invocation receipts over a root its leaves don't
+    /// make (answers it won't stand behind).
+    BadRoot,
 }
 
 /// A `--fault` that is none of [`Fault`]'s.
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown fault {0:?} (wrong-output, wrong-output-tenth, wrong-fuel, stall, drop, inflate-mips)"
+    "unknown fault {0:?} (wrong-output, wrong-output-tenth, wrong-fuel, stall, drop, inflate-mips, bad-root)"
 )]
 pub struct UnknownFault(pub String);
 
@@ -100,6 +103,7 @@ impl FromStr for Fault {
             "stall" => Fault::Stall,
             "drop" => Fault::Drop,
             "inflate-mips" => Fault::InflateMips,
+            "bad-root" => Fault::BadRoot,
             _ => return Err(UnknownFault(s.to_owned())),
         })
     }
@@ -137,7 +141,11 @@ pub(crate) fn tamper(fault: Fault, mut outcome: Outcome) -> Outcome {
             | Outcome::Responded { usage, .. }
             | Outcome::Failed { usage, .. } => usage.fuel += 1,
         },
-        Fault::Stall | Fault::Drop | Fault::InflateMips | Fault::WrongOutputTenth => {}
+        Fault::Stall
+        | Fault::Drop
+        | Fault::InflateMips
+        | Fault::WrongOutputTenth
+        | Fault::BadRoot => {}
     }
     outcome
 }
@@ -670,7 +678,7 @@ mod tests {
         assert_eq!(
             "wrong".parse::<Fault>().err().map(|e| e.to_string()),
             Some(
-                r#"unknown fault "wrong" (wrong-output, wrong-output-tenth, wrong-fuel, stall, drop, inflate-mips)"#
+                r#"unknown fault "wrong" (wrong-output, wrong-output-tenth, wrong-fuel, stall, drop, inflate-mips, bad-root)"#
                     .to_string()
             )
         );

@@ -274,6 +274,7 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
     let ctx = SessionCtx {
         out: tx,
         blob_token: welcome.blob_token.into(),
+        roots: Arc::new(crate::roots::Roots::new(challenge.broker_id.clone())),
     };
     shared.set_connection(if shared.draining.load(Ordering::Relaxed) {
         Connection::Draining
@@ -338,7 +339,11 @@ async fn serve(shared: &Arc<Shared>, ctx: &SessionCtx, stream: &mut Stream, hb: 
     let mut tasks: JoinSet<u32> = JoinSet::new();
     let mut channels: HashMap<u32, AbortHandle> = HashMap::new();
     let mut drain_deadline: Option<Instant> = None;
+    let mut roots_tick = tokio::time::interval(crate::roots::ROOT_EVERY / 2);
+    roots_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let finish = |code: CloseCode, reason: &str| {
+        // What was answered is signed before the session ends.
+        ctx.roots.flush(shared, out, true);
         let _ = out.send(Message::Close(Some(CloseFrame {
             code,
             reason: reason.to_owned().into(),
@@ -373,6 +378,7 @@ async fn serve(shared: &Arc<Shared>, ctx: &SessionCtx, stream: &mut Stream, hb: 
                     Err(_) => {} // cancelled: already forgotten
                 }
             }
+            _ = roots_tick.tick() => ctx.roots.flush(shared, out, false),
             _ = ticker.tick() => {
                 if last_rx.elapsed() >= hb * 3 {
                     let _ = out.send(close_msg(close::HEARTBEAT_TIMEOUT, "no heartbeat"));

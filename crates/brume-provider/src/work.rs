@@ -25,6 +25,8 @@ pub(crate) fn send(out: &Outbox, channel: u32, msg: &FromProvider) {
 pub(crate) struct SessionCtx {
     pub(crate) out: Outbox,
     pub(crate) blob_token: Arc<str>,
+    /// The session's batch of invocation receipts.
+    pub(crate) roots: Arc<crate::roots::Roots>,
 }
 
 #[derive(Debug, Clone)]
@@ -261,7 +263,7 @@ async fn reporting<F: Future>(
     }
 }
 
-/// Sends the attempt's signed `Done`. Its slot is freed first: the broker
+/// Sends the attempt's `Done`, with its receipt signed or batched. Its slot is freed first: the broker
 /// may send the next assignment the moment `Done` arrives, and must not
 /// meet a `no_capacity` refusal for a slot about to be free.
 fn finish(
@@ -283,12 +285,31 @@ fn finish(
         None => outcome,
     };
     // Signed as is: with a fault, the provider's own (wrong) claim.
+    if receipt.0.batched_receipt {
+        let leaf = brume_api::batch::leaf(&brume_api::receipt::Receipt::new(
+            &receipt.0,
+            &shared.address,
+            &outcome,
+        ));
+        drop(reservation);
+        let done = wire::Done {
+            outcome,
+            signature: bytes::Bytes::new(),
+            leaf: Some(bytes::Bytes::copy_from_slice(&leaf)),
+        };
+        ctx.roots.done(shared, &ctx.out, channel, leaf, done);
+        return;
+    }
     let signature = receipt.sign(shared, &outcome);
     drop(reservation);
     send(
         &ctx.out,
         channel,
-        &FromProvider::Done(Box::new(wire::Done { outcome, signature })),
+        &FromProvider::Done(Box::new(wire::Done {
+            outcome,
+            signature,
+            leaf: None,
+        })),
     );
 }
 

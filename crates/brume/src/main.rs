@@ -64,7 +64,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Inspect and verify the embedded dev chain.
     Chain(chain::ChainArgs),
-    /// Check a proof of cheat (or a signed receipt) offline.
+    /// Check a proof of cheat (or a signed receipt, or a call's receipt
+    /// proof) offline.
     VerifyProof(proof::VerifyProofArgs),
     /// An account's tokens through a broker: balance, approve (escrow),
     /// stake, history.

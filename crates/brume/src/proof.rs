@@ -1,7 +1,9 @@
 //! `brume verify-proof FILE`: checks, offline and with no broker, either a
 //! proof of cheat (`brume_api::receipt::CheatProof`: a cheat's receipt and
 //! the broker's re-execution or a quorum of conflicting receipts) or a
-//! single signed receipt (a job result's `receipt`).
+//! single signed receipt (a job result's `receipt`), or a call's receipt
+//! proved by its provider's signed batch root
+//! (`brume_api::batch::ReceiptInclusion`, from `GET /v1/receipts/{id}`).
 //!
 //! With `--reexecute`, it also re-runs the proof's work on this machine, in
 //! the deterministic sandbox, and confirms or refutes it: a proof then
@@ -13,11 +15,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use brume_api::batch::ReceiptInclusion;
 use brume_api::receipt::{CheatProof, SignedReceipt};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyProofArgs {
-    /// A proof of cheat or a signed receipt, as JSON (`-`: stdin).
+    /// A proof of cheat, a signed receipt or a receipt's inclusion proof,
+    /// as JSON (`-`: stdin).
     file: PathBuf,
     /// Print the verdict as JSON.
     #[arg(long)]
@@ -89,11 +93,20 @@ pub async fn main(args: &VerifyProofArgs) -> ExitCode {
             };
         }
         ("proof", verdict)
+    } else if let Ok(p) = serde_json::from_str::<ReceiptInclusion>(&text) {
+        let verdict = p.check(verify).map_err(|e| vec![e.to_string()]).map(|provider| {
+            let (r, root) = (&p.receipt, &p.root.claim);
+            format!(
+                "valid receipt: {provider} signed, in its batch {} of {} receipts for broker {}, that call {} (attempt {}) of module {} gave output {} ({}) for {} fuel",
+                root.batch, root.size, root.broker, r.work_id, r.attempt, r.module_digest, r.output_digest, r.status, r.fuel
+            )
+        });
+        ("inclusion", verdict)
     } else if let Ok(r) = serde_json::from_str::<SignedReceipt>(&text) {
         ("receipt", check_receipt(&r))
     } else {
         eprintln!(
-            "error: {} is neither a proof of cheat nor a signed receipt",
+            "error: {} is neither a proof of cheat nor a signed receipt nor a receipt's inclusion proof",
             args.file.display()
         );
         return ExitCode::from(2);

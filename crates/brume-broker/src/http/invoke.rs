@@ -510,6 +510,37 @@ pub(super) async fn invoke(
     Ok(run_sync(&shared, spec, billing, verify).await.response())
 }
 
+/// `GET /v1/receipts/{work_id}`: the proof of a recent call's receipt (its
+/// Merkle path to the root its provider signed), for the account that made
+/// the call or an `admin` key. 404 for anyone else, for a call whose batch
+/// is not signed yet, and once the call is older than the broker keeps.
+pub(super) async fn receipt(
+    State(shared): Sh,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<brume_api::batch::ReceiptInclusion>> {
+    auth.require_any(&[brume_api::rest::Scope::Invoke, brume_api::rest::Scope::Read])?;
+    let missing = || {
+        Fail::new(
+            ErrorCode::NotFound,
+            format!(
+                "no signed receipt for call {id}: the call is not yours, its provider has not signed its batch yet (within a second), or it is older than the last {} calls this broker keeps",
+                crate::receipts::KEPT_RECEIPTS
+            ),
+        )
+    };
+    let work_id: WorkId = id.parse().map_err(|_| {
+        Fail::new(
+            ErrorCode::InvalidRequest,
+            format!("call id: {id:?} is not a work id"),
+        )
+    })?;
+    match shared.receipts.proof(work_id) {
+        Some((proof, account)) if auth.sees(&account) => Ok(axum::Json(proof)),
+        _ => Err(missing()),
+    }
+}
+
 pub(super) async fn call_http_root(
     state: Sh,
     auth: Auth,

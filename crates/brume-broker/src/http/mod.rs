@@ -141,6 +141,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/result", get(jobs::job_result))
         .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
         .route("/v1/keys/{id}/revoke", post(keys::revoke_key))
+        .route("/v1/receipts/{work_id}", get(invoke::receipt))
         .route("/v1/ledger/rows", get(ledger::ledger_rows))
         .route("/v1/ledger/rows/{work_id}", get(ledger::ledger_row))
         .route(

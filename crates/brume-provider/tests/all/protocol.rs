@@ -29,6 +29,7 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         seed: 0,
         clock_start_ms: 0,
         module_signature: None,
+        batched_receipt: false,
     })
 }
 
@@ -232,4 +233,74 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
         .expect("drains promptly")
         .expect("drains cleanly");
     assert!(!dir.path().join("control.addr").exists());
+}
+
+/// An invocation's `Done` carries its receipt's leaf, not a signature; the
+/// provider signs the batch's Merkle root once, on the control channel,
+/// and any one receipt is then proved by its path to that root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_receipts_are_signed_once_per_batch() {
+    use brume_api::batch::{self, ReceiptInclusion, RootClaim, SignedRoot};
+    let mut broker = FakeBroker::start(&[art::ECHO_P1_BYTES], 200).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let provider = Provider::start(ProviderConfig {
+        broker_url: broker.url.clone(),
+        data_dir: dir.path().to_path_buf(),
+        slots: 2,
+        memory_bytes: 256 << 20,
+        ..ProviderConfig::default()
+    })
+    .await
+    .expect("provider starts");
+    let mut conn = broker.next_conn().await;
+    let mut receipts = Vec::new();
+    let mut leaves = Vec::new();
+    for (ch, input) in [(1u32, "a"), (2, "b"), (3, "c")] {
+        let mut sent = assign(art::ECHO_P1_BYTES, "echo", &["echo"], input);
+        sent.batched_receipt = true;
+        conn.send(ch, ToProvider::Assign(sent.clone()));
+        let done = loop {
+            match conn.recv().await {
+                (c, FromProvider::Done(d)) if c == ch => break d,
+                (_, FromProvider::Cached(_) | FromProvider::Accepted) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert!(done.signature.is_empty(), "no signature per call");
+        let receipt = brume_api::receipt::Receipt::new(&sent, &provider.address(), &done.outcome);
+        let leaf = batch::leaf(&receipt);
+        assert_eq!(done.leaf.as_deref(), Some(&leaf[..]));
+        receipts.push(receipt);
+        leaves.push(leaf);
+    }
+    // The batch is signed within ROOT_EVERY_MS of its first leaf.
+    let root = match conn.recv().await {
+        (0, FromProvider::Root(r)) => r,
+        other => panic!("expected the batch's root, got {other:?}"),
+    };
+    assert_eq!((root.batch, root.size), (0, 3));
+    assert_eq!(&root.root[..], &batch::root(&leaves)[..]);
+    let signed = SignedRoot {
+        claim: RootClaim {
+            provider: provider.address(),
+            broker: "0xfake".into(),
+            batch: 0,
+            size: 3,
+            root: hex::encode(&root.root),
+        },
+        signature: format!("0x{}", hex::encode(&root.signature)),
+    };
+    let verify = |m: &[u8], s: &[u8], a: &str| brume_identity::verify(m, s, a).is_ok();
+    assert!(signed.verifies(verify));
+    // Each receipt is proved by its path; a changed one is not.
+    for (i, r) in receipts.iter().enumerate() {
+        let proof = ReceiptInclusion::new(r.clone(), &leaves, i, signed.clone());
+        assert_eq!(proof.check(verify), Ok(provider.address()));
+        let mut forged = proof.clone();
+        forged.receipt.fuel += 1;
+        assert_eq!(
+            forged.check(verify),
+            Err(batch::InclusionError::NotIncluded)
+        );
+    }
 }

@@ -1076,3 +1076,102 @@ async fn a_replicated_function_call_is_answered_by_its_majority_and_the_liar_is_
     );
     assert!(!id.is_empty());
 }
+
+/// An ordinary call's receipt is not signed on its own: its provider signs
+/// a batch of them at once, the broker checks every batch, and the caller
+/// can fetch the proof of its call and check it offline. Nobody else can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_receipt_is_proved_by_its_providers_signed_batch() {
+    let net = Net::start_with(1, 2, None, &["other"]).await;
+    net.publish("echo", ServiceKind::Command, art::ECHO_P1_BYTES)
+        .await;
+    let provider = net.providers[0].address.clone();
+    let mut ids = Vec::new();
+    for k in 0..5 {
+        let input = format!("call {k}");
+        let r = net
+            .client
+            .invoke("echo", &[], input.clone().into())
+            .await
+            .expect("invoke");
+        assert_eq!((r.status, &r.body[..]), (200, input.as_bytes()));
+        ids.push(r.work_id.expect("work id"));
+    }
+    let verify = |m: &[u8], s: &[u8], a: &str| brume_identity::verify(m, s, a).is_ok();
+    let mut proof = None;
+    for id in &ids {
+        let client = net.client.clone();
+        let p = eventually("the call's batch is signed and checked", || {
+            let client = client.clone();
+            async move { client.receipt(*id).await.ok() }
+        })
+        .await;
+        assert_eq!(p.receipt.work_id, *id);
+        assert_eq!(p.check(verify).as_deref(), Ok(provider.as_str()));
+        proof = Some(p);
+    }
+    let proof = proof.expect("a proof");
+
+    // Offline, with the CLI; and a receipt changed after the fact fails.
+    let (code, v) = verify_proof(&net, "receipt.json", &proof);
+    assert_eq!((code, v["kind"].as_str()), (0, Some("inclusion")), "{v}");
+    let mut forged = proof.clone();
+    forged.receipt.output_digest = "00".repeat(32);
+    let (code, v) = verify_proof(&net, "forged.json", &forged);
+    assert_eq!(code, 1, "{v}");
+
+    // Another account's key can't fetch it.
+    let other = brume_client::Client::new(&net.broker.url, Some(net.named_keys[0].clone()))
+        .expect("client");
+    match other.receipt(ids[0]).await {
+        Err(brume_client::ClientError::Api { status, error, .. }) => {
+            assert_eq!(
+                (status, error.code),
+                (404, brume_client::ErrorCode::NotFound)
+            );
+        }
+        other => panic!("another account read the receipt: {other:?}"),
+    }
+    let metrics = net.client.metrics().await.expect("metrics");
+    assert!(
+        metrics.contains("brume_receipt_roots_total{outcome=\"checked\"}"),
+        "{metrics}"
+    );
+}
+
+/// A provider that signs a root its answers' receipts don't make loses its
+/// session at its first batch.
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "test faults exist in debug builds only"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_whose_batch_root_does_not_match_its_answers_loses_its_session() {
+    let mut net = Net::start(0, 1).await;
+    let i = net.add_provider_args(1, &["--fault", "bad-root"]).await;
+    net.publish("echo", ServiceKind::Command, art::ECHO_P1_BYTES)
+        .await;
+    let r = net
+        .client
+        .invoke("echo", &[], "x".into())
+        .await
+        .expect("invoke");
+    assert_eq!(r.status, 200);
+    let client = net.client.clone();
+    eventually("the bad root is refused", || {
+        let client = client.clone();
+        async move {
+            let m = client.metrics().await.ok()?;
+            m.contains("brume_receipt_roots_total{outcome=\"refused\"} 1")
+                .then_some(())
+        }
+    })
+    .await;
+    let proc = &net.providers[i].proc;
+    eventually("the provider hears why", || async {
+        proc.stderr_tail()
+            .contains("is not the root of the receipts sent")
+            .then_some(())
+    })
+    .await;
+}
