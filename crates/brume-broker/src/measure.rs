@@ -91,24 +91,33 @@ const BLOB: usize = 256 << 10;
 /// Times a [`BLOB`] sent to the provider and its sha256 back: megabits
 /// per second, round trip included.
 async fn bandwidth(socket: &mut WebSocket) -> Result<u64, String> {
-    let mut blob = vec![0u8; BLOB];
-    rand::fill(&mut blob[..]);
-    let want = {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(&blob))
-    };
+    let (blob, want) = blob();
     let m = wire::Measure {
         seed: 0,
         rounds: 0,
         memory_pages: 0,
-        blob: blob.into(),
+        blob,
     };
     let (done, elapsed) = ask(socket, m).await?;
     if done.blob_sha256.as_deref() != Some(want.as_str()) {
         return Err("wrong answer to the bandwidth probe".into());
     }
+    Ok(mbps(elapsed))
+}
+
+/// A random [`BLOB`] and its sha256 (hex).
+fn blob() -> (bytes::Bytes, String) {
+    use sha2::Digest as _;
+    let mut blob = vec![0u8; BLOB];
+    rand::fill(&mut blob[..]);
+    let want = hex::encode(sha2::Sha256::digest(&blob));
+    (blob.into(), want)
+}
+
+/// Megabits per second for a [`BLOB`] sent and answered in `elapsed`.
+fn mbps(elapsed: Duration) -> u64 {
     let bits = (BLOB * 8) as f64;
-    Ok(((bits / elapsed.as_secs_f64().max(1e-9)) / 1e6).max(1.0) as u64)
+    ((bits / elapsed.as_secs_f64().max(1e-9)) / 1e6).max(1.0) as u64
 }
 
 /// Sends one challenge and waits for its answer: the answer and the time.
@@ -161,13 +170,24 @@ pub(crate) fn judge_memory(caps: &wire::Capabilities, granted_bytes: u64) -> wir
 
 /// Challenges now and then after the handshake: each `every`, if the
 /// provider is idle (its timing then measures the machine, not its load)
-/// and no challenge is pending, a fresh compute challenge; the answer
-/// updates the placed speed. A wrong answer, or none within [`TIMEOUT`],
-/// ends the session.
+/// and no challenge is pending, a fresh compute challenge with its memory
+/// challenge, or, every other time, a bandwidth probe; the answer updates
+/// the placed speed and memory, or the measured bandwidth. A wrong answer,
+/// or none within [`TIMEOUT`], ends the session.
 pub(crate) struct Remeasure {
     tick: Option<tokio::time::Interval>,
-    /// The seed and send time of the challenge awaiting its answer.
-    pending: Option<(u64, Instant)>,
+    /// The probe awaiting its answer, and when it was sent.
+    pending: Option<(Probe, Instant)>,
+    /// Probes alternate: compute and memory, then bandwidth.
+    next_bandwidth: bool,
+}
+
+/// A re-challenge in flight.
+enum Probe {
+    /// The compute challenge's seed, and the memory pages asked.
+    Compute { seed: u64, pages: u32 },
+    /// The sha256 (hex) of the blob sent.
+    Bandwidth { want: String },
 }
 
 impl Remeasure {
@@ -180,6 +200,7 @@ impl Remeasure {
         Remeasure {
             tick,
             pending: None,
+            next_bandwidth: false,
         }
     }
 
@@ -203,30 +224,52 @@ impl Remeasure {
         if let Some((_, sent)) = self.pending {
             if sent.elapsed() > TIMEOUT {
                 return Err(format!(
-                    "no answer to a fitness re-challenge within {} s",
+                    "no answer to a re-challenge within {} s",
                     TIMEOUT.as_secs()
                 ));
             }
             return Ok(None);
         }
-        let idle = shared
-            .lifecycle
-            .read(|s| s.providers.get(&id).is_some_and(|p| p.busy == 0));
-        if !idle || shared.challenge_fuel.get().is_none() {
+        let claimed_memory = shared.lifecycle.read(|s| {
+            s.providers
+                .get(&id)
+                .filter(|p| p.busy == 0)
+                .map(|p| p.claimed_memory_bytes)
+        });
+        let Some(claimed_memory) = claimed_memory else {
+            return Ok(None); // busy: its timing would measure its load
+        };
+        if shared.challenge_fuel.get().is_none() {
             return Ok(None);
         }
-        let seed: u64 = rand::random();
-        self.pending = Some((seed, Instant::now()));
-        let m = wire::Measure {
-            seed,
-            rounds: fitness::ROUNDS,
-            memory_pages: 0,
-            blob: bytes::Bytes::new(),
+        let bandwidth = self.next_bandwidth;
+        self.next_bandwidth = !bandwidth;
+        let (probe, m) = if !bandwidth {
+            let seed: u64 = rand::random();
+            let pages = (claimed_memory / PAGE).clamp(1, MAX_PAGES) as u32;
+            let m = wire::Measure {
+                seed,
+                rounds: fitness::ROUNDS,
+                memory_pages: pages,
+                blob: bytes::Bytes::new(),
+            };
+            (Probe::Compute { seed, pages }, m)
+        } else {
+            let (blob, want) = blob();
+            let m = wire::Measure {
+                seed: 0,
+                rounds: 0,
+                memory_pages: 0,
+                blob,
+            };
+            (Probe::Bandwidth { want }, m)
         };
+        self.pending = Some((probe, Instant::now()));
         Ok(Some(ToProvider::Measure(m).encode(CONTROL)))
     }
 
-    /// Judges an answer: the placed speed follows the new measure.
+    /// Judges an answer: the placed speed, memory and bandwidth follow the
+    /// new measure.
     pub(crate) fn done(
         &mut self,
         shared: &Shared,
@@ -234,34 +277,78 @@ impl Remeasure {
         address: &str,
         done: &wire::MeasureDone,
     ) -> Result<(), String> {
-        let Some((seed, sent)) = self.pending.take() else {
+        let Some((probe, sent)) = self.pending.take() else {
             return Ok(()); // the handshake's, late: nothing to judge
         };
         let elapsed = sent.elapsed();
-        let fuel = shared.challenge_fuel.get().copied().unwrap_or(0);
-        if done.error.is_some()
-            || done.stdout[..] != fitness::expected(seed, fitness::ROUNDS)
-            || done.fuel != fuel
-        {
-            return Err("wrong answer to a fitness re-challenge".into());
-        }
-        let measured = ((fuel as f64 / elapsed.as_secs_f64().max(1e-9)) / 1e6).max(1.0) as u64;
-        shared.with_sched(|s, _| {
-            if let Some(p) = s.providers.get_mut(&id) {
-                let verdict = judge(p.claimed_mips, measured);
-                if verdict.placed_mips != p.caps.fitness_mips {
-                    tracing::info!(
-                        provider = %address, measured_mips = measured,
-                        placed_mips = verdict.placed_mips, "re-measured"
-                    );
+        let kind = match probe {
+            Probe::Bandwidth { want } => {
+                if done.blob_sha256.as_deref() != Some(want.as_str()) {
+                    return Err("wrong answer to a bandwidth re-probe".into());
                 }
-                p.caps.fitness_mips = verdict.placed_mips;
-                p.measured_mips = measured;
-                p.measured_at_ms = crate::now_ms();
+                let mbps = mbps(elapsed);
+                shared.with_sched(|s, _| {
+                    if let Some(p) = s.providers.get_mut(&id) {
+                        p.measured_mbps = mbps;
+                    }
+                });
+                "bandwidth"
             }
-        });
+            Probe::Compute { seed, pages } => {
+                let fuel = shared.challenge_fuel.get().copied().unwrap_or(0);
+                if done.error.is_some()
+                    || done.stdout[..] != fitness::expected(seed, fitness::ROUNDS)
+                    || done.fuel != fuel
+                {
+                    return Err("wrong answer to a fitness re-challenge".into());
+                }
+                let granted = match &done.memory {
+                    Some(m)
+                        if m.granted_pages >= 1
+                            && m.granted_pages <= pages
+                            && m.fold == fitness::memory_expected(seed, m.granted_pages) =>
+                    {
+                        u64::from(m.granted_pages) * PAGE
+                    }
+                    _ => return Err("wrong answer to a memory re-challenge".into()),
+                };
+                let measured =
+                    ((fuel as f64 / elapsed.as_secs_f64().max(1e-9)) / 1e6).max(1.0) as u64;
+                shared.with_sched(|s, _| {
+                    if let Some(p) = s.providers.get_mut(&id) {
+                        replace(p, address, measured, granted);
+                    }
+                });
+                "compute"
+            }
+        };
+        shared
+            .metrics
+            .remeasures
+            .get_or_create(&crate::metrics::KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
         Ok(())
     }
+}
+
+/// A provider's placed speed and memory, after a re-challenge.
+fn replace(p: &mut crate::sched::ProviderEntry, address: &str, mips: u64, granted: u64) {
+    let verdict = judge(p.claimed_mips, mips);
+    let mut claimed = p.caps.clone();
+    claimed.memory_bytes = p.claimed_memory_bytes;
+    let memory = judge_memory(&claimed, granted);
+    if verdict.placed_mips != p.caps.fitness_mips || memory.placed_bytes != p.caps.memory_bytes {
+        tracing::info!(
+            provider = %address, measured_mips = mips, placed_mips = verdict.placed_mips,
+            granted_bytes = granted, placed_bytes = memory.placed_bytes, "re-measured"
+        );
+    }
+    p.caps.fitness_mips = verdict.placed_mips;
+    p.caps.memory_bytes = memory.placed_bytes;
+    p.measured_mips = mips;
+    p.measured_at_ms = crate::now_ms();
 }
 
 /// The placed figure: the claim if the measure backs it within

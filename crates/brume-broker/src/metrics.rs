@@ -23,6 +23,11 @@ pub(crate) struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabels {
+    pub kind: String,
+}
+
 pub(crate) struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -36,6 +41,9 @@ pub(crate) struct Metrics {
     /// Providers' signed batches of invocation receipts, by outcome
     /// (checked, refused, overdue).
     pub receipt_roots: Family<OutcomeLabels, Counter>,
+    /// Re-challenges of connected providers answered, by kind (compute,
+    /// which includes memory; bandwidth).
+    pub remeasures: Family<KindLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,10 +106,17 @@ impl Metrics {
             "Signed batches of invocation receipts, by outcome",
             receipt_roots.clone(),
         );
+        let remeasures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "remeasures",
+            "Re-challenges of connected providers answered, by kind",
+            remeasures.clone(),
+        );
         Metrics {
             registry,
             audits,
             receipt_roots,
+            remeasures,
             requests,
             latency,
             queue_depth,

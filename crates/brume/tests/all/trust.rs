@@ -817,6 +817,17 @@ async fn an_idle_provider_is_measured_again_now_and_then() {
         }
     })
     .await;
+    // Memory is asked again with the speed, and bandwidth every other time.
+    eventually("a bandwidth re-probe answered", || {
+        let client = client.clone();
+        async move {
+            let m = client.metrics().await.ok()?;
+            let answered =
+                |kind: &str| m.contains(&format!("brume_remeasures_total{{kind=\"{kind}\"}}"));
+            (answered("compute") && answered("bandwidth")).then_some(())
+        }
+    })
+    .await;
     net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
         .await;
     let job = net.client.submit(&cpu_job(1_000)).await.expect("submit");
