@@ -8,6 +8,8 @@
 //!    import each other in a cycle (see [`crate::modgraph`]).
 //! 4. In the same crates, no source file is over [`MAX_FILE_LINES`] lines
 //!    and no function over [`MAX_FN_LINES`] (see [`sizes`]).
+//! 5. `contracts/out/` is what the contracts compile to (see
+//!    [`crate::contracts`]).
 
 use std::path::Path;
 
@@ -34,11 +36,12 @@ pub const MAX_FN_LINES: usize = 90;
 /// Runs every check, printing each one's outcome; fails if any failed.
 pub fn all() -> Result {
     let root = root();
-    let checks: [(&str, Result); 4] = [
+    let checks: [(&str, Result); 5] = [
         ("generated docs", generated_docs(&root)),
         ("members in ARCHITECTURE.md", members_documented(&root)),
         ("no module import cycles", no_module_cycles(&root)),
         ("file and function sizes", sizes(&root)),
+        ("contract artifacts", crate::contracts::check(&root)),
     ];
     let mut failed = Vec::new();
     for (name, result) in checks {

@@ -11,10 +11,17 @@
 //! - `docs`: write the documentation generated from code
 //!   (`docs/errors.md`, the API's error codes).
 //! - `check`: the repository's own rules: the generated docs are up to
-//!   date, `ARCHITECTURE.md` names every workspace member, and the broker's
-//!   top-level modules import each other in no cycle.
+//!   date, `ARCHITECTURE.md` names every workspace member, the broker's
+//!   top-level modules import each other in no cycle, and the committed
+//!   contract artifacts are what the contracts compile to.
+//! - `contracts`: compile `contracts/*.sol` (solc-js from npm) into
+//!   `contracts/out/`.
+//!
+//! `test` installs the npm packages of `package.json` (solc-js,
+//! OpenZeppelin, anvil) with `npm ci` when they are missing.
 
 mod check;
+mod contracts;
 mod docs;
 mod modgraph;
 
@@ -32,8 +39,9 @@ fn main() -> ExitCode {
         "demo" => return demo(),
         "docs" => docs::write(),
         "check" => check::all(),
+        "contracts" => contracts::write(),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|docs|check>");
+            eprintln!("usage: cargo xtask <test|demo|docs|check|contracts>");
             return ExitCode::from(2);
         }
     };
@@ -91,6 +99,8 @@ fn ensure_targets() -> Result {
 
 fn test() -> Result {
     ensure_targets()?;
+    // solc-js and anvil, for the contract check and the EVM tests.
+    contracts::ensure_npm()?;
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     if ci {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
