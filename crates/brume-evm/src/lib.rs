@@ -22,8 +22,12 @@ mod chain;
 
 pub use chain::{AnchoredTransfer, EvmChain, EvmConfig, Landed};
 
+pub use alloy::primitives::U256;
+pub use alloy::signers::local::PrivateKeySigner;
+pub use alloy::transports::http::reqwest::Url;
+
 use alloy::network::Network;
-use alloy::primitives::{Address, U256};
+use alloy::primitives::Address;
 use alloy::providers::Provider;
 use alloy::sol;
 
@@ -185,6 +189,23 @@ pub async fn deploy<P: Provider<N>, N: Network>(
         settlement: *settlement.address(),
         stake: *stake.address(),
     })
+}
+
+/// A provider at `rpc` whose transactions `signer` signs: gas estimated,
+/// EIP-1559 fees, the chain id fetched, and the nonce read from the chain
+/// for every transaction (alloy's default cache counts a nonce for a call
+/// whose estimate reverted, and the next send then waits behind the gap).
+pub fn signing_provider(
+    rpc: alloy::transports::http::reqwest::Url,
+    signer: alloy::signers::local::PrivateKeySigner,
+) -> alloy::providers::DynProvider {
+    alloy::providers::ProviderBuilder::default()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(alloy::network::EthereumWallet::from(signer))
+        .connect_http(rpc)
+        .erased()
 }
 
 /// The `anvil` binary: on `PATH`, else in the workspace's `node_modules`

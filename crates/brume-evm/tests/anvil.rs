@@ -2,11 +2,10 @@
 //! function, every event and every revert. anvil's clock is moved with
 //! `evm_increaseTime`, never waited for.
 
-use alloy::network::EthereumWallet;
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::ext::AnvilApi as _;
-use alloy::providers::{DynProvider, Provider as _, ProviderBuilder};
+use alloy::providers::{DynProvider, Provider as _};
 use alloy::signers::local::PrivateKeySigner;
 use brume_evm::{
     AnchoredTransfer, BrumeToken, DeployConfig, Deployment, EvmChain, EvmConfig, EvmError,
@@ -45,18 +44,9 @@ impl Chain {
         self.keys[i].address()
     }
 
-    /// A provider whose transactions `keys[i]` signs. Its nonce is read
-    /// from the chain each time: alloy's default cache counts a nonce for
-    /// a call whose gas estimate reverted, and the next send then waits
-    /// forever behind the gap.
+    /// A provider whose transactions `keys[i]` signs.
     fn as_key(&self, i: usize) -> DynProvider {
-        ProviderBuilder::default()
-            .with_gas_estimation()
-            .with_simple_nonce_management()
-            .fetch_chain_id()
-            .wallet(EthereumWallet::from(self.keys[i].clone()))
-            .connect_http(self.url.clone())
-            .erased()
+        brume_evm::signing_provider(self.url.clone(), self.keys[i].clone())
     }
 
     /// The operator's backend as `keys[i]`, looking every few ms.

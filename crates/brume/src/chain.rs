@@ -1,9 +1,10 @@
 //! `brume chain blocks|tx|balance|verify`: read the dev chain in a data
 //! directory, or replay it from genesis and name what was tampered with.
+//! `brume chain deploy`: deploy brume's contracts to an EVM network.
 //!
-//! Exit codes: 0 done (or clean), 1 not found (`tx`) or the replay found
-//! problems (named on stderr, or in the `--json` report), 2 the chain could
-//! not be read.
+//! Exit codes: 0 done (or clean), 1 not found (`tx`), the replay found
+//! problems (named on stderr, or in the `--json` report) or the deployment
+//! failed, 2 the chain could not be read (or a usage error).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +31,42 @@ enum ChainCommand {
     /// Replay the chain from genesis: every signature, nonce, hash link and
     /// tx root, and the final state; exit 1 naming what does not hold.
     Verify(VerifyArgs),
+    /// Deploy BrumeToken, Settlement and Stake to an EVM network over its
+    /// JSON-RPC, signed by --key (which pays the gas), and print their
+    /// addresses.
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    /// The network's JSON-RPC endpoint (http or https).
+    #[arg(long, value_name = "URL")]
+    rpc: String,
+    #[command(flatten)]
+    keys: crate::wallet::KeyArgs,
+    /// The key that may collect, pay out and slash (default: --key's
+    /// address).
+    #[arg(long, value_name = "ADDRESS")]
+    operator: Option<Address>,
+    /// Who receives the token's whole supply (default: --key's address).
+    #[arg(long, value_name = "ADDRESS")]
+    holder: Option<Address>,
+    /// The token's supply: base units, or tokens with a decimal point or
+    /// `tok` (as for `brume wallet approve`).
+    #[arg(long, default_value = "1000000000tok")]
+    supply: String,
+    /// How long a stake withdrawal waits.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    unbonding_delay: std::time::Duration,
+    /// The token's name.
+    #[arg(long, default_value = "Brume")]
+    name: String,
+    /// The token's symbol.
+    #[arg(long, default_value = "BRM")]
+    symbol: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where the chain is.
@@ -87,6 +124,17 @@ pub async fn main(args: ChainArgs) -> ExitCode {
         ChainCommand::Tx(a) => tx(a).await,
         ChainCommand::Balance(a) => balance(a).await,
         ChainCommand::Verify(a) => run_verify(a).await,
+        ChainCommand::Deploy(a) => match deploy(a).await {
+            Ok(code) => Ok(code),
+            Err(e) if e.downcast_ref::<crate::wallet::Usage>().is_some() => {
+                eprintln!("error: chain deploy: {}", crate::report(&e));
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: chain deploy: {}", crate::report(&e));
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match result {
         Ok(code) => code,
@@ -279,4 +327,54 @@ async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(1))
+}
+
+async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    use crate::wallet::Usage;
+    let rpc: brume_evm::Url = args
+        .rpc
+        .parse()
+        .map_err(|e| Usage(format!("--rpc {}: not a URL: {e}", args.rpc)))?;
+    if !matches!(rpc.scheme(), "http" | "https") {
+        bail!(Usage(format!("--rpc {rpc}: only http and https endpoints")));
+    }
+    let supply = crate::wallet::parse_amount(&args.supply).map_err(Usage)?;
+    let identity = args.keys.load()?;
+    let signer: brume_evm::PrivateKeySigner = identity
+        .to_hex()
+        .parse()
+        .context("the key is not a signing key")?;
+    let me = identity.address();
+    let config = brume_evm::DeployConfig {
+        name: args.name,
+        symbol: args.symbol,
+        holder: args.holder.unwrap_or(me),
+        supply: brume_evm::U256::from(supply),
+        operator: args.operator.unwrap_or(me),
+        unbonding_delay_s: args.unbonding_delay.as_secs(),
+    };
+    let provider = brume_evm::signing_provider(rpc.clone(), signer);
+    let deployed = brume_evm::deploy(&provider, &config)
+        .await
+        .with_context(|| format!("deploy to {rpc}"))?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "rpc": rpc.to_string(),
+            "deployer": me.to_string(),
+            "operator": config.operator.to_string(),
+            "holder": config.holder.to_string(),
+            "supply": supply.to_string(),
+            "unbonding_delay_s": config.unbonding_delay_s,
+            "token": deployed.token.to_string(),
+            "settlement": deployed.settlement.to_string(),
+            "stake": deployed.stake.to_string(),
+        }))?;
+    } else {
+        println!("token       {}", deployed.token);
+        println!("settlement  {}", deployed.settlement);
+        println!("stake       {}", deployed.stake);
+        println!("operator    {}", config.operator);
+        println!("holder      {} ({supply} base units)", config.holder);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -41,17 +41,8 @@ pub struct WalletArgs {
     /// http://127.0.0.1:7700).
     #[arg(long, global = true, env = "BRUME_BROKER")]
     broker: Option<String>,
-    /// The keyring directory (default: $BRUME_KEYS_DIR, else
-    /// ~/.config/brume/keys).
-    #[arg(long, global = true, env = "BRUME_KEYS_DIR", value_name = "DIR")]
-    keys_dir: Option<PathBuf>,
-    /// The key (its address or name in the keyring): the account.
-    #[arg(long, global = true, env = "BRUME_KEY", value_name = "ADDRESS|NAME")]
-    key: Option<String>,
-    /// Read the key's password from the first line of FILE (default:
-    /// $BRUME_KEY_PASSWORD, else a prompt on the terminal).
-    #[arg(long, global = true, value_name = "FILE")]
-    password_file: Option<PathBuf>,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// Print one JSON object.
     #[arg(long, global = true)]
     json: bool,
@@ -168,9 +159,77 @@ pub async fn main(args: WalletArgs, file: &ClientSection) -> ExitCode {
     }
 }
 
+/// Which key of the keyring signs, and how it is unlocked.
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    /// The keyring directory (default: $BRUME_KEYS_DIR, else
+    /// ~/.config/brume/keys).
+    #[arg(long, global = true, env = "BRUME_KEYS_DIR", value_name = "DIR")]
+    keys_dir: Option<PathBuf>,
+    /// The key (its address or name in the keyring): the account.
+    #[arg(long, global = true, env = "BRUME_KEY", value_name = "ADDRESS|NAME")]
+    key: Option<String>,
+    /// Read the key's password from the first line of FILE (default:
+    /// $BRUME_KEY_PASSWORD, else a prompt on the terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    fn ring(&self) -> anyhow::Result<Keyring> {
+        let dir = self
+            .keys_dir
+            .clone()
+            .or_else(Keyring::default_dir)
+            .ok_or_else(|| {
+                Usage("no keyring directory: set HOME or BRUME_KEYS_DIR, or pass --keys-dir".into())
+            })?;
+        Ok(Keyring::new(dir))
+    }
+
+    fn query(&self) -> anyhow::Result<&str> {
+        self.key
+            .as_deref()
+            .ok_or_else(|| Usage("--key ADDRESS|NAME is required (or BRUME_KEY)".into()).into())
+    }
+
+    /// The key's address (no password needed).
+    pub fn address(&self) -> anyhow::Result<Address> {
+        Ok(self.ring()?.find(self.query()?)?.address)
+    }
+
+    /// The key, unlocked.
+    pub fn load(&self) -> anyhow::Result<brume_identity::Identity> {
+        let ring = self.ring()?;
+        let query = self.query()?;
+        ring.find(query)?;
+        Ok(ring.load(query, self.password()?.as_bytes())?)
+    }
+
+    fn password(&self) -> anyhow::Result<String> {
+        if let Some(path) = &self.password_file {
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(64 << 10).read_to_string(&mut text))
+                .with_context(|| format!("read password file {}", path.display()))?;
+            let line = text.split('\n').next().unwrap_or_default();
+            return Ok(line.strip_suffix('\r').unwrap_or(line).to_string());
+        }
+        if let Ok(p) = std::env::var(PASSWORD_ENV) {
+            return Ok(p);
+        }
+        match brume_identity::keyring::prompt_password("key password: ")? {
+            Some(p) => Ok(p),
+            None => bail!(Usage(format!(
+                "no password: pass --password-file FILE or set {PASSWORD_ENV}"
+            ))),
+        }
+    }
+}
+
 /// A usage error (exit 2).
 #[derive(Debug)]
-struct Usage(String);
+pub struct Usage(pub String);
 
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,50 +239,12 @@ impl std::fmt::Display for Usage {
 
 impl std::error::Error for Usage {}
 
-fn ring(args: &WalletArgs) -> anyhow::Result<Keyring> {
-    let dir = args
-        .keys_dir
-        .clone()
-        .or_else(Keyring::default_dir)
-        .ok_or_else(|| {
-            Usage("no keyring directory: set HOME or BRUME_KEYS_DIR, or pass --keys-dir".into())
-        })?;
-    Ok(Keyring::new(dir))
-}
-
-fn key_query(args: &WalletArgs) -> anyhow::Result<&str> {
-    args.key
-        .as_deref()
-        .ok_or_else(|| Usage("--key ADDRESS|NAME is required (or BRUME_KEY)".into()).into())
-}
-
 /// The account: ADDRESS if given, else the --key's address (no password
 /// needed).
 fn account(args: &WalletArgs, given: Option<Address>) -> anyhow::Result<Address> {
-    if let Some(a) = given {
-        return Ok(a);
-    }
-    let entry = ring(args)?.find(key_query(args)?)?;
-    Ok(entry.address)
-}
-
-fn password(args: &WalletArgs) -> anyhow::Result<String> {
-    if let Some(path) = &args.password_file {
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(64 << 10).read_to_string(&mut text))
-            .with_context(|| format!("read password file {}", path.display()))?;
-        let line = text.split('\n').next().unwrap_or_default();
-        return Ok(line.strip_suffix('\r').unwrap_or(line).to_string());
-    }
-    if let Ok(p) = std::env::var(PASSWORD_ENV) {
-        return Ok(p);
-    }
-    match brume_identity::keyring::prompt_password("key password: ")? {
-        Some(p) => Ok(p),
-        None => bail!(Usage(format!(
-            "no password: pass --password-file FILE or set {PASSWORD_ENV}"
-        ))),
+    match given {
+        Some(a) => Ok(a),
+        None => args.keys.address(),
     }
 }
 
@@ -280,10 +301,7 @@ async fn approve(
     what: &str,
 ) -> anyhow::Result<()> {
     let amount = parse_amount(amount).map_err(Usage)?;
-    let ring = ring(args)?;
-    let query = key_query(args)?;
-    let entry = ring.find(query)?;
-    let identity = ring.load(query, password(args)?.as_bytes())?;
+    let identity = args.keys.load()?;
     let chain = client.chain_info().await?;
     let payout: Address = chain
         .payout_account
@@ -308,7 +326,7 @@ async fn approve(
         println!(
             "{}",
             json!({
-                "account": entry.address.to_string(),
+                "account": identity.address().to_string(),
                 "spender": payout.to_string(),
                 "allowance": amount.to_string(),
                 "purpose": what,

@@ -9,7 +9,7 @@ use brume_identity::Identity;
 use brume_identity::keyring::Keyring;
 use bytes::Bytes;
 
-use crate::net::{Net, command, cpu_job, eventually, follow};
+use crate::net::{Net, command, cpu_job, eventually, follow, import_key};
 
 const PASSWORD: &str = "correct horse";
 
@@ -420,19 +420,12 @@ async fn a_provider_below_min_stake_gets_no_work_until_it_stakes() {
     let keys = net.home().join("keys");
     let pw = net.home().join("password");
     std::fs::write(&pw, format!("{PASSWORD}\n")).expect("write password");
-    let out = command(net.home())
-        .args(["keys", "import", "--name", "prov", "--json"])
-        .arg(net.home().join("provider-0/provider.key"))
-        .arg("--keys-dir")
-        .arg(&keys)
-        .arg("--password-file")
-        .arg(&pw)
-        .output()
-        .expect("keys import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    import_key(
+        net.home(),
+        &net.home().join("provider-0/provider.key"),
+        "prov",
+        &keys,
+        &pw,
     );
     let (ok, v, err) = wallet(&net, &keys, &pw, &["stake", "1000", "--key", "prov"]);
     assert!(ok, "wallet stake: {err}");

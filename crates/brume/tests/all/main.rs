@@ -6,6 +6,7 @@ mod accounts;
 mod billing;
 mod devnet;
 mod escrow;
+mod evm;
 mod exec;
 mod fairness;
 mod keys;

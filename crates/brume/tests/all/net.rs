@@ -31,6 +31,25 @@ fn bin() -> &'static str {
 
 /// `brume ARGS` with a hermetic environment: no user config, no `BRUME_*`
 /// from the caller, logs at info.
+/// `brume keys import KEY_FILE --name NAME` into the keyring `keys`,
+/// sealed with the password in `pw`.
+pub fn import_key(home: &Path, key_file: &Path, name: &str, keys: &Path, pw: &Path) {
+    let out = command(home)
+        .args(["keys", "import", "--name", name, "--json"])
+        .arg(key_file)
+        .arg("--keys-dir")
+        .arg(keys)
+        .arg("--password-file")
+        .arg(pw)
+        .output()
+        .expect("keys import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn command(home: &Path) -> Command {
     let mut c = Command::new(bin());
     for (k, _) in std::env::vars_os() {

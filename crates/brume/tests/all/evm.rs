@@ -1,0 +1,131 @@
+//! `brume chain deploy` against a real anvil: the contracts land where it
+//! says, with the operator, holder, supply and unbonding delay asked for,
+//! and the operator's backend works on them.
+
+use alloy::node_bindings::Anvil;
+use alloy::primitives::{B256, U256};
+use alloy::signers::local::PrivateKeySigner;
+use brume_evm::{BrumeToken, Deployment, EvmChain, EvmConfig, Settlement, Stake};
+
+use crate::net::{command, import_key};
+
+const TOKEN: u128 = 1_000_000_000_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_deploy_puts_brumes_contracts_on_an_evm_network() {
+    let anvil = Anvil::new()
+        .path(brume_evm::find_anvil().unwrap_or_else(|e| panic!("{e}")))
+        .try_spawn()
+        .expect("anvil starts");
+    let keys: Vec<PrivateKeySigner> = anvil.keys().iter().cloned().map(Into::into).collect();
+    let (deployer, operator, payer) = (keys[0].address(), keys[1].address(), keys[2].address());
+    let home = tempfile::tempdir().expect("tempdir");
+    let (ring, pw, key) = (
+        home.path().join("keys"),
+        home.path().join("password"),
+        home.path().join("deployer.key"),
+    );
+    std::fs::write(&pw, "correct horse\n").expect("password");
+    std::fs::write(&key, hex::encode(keys[0].to_bytes())).expect("key");
+    import_key(home.path(), &key, "deployer", &ring, &pw);
+
+    let deploy = |extra: &[&str]| {
+        command(home.path())
+            .args(["chain", "deploy", "--key", "deployer", "--json"])
+            .arg("--keys-dir")
+            .arg(&ring)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(extra)
+            .output()
+            .expect("chain deploy")
+    };
+    let url = anvil.endpoint_url();
+    let operator_text = operator.to_string();
+    let out = deploy(&[
+        "--rpc",
+        url.as_str(),
+        "--operator",
+        &operator_text,
+        "--supply",
+        "1000tok",
+        "--unbonding-delay",
+        "1d",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let address = |k: &str| v[k].as_str().expect(k).parse().expect("an address");
+    let d = Deployment {
+        token: address("token"),
+        settlement: address("settlement"),
+        stake: address("stake"),
+    };
+    assert_eq!(v["deployer"], deployer.to_string());
+
+    // What was asked for is what the contracts hold.
+    let rpc = brume_evm::signing_provider(url.clone(), keys[0].clone());
+    let token = BrumeToken::new(d.token, &rpc);
+    assert_eq!(
+        token.balanceOf(deployer).call().await.expect("balance"),
+        U256::from(1000 * TOKEN)
+    );
+    let settlement = Settlement::new(d.settlement, &rpc);
+    assert_eq!(
+        settlement.operator().call().await.expect("operator"),
+        operator
+    );
+    assert_eq!(settlement.token().call().await.expect("token"), d.token);
+    let stake = Stake::new(d.stake, &rpc);
+    assert_eq!(stake.operator().call().await.expect("operator"), operator);
+    assert_eq!(stake.unbondingDelay().call().await.expect("delay"), 86_400);
+
+    // The operator's backend settles on them.
+    token
+        .transfer(payer, U256::from(10 * TOKEN))
+        .send()
+        .await
+        .expect("send")
+        .get_receipt()
+        .await
+        .expect("fund");
+    BrumeToken::new(
+        d.token,
+        brume_evm::signing_provider(url.clone(), keys[2].clone()),
+    )
+    .approve(d.settlement, U256::from(10 * TOKEN))
+    .send()
+    .await
+    .expect("send")
+    .get_receipt()
+    .await
+    .expect("approve");
+    let mut config = EvmConfig::new(url.clone(), d);
+    config.confirmations = 1;
+    config.poll = std::time::Duration::from_millis(5);
+    let evm = EvmChain::connect(config, keys[1].clone())
+        .await
+        .expect("connects");
+    evm.collect(payer, 4 * TOKEN, B256::repeat_byte(7))
+        .await
+        .expect("collect");
+    assert_eq!(
+        evm.balance_of(d.settlement).await.expect("balance"),
+        4 * TOKEN
+    );
+
+    // Bad input: a usage error (2); an unreachable network: a failure (1).
+    let out = deploy(&["--rpc", "ftp://127.0.0.1/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only http and https"), "{err}");
+    let out = deploy(&["--rpc", "http://127.0.0.1:9/", "--supply", "1.5.5"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = deploy(&["--rpc", "http://127.0.0.1:9/"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("deploy to http://127.0.0.1:9/"), "{err}");
+}
