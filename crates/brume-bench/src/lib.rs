@@ -4,6 +4,7 @@
 //! human-readable lines as it goes, and returns every figure as one JSON
 //! object (printed last with `--json`). None asserts a threshold.
 
+pub mod evm;
 pub mod ledger;
 pub mod mixed;
 pub mod net;

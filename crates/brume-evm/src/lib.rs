@@ -22,12 +22,11 @@ mod chain;
 
 pub use chain::{AnchoredTransfer, EvmChain, EvmConfig, Landed};
 
-pub use alloy::primitives::U256;
+pub use alloy::primitives::{Address, B256, U256};
 pub use alloy::signers::local::PrivateKeySigner;
 pub use alloy::transports::http::reqwest::Url;
 
 use alloy::network::Network;
-use alloy::primitives::Address;
 use alloy::providers::Provider;
 use alloy::sol;
 

@@ -5,11 +5,14 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Which benchmark: `sandbox`, `invoke`, `job`, `mixed`, `ledger`,
-    /// `settle` or `verify`.
+    /// `settle`, `verify` or `evm-payout`.
     name: String,
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
+    /// `evm-payout`: how many beneficiaries to pay (at most 100,000).
+    #[arg(long, default_value_t = 2_000)]
+    payouts: u64,
     /// Time budget for the whole run.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: std::time::Duration,
@@ -28,8 +31,9 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "ledger" => brume_bench::ledger::run(args.duration, &mut say).await,
         "settle" => brume_bench::settle::run(args.duration, args.rows, &mut say).await,
         "verify" => brume_bench::verify::run(args.duration, &mut say).await,
+        "evm-payout" => brume_bench::evm::run(args.duration, args.payouts, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job, mixed, ledger, settle, verify)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, mixed, ledger, settle, verify, evm-payout)"
         )),
     };
     match result {

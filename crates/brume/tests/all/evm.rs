@@ -129,3 +129,25 @@ async fn chain_deploy_puts_brumes_contracts_on_an_evm_network() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("deploy to http://127.0.0.1:9/"), "{err}");
 }
+
+#[test]
+fn bench_evm_payout_pays_everyone_in_fewer_transactions_than_transfers() {
+    let out = command(tempfile::tempdir().expect("tempdir").path())
+        .args(["bench", "evm-payout", "--payouts", "250", "--json"])
+        .output()
+        .expect("brume bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON");
+    assert_eq!(v["balanced"], true, "{v}");
+    assert_eq!(v["payouts"], 250);
+    // 250 payouts at 200 a transaction.
+    assert_eq!(v["chain_txs"], 2);
+    assert_eq!(v["naive_txs"], 250);
+    assert!(v["gas_used"].as_u64() < v["naive_gas"].as_u64(), "{v}");
+}
