@@ -24,7 +24,7 @@ use std::time::Duration;
 use alloy::eips::eip2718::Encodable2718 as _;
 use alloy::network::{EthereumWallet, NetworkTransactionBuilder as _, TransactionBuilder as _};
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::{DynProvider, Provider as _, ProviderBuilder};
+use alloy::providers::{DynProvider, Provider as _};
 use alloy::rpc::types::{Filter, TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolEvent};
@@ -111,9 +111,7 @@ impl std::fmt::Debug for EvmChain {
 impl EvmChain {
     /// Connects to `config.rpc` as `operator` and reads its chain id.
     pub async fn connect(config: EvmConfig, operator: PrivateKeySigner) -> Result<Self, EvmError> {
-        let rpc = ProviderBuilder::default()
-            .connect_http(config.rpc.clone())
-            .erased();
+        let rpc = crate::read_provider(config.rpc.clone());
         let chain_id = rpc.get_chain_id().await.map_err(rpc_error)?;
         Ok(EvmChain {
             rpc,
@@ -475,6 +473,6 @@ fn is_already_known(message: &str) -> bool {
 
 /// brume's amounts are u128; a token amount above that is read as the
 /// most there can be.
-fn saturate(v: U256) -> u128 {
+pub(crate) fn saturate(v: U256) -> u128 {
     u128::try_from(v).unwrap_or(u128::MAX)
 }

@@ -15,12 +15,18 @@
 //! transactions, a nonce that survives restarts, confirmation depth,
 //! resending of dropped transactions, reverts as [`EvmError`]s.
 //!
+//! [`EvmWallet`] is an account's own side: its balances, and the
+//! transactions only it signs (`approve` to settlement, stake deposits and
+//! withdrawals), sent straight to the RPC.
+//!
 //! The contracts' sources are `contracts/*.sol`; `cargo xtask contracts`
 //! rebuilds the artifacts, and `cargo xtask check` fails when they drift.
 
 mod chain;
+mod wallet;
 
 pub use chain::{AnchoredTransfer, EvmChain, EvmConfig, Landed};
+pub use wallet::{AccountView, EvmWallet, account};
 
 pub use alloy::primitives::{Address, B256, U256};
 pub use alloy::signers::local::PrivateKeySigner;
@@ -203,6 +209,13 @@ pub fn signing_provider(
         .with_simple_nonce_management()
         .fetch_chain_id()
         .wallet(alloy::network::EthereumWallet::from(signer))
+        .connect_http(rpc)
+        .erased()
+}
+
+/// A provider at `rpc` for reads only.
+pub fn read_provider(rpc: alloy::transports::http::reqwest::Url) -> alloy::providers::DynProvider {
+    alloy::providers::ProviderBuilder::default()
         .connect_http(rpc)
         .erased()
 }

@@ -14,8 +14,18 @@
 //! **tokens** (`1.5`, `1.5tok`, `2tok` = 1.5·10^18, 1.5·10^18, 2·10^18 base
 //! units; at most 18 decimals).
 //!
+//! With `--rpc URL --deployment FILE`, the account's side of brume's
+//! contracts on an EVM chain instead (`FILE`: what `brume chain deploy
+//! --json` printed): transactions are signed here and sent to the RPC, no
+//! broker involved. There `approve` sets the allowance to `Settlement`
+//! (escrow), `stake` deposits into `Stake` (approve, then deposit),
+//! `unstake` starts the unbonding delay and `withdraw` takes what has
+//! waited it out.
+//!
 //! Exit codes: 0 done, 1 failed (the broker's error is printed as
 //! `error: CODE: message`), 2 a usage error (a bad amount, no key).
+
+mod evm;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -43,6 +53,14 @@ pub struct WalletArgs {
     broker: Option<String>,
     #[command(flatten)]
     keys: KeyArgs,
+    /// Use brume's contracts on the EVM chain at URL (JSON-RPC) instead of
+    /// the broker's chain; needs --deployment.
+    #[arg(long, global = true, env = "BRUME_RPC", value_name = "URL")]
+    rpc: Option<String>,
+    /// With --rpc: the contracts' addresses, as `brume chain deploy --json`
+    /// printed them.
+    #[arg(long, global = true, env = "BRUME_DEPLOYMENT", value_name = "FILE")]
+    deployment: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long, global = true)]
     json: bool,
@@ -63,8 +81,14 @@ enum WalletCommand {
     Approve { amount: String },
     /// Set a provider's stake: the same allowance to the payout account as
     /// `approve` (on the dev chain escrow and stake are one allowance).
-    /// AMOUNT as for `approve`.
+    /// With --rpc: deposit AMOUNT into the stake contract. AMOUNT as for
+    /// `approve`.
     Stake { amount: String },
+    /// With --rpc: start unbonding AMOUNT of the stake (withdrawable after
+    /// the contract's delay, slashable until then).
+    Unstake { amount: String },
+    /// With --rpc: withdraw the stake whose unbonding delay is over.
+    Withdraw,
     /// Token movements to, from or spent by an account (default: --key's).
     History {
         address: Option<Address>,
@@ -249,6 +273,9 @@ fn account(args: &WalletArgs, given: Option<Address>) -> anyhow::Result<Address>
 }
 
 async fn run(args: &WalletArgs, broker: &str, trust: &brume_tls::Trust) -> anyhow::Result<()> {
+    if let Some(rpc) = &args.rpc {
+        return evm::run(args, rpc).await;
+    }
     let client = Client::new(broker, None)?.with_tls(trust)?;
     match &args.command {
         WalletCommand::Balance { address } => {
@@ -257,6 +284,9 @@ async fn run(args: &WalletArgs, broker: &str, trust: &brume_tls::Trust) -> anyho
         }
         WalletCommand::Approve { amount } => approve(args, &client, amount, "escrow").await,
         WalletCommand::Stake { amount } => approve(args, &client, amount, "stake").await,
+        WalletCommand::Unstake { .. } | WalletCommand::Withdraw => bail!(Usage(
+            "unstake and withdraw are for a stake contract on an EVM chain (--rpc); on the dev chain stake is an allowance: `brume wallet stake 0`".into()
+        )),
         WalletCommand::History {
             address,
             after,

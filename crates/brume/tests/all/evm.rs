@@ -4,6 +4,7 @@
 
 use alloy::node_bindings::Anvil;
 use alloy::primitives::{B256, U256};
+use alloy::providers::ext::AnvilApi as _;
 use alloy::signers::local::PrivateKeySigner;
 use brume_evm::{BrumeToken, Deployment, EvmChain, EvmConfig, Settlement, Stake};
 
@@ -83,26 +84,77 @@ async fn chain_deploy_puts_brumes_contracts_on_an_evm_network() {
     assert_eq!(stake.operator().call().await.expect("operator"), operator);
     assert_eq!(stake.unbondingDelay().call().await.expect("delay"), 86_400);
 
-    // The operator's backend settles on them.
-    token
-        .transfer(payer, U256::from(10 * TOKEN))
-        .send()
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("fund");
-    BrumeToken::new(
-        d.token,
-        brume_evm::signing_provider(url.clone(), keys[2].clone()),
-    )
-    .approve(d.settlement, U256::from(10 * TOKEN))
-    .send()
-    .await
-    .expect("send")
-    .get_receipt()
-    .await
-    .expect("approve");
+    // Accounts sign their own side with `brume wallet --rpc`: a payer's
+    // allowance to settlement, a provider's stake.
+    let deployment = home.path().join("deployment.json");
+    std::fs::write(&deployment, &out.stdout).expect("deployment");
+    for (i, name) in [(2, "payer"), (3, "prov")] {
+        let file = home.path().join(name);
+        std::fs::write(&file, hex::encode(keys[i].to_bytes())).expect("key");
+        import_key(home.path(), &file, name, &ring, &pw);
+        token
+            .transfer(keys[i].address(), U256::from(10 * TOKEN))
+            .send()
+            .await
+            .expect("send")
+            .get_receipt()
+            .await
+            .expect("fund");
+    }
+    let wallet = |key: &str, args: &[&str]| {
+        let out = command(home.path())
+            .args(["wallet", "--json", "--rpc", url.as_str(), "--key", key])
+            .arg("--deployment")
+            .arg(&deployment)
+            .arg("--keys-dir")
+            .arg(&ring)
+            .arg("--password-file")
+            .arg(&pw)
+            .args(args)
+            .output()
+            .expect("brume wallet");
+        let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (
+            out.status.code(),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, v, err) = wallet("payer", &["approve", "5tok"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(v["settlement_allowance"], (5 * TOKEN).to_string());
+    let (code, v, err) = wallet("prov", &["stake", "3tok"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (v["staked"].clone(), v["balance"].clone()),
+        (
+            (3 * TOKEN).to_string().into(),
+            (7 * TOKEN).to_string().into()
+        )
+    );
+    let (code, v, err) = wallet("prov", &["unstake", "1tok"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(v["unbonding"], TOKEN.to_string());
+    let (code, _, err) = wallet("prov", &["withdraw"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("StillBonded"), "{err}");
+    rpc.anvil_increase_time(86_400).await.expect("time");
+    rpc.evm_mine(None).await.expect("mine");
+    let (code, v, err) = wallet("prov", &["withdraw"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (v["balance"].clone(), v["unbonding"].clone()),
+        ((8 * TOKEN).to_string().into(), "0".into())
+    );
+    let prov_text = keys[3].address().to_string();
+    let (code, v, err) = wallet("nobody", &["balance", &prov_text]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(v["staked"], (2 * TOKEN).to_string());
+    let (code, _, err) = wallet("prov", &["history"]);
+    assert_eq!(code, Some(2), "{err}");
+
+    // The operator's backend collects what the payer allowed, and slashes
+    // what the provider staked.
     let mut config = EvmConfig::new(url.clone(), d);
     config.confirmations = 1;
     config.poll = std::time::Duration::from_millis(5);
@@ -116,8 +168,22 @@ async fn chain_deploy_puts_brumes_contracts_on_an_evm_network() {
         evm.balance_of(d.settlement).await.expect("balance"),
         4 * TOKEN
     );
+    evm.slash(keys[3].address(), TOKEN, B256::repeat_byte(9))
+        .await
+        .expect("slash");
+    assert_eq!(
+        evm.slashable(keys[3].address()).await.expect("stake"),
+        TOKEN
+    );
 
     // Bad input: a usage error (2); an unreachable network: a failure (1).
+    let out = command(home.path())
+        .args(["wallet", "--rpc", url.as_str(), "balance", &prov_text])
+        .output()
+        .expect("brume wallet");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rpc needs --deployment"), "{err}");
     let out = deploy(&["--rpc", "ftp://127.0.0.1/"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

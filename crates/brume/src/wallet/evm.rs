@@ -1,0 +1,137 @@
+//! `brume wallet --rpc URL --deployment FILE …`: the account's side of
+//! brume's contracts on an EVM chain, signed here and sent to the RPC.
+
+use anyhow::{Context as _, bail};
+use brume_evm::{AccountView, Deployment, EvmWallet, PrivateKeySigner, Url};
+use serde_json::json;
+
+use super::{Usage, WalletArgs, WalletCommand, account, parse_amount, tokens};
+
+pub(super) async fn run(args: &WalletArgs, rpc: &str) -> anyhow::Result<()> {
+    let url: Url = rpc
+        .parse()
+        .map_err(|e| Usage(format!("--rpc {rpc}: not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        bail!(Usage(format!("--rpc {url}: only http and https endpoints")));
+    }
+    let deployment = deployment(args)?;
+    match &args.command {
+        WalletCommand::Balance { address } => {
+            let who = account(args, *address)?;
+            let rpc = brume_evm::read_provider(url);
+            let view = brume_evm::account(&rpc, &deployment, who)
+                .await
+                .with_context(|| format!("read {who} on {rpc_text}", rpc_text = rpc_name(args)))?;
+            print_view(&view, args.json);
+            Ok(())
+        }
+        WalletCommand::History { .. } => bail!(Usage(
+            "history is the dev chain's; on an EVM chain use its explorer (or `brume wallet balance`)".into()
+        )),
+        command => {
+            let wallet = EvmWallet::new(url, signer(args)?, deployment);
+            let (what, amount, txs) = match command {
+                WalletCommand::Approve { amount } => {
+                    let amount = parse_amount(amount).map_err(Usage)?;
+                    ("approve", Some(amount), vec![wallet.approve(amount).await?])
+                }
+                WalletCommand::Stake { amount } => {
+                    let amount = parse_amount(amount).map_err(Usage)?;
+                    ("stake", Some(amount), wallet.stake(amount).await?.to_vec())
+                }
+                WalletCommand::Unstake { amount } => {
+                    let amount = parse_amount(amount).map_err(Usage)?;
+                    ("unstake", Some(amount), vec![wallet.unstake(amount).await?])
+                }
+                _ => ("withdraw", None, vec![wallet.withdraw().await?]),
+            };
+            let view = wallet.view().await?;
+            if args.json {
+                println!(
+                    "{}",
+                    json!({
+                        "account": view.address.to_string(),
+                        "action": what,
+                        "amount": amount.map(|a| a.to_string()),
+                        "txs": txs.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                        "balance": view.balance.to_string(),
+                        "settlement_allowance": view.settlement_allowance.to_string(),
+                        "staked": view.staked.to_string(),
+                        "unbonding": view.unbonding.to_string(),
+                        "unbonding_ready_at": view.unbonding_ready_at,
+                    })
+                );
+            } else {
+                for tx in &txs {
+                    println!("{what}: tx {tx}");
+                }
+                print_view(&view, false);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn rpc_name(args: &WalletArgs) -> &str {
+    args.rpc.as_deref().unwrap_or_default()
+}
+
+/// The contracts' addresses from `--deployment`.
+fn deployment(args: &WalletArgs) -> anyhow::Result<Deployment> {
+    let path = args.deployment.as_ref().ok_or_else(|| {
+        Usage("--rpc needs --deployment FILE (what `brume chain deploy --json` printed)".into())
+    })?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read the deployment {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Usage(format!("{}: not JSON: {e}", path.display())))?;
+    let address = |k: &str| {
+        v[k].as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| Usage(format!("{}: no address \"{k}\"", path.display())))
+    };
+    Ok(Deployment {
+        token: address("token")?,
+        settlement: address("settlement")?,
+        stake: address("stake")?,
+    })
+}
+
+fn signer(args: &WalletArgs) -> anyhow::Result<PrivateKeySigner> {
+    args.keys
+        .load()?
+        .to_hex()
+        .parse()
+        .context("the key is not a signing key")
+}
+
+fn print_view(view: &AccountView, json_out: bool) {
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "account": view.address.to_string(),
+                "balance": view.balance.to_string(),
+                "settlement_allowance": view.settlement_allowance.to_string(),
+                "staked": view.staked.to_string(),
+                "unbonding": view.unbonding.to_string(),
+                "unbonding_ready_at": view.unbonding_ready_at,
+            })
+        );
+        return;
+    }
+    println!("account      {}", view.address);
+    println!("balance      {}", tokens(view.balance));
+    println!(
+        "allowance    {} to the settlement contract (escrow)",
+        tokens(view.settlement_allowance)
+    );
+    println!("staked       {}", tokens(view.staked));
+    if view.unbonding > 0 {
+        println!(
+            "unbonding    {} (withdrawable from unix time {})",
+            tokens(view.unbonding),
+            view.unbonding_ready_at
+        );
+    }
+}
