@@ -60,11 +60,13 @@ use brume_identity::Identity;
 use serde::{Deserialize, Serialize};
 
 pub mod dev;
+pub mod settlement;
 mod state;
 pub mod tx;
 pub mod verify;
 
 pub use dev::{DevChain, DevConfig};
+pub use settlement::{DevSettlement, Moved, Settlement};
 pub use tx::{Anchor, Call, DecodeError, SignedTx, Tx};
 
 /// Every error of a chain. [`code`](ChainError::code) is stable.
@@ -107,6 +109,9 @@ pub enum ChainError {
     Overflow(String),
     #[error("the faucet is disabled on this chain (it is only for devnets)")]
     FaucetDisabled,
+    /// A settlement operation under an anchor already used.
+    #[error("anchor {0} is already used")]
+    AnchorUsed(Anchor),
     /// The stored chain does not decode, or is not the one configured.
     #[error("chain data is corrupt: {0}")]
     Corrupt(String),
@@ -131,6 +136,7 @@ impl ChainError {
             ChainError::Invalid(_) => "invalid_tx",
             ChainError::Overflow(_) => "overflow",
             ChainError::FaucetDisabled => "faucet_disabled",
+            ChainError::AnchorUsed(_) => "anchor_used",
             ChainError::Corrupt(_) => "corrupt",
             ChainError::Storage(_) => "storage",
             ChainError::Closed => "closed",

@@ -476,3 +476,116 @@ fn is_already_known(message: &str) -> bool {
 pub(crate) fn saturate(v: U256) -> u128 {
     u128::try_from(v).unwrap_or(u128::MAX)
 }
+
+/// The `Settlement` operations on the contract: the payout account is its
+/// balance, the operator signs, and the contract itself refuses a used
+/// anchor.
+impl brume_chain::Settlement for EvmChain {
+    fn payout_account(&self) -> Address {
+        self.config.deployment.settlement
+    }
+
+    fn balance_of(&self, account: Address) -> brume_chain::ChainFuture<'_, u128> {
+        Box::pin(async move {
+            EvmChain::balance_of(self, account)
+                .await
+                .map_err(chain_error)
+        })
+    }
+
+    fn collectable(&self, owner: Address) -> brume_chain::ChainFuture<'_, u128> {
+        Box::pin(async move { self.allowance(owner).await.map_err(chain_error) })
+    }
+
+    fn collect(
+        &self,
+        payer: Address,
+        amount: u128,
+        anchor: B256,
+    ) -> brume_chain::ChainFuture<'_, B256> {
+        Box::pin(async move {
+            EvmChain::collect(self, payer, amount, anchor)
+                .await
+                .map(|l| l.tx_hash)
+                .map_err(|e| match chain_error(e) {
+                    // The token's error does not name the owner; it is the payer.
+                    brume_chain::ChainError::InsufficientAllowance {
+                        spender,
+                        allowance,
+                        needed,
+                        ..
+                    } => brume_chain::ChainError::InsufficientAllowance {
+                        owner: payer,
+                        spender,
+                        allowance,
+                        needed,
+                    },
+                    other => other,
+                })
+        })
+    }
+
+    fn payout<'a>(
+        &'a self,
+        payments: &'a [(Address, u128)],
+        anchor: B256,
+    ) -> brume_chain::ChainFuture<'a, B256> {
+        Box::pin(async move {
+            EvmChain::payout(self, payments, anchor)
+                .await
+                .map(|l| l.tx_hash)
+                .map_err(chain_error)
+        })
+    }
+
+    fn anchored(&self, anchor: B256) -> brume_chain::ChainFuture<'_, Vec<brume_chain::Moved>> {
+        Box::pin(async move {
+            let account = self.config.deployment.settlement;
+            let mut moved: Vec<(Option<u64>, brume_chain::Moved)> = Vec::new();
+            for t in self.collected(anchor).await.map_err(chain_error)? {
+                moved.push((t.block, moved_of(&t, t.party, account)));
+            }
+            for t in self.paid(anchor).await.map_err(chain_error)? {
+                moved.push((t.block, moved_of(&t, account, t.party)));
+            }
+            // An anchor is used by one transaction, so its events share a
+            // block; collected and paid never mix under one anchor.
+            moved.sort_by_key(|(block, _)| *block);
+            Ok(moved.into_iter().map(|(_, m)| m).collect())
+        })
+    }
+}
+
+fn moved_of(t: &AnchoredTransfer, from: Address, to: Address) -> brume_chain::Moved {
+    brume_chain::Moved {
+        from,
+        to,
+        amount: t.amount,
+        tx_hash: t.tx_hash.unwrap_or_default(),
+    }
+}
+
+/// An EVM failure in the chain's terms: the token's and the contract's
+/// refusals keep their meaning, the rest is named by its code.
+fn chain_error(e: EvmError) -> brume_chain::ChainError {
+    use crate::BrumeToken::BrumeTokenErrors as T;
+    use crate::Settlement::SettlementErrors as S;
+    use brume_chain::ChainError as C;
+    match e {
+        // The token's error does not name the owner: `collect` fills it in.
+        EvmError::Token(T::ERC20InsufficientAllowance(x)) => C::InsufficientAllowance {
+            owner: Address::ZERO,
+            spender: x.spender,
+            allowance: saturate(x.allowance),
+            needed: saturate(x.needed),
+        },
+        EvmError::Token(T::ERC20InsufficientBalance(x)) => C::InsufficientBalance {
+            account: x.sender,
+            balance: saturate(x.balance),
+            needed: saturate(x.needed),
+        },
+        EvmError::Settlement(S::AnchorUsed(x)) => C::AnchorUsed(x.anchor),
+        EvmError::Settlement(S::EmptyPayout(_)) => C::Invalid("an empty payout".into()),
+        other => C::Other(format!("{}: {other}", other.code())),
+    }
+}

@@ -461,3 +461,137 @@ async fn mine_until_done(
     }
     panic!("the write never finished");
 }
+
+/// One settlement scenario through `&dyn Settlement`: three payers, four
+/// beneficiaries, two payout batches, and every refusal. Returns each
+/// step's outcome code, every party's final balance, and the movements
+/// under the first payout's anchor (the payout account written as ZERO).
+async fn scenario(
+    s: &dyn brume_chain::Settlement,
+    payers: [Address; 3],
+    to: [Address; 4],
+) -> (Vec<String>, Vec<u128>, Vec<(Address, Address, u128)>) {
+    let code = |r: Result<B256, brume_chain::ChainError>| match r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.code().to_string(),
+    };
+    let steps = vec![
+        code(s.collect(payers[0], 30 * TOKEN, anchor(1)).await),
+        code(s.collect(payers[1], 45 * TOKEN, anchor(2)).await),
+        code(s.collect(payers[2], 25 * TOKEN, anchor(3)).await),
+        code(s.collect(payers[0], TOKEN, anchor(1)).await),
+        code(s.collect(payers[2], 1_000 * TOKEN, anchor(4)).await),
+        code(
+            s.payout(&[(to[0], 40 * TOKEN), (to[1], 35 * TOKEN)], anchor(5))
+                .await,
+        ),
+        code(
+            s.payout(&[(to[2], 20 * TOKEN), (to[3], 4 * TOKEN)], anchor(6))
+                .await,
+        ),
+        code(s.payout(&[(to[0], 1_000 * TOKEN)], anchor(7)).await),
+        code(s.payout(&[(to[0], TOKEN)], anchor(5)).await),
+        code(s.payout(&[], anchor(8)).await),
+    ];
+    let mut balances = Vec::new();
+    for a in payers
+        .iter()
+        .chain(&to)
+        .copied()
+        .chain([s.payout_account()])
+    {
+        balances.push(s.balance_of(a).await.expect("balance"));
+    }
+    let payout = s.payout_account();
+    let plain = |a: Address| if a == payout { Address::ZERO } else { a };
+    let moved = s
+        .anchored(anchor(5))
+        .await
+        .expect("anchored")
+        .into_iter()
+        .map(|m| (plain(m.from), plain(m.to), m.amount))
+        .collect();
+    (steps, balances, moved)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_chain_and_an_evm_chain_settle_one_scenario_alike() {
+    use brume_chain::{Call, DevChain, DevConfig, DevSettlement};
+    let chain = Chain::start();
+    let d = chain.deploy().await;
+    let payers = [chain.address(2), chain.address(3), chain.address(4)];
+    let to = [
+        chain.address(5),
+        chain.address(6),
+        chain.address(7),
+        chain.address(8),
+    ];
+
+    // The EVM: payers funded and allowing the settlement contract.
+    for (i, p) in payers.iter().enumerate() {
+        chain.fund(&d, *p, 100 * TOKEN).await;
+        let token = BrumeToken::new(d.token, chain.as_key(2 + i));
+        send!(token.approve(d.settlement, U256::from(100 * TOKEN)))
+            .await
+            .expect("approve");
+    }
+    let evm = chain.evm(&d, 1, 1).await;
+
+    // The dev chain: the same payers (the same keys), the same funds.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dev: std::sync::Arc<dyn brume_chain::Chain> = std::sync::Arc::new(
+        DevChain::open(
+            dir.path(),
+            &DevConfig {
+                chain_id: 7,
+                faucet: false,
+                genesis: payers.iter().map(|p| (*p, 100 * TOKEN)).collect(),
+            },
+        )
+        .expect("dev chain"),
+    );
+    let payout = brume_identity::Identity::random();
+    for i in 0..3 {
+        let key = brume_identity::Identity::from_bytes(chain.keys[2 + i].to_bytes().as_slice())
+            .expect("the same key");
+        let approve = Call::Approve {
+            spender: payout.address(),
+            amount: 100 * TOKEN,
+        };
+        for r in dev.send(&key, vec![approve]).await.expect("send") {
+            r.expect("approve");
+        }
+    }
+    let dev = DevSettlement::new(dev, payout);
+
+    let on_dev = scenario(&dev, payers, to).await;
+    let on_evm = scenario(&evm, payers, to).await;
+    assert_eq!(on_dev, on_evm);
+    let (steps, balances, moved) = on_evm;
+    assert_eq!(
+        steps,
+        [
+            "ok",
+            "ok",
+            "ok",
+            "anchor_used",
+            "insufficient_allowance",
+            "ok",
+            "ok",
+            "insufficient_balance",
+            "anchor_used",
+            "invalid_tx"
+        ]
+    );
+    assert_eq!(
+        balances,
+        [70, 55, 75, 40, 35, 20, 4, 1].map(|t: u128| t * TOKEN)
+    );
+    assert_eq!(
+        moved,
+        [
+            (Address::ZERO, to[0], 40 * TOKEN),
+            (Address::ZERO, to[1], 35 * TOKEN)
+        ]
+    );
+}

@@ -50,9 +50,10 @@ pub(crate) fn chain_fail(e: ChainError) -> Fail {
         ChainError::BadSignature(_) => ErrorCode::BadSignature,
         ChainError::Nonce { .. } => ErrorCode::BadNonce,
         ChainError::AlreadyKnown(_) => ErrorCode::AlreadyKnown,
-        ChainError::WrongChain { .. } | ChainError::Invalid(_) | ChainError::Overflow(_) => {
-            ErrorCode::InvalidTx
-        }
+        ChainError::WrongChain { .. }
+        | ChainError::Invalid(_)
+        | ChainError::Overflow(_)
+        | ChainError::AnchorUsed(_) => ErrorCode::InvalidTx,
         ChainError::FaucetDisabled => ErrorCode::FaucetDisabled,
         ChainError::Corrupt(_)
         | ChainError::Storage(_)
