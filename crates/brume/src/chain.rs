@@ -331,20 +331,10 @@ async fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     use crate::wallet::Usage;
-    let rpc: brume_evm::Url = args
-        .rpc
-        .parse()
-        .map_err(|e| Usage(format!("--rpc {}: not a URL: {e}", args.rpc)))?;
-    if !matches!(rpc.scheme(), "http" | "https") {
-        bail!(Usage(format!("--rpc {rpc}: only http and https endpoints")));
-    }
+    let rpc = crate::wallet::rpc_url(&args.rpc)?;
     let supply = crate::wallet::parse_amount(&args.supply).map_err(Usage)?;
-    let identity = args.keys.load()?;
-    let signer: brume_evm::PrivateKeySigner = identity
-        .to_hex()
-        .parse()
-        .context("the key is not a signing key")?;
-    let me = identity.address();
+    let signer = crate::wallet::signer(&args.keys)?;
+    let me = signer.address();
     let config = brume_evm::DeployConfig {
         name: args.name,
         symbol: args.symbol,

@@ -27,6 +27,8 @@
 
 mod evm;
 
+pub(crate) use evm::{rpc_url, signer};
+
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,21 +7,27 @@ use serde_json::json;
 
 use super::{Usage, WalletArgs, WalletCommand, account, parse_amount, tokens};
 
-pub(super) async fn run(args: &WalletArgs, rpc: &str) -> anyhow::Result<()> {
-    let url: Url = rpc
+/// `--rpc TEXT` as an http(s) URL, else a usage error.
+pub(crate) fn rpc_url(text: &str) -> anyhow::Result<Url> {
+    let url: Url = text
         .parse()
-        .map_err(|e| Usage(format!("--rpc {rpc}: not a URL: {e}")))?;
+        .map_err(|e| Usage(format!("--rpc {text}: not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         bail!(Usage(format!("--rpc {url}: only http and https endpoints")));
     }
+    Ok(url)
+}
+
+pub(super) async fn run(args: &WalletArgs, rpc: &str) -> anyhow::Result<()> {
+    let url = rpc_url(rpc)?;
     let deployment = deployment(args)?;
     match &args.command {
         WalletCommand::Balance { address } => {
             let who = account(args, *address)?;
-            let rpc = brume_evm::read_provider(url);
-            let view = brume_evm::account(&rpc, &deployment, who)
+            let reader = brume_evm::read_provider(url);
+            let view = brume_evm::account(&reader, &deployment, who)
                 .await
-                .with_context(|| format!("read {who} on {rpc_text}", rpc_text = rpc_name(args)))?;
+                .with_context(|| format!("read {who} on {rpc}"))?;
             print_view(&view, args.json);
             Ok(())
         }
@@ -29,7 +35,7 @@ pub(super) async fn run(args: &WalletArgs, rpc: &str) -> anyhow::Result<()> {
             "history is the dev chain's; on an EVM chain use its explorer (or `brume wallet balance`)".into()
         )),
         command => {
-            let wallet = EvmWallet::new(url, signer(args)?, deployment);
+            let wallet = EvmWallet::new(url, signer(&args.keys)?, deployment);
             let (what, amount, txs) = match command {
                 WalletCommand::Approve { amount } => {
                     let amount = parse_amount(amount).map_err(Usage)?;
@@ -72,10 +78,6 @@ pub(super) async fn run(args: &WalletArgs, rpc: &str) -> anyhow::Result<()> {
     }
 }
 
-fn rpc_name(args: &WalletArgs) -> &str {
-    args.rpc.as_deref().unwrap_or_default()
-}
-
 /// The contracts' addresses from `--deployment`.
 fn deployment(args: &WalletArgs) -> anyhow::Result<Deployment> {
     let path = args.deployment.as_ref().ok_or_else(|| {
@@ -97,9 +99,9 @@ fn deployment(args: &WalletArgs) -> anyhow::Result<Deployment> {
     })
 }
 
-fn signer(args: &WalletArgs) -> anyhow::Result<PrivateKeySigner> {
-    args.keys
-        .load()?
+/// The --key, unlocked, as an EVM signer.
+pub(crate) fn signer(keys: &super::KeyArgs) -> anyhow::Result<PrivateKeySigner> {
+    keys.load()?
         .to_hex()
         .parse()
         .context("the key is not a signing key")
