@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brume_chain::{Address, Anchor, Chain, ChainError, DevChain, DevConfig, Receipt};
+use brume_chain::{Address, Chain, ChainError, DevChain, DevConfig, DevSettlement, Settlement};
 use brume_identity::Identity;
 
 /// The `[broker.chain]` section.
@@ -98,8 +98,11 @@ pub(crate) mod amount {
 /// The open chain.
 #[derive(Clone)]
 pub struct ChainHandle {
-    /// What settlement and escrow use.
+    /// The token chain.
     chain: Arc<dyn Chain>,
+    /// Settlement's operations on it: escrow, collections, payouts, stake
+    /// and slashing.
+    settlement: Arc<dyn Settlement>,
     /// The dev chain itself, for the block and tx routes.
     dev: Option<DevChain>,
     kind: ChainKind,
@@ -115,9 +118,15 @@ impl std::fmt::Debug for ChainHandle {
 }
 
 impl ChainHandle {
-    /// The chain, as settlement and escrow use it.
+    /// The chain (balances, the wallet routes).
     pub fn chain(&self) -> &Arc<dyn Chain> {
         &self.chain
+    }
+
+    /// Settlement's operations: escrow (what may be collected), stake,
+    /// slashing, collections and payouts.
+    pub fn settlement(&self) -> &Arc<dyn Settlement> {
+        &self.settlement
     }
 
     /// The dev chain itself (for the block and tx routes), if that is the
@@ -130,8 +139,14 @@ impl ChainHandle {
         self.kind
     }
 
-    /// Opens (creating) the configured chain under `dir`. Blocking.
-    pub fn open(dir: &Path, config: &ChainConfig) -> Result<ChainHandle, ChainError> {
+    /// Opens (creating) the configured chain under `dir`, with `payout`
+    /// signing settlement and slashes going to `operator`. Blocking.
+    pub fn open(
+        dir: &Path,
+        config: &ChainConfig,
+        payout: Arc<Identity>,
+        operator: Address,
+    ) -> Result<ChainHandle, ChainError> {
         match config.kind {
             ChainKind::Dev => {
                 let dev = DevChain::open(
@@ -148,8 +163,10 @@ impl ChainHandle {
                             .collect(),
                     },
                 )?;
+                let chain: Arc<dyn Chain> = Arc::new(dev.clone());
                 Ok(ChainHandle {
-                    chain: Arc::new(dev.clone()),
+                    settlement: Arc::new(DevSettlement::new(chain.clone(), payout, operator)),
+                    chain,
                     dev: Some(dev),
                     kind: ChainKind::Dev,
                 })
@@ -160,23 +177,6 @@ impl ChainHandle {
     pub fn faucet_enabled(&self) -> bool {
         self.dev.as_ref().is_some_and(DevChain::faucet_enabled)
     }
-}
-
-/// Slashes a provider's stake: `transferFrom(provider → slash destination,
-/// amount)` signed by the broker (the stake's spender), anchored with the
-/// digest of the evidence. `to` is the operator's account
-/// (`verify::slash`).
-pub async fn slash(
-    chain: &dyn Chain,
-    broker: &Identity,
-    provider: Address,
-    to: Address,
-    amount: u128,
-    evidence_digest: Anchor,
-) -> Result<Receipt, ChainError> {
-    chain
-        .transfer_from(broker, provider, to, amount, evidence_digest)
-        .await
 }
 
 /// The operator pays the parts of rows it absorbs (a subsidy deal's, a
@@ -238,18 +238,14 @@ pub(crate) async fn stake_watcher(shared: Arc<crate::Shared>) {
     }
 }
 
-/// A provider's stake: its allowance to the payout account (`None` if the
-/// chain could not be read; logged).
+/// A provider's stake ([`Settlement::stake_of`]: on the dev chain its
+/// allowance to the payout account, as far as its balance covers it;
+/// `None` if the chain could not be read; logged).
 pub(crate) async fn read_stake(shared: &crate::Shared, address: &str) -> Option<u128> {
     let Ok(owner) = address.parse::<Address>() else {
         return Some(0);
     };
-    match shared
-        .chain
-        .chain()
-        .allowance(owner, shared.identity.address())
-        .await
-    {
+    match shared.chain.settlement().stake_of(owner).await {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(provider = %address, code = e.code(), "read stake: {e}");
@@ -261,12 +257,14 @@ pub(crate) async fn read_stake(shared: &crate::Shared, address: &str) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use brume_chain::Anchor;
 
     #[tokio::test]
-    async fn slashing_moves_stake_to_the_payout_account_anchored_with_the_evidence() {
+    async fn slashing_moves_stake_to_the_operator_anchored_with_the_evidence() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let broker = Identity::random();
+        let broker = Arc::new(Identity::random());
         let provider = Identity::random();
+        let operator = Identity::random().address();
         let config = ChainConfig {
             genesis: vec![GenesisAlloc {
                 address: provider.address(),
@@ -274,30 +272,26 @@ mod tests {
             }],
             ..ChainConfig::default()
         };
-        let handle = ChainHandle::open(dir.path(), &config).expect("open");
-        let chain = handle.chain.as_ref();
+        let handle =
+            ChainHandle::open(dir.path(), &config, broker.clone(), operator).expect("open");
+        let (chain, settlement) = (handle.chain.as_ref(), handle.settlement.as_ref());
         chain
             .approve(&provider, broker.address(), 300)
             .await
             .expect("stake");
-        let evidence = Anchor::repeat_byte(0xe7);
-        let receipt = slash(
-            chain,
-            &broker,
-            provider.address(),
-            broker.address(),
-            120,
-            evidence,
-        )
-        .await
-        .expect("slash");
-        assert_eq!(chain.balance_of(provider.address()).await.ok(), Some(880));
-        assert_eq!(chain.balance_of(broker.address()).await.ok(), Some(120));
         assert_eq!(
-            chain
-                .allowance(provider.address(), broker.address())
-                .await
-                .ok(),
+            settlement.stake_of(provider.address()).await.ok(),
+            Some(300)
+        );
+        let evidence = Anchor::repeat_byte(0xe7);
+        let tx = settlement
+            .slash(provider.address(), 120, evidence)
+            .await
+            .expect("slash");
+        assert_eq!(chain.balance_of(provider.address()).await.ok(), Some(880));
+        assert_eq!(chain.balance_of(operator).await.ok(), Some(120));
+        assert_eq!(
+            settlement.stake_of(provider.address()).await.ok(),
             Some(180),
             "the stake shrinks by what was slashed"
         );
@@ -306,18 +300,10 @@ mod tests {
             .await
             .expect("by anchor");
         assert_eq!(landed.len(), 1);
-        assert_eq!(landed[0].tx_hash, receipt.tx_hash);
+        assert_eq!(landed[0].tx_hash, tx);
         assert_eq!(landed[0].spender, Some(broker.address()));
         // More than the stake: a typed error, nothing moves.
-        let err = slash(
-            chain,
-            &broker,
-            provider.address(),
-            broker.address(),
-            181,
-            evidence,
-        )
-        .await;
+        let err = settlement.slash(provider.address(), 181, evidence).await;
         assert!(
             matches!(err, Err(ChainError::InsufficientAllowance { .. })),
             "{err:?}"

@@ -430,17 +430,22 @@ async fn open_chain(
     identity: &Identity,
 ) -> Result<(chain::ChainHandle, settlement::Settlement), BrokerError> {
     let (dir, chain_config) = (config.data_dir.join("chain"), config.chain.clone());
-    let chain = tokio::task::spawn_blocking(move || chain::ChainHandle::open(&dir, &chain_config))
-        .await??;
+    let payout = Arc::new(identity.clone());
+    // Slashes go to the operator's account (the broker's own if the
+    // operator is not an address).
+    let operator = ledger
+        .operator()
+        .parse()
+        .unwrap_or_else(|_| identity.address());
+    let chain = tokio::task::spawn_blocking(move || {
+        chain::ChainHandle::open(&dir, &chain_config, payout, operator)
+    })
+    .await??;
     let dir = config.data_dir.join("settle");
-    let (store, on_chain, payout) = (
-        ledger.store().clone(),
-        chain.chain().clone(),
-        Arc::new(identity.clone()),
-    );
+    let (store, on_chain) = (ledger.store().clone(), chain.settlement().clone());
     let settle_config = config.settlement.clone();
     let settlement = tokio::task::spawn_blocking(move || {
-        settlement::Settlement::open(&dir, store, on_chain, payout, &settle_config)
+        settlement::Settlement::open(&dir, store, on_chain, &settle_config)
     })
     .await??;
     Ok((chain, settlement))
@@ -607,9 +612,9 @@ impl RunningBroker {
         self.shared.chain.chain().clone()
     }
 
-    /// The payout account: the broker's address.
+    /// The payout account (on the dev chain, the broker's address).
     pub fn payout_account(&self) -> brume_chain::Address {
-        self.shared.identity.address()
+        self.shared.chain.settlement().payout_account()
     }
 
     /// The broker's identity (it signs the payout account's transactions).
@@ -619,7 +624,7 @@ impl RunningBroker {
 
     /// The escrow book; settlement calls `collected` after each collection.
     /// Checks every settlement transfer against the ledger and the chain
-    /// (see `brume_settle::Settler::audit`).
+    /// alone (see `brume_settle::audit`).
     pub async fn settlement_audit(
         &self,
     ) -> Result<brume_settle::SettleAudit, brume_settle::SettleError> {
@@ -637,13 +642,13 @@ impl RunningBroker {
 
     /// Slashes `amount` of a provider's stake to the operator's account
     /// (not the payout account, which holds only what settlement owes),
-    /// anchored with the evidence's digest (see [`chain::slash`]).
+    /// with the evidence's digest; the landed transaction.
     pub async fn slash(
         &self,
         provider: brume_chain::Address,
         amount: u128,
         evidence_digest: brume_chain::Anchor,
-    ) -> Result<brume_chain::Receipt, brume_chain::ChainError> {
+    ) -> Result<brume_chain::B256, brume_chain::ChainError> {
         verify::slash(&self.shared, provider, amount, evidence_digest).await
     }
 

@@ -57,15 +57,13 @@ impl Settlement {
     pub(crate) fn open(
         dir: &std::path::Path,
         ledger: brume_ledger::store::SqliteStore,
-        chain: Arc<dyn brume_chain::Chain>,
-        payout: Arc<brume_identity::Identity>,
+        chain: Arc<dyn brume_chain::Settlement>,
         config: &SettlementConfig,
     ) -> Result<Settlement, brume_settle::SettleError> {
         let settler = Settler::open(
             dir,
             Arc::new(ledger),
             chain,
-            payout,
             brume_settle::addresses_only(),
             SettleConfig {
                 min_payout: config.min_payout,

@@ -728,21 +728,18 @@ pub(crate) async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatPro
     let Ok(provider) = address.parse::<brume_chain::Address>() else {
         return;
     };
-    let payout = shared.identity.address();
-    let chain = &shared.chain.chain();
-    let stake = match (
-        chain.allowance(provider, payout).await,
-        chain.balance_of(provider).await,
-    ) {
-        (Ok(a), Ok(b)) => a.min(b),
-        _ => 0,
-    };
+    let stake = shared
+        .chain
+        .settlement()
+        .stake_of(provider)
+        .await
+        .unwrap_or(0);
     if stake == 0 {
         tracing::warn!(provider = %address, "a proven cheat has no stake to slash");
         return;
     }
     match slash(shared, provider, stake, digest.into()).await {
-        Ok(r) => tracing::warn!(provider = %address, amount = stake, tx = %r.tx_hash, "slashed"),
+        Ok(tx) => tracing::warn!(provider = %address, amount = stake, tx = %tx, "slashed"),
         Err(e) => tracing::error!(provider = %address, code = e.code(), "slashing failed: {e}"),
     }
 }
@@ -753,19 +750,10 @@ pub(crate) async fn slash(
     provider: brume_chain::Address,
     amount: u128,
     evidence: brume_chain::Anchor,
-) -> Result<brume_chain::Receipt, brume_chain::ChainError> {
-    let to = shared
-        .ledger
-        .operator()
-        .parse()
-        .unwrap_or_else(|_| shared.identity.address());
-    crate::chain::slash(
-        shared.chain.chain().as_ref(),
-        &shared.identity,
-        provider,
-        to,
-        amount,
-        evidence,
-    )
-    .await
+) -> Result<brume_chain::B256, brume_chain::ChainError> {
+    shared
+        .chain
+        .settlement()
+        .slash(provider, amount, evidence)
+        .await
 }

@@ -66,7 +66,7 @@ pub mod tx;
 pub mod verify;
 
 pub use dev::{DevChain, DevConfig};
-pub use settlement::{DevSettlement, Moved, Settlement};
+pub use settlement::{Collection, DevSettlement, MoveKind, Moved, Movement, Settlement};
 pub use tx::{Anchor, Call, DecodeError, SignedTx, Tx};
 
 /// Every error of a chain. [`code`](ChainError::code) is stable.
@@ -124,6 +124,20 @@ pub enum ChainError {
 }
 
 impl ChainError {
+    /// Whether the chain refused the operation for good, moving nothing
+    /// (a balance or allowance too small, an invalid call), as opposed to
+    /// an outcome not known (the node unreachable, the transaction's fate
+    /// unknown), which must be looked up again before anything is re-sent.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ChainError::InsufficientBalance { .. }
+                | ChainError::InsufficientAllowance { .. }
+                | ChainError::Invalid(_)
+                | ChainError::Overflow(_)
+        )
+    }
+
     /// A stable, machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {

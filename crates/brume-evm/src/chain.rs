@@ -34,6 +34,9 @@ use crate::{
     BrumeToken, Deployment, EvmError, Settlement, Stake, settlement_error, stake_error, token_error,
 };
 
+/// Blocks per log query of [`brume_chain::Settlement::movements`].
+const LOG_WINDOW: u64 = 10_000;
+
 /// How an [`EvmChain`] reaches its chain.
 #[derive(Debug, Clone)]
 pub struct EvmConfig {
@@ -121,6 +124,12 @@ impl EvmChain {
             config,
             nonce: Mutex::new(None),
         })
+    }
+
+    /// Connects for reads only (an audit): it holds a throwaway key, so
+    /// any write is the contracts' `NotOperator` refusal.
+    pub async fn reader(config: EvmConfig) -> Result<Self, EvmError> {
+        EvmChain::connect(config, PrivateKeySigner::random()).await
     }
 
     pub fn operator(&self) -> Address {
@@ -254,6 +263,69 @@ impl EvmChain {
             (e.beneficiary, e.amount, e.anchor)
         })
         .await
+    }
+
+    /// The settlement contract's `Collected` and `Paid` events after
+    /// `after`, in chain order, at most `limit`; read in windows of
+    /// [`LOG_WINDOW`] blocks (public nodes bound a log query's range).
+    async fn movements_after(
+        &self,
+        after: Option<brume_chain::TxPos>,
+        limit: usize,
+    ) -> Result<Vec<brume_chain::Movement>, EvmError> {
+        use brume_chain::{MoveKind, Movement, TxPos};
+        let head = self.rpc.get_block_number().await.map_err(rpc_error)?;
+        let mut from = after.map_or(0, |p| p.block);
+        let mut out: Vec<Movement> = Vec::new();
+        while from <= head && out.len() < limit {
+            let to = from.saturating_add(LOG_WINDOW - 1).min(head);
+            let filter = Filter::new()
+                .address(self.config.deployment.settlement)
+                .event_signature(vec![
+                    Settlement::Collected::SIGNATURE_HASH,
+                    Settlement::Paid::SIGNATURE_HASH,
+                ])
+                .from_block(from)
+                .to_block(to);
+            let mut logs = self.rpc.get_logs(&filter).await.map_err(rpc_error)?;
+            logs.sort_by_key(|l| (l.block_number, l.log_index));
+            for log in logs {
+                let pos = TxPos {
+                    block: log.block_number.unwrap_or_default(),
+                    index: u32::try_from(log.log_index.unwrap_or_default()).unwrap_or(u32::MAX),
+                };
+                if after.is_some_and(|a| (pos.block, pos.index) <= (a.block, a.index)) {
+                    continue;
+                }
+                let (kind, party, amount, anchor) =
+                    if log.topic0() == Some(&Settlement::Collected::SIGNATURE_HASH) {
+                        let e = log
+                            .log_decode::<Settlement::Collected>()
+                            .map_err(|e| EvmError::Log(e.to_string()))?;
+                        let d = e.inner.data;
+                        (MoveKind::Collected, d.payer, d.amount, d.anchor)
+                    } else {
+                        let e = log
+                            .log_decode::<Settlement::Paid>()
+                            .map_err(|e| EvmError::Log(e.to_string()))?;
+                        let d = e.inner.data;
+                        (MoveKind::Paid, d.beneficiary, d.amount, d.anchor)
+                    };
+                out.push(Movement {
+                    kind,
+                    party,
+                    amount: saturate(amount),
+                    anchor,
+                    tx_hash: log.transaction_hash.unwrap_or_default(),
+                    pos,
+                });
+                if out.len() == limit {
+                    break;
+                }
+            }
+            from = to + 1;
+        }
+        Ok(out)
     }
 
     /// The settlement contract's `E` events whose second topic (both
@@ -529,9 +601,39 @@ impl brume_chain::Settlement for EvmChain {
         &'a self,
         payments: &'a [(Address, u128)],
         anchor: B256,
-    ) -> brume_chain::ChainFuture<'a, B256> {
+    ) -> brume_chain::ChainFuture<'a, Vec<B256>> {
         Box::pin(async move {
             EvmChain::payout(self, payments, anchor)
+                .await
+                .map(|l| vec![l.tx_hash; payments.len()])
+                .map_err(chain_error)
+        })
+    }
+
+    fn movements(
+        &self,
+        after: Option<brume_chain::TxPos>,
+        limit: usize,
+    ) -> brume_chain::ChainFuture<'_, Vec<brume_chain::Movement>> {
+        Box::pin(async move {
+            self.movements_after(after, limit)
+                .await
+                .map_err(chain_error)
+        })
+    }
+
+    fn stake_of(&self, provider: Address) -> brume_chain::ChainFuture<'_, u128> {
+        Box::pin(async move { self.slashable(provider).await.map_err(chain_error) })
+    }
+
+    fn slash(
+        &self,
+        provider: Address,
+        amount: u128,
+        evidence: B256,
+    ) -> brume_chain::ChainFuture<'_, B256> {
+        Box::pin(async move {
+            EvmChain::slash(self, provider, amount, evidence)
                 .await
                 .map(|l| l.tx_hash)
                 .map_err(chain_error)

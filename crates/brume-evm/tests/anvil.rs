@@ -471,10 +471,12 @@ async fn scenario(
     payers: [Address; 3],
     to: [Address; 4],
 ) -> (Vec<String>, Vec<u128>, Vec<(Address, Address, u128)>) {
-    let code = |r: Result<B256, brume_chain::ChainError>| match r {
-        Ok(_) => "ok".to_string(),
-        Err(e) => e.code().to_string(),
-    };
+    fn code<T>(r: Result<T, brume_chain::ChainError>) -> String {
+        match r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.code().to_string(),
+        }
+    }
     let steps = vec![
         code(s.collect(payers[0], 30 * TOKEN, anchor(1)).await),
         code(s.collect(payers[1], 45 * TOKEN, anchor(2)).await),
@@ -511,6 +513,23 @@ async fn scenario(
         .into_iter()
         .map(|m| (plain(m.from), plain(m.to), m.amount))
         .collect();
+    // Every collection and payout, as an audit reads them.
+    let all = s.movements(None, 100).await.expect("movements");
+    let anchors = [1, 2, 3, 5, 5, 6, 6].map(anchor);
+    assert_eq!(
+        all.iter().map(|m| m.anchor).collect::<Vec<_>>(),
+        anchors,
+        "{all:?}"
+    );
+    assert!(
+        all.windows(2)
+            .all(|w| (w[0].pos.block, w[0].pos.index) < (w[1].pos.block, w[1].pos.index))
+    );
+    let after = s
+        .movements(Some(all[3].pos), 2)
+        .await
+        .expect("a page after");
+    assert_eq!(after, all[4..6]);
     (steps, balances, moved)
 }
 
@@ -562,7 +581,7 @@ async fn the_dev_chain_and_an_evm_chain_settle_one_scenario_alike() {
             r.expect("approve");
         }
     }
-    let dev = DevSettlement::new(dev, payout);
+    let dev = DevSettlement::new(dev, std::sync::Arc::new(payout), Address::ZERO);
 
     let on_dev = scenario(&dev, payers, to).await;
     let on_evm = scenario(&evm, payers, to).await;
@@ -595,3 +614,6 @@ async fn the_dev_chain_and_an_evm_chain_settle_one_scenario_alike() {
         ]
     );
 }
+
+#[path = "anvil/settle.rs"]
+mod settle;

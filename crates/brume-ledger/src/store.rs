@@ -263,6 +263,15 @@ pub trait LedgerStore: Send + Sync {
     /// The count and XOR aggregate of the rows a filter selects.
     fn aggregate(&self, filter: RowFilter) -> LedgerFuture<'_, AggregateSummary>;
 
+    /// At most `limit` recorded statuses after `(work id, entity)` (`None`:
+    /// from the first), ordered by work id then entity: how an audit reads
+    /// them all.
+    fn status_page(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> LedgerFuture<'_, Vec<(String, EntityStatus)>>;
+
     /// At most `limit` rows (1 to [`MAX_SCAN`]) appended after sequence
     /// number `after` (0: from the first), in append order, with their
     /// public columns and sequence numbers. Sequence numbers only grow: a
@@ -863,6 +872,47 @@ impl LedgerStore for SqliteStore {
             }
             self.submit(Op::Status(update, to_i64(now_ms()))).await
         })
+    }
+
+    fn status_page(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> LedgerFuture<'_, Vec<(String, EntityStatus)>> {
+        Box::pin(self.read(move |conn| {
+            let (work, entity) = after.unwrap_or_default();
+            let mut stmt = conn.prepare_cached(
+                "SELECT work_id, entity, status, settling_tx, updated_ms FROM ledger_status
+                 WHERE (work_id, entity) > (?1, ?2) ORDER BY work_id, entity LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![work, entity, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (work_id, entity, status, settling_tx, updated_ms) = row?;
+                let status = PaymentStatus::parse(&status).ok_or_else(|| LedgerError::Corrupt {
+                    work_id: work_id.clone(),
+                    detail: format!("status {status:?}"),
+                })?;
+                out.push((
+                    work_id,
+                    EntityStatus {
+                        entity,
+                        status,
+                        settling_tx,
+                        updated_ms: from_i64(updated_ms),
+                    },
+                ));
+            }
+            Ok(out)
+        }))
     }
 
     fn statuses<'a>(&'a self, work_id: &'a str) -> LedgerFuture<'a, Vec<EntityStatus>> {

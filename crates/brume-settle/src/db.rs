@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS intents (
     carried TEXT NOT NULL,
     state TEXT NOT NULL,
     tx_hash TEXT,
-    error TEXT
+    error TEXT,
+    chain_anchor BLOB
 );
 CREATE INDEX IF NOT EXISTS intents_by_run ON intents(run, kind, account);
 CREATE TABLE IF NOT EXISTS carry (
@@ -137,6 +138,8 @@ pub(crate) struct NewIntent {
     pub rows: u64,
     /// Carry entries this payout pays.
     pub carried: Vec<i64>,
+    /// The anchor the chain holds, if not `anchor`: a payout's batch.
+    pub chain_anchor: Option<Anchor>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,7 +148,11 @@ pub(crate) struct Intent {
     pub account: String,
     pub address: Address,
     pub amount: u128,
+    /// The XOR aggregate of the rows it settles.
     pub anchor: Anchor,
+    /// The anchor on the chain: `anchor` for a collection, its batch's
+    /// for a payout.
+    pub chain_anchor: Anchor,
     pub rows: u64,
     pub carried: Vec<i64>,
     pub state: State,
@@ -214,6 +221,7 @@ impl Db {
         let options = brume_sqlite::Options::new();
         let conn = brume_sqlite::open(&path, &options).map_err(|e| wrap(&e.source))?;
         conn.execute_batch(SCHEMA).map_err(|e| wrap(&e))?;
+        migrate(&conn).map_err(|e| wrap(&e))?;
         let db = brume_sqlite::Db::start("brume-settle-writer", conn, &path, &options)
             .map_err(|e| wrap(&e))?;
         Ok(Db { db })
@@ -239,6 +247,17 @@ impl Db {
     ) -> Result<T, SettleError> {
         self.db.write(f).await
     }
+}
+
+/// Stores made before payouts were batched lack `intents.chain_anchor`.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let has: bool = c
+        .prepare("SELECT 1 FROM pragma_table_info('intents') WHERE name = 'chain_anchor'")?
+        .exists([])?;
+    if !has {
+        c.execute_batch("ALTER TABLE intents ADD COLUMN chain_anchor BLOB")?;
+    }
+    Ok(())
 }
 
 fn now_ms() -> i64 {
@@ -347,8 +366,8 @@ pub(crate) fn deferred_seqs_of_run(
 
 fn insert_intent(tx: &Transaction<'_>, run: i64, i: &NewIntent) -> Result<(), SettleError> {
     tx.execute(
-        "INSERT INTO intents (run, kind, account, address, amount, anchor, rows, carried, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending')",
+        "INSERT INTO intents (run, kind, account, address, amount, anchor, rows, carried, state, chain_anchor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
         params![
             run,
             i.kind.as_str(),
@@ -358,6 +377,7 @@ fn insert_intent(tx: &Transaction<'_>, run: i64, i: &NewIntent) -> Result<(), Se
             i.anchor.as_slice(),
             i.rows as i64,
             json(&i.carried)?,
+            i.chain_anchor.as_ref().map(|a| a.as_slice()),
         ],
     )?;
     Ok(())
@@ -408,61 +428,68 @@ pub(crate) fn start_run(
 }
 
 /// An intent's columns as stored.
-type RawIntent = (
-    i64,
-    String,
-    String,
-    String,
-    Vec<u8>,
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-);
+struct RawIntent {
+    id: i64,
+    account: String,
+    address: String,
+    amount: String,
+    anchor: Vec<u8>,
+    rows: i64,
+    carried: String,
+    state: String,
+    tx_hash: Option<String>,
+    error: Option<String>,
+    chain_anchor: Option<Vec<u8>>,
+}
 
 fn read_intent(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawIntent> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
+    Ok(RawIntent {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        address: r.get(2)?,
+        amount: r.get(3)?,
+        anchor: r.get(4)?,
+        rows: r.get(5)?,
+        carried: r.get(6)?,
+        state: r.get(7)?,
+        tx_hash: r.get(8)?,
+        error: r.get(9)?,
+        chain_anchor: r.get(10)?,
+    })
 }
 
 pub(crate) fn intents(c: &Connection, run: i64, kind: Kind) -> Result<Vec<Intent>, SettleError> {
     let mut stmt = c.prepare_cached(
-        "SELECT id, account, address, amount, anchor, rows, carried, state, tx_hash, error
+        "SELECT id, account, address, amount, anchor, rows, carried, state, tx_hash, error,
+            chain_anchor
          FROM intents WHERE run = ?1 AND kind = ?2 ORDER BY id",
     )?;
     let raw: Vec<_> = stmt
         .query_map(params![run, kind.as_str()], read_intent)?
         .collect::<Result<_, _>>()?;
     raw.into_iter()
-        .map(
-            |(id, account, address, amount, anchor, rows, carried, state, tx_hash, error)| {
-                Ok(Intent {
-                    id,
-                    account,
-                    address: address
-                        .parse()
-                        .map_err(|_| SettleError::Db(format!("{address:?} is not an address")))?,
-                    amount: u128_of(&amount)?,
-                    anchor: B256::from(hash32(&anchor)?),
-                    rows: rows as u64,
-                    carried: from_json(&carried)?,
-                    state: State::parse(&state),
-                    tx_hash,
-                    error,
-                })
-            },
-        )
+        .map(|r| {
+            let anchor = B256::from(hash32(&r.anchor)?);
+            Ok(Intent {
+                id: r.id,
+                address: r
+                    .address
+                    .parse()
+                    .map_err(|_| SettleError::Db(format!("{:?} is not an address", r.address)))?,
+                account: r.account,
+                amount: u128_of(&r.amount)?,
+                anchor,
+                chain_anchor: match r.chain_anchor {
+                    Some(a) => B256::from(hash32(&a)?),
+                    None => anchor,
+                },
+                rows: r.rows as u64,
+                carried: from_json(&r.carried)?,
+                state: State::parse(&r.state),
+                tx_hash: r.tx_hash,
+                error: r.error,
+            })
+        })
         .collect()
 }
 
@@ -693,7 +720,7 @@ fn lines(c: &Connection, run: i64, kind: Kind) -> Result<Vec<TransferLine>, Sett
             address: i.address.to_string(),
             amount: i.amount,
             rows: i.rows,
-            anchor: i.anchor.to_string(),
+            anchor: i.chain_anchor.to_string(),
             state: match i.state {
                 State::Done => "done",
                 State::Failed => "failed",
@@ -825,8 +852,8 @@ pub(crate) fn collected_by_payer(c: &Connection) -> Result<HashMap<String, u128>
 
 pub(crate) fn sent(c: &Connection) -> Result<Vec<Sent>, SettleError> {
     let mut stmt = c.prepare(
-        "SELECT run, kind, account, address, amount, anchor, rows, tx_hash FROM intents
-         WHERE state = 'done' ORDER BY id",
+        "SELECT run, kind, account, address, amount, COALESCE(chain_anchor, anchor), rows,
+            tx_hash FROM intents WHERE state = 'done' ORDER BY id",
     )?;
     let v = stmt
         .query_map([], |r| {
@@ -1029,7 +1056,7 @@ pub(crate) fn status_updates(
     })?;
     for row in rows {
         let (work_id, entity, now, held) = row?;
-        add(entity, "collected", now.or(held), work_id);
+        add(entity, "collected", held.or(now), work_id);
     }
     let mut beneficiaries = c.prepare(
         "SELECT m.work_id, m.entity, m.zero,
@@ -1068,6 +1095,25 @@ pub(crate) fn status_updates(
     for row in rows {
         let (work_id, entity, tx) = row?;
         add(entity, "paid", tx, work_id);
+    }
+    // Parts this run collected of rows it had to defer (another payer
+    // could not pay): held, but collected, and in this collection's anchor.
+    let mut held = c.prepare(
+        "SELECT d.row, i.account, i.tx_hash FROM held_log h
+         JOIN intents i ON i.id = h.intent JOIN deferred d ON d.seq = h.seq
+         WHERE i.run = ?1 AND i.state = 'done'",
+    )?;
+    let rows = held.query_map(params![run], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (slim, entity, tx) = row?;
+        let slim: Slim = from_json(&slim)?;
+        add(entity, "collected", tx, slim.work_id);
     }
     // `collected` before `paid`: an entity that pays and receives in one
     // row (a requester's refund) ends `paid`.
@@ -1113,110 +1159,4 @@ pub(crate) fn marked(tx: &Transaction<'_>, run: i64) -> Result<(), SettleError> 
         params![run],
     )?;
     Ok(())
-}
-
-/// A transfer settlement made.
-pub(crate) struct DoneIntent {
-    pub id: i64,
-    pub run: i64,
-    pub kind: Kind,
-    pub account: String,
-    pub address: Address,
-    pub amount: u128,
-    pub anchor: Anchor,
-    pub tx: String,
-}
-
-/// What an audit needs of the store.
-pub(crate) struct AuditData {
-    /// (id, from, to) of finished runs.
-    pub runs: Vec<(i64, u64, u64)>,
-    /// Rows completed by a later run: seq → run.
-    pub late: HashMap<u64, i64>,
-    /// Rows still deferred.
-    pub deferred: HashSet<u64>,
-    /// Held parts: seq → the collect intents that collected a part of it
-    /// while it was deferred.
-    pub held: HashMap<u64, Vec<i64>>,
-    /// Done intents.
-    pub intents: Vec<DoneIntent>,
-    /// Carry entries: (run, account, paid_intent).
-    pub carry: Vec<(i64, String, Option<i64>)>,
-}
-
-pub(crate) fn audit_data(c: &Connection) -> Result<AuditData, SettleError> {
-    let mut stmt =
-        c.prepare("SELECT id, from_seq, to_seq FROM runs WHERE phase = 'done' ORDER BY id")?;
-    let runs = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    drop(stmt);
-    let mut stmt = c.prepare("SELECT seq, run FROM late")?;
-    let late = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    drop(stmt);
-    let mut stmt = c.prepare("SELECT seq FROM deferred")?;
-    let deferred = stmt
-        .query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))?
-        .collect::<Result<_, _>>()?;
-    drop(stmt);
-    let mut held: HashMap<u64, Vec<i64>> = HashMap::new();
-    let mut stmt = c.prepare("SELECT seq, intent FROM held_log")?;
-    for row in stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
-    })? {
-        let (seq, intent) = row?;
-        held.entry(seq).or_default().push(intent);
-    }
-    drop(stmt);
-    let mut stmt = c.prepare(
-        "SELECT id, run, kind, account, address, amount, anchor, tx_hash FROM intents
-         WHERE state = 'done' ORDER BY id",
-    )?;
-    let mut intents = Vec::new();
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let kind: String = r.get(2)?;
-        let address: String = r.get(4)?;
-        let amount: String = r.get(5)?;
-        let anchor: Vec<u8> = r.get(6)?;
-        intents.push(DoneIntent {
-            id: r.get(0)?,
-            run: r.get(1)?,
-            kind: if kind == "collect" {
-                Kind::Collect
-            } else {
-                Kind::Payout
-            },
-            account: r.get(3)?,
-            address: address
-                .parse()
-                .map_err(|_| SettleError::Db(format!("{address:?} is not an address")))?,
-            amount: u128_of(&amount)?,
-            anchor: B256::from(hash32(&anchor)?),
-            tx: r.get(7)?,
-        });
-    }
-    drop(rows);
-    drop(stmt);
-    let mut stmt = c.prepare("SELECT run, account, paid_intent FROM carry")?;
-    let carry = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    drop(stmt);
-    Ok(AuditData {
-        runs,
-        late,
-        deferred,
-        held,
-        intents,
-        carry,
-    })
 }

@@ -2,49 +2,61 @@
 //!
 //! A settlement **run** takes every ledger row appended since the previous
 //! run (rows are numbered in append order: [`RowSource::scan`]) plus the
-//! rows earlier runs had to defer, and settles them in O(M + N) chain
-//! transfers for M payers and N beneficiaries:
+//! rows earlier runs had to defer, and settles them in O(M + N/k) chain
+//! transactions for M payers and N beneficiaries, k to a payout batch,
+//! through any [`Settlement`] backend (the dev chain, an EVM chain's
+//! contracts):
 //!
 //! 1. **Collect.** Rows are grouped by payer (the row's `payers`: the
 //!    requester, a subsidy account, the operator…). Each payer's total is
-//!    collected with one `transferFrom(payer → payout account)`, signed by
-//!    the payout account (the spender of the payer's escrow allowance) and
-//!    anchored with the XOR aggregate of the group's row hashes.
+//!    collected once ([`Settlement::collect`], from its escrow allowance
+//!    into the payout account), anchored with the XOR aggregate of the
+//!    hashes of the group's rows (those where it pays more than 0).
 //!    - Before anything is sent, each payer's allowance and balance are
 //!      checked. A payer that can't cover its total (or whose account is not
 //!      an address) is **flagged** and every row it pays for is **deferred**
 //!      whole: none of that row's parts is collected, and it is retried by
 //!      every later run.
-//!    - A collection that fails anyway (a race with the payer) flags the
+//!    - A collection refused anyway (a race with the payer) flags the
 //!      payer and defers its rows; the other parts of those rows that were
 //!      collected are **held** in the payout account until the row is
 //!      complete. A row is never paid out before all of its parts are in.
 //! 2. **Pay.** The fully collected rows are grouped by beneficiary (the
 //!    row's `payouts`: provider, developer, operator, charity, refund). Each
-//!    beneficiary is paid its total plus what was carried over for it, with
-//!    one `transfer(payout account → beneficiary)` anchored with the XOR of
-//!    the row hashes it pays for. A total below the minimum payout (or to an
-//!    account that is not an address) is **carried over** instead.
+//!    beneficiary's total plus what was carried over for it is one payment;
+//!    payments go out in batches of [`SettleConfig::payout_batch`] (in
+//!    account order), one [`Settlement::payout`] each, all or nothing,
+//!    under the batch's [`payout_anchor`]: a hash of each payment's
+//!    beneficiary, amount and XOR aggregate of the rows it pays for. A
+//!    total below the minimum payout (or to an account that is not an
+//!    address) is **carried over** instead.
 //! 3. **Record.** Rows are marked per entity through their run: a row with
 //!    sequence number `s` belongs to the run whose range holds `s` (or, if it
 //!    was deferred, the run that completed it), and its status for an entity
 //!    is that run's transfer for the entity ([`Settler::row_status`]).
 //!    Once a run is finished, what it settled is also written to the
 //!    ledger's mutable status column ([`RowSource::set_status`]): the
-//!    payers of each row it completed `collected`, its beneficiaries `paid`
-//!    (each with its transaction), and the beneficiaries of earlier rows
-//!    whose carried-over amounts it paid. A row never completed (its payer
-//!    is flagged) or a beneficiary carried over stays `pending`.
+//!    payers of each row it completed `collected` (and those of parts it
+//!    held), its beneficiaries `paid` (each with its transaction), and the
+//!    beneficiaries of earlier rows whose carried-over amounts it paid. A
+//!    row never completed (its payer is flagged) or a beneficiary carried
+//!    over stays `pending`. That column and the chain are all the
+//!    [`audit`] reads.
 //!
 //! # Crash safety
 //!
-//! Intent is journaled before any transfer is sent: a run's collections are
+//! Intent is journaled before anything is sent: a run's collections are
 //! written `pending` (one SQLite commit, fsynced) before the batch is sent,
-//! and its payouts likewise once every collection is resolved. On start,
-//! an unfinished run is resumed: each `pending` transfer is looked up on the
-//! chain by its anchor (`transfers_by_anchor`, matching from, to and amount)
-//! and marked done if it landed, sent otherwise. So `kill -9` at any point,
-//! then another run, neither loses a row nor transfers twice.
+//! and its payouts (with their batches' anchors) likewise once every
+//! collection is resolved. A write whose outcome is not known (the node
+//! unreachable, the process killed) leaves the run unfinished; the next
+//! run resumes it: each `pending` collection, and each pending payout
+//! batch, is looked up on the chain by its anchor ([`Settlement::anchored`])
+//! and marked done if it landed, sent otherwise; a backend also refuses an
+//! anchor used twice. So `kill -9` at any point, then another run, neither
+//! loses a row nor transfers twice. Only a refusal ([`ChainError::is_refusal`])
+//! is final: a refused collection flags its payer, a refused payout batch
+//! carries its payments over.
 //!
 //! # Test faults
 //!
@@ -65,14 +77,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use brume_chain::{Address, Anchor, B256, Call, Chain, ChainError};
-use brume_identity::Identity;
+use brume_chain::{Address, Anchor, B256, ChainError, Collection, Settlement};
 use brume_ledger::row::{Aggregate, LedgerRow};
 use brume_ledger::store::{LedgerError, LedgerFuture};
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
 mod db;
 
+pub use audit::SettleAudit;
 pub use db::RowStatus;
 
 /// Why a run failed. A failed run is resumed by the next one.
@@ -133,6 +146,14 @@ pub trait RowSource: Send + Sync {
     /// Records how one entity of some rows was settled (the ledger's
     /// mutable status column).
     fn set_status(&self, update: brume_ledger::store::StatusUpdate) -> LedgerFuture<'_, ()>;
+
+    /// At most `limit` recorded statuses after `(work id, entity)`, in
+    /// that order (the audit reads them all).
+    fn status_page(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> LedgerFuture<'_, Vec<(String, brume_ledger::store::EntityStatus)>>;
 }
 
 /// Maps a ledger account (as rows name it) to a chain address.
@@ -150,15 +171,42 @@ pub struct SettleConfig {
     pub min_payout: u128,
     /// Rows read per ledger page.
     pub page: usize,
+    /// Beneficiaries paid per payout transaction (its batch).
+    pub payout_batch: usize,
 }
+
+/// The default payout batch: 200 transfers stay far under a block's gas
+/// limit (about 6 M gas on the EVM contracts).
+pub const PAYOUT_BATCH: usize = 200;
 
 impl Default for SettleConfig {
     fn default() -> Self {
         SettleConfig {
             min_payout: 0,
             page: 10_000,
+            payout_batch: PAYOUT_BATCH,
         }
     }
+}
+
+/// The anchor of a payout batch, which the chain holds with each of its
+/// payments: the XOR, over the batch's payments, of
+/// `sha256("brume.payout" ‖ beneficiary (20 bytes) ‖ amount (16 bytes,
+/// big-endian) ‖ the XOR aggregate of the row hashes it pays for)`. An
+/// auditor recomputes it from the ledger's rows and the chain's `Paid`
+/// events alone.
+pub fn payout_anchor(payments: impl IntoIterator<Item = (Address, u128, [u8; 32])>) -> Anchor {
+    use sha2::Digest as _;
+    let mut out = Aggregate::new();
+    for (to, amount, aggregate) in payments {
+        let mut h = sha2::Sha256::new();
+        h.update(b"brume.payout");
+        h.update(to.as_slice());
+        h.update(amount.to_be_bytes());
+        h.update(aggregate);
+        out.add(&h.finalize().into());
+    }
+    anchor_of(&out)
 }
 
 /// One transfer of a run.
@@ -275,30 +323,34 @@ impl Slim {
                 }),
             }
         }
+        // Likewise a beneficiary listed twice is paid its sum.
+        let mut payouts: Vec<(String, u128)> = Vec::with_capacity(d.payouts.len());
+        for p in d.payouts {
+            match payouts.iter_mut().find(|(b, _)| *b == p.beneficiary) {
+                Some((_, a)) => *a += p.amount,
+                None => payouts.push((p.beneficiary, p.amount)),
+            }
+        }
         Slim {
             seq,
             work_id: d.work_id,
             hash: row.row_hash.0,
             parts,
-            payouts: d
-                .payouts
-                .into_iter()
-                .map(|p| (p.beneficiary, p.amount))
-                .collect(),
+            payouts,
         }
     }
 }
 
 /// A group of rows for one account: its total and aggregate.
 #[derive(Debug, Clone, Default)]
-struct Group {
+pub(crate) struct Group {
     amount: u128,
     aggregate: Aggregate,
     rows: u64,
 }
 
 impl Group {
-    fn add(&mut self, amount: u128, hash: &[u8; 32]) {
+    pub(crate) fn add(&mut self, amount: u128, hash: &[u8; 32]) {
         self.amount += amount;
         self.aggregate.add(hash);
         self.rows += 1;
@@ -313,12 +365,14 @@ fn ms(since: Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// A transfer's outcome: its transaction, or the error's code.
+type Outcome = (i64, Result<B256, String>);
+
 /// Runs settlement against a ledger and a chain. One run at a time.
 pub struct Settler {
     db: db::Db,
     rows: Arc<dyn RowSource>,
-    chain: Arc<dyn Chain>,
-    payout: Arc<Identity>,
+    chain: Arc<dyn Settlement>,
     resolve: Resolver,
     config: SettleConfig,
     running: tokio::sync::Mutex<()>,
@@ -355,7 +409,7 @@ impl std::fmt::Debug for Settler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settler")
             .field("db", &self.db.path())
-            .field("payout", &self.payout.address())
+            .field("payout", &self.chain.payout_account())
             .finish_non_exhaustive()
     }
 }
@@ -366,8 +420,7 @@ impl Settler {
     pub fn open(
         dir: &Path,
         rows: Arc<dyn RowSource>,
-        chain: Arc<dyn Chain>,
-        payout: Arc<Identity>,
+        chain: Arc<dyn Settlement>,
         resolve: Resolver,
         config: SettleConfig,
     ) -> Result<Settler, SettleError> {
@@ -376,7 +429,6 @@ impl Settler {
             db,
             rows,
             chain,
-            payout,
             resolve,
             config,
             running: tokio::sync::Mutex::new(()),
@@ -399,7 +451,12 @@ impl Settler {
 
     /// The payout account.
     pub fn payout_address(&self) -> Address {
-        self.payout.address()
+        self.chain.payout_account()
+    }
+
+    /// The chain it settles on.
+    pub fn settlement(&self) -> &Arc<dyn Settlement> {
+        &self.chain
     }
 
     pub fn path(&self) -> PathBuf {
@@ -462,7 +519,7 @@ impl Settler {
         let start = Instant::now();
         let mut timings = Timings::default();
         if self.db.read(db::baseline).await?.is_none() {
-            let b = self.chain.balance_of(self.payout.address()).await?;
+            let b = self.chain.balance_of(self.chain.payout_account()).await?;
             self.db.write(move |c| db::set_baseline(c, b)).await?;
         }
         let (run, resumed, rows, fresh_rows) = match self.db.read(db::unfinished).await? {
@@ -607,7 +664,6 @@ impl Settler {
         new: &[Slim],
         deferred: &[Slim],
     ) -> Result<db::Run, SettleError> {
-        let payout = self.payout.address();
         // Totals per payer over every uncollected part.
         let mut totals: HashMap<&str, u128> = HashMap::new();
         for r in new.iter().chain(deferred) {
@@ -625,7 +681,7 @@ impl Settler {
                 flagged.insert(account.to_string(), "not_an_address".into());
                 continue;
             };
-            let allowance = self.chain.allowance(addr, payout).await?;
+            let allowance = self.chain.collectable(addr).await?;
             if allowance < *total {
                 flagged.insert(
                     account.to_string(),
@@ -689,6 +745,7 @@ impl Settler {
                 anchor: anchor_of(&g.aggregate),
                 rows: g.rows,
                 carried: Vec::new(),
+                chain_anchor: None,
             });
         }
         intents.sort_by(|a, b| a.account.cmp(&b.account));
@@ -770,7 +827,7 @@ impl Settler {
         }
         let mut groups: HashMap<&str, Group> = HashMap::new();
         for r in &complete {
-            for (account, amount) in &r.payouts {
+            for (account, amount) in r.payouts.iter().filter(|(_, a)| *a > 0) {
                 groups
                     .entry(account.as_str())
                     .or_default()
@@ -820,6 +877,7 @@ impl Settler {
                         anchor: anchor_of(&aggregate),
                         rows: g.rows + earlier.iter().map(|c| c.rows).sum::<u64>(),
                         carried: earlier.iter().map(|c| c.id).collect(),
+                        chain_anchor: None,
                     });
                 }
                 _ if g.rows == 0 => {} // only earlier carry: it stays
@@ -835,6 +893,13 @@ impl Settler {
                         "below_minimum".into()
                     },
                 }),
+            }
+        }
+        // Batches of payments in account order, each under its anchor.
+        for batch in intents.chunks_mut(self.config.payout_batch.max(1)) {
+            let anchor = payout_anchor(batch.iter().map(|i| (i.address, i.amount, i.anchor.0)));
+            for i in batch {
+                i.chain_anchor = Some(anchor);
             }
         }
         let complete: Vec<Slim> = complete.into_iter().cloned().collect();
@@ -857,7 +922,9 @@ impl Settler {
     }
 
     /// Sends a run's pending transfers of one kind (after reconciling them
-    /// with the chain by anchor when `reconcile`); returns the txs sent.
+    /// with the chain by anchor when `reconcile`); returns the chain
+    /// transactions sent. Collections go out as one batch; payouts as one
+    /// transaction per payout batch.
     async fn send_pending(
         &self,
         run: i64,
@@ -874,64 +941,132 @@ impl Settler {
         if pending.is_empty() {
             return Ok(0);
         }
-        let payout = self.payout.address();
-        let mut outcomes: Vec<(i64, Result<B256, String>)> = Vec::new();
-        let mut to_send = Vec::new();
-        for i in pending {
-            let (from, to, call) = match kind {
-                db::Kind::Collect => (
-                    i.address,
-                    payout,
-                    Call::TransferFrom {
-                        owner: i.address,
-                        to: payout,
-                        amount: i.amount,
-                        anchor: i.anchor,
-                    },
-                ),
-                db::Kind::Payout => (
-                    payout,
-                    i.address,
-                    Call::Transfer {
-                        to: i.address,
-                        amount: i.amount,
-                        anchor: i.anchor,
-                    },
-                ),
-            };
-            if reconcile {
-                let landed = self.chain.transfers_by_anchor(i.anchor).await?;
-                if let Some(t) = landed
-                    .iter()
-                    .find(|t| t.from == from && t.to == to && t.amount == i.amount)
-                {
-                    tracing::info!(intent = i.id, tx = %t.tx_hash, "settlement transfer had landed");
-                    outcomes.push((i.id, Ok(t.tx_hash)));
-                    continue;
-                }
-            }
-            to_send.push((i.id, call));
-        }
-        let sent = to_send.len() as u64;
-        if !to_send.is_empty() {
-            let (ids, calls): (Vec<i64>, Vec<Call>) = to_send.into_iter().unzip();
-            let results = self.chain.send(&self.payout, calls).await?;
-            let abort = match kind {
-                db::Kind::Collect => Fault::AbortAfterCollect,
-                db::Kind::Payout => Fault::AbortAfterPayout,
-            };
-            if self.fault == Some(abort) {
-                tracing::error!("fault injection: aborting after the {kind:?} batch landed");
-                std::process::abort();
-            }
-            for (id, r) in ids.into_iter().zip(results) {
-                outcomes.push((id, r.map(|rc| rc.tx_hash).map_err(|e| e.code().to_string())));
-            }
-        }
+        let (outcomes, sent) = match kind {
+            db::Kind::Collect => self.collect(pending, reconcile).await?,
+            db::Kind::Payout => self.pay(pending, reconcile).await?,
+        };
         self.db
             .write(move |c| db::resolve_intents(c, run, kind, &outcomes))
             .await?;
         Ok(sent)
+    }
+
+    /// The collections of `pending` that had not landed, sent as one batch.
+    async fn collect(
+        &self,
+        pending: Vec<db::Intent>,
+        reconcile: bool,
+    ) -> Result<(Vec<Outcome>, u64), SettleError> {
+        let payout = self.chain.payout_account();
+        let mut outcomes = Vec::new();
+        let mut ids = Vec::new();
+        let mut batch = Vec::new();
+        for i in pending {
+            if reconcile {
+                let landed = self.chain.anchored(i.chain_anchor).await?;
+                if let Some(t) = landed
+                    .iter()
+                    .find(|t| t.from == i.address && t.to == payout && t.amount == i.amount)
+                {
+                    tracing::info!(intent = i.id, tx = %t.tx_hash, "settlement collection had landed");
+                    outcomes.push((i.id, Ok(t.tx_hash)));
+                    continue;
+                }
+            }
+            ids.push(i.id);
+            batch.push(Collection {
+                payer: i.address,
+                amount: i.amount,
+                anchor: i.chain_anchor,
+            });
+        }
+        if batch.is_empty() {
+            return Ok((outcomes, 0));
+        }
+        let results = self.chain.collect_many(&batch).await?;
+        self.fault_point(Fault::AbortAfterCollect);
+        // A collection whose fate is unknown fails the run: it stays
+        // pending, and the next run looks it up by its anchor.
+        if let Some(Err(e)) = results
+            .iter()
+            .find(|r| r.as_ref().is_err_and(|e| !e.is_refusal()))
+        {
+            return Err(e.clone().into());
+        }
+        let sent = results.iter().filter(|r| r.is_ok()).count() as u64;
+        for (id, r) in ids.into_iter().zip(results) {
+            outcomes.push((id, r.map_err(|e| e.code().to_string())));
+        }
+        Ok((outcomes, sent))
+    }
+
+    /// The payout batches of `pending` that had not landed, one chain
+    /// transaction each (all or nothing).
+    async fn pay(
+        &self,
+        pending: Vec<db::Intent>,
+        reconcile: bool,
+    ) -> Result<(Vec<Outcome>, u64), SettleError> {
+        let payout = self.chain.payout_account();
+        let mut batches: Vec<(Anchor, Vec<db::Intent>)> = Vec::new();
+        for i in pending {
+            match batches.iter_mut().find(|(a, _)| *a == i.chain_anchor) {
+                Some((_, b)) => b.push(i),
+                None => batches.push((i.chain_anchor, vec![i])),
+            }
+        }
+        let mut outcomes = Vec::new();
+        let mut sent = 0;
+        for (anchor, batch) in batches {
+            if reconcile {
+                let landed = self.chain.anchored(anchor).await?;
+                if !landed.is_empty() {
+                    // All or nothing: the batch landed; find each payment.
+                    for i in &batch {
+                        let t = landed.iter().find(|t| {
+                            t.from == payout && t.to == i.address && t.amount == i.amount
+                        });
+                        outcomes.push((
+                            i.id,
+                            t.map(|t| t.tx_hash).ok_or_else(|| {
+                                "payout batch landed without this payment".to_string()
+                            }),
+                        ));
+                    }
+                    tracing::info!(anchor = %anchor, "settlement payout batch had landed");
+                    continue;
+                }
+            }
+            let payments: Vec<(Address, u128)> =
+                batch.iter().map(|i| (i.address, i.amount)).collect();
+            let result = self.chain.payout(&payments, anchor).await;
+            self.fault_point(Fault::AbortAfterPayout);
+            match result {
+                Ok(hashes) => {
+                    sent += 1;
+                    for (i, h) in batch.iter().zip(hashes) {
+                        outcomes.push((i.id, Ok(h)));
+                    }
+                }
+                // Its fate unknown: the run fails, the batch stays pending.
+                Err(e) if !e.is_refusal() => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(code = e.code(), "a payout batch was refused: {e}");
+                    for i in &batch {
+                        outcomes.push((i.id, Err(e.code().to_string())));
+                    }
+                }
+            }
+        }
+        Ok((outcomes, sent))
+    }
+
+    /// Aborts the process here if the test fault says so.
+    fn fault_point(&self, at: Fault) {
+        if self.fault == Some(at) {
+            tracing::error!("fault injection: aborting at {at:?}");
+            std::process::abort();
+        }
     }
 
     /// The invariants of the crate docs.
@@ -940,171 +1075,23 @@ impl Settler {
         let Some(baseline) = self.db.read(db::baseline).await? else {
             return Ok(true); // never ran
         };
-        let balance = self.chain.balance_of(self.payout.address()).await?;
+        let balance = self.chain.balance_of(self.chain.payout_account()).await?;
         let owed = sums.carry + sums.held;
         Ok(sums.collected == sums.paid + owed && balance == baseline + owed)
     }
 }
 
-/// What [`Settler::audit`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SettleAudit {
-    /// Settlement transfers checked.
-    pub transfers: u64,
-    /// Transfers whose anchor is not the XOR of the rows they settle, or
-    /// that the chain does not hold as recorded.
-    pub mismatched: Vec<String>,
-    /// Transfers out of the payout account that no settlement payout
-    /// explains.
-    pub untraced: Vec<String>,
-}
-
-impl SettleAudit {
-    pub fn is_clean(&self) -> bool {
-        self.mismatched.is_empty() && self.untraced.is_empty()
-    }
-}
-
 impl Settler {
-    /// Checks every settlement transfer against the ledger and the chain:
-    /// its anchor is the XOR aggregate of exactly the rows it settles
-    /// (recomputed from the ledger), the chain holds it with that anchor,
-    /// amount and direction, and every transfer out of the payout account
-    /// is one of them.
+    /// [`audit::audit`] of this settler's ledger and chain: it reads
+    /// neither the journal nor anything else of this settler.
     pub async fn audit(&self) -> Result<SettleAudit, SettleError> {
-        let data = self.db.read(db::audit_data).await?;
-        let intent_account: HashMap<i64, &str> = data
-            .intents
-            .iter()
-            .map(|i| (i.id, i.account.as_str()))
-            .collect();
-        let mut expected: HashMap<(i64, bool, String), Aggregate> = HashMap::new();
-        let mut held: HashMap<i64, Aggregate> = HashMap::new();
-        let mut after = 0;
-        loop {
-            let page = self.rows.scan(after, self.config.page).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for r in page {
-                let slim = Slim::from_row(r.seq, r.row);
-                let earlier: Vec<i64> = data.held.get(&r.seq).cloned().unwrap_or_default();
-                for i in &earlier {
-                    held.entry(*i).or_default().add(&slim.hash);
-                }
-                let run = if data.deferred.contains(&r.seq) {
-                    None
-                } else if let Some(run) = data.late.get(&r.seq) {
-                    Some(*run)
-                } else {
-                    data.runs
-                        .iter()
-                        .find(|(_, from, to)| *from < r.seq && r.seq <= *to)
-                        .map(|(id, _, _)| *id)
-                };
-                let Some(run) = run else { continue };
-                for p in slim.parts.iter().filter(|p| p.amount > 0) {
-                    let collected_before = earlier
-                        .iter()
-                        .any(|i| intent_account.get(i) == Some(&p.account.as_str()));
-                    if !collected_before {
-                        expected
-                            .entry((run, true, p.account.clone()))
-                            .or_default()
-                            .add(&slim.hash);
-                    }
-                }
-                for (b, _) in &slim.payouts {
-                    expected
-                        .entry((run, false, b.clone()))
-                        .or_default()
-                        .add(&slim.hash);
-                }
-            }
-        }
-        let payout = self.payout.address();
-        let mut report = SettleAudit::default();
-        let mut payout_txs = std::collections::HashSet::new();
-        for db::DoneIntent {
-            id,
-            run,
-            kind,
-            account,
-            address,
-            amount,
-            anchor,
-            tx,
-        } in &data.intents
-        {
-            report.transfers += 1;
-            let collect = *kind == db::Kind::Collect;
-            let mut agg = expected
-                .get(&(*run, collect, account.clone()))
-                .copied()
-                .unwrap_or_default();
-            if collect {
-                if let Some(h) = held.get(id) {
-                    agg.add(&h.0.0);
-                }
-            } else {
-                payout_txs.insert(tx.clone());
-                for (carry_run, carry_account, paid) in &data.carry {
-                    if *paid == Some(*id)
-                        && carry_account == account
-                        && let Some(a) = expected.get(&(*carry_run, false, account.clone()))
-                    {
-                        agg.add(&a.0.0);
-                    }
-                }
-            }
-            let what = format!(
-                "run {run} {} {account} ({amount}, tx {tx})",
-                if collect {
-                    "collection from"
-                } else {
-                    "payout to"
-                }
-            );
-            if anchor_of(&agg) != *anchor {
-                report.mismatched.push(format!(
-                    "{what}: anchor {anchor} but its rows aggregate to {}",
-                    anchor_of(&agg)
-                ));
-            }
-            let (from, to) = if collect {
-                (*address, payout)
-            } else {
-                (payout, *address)
-            };
-            let landed = self.chain.transfers_by_anchor(*anchor).await?;
-            if !landed.iter().any(|t| {
-                t.tx_hash.to_string() == *tx && t.from == from && t.to == to && t.amount == *amount
-            }) {
-                report.mismatched.push(format!(
-                    "{what}: the chain holds no such transfer with anchor {anchor}"
-                ));
-            }
-        }
-        let mut cursor = None;
-        loop {
-            let page = self
-                .chain
-                .history(payout, cursor, brume_chain::MAX_HISTORY_PAGE)
-                .await?;
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.pos());
-            for t in &page {
-                if t.from == payout && !payout_txs.contains(&t.tx_hash.to_string()) {
-                    report.untraced.push(format!(
-                        "tx {} moved {} from the payout account to {} (anchor {}) with no settled rows behind it",
-                        t.tx_hash, t.amount, t.to, t.anchor
-                    ));
-                }
-            }
-            if page.len() < brume_chain::MAX_HISTORY_PAGE {
-                break;
-            }
-        }
-        Ok(report)
+        audit::audit(
+            self.rows.as_ref(),
+            self.chain.as_ref(),
+            &self.resolve,
+            self.config.page,
+        )
+        .await
     }
 }
 
@@ -1123,5 +1110,13 @@ impl<S: brume_ledger::store::LedgerStore + ?Sized> RowSource for S {
 
     fn set_status(&self, update: brume_ledger::store::StatusUpdate) -> LedgerFuture<'_, ()> {
         brume_ledger::store::LedgerStore::set_status(self, update)
+    }
+
+    fn status_page(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> LedgerFuture<'_, Vec<(String, brume_ledger::store::EntityStatus)>> {
+        brume_ledger::store::LedgerStore::status_page(self, after, limit)
     }
 }

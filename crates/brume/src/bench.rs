@@ -13,12 +13,22 @@ pub struct BenchArgs {
     /// `evm-payout`: how many beneficiaries to pay (at most 100,000).
     #[arg(long, default_value_t = 2_000)]
     payouts: u64,
+    /// `settle`: the chain: `dev` (embedded) or `anvil` (brume's contracts
+    /// on a local anvil, from PATH or node_modules).
+    #[arg(long, default_value = "dev")]
+    chain: ChainArg,
     /// Time budget for the whole run.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: std::time::Duration,
     /// Print every figure as one JSON object on the last line of stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ChainArg {
+    Dev,
+    Anvil,
 }
 
 pub async fn main(args: BenchArgs) -> ExitCode {
@@ -29,7 +39,13 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "job" => brume_bench::net::job(args.duration, &mut say).await,
         "mixed" => brume_bench::mixed::run(args.duration, &mut say).await,
         "ledger" => brume_bench::ledger::run(args.duration, &mut say).await,
-        "settle" => brume_bench::settle::run(args.duration, args.rows, &mut say).await,
+        "settle" => {
+            let backend = match args.chain {
+                ChainArg::Dev => brume_bench::settle::Backend::Dev,
+                ChainArg::Anvil => brume_bench::settle::Backend::Anvil,
+            };
+            brume_bench::settle::run(args.duration, args.rows, backend, &mut say).await
+        }
         "verify" => brume_bench::verify::run(args.duration, &mut say).await,
         "evm-payout" => brume_bench::evm::run(args.duration, args.payouts, &mut say).await,
         other => Err(anyhow::anyhow!(

@@ -71,6 +71,14 @@ enum Format {
 struct AuditArgs {
     #[command(flatten)]
     source: Source,
+    /// Audit settlement on this EVM chain (JSON-RPC URL): every
+    /// collection and payout the `Settlement` contract logged against the
+    /// ledger's rows. Needs --data and --deployment.
+    #[arg(long, requires = "deployment", requires = "data")]
+    rpc: Option<String>,
+    /// The contracts' addresses (what `brume chain deploy --json` printed).
+    #[arg(long, requires = "rpc")]
+    deployment: Option<PathBuf>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -371,9 +379,12 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     .await?;
     // From a data dir with a settlement store: every settled group's
     // aggregate against its anchor on the chain.
-    let settle = match &args.source.data {
-        Some(data) => audit_settlement(data).await?,
-        None => None,
+    let settle = match (&args.source.data, &args.rpc) {
+        (Some(data), Some(rpc)) => {
+            Some(audit_evm_settlement(data, rpc, args.deployment.as_deref()).await?)
+        }
+        (Some(data), None) => audit_settlement(data).await?,
+        (None, _) => None,
     };
     if args.json {
         let mut v = serde_json::to_value(&report).map_err(|e| anyhow!(e))?;
@@ -429,34 +440,60 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The settlement audit of a broker data dir (`settle/`, `chain/`,
-/// `ledger/`, `broker.key`), if it has settled anything.
+/// The settlement audit of a broker data dir on the dev chain (`chain/`,
+/// `ledger/`, `broker.key`: the payout account), if it has a chain. It
+/// reads the ledger and the chain only, never the settlement journal.
 async fn audit_settlement(data: &Path) -> anyhow::Result<Option<brume_settle::SettleAudit>> {
     let ledger = ledger_dir(data)?;
     let base = ledger.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (settle, chain, key) = (
-        base.join("settle"),
-        base.join("chain"),
-        base.join("broker.key"),
-    );
-    if !settle.join("settle.db").is_file() || !chain.is_dir() || !key.is_file() {
+    let (chain, key) = (base.join("chain"), base.join("broker.key"));
+    if !chain.is_dir() || !key.is_file() {
         return Ok(None);
     }
-    let settler = tokio::task::spawn_blocking(move || -> anyhow::Result<brume_settle::Settler> {
+    let (store, settlement) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let store = brume_ledger::store::SqliteStore::open(&ledger)?;
-        let chain = brume_chain::DevChain::open_existing(&chain)?;
-        let payout = brume_identity::Identity::load_or_create(&key)?;
-        Ok(brume_settle::Settler::open(
-            &settle,
-            std::sync::Arc::new(store),
-            std::sync::Arc::new(chain),
-            std::sync::Arc::new(payout),
-            brume_settle::addresses_only(),
-            brume_settle::SettleConfig::default(),
-        )?)
+        let chain: std::sync::Arc<dyn brume_chain::Chain> =
+            std::sync::Arc::new(brume_chain::DevChain::open_existing(&chain)?);
+        let payout = std::sync::Arc::new(brume_identity::Identity::load_or_create(&key)?);
+        // Reads only: the slash destination plays no part.
+        let settlement = brume_chain::DevSettlement::new(chain, payout, brume_chain::Address::ZERO);
+        Ok((store, settlement))
     })
     .await??;
-    Ok(Some(settler.audit().await?))
+    let audit = brume_settle::audit::audit(
+        &store,
+        &settlement,
+        &brume_settle::addresses_only(),
+        brume_settle::SettleConfig::default().page,
+    )
+    .await?;
+    Ok(Some(audit))
+}
+
+/// The settlement audit of a ledger against an EVM chain's logs.
+async fn audit_evm_settlement(
+    data: &Path,
+    rpc: &str,
+    deployment: Option<&Path>,
+) -> anyhow::Result<brume_settle::SettleAudit> {
+    let deployment = crate::wallet::evm::read_deployment(deployment)?;
+    let url = crate::wallet::rpc_url(rpc)?;
+    let ledger = ledger_dir(data)?;
+    let store =
+        tokio::task::spawn_blocking(move || brume_ledger::store::SqliteStore::open(&ledger))
+            .await??;
+    let mut config = brume_evm::EvmConfig::new(url, deployment);
+    config.confirmations = 1;
+    let chain = brume_evm::EvmChain::reader(config)
+        .await
+        .with_context(|| format!("reach {rpc}"))?;
+    Ok(brume_settle::audit::audit(
+        &store,
+        &chain,
+        &brume_settle::addresses_only(),
+        brume_settle::SettleConfig::default().page,
+    )
+    .await?)
 }
 
 fn describe(p: &Problem) -> String {

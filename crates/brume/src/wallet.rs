@@ -25,7 +25,7 @@
 //! Exit codes: 0 done, 1 failed (the broker's error is printed as
 //! `error: CODE: message`), 2 a usage error (a bad amount, no key).
 
-mod evm;
+pub(crate) mod evm;
 
 pub(crate) use evm::{rpc_url, signer};
 

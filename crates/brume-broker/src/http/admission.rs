@@ -68,11 +68,11 @@ pub(super) async fn reserve(
     if let Reserve::Held(h) = escrow.try_reserve(&account, cost, false) {
         return Ok(Some(h));
     }
-    let payout = shared.identity.address();
+    let payout = shared.chain.settlement().payout_account();
     let allowance = shared
         .chain
-        .chain()
-        .allowance(address, payout)
+        .settlement()
+        .collectable(address)
         .await
         .map_err(super::chain::chain_fail)?;
     escrow.set_allowance(&account, allowance);

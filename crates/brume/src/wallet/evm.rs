@@ -80,7 +80,13 @@ pub(super) async fn run(args: &WalletArgs, rpc: &str) -> anyhow::Result<()> {
 
 /// The contracts' addresses from `--deployment`.
 fn deployment(args: &WalletArgs) -> anyhow::Result<Deployment> {
-    let path = args.deployment.as_ref().ok_or_else(|| {
+    read_deployment(args.deployment.as_deref())
+}
+
+/// The contracts' addresses from a deployment file (what `brume chain
+/// deploy --json` printed); `None` is the usage error of `--rpc` alone.
+pub(crate) fn read_deployment(path: Option<&std::path::Path>) -> anyhow::Result<Deployment> {
+    let path = path.ok_or_else(|| {
         Usage("--rpc needs --deployment FILE (what `brume chain deploy --json` printed)".into())
     })?;
     let text = std::fs::read_to_string(path)

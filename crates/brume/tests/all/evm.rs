@@ -217,3 +217,32 @@ fn bench_evm_payout_pays_everyone_in_fewer_transactions_than_transfers() {
     assert_eq!(v["naive_txs"], 250);
     assert!(v["gas_used"].as_u64() < v["naive_gas"].as_u64(), "{v}");
 }
+
+#[test]
+fn bench_settle_on_anvil_settles_every_row_for_less_gas_than_a_transfer_each() {
+    let out = command(tempfile::tempdir().expect("tempdir").path())
+        .args([
+            "bench", "settle", "--chain", "anvil", "--rows", "1000", "--json",
+        ])
+        .output()
+        .expect("brume bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON");
+    assert_eq!(v["balanced"], true, "{v}");
+    assert_eq!(
+        (v["chain"].as_str(), v["rows"].as_u64()),
+        (Some("anvil"), Some(1000))
+    );
+    // 100 requesters collected once each; 334 providers, 50 developers,
+    // the operator and the charity paid in 2 batches of up to 200.
+    assert_eq!(v["beneficiaries"], 386, "{v}");
+    assert_eq!(v["chain_txs"], 102, "{v}");
+    assert_eq!(v["naive_chain_txs"], 5_000, "{v}");
+    assert!(v["gas_used"].as_u64() < v["naive_gas"].as_u64(), "{v}");
+}

@@ -307,12 +307,28 @@ period_s = 0
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("settlement transfers audited"), "{out}");
 
-    // Anchor tampering (a settled group's anchor rewritten in the
-    // settlement journal) is caught and named.
-    let db = rusqlite::Connection::open(net.broker.data.join("settle/settle.db")).expect("open");
-    db.execute(
-        "UPDATE intents SET anchor = ?1 WHERE id = (SELECT MAX(id) FROM intents)",
-        rusqlite::params![&[1u8; 32][..]],
+    // The audit reads the ledger and the chain only: with the settlement
+    // journal deleted, it passes the same.
+    std::fs::remove_dir_all(net.broker.data.join("settle")).expect("delete the journal");
+    let o = command(net.home())
+        .args(["ledger", "audit", "--data"])
+        .arg(&net.broker.data)
+        .output()
+        .expect("ledger audit");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("settlement transfers audited"), "{out}");
+
+    // A tampered row breaks the anchors it is part of, and is named.
+    let db = rusqlite::Connection::open(net.broker.data.join("ledger/ledger.db")).expect("open");
+    db.execute_batch(
+        "DROP TRIGGER ledger_rows_no_update;
+         UPDATE ledger_rows SET fuel = fuel + 1 WHERE rowid = (SELECT MIN(rowid) FROM ledger_rows);",
     )
     .expect("tamper");
     drop(db);
@@ -324,6 +340,7 @@ period_s = 0
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("bad settlement transfer"), "{err}");
+    assert!(err.contains("does not match its columns"), "{err}");
 }
 
 /// A deal under which the operator absorbs part of a row (a cap with
