@@ -429,7 +429,7 @@ async fn open_chain(
     ledger: &ledger::Ledger,
     identity: &Identity,
 ) -> Result<(chain::ChainHandle, settlement::Settlement), BrokerError> {
-    let (dir, chain_config) = (config.data_dir.join("chain"), config.chain.clone());
+    let (dir, chain_config) = (config.data_dir.clone(), config.chain.clone());
     let payout = Arc::new(identity.clone());
     // Slashes go to the operator's account (the broker's own if the
     // operator is not an address).
@@ -437,10 +437,7 @@ async fn open_chain(
         .operator()
         .parse()
         .unwrap_or_else(|_| identity.address());
-    let chain = tokio::task::spawn_blocking(move || {
-        chain::ChainHandle::open(&dir, &chain_config, payout, operator)
-    })
-    .await??;
+    let chain = chain::ChainHandle::open(&dir, &chain_config, payout, operator).await?;
     let dir = config.data_dir.join("settle");
     let (store, on_chain) = (ledger.store().clone(), chain.settlement().clone());
     let settle_config = config.settlement.clone();
@@ -607,9 +604,24 @@ impl RunningBroker {
         self.shared.ledger.store()
     }
 
-    /// The chain, as settlement sees it.
-    pub fn chain(&self) -> Arc<dyn brume_chain::Chain> {
-        self.shared.chain.chain().clone()
+    /// The dev chain's token (`None` on an EVM chain).
+    pub fn chain(&self) -> Option<Arc<dyn brume_chain::Chain>> {
+        self.shared.chain.chain().cloned()
+    }
+
+    /// The chain as settlement, escrow and stake see it.
+    pub fn settlement(&self) -> Arc<dyn brume_chain::Settlement> {
+        self.shared.chain.settlement().clone()
+    }
+
+    /// On a devnet: funds `account` and approves the payout account to
+    /// collect `funds` (see [`chain::ChainHandle::fund_devnet_account`]).
+    pub async fn fund_devnet_account(
+        &self,
+        account: &Identity,
+        funds: u128,
+    ) -> Result<(), brume_chain::ChainError> {
+        self.shared.chain.fund_devnet_account(account, funds).await
     }
 
     /// The payout account (on the dev chain, the broker's address).

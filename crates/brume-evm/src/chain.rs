@@ -144,6 +144,10 @@ impl EvmChain {
         self.config.deployment
     }
 
+    pub fn config(&self) -> &EvmConfig {
+        &self.config
+    }
+
     /// The RPC, for reads this type has no method for.
     pub fn rpc(&self) -> &DynProvider {
         &self.rpc
@@ -207,6 +211,36 @@ impl EvmChain {
         };
         self.send(self.config.deployment.token, call, token_error)
             .await
+    }
+
+    /// Sends `wei` of the chain's own currency from the operator to `to`
+    /// (a devnet funding an account's gas).
+    pub async fn send_value(&self, to: Address, wei: U256) -> Result<Landed, EvmError> {
+        let request = TransactionRequest::default()
+            .with_from(self.operator)
+            .with_to(to)
+            .with_value(wei);
+        self.send_request(request).await
+    }
+
+    /// The latest block's number.
+    pub async fn block_number(&self) -> Result<u64, EvmError> {
+        self.rpc.get_block_number().await.map_err(rpc_error)
+    }
+
+    /// `account`'s transaction count (its next nonce, mined).
+    pub async fn nonce_of(&self, account: Address) -> Result<u64, EvmError> {
+        self.rpc
+            .get_transaction_count(account)
+            .await
+            .map_err(rpc_error)
+    }
+
+    /// The token's total supply.
+    pub async fn total_supply(&self) -> Result<u128, EvmError> {
+        let token = BrumeToken::new(self.config.deployment.token, &self.rpc);
+        let supply = token.totalSupply().call().await.map_err(token_error)?;
+        Ok(saturate(supply))
     }
 
     /// `balanceOf(account)` on the token.
@@ -370,6 +404,21 @@ impl EvmChain {
             .with_from(self.operator)
             .with_to(to)
             .with_input(Bytes::from(call.abi_encode()));
+        self.estimated(request, decode).await
+    }
+
+    /// [`EvmChain::send`] of a request with no call to decode a revert of.
+    async fn send_request(&self, request: TransactionRequest) -> Result<Landed, EvmError> {
+        self.estimated(request, EvmError::Call).await
+    }
+
+    /// Estimates (a revert read with `decode`), prices, signs, sends and
+    /// waits for `request`.
+    async fn estimated(
+        &self,
+        request: TransactionRequest,
+        decode: fn(alloy::contract::Error) -> EvmError,
+    ) -> Result<Landed, EvmError> {
         // A revert shows here, before any nonce is taken.
         let gas = self
             .rpc

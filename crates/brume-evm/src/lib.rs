@@ -23,9 +23,11 @@
 //! rebuilds the artifacts, and `cargo xtask check` fails when they drift.
 
 mod chain;
+mod local;
 mod wallet;
 
 pub use chain::{AnchoredTransfer, EvmChain, EvmConfig, Landed};
+pub use local::LocalAnvil;
 pub use wallet::{AccountView, EvmWallet, account};
 
 pub use alloy::primitives::{Address, B256, U256};
@@ -89,12 +91,16 @@ pub enum EvmError {
     /// A log that does not decode as the contract's event.
     #[error("undecodable log: {0}")]
     Log(String),
+    /// A local anvil could not be found or started.
+    #[error("anvil: {0}")]
+    Anvil(String),
 }
 
 impl EvmError {
     /// A stable code, for logs and metrics.
     pub fn code(&self) -> &'static str {
         match self {
+            EvmError::Anvil(_) => "anvil",
             EvmError::Settlement(_) => "settlement_revert",
             EvmError::Stake(_) => "stake_revert",
             EvmError::Token(_) => "token_revert",
@@ -146,6 +152,26 @@ pub struct Deployment {
     pub token: Address,
     pub settlement: Address,
     pub stake: Address,
+}
+
+impl Deployment {
+    /// The contracts' addresses from a deployment file's text: the JSON
+    /// object `brume chain deploy --json` prints (`token`, `settlement`
+    /// and `stake`; other keys are ignored).
+    pub fn from_json(text: &str) -> Result<Deployment, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let address = |k: &str| {
+            v[k].as_str()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| format!("no address \"{k}\""))
+        };
+        Ok(Deployment {
+            token: address("token")?,
+            settlement: address("settlement")?,
+            stake: address("stake")?,
+        })
+    }
 }
 
 /// What a deployment is made with.

@@ -792,31 +792,22 @@ async fn account_and_key(
 }
 
 /// Loads or creates the requester's key (`data/requester.key`), tops its
-/// balance up to `funds` from the faucet and approves `funds` to the
-/// payout account.
+/// balance up to `funds` (from the dev chain's faucet, or from the
+/// operator on an EVM devnet) and approves `funds` to the payout account.
 async fn fund_requester(
     broker: &RunningBroker,
     data_dir: &Path,
     funds: u128,
 ) -> Result<Identity, LocalNetError> {
-    let chain_err = |what| move |source| LocalNetError::Chain { what, source };
     let requester = Identity::load_or_create(&data_dir.join("requester.key"))
         .map_err(LocalNetError::RequesterKey)?;
-    let chain = broker.chain();
-    let held = chain
-        .balance_of(requester.address())
+    broker
+        .fund_devnet_account(&requester, funds)
         .await
-        .map_err(chain_err("read the requester's balance"))?;
-    if held < funds {
-        chain
-            .faucet(requester.address(), funds - held)
-            .await
-            .map_err(chain_err("fund the requester from the faucet"))?;
-    }
-    chain
-        .approve(&requester, broker.payout_account(), funds)
-        .await
-        .map_err(chain_err("approve the requester's escrow"))?;
+        .map_err(|source| LocalNetError::Chain {
+            what: "fund the requester and approve its escrow",
+            source,
+        })?;
     Ok(requester)
 }
 

@@ -71,12 +71,9 @@ async fn a_network_of_daemons_on_runtimes_of_their_own_with_a_faulty_provider_an
     assert!(providers.iter().all(|p| p.status().slots == 1));
 
     let requester = net.requester().expect("a requester account").address();
-    let chain = net.broker().chain();
+    let chain = net.broker().settlement();
     let balance = chain.balance_of(requester).await.expect("a balance");
-    let allowance = chain
-        .allowance(requester, net.broker().payout_account())
-        .await
-        .expect("an allowance");
+    let allowance = chain.collectable(requester).await.expect("an allowance");
     assert_eq!((balance, allowance), (FUNDS, FUNDS));
     assert!(net.sandbox().is_some());
 

@@ -210,9 +210,24 @@ genesis = [{ address = "0x00000000000000000000000000000000000000aa", amount = 7 
         assert!(
             toml::from_str::<ConfigFile>(
                 "[broker.chain]
-kind = 'evm'"
+kind = 'solana'"
             )
             .is_err()
+        );
+        let evm: ConfigFile = toml::from_str(
+            "[broker.chain]
+kind = 'evm'
+rpc = 'http://127.0.0.1:8545'
+deployment = 'deployment.json'
+operator_key = 'operator.json'
+confirmations = 3",
+        )
+        .expect("an EVM chain parses");
+        let evm = evm.broker.chain.expect("chain");
+        assert_eq!(evm.kind, brume_broker::chain::ChainKind::Evm);
+        assert_eq!(
+            (evm.rpc.as_deref(), evm.confirmations),
+            (Some("http://127.0.0.1:8545"), 3)
         );
         assert!(
             toml::from_str::<ConfigFile>(

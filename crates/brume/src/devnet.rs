@@ -44,6 +44,17 @@ pub struct DevnetArgs {
     /// Print the network's details as one JSON object.
     #[arg(long)]
     json: bool,
+    /// The token chain: `dev` (embedded, the default) or `anvil` (a fresh
+    /// local anvil, from PATH or node_modules, with brume's contracts
+    /// deployed; settlement goes through them).
+    #[arg(long, default_value = "dev")]
+    chain: DevnetChain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DevnetChain {
+    Dev,
+    Anvil,
 }
 
 /// What the devnet's requester account gets from the faucet, and approves
@@ -54,18 +65,25 @@ const REQUESTER_FUNDS: u128 = 1_000 * 1_000_000_000_000_000_000;
 /// account funded with [`REQUESTER_FUNDS`] and escrowed to the payout
 /// account, an API key bound to it (also written to `DATA/api-key`), and
 /// `--providers` providers sharing one sandbox, all connected.
-async fn start(args: &DevnetArgs) -> anyhow::Result<LocalNet> {
+async fn start(
+    args: &DevnetArgs,
+    anvil: Option<&brume_evm::LocalAnvil>,
+) -> anyhow::Result<LocalNet> {
     let listen = args.listen;
+    let chain = match anvil {
+        None => brume_broker::chain::ChainConfig {
+            faucet: true,
+            require_allowance: true,
+            ..Default::default()
+        },
+        Some(anvil) => evm_chain_config(args, anvil)?,
+    };
     let mut builder = LocalNet::builder()
         .name("devnet")
         .broker(move |c| {
             c.listen = listen;
             c.region = "devnet".into();
-            c.chain = brume_broker::chain::ChainConfig {
-                faucet: true,
-                require_allowance: true,
-                ..Default::default()
-            };
+            c.chain = chain.clone();
             c.settlement = brume_broker::settlement::SettlementConfig {
                 period_s: 10,
                 ..Default::default()
@@ -90,11 +108,85 @@ async fn start(args: &DevnetArgs) -> anyhow::Result<LocalNet> {
     Ok(net)
 }
 
+/// The broker's `[broker.chain]` for a local anvil: the deployment and
+/// the operator's key written under `DATA/evm` (a fresh directory: a data
+/// dir that settled on an earlier anvil, now gone, is refused).
+fn evm_chain_config(
+    args: &DevnetArgs,
+    anvil: &brume_evm::LocalAnvil,
+) -> anyhow::Result<brume_broker::chain::ChainConfig> {
+    let base = match &args.data {
+        Some(d) => d.clone(),
+        None => evm_temp_dir(anvil),
+    };
+    let dir = base.join("evm");
+    if dir.join("deployment.json").exists() {
+        anyhow::bail!(
+            "{} settled on an earlier anvil, which is gone: use a fresh --data with --chain anvil",
+            base.display()
+        );
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let d = anvil.deployment;
+    std::fs::write(
+        dir.join("deployment.json"),
+        json!({
+            "rpc": anvil.url().to_string(),
+            "chain_id": anvil.chain_id(),
+            "token": d.token.to_string(),
+            "settlement": d.settlement.to_string(),
+            "stake": d.stake.to_string(),
+            "operator": anvil.operator.address().to_string(),
+        })
+        .to_string(),
+    )?;
+    let key = brume_identity::Identity::from_bytes(anvil.operator.to_bytes().as_slice())?;
+    brume_identity::keystore::write_file(
+        &dir.join("operator.key"),
+        format!("{}\n", key.to_hex().as_str()).as_bytes(),
+    )?;
+    Ok(brume_broker::chain::ChainConfig {
+        kind: brume_broker::chain::ChainKind::Evm,
+        faucet: true,
+        require_allowance: true,
+        rpc: Some(anvil.url().to_string()),
+        deployment: Some(dir.join("deployment.json")),
+        operator_key: Some(dir.join("operator.key")),
+        confirmations: 1,
+        ..Default::default()
+    })
+}
+
+/// Where the chain files go without `--data` (removed once started).
+fn evm_temp_dir(anvil: &brume_evm::LocalAnvil) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "brume-devnet-evm-{}-{}",
+        std::process::id(),
+        anvil.url().port().unwrap_or_default()
+    ))
+}
+
 pub async fn main(args: DevnetArgs) -> ExitCode {
     if !args.demo {
         crate::logging::init();
     }
-    let net = match start(&args).await {
+    let anvil = match args.chain {
+        DevnetChain::Dev => None,
+        DevnetChain::Anvil => match brume_evm::LocalAnvil::start().await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("error: devnet: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let net = start(&args, anvil.as_ref()).await;
+    if let (Some(a), None) = (&anvil, &args.data) {
+        // The broker read its chain files at start; a devnet without a
+        // data dir leaves nothing behind.
+        let _ = std::fs::remove_dir_all(evm_temp_dir(a));
+    }
+    let net = match net {
         Ok(n) => n,
         Err(e) => {
             eprintln!("error: devnet: {}", crate::report(&e));
@@ -110,10 +202,10 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
             .collect();
         println!(
             "{}",
-            json!({"event": "ready", "broker": url, "broker_id": net.broker().broker_id(), "tls_sha256": pin(&net), "api_key": net.api_key(), "requester": requester(&net), "payout_account": net.broker().payout_account().to_string(), "providers": providers})
+            json!({"event": "ready", "broker": url, "broker_id": net.broker().broker_id(), "tls_sha256": pin(&net), "api_key": net.api_key(), "requester": requester(&net), "payout_account": net.broker().payout_account().to_string(), "providers": providers, "chain": anvil.as_ref().map(|a| json!({"kind": "anvil", "rpc": a.url().to_string(), "chain_id": a.chain_id(), "token": a.deployment.token.to_string(), "settlement": a.deployment.settlement.to_string(), "stake": a.deployment.stake.to_string()}))})
         );
     } else {
-        print_banner(&net);
+        print_banner(&net, anvil.as_ref());
     }
     crate::logging::flush_stdout();
     let code = if args.demo {
@@ -145,7 +237,7 @@ fn requester(net: &LocalNet) -> String {
         .unwrap_or_default()
 }
 
-fn print_banner(net: &LocalNet) {
+fn print_banner(net: &LocalNet, anvil: Option<&brume_evm::LocalAnvil>) {
     let url = net.url();
     println!("brume devnet is up");
     println!("  broker     {url}  ({})", net.broker().broker_id());
@@ -167,7 +259,18 @@ fn print_banner(net: &LocalNet) {
         net.api_key(),
         requester(net)
     );
-    println!("  chain      {url}/v1/chain  (faucet on)");
+    match anvil {
+        None => println!("  chain      {url}/v1/chain  (faucet on)"),
+        Some(a) => {
+            println!(
+                "  chain      anvil {} (chain id {}), settlement contract {}",
+                a.url(),
+                a.chain_id(),
+                a.deployment.settlement
+            );
+            println!("             (deployment and operator key in DATA/evm)");
+        }
+    }
     println!();
     println!("Try, in another terminal:");
     println!(

@@ -107,18 +107,46 @@ fn transfer(t: &Transfer) -> TransferInfo {
 fn kind(shared: &Shared) -> &'static str {
     match shared.chain.kind() {
         crate::chain::ChainKind::Dev => "dev",
+        crate::chain::ChainKind::Evm => "evm",
     }
 }
 
+/// The dev chain's token, or the error an EVM chain's broker gives for
+/// what its accounts do on the chain itself.
+fn dev_token<'a>(shared: &'a Shared, what: &str) -> Res<&'a Arc<dyn brume_chain::Chain>> {
+    shared.chain.chain().ok_or_else(|| {
+        Fail::new(
+            ErrorCode::NotFound,
+            format!(
+                "the {} chain backend does not serve {what}: use the chain's JSON-RPC \
+                 (`brume wallet --rpc URL --deployment FILE`)",
+                kind(shared)
+            ),
+        )
+    })
+}
+
+fn evm_fail(e: &brume_evm::EvmError) -> Fail {
+    chain_fail(ChainError::Other(format!("{}: {e}", e.code())))
+}
+
 async fn info(State(shared): Sh) -> Res<axum::Json<ChainInfo>> {
-    let chain = &shared.chain.chain();
-    let head_block = chain.block_number().await.map_err(chain_fail)?;
-    let total_supply = chain.total_supply().await.map_err(chain_fail)?;
+    let (head_block, total_supply) = match (shared.chain.chain(), shared.chain.evm()) {
+        (Some(chain), _) => (
+            chain.block_number().await.map_err(chain_fail)?,
+            chain.total_supply().await.map_err(chain_fail)?,
+        ),
+        (None, Some(evm)) => (
+            evm.block_number().await.map_err(|e| evm_fail(&e))?,
+            evm.total_supply().await.map_err(|e| evm_fail(&e))?,
+        ),
+        (None, None) => return Err(chain_fail(ChainError::Closed)),
+    };
     Ok(axum::Json(ChainInfo {
         kind: kind(&shared).into(),
-        chain_id: chain.chain_id(),
+        chain_id: shared.chain.chain_id(),
         head_block,
-        payout_account: shared.identity.address().to_string(),
+        payout_account: shared.chain.settlement().payout_account().to_string(),
         faucet: shared.chain.faucet_enabled(),
         total_supply: total_supply.to_string(),
         decimals: 18,
@@ -178,11 +206,15 @@ async fn tx(State(shared): Sh, Path(hash): Path<String>) -> Res<axum::Json<serde
 
 async fn account(State(shared): Sh, Path(a): Path<String>) -> Res<axum::Json<AccountInfo>> {
     let owner = address(&a)?;
-    let chain = &shared.chain.chain();
-    let payout = shared.identity.address();
-    let balance = chain.balance_of(owner).await.map_err(chain_fail)?;
-    let nonce = chain.nonce(owner).await.map_err(chain_fail)?;
-    let allowance = chain.allowance(owner, payout).await.map_err(chain_fail)?;
+    let settlement = shared.chain.settlement();
+    let payout = settlement.payout_account();
+    let balance = settlement.balance_of(owner).await.map_err(chain_fail)?;
+    let nonce = match (shared.chain.chain(), shared.chain.evm()) {
+        (Some(chain), _) => chain.nonce(owner).await.map_err(chain_fail)?,
+        (None, Some(evm)) => evm.nonce_of(owner).await.map_err(|e| evm_fail(&e))?,
+        (None, None) => return Err(chain_fail(ChainError::Closed)),
+    };
+    let allowance = settlement.collectable(owner).await.map_err(chain_fail)?;
     let escrow = shared.ledger.escrow();
     escrow.set_allowance(&owner.to_string(), allowance);
     let view = escrow.view(&owner.to_string());
@@ -212,7 +244,7 @@ async fn transfers(
     query: Result<Query<TransfersQuery>, QueryRejection>,
 ) -> Res<axum::Json<TransferList>> {
     let Query(q) = query.map_err(|e| bad("query", e.body_text()))?;
-    let chain = &shared.chain.chain();
+    let chain = dev_token(&shared, "transfer history")?;
     match (q.anchor.as_deref(), q.account.as_deref()) {
         (Some(anchor), None) => {
             let anchor: B256 = anchor
@@ -302,9 +334,7 @@ async fn submit(
 ) -> Res<axum::Json<TxReceipt>> {
     let body = body.map_err(|e| bad("tx", e.body_text()))?;
     let signed = parse_tx(&body)?;
-    let result = shared
-        .chain
-        .chain()
+    let result = dev_token(&shared, "transactions")?
         .submit(vec![signed])
         .await
         .map_err(chain_fail)?
@@ -350,9 +380,7 @@ async fn faucet(
         .trim()
         .parse()
         .map_err(|_| bad("amount", "a whole number of base units"))?;
-    let r = shared
-        .chain
-        .chain()
+    let r = dev_token(&shared, "a faucet")?
         .faucet(to, amount)
         .await
         .map_err(chain_fail)?;

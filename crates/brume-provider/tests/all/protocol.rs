@@ -173,8 +173,13 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
     assert_eq!(provider.status().in_flight, 1);
     conn.send(5, ToProvider::Cancel);
     let after = conn.quiet_for(Duration::from_millis(300)).await;
+    // Progress reports already on their way when the Cancel lands may
+    // follow it (on a loaded machine, a tick or two); nothing else may:
+    // no result, no failure.
     assert!(
-        after.iter().all(|(ch, _)| *ch != 5),
+        after
+            .iter()
+            .all(|(ch, f)| *ch != 5 || matches!(f, FromProvider::Progress(_))),
         "frames after Cancel: {after:?}"
     );
     assert_eq!(provider.status().in_flight, 0);

@@ -91,18 +91,7 @@ pub(crate) fn read_deployment(path: Option<&std::path::Path>) -> anyhow::Result<
     })?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("read the deployment {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Usage(format!("{}: not JSON: {e}", path.display())))?;
-    let address = |k: &str| {
-        v[k].as_str()
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| Usage(format!("{}: no address \"{k}\"", path.display())))
-    };
-    Ok(Deployment {
-        token: address("token")?,
-        settlement: address("settlement")?,
-        stake: address("stake")?,
-    })
+    Ok(Deployment::from_json(&text).map_err(|e| Usage(format!("{}: {e}", path.display())))?)
 }
 
 /// The --key, unlocked, as an EVM signer.

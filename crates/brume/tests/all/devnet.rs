@@ -41,3 +41,60 @@ fn devnet_demo_runs_end_to_end() {
     let key = std::fs::read_to_string(data.join("api-key")).expect("api-key file");
     assert!(key.trim().starts_with("brk_"), "{key}");
 }
+
+/// `brume devnet --chain anvil --demo`: the same demo on a fresh anvil
+/// with brume's contracts; the requester's escrow is an allowance to the
+/// settlement contract, settlement collects and pays through it, and the
+/// audit reads its logs. A data dir that settled on an anvil now gone is
+/// refused.
+#[test]
+fn devnet_demo_settles_through_the_contracts_on_anvil() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let data = home.path().join("devnet");
+    let run = || {
+        net::command(home.path())
+            .args(["devnet", "--chain", "anvil", "--demo", "--data"])
+            .arg(&data)
+            .output()
+            .expect("run brume devnet --chain anvil --demo")
+    };
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "devnet --chain anvil --demo failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    for expected in [
+        "chain      anvil http://",
+        "state succeeded  exit 0",
+        "rows clean, aggregate ",
+        "2 chain txs",
+        "balanced: true",
+        "settlement transfers match their rows' aggregates on the chain",
+        "demo complete.",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    let deployment: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("evm/deployment.json")).expect("deployment file"),
+    )
+    .expect("JSON");
+    assert!(
+        deployment["settlement"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("0x"))
+    );
+
+    let again = run();
+    assert_eq!(again.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("use a fresh --data with --chain anvil"),
+        "{err}"
+    );
+}
