@@ -11,7 +11,7 @@ use std::process::Command;
 use crate::{Result, root, run};
 
 /// The contracts, each in `contracts/<Name>.sol`.
-pub const CONTRACTS: &[&str] = &["BrumeToken", "Settlement", "Stake"];
+pub const CONTRACTS: &[&str] = &["BrumeToken", "Settlement", "Stake", "HubWallet"];
 
 /// Where the committed artifacts live.
 pub const OUT: &str = "contracts/out";

@@ -23,10 +23,12 @@
 //! rebuilds the artifacts, and `cargo xtask check` fails when they drift.
 
 mod chain;
+mod hub;
 mod local;
 mod wallet;
 
 pub use chain::{AnchoredTransfer, EvmChain, EvmConfig, Landed};
+pub use hub::{EvmHub, HubPhase, HubTerms, HubTx, HubView, deploy_hub, hub_error, hub_view};
 pub use local::LocalAnvil;
 pub use wallet::{AccountView, EvmWallet, account};
 
@@ -59,6 +61,14 @@ sol!(
     "../../contracts/out/Stake.json"
 );
 
+sol!(
+    #[allow(clippy::too_many_arguments)]
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    HubWallet,
+    "../../contracts/out/HubWallet.json"
+);
+
 /// What a contract call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum EvmError {
@@ -68,6 +78,9 @@ pub enum EvmError {
     /// The stake contract reverted with one of its errors.
     #[error("the stake contract refused: {0:?}")]
     Stake(Stake::StakeErrors),
+    /// A hub wallet reverted with one of its errors.
+    #[error("the hub wallet refused: {0:?}")]
+    Hub(HubWallet::HubWalletErrors),
     /// The token reverted (an allowance or a balance too small), directly
     /// or under a settlement or stake call.
     #[error("the token refused: {0:?}")]
@@ -101,6 +114,7 @@ impl EvmError {
     pub fn code(&self) -> &'static str {
         match self {
             EvmError::Anvil(_) => "anvil",
+            EvmError::Hub(_) => "hub_revert",
             EvmError::Settlement(_) => "settlement_revert",
             EvmError::Stake(_) => "stake_revert",
             EvmError::Token(_) => "token_revert",
@@ -144,6 +158,11 @@ pub fn stake_error(e: alloy::contract::Error) -> EvmError {
         Some(x) => EvmError::Stake(x),
         None => token_revert(e),
     }
+}
+
+/// A `uint256` as `u128`, saturating.
+pub(crate) fn saturate_u256(v: U256) -> u128 {
+    chain::saturate(v)
 }
 
 /// Where brume's contracts are deployed.

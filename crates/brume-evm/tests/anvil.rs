@@ -615,5 +615,7 @@ async fn the_dev_chain_and_an_evm_chain_settle_one_scenario_alike() {
     );
 }
 
+#[path = "anvil/hub.rs"]
+mod hub;
 #[path = "anvil/settle.rs"]
 mod settle;

@@ -74,7 +74,12 @@ struct AuditArgs {
     /// Audit settlement on this EVM chain (JSON-RPC URL): every
     /// collection and payout the `Settlement` contract logged against the
     /// ledger's rows. Needs --data and --deployment.
-    #[arg(long, visible_alias = "chain", requires = "deployment", requires = "data")]
+    #[arg(
+        long,
+        visible_alias = "chain",
+        requires = "deployment",
+        requires = "data"
+    )]
     rpc: Option<String>,
     /// The contracts' addresses (what `brume chain deploy --json` printed).
     #[arg(long, requires = "rpc")]
