@@ -617,6 +617,54 @@ pub struct Status {
     /// Settlement health (absent from brokers before settlement existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<SettlementHealth>,
+    /// The broker's hub wallet (a bond on an EVM chain), if it has one: a
+    /// provider reads it on chain and asks for a [`HubProof`] before it
+    /// joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_wallet: Option<String>,
+}
+
+/// `GET /v1/hub/proof?nonce=0x…`: the hub wallet's hub key signs the
+/// asker's fresh nonce ([`hub_proof_message`]), so a broker can't claim
+/// another broker's wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubProof {
+    pub wallet: String,
+    /// The address that signed (the wallet's `hub`).
+    pub hub: String,
+    /// `0x` + 32 bytes, as asked.
+    pub nonce: String,
+    /// EIP-191, 65 bytes, `0x` hex.
+    pub signature: String,
+}
+
+/// The text a hub proof signs.
+pub fn hub_proof_message(wallet: &str, nonce: &str) -> String {
+    format!(
+        "brume hub wallet\nwallet: {}\nnonce: {}",
+        wallet.to_ascii_lowercase(),
+        nonce.to_ascii_lowercase()
+    )
+}
+
+/// What a provider last found of its broker's hub wallet (`brume provide
+/// status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubCheck {
+    /// When it was checked (ms since the epoch).
+    pub checked_ms: u64,
+    /// Whether the broker passed: the provider joins only then.
+    pub ok: bool,
+    /// What was found, or why the broker failed.
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet: Option<String>,
+    /// `created`, `registered`, `idle`, `suspected` or `punished`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The bond frozen (base units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<String>,
 }
 
 /// What `/v1/status` and `GET /v1/settlement` say of settlement.
@@ -765,6 +813,9 @@ pub struct ProviderStatus {
     pub instructions_executed: u64,
     pub modules_cached: u64,
     pub uptime_s: u64,
+    /// The last check of the broker's hub wallet, if it checks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubCheck>,
 }
 
 #[cfg(test)]

@@ -64,6 +64,13 @@ pub struct ChainConfig {
     pub operator_password_file: Option<std::path::PathBuf>,
     /// `kind = "evm"`: how deep a write must be before it counts.
     pub confirmations: u64,
+    /// The broker's hub wallet (`contracts/HubWallet.sol`, on any EVM
+    /// chain), advertised in `/v1/status` for providers to check.
+    pub hub_wallet: Option<Address>,
+    /// The wallet's hub key, which signs the providers' proof requests:
+    /// a hex key file, or a keystore unlocked with `BRUME_HUB_PASSWORD`
+    /// (relative to the data dir).
+    pub hub_key: Option<std::path::PathBuf>,
 }
 
 impl Default for ChainConfig {
@@ -81,6 +88,8 @@ impl Default for ChainConfig {
             operator_key: None,
             operator_password_file: None,
             confirmations: 2,
+            hub_wallet: None,
+            hub_key: None,
         }
     }
 }
@@ -97,6 +106,66 @@ pub enum ChainKind {
 
 /// The operator's key password variable (`kind = "evm"`).
 pub const OPERATOR_PASSWORD_ENV: &str = "BRUME_OPERATOR_PASSWORD";
+
+/// The hub key's password variable.
+pub const HUB_PASSWORD_ENV: &str = "BRUME_HUB_PASSWORD";
+
+/// A hub wallet and the key that proves it is this broker's.
+#[derive(Clone)]
+pub struct Hub {
+    pub wallet: Address,
+    key: Arc<Identity>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("wallet", &self.wallet)
+            .field("hub", &self.key.address())
+            .finish()
+    }
+}
+
+impl Hub {
+    /// Loads `[broker.chain] hub_wallet` and `hub_key` (both, or
+    /// neither). Blocking.
+    pub fn load(data: &Path, config: &ChainConfig) -> Result<Option<Hub>, ChainError> {
+        let bad = |what: String| ChainError::Invalid(format!("[broker.chain] {what}"));
+        match (&config.hub_wallet, &config.hub_key) {
+            (None, None) => Ok(None),
+            (Some(wallet), Some(key)) => {
+                let key = if key.is_absolute() {
+                    key.clone()
+                } else {
+                    data.join(key)
+                };
+                let key = load_key(&key, None, HUB_PASSWORD_ENV)
+                    .map_err(|e| bad(format!("hub_key: {e}")))?;
+                Ok(Some(Hub {
+                    wallet: *wallet,
+                    key: Arc::new(key),
+                }))
+            }
+            _ => Err(bad("hub_wallet and hub_key go together".into())),
+        }
+    }
+
+    /// The hub key's signature over `nonce` (`brume_api::rest::hub_proof_message`).
+    pub fn prove(&self, nonce: &str) -> Result<brume_api::rest::HubProof, ChainError> {
+        let wallet = self.wallet.to_string();
+        let message = brume_api::rest::hub_proof_message(&wallet, nonce);
+        let signature = self
+            .key
+            .sign_message(message.as_bytes())
+            .map_err(|e| ChainError::Other(format!("sign the hub proof: {e}")))?;
+        Ok(brume_api::rest::HubProof {
+            wallet,
+            hub: self.key.address().to_string(),
+            nonce: nonce.to_string(),
+            signature: format!("0x{}", hex::encode(signature)),
+        })
+    }
+}
 
 /// One genesis allocation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -283,7 +352,8 @@ impl ChainHandle {
                 .map_err(|e| bad(format!("read {}: {e}", deployment.display())))?;
             let deployment = Deployment::from_json(&text)
                 .map_err(|e| bad(format!("{}: {e}", deployment.display())))?;
-            let operator = load_operator_key(&key, password.as_deref()).map_err(bad)?;
+            let operator =
+                load_key(&key, password.as_deref(), OPERATOR_PASSWORD_ENV).map_err(bad)?;
             Ok::<_, ChainError>((deployment, operator))
         })
         .await
@@ -447,15 +517,14 @@ async fn ready_evm_operator(
 /// Gas money a devnet account gets on an EVM chain: 1 ether.
 pub const DEVNET_GAS_MONEY: u128 = 1_000_000_000_000_000_000;
 
-/// The operator's key: a Web3 v3 keystore (JSON), unlocked with the
-/// password file's first line or [`OPERATOR_PASSWORD_ENV`], or a hex key
-/// file. Blocking.
-fn load_operator_key(path: &Path, password: Option<&Path>) -> Result<Identity, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("read the operator key {}: {e}", path.display()))?;
+/// A key: a Web3 v3 keystore (JSON), unlocked with the password file's
+/// first line or the variable `env`, or a hex key file. Blocking.
+fn load_key(path: &Path, password: Option<&Path>, env: &str) -> Result<Identity, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
     if !text.trim_start().starts_with('{') {
         return Identity::from_hex_key(text.trim())
-            .map_err(|e| format!("the operator key {}: {e}", path.display()));
+            .map_err(|e| format!("the key {}: {e}", path.display()));
     }
     let password = match password {
         Some(p) => std::fs::read_to_string(p)
@@ -464,15 +533,15 @@ fn load_operator_key(path: &Path, password: Option<&Path>) -> Result<Identity, S
             .next()
             .unwrap_or_default()
             .to_string(),
-        None => std::env::var(OPERATOR_PASSWORD_ENV).map_err(|_| {
+        None => std::env::var(env).map_err(|_| {
             format!(
-                "the operator keystore {} needs operator_password_file or {OPERATOR_PASSWORD_ENV}",
+                "the keystore {} needs a password file or {env}",
                 path.display()
             )
         })?,
     };
     Identity::from_keystore(path, password.as_bytes())
-        .map_err(|e| format!("unlock the operator keystore {}: {e}", path.display()))
+        .map_err(|e| format!("unlock the keystore {}: {e}", path.display()))
 }
 
 /// What a devnet's operator account gets from the faucet: 1000 tokens.

@@ -196,6 +196,8 @@ pub(crate) struct Shared {
     /// The broker's key: the payout account and the allowances' spender.
     pub identity: Identity,
     pub chain: chain::ChainHandle,
+    /// The hub wallet providers may check, and its proving key.
+    pub hub: Option<chain::Hub>,
     pub settlement: settlement::Settlement,
     /// Replicated jobs in progress, by job id.
     pub replicas: verify::Replicas,
@@ -267,6 +269,7 @@ impl Shared {
             },
             uptime_s: self.started.elapsed().as_secs(),
             settlement: Some(self.settlement.health()),
+            hub_wallet: self.hub.as_ref().map(|h| h.wallet.to_string()),
         }
     }
 }
@@ -313,7 +316,7 @@ impl Broker {
         let reputation = standings.reputations().await?;
         let keys = keys::Keys::open(Box::new(store.clone())).await?;
         let (ledger, ledger_rows) = open_ledger(&config).await?;
-        let (chain, settlement) = open_chain(&config, &ledger, &identity).await?;
+        let (chain, hub, settlement) = open_chain(&config, &ledger, &identity).await?;
         let tls = match &config.tls {
             Some(t) => Some(tls::load(t, &data_dir, config.listen)?),
             None => None,
@@ -344,6 +347,7 @@ impl Broker {
             broker_id: broker_id.clone(),
             identity,
             chain,
+            hub,
             settlement,
             replicas: Default::default(),
             receipts: Default::default(),
@@ -423,12 +427,20 @@ async fn open_ledger(
     Ok((ledger, rows))
 }
 
-/// Opens the chain and the settlement journal (off the runtime).
+/// Opens the chain, the hub wallet's key and the settlement journal (off
+/// the runtime).
 async fn open_chain(
     config: &BrokerConfig,
     ledger: &ledger::Ledger,
     identity: &Identity,
-) -> Result<(chain::ChainHandle, settlement::Settlement), BrokerError> {
+) -> Result<
+    (
+        chain::ChainHandle,
+        Option<chain::Hub>,
+        settlement::Settlement,
+    ),
+    BrokerError,
+> {
     let (dir, chain_config) = (config.data_dir.clone(), config.chain.clone());
     let payout = Arc::new(identity.clone());
     // Slashes go to the operator's account (the broker's own if the
@@ -438,6 +450,7 @@ async fn open_chain(
         .parse()
         .unwrap_or_else(|_| identity.address());
     let chain = chain::ChainHandle::open(&dir, &chain_config, payout, operator).await?;
+    let hub = tokio::task::spawn_blocking(move || chain::Hub::load(&dir, &chain_config)).await??;
     let dir = config.data_dir.join("settle");
     let (store, on_chain) = (ledger.store().clone(), chain.settlement().clone());
     let settle_config = config.settlement.clone();
@@ -445,7 +458,7 @@ async fn open_chain(
         settlement::Settlement::open(&dir, store, on_chain, &settle_config)
     })
     .await??;
-    Ok((chain, settlement))
+    Ok((chain, hub, settlement))
 }
 
 /// The broker's URL (`https://` with TLS), written to

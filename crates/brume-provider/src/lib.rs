@@ -102,6 +102,7 @@ use std::time::{Duration, Instant};
 use brume_api::rest::{Price, ProviderStatus};
 use brume_identity::Identity;
 use brume_sandbox::{Digest, Program, Sandbox, SandboxConfig};
+pub use hub::HubRequirement;
 pub use policy::{BlacklistSource, BlacklistSourceError, Fault};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +112,7 @@ pub mod policy;
 
 mod batch;
 mod control;
+mod hub;
 mod roots;
 mod session;
 mod work;
@@ -157,6 +159,8 @@ pub struct ProviderConfig {
     pub org: Option<String>,
     /// Attestation evidence sent in the handshake (trust tier 3).
     pub attestation: Option<brume_api::wire::Attestation>,
+    /// Join only a broker whose hub wallet passes these (see [`hub`]).
+    pub hub: Option<HubRequirement>,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -184,6 +188,7 @@ impl Default for ProviderConfig {
             require_signed_by: Vec::new(),
             org: None,
             attestation: None,
+            hub: None,
             fault: None,
         }
     }
@@ -286,6 +291,10 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     /// Where jobs run: threads at a lower priority than functions.
     pub(crate) batch: batch::BatchRuntime,
+    /// The last hub wallet check, and whether it passed (a failed one
+    /// ends the session).
+    pub(crate) hub_last: parking_lot::Mutex<Option<brume_api::rest::HubCheck>>,
+    pub(crate) hub_ok: watch::Sender<bool>,
 }
 
 /// One reserved slot (and its memory), released on drop, so an aborted
@@ -358,7 +367,21 @@ impl Shared {
             instructions_executed: self.instructions.load(Ordering::Relaxed),
             modules_cached: self.cached_digests().len() as u64,
             uptime_s: self.started.elapsed().as_secs(),
+            hub: self.hub_last.lock().clone(),
         }
+    }
+
+    /// Stores a hub check (logging a failure, or a recovery) and tells the
+    /// session whether it may stay.
+    pub(crate) fn record_hub(&self, check: brume_api::rest::HubCheck) {
+        let was = *self.hub_ok.borrow();
+        if !check.ok {
+            tracing::warn!(broker = %self.config.broker_url, why = %check.detail, "refusing broker: its hub wallet fails this provider's check");
+        } else if !was || self.hub_last.lock().is_none() {
+            tracing::info!(broker = %self.config.broker_url, found = %check.detail, "the broker's hub wallet passes");
+        }
+        self.hub_ok.send_replace(check.ok);
+        *self.hub_last.lock() = Some(check);
     }
 }
 
@@ -443,6 +466,8 @@ impl Provider {
             stop: CancellationToken::new(),
             batch: batch::BatchRuntime::new(config.slots as usize)
                 .map_err(|e| ProviderError::Internal(format!("batch runtime: {e}")))?,
+            hub_last: parking_lot::Mutex::new(None),
+            hub_ok: watch::channel(true).0,
             config,
         });
 
@@ -493,6 +518,9 @@ impl Provider {
             broker = %shared.config.broker_url,
             "provider ready"
         );
+        if let Some(req) = shared.config.hub.clone() {
+            tokio::spawn(hub::watch(shared.clone(), req));
+        }
         let main = tokio::spawn(session::run(shared.clone()));
         Ok(RunningProvider {
             shared,

@@ -63,6 +63,18 @@ async fn connect_loop(shared: &Arc<Shared>) -> Result<(), ProviderError> {
             return Ok(());
         }
         shared.set_connection(Connection::Connecting);
+        if let Some(req) = &shared.config.hub {
+            let check = crate::hub::check(shared, req).await;
+            let ok = check.ok;
+            shared.record_hub(check);
+            if !ok {
+                tokio::select! {
+                    () = tokio::time::sleep(req.every) => continue,
+                    () = shared.stop.cancelled() => return Ok(()),
+                    () = shared.drain.cancelled() => return Ok(()),
+                }
+            }
+        }
         match connect_once(shared).await {
             End::Finished => return Ok(()),
             End::Fatal(e) => return Err(e),
@@ -339,6 +351,7 @@ async fn serve(shared: &Arc<Shared>, ctx: &SessionCtx, stream: &mut Stream, hb: 
     let mut tasks: JoinSet<u32> = JoinSet::new();
     let mut channels: HashMap<u32, AbortHandle> = HashMap::new();
     let mut drain_deadline: Option<Instant> = None;
+    let mut hub_ok = shared.hub_ok.subscribe();
     let mut roots_tick = tokio::time::interval(crate::roots::ROOT_EVERY / 2);
     roots_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let finish = |code: CloseCode, reason: &str| {
@@ -379,6 +392,10 @@ async fn serve(shared: &Arc<Shared>, ctx: &SessionCtx, stream: &mut Stream, hb: 
                 }
             }
             _ = roots_tick.tick() => ctx.roots.flush(shared, out, false),
+            _ = hub_ok.wait_for(|ok| !*ok), if shared.config.hub.is_some() => {
+                finish(CloseCode::Normal, "the broker's hub wallet failed this provider's check");
+                return lost(true, "the broker's hub wallet failed a re-check");
+            }
             _ = ticker.tick() => {
                 if last_rx.elapsed() >= hb * 3 {
                     let _ = out.send(close_msg(close::HEARTBEAT_TIMEOUT, "no heartbeat"));

@@ -13,6 +13,7 @@ mod chain;
 mod config;
 mod devnet;
 mod exec;
+mod hub;
 mod keys;
 mod ledger;
 mod logging;
@@ -70,6 +71,9 @@ enum Command {
     /// An account's tokens through a broker: balance, approve (escrow),
     /// stake, history.
     Wallet(wallet::WalletArgs),
+    /// A broker's hub wallet on an EVM network: deploy, status, the hub's
+    /// and the DAO's calls.
+    Hub(hub::HubArgs),
 }
 
 /// An error and its causes, as `{:#}` prints them, but without a cause
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
             Command::Chain(args) => chain::main(args).await,
             Command::VerifyProof(args) => proof::main(&args).await,
             Command::Wallet(args) => wallet::main(args, &file.client).await,
+            Command::Hub(args) => hub::main(args).await,
         }
     })
 }

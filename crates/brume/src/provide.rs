@@ -106,6 +106,17 @@ struct RunArgs {
     /// broker's test authority's signature; see docs/verification.md).
     #[arg(long, value_name = "FILE")]
     attestation: Option<PathBuf>,
+    /// Join only a broker whose hub wallet (read on this chain's JSON-RPC)
+    /// bonds at least this many base units, is registered or idle, and
+    /// missed no payday. Needs --hub-rpc.
+    #[arg(long, value_name = "BASE_UNITS", requires = "hub_rpc")]
+    min_hub_bond: Option<u128>,
+    /// The JSON-RPC URL of the chain the broker's hub wallet is on.
+    #[arg(long, value_name = "URL", requires = "min_hub_bond")]
+    hub_rpc: Option<String>,
+    /// How often the hub wallet is checked again while joined.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    hub_check_every: Duration,
     /// Test mode: misbehave on purpose (wrong-output, wrong-output-tenth,
     /// wrong-fuel, stall, drop, inflate-mips). Debug builds only (see the
     /// module docs).
@@ -184,6 +195,14 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         blacklist_refresh: args.blacklist_refresh,
         require_signed_by: args.require_signed_by,
         org: args.org,
+        hub: match (args.min_hub_bond, args.hub_rpc) {
+            (Some(min_bond), Some(rpc)) => Some(brume_provider::HubRequirement {
+                rpc,
+                min_bond,
+                every: args.hub_check_every,
+            }),
+            _ => None,
+        },
         attestation: match &args.attestation {
             Some(path) => Some(read_attestation(path)?),
             None => None,
@@ -392,6 +411,15 @@ async fn status(args: StatusArgs, file: &ProviderSection) -> ExitCode {
             a.balance, a.allowance
         ),
         Err(e) => println!("  earnings      unknown: {e}"),
+    }
+    if let Some(h) = &s.hub {
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(h.checked_ms);
+        println!(
+            "  hub wallet    {} at {}: {}",
+            if h.ok { "passed" } else { "FAILED" },
+            humantime::format_rfc3339_seconds(at),
+            h.detail
+        );
     }
     println!(
         "  uptime        {}",

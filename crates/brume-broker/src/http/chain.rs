@@ -34,6 +34,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
         .route("/v1/chain/accounts/{address}", get(account))
         .route("/v1/chain/transfers", get(transfers))
+        .route("/v1/hub/proof", get(hub_proof))
         .route(
             "/v1/chain/faucet",
             post(faucet).layer(DefaultBodyLimit::max(MAX_TX_BODY)),
@@ -102,6 +103,33 @@ fn transfer(t: &Transfer) -> TransferInfo {
         anchor: t.anchor.to_string(),
         spender: t.spender.map(|s| s.to_string()),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct ProofQuery {
+    nonce: String,
+}
+
+/// `GET /v1/hub/proof?nonce=0x…`: the hub key signs the asker's nonce.
+async fn hub_proof(
+    State(shared): Sh,
+    query: Result<Query<ProofQuery>, QueryRejection>,
+) -> Res<axum::Json<brume_api::rest::HubProof>> {
+    let Query(q) = query.map_err(|e| bad("query", e.body_text()))?;
+    let hub = shared.hub.as_ref().ok_or_else(|| {
+        Fail::new(
+            ErrorCode::NotFound,
+            "this broker has no hub wallet ([broker.chain] hub_wallet)",
+        )
+    })?;
+    let nonce = hex_bytes("nonce", &q.nonce)?;
+    if nonce.len() != 32 {
+        return Err(bad("nonce", "expected 0x + 64 hex digits (32 fresh bytes)"));
+    }
+    let proof = hub
+        .prove(&format!("0x{}", hex::encode(&nonce)))
+        .map_err(chain_fail)?;
+    Ok(axum::Json(proof))
 }
 
 fn kind(shared: &Shared) -> &'static str {

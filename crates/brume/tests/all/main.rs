@@ -9,6 +9,7 @@ mod escrow;
 mod evm;
 mod exec;
 mod fairness;
+mod hub;
 mod keys;
 mod ledger;
 mod net;

@@ -405,8 +405,14 @@ impl Provider {
     }
 
     /// Starts a provider and waits only for its ready line (the broker may
-    /// be down).
-    fn spawn(home: &Path, data: &Path, broker_url: &str, slots: u32, extra: &[&str]) -> Provider {
+    /// be down, or the provider may refuse it).
+    pub fn spawn(
+        home: &Path,
+        data: &Path,
+        broker_url: &str,
+        slots: u32,
+        extra: &[&str],
+    ) -> Provider {
         let mut cmd = command(home);
         cmd.args(["provide", "--json", "--broker", broker_url])
             .args(extra)
@@ -592,6 +598,14 @@ impl Net {
         })
         .await;
         self.providers.len() - 1
+    }
+
+    /// A provider that may not join (not waited for): started with extra
+    /// `brume provide` arguments, ready but perhaps never connected.
+    pub fn spawn_provider_args(&mut self, slots: u32, extra: &[&str]) -> Provider {
+        let data = self.next_provider_dir();
+        self.next_provider += 1;
+        Provider::spawn(self.tmp.path(), &data, &self.broker.url, slots, extra)
     }
 
     /// The index of the provider with this address.
