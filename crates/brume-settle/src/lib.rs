@@ -156,6 +156,15 @@ pub trait RowSource: Send + Sync {
     ) -> LedgerFuture<'_, Vec<(String, brume_ledger::store::EntityStatus)>>;
 }
 
+/// Rows that must not settle yet (a job whose requester has not
+/// confirmed its result): deferred whole, like a flagged payer's, and
+/// asked about again at every later run. (The broker does not set one
+/// yet: buyer deposits released on confirmation are the next step.)
+pub trait Gate: Send + Sync {
+    /// Whether the row of `work_id` waits.
+    fn held(&self, work_id: &str) -> bool;
+}
+
 /// Maps a ledger account (as rows name it) to a chain address.
 pub type Resolver = Arc<dyn Fn(&str) -> Option<Address> + Send + Sync>;
 
@@ -377,6 +386,7 @@ pub struct Settler {
     config: SettleConfig,
     running: tokio::sync::Mutex<()>,
     fault: Option<Fault>,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 /// Test-only fault injection: abort the process at a point of a run, as a
@@ -436,7 +446,15 @@ impl Settler {
             fault: Fault::from_env(),
             #[cfg(not(debug_assertions))]
             fault: None,
+            gate: None,
         })
+    }
+
+    /// Rows `gate` holds wait (see [`Gate`]).
+    #[must_use]
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Settler {
+        self.gate = Some(gate);
+        self
     }
 
     /// Sets (or, with `None`, clears) the crash point of every later run,
@@ -697,11 +715,14 @@ impl Settler {
                 );
             }
         }
-        // Rows with a flagged payer are deferred whole; the rest is grouped.
+        // Rows with a flagged payer, or that the gate holds, are deferred
+        // whole; the rest is grouped.
+        let gate = self.gate.as_deref();
         let blocked = |r: &Slim| {
-            r.parts
-                .iter()
-                .any(|p| p.collected.is_none() && p.amount > 0 && flagged.contains_key(&p.account))
+            gate.is_some_and(|g| g.held(&r.work_id))
+                || r.parts.iter().any(|p| {
+                    p.collected.is_none() && p.amount > 0 && flagged.contains_key(&p.account)
+                })
         };
         let mut groups: HashMap<&str, Group> = HashMap::new();
         let mut newly_deferred = Vec::new();

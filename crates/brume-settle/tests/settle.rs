@@ -681,3 +681,51 @@ async fn every_row_is_settled_in_the_ledger_or_its_payer_is_flagged() {
         assert!(audit.is_clean(), "seed {seed}: {audit:?}");
     }
 }
+
+/// Holds the rows whose work ids it lists.
+struct Holding(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl brume_settle::Gate for Holding {
+    fn held(&self, work_id: &str) -> bool {
+        self.0.lock().map(|h| h.contains(work_id)).unwrap_or(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_gate_holds_wait_whole_until_it_lets_them_go() {
+    let mut w = World::new(2, &[true, true]).await;
+    let held_ids = w.rows(5, 0, Some(1)).await;
+    w.rows(20, 1, None).await;
+    let gate = Arc::new(Holding(std::sync::Mutex::new(
+        held_ids.iter().cloned().collect(),
+    )));
+    let settler = w
+        .settler(w.chain.clone(), SettleConfig::default())
+        .with_gate(gate.clone());
+    let first = settler.run().await.expect("run");
+    assert!(first.balanced, "{first:?}");
+    assert_eq!((first.rows_settled, first.rows_deferred), (20, 5));
+    assert!(first.flagged.is_empty(), "held, not flagged: {first:?}");
+    let (seq, row) = w.store.scan(0, 1).await.expect("scan").remove(0);
+    let status = settler.row_status(seq, &row).await.expect("status");
+    assert!(
+        status
+            .iter()
+            .all(|s| s.status == "deferred" || s.status == "unsettled"),
+        "{status:?}"
+    );
+
+    // Still held: nothing moves for them.
+    let again = settler.run().await.expect("run");
+    assert_eq!((again.rows_settled, again.rows_deferred), (0, 5));
+    assert_eq!(again.chain_txs, 0);
+
+    // Let go: they settle whole, and every balance is what the rows say.
+    gate.0.lock().expect("lock").clear();
+    let last = settler.run().await.expect("run");
+    assert!(last.balanced, "{last:?}");
+    assert_eq!((last.rows_settled, last.rows_deferred), (5, 0));
+    w.check_balances(&[]).await;
+    let audit = settler.audit().await.expect("audit");
+    assert!(audit.is_clean(), "{audit:?}");
+}
