@@ -220,6 +220,22 @@ pub struct JobSpec {
     /// attested, 4 anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Vec<u8>>,
+    /// A buyer deposit (the SONM seed's): the job's payment is settled
+    /// only once the requester confirms the result (`POST
+    /// /v1/jobs/{id}/confirm`), or once the broker's confirmation window
+    /// after the job's end has passed. Not with `verify` yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm: bool,
+}
+
+/// `POST /v1/jobs/{id}/confirm`: the job's payment may settle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobConfirmation {
+    pub id: WorkId,
+    /// When the requester confirmed (ms since the epoch).
+    pub confirmed_ms: u64,
+    /// Whether the confirmation window had already released it.
+    pub already_released: bool,
 }
 
 /// How a result is verified.
@@ -312,6 +328,12 @@ impl JobSpec {
     /// Checks everything that doesn't need the broker's state. Errors name
     /// the field.
     pub fn validate(&self) -> Result<(), ApiError> {
+        if self.confirm && !matches!(self.verify, None | Some(VerifyPolicy::None)) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "confirm: a job paid on confirmation can't be verified yet (drop verify or confirm)",
+            ));
+        }
         let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
         if let Some(tiers) = &self.tiers
             && (tiers.is_empty() || tiers.iter().any(|t| !(1..=4).contains(t)))

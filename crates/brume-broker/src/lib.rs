@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 mod audit;
 pub mod chain;
+mod deposits;
 pub mod escrow;
 mod http;
 mod jobs;
@@ -312,11 +313,11 @@ impl Broker {
         .map_err(BrokerError::Sandbox)?;
         let registry = registry::Registry::open(Box::new(store.clone())).await?;
         let standings = standings::Standings::open(Arc::new(store.clone())).await?;
-        let jobs = jobs::Jobs::new(Arc::new(store.clone()), config.finished_job_retention);
+        let jobs = jobs::Jobs::new(Arc::new(store.clone()), &config);
         let reputation = standings.reputations().await?;
         let keys = keys::Keys::open(Box::new(store.clone())).await?;
         let (ledger, ledger_rows) = open_ledger(&config).await?;
-        let (chain, hub, settlement) = open_chain(&config, &ledger, &identity).await?;
+        let (chain, hub, settlement) = open_chain(&config, &ledger, &identity, jobs.gate()).await?;
         let tls = match &config.tls {
             Some(t) => Some(tls::load(t, &data_dir, config.listen)?),
             None => None,
@@ -433,6 +434,7 @@ async fn open_chain(
     config: &BrokerConfig,
     ledger: &ledger::Ledger,
     identity: &Identity,
+    gate: Arc<deposits::Deposits>,
 ) -> Result<
     (
         chain::ChainHandle,
@@ -455,7 +457,7 @@ async fn open_chain(
     let (store, on_chain) = (ledger.store().clone(), chain.settlement().clone());
     let settle_config = config.settlement.clone();
     let settlement = tokio::task::spawn_blocking(move || {
-        settlement::Settlement::open(&dir, store, on_chain, &settle_config)
+        settlement::Settlement::open(&dir, store, on_chain, gate, &settle_config)
     })
     .await??;
     Ok((chain, hub, settlement))

@@ -29,6 +29,10 @@ pub struct SettlementConfig {
     /// Payouts below this (token base units) are carried over.
     #[serde(with = "crate::chain::amount")]
     pub min_payout: u128,
+    /// How long after its end a `confirm: true` job's payment waits for
+    /// its requester's confirmation before it is released anyway, in
+    /// milliseconds. Default: a day.
+    pub confirm_window_ms: u64,
 }
 
 impl Default for SettlementConfig {
@@ -36,6 +40,7 @@ impl Default for SettlementConfig {
         SettlementConfig {
             period_s: 86_400,
             min_payout: 0,
+            confirm_window_ms: 86_400_000,
         }
     }
 }
@@ -58,6 +63,7 @@ impl Settlement {
         dir: &std::path::Path,
         ledger: brume_ledger::store::SqliteStore,
         chain: Arc<dyn brume_chain::Settlement>,
+        gate: Arc<dyn brume_settle::Gate>,
         config: &SettlementConfig,
     ) -> Result<Settlement, brume_settle::SettleError> {
         let settler = Settler::open(
@@ -69,7 +75,8 @@ impl Settlement {
                 min_payout: config.min_payout,
                 ..SettleConfig::default()
             },
-        )?;
+        )?
+        .with_gate(gate);
         let health = SettlementHealth {
             payout_account: settler.payout_address().to_string(),
             period_s: config.period_s,

@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     usage TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, id);
+CREATE TABLE IF NOT EXISTS job_confirmations (
+    job_id TEXT PRIMARY KEY,
+    confirmed_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS provider_bans (
     address TEXT PRIMARY KEY,
     reason TEXT NOT NULL,

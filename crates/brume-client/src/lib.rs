@@ -624,6 +624,16 @@ impl Client {
         self.json(self.request(Method::DELETE, url)).await
     }
 
+    /// `POST /v1/jobs/{id}/confirm`: accept a `confirm: true` job's
+    /// result, so its payment settles.
+    pub async fn confirm_job(
+        &self,
+        id: WorkId,
+    ) -> Result<brume_api::rest::JobConfirmation, ClientError> {
+        let url = self.url(&["v1", "jobs", &id.to_string(), "confirm"]);
+        self.json(self.request(Method::POST, url)).await
+    }
+
     /// `GET /v1/jobs/{id}/events`: the job's events, history first, then
     /// live. The stream ends after the final event (`succeeded`, `failed`,
     /// `cancelled`), or earlier if the connection ends.

@@ -300,6 +300,10 @@ pub struct RunArgs {
     /// The service tier to run at (default: your account's).
     #[arg(long, value_name = "NAME")]
     tier: Option<String>,
+    /// Pay only once you confirm the result (`brume job confirm ID`), or
+    /// once the broker's confirmation window after the job's end passes.
+    #[arg(long)]
+    confirm: bool,
     /// The most the job may cost, in micro-units of the broker's currency;
     /// your account's deal decides what happens above it.
     #[arg(long, value_name = "MICROS")]
@@ -354,6 +358,9 @@ enum JobCommand {
     Result { id: WorkId },
     /// Cancel a job.
     Cancel { id: WorkId },
+    /// Accept the result of a job submitted with `confirm`: its payment
+    /// settles (else it does once the broker's confirmation window passes).
+    Confirm { id: WorkId },
     /// List jobs, newest first.
     List {
         /// Only jobs in this state (queued, assigned, running, succeeded,
@@ -919,6 +926,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
             .replicate
             .map(|(n, quorum)| brume_api::rest::VerifyPolicy::Replicate { n, quorum }),
         tiers: (!args.tiers.is_empty()).then(|| args.tiers.clone()),
+        confirm: args.confirm,
     })
 }
 
@@ -1201,6 +1209,22 @@ async fn job_inner(args: JobArgs, file: &ClientSection) -> Result<ExitCode, Fail
                 emit_json(&info);
             } else {
                 println!("job {} {}", info.id, info.state.as_str());
+            }
+        }
+        JobCommand::Confirm { id } => {
+            let c = client.confirm_job(id).await?;
+            if json {
+                emit_json(&c);
+            } else if c.already_released {
+                println!(
+                    "job {} confirmed (its payment had already been released by the confirmation window)",
+                    c.id
+                );
+            } else {
+                println!(
+                    "job {} confirmed: its payment settles at the next settlement run",
+                    c.id
+                );
             }
         }
         JobCommand::List { state, limit } => {

@@ -86,6 +86,17 @@ pub(super) async fn submit_job(
         admission,
     };
     let stored = stored_job(&shared, &spec, resolved);
+    if stored.confirm
+        && !matches!(
+            stored.verify,
+            None | Some(brume_api::rest::VerifyPolicy::None)
+        )
+    {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            "confirm: this account's work is verified by default, and a job paid on confirmation can't be verified yet",
+        ));
+    }
     let entry = crate::jobs::submit(&shared, stored, spec.labels, hold).await?;
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", entry.id)) {
@@ -156,6 +167,7 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         verify,
         tiers: spec.tiers.clone(),
         columns: spec.columns.clone(),
+        confirm: spec.confirm,
     }
 }
 
@@ -273,6 +285,48 @@ async fn readable(shared: &Shared, auth: &Auth, id: WorkId) -> Res<JobInfo> {
         Some((info, owner)) if auth.sees(&owner) => Ok(info),
         _ => Err(no_job(id)),
     }
+}
+
+/// `POST /v1/jobs/{id}/confirm`: the requester accepts the result of a
+/// `confirm: true` job; its payment may settle. Confirming twice is a
+/// no-op.
+pub(super) async fn confirm_job(
+    State(shared): Sh,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<brume_api::rest::JobConfirmation>> {
+    let id = job_id(&id)?;
+    let info = readable(&shared, &auth, id).await?;
+    auth.require(Scope::Jobs)?;
+    let (wants, confirmed) = shared.jobs.confirmation(id).await?;
+    if !wants {
+        return Err(Fail::new(
+            ErrorCode::Conflict,
+            format!("job {id} was not submitted with confirm: true; its payment does not wait"),
+        ));
+    }
+    if let Some(at) = confirmed {
+        return Ok(axum::Json(brume_api::rest::JobConfirmation {
+            id,
+            confirmed_ms: at,
+            already_released: false,
+        }));
+    }
+    if !info.state.is_final() {
+        return Err(Fail::new(
+            ErrorCode::Conflict,
+            format!(
+                "job {id} is still {}: confirm its result once it has one",
+                info.state.as_str()
+            ),
+        ));
+    }
+    let (confirmed_ms, already_released) = shared.jobs.confirm(id).await?;
+    Ok(axum::Json(brume_api::rest::JobConfirmation {
+        id,
+        confirmed_ms,
+        already_released,
+    }))
 }
 
 pub(super) async fn get_job(

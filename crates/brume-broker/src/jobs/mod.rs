@@ -73,6 +73,9 @@ pub(crate) struct StoredJob {
     /// The requester's own columns for its rows.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// Paid only once confirmed (see `deposits.rs`).
+    #[serde(default)]
+    pub confirm: bool,
 }
 
 /// One change to a stored job: an event, with the job's new state (if it
@@ -106,6 +109,14 @@ pub(crate) trait JobStore: Send + Sync + std::fmt::Debug {
     fn open_jobs(&self) -> StoreFuture<'_, Vec<(JobInfo, StoredJob, Vec<JobEvent>)>>;
     fn events(&self, id: WorkId) -> StoreFuture<'_, Vec<JobEvent>>;
     fn result(&self, id: WorkId) -> StoreFuture<'_, Option<JobResult>>;
+    /// Records that a job's requester confirmed it; returns once durable.
+    fn confirm(&self, id: WorkId, at_ms: u64) -> StoreFuture<'_, ()>;
+    /// Whether job `id` was submitted with `confirm`, and when it was
+    /// confirmed (if it was).
+    fn confirmation(&self, id: WorkId) -> StoreFuture<'_, (bool, Option<u64>)>;
+    /// Jobs with `confirm` not yet confirmed, with when each ended (if it
+    /// did).
+    fn awaiting_confirmation(&self) -> StoreFuture<'_, Vec<(WorkId, Option<u64>)>>;
 }
 
 /// Each job's entry with when it was seen finished.
@@ -119,15 +130,40 @@ pub(crate) struct Jobs {
     /// Each entry with when it was seen finished.
     entries: parking_lot::Mutex<Entries>,
     retention: Duration,
+    /// The jobs whose payment waits for a confirmation.
+    deposits: Arc<crate::deposits::Deposits>,
 }
 
 impl Jobs {
-    pub fn new(store: Arc<dyn JobStore>, retention: Duration) -> Jobs {
+    /// Jobs over `store`, with `config`'s retention and confirmation
+    /// window.
+    pub fn new(store: Arc<dyn JobStore>, config: &crate::BrokerConfig) -> Jobs {
         Jobs {
             store,
             entries: Default::default(),
-            retention,
+            retention: config.finished_job_retention,
+            deposits: crate::deposits::Deposits::new(config.settlement.confirm_window_ms),
         }
+    }
+
+    /// What holds `confirm` jobs' rows out of settlement.
+    pub fn gate(&self) -> Arc<crate::deposits::Deposits> {
+        self.deposits.clone()
+    }
+
+    /// The requester confirms job `id` (its `confirm` checked by the
+    /// caller): durable, then its row may settle. Whether the window had
+    /// already released it.
+    pub async fn confirm(&self, id: WorkId) -> Result<(u64, bool), StoreError> {
+        let at = crate::now_ms();
+        self.store.confirm(id, at).await?;
+        Ok((at, self.deposits.confirmed(id)))
+    }
+
+    /// Whether job `id` waits for a confirmation at all, and when it was
+    /// confirmed.
+    pub async fn confirmation(&self, id: WorkId) -> Result<(bool, Option<u64>), StoreError> {
+        self.store.confirmation(id).await
     }
 
     /// A job in memory.
@@ -212,6 +248,8 @@ struct Inner {
 /// event followers.
 #[derive(Debug)]
 pub(crate) struct JobEntry {
+    /// Told when a `confirm` job ends.
+    deposits: Option<Arc<crate::deposits::Deposits>>,
     pub id: WorkId,
     pub stored: StoredJob,
     store: Arc<dyn JobStore>,
@@ -319,10 +357,16 @@ impl JobEntry {
         stored: StoredJob,
         info: JobInfo,
         events: Vec<JobEvent>,
-        store: Arc<dyn JobStore>,
+        jobs: &Jobs,
     ) -> Arc<JobEntry> {
         let (live, _) = broadcast::channel(256);
+        let store = jobs.store.clone();
+        let deposits = stored.confirm.then(|| {
+            jobs.deposits.submitted(id);
+            jobs.deposits.clone()
+        });
         Arc::new(JobEntry {
+            deposits,
             id,
             stored,
             store,
@@ -518,6 +562,10 @@ impl JobEntry {
         ev.error = error;
         ev.provider = inner.info.provider.clone();
         self.push_with(&mut inner, ev, true, Some(result));
+        drop(inner);
+        if let Some(d) = &self.deposits {
+            d.finished(self.id, crate::now_ms());
+        }
     }
 }
 
@@ -603,7 +651,7 @@ pub(crate) async fn submit(
     };
     let jobs = &shared.jobs;
     jobs.store.insert(info.clone(), stored.clone()).await?;
-    let entry = JobEntry::new(id, stored, info, Vec::new(), jobs.store.clone());
+    let entry = JobEntry::new(id, stored, info, Vec::new(), jobs);
     entry.event_queued(None);
     start(shared, entry.clone(), 0, hold);
     Ok(entry)
@@ -667,6 +715,13 @@ pub(crate) fn start(
 
 /// Re-queues the jobs that were open when the broker last stopped.
 pub(crate) async fn recover(shared: &Arc<Shared>) -> Result<(), crate::StoreError> {
+    // Finished jobs still waiting for a confirmation (open ones are
+    // registered as they are re-queued below).
+    for (id, ended) in shared.jobs.store.awaiting_confirmation().await? {
+        if let Some(at) = ended {
+            shared.jobs.deposits.finished(id, at);
+        }
+    }
     let open = shared.jobs.store.open_jobs().await?;
     if !open.is_empty() {
         tracing::info!("re-queueing {} unfinished job(s)", open.len());
@@ -676,7 +731,7 @@ pub(crate) async fn recover(shared: &Arc<Shared>) -> Result<(), crate::StoreErro
         // fault: a recovered job always gets at least one more attempt.
         let attempts = info.attempts.min(stored.max_attempts.saturating_sub(1));
         info.state = JobState::Queued;
-        let entry = JobEntry::new(info.id, stored, info, events, shared.jobs.store.clone());
+        let entry = JobEntry::new(info.id, stored, info, events, &shared.jobs);
         entry.event_queued(Some("re-queued after a broker restart"));
         start(shared, entry, attempts, None);
     }

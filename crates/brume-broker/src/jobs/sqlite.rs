@@ -46,6 +46,64 @@ impl JobStore for Store {
     fn result(&self, id: WorkId) -> StoreFuture<'_, Option<JobResult>> {
         Box::pin(load_result(self, id))
     }
+
+    fn confirm(&self, id: WorkId, at_ms: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO job_confirmations (job_id, confirmed_ms) VALUES (?1, ?2)",
+                params![id.to_string(), at_ms as i64],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn confirmation(&self, id: WorkId) -> StoreFuture<'_, (bool, Option<u64>)> {
+        Box::pin(self.read(move |c| {
+            let id = id.to_string();
+            let wants: Option<bool> = c
+                .query_row(
+                    "SELECT json_extract(spec, '$.confirm') = 1 FROM jobs WHERE id = ?1",
+                    [&id],
+                    |r| r.get::<_, Option<bool>>(0),
+                )
+                .optional()?
+                .flatten();
+            let at: Option<i64> = c
+                .query_row(
+                    "SELECT confirmed_ms FROM job_confirmations WHERE job_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok((wants.unwrap_or(false), at.map(|t| t as u64)))
+        }))
+    }
+
+    fn awaiting_confirmation(&self) -> StoreFuture<'_, Vec<(WorkId, Option<u64>)>> {
+        Box::pin(self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, state, updated_at_ms FROM jobs
+                 WHERE json_extract(spec, '$.confirm') = 1
+                 AND NOT EXISTS (SELECT 1 FROM job_confirmations k WHERE k.job_id = jobs.id)",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, state, updated) = row?;
+                let (Ok(id), Ok(state)) = (id.parse::<WorkId>(), state.parse::<JobState>()) else {
+                    continue;
+                };
+                out.push((id, state.is_final().then_some(updated as u64)));
+            }
+            Ok(out)
+        }))
+    }
 }
 
 /// One event; with it the job's state (if any) and its result (if any), in

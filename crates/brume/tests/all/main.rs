@@ -4,6 +4,7 @@ mod util;
 
 mod accounts;
 mod billing;
+mod deposits;
 mod devnet;
 mod escrow;
 mod evm;

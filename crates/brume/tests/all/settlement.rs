@@ -20,7 +20,7 @@ const FUNDS: u128 = 1_000_000_000_000_000_000_000; // 1000 tokens
 
 /// `who` approves [`FUNDS`] to the payout account: its first tx, signed
 /// here and sent through the broker.
-async fn approve(net: &Net, who: &Identity, chain_id: u64, payout: Address) {
+pub(crate) async fn approve(net: &Net, who: &Identity, chain_id: u64, payout: Address) {
     let tx = Tx {
         chain_id,
         from: who.address(),
