@@ -158,8 +158,8 @@ pub trait RowSource: Send + Sync {
 
 /// Rows that must not settle yet (a job whose requester has not
 /// confirmed its result): deferred whole, like a flagged payer's, and
-/// asked about again at every later run. (The broker does not set one
-/// yet: buyer deposits released on confirmation are the next step.)
+/// asked about again at every later run. The broker's is its buyer
+/// deposits (`confirm: true` jobs).
 pub trait Gate: Send + Sync {
     /// Whether the row of `work_id` waits.
     fn held(&self, work_id: &str) -> bool;
