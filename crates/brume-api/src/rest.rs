@@ -223,9 +223,27 @@ pub struct JobSpec {
     /// A buyer deposit (the SONM seed's): the job's payment is settled
     /// only once the requester confirms the result (`POST
     /// /v1/jobs/{id}/confirm`), or once the broker's confirmation window
-    /// after the job's end has passed. Not with `verify` yet.
+    /// after the job's end has passed. The requester may instead reject
+    /// it (`POST /v1/jobs/{id}/reject`): the broker re-executes it and the
+    /// loser pays. Runs in the deterministic profile. Not with `verify`
+    /// yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
+}
+
+/// `POST /v1/jobs/{id}/reject`: the broker re-executed the job and
+/// decided; the loser pays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDispute {
+    pub id: WorkId,
+    /// `provider_cheated` (the requester is refunded, the provider banned
+    /// and slashed), `result_upheld` (the requester pays the
+    /// re-execution) or `inconclusive` (nobody is judged; the payment
+    /// still waits).
+    pub verdict: String,
+    pub detail: String,
+    /// The refund, or the fee (token base units).
+    pub amount: String,
 }
 
 /// `POST /v1/jobs/{id}/confirm`: the job's payment may settle.

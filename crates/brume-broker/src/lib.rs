@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 mod audit;
 pub mod chain;
 mod deposits;
+mod dispute;
 pub mod escrow;
 mod http;
 mod jobs;

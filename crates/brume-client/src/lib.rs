@@ -624,6 +624,13 @@ impl Client {
         self.json(self.request(Method::DELETE, url)).await
     }
 
+    /// `POST /v1/jobs/{id}/reject`: dispute a `confirm: true` job's
+    /// result; the broker re-executes it and the loser pays.
+    pub async fn reject_job(&self, id: WorkId) -> Result<brume_api::rest::JobDispute, ClientError> {
+        let url = self.url(&["v1", "jobs", &id.to_string(), "reject"]);
+        self.json(self.request(Method::POST, url)).await
+    }
+
     /// `POST /v1/jobs/{id}/confirm`: accept a `confirm: true` job's
     /// result, so its payment settles.
     pub async fn confirm_job(

@@ -361,6 +361,9 @@ enum JobCommand {
     /// Accept the result of a job submitted with `confirm`: its payment
     /// settles (else it does once the broker's confirmation window passes).
     Confirm { id: WorkId },
+    /// Dispute the result of a job submitted with `confirm`: the broker
+    /// re-executes it, and the loser pays.
+    Reject { id: WorkId },
     /// List jobs, newest first.
     List {
         /// Only jobs in this state (queued, assigned, running, succeeded,
@@ -1225,6 +1228,14 @@ async fn job_inner(args: JobArgs, file: &ClientSection) -> Result<ExitCode, Fail
                     "job {} confirmed: its payment settles at the next settlement run",
                     c.id
                 );
+            }
+        }
+        JobCommand::Reject { id } => {
+            let d = client.reject_job(id).await?;
+            if json {
+                emit_json(&d);
+            } else {
+                println!("job {} {}: {}", d.id, d.verdict, d.detail);
             }
         }
         JobCommand::List { state, limit } => {

@@ -140,8 +140,10 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
             .collect(),
         stdin: r.stdin,
         limits: r.limits,
-        // Verified work runs deterministically (replicas must agree).
+        // Verified work runs deterministically (replicas must agree), and
+        // so does work paid on confirmation (a dispute re-executes it).
         profile: match verify {
+            _ if spec.confirm => Profile::Deterministic,
             Some(
                 brume_api::rest::VerifyPolicy::Replicate { .. }
                 | brume_api::rest::VerifyPolicy::Adaptive
@@ -327,6 +329,55 @@ pub(super) async fn confirm_job(
         confirmed_ms,
         already_released,
     }))
+}
+
+/// `POST /v1/jobs/{id}/reject`: the requester disputes the result of a
+/// `confirm: true` job; the broker re-executes it and the loser pays (see
+/// `dispute.rs`). The response waits for the re-execution.
+pub(super) async fn reject_job(
+    State(shared): Sh,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Res<axum::Json<brume_api::rest::JobDispute>> {
+    let id = job_id(&id)?;
+    let info = readable(&shared, &auth, id).await?;
+    auth.require(Scope::Jobs)?;
+    let (wants, confirmed) = shared.jobs.confirmation(id).await?;
+    if !wants {
+        return Err(Fail::new(
+            ErrorCode::Conflict,
+            format!("job {id} was not submitted with confirm: true; there is nothing to dispute"),
+        ));
+    }
+    if confirmed.is_some() {
+        return Err(Fail::new(
+            ErrorCode::Conflict,
+            format!("job {id} was already confirmed or disputed"),
+        ));
+    }
+    if info.state != JobState::Succeeded {
+        return Err(Fail::new(
+            ErrorCode::Conflict,
+            format!(
+                "job {id} is {}: only a result can be disputed",
+                info.state.as_str()
+            ),
+        ));
+    }
+    let requester = shared
+        .jobs
+        .info(id)
+        .await?
+        .map(|(_, owner)| owner)
+        .unwrap_or_default();
+    match crate::dispute::dispute(&shared, id, &requester).await {
+        Ok(d) => Ok(axum::Json(d)),
+        Err(crate::dispute::Refused::NoReceipt) => Err(Fail::new(
+            ErrorCode::Conflict,
+            format!("job {id} has no signed result to dispute"),
+        )),
+        Err(crate::dispute::Refused::Store(e)) => Err(e.into()),
+    }
 }
 
 pub(super) async fn get_job(

@@ -140,6 +140,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/jobs/{id}/events", get(jobs::job_events))
         .route("/v1/jobs/{id}/result", get(jobs::job_result))
         .route("/v1/jobs/{id}/confirm", post(jobs::confirm_job))
+        .route("/v1/jobs/{id}/reject", post(jobs::reject_job))
         .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
         .route("/v1/keys/{id}/revoke", post(keys::revoke_key))
         .route("/v1/receipts/{work_id}", get(invoke::receipt))

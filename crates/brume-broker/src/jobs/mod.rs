@@ -114,6 +114,8 @@ pub(crate) trait JobStore: Send + Sync + std::fmt::Debug {
     /// Whether job `id` was submitted with `confirm`, and when it was
     /// confirmed (if it was).
     fn confirmation(&self, id: WorkId) -> StoreFuture<'_, (bool, Option<u64>)>;
+    /// Job `id` as stored (its request, the broker's decisions).
+    fn stored(&self, id: WorkId) -> StoreFuture<'_, Option<StoredJob>>;
     /// Jobs with `confirm` not yet confirmed, with when each ended (if it
     /// did).
     fn awaiting_confirmation(&self) -> StoreFuture<'_, Vec<(WorkId, Option<u64>)>>;
@@ -149,6 +151,33 @@ impl Jobs {
     /// What holds `confirm` jobs' rows out of settlement.
     pub fn gate(&self) -> Arc<crate::deposits::Deposits> {
         self.deposits.clone()
+    }
+
+    /// Job `id`'s work, rebuilt from what was stored (for a dispute's
+    /// re-execution).
+    pub async fn rebuilt_work(
+        &self,
+        shared: &Shared,
+        id: WorkId,
+    ) -> Result<Option<(StoredJob, Arc<Work>)>, StoreError> {
+        let Some(stored) = self.store.stored(id).await? else {
+            return Ok(None);
+        };
+        let needs = shared.ledger.needs(stored.admission.as_ref());
+        let signature = shared.registry.module_signature(
+            stored.service.as_deref(),
+            &stored.requester,
+            &stored.digest,
+        );
+        let spec = work_spec(
+            &stored,
+            shared.config.progress_interval,
+            needs,
+            signature,
+            &shared.config.trust,
+        );
+        let timeout = Duration::from_millis(stored.queue_timeout_ms);
+        Ok(Some((stored, Work::new(id, spec, timeout, 0))))
     }
 
     /// The requester confirms job `id` (its `confirm` checked by the

@@ -79,6 +79,18 @@ impl JobStore for Store {
         }))
     }
 
+    fn stored(&self, id: WorkId) -> StoreFuture<'_, Option<StoredJob>> {
+        Box::pin(self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {INFO_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id.to_string()],
+                info_from_row,
+            )
+            .optional()
+            .map(|o| o.map(|(_, stored)| stored))
+        }))
+    }
+
     fn awaiting_confirmation(&self) -> StoreFuture<'_, Vec<(WorkId, Option<u64>)>> {
         Box::pin(self.read(|c| {
             let mut stmt = c.prepare(

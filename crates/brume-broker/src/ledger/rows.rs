@@ -345,6 +345,34 @@ impl Ledger {
         }
     }
 
+    /// The row a requester pays for a dispute it lost (see `dispute.rs`):
+    /// the re-execution of job `work`, at the job's own cost, to the
+    /// operator who ran it. Work id `dispute-fee-<work id>`, so a job is
+    /// disputed once.
+    pub(crate) fn dispute_fee(
+        &self,
+        work: brume_api::WorkId,
+        requester: &str,
+        amount: u128,
+    ) -> Option<Unsealed> {
+        let requester = clip(requester, MAX_ID_BYTES);
+        let data = self.transfer_row(Transfer {
+            work_id: format!("dispute-fee-{work}"),
+            requester,
+            payer: (requester, "dispute"),
+            payee: (&self.operator, "reexecution"),
+            amount,
+            tier: String::new(),
+            fee_micros: 0,
+        });
+        self.escrow.charge(charge_parts(&data.payers));
+        let private = PrivateData {
+            request_line: format!("dispute of {work}"),
+            ..PrivateData::default()
+        };
+        Some((data, private))
+    }
+
     /// The row refunding `requester` the fee of call `work` that an audit
     /// refuted (see `audit.rs`): the operator pays (it received the
     /// cheat's slashed stake), the requester receives. Work id

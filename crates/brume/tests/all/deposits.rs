@@ -168,3 +168,74 @@ async fn the_confirmation_window_releases_an_unconfirmed_job() {
     let late = mine.confirm_job(id).await.expect("a late confirmation");
     assert!(late.already_released, "{late:?}");
 }
+
+/// Whether the ledger holds a row with this work id.
+async fn has_row(net: &Net, work_id: &str) -> bool {
+    reqwest::get(net.url(&format!("/v1/ledger/rows/{work_id}")))
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_result_is_reexecuted_and_the_loser_pays() {
+    let (mut net, mine, _) = world(86_400_000).await;
+
+    // An honest result, rejected: the re-execution upholds it, and the
+    // requester pays for the re-execution.
+    let honest = job(&mine, 1_000, true).await;
+    let out = command(net.home())
+        .args([
+            "job",
+            "reject",
+            &honest.to_string(),
+            "--json",
+            "--broker",
+            &net.broker.url,
+        ])
+        .env("BRUME_API_KEY", &net.named_keys[0])
+        .output()
+        .expect("brume job reject");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(d["verdict"], "result_upheld", "{d}");
+    assert!(has_row(&net, &format!("dispute-fee-{honest}")).await);
+    let err = mine.reject_job(honest).await.expect_err("decided once");
+    assert!(err.to_string().contains("already"), "{err}");
+    let report = net.client.settle().await.expect("settle");
+    assert_eq!(report["balanced"], true, "{report}");
+    assert_eq!(
+        (
+            count(&report, "rows_settled"),
+            count(&report, "rows_deferred")
+        ),
+        (2, 0),
+        "the job's row and the fee settle: {report}"
+    );
+
+    // A provider that lies about its output: the re-execution refutes it,
+    // it is banned, and the requester is refunded.
+    net.providers[0].kill();
+    let liar = net.add_provider_args(1, &["--fault", "wrong-output"]).await;
+    let liar_address = net.providers[liar].address.clone();
+    let cheated = job(&mine, 1_001, true).await;
+    let d = mine.reject_job(cheated).await.expect("reject");
+    assert_eq!(d.verdict, "provider_cheated", "{d:?}");
+    assert!(d.detail.contains(&liar_address), "{d:?}");
+    assert!(has_row(&net, &format!("audit-refund-{cheated}")).await);
+    eventually("the liar is banned and gone", || async {
+        let list = net.client.providers().await.ok()?;
+        list.providers
+            .iter()
+            .all(|p| p.address != liar_address)
+            .then_some(())
+    })
+    .await;
+    let report = net.client.settle().await.expect("settle");
+    assert_eq!(report["balanced"], true, "{report}");
+    assert_eq!(count(&report, "rows_deferred"), 0, "{report}");
+}
