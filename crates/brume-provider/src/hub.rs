@@ -94,6 +94,16 @@ async fn examine(
         .map_err(|e| format!("read the hub wallet {wallet} on {}: {e}", req.rpc))?;
     out.phase = Some(view.phase.as_str().to_string());
     out.bond = Some(view.bond.to_string());
+    judge(&view, signer, req.min_bond)
+}
+
+/// The verdict on a wallet read on chain, whose proof `signer` signed.
+fn judge(
+    view: &brume_evm::HubView,
+    signer: brume_evm::Address,
+    min_bond: u128,
+) -> Result<String, String> {
+    let wallet = view.wallet;
     if view.hub != signer {
         return Err(format!(
             "the hub wallet {wallet} belongs to {}, but the broker proved {signer}",
@@ -126,10 +136,10 @@ async fn examine(
     } else {
         view.balance
     };
-    if backing < req.min_bond {
+    if backing < min_bond {
         return Err(format!(
             "the hub wallet {wallet} bonds {backing} base units, less than the {} required",
-            req.min_bond
+            min_bond
         ));
     }
     Ok(format!(
@@ -165,5 +175,66 @@ pub(crate) async fn watch(shared: std::sync::Arc<Shared>, req: HubRequirement) {
         }
         let result = check(&shared, &req).await;
         shared.record_hub(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::judge;
+    use brume_evm::{Address, HubPhase, HubView};
+
+    fn view(phase: HubPhase) -> HubView {
+        HubView {
+            wallet: Address::repeat_byte(1),
+            hub: Address::repeat_byte(2),
+            dao: Address::repeat_byte(3),
+            phase,
+            balance: 1_000,
+            bond: 100,
+            locked: 0,
+            registered_at: 0,
+            payday_due: 0,
+            payday_overdue: false,
+            paydays: 0,
+            missed_paydays: 0,
+        }
+    }
+
+    #[test]
+    fn only_a_bonded_registered_or_idle_hub_that_pays_on_time_passes() {
+        let hub = Address::repeat_byte(2);
+        assert!(judge(&view(HubPhase::Registered), hub, 100).is_ok());
+        assert!(
+            judge(&view(HubPhase::Idle), hub, 1_000).is_ok(),
+            "idle: its balance backs it"
+        );
+        for phase in [HubPhase::Created, HubPhase::Suspected, HubPhase::Punished] {
+            let e = judge(&view(phase), hub, 0).expect_err("refused");
+            assert!(e.contains(phase.as_str()), "{e}");
+        }
+        let e = judge(&view(HubPhase::Registered), hub, 101).expect_err("too little");
+        assert!(e.contains("less than"), "{e}");
+        let e =
+            judge(&view(HubPhase::Registered), Address::repeat_byte(9), 0).expect_err("borrowed");
+        assert!(e.contains("belongs to"), "{e}");
+        let late = HubView {
+            missed_paydays: 1,
+            paydays: 3,
+            ..view(HubPhase::Registered)
+        };
+        assert!(
+            judge(&late, hub, 0)
+                .expect_err("late")
+                .contains("missed a payday")
+        );
+        let overdue = HubView {
+            payday_overdue: true,
+            ..view(HubPhase::Registered)
+        };
+        assert!(
+            judge(&overdue, hub, 0)
+                .expect_err("overdue")
+                .contains("overdue")
+        );
     }
 }
