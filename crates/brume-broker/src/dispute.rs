@@ -45,7 +45,7 @@ pub(crate) async fn dispute(
     id: WorkId,
     requester: &str,
 ) -> Result<JobDispute, Refused> {
-    let result = shared.jobs.stored_result(id).await?;
+    let result = shared.jobs.result(id).await?;
     let (Some(result), Some((_, work))) = (result, shared.jobs.rebuilt_work(shared, id).await?)
     else {
         return Err(Refused::NoReceipt);

@@ -251,6 +251,16 @@ impl Jobs {
         self.store.result(id).await
     }
 
+    /// A finished job's result: from memory, else (once every record
+    /// queued so far is durable) from the store.
+    pub async fn result(&self, id: WorkId) -> Result<Option<JobResult>, StoreError> {
+        if let Some(r) = self.entry(id).and_then(|e| e.result()) {
+            return Ok(Some(r));
+        }
+        self.store.flush().await?;
+        self.store.result(id).await
+    }
+
     /// A job's stored events.
     pub async fn stored_events(&self, id: WorkId) -> Result<Vec<JobEvent>, StoreError> {
         self.store.events(id).await
