@@ -64,6 +64,11 @@ impl LocalAnvil {
         })
     }
 
+    /// Its funded keys, the operator's first.
+    pub fn keys(&self) -> Vec<PrivateKeySigner> {
+        self.anvil.keys().iter().cloned().map(Into::into).collect()
+    }
+
     /// Its JSON-RPC endpoint.
     pub fn url(&self) -> Url {
         self.anvil.endpoint_url()

@@ -289,6 +289,25 @@ async fn readable(shared: &Shared, auth: &Auth, id: WorkId) -> Res<JobInfo> {
     }
 }
 
+/// A `confirm: true` job of the caller's (with the `jobs` scope): its info
+/// and when it was confirmed or disputed, if it was. 409 for a job that
+/// does not wait for a confirmation.
+async fn deposit(shared: &Shared, auth: &Auth, id: WorkId) -> Res<(JobInfo, Option<u64>)> {
+    let info = readable(shared, auth, id).await?;
+    auth.require(Scope::Jobs)?;
+    let (wants, decided) = shared.jobs.confirmation(id).await?;
+    if !wants {
+        return Err(conflict(format!(
+            "job {id} was not submitted with confirm: true; its payment does not wait"
+        )));
+    }
+    Ok((info, decided))
+}
+
+fn conflict(message: String) -> Fail {
+    Fail::new(ErrorCode::Conflict, message)
+}
+
 /// `POST /v1/jobs/{id}/confirm`: the requester accepts the result of a
 /// `confirm: true` job; its payment may settle. Confirming twice is a
 /// no-op.
@@ -298,32 +317,17 @@ pub(super) async fn confirm_job(
     Path(id): Path<String>,
 ) -> Res<axum::Json<brume_api::rest::JobConfirmation>> {
     let id = job_id(&id)?;
-    let info = readable(&shared, &auth, id).await?;
-    auth.require(Scope::Jobs)?;
-    let (wants, confirmed) = shared.jobs.confirmation(id).await?;
-    if !wants {
-        return Err(Fail::new(
-            ErrorCode::Conflict,
-            format!("job {id} was not submitted with confirm: true; its payment does not wait"),
-        ));
-    }
-    if let Some(at) = confirmed {
-        return Ok(axum::Json(brume_api::rest::JobConfirmation {
-            id,
-            confirmed_ms: at,
-            already_released: false,
-        }));
-    }
-    if !info.state.is_final() {
-        return Err(Fail::new(
-            ErrorCode::Conflict,
-            format!(
+    let (info, decided) = deposit(&shared, &auth, id).await?;
+    let (confirmed_ms, already_released) = match decided {
+        Some(at) => (at, false),
+        None if !info.state.is_final() => {
+            return Err(conflict(format!(
                 "job {id} is still {}: confirm its result once it has one",
                 info.state.as_str()
-            ),
-        ));
-    }
-    let (confirmed_ms, already_released) = shared.jobs.confirm(id).await?;
+            )));
+        }
+        None => shared.jobs.confirm(id).await?,
+    };
     Ok(axum::Json(brume_api::rest::JobConfirmation {
         id,
         confirmed_ms,
@@ -340,29 +344,17 @@ pub(super) async fn reject_job(
     Path(id): Path<String>,
 ) -> Res<axum::Json<brume_api::rest::JobDispute>> {
     let id = job_id(&id)?;
-    let info = readable(&shared, &auth, id).await?;
-    auth.require(Scope::Jobs)?;
-    let (wants, confirmed) = shared.jobs.confirmation(id).await?;
-    if !wants {
-        return Err(Fail::new(
-            ErrorCode::Conflict,
-            format!("job {id} was not submitted with confirm: true; there is nothing to dispute"),
-        ));
-    }
-    if confirmed.is_some() {
-        return Err(Fail::new(
-            ErrorCode::Conflict,
-            format!("job {id} was already confirmed or disputed"),
-        ));
+    let (info, decided) = deposit(&shared, &auth, id).await?;
+    if decided.is_some() {
+        return Err(conflict(format!(
+            "job {id} was already confirmed or disputed"
+        )));
     }
     if info.state != JobState::Succeeded {
-        return Err(Fail::new(
-            ErrorCode::Conflict,
-            format!(
-                "job {id} is {}: only a result can be disputed",
-                info.state.as_str()
-            ),
-        ));
+        return Err(conflict(format!(
+            "job {id} is {}: only a result can be disputed",
+            info.state.as_str()
+        )));
     }
     let requester = shared
         .jobs
@@ -372,10 +364,9 @@ pub(super) async fn reject_job(
         .unwrap_or_default();
     match crate::dispute::dispute(&shared, id, &requester).await {
         Ok(d) => Ok(axum::Json(d)),
-        Err(crate::dispute::Refused::NoReceipt) => Err(Fail::new(
-            ErrorCode::Conflict,
-            format!("job {id} has no signed result to dispute"),
-        )),
+        Err(crate::dispute::Refused::NoReceipt) => Err(conflict(format!(
+            "job {id} has no signed result to dispute"
+        ))),
         Err(crate::dispute::Refused::Store(e)) => Err(e.into()),
     }
 }

@@ -356,27 +356,25 @@ impl Ledger {
         amount: u128,
     ) -> Option<Unsealed> {
         let requester = clip(requester, MAX_ID_BYTES);
-        let data = self.transfer_row(Transfer {
-            work_id: format!("dispute-fee-{work}"),
-            requester,
-            payer: (requester, "dispute"),
-            payee: (&self.operator, "reexecution"),
-            amount,
-            tier: String::new(),
-            fee_micros: 0,
-        });
-        self.escrow.charge(charge_parts(&data.payers));
-        let private = PrivateData {
-            request_line: format!("dispute of {work}"),
-            ..PrivateData::default()
-        };
-        Some((data, private))
+        self.settling_row(
+            Transfer {
+                work_id: format!("dispute-fee-{work}"),
+                requester,
+                payer: (requester, "dispute"),
+                payee: (&self.operator, "reexecution"),
+                amount,
+                tier: String::new(),
+                fee_micros: 0,
+            },
+            format!("dispute of {work}"),
+        )
     }
 
-    /// The row refunding `requester` the fee of call `work` that an audit
-    /// refuted (see `audit.rs`): the operator pays (it received the
-    /// cheat's slashed stake), the requester receives. Work id
-    /// `audit-refund-<work id>`, so a call is refunded once.
+    /// The row refunding `requester` the fee of work `work` that a
+    /// re-execution refuted (an audit's, `audit.rs`, or a dispute's): the
+    /// operator pays (it received the cheat's slashed stake), the
+    /// requester receives. Work id `audit-refund-<work id>`, so work is
+    /// refunded once.
     pub(crate) fn audit_refund(
         &self,
         work: brume_api::WorkId,
@@ -384,18 +382,26 @@ impl Ledger {
         amount: u128,
     ) -> Option<Unsealed> {
         let requester = clip(requester, MAX_ID_BYTES);
-        let data = self.transfer_row(Transfer {
-            work_id: format!("audit-refund-{work}"),
-            requester,
-            payer: (&self.operator, "audit_refund"),
-            payee: (requester, "refund"),
-            amount,
-            tier: String::new(),
-            fee_micros: 0,
-        });
+        self.settling_row(
+            Transfer {
+                work_id: format!("audit-refund-{work}"),
+                requester,
+                payer: (&self.operator, "audit_refund"),
+                payee: (requester, "refund"),
+                amount,
+                tier: String::new(),
+                fee_micros: 0,
+            },
+            format!("audit of {work}"),
+        )
+    }
+
+    /// A transfer's row, its payer's part charged to the escrow.
+    fn settling_row(&self, t: Transfer<'_>, request_line: String) -> Option<Unsealed> {
+        let data = self.transfer_row(t);
         self.escrow.charge(charge_parts(&data.payers));
         let private = PrivateData {
-            request_line: format!("audit of {work}"),
+            request_line,
             ..PrivateData::default()
         };
         Some((data, private))

@@ -4,7 +4,7 @@
 //! never waited for.
 
 use alloy::providers::ext::AnvilApi as _;
-use brume_evm::{DeployConfig, EvmHub, HubTerms, PrivateKeySigner, U256};
+use brume_evm::{EvmHub, HubTerms, U256};
 
 use crate::net::*;
 
@@ -12,26 +12,11 @@ const TOKEN: u128 = 1_000_000_000_000_000_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn providers_join_only_a_broker_whose_hub_wallet_is_bonded_and_pays_on_time() {
-    let anvil = alloy::node_bindings::Anvil::new()
-        .path(brume_evm::find_anvil().expect("anvil"))
-        .try_spawn()
-        .expect("anvil starts");
-    let keys: Vec<PrivateKeySigner> = anvil.keys().iter().cloned().map(Into::into).collect();
-    let url = anvil.endpoint_url();
+    let anvil = brume_evm::LocalAnvil::start()
+        .await
+        .expect("anvil with brume");
+    let (keys, url, d) = (anvil.keys(), anvil.url(), anvil.deployment);
     let holder = brume_evm::signing_provider(url.clone(), keys[0].clone());
-    let d = brume_evm::deploy(
-        &holder,
-        &DeployConfig {
-            name: "Brume".into(),
-            symbol: "BRM".into(),
-            holder: keys[0].address(),
-            supply: U256::from(1_000_000 * TOKEN),
-            operator: keys[1].address(),
-            unbonding_delay_s: 86_400,
-        },
-    )
-    .await
-    .expect("deploy");
     // The hub is anvil's key 2 (it pays the gas of registering), the DAO
     // key 3.
     let terms = HubTerms::seed(keys[2].address(), keys[3].address());

@@ -559,27 +559,12 @@ structure = {{ kind = "subscription", tier = "standard", daily_fee_fiat_micros =
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_on_anvil_settles_exactly_across_two_crashes() {
-    use brume_evm::{DeployConfig, EvmChain, EvmConfig, EvmWallet, PrivateKeySigner, U256};
-    let anvil = alloy::node_bindings::Anvil::new()
-        .path(brume_evm::find_anvil().expect("anvil"))
-        .try_spawn()
-        .expect("anvil starts");
-    let keys: Vec<PrivateKeySigner> = anvil.keys().iter().cloned().map(Into::into).collect();
-    let url = anvil.endpoint_url();
+    use brume_evm::{EvmChain, EvmConfig, EvmWallet};
+    let anvil = brume_evm::LocalAnvil::start()
+        .await
+        .expect("anvil with brume");
+    let (keys, url, deployment) = (anvil.keys(), anvil.url(), anvil.deployment);
     let operator = keys[0].clone();
-    let deployment = brume_evm::deploy(
-        &brume_evm::signing_provider(url.clone(), operator.clone()),
-        &DeployConfig {
-            name: "Brume".into(),
-            symbol: "BRM".into(),
-            holder: operator.address(),
-            supply: U256::from(1_000_000 * FUNDS),
-            operator: operator.address(),
-            unbonding_delay_s: 86_400,
-        },
-    )
-    .await
-    .expect("deploy");
     let mut config = EvmConfig::new(url.clone(), deployment);
     config.confirmations = 1;
     let holder = EvmChain::connect(config, operator.clone())
