@@ -575,8 +575,8 @@ pub(crate) async fn stake_watcher(shared: Arc<crate::Shared>) {
 }
 
 /// A provider's stake ([`Settlement::stake_of`]: on the dev chain its
-/// allowance to the payout account, as far as its balance covers it;
-/// `None` if the chain could not be read; logged).
+/// allowance to the payout account; `None` if the chain could not be
+/// read; logged).
 pub(crate) async fn read_stake(shared: &crate::Shared, address: &str) -> Option<u128> {
     let Ok(owner) = address.parse::<Address>() else {
         return Some(0);

@@ -731,7 +731,7 @@ pub(crate) async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatPro
     let stake = shared
         .chain
         .settlement()
-        .stake_of(provider)
+        .slashable(provider)
         .await
         .unwrap_or(0);
     if stake == 0 {

@@ -113,8 +113,13 @@ pub trait Settlement: Send + Sync {
     /// transfer out of it is a payout.
     fn movements(&self, after: Option<TxPos>, limit: usize) -> ChainFuture<'_, Vec<Movement>>;
 
-    /// What `provider` has at stake (what a slash can take).
+    /// What `provider` has put up as stake (what work eligibility reads).
     fn stake_of(&self, provider: Address) -> ChainFuture<'_, u128>;
+
+    /// What a slash of `provider` can take now (by default its stake).
+    fn slashable(&self, provider: Address) -> ChainFuture<'_, u128> {
+        self.stake_of(provider)
+    }
 
     /// Takes `amount` of `provider`'s stake to the operator, with the
     /// evidence's digest; the landed transaction's hash.
@@ -123,8 +128,8 @@ pub trait Settlement: Send + Sync {
 
 /// The dev chain's settlement: the payout key signs plain transfers, each
 /// carrying the anchor. Stake is a provider's allowance to the payout
-/// account (as far as its balance covers it), and a slash is a
-/// `transferFrom` of it to the operator's account.
+/// account, and a slash is a `transferFrom` of it (as far as the
+/// provider's balance covers it) to the operator's account.
 pub struct DevSettlement {
     chain: Arc<dyn Chain>,
     payout: Arc<Identity>,
@@ -338,12 +343,15 @@ impl Settlement for DevSettlement {
         })
     }
 
+    /// The provider's allowance to the payout account.
     fn stake_of(&self, provider: Address) -> ChainFuture<'_, u128> {
+        self.chain.allowance(provider, self.payout.address())
+    }
+
+    /// The allowance, as far as the provider's balance covers it.
+    fn slashable(&self, provider: Address) -> ChainFuture<'_, u128> {
         Box::pin(async move {
-            let allowance = self
-                .chain
-                .allowance(provider, self.payout.address())
-                .await?;
+            let allowance = self.stake_of(provider).await?;
             let balance = self.chain.balance_of(provider).await?;
             Ok(allowance.min(balance))
         })
