@@ -1,0 +1,202 @@
+//! The directory: the newest verified announcement of each broker heard,
+//! until it expires, and how brokers are ranked for a client or a forward.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use brume_api::federation::{DirectoryEntry, SignedAnnouncement};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// The brokers heard, keyed by address (lowercase).
+#[derive(Debug)]
+pub struct Directory {
+    entries: Mutex<HashMap<String, Heard>>,
+    /// Counts every change (an entry added, replaced by a newer one, or
+    /// expired): tests and callers wait on it.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Heard {
+    signed: SignedAnnouncement,
+    at: Instant,
+    expires: Instant,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            entries: Mutex::default(),
+            changed: watch::Sender::new(0),
+        }
+    }
+}
+
+/// What happened to an announcement offered to the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// A broker not in the directory.
+    New,
+    /// A newer announcement of a broker already in it.
+    Refreshed,
+    /// Not newer than the one kept (a replay or a reordering): ignored.
+    Stale,
+}
+
+impl Directory {
+    /// Keeps `signed` (already verified) if it is newer than what is kept
+    /// for its broker; it expires `ttl_ms` after `now` (at most `max_ttl`).
+    pub fn offer(&self, signed: SignedAnnouncement, now: Instant, max_ttl: Duration) -> Offered {
+        let key = signed.announcement.broker.to_ascii_lowercase();
+        let ttl = Duration::from_millis(signed.announcement.ttl_ms).min(max_ttl);
+        let heard = Heard {
+            expires: now + ttl,
+            at: now,
+            signed,
+        };
+        let mut entries = self.entries.lock();
+        let offered = match entries.get(&key) {
+            Some(old) if old.signed.announcement.seq >= heard.signed.announcement.seq => {
+                return Offered::Stale;
+            }
+            Some(_) => Offered::Refreshed,
+            None => Offered::New,
+        };
+        entries.insert(key, heard);
+        drop(entries);
+        self.changed.send_modify(|n| *n += 1);
+        offered
+    }
+
+    /// Drops what expired by `now`; the brokers dropped.
+    pub fn expire(&self, now: Instant) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.entries.lock().retain(|k, h| {
+            let keep = h.expires > now;
+            if !keep {
+                gone.push(k.clone());
+            }
+            keep
+        });
+        if !gone.is_empty() {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        gone
+    }
+
+    /// The live entries at `now`, as directory entries (unranked).
+    pub fn live(&self, now: Instant) -> Vec<DirectoryEntry> {
+        self.entries
+            .lock()
+            .values()
+            .filter(|h| h.expires > now)
+            .map(|h| DirectoryEntry {
+                announcement: h.signed.clone(),
+                distance_km: None,
+                age_ms: now.saturating_duration_since(h.at).as_millis() as u64,
+                local: false,
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A receiver that sees every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// What a client asks of the directory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    /// Only brokers serving this `owner~name`.
+    pub service: Option<String>,
+    /// Rank by distance from this point (latitude, longitude in degrees).
+    pub near: Option<(f64, f64)>,
+    /// Only brokers with at least this many free slots.
+    pub min_free: u64,
+    /// Only brokers in this region.
+    pub region: Option<String>,
+}
+
+/// Brokers closer than this to each other count as equally near, and are
+/// then ordered by free capacity.
+pub const NEAR_BAND_KM: f64 = 500.0;
+
+/// Filters `entries` by `query` and ranks them: nearest band first (bands
+/// of [`NEAR_BAND_KM`] from `query.near`), then most free slots, then
+/// fewest queued, then nearest, then by address (so the order is total).
+pub fn rank(entries: Vec<DirectoryEntry>, query: &Query) -> Vec<DirectoryEntry> {
+    let mut out: Vec<DirectoryEntry> = entries
+        .into_iter()
+        .filter(|e| {
+            let a = &e.announcement.announcement;
+            a.capacity.slots_free >= query.min_free
+                && query.region.as_ref().is_none_or(|r| &a.region == r)
+                && query
+                    .service
+                    .as_ref()
+                    .is_none_or(|s| a.services.iter().any(|x| x.name.eq_ignore_ascii_case(s)))
+        })
+        .map(|mut e| {
+            let a = &e.announcement.announcement;
+            e.distance_km = query
+                .near
+                .map(|(lat, lon)| distance_km(lat, lon, a.latitude, a.longitude));
+            e
+        })
+        .collect();
+    out.sort_by(|x, y| {
+        let (a, b) = (&x.announcement.announcement, &y.announcement.announcement);
+        let band = |e: &DirectoryEntry| e.distance_km.map(|d| (d / NEAR_BAND_KM) as u64);
+        band(x)
+            .cmp(&band(y))
+            .then(b.capacity.slots_free.cmp(&a.capacity.slots_free))
+            .then(a.queued.cmp(&b.queued))
+            .then(
+                x.distance_km
+                    .unwrap_or(0.0)
+                    .total_cmp(&y.distance_km.unwrap_or(0.0)),
+            )
+            .then(a.broker.cmp(&b.broker))
+    });
+    out
+}
+
+/// Great-circle distance in kilometres (haversine, mean Earth radius).
+pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = (lat2 - lat1).to_radians();
+    let dl = (lon2 - lon1).to_radians();
+    let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+}
+
+/// Parses `LAT,LON` (degrees).
+pub fn parse_point(text: &str) -> Result<(f64, f64), String> {
+    let (lat, lon) = text
+        .split_once(',')
+        .ok_or_else(|| format!("{text:?} is not LAT,LON"))?;
+    let lat: f64 = lat
+        .trim()
+        .parse()
+        .map_err(|_| format!("latitude {lat:?} is not a number"))?;
+    let lon: f64 = lon
+        .trim()
+        .parse()
+        .map_err(|_| format!("longitude {lon:?} is not a number"))?;
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(format!(
+            "{text:?} is off the globe (latitude -90..90, longitude -180..180)"
+        ));
+    }
+    Ok((lat, lon))
+}
