@@ -89,6 +89,13 @@ codes! {
     ProviderUnavailable = ("provider_unavailable", 503),
     /// The work waited in the queue longer than its queue timeout.
     QueueTimeout = ("queue_timeout", 503),
+    /// No broker could place the call: this one couldn't, and no peer
+    /// serving it was left within the forwarding hops (the message names
+    /// the brokers tried).
+    NoBrokerAvailable = ("no_broker_available", 503),
+    /// A peer broker this call was forwarded to could not be reached, or
+    /// answered with something that is not a response.
+    PeerUnreachable = ("peer_unreachable", 502),
     /// The work was cancelled.
     Cancelled = ("cancelled", 409),
     /// Replicated work found no quorum of agreeing results.

@@ -32,6 +32,7 @@ pub mod chain;
 mod deposits;
 mod dispute;
 pub mod escrow;
+pub mod federation;
 mod http;
 mod jobs;
 pub mod keys;
@@ -117,6 +118,9 @@ pub struct BrokerConfig {
     pub settlement: settlement::SettlementConfig,
     /// Trust tiers (`[broker.trust]`).
     pub trust: trust::TrustConfig,
+    /// Federation with other brokers (`[broker.federation]`); `None`:
+    /// this broker stands alone.
+    pub federation: Option<federation::FederationSettings>,
 }
 
 impl Default for BrokerConfig {
@@ -159,6 +163,7 @@ impl Default for BrokerConfig {
             chain: chain::ChainConfig::default(),
             settlement: settlement::SettlementConfig::default(),
             trust: trust::TrustConfig::default(),
+            federation: None,
         }
     }
 }
@@ -189,6 +194,8 @@ pub enum BrokerError {
     Ledger(#[from] ledger::BillError),
     #[error("chain: {0}")]
     Chain(#[from] brume_chain::ChainError),
+    #[error("federation: {0}")]
+    Federation(#[source] brume_federation::FederationError),
 }
 
 /// State shared by every handler and session.
@@ -224,6 +231,8 @@ pub(crate) struct Shared {
     /// The fuel of a fitness challenge ([`measure`]), once learned.
     pub challenge_fuel: tokio::sync::OnceCell<u64>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The libp2p node, the directory and the forwarding clients.
+    pub federation: federation::Federated,
     pub started: Instant,
     pub next_session: AtomicU64,
     /// Cancelled when the broker stops: every task it started watches it.
@@ -362,6 +371,7 @@ impl Broker {
             reexecutions: reexec::Reexecutions::new(),
             challenge_fuel: tokio::sync::OnceCell::new(),
             metrics,
+            federation: Default::default(),
             started: Instant::now(),
             next_session: AtomicU64::new(1),
             shutdown,
@@ -378,6 +388,7 @@ impl Broker {
         settlement::start(&shared).await;
         spawn_background(&shared);
         let tls_fingerprint = tls.as_ref().map(|t| t.fingerprint);
+        federation::start(&shared, &url, tls_fingerprint).await?;
         let task = serve(listener, addr, tls, &shared);
         Ok(RunningBroker {
             url,
@@ -613,6 +624,11 @@ impl RunningBroker {
         self.shared.jobs.flush().await?;
         self.shared.ledger.settled().await;
         r
+    }
+
+    /// The federation node, when `[broker.federation]` is set.
+    pub fn federation(&self) -> Option<&brume_federation::Federation> {
+        self.shared.federation.node()
     }
 
     /// The ledger's store (for in-process readers such as the devnet demo).

@@ -44,6 +44,12 @@ pub(crate) struct Metrics {
     /// Re-challenges of connected providers answered, by kind (compute,
     /// which includes memory; bandwidth).
     pub remeasures: Family<KindLabels, Counter>,
+    /// Federation announcements heard, by outcome (accepted, forged,
+    /// malformed), brought up to the node's counts at each scrape.
+    pub announcements: Family<OutcomeLabels, Counter>,
+    /// Sync calls forwarded to a peer broker, by outcome (answered,
+    /// refused: no peer, or the hops were spent).
+    pub forwards: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -112,8 +118,22 @@ impl Metrics {
             "Re-challenges of connected providers answered, by kind",
             remeasures.clone(),
         );
+        let announcements = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "federation_announcements",
+            "Federation announcements heard, by outcome",
+            announcements.clone(),
+        );
+        let forwards = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "federation_forwards",
+            "Sync calls forwarded to a peer broker, by outcome",
+            forwards.clone(),
+        );
         Metrics {
             registry,
+            announcements,
+            forwards,
             audits,
             receipt_roots,
             remeasures,
@@ -124,6 +144,14 @@ impl Metrics {
             retries,
             work,
         }
+    }
+
+    /// Brings the `outcome` counter of `family` up to `total`.
+    pub fn catch_up(family: &Family<OutcomeLabels, Counter>, outcome: &str, total: u64) {
+        let c = family.get_or_create(&OutcomeLabels {
+            outcome: outcome.into(),
+        });
+        c.inc_by(total.saturating_sub(c.get()));
     }
 
     pub fn encode(&self) -> String {

@@ -300,6 +300,72 @@ impl Client {
         Ok(request)
     }
 
+    /// Sends a request as is to `path_and_query` under the base URL
+    /// (signed in [`Client::with_identity`] mode) and returns the response
+    /// whatever its status: what a broker forwarding work to a peer uses.
+    pub async fn relay(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<http::Response<Bytes>, ClientError> {
+        let url = self
+            .base
+            .join(path_and_query.trim_start_matches('/'))
+            .map_err(|e| ClientError::Invalid(format!("path {path_and_query:?}: {e}")))?;
+        let req = self.request(method, url).headers(headers).body(body);
+        let resp = self
+            .http
+            .execute(self.build(req)?)
+            .await
+            .map_err(|e| ClientError::transport(&self.base_text, e))?;
+        let mut out = http::Response::builder().status(resp.status());
+        if let Some(h) = out.headers_mut() {
+            *h = resp.headers().clone();
+        }
+        let bytes = self.body(resp).await?;
+        out.body(bytes)
+            .map_err(|e| ClientError::Invalid(format!("response: {e}")))
+    }
+
+    /// `GET /v1/directory`: the brokers this one knows, ranked.
+    pub async fn directory(
+        &self,
+        service: Option<&str>,
+        near: Option<(f64, f64)>,
+        min_free: Option<u64>,
+        region: Option<&str>,
+    ) -> Result<brume_api::federation::Directory, ClientError> {
+        let mut url = self.url(&["v1", "directory"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            if let Some((lat, lon)) = near {
+                q.append_pair("near", &format!("{lat},{lon}"));
+            }
+            if let Some(m) = min_free {
+                q.append_pair("min_free", &m.to_string());
+            }
+            if let Some(r) = region {
+                q.append_pair("region", r);
+            }
+        }
+        self.json(self.request(Method::GET, url)).await
+    }
+
+    /// `GET /v1/locate/{owner}/{service}`: the brokers serving a service.
+    pub async fn locate(
+        &self,
+        owner: &str,
+        service: &str,
+    ) -> Result<brume_api::federation::Located, ClientError> {
+        let url = self.url(&["v1", "locate", owner, service]);
+        self.json(self.request(Method::GET, url)).await
+    }
+
     /// The broker's base URL, as used in messages.
     pub fn base_url(&self) -> &str {
         &self.base_text

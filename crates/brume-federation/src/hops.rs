@@ -134,12 +134,12 @@ mod tests {
     #[test]
     fn a_request_takes_at_most_ttl_hops_and_never_revisits_a_broker() {
         let start = Hops::origin(3);
-        let at_b = start.next(A).unwrap();
+        let at_b = start.next(A).expect("A may forward");
         assert_eq!((at_b.header(), at_b.ttl), (A.to_string(), 2));
-        let at_c = at_b.next(B).unwrap();
+        let at_c = at_b.next(B).expect("B may forward");
         assert_eq!(at_c.header(), format!("{A},{B}"));
         assert!(at_c.next(A).is_none(), "A is on the list: a loop");
-        let at_d = at_c.next(C).unwrap();
+        let at_d = at_c.next(C).expect("C may forward");
         assert_eq!(at_d.ttl, 0);
         assert!(
             at_d.next("0x00000000000000000000000000000000000000dd")
@@ -154,8 +154,8 @@ mod tests {
         assert!(Hops::parse(Some("nobody"), Some("1")).is_err());
         assert!(Hops::parse(Some(A), Some("-1")).is_err());
         let h = Hops::parse(Some(&format!("{A}, {B}")), Some("1"))
-            .unwrap()
-            .unwrap();
+            .expect("valid headers")
+            .expect("present");
         assert_eq!(h.sender(), Some(B));
         let many = vec![A; MAX_HOPS + 1].join(",");
         assert!(Hops::parse(Some(&many), Some("1")).is_err());

@@ -253,19 +253,17 @@ impl Node {
                 peer,
                 addresses,
                 ..
-            })) => {
-                if !self.swarm.is_connected(&peer) {
-                    let opts = DialOpts::peer_id(peer)
-                        .addresses(addresses.into_vec())
-                        .build();
-                    let _ = self.swarm.dial(opts);
-                }
+            })) if !self.swarm.is_connected(&peer) => {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addresses.into_vec())
+                    .build();
+                let _ = self.swarm.dial(opts);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
                 message,
-            })) => self.on_message(propagation_source, message_id, message),
+            })) => self.on_message(propagation_source, &message_id, &message),
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 tracing::debug!(%peer_id, "p2p peer connected");
             }
@@ -273,7 +271,7 @@ impl Node {
         }
     }
 
-    fn on_message(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+    fn on_message(&mut self, via: PeerId, id: &gossipsub::MessageId, message: &gossipsub::Message) {
         let from = message.source.map(|p| p.to_base58());
         let stats = &self.inner.stats;
         let verdict = match crate::decode(&message.data, from.as_deref()) {
@@ -309,6 +307,6 @@ impl Node {
         self.swarm
             .behaviour_mut()
             .gossipsub
-            .report_message_validation_result(&id, &via, verdict);
+            .report_message_validation_result(id, &via, verdict);
     }
 }

@@ -56,10 +56,10 @@ struct Node {
 }
 
 async fn node(region: &str, peers: Vec<Multiaddr>, ttl: Duration) -> Node {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temp dir");
     let identity = Identity::random();
     let config = FederationConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")],
         peers,
         announce_every: ttl / 5,
         ttl,
@@ -69,7 +69,7 @@ async fn node(region: &str, peers: Vec<Multiaddr>, ttl: Duration) -> Node {
     let source = Arc::new(Fixed(body(&identity, region)));
     let (fed, run) = Federation::start(config, identity.clone(), source, stop.clone())
         .await
-        .unwrap();
+        .expect("the node starts");
     Node {
         fed,
         identity,
@@ -83,7 +83,7 @@ async fn node(region: &str, peers: Vec<Multiaddr>, ttl: Duration) -> Node {
 async fn until(fed: &Federation, f: impl Fn(&Federation) -> bool) {
     let mut changed = fed.directory().subscribe();
     while !f(fed) {
-        changed.changed().await.unwrap();
+        changed.changed().await.expect("the node runs");
     }
 }
 
@@ -110,7 +110,7 @@ async fn three_brokers_find_each_other_from_one_bootstrap_peer_and_drop_a_leaver
 
     // C stops: once its announcement expires it leaves A's directory.
     c.stop.cancel();
-    c.task.await.unwrap();
+    c.task.await.expect("C stops");
     until(&a.fed, |f| !knows(f, &c.identity)).await;
     assert!(knows(&a.fed, &b.identity), "B keeps announcing");
     assert!(a.fed.stats().expired.load(Ordering::Relaxed) >= 1);
@@ -131,13 +131,13 @@ async fn a_forged_announcement_is_dropped_counted_and_not_passed_on() {
     forged.peer_id = b.fed.peer_id();
     forged.seq = 1;
     forged.ttl_ms = 5000;
-    let signed = brume_federation::sign(&b.identity, forged).unwrap();
+    let signed = brume_federation::sign(&b.identity, forged).expect("signed");
     assert!(brume_federation::verify(&signed, None).is_err());
     b.fed.publish(&signed);
 
     // B relays A's own genuine announcement as if it were its own peer's:
     // the signature is A's, but the peer id named is A's, not B's.
-    let mut stolen = a.fed.own().unwrap();
+    let mut stolen = a.fed.own().expect("A has announced");
     stolen.announcement.seq += 1_000;
     b.fed.publish(&stolen);
 
@@ -145,7 +145,7 @@ async fn a_forged_announcement_is_dropped_counted_and_not_passed_on() {
     let mut changed = a.fed.directory().subscribe();
     while forged_seen() < 1 {
         // Announcements keep coming; each wakes this loop.
-        changed.changed().await.unwrap();
+        changed.changed().await.expect("the node runs");
     }
     assert!(
         !knows(&a.fed, &victim),

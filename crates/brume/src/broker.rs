@@ -158,9 +158,93 @@ struct RunArgs {
     /// --pin-sha256.
     #[arg(long)]
     tls_self_signed: bool,
+    #[command(flatten)]
+    federation: FederationArgs,
     /// Print machine-readable JSON lines.
     #[arg(long)]
     json: bool,
+}
+
+/// Federation with other brokers: any of these (or `[broker.federation]`)
+/// turns it on.
+#[derive(Debug, clap::Args)]
+struct FederationArgs {
+    /// Listen for peer brokers on this libp2p multiaddr
+    /// (`/ip4/0.0.0.0/tcp/7701`; port 0: any); repeatable.
+    #[arg(long = "p2p-listen", env = "BRUME_P2P_LISTEN", value_delimiter = ',')]
+    p2p_listen: Vec<String>,
+    /// A bootstrap peer (`/ip4/10.0.0.2/tcp/7701/p2p/12D3KooW…`, as a
+    /// broker prints it); repeatable.
+    #[arg(long = "peer", env = "BRUME_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// How often this broker announces itself.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    announce_every: Option<Duration>,
+    /// How long peers keep an announcement without a refresh.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    announce_ttl: Option<Duration>,
+    /// The API's URL as peers and clients reach it (default: the URL
+    /// served).
+    #[arg(long, env = "BRUME_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Don't forward calls this broker can't place to a peer.
+    #[arg(long)]
+    no_forward: bool,
+}
+
+/// The federation settings from flags over `[broker.federation]`; `None`
+/// when neither asks for it.
+fn federation(
+    a: FederationArgs,
+    file: Option<&crate::config::FederationSection>,
+    data: &std::path::Path,
+) -> Result<Option<brume_broker::federation::FederationSettings>, String> {
+    if file.is_none() && a.p2p_listen.is_empty() && a.peers.is_empty() {
+        return Ok(None);
+    }
+    let file = file.cloned().unwrap_or_default();
+    let addrs = |list: Vec<String>, what: &str| {
+        list.iter()
+            .map(|t| {
+                t.parse::<brume_federation::Multiaddr>()
+                    .map_err(|e| format!("{what} {t:?}: not a multiaddr ({e})"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut s = brume_broker::federation::FederationSettings::default();
+    let listen = if a.p2p_listen.is_empty() {
+        file.listen.unwrap_or_default()
+    } else {
+        a.p2p_listen
+    };
+    if !listen.is_empty() {
+        s.p2p.listen = addrs(listen, "--p2p-listen")?;
+    }
+    let peers = if a.peers.is_empty() {
+        file.peers
+    } else {
+        a.peers
+    };
+    s.p2p.peers = addrs(peers, "--peer")?;
+    if let Some(d) = a
+        .announce_every
+        .or(file.announce_every_ms.map(Duration::from_millis))
+    {
+        s.p2p.announce_every = d;
+    }
+    if let Some(d) = a
+        .announce_ttl
+        .or(file.announce_ttl_ms.map(Duration::from_millis))
+    {
+        s.p2p.ttl = d;
+    }
+    s.p2p.key_file = data.join("p2p.key");
+    s.advertise_url = a.advertise_url.or(file.advertise_url);
+    s.forward = !a.no_forward && file.forward.unwrap_or(true);
+    if let Some(t) = file.forward_ttl {
+        s.forward_ttl = t;
+    }
+    Ok(Some(s))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -515,6 +599,13 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     if let Some(t) = a.ack_timeout {
         config.ack_timeout = t;
     }
+    config.federation = match federation(a.federation, file.federation.as_ref(), &config.data_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let data = config.data_dir.clone();
     let broker = match Broker::start(config).await {
         Ok(b) => b,
@@ -524,10 +615,14 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
         }
     };
     let pin = broker.tls_fingerprint().map(|f| f.to_string());
+    let p2p: Vec<String> = broker
+        .federation()
+        .map(|f| f.listen_addrs().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
     if a.json {
         println!(
             "{}",
-            json!({"event": "ready", "url": broker.url(), "broker_id": broker.broker_id(), "data": data, "tls_sha256": pin})
+            json!({"event": "ready", "url": broker.url(), "broker_id": broker.broker_id(), "data": data, "tls_sha256": pin, "p2p": p2p})
         );
     } else {
         println!(
@@ -538,6 +633,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
         );
         if let Some(pin) = pin {
             println!("TLS certificate sha256 {pin} (clients: --pin-sha256 {pin})");
+        }
+        for addr in &p2p {
+            println!("federation: peers join with --peer {addr}");
         }
     }
     crate::logging::flush_stdout();

@@ -75,6 +75,15 @@
 //! period_s = 86400             # seconds between runs; 0 = only `brume settle`
 //! min_payout = 0               # base units; smaller payouts are carried over
 //!
+//! [broker.federation]         # present: join other brokers over libp2p
+//! listen = ["/ip4/0.0.0.0/tcp/7701"]
+//! peers = ["/ip4/10.0.0.2/tcp/7701/p2p/12D3KooW…"]   # bootstrap peers
+//! announce_every_ms = 2000     # how often this broker announces itself
+//! announce_ttl_ms = 10000      # how long peers keep it without a refresh
+//! advertise_url = "https://broker.example:7700"      # default: the URL served
+//! forward = true               # forward calls this broker can't place
+//! forward_ttl = 3              # the most hops a forwarded call takes
+//!
 //! [provider]
 //! broker = "http://127.0.0.1:7700"
 //! # ca = "…" or pin_sha256 = "…", as in [client]
@@ -136,6 +145,27 @@ pub struct BrokerSection {
     pub settlement: Option<brume_broker::settlement::SettlementConfig>,
     /// Trust tiers (`[broker.trust]`).
     pub trust: Option<brume_broker::trust::TrustConfig>,
+    /// Federation with other brokers (`[broker.federation]`).
+    pub federation: Option<FederationSection>,
+}
+
+/// `[broker.federation]`: the presence of the section turns it on.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// libp2p multiaddrs to listen on (default `/ip4/0.0.0.0/tcp/7701`).
+    pub listen: Option<Vec<String>>,
+    /// Bootstrap peers' multiaddrs.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    pub announce_every_ms: Option<u64>,
+    pub announce_ttl_ms: Option<u64>,
+    /// The API's URL as peers and clients reach it.
+    pub advertise_url: Option<String>,
+    /// Forward calls this broker can't place (default true).
+    pub forward: Option<bool>,
+    /// The most hops a forwarded call takes (default 3).
+    pub forward_ttl: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,7 @@ mod broker;
 mod chain;
 mod config;
 mod devnet;
+mod directory;
 mod exec;
 mod hub;
 mod keys;
@@ -51,6 +52,10 @@ enum Command {
     Service(requester::ServiceArgs),
     /// Call a function service and print its output.
     Invoke(requester::InvokeArgs),
+    /// The brokers of the federation, ranked by distance and free capacity.
+    Directory(directory::DirectoryArgs),
+    /// Which brokers serve a service, and how to call it there.
+    Locate(directory::LocateArgs),
     /// Upload a module, run it as a job, show progress, exit with its code.
     Run(requester::RunArgs),
     /// Settle now: collect from payers, pay beneficiaries, on the chain.
@@ -119,6 +124,8 @@ fn main() -> ExitCode {
             Command::Devnet(args) => devnet::main(args).await,
             Command::Service(args) => requester::service(args, &file.client).await,
             Command::Invoke(args) => requester::invoke(args, &file.client).await,
+            Command::Directory(args) => directory::directory(args, &file.client).await,
+            Command::Locate(args) => directory::locate(args, &file.client).await,
             Command::Run(args) => requester::run(args, &file.client).await,
             Command::Settle(args) => requester::settle(args, &file.client).await,
             Command::Job(args) => requester::job(args, &file.client).await,

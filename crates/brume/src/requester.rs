@@ -57,21 +57,41 @@ pub struct ClientOpts {
     key: Option<String>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
     tls: crate::tls::GlobalTrustArgs,
 }
 
 impl ClientOpts {
-    fn client(&self, file: &ClientSection) -> Result<Client, Failure> {
+    pub(crate) fn client(&self, file: &ClientSection) -> Result<Client, Failure> {
+        self.client_at(file, None)
+    }
+
+    /// A client for another broker than the configured one (found in the
+    /// directory), pinned to its announced certificate if it has one; the
+    /// same key or API key.
+    pub(crate) fn client_at(
+        &self,
+        file: &ClientSection,
+        at: Option<(&str, Option<&str>)>,
+    ) -> Result<Client, Failure> {
         let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
-        let broker = nonempty(&self.broker)
-            .or_else(|| nonempty(&file.broker))
-            .unwrap_or_else(|| DEFAULT_BROKER.to_string());
-        let trust = self
-            .tls
-            .trust(file.ca.as_deref(), file.pin_sha256.as_deref())
-            .map_err(|e| Failure::Usage(crate::report(&e)))?;
+        let broker = match at {
+            Some((url, _)) => url.to_string(),
+            None => nonempty(&self.broker)
+                .or_else(|| nonempty(&file.broker))
+                .unwrap_or_else(|| DEFAULT_BROKER.to_string()),
+        };
+        let trust = match at {
+            Some((_, Some(pin))) => brume_tls::Trust::pinned(
+                pin.parse()
+                    .map_err(|e| Failure::Local(format!("{broker}: announced pin: {e}")))?,
+            ),
+            _ => self
+                .tls
+                .trust(file.ca.as_deref(), file.pin_sha256.as_deref())
+                .map_err(|e| Failure::Usage(crate::report(&e)))?,
+        };
         let client = if let Some(key) = &self.key {
             let id = keyring_identity("--key", key, None, None)?;
             Client::with_identity(&broker, id)
@@ -238,6 +258,13 @@ pub struct InvokeArgs {
     /// More arguments for the function.
     #[arg(last = true, value_name = "ARGS")]
     rest: Vec<String>,
+    /// Call the best broker near this point (`LAT,LON`), as the
+    /// configured broker's directory ranks them, instead of that broker.
+    #[arg(long, value_name = "LAT,LON", allow_hyphen_values = true, value_parser = brume_federation::parse_point)]
+    near: Option<(f64, f64)>,
+    /// Call the best broker in this region (from the directory).
+    #[arg(long)]
+    region: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -459,7 +486,7 @@ fn service_name(name: Option<&str>, file: &Path) -> Result<String, Failure> {
 // ---------------------------------------------------------------- errors
 
 /// Why a command failed, and so how it exits.
-enum Failure {
+pub(crate) enum Failure {
     /// The broker said no, or could not be reached: exit 1.
     Client(ClientError),
     /// Something local (an unreadable file): exit 1.
@@ -507,13 +534,13 @@ impl Failure {
     }
 }
 
-fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
+pub(crate) fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
     r.unwrap_or_else(Failure::report)
 }
 
 // ---------------------------------------------------------------- output
 
-fn emit_json<T: Serialize + ?Sized>(v: &T) {
+pub(crate) fn emit_json<T: Serialize + ?Sized>(v: &T) {
     let mut out = std::io::stdout().lock();
     // A closed pipe on our side is not worth a panic.
     let _ = serde_json::to_writer(&mut out, v);
@@ -772,7 +799,18 @@ pub async fn invoke(args: InvokeArgs, file: &ClientSection) -> ExitCode {
 }
 
 async fn invoke_inner(args: InvokeArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
-    let client = args.opts.client(file)?;
+    let mut client = args.opts.client(file)?;
+    if args.near.is_some() || args.region.is_some() {
+        client = crate::directory::pick_broker(
+            &args.opts,
+            file,
+            &client,
+            &args.service,
+            args.near,
+            args.region.as_deref(),
+        )
+        .await?;
+    }
     let stdin = read_data(args.data.as_ref())?;
     let fn_args: Vec<String> = args.arg.iter().chain(&args.rest).cloned().collect();
     let mut tries = 0;

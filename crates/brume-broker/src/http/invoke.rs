@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use super::admission::{SyncVerify, admit, end_user, reserve};
 use super::auth::Auth;
+use super::federation;
 use super::services;
 use super::{Fail, Res, Sh, TIERS_HEADER, body_or_fail, header_str, parse_tiers};
 use crate::Shared;
@@ -399,7 +400,8 @@ fn price_cap(headers: &HeaderMap) -> Res<Option<u64>> {
 }
 
 /// What the two sync paths share: the service must exist and be `kind`,
-/// the body fit the input limit, and the broker not be overloaded.
+/// and the body fit the input limit. (Whether the broker has room is
+/// `check_overload`'s question.)
 pub(super) fn sync_work(
     shared: &Shared,
     auth: Auth,
@@ -446,7 +448,6 @@ pub(super) fn sync_work(
             ),
         ));
     }
-    check_overload(shared)?;
     let module_signature = resolved.module_signature.clone();
     let tiers = match header_str(headers, TIERS_HEADER)? {
         None => shared.config.trust.default_tiers(&billing.requester),
@@ -489,6 +490,31 @@ pub(super) fn sync_work(
     Ok((spec, billing, body, verify))
 }
 
+/// The most this call may cost here (what its hold is, for an account
+/// with escrow).
+fn max_cost(shared: &Shared, billing: &Billing, spec: &WorkSpec, verify: SyncVerify) -> u128 {
+    billing
+        .admission
+        .as_ref()
+        .and_then(|a| {
+            shared
+                .ledger
+                .max_cost(a, &spec.limits, &billing.declared)
+                .ok()
+        })
+        .map_or(0, |c| c.saturating_mul(verify.units().into()))
+}
+
+/// The service's `owner~name` (without the version: a version number is
+/// this broker's own).
+fn unversioned(spec: &WorkSpec) -> String {
+    let reference = spec.service.as_deref().unwrap_or_default();
+    reference
+        .split_once(brume_api::names::VERSION_SEP)
+        .map_or(reference, |(name, _)| name)
+        .to_string()
+}
+
 pub(super) async fn invoke(
     State(shared): Sh,
     auth: Auth,
@@ -497,8 +523,22 @@ pub(super) async fn invoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
+    let hops = federation::incoming_hops(&auth, &headers)?;
     let (mut spec, mut billing, body, verify) =
         sync_work(&shared, auth, &headers, &name, ServiceKind::Command, body)?;
+    if let Err(busy) = check_overload(&shared) {
+        let call = federation::Call {
+            service: unversioned(&spec),
+            kind: ServiceKind::Command,
+            method: Method::POST,
+            rest: query.map(|q| format!("?{q}")).unwrap_or_default(),
+            headers,
+            body,
+        };
+        billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
+        let cap = max_cost(&shared, &billing, &spec, verify);
+        return federation::forward(&shared, hops, call, busy, billing, cap).await;
+    }
     billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
     billing.request_line = match &query {
         Some(q) => format!("POST /v1/functions/{name}/invoke?{q} HTTP/1.1"),
@@ -586,8 +626,27 @@ pub(super) async fn forward(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<Response> {
+    let hops = federation::incoming_hops(&auth, &headers)?;
     let (mut spec, mut billing, body, verify) =
         sync_work(&shared, auth, &headers, &name, ServiceKind::Http, body)?;
+    if let Err(busy) = check_overload(&shared) {
+        let mut rest = format!("/{path}");
+        if let Some(q) = &query {
+            rest.push('?');
+            rest.push_str(q);
+        }
+        let call = federation::Call {
+            service: unversioned(&spec),
+            kind: ServiceKind::Http,
+            method,
+            rest,
+            headers,
+            body,
+        };
+        billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
+        let cap = max_cost(&shared, &billing, &spec, verify);
+        return federation::forward(&shared, hops, call, busy, billing, cap).await;
+    }
     billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
     let mut uri = format!("/{path}");
     if let Some(q) = query {
@@ -598,19 +657,7 @@ pub(super) async fn forward(
     billing.request_headers =
         Billing::headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
     // The broker's API key is consumed here; it never reaches a provider.
-    let headers = headers
-        .iter()
-        .filter(|(n, _)| {
-            !matches!(
-                n.as_str(),
-                "authorization"
-                    | "host"
-                    | "connection"
-                    | "content-length"
-                    | "transfer-encoding"
-                    | "keep-alive"
-            )
-        })
+    let headers = super::passed_on(&headers)
         .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
         .collect();
     spec.http = Some(wire::HttpRequest {

@@ -6,6 +6,7 @@
 mod admission;
 mod auth;
 mod chain;
+mod federation;
 mod invoke;
 mod jobs;
 mod keys;
@@ -151,6 +152,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(ledger::ledger_row_status),
         )
         .route("/v1/status", get(status::status))
+        .route("/v1/directory", get(federation::directory))
+        .route("/v1/locate/{owner}/{service}", get(federation::locate))
         .route("/v1/settlement", get(status::settlement_health))
         .route("/v1/settlement/run", post(status::settlement_run))
         .route("/v1/providers", get(status::providers))
@@ -207,6 +210,27 @@ fn parse_tiers(v: &str) -> Result<u8, crate::trust::TierError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     crate::trust::tier_set(&tiers)
+}
+
+/// The caller's headers that may go on to whoever runs the call (a
+/// provider, a peer broker): never its credentials, the host, hop-by-hop
+/// headers or forwarding hops (a forwarder sets its own).
+fn passed_on(headers: &HeaderMap) -> impl Iterator<Item = (&axum::http::HeaderName, &HeaderValue)> {
+    use brume_api::federation::headers as fh;
+    headers.iter().filter(|(n, _)| {
+        !matches!(
+            n.as_str(),
+            "authorization"
+                | "host"
+                | "connection"
+                | "content-length"
+                | "transfer-encoding"
+                | "keep-alive"
+                | "upgrade"
+                | fh::HOPS
+                | fh::TTL
+        )
+    })
 }
 
 /// A header's value as text, if present.

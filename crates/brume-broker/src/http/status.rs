@@ -63,6 +63,7 @@ pub(super) async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<Prov
 }
 
 pub(super) async fn metrics(State(shared): Sh) -> impl IntoResponse {
+    shared.federation.update_metrics(&shared.metrics);
     (
         [(
             axum::http::header::CONTENT_TYPE,

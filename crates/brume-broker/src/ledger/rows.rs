@@ -396,6 +396,35 @@ impl Ledger {
         )
     }
 
+    /// The row billing `requester` for a call this broker forwarded to
+    /// `peer`, which ran it as work `peer_work` and billed this broker
+    /// `amount` for it (at most the hold taken here). The payee is this
+    /// broker's own account (`own`): what it collects from its requester
+    /// covers what the peer collects from it. Work id
+    /// `forwarded-<peer's work id>`, so a forwarded call is billed once.
+    pub(crate) fn forwarded(
+        &self,
+        peer_work: &str,
+        requester: &str,
+        peer: &str,
+        own: &str,
+        amount: u128,
+    ) -> Option<Unsealed> {
+        let requester = clip(requester, MAX_ID_BYTES);
+        self.settling_row(
+            Transfer {
+                work_id: clip(&format!("forwarded-{peer_work}"), MAX_ID_BYTES).to_string(),
+                requester,
+                payer: (requester, "requester"),
+                payee: (own, "forwarded"),
+                amount,
+                tier: String::new(),
+                fee_micros: 0,
+            },
+            format!("forwarded to {peer} as {peer_work}"),
+        )
+    }
+
     /// A transfer's row, its payer's part charged to the escrow.
     fn settling_row(&self, t: Transfer<'_>, request_line: String) -> Option<Unsealed> {
         let data = self.transfer_row(t);

@@ -10,6 +10,7 @@ mod escrow;
 mod evm;
 mod exec;
 mod fairness;
+mod federation;
 mod hub;
 mod keys;
 mod ledger;

@@ -272,6 +272,11 @@ impl Broker {
         Broker::spawn(home, data, "127.0.0.1:0", None, &[], &args)
     }
 
+    /// A broker on `127.0.0.1:0` with `--config FILE` and extra arguments.
+    pub fn start_config(home: &Path, data: &Path, config: &Path, args: &[String]) -> Broker {
+        Broker::spawn(home, data, "127.0.0.1:0", Some(config), &[], args)
+    }
+
     /// Starts a broker on `listen` (`127.0.0.1:0` for any port), with
     /// `--config FILE` if given, these environment variables and extra
     /// arguments, and waits for its ready line.

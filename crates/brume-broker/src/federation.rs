@@ -1,0 +1,320 @@
+//! The broker in the federation: what it announces of itself, the
+//! directory and locator it answers from, and the clients it forwards
+//! calls with (a broker is a signed requester at its peer).
+//!
+//! The libp2p node and the rules (signatures, expiry, ranking, hops) are
+//! `brume_federation`'s; this module feeds it the broker's state and reads
+//! its directory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+use brume_api::federation::{
+    AnnouncedPrices, AnnouncedService, AnnouncedTier, Announcement, DEFAULT_FORWARD_TTL,
+    DirectoryEntry, Located, LocatedBroker, MAX_ANNOUNCED_SERVICES,
+};
+use brume_api::{ApiError, ErrorCode, ServiceKind};
+use brume_federation::{Federation, FederationConfig, Query};
+use parking_lot::Mutex;
+
+use crate::{BrokerError, Shared};
+
+/// `[broker.federation]`: the libp2p node, and how calls are forwarded.
+#[derive(Debug, Clone)]
+pub struct FederationSettings {
+    pub p2p: FederationConfig,
+    /// The URL peers and clients reach this broker's API at (default: the
+    /// URL it serves, which names 0.0.0.0 when it listens on every
+    /// interface).
+    pub advertise_url: Option<String>,
+    /// Forward a sync call this broker can't place to the best peer
+    /// serving it.
+    pub forward: bool,
+    /// The most hops a forwarded call takes.
+    pub forward_ttl: u32,
+}
+
+impl Default for FederationSettings {
+    fn default() -> Self {
+        FederationSettings {
+            p2p: FederationConfig::default(),
+            advertise_url: None,
+            forward: true,
+            forward_ttl: DEFAULT_FORWARD_TTL,
+        }
+    }
+}
+
+/// The federation component: the node once started, and one client per
+/// peer (signed with the broker's key, pinned to the peer's announced
+/// certificate).
+#[derive(Default)]
+pub(crate) struct Federated {
+    node: OnceLock<Federation>,
+    url: OnceLock<(String, Option<String>)>,
+    peers: Mutex<HashMap<(String, Option<String>), brume_client::Client>>,
+}
+
+impl std::fmt::Debug for Federated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federated")
+            .field("node", &self.node.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Feeds the node the broker's state at each announcement.
+struct BrokerSource(Weak<Shared>);
+
+impl brume_federation::Source for BrokerSource {
+    fn announcement(&self) -> Announcement {
+        let Some(shared) = self.0.upgrade() else {
+            return empty();
+        };
+        announcement(&shared)
+    }
+}
+
+fn empty() -> Announcement {
+    Announcement {
+        broker: String::new(),
+        peer_id: String::new(),
+        url: String::new(),
+        tls_sha256: None,
+        region: String::new(),
+        latitude: 0.0,
+        longitude: 0.0,
+        capacity: Default::default(),
+        queued: 0,
+        providers: 0,
+        services: Vec::new(),
+        prices: Default::default(),
+        hub_wallet: None,
+        seq: 0,
+        issued_ms: 0,
+        ttl_ms: 0,
+    }
+}
+
+/// The broker as it announces itself now (unsigned).
+fn announcement(shared: &Shared) -> Announcement {
+    let status = shared.status();
+    let (url, tls_sha256) = shared.federation.url.get().cloned().unwrap_or_default();
+    let services = shared
+        .registry
+        .list(None)
+        .into_iter()
+        .filter(|s| !s.retired)
+        .take(MAX_ANNOUNCED_SERVICES)
+        .map(|s| AnnouncedService {
+            name: format!("{}~{}", s.owner, s.name),
+            kind: s.kind,
+        })
+        .collect();
+    let ledger = &shared.config.ledger;
+    Announcement {
+        broker: shared.broker_id.clone(),
+        url,
+        tls_sha256,
+        region: status.region,
+        latitude: status.latitude,
+        longitude: status.longitude,
+        capacity: status.capacity,
+        queued: status.queues.waiting,
+        providers: status.providers_connected,
+        services,
+        prices: AnnouncedPrices {
+            currency: ledger.currency.clone(),
+            fiat_micros_per_token: ledger.fiat_micros_per_token,
+            tiers: ledger
+                .tiers
+                .iter()
+                .map(|t| AnnouncedTier {
+                    name: t.name.clone(),
+                    fiat_micros_per_coin: t.fiat_micros_per_coin,
+                })
+                .collect(),
+        },
+        hub_wallet: status.hub_wallet,
+        ..empty()
+    }
+}
+
+/// Records the URL the broker is reached at (`url` it serves, or the
+/// advertised one) and starts the node if `[broker.federation]` is set; its
+/// task runs on the broker's tracker.
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    url: &str,
+    tls: Option<brume_tls::Fingerprint>,
+) -> Result<(), BrokerError> {
+    let settings = shared.config.federation.as_ref();
+    let advertised = settings
+        .and_then(|s| s.advertise_url.clone())
+        .unwrap_or_else(|| url.into());
+    let _ = shared
+        .federation
+        .url
+        .set((advertised, tls.map(|f| f.to_string())));
+    let Some(settings) = settings else {
+        return Ok(());
+    };
+    let source = Arc::new(BrokerSource(Arc::downgrade(shared)));
+    let (node, run) = Federation::start(
+        settings.p2p.clone(),
+        shared.identity.clone(),
+        source,
+        shared.shutdown.clone(),
+    )
+    .await
+    .map_err(BrokerError::Federation)?;
+    for addr in node.listen_addrs() {
+        tracing::info!(%addr, "federation: listening (peers pass this as --peer)");
+    }
+    let _ = std::fs::write(
+        shared.config.data_dir.join(P2P_ADDR_FILE),
+        node.listen_addrs()
+            .iter()
+            .map(|a| format!("{a}\n"))
+            .collect::<String>(),
+    );
+    shared.tasks.spawn(run);
+    let _ = shared.federation.node.set(node);
+    Ok(())
+}
+
+/// Where and how `name` is called at the broker `a`.
+fn located(a: Announcement, kind: ServiceKind, name: &str) -> LocatedBroker {
+    let base = a.url.trim_end_matches('/');
+    LocatedBroker {
+        endpoint: match kind {
+            ServiceKind::Command => format!("{base}/v1/functions/{name}/invoke"),
+            ServiceKind::Http => format!("{base}/fn/{name}/"),
+        },
+        broker: a.broker,
+        url: a.url,
+        tls_sha256: a.tls_sha256,
+        region: a.region,
+        protocol: kind,
+        slots_free: a.capacity.slots_free,
+    }
+}
+
+/// Where the node's listen addresses are written (one per line).
+pub const P2P_ADDR_FILE: &str = "p2p.addr";
+
+impl Federated {
+    pub fn node(&self) -> Option<&Federation> {
+        self.node.get()
+    }
+
+    /// Brings the metrics' federation counters up to the node's.
+    pub fn update_metrics(&self, metrics: &crate::metrics::Metrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(node) = self.node() else { return };
+        let s = node.stats();
+        let m = &metrics.announcements;
+        crate::metrics::Metrics::catch_up(m, "accepted", s.accepted.load(Relaxed));
+        crate::metrics::Metrics::catch_up(m, "forged", s.forged.load(Relaxed));
+        crate::metrics::Metrics::catch_up(m, "malformed", s.malformed.load(Relaxed));
+        crate::metrics::Metrics::catch_up(m, "expired", s.expired.load(Relaxed));
+    }
+
+    /// Every broker known (this one first), live.
+    fn entries(&self, shared: &Shared) -> Vec<DirectoryEntry> {
+        let Some(node) = self.node() else {
+            return Vec::new();
+        };
+        let mut all = node.directory().live(Instant::now());
+        if let Some(own) = node.own() {
+            // The freshest word on itself, not the last one gossiped.
+            let signed = brume_federation::sign(
+                &shared.identity,
+                Announcement {
+                    peer_id: own.announcement.peer_id.clone(),
+                    seq: own.announcement.seq,
+                    issued_ms: crate::now_ms(),
+                    ttl_ms: own.announcement.ttl_ms,
+                    ..announcement(shared)
+                },
+            )
+            .unwrap_or(own);
+            all.push(DirectoryEntry {
+                announcement: signed,
+                distance_km: None,
+                age_ms: 0,
+                local: true,
+            });
+        }
+        all
+    }
+
+    /// `GET /v1/directory`.
+    pub fn directory(&self, shared: &Shared, query: &Query) -> Vec<DirectoryEntry> {
+        brume_federation::rank(self.entries(shared), query)
+    }
+
+    /// `GET /v1/locate/{owner}/{service}`: `owner~service` at every
+    /// broker announcing it, best first.
+    pub fn locate(&self, shared: &Shared, owner: &str, service: &str) -> Located {
+        let name = format!("{owner}~{service}");
+        let query = Query {
+            service: Some(name.clone()),
+            ..Query::default()
+        };
+        let mut brokers: Vec<LocatedBroker> = brume_federation::rank(self.entries(shared), &query)
+            .into_iter()
+            .filter_map(|e| {
+                let a = e.announcement.announcement;
+                let kind = a
+                    .services
+                    .iter()
+                    .find(|s| s.name.eq_ignore_ascii_case(&name))?
+                    .kind;
+                Some(located(a, kind, &name))
+            })
+            .collect();
+        if self.node().is_none()
+            && let Ok(r) = shared.registry.resolve(&name, "")
+        {
+            // Not federated: the answer is this broker alone.
+            brokers.push(located(announcement(shared), r.info.kind, &name));
+        }
+        Located {
+            service: name,
+            brokers,
+        }
+    }
+
+    /// The signed client for the peer at `url` (pinned to `tls_sha256`
+    /// when it serves HTTPS).
+    pub fn client(
+        &self,
+        shared: &Shared,
+        url: &str,
+        tls_sha256: Option<&str>,
+    ) -> Result<brume_client::Client, ApiError> {
+        let key = (url.to_string(), tls_sha256.map(str::to_string));
+        if let Some(c) = self.peers.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let bad = |m: String| ApiError::new(ErrorCode::PeerUnreachable, m);
+        let mut client = brume_client::Client::with_identity(url, shared.identity.clone())
+            .map_err(|e| bad(format!("peer {url}: {e}")))?;
+        if let Some(pin) = tls_sha256 {
+            let pin = pin
+                .parse()
+                .map_err(|e| bad(format!("peer {url}: its announced certificate pin: {e}")))?;
+            client = client
+                .with_tls(&brume_tls::Trust::pinned(pin))
+                .map_err(|e| bad(format!("peer {url}: {e}")))?;
+        }
+        let mut peers = self.peers.lock();
+        if peers.len() > 1024 {
+            peers.clear();
+        }
+        peers.insert(key, client.clone());
+        Ok(client)
+    }
+}

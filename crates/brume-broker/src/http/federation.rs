@@ -1,0 +1,255 @@
+//! `GET /v1/directory`, `GET /v1/locate/{owner}/{service}`, and sync calls
+//! forwarded to a peer broker when this one can't place them.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::response::Response;
+use brume_api::federation::{Directory, Located, headers as fh};
+use brume_api::{ErrorCode, ServiceKind};
+use brume_federation::Query;
+use brume_federation::hops::Hops;
+use bytes::Bytes;
+
+use super::auth::Auth;
+use super::{Fail, Res, Sh, header_str};
+use crate::Shared;
+use crate::ledger::Billing;
+
+fn bad(message: String) -> Fail {
+    Fail::new(ErrorCode::InvalidRequest, message)
+}
+
+/// `?service=&near=LAT,LON&min_free=&region=`.
+fn parse_query(raw: Option<&str>) -> Res<Query> {
+    let mut q = Query::default();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "service" => q.service = Some(v.into_owned()),
+            "region" => q.region = Some(v.into_owned()),
+            "near" => {
+                q.near =
+                    Some(brume_federation::parse_point(&v).map_err(|m| bad(format!("near: {m}")))?)
+            }
+            "min_free" => {
+                q.min_free = v
+                    .parse()
+                    .map_err(|_| bad(format!("min_free: {v:?} is not a whole number")))?
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown parameter {other:?} (service, near, min_free, region)"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+pub(super) async fn directory(State(shared): Sh, RawQuery(raw): RawQuery) -> Res<Json<Directory>> {
+    let query = parse_query(raw.as_deref())?;
+    Ok(Json(Directory {
+        brokers: shared.federation.directory(&shared, &query),
+    }))
+}
+
+pub(super) async fn locate(
+    State(shared): Sh,
+    Path((owner, service)): Path<(String, String)>,
+) -> Res<Json<Located>> {
+    brume_api::rest::validate_service_name(&service).map_err(Fail)?;
+    let located = shared.federation.locate(&shared, &owner, &service);
+    if located.brokers.is_empty() {
+        return Err(Fail::new(
+            ErrorCode::UnknownService,
+            format!("no known broker serves {owner}~{service}"),
+        ));
+    }
+    Ok(Json(located))
+}
+
+/// The hop headers of an incoming request. A broker forwarding to us
+/// names itself last; anyone else may not send them.
+pub(super) fn incoming_hops(auth: &Auth, headers: &HeaderMap) -> Res<Option<Hops>> {
+    let hops = Hops::parse(
+        header_str(headers, fh::HOPS)?,
+        header_str(headers, fh::TTL)?,
+    )
+    .map_err(bad)?;
+    if let Some(h) = &hops
+        && !h
+            .sender()
+            .is_some_and(|s| s.eq_ignore_ascii_case(&auth.name))
+    {
+        return Err(Fail::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{}: the last broker named must be the caller, who signs the request ({})",
+                fh::HOPS,
+                auth.name
+            ),
+        ));
+    }
+    Ok(hops)
+}
+
+/// A sync call to forward: where it goes at the peer, and what it carries.
+pub(super) struct Call {
+    /// `owner~name`.
+    pub service: String,
+    pub kind: ServiceKind,
+    pub method: Method,
+    /// After `/v1/functions/{service}/invoke` or `/fn/{service}`: the
+    /// query, or the path and query.
+    pub rest: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Forwards `call`, which this broker refused with `local`, to the best
+/// peer serving it that is not on its hop list; `local` if there is none
+/// to try. The answer is the peer's, with `x-brume-forwarded-by` and
+/// `x-brume-broker`; what the peer billed this broker is billed to the
+/// caller (`billing`, whose hold caps it) by a row of its own.
+pub(super) async fn forward(
+    shared: &Arc<Shared>,
+    hops: Option<Hops>,
+    call: Call,
+    local: Fail,
+    billing: Billing,
+    cap: u128,
+) -> Res<Response> {
+    let Some(settings) = &shared.config.federation else {
+        return Err(local);
+    };
+    let Some(node) = shared.federation.node().filter(|_| settings.forward) else {
+        return Err(local);
+    };
+    let arrived = hops.unwrap_or_else(|| Hops::origin(settings.forward_ttl));
+    let refused = |why: String| {
+        count(shared, "refused");
+        Fail::new(
+            ErrorCode::NoBrokerAvailable,
+            format!("{}; {why}", local.0.message),
+        )
+    };
+    let Some(next) = arrived.next(&shared.broker_id) else {
+        return Err(refused(format!(
+            "not forwarded: the call has passed {} and its hops are spent",
+            path(&arrived, &shared.broker_id)
+        )));
+    };
+    let entries = node.directory().live(std::time::Instant::now());
+    let here = (shared.config.latitude, shared.config.longitude);
+    let Some(peer) =
+        brume_federation::hops::choose(&entries, &call.service, &shared.broker_id, &next, here)
+    else {
+        return Err(refused(format!(
+            "no other known broker serves {} (tried {})",
+            call.service,
+            path(&arrived, &shared.broker_id)
+        )));
+    };
+    let peer = peer.announcement.clone();
+    let client = shared
+        .federation
+        .client(shared, &peer.url, peer.tls_sha256.as_deref())
+        .map_err(Fail)?;
+    let target = match call.kind {
+        ServiceKind::Command => format!("/v1/functions/{}/invoke{}", call.service, call.rest),
+        ServiceKind::Http => format!("/fn/{}{}", call.service, call.rest),
+    };
+    let mut headers: HeaderMap = super::passed_on(&call.headers)
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    put(&mut headers, fh::HOPS, &next.header());
+    put(&mut headers, fh::TTL, &next.ttl.to_string());
+    tracing::debug!(peer = %peer.broker, service = %call.service, "forwarding a call");
+    let answer = client
+        .relay(call.method, &target, headers, call.body)
+        .await
+        .map_err(|e| {
+            count(shared, "unreachable");
+            Fail::new(
+                ErrorCode::PeerUnreachable,
+                format!("forwarded to {} at {}: {e}", peer.broker, peer.url),
+            )
+        })?;
+    count(shared, "answered");
+    let charged = bill(shared, &answer, &peer.broker, &billing, cap).await;
+    drop(billing);
+    let (parts, body) = answer.into_parts();
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = parts.status;
+    *resp.headers_mut() = parts.headers;
+    let h = resp.headers_mut();
+    h.remove(axum::http::header::CONTENT_LENGTH);
+    h.remove(axum::http::header::TRANSFER_ENCODING);
+    h.remove(axum::http::header::CONNECTION);
+    // Set by a peer that forwarded it on: who ran it is already there.
+    if !h.contains_key(fh::BROKER) {
+        put(h, fh::BROKER, &peer.broker);
+    }
+    let by = match h.get(fh::FORWARDED_BY).and_then(|v| v.to_str().ok()) {
+        Some(further) => format!("{},{further}", shared.broker_id),
+        None => shared.broker_id.clone(),
+    };
+    put(h, fh::FORWARDED_BY, &by);
+    h.remove(crate::ledger::COST_HEADER);
+    if let Some(amount) = charged {
+        put(h, crate::ledger::COST_HEADER, &amount.to_string());
+    }
+    Ok(resp)
+}
+
+/// Bills the caller what the peer billed this broker for `answer` (its
+/// `x-brume-cost`, at most `cap`: what the call may cost here), under the
+/// peer's work id; the amount billed, if any.
+async fn bill(
+    shared: &Shared,
+    answer: &axum::http::Response<Bytes>,
+    peer: &str,
+    billing: &Billing,
+    cap: u128,
+) -> Option<u128> {
+    let text = |name: &str| answer.headers().get(name).and_then(|v| v.to_str().ok());
+    let cost: u128 = text(crate::ledger::COST_HEADER)?.parse().ok()?;
+    let work = text(brume_api::headers::WORK_ID)?.to_string();
+    let amount = cost.min(cap);
+    if amount < cost {
+        tracing::warn!(%peer, %work, cost, amount, "a peer billed more than the call may cost here: this broker pays the difference");
+    }
+    let own = shared.identity.address().to_string();
+    let row = shared
+        .ledger
+        .forwarded(&work, &billing.requester, peer, &own, amount);
+    let id = work.parse().unwrap_or_default();
+    shared.ledger.append_sealed(id, row).await;
+    Some(amount)
+}
+
+/// The brokers passed and this one, for messages.
+fn path(hops: &Hops, me: &str) -> String {
+    let mut all = hops.brokers.clone();
+    all.push(me.to_ascii_lowercase());
+    all.join(" → ")
+}
+
+fn count(shared: &Shared, outcome: &str) {
+    shared
+        .metrics
+        .forwards
+        .get_or_create(&crate::metrics::OutcomeLabels {
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
+fn put(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(HeaderName::from_static(name), v);
+    }
+}

@@ -1,0 +1,386 @@
+//! Federation through the real binaries: brokers that find each other
+//! over libp2p from one bootstrap peer, leave the directory when killed,
+//! forward a call they can't place (billed once at each broker, and paid
+//! through), and a ring of full brokers that answers 503 within its hops.
+
+use std::path::{Path, PathBuf};
+
+use brume_client::brume_api::federation::{Directory, headers as fh};
+use brume_client::{Client, ServiceKind};
+use brume_identity::Identity;
+use brume_identity::keyring::Keyring;
+use bytes::Bytes;
+
+use crate::net::{Broker, Provider, command, create_api_key, eventually, import_key};
+
+const PASSWORD: &str = "correct horse";
+
+/// Free work: no escrow needed between brokers that only test routing.
+const FREE: &str = "[[broker.ledger.tiers]]\nname = \"free\"\nfiat_micros_per_coin = 0\n";
+/// Priced work on a dev chain with a faucet.
+const PAID: &str = "[broker.chain]\nfaucet = true\n";
+
+struct Fed {
+    broker: Broker,
+    client: Client,
+    key: String,
+}
+
+/// A federated broker in `home/name`, announcing every 200 ms and kept
+/// 1.5 s by its peers, bootstrapping from `peers`, with `config`.
+fn start(home: &Path, name: &str, peers: &[String], config: &str, lat: &str) -> Fed {
+    let data = home.join(name);
+    let key = create_api_key(home, &data);
+    let config_file = home.join(format!("{name}.toml"));
+    std::fs::write(&config_file, config).expect("write the config");
+    let mut args = vec![
+        "--p2p-listen".to_string(),
+        "/ip4/127.0.0.1/tcp/0".into(),
+        "--announce-every".into(),
+        "200ms".into(),
+        "--announce-ttl".into(),
+        "1500ms".into(),
+        "--region".into(),
+        name.into(),
+        "--latitude".into(),
+        lat.into(),
+        "--longitude".into(),
+        "0".into(),
+    ];
+    for p in peers {
+        args.push("--peer".into());
+        args.push(p.clone());
+    }
+    let broker = Broker::start_config(home, &data, &config_file, &args);
+    let client = Client::new(&broker.url, Some(key.clone())).expect("client");
+    Fed {
+        broker,
+        client,
+        key,
+    }
+}
+
+/// The multiaddr a broker's peers bootstrap from.
+fn p2p_addr(data: &Path) -> String {
+    std::fs::read_to_string(data.join("p2p.addr"))
+        .expect("p2p.addr")
+        .lines()
+        .next()
+        .expect("an address")
+        .to_string()
+}
+
+async fn directory(f: &Fed) -> Directory {
+    f.client
+        .directory(None, None, None, None)
+        .await
+        .expect("directory")
+}
+
+async fn knows(f: &Fed, ids: &[&str]) -> bool {
+    let d = directory(f).await;
+    d.brokers.len() == ids.len()
+        && ids.iter().all(|id| {
+            d.brokers
+                .iter()
+                .any(|e| e.announcement.announcement.broker.eq_ignore_ascii_case(id))
+        })
+}
+
+async fn publish_echo(f: &Fed) {
+    f.client
+        .publish(
+            "echo",
+            ServiceKind::Command,
+            Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
+        )
+        .await
+        .expect("publish echo");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_brokers_find_each_other_from_one_bootstrap_peer_and_a_killed_one_leaves() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path();
+    let a = start(home, "eu", &[], FREE, "48.8");
+    let boot = vec![p2p_addr(&a.broker.data)];
+    let b = start(home, "us", &boot, FREE, "40.7");
+    let mut c = start(home, "ap", &boot, FREE, "35.6");
+    let (ida, idb, idc) = (
+        a.broker.broker_id.clone(),
+        b.broker.broker_id.clone(),
+        c.broker.broker_id.clone(),
+    );
+    let all = [ida.as_str(), idb.as_str(), idc.as_str()];
+    for f in [&a, &b, &c] {
+        eventually("every broker lists all three", || async {
+            knows(f, &all).await.then_some(())
+        })
+        .await;
+    }
+    // Ranked by distance from Paris: eu first, then us, then ap.
+    let near = a
+        .client
+        .directory(None, Some((48.85, 2.35)), None, None)
+        .await
+        .expect("directory near Paris");
+    let regions: Vec<&str> = near
+        .brokers
+        .iter()
+        .map(|e| e.announcement.announcement.region.as_str())
+        .collect();
+    assert_eq!(regions, ["eu", "us", "ap"]);
+    assert!(near.brokers[0].local, "the answering broker marks itself");
+
+    c.broker.kill();
+    let two = [all[0], all[1]];
+    eventually(
+        "the killed broker's announcement expires at A and B",
+        || async { (knows(&a, &two).await && knows(&b, &two).await).then_some(()) },
+    )
+    .await;
+    // The sweep that drops it counts it (the directory hides it already).
+    eventually("A counts the expiry in its metrics", || async {
+        let metrics = reqwest::get(format!("{}/metrics", a.broker.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let expired: u64 = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("brume_federation_announcements_total{outcome=\"expired\"} ")
+            })
+            .and_then(|n| n.trim().parse().ok())?;
+        (expired >= 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ring_of_full_brokers_answers_503_within_its_hops_without_a_loop() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path();
+    let a = start(home, "a", &[], FREE, "0");
+    let boot = vec![p2p_addr(&a.broker.data)];
+    let b = start(home, "b", &boot, FREE, "10");
+    let c = start(home, "c", &boot, FREE, "20");
+    for f in [&a, &b, &c] {
+        publish_echo(f).await;
+    }
+    let ids = [
+        a.broker.broker_id.as_str(),
+        b.broker.broker_id.as_str(),
+        c.broker.broker_id.as_str(),
+    ];
+    for f in [&a, &b, &c] {
+        eventually(
+            "every broker sees the others serve default~echo",
+            || async {
+                let d = f
+                    .client
+                    .directory(Some("default~echo"), None, None, None)
+                    .await
+                    .ok()?;
+                (d.brokers.len() == 3).then_some(())
+            },
+        )
+        .await;
+    }
+    // No broker has a provider: each forwards to one not yet on the list.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/functions/default~echo/invoke", a.broker.url))
+        .bearer_auth(&a.key)
+        .body("hi")
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(resp.status().as_u16(), 503);
+    let by = resp
+        .headers()
+        .get(fh::FORWARDED_BY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let body: serde_json::Value = resp.json().await.expect("error JSON");
+    assert_eq!(body["code"], "no_broker_available", "{body}");
+    let hops: Vec<&str> = by.split(',').collect();
+    assert_eq!(
+        hops.len(),
+        2,
+        "A, then one more, then the last refused: {by}"
+    );
+    assert_eq!(hops[0], ids[0].to_ascii_lowercase());
+    let mut seen = hops.clone();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), hops.len(), "no broker twice: {by}");
+    let message = body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    for id in ids {
+        assert!(message.contains(&id.to_ascii_lowercase()), "{message}");
+    }
+}
+
+/// A keyring in `home` holding a new key `name` and broker `data`'s key.
+fn keyring(home: &Path, name: &str, broker: &Path) -> (PathBuf, PathBuf, Identity) {
+    let dir = home.join("keys");
+    let pw = home.join("password");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).expect("write password file");
+    let ring = Keyring::new(&dir);
+    ring.create(PASSWORD.as_bytes(), Some(name))
+        .expect("create key");
+    let id = ring.load(name, PASSWORD.as_bytes()).expect("load key");
+    import_key(home, &broker.join("broker.key"), "origin", &dir, &pw);
+    (dir, pw, id)
+}
+
+/// Funds `address` at `f`'s dev chain and approves 1 token of escrow with
+/// keyring key `key`.
+async fn fund(f: &Fed, home: &Path, keys: &Path, pw: &Path, key: &str, address: &str) {
+    f.client
+        .faucet(address, 5_000_000_000_000_000_000)
+        .await
+        .expect("faucet");
+    let out = command(home)
+        .args([
+            "wallet", "approve", "1.0", "--key", key, "--json", "--broker",
+        ])
+        .arg(&f.broker.url)
+        .arg("--keys-dir")
+        .arg(keys)
+        .arg("--password-file")
+        .arg(pw)
+        .output()
+        .expect("brume wallet approve");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn rows(f: &Fed, account: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        reqwest::get(format!("{}/v1/ledger/rows?account={account}", f.broker.url))
+            .await
+            .expect("rows")
+            .json()
+            .await
+            .expect("rows JSON");
+    v["rows"].as_array().cloned().unwrap_or_default()
+}
+
+async fn balance(f: &Fed, address: &str) -> u128 {
+    let a = f.client.chain_account(address).await.expect("account");
+    a.balance.parse().expect("a balance")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_without_room_forwards_a_call_billed_once_at_each_broker_and_paid_through() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path();
+    let origin = start(home, "origin", &[], PAID, "0");
+    let boot = vec![p2p_addr(&origin.broker.data)];
+    let exec = start(home, "exec", &boot, PAID, "1");
+    let provider = Provider::start_args(home, &home.join("p1"), &exec.broker.url, 1, &[]);
+    publish_echo(&origin).await;
+    publish_echo(&exec).await;
+    eventually("the origin sees the executing broker with room", || async {
+        let d = origin
+            .client
+            .directory(Some("default~echo"), None, Some(1), None)
+            .await
+            .ok()?;
+        d.brokers.iter().any(|e| !e.local).then_some(())
+    })
+    .await;
+
+    // Alice pays the origin; the origin pays the executing broker.
+    let (keys, pw, alice) = keyring(home, "alice", &origin.broker.data);
+    let alice_addr = alice.address().to_string();
+    fund(&origin, home, &keys, &pw, "alice", &alice_addr).await;
+    fund(&exec, home, &keys, &pw, "origin", &origin.broker.broker_id).await;
+
+    let signed = Client::with_identity(&origin.broker.url, alice.clone()).expect("client");
+    let resp = signed
+        .relay(
+            http::Method::POST,
+            "/v1/functions/default~echo/invoke?arg=hello",
+            http::HeaderMap::new(),
+            Bytes::new(),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.body());
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        h(fh::BROKER).to_lowercase(),
+        exec.broker.broker_id.to_lowercase()
+    );
+    assert_eq!(
+        h(fh::FORWARDED_BY).to_lowercase(),
+        origin.broker.broker_id.to_lowercase()
+    );
+    assert_eq!(h("x-brume-provider"), provider.address);
+    let work = h("x-brume-work-id");
+    let cost: u128 = h("x-brume-cost").parse().expect("a cost");
+    assert!(cost > 0);
+
+    // One row at each broker: the executing broker bills the origin, the
+    // origin bills Alice the same amount under the executing broker's work id.
+    let at_exec = rows(&exec, &origin.broker.broker_id).await;
+    assert_eq!(at_exec.len(), 1, "{at_exec:?}");
+    assert_eq!(at_exec[0]["work_id"], work.as_str());
+    let exec_amount: u128 = at_exec[0]["token_amount"]
+        .as_str()
+        .map(|s| s.parse().expect("amount"))
+        .or_else(|| at_exec[0]["token_amount"].as_u64().map(u128::from))
+        .expect("token_amount");
+    assert_eq!(exec_amount, cost);
+    let at_origin = rows(&origin, &alice_addr).await;
+    assert_eq!(
+        at_origin.len(),
+        1,
+        "{at_origin:?}\n{}",
+        origin.broker.proc.stderr_tail()
+    );
+    assert_eq!(at_origin[0]["work_id"], format!("forwarded-{work}"));
+
+    // Both settle: Alice paid the origin what the origin paid the
+    // executing broker, whose provider got its share of it.
+    let (alice_before, origin_before, provider_before) = (
+        balance(&origin, &alice_addr).await,
+        balance(&exec, &origin.broker.broker_id).await,
+        balance(&exec, &provider.address).await,
+    );
+    origin.client.settle().await.expect("settle the origin");
+    exec.client
+        .settle()
+        .await
+        .expect("settle the executing broker");
+    assert_eq!(alice_before - balance(&origin, &alice_addr).await, cost);
+    assert_eq!(
+        origin_before - balance(&exec, &origin.broker.broker_id).await,
+        cost
+    );
+    let paid = balance(&exec, &provider.address).await - provider_before;
+    assert!(
+        paid > 0 && paid <= cost,
+        "the provider got {paid} of {cost}"
+    );
+
+    // Settling again moves nothing more.
+    origin.client.settle().await.expect("settle again");
+    exec.client.settle().await.expect("settle again");
+    assert_eq!(alice_before - balance(&origin, &alice_addr).await, cost);
+}
