@@ -98,3 +98,67 @@ fn devnet_demo_settles_through_the_contracts_on_anvil() {
         "{err}"
     );
 }
+
+/// `brume devnet --brokers 3 --demo --json`: three federated brokers find
+/// each other, and the first, its providers gone, forwards a call that
+/// another runs.
+#[test]
+fn a_federated_devnet_forwards_a_call() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let data = home.path().join("devnet");
+    let out = net::command(home.path())
+        .args([
+            "devnet",
+            "--brokers",
+            "3",
+            "--providers",
+            "1",
+            "--demo",
+            "--json",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .expect("run brume devnet --brokers 3 --demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "devnet --brokers 3 --demo failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ready = lines
+        .iter()
+        .find(|v| v["event"] == "ready")
+        .unwrap_or_else(|| panic!("no ready line in {stdout}"));
+    let brokers = ready["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 3);
+    let first = brokers[0]["broker_id"].as_str().expect("broker_id");
+    let forwarded = lines
+        .iter()
+        .find(|v| v["event"] == "forwarded")
+        .unwrap_or_else(|| panic!("no forwarded line in {stdout}"));
+    assert!(
+        forwarded["forwarded_by"]
+            .as_str()
+            .is_some_and(|b| b.eq_ignore_ascii_case(first))
+    );
+    let ran_at = forwarded["broker"].as_str().expect("broker");
+    assert!(!ran_at.eq_ignore_ascii_case(first), "{forwarded}");
+    assert!(
+        brokers[1..].iter().any(|b| b["broker_id"]
+            .as_str()
+            .is_some_and(|id| id.eq_ignore_ascii_case(ran_at))),
+        "{forwarded}"
+    );
+    for region in ["eu-west", "us-east", "ap-northeast"] {
+        assert!(
+            data.join(region).join("broker/p2p.key").exists(),
+            "{region}"
+        );
+    }
+}

@@ -18,6 +18,8 @@ use brume_localnet::LocalNet;
 use bytes::Bytes;
 use serde_json::json;
 
+mod federated;
+
 #[derive(Debug, clap::Args)]
 pub struct DevnetArgs {
     /// How many providers to start.
@@ -49,6 +51,12 @@ pub struct DevnetArgs {
     /// deployed; settlement goes through them).
     #[arg(long, default_value = "dev")]
     chain: DevnetChain,
+    /// How many brokers: more than one starts a federation, brokers in
+    /// regions far apart, each with --providers providers, finding each
+    /// other over libp2p on loopback. `--demo` then shows the directory
+    /// and a forwarded call.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    brokers: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,15 +69,39 @@ enum DevnetChain {
 /// to the payout account as escrow: 1000 tokens.
 const REQUESTER_FUNDS: u128 = 1_000 * 1_000_000_000_000_000_000;
 
+/// Where one devnet broker stands.
+#[derive(Debug, Clone)]
+struct Site {
+    region: String,
+    latitude: f64,
+    longitude: f64,
+    listen: SocketAddr,
+    data: Option<PathBuf>,
+    federation: Option<brume_broker::federation::FederationSettings>,
+}
+
+impl Site {
+    fn single(args: &DevnetArgs) -> Site {
+        Site {
+            region: "devnet".into(),
+            latitude: 0.0,
+            longitude: 0.0,
+            listen: args.listen,
+            data: args.data.clone(),
+            federation: None,
+        }
+    }
+}
+
 /// A broker with the faucet on and settlement every 10 s, a requester
 /// account funded with [`REQUESTER_FUNDS`] and escrowed to the payout
 /// account, an API key bound to it (also written to `DATA/api-key`), and
 /// `--providers` providers sharing one sandbox, all connected.
 async fn start(
     args: &DevnetArgs,
+    site: Site,
     anvil: Option<&brume_evm::LocalAnvil>,
 ) -> anyhow::Result<LocalNet> {
-    let listen = args.listen;
     let chain = match anvil {
         None => brume_broker::chain::ChainConfig {
             faucet: true,
@@ -78,11 +110,15 @@ async fn start(
         },
         Some(anvil) => evm_chain_config(args, anvil)?,
     };
+    let region = site.region.clone();
     let mut builder = LocalNet::builder()
         .name("devnet")
         .broker(move |c| {
-            c.listen = listen;
-            c.region = "devnet".into();
+            c.listen = site.listen;
+            c.region = site.region;
+            c.latitude = site.latitude;
+            c.longitude = site.longitude;
+            c.federation = site.federation;
             c.chain = chain.clone();
             c.settlement = brume_broker::settlement::SettlementConfig {
                 period_s: 10,
@@ -93,8 +129,8 @@ async fn start(
         .providers(args.providers as usize)
         .slots(args.slots)
         .shared_sandbox()
-        .provider_config(|_, c| c.region = "devnet".into());
-    if let Some(data) = &args.data {
+        .provider_config(move |_, c| c.region = region.clone());
+    if let Some(data) = &site.data {
         builder = builder.data_dir(data);
     }
     if args.tls {
@@ -180,7 +216,10 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
             }
         },
     };
-    let net = start(&args, anvil.as_ref()).await;
+    if args.brokers > 1 {
+        return federated::main(&args).await;
+    }
+    let net = start(&args, Site::single(&args), anvil.as_ref()).await;
     if let (Some(a), None) = (&anvil, &args.data) {
         // The broker read its chain files at start; a devnet without a
         // data dir leaves nothing behind.
