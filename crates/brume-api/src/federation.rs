@@ -147,6 +147,47 @@ pub struct LocatedBroker {
     pub slots_free: u64,
 }
 
+/// The gossipsub topic proofs of cheat are announced on.
+pub const CHEATS_TOPIC: &str = "brume/cheats/1";
+
+/// The largest cheat notice a broker accepts, in bytes of JSON.
+pub const MAX_NOTICE_BYTES: usize = 4 * 1024;
+
+/// A broker's word that it proved a provider cheated: where to fetch the
+/// proof (`GET {url}/v1/proofs/{proof_sha256}`) and the module
+/// (`GET {url}/v1/blobs/{module_sha256}`). A receiver bans nobody on this
+/// word: it fetches both, checks the proof and re-executes the work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheatNotice {
+    /// The broker that proved it (`0x…`): who signs this.
+    pub broker: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_sha256: Option<String>,
+    /// The cheat's address.
+    pub provider: String,
+    /// sha256 of the proof's JSON (hex).
+    pub proof_sha256: String,
+    /// sha256 of the module to re-run (hex).
+    pub module_sha256: String,
+    pub issued_ms: u64,
+}
+
+impl CheatNotice {
+    /// The text the broker signs (EIP-191).
+    pub fn message(&self) -> Vec<u8> {
+        let mut m = b"brume cheat notice v1\n".to_vec();
+        m.extend_from_slice(&serde_json::to_vec(self).unwrap_or_default());
+        m
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCheatNotice {
+    pub notice: CheatNotice,
+    pub signature: String,
+}
+
 /// The forwarding headers.
 pub mod headers {
     /// On a forwarded request: the brokers it has passed, origin first,

@@ -14,6 +14,8 @@ use brume_api::federation::{
     AnnouncedPrices, AnnouncedService, AnnouncedTier, Announcement, DEFAULT_FORWARD_TTL,
     DirectoryEntry, Located, LocatedBroker, MAX_ANNOUNCED_SERVICES,
 };
+use brume_api::federation::{CheatNotice, SignedCheatNotice};
+use brume_api::receipt::CheatProof;
 use brume_api::{ApiError, ErrorCode, ServiceKind};
 use brume_federation::{Federation, FederationConfig, Query};
 use parking_lot::Mutex;
@@ -54,6 +56,8 @@ pub(crate) struct Federated {
     node: OnceLock<Federation>,
     url: OnceLock<(String, Option<String>)>,
     peers: Mutex<HashMap<(String, Option<String>), brume_client::Client>>,
+    /// Proofs of cheat published, and notices checked.
+    pub proofs: Proofs,
 }
 
 impl std::fmt::Debug for Federated {
@@ -180,6 +184,9 @@ pub(crate) async fn start(
             .collect::<String>(),
     );
     shared.tasks.spawn(run);
+    if let Some(rx) = node.take_notices() {
+        shared.tasks.spawn(notices(shared.clone(), rx));
+    }
     let _ = shared.federation.node.set(node);
     Ok(())
 }
@@ -316,5 +323,210 @@ impl Federated {
         }
         peers.insert(key, client.clone());
         Ok(client)
+    }
+}
+
+/// How many proofs of cheat this broker keeps to serve to its peers
+/// (`GET /v1/proofs/{sha256}`), and how many notices it remembers having
+/// checked.
+const KEPT_PROOFS: usize = 256;
+/// The largest proof a broker fetches from a peer.
+pub(crate) const MAX_PROOF_BYTES: usize = 4 << 20;
+
+/// Proofs of cheat this broker published, by sha256 (hex), oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Proofs {
+    kept: Mutex<std::collections::VecDeque<(String, bytes::Bytes)>>,
+    checked: Mutex<std::collections::VecDeque<String>>,
+}
+
+impl Proofs {
+    pub fn get(&self, sha256: &str) -> Option<bytes::Bytes> {
+        self.kept
+            .lock()
+            .iter()
+            .find(|(d, _)| d.eq_ignore_ascii_case(sha256))
+            .map(|(_, b)| b.clone())
+    }
+
+    fn keep(&self, sha256: String, body: bytes::Bytes) {
+        let mut kept = self.kept.lock();
+        kept.push_back((sha256, body));
+        while kept.len() > KEPT_PROOFS {
+            kept.pop_front();
+        }
+    }
+
+    /// Whether `sha256` was checked already (and remembers it).
+    fn first_check(&self, sha256: &str) -> bool {
+        let mut checked = self.checked.lock();
+        if checked.iter().any(|d| d == sha256) {
+            return false;
+        }
+        checked.push_back(sha256.to_string());
+        while checked.len() > KEPT_PROOFS {
+            checked.pop_front();
+        }
+        true
+    }
+}
+
+/// Tells the federation that this broker proved `provider` cheated: the
+/// proof is kept to serve, and a signed notice gossiped. Only a proof that
+/// carries its work can be checked by a peer, so only such proofs go out.
+pub(crate) fn report_cheat(shared: &Shared, provider: &str, proof: &CheatProof, body: &[u8]) {
+    use sha2::Digest as _;
+    let Some(node) = shared.federation.node() else {
+        return;
+    };
+    if proof.work.is_none() || proof.reexecution.is_none() {
+        return;
+    }
+    let sha256 = hex::encode(sha2::Sha256::digest(body));
+    shared
+        .federation
+        .proofs
+        .keep(sha256.clone(), bytes::Bytes::copy_from_slice(body));
+    let (url, tls_sha256) = shared.federation.url.get().cloned().unwrap_or_default();
+    let notice = CheatNotice {
+        broker: shared.broker_id.clone(),
+        url,
+        tls_sha256,
+        provider: provider.to_string(),
+        proof_sha256: sha256,
+        module_sha256: proof.cheat.receipt.module_digest.clone(),
+        issued_ms: crate::now_ms(),
+    };
+    match brume_federation::sign_notice(&shared.identity, notice) {
+        Ok(signed) => node.publish_notice(&signed),
+        Err(e) => tracing::error!("sign a cheat notice: {e}"),
+    }
+}
+
+/// Checks the peers' cheat notices one at a time until the broker stops.
+async fn notices(shared: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<SignedCheatNotice>) {
+    loop {
+        let signed = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            n = rx.recv() => match n {
+                Some(n) => n,
+                None => return,
+            },
+        };
+        let n = signed.notice;
+        if shared.standings.banned(&n.provider).is_some()
+            || !shared.federation.proofs.first_check(&n.proof_sha256)
+        {
+            continue;
+        }
+        let outcome = match check_notice(&shared, &n).await {
+            Ok(proof) => {
+                let why = format!(
+                    "proven cheat: a proof published by broker {}, re-executed here",
+                    n.broker
+                );
+                tracing::warn!(provider = %n.provider, broker = %n.broker, "{why}: banning");
+                crate::standings::ban(&shared, &n.provider, &why, Some(&proof)).await;
+                "applied"
+            }
+            Err(Verdict::Refuted(why)) => {
+                tracing::warn!(broker = %n.broker, provider = %n.provider, "a peer's proof of cheat does not hold: {why}");
+                "refuted"
+            }
+            Err(Verdict::Unchecked(why)) => {
+                tracing::warn!(broker = %n.broker, provider = %n.provider, "a peer's proof of cheat could not be checked: {why}");
+                "unchecked"
+            }
+        };
+        shared
+            .metrics
+            .cheat_notices
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}
+
+enum Verdict {
+    /// The proof is false or doesn't name what the notice says.
+    Refuted(String),
+    /// It could not be fetched or run: nobody is judged.
+    Unchecked(String),
+}
+
+/// Fetches the notice's proof and module from its broker, checks the
+/// proof offline and re-executes its work here: the proof's bytes if the
+/// cheat is confirmed.
+async fn check_notice(shared: &Arc<Shared>, n: &CheatNotice) -> Result<Vec<u8>, Verdict> {
+    use sha2::Digest as _;
+    let unchecked = |m: String| Verdict::Unchecked(m);
+    let client = shared
+        .federation
+        .client(shared, &n.url, n.tls_sha256.as_deref())
+        .map_err(|e| unchecked(e.to_string()))?;
+    let resp = client
+        .relay(
+            http::Method::GET,
+            &format!("/v1/proofs/{}", n.proof_sha256),
+            http::HeaderMap::new(),
+            bytes::Bytes::new(),
+        )
+        .await
+        .map_err(|e| unchecked(format!("fetch the proof: {e}")))?;
+    let body = resp.into_body();
+    if body.len() > MAX_PROOF_BYTES {
+        return Err(Verdict::Refuted(format!(
+            "the proof is over {MAX_PROOF_BYTES} bytes"
+        )));
+    }
+    if hex::encode(sha2::Sha256::digest(&body)) != n.proof_sha256.to_ascii_lowercase() {
+        return Err(Verdict::Refuted(
+            "the proof fetched is not the one announced".into(),
+        ));
+    }
+    let proof: CheatProof =
+        serde_json::from_slice(&body).map_err(|e| Verdict::Refuted(format!("not a proof: {e}")))?;
+    let cheat = &proof.cheat.receipt;
+    let verify = |m: &[u8], s: &[u8], a: &str| brume_identity::verify(m, s, a).is_ok();
+    proof
+        .check(verify)
+        .map_err(|p| Verdict::Refuted(p.join("; ")))?;
+    if !cheat.provider.eq_ignore_ascii_case(&n.provider) || cheat.module_digest != n.module_sha256 {
+        return Err(Verdict::Refuted(
+            "the proof accuses another provider or module".into(),
+        ));
+    }
+    let mut work = *proof
+        .work
+        .clone()
+        .ok_or_else(|| unchecked("the proof carries no work".into()))?;
+    // The limits the proving broker signed, within what this broker runs.
+    if let Some(a) = &proof.cheat.assignment {
+        work.limits.fuel = a.assignment.fuel_limit;
+        work.limits.memory_bytes = a.assignment.memory_limit_bytes;
+        work.limits.timeout_ms = a.assignment.timeout_ms;
+    }
+    let max = &shared.config.max_limits;
+    if work.limits.fuel > max.fuel
+        || work.limits.memory_bytes > max.memory_bytes
+        || work.limits.timeout_ms > max.timeout_ms
+    {
+        return Err(unchecked("its work is over this broker's limits".into()));
+    }
+    let module = client
+        .blob(&n.module_sha256)
+        .await
+        .map_err(|e| unchecked(format!("fetch the module: {e}")))?;
+    let here = crate::reexec::rerun_fetched(shared, module, &work)
+        .await
+        .map_err(unchecked)?;
+    if here.refutes(cheat) {
+        Ok(body.to_vec())
+    } else {
+        Err(Verdict::Refuted(format!(
+            "re-executed here, the work gives the result {} (fuel {}) that {} signed",
+            here.output_digest, here.fuel, cheat.provider
+        )))
     }
 }

@@ -50,12 +50,27 @@ pub(crate) struct Metrics {
     /// Sync calls forwarded to a peer broker, by outcome (answered,
     /// refused: no peer, or the hops were spent).
     pub forwards: Family<OutcomeLabels, Counter>,
+    /// Peers' proofs of cheat checked, by outcome (applied: re-executed
+    /// here and the cheat banned; refuted; unchecked).
+    pub cheat_notices: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
+}
+
+/// Counters by outcome, registered under these names and help texts.
+fn outcome_counters<const N: usize>(
+    registry: &mut Registry,
+    names: [(&str, &str); N],
+) -> [Family<OutcomeLabels, Counter>; N] {
+    names.map(|(name, help)| {
+        let family = Family::<OutcomeLabels, Counter>::default();
+        registry.register(name, help, family.clone());
+        family
+    })
 }
 
 impl Metrics {
@@ -118,20 +133,26 @@ impl Metrics {
             "Re-challenges of connected providers answered, by kind",
             remeasures.clone(),
         );
-        let announcements = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "federation_announcements",
-            "Federation announcements heard, by outcome",
-            announcements.clone(),
-        );
-        let forwards = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "federation_forwards",
-            "Sync calls forwarded to a peer broker, by outcome",
-            forwards.clone(),
+        let [announcements, forwards, cheat_notices] = outcome_counters(
+            &mut registry,
+            [
+                (
+                    "federation_announcements",
+                    "Federation announcements heard, by outcome",
+                ),
+                (
+                    "federation_forwards",
+                    "Sync calls forwarded to a peer broker, by outcome",
+                ),
+                (
+                    "federation_cheat_notices",
+                    "Peers' proofs of cheat checked, by outcome",
+                ),
+            ],
         );
         Metrics {
             registry,
+            cheat_notices,
             announcements,
             forwards,
             audits,

@@ -79,15 +79,7 @@ pub(crate) async fn reexecute(
         return Err("the broker is stopping".into());
     };
     let program = program(shared, &assign.digest).await?;
-    let outcome = brume_exec::run(&shared.validator, &program, assign).await;
-    if let Some(old) = shared.reexecutions.used(program.digest()) {
-        shared.validator.evict(&old);
-    }
-    if let Outcome::Failed { code, message, .. } = &outcome
-        && INCONCLUSIVE.contains(&code.as_str())
-    {
-        return Err(format!("the re-execution ended in {code}: {message}"));
-    }
+    let outcome = run(shared, &program, assign).await?;
     let reexecution = Reexecution::new(assign, &shared.identity.address().to_string(), &outcome);
     let signature = shared
         .identity
@@ -97,6 +89,60 @@ pub(crate) async fn reexecute(
         reexecution,
         signature: format!("0x{}", hex::encode(signature)),
     })
+}
+
+/// Runs `assign` on the validator (whose permit the caller holds); `Err`
+/// when the run decides nothing.
+async fn run(
+    shared: &Arc<Shared>,
+    program: &brume_sandbox::Program,
+    assign: &Assign,
+) -> Result<Outcome, String> {
+    let outcome = brume_exec::run(&shared.validator, program, assign).await;
+    if let Some(old) = shared.reexecutions.used(program.digest()) {
+        shared.validator.evict(&old);
+    }
+    if let Outcome::Failed { code, message, .. } = &outcome
+        && INCONCLUSIVE.contains(&code.as_str())
+    {
+        return Err(format!("the re-execution ended in {code}: {message}"));
+    }
+    Ok(outcome)
+}
+
+/// Re-runs `assign` with a module fetched from elsewhere (a peer's proof
+/// of cheat), checked against the digest the assignment names; `Err`
+/// when it is not that module or the run decides nothing.
+pub(crate) async fn rerun_fetched(
+    shared: &Arc<Shared>,
+    module: bytes::Bytes,
+    assign: &Assign,
+) -> Result<Reexecution, String> {
+    if assign.profile != brume_api::Profile::Deterministic {
+        return Err("only deterministic work can be re-executed".into());
+    }
+    let Ok(_one) = shared.reexecutions.acquire().await else {
+        return Err("the broker is stopping".into());
+    };
+    let profile = brume_sandbox::Profile::Deterministic;
+    let sh = shared.clone();
+    let program = tokio::task::spawn_blocking(move || sh.validator.load(&module, profile))
+        .await
+        .map_err(|e| format!("loading the module: {e}"))?
+        .map_err(|e| format!("loading the module: {e}"))?;
+    if program.digest().to_string() != assign.digest {
+        return Err(format!(
+            "the module fetched is {}, not the {} assigned",
+            program.digest(),
+            assign.digest
+        ));
+    }
+    let outcome = run(shared, &program, assign).await?;
+    Ok(Reexecution::new(
+        assign,
+        &shared.identity.address().to_string(),
+        &outcome,
+    ))
 }
 
 /// The module compiled for the validator: kept from an earlier

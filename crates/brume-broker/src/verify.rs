@@ -725,6 +725,7 @@ pub(crate) async fn punish(shared: &Arc<Shared>, address: &str, proof: &CheatPro
     let digest: [u8; 32] = Sha256::digest(&body).into();
     tracing::warn!(provider = %address, proof = %hex::encode(digest), "proven cheat: banning and slashing");
     crate::standings::ban(shared, address, why, Some(&body)).await;
+    crate::federation::report_cheat(shared, address, proof, &body);
     let Ok(provider) = address.parse::<brume_chain::Address>() else {
         return;
     };

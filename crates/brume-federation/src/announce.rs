@@ -6,7 +6,7 @@ use brume_identity::Identity;
 /// Why an announcement was dropped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
-    #[error("over {MAX_ANNOUNCEMENT_BYTES} bytes")]
+    #[error("too large")]
     TooLarge,
     #[error("not an announcement: {0}")]
     Malformed(String),
@@ -83,5 +83,35 @@ pub fn decode(data: &[u8], sent_from: Option<&str>) -> Result<SignedAnnouncement
     let signed: SignedAnnouncement =
         serde_json::from_slice(data).map_err(|e| Rejected::Malformed(e.to_string()))?;
     verify(&signed, sent_from)?;
+    Ok(signed)
+}
+
+/// Signs a cheat notice with the broker's key.
+pub fn sign_notice(
+    identity: &Identity,
+    notice: brume_api::federation::CheatNotice,
+) -> Result<brume_api::federation::SignedCheatNotice, brume_identity::IdentityError> {
+    let signature = identity.sign_message(&notice.message())?;
+    Ok(brume_api::federation::SignedCheatNotice {
+        notice,
+        signature: format!("0x{}", hex::encode(signature)),
+    })
+}
+
+/// Parses a gossiped cheat notice and checks its broker's signature (the
+/// proof itself is the receiver's to check).
+pub fn decode_notice(data: &[u8]) -> Result<brume_api::federation::SignedCheatNotice, Rejected> {
+    if data.len() > brume_api::federation::MAX_NOTICE_BYTES {
+        return Err(Rejected::TooLarge);
+    }
+    let signed: brume_api::federation::SignedCheatNotice =
+        serde_json::from_slice(data).map_err(|e| Rejected::Malformed(e.to_string()))?;
+    let sig = signed
+        .signature
+        .strip_prefix("0x")
+        .unwrap_or(&signed.signature);
+    let sig = hex::decode(sig).map_err(|e| Rejected::Signature(e.to_string()))?;
+    brume_identity::verify(&signed.notice.message(), &sig, &signed.notice.broker)
+        .map_err(|e| Rejected::Signature(e.to_string()))?;
     Ok(signed)
 }

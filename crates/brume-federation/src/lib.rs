@@ -35,7 +35,7 @@ mod directory;
 pub mod hops;
 mod node;
 
-pub use announce::{MAX_TTL_MS, Rejected, decode, sign, verify};
+pub use announce::{MAX_TTL_MS, Rejected, decode, decode_notice, sign, sign_notice, verify};
 pub use directory::{Directory, NEAR_BAND_KM, Offered, Query, distance_km, parse_point, rank};
 pub use libp2p::Multiaddr;
 
@@ -116,9 +116,21 @@ struct Inner {
     directory: Directory,
     own: Mutex<Option<SignedAnnouncement>>,
     stats: Stats,
-    publish: mpsc::UnboundedSender<Vec<u8>>,
+    publish: mpsc::UnboundedSender<Outgoing>,
+    /// Verified cheat notices heard, until the broker takes the receiver.
+    notices: Mutex<Option<mpsc::Receiver<brume_api::federation::SignedCheatNotice>>>,
     config: FederationConfig,
 }
+
+/// What the node is asked to publish.
+pub(crate) enum Outgoing {
+    Announcement(Vec<u8>),
+    Notice(Vec<u8>),
+}
+
+/// How many heard cheat notices wait for the broker before more are
+/// dropped.
+const NOTICE_QUEUE: usize = 256;
 
 impl std::fmt::Debug for Federation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +159,7 @@ impl Federation {
         }
         let key = node::load_key(&config.key_file)?;
         let (publish, outbox) = mpsc::unbounded_channel();
+        let (notices_tx, notices) = mpsc::channel(NOTICE_QUEUE);
         let (swarm, listening) = node::listen(key, &config).await?;
         let inner = Arc::new(Inner {
             peer_id: *swarm.local_peer_id(),
@@ -155,6 +168,7 @@ impl Federation {
             own: Mutex::new(None),
             stats: Stats::default(),
             publish,
+            notices: Mutex::new(Some(notices)),
             config,
         });
         let node = node::Node {
@@ -163,6 +177,7 @@ impl Federation {
             identity,
             source,
             outbox,
+            notices: notices_tx,
             seq: 0,
         };
         Ok((Federation { inner }, node.run(shutdown)))
@@ -209,8 +224,21 @@ impl Federation {
     /// someone it is not).
     pub fn publish(&self, signed: &SignedAnnouncement) {
         if let Ok(bytes) = serde_json::to_vec(signed) {
-            let _ = self.inner.publish.send(bytes);
+            let _ = self.inner.publish.send(Outgoing::Announcement(bytes));
         }
+    }
+
+    /// Gossips a signed cheat notice.
+    pub fn publish_notice(&self, signed: &brume_api::federation::SignedCheatNotice) {
+        if let Ok(bytes) = serde_json::to_vec(signed) {
+            let _ = self.inner.publish.send(Outgoing::Notice(bytes));
+        }
+    }
+
+    /// The cheat notices heard from other brokers, signature checked (once:
+    /// the broker's task takes it).
+    pub fn take_notices(&self) -> Option<mpsc::Receiver<brume_api::federation::SignedCheatNotice>> {
+        self.inner.notices.lock().take()
     }
 }
 

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use brume_api::federation::{ANNOUNCE_TOPIC, MAX_ANNOUNCEMENT_BYTES};
+use brume_api::federation::{
+    ANNOUNCE_TOPIC, CHEATS_TOPIC, MAX_ANNOUNCEMENT_BYTES, SignedCheatNotice,
+};
 use brume_identity::Identity;
 use futures_util::StreamExt;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts};
@@ -12,7 +14,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, identity, kad, noise
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{FederationConfig, FederationError, Inner, Offered, Source, count};
+use crate::{FederationConfig, FederationError, Inner, Offered, Outgoing, Source, count};
 
 /// The identify protocol's version string.
 const PROTOCOL: &str = "/brume/federation/1";
@@ -33,7 +35,8 @@ pub(crate) struct Node {
     pub inner: Arc<Inner>,
     pub identity: Identity,
     pub source: Arc<dyn Source>,
-    pub outbox: mpsc::UnboundedReceiver<Vec<u8>>,
+    pub outbox: mpsc::UnboundedReceiver<Outgoing>,
+    pub notices: mpsc::Sender<SignedCheatNotice>,
     pub seq: u64,
 }
 
@@ -94,9 +97,11 @@ fn behaviour(key: &identity::Keypair) -> Result<Behaviour, FederationError> {
     let mut gossipsub =
         gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip)
             .map_err(|e| transport(e.to_string()))?;
-    gossipsub
-        .subscribe(&gossipsub::IdentTopic::new(ANNOUNCE_TOPIC))
-        .map_err(|e| transport(e.to_string()))?;
+    for topic in [ANNOUNCE_TOPIC, CHEATS_TOPIC] {
+        gossipsub
+            .subscribe(&gossipsub::IdentTopic::new(topic))
+            .map_err(|e| transport(e.to_string()))?;
+    }
     let peer_id = key.public().to_peer_id();
     let mut kad = kad::Behaviour::new(peer_id, kad::store::MemoryStore::new(peer_id));
     // Brokers are servers: answer queries even before an external address
@@ -187,7 +192,10 @@ impl Node {
                     count(&self.inner.stats.expired, gone.len() as u64);
                 }
                 _ = bootstrap.tick() => self.bootstrap(&config.peers),
-                Some(bytes) = self.outbox.recv() => self.publish(bytes),
+                Some(out) = self.outbox.recv() => match out {
+                    Outgoing::Announcement(bytes) => self.publish(bytes),
+                    Outgoing::Notice(bytes) => self.publish_notice(bytes),
+                },
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
         }
@@ -221,6 +229,13 @@ impl Node {
             }
             // No peer yet, or the same bytes again: nothing to send.
             Err(e) => tracing::debug!("publish the announcement: {e}"),
+        }
+    }
+
+    fn publish_notice(&mut self, bytes: Vec<u8>) {
+        let topic = gossipsub::IdentTopic::new(CHEATS_TOPIC);
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
+            tracing::warn!("publish a cheat notice: {e}");
         }
     }
 
@@ -272,6 +287,9 @@ impl Node {
     }
 
     fn on_message(&mut self, via: PeerId, id: &gossipsub::MessageId, message: &gossipsub::Message) {
+        if message.topic == gossipsub::IdentTopic::new(CHEATS_TOPIC).hash() {
+            return self.on_notice(via, id, message);
+        }
         let from = message.source.map(|p| p.to_base58());
         let stats = &self.inner.stats;
         let verdict = match crate::decode(&message.data, from.as_deref()) {
@@ -301,6 +319,36 @@ impl Node {
                 } else {
                     count(&stats.malformed, 1);
                 }
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &via, verdict);
+    }
+
+    /// A cheat notice: passed to the broker (and on to peers) if its
+    /// broker signed it; the proof is the broker's to check.
+    fn on_notice(&mut self, via: PeerId, id: &gossipsub::MessageId, message: &gossipsub::Message) {
+        let verdict = match crate::decode_notice(&message.data) {
+            Ok(signed)
+                if signed
+                    .notice
+                    .broker
+                    .eq_ignore_ascii_case(&self.identity.address().to_string()) =>
+            {
+                gossipsub::MessageAcceptance::Ignore
+            }
+            Ok(signed) => {
+                if self.notices.try_send(signed).is_err() {
+                    tracing::warn!("cheat notices queue full: one dropped");
+                }
+                gossipsub::MessageAcceptance::Accept
+            }
+            Err(rejected) => {
+                tracing::warn!("dropped a cheat notice: {rejected}");
+                count(&self.inner.stats.malformed, 1);
                 gossipsub::MessageAcceptance::Reject
             }
         };

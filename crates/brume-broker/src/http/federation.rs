@@ -71,6 +71,25 @@ pub(super) async fn locate(
     Ok(Json(located))
 }
 
+/// `GET /v1/proofs/{sha256}`: a proof of cheat this broker published (its
+/// JSON, as its digest names it), for peers to check before they ban.
+pub(super) async fn proof(State(shared): Sh, Path(sha256): Path<String>) -> Res<Response> {
+    match shared.federation.proofs.get(&sha256) {
+        Some(body) => {
+            let mut resp = Response::new(Body::from(body));
+            resp.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(resp)
+        }
+        None => Err(Fail::new(
+            ErrorCode::NotFound,
+            format!("no proof {sha256} here (a broker keeps its recent ones)"),
+        )),
+    }
+}
+
 /// The hop headers of an incoming request. A broker forwarding to us
 /// names itself last; anyone else may not send them.
 pub(super) fn incoming_hops(auth: &Auth, headers: &HeaderMap) -> Res<Option<Hops>> {

@@ -153,6 +153,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v1/status", get(status::status))
         .route("/v1/directory", get(federation::directory))
+        .route("/v1/proofs/{sha256}", get(federation::proof))
         .route("/v1/locate/{owner}/{service}", get(federation::locate))
         .route("/v1/settlement", get(status::settlement_health))
         .route("/v1/settlement/run", post(status::settlement_run))

@@ -384,3 +384,113 @@ async fn a_broker_without_room_forwards_a_call_billed_once_at_each_broker_and_pa
     exec.client.settle().await.expect("settle again");
     assert_eq!(alice_before - balance(&origin, &alice_addr).await, cost);
 }
+
+/// A provider caught lying at one broker (an audited call, re-executed
+/// there) is banned at its peer too, which checks the gossiped proof by
+/// re-executing it with the module fetched by digest.
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "test faults exist in debug builds only"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cheat_proven_at_one_broker_is_banned_at_its_peer_after_a_re_execution_there() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path();
+    let audited = format!("{FREE}\n[broker.trust]\naudit_share_ppm = 1000000\n");
+    let a = start(home, "a", &[], &audited, "0");
+    let b = start(home, "b", &[p2p_addr(&a.broker.data)], FREE, "1");
+    eventually("A and B know each other", || async {
+        let ids = [a.broker.broker_id.as_str(), b.broker.broker_id.as_str()];
+        (knows(&a, &ids).await && knows(&b, &ids).await).then_some(())
+    })
+    .await;
+
+    // One liar, one key, connected to both brokers.
+    let liar_a = Provider::start_args(
+        home,
+        &home.join("liar-a"),
+        &a.broker.url,
+        1,
+        &["--fault", "wrong-output"],
+    );
+    let data_b = home.join("liar-b");
+    std::fs::create_dir_all(&data_b).expect("mkdir");
+    std::fs::copy(
+        home.join("liar-a/provider.key"),
+        data_b.join("provider.key"),
+    )
+    .expect("copy the key");
+    let liar_b = Provider::start_args(
+        home,
+        &data_b,
+        &b.broker.url,
+        1,
+        &["--fault", "wrong-output"],
+    );
+    assert_eq!(liar_a.address, liar_b.address);
+    let liar = liar_a.address.clone();
+
+    publish_echo(&a).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/functions/default~echo/invoke", a.broker.url))
+        .bearer_auth(&a.key)
+        .header("x-brume-verify", "audit")
+        .body("the truth")
+        .send()
+        .await
+        .expect("invoke");
+    assert_eq!(resp.status(), 200);
+    assert_ne!(
+        resp.bytes().await.expect("body").as_ref(),
+        b"the truth",
+        "it lied"
+    );
+
+    let gone = |f: &Fed| {
+        let (client, liar) = (f.client.clone(), liar.clone());
+        async move {
+            let list = client.providers().await.ok()?;
+            list.providers
+                .iter()
+                .all(|p| p.address != liar)
+                .then_some(())
+        }
+    };
+    eventually("A bans the liar", || gone(&a)).await;
+    eventually("B bans the liar on A's proof, re-executed", || gone(&b)).await;
+    let metrics = reqwest::get(format!("{}/metrics", b.broker.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("brume_federation_cheat_notices_total{outcome=\"applied\"} 1"),
+        "{metrics}"
+    );
+    // B's ban is durable: its standings name the liar as banned.
+    let out = command(home)
+        .args(["broker", "providers", "list", "--json", "--data"])
+        .arg(&b.broker.data)
+        .output()
+        .expect("brume broker providers list");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ban = list["bans"]
+        .as_array()
+        .and_then(|bans| {
+            bans.iter().find(|b| {
+                b["address"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(&liar))
+            })
+        })
+        .unwrap_or_else(|| panic!("no ban of {liar} at B: {list}"));
+    assert!(
+        ban["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("re-executed here")),
+        "{ban}"
+    );
+    assert_eq!(ban["proof"], true, "B keeps the proof it checked");
+    drop((liar_a, liar_b));
+}
