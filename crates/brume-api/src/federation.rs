@@ -34,6 +34,37 @@ pub struct AnnouncedService {
     pub kind: ServiceKind,
 }
 
+/// The most provider records one announcement carries.
+pub const MAX_ANNOUNCED_PROVIDERS: usize = 64;
+
+/// What a broker says of its own conduct.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub uptime_s: u64,
+    /// Settlement runs made, and when the last one ended (ms since the
+    /// epoch; 0: none yet).
+    pub settlement_runs: u64,
+    pub last_settlement_ms: u64,
+    /// Whether the last settlement run failed (the next resumes it), and
+    /// whether its invariants held.
+    pub settlement_failing: bool,
+    pub settlement_balanced: bool,
+    /// Results its providers gave that a re-execution refuted (the
+    /// requester was refunded): disputes the broker's side lost.
+    pub disputes_lost: u64,
+    /// Providers it banned on a proof.
+    pub cheats_banned: u64,
+}
+
+/// A provider's track record at the broker that announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRecord {
+    pub address: String,
+    pub record: crate::rest::Reputation,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub banned: bool,
+}
+
 /// The broker's prices, as its ledger charges them (resource-equivalence
 /// pricing: see `brume_ledger::pricing`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +108,14 @@ pub struct Announcement {
     pub prices: AnnouncedPrices,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_wallet: Option<String>,
+    /// The broker's own track record (as SONM's miners gossip about hubs).
+    #[serde(default)]
+    pub record: BrokerRecord,
+    /// Track records of the providers this broker has seen, as it observed
+    /// them (its signature over the announcement covers them); the most
+    /// active first, at most [`MAX_ANNOUNCED_PROVIDERS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers_seen: Vec<ProviderRecord>,
     /// Grows with every announcement the broker makes.
     pub seq: u64,
     /// When it was made (milliseconds since the Unix epoch).

@@ -5,6 +5,7 @@
 //! object (printed last with `--json`). None asserts a threshold.
 
 pub mod evm;
+pub mod federation;
 pub mod ledger;
 pub mod mixed;
 pub mod net;

@@ -61,7 +61,7 @@ async fn loopback(slots: u32) -> anyhow::Result<LocalNet> {
 }
 
 /// One HTTP/1.1 keep-alive connection and the request it repeats.
-struct Conn {
+pub(crate) struct Conn {
     send: SendRequest<Full<Bytes>>,
     addr: SocketAddr,
     path: String,
@@ -69,7 +69,11 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr, path: &str, auth: Option<&str>) -> anyhow::Result<Conn> {
+    pub(crate) async fn open(
+        addr: SocketAddr,
+        path: &str,
+        auth: Option<&str>,
+    ) -> anyhow::Result<Conn> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -84,8 +88,8 @@ impl Conn {
         })
     }
 
-    /// Sends `body`, checks the echo.
-    async fn call(&mut self, body: &Bytes) -> anyhow::Result<()> {
+    /// Sends `body`, checks the echo; the answer's headers.
+    pub(crate) async fn call(&mut self, body: &Bytes) -> anyhow::Result<http::HeaderMap> {
         let mut req = http::Request::post(&self.path)
             .header(http::header::HOST, self.addr.to_string())
             .header(http::header::CONTENT_TYPE, "application/octet-stream");
@@ -96,7 +100,8 @@ impl Conn {
         self.send.ready().await?;
         let resp = self.send.send_request(req).await?;
         let status = resp.status();
-        let got = resp.into_body().collect().await?.to_bytes();
+        let (parts, body_in) = resp.into_parts();
+        let got = body_in.collect().await?.to_bytes();
         if status != http::StatusCode::OK || got != *body {
             bail!(
                 "{} answered {status}: {}",
@@ -104,7 +109,7 @@ impl Conn {
                 String::from_utf8_lossy(&got)
             );
         }
-        Ok(())
+        Ok(parts.headers)
     }
 }
 

@@ -14,8 +14,10 @@ use brume_api::federation::{
     AnnouncedPrices, AnnouncedService, AnnouncedTier, Announcement, DEFAULT_FORWARD_TTL,
     DirectoryEntry, Located, LocatedBroker, MAX_ANNOUNCED_SERVICES,
 };
+use brume_api::federation::{BrokerRecord, MAX_ANNOUNCED_PROVIDERS, ProviderRecord};
 use brume_api::federation::{CheatNotice, SignedCheatNotice};
 use brume_api::receipt::CheatProof;
+use brume_api::rest::SettlementHealth;
 use brume_api::{ApiError, ErrorCode, ServiceKind};
 use brume_federation::{Federation, FederationConfig, Query};
 use parking_lot::Mutex;
@@ -95,6 +97,8 @@ fn empty() -> Announcement {
         services: Vec::new(),
         prices: Default::default(),
         hub_wallet: None,
+        record: Default::default(),
+        providers_seen: Vec::new(),
         seq: 0,
         issued_ms: 0,
         ttl_ms: 0,
@@ -141,7 +145,39 @@ fn announcement(shared: &Shared) -> Announcement {
                 .collect(),
         },
         hub_wallet: status.hub_wallet,
+        record: record(shared, status.uptime_s, status.settlement),
+        providers_seen: shared
+            .lifecycle
+            .read(|s| s.busiest(MAX_ANNOUNCED_PROVIDERS))
+            .into_iter()
+            .map(|(address, record)| ProviderRecord {
+                banned: shared.standings.banned(&address).is_some(),
+                address,
+                record,
+            })
+            .collect(),
         ..empty()
+    }
+}
+
+/// The broker's own track record.
+fn record(shared: &Shared, uptime_s: u64, health: Option<SettlementHealth>) -> BrokerRecord {
+    let health = health.unwrap_or_else(|| shared.settlement.health());
+    let refuted = shared
+        .metrics
+        .audits
+        .get_or_create(&crate::metrics::OutcomeLabels {
+            outcome: "refuted".into(),
+        })
+        .get();
+    BrokerRecord {
+        uptime_s,
+        settlement_runs: health.last_run,
+        last_settlement_ms: health.last_run_ms.unwrap_or(0),
+        settlement_failing: health.last_error.is_some(),
+        settlement_balanced: health.balanced,
+        disputes_lost: refuted,
+        cheats_banned: shared.standings.ban_count() as u64,
     }
 }
 

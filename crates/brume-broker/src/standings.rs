@@ -93,6 +93,11 @@ impl Standings {
         self.bans.read().get(&a).cloned()
     }
 
+    /// How many addresses are banned.
+    pub fn ban_count(&self) -> usize {
+        self.bans.read().len()
+    }
+
     /// Bans `address` at once in memory, then durably.
     pub async fn ban(&self, ban: Ban) -> Result<(), StoreError> {
         self.bans.write().insert(ban.address, ban.reason.clone());

@@ -41,6 +41,8 @@ fn body(identity: &Identity, region: &str) -> Announcement {
         }],
         prices: Default::default(),
         hub_wallet: None,
+        record: Default::default(),
+        providers_seen: Vec::new(),
         seq: 0,
         issued_ms: 0,
         ttl_ms: 0,

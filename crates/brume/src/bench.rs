@@ -5,7 +5,7 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Which benchmark: `sandbox`, `invoke`, `job`, `mixed`, `ledger`,
-    /// `settle`, `verify` or `evm-payout`.
+    /// `settle`, `verify`, `evm-payout` or `federation`.
     name: String,
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
@@ -13,11 +13,16 @@ pub struct BenchArgs {
     /// `evm-payout`: how many beneficiaries to pay (at most 100,000).
     #[arg(long, default_value_t = 2_000)]
     payouts: u64,
+    /// `federation`: how many calls to make at each broker (forwarded and
+    /// local).
+    #[arg(long, default_value_t = brume_bench::federation::DEFAULT_CALLS)]
+    calls: u64,
     /// `settle`: the chain: `dev` (embedded) or `anvil` (brume's contracts
     /// on a local anvil, from PATH or node_modules).
     #[arg(long, default_value = "dev")]
     chain: ChainArg,
-    /// Time budget for the whole run.
+    /// Time budget for the whole run (`federation`: the most any one wait
+    /// for the brokers may take).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: std::time::Duration,
     /// Print every figure as one JSON object on the last line of stdout.
@@ -48,8 +53,9 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         }
         "verify" => brume_bench::verify::run(args.duration, &mut say).await,
         "evm-payout" => brume_bench::evm::run(args.duration, args.payouts, &mut say).await,
+        "federation" => brume_bench::federation::run(args.duration, args.calls, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job, mixed, ledger, settle, verify, evm-payout)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, mixed, ledger, settle, verify, evm-payout, federation)"
         )),
     };
     match result {

@@ -282,6 +282,18 @@ impl Scheduler {
             .collect()
     }
 
+    /// The `n` track records with the most results, most first.
+    pub fn busiest(&self, n: usize) -> Vec<(String, Reputation)> {
+        let mut all: Vec<(String, Reputation)> = self
+            .reputation
+            .iter()
+            .map(|(a, r)| (a.clone(), *r))
+            .collect();
+        all.sort_by(|x, y| y.1.results.cmp(&x.1.results).then(x.0.cmp(&y.0)));
+        all.truncate(n);
+        all
+    }
+
     pub fn reputation(&self, address: &str) -> Reputation {
         self.reputation
             .get(&address.to_ascii_lowercase())

@@ -457,6 +457,25 @@ async fn a_cheat_proven_at_one_broker_is_banned_at_its_peer_after_a_re_execution
         }
     };
     eventually("A bans the liar", || gone(&a)).await;
+    // A's record travels, signed by A: at B, A's announcement counts the
+    // ban and names the liar banned among the providers A has seen.
+    eventually("B hears A's record of the ban", || async {
+        let d = directory(&b).await;
+        let at_a = d.brokers.iter().find(|e| {
+            e.announcement
+                .announcement
+                .broker
+                .eq_ignore_ascii_case(&a.broker.broker_id)
+        })?;
+        let ann = &at_a.announcement.announcement;
+        (ann.record.cheats_banned >= 1
+            && ann
+                .providers_seen
+                .iter()
+                .any(|p| p.banned && p.address.eq_ignore_ascii_case(&liar)))
+        .then_some(())
+    })
+    .await;
     eventually("B bans the liar on A's proof, re-executed", || gone(&b)).await;
     let metrics = reqwest::get(format!("{}/metrics", b.broker.url))
         .await

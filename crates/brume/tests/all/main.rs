@@ -3,6 +3,7 @@
 mod util;
 
 mod accounts;
+mod bench;
 mod billing;
 mod deposits;
 mod devnet;

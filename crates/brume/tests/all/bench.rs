@@ -1,0 +1,59 @@
+//! `brume bench` runs that need nothing outside this process (the EVM
+//! ones are in `evm.rs`): small sizes, checked for complete figures, never
+//! for speed.
+
+use crate::net::command;
+
+/// `brume bench NAME ARGS --json`: its last stdout line, as JSON.
+fn bench(args: &[&str]) -> serde_json::Value {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = command(home.path())
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("brume bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON")
+}
+
+#[test]
+fn bench_federation_forwards_every_call_and_reports_hop_convergence_and_traffic() {
+    let v = bench(&["federation", "--calls", "20"]);
+    assert_eq!(v["bench"], "federation", "{v}");
+    assert_eq!(v["calls"], 20, "{v}");
+    // Every measured call at A came back from B (the bench checks each
+    // answer's x-brume-broker and fails otherwise).
+    assert_eq!(v["forwarded_calls"], 20, "{v}");
+    assert_eq!(v["brokers"], 20, "{v}");
+    for key in [
+        "forwarded_p50_us",
+        "forwarded_p99_us",
+        "local_p50_us",
+        "local_p99_us",
+        "ratio_p50",
+        "convergence_ms_3",
+        "convergence_ms_20",
+        "announce_every_ms",
+        "announcement_bytes",
+        "announce_bytes_per_s",
+        "announcements_per_s",
+    ] {
+        let x = v[key].as_f64().unwrap_or_default();
+        assert!(x > 0.0 && x.is_finite(), "{key}: {x} in {v}");
+    }
+    // One broker's traffic is its own announcements, each at most the
+    // protocol's bound.
+    let bytes = v["announcement_bytes"]
+        .as_u64()
+        .expect("announcement_bytes");
+    assert!(
+        bytes <= brume_client::brume_api::federation::MAX_ANNOUNCEMENT_BYTES as u64,
+        "{v}"
+    );
+}
