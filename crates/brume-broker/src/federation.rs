@@ -146,9 +146,7 @@ fn announcement(shared: &Shared) -> Announcement {
         },
         hub_wallet: status.hub_wallet,
         record: record(shared, status.uptime_s, status.settlement),
-        providers_seen: shared
-            .lifecycle
-            .read(|s| s.busiest(MAX_ANNOUNCED_PROVIDERS))
+        providers_seen: busiest(shared)
             .into_iter()
             .map(|(address, record)| ProviderRecord {
                 banned: shared.standings.banned(&address).is_some(),
@@ -158,6 +156,17 @@ fn announcement(shared: &Shared) -> Announcement {
             .collect(),
         ..empty()
     }
+}
+
+/// The track records with the most results, most first (at most
+/// [`MAX_ANNOUNCED_PROVIDERS`]).
+fn busiest(shared: &Shared) -> Vec<(String, brume_api::rest::Reputation)> {
+    let mut all: Vec<(String, brume_api::rest::Reputation)> = shared
+        .lifecycle
+        .read(|s| s.reputations().map(|(a, r)| (a.clone(), *r)).collect());
+    all.sort_by(|x, y| y.1.results.cmp(&x.1.results).then(x.0.cmp(&y.0)));
+    all.truncate(MAX_ANNOUNCED_PROVIDERS);
+    all
 }
 
 /// The broker's own track record.

@@ -109,23 +109,16 @@ impl Metrics {
             "Work units re-queued after a provider failure",
             retries.clone(),
         );
-        let work = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "work_completed",
-            "Work units finished, by outcome",
-            work.clone(),
-        );
-        let audits = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "audits",
-            "Audited invocations re-executed, by outcome",
-            audits.clone(),
-        );
-        let receipt_roots = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "receipt_roots",
-            "Signed batches of invocation receipts, by outcome",
-            receipt_roots.clone(),
+        let [work, audits, receipt_roots] = outcome_counters(
+            &mut registry,
+            [
+                ("work_completed", "Work units finished, by outcome"),
+                ("audits", "Audited invocations re-executed, by outcome"),
+                (
+                    "receipt_roots",
+                    "Signed batches of invocation receipts, by outcome",
+                ),
+            ],
         );
         let remeasures = Family::<KindLabels, Counter>::default();
         registry.register(

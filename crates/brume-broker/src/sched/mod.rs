@@ -31,6 +31,7 @@ pub(crate) use crate::work::ProviderId;
 use crate::work::{Cancelled, Class, Completion, RanSoFar, Work, WorkEvent};
 
 mod queue;
+mod reputation;
 
 /// How many candidates one match inspects per index at most.
 pub(crate) const SCAN_CAP: usize = 256;
@@ -256,51 +257,6 @@ const RANK_AMONG: usize = 8;
 const DRAW_AMONG: usize = 32;
 
 impl Scheduler {
-    /// The track record of `address` (created empty), to change: it is
-    /// saved with the next [`take_changed_reputation`](Self::take_changed_reputation).
-    pub fn reputation_mut(&mut self, address: &str) -> &mut Reputation {
-        let key = address.to_ascii_lowercase();
-        if !self.reputation_dirty.contains(&key) {
-            self.reputation_dirty.insert(key.clone());
-        }
-        self.reputation.entry(key).or_default()
-    }
-
-    /// Track records as stored (at start-up).
-    pub fn load_reputation(&mut self, records: impl IntoIterator<Item = (String, Reputation)>) {
-        self.reputation.extend(records);
-    }
-
-    /// The records changed since the last call, to save.
-    pub fn take_changed_reputation(&mut self) -> Vec<(String, Reputation)> {
-        self.reputation_dirty
-            .drain()
-            .map(|a| {
-                let r = self.reputation.get(&a).copied().unwrap_or_default();
-                (a, r)
-            })
-            .collect()
-    }
-
-    /// The `n` track records with the most results, most first.
-    pub fn busiest(&self, n: usize) -> Vec<(String, Reputation)> {
-        let mut all: Vec<(String, Reputation)> = self
-            .reputation
-            .iter()
-            .map(|(a, r)| (a.clone(), *r))
-            .collect();
-        all.sort_by(|x, y| y.1.results.cmp(&x.1.results).then(x.0.cmp(&y.0)));
-        all.truncate(n);
-        all
-    }
-
-    pub fn reputation(&self, address: &str) -> Reputation {
-        self.reputation
-            .get(&address.to_ascii_lowercase())
-            .copied()
-            .unwrap_or_default()
-    }
-
     pub fn with_min_stake(min_stake: u128) -> Scheduler {
         Scheduler {
             min_stake,
