@@ -171,6 +171,45 @@ pub fn rank(entries: Vec<DirectoryEntry>, query: &Query) -> Vec<DirectoryEntry> 
     out
 }
 
+/// The brokers a provider in `region` (at `near`, if known) should join,
+/// best first: those in its region, then the nearest (by
+/// [`NEAR_BAND_KM`] bands), then those with the most queued work (they
+/// need providers), then the fewest free slots; brokers in `exclude` (ones
+/// it left) and, with `need_hub`, brokers without a hub wallet are left
+/// out.
+pub fn for_provider(
+    entries: Vec<DirectoryEntry>,
+    region: &str,
+    near: Option<(f64, f64)>,
+    exclude: &[String],
+    need_hub: bool,
+) -> Vec<DirectoryEntry> {
+    let mut out: Vec<DirectoryEntry> = entries
+        .into_iter()
+        .filter(|e| {
+            let a = &e.announcement.announcement;
+            !exclude.iter().any(|x| x.eq_ignore_ascii_case(&a.broker))
+                && (!need_hub || a.hub_wallet.is_some())
+        })
+        .map(|mut e| {
+            let a = &e.announcement.announcement;
+            e.distance_km = near.map(|(lat, lon)| distance_km(lat, lon, a.latitude, a.longitude));
+            e
+        })
+        .collect();
+    out.sort_by(|x, y| {
+        let (a, b) = (&x.announcement.announcement, &y.announcement.announcement);
+        let band = |e: &DirectoryEntry| e.distance_km.map(|d| (d / NEAR_BAND_KM) as u64);
+        (a.region != region)
+            .cmp(&(b.region != region))
+            .then(band(x).cmp(&band(y)))
+            .then(b.queued.cmp(&a.queued))
+            .then(a.capacity.slots_free.cmp(&b.capacity.slots_free))
+            .then(a.broker.cmp(&b.broker))
+    });
+    out
+}
+
 /// Great-circle distance in kilometres (haversine, mean Earth radius).
 pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let (p1, p2) = (lat1.to_radians(), lat2.to_radians());

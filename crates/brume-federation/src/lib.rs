@@ -36,7 +36,9 @@ pub mod hops;
 mod node;
 
 pub use announce::{MAX_TTL_MS, Rejected, decode, decode_notice, sign, sign_notice, verify};
-pub use directory::{Directory, NEAR_BAND_KM, Offered, Query, distance_km, parse_point, rank};
+pub use directory::{
+    Directory, NEAR_BAND_KM, Offered, Query, distance_km, for_provider, parse_point, rank,
+};
 pub use libp2p::Multiaddr;
 
 /// How a broker joins the federation (`[broker.federation]`).

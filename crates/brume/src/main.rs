@@ -13,6 +13,7 @@ mod chain;
 mod config;
 mod devnet;
 mod directory;
+mod discover;
 mod exec;
 mod hub;
 mod keys;

@@ -67,6 +67,31 @@ struct RunArgs {
     memory: Option<bytesize::ByteSize>,
     #[arg(long, env = "BRUME_REGION")]
     region: Option<String>,
+    /// Where this machine is (with --longitude): --discover prefers the
+    /// nearest broker.
+    #[arg(
+        long,
+        env = "BRUME_LATITUDE",
+        allow_hyphen_values = true,
+        requires = "longitude"
+    )]
+    latitude: Option<f64>,
+    #[arg(
+        long,
+        env = "BRUME_LONGITUDE",
+        allow_hyphen_values = true,
+        requires = "latitude"
+    )]
+    longitude: Option<f64>,
+    /// Join the best broker for this provider from --broker's directory
+    /// (its region, else the nearest, with queued work; with a hub wallet
+    /// under --min-hub-bond), and move to the next best when it goes away.
+    #[arg(long)]
+    discover: bool,
+    /// With --discover: how long the broker may be unreachable before the
+    /// provider moves.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    rediscover_after: std::time::Duration,
     /// Price asked, in micro-tokens per 10^9 fuel.
     #[arg(long, env = "BRUME_PRICE_ASK")]
     price_ask: Option<u64>,
@@ -256,6 +281,11 @@ fn read_blacklist_file(path: &std::path::Path) -> Result<Vec<brume_sandbox::Dige
 async fn run(args: RunArgs, file: &ProviderSection) -> ExitCode {
     crate::logging::init();
     let json = args.json;
+    let discover = args.discover.then(|| crate::discover::Discover {
+        near: args.latitude.zip(args.longitude),
+        rediscover_after: args.rediscover_after,
+        json,
+    });
     let config = match config(args, file) {
         Ok(c) => c,
         Err(e) => {
@@ -263,6 +293,9 @@ async fn run(args: RunArgs, file: &ProviderSection) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(d) = discover {
+        return crate::discover::run(config, d).await;
+    }
     let broker = config.broker_url.clone();
     let running = match Provider::start(config).await {
         Ok(r) => r,

@@ -513,3 +513,54 @@ async fn a_cheat_proven_at_one_broker_is_banned_at_its_peer_after_a_re_execution
     assert_eq!(ban["proof"], true, "B keeps the proof it checked");
     drop((liar_a, liar_b));
 }
+
+/// `brume provide --discover`: a provider joins the broker of its region
+/// from another broker's directory, and moves to the next best when that
+/// broker dies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_discovering_provider_joins_its_regions_broker_and_moves_when_it_dies() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path();
+    let eu = start(home, "eu", &[], FREE, "48.8");
+    let mut us = start(home, "us", &[p2p_addr(&eu.broker.data)], FREE, "40.7");
+    let ids = [eu.broker.broker_id.clone(), us.broker.broker_id.clone()];
+    eventually("the brokers know each other", || async {
+        let ids = [ids[0].as_str(), ids[1].as_str()];
+        (knows(&eu, &ids).await && knows(&us, &ids).await).then_some(())
+    })
+    .await;
+
+    // Asked through the eu broker, a provider in region us joins us.
+    let mut p = Provider::spawn(
+        home,
+        &home.join("p"),
+        &eu.broker.url,
+        1,
+        &[
+            "--discover",
+            "--region",
+            "us",
+            "--rediscover-after",
+            "300ms",
+        ],
+    );
+    let joined = p.proc.wait_event("connected");
+    assert_eq!(joined["broker"], us.broker.url.as_str(), "{joined}");
+
+    // us dies: the provider moves to eu.
+    us.broker.kill();
+    let lost = p.proc.wait_event("lost");
+    assert!(
+        lost["broker"]
+            .as_str()
+            .is_some_and(|b| b.eq_ignore_ascii_case(&ids[1])),
+        "{lost}"
+    );
+    let moved = p.proc.wait_event("connected");
+    assert_eq!(moved["broker"], eu.broker.url.as_str(), "{moved}");
+    let list = eu.client.providers().await.expect("providers");
+    assert!(
+        list.providers.iter().any(|x| x.address == p.address),
+        "{list:?}"
+    );
+}
