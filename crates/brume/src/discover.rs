@@ -59,7 +59,7 @@ pub async fn run(mut config: ProviderConfig, d: Discover) -> ExitCode {
         };
         say(
             &d,
-            json!({"event": "discovered", "broker": a.broker, "url": a.url, "region": a.region}),
+            &json!({"event": "discovered", "broker": a.broker, "url": a.url, "region": a.region}),
             format!(
                 "joining broker {} at {} (region {})",
                 a.broker, a.url, a.region
@@ -70,8 +70,8 @@ pub async fn run(mut config: ProviderConfig, d: Discover) -> ExitCode {
             Ok(Ended::Lost) => {
                 say(
                     &d,
-                    json!({"event": "lost", "broker": a.broker}),
-                    format!("broker {} went away: looking for another", a.broker),
+                    &json!({"event": "lost", "broker": a.broker}),
+                    &format!("broker {} went away: looking for another", a.broker),
                 );
                 left.push(a.broker.clone());
             }
@@ -83,7 +83,7 @@ pub async fn run(mut config: ProviderConfig, d: Discover) -> ExitCode {
     }
 }
 
-fn say(d: &Discover, v: serde_json::Value, text: String) {
+fn say(d: &Discover, v: &serde_json::Value, text: &str) {
     if d.json {
         println!("{v}");
     } else {
@@ -149,8 +149,8 @@ async fn serve(
     let running = Provider::start(config).await.map_err(|e| e.to_string())?;
     say(
         d,
-        json!({"event": "ready", "address": running.address(), "control": running.control_addr().to_string(), "fitness_mips": running.fitness_mips()}),
-        format!(
+        &json!({"event": "ready", "address": running.address(), "control": running.control_addr().to_string(), "fitness_mips": running.fitness_mips()}),
+        &format!(
             "provider {} ready: fitness {} MIPS, control http://{}",
             running.address(),
             running.fitness_mips(),
@@ -175,7 +175,7 @@ async fn serve(
                 let now = *rx.borrow_and_update();
                 if now == Connection::Connected {
                     if away_since.is_some() {
-                        say(d, json!({"event": "connected", "broker": broker}), format!("connected to {broker}"));
+                        say(d, &json!({"event": "connected", "broker": broker}), &format!("connected to {broker}"));
                     }
                     away_since = None;
                 } else if away_since.is_none() && now == Connection::Connecting {
