@@ -60,7 +60,7 @@ pub async fn run(mut config: ProviderConfig, d: Discover) -> ExitCode {
         say(
             &d,
             &json!({"event": "discovered", "broker": a.broker, "url": a.url, "region": a.region}),
-            format!(
+            &format!(
                 "joining broker {} at {} (region {})",
                 a.broker, a.url, a.region
             ),
