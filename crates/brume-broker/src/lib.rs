@@ -388,7 +388,7 @@ impl Broker {
         settlement::start(&shared).await;
         spawn_background(&shared);
         let tls_fingerprint = tls.as_ref().map(|t| t.fingerprint);
-        federation::start(&shared, &url, tls_fingerprint).await?;
+        federation::start(&shared, &url, tls_fingerprint, store).await?;
         let task = serve(listener, addr, tls, &shared);
         Ok(RunningBroker {
             url,

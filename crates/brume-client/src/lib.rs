@@ -329,6 +329,39 @@ impl Client {
             .map_err(|e| ClientError::Invalid(format!("response: {e}")))
     }
 
+    /// [`Client::relay`] whose response body streams (an SSE stream
+    /// relayed by a broker): the status, the headers and the body chunks.
+    pub async fn relay_stream(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        headers: http::HeaderMap,
+    ) -> Result<
+        (
+            http::StatusCode,
+            http::HeaderMap,
+            impl Stream<Item = Result<Bytes, ClientError>> + Send + use<>,
+        ),
+        ClientError,
+    > {
+        let url = self
+            .base
+            .join(path_and_query.trim_start_matches('/'))
+            .map_err(|e| ClientError::Invalid(format!("path {path_and_query:?}: {e}")))?;
+        let req = self.request(method, url).headers(headers);
+        let resp = self
+            .http
+            .execute(self.build(req)?)
+            .await
+            .map_err(|e| ClientError::transport(&self.base_text, e))?;
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let base = self.base_text.clone();
+        let body = resp
+            .bytes_stream()
+            .map(move |c| c.map_err(|e| ClientError::transport(&base, e)));
+        Ok((status, headers, body))
+    }
+
     /// `GET /v1/directory`: the brokers this one knows, ranked.
     pub async fn directory(
         &self,

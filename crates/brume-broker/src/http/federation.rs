@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
 use axum::response::Response;
-use brume_api::federation::{Directory, Located, headers as fh};
+use brume_api::federation::{Announcement, Directory, Located, headers as fh};
 use brume_api::{ErrorCode, ServiceKind};
 use brume_federation::Query;
 use brume_federation::hops::Hops;
@@ -147,32 +149,16 @@ pub(super) async fn forward(
     let Some(node) = shared.federation.node().filter(|_| settings.forward) else {
         return Err(local);
     };
-    let arrived = hops.unwrap_or_else(|| Hops::origin(settings.forward_ttl));
-    let refused = |why: String| {
-        count(shared, "refused");
-        Fail::new(
-            ErrorCode::NoBrokerAvailable,
-            format!("{}; {why}", local.0.message),
-        )
+    let (next, peer) = match pick_peer(shared, settings, node, hops, &call.service) {
+        Ok(p) => p,
+        Err(why) => {
+            count(shared, "refused");
+            return Err(Fail::new(
+                ErrorCode::NoBrokerAvailable,
+                format!("{}; {why}", local.0.message),
+            ));
+        }
     };
-    let Some(next) = arrived.next(&shared.broker_id) else {
-        return Err(refused(format!(
-            "not forwarded: the call has passed {} and its hops are spent",
-            path(&arrived, &shared.broker_id)
-        )));
-    };
-    let entries = node.directory().live(std::time::Instant::now());
-    let here = (shared.config.latitude, shared.config.longitude);
-    let Some(peer) =
-        brume_federation::hops::choose(&entries, &call.service, &shared.broker_id, &next, here)
-    else {
-        return Err(refused(format!(
-            "no other known broker serves {} (tried {})",
-            call.service,
-            path(&arrived, &shared.broker_id)
-        )));
-    };
-    let peer = peer.announcement.clone();
     let client = shared
         .federation
         .client(shared, &peer.url, peer.tls_sha256.as_deref())
@@ -248,6 +234,235 @@ async fn bill(
     let id = work.parse().unwrap_or_default();
     shared.ledger.append_sealed(id, row).await;
     Some(amount)
+}
+
+/// The peer to send work for `service` to, and the hops to send with it;
+/// why there is none otherwise.
+fn pick_peer(
+    shared: &Shared,
+    settings: &crate::federation::FederationSettings,
+    node: &brume_federation::Federation,
+    hops: Option<Hops>,
+    service: &str,
+) -> Result<(Hops, Announcement), String> {
+    let arrived = hops.unwrap_or_else(|| Hops::origin(settings.forward_ttl));
+    let Some(next) = arrived.next(&shared.broker_id) else {
+        return Err(format!(
+            "not forwarded: the work has passed {} and its hops are spent",
+            path(&arrived, &shared.broker_id)
+        ));
+    };
+    let entries = node.directory().live(std::time::Instant::now());
+    let here = (shared.config.latitude, shared.config.longitude);
+    match brume_federation::hops::choose(&entries, service, &shared.broker_id, &next, here) {
+        Some(peer) => Ok((next, peer.announcement.clone())),
+        None => Err(format!(
+            "no other known broker serves {service} (tried {})",
+            path(&arrived, &shared.broker_id)
+        )),
+    }
+}
+
+/// Whether this broker can take a job now: a provider connected and the
+/// batch queue under the overload depth.
+fn job_room(shared: &Shared) -> bool {
+    let (providers, queued) = shared
+        .lifecycle
+        .read(|s| (s.providers.len(), s.queued(crate::work::Class::Batch)));
+    providers > 0 && queued < shared.config.overload_queue_depth
+}
+
+/// A job this broker may offer a peer.
+pub(super) struct JobOffer<'a> {
+    pub spec: &'a brume_api::rest::JobSpec,
+    /// The service as resolved here (`owner~name@N`), if it names one.
+    pub service: Option<&'a str>,
+    pub requester: &'a str,
+    pub hold: Option<Arc<crate::escrow::Hold>>,
+    /// The most it may cost here.
+    pub cap: u128,
+}
+
+/// Offers a job naming a service to a peer when this broker has no room
+/// for it ([`forward_job`]); `None`: queue it here.
+pub(super) async fn offer_job(
+    shared: &Arc<Shared>,
+    hops: Option<Hops>,
+    offer: JobOffer<'_>,
+) -> Option<Response> {
+    let service = offer.service?;
+    if job_room(shared) {
+        return None;
+    }
+    let name = service
+        .split_once(brume_api::names::VERSION_SEP)
+        .map_or(service, |(n, _)| n)
+        .to_string();
+    forward_job(
+        shared,
+        hops,
+        offer.spec.clone(),
+        name,
+        offer.requester,
+        offer.hold,
+        offer.cap,
+    )
+    .await
+}
+
+/// A job this broker has no room for, offered to the best peer serving
+/// `service` (`owner~name`): the peer's 202 answer once it took it (the
+/// job keeps the peer's id; this broker relays it and bills the caller
+/// when it ends), or `None` to queue it here (no peer, or the peer did not
+/// take it).
+async fn forward_job(
+    shared: &Arc<Shared>,
+    hops: Option<Hops>,
+    mut spec: brume_api::rest::JobSpec,
+    service: String,
+    requester: &str,
+    hold: Option<Arc<crate::escrow::Hold>>,
+    cap: u128,
+) -> Option<Response> {
+    let settings = shared.config.federation.as_ref()?;
+    let node = shared.federation.node().filter(|_| settings.forward)?;
+    let jobs = shared.federation.jobs()?;
+    let (next, peer) = pick_peer(shared, settings, node, hops, &service).ok()?;
+    let client = shared
+        .federation
+        .client(shared, &peer.url, peer.tls_sha256.as_deref())
+        .ok()?;
+    spec.service = Some(service);
+    let body = Bytes::from(serde_json::to_vec(&spec).ok()?);
+    let mut headers = HeaderMap::new();
+    put(&mut headers, "content-type", "application/json");
+    put(&mut headers, fh::HOPS, &next.header());
+    put(&mut headers, fh::TTL, &next.ttl.to_string());
+    let answer = match client.relay(Method::POST, "/v1/jobs", headers, body).await {
+        Ok(a) if a.status() == axum::http::StatusCode::ACCEPTED => a,
+        Ok(a) => {
+            tracing::warn!(peer = %peer.broker, status = %a.status(), "a peer did not take a forwarded job: queued here");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(peer = %peer.broker, "a peer did not take a forwarded job: {e}: queued here");
+            return None;
+        }
+    };
+    let info: brume_api::rest::JobInfo = serde_json::from_slice(answer.body()).ok()?;
+    let job = crate::federation::jobs::ForwardedJob {
+        id: info.id,
+        requester: requester.to_string(),
+        peer: peer.broker.clone(),
+        url: peer.url.clone(),
+        tls_sha256: peer.tls_sha256.clone(),
+        cap,
+        billed: false,
+    };
+    if let Err(e) = jobs.record(job, hold).await {
+        // The peer runs it but this broker could not note it: cancel it there.
+        tracing::error!(job = %info.id, "record a forwarded job: {e}: cancelling it at the peer");
+        let path = format!("/v1/jobs/{}", info.id);
+        let _ = client
+            .relay(Method::DELETE, &path, HeaderMap::new(), Bytes::new())
+            .await;
+        return None;
+    }
+    count(shared, "job");
+    shared
+        .tasks
+        .spawn(crate::federation::jobs::watch(shared.clone(), info.id));
+    let mut resp = (axum::http::StatusCode::ACCEPTED, Json(info.clone())).into_response();
+    let h = resp.headers_mut();
+    put(h, "location", &format!("/v1/jobs/{}", info.id));
+    put(h, fh::BROKER, &peer.broker);
+    put(h, fh::FORWARDED_BY, &shared.broker_id);
+    Some(resp)
+}
+
+/// Relays requests for a job this broker forwarded (`GET /v1/jobs/{id}`,
+/// `/events`, `/result`, `DELETE`) to the broker that runs it, for the
+/// caller that submitted it; everything else goes on.
+pub(super) async fn relay_jobs(State(shared): Sh, req: Request, next: Next) -> Response {
+    let Some(job) = forwarded_job(&shared, req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let (mut parts, _) = req.into_parts();
+    match relay_job(&shared, &mut parts, job).await {
+        Ok(r) => r,
+        Err(f) => f.into_response(),
+    }
+}
+
+/// The forwarded job a path names, if it names one with a relayed route.
+fn forwarded_job(shared: &Shared, path: &str) -> Option<crate::federation::jobs::ForwardedJob> {
+    let rest = path.strip_prefix("/v1/jobs/")?;
+    let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if !matches!(tail, "" | "events" | "result") {
+        return None;
+    }
+    shared.federation.jobs()?.get(id.parse().ok()?)
+}
+
+async fn relay_job(
+    shared: &Arc<Shared>,
+    parts: &mut axum::http::request::Parts,
+    job: crate::federation::jobs::ForwardedJob,
+) -> Res<Response> {
+    use axum::extract::FromRequestParts as _;
+    let auth = Auth::from_request_parts(parts, shared).await?;
+    match parts.method {
+        Method::GET => {
+            auth.require_any(&[brume_api::rest::Scope::Jobs, brume_api::rest::Scope::Read])?
+        }
+        Method::DELETE => auth.require(brume_api::rest::Scope::Jobs)?,
+        _ => {
+            return Err(Fail::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            ));
+        }
+    }
+    if !auth.sees(&job.requester) {
+        return Err(Fail::new(ErrorCode::NotFound, format!("no job {}", job.id)));
+    }
+    let client = shared
+        .federation
+        .client(shared, &job.url, job.tls_sha256.as_deref())
+        .map_err(Fail)?;
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+    let mut headers = HeaderMap::new();
+    for name in ["accept", "last-event-id"] {
+        if let Some(v) = parts.headers.get(name) {
+            headers.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    let (status, peer_headers, body) = client
+        .relay_stream(parts.method.clone(), &target, headers)
+        .await
+        .map_err(|e| {
+            Fail::new(
+                ErrorCode::PeerUnreachable,
+                format!(
+                    "job {} runs at broker {} ({}): {e}",
+                    job.id, job.peer, job.url
+                ),
+            )
+        })?;
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = status;
+    for name in ["content-type", "cache-control", "retry-after"] {
+        if let Some(v) = peer_headers.get(name) {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    put(resp.headers_mut(), fh::BROKER, &job.peer);
+    put(resp.headers_mut(), fh::FORWARDED_BY, &shared.broker_id);
+    Ok(resp)
 }
 
 /// The brokers passed and this one, for messages.

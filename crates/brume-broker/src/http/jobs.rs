@@ -26,8 +26,9 @@ pub(super) async fn submit_job(
     auth: Auth,
     req_headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Res<(StatusCode, HeaderMap, axum::Json<JobInfo>)> {
+) -> Res<axum::response::Response> {
     auth.require(Scope::Jobs)?;
+    let hops = super::federation::incoming_hops(&auth, &req_headers)?;
     let end_user = end_user(&req_headers)?;
     let spec = parse_spec(body)?;
     let c = &shared.config;
@@ -40,17 +41,7 @@ pub(super) async fn submit_job(
         digest,
         developer,
     } = module(&shared, &spec, &auth.name)?;
-    let stdin = spec.stdin.clone().unwrap_or_default();
-    if stdin.0.len() as u64 > limits.max_input_bytes {
-        return Err(Fail::new(
-            ErrorCode::PayloadTooLarge,
-            format!(
-                "stdin: {} bytes is over the {} byte input limit",
-                stdin.0.len(),
-                limits.max_input_bytes
-            ),
-        ));
-    }
+    let stdin = stdin_within(&spec, &limits)?;
     let admission = admit(
         &shared,
         &auth.name,
@@ -75,6 +66,20 @@ pub(super) async fn submit_job(
         .or_else(|| shared.config.trust.default_verify(&auth.name));
     let units = crate::verify::max_units(policy.as_ref());
     let hold = reserve(&shared, &billing, &limits, units).await?;
+    let cap = shared
+        .ledger
+        .max_cost(&admission, &limits, &billing.declared)
+        .map_or(0, |c| c.saturating_mul(units));
+    let offer = super::federation::JobOffer {
+        spec: &spec,
+        service: service.as_deref(),
+        requester: &auth.name,
+        hold: hold.clone(),
+        cap,
+    };
+    if let Some(resp) = super::federation::offer_job(&shared, hops, offer).await {
+        return Ok(resp);
+    }
     let resolved = Resolved {
         developer,
         service,
@@ -86,6 +91,32 @@ pub(super) async fn submit_job(
         admission,
     };
     let stored = stored_job(&shared, &spec, resolved);
+    accept(&shared, stored, spec.labels, hold).await
+}
+
+/// The job's stdin, if it fits its input limit.
+fn stdin_within(spec: &JobSpec, limits: &brume_api::Limits) -> Res<brume_api::rest::Output> {
+    let stdin = spec.stdin.clone().unwrap_or_default();
+    if stdin.0.len() as u64 > limits.max_input_bytes {
+        return Err(Fail::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "stdin: {} bytes is over the {} byte input limit",
+                stdin.0.len(),
+                limits.max_input_bytes
+            ),
+        ));
+    }
+    Ok(stdin)
+}
+
+/// Stores the job (durable before the 202) and queues it.
+async fn accept(
+    shared: &Arc<Shared>,
+    stored: StoredJob,
+    labels: std::collections::BTreeMap<String, String>,
+    hold: Option<Arc<crate::escrow::Hold>>,
+) -> Res<axum::response::Response> {
     if stored.confirm
         && !matches!(
             stored.verify,
@@ -97,12 +128,16 @@ pub(super) async fn submit_job(
             "confirm: this account's work is verified by default, and a job paid on confirmation can't be verified yet",
         ));
     }
-    let entry = crate::jobs::submit(&shared, stored, spec.labels, hold).await?;
+    let entry = crate::jobs::submit(shared, stored, labels, hold).await?;
     let mut headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", entry.id)) {
         headers.insert(axum::http::header::LOCATION, v);
     }
-    Ok((StatusCode::ACCEPTED, headers, axum::Json(entry.info())))
+    Ok(axum::response::IntoResponse::into_response((
+        StatusCode::ACCEPTED,
+        headers,
+        axum::Json(entry.info()),
+    )))
 }
 
 /// What the broker decided about a job spec before storing it.

@@ -170,6 +170,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         })
         .layer(middleware::from_fn_with_state(
             shared.clone(),
+            federation::relay_jobs,
+        ))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
             auth::verify_signed,
         ))
         .layer(middleware::from_fn_with_state(shared.clone(), track))

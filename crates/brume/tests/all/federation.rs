@@ -11,7 +11,7 @@ use brume_identity::Identity;
 use brume_identity::keyring::Keyring;
 use bytes::Bytes;
 
-use crate::net::{Broker, Provider, command, create_api_key, eventually, import_key};
+use crate::net::{Broker, Provider, command, create_api_key, eventually, follow, import_key};
 
 const PASSWORD: &str = "correct horse";
 
@@ -562,5 +562,95 @@ async fn a_discovering_provider_joins_its_regions_broker_and_moves_when_it_dies(
     assert!(
         list.providers.iter().any(|x| x.address == p.address),
         "{list:?}"
+    );
+}
+
+/// A job the origin has no room for runs at its peer under the peer's id;
+/// the origin relays its info, events and result, and bills its caller
+/// what the peer billed it once it ends: one row at each broker, paid
+/// through after both settle.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_without_room_forwards_a_job_relays_it_and_bills_it_once_at_each_broker() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let home = tmp.path();
+    let origin = start(home, "origin", &[], PAID, "0");
+    let exec = start(home, "exec", &[p2p_addr(&origin.broker.data)], PAID, "1");
+    let provider = Provider::start_args(home, &home.join("p1"), &exec.broker.url, 1, &[]);
+    publish_echo(&origin).await;
+    publish_echo(&exec).await;
+    eventually(
+        "the origin sees the executing broker serve echo",
+        || async {
+            let d = origin
+                .client
+                .directory(Some("default~echo"), None, Some(1), None)
+                .await
+                .ok()?;
+            d.brokers.iter().any(|e| !e.local).then_some(())
+        },
+    )
+    .await;
+    let (keys, pw, alice) = keyring(home, "alice", &origin.broker.data);
+    let alice_addr = alice.address().to_string();
+    fund(&origin, home, &keys, &pw, "alice", &alice_addr).await;
+    fund(&exec, home, &keys, &pw, "origin", &origin.broker.broker_id).await;
+
+    let mine = Client::with_identity(&origin.broker.url, alice.clone()).expect("client");
+    let job = mine
+        .submit(&brume_client::JobSpec {
+            service: Some("default~echo".into()),
+            stdin: Some(brume_client::brume_api::rest::Output(Bytes::from_static(
+                b"far away",
+            ))),
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+    // Followed at the origin: the events and the result come from exec.
+    let (events, result) = follow(&mine, job.id).await;
+    assert_eq!(
+        result.state,
+        brume_client::brume_api::rest::JobState::Succeeded,
+        "{result:?}"
+    );
+    assert_eq!(result.stdout.0.as_ref(), b"far away");
+    assert_eq!(result.provider.as_deref(), Some(provider.address.as_str()));
+    assert!(!events.is_empty());
+    let info = mine.job(job.id).await.expect("job info through the origin");
+    assert!(info.state.is_final());
+    // Nobody else sees it at the origin.
+    let other = Client::with_identity(&origin.broker.url, Identity::random()).expect("client");
+    assert!(other.job(job.id).await.is_err());
+
+    let at_exec = rows(&exec, &origin.broker.broker_id).await;
+    assert_eq!(at_exec.len(), 1, "{at_exec:?}");
+    assert_eq!(at_exec[0]["work_id"], job.id.to_string());
+    let cost: u128 = at_exec[0]["token_amount"]
+        .as_str()
+        .map(|s| s.parse().expect("amount"))
+        .or_else(|| at_exec[0]["token_amount"].as_u64().map(u128::from))
+        .expect("token_amount");
+    let forwarded = format!("forwarded-{}", job.id);
+    let at_origin = eventually("the origin bills Alice once the job is over", || async {
+        let r = rows(&origin, &alice_addr).await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(at_origin.len(), 1, "{at_origin:?}");
+    assert_eq!(at_origin[0]["work_id"], forwarded.as_str());
+
+    let (alice_before, origin_before) = (
+        balance(&origin, &alice_addr).await,
+        balance(&exec, &origin.broker.broker_id).await,
+    );
+    origin.client.settle().await.expect("settle the origin");
+    exec.client
+        .settle()
+        .await
+        .expect("settle the executing broker");
+    assert_eq!(alice_before - balance(&origin, &alice_addr).await, cost);
+    assert_eq!(
+        origin_before - balance(&exec, &origin.broker.broker_id).await,
+        cost
     );
 }

@@ -24,6 +24,8 @@ use parking_lot::Mutex;
 
 use crate::{BrokerError, Shared};
 
+pub(crate) mod jobs;
+
 /// `[broker.federation]`: the libp2p node, and how calls are forwarded.
 #[derive(Debug, Clone)]
 pub struct FederationSettings {
@@ -60,6 +62,8 @@ pub(crate) struct Federated {
     peers: Mutex<HashMap<(String, Option<String>), brume_client::Client>>,
     /// Proofs of cheat published, and notices checked.
     pub proofs: Proofs,
+    /// Jobs forwarded to peers.
+    jobs: OnceLock<jobs::ForwardedJobs>,
 }
 
 impl std::fmt::Debug for Federated {
@@ -197,6 +201,7 @@ pub(crate) async fn start(
     shared: &Arc<Shared>,
     url: &str,
     tls: Option<brume_tls::Fingerprint>,
+    store: crate::store::Store,
 ) -> Result<(), BrokerError> {
     let settings = shared.config.federation.as_ref();
     let advertised = settings
@@ -228,6 +233,12 @@ pub(crate) async fn start(
             .map(|a| format!("{a}\n"))
             .collect::<String>(),
     );
+    let forwarded = jobs::ForwardedJobs::open(Arc::new(store)).await?;
+    let unbilled = forwarded.unbilled();
+    let _ = shared.federation.jobs.set(forwarded);
+    for id in unbilled {
+        shared.tasks.spawn(jobs::watch(shared.clone(), id));
+    }
     shared.tasks.spawn(run);
     if let Some(rx) = node.take_notices() {
         shared.tasks.spawn(notices(shared.clone(), rx));
@@ -259,6 +270,11 @@ pub const P2P_ADDR_FILE: &str = "p2p.addr";
 impl Federated {
     pub fn node(&self) -> Option<&Federation> {
         self.node.get()
+    }
+
+    /// The jobs forwarded to peers (with federation on).
+    pub fn jobs(&self) -> Option<&jobs::ForwardedJobs> {
+        self.jobs.get()
     }
 
     /// Brings the metrics' federation counters up to the node's.
