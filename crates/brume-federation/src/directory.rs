@@ -33,6 +33,11 @@ impl Default for Directory {
     }
 }
 
+/// The most brokers a directory holds: a newcomer beyond it is ignored
+/// until an entry expires (announcements cost nothing to forge a key for,
+/// so memory must be bounded).
+pub const MAX_BROKERS: usize = 10_000;
+
 /// What happened to an announcement offered to the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offered {
@@ -61,6 +66,7 @@ impl Directory {
                 return Offered::Stale;
             }
             Some(_) => Offered::Refreshed,
+            None if entries.len() >= MAX_BROKERS => return Offered::Stale,
             None => Offered::New,
         };
         entries.insert(key, heard);

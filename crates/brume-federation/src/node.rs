@@ -164,6 +164,27 @@ pub(crate) async fn listen(
     Ok((swarm, listening))
 }
 
+/// Cuts the lists of an announcement (providers seen first, then
+/// services) until it fits what peers accept, leaving room for the
+/// signature.
+fn fit(a: &mut brume_api::federation::Announcement) {
+    let budget = MAX_ANNOUNCEMENT_BYTES - 512;
+    let size =
+        |a: &brume_api::federation::Announcement| serde_json::to_vec(a).map_or(0, |v| v.len());
+    while size(a) > budget && !a.providers_seen.is_empty() {
+        let keep = a.providers_seen.len() / 2;
+        a.providers_seen.truncate(keep);
+    }
+    while size(a) > budget && !a.services.is_empty() {
+        let keep = a.services.len() / 2;
+        tracing::warn!(
+            kept = keep,
+            "the announcement is too large: announcing fewer services"
+        );
+        a.services.truncate(keep);
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -208,6 +229,7 @@ impl Node {
         a.seq = self.seq;
         a.issued_ms = now_ms();
         a.ttl_ms = self.inner.config.ttl.as_millis() as u64;
+        fit(&mut a);
         match crate::sign(&self.identity, a) {
             Ok(signed) => {
                 if let Ok(bytes) = serde_json::to_vec(&signed) {
@@ -356,5 +378,42 @@ impl Node {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(id, &via, verdict);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use brume_api::federation::{AnnouncedService, Announcement, MAX_ANNOUNCEMENT_BYTES};
+
+    #[test]
+    fn an_announcement_too_large_is_cut_to_fit_keeping_what_it_can() {
+        let service = |i: usize| AnnouncedService {
+            name: format!("0x{:040x}~{}", i, "n".repeat(60)),
+            kind: brume_api::ServiceKind::Command,
+        };
+        let mut a = Announcement {
+            broker: "0x0000000000000000000000000000000000000001".into(),
+            peer_id: String::new(),
+            url: "http://127.0.0.1:7700".into(),
+            tls_sha256: None,
+            region: "eu".into(),
+            latitude: 0.0,
+            longitude: 0.0,
+            capacity: Default::default(),
+            queued: 0,
+            providers: 0,
+            services: (0..2_000).map(service).collect(),
+            prices: Default::default(),
+            hub_wallet: None,
+            record: Default::default(),
+            providers_seen: Vec::new(),
+            seq: 1,
+            issued_ms: 0,
+            ttl_ms: 1000,
+        };
+        super::fit(&mut a);
+        let size = serde_json::to_vec(&a).map_or(usize::MAX, |v| v.len());
+        assert!(size <= MAX_ANNOUNCEMENT_BYTES - 512, "{size}");
+        assert!(a.services.len() >= 100, "kept {}", a.services.len());
     }
 }

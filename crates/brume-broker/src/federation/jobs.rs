@@ -189,7 +189,17 @@ async fn peer_cost(shared: &Shared, job: &ForwardedJob) -> Result<Option<u128>, 
     }
     let row: brume_ledger::row::LedgerRow = serde_json::from_slice(row.body())
         .map_err(|e| format!("its row for {}: {e} ({})", job.id, row.status()))?;
-    Ok(Some(row.data.token_amount))
+    // Sealed (its hashes recompute), and billed to this broker.
+    let row = brume_ledger::row::SealedRow::check(row)
+        .map_err(|e| format!("its row for {}: {e}", job.id))?;
+    let d = &row.row().data;
+    if !d.requester.eq_ignore_ascii_case(&shared.broker_id) {
+        return Err(format!(
+            "its row for {} bills {}, not this broker",
+            job.id, d.requester
+        ));
+    }
+    Ok(Some(d.token_amount))
 }
 
 /// The forwarded jobs' table, made when the component opens.

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use brume_api::federation::{Announcement, Directory, Located, headers as fh};
-use brume_api::{ErrorCode, ServiceKind};
+use brume_api::{ErrorCode, ServiceKind, WorkId};
 use brume_federation::Query;
 use brume_federation::hops::Hops;
 use bytes::Bytes;
@@ -184,8 +184,11 @@ pub(super) async fn forward(
             )
         })?;
     count(shared, "answered");
-    let charged = bill(shared, &answer, &peer.broker, &billing, cap).await;
-    drop(billing);
+    let charged = claimed(&answer, cap).map(|(work, cost, amount)| {
+        let task = check_and_bill(shared.clone(), peer.clone(), work, cost, amount, billing);
+        shared.tasks.spawn(task);
+        amount
+    });
     let (parts, body) = answer.into_parts();
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = parts.status;
@@ -210,30 +213,120 @@ pub(super) async fn forward(
     Ok(resp)
 }
 
-/// Bills the caller what the peer billed this broker for `answer` (its
-/// `x-brume-cost`, at most `cap`: what the call may cost here), under the
-/// peer's work id; the amount billed, if any.
-async fn bill(
-    shared: &Shared,
-    answer: &axum::http::Response<Bytes>,
-    peer: &str,
-    billing: &Billing,
-    cap: u128,
-) -> Option<u128> {
+/// What the peer says it billed this broker for `answer`
+/// (`x-brume-cost`), capped at `cap`, and the work id it ran it under;
+/// the caller is billed that once [`check_and_bill`] has checked it
+/// against the peer's row and its provider's signed receipt.
+fn claimed(answer: &axum::http::Response<Bytes>, cap: u128) -> Option<(WorkId, u128, u128)> {
     let text = |name: &str| answer.headers().get(name).and_then(|v| v.to_str().ok());
     let cost: u128 = text(crate::ledger::COST_HEADER)?.parse().ok()?;
-    let work = text(brume_api::headers::WORK_ID)?.to_string();
-    let amount = cost.min(cap);
-    if amount < cost {
-        tracing::warn!(%peer, %work, cost, amount, "a peer billed more than the call may cost here: this broker pays the difference");
+    let work: WorkId = text(brume_api::headers::WORK_ID)?.parse().ok()?;
+    Some((work, cost, cost.min(cap)))
+}
+
+/// Checks a forwarded call's bill, then bills the caller: the peer's row
+/// for it must be sealed (its hashes recompute), name this broker as
+/// requester and bill what the answer said, and its usage must be what the
+/// provider signed in its receipt (an inclusion proof under the
+/// provider's signed batch root). A bill that fails is not passed on: this
+/// broker carries it, and it is logged and counted.
+pub(crate) async fn check_and_bill(
+    shared: Arc<Shared>,
+    peer: Announcement,
+    work: WorkId,
+    cost: u128,
+    amount: u128,
+    billing: Billing,
+) {
+    let outcome = match check_bill(&shared, &peer, work, cost).await {
+        Ok(()) => {
+            let own = shared.identity.address().to_string();
+            let row = shared.ledger.forwarded(
+                &work.to_string(),
+                &billing.requester,
+                &peer.broker,
+                &own,
+                amount,
+            );
+            shared.ledger.append_sealed(work, row).await;
+            "billed"
+        }
+        Err(why) => {
+            tracing::warn!(peer = %peer.broker, %work, "a forwarded call's bill does not check: not billed to the caller: {why}");
+            "unchecked_bill"
+        }
+    };
+    count(&shared, outcome);
+    drop(billing);
+}
+
+/// How long a provider may take to sign the batch holding a call's receipt
+/// (it signs every 500 ms or 256 calls), with room to spare.
+const RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn check_bill(
+    shared: &Arc<Shared>,
+    peer: &Announcement,
+    work: WorkId,
+    cost: u128,
+) -> Result<(), String> {
+    let client = shared
+        .federation
+        .client(shared, &peer.url, peer.tls_sha256.as_deref())
+        .map_err(|e| e.to_string())?;
+    let verify = |m: &[u8], s: &[u8], a: &str| brume_identity::verify(m, s, a).is_ok();
+    let end = std::time::Instant::now() + RECEIPT_WAIT;
+    let mut wait = std::time::Duration::from_millis(100);
+    let proof = loop {
+        match client.receipt(work).await {
+            Ok(p) => break p,
+            Err(e) if std::time::Instant::now() >= end => return Err(format!("its receipt: {e}")),
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return Err("the broker is stopping".into()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(2));
+    };
+    let provider = proof
+        .check(verify)
+        .map_err(|e| format!("its receipt: {e}"))?;
+    let receipt = &proof.receipt;
+    if receipt.work_id != work {
+        return Err(format!("the receipt is for {}", receipt.work_id));
     }
-    let own = shared.identity.address().to_string();
-    let row = shared
-        .ledger
-        .forwarded(&work, &billing.requester, peer, &own, amount);
-    let id = work.parse().unwrap_or_default();
-    shared.ledger.append_sealed(id, row).await;
-    Some(amount)
+    let path = format!("/v1/ledger/rows/{work}");
+    let row = client
+        .relay(Method::GET, &path, HeaderMap::new(), Bytes::new())
+        .await
+        .map_err(|e| format!("its row: {e}"))?;
+    let row: brume_ledger::row::LedgerRow =
+        serde_json::from_slice(row.body()).map_err(|e| format!("its row: {e}"))?;
+    let row = brume_ledger::row::SealedRow::check(row).map_err(|e| format!("its row: {e}"))?;
+    let d = &row.row().data;
+    let problems: Vec<String> = [
+        (!d.requester.eq_ignore_ascii_case(&shared.broker_id))
+            .then(|| format!("the row bills {}, not this broker", d.requester)),
+        (d.token_amount != cost)
+            .then(|| format!("the row bills {}, the answer said {cost}", d.token_amount)),
+        (d.usage.fuel != receipt.fuel).then(|| {
+            format!(
+                "the row bills {} fuel, the provider signed {}",
+                d.usage.fuel, receipt.fuel
+            )
+        }),
+        (!d.provider.eq_ignore_ascii_case(&provider))
+            .then(|| format!("the row pays {}, the receipt is {provider}'s", d.provider)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// The peer to send work for `service` to, and the hops to send with it;

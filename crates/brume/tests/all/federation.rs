@@ -347,7 +347,13 @@ async fn a_broker_without_room_forwards_a_call_billed_once_at_each_broker_and_pa
         .or_else(|| at_exec[0]["token_amount"].as_u64().map(u128::from))
         .expect("token_amount");
     assert_eq!(exec_amount, cost);
-    let at_origin = rows(&origin, &alice_addr).await;
+    // The origin bills Alice once it has checked the executing broker's
+    // row against the provider's signed receipt.
+    let at_origin = eventually("the origin bills Alice the checked cost", || async {
+        let r = rows(&origin, &alice_addr).await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
     assert_eq!(
         at_origin.len(),
         1,
@@ -355,6 +361,16 @@ async fn a_broker_without_room_forwards_a_call_billed_once_at_each_broker_and_pa
         origin.broker.proc.stderr_tail()
     );
     assert_eq!(at_origin[0]["work_id"], format!("forwarded-{work}"));
+    let metrics = reqwest::get(format!("{}/metrics", origin.broker.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("brume_federation_forwards_total{outcome=\"billed\"} 1"),
+        "the bill was checked: {metrics}"
+    );
 
     // Both settle: Alice paid the origin what the origin paid the
     // executing broker, whose provider got its share of it.
