@@ -97,10 +97,31 @@ fn ensure_targets() -> Result {
         .args(&missing))
 }
 
+/// `.venv/bin/aws`: the aws CLI v1 in a venv at the workspace root.
+fn ensure_aws() -> Result {
+    let root = root();
+    if root.join(".venv/bin/aws").exists() {
+        return Ok(());
+    }
+    run(Command::new("python3")
+        .args(["-m", "venv", ".venv"])
+        .current_dir(&root))?;
+    run(Command::new(root.join(".venv/bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "awscli",
+        ])
+        .current_dir(&root))
+}
+
 fn test() -> Result {
     ensure_targets()?;
     // solc-js and anvil, for the contract check and the EVM tests.
     contracts::ensure_npm()?;
+    // The aws CLI (v1, from PyPI), for the Lambda API's tests.
+    ensure_aws()?;
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     if ci {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;

@@ -17,6 +17,7 @@ pub mod batch;
 pub mod chain;
 pub mod error;
 pub mod federation;
+pub mod lambda;
 pub mod names;
 pub mod receipt;
 pub mod rest;

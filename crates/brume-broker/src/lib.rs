@@ -36,6 +36,7 @@ pub mod federation;
 mod http;
 mod jobs;
 pub mod keys;
+pub mod lambda;
 pub mod ledger;
 mod lifecycle;
 mod measure;
@@ -233,6 +234,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<metrics::Metrics>,
     /// The libp2p node, the directory and the forwarding clients.
     pub federation: federation::Federated,
+    /// Lambda credentials (key ids and their accounts; secrets derived).
+    pub lambda: lambda::creds::Credentials,
     pub started: Instant,
     pub next_session: AtomicU64,
     /// Cancelled when the broker stops: every task it started watches it.
@@ -326,18 +329,14 @@ impl Broker {
         let jobs = jobs::Jobs::new(Arc::new(store.clone()), &config);
         let reputation = standings.reputations().await?;
         let keys = keys::Keys::open(Box::new(store.clone())).await?;
+        let lambda = lambda::creds::Credentials::open(&data_dir, store.clone()).await?;
         let (ledger, ledger_rows) = open_ledger(&config).await?;
         let (chain, hub, settlement) = open_chain(&config, &ledger, &identity, jobs.gate()).await?;
         let tls = match &config.tls {
             Some(t) => Some(tls::load(t, &data_dir, config.listen)?),
             None => None,
         };
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| BrokerError::Listen {
-                addr: config.listen,
-                source,
-            })?;
+        let listener = bind(config.listen).await?;
         let addr = listener.local_addr().map_err(BrokerError::Serve)?;
         let ledger = Arc::new(ledger);
         let metrics = Arc::new(metrics::Metrics::new());
@@ -372,6 +371,7 @@ impl Broker {
             challenge_fuel: tokio::sync::OnceCell::new(),
             metrics,
             federation: Default::default(),
+            lambda,
             started: Instant::now(),
             next_session: AtomicU64::new(1),
             shutdown,
@@ -400,6 +400,12 @@ impl Broker {
             shared,
         })
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, BrokerError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BrokerError::Listen { addr, source })
 }
 
 /// The broker's periodic tasks: stake and standings watchers, settlement

@@ -34,6 +34,25 @@ enum BrokerCommand {
     /// refuses its reconnects (close code 4005, with the reason).
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// Mint AWS Lambda credentials (for `aws lambda invoke
+    /// --endpoint-url`): an access key id and a secret, shown once; the
+    /// secret is derived from the broker's master key, never stored.
+    #[command(subcommand)]
+    LambdaKeys(LambdaKeysCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum LambdaKeysCommand {
+    /// A credential for ACCOUNT (an address, or an API key's label): its
+    /// calls run and are billed as that account's.
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long, env = "BRUME_DATA_DIR")]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -258,6 +277,34 @@ pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
     match args.command {
         Some(BrokerCommand::Keys(k)) => keys(k, file).await,
         Some(BrokerCommand::Providers(p)) => providers(p, file),
+        Some(BrokerCommand::LambdaKeys(LambdaKeysCommand::Create {
+            account,
+            data,
+            json,
+        })) => {
+            let dir = data
+                .or_else(|| file.data_dir.clone())
+                .unwrap_or_else(default_data_dir);
+            match brume_broker::lambda::creds::mint(&dir, &account) {
+                Ok((key_id, secret)) => {
+                    if json {
+                        println!(
+                            "{}",
+                            json!({"access_key_id": key_id, "secret_access_key": secret, "account": account})
+                        );
+                    } else {
+                        println!("AWS_ACCESS_KEY_ID={key_id}");
+                        println!("AWS_SECRET_ACCESS_KEY={secret}");
+                        println!("(for account {account}; the secret is shown once)");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => run(args.run, file).await,
     }
 }

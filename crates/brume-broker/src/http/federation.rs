@@ -21,6 +21,15 @@ use super::{Fail, Res, Sh, header_str};
 use crate::Shared;
 use crate::ledger::Billing;
 
+/// The directory, the locator and the proofs of cheat.
+pub(super) fn routes() -> axum::Router<Arc<Shared>> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/v1/directory", get(directory))
+        .route("/v1/locate/{owner}/{service}", get(locate))
+        .route("/v1/proofs/{sha256}", get(proof))
+}
+
 fn bad(message: String) -> Fail {
     Fail::new(ErrorCode::InvalidRequest, message)
 }

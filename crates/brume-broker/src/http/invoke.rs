@@ -98,6 +98,11 @@ pub(super) struct Answer {
 }
 
 impl Answer {
+    /// The call's work id and how it ended.
+    pub fn into_completion(self) -> (WorkId, Completion) {
+        (self.id, self.completion)
+    }
+
     pub fn response(self) -> Response {
         let mut resp = completion_response(self.id, self.completion);
         order_headers(resp.headers_mut(), self.order);

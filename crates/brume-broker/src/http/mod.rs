@@ -10,6 +10,7 @@ mod federation;
 mod invoke;
 mod jobs;
 mod keys;
+mod lambda;
 mod ledger;
 mod provider;
 mod services;
@@ -151,16 +152,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v1/ledger/rows/{work_id}/status",
             get(ledger::ledger_row_status),
         )
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(lambda::invoke).layer(input_limit),
+        )
         .route("/v1/status", get(status::status))
-        .route("/v1/directory", get(federation::directory))
-        .route("/v1/proofs/{sha256}", get(federation::proof))
-        .route("/v1/locate/{owner}/{service}", get(federation::locate))
         .route("/v1/settlement", get(status::settlement_health))
         .route("/v1/settlement/run", post(status::settlement_run))
         .route("/v1/providers", get(status::providers))
         .route("/metrics", get(status::metrics))
         .route("/v1/provider/connect", get(provider::connect))
         .merge(chain::routes())
+        .merge(federation::routes())
         .fallback(|| async { Fail::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             Fail::new(

@@ -14,6 +14,7 @@ mod fairness;
 mod federation;
 mod hub;
 mod keys;
+mod lambda;
 mod ledger;
 mod net;
 mod network;

@@ -1,0 +1,331 @@
+//! `POST /2015-03-31/functions/{name}/invocations`: AWS Lambda's Invoke,
+//! signed with SigV4 by a Lambda credential (`brume broker lambda-keys`),
+//! on the credential's account's command services. The payload is the
+//! function's stdin and its stdout the response.
+//!
+//! - `RequestResponse` (the default) answers when the call ends; a guest
+//!   fault or a non-zero exit is `200` with `X-Amz-Function-Error:
+//!   Unhandled` and `{"errorMessage", "errorType"}`; `--log-type Tail`
+//!   adds the last 4 KiB of stderr, base64, in `X-Amz-Log-Result`;
+//! - `Event` submits a job and answers `202` with no body;
+//! - `DryRun` checks the function and the caller and answers `204`.
+//!
+//! Errors have Lambda's shape: `X-Amzn-ErrorType` and `{"Type", "message"}`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use brume_api::lambda::{FunctionError, LambdaError, MAX_TAIL_BYTES, headers as lh};
+use brume_api::rest::{JobSpec, Output, Scope};
+use brume_api::wire::Outcome;
+use brume_api::{ApiError, ServiceKind};
+use bytes::Bytes;
+
+use super::admission::reserve;
+use super::auth::Auth;
+use super::{Fail, Sh};
+use crate::Shared;
+use crate::lambda::sigv4;
+use crate::work::Completion;
+
+/// A Lambda-shaped error.
+pub(super) struct LambdaFail {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl LambdaFail {
+    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        LambdaFail {
+            status,
+            error_type,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for LambdaFail {
+    fn into_response(self) -> Response {
+        let body = LambdaError {
+            kind: if self.status.is_server_error() {
+                "Service".into()
+            } else {
+                "User".into()
+            },
+            message: self.message,
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.headers_mut()
+            .insert(lh::ERROR_TYPE, HeaderValue::from_static(self.error_type));
+        resp
+    }
+}
+
+impl From<Fail> for LambdaFail {
+    fn from(Fail(e): Fail) -> LambdaFail {
+        from_api(&e)
+    }
+}
+
+/// A brume error as Lambda names it, by its status.
+fn from_api(e: &ApiError) -> LambdaFail {
+    let (status, kind) = match e.status() {
+        400 | 422 => (StatusCode::BAD_REQUEST, "InvalidRequestContentException"),
+        401 | 403 => (StatusCode::FORBIDDEN, "AccessDeniedException"),
+        402 => (StatusCode::PAYMENT_REQUIRED, "PaymentRequiredException"),
+        404 | 410 => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
+        413 => (StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException"),
+        429 | 503 => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
+    };
+    LambdaFail::new(status, kind, format!("{}: {}", e.code, e.message))
+}
+
+pub(super) async fn invoke(
+    State(shared): Sh,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match invoke_inner(&shared, &name, &method, &uri, &headers, body).await {
+        Ok(r) => r,
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn invoke_inner(
+    shared: &Arc<Shared>,
+    name: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, LambdaFail> {
+    let body = super::body_or_fail(body, "payload")?;
+    let account = authenticate(shared, method, uri, headers, &body).await?;
+    let auth = Auth {
+        name: account,
+        scopes: Scope::DEFAULT.to_vec(),
+    };
+    let reference = reference(name, uri.query())?;
+    let kind = headers
+        .get(lh::INVOCATION_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("RequestResponse");
+    match kind {
+        "RequestResponse" => {
+            let tail = headers
+                .get(lh::LOG_TYPE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tail"));
+            request_response(shared, auth, name, &reference, body, tail).await
+        }
+        "Event" => {
+            let spec = JobSpec {
+                service: Some(reference),
+                stdin: Some(Output(body)),
+                ..JobSpec::default()
+            };
+            let json = serde_json::to_vec(&spec).map_err(|e| {
+                LambdaFail::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ServiceException",
+                    e.to_string(),
+                )
+            })?;
+            super::jobs::submit_job(
+                State(shared.clone()),
+                auth,
+                HeaderMap::new(),
+                Ok(json.into()),
+            )
+            .await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "DryRun" => {
+            super::services::resolve(shared, &reference, &auth.name)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        other => Err(LambdaFail::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            format!("X-Amz-Invocation-Type {other:?}: RequestResponse, Event or DryRun"),
+        )),
+    }
+}
+
+/// The account of the credential that signed the request.
+async fn authenticate(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, LambdaFail> {
+    let refused = |kind: &'static str, m: String| LambdaFail::new(StatusCode::FORBIDDEN, kind, m);
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            refused(
+                "MissingAuthenticationTokenException",
+                "a SigV4 Authorization header is required (a Lambda credential: brume broker lambda-keys create)".into(),
+            )
+        })?;
+    let auth =
+        sigv4::parse(header).map_err(|e| refused("IncompleteSignatureException", e.to_string()))?;
+    let found = shared.lambda.lookup(&auth.key_id).await.map_err(|e| {
+        LambdaFail::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServiceException",
+            e.to_string(),
+        )
+    })?;
+    let Some((account, secret)) = found else {
+        return Err(refused(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.".into(),
+        ));
+    };
+    let req = sigv4::Signed {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query(),
+        headers,
+        body,
+    };
+    let now = (crate::now_ms() / 1000) as i64;
+    sigv4::verify(&req, &auth, &secret, now)
+        .map_err(|e| refused("InvalidSignatureException", e.to_string()))?;
+    Ok(account)
+}
+
+/// The service reference of a function name and its `?Qualifier=`
+/// (`$LATEST` or a version number).
+fn reference(name: &str, query: Option<&str>) -> Result<String, LambdaFail> {
+    let qualifier = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "Qualifier")
+        .map(|(_, v)| v.into_owned());
+    match qualifier.as_deref() {
+        None | Some("$LATEST") => Ok(name.to_string()),
+        Some(q) if !q.is_empty() && q.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(format!("{name}@{q}"))
+        }
+        Some(q) => Err(LambdaFail::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!("Qualifier {q:?}: $LATEST or a version number"),
+        )),
+    }
+}
+
+async fn request_response(
+    shared: &Arc<Shared>,
+    auth: Auth,
+    name: &str,
+    reference: &str,
+    body: Bytes,
+    tail: bool,
+) -> Result<Response, LambdaFail> {
+    let (mut spec, mut billing, stdin, verify) = super::invoke::sync_work(
+        shared,
+        auth,
+        &HeaderMap::new(),
+        reference,
+        ServiceKind::Command,
+        Ok(body),
+    )?;
+    super::invoke::check_overload(shared)?;
+    billing.hold = reserve(shared, &billing, &spec.limits, verify.units().into()).await?;
+    billing.request_line = format!("POST /2015-03-31/functions/{name}/invocations HTTP/1.1");
+    let version = spec
+        .service
+        .as_deref()
+        .and_then(|r| r.rsplit_once(brume_api::names::VERSION_SEP))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| "$LATEST".into());
+    spec.args = vec![name.to_string()];
+    spec.stdin = stdin;
+    let (id, completion) = super::invoke::run_sync(shared, spec, billing, verify)
+        .await
+        .into_completion();
+    let outcome = match completion {
+        Completion::Done { outcome, .. } => outcome,
+        Completion::Failed { error, .. } => return Err(from_api(&error)),
+    };
+    Ok(answer(*outcome, id, &version, tail))
+}
+
+/// Lambda's answer to a call that ran: stdout, or the function's error
+/// (`Unhandled`), with the executed version and, with `tail`, the end of
+/// stderr.
+fn answer(outcome: Outcome, id: brume_api::WorkId, version: &str, tail: bool) -> Response {
+    let (stdout, stderr, failure) = match outcome {
+        Outcome::Exited {
+            exit_code: 0,
+            stdout,
+            stderr,
+            ..
+        } => (stdout, stderr, None),
+        Outcome::Exited {
+            exit_code, stderr, ..
+        } => {
+            let message = format!(
+                "exited with code {exit_code}: {}",
+                String::from_utf8_lossy(last(&stderr, 512)).trim()
+            );
+            (
+                Bytes::new(),
+                stderr,
+                Some(("ExitCode".to_string(), message)),
+            )
+        }
+        Outcome::Failed {
+            code,
+            message,
+            stderr,
+            ..
+        } => (Bytes::new(), stderr, Some((code, message))),
+        Outcome::Responded { .. } => (Bytes::new(), Bytes::new(), None),
+    };
+    let mut resp = match failure {
+        None => Response::new(Body::from(stdout)),
+        Some((error_type, error_message)) => {
+            let mut r = axum::Json(FunctionError {
+                error_message,
+                error_type,
+            })
+            .into_response();
+            r.headers_mut()
+                .insert(lh::FUNCTION_ERROR, HeaderValue::from_static("Unhandled"));
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(version) {
+        h.insert(lh::EXECUTED_VERSION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        h.insert(lh::REQUEST_ID, v.clone());
+        h.insert(brume_api::headers::WORK_ID, v);
+    }
+    if tail {
+        let log = base64::engine::general_purpose::STANDARD.encode(last(&stderr, MAX_TAIL_BYTES));
+        if let Ok(v) = HeaderValue::from_str(&log) {
+            h.insert(lh::LOG_RESULT, v);
+        }
+    }
+    resp
+}
+
+/// The last `n` bytes of `b`.
+fn last(b: &[u8], n: usize) -> &[u8] {
+    &b[b.len().saturating_sub(n)..]
+}

@@ -1,0 +1,154 @@
+//! Lambda credentials: an access key id, minted for an account, and a
+//! secret that is never stored. The secret is HMAC-SHA256 of the key id
+//! under the broker's master key (`DATA/lambda.master`, 32 random bytes,
+//! mode 0600), so the broker recomputes it to check a signature; the
+//! database holds only the key id and its account.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::Sha256;
+
+use crate::StoreError;
+use crate::store::Store;
+
+/// The master key's file in the data dir.
+pub const MASTER_FILE: &str = "lambda.master";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS lambda_keys (
+    key_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+";
+
+/// The master key that derives every secret.
+#[derive(Clone)]
+pub struct Master([u8; 32]);
+
+impl std::fmt::Debug for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Master(<redacted>)")
+    }
+}
+
+impl Master {
+    /// Loads `dir/lambda.master`, or creates it (mode 0600).
+    pub fn load_or_create(dir: &Path) -> Result<Master, StoreError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = dir.join(MASTER_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let bytes = hex::decode(text.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok());
+                bytes.map(Master).ok_or_else(|| {
+                    StoreError::Io(std::io::Error::other(format!(
+                        "{}: not 32 bytes of hex",
+                        path.display()
+                    )))
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key: [u8; 32] = rand::random();
+                std::fs::create_dir_all(dir)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                f.write_all(hex::encode(key).as_bytes())?;
+                f.sync_all()?;
+                Ok(Master(key))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The secret of `key_id`.
+    pub fn secret(&self, key_id: &str) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"brume lambda secret v1\n");
+        mac.update(key_id.as_bytes());
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+}
+
+/// Mints a credential for `account` in the database under `dir`: the key
+/// id and its secret (shown once; the secret is never stored).
+pub fn mint(dir: &Path, account: &str) -> Result<(String, String), StoreError> {
+    let master = Master::load_or_create(dir)?;
+    let conn = crate::store::open_sync(dir)?;
+    conn.execute_batch(SCHEMA)?;
+    let suffix: [u8; 8] = rand::random();
+    let key_id = format!("BRUME{}", hex::encode_upper(suffix));
+    conn.execute(
+        "INSERT INTO lambda_keys (key_id, account, created_at_ms) VALUES (?1, ?2, ?3)",
+        params![key_id, account, crate::now_ms() as i64],
+    )?;
+    let secret = master.secret(&key_id);
+    Ok((key_id, secret))
+}
+
+/// The broker's view: the master key and the accounts of key ids (cached
+/// once read).
+pub(crate) struct Credentials {
+    master: Master,
+    store: Store,
+    accounts: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    pub async fn open(dir: &Path, store: Store) -> Result<Credentials, StoreError> {
+        let master = Master::load_or_create(dir)?;
+        store.write(|tx| tx.execute_batch(SCHEMA)).await?;
+        Ok(Credentials {
+            master,
+            store,
+            accounts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The account and secret of a live key id.
+    pub async fn lookup(&self, key_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        if key_id.len() > 64 {
+            return Ok(None);
+        }
+        let cached = self.accounts.lock().get(key_id).cloned();
+        let account = match cached {
+            Some(a) => Some(a),
+            None => {
+                let id = key_id.to_string();
+                let found = self.store.read(move |c| account_of(c, &id)).await?;
+                if let Some(a) = &found {
+                    self.accounts.lock().insert(key_id.to_string(), a.clone());
+                }
+                found
+            }
+        };
+        Ok(account.map(|a| (a, self.master.secret(key_id))))
+    }
+}
+
+fn account_of(c: &Connection, key_id: &str) -> rusqlite::Result<Option<String>> {
+    c.query_row(
+        "SELECT account FROM lambda_keys WHERE key_id = ?1 AND revoked_at_ms IS NULL",
+        params![key_id],
+        |r| r.get(0),
+    )
+    .optional()
+}

@@ -1,0 +1,203 @@
+//! The AWS Lambda API through the real `aws` CLI (v1, from PyPI, in the
+//! workspace's `.venv`: `cargo xtask test` installs it): a credential
+//! minted with `brume broker lambda-keys create` signs `aws lambda invoke`
+//! with SigV4.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use brume_client::ServiceKind;
+use test_programs_artifacts as art;
+
+use crate::net::{Net, command};
+
+fn aws_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/aws")
+}
+
+struct Creds {
+    key_id: String,
+    secret: String,
+}
+
+fn mint(net: &Net, account: &str) -> Creds {
+    let out = command(net.home())
+        .args([
+            "broker",
+            "lambda-keys",
+            "create",
+            "--json",
+            "--account",
+            account,
+            "--data",
+        ])
+        .arg(&net.broker.data)
+        .output()
+        .expect("brume broker lambda-keys create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    Creds {
+        key_id: v["access_key_id"].as_str().expect("key id").into(),
+        secret: v["secret_access_key"].as_str().expect("secret").into(),
+    }
+}
+
+/// `aws lambda invoke ... OUT`: the exit, stdout as JSON (or null),
+/// stderr, and the payload written to OUT.
+fn invoke(
+    net: &Net,
+    creds: &Creds,
+    function: &str,
+    extra: &[&str],
+) -> (Output, serde_json::Value, Vec<u8>) {
+    let out_file = net.home().join(format!("out-{}", rand_suffix()));
+    let out = std::process::Command::new(aws_bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", net.home())
+        .env("AWS_ACCESS_KEY_ID", &creds.key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &creds.secret)
+        .env("AWS_DEFAULT_REGION", "eu-west-3")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args([
+            "lambda",
+            "invoke",
+            "--endpoint-url",
+            &net.broker.url,
+            "--function-name",
+            function,
+        ])
+        .args(extra)
+        .arg(&out_file)
+        .output()
+        .expect("run the aws CLI");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let payload = std::fs::read(&out_file).unwrap_or_default();
+    (out, v, payload)
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_cli_invokes_functions_with_a_lambda_credential() {
+    let net = Net::start(1, 2).await;
+    net.publish("echo", ServiceKind::Command, art::ECHO_P1_BYTES)
+        .await;
+    net.publish(
+        "overflow",
+        ServiceKind::Command,
+        art::STACK_OVERFLOW_P1_BYTES,
+    )
+    .await;
+    let creds = mint(&net, "default");
+
+    // RequestResponse: the payload is stdin, stdout the response.
+    let (out, v, payload) = invoke(
+        &net,
+        &creds,
+        "echo",
+        &["--payload", "hello lambda", "--log-type", "Tail"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["StatusCode"], 200, "{v}");
+    assert_eq!(v["ExecutedVersion"], "1", "{v}");
+    assert!(v.get("LogResult").is_some(), "Tail asks for the log: {v}");
+    assert!(v.get("FunctionError").is_none(), "{v}");
+    assert_eq!(payload, b"hello lambda");
+
+    // A version by qualifier, and the unknown one.
+    let (out, v, _) = invoke(
+        &net,
+        &creds,
+        "echo",
+        &["--payload", "x", "--qualifier", "1"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["ExecutedVersion"], "1");
+    let (out, _, _) = invoke(
+        &net,
+        &creds,
+        "echo",
+        &["--payload", "x", "--qualifier", "9"],
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("ResourceNotFoundException"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A guest fault is the function's error: 200, Unhandled.
+    let (out, v, payload) = invoke(&net, &creds, "overflow", &["--payload", "x"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["StatusCode"], 200);
+    assert_eq!(v["FunctionError"], "Unhandled", "{v}");
+    let error: serde_json::Value = serde_json::from_slice(&payload).expect("an error payload");
+    assert!(
+        error["errorType"].is_string() && error["errorMessage"].is_string(),
+        "{error}"
+    );
+
+    // Event: a job, 202; DryRun: 204.
+    let (out, v, _) = invoke(
+        &net,
+        &creds,
+        "echo",
+        &["--payload", "later", "--invocation-type", "Event"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["StatusCode"], 202, "{v}");
+    let jobs = net.client.jobs(None, None).await.expect("jobs");
+    assert_eq!(jobs.jobs.len(), 1, "the Event became a job");
+    let (out, v, _) = invoke(
+        &net,
+        &creds,
+        "echo",
+        &["--payload", "x", "--invocation-type", "DryRun"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["StatusCode"], 204, "{v}");
+
+    // Unknown functions, and bad credentials, in Lambda's error shape.
+    let (out, _, _) = invoke(&net, &creds, "nope", &["--payload", "x"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("ResourceNotFoundException"),
+        "{}",
+        stderr(&out)
+    );
+    let wrong = Creds {
+        key_id: creds.key_id.clone(),
+        secret: "not the secret".into(),
+    };
+    let (out, _, _) = invoke(&net, &wrong, "echo", &["--payload", "x"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("InvalidSignatureException"),
+        "{}",
+        stderr(&out)
+    );
+    let unknown = Creds {
+        key_id: "BRUME0000000000000000".into(),
+        secret: creds.secret.clone(),
+    };
+    let (out, _, _) = invoke(&net, &unknown, "echo", &["--payload", "x"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("UnrecognizedClientException"),
+        "{}",
+        stderr(&out)
+    );
+}
