@@ -38,3 +38,78 @@ pub struct FunctionError {
 
 /// The most of a function's stderr returned with `--log-type Tail`.
 pub const MAX_TAIL_BYTES: usize = 4096;
+
+/// `CreateFunction`'s body (fields brume doesn't use are accepted and
+/// ignored: `Role` is required by the CLI, `Runtime` is `provided`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateFunction {
+    pub function_name: String,
+    #[serde(default)]
+    pub runtime: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub handler: Option<String>,
+    #[serde(default)]
+    pub code: FunctionCode,
+}
+
+/// The code of a function: a zip holding one `.wasm` (base64).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FunctionCode {
+    #[serde(default)]
+    pub zip_file: Option<String>,
+    #[serde(default, rename = "S3Bucket")]
+    pub s3_bucket: Option<String>,
+}
+
+/// `UpdateFunctionCode`'s body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateFunctionCode {
+    #[serde(default)]
+    pub zip_file: Option<String>,
+}
+
+/// A function as Lambda describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FunctionConfiguration {
+    pub function_name: String,
+    pub function_arn: String,
+    pub runtime: String,
+    pub role: String,
+    pub handler: String,
+    pub code_size: u64,
+    /// base64 of the module's sha256.
+    pub code_sha256: String,
+    /// The version described (`$LATEST` for the function itself).
+    pub version: String,
+    /// ISO 8601.
+    pub last_modified: String,
+    pub state: String,
+    pub package_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListFunctions {
+    pub functions: Vec<FunctionConfiguration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetFunction {
+    pub configuration: FunctionConfiguration,
+    pub code: CodeLocation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CodeLocation {
+    pub repository_type: String,
+    /// Where the module can be fetched (`GET /v1/blobs/{sha256}` with a key).
+    pub location: String,
+}

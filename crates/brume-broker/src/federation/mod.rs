@@ -272,6 +272,11 @@ impl Federated {
         self.node.get()
     }
 
+    /// The URL this broker is reached at, and its certificate's pin.
+    pub fn url(&self) -> (String, Option<String>) {
+        self.url.get().cloned().unwrap_or_default()
+    }
+
     /// The jobs forwarded to peers (with federation on).
     pub fn jobs(&self) -> Option<&jobs::ForwardedJobs> {
         self.jobs.get()

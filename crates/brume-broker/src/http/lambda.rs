@@ -33,6 +33,36 @@ use crate::Shared;
 use crate::lambda::sigv4;
 use crate::work::Completion;
 
+/// Lambda's routes, under `/2015-03-31`.
+pub(super) fn routes(
+    max_module_bytes: usize,
+    input_limit: axum::extract::DefaultBodyLimit,
+) -> axum::Router<Arc<Shared>> {
+    use super::lambda_functions as f;
+    use axum::routing::{get, post, put};
+    // A zip in base64 (in JSON) is a third larger than the module.
+    let zip_limit = axum::extract::DefaultBodyLimit::max(max_module_bytes / 3 * 4 + (64 << 10));
+    axum::Router::new()
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke).layer(input_limit),
+        )
+        .route(
+            "/2015-03-31/functions",
+            get(f::functions).post(f::functions),
+        )
+        .route(
+            "/2015-03-31/functions/",
+            get(f::functions).post(f::functions),
+        )
+        .route(
+            "/2015-03-31/functions/{name}",
+            get(f::function).delete(f::function),
+        )
+        .route("/2015-03-31/functions/{name}/code", put(f::code))
+        .layer(zip_limit)
+}
+
 /// A Lambda-shaped error.
 pub(super) struct LambdaFail {
     status: StatusCode,
@@ -41,7 +71,11 @@ pub(super) struct LambdaFail {
 }
 
 impl LambdaFail {
-    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(
+        status: StatusCode,
+        error_type: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         LambdaFail {
             status,
             error_type,
@@ -111,10 +145,7 @@ async fn invoke_inner(
 ) -> Result<Response, LambdaFail> {
     let body = super::body_or_fail(body, "payload")?;
     let account = authenticate(shared, method, uri, headers, &body).await?;
-    let auth = Auth {
-        name: account,
-        scopes: Scope::DEFAULT.to_vec(),
-    };
+    let auth = caller(account);
     let reference = reference(name, uri.query())?;
     let kind = headers
         .get(lh::INVOCATION_TYPE)
@@ -161,8 +192,16 @@ async fn invoke_inner(
     }
 }
 
+/// The credential's account as a caller (every scope but `admin`).
+pub(super) fn caller(account: String) -> Auth {
+    Auth {
+        name: account,
+        scopes: Scope::DEFAULT.to_vec(),
+    }
+}
+
 /// The account of the credential that signed the request.
-async fn authenticate(
+pub(super) async fn authenticate(
     shared: &Shared,
     method: &Method,
     uri: &Uri,

@@ -11,6 +11,7 @@ mod invoke;
 mod jobs;
 mod keys;
 mod lambda;
+mod lambda_functions;
 mod ledger;
 mod provider;
 mod services;
@@ -152,10 +153,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v1/ledger/rows/{work_id}/status",
             get(ledger::ledger_row_status),
         )
-        .route(
-            "/2015-03-31/functions/{name}/invocations",
-            post(lambda::invoke).layer(input_limit),
-        )
         .route("/v1/status", get(status::status))
         .route("/v1/settlement", get(status::settlement_health))
         .route("/v1/settlement/run", post(status::settlement_run))
@@ -164,6 +161,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/provider/connect", get(provider::connect))
         .merge(chain::routes())
         .merge(federation::routes())
+        .merge(lambda::routes(c.max_module_bytes, input_limit))
         .fallback(|| async { Fail::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             Fail::new(

@@ -23,6 +23,15 @@ pub(super) struct PublishQuery {
     kind: Option<ServiceKind>,
 }
 
+impl PublishQuery {
+    pub(super) fn new(name: String, kind: ServiceKind) -> PublishQuery {
+        PublishQuery {
+            name,
+            kind: Some(kind),
+        }
+    }
+}
+
 /// The developer who signed an upload (`0x` address), with
 /// [`SIGNATURE_HEADER`].
 pub(crate) const DEVELOPER_HEADER: &str = "x-brume-developer";

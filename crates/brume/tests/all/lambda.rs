@@ -46,6 +46,152 @@ fn mint(net: &Net, account: &str) -> Creds {
     }
 }
 
+/// `aws lambda ARGS` with `creds`: the exit and stdout as JSON (or null).
+fn aws(net: &Net, creds: &Creds, args: &[&str]) -> (Output, serde_json::Value) {
+    let out = std::process::Command::new(aws_bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", net.home())
+        .env("AWS_ACCESS_KEY_ID", &creds.key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &creds.secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["lambda", "--endpoint-url", &net.broker.url])
+        .args(args)
+        .output()
+        .expect("run the aws CLI");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out, v)
+}
+
+/// A zip holding `module` as `NAME.wasm` (made with Python's zipfile).
+fn zip(home: &Path, name: &str, module: &[u8]) -> PathBuf {
+    let wasm = home.join(format!("{name}.wasm"));
+    std::fs::write(&wasm, module).expect("write the module");
+    let zip = home.join(format!("{name}.zip"));
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED); z.write(sys.argv[2], sys.argv[3]); z.close()"])
+        .arg(&zip)
+        .arg(&wasm)
+        .arg(format!("{name}.wasm"))
+        .output()
+        .expect("python3 zipfile");
+    assert!(out.status.success(), "{}", stderr(&out));
+    zip
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_cli_creates_updates_lists_gets_and_deletes_functions() {
+    let net = Net::start(1, 2).await;
+    let creds = mint(&net, "default");
+    let code = zip(net.home(), "echo", art::ECHO_P1_BYTES);
+    let zip_arg = format!("fileb://{}", code.display());
+    let (out, v) = aws(
+        &net,
+        &creds,
+        &[
+            "create-function",
+            "--function-name",
+            "greeter",
+            "--runtime",
+            "provided",
+            "--role",
+            "arn:aws:iam::000000000000:role/ignored",
+            "--handler",
+            "echo.wasm",
+            "--zip-file",
+            &zip_arg,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["FunctionName"], "greeter", "{v}");
+    assert_eq!(v["Handler"], "echo.wasm");
+    // Twice is a conflict.
+    let (out, _) = aws(
+        &net,
+        &creds,
+        &[
+            "create-function",
+            "--function-name",
+            "greeter",
+            "--runtime",
+            "provided",
+            "--role",
+            "r",
+            "--handler",
+            "h",
+            "--zip-file",
+            &zip_arg,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("ResourceConflictException"),
+        "{}",
+        stderr(&out)
+    );
+
+    let (out, _, payload) = invoke(&net, &creds, "greeter", &["--payload", "hi"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(payload, b"hi");
+
+    // A new version of the code.
+    let (out, v) = aws(
+        &net,
+        &creds,
+        &[
+            "update-function-code",
+            "--function-name",
+            "greeter",
+            "--zip-file",
+            &zip_arg,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["Version"], "2", "{v}");
+    let (_, v, _) = invoke(&net, &creds, "greeter", &["--payload", "hi"]);
+    assert_eq!(v["ExecutedVersion"], "2", "{v}");
+
+    let (out, v) = aws(
+        &net,
+        &creds,
+        &["get-function", "--function-name", "greeter"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(v["Configuration"]["FunctionName"], "greeter", "{v}");
+    let (out, v) = aws(&net, &creds, &["list-functions"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<&str> = v["Functions"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|x| x["FunctionName"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, ["greeter"], "{v}");
+
+    let (out, _) = aws(
+        &net,
+        &creds,
+        &["delete-function", "--function-name", "greeter"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (out, _, _) = invoke(&net, &creds, "greeter", &["--payload", "hi"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("ResourceNotFoundException"),
+        "{}",
+        stderr(&out)
+    );
+    let (out, _) = aws(
+        &net,
+        &creds,
+        &["get-function", "--function-name", "greeter"],
+    );
+    assert_eq!(out.status.code(), Some(255));
+}
+
 /// `aws lambda invoke ... OUT`: the exit, stdout as JSON (or null),
 /// stderr, and the payload written to OUT.
 fn invoke(

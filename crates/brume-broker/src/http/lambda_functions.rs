@@ -1,0 +1,256 @@
+//! Lambda's function management on the credential's account's command
+//! services: `create-function` (a zip holding one `.wasm`),
+//! `update-function-code` (a new version), `get-function`,
+//! `list-functions` and `delete-function` (every version retired).
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use brume_api::ServiceKind;
+use brume_api::lambda::{
+    CodeLocation, CreateFunction, FunctionConfiguration, GetFunction, ListFunctions,
+    UpdateFunctionCode,
+};
+use brume_api::rest::ServiceInfo;
+use bytes::Bytes;
+
+use super::Sh;
+use super::lambda::{LambdaFail, authenticate, caller};
+use super::services::PublishQuery;
+use crate::Shared;
+
+fn invalid(message: impl Into<String>) -> LambdaFail {
+    LambdaFail::new(
+        StatusCode::BAD_REQUEST,
+        "InvalidParameterValueException",
+        message,
+    )
+}
+
+/// The one `.wasm` in a base64 zip.
+fn module_of(zip_b64: Option<&str>) -> Result<Bytes, LambdaFail> {
+    let zip_b64 =
+        zip_b64.ok_or_else(|| invalid("Code.ZipFile is required (S3 code is not supported)"))?;
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(zip_b64)
+        .map_err(|e| invalid(format!("Code.ZipFile is not base64: {e}")))?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
+        .map_err(|e| invalid(format!("Code.ZipFile is not a zip: {e}")))?;
+    let names: Vec<String> = archive
+        .file_names()
+        .filter(|n| n.ends_with(".wasm"))
+        .map(str::to_string)
+        .collect();
+    let [name] = names.as_slice() else {
+        return Err(invalid(format!(
+            "the zip must hold exactly one .wasm module (it holds {})",
+            names.len()
+        )));
+    };
+    let mut file = archive
+        .by_name(name)
+        .map_err(|e| invalid(format!("{name}: {e}")))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| invalid(format!("{name}: {e}")))?;
+    Ok(bytes.into())
+}
+
+fn configuration(info: &ServiceInfo, version: String) -> FunctionConfiguration {
+    let sha = hex::decode(&info.digest).unwrap_or_default();
+    FunctionConfiguration {
+        function_name: info.name.clone(),
+        function_arn: format!("arn:aws:lambda:brume:{}:function:{}", info.owner, info.name),
+        runtime: "provided".into(),
+        role: String::new(),
+        handler: String::new(),
+        code_size: info.size_bytes,
+        code_sha256: base64::engine::general_purpose::STANDARD.encode(sha),
+        version,
+        last_modified: iso8601(info.created_at_ms),
+        state: "Active".into(),
+        package_type: "Zip".into(),
+    }
+}
+
+/// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmm+0000`.
+fn iso8601(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// Publishes `module` as the next version of `name` in `account`'s
+/// namespace.
+async fn publish(
+    shared: &Arc<Shared>,
+    account: String,
+    name: &str,
+    module: Bytes,
+) -> Result<ServiceInfo, LambdaFail> {
+    let query = Query(PublishQuery::new(name.to_string(), ServiceKind::Command));
+    let (_, axum::Json(info)) = super::services::publish(
+        State(shared.clone()),
+        caller(account),
+        Ok(query),
+        HeaderMap::new(),
+        Ok(module),
+    )
+    .await?;
+    Ok(info)
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, LambdaFail> {
+    serde_json::from_slice(body).map_err(|e| {
+        LambdaFail::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            e.to_string(),
+        )
+    })
+}
+
+fn not_found(name: &str) -> LambdaFail {
+    LambdaFail::new(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+        format!("Function not found: {name}"),
+    )
+}
+
+/// `POST /2015-03-31/functions` and `GET /2015-03-31/functions/`.
+pub(super) async fn functions(
+    State(shared): Sh,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r: Result<Response, LambdaFail> = async {
+        let body = super::body_or_fail(body, "body")?;
+        let account = authenticate(&shared, &method, &uri, &headers, &body).await?;
+        if method == Method::GET {
+            let functions = shared
+                .registry
+                .list(Some(&account))
+                .iter()
+                .filter(|s| !s.retired && s.kind == ServiceKind::Command)
+                .map(|s| configuration(s, "$LATEST".into()))
+                .collect();
+            return Ok(axum::Json(ListFunctions { functions }).into_response());
+        }
+        let create: CreateFunction = json_body(&body)?;
+        let name = create.function_name.clone();
+        if shared.registry.resolve(&name, &account).is_ok() {
+            return Err(LambdaFail::new(
+                StatusCode::CONFLICT,
+                "ResourceConflictException",
+                format!("Function already exist: {name}"),
+            ));
+        }
+        let module = module_of(create.code.zip_file.as_deref())?;
+        let info = publish(&shared, account, &name, module).await?;
+        let mut config = configuration(&info, "$LATEST".into());
+        config.role = create.role.unwrap_or_default();
+        config.handler = create.handler.unwrap_or_default();
+        Ok((StatusCode::CREATED, axum::Json(config)).into_response())
+    }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET` and `DELETE /2015-03-31/functions/{name}`.
+pub(super) async fn function(
+    State(shared): Sh,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r: Result<Response, LambdaFail> = async {
+        let body = super::body_or_fail(body, "body")?;
+        let account = authenticate(&shared, &method, &uri, &headers, &body).await?;
+        let found = shared
+            .registry
+            .resolve(&name, &account)
+            .map_err(|_| not_found(&name))?;
+        if method == Method::DELETE {
+            shared
+                .registry
+                .retire(&name, &account, false)
+                .await
+                .map_err(|e| LambdaFail::from(super::Fail::from(e)))?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        let (url, _) = shared.federation.url();
+        Ok(axum::Json(GetFunction {
+            configuration: configuration(&found.info, "$LATEST".into()),
+            code: CodeLocation {
+                repository_type: "brume".into(),
+                location: format!("{url}/v1/blobs/{}", found.info.digest),
+            },
+        })
+        .into_response())
+    }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `PUT /2015-03-31/functions/{name}/code`: the next version.
+pub(super) async fn code(
+    State(shared): Sh,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r: Result<Response, LambdaFail> = async {
+        let body = super::body_or_fail(body, "body")?;
+        let account = authenticate(&shared, &method, &uri, &headers, &body).await?;
+        shared
+            .registry
+            .resolve(&name, &account)
+            .map_err(|_| not_found(&name))?;
+        let update: UpdateFunctionCode = json_body(&body)?;
+        let module = module_of(update.zip_file.as_deref())?;
+        let info = publish(&shared, account, &name, module).await?;
+        Ok(axum::Json(configuration(&info, info.version.to_string())).into_response())
+    }
+    .await;
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_as_lambda_prints_them() {
+        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00.000+0000");
+        assert_eq!(
+            super::iso8601(1_440_938_160_123),
+            "2015-08-30T12:36:00.123+0000"
+        );
+    }
+}
