@@ -113,3 +113,53 @@ pub struct CodeLocation {
     /// Where the module can be fetched (`GET /v1/blobs/{sha256}` with a key).
     pub location: String,
 }
+
+/// An API Gateway proxy event (payload format 1.0, or the fields of 2.0
+/// that say the same): how a `wasi:http` function is invoked through
+/// Lambda. Decoded into the HTTP request the component sees.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiGatewayEvent {
+    #[serde(default)]
+    pub http_method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub query_string_parameters: Option<std::collections::BTreeMap<String, String>>,
+    /// 2.0: the path and the query as sent.
+    #[serde(default)]
+    pub raw_path: Option<String>,
+    #[serde(default)]
+    pub raw_query_string: Option<String>,
+    #[serde(default)]
+    pub request_context: Option<RequestContext>,
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub is_base64_encoded: bool,
+}
+
+/// 2.0's `requestContext.http.method`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContext {
+    #[serde(default)]
+    pub http: Option<RequestContextHttp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContextHttp {
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+/// What a `wasi:http` function's response becomes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiGatewayResponse {
+    pub status_code: u16,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: String,
+    pub is_base64_encoded: bool,
+}

@@ -1,7 +1,10 @@
 //! `POST /2015-03-31/functions/{name}/invocations`: AWS Lambda's Invoke,
 //! signed with SigV4 by a Lambda credential (`brume broker lambda-keys`),
-//! on the credential's account's command services. The payload is the
-//! function's stdin and its stdout the response.
+//! on the credential's account's services. For a command service the
+//! payload is stdin and stdout the response; a `wasi:http` service takes
+//! an API Gateway proxy event (1.0 or 2.0), decoded into the request the
+//! component sees, and its response is encoded as `{statusCode, headers,
+//! body, isBase64Encoded}`.
 //!
 //! - `RequestResponse` (the default) answers when the call ends; a guest
 //!   fault or a non-zero exit is `200` with `X-Amz-Function-Error:
@@ -20,7 +23,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use brume_api::lambda::{FunctionError, LambdaError, MAX_TAIL_BYTES, headers as lh};
+use brume_api::lambda::{
+    ApiGatewayEvent, ApiGatewayResponse, FunctionError, LambdaError, MAX_TAIL_BYTES, headers as lh,
+};
 use brume_api::rest::{JobSpec, Output, Scope};
 use brume_api::wire::Outcome;
 use brume_api::{ApiError, ServiceKind};
@@ -273,14 +278,15 @@ async fn request_response(
     body: Bytes,
     tail: bool,
 ) -> Result<Response, LambdaFail> {
-    let (mut spec, mut billing, stdin, verify) = super::invoke::sync_work(
-        shared,
-        auth,
-        &HeaderMap::new(),
-        reference,
-        ServiceKind::Command,
-        Ok(body),
-    )?;
+    let kind = super::services::resolve(shared, reference, &auth.name)?
+        .info
+        .kind;
+    let event = match kind {
+        ServiceKind::Http => Some(http_request(&body)?),
+        ServiceKind::Command => None,
+    };
+    let (mut spec, mut billing, stdin, verify) =
+        super::invoke::sync_work(shared, auth, &HeaderMap::new(), reference, kind, Ok(body))?;
     super::invoke::check_overload(shared)?;
     billing.hold = reserve(shared, &billing, &spec.limits, verify.units().into()).await?;
     billing.request_line = format!("POST /2015-03-31/functions/{name}/invocations HTTP/1.1");
@@ -290,8 +296,13 @@ async fn request_response(
         .and_then(|r| r.rsplit_once(brume_api::names::VERSION_SEP))
         .map(|(_, v)| v.to_string())
         .unwrap_or_else(|| "$LATEST".into());
-    spec.args = vec![name.to_string()];
-    spec.stdin = stdin;
+    match event {
+        Some(request) => spec.http = Some(request),
+        None => {
+            spec.args = vec![name.to_string()];
+            spec.stdin = stdin;
+        }
+    }
     let (id, completion) = super::invoke::run_sync(shared, spec, billing, verify)
         .await
         .into_completion();
@@ -300,6 +311,81 @@ async fn request_response(
         Completion::Failed { error, .. } => return Err(from_api(&error)),
     };
     Ok(answer(*outcome, id, &version, tail))
+}
+
+/// The HTTP request an API Gateway event (1.0 or 2.0) describes.
+fn http_request(payload: &[u8]) -> Result<brume_api::wire::HttpRequest, LambdaFail> {
+    let bad =
+        |m: String| LambdaFail::new(StatusCode::BAD_REQUEST, "InvalidRequestContentException", m);
+    let e: ApiGatewayEvent = serde_json::from_slice(payload).map_err(|err| {
+        bad(format!(
+            "an http function takes an API Gateway proxy event: {err}"
+        ))
+    })?;
+    let method = e
+        .http_method
+        .or_else(|| {
+            e.request_context
+                .and_then(|c| c.http)
+                .and_then(|h| h.method)
+        })
+        .unwrap_or_else(|| "GET".into());
+    let path = e.raw_path.or(e.path).unwrap_or_else(|| "/".into());
+    let query = match (e.raw_query_string, e.query_string_parameters) {
+        (Some(q), _) if !q.is_empty() => q,
+        (_, Some(params)) => form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter())
+            .finish(),
+        _ => String::new(),
+    };
+    let uri = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    };
+    let body = match (e.body, e.is_base64_encoded) {
+        (None, _) => Bytes::new(),
+        (Some(b), false) => Bytes::from(b),
+        (Some(b), true) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Bytes::from)
+            .map_err(|err| bad(format!("body: not base64: {err}")))?,
+    };
+    let headers = e
+        .headers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Bytes::from(v)))
+        .collect();
+    Ok(brume_api::wire::HttpRequest {
+        method,
+        uri,
+        headers,
+        body,
+    })
+}
+
+/// A component's response as API Gateway's `{statusCode, headers, body}`.
+fn gateway_response(r: brume_api::wire::HttpResponse) -> Bytes {
+    let text = String::from_utf8(r.body.to_vec());
+    let (body, is_base64_encoded) = match text {
+        Ok(t) => (t, false),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(&r.body),
+            true,
+        ),
+    };
+    let resp = ApiGatewayResponse {
+        status_code: r.status,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect(),
+        body,
+        is_base64_encoded,
+    };
+    Bytes::from(serde_json::to_vec(&resp).unwrap_or_default())
 }
 
 /// Lambda's answer to a call that ran: stdout, or the function's error
@@ -332,7 +418,9 @@ fn answer(outcome: Outcome, id: brume_api::WorkId, version: &str, tail: bool) ->
             stderr,
             ..
         } => (Bytes::new(), stderr, Some((code, message))),
-        Outcome::Responded { .. } => (Bytes::new(), Bytes::new(), None),
+        Outcome::Responded {
+            response, stderr, ..
+        } => (gateway_response(response), stderr, None),
     };
     let mut resp = match failure {
         None => Response::new(Body::from(stdout)),

@@ -1,5 +1,5 @@
-//! Lambda's function management on the credential's account's command
-//! services: `create-function` (a zip holding one `.wasm`),
+//! Lambda's function management on the credential's account's services
+//! (created as command services): `create-function` (a zip holding one `.wasm`),
 //! `update-function-code` (a new version), `get-function`,
 //! `list-functions` and `delete-function` (every version retired).
 
@@ -155,7 +155,7 @@ pub(super) async fn functions(
                 .registry
                 .list(Some(&account))
                 .iter()
-                .filter(|s| !s.retired && s.kind == ServiceKind::Command)
+                .filter(|s| !s.retired)
                 .map(|s| configuration(s, "$LATEST".into()))
                 .collect();
             return Ok(axum::Json(ListFunctions { functions }).into_response());

@@ -296,6 +296,22 @@ async fn the_aws_cli_invokes_functions_with_a_lambda_credential() {
         "{error}"
     );
 
+    // A wasi:http service takes an API Gateway proxy event and answers
+    // {statusCode, headers, body}.
+    net.publish("hello", ServiceKind::Http, art::HTTP_HELLO_BYTES)
+        .await;
+    let event = r#"{"httpMethod":"POST","path":"/greet","queryStringParameters":{"who":"aws"},"headers":{"content-type":"text/plain"},"body":"ping","isBase64Encoded":false}"#;
+    let (out, v, payload) = invoke(&net, &creds, "hello", &["--payload", event]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(v.get("FunctionError").is_none(), "{v}");
+    let answer: serde_json::Value = serde_json::from_slice(&payload).expect("a gateway response");
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    let body = answer["body"].as_str().expect("a text body");
+    assert!(
+        body.contains("/greet?who=aws") && body.contains("ping"),
+        "{body}"
+    );
+
     // Event: a job, 202; DryRun: 204.
     let (out, v, _) = invoke(
         &net,
