@@ -235,11 +235,12 @@ async fn cancel_of_a_final_job_is_a_conflict() {
 
 #[tokio::test]
 async fn an_unreachable_broker_is_a_transport_error_naming_it() {
-    // A port that was just free: nothing listens there.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // A port held by a bound socket that never listens: no other process
+    // can take it meanwhile, and a connection to it is refused.
+    let held = tokio::net::TcpSocket::new_v4().expect("a socket");
+    held.bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("bind");
+    let port = held.local_addr().expect("addr").port();
     let url = format!("http://127.0.0.1:{port}");
     let err = client(&url, None).status().await.expect_err("refused");
     assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
@@ -247,6 +248,7 @@ async fn an_unreachable_broker_is_a_transport_error_naming_it() {
         err.to_string(),
         format!("cannot reach broker at {url}: connection refused")
     );
+    drop(held);
 }
 
 #[tokio::test]
