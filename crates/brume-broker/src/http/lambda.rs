@@ -18,7 +18,6 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -126,32 +125,50 @@ fn from_api(e: &ApiError) -> LambdaFail {
     LambdaFail::new(status, kind, format!("{}: {}", e.code, e.message))
 }
 
-pub(super) async fn invoke(
-    State(shared): Sh,
-    Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match invoke_inner(&shared, &name, &method, &uri, &headers, body).await {
-        Ok(r) => r,
-        Err(f) => f.into_response(),
+/// A request signed by a Lambda credential: its account, headers and
+/// body (the extractor checks the signature).
+pub(super) struct SignedBy {
+    pub account: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl axum::extract::FromRequest<Arc<Shared>> for SignedBy {
+    type Rejection = LambdaFail;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        shared: &Arc<Shared>,
+    ) -> Result<SignedBy, LambdaFail> {
+        let (method, uri, headers) = (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        );
+        let body = Bytes::from_request(req, shared).await;
+        let body = super::body_or_fail(body, "body")?;
+        let account = authenticate(shared, &method, &uri, &headers, &body).await?;
+        Ok(SignedBy {
+            account,
+            headers,
+            body,
+        })
     }
 }
 
-async fn invoke_inner(
-    shared: &Arc<Shared>,
-    name: &str,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+pub(super) async fn invoke(
+    State(shared): Sh,
+    Path(name): Path<String>,
+    uri: Uri,
+    signed: SignedBy,
 ) -> Result<Response, LambdaFail> {
-    let body = super::body_or_fail(body, "payload")?;
-    let account = authenticate(shared, method, uri, headers, &body).await?;
+    let SignedBy {
+        account,
+        headers,
+        body,
+    } = signed;
     let auth = caller(account);
-    let reference = reference(name, uri.query())?;
+    let reference = reference(&name, uri.query())?;
     let kind = headers
         .get(lh::INVOCATION_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -161,7 +178,7 @@ async fn invoke_inner(
             let tail = headers
                 .get(lh::LOG_TYPE)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tail"));
-            request_response(shared, auth, name, &reference, body, tail).await
+            request_response(&shared, auth, &name, &reference, body, tail).await
         }
         "Event" => {
             let spec = JobSpec {
@@ -186,7 +203,7 @@ async fn invoke_inner(
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "DryRun" => {
-            super::services::resolve(shared, &reference, &auth.name)?;
+            super::services::resolve(&shared, &reference, &auth.name)?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         other => Err(LambdaFail::new(
@@ -206,7 +223,7 @@ pub(super) fn caller(account: String) -> Auth {
 }
 
 /// The account of the credential that signed the request.
-pub(super) async fn authenticate(
+async fn authenticate(
     shared: &Shared,
     method: &Method,
     uri: &Uri,

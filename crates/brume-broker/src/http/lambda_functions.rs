@@ -6,9 +6,8 @@
 use std::io::Read as _;
 use std::sync::Arc;
 
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use brume_api::ServiceKind;
@@ -20,7 +19,7 @@ use brume_api::rest::ServiceInfo;
 use bytes::Bytes;
 
 use super::Sh;
-use super::lambda::{LambdaFail, authenticate, caller};
+use super::lambda::{LambdaFail, SignedBy, caller};
 use super::services::PublishQuery;
 use crate::Shared;
 
@@ -143,41 +142,33 @@ fn not_found(name: &str) -> LambdaFail {
 pub(super) async fn functions(
     State(shared): Sh,
     method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let r: Result<Response, LambdaFail> = async {
-        let body = super::body_or_fail(body, "body")?;
-        let account = authenticate(&shared, &method, &uri, &headers, &body).await?;
-        if method == Method::GET {
-            let functions = shared
-                .registry
-                .list(Some(&account))
-                .iter()
-                .filter(|s| !s.retired)
-                .map(|s| configuration(s, "$LATEST".into()))
-                .collect();
-            return Ok(axum::Json(ListFunctions { functions }).into_response());
-        }
-        let create: CreateFunction = json_body(&body)?;
-        let name = create.function_name.clone();
-        if shared.registry.resolve(&name, &account).is_ok() {
-            return Err(LambdaFail::new(
-                StatusCode::CONFLICT,
-                "ResourceConflictException",
-                format!("Function already exist: {name}"),
-            ));
-        }
-        let module = module_of(create.code.zip_file.as_deref())?;
-        let info = publish(&shared, account, &name, module).await?;
-        let mut config = configuration(&info, "$LATEST".into());
-        config.role = create.role.unwrap_or_default();
-        config.handler = create.handler.unwrap_or_default();
-        Ok((StatusCode::CREATED, axum::Json(config)).into_response())
+    SignedBy { account, body, .. }: SignedBy,
+) -> Result<Response, LambdaFail> {
+    if method == Method::GET {
+        let functions = shared
+            .registry
+            .list(Some(&account))
+            .iter()
+            .filter(|s| !s.retired)
+            .map(|s| configuration(s, "$LATEST".into()))
+            .collect();
+        return Ok(axum::Json(ListFunctions { functions }).into_response());
     }
-    .await;
-    r.unwrap_or_else(IntoResponse::into_response)
+    let create: CreateFunction = json_body(&body)?;
+    let name = create.function_name.clone();
+    if shared.registry.resolve(&name, &account).is_ok() {
+        return Err(LambdaFail::new(
+            StatusCode::CONFLICT,
+            "ResourceConflictException",
+            format!("Function already exist: {name}"),
+        ));
+    }
+    let module = module_of(create.code.zip_file.as_deref())?;
+    let info = publish(&shared, account, &name, module).await?;
+    let mut config = configuration(&info, "$LATEST".into());
+    config.role = create.role.unwrap_or_default();
+    config.handler = create.handler.unwrap_or_default();
+    Ok((StatusCode::CREATED, axum::Json(config)).into_response())
 }
 
 /// `GET` and `DELETE /2015-03-31/functions/{name}`.
@@ -185,62 +176,45 @@ pub(super) async fn function(
     State(shared): Sh,
     Path(name): Path<String>,
     method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let r: Result<Response, LambdaFail> = async {
-        let body = super::body_or_fail(body, "body")?;
-        let account = authenticate(&shared, &method, &uri, &headers, &body).await?;
-        let found = shared
+    SignedBy { account, .. }: SignedBy,
+) -> Result<Response, LambdaFail> {
+    let found = shared
+        .registry
+        .resolve(&name, &account)
+        .map_err(|_| not_found(&name))?;
+    if method == Method::DELETE {
+        shared
             .registry
-            .resolve(&name, &account)
-            .map_err(|_| not_found(&name))?;
-        if method == Method::DELETE {
-            shared
-                .registry
-                .retire(&name, &account, false)
-                .await
-                .map_err(|e| LambdaFail::from(super::Fail::from(e)))?;
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        let (url, _) = shared.federation.url();
-        Ok(axum::Json(GetFunction {
-            configuration: configuration(&found.info, "$LATEST".into()),
-            code: CodeLocation {
-                repository_type: "brume".into(),
-                location: format!("{url}/v1/blobs/{}", found.info.digest),
-            },
-        })
-        .into_response())
+            .retire(&name, &account, false)
+            .await
+            .map_err(|e| LambdaFail::from(super::Fail::from(e)))?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    .await;
-    r.unwrap_or_else(IntoResponse::into_response)
+    let (url, _) = shared.federation.url();
+    Ok(axum::Json(GetFunction {
+        configuration: configuration(&found.info, "$LATEST".into()),
+        code: CodeLocation {
+            repository_type: "brume".into(),
+            location: format!("{url}/v1/blobs/{}", found.info.digest),
+        },
+    })
+    .into_response())
 }
 
 /// `PUT /2015-03-31/functions/{name}/code`: the next version.
 pub(super) async fn code(
     State(shared): Sh,
     Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let r: Result<Response, LambdaFail> = async {
-        let body = super::body_or_fail(body, "body")?;
-        let account = authenticate(&shared, &method, &uri, &headers, &body).await?;
-        shared
-            .registry
-            .resolve(&name, &account)
-            .map_err(|_| not_found(&name))?;
-        let update: UpdateFunctionCode = json_body(&body)?;
-        let module = module_of(update.zip_file.as_deref())?;
-        let info = publish(&shared, account, &name, module).await?;
-        Ok(axum::Json(configuration(&info, info.version.to_string())).into_response())
-    }
-    .await;
-    r.unwrap_or_else(IntoResponse::into_response)
+    SignedBy { account, body, .. }: SignedBy,
+) -> Result<Response, LambdaFail> {
+    shared
+        .registry
+        .resolve(&name, &account)
+        .map_err(|_| not_found(&name))?;
+    let update: UpdateFunctionCode = json_body(&body)?;
+    let module = module_of(update.zip_file.as_deref())?;
+    let info = publish(&shared, account, &name, module).await?;
+    Ok(axum::Json(configuration(&info, info.version.to_string())).into_response())
 }
 
 #[cfg(test)]

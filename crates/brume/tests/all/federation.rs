@@ -263,6 +263,45 @@ async fn fund(f: &Fed, home: &Path, keys: &Path, pw: &Path, key: &str, address: 
     );
 }
 
+/// Two paying brokers, the origin without a provider and the executing
+/// one with one, both serving `default~echo`; Alice funded at the origin,
+/// the origin's address funded at the executing broker.
+struct Paid {
+    origin: Fed,
+    exec: Fed,
+    provider: Provider,
+    alice: Identity,
+    alice_addr: String,
+}
+
+async fn paid_pair(home: &Path) -> Paid {
+    let origin = start(home, "origin", &[], PAID, "0");
+    let exec = start(home, "exec", &[p2p_addr(&origin.broker.data)], PAID, "1");
+    let provider = Provider::start_args(home, &home.join("p1"), &exec.broker.url, 1, &[]);
+    publish_echo(&origin).await;
+    publish_echo(&exec).await;
+    eventually("the origin sees the executing broker with room", || async {
+        let d = origin
+            .client
+            .directory(Some("default~echo"), None, Some(1), None)
+            .await
+            .ok()?;
+        d.brokers.iter().any(|e| !e.local).then_some(())
+    })
+    .await;
+    let (keys, pw, alice) = keyring(home, "alice", &origin.broker.data);
+    let alice_addr = alice.address().to_string();
+    fund(&origin, home, &keys, &pw, "alice", &alice_addr).await;
+    fund(&exec, home, &keys, &pw, "origin", &origin.broker.broker_id).await;
+    Paid {
+        origin,
+        exec,
+        provider,
+        alice,
+        alice_addr,
+    }
+}
+
 async fn rows(f: &Fed, account: &str) -> Vec<serde_json::Value> {
     let v: serde_json::Value =
         reqwest::get(format!("{}/v1/ledger/rows?account={account}", f.broker.url))
@@ -283,28 +322,13 @@ async fn balance(f: &Fed, address: &str) -> u128 {
 async fn a_broker_without_room_forwards_a_call_billed_once_at_each_broker_and_paid_through() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let home = tmp.path();
-    let origin = start(home, "origin", &[], PAID, "0");
-    let boot = vec![p2p_addr(&origin.broker.data)];
-    let exec = start(home, "exec", &boot, PAID, "1");
-    let provider = Provider::start_args(home, &home.join("p1"), &exec.broker.url, 1, &[]);
-    publish_echo(&origin).await;
-    publish_echo(&exec).await;
-    eventually("the origin sees the executing broker with room", || async {
-        let d = origin
-            .client
-            .directory(Some("default~echo"), None, Some(1), None)
-            .await
-            .ok()?;
-        d.brokers.iter().any(|e| !e.local).then_some(())
-    })
-    .await;
-
-    // Alice pays the origin; the origin pays the executing broker.
-    let (keys, pw, alice) = keyring(home, "alice", &origin.broker.data);
-    let alice_addr = alice.address().to_string();
-    fund(&origin, home, &keys, &pw, "alice", &alice_addr).await;
-    fund(&exec, home, &keys, &pw, "origin", &origin.broker.broker_id).await;
-
+    let Paid {
+        origin,
+        exec,
+        provider,
+        alice,
+        alice_addr,
+    } = paid_pair(home).await;
     let signed = Client::with_identity(&origin.broker.url, alice.clone()).expect("client");
     let resp = signed
         .relay(
@@ -589,28 +613,13 @@ async fn a_discovering_provider_joins_its_regions_broker_and_moves_when_it_dies(
 async fn a_broker_without_room_forwards_a_job_relays_it_and_bills_it_once_at_each_broker() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let home = tmp.path();
-    let origin = start(home, "origin", &[], PAID, "0");
-    let exec = start(home, "exec", &[p2p_addr(&origin.broker.data)], PAID, "1");
-    let provider = Provider::start_args(home, &home.join("p1"), &exec.broker.url, 1, &[]);
-    publish_echo(&origin).await;
-    publish_echo(&exec).await;
-    eventually(
-        "the origin sees the executing broker serve echo",
-        || async {
-            let d = origin
-                .client
-                .directory(Some("default~echo"), None, Some(1), None)
-                .await
-                .ok()?;
-            d.brokers.iter().any(|e| !e.local).then_some(())
-        },
-    )
-    .await;
-    let (keys, pw, alice) = keyring(home, "alice", &origin.broker.data);
-    let alice_addr = alice.address().to_string();
-    fund(&origin, home, &keys, &pw, "alice", &alice_addr).await;
-    fund(&exec, home, &keys, &pw, "origin", &origin.broker.broker_id).await;
-
+    let Paid {
+        origin,
+        exec,
+        provider,
+        alice,
+        alice_addr,
+    } = paid_pair(home).await;
     let mine = Client::with_identity(&origin.broker.url, alice.clone()).expect("client");
     let job = mine
         .submit(&brume_client::JobSpec {
