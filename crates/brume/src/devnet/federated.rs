@@ -73,19 +73,7 @@ pub(super) async fn main(args: &DevnetArgs) -> ExitCode {
     };
     banner(&nets, args.json);
     crate::logging::flush_stdout();
-    let code = if args.demo {
-        match demo(&nets, args.json).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: demo: {}", crate::report(&e));
-                ExitCode::FAILURE
-            }
-        }
-    } else {
-        crate::logging::shutdown_signal().await;
-        eprintln!("devnet: stopping (draining providers)...");
-        ExitCode::SUCCESS
-    };
+    let code = super::demo_or_serve(args.demo.then(|| demo(&nets, args.json))).await;
     for net in nets {
         let _ = net.stop().await;
     }

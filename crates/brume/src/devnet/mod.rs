@@ -247,21 +247,26 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
         print_banner(&net, anvil.as_ref());
     }
     crate::logging::flush_stdout();
-    let code = if args.demo {
-        match demo(&net, args.json).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: demo: {}", crate::report(&e));
-                ExitCode::FAILURE
-            }
-        }
-    } else {
-        crate::logging::shutdown_signal().await;
-        eprintln!("devnet: stopping (draining providers)...");
-        ExitCode::SUCCESS
-    };
+    let code = demo_or_serve(args.demo.then(|| demo(&net, args.json))).await;
     let _ = net.stop().await;
     code
+}
+
+/// Runs the demo (its outcome is the exit status), or serves until a
+/// signal.
+async fn demo_or_serve(demo: Option<impl Future<Output = anyhow::Result<()>>>) -> ExitCode {
+    let Some(demo) = demo else {
+        crate::logging::shutdown_signal().await;
+        eprintln!("devnet: stopping (draining providers)...");
+        return ExitCode::SUCCESS;
+    };
+    match demo.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: demo: {}", crate::report(&e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The fingerprint of the broker's certificate, with `--tls`.

@@ -80,19 +80,16 @@ fn zip(home: &Path, name: &str, module: &[u8]) -> PathBuf {
     zip
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_aws_cli_creates_updates_lists_gets_and_deletes_functions() {
-    let net = Net::start(1, 2).await;
-    let creds = mint(&net, "default");
-    let code = zip(net.home(), "echo", art::ECHO_P1_BYTES);
-    let zip_arg = format!("fileb://{}", code.display());
-    let (out, v) = aws(
-        &net,
-        &creds,
+/// `aws lambda create-function` of `name` from the zip `zip_arg`
+/// (`fileb://…`).
+fn create(net: &Net, creds: &Creds, name: &str, zip_arg: &str) -> (Output, serde_json::Value) {
+    aws(
+        net,
+        creds,
         &[
             "create-function",
             "--function-name",
-            "greeter",
+            name,
             "--runtime",
             "provided",
             "--role",
@@ -100,30 +97,23 @@ async fn the_aws_cli_creates_updates_lists_gets_and_deletes_functions() {
             "--handler",
             "echo.wasm",
             "--zip-file",
-            &zip_arg,
+            zip_arg,
         ],
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_cli_creates_updates_lists_gets_and_deletes_functions() {
+    let net = Net::start(1, 2).await;
+    let creds = mint(&net, "default");
+    let code = zip(net.home(), "echo", art::ECHO_P1_BYTES);
+    let zip_arg = format!("fileb://{}", code.display());
+    let (out, v) = create(&net, &creds, "greeter", &zip_arg);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(v["FunctionName"], "greeter", "{v}");
     assert_eq!(v["Handler"], "echo.wasm");
     // Twice is a conflict.
-    let (out, _) = aws(
-        &net,
-        &creds,
-        &[
-            "create-function",
-            "--function-name",
-            "greeter",
-            "--runtime",
-            "provided",
-            "--role",
-            "r",
-            "--handler",
-            "h",
-            "--zip-file",
-            &zip_arg,
-        ],
-    );
+    let (out, _) = create(&net, &creds, "greeter", &zip_arg);
     assert_eq!(out.status.code(), Some(255));
     assert!(
         stderr(&out).contains("ResourceConflictException"),
