@@ -133,7 +133,7 @@ pub fn fold(leaf: Hash, index: usize, size: usize, path: &[Hash]) -> Option<Hash
 }
 
 /// What a provider signs for a batch (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RootClaim {
     pub provider: String,
     pub broker: String,
@@ -154,7 +154,7 @@ impl RootClaim {
 }
 
 /// A root claim and its provider's EIP-191 signature (65 bytes, `0x` hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedRoot {
     #[serde(flatten)]
     pub claim: RootClaim,
@@ -170,7 +170,7 @@ impl SignedRoot {
 }
 
 /// One receipt, proved to be in a batch its provider signed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceiptInclusion {
     pub receipt: Receipt,
     /// Its leaf's position in the batch.

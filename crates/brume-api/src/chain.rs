@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/chain`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChainInfo {
     /// The backend: `dev` (the embedded dev chain).
     pub kind: String,
@@ -34,7 +34,7 @@ pub struct ChainInfo {
 }
 
 /// `GET /v1/chain/accounts/{address}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccountInfo {
     pub address: String,
     pub balance: String,
@@ -53,7 +53,7 @@ pub struct AccountInfo {
 }
 
 /// One token movement (transfer, transferFrom, or a faucet mint).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferInfo {
     pub tx_hash: String,
     pub block_number: u64,
@@ -70,7 +70,7 @@ pub struct TransferInfo {
 }
 
 /// `GET /v1/chain/transfers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferList {
     pub transfers: Vec<TransferInfo>,
     /// Pass as `after` for the next page of an account's history
@@ -82,14 +82,18 @@ pub struct TransferList {
 /// 65-byte EIP-191 signature over the tx hash, both `0x` hex. (The body may
 /// also be `brume-chain`'s signed-tx JSON, or plain text `0x` + the
 /// encoding followed by the signature.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RawTx {
+    /// The transaction's encoding: `0x` and hex.
+    #[schema(pattern = "^0x(?:[0-9a-fA-F]{2})+$")]
     pub raw: String,
+    /// The sender's signature over its hash: `0x` and 130 hex digits.
+    #[schema(pattern = "^0x[0-9a-fA-F]{130}$")]
     pub signature: String,
 }
 
 /// What `POST /v1/chain/tx` and `POST /v1/chain/faucet` answer: the receipt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TxReceipt {
     pub tx_hash: String,
     pub block_number: u64,
@@ -100,10 +104,13 @@ pub struct TxReceipt {
 }
 
 /// `POST /v1/chain/faucet`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaucetRequest {
+    /// The account to mint to: not the zero address.
+    #[schema(pattern = "^0x(?!0{40}$)[0-9a-fA-F]{40}$")]
     pub address: String,
-    /// Base units, decimal.
+    /// Base units, decimal: 1 to 30 digits, no leading zero.
+    #[schema(pattern = "^[1-9][0-9]{0,29}$")]
     pub amount: String,
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! codes {
     ($( $(#[doc = $doc:literal])* $variant:ident = ($code:literal, $status:literal), )*) => {
         /// Every error code the API returns.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum ErrorCode {
             $( $(#[doc = $doc])* $variant, )*
@@ -133,7 +133,9 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// The JSON error body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema,
+)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,

@@ -27,7 +27,7 @@ pub const MAX_ANNOUNCEMENT_BYTES: usize = 64 * 1024;
 pub const DEFAULT_FORWARD_TTL: u32 = 3;
 
 /// A service a broker serves, as `owner~name` (the owner an address).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AnnouncedService {
     /// The service's reference, `owner~name`.
     pub name: String,
@@ -38,7 +38,7 @@ pub struct AnnouncedService {
 pub const MAX_ANNOUNCED_PROVIDERS: usize = 64;
 
 /// What a broker says of its own conduct.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BrokerRecord {
     pub uptime_s: u64,
     /// Settlement runs made, and when the last one ended (ms since the
@@ -57,7 +57,7 @@ pub struct BrokerRecord {
 }
 
 /// A provider's track record at the broker that announces it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderRecord {
     pub address: String,
     pub record: crate::rest::Reputation,
@@ -67,7 +67,7 @@ pub struct ProviderRecord {
 
 /// The broker's prices, as its ledger charges them (resource-equivalence
 /// pricing: see `brume_ledger::pricing`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AnnouncedPrices {
     /// The fee currency (ISO code).
     pub currency: String,
@@ -77,7 +77,7 @@ pub struct AnnouncedPrices {
     pub tiers: Vec<AnnouncedTier>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AnnouncedTier {
     pub name: String,
     /// Fiat micro-units per coin-equivalent of resources.
@@ -85,7 +85,7 @@ pub struct AnnouncedTier {
 }
 
 /// What one broker says about itself, refreshed every few seconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Announcement {
     /// The broker's address (`0x…`): who signed this.
     pub broker: String,
@@ -135,7 +135,7 @@ impl Announcement {
 }
 
 /// An announcement and its signature (`0x` + 65 bytes hex), as gossiped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedAnnouncement {
     pub announcement: Announcement,
     pub signature: String,
@@ -143,13 +143,13 @@ pub struct SignedAnnouncement {
 
 /// `GET /v1/directory`: the brokers this broker knows (itself included),
 /// best first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Directory {
     pub brokers: Vec<DirectoryEntry>,
 }
 
 /// One broker in the directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DirectoryEntry {
     /// The broker's own signed word (re-verifiable by the client).
     pub announcement: SignedAnnouncement,
@@ -164,14 +164,14 @@ pub struct DirectoryEntry {
 }
 
 /// `GET /v1/locate/{owner}/{service}`: where a service is served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Located {
     /// `owner~name`.
     pub service: String,
     pub brokers: Vec<LocatedBroker>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LocatedBroker {
     pub broker: String,
     pub url: String,
@@ -196,7 +196,7 @@ pub const MAX_NOTICE_BYTES: usize = 4 * 1024;
 /// proof (`GET {url}/v1/proofs/{proof_sha256}`) and the module
 /// (`GET {url}/v1/blobs/{module_sha256}`). A receiver bans nobody on this
 /// word: it fetches both, checks the proof and re-executes the work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheatNotice {
     /// The broker that proved it (`0x…`): who signs this.
     pub broker: String,
@@ -221,7 +221,7 @@ impl CheatNotice {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedCheatNotice {
     pub notice: CheatNotice,
     pub signature: String,

@@ -18,7 +18,7 @@ pub mod headers {
 
 /// An error of the API itself (with `X-Amzn-ErrorType: {type}` and the
 /// status that goes with it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LambdaError {
     /// `User` or `Service`.
     #[serde(rename = "Type")]
@@ -28,7 +28,7 @@ pub struct LambdaError {
 
 /// What an invocation answers when the function failed (`200` with
 /// `X-Amz-Function-Error: Unhandled`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunctionError {
     #[serde(rename = "errorMessage")]
     pub error_message: String,
@@ -41,7 +41,7 @@ pub const MAX_TAIL_BYTES: usize = 4096;
 
 /// `CreateFunction`'s body (fields brume doesn't use are accepted and
 /// ignored: `Role` is required by the CLI, `Runtime` is `provided`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateFunction {
     pub function_name: String,
@@ -56,7 +56,7 @@ pub struct CreateFunction {
 }
 
 /// The code of a function: a zip holding one `.wasm` (base64).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct FunctionCode {
     #[serde(default)]
@@ -66,7 +66,7 @@ pub struct FunctionCode {
 }
 
 /// `UpdateFunctionCode`'s body.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateFunctionCode {
     #[serde(default)]
@@ -74,7 +74,7 @@ pub struct UpdateFunctionCode {
 }
 
 /// A function as Lambda describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct FunctionConfiguration {
     pub function_name: String,
@@ -93,20 +93,20 @@ pub struct FunctionConfiguration {
     pub package_type: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ListFunctions {
     pub functions: Vec<FunctionConfiguration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct GetFunction {
     pub configuration: FunctionConfiguration,
     pub code: CodeLocation,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct CodeLocation {
     pub repository_type: String,
@@ -117,7 +117,7 @@ pub struct CodeLocation {
 /// An API Gateway proxy event (payload format 1.0, or the fields of 2.0
 /// that say the same): how a `wasi:http` function is invoked through
 /// Lambda. Decoded into the HTTP request the component sees.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiGatewayEvent {
     #[serde(default)]
@@ -142,20 +142,20 @@ pub struct ApiGatewayEvent {
 }
 
 /// 2.0's `requestContext.http.method`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestContext {
     #[serde(default)]
     pub http: Option<RequestContextHttp>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestContextHttp {
     #[serde(default)]
     pub method: Option<String>,
 }
 
 /// What a `wasi:http` function's response becomes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiGatewayResponse {
     pub status_code: u16,

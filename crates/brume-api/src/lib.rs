@@ -59,7 +59,19 @@ pub mod headers {
 
 /// One unit of work (a sync invocation or a job). Ids are UUIDv7, so they
 /// sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct WorkId(pub uuid::Uuid);
 
@@ -89,7 +101,7 @@ impl std::str::FromStr for WorkId {
 }
 
 /// What a service module is, which decides how it is invoked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceKind {
     /// A WASI command (preview 1 module or preview 2 component): argv, env,
@@ -125,7 +137,9 @@ impl std::str::FromStr for ServiceKind {
 }
 
 /// Which sandbox engine runs the work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
     #[default]
@@ -136,7 +150,7 @@ pub enum Profile {
 
 /// Per-execution limits, as they travel. Every field is optional on input;
 /// the broker fills in its defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Instruction budget (fuel).
@@ -164,7 +178,7 @@ impl Default for Limits {
 }
 
 /// What one execution consumed. Exact: this is what gets billed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Fuel: wasm operators executed.
     pub fuel: u64,

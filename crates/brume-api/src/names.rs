@@ -147,14 +147,16 @@ pub fn validate_alias(alias: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /v1/aliases`: registers the caller's alias.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AliasRequest {
+    /// 3–32 of `[a-z0-9._-]`, starting with a letter.
+    #[schema(pattern = "^[a-z][a-z0-9._-]{2,31}$")]
     pub alias: String,
 }
 
 /// `POST /v1/aliases` (201), `GET /v1/aliases/{alias}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AliasInfo {
     pub alias: String,
     /// The account the alias names.
@@ -165,7 +167,7 @@ pub struct AliasInfo {
 
 /// `POST /v1/services/{service}/move` (operator, `admin`): gives a service,
 /// every version of it, to another namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoveRequest {
     /// The new owner: an address, an alias or a label.

@@ -71,7 +71,7 @@ use crate::wire::{Assign, Outcome};
 use crate::{Profile, ServiceKind, WorkId};
 
 /// What a provider signs for a result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub work_id: WorkId,
     pub attempt: u32,
@@ -86,7 +86,7 @@ pub struct Receipt {
 
 /// A receipt and its signature (65 bytes, `0x` hex), with the broker's
 /// signed assignment it answers when the broker issued one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedReceipt {
     #[serde(flatten)]
     pub receipt: Receipt,
@@ -96,7 +96,7 @@ pub struct SignedReceipt {
 }
 
 /// What a broker gave a provider to run (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assignment {
     /// The broker's address.
     pub broker: String,
@@ -112,7 +112,7 @@ pub struct Assignment {
 }
 
 /// An assignment and the broker's EIP-191 signature over its message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedAssignment {
     #[serde(flatten)]
     pub assignment: Assignment,
@@ -371,7 +371,7 @@ impl Receipt {
 /// fuel: <n>
 /// status: exit:<code> | http:<status> | fault:<code>
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reexecution {
     pub by: String,
     pub module_digest: String,
@@ -382,7 +382,7 @@ pub struct Reexecution {
 }
 
 /// A re-execution and its signer's EIP-191 signature over its message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SignedReexecution {
     #[serde(flatten)]
     pub reexecution: Reexecution,
@@ -444,7 +444,7 @@ impl SignedReexecution {
 ///   providers, each on its own assignment by the same broker, that agree
 ///   with one another and conflict with the cheat's. Only as good as the
 ///   broker that signed the assignments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheatProof {
     pub cheat: SignedReceipt,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -454,6 +454,7 @@ pub struct CheatProof {
     /// The cheat's assignment in full (module digest, args, env, stdin,
     /// seed, clock, limits), for anyone to re-run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub work: Option<Box<Assign>>,
 }
 

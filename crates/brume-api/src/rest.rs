@@ -17,7 +17,7 @@ pub type Price = u64;
 /// One version of a service: `POST /v1/services?name=N&kind=command|http`
 /// (body: the module bytes), `GET /v1/services`, `GET /v1/services/{ref}`.
 /// See [`crate::names`] for how services are named.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceInfo {
     /// The name within its owner's namespace.
     pub name: String,
@@ -65,7 +65,7 @@ impl ServiceInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceList {
     pub services: Vec<ServiceInfo>,
 }
@@ -91,13 +91,18 @@ pub fn validate_service_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Limits on input: any subset; the rest take the broker's defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
+    #[schema(minimum = 1)]
     pub fuel: Option<u64>,
+    #[schema(minimum = 1)]
     pub memory_bytes: Option<u64>,
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
+    #[schema(minimum = 1)]
     pub max_input_bytes: Option<u64>,
+    #[schema(minimum = 1)]
     pub max_output_bytes: Option<u64>,
 }
 
@@ -152,18 +157,23 @@ impl LimitsSpec {
 
 /// `POST /v1/jobs`: a batch job. Unknown fields are refused so typos don't
 /// pass silently.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The service to run (by name). At least one of `service` and `digest`;
     /// with both, the digest pins the module (409 if the service changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#
+    )]
     pub service: Option<String>,
     /// The module to run (by sha256): one a service currently points at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(?:sha256:)?[0-9a-fA-F]{64}$")]
     pub digest: Option<String>,
     /// argv after argv\[0\] (which is the service name).
     #[serde(default)]
+    #[schema(max_items = 1024)]
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -180,15 +190,18 @@ pub struct JobSpec {
     pub seed: Option<u64>,
     /// How many providers may try before the job fails (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 20)]
     pub max_attempts: Option<u32>,
     /// How long the job may wait for a provider before failing with
     /// `queue_timeout` (default 10 minutes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub queue_timeout_ms: Option<u64>,
     /// The most this job pays (see [`Price`]); unset means any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_price: Option<Price>,
-    /// Free-form labels, returned with the job.
+    /// Free-form labels, returned with the job: at most 64, keys of 1–64
+    /// bytes, values up to 256.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// The requester's own columns for the job's ledger rows (private,
@@ -219,6 +232,7 @@ pub struct JobSpec {
     /// all): 1 the organisation's own providers, 2 operator-approved, 3
     /// attested, 4 anyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, value_type = Option<Vec<TrustTier>>)]
     pub tiers: Option<Vec<u8>>,
     /// A buyer deposit (the SONM seed's): the job's payment is settled
     /// only once the requester confirms the result (`POST
@@ -233,7 +247,7 @@ pub struct JobSpec {
 
 /// `POST /v1/jobs/{id}/reject`: the broker re-executed the job and
 /// decided; the loser pays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobDispute {
     pub id: WorkId,
     /// `provider_cheated` (the requester is refunded, the provider banned
@@ -247,7 +261,7 @@ pub struct JobDispute {
 }
 
 /// `POST /v1/jobs/{id}/confirm`: the job's payment may settle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobConfirmation {
     pub id: WorkId,
     /// When the requester confirmed (ms since the epoch).
@@ -257,7 +271,7 @@ pub struct JobConfirmation {
 }
 
 /// How a result is verified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum VerifyPolicy {
     /// Run once, trust the provider's signed receipt.
@@ -281,7 +295,7 @@ pub enum VerifyPolicy {
 pub const MAX_REPLICAS: u32 = 16;
 
 /// How a verified result was decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Verification {
     pub policy: VerifyPolicy,
     /// Every replica that returned a result.
@@ -293,7 +307,7 @@ pub struct Verification {
 }
 
 /// One replica's result, as its receipt states it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplicaResult {
     pub provider: String,
     pub output_digest: String,
@@ -304,7 +318,7 @@ pub struct ReplicaResult {
 }
 
 /// A job's declared shape.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -435,7 +449,7 @@ impl JobSpec {
 
 /// Where a job is in its life. `succeeded`, `failed` and `cancelled` are
 /// final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -491,7 +505,7 @@ impl std::str::FromStr for JobState {
 }
 
 /// `GET /v1/jobs/{id}` and the 202 body of `POST /v1/jobs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobInfo {
     pub id: WorkId,
     pub state: JobState,
@@ -511,14 +525,14 @@ pub struct JobInfo {
 }
 
 /// `GET /v1/jobs?state=...`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobList {
     pub jobs: Vec<JobInfo>,
 }
 
 /// One server-sent event of `GET /v1/jobs/{id}/events`. The SSE event name
 /// is `kind`; the data is this JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobEvent {
     /// 0, 1, 2... per job; also the SSE `id`.
     pub seq: u64,
@@ -544,7 +558,7 @@ pub struct JobEvent {
     pub exit_code: Option<i32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Queued,
@@ -581,7 +595,7 @@ impl EventKind {
 }
 
 /// `GET /v1/jobs/{id}/result`: only once the job is final (409 before).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobResult {
     pub id: WorkId,
     pub state: JobState,
@@ -603,9 +617,55 @@ pub struct JobResult {
     pub verification: Option<Verification>,
 }
 
+/// A trust tier, 1 to 4 (see [`JobSpec::tiers`]).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(minimum = 1, maximum = 4)]
+pub struct TrustTier(pub u8);
+
+/// Raw bytes in a request or a response body (`type: string, format:
+/// binary` in the OpenAPI document): a module, a function's stdin or stdout.
+#[derive(Debug)]
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Binary {}
+
 /// Bytes in JSON: a string when they are UTF-8, else `{"base64": "..."}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output(pub bytes::Bytes);
+
+impl utoipa::PartialSchema for Output {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("the bytes, when they are UTF-8")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property("base64", ObjectBuilder::new().schema_type(Type::String))
+                    .required("base64")
+                    .description(Some(
+                        "the bytes in standard base64, when they are not UTF-8",
+                    )),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Output {}
 
 impl Serialize for Output {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -642,7 +702,7 @@ impl<'de> Deserialize<'de> for Output {
 }
 
 /// `GET /v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     pub version: String,
     /// The broker's address (its identity in the provider handshake).
@@ -667,7 +727,7 @@ pub struct Status {
 /// `GET /v1/hub/proof?nonce=0x…`: the hub wallet's hub key signs the
 /// asker's fresh nonce ([`hub_proof_message`]), so a broker can't claim
 /// another broker's wallet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HubProof {
     pub wallet: String,
     /// The address that signed (the wallet's `hub`).
@@ -689,7 +749,7 @@ pub fn hub_proof_message(wallet: &str, nonce: &str) -> String {
 
 /// What a provider last found of its broker's hub wallet (`brume provide
 /// status`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HubCheck {
     /// When it was checked (ms since the epoch).
     pub checked_ms: u64,
@@ -708,7 +768,7 @@ pub struct HubCheck {
 }
 
 /// What `/v1/status` and `GET /v1/settlement` say of settlement.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SettlementHealth {
     /// The account requesters' escrow allowances are for.
     pub payout_account: String,
@@ -734,7 +794,7 @@ pub struct SettlementHealth {
     pub balanced: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capacity {
     pub slots_free: u64,
     pub slots_total: u64,
@@ -743,7 +803,7 @@ pub struct Capacity {
 }
 
 /// Queue depths: one tier for now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Queues {
     /// Work waiting for a provider (invocations and jobs).
     pub waiting: u64,
@@ -754,7 +814,7 @@ pub struct Queues {
 }
 
 /// `GET /v1/providers`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderInfo {
     /// The provider's secp256k1 address (0x...).
     pub address: String,
@@ -810,7 +870,7 @@ fn tier_four() -> u8 {
 }
 
 /// A provider's track record, per address.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reputation {
     /// Verified results in a row (a replica that agreed with its quorum);
     /// reset by a failure, a timeout or a wrong result.
@@ -831,13 +891,13 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderList {
     pub providers: Vec<ProviderInfo>,
 }
 
 /// `GET /status` on a provider's local control port (`brume provide status`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderStatus {
     pub address: String,
     pub broker_url: String,
@@ -925,7 +985,19 @@ mod tests {
 
 /// What an API key may do. A missing scope answers 403 `forbidden`, naming
 /// the scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Call functions (`/v1/functions/…/invoke`, `/fn/…`).
@@ -1006,22 +1078,25 @@ impl std::fmt::Display for Scope {
 }
 
 /// `POST /v1/keys`: a new key for the caller's account.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyRequest {
-    /// A label (who or what uses it).
+    /// A label (who or what uses it): 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
     /// Default: every scope but `admin`. A key can't grant a scope it
     /// lacks.
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub scopes: Option<Vec<Scope>>,
-    /// When it stops working (ms since the epoch).
+    /// When it stops working (ms since the epoch, at most 2^53-1).
     #[serde(default)]
+    #[schema(maximum = 9007199254740991_i64)]
     pub expires_at_ms: Option<u64>,
 }
 
 /// One API key, never the key itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     /// Its public id (the first 8 bytes of its hash, in hex).
     pub id: String,
@@ -1035,13 +1110,13 @@ pub struct KeyInfo {
 }
 
 /// `GET /v1/keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyList {
     pub keys: Vec<KeyInfo>,
 }
 
 /// The 201 body of `POST /v1/keys`: the key, shown once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewKey {
     pub api_key: String,
     #[serde(flatten)]

@@ -34,6 +34,7 @@ mod dispute;
 pub mod escrow;
 pub mod federation;
 mod http;
+pub use http::openapi;
 mod jobs;
 pub mod keys;
 pub mod lambda;

@@ -939,18 +939,17 @@ impl Client {
         self.json(req).await
     }
 
-    /// `GET /v1/chain/transfers?account=&after=&limit=`: an account's token
-    /// movements, oldest first.
+    /// `GET /v1/chain/accounts/{account}/transfers?after=&limit=`: an
+    /// account's token movements, oldest first.
     pub async fn transfers(
         &self,
         account: &str,
         after: Option<&str>,
         limit: Option<usize>,
     ) -> Result<brume_api::chain::TransferList, ClientError> {
-        let mut url = self.url(&["v1", "chain", "transfers"]);
+        let mut url = self.url(&["v1", "chain", "accounts", account, "transfers"]);
         {
             let mut q = url.query_pairs_mut();
-            q.append_pair("account", account);
             if let Some(a) = after {
                 q.append_pair("after", a);
             }

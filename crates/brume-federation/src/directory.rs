@@ -230,18 +230,29 @@ pub fn parse_point(text: &str) -> Result<(f64, f64), String> {
     let (lat, lon) = text
         .split_once(',')
         .ok_or_else(|| format!("{text:?} is not LAT,LON"))?;
-    let lat: f64 = lat
-        .trim()
-        .parse()
-        .map_err(|_| format!("latitude {lat:?} is not a number"))?;
-    let lon: f64 = lon
-        .trim()
-        .parse()
-        .map_err(|_| format!("longitude {lon:?} is not a number"))?;
-    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
-        return Err(format!(
-            "{text:?} is off the globe (latitude -90..90, longitude -180..180)"
-        ));
-    }
+    let lat = coordinate(lat, 90)
+        .ok_or_else(|| format!("latitude {lat:?} is not a number from -90 to 90"))?;
+    let lon = coordinate(lon, 180)
+        .ok_or_else(|| format!("longitude {lon:?} is not a number from -180 to 180"))?;
     Ok((lat, lon))
+}
+
+/// `-?D(.D+)?` with no leading zero and `|value| <= max`: plain decimal
+/// notation, no exponent, no sign but `-`, no spaces.
+fn coordinate(s: &str, max: u32) -> Option<f64> {
+    let unsigned = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = match unsigned.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (unsigned, None),
+    };
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || (int.len() > 1 && int.starts_with('0')) || frac.is_some_and(|f| !digits(f)) {
+        return None;
+    }
+    let whole: u32 = int.parse().ok()?;
+    let zero_frac = frac.is_none_or(|f| f.bytes().all(|b| b == b'0'));
+    if whole > max || (whole == max && !zero_frac) {
+        return None;
+    }
+    s.parse().ok()
 }

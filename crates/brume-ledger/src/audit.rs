@@ -17,7 +17,7 @@ use crate::row::{Aggregate, Hash32, LedgerRow, custom_hash, private_hash};
 use crate::store::{LedgerError, LedgerStore, ListQuery, MAX_PAGE, RowFilter};
 
 /// What is wrong with a row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Problem {
     /// The stored row hash is not the hash of the public columns.
@@ -32,13 +32,13 @@ pub enum Problem {
     Undecodable { detail: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Finding {
     pub work_id: String,
     pub problem: Problem,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditReport {
     /// Rows examined (including the undecodable ones).
     pub rows: u64,

@@ -76,7 +76,7 @@ pub enum DealError {
 }
 
 /// The seed's cost structures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CostStructure {
     /// The requester pays the fee at the tier it asks for.
@@ -95,7 +95,7 @@ pub enum CostStructure {
 }
 
 /// A requester account's deal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deal {
     /// The requester account.
     pub account: Account,
@@ -105,7 +105,7 @@ pub struct Deal {
 }
 
 /// What a request asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Request {
     /// The service tier; `None` for the account's default.
     pub tier: Option<TierId>,
@@ -114,7 +114,7 @@ pub struct Request {
 }
 
 /// The tier a request runs at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Admission {
     pub requested: TierId,
     pub tier: TierId,
@@ -129,7 +129,7 @@ impl Admission {
 }
 
 /// Who pays (part of) a fee.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", content = "account", rename_all = "snake_case")]
 pub enum Payer {
     /// Collected from the requester account.
@@ -143,14 +143,14 @@ pub enum Payer {
 }
 
 /// One payer's part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChargePart {
     pub payer: Payer,
     pub amount: u128,
 }
 
 /// Who pays a fee, and how much each.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Charge {
     /// The tier the work ran at.
     pub tier: TierId,
@@ -288,7 +288,7 @@ impl Deal {
 }
 
 /// One day of a subscription, settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SubscriptionDay {
     /// The daily fee, collected from the requester (token base units).
     pub collected: u128,

@@ -58,7 +58,7 @@ pub enum PenaltyError {
 }
 
 /// Tolerance, slope and cap of a penalty, in ppm (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PenaltyRule {
     /// Deviation allowed without penalty.
@@ -99,21 +99,21 @@ impl PenaltyRule {
 }
 
 /// What a job declared about its shape (Kumo's expected run time and RAM).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Declared {
     pub runtime_ms: Option<u64>,
     pub memory_bytes: Option<u64>,
 }
 
 /// What the job used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Measured {
     pub runtime_ms: u64,
     pub peak_memory_bytes: u64,
 }
 
 /// The surcharge for overrunning the declared shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SurchargeRule {
     pub runtime: PenaltyRule,
@@ -158,7 +158,7 @@ impl SurchargeRule {
 }
 
 /// How fast a provider ran one unit of work, against what it advertised.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SpeedSample {
     /// The provider's advertised `fitness_mips`.
     pub advertised_mips: u64,
@@ -169,7 +169,7 @@ pub struct SpeedSample {
 }
 
 /// The refund for a provider slower than it advertised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlowProviderRule {
     pub rule: PenaltyRule,
@@ -212,7 +212,7 @@ impl SlowProviderRule {
 }
 
 /// Both penalties, as configured for a network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PenaltyConfig {
     pub surcharge: SurchargeRule,

@@ -138,7 +138,7 @@ pub enum PricingError {
 }
 
 /// A resource the coin stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Resource {
     /// KMIPS-hours.
@@ -151,7 +151,7 @@ pub enum Resource {
 
 /// The amount of each resource one coin buys on day 0, in thousandths of
 /// the resource's unit (KMIPS-h, TFLOP-h, GB).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceBasis {
     pub cpu_milli_kmips_h: u64,
     pub gpu_milli_tflop_h: u64,
@@ -198,7 +198,9 @@ impl Default for ResourceBasis {
 }
 
 /// A proleptic Gregorian calendar date (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Date {
     pub year: i32,
     pub month: u32,
@@ -242,7 +244,7 @@ impl Date {
 }
 
 /// The configuration of the resource equivalence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PricingConfig {
     /// Day 0 of the deflation compensation.
     pub epoch: Date,
@@ -350,7 +352,7 @@ pub fn resource_per_coin(
 }
 
 /// What a unit of work consumed, in the units brume measures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceUsage {
     /// Executed wasm operators; 1 fuel = 1 instruction.
     pub fuel: u64,
@@ -409,7 +411,19 @@ pub fn resource_units(
 }
 
 /// A service tier's identifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct TierId(pub u16);
 
 impl std::fmt::Display for TierId {
@@ -419,7 +433,7 @@ impl std::fmt::Display for TierId {
 }
 
 /// A service level (the seed's three components).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TierSpec {
     /// Minimum number of threads.
     pub min_threads: u32,
@@ -439,7 +453,7 @@ impl TierSpec {
 }
 
 /// A tier and its fiat price.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TierPrice {
     pub tier: TierId,
     pub spec: TierSpec,
@@ -450,7 +464,7 @@ pub struct TierPrice {
 
 /// The service tiers, best first. Each tier asks for no more than the one
 /// before it in every component, so moving down the table is a downgrade.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PriceTable {
     tiers: Vec<TierPrice>,
 }
@@ -501,13 +515,13 @@ impl PriceTable {
 
 /// The token's price: micro-units of fiat per whole token (10^18 base
 /// units). Configured; fixed on devnet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExchangeRate {
     pub fiat_micros_per_token: u64,
 }
 
 /// A priced unit of work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fee {
     pub tier: TierId,
     /// The day index N the price was computed for.

@@ -133,7 +133,7 @@ pub const MAX_NAME_BYTES: usize = 128;
 pub const MAX_ENTRIES: usize = 64;
 
 /// Whether a column may change after the row is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mutability {
     Immutable,
@@ -141,7 +141,7 @@ pub enum Mutability {
 }
 
 /// Where a column's data comes from: the network, or the requester.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     Internal,
@@ -149,7 +149,7 @@ pub enum Origin {
 }
 
 /// Who may read a column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     Public,
@@ -157,7 +157,7 @@ pub enum Visibility {
 }
 
 /// One column of the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Column {
     pub name: &'static str,
     pub mutability: Mutability,
@@ -258,6 +258,18 @@ impl fmt::Debug for Hash32 {
     }
 }
 
+impl utoipa::PartialSchema for Hash32 {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9a-f]{64}$"))
+            .description(Some("sha256, 64 lowercase hex digits"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Hash32 {}
+
 impl Serialize for Hash32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string())
@@ -302,7 +314,7 @@ mod hex16 {
 }
 
 /// Resources consumed by the work unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RowUsage {
     /// Instructions executed: one unit of wasm fuel is one instruction.
     pub fuel: u64,
@@ -314,11 +326,13 @@ pub struct RowUsage {
 
 /// The exchange rate in effect: `token_units` base units of the token were
 /// worth `fiat_micros` micro-units of the fee currency. Both are positive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExchangeRate {
     #[serde(with = "dec_u128")]
+    #[schema(value_type = String)]
     pub fiat_micros: u128,
     #[serde(with = "dec_u128")]
+    #[schema(value_type = String)]
     pub token_units: u128,
 }
 
@@ -337,7 +351,7 @@ impl ExchangeRate {
 }
 
 /// One beneficiary's share of the fee.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Payout {
     pub beneficiary: String,
     /// `provider`, `developer`, `operator`, `charity`, `refund` (to the
@@ -346,11 +360,12 @@ pub struct Payout {
     pub role: String,
     /// Token base units (a decimal string in JSON).
     #[serde(with = "dec_u128")]
+    #[schema(value_type = String)]
     pub amount: u128,
 }
 
 /// One payer's part of the fee (the deal's charge).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PayerPart {
     pub account: String,
     /// `requester`, `subsidy`, `operator` or `subscription` (free text, at
@@ -358,12 +373,13 @@ pub struct PayerPart {
     pub kind: String,
     /// Token base units (a decimal string in JSON).
     #[serde(with = "dec_u128")]
+    #[schema(value_type = String)]
     pub amount: u128,
 }
 
 /// The public, immutable, internal content of a row (what the row hash
 /// covers, but the two private-data hashes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RowData {
     pub work_id: String,
     /// Milliseconds since the Unix epoch, UTC.
@@ -381,9 +397,11 @@ pub struct RowData {
     pub fee_micros: u64,
     /// The fee in token base units, surcharge included.
     #[serde(with = "dec_u128")]
+    #[schema(value_type = String)]
     pub token_amount: u128,
     /// The overrun surcharge included in `token_amount`.
     #[serde(with = "dec_u128")]
+    #[schema(value_type = String)]
     pub surcharge: u128,
     pub rate: ExchangeRate,
     /// Who pays `token_amount`.
@@ -394,11 +412,12 @@ pub struct RowData {
 
 /// The private, immutable columns: visible only to the row's owner,
 /// protected through `private_hash` and `custom_hash`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PrivateData {
     /// Random bytes, hashed with the private data so that its public hashes
     /// reveal nothing (hex in JSON).
     #[serde(with = "hex16")]
+    #[schema(value_type = String)]
     pub salt: [u8; 16],
     /// `METHOD path?query HTTP/x`.
     pub request_line: String,
@@ -413,7 +432,7 @@ pub struct PrivateData {
 
 /// A sealed ledger row: its data, its three public hashes and, for a reader
 /// allowed to see them, its private columns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LedgerRow {
     #[serde(flatten)]
     pub data: RowData,
@@ -953,7 +972,7 @@ fn validate(d: &RowData, p: &PrivateData) -> Result<(), LedgerError> {
 }
 
 /// The XOR of row hashes: the same whatever the order of the rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Aggregate(pub Hash32);
 
 impl Aggregate {

@@ -48,7 +48,9 @@ pub const PPM: u32 = 1_000_000;
 
 /// An account that pays or is paid (an address, an API key's account, a
 /// wallet): opaque to the ledger's arithmetic.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct Account(pub String);
 
 impl Account {
@@ -70,7 +72,7 @@ pub enum SplitError {
 
 /// The contributor's and developer's shares in ppm; the operator gets the
 /// rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PayoutShares {
     contributor_ppm: u32,
     developer_ppm: u32,
@@ -107,14 +109,14 @@ impl PayoutShares {
 
 /// A charity named by a beneficiary, with its share of the beneficiary's
 /// payout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Charity {
     pub account: Account,
     pub share_ppm: u32,
 }
 
 /// A beneficiary's account and optional charity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Beneficiary {
     pub account: Account,
     pub charity: Option<Charity>,
@@ -131,7 +133,7 @@ impl Beneficiary {
 }
 
 /// The three beneficiaries of one fee.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Parties {
     /// The provider that did the work.
     pub contributor: Beneficiary,
@@ -142,7 +144,7 @@ pub struct Parties {
 }
 
 /// A beneficiary's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Contributor,
@@ -151,7 +153,7 @@ pub enum Role {
 }
 
 /// What a beneficiary's charity receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CharityPayout {
     pub account: Account,
     /// The charity's share of the beneficiary's payout, in ppm.
@@ -160,7 +162,7 @@ pub struct CharityPayout {
 }
 
 /// One beneficiary's payout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Payout {
     pub role: Role,
     pub account: Account,
@@ -180,7 +182,7 @@ impl Payout {
 }
 
 /// One line of the payout breakdown: an account and what it receives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PayoutLine {
     pub role: Role,
     /// Whether this is the charity named by `role`.
@@ -190,7 +192,7 @@ pub struct PayoutLine {
 }
 
 /// A fee divided among its beneficiaries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Split {
     pub fee: u128,
     /// Contributor, developer, operator.

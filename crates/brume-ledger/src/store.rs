@@ -140,7 +140,7 @@ pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LedgerError
 
 /// Which rows: a time range (`from_ms` inclusive, `to_ms` exclusive) and
 /// optionally one requester account.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RowFilter {
     pub from_ms: Option<u64>,
     pub to_ms: Option<u64>,
@@ -153,7 +153,7 @@ pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 
 /// A page request. Rows come in (timestamp, work id) order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ListQuery {
     pub filter: RowFilter,
     /// `next_cursor` of the previous page.
@@ -165,13 +165,13 @@ pub struct ListQuery {
 }
 
 /// A row the store holds but cannot decode (its bytes were altered).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CorruptRow {
     pub work_id: String,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page {
     pub rows: Vec<LedgerRow>,
     /// Rows in this page that could not be decoded.
@@ -181,7 +181,7 @@ pub struct Page {
 }
 
 /// The payment status of one entity in one row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
     /// Not yet settled (also the status of an entity with no record).
@@ -213,7 +213,7 @@ impl PaymentStatus {
 
 /// Sets the status of one entity in many rows (a rollup settles many rows
 /// at once). Atomic: an unknown work id fails the whole update.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusUpdate {
     pub work_ids: Vec<String>,
     pub entity: String,
@@ -221,7 +221,7 @@ pub struct StatusUpdate {
     pub settling_tx: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EntityStatus {
     pub entity: String,
     pub status: PaymentStatus,
@@ -230,7 +230,7 @@ pub struct EntityStatus {
 }
 
 /// How many rows match a filter, and the XOR of their row hashes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AggregateSummary {
     pub rows: u64,
     pub aggregate: Aggregate,

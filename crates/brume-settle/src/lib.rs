@@ -219,12 +219,13 @@ pub fn payout_anchor(payments: impl IntoIterator<Item = (Address, u128, [u8; 32]
 }
 
 /// One transfer of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferLine {
     /// The ledger account (payer or beneficiary).
     pub account: String,
     pub address: String,
     #[serde(with = "dec")]
+    #[schema(value_type = String)]
     pub amount: u128,
     /// Rows it covers.
     pub rows: u64,
@@ -238,7 +239,7 @@ pub struct TransferLine {
 }
 
 /// Milliseconds per stage of a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     pub scan_ms: f64,
     pub plan_ms: f64,
@@ -248,7 +249,7 @@ pub struct Timings {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     /// The run's id (0: nothing to settle, no run recorded).
     pub run: u64,
@@ -265,14 +266,18 @@ pub struct Report {
     /// Accounts flagged by this run and why.
     pub flagged: Vec<(String, String)>,
     #[serde(with = "dec")]
+    #[schema(value_type = String)]
     pub collected: u128,
     #[serde(with = "dec")]
+    #[schema(value_type = String)]
     pub paid: u128,
     /// Owed to beneficiaries, below the threshold, after this run.
     #[serde(with = "dec")]
+    #[schema(value_type = String)]
     pub carry_over: u128,
     /// Collected for rows still waiting for another payer, after this run.
     #[serde(with = "dec")]
+    #[schema(value_type = String)]
     pub held: u128,
     /// Chain transactions sent by this run.
     pub chain_txs: u64,
@@ -297,7 +302,7 @@ mod dec {
 }
 
 /// A row as settlement needs it: its hash, who pays, who is paid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Slim {
     pub seq: u64,
     pub work_id: String,
@@ -308,10 +313,11 @@ pub(crate) struct Slim {
     pub payouts: Vec<(String, u128)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct Part {
     pub account: String,
     #[serde(with = "dec")]
+    #[schema(value_type = String)]
     pub amount: u128,
     /// The collect intent that collected it (held), if any.
     pub collected: Option<i64>,

@@ -3,10 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::routing::{get, post};
 use brume_api::ErrorCode;
 use brume_api::chain::{
     AccountInfo, ChainInfo, FaucetRequest, RawTx, TransferInfo, TransferList, TxReceipt,
@@ -16,6 +14,8 @@ use brume_chain::{
 };
 use bytes::Bytes;
 use serde::Deserialize;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 use super::{Fail, Res, Sh};
 use crate::Shared;
@@ -23,22 +23,17 @@ use crate::Shared;
 /// The largest `POST /v1/chain/tx` body.
 const MAX_TX_BODY: usize = 64 << 10;
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/v1/chain", get(info))
-        .route("/v1/chain/blocks/{n}", get(block))
-        .route("/v1/chain/tx/{hash}", get(tx))
-        .route(
-            "/v1/chain/tx",
-            post(submit).layer(DefaultBodyLimit::max(MAX_TX_BODY)),
-        )
-        .route("/v1/chain/accounts/{address}", get(account))
-        .route("/v1/chain/transfers", get(transfers))
-        .route("/v1/hub/proof", get(hub_proof))
-        .route(
-            "/v1/chain/faucet",
-            post(faucet).layer(DefaultBodyLimit::max(MAX_TX_BODY)),
-        )
+pub(crate) fn routes() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .routes(routes!(info))
+        .routes(routes!(block))
+        .routes(routes!(tx))
+        .routes(routes!(submit).layer(DefaultBodyLimit::max(MAX_TX_BODY)))
+        .routes(routes!(account))
+        .routes(routes!(account_transfers))
+        .routes(routes!(anchor_transfers))
+        .routes(routes!(hub_proof))
+        .routes(routes!(faucet).layer(DefaultBodyLimit::max(MAX_TX_BODY)))
 }
 
 /// A chain error as a response: the typed errors keep their codes. (By
@@ -71,9 +66,15 @@ fn bad(what: &str, msg: impl std::fmt::Display) -> Fail {
     Fail::new(ErrorCode::InvalidRequest, format!("{what}: {msg}"))
 }
 
+/// The largest integer the API takes in a path or a query: 2^53 - 1, the
+/// last that every JSON reader (and `double`) holds exactly.
+pub(super) const MAX_SAFE: u64 = (1 << 53) - 1;
+
 fn address(s: &str) -> Res<Address> {
-    s.parse()
-        .map_err(|_| bad("address", format!("{s:?} is not 0x + 40 hex digits")))
+    s.strip_prefix("0x")
+        .filter(|h| h.len() == 40)
+        .and_then(|_| s.parse().ok())
+        .ok_or_else(|| bad("address", format!("{s:?} is not 0x + 40 hex digits")))
 }
 
 fn hex_bytes(what: &str, s: &str) -> Res<Vec<u8>> {
@@ -105,12 +106,17 @@ fn transfer(t: &Transfer) -> TransferInfo {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ProofQuery {
+    /// 32 fresh bytes of the asker's: `0x` and 64 hex digits.
+    #[param(pattern = "^0x[0-9a-fA-F]{64}$")]
     nonce: String,
 }
 
 /// `GET /v1/hub/proof?nonce=0x…`: the hub key signs the asker's nonce.
+#[utoipa::path(get, path = "/v1/hub/proof", tag = "chain", params(ProofQuery),
+    responses((status = 200, description = "The hub wallet's signature over the nonce", body = brume_api::rest::HubProof)))]
 async fn hub_proof(
     State(shared): Sh,
     query: Result<Query<ProofQuery>, QueryRejection>,
@@ -122,7 +128,12 @@ async fn hub_proof(
             "this broker has no hub wallet ([broker.chain] hub_wallet)",
         )
     })?;
-    let nonce = hex_bytes("nonce", &q.nonce)?;
+    let nonce = q
+        .nonce
+        .strip_prefix("0x")
+        .map(|h| hex_bytes("nonce", h))
+        .transpose()?
+        .unwrap_or_default();
     if nonce.len() != 32 {
         return Err(bad("nonce", "expected 0x + 64 hex digits (32 fresh bytes)"));
     }
@@ -158,6 +169,8 @@ fn evm_fail(e: &brume_evm::EvmError) -> Fail {
     chain_fail(ChainError::Other(format!("{}: {e}", e.code())))
 }
 
+#[utoipa::path(get, path = "/v1/chain", tag = "chain", operation_id = "chain_info",
+    responses((status = 200, description = "The token chain this broker settles on", body = ChainInfo)))]
 async fn info(State(shared): Sh) -> Res<axum::Json<ChainInfo>> {
     let (head_block, total_supply) = match (shared.chain.chain(), shared.chain.evm()) {
         (Some(chain), _) => (
@@ -191,10 +204,16 @@ fn no_blocks(shared: &Shared) -> Fail {
 }
 
 /// A block header and its transactions, in `brume-chain`'s JSON.
+#[utoipa::path(get, path = "/v1/chain/blocks/{n}", tag = "chain",
+    params(("n" = u64, Path, maximum = 9007199254740991_i64, description = "The block number")),
+    responses((status = 200, description = "The dev chain's block header and its transactions", body = Object)))]
 async fn block(State(shared): Sh, Path(n): Path<String>) -> Res<axum::Json<serde_json::Value>> {
-    let n: u64 = n
-        .parse()
-        .map_err(|_| bad("block", format!("{n:?} is not a block number")))?;
+    let n: u64 = n.parse().ok().filter(|n| *n <= MAX_SAFE).ok_or_else(|| {
+        bad(
+            "block",
+            format!("{n:?} is not a block number (0 to 2^53-1)"),
+        )
+    })?;
     let dev = shared.chain.dev().ok_or_else(|| no_blocks(&shared))?;
     let header = dev
         .blocks(n, 1)
@@ -217,6 +236,9 @@ async fn block(State(shared): Sh, Path(n): Path<String>) -> Res<axum::Json<serde
 }
 
 /// One transaction with its place, in `brume-chain`'s JSON.
+#[utoipa::path(get, path = "/v1/chain/tx/{hash}", tag = "chain",
+    params(("hash" = String, Path, pattern = "^0x[0-9a-fA-F]{64}$", description = "The transaction hash")),
+    responses((status = 200, description = "The dev chain's transaction and its receipt", body = Object)))]
 async fn tx(State(shared): Sh, Path(hash): Path<String>) -> Res<axum::Json<serde_json::Value>> {
     let h: B256 = hash
         .parse()
@@ -232,6 +254,9 @@ async fn tx(State(shared): Sh, Path(hash): Path<String>) -> Res<axum::Json<serde
         .map_err(|e| Fail::new(ErrorCode::Internal, e.to_string()))
 }
 
+#[utoipa::path(get, path = "/v1/chain/accounts/{address}", tag = "chain",
+    params(("address" = String, Path, pattern = "^0x[0-9a-fA-F]{40}$", description = "The account's address")),
+    responses((status = 200, description = "Balance, nonce, and the allowance to this broker", body = AccountInfo)))]
 async fn account(State(shared): Sh, Path(a): Path<String>) -> Res<axum::Json<AccountInfo>> {
     let owner = address(&a)?;
     let settlement = shared.chain.settlement();
@@ -258,70 +283,85 @@ async fn account(State(shared): Sh, Path(a): Path<String>) -> Res<axum::Json<Acc
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct TransfersQuery {
-    anchor: Option<String>,
-    account: Option<String>,
-    /// `BLOCK:INDEX` of the last transfer seen.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    /// `BLOCK:INDEX` of the last transfer seen (the previous page's
+    /// `next_after`).
+    #[param(pattern = "^[0-9]{1,15}:[0-9]{1,9}$")]
     after: Option<String>,
-    limit: Option<usize>,
+    /// At most this many (default 100, at most 10000).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
+    limit: Option<u32>,
 }
 
-async fn transfers(
+/// `BLOCK:INDEX`, as `HistoryQuery::after`'s pattern has it.
+fn tx_pos(a: &str) -> Res<TxPos> {
+    let digits =
+        |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    a.split_once(':')
+        .filter(|(b, i)| digits(b, 15) && digits(i, 9))
+        .and_then(|(b, i)| {
+            Some(TxPos {
+                block: b.parse().ok()?,
+                index: i.parse().ok()?,
+            })
+        })
+        .ok_or_else(|| bad("after", format!("{a:?} is not BLOCK:INDEX")))
+}
+
+/// An account's transfers, transferFroms and mints, oldest first.
+#[utoipa::path(get, path = "/v1/chain/accounts/{address}/transfers", tag = "chain",
+    params(("address" = String, Path, pattern = "^0x[0-9a-fA-F]{40}$", description = "The account's address"), HistoryQuery),
+    responses((status = 200, description = "The account's transfers after `after`; `next_after` when the page is full", body = TransferList)))]
+async fn account_transfers(
     State(shared): Sh,
-    query: Result<Query<TransfersQuery>, QueryRejection>,
+    Path(a): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Res<axum::Json<TransferList>> {
     let Query(q) = query.map_err(|e| bad("query", e.body_text()))?;
+    let account = address(&a)?;
     let chain = dev_token(&shared, "transfer history")?;
-    match (q.anchor.as_deref(), q.account.as_deref()) {
-        (Some(anchor), None) => {
-            let anchor: B256 = anchor
-                .parse()
-                .map_err(|_| bad("anchor", "expected 0x + 64 hex digits"))?;
-            let list = chain
-                .transfers_by_anchor(anchor)
-                .await
-                .map_err(chain_fail)?;
-            Ok(axum::Json(TransferList {
-                transfers: list.iter().map(transfer).collect(),
-                next_after: None,
-            }))
-        }
-        (None, Some(account)) => {
-            let account = address(account)?;
-            let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
-                None => None,
-                Some(a) => {
-                    let (b, i) = a
-                        .split_once(':')
-                        .ok_or_else(|| bad("after", "expected BLOCK:INDEX"))?;
-                    Some(TxPos {
-                        block: b.parse().map_err(|_| bad("after", "bad block"))?,
-                        index: i.parse().map_err(|_| bad("after", "bad index"))?,
-                    })
-                }
-            };
-            let limit = q.limit.unwrap_or(100).clamp(1, MAX_HISTORY_PAGE);
-            let list = chain
-                .history(account, after, limit)
-                .await
-                .map_err(chain_fail)?;
-            let next_after = (list.len() == limit)
-                .then(|| {
-                    list.last()
-                        .map(|t| format!("{}:{}", t.block_number, t.index))
-                })
-                .flatten();
-            Ok(axum::Json(TransferList {
-                transfers: list.iter().map(transfer).collect(),
-                next_after,
-            }))
-        }
-        _ => Err(bad(
-            "query",
-            "give exactly one of anchor=0x… and account=0x… (with optional after=BLOCK:INDEX, limit=N)",
-        )),
-    }
+    let after = q.after.as_deref().map(tx_pos).transpose()?;
+    let limit = (q.limit.unwrap_or(100) as usize).clamp(1, MAX_HISTORY_PAGE);
+    let list = chain
+        .history(account, after, limit)
+        .await
+        .map_err(chain_fail)?;
+    let next_after = (list.len() == limit)
+        .then(|| {
+            list.last()
+                .map(|t| format!("{}:{}", t.block_number, t.index))
+        })
+        .flatten();
+    Ok(axum::Json(TransferList {
+        transfers: list.iter().map(transfer).collect(),
+        next_after,
+    }))
+}
+
+/// Every transfer that carries an anchor (a settlement batch's root).
+#[utoipa::path(get, path = "/v1/chain/anchors/{anchor}/transfers", tag = "chain",
+    params(("anchor" = String, Path, pattern = "^0x[0-9a-fA-F]{64}$", description = "The anchor")),
+    responses((status = 200, description = "The transfers with that anchor", body = TransferList)))]
+async fn anchor_transfers(
+    State(shared): Sh,
+    Path(anchor): Path<String>,
+) -> Res<axum::Json<TransferList>> {
+    let chain = dev_token(&shared, "transfer history")?;
+    let anchor: B256 = anchor
+        .strip_prefix("0x")
+        .filter(|h| h.len() == 64)
+        .and_then(|_| anchor.parse().ok())
+        .ok_or_else(|| bad("anchor", "expected 0x + 64 hex digits"))?;
+    let list = chain
+        .transfers_by_anchor(anchor)
+        .await
+        .map_err(chain_fail)?;
+    Ok(axum::Json(TransferList {
+        transfers: list.iter().map(transfer).collect(),
+        next_after: None,
+    }))
 }
 
 /// The body of `POST /v1/chain/tx`: `RawTx` JSON, `brume-chain`'s signed
@@ -356,6 +396,9 @@ fn from_parts(encoding: &[u8], sig: &[u8]) -> Res<SignedTx> {
     Ok(SignedTx::from_parts(tx, sig))
 }
 
+#[utoipa::path(post, path = "/v1/chain/tx", tag = "chain",
+    request_body(content = RawTx, description = "A signed transaction: `RawTx` JSON, or `0x` hex of the encoding and signature (text/plain)"),
+    responses((status = 200, description = "Included: its receipt", body = TxReceipt)))]
 async fn submit(
     State(shared): Sh,
     body: Result<Bytes, BytesRejection>,
@@ -393,6 +436,8 @@ async fn submit(
     Ok(axum::Json(receipt(result)))
 }
 
+#[utoipa::path(post, path = "/v1/chain/faucet", tag = "chain", request_body = FaucetRequest,
+    responses((status = 200, description = "Minted (devnets only)", body = TxReceipt)))]
 async fn faucet(
     State(shared): Sh,
     body: Result<Bytes, BytesRejection>,
@@ -403,11 +448,19 @@ async fn faucet(
     let body = body.map_err(|e| bad("body", e.body_text()))?;
     let req: FaucetRequest = serde_json::from_slice(&body).map_err(|e| bad("body", e))?;
     let to = address(&req.address)?;
-    let amount: u128 = req
-        .amount
-        .trim()
-        .parse()
-        .map_err(|_| bad("amount", "a whole number of base units"))?;
+    let amount: u128 = Some(req.amount.as_str())
+        .filter(|a| {
+            (1..=30).contains(&a.len())
+                && !a.starts_with('0')
+                && a.bytes().all(|b| b.is_ascii_digit())
+        })
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            bad(
+                "amount",
+                "a whole number of base units from 1, at most 30 digits",
+            )
+        })?;
     let r = dev_token(&shared, "a faucet")?
         .faucet(to, amount)
         .await

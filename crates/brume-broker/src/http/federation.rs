@@ -22,12 +22,12 @@ use crate::Shared;
 use crate::ledger::Billing;
 
 /// The directory, the locator and the proofs of cheat.
-pub(super) fn routes() -> axum::Router<Arc<Shared>> {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/v1/directory", get(directory))
-        .route("/v1/locate/{owner}/{service}", get(locate))
-        .route("/v1/proofs/{sha256}", get(proof))
+pub(super) fn routes() -> utoipa_axum::router::OpenApiRouter<Arc<Shared>> {
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(directory))
+        .routes(routes!(locate))
+        .routes(routes!(proof))
 }
 
 fn bad(message: String) -> Fail {
@@ -47,8 +47,13 @@ fn parse_query(raw: Option<&str>) -> Res<Query> {
             }
             "min_free" => {
                 q.min_free = v
-                    .parse()
-                    .map_err(|_| bad(format!("min_free: {v:?} is not a whole number")))?
+                    .parse::<u32>()
+                    .map_err(|_| {
+                        bad(format!(
+                            "min_free: {v:?} is not a whole number from 0 to 2^32-1"
+                        ))
+                    })?
+                    .into()
             }
             other => {
                 return Err(bad(format!(
@@ -60,6 +65,12 @@ fn parse_query(raw: Option<&str>) -> Res<Query> {
     Ok(q)
 }
 
+#[utoipa::path(get, path = "/v1/directory", tag = "federation",
+    params(("service" = Option<String>, Query, description = "Only brokers serving this `owner~name`"),
+        ("near" = Option<String>, Query, pattern = r"^-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?),-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)$", description = "`LAT,LON` in decimal degrees: rank by distance from here"),
+        ("min_free" = Option<i64>, Query, minimum = 0, maximum = 4294967295_i64, description = "Only brokers with at least this many free slots"),
+        ("region" = Option<String>, Query, description = "Only brokers in this region")),
+    responses((status = 200, description = "The brokers this one knows, best first", body = Directory)))]
 pub(super) async fn directory(State(shared): Sh, RawQuery(raw): RawQuery) -> Res<Json<Directory>> {
     let query = parse_query(raw.as_deref())?;
     Ok(Json(Directory {
@@ -67,6 +78,9 @@ pub(super) async fn directory(State(shared): Sh, RawQuery(raw): RawQuery) -> Res
     }))
 }
 
+#[utoipa::path(get, path = "/v1/locate/{owner}/{service}", tag = "federation",
+    params(("owner" = String, Path, description = "The service's owner"), ("service" = String, Path, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", description = "The service's name")),
+    responses((status = 200, description = "The brokers serving the service, and its protocol", body = Located)))]
 pub(super) async fn locate(
     State(shared): Sh,
     Path((owner, service)): Path<(String, String)>,
@@ -84,6 +98,9 @@ pub(super) async fn locate(
 
 /// `GET /v1/proofs/{sha256}`: a proof of cheat this broker published (its
 /// JSON, as its digest names it), for peers to check before they ban.
+#[utoipa::path(get, path = "/v1/proofs/{sha256}", tag = "federation",
+    params(("sha256" = String, Path, description = "The proof's sha256, as its cheat notice names it")),
+    responses((status = 200, description = "A proof of cheat this broker published", body = brume_api::receipt::CheatProof)))]
 pub(super) async fn proof(State(shared): Sh, Path(sha256): Path<String>) -> Res<Response> {
     match shared.federation.proofs.get(&sha256) {
         Some(body) => {

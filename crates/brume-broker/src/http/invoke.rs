@@ -520,6 +520,15 @@ fn unversioned(spec: &WorkSpec) -> String {
         .to_string()
 }
 
+#[utoipa::path(post, path = "/v1/functions/{service}/invoke", tag = "invoke",
+    params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
+        ("x-brume-price-cap" = Option<String>, Header, description = "The most to pay, in micro-tokens per giga-instruction"),
+        ("x-brume-tiers" = Option<String>, Header, description = "Provider trust tiers allowed, comma-separated"),
+        ("x-brume-verify" = Option<String>, Header, description = "`audit` or `replicate=N`: verify this call"),
+        ("x-brume-end-user" = Option<String>, Header, description = "Your own customer, recorded on the ledger row")),
+    request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "The function's stdin; the query string's `key=value` pairs become its arguments"),
+    responses((status = 200, description = "The function's stdout; `x-brume-work-id`, `x-brume-fuel`, `x-brume-cost` and the other `x-brume-*` headers describe the run", body = brume_api::rest::Binary, content_type = "application/octet-stream")),
+    security(("api_key" = [])))]
 pub(super) async fn invoke(
     State(shared): Sh,
     auth: Auth,
@@ -559,6 +568,10 @@ pub(super) async fn invoke(
 /// Merkle path to the root its provider signed), for the account that made
 /// the call or an `admin` key. 404 for anyone else, for a call whose batch
 /// is not signed yet, and once the call is older than the broker keeps.
+#[utoipa::path(get, path = "/v1/receipts/{work_id}", tag = "invoke",
+    params(("work_id" = String, Path, format = Uuid, description = "The call's `x-brume-work-id`")),
+    responses((status = 200, description = "The call's receipt and its Merkle path to the root its provider signed", body = brume_api::batch::ReceiptInclusion)),
+    security(("api_key" = [])))]
 pub(super) async fn receipt(
     State(shared): Sh,
     auth: Auth,
@@ -586,6 +599,15 @@ pub(super) async fn receipt(
     }
 }
 
+#[utoipa::path(method(get, post, put, delete, patch, head, options), path = "/fn/{service}", tag = "invoke",
+    params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
+        ("x-brume-price-cap" = Option<String>, Header, description = "The most to pay, in micro-tokens per giga-instruction"),
+        ("x-brume-tiers" = Option<String>, Header, description = "Provider trust tiers allowed, comma-separated"),
+        ("x-brume-verify" = Option<String>, Header, description = "`audit` or `replicate=N`: verify this call"),
+        ("x-brume-end-user" = Option<String>, Header, description = "Your own customer, recorded on the ledger row")),
+    request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "Passed through to the component"),
+    responses((status = 200, description = "The component's response, as it answered (any status, headers and body); `x-brume-*` headers describe the run")),
+    security(("api_key" = [])))]
 pub(super) async fn call_http_root(
     state: Sh,
     auth: Auth,
@@ -608,6 +630,15 @@ pub(super) async fn call_http_root(
     .await
 }
 
+#[utoipa::path(method(get, post, put, delete, patch, head, options), path = "/fn/{service}/{path}", tag = "invoke",
+    params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("path" = String, Path, description = "The rest of the path, passed through"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
+        ("x-brume-price-cap" = Option<String>, Header, description = "The most to pay, in micro-tokens per giga-instruction"),
+        ("x-brume-tiers" = Option<String>, Header, description = "Provider trust tiers allowed, comma-separated"),
+        ("x-brume-verify" = Option<String>, Header, description = "`audit` or `replicate=N`: verify this call"),
+        ("x-brume-end-user" = Option<String>, Header, description = "Your own customer, recorded on the ledger row")),
+    request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "Passed through to the component"),
+    responses((status = 200, description = "The component's response, as it answered (any status, headers and body); `x-brume-*` headers describe the run")),
+    security(("api_key" = [])))]
 pub(super) async fn call_http(
     state: Sh,
     auth: Auth,

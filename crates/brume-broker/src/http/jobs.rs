@@ -7,7 +7,8 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use brume_api::rest::{JobInfo, JobList, JobSpec, JobState, Scope};
+use brume_api::rest::{JobConfirmation, JobDispute};
+use brume_api::rest::{JobEvent, JobInfo, JobList, JobResult, JobSpec, JobState, Scope};
 use brume_api::{ApiError, ErrorCode, Profile, ServiceKind, WorkId};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -21,6 +22,11 @@ use crate::jobs::{JobEntry, StoredJob};
 use crate::ledger::Billing;
 use brume_ledger::penalty::Declared;
 
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    params(("x-brume-end-user" = Option<String>, Header, description = "Your own customer, recorded on the job's ledger row (at most 128 bytes)")),
+    request_body = JobSpec,
+    responses((status = 202, description = "Accepted: stored and queued", body = JobInfo)),
+    security(("api_key" = [])))]
 pub(super) async fn submit_job(
     State(shared): Sh,
     auth: Auth,
@@ -346,6 +352,9 @@ fn conflict(message: String) -> Fail {
 /// `POST /v1/jobs/{id}/confirm`: the requester accepts the result of a
 /// `confirm: true` job; its payment may settle. Confirming twice is a
 /// no-op.
+#[utoipa::path(post, path = "/v1/jobs/{id}/confirm", tag = "jobs", params(("id" = String, Path, format = Uuid, description = "The job id (a UUIDv7)")),
+    responses((status = 200, description = "Confirmed: the payment is released", body = JobConfirmation)),
+    security(("api_key" = [])))]
 pub(super) async fn confirm_job(
     State(shared): Sh,
     auth: Auth,
@@ -373,6 +382,9 @@ pub(super) async fn confirm_job(
 /// `POST /v1/jobs/{id}/reject`: the requester disputes the result of a
 /// `confirm: true` job; the broker re-executes it and the loser pays (see
 /// `dispute.rs`). The response waits for the re-execution.
+#[utoipa::path(post, path = "/v1/jobs/{id}/reject", tag = "jobs", params(("id" = String, Path, format = Uuid, description = "The job id (a UUIDv7)")),
+    responses((status = 200, description = "Rejected: the job goes to a dispute", body = JobDispute)),
+    security(("api_key" = [])))]
 pub(super) async fn reject_job(
     State(shared): Sh,
     auth: Auth,
@@ -406,6 +418,9 @@ pub(super) async fn reject_job(
     }
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, format = Uuid, description = "The job id (a UUIDv7)")),
+    responses((status = 200, description = "The job", body = JobInfo)),
+    security(("api_key" = [])))]
 pub(super) async fn get_job(
     State(shared): Sh,
     auth: Auth,
@@ -415,12 +430,19 @@ pub(super) async fn get_job(
     readable(&shared, &auth, id).await.map(axum::Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
-    state: Option<String>,
+    /// Only jobs in this state.
+    state: Option<JobState>,
+    /// At most this many (default 100, at most 1000).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, description = "The caller's jobs, newest first", body = JobList)),
+    security(("api_key" = [])))]
 pub(super) async fn list_jobs(
     State(shared): Sh,
     auth: Auth,
@@ -433,13 +455,7 @@ pub(super) async fn list_jobs(
             format!("query: {}", e.body_text()),
         )
     })?;
-    let state = match q.state.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<JobState>()
-                .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("state: {e}")))?,
-        ),
-    };
+    let state = q.state;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     // The caller's own jobs (every account's with `admin`), including
     // every acknowledged change.
@@ -448,6 +464,9 @@ pub(super) async fn list_jobs(
     Ok(axum::Json(JobList { jobs }))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/result", tag = "jobs", params(("id" = String, Path, format = Uuid, description = "The job id (a UUIDv7)")),
+    responses((status = 200, description = "The result of a finished job", body = JobResult)),
+    security(("api_key" = [])))]
 pub(super) async fn job_result(
     State(shared): Sh,
     auth: Auth,
@@ -477,6 +496,9 @@ pub(super) async fn job_result(
     }
 }
 
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, format = Uuid, description = "The job id (a UUIDv7)")),
+    responses((status = 200, description = "Cancelled (or already final: the job as it ended)", body = JobInfo)),
+    security(("api_key" = [])))]
 pub(super) async fn cancel_job(
     State(shared): Sh,
     auth: Auth,
@@ -506,6 +528,10 @@ pub(super) async fn cancel_job(
     Ok(axum::Json(e.info()))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path, format = Uuid, description = "The job id (a UUIDv7)"), ("last-event-id" = Option<String>, Header, description = "Resume after this event's `seq`")),
+    responses((status = 200, description = "Server-sent events, one `JobEvent` (JSON) each, ending with the final one", body = JobEvent, content_type = "text/event-stream")),
+    security(("api_key" = [])))]
 pub(super) async fn job_events(
     State(shared): Sh,
     auth: Auth,

@@ -13,8 +13,8 @@ use super::auth::Auth;
 use super::{Fail, Res, Sh};
 use crate::store::keys as stored;
 
-/// The longest key label.
-const MAX_NAME_BYTES: usize = 128;
+/// The longest key label, in characters.
+const MAX_NAME_CHARS: usize = 128;
 
 fn info(k: stored::KeyInfo) -> KeyInfo {
     KeyInfo {
@@ -28,6 +28,9 @@ fn info(k: stored::KeyInfo) -> KeyInfo {
     }
 }
 
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, description = "The caller's account's keys (every account's for `admin`)", body = KeyList)),
+    security(("api_key" = [])))]
 pub(super) async fn list_keys(State(shared): Sh, auth: Auth) -> Res<axum::Json<KeyList>> {
     auth.require(Scope::Read)?;
     let keys = shared
@@ -41,6 +44,9 @@ pub(super) async fn list_keys(State(shared): Sh, auth: Auth) -> Res<axum::Json<K
     Ok(axum::Json(KeyList { keys }))
 }
 
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = NewKeyRequest,
+    responses((status = 201, description = "The new key: its secret is shown this once", body = NewKey)),
+    security(("api_key" = [])))]
 pub(super) async fn create_key(
     State(shared): Sh,
     auth: Auth,
@@ -48,10 +54,10 @@ pub(super) async fn create_key(
 ) -> Res<(StatusCode, axum::Json<NewKey>)> {
     let axum::Json(req) =
         body.map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("key: {}", e.body_text())))?;
-    if req.name.is_empty() || req.name.len() > MAX_NAME_BYTES {
+    if req.name.is_empty() || req.name.chars().count() > MAX_NAME_CHARS {
         return Err(Fail::new(
             ErrorCode::InvalidRequest,
-            format!("name: 1 to {MAX_NAME_BYTES} bytes"),
+            format!("name: 1 to {MAX_NAME_CHARS} characters"),
         ));
     }
     let scopes = req.scopes.unwrap_or_else(|| {
@@ -68,6 +74,15 @@ pub(super) async fn create_key(
     }
     if scopes.is_empty() {
         return Err(Fail::new(ErrorCode::InvalidRequest, "scopes: at least one"));
+    }
+    if req
+        .expires_at_ms
+        .is_some_and(|t| t > super::chain::MAX_SAFE)
+    {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            "expires_at_ms: at most 2^53-1",
+        ));
     }
     if req.expires_at_ms.is_some_and(|t| t <= crate::now_ms()) {
         return Err(Fail::new(
@@ -93,6 +108,10 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, axum::Json(NewKey { api_key, info })))
 }
 
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The key, revoked", body = KeyInfo)),
+    security(("api_key" = [])))]
 pub(super) async fn revoke_key(
     State(shared): Sh,
     auth: Auth,

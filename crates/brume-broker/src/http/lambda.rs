@@ -41,30 +41,25 @@ use crate::work::Completion;
 pub(super) fn routes(
     max_module_bytes: usize,
     input_limit: axum::extract::DefaultBodyLimit,
-) -> axum::Router<Arc<Shared>> {
+) -> utoipa_axum::router::OpenApiRouter<Arc<Shared>> {
     use super::lambda_functions as f;
-    use axum::routing::{get, post, put};
+    use axum::routing::get;
+    use utoipa_axum::router::UtoipaMethodRouterExt as _;
+    use utoipa_axum::routes;
     // A zip in base64 (in JSON) is a third larger than the module.
     let zip_limit = axum::extract::DefaultBodyLimit::max(max_module_bytes / 3 * 4 + (64 << 10));
-    axum::Router::new()
-        .route(
-            "/2015-03-31/functions/{name}/invocations",
-            post(invoke).layer(input_limit),
-        )
-        .route(
-            "/2015-03-31/functions",
-            get(f::functions).post(f::functions),
-        )
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(routes!(invoke).layer(input_limit))
+        .routes(routes!(f::list_functions, f::create_function).layer(zip_limit))
+        // The aws CLI lists with a trailing slash.
         .route(
             "/2015-03-31/functions/",
-            get(f::functions).post(f::functions),
+            get(f::list_functions)
+                .post(f::create_function)
+                .layer(zip_limit),
         )
-        .route(
-            "/2015-03-31/functions/{name}",
-            get(f::function).delete(f::function),
-        )
-        .route("/2015-03-31/functions/{name}/code", put(f::code))
-        .layer(zip_limit)
+        .routes(routes!(f::get_function, f::delete_function))
+        .routes(routes!(f::update_code).layer(zip_limit))
 }
 
 /// A Lambda-shaped error.
@@ -156,6 +151,16 @@ impl axum::extract::FromRequest<Arc<Shared>> for SignedBy {
     }
 }
 
+#[utoipa::path(post, path = "/2015-03-31/functions/{name}/invocations", tag = "lambda", operation_id = "invoke_lambda",
+    params(("name" = String, Path, description = "The function's name"),
+        ("Qualifier" = Option<String>, Query, description = "`$LATEST` or a version number"),
+        ("X-Amz-Invocation-Type" = Option<String>, Header, description = "`RequestResponse` (the default), `Event` or `DryRun`"),
+        ("X-Amz-Log-Type" = Option<String>, Header, description = "`Tail`: the last 4 KB of stderr, base64, in `X-Amz-Log-Result`")),
+    request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "The payload: stdin for a command; an API Gateway proxy event for a `wasi:http` service"),
+    responses((status = 200, description = "The function's output (`X-Amz-Function-Error: Unhandled` on a guest fault)", body = brume_api::rest::Binary, content_type = "application/octet-stream"),
+        (status = 202, description = "`Event`: queued as a job"),
+        (status = 204, description = "`DryRun`: it would run")),
+    security(("sigv4" = [])))]
 pub(super) async fn invoke(
     State(shared): Sh,
     Path(name): Path<String>,

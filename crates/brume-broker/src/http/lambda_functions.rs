@@ -7,7 +7,7 @@ use std::io::Read as _;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use brume_api::ServiceKind;
@@ -138,22 +138,33 @@ fn not_found(name: &str) -> LambdaFail {
     )
 }
 
-/// `POST /2015-03-31/functions` and `GET /2015-03-31/functions/`.
-pub(super) async fn functions(
+/// `ListFunctions`: the caller's functions (one page).
+#[utoipa::path(get, path = "/2015-03-31/functions", tag = "lambda",
+    responses((status = 200, description = "The caller's functions", body = ListFunctions)),
+    security(("sigv4" = [])))]
+pub(super) async fn list_functions(
     State(shared): Sh,
-    method: Method,
+    SignedBy { account, .. }: SignedBy,
+) -> Result<Response, LambdaFail> {
+    let functions = shared
+        .registry
+        .list(Some(&account))
+        .iter()
+        .filter(|s| !s.retired)
+        .map(|s| configuration(s, "$LATEST".into()))
+        .collect();
+    Ok(axum::Json(ListFunctions { functions }).into_response())
+}
+
+/// `CreateFunction`: a zip holding a `.wasm`, runtime `provided`.
+#[utoipa::path(post, path = "/2015-03-31/functions", tag = "lambda",
+    request_body = CreateFunction,
+    responses((status = 201, description = "Created: the function's configuration", body = FunctionConfiguration)),
+    security(("sigv4" = [])))]
+pub(super) async fn create_function(
+    State(shared): Sh,
     SignedBy { account, body, .. }: SignedBy,
 ) -> Result<Response, LambdaFail> {
-    if method == Method::GET {
-        let functions = shared
-            .registry
-            .list(Some(&account))
-            .iter()
-            .filter(|s| !s.retired)
-            .map(|s| configuration(s, "$LATEST".into()))
-            .collect();
-        return Ok(axum::Json(ListFunctions { functions }).into_response());
-    }
     let create: CreateFunction = json_body(&body)?;
     let name = create.function_name.clone();
     if shared.registry.resolve(&name, &account).is_ok() {
@@ -171,25 +182,20 @@ pub(super) async fn functions(
     Ok((StatusCode::CREATED, axum::Json(config)).into_response())
 }
 
-/// `GET` and `DELETE /2015-03-31/functions/{name}`.
-pub(super) async fn function(
+/// `GetFunction`: the configuration, and where the code is.
+#[utoipa::path(get, path = "/2015-03-31/functions/{name}", tag = "lambda",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, description = "The function", body = GetFunction)),
+    security(("sigv4" = [])))]
+pub(super) async fn get_function(
     State(shared): Sh,
     Path(name): Path<String>,
-    method: Method,
     SignedBy { account, .. }: SignedBy,
 ) -> Result<Response, LambdaFail> {
     let found = shared
         .registry
         .resolve(&name, &account)
         .map_err(|_| not_found(&name))?;
-    if method == Method::DELETE {
-        shared
-            .registry
-            .retire(&name, &account, false)
-            .await
-            .map_err(|e| LambdaFail::from(super::Fail::from(e)))?;
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
     let (url, _) = shared.federation.url();
     Ok(axum::Json(GetFunction {
         configuration: configuration(&found.info, "$LATEST".into()),
@@ -201,8 +207,35 @@ pub(super) async fn function(
     .into_response())
 }
 
-/// `PUT /2015-03-31/functions/{name}/code`: the next version.
-pub(super) async fn code(
+/// `DeleteFunction`: retires every version of the service.
+#[utoipa::path(delete, path = "/2015-03-31/functions/{name}", tag = "lambda",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 204, description = "Deleted")),
+    security(("sigv4" = [])))]
+pub(super) async fn delete_function(
+    State(shared): Sh,
+    Path(name): Path<String>,
+    SignedBy { account, .. }: SignedBy,
+) -> Result<Response, LambdaFail> {
+    shared
+        .registry
+        .resolve(&name, &account)
+        .map_err(|_| not_found(&name))?;
+    shared
+        .registry
+        .retire(&name, &account, false)
+        .await
+        .map_err(|e| LambdaFail::from(super::Fail::from(e)))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `UpdateFunctionCode`: the next version.
+#[utoipa::path(put, path = "/2015-03-31/functions/{name}/code", tag = "lambda",
+    params(("name" = String, Path, description = "The function's name")),
+    request_body = UpdateFunctionCode,
+    responses((status = 200, description = "The new version's configuration", body = FunctionConfiguration)),
+    security(("sigv4" = [])))]
+pub(super) async fn update_code(
     State(shared): Sh,
     Path(name): Path<String>,
     SignedBy { account, body, .. }: SignedBy,

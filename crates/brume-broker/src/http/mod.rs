@@ -13,6 +13,7 @@ mod keys;
 mod lambda;
 mod lambda_functions;
 mod ledger;
+pub mod openapi;
 mod provider;
 mod services;
 mod status;
@@ -26,9 +27,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::any;
 use brume_api::{ApiError, ErrorCode};
 use bytes::Bytes;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 use crate::Shared;
 use crate::metrics::{RequestLabels, RouteLabels};
@@ -93,34 +97,16 @@ fn body_or_fail(body: Result<Bytes, BytesRejection>, what: &str) -> Res<Bytes> {
     })
 }
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let c = &shared.config;
+/// Every route, each described by its handler's `#[utoipa::path]`; the
+/// document they make is [`openapi::document`].
+fn api(c: &crate::BrokerConfig) -> OpenApiRouter<Arc<Shared>> {
     let module_limit = DefaultBodyLimit::max(c.max_module_bytes);
     let input_limit = DefaultBodyLimit::max(c.max_limits.max_input_bytes as usize);
     let spec_limit = DefaultBodyLimit::max(c.max_spec_bytes);
-    Router::new()
-        .route(
-            "/v1/services",
-            post(services::publish)
-                .layer(module_limit)
-                .get(services::list_services),
-        )
-        .route(
-            "/v1/services/{service}",
-            get(services::get_service).delete(services::retire_service),
-        )
-        .route(
-            "/v1/services/{service}/versions",
-            get(services::service_versions),
-        )
-        .route("/v1/services/{service}/move", post(services::move_service))
-        .route("/v1/aliases", post(services::register_alias))
-        .route("/v1/aliases/{alias}", get(services::get_alias))
-        .route("/v1/blobs/{digest}", get(services::get_blob))
-        .route(
-            "/v1/functions/{service}/invoke",
-            post(invoke::invoke).layer(input_limit),
-        )
+    // `/fn/` takes any method and any path below the service: axum's
+    // wildcard is not OpenAPI's, so these three are routed by hand and
+    // described by `FnRoutes`.
+    let fn_routes = OpenApiRouter::with_openapi(FnRoutes::openapi())
         .route(
             "/fn/{service}",
             any(invoke::call_http_root).layer(input_limit),
@@ -132,36 +118,48 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/fn/{service}/{*path}",
             any(invoke::call_http).layer(input_limit),
-        )
-        .route(
-            "/v1/jobs",
-            post(jobs::submit_job)
-                .layer(spec_limit)
-                .get(jobs::list_jobs),
-        )
-        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
-        .route("/v1/jobs/{id}/events", get(jobs::job_events))
-        .route("/v1/jobs/{id}/result", get(jobs::job_result))
-        .route("/v1/jobs/{id}/confirm", post(jobs::confirm_job))
-        .route("/v1/jobs/{id}/reject", post(jobs::reject_job))
-        .route("/v1/keys", get(keys::list_keys).post(keys::create_key))
-        .route("/v1/keys/{id}/revoke", post(keys::revoke_key))
-        .route("/v1/receipts/{work_id}", get(invoke::receipt))
-        .route("/v1/ledger/rows", get(ledger::ledger_rows))
-        .route("/v1/ledger/rows/{work_id}", get(ledger::ledger_row))
-        .route(
-            "/v1/ledger/rows/{work_id}/status",
-            get(ledger::ledger_row_status),
-        )
-        .route("/v1/status", get(status::status))
-        .route("/v1/settlement", get(status::settlement_health))
-        .route("/v1/settlement/run", post(status::settlement_run))
-        .route("/v1/providers", get(status::providers))
-        .route("/metrics", get(status::metrics))
-        .route("/v1/provider/connect", get(provider::connect))
+        );
+    OpenApiRouter::new()
+        .routes(routes!(services::publish, services::list_services).layer(module_limit))
+        .routes(routes!(services::get_service, services::retire_service))
+        .routes(routes!(services::service_versions))
+        .routes(routes!(services::move_service))
+        .routes(routes!(services::register_alias))
+        .routes(routes!(services::get_alias))
+        .routes(routes!(services::get_blob))
+        .routes(routes!(invoke::invoke).layer(input_limit))
+        .merge(fn_routes)
+        .routes(routes!(jobs::submit_job, jobs::list_jobs).layer(spec_limit))
+        .routes(routes!(jobs::get_job, jobs::cancel_job))
+        .routes(routes!(jobs::job_events))
+        .routes(routes!(jobs::job_result))
+        .routes(routes!(jobs::confirm_job))
+        .routes(routes!(jobs::reject_job))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(invoke::receipt))
+        .routes(routes!(ledger::ledger_rows))
+        .routes(routes!(ledger::ledger_row))
+        .routes(routes!(ledger::ledger_row_status))
+        .routes(routes!(status::status))
+        .routes(routes!(status::settlement_health))
+        .routes(routes!(status::settlement_run))
+        .routes(routes!(status::providers))
+        .routes(routes!(status::metrics))
+        .routes(routes!(provider::connect))
+        .routes(routes!(openapi::openapi_json))
         .merge(chain::routes())
         .merge(federation::routes())
         .merge(lambda::routes(c.max_module_bytes, input_limit))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(invoke::call_http_root, invoke::call_http))]
+struct FnRoutes;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let (routes, _) = api(&shared.config).split_for_parts();
+    routes
         .fallback(|| async { Fail::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             Fail::new(

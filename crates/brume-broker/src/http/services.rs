@@ -17,9 +17,12 @@ use super::{Fail, Res, Sh, body_or_fail, header_str};
 use crate::Shared;
 use crate::registry::Resolved;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct PublishQuery {
+    /// The service to publish a new version of: `name` or `owner~name`.
     name: String,
+    /// `command` (the default) or `http`.
     kind: Option<ServiceKind>,
 }
 
@@ -84,6 +87,13 @@ pub(super) fn check_module_signature(
         })
 }
 
+#[utoipa::path(post, path = "/v1/services", tag = "services",
+    params(PublishQuery,
+        ("x-brume-developer" = Option<String>, Header, description = "The developer who signed the module's digest (`0x` address); with `x-brume-module-signature`"),
+        ("x-brume-module-signature" = Option<String>, Header, description = "The developer's EIP-191 signature over the module message: `0x` + 130 hex digits")),
+    request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "The module: a WASI command or a `wasi:http` proxy component (binary, or text format)"),
+    responses((status = 201, description = "Published: the new version", body = ServiceInfo)),
+    security(("api_key" = [])))]
 pub(super) async fn publish(
     State(shared): Sh,
     auth: Auth,
@@ -220,12 +230,17 @@ async fn validate(
     Ok(digest.to_string())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only this namespace's services.
     owner: Option<String>,
 }
 
 /// The latest version of every service (`?owner=` for one namespace).
+#[utoipa::path(get, path = "/v1/services", tag = "services", params(ListQuery),
+    responses((status = 200, description = "The latest version of every service", body = ServiceList)),
+    security(("api_key" = [])))]
 pub(super) async fn list_services(
     State(shared): Sh,
     _auth: Auth,
@@ -247,6 +262,9 @@ pub(super) fn resolve(shared: &Shared, reference: &str, caller: &str) -> Res<Res
     shared.registry.resolve(reference, caller).map_err(Fail)
 }
 
+#[utoipa::path(get, path = "/v1/services/{service}", tag = "services", params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`")),
+    responses((status = 200, description = "The version the reference names (the latest by default)", body = ServiceInfo)),
+    security(("api_key" = [])))]
 pub(super) async fn get_service(
     State(shared): Sh,
     auth: Auth,
@@ -256,6 +274,9 @@ pub(super) async fn get_service(
 }
 
 /// `GET /v1/services/{ref}/versions`: every version, oldest first.
+#[utoipa::path(get, path = "/v1/services/{service}/versions", tag = "services", params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`")),
+    responses((status = 200, description = "Every version, oldest first", body = ServiceList)),
+    security(("api_key" = [])))]
 pub(super) async fn service_versions(
     State(shared): Sh,
     auth: Auth,
@@ -270,6 +291,9 @@ pub(super) async fn service_versions(
 
 /// `DELETE /v1/services/{ref}`: retires the service, or one version
 /// (`name@N`). Its owner's `publish` key, or `admin`.
+#[utoipa::path(delete, path = "/v1/services/{service}", tag = "services", params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`")),
+    responses((status = 200, description = "The versions retired", body = ServiceList)),
+    security(("api_key" = [])))]
 pub(super) async fn retire_service(
     State(shared): Sh,
     auth: Auth,
@@ -287,6 +311,10 @@ pub(super) async fn retire_service(
 
 /// `POST /v1/services/{ref}/move` (`admin`): moves a service, every
 /// version, to another namespace.
+#[utoipa::path(post, path = "/v1/services/{service}/move", tag = "services", params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`")),
+    request_body = MoveRequest,
+    responses((status = 200, description = "The versions moved", body = ServiceList)),
+    security(("api_key" = [])))]
 pub(super) async fn move_service(
     State(shared): Sh,
     auth: Auth,
@@ -306,6 +334,9 @@ pub(super) async fn move_service(
 }
 
 /// `POST /v1/aliases`: registers the caller's alias (`publish`).
+#[utoipa::path(post, path = "/v1/aliases", tag = "services", request_body = AliasRequest,
+    responses((status = 201, description = "The alias, now the caller's namespace name", body = AliasInfo)),
+    security(("api_key" = [])))]
 pub(super) async fn register_alias(
     State(shared): Sh,
     auth: Auth,
@@ -326,6 +357,10 @@ pub(super) async fn register_alias(
 }
 
 /// `GET /v1/aliases/{alias}`.
+#[utoipa::path(get, path = "/v1/aliases/{alias}", tag = "services",
+    params(("alias" = String, Path, description = "An alias")),
+    responses((status = 200, description = "The account the alias names", body = AliasInfo)),
+    security(("api_key" = [])))]
 pub(super) async fn get_alias(
     State(shared): Sh,
     _auth: Auth,
@@ -340,6 +375,10 @@ pub(super) async fn get_alias(
 
 /// Module bytes by digest: for requesters (API key) and providers (the
 /// session's blob token).
+#[utoipa::path(get, path = "/v1/blobs/{digest}", tag = "services",
+    params(("digest" = String, Path, pattern = "^(?:sha256:)?[0-9a-fA-F]{64}$", description = "A module's sha256: 64 hex digits")),
+    responses((status = 200, description = "The module's bytes", body = brume_api::rest::Binary, content_type = "application/wasm")),
+    security(("api_key" = [])))]
 pub(super) async fn get_blob(
     State(shared): Sh,
     Path(digest): Path<String>,

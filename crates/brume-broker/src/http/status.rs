@@ -7,6 +7,8 @@ use brume_api::rest::{ProviderInfo, ProviderList};
 use super::auth::Auth;
 use super::{Fail, Res, Sh};
 
+#[utoipa::path(get, path = "/v1/settlement", tag = "status",
+    responses((status = 200, description = "How settlement is going", body = brume_api::rest::SettlementHealth)))]
 pub(super) async fn settlement_health(
     State(shared): Sh,
 ) -> axum::Json<brume_api::rest::SettlementHealth> {
@@ -15,6 +17,9 @@ pub(super) async fn settlement_health(
 
 /// Runs settlement now. Any key may ask: a run only settles what is owed,
 /// and runs never overlap.
+#[utoipa::path(post, path = "/v1/settlement/run", tag = "status",
+    responses((status = 200, description = "Settles every unsettled row now (`admin`)", body = brume_settle::Report)),
+    security(("api_key" = [])))]
 pub(super) async fn settlement_run(
     State(shared): Sh,
     auth: Auth,
@@ -26,10 +31,15 @@ pub(super) async fn settlement_run(
         .map_err(|e| Fail(crate::settlement::fail(&e)))
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "status",
+    responses((status = 200, description = "The broker's status", body = brume_api::rest::Status)))]
 pub(super) async fn status(State(shared): Sh) -> axum::Json<brume_api::rest::Status> {
     axum::Json(shared.status())
 }
 
+#[utoipa::path(get, path = "/v1/providers", tag = "status",
+    responses((status = 200, description = "The providers connected now", body = ProviderList)),
+    security(("api_key" = [])))]
 pub(super) async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<ProviderList> {
     let mut providers: Vec<ProviderInfo> = shared.lifecycle.read(|s| {
         s.providers
@@ -62,6 +72,8 @@ pub(super) async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<Prov
     axum::Json(ProviderList { providers })
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "status",
+    responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", body = String, content_type = "application/openmetrics-text")))]
 pub(super) async fn metrics(State(shared): Sh) -> impl IntoResponse {
     shared.federation.update_metrics(&shared.metrics);
     (

@@ -320,7 +320,7 @@ async fn chain_routes_answer_and_the_faucet_is_off_outside_devnets() {
     );
     assert_eq!(v["spender"], net.broker.broker_id.as_str());
     let (s, v) = status_code(
-        http.get(net.url(&format!("/v1/chain/transfers?account={}", who.address())))
+        http.get(net.url(&format!("/v1/chain/accounts/{}/transfers", who.address())))
             .send()
             .await
             .expect("GET"),
@@ -328,7 +328,7 @@ async fn chain_routes_answer_and_the_faucet_is_off_outside_devnets() {
     .await;
     assert_eq!((s, v["transfers"].clone()), (200, serde_json::json!([])));
     let (s, v) = status_code(
-        http.get(net.url("/v1/chain/transfers"))
+        http.get(net.url("/v1/chain/accounts/0x1234/transfers"))
             .send()
             .await
             .expect("GET"),
