@@ -18,7 +18,8 @@
 //!   `contracts/out/`.
 //!
 //! `test` installs the npm packages of `package.json` (solc-js,
-//! OpenZeppelin, anvil) with `npm ci` when they are missing.
+//! OpenZeppelin, anvil) with `npm ci`, and the aws CLI and schemathesis
+//! into `.venv` from PyPI, when they are missing.
 
 mod check;
 mod contracts;
@@ -98,21 +99,27 @@ fn ensure_targets() -> Result {
 }
 
 /// `.venv/bin/aws`: the aws CLI v1 in a venv at the workspace root.
-fn ensure_aws() -> Result {
+/// The Python tools the tests drive, from PyPI into `.venv`: the aws CLI
+/// (v1) for the Lambda API and schemathesis for the OpenAPI document.
+fn ensure_venv() -> Result {
     let root = root();
-    if root.join(".venv/bin/aws").exists() {
+    let wanted = [("aws", "awscli"), ("schemathesis", "schemathesis")];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(bin, _)| !root.join(".venv/bin").join(bin).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    run(Command::new("python3")
-        .args(["-m", "venv", ".venv"])
-        .current_dir(&root))?;
+    if !root.join(".venv/bin/pip").exists() {
+        run(Command::new("python3")
+            .args(["-m", "venv", ".venv"])
+            .current_dir(&root))?;
+    }
     run(Command::new(root.join(".venv/bin/pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "awscli",
-        ])
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(missing)
         .current_dir(&root))
 }
 
@@ -120,8 +127,8 @@ fn test() -> Result {
     ensure_targets()?;
     // solc-js and anvil, for the contract check and the EVM tests.
     contracts::ensure_npm()?;
-    // The aws CLI (v1, from PyPI), for the Lambda API's tests.
-    ensure_aws()?;
+    // The aws CLI (v1) and schemathesis, from PyPI.
+    ensure_venv()?;
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     if ci {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;

@@ -1,5 +1,5 @@
 //! `brume broker`: run a broker; `brume broker keys create|list|revoke`: manage
-//! API keys; `brume broker providers approve|suspend|ban|list`: the
+//! API keys; `brume broker openapi`: print the HTTP API's document; `brume broker providers approve|suspend|ban|list`: the
 //! operator's word on providers. Both work on the data dir, whether or not
 //! the broker is running (a running broker applies provider changes within
 //! a second).
@@ -39,6 +39,9 @@ enum BrokerCommand {
     /// secret is derived from the broker's master key, never stored.
     #[command(subcommand)]
     LambdaKeys(LambdaKeysCommand),
+    /// Print the broker's OpenAPI 3.1 document (what `GET /openapi.json`
+    /// serves), e.g. to generate a client.
+    Openapi,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -277,6 +280,10 @@ pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
     match args.command {
         Some(BrokerCommand::Keys(k)) => keys(k, file).await,
         Some(BrokerCommand::Providers(p)) => providers(p, file),
+        Some(BrokerCommand::Openapi) => {
+            print!("{}", brume_broker::openapi::json());
+            ExitCode::SUCCESS
+        }
         Some(BrokerCommand::LambdaKeys(LambdaKeysCommand::Create {
             account,
             data,

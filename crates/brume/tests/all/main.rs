@@ -18,6 +18,7 @@ mod lambda;
 mod ledger;
 mod net;
 mod network;
+mod openapi;
 mod ownership;
 mod provider_policy;
 mod settlement;
