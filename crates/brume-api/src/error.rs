@@ -63,7 +63,7 @@ codes! {
     NotFound = ("not_found", 404),
     /// The HTTP method is not allowed here.
     MethodNotAllowed = ("method_not_allowed", 405),
-    /// The work is in a state that forbids the operation (e.g. the result of a running job).
+    /// The work is in a state that forbids the operation (e.g. the result of a running job), or the account's deal forbids what the request asks (a price cap, another tier than its subscription's).
     Conflict = ("conflict", 409),
     /// A body (module, stdin, spec) is larger than allowed.
     PayloadTooLarge = ("payload_too_large", 413),

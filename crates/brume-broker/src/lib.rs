@@ -237,6 +237,9 @@ pub(crate) struct Shared {
     pub federation: federation::Federated,
     /// Lambda credentials (key ids and their accounts; secrets derived).
     pub lambda: lambda::creds::Credentials,
+    /// The OpenAPI document for this broker's config (tier names, limits),
+    /// made at its first request.
+    pub openapi: std::sync::OnceLock<String>,
     pub started: Instant,
     pub next_session: AtomicU64,
     /// Cancelled when the broker stops: every task it started watches it.
@@ -372,6 +375,7 @@ impl Broker {
             challenge_fuel: tokio::sync::OnceCell::new(),
             metrics,
             federation: Default::default(),
+            openapi: Default::default(),
             lambda,
             started: Instant::now(),
             next_session: AtomicU64::new(1),

@@ -39,8 +39,9 @@ enum BrokerCommand {
     /// secret is derived from the broker's master key, never stored.
     #[command(subcommand)]
     LambdaKeys(LambdaKeysCommand),
-    /// Print the broker's OpenAPI 3.1 document (what `GET /openapi.json`
-    /// serves), e.g. to generate a client.
+    /// Print the OpenAPI 3.1 document of a broker with the default config
+    /// (a broker's `GET /openapi.json` names its own tiers and limits),
+    /// e.g. to generate a client.
     Openapi,
 }
 
@@ -281,7 +282,7 @@ pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
         Some(BrokerCommand::Keys(k)) => keys(k, file).await,
         Some(BrokerCommand::Providers(p)) => providers(p, file),
         Some(BrokerCommand::Openapi) => {
-            print!("{}", brume_broker::openapi::json());
+            print!("{}", brume_broker::openapi::default_json());
             ExitCode::SUCCESS
         }
         Some(BrokerCommand::LambdaKeys(LambdaKeysCommand::Create {

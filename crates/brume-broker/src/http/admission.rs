@@ -24,6 +24,7 @@ pub(super) fn admit(
         .admit(account, tier, cap_fiat_micros, digest)
         .map_err(|e| match e {
             ledger::AdmitError::Invalid(m) => Fail::new(ErrorCode::InvalidRequest, m),
+            ledger::AdmitError::NotInDeal(m) => Fail::new(ErrorCode::Conflict, m),
             ledger::AdmitError::OverCap(e) => Fail::new(ErrorCode::OverPriceCap, e.to_string()),
         })
 }
@@ -189,13 +190,14 @@ pub(super) fn sync_verify(
             ),
         )
     };
-    match v.to_str().map(str::trim) {
+    match v.to_str() {
         Ok("audit") => Ok(SyncVerify::Audit),
         Ok("none") => Ok(SyncVerify::None),
         Ok(other) => {
+            // As written by `format!`: no sign, no leading zero.
             let n = other
                 .strip_prefix("replicate=")
-                .and_then(|n| n.parse::<u32>().ok())
+                .and_then(|n| n.parse::<u32>().ok().filter(|v| v.to_string() == n))
                 .ok_or_else(expected)?;
             if !(2..=max).contains(&n) {
                 return Err(expected());

@@ -42,20 +42,39 @@ impl Drop for CancelOnDrop {
 
 /// Refuses a new call (503 `overloaded`, with a `Retry-After`) when too
 /// many calls wait or the oldest has waited too long. Only functions count:
-/// queued batch work does not make the broker refuse calls.
-pub(super) fn check_overload(shared: &Shared) -> Res<()> {
-    let (depth, age, rate, providers) = shared.lifecycle.read(|s| {
+/// queued batch work does not make the broker refuse calls. A call no
+/// connected provider could take (none in its trust tiers, or fewer than
+/// its replicas) is refused at once (503 `provider_unavailable`), not
+/// queued until its queue timeout.
+pub(super) fn check_overload(shared: &Shared, spec: &WorkSpec, verify: SyncVerify) -> Res<()> {
+    let (depth, age, rate, providers, eligible) = shared.lifecycle.read(|s| {
         (
             s.queued(Class::Sync),
             s.oldest_wait(Class::Sync),
             s.sync_rate(),
             s.providers.len(),
+            s.providers
+                .values()
+                .filter(|p| (spec.tiers >> p.tier) & 1 == 1)
+                .count(),
         )
     });
     if providers == 0 {
         return Err(Fail::new(
             ErrorCode::ProviderUnavailable,
             "no provider is connected to this broker",
+        ));
+    }
+    let needed = match verify {
+        SyncVerify::Replicate(n) => n as usize,
+        _ => 1,
+    };
+    if eligible < needed {
+        return Err(Fail::new(
+            ErrorCode::ProviderUnavailable,
+            format!(
+                "{eligible} connected provider(s) in the trust tiers this call allows; it needs {needed}"
+            ),
         ));
     }
     if depth >= shared.config.overload_queue_depth || age >= shared.config.overload_queue_age {
@@ -395,11 +414,14 @@ fn price_cap(headers: &HeaderMap) -> Res<Option<u64>> {
     let name = ledger::PRICE_CAP_HEADER;
     header_str(headers, name)?
         .map(|v| {
-            v.parse::<u64>().map_err(|_| {
-                bad(format!(
-                    "{name}: {v:?} is not a whole number of fiat micro-units"
-                ))
-            })
+            Some(v)
+                .filter(|v| (1..=15).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{name}: {v:?} is not a whole number of fiat micro-units (at most 15 digits)"
+                    ))
+                })
         })
         .transpose()
 }
@@ -522,10 +544,10 @@ fn unversioned(spec: &WorkSpec) -> String {
 
 #[utoipa::path(post, path = "/v1/functions/{service}/invoke", tag = "invoke",
     params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
-        ("x-brume-price-cap" = Option<String>, Header, description = "The most to pay, in micro-tokens per giga-instruction"),
-        ("x-brume-tiers" = Option<String>, Header, description = "Provider trust tiers allowed, comma-separated"),
-        ("x-brume-verify" = Option<String>, Header, description = "`audit` or `replicate=N`: verify this call"),
-        ("x-brume-end-user" = Option<String>, Header, description = "Your own customer, recorded on the ledger row")),
+        ("x-brume-price-cap" = Option<String>, Header, pattern = "^[0-9]{1,15}$", description = "The most to pay, in fiat micro-units"),
+        ("x-brume-tiers" = Option<String>, Header, pattern = "^[1-4](?:,[1-4]){0,3}$", description = "The provider trust tiers it may run on, comma-separated"),
+        ("x-brume-verify" = Option<String>, Header, description = "`audit`, `none` or `replicate=N`: how to verify this call"),
+        ("x-brume-end-user" = Option<String>, Header, pattern = "^[\\t -~]{0,256}$", description = "Your own customer, recorded on the ledger row (at most 256 bytes)")),
     request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "The function's stdin; the query string's `key=value` pairs become its arguments"),
     responses((status = 200, description = "The function's stdout; `x-brume-work-id`, `x-brume-fuel`, `x-brume-cost` and the other `x-brume-*` headers describe the run", body = brume_api::rest::Binary, content_type = "application/octet-stream")),
     security(("api_key" = [])))]
@@ -540,7 +562,7 @@ pub(super) async fn invoke(
     let hops = federation::incoming_hops(&auth, &headers)?;
     let (mut spec, mut billing, body, verify) =
         sync_work(&shared, auth, &headers, &name, ServiceKind::Command, body)?;
-    if let Err(busy) = check_overload(&shared) {
+    if let Err(busy) = check_overload(&shared, &spec, verify) {
         let call = federation::Call {
             service: unversioned(&spec),
             kind: ServiceKind::Command,
@@ -601,10 +623,10 @@ pub(super) async fn receipt(
 
 #[utoipa::path(method(get, post, put, delete, patch, head, options), path = "/fn/{service}", tag = "invoke",
     params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
-        ("x-brume-price-cap" = Option<String>, Header, description = "The most to pay, in micro-tokens per giga-instruction"),
-        ("x-brume-tiers" = Option<String>, Header, description = "Provider trust tiers allowed, comma-separated"),
-        ("x-brume-verify" = Option<String>, Header, description = "`audit` or `replicate=N`: verify this call"),
-        ("x-brume-end-user" = Option<String>, Header, description = "Your own customer, recorded on the ledger row")),
+        ("x-brume-price-cap" = Option<String>, Header, pattern = "^[0-9]{1,15}$", description = "The most to pay, in fiat micro-units"),
+        ("x-brume-tiers" = Option<String>, Header, pattern = "^[1-4](?:,[1-4]){0,3}$", description = "The provider trust tiers it may run on, comma-separated"),
+        ("x-brume-verify" = Option<String>, Header, description = "`audit`, `none` or `replicate=N`: how to verify this call"),
+        ("x-brume-end-user" = Option<String>, Header, pattern = "^[\\t -~]{0,256}$", description = "Your own customer, recorded on the ledger row (at most 256 bytes)")),
     request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "Passed through to the component"),
     responses((status = 200, description = "The component's response, as it answered (any status, headers and body); `x-brume-*` headers describe the run")),
     security(("api_key" = [])))]
@@ -632,10 +654,10 @@ pub(super) async fn call_http_root(
 
 #[utoipa::path(method(get, post, put, delete, patch, head, options), path = "/fn/{service}/{path}", tag = "invoke",
     params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("path" = String, Path, description = "The rest of the path, passed through"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
-        ("x-brume-price-cap" = Option<String>, Header, description = "The most to pay, in micro-tokens per giga-instruction"),
-        ("x-brume-tiers" = Option<String>, Header, description = "Provider trust tiers allowed, comma-separated"),
-        ("x-brume-verify" = Option<String>, Header, description = "`audit` or `replicate=N`: verify this call"),
-        ("x-brume-end-user" = Option<String>, Header, description = "Your own customer, recorded on the ledger row")),
+        ("x-brume-price-cap" = Option<String>, Header, pattern = "^[0-9]{1,15}$", description = "The most to pay, in fiat micro-units"),
+        ("x-brume-tiers" = Option<String>, Header, pattern = "^[1-4](?:,[1-4]){0,3}$", description = "The provider trust tiers it may run on, comma-separated"),
+        ("x-brume-verify" = Option<String>, Header, description = "`audit`, `none` or `replicate=N`: how to verify this call"),
+        ("x-brume-end-user" = Option<String>, Header, pattern = "^[\\t -~]{0,256}$", description = "Your own customer, recorded on the ledger row (at most 256 bytes)")),
     request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "Passed through to the component"),
     responses((status = 200, description = "The component's response, as it answered (any status, headers and body); `x-brume-*` headers describe the run")),
     security(("api_key" = [])))]
@@ -665,7 +687,7 @@ pub(super) async fn forward(
     let hops = federation::incoming_hops(&auth, &headers)?;
     let (mut spec, mut billing, body, verify) =
         sync_work(&shared, auth, &headers, &name, ServiceKind::Http, body)?;
-    if let Err(busy) = check_overload(&shared) {
+    if let Err(busy) = check_overload(&shared, &spec, verify) {
         let mut rest = format!("/{path}");
         if let Some(q) = &query {
             rest.push('?');

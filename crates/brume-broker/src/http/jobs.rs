@@ -23,7 +23,7 @@ use crate::ledger::Billing;
 use brume_ledger::penalty::Declared;
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
-    params(("x-brume-end-user" = Option<String>, Header, description = "Your own customer, recorded on the job's ledger row (at most 128 bytes)")),
+    params(("x-brume-end-user" = Option<String>, Header, pattern = "^[\\t -~]{0,256}$", description = "Your own customer, recorded on the job's ledger row (at most 256 bytes)")),
     request_body = JobSpec,
     responses((status = 202, description = "Accepted: stored and queued", body = JobInfo)),
     security(("api_key" = [])))]

@@ -208,11 +208,16 @@ fn parse_tiers(v: &str) -> Result<u8, crate::trust::TierError> {
     let tiers = v
         .split(',')
         .map(|t| {
-            t.trim()
-                .parse::<u8>()
+            Some(t)
+                .filter(|t| t.len() == 1)
+                .and_then(|t| t.parse::<u8>().ok())
+                .ok_or(())
                 .map_err(|_| crate::trust::TierError::NotATier(t.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if tiers.len() > 4 {
+        return Err(crate::trust::TierError::NotATier(v.to_string()));
+    }
     crate::trust::tier_set(&tiers)
 }
 

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use brume_api::{ApiError, ErrorCode};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
-use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Ref, Type};
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Ref, Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, RefOr};
 
@@ -85,6 +85,7 @@ const RUN: &[ErrorCode] = &[
     ErrorCode::PeerUnreachable,
     ErrorCode::Unverified,
     ErrorCode::Cancelled,
+    ErrorCode::Conflict,
     ErrorCode::OverPriceCap,
     ErrorCode::InsufficientAllowance,
 ];
@@ -176,35 +177,94 @@ const LAMBDA_STATUSES: &[(u16, &str)] = &[
     (503, "`ServiceException`: no provider could take the call"),
 ];
 
-/// The document, built once.
-pub fn document() -> &'static OpenApi {
-    static DOC: OnceLock<OpenApi> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let (_, spec) = super::api(&crate::BrokerConfig::default()).split_for_parts();
-        finish(spec)
-    })
+/// The document of a broker with `config`: its tier names and its limits'
+/// maxima are part of it.
+pub fn document(config: &crate::BrokerConfig) -> OpenApi {
+    let (_, spec) = super::api(config).split_for_parts();
+    let mut spec = finish(spec);
+    constrain(&mut spec, config);
+    spec
 }
 
-/// The document as pretty JSON (what `GET /openapi.json` serves).
-pub fn json() -> &'static str {
+/// The document as pretty JSON, for `config` (what `GET /openapi.json`
+/// serves).
+pub fn json(config: &crate::BrokerConfig) -> String {
+    let mut s = document(config)
+        .to_pretty_json()
+        .expect("an OpenApi document serializes");
+    s.push('\n');
+    s
+}
+
+/// The document of a broker with the default config (`docs/openapi.json`).
+pub fn default_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        let mut s = document()
-            .to_pretty_json()
-            .expect("an OpenApi document serializes");
-        s.push('\n');
-        s
-    })
+    JSON.get_or_init(|| json(&crate::BrokerConfig::default()))
 }
 
 /// The OpenAPI document of this broker's HTTP API.
 #[utoipa::path(get, path = "/openapi.json", tag = "status",
     responses((status = 200, description = "This document", body = Object)))]
-pub(super) async fn openapi_json() -> impl axum::response::IntoResponse {
+pub(super) async fn openapi_json(
+    axum::extract::State(shared): super::Sh,
+) -> impl axum::response::IntoResponse {
+    let json = shared.openapi.get_or_init(|| json(&shared.config)).clone();
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        json(),
+        json,
     )
+}
+
+/// What the broker's config decides: the tiers a request may name, the
+/// verification a call may ask, and the most each limit may be.
+fn constrain(spec: &mut OpenApi, config: &crate::BrokerConfig) {
+    let tiers: Vec<String> = config.ledger.tier_names();
+    let verify: Vec<String> = ["audit".to_string(), "none".to_string()]
+        .into_iter()
+        .chain((2..=brume_api::rest::MAX_REPLICAS).map(|n| format!("replicate={n}")))
+        .collect();
+    let enum_of = |values: &[String]| {
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(values.iter().cloned()))
+                .build(),
+        ))
+    };
+    for item in spec.paths.paths.values_mut() {
+        for (_, op) in operations(item) {
+            for p in op.parameters.iter_mut().flatten() {
+                let RefOr::T(p) = p else { continue };
+                match p.name.as_str() {
+                    "x-brume-tier" => p.schema = Some(enum_of(&tiers)),
+                    "x-brume-verify" => p.schema = Some(enum_of(&verify)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let Some(components) = spec.components.as_mut() else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(job))) = components.schemas.get_mut("JobSpec")
+        && let Some(tier) = job.properties.get_mut("tier")
+    {
+        *tier = enum_of(&tiers);
+    }
+    let max = &config.max_limits;
+    if let Some(RefOr::T(Schema::Object(limits))) = components.schemas.get_mut("LimitsSpec") {
+        for (field, most) in [
+            ("fuel", max.fuel),
+            ("memory_bytes", max.memory_bytes),
+            ("timeout_ms", max.timeout_ms),
+            ("max_input_bytes", max.max_input_bytes),
+            ("max_output_bytes", max.max_output_bytes),
+        ] {
+            if let Some(RefOr::T(Schema::Object(o))) = limits.properties.get_mut(field) {
+                o.maximum = Some(utoipa::Number::UInt(most as usize));
+            }
+        }
+    }
 }
 
 fn finish(mut spec: OpenApi) -> OpenApi {
@@ -261,6 +321,7 @@ fn finish(mut spec: OpenApi) -> OpenApi {
                 .all(|w| w[0].1.operation_id == w[1].1.operation_id);
         for (method, op) in methods.iter_mut() {
             let id = op.operation_id.clone().unwrap_or_default();
+            not_null(op);
             if lambda {
                 lambda_errors(op);
             } else {
@@ -285,6 +346,26 @@ fn finish(mut spec: OpenApi) -> OpenApi {
     let components = spec.components.get_or_insert_with(Default::default);
     components.responses.extend(shared_responses);
     spec
+}
+
+/// An optional parameter is absent, never `null`: its schema is its
+/// type's alone (utoipa writes `Option<T>` as `[T, "null"]`).
+fn not_null(op: &mut Operation) {
+    for p in op.parameters.iter_mut().flatten() {
+        if let RefOr::T(p) = p
+            && let Some(RefOr::T(Schema::Object(o))) = &mut p.schema
+            && let SchemaType::Array(types) = &o.schema_type
+        {
+            let kept: Vec<Type> = types
+                .iter()
+                .filter(|t| **t != Type::Null)
+                .cloned()
+                .collect();
+            if let [only] = kept.as_slice() {
+                o.schema_type = SchemaType::Type(only.clone());
+            }
+        }
+    }
 }
 
 /// A path's operations, by method name.
@@ -387,7 +468,7 @@ mod tests {
     #[test]
     fn the_checked_in_copy_matches_the_generated_document() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
-        let generated = super::json();
+        let generated = super::default_json();
         if std::env::var_os("BRUME_BLESS").is_some() {
             std::fs::write(path, generated).expect("write docs/openapi.json");
         }
@@ -400,7 +481,7 @@ mod tests {
 
     #[test]
     fn every_unfuzzed_operation_exists() {
-        let doc = super::document();
+        let doc = super::document(&crate::BrokerConfig::default());
         let ids: Vec<String> = doc
             .paths
             .paths

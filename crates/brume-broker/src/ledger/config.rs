@@ -147,6 +147,11 @@ fn tier_id(names: &[String], name: &str) -> Result<TierId, BillError> {
 impl LedgerConfig {
     /// The tiers, with unique valid names; the default is the configured
     /// one, else the last (cheapest).
+    /// The tiers' names, in the order they are configured.
+    pub(crate) fn tier_names(&self) -> Vec<String> {
+        self.tiers.iter().map(|t| t.name.clone()).collect()
+    }
+
     pub(super) fn tiers(&self) -> Result<Tiers, BillError> {
         let mut prices = Vec::with_capacity(self.tiers.len());
         let mut names: Vec<String> = Vec::with_capacity(self.tiers.len());

@@ -158,6 +158,10 @@ impl Billing {
 pub(crate) enum AdmitError {
     #[error("{0}")]
     Invalid(String),
+    /// The account's deal forbids what the request asks (a price cap,
+    /// another tier than its subscription's).
+    #[error("{0}")]
+    NotInDeal(String),
     #[error("{0}")]
     OverCap(DealError),
 }
@@ -494,11 +498,12 @@ impl Ledger {
         deal.admit(&request, &self.pricer, Some(&estimate), day)
             .map_err(|e| match e {
                 DealError::OverCap { .. } => AdmitError::OverCap(e),
-                DealError::TierFixed { deal, requested } => AdmitError::Invalid(format!(
+                DealError::TierFixed { deal, requested } => AdmitError::NotInDeal(format!(
                     "tier: this account's subscription runs at tier {}, not {}",
                     self.tier_name(deal),
                     self.tier_name(requested)
                 )),
+                e @ DealError::CapNotInDeal => AdmitError::NotInDeal(e.to_string()),
                 e => AdmitError::Invalid(e.to_string()),
             })
     }

@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use test_programs_artifacts as art;
+
 use crate::net::{Proc, command, keys_create};
 
 fn schemathesis_bin() -> PathBuf {
@@ -62,29 +64,49 @@ fn schemathesis_finds_nothing_against_a_devnet_broker() {
     let ready = devnet.wait_event("ready");
     let url = ready["broker"].as_str().expect("broker URL").to_string();
 
-    // What it serves is the checked-in copy.
-    let served = tokio::runtime::Builder::new_current_thread()
+    // Bound to the devnet's funded requester: its escrow pays for the calls.
+    let requester = ready["requester"].as_str().expect("requester");
+    let key = keys_create(
+        home.path(),
+        &data.join("broker"),
+        &[
+            "--name",
+            "fuzz",
+            "--account",
+            requester,
+            "--scope",
+            "invoke,jobs,publish,read",
+        ],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime")
-        .block_on(async {
-            let resp = reqwest::get(format!("{url}/openapi.json"))
-                .await
-                .expect("GET /openapi.json");
-            assert_eq!(resp.status(), 200);
-            resp.bytes().await.expect("body")
-        });
+        .expect("runtime");
+    let served = runtime.block_on(async {
+        // `echo` is in schemathesis.toml's dictionary: calls and jobs
+        // naming it reach a provider.
+        let client = brume_client::Client::new(&url, Some(key.clone())).expect("client");
+        client
+            .publish(
+                "echo",
+                brume_client::ServiceKind::Command,
+                bytes::Bytes::from_static(art::ECHO_P1_BYTES),
+            )
+            .await
+            .expect("publish echo");
+        let resp = reqwest::get(format!("{url}/openapi.json"))
+            .await
+            .expect("GET /openapi.json");
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.expect("body")
+    });
+    // A devnet broker has the default config: it serves the checked-in copy.
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
     assert!(
         served == std::fs::read(&docs).expect("docs/openapi.json"),
         "GET /openapi.json differs from docs/openapi.json"
     );
 
-    let key = keys_create(
-        home.path(),
-        &data.join("broker"),
-        &["--name", "fuzz", "--scope", "invoke,jobs,publish,read"],
-    );
     // Everything but the key revocation: the stateful phase would follow
     // `GET /v1/keys` to revoke the very key it runs with.
     let regex = unfuzzed();
