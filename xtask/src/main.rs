@@ -99,11 +99,31 @@ fn ensure_targets() -> Result {
 }
 
 /// `.venv/bin/aws`: the aws CLI v1 in a venv at the workspace root.
+/// Debian's Chromium, for the console's browser test.
+fn ensure_chromium() -> Result {
+    if Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    let apt = |args: &[&str]| {
+        let mut c = Command::new("apt-get");
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    run(&mut apt(&["update", "-qq"]))?;
+    run(&mut apt(&["install", "-y", "-qq", "chromium"]))
+}
+
 /// The Python tools the tests drive, from PyPI into `.venv`: the aws CLI
-/// (v1) for the Lambda API and schemathesis for the OpenAPI document.
+/// (v1) for the Lambda API, schemathesis for the OpenAPI document and
+/// Playwright for the console.
 fn ensure_venv() -> Result {
     let root = root();
-    let wanted = [("aws", "awscli"), ("schemathesis", "schemathesis")];
+    // (Playwright drives Debian's Chromium: never `playwright install`.)
+    let wanted = [
+        ("aws", "awscli"),
+        ("schemathesis", "schemathesis"),
+        ("playwright", "playwright"),
+    ];
     let missing: Vec<&str> = wanted
         .iter()
         .filter(|(bin, _)| !root.join(".venv/bin").join(bin).exists())
@@ -127,8 +147,10 @@ fn test() -> Result {
     ensure_targets()?;
     // solc-js and anvil, for the contract check and the EVM tests.
     contracts::ensure_npm()?;
-    // The aws CLI (v1) and schemathesis, from PyPI.
+    // The aws CLI (v1), schemathesis and Playwright, from PyPI; Chromium
+    // from Debian.
     ensure_venv()?;
+    ensure_chromium()?;
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     if ci {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;

@@ -27,6 +27,7 @@ use brume_identity::Identity;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod accounts;
 mod audit;
 pub mod chain;
 mod deposits;
@@ -123,6 +124,10 @@ pub struct BrokerConfig {
     /// Federation with other brokers (`[broker.federation]`); `None`:
     /// this broker stands alone.
     pub federation: Option<federation::FederationSettings>,
+    /// Whether anyone may make a console account (`[broker.console]
+    /// signup`); otherwise only the operator does
+    /// (`brume broker accounts create`).
+    pub console_signup: bool,
 }
 
 impl Default for BrokerConfig {
@@ -166,6 +171,7 @@ impl Default for BrokerConfig {
             settlement: settlement::SettlementConfig::default(),
             trust: trust::TrustConfig::default(),
             federation: None,
+            console_signup: false,
         }
     }
 }
@@ -237,6 +243,8 @@ pub(crate) struct Shared {
     pub federation: federation::Federated,
     /// Lambda credentials (key ids and their accounts; secrets derived).
     pub lambda: lambda::creds::Credentials,
+    /// Console accounts (email and password) and sessions.
+    pub accounts: accounts::Accounts,
     /// The OpenAPI document for this broker's config (tier names, limits),
     /// made at its first request.
     pub openapi: std::sync::OnceLock<String>,
@@ -334,6 +342,7 @@ impl Broker {
         let reputation = standings.reputations().await?;
         let keys = keys::Keys::open(Box::new(store.clone())).await?;
         let lambda = lambda::creds::Credentials::open(&data_dir, store.clone()).await?;
+        let accounts = accounts::Accounts::open(store.clone()).await?;
         let (ledger, ledger_rows) = open_ledger(&config).await?;
         let (chain, hub, settlement) = open_chain(&config, &ledger, &identity, jobs.gate()).await?;
         let tls = match &config.tls {
@@ -377,6 +386,7 @@ impl Broker {
             federation: Default::default(),
             openapi: Default::default(),
             lambda,
+            accounts,
             started: Instant::now(),
             next_session: AtomicU64::new(1),
             shutdown,
@@ -533,6 +543,8 @@ fn serve(
         let (listener, accept) =
             tls::TlsListener::new(listener, addr, tls.acceptor, stopped.clone());
         shared.tasks.spawn(accept);
+        // (Tapped, for axum gives a tapped listener's peers to handlers.)
+        let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
         return tokio::spawn(serve_on(listener, app, stopped));
     }
     // Small frames and responses must leave at once: without
@@ -551,13 +563,17 @@ async fn serve_on<L>(
     stopped: CancellationToken,
 ) -> Result<(), BrokerError>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped.cancelled().await })
-        .await
-        .map_err(BrokerError::Serve)
+    // The peer's address reaches handlers (the console's sign-in limit).
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stopped.cancelled().await })
+    .await
+    .map_err(BrokerError::Serve)
 }
 
 impl RunningBroker {

@@ -1,5 +1,5 @@
 //! `brume broker`: run a broker; `brume broker keys create|list|revoke`: manage
-//! API keys; `brume broker openapi`: print the HTTP API's document; `brume broker providers approve|suspend|ban|list`: the
+//! API keys; `brume broker accounts create`: console accounts; `brume broker openapi`: print the HTTP API's document; `brume broker providers approve|suspend|ban|list`: the
 //! operator's word on providers. Both work on the data dir, whether or not
 //! the broker is running (a running broker applies provider changes within
 //! a second).
@@ -39,6 +39,10 @@ enum BrokerCommand {
     /// secret is derived from the broker's master key, never stored.
     #[command(subcommand)]
     LambdaKeys(LambdaKeysCommand),
+    /// Console accounts: an email and a password (Argon2id), mapped to an
+    /// account address.
+    #[command(subcommand)]
+    Accounts(crate::accounts::AccountsCommand),
     /// Print the OpenAPI 3.1 document of a broker with the default config
     /// (a broker's `GET /openapi.json` names its own tiers and limits),
     /// e.g. to generate a client.
@@ -270,7 +274,7 @@ fn federation(
     Ok(Some(s))
 }
 
-fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".local/share/brume/broker"),
         None => PathBuf::from("brume-broker"),
@@ -281,6 +285,7 @@ pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
     match args.command {
         Some(BrokerCommand::Keys(k)) => keys(k, file).await,
         Some(BrokerCommand::Providers(p)) => providers(p, file),
+        Some(BrokerCommand::Accounts(cmd)) => crate::accounts::main(cmd, file.data_dir.clone()),
         Some(BrokerCommand::Openapi) => {
             print!("{}", brume_broker::openapi::default_json());
             ExitCode::SUCCESS
@@ -647,6 +652,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     }
     if let Some(t) = &file.trust {
         config.trust = t.clone();
+    }
+    if let Some(c) = &file.console {
+        config.console_signup = c.signup;
     }
     if let Some(h) = a.heartbeat {
         config.heartbeat = h;

@@ -84,6 +84,9 @@
 //! forward = true               # forward calls this broker can't place
 //! forward_ttl = 3              # the most hops a forwarded call takes
 //!
+//! [broker.console]
+//! signup = false               # true: anyone may make a console account
+//!
 //! [provider]
 //! broker = "http://127.0.0.1:7700"
 //! # ca = "…" or pin_sha256 = "…", as in [client]
@@ -147,6 +150,18 @@ pub struct BrokerSection {
     pub trust: Option<brume_broker::trust::TrustConfig>,
     /// Federation with other brokers (`[broker.federation]`).
     pub federation: Option<FederationSection>,
+    /// The web console (`[broker.console]`).
+    pub console: Option<ConsoleSection>,
+}
+
+/// `[broker.console]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Whether anyone may make a console account at `/console/signup`
+    /// (default: only the operator, with `brume broker accounts create`).
+    #[serde(default)]
+    pub signup: bool,
 }
 
 /// `[broker.federation]`: the presence of the section turns it on.

@@ -6,6 +6,7 @@
 mod admission;
 mod auth;
 mod chain;
+mod console;
 mod federation;
 mod invoke;
 mod jobs;
@@ -160,6 +161,7 @@ struct FnRoutes;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let (routes, _) = api(&shared.config).split_for_parts();
     routes
+        .merge(console::routes())
         .fallback(|| async { Fail::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             Fail::new(

@@ -194,6 +194,17 @@ impl Drop for Proc {
     }
 }
 
+/// `brume devnet --json` in `home` (data in `home/devnet`), once ready:
+/// the process and its ready line (`broker`, `requester`, …).
+pub fn devnet(home: &Path) -> (Proc, serde_json::Value) {
+    let mut cmd = command(home);
+    cmd.args(["devnet", "--json", "--data"])
+        .arg(home.join("devnet"));
+    let mut proc = Proc::spawn("devnet", cmd);
+    let ready = proc.wait_event("ready");
+    (proc, ready)
+}
+
 /// A job of the `cpu` service (the cpu_loop test program) running `n`
 /// rounds, with room to spare in fuel and time.
 pub fn cpu_job(n: u64) -> JobSpec {

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use test_programs_artifacts as art;
 
-use crate::net::{Proc, command, keys_create};
+use crate::net::keys_create;
 
 fn schemathesis_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/schemathesis")
@@ -58,10 +58,7 @@ fn schemathesis(home: &Path, url: &str, key: &str, select: &[&str]) -> String {
 fn schemathesis_finds_nothing_against_a_devnet_broker() {
     let home = tempfile::tempdir().expect("tempdir");
     let data = home.path().join("devnet");
-    let mut cmd = command(home.path());
-    cmd.args(["devnet", "--json", "--data"]).arg(&data);
-    let mut devnet = Proc::spawn("devnet", cmd);
-    let ready = devnet.wait_event("ready");
+    let (mut devnet, ready) = crate::net::devnet(home.path());
     let url = ready["broker"].as_str().expect("broker URL").to_string();
 
     // Bound to the devnet's funded requester: its escrow pays for the calls.
