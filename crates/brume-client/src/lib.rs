@@ -99,7 +99,15 @@ pub struct Client {
     api_key: Option<String>,
     /// Signs every request instead of sending an API key.
     signer: Option<std::sync::Arc<RequestSigner>>,
+    /// Told how much of a module upload is sent.
+    upload_progress: Option<UploadProgress>,
 }
+
+/// Called with (bytes sent, total) as a module upload goes out.
+pub type UploadProgress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Module uploads go out in chunks of this size when progress is watched.
+const UPLOAD_CHUNK: usize = 64 << 10;
 
 /// A key that signs requests (`Authorization: Brume-Signature`), with the
 /// last timestamp used: signatures are deterministic, so timestamps are
@@ -215,6 +223,7 @@ impl Client {
             base_text,
             api_key: api_key.filter(|k| !k.is_empty()),
             signer: None,
+            upload_progress: None,
         })
     }
 
@@ -406,6 +415,33 @@ impl Client {
 
     // ---- services ----
 
+    /// This client, reporting module uploads' progress to `f` (the body is
+    /// then streamed in 64 KiB chunks).
+    pub fn with_upload_progress(mut self, f: UploadProgress) -> Client {
+        self.upload_progress = Some(f);
+        self
+    }
+
+    /// A module as a request body: whole, or chunked when progress is
+    /// watched.
+    fn module_body(&self, module: Bytes) -> reqwest::Body {
+        let Some(report) = self.upload_progress.clone() else {
+            return module.into();
+        };
+        let total = module.len() as u64;
+        let chunks: Vec<Bytes> = (0..module.len())
+            .step_by(UPLOAD_CHUNK)
+            .map(|at| module.slice(at..(at + UPLOAD_CHUNK).min(module.len())))
+            .collect();
+        let mut sent = 0u64;
+        let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
+            sent += c.len() as u64;
+            report(sent, total);
+            Ok::<_, std::io::Error>(c)
+        }));
+        reqwest::Body::wrap_stream(stream)
+    }
+
     /// `POST /v1/services?name=&kind=`: uploads a module (binary `.wasm`)
     /// as the next version of `name` in the caller's namespace (`name` may
     /// be written `owner~name` with the caller's own address or alias).
@@ -422,7 +458,7 @@ impl Client {
         let req = self
             .request(Method::POST, url)
             .header(http::header::CONTENT_TYPE, "application/wasm")
-            .body(module);
+            .body(self.module_body(module));
         self.json(req).await
     }
 
@@ -465,7 +501,7 @@ impl Client {
                 MODULE_SIGNATURE_HEADER,
                 format!("0x{}", hex_lower(&signature.signature)),
             )
-            .body(module);
+            .body(self.module_body(module));
         self.json(req).await
     }
 

@@ -37,7 +37,18 @@ enum ChainArg {
 }
 
 pub async fn main(args: BenchArgs) -> ExitCode {
-    let mut say = |line: &str| println!("{line}");
+    // On a terminal, a spinner shows the phase under way (its line also
+    // prints above it); elsewhere the lines alone.
+    let bar = (std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && crate::progress::enabled(args.json))
+    .then(|| crate::progress::spinner("starting"));
+    let mut say = |line: &str| match &bar {
+        Some(b) => {
+            b.println(line);
+            b.set_message(line.trim().to_string());
+        }
+        None => println!("{line}"),
+    };
     let result = match args.name.as_str() {
         "sandbox" => brume_bench::sandbox::run(args.duration, &mut say).await,
         "invoke" => brume_bench::net::invoke(args.duration, &mut say).await,
@@ -58,6 +69,9 @@ pub async fn main(args: BenchArgs) -> ExitCode {
             "unknown benchmark {other:?} (known: sandbox, invoke, job, mixed, ledger, settle, verify, evm-payout, federation)"
         )),
     };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     match result {
         Ok(figures) => {
             if args.json {

@@ -20,6 +20,7 @@ mod hub;
 mod keys;
 mod ledger;
 mod logging;
+mod progress;
 mod proof;
 mod provide;
 mod requester;
@@ -81,6 +82,12 @@ enum Command {
     /// A broker's hub wallet on an EVM network: deploy, status, the hub's
     /// and the DAO's calls.
     Hub(hub::HubArgs),
+    /// Print a shell completion script: `brume completions bash >
+    /// /etc/bash_completion.d/brume` (or zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// An error and its causes, as `{:#}` prints them, but without a cause
@@ -121,6 +128,21 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Exec(args) => exec::main(*args).await,
+            Command::Completions { shell } => {
+                use clap::CommandFactory as _;
+                use std::io::Write as _;
+                // Into memory first: a closed pipe is an error, not a panic.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "brume", &mut script);
+                match std::io::stdout().write_all(&script) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::Broker(args) => broker::main(args, &file.broker).await,
             Command::Provide(args) => provide::main(args, &file.provider).await,
             Command::Devnet(args) => devnet::main(args).await,

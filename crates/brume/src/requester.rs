@@ -643,6 +643,17 @@ async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCo
         } => {
             let name = service_name(name.as_deref(), &file)?;
             let module = read_module(&file)?;
+            let bar = crate::progress::enabled(json)
+                .then(|| crate::progress::bytes(module.len() as u64, "publishing"));
+            let client = match &bar {
+                Some(b) => {
+                    let b = b.clone();
+                    client.with_upload_progress(std::sync::Arc::new(move |sent, _| {
+                        b.set_position(sent)
+                    }))
+                }
+                None => client,
+            };
             let info = match sign.identity()? {
                 Some(developer) => {
                     client
@@ -651,6 +662,9 @@ async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCo
                 }
                 None => client.publish(&name, kind, module).await?,
             };
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
             if json {
                 emit_json(&info);
             } else {
@@ -1513,7 +1527,14 @@ pub async fn settle(args: SettleArgs, file: &ClientSection) -> ExitCode {
 
 async fn settle_inner(args: SettleArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
     let client = args.opts.client(file)?;
-    let report = client.settle().await?;
+    let bar = crate::progress::enabled(args.opts.json).then(|| {
+        crate::progress::spinner("settling: collecting from payers, paying beneficiaries")
+    });
+    let report = client.settle().await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = report?;
     let balanced = report["balanced"].as_bool().unwrap_or(false);
     if args.opts.json {
         emit_json(&report);

@@ -5,6 +5,7 @@ mod util;
 mod accounts;
 mod bench;
 mod billing;
+mod cli;
 mod console;
 mod deposits;
 mod devnet;
