@@ -145,9 +145,16 @@ fn page(page: &str, title: &str, who: Option<&Session>, data: &str, body: &str) 
     resp
 }
 
-fn session_cookie(token: &str, max_age: u64) -> HeaderValue {
+/// A console cookie: HttpOnly, SameSite=Strict, and Secure when the
+/// broker serves TLS.
+fn set_cookie(shared: &Shared, name: &str, value: &str, max_age: u64) -> HeaderValue {
+    let secure = if shared.config.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .expect("hex is a valid header value")
 }
@@ -205,6 +212,7 @@ struct LoginForm {
 
 /// A page with a fresh double-submit token for its form.
 fn form_page(
+    shared: &Shared,
     name: &str,
     title: &str,
     status: StatusCode,
@@ -215,33 +223,35 @@ fn form_page(
     *resp.status_mut() = status;
     resp.headers_mut().append(
         header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{FORM_COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age=3600"
-        ))
-        .expect("hex is a valid header value"),
+        set_cookie(shared, FORM_COOKIE, &token, 3600),
     );
     resp
 }
 
 async fn login_page(State(shared): Sh) -> Response {
     let signup = shared.config.console_signup;
-    form_page("login", "Sign in", StatusCode::OK, |t| {
+    form_page(&shared, "login", "Sign in", StatusCode::OK, |t| {
         pages::login(None, t, signup)
     })
 }
 
 fn login_error(shared: &Shared, status: StatusCode, message: &str) -> Response {
     let signup = shared.config.console_signup;
-    form_page("login", "Sign in", status, |t| {
+    form_page(&shared, "login", "Sign in", status, |t| {
         pages::login(Some(message), t, signup)
     })
 }
 
-fn signed_in_as(token: &str) -> Response {
+fn signed_in_as(shared: &Shared, token: &str) -> Response {
     let mut resp = Redirect::to("/console").into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,
-        session_cookie(token, crate::accounts::SESSION_TTL.as_secs()),
+        set_cookie(
+            shared,
+            COOKIE,
+            token,
+            crate::accounts::SESSION_TTL.as_secs(),
+        ),
     );
     resp
 }
@@ -264,7 +274,7 @@ async fn login(
             Ok(a) => {
                 let label = format!("API key of {}", a.name);
                 match shared.accounts.open_session(a.name, label, a.scopes).await {
-                    Ok((token, _)) => signed_in_as(&token),
+                    Ok((token, _)) => signed_in_as(&shared, &token),
                     Err(e) => Fail::from(e).into_response(),
                 }
             }
@@ -280,7 +290,7 @@ async fn login(
         .sign_in(&f.email, &f.password, &peer.ip().to_string())
         .await
     {
-        Ok(SignIn::Ok(token, _)) => signed_in_as(&token),
+        Ok(SignIn::Ok(token, _)) => signed_in_as(&shared, &token),
         Ok(SignIn::Refused) => login_error(
             &shared,
             StatusCode::UNAUTHORIZED,
@@ -312,7 +322,7 @@ async fn logout(State(shared): Sh, v: Visitor, Form(f): Form<CsrfForm>) -> Respo
     }
     let mut resp = Redirect::to("/console/login").into_response();
     resp.headers_mut()
-        .append(header::SET_COOKIE, session_cookie("", 0));
+        .append(header::SET_COOKIE, set_cookie(&shared, COOKIE, "", 0));
     resp
 }
 
@@ -342,7 +352,7 @@ async fn signup_page(State(shared): Sh) -> Response {
     if !shared.config.console_signup {
         return signup_closed();
     }
-    form_page("signup", "Sign up", StatusCode::OK, |t| {
+    form_page(&shared, "signup", "Sign up", StatusCode::OK, |t| {
         pages::signup(None, t)
     })
 }
@@ -352,7 +362,7 @@ async fn signup(State(shared): Sh, v: Visitor, Form(f): Form<SignupForm>) -> Res
         return signup_closed();
     }
     if v.form_token.as_deref().is_none_or(|t| t != f.csrf) {
-        return form_page("signup", "Sign up", StatusCode::FORBIDDEN, |t| {
+        return form_page(&shared, "signup", "Sign up", StatusCode::FORBIDDEN, |t| {
             pages::signup(Some("The form expired: try again."), t)
         });
     }
@@ -362,7 +372,7 @@ async fn signup(State(shared): Sh, v: Visitor, Form(f): Form<SignupForm>) -> Res
         .await
     {
         Ok(()) => Redirect::to("/console/login").into_response(),
-        Err(e) => form_page("signup", "Sign up", StatusCode::BAD_REQUEST, |t| {
+        Err(e) => form_page(&shared, "signup", "Sign up", StatusCode::BAD_REQUEST, |t| {
             pages::signup(Some(&e.to_string()), t)
         }),
     }
