@@ -237,7 +237,7 @@ async fn login_page(State(shared): Sh) -> Response {
 
 fn login_error(shared: &Shared, status: StatusCode, message: &str) -> Response {
     let signup = shared.config.console_signup;
-    form_page(&shared, "login", "Sign in", status, |t| {
+    form_page(shared, "login", "Sign in", status, |t| {
         pages::login(Some(message), t, signup)
     })
 }
