@@ -4,7 +4,10 @@ sign in with a password, publish a module through the form, run a job and
 watch it finish over SSE without a reload, find its ledger row and the
 earnings it produced, and be refused the operator's page.
 
-Usage: console.py URL EMAIL PASSWORD MODULE SHOTS_DIR
+Then it signs out, signs in with the operator's API key, and opens the
+operator's page.
+
+Usage: console.py URL EMAIL PASSWORD MODULE SHOTS_DIR ADMIN_API_KEY
 Prints one JSON line of what it saw; exits non-zero on the first failure.
 """
 
@@ -13,7 +16,7 @@ import sys
 
 from playwright.sync_api import expect, sync_playwright
 
-url, email, password, module, shots = sys.argv[1:6]
+url, email, password, module, shots, admin_key = sys.argv[1:7]
 seen = {}
 
 
@@ -65,12 +68,16 @@ with sync_playwright() as p:
     expect(page.locator("body")).to_have_attribute("data-job-done", "succeeded")
     expect(page.locator("#stdout")).to_have_text("hello from the console")
     expect(page.locator("#progress")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#exit-code")).to_have_text("0")
     seen["job"] = job_id
     seen["events"] = page.locator("#events li").all_inner_texts()
     seen["reloads"] = len(navigations)
     assert not navigations, f"the job page navigated: {navigations}"
     assert len(seen["events"]) >= 2, seen["events"]
     shot(page, "job")
+    page.goto(f"{url}/console/jobs")
+    expect(page.locator("table")).to_contain_text(job_id)
+    shot(page, "jobs")
 
     # Its ledger row, and what it earned its provider.
     page.goto(f"{url}/console/ledger")
@@ -89,6 +96,23 @@ with sync_playwright() as p:
     expect(page.locator("main")).to_contain_text("admin")
     seen["operator_status"] = response.status
     shot(page, "operator-refused")
+
+    # The operator, signed in with an API key that has `admin`.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{url}/console/login")
+    page.get_by_label("API key").fill(admin_key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{url}/console")
+    response = page.goto(f"{url}/console/operator")
+    assert response.status == 200, response.status
+    expect(page.get_by_role("button", name="Approve")).to_have_count(2)
+    page.get_by_role("button", name="Settle now").click()
+    expect(page.locator("main")).to_contain_text("settlement run")
+    seen["settled"] = page.locator("p.ok").inner_text()
+    shot(page, "operator")
+    page.goto(f"{url}/console/providers")
+    expect(page.locator("tbody tr")).to_have_count(2)
+    shot(page, "providers")
 
     browser.close()
 

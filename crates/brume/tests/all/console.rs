@@ -3,7 +3,8 @@
 //! script `tests/console.py` signs in with a password, publishes through
 //! the form, runs a job and watches it end over SSE without a reload,
 //! finds its ledger row and its provider's earnings, and is refused the
-//! operator's page. Its screenshots stay in `target/tmp/console-shots`.
+//! operator's page; then the operator, signed in with an API key, settles
+//! from theirs. Its screenshots stay in `target/tmp/console-shots`.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -49,6 +50,8 @@ fn a_person_uses_the_console_in_chromium() {
     assert_eq!(made["email"], "dev@example.com");
     assert_eq!(made["admin"], false);
 
+    // The devnet's operator key (every scope, `admin` included).
+    let admin_key = std::fs::read_to_string(data.join("api-key")).expect("the devnet's API key");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-shots");
     std::fs::create_dir_all(&shots).expect("shots dir");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -56,6 +59,7 @@ fn a_person_uses_the_console_in_chromium() {
         .arg(root.join("tests/console.py"))
         .args([&url, "dev@example.com", password, art::ECHO_P1])
         .arg(&shots)
+        .arg(admin_key.trim())
         .env("HOME", home.path())
         .output()
         .expect("run tests/console.py");
