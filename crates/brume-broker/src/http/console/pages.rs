@@ -273,9 +273,20 @@ pub(super) fn services(list: &[ServiceInfo]) -> String {
     )
 }
 
-pub(super) fn ledger(rows: &[LedgerRow], signed_in: bool) -> String {
+pub(super) fn ledger(
+    rows: &[LedgerRow],
+    audit: &brume_ledger::audit::AuditReport,
+    corrupt: usize,
+    signed_in: bool,
+) -> String {
+    let bad = audit.bad_rows();
     let mut out = String::new();
     for r in rows {
+        let verdict = if bad.contains(&r.data.work_id.as_str()) {
+            "<span class=\"error\">✗ does not verify</span>"
+        } else {
+            "<span class=\"ok\">✓ verifies</span>"
+        };
         let d = &r.data;
         let private = match &r.private {
             Some(p) => format!("<code>{}</code>", esc(&p.request_line)),
@@ -283,7 +294,7 @@ pub(super) fn ledger(rows: &[LedgerRow], signed_in: bool) -> String {
         };
         let _ = write!(
             out,
-            "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\"><a href=\"/console/earnings?account={p}\">{p}</a></td><td class=\"num\">{}</td><td class=\"mono\">{}</td><td>{private}</td></tr>",
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\"><a href=\"/console/earnings?account={p}\">{p}</a></td><td class=\"num\">{}</td><td class=\"mono\">{}<br>{verdict}</td><td>{private}</td></tr>",
             esc(&d.work_id),
             time(d.timestamp_ms),
             esc(&d.requester),
@@ -297,8 +308,20 @@ pub(super) fn ledger(rows: &[LedgerRow], signed_in: bool) -> String {
     } else {
         "Public columns only: sign in to see your own rows' private columns."
     };
+    let status = if audit.is_clean() && corrupt == 0 {
+        format!(
+            "<p class=\"ok\" id=\"audit\">Audit: the {} rows below all verify (every row hash recomputed here; aggregate {}).</p>",
+            audit.rows, audit.aggregate.0
+        )
+    } else {
+        format!(
+            "<p class=\"error\" id=\"audit\" role=\"alert\">Audit: {} of {} rows do not verify, and {corrupt} could not be read.</p>",
+            bad.len(),
+            audit.rows
+        )
+    };
     format!(
-        "<p>Every use, as a tamper-evident row: its hash covers every column. {note}</p>\
+        "<p>Every use, as a tamper-evident row: its hash covers every column. {note}</p>{status}\
          <table><thead><tr><th scope=\"col\">Work</th><th scope=\"col\">Time (UTC)</th><th scope=\"col\">Requester</th><th scope=\"col\">Provider</th><th scope=\"col\" class=\"num\">Tokens</th><th scope=\"col\">Row hash</th><th scope=\"col\">Private</th></tr></thead>\
          <tbody>{out}</tbody></table>"
     )

@@ -195,13 +195,16 @@ pub(super) async fn ledger(State(shared): Sh, v: Visitor) -> Response {
         .await;
     match page_of {
         Ok(p) => {
+            // Audited as stored (private columns and all), then shown as
+            // the reader may see them.
+            let audit = brume_ledger::audit::audit(&p.rows);
             let rows: Vec<_> = p
                 .rows
                 .into_iter()
                 .rev()
                 .map(|r| crate::http::ledger::visible(r, reader.as_deref()))
                 .collect();
-            let body = pages::ledger(&rows, reader.is_some());
+            let body = pages::ledger(&rows, &audit, p.corrupt.len(), reader.is_some());
             page("ledger", "Ledger", v.session.as_ref(), "", &body)
         }
         Err(e) => crate::http::Fail::from(e).into_response(),
