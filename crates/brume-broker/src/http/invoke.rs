@@ -543,11 +543,7 @@ fn unversioned(spec: &WorkSpec) -> String {
 }
 
 #[utoipa::path(post, path = "/v1/functions/{service}/invoke", tag = "invoke",
-    params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
-        ("x-brume-price-cap" = Option<String>, Header, pattern = "^[0-9]{1,15}$", description = "The most to pay, in fiat micro-units"),
-        ("x-brume-tiers" = Option<String>, Header, pattern = "^[1-4](?:,[1-4]){0,3}$", description = "The provider trust tiers it may run on, comma-separated"),
-        ("x-brume-verify" = Option<String>, Header, description = "`audit`, `none` or `replicate=N`: how to verify this call"),
-        ("x-brume-end-user" = Option<String>, Header, pattern = "^[\\t -~]{0,256}$", description = "Your own customer, recorded on the ledger row (at most 256 bytes)")),
+    params(super::params::ServicePath, super::params::CallHeaders),
     request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "The function's stdin; the query string's `key=value` pairs become its arguments"),
     responses((status = 200, description = "The function's stdout; `x-brume-work-id`, `x-brume-fuel`, `x-brume-cost` and the other `x-brume-*` headers describe the run", body = brume_api::rest::Binary, content_type = "application/octet-stream")),
     security(("api_key" = [])))]
@@ -622,11 +618,7 @@ pub(super) async fn receipt(
 }
 
 #[utoipa::path(method(get, post, put, delete, patch, head, options), path = "/fn/{service}", tag = "invoke",
-    params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
-        ("x-brume-price-cap" = Option<String>, Header, pattern = "^[0-9]{1,15}$", description = "The most to pay, in fiat micro-units"),
-        ("x-brume-tiers" = Option<String>, Header, pattern = "^[1-4](?:,[1-4]){0,3}$", description = "The provider trust tiers it may run on, comma-separated"),
-        ("x-brume-verify" = Option<String>, Header, description = "`audit`, `none` or `replicate=N`: how to verify this call"),
-        ("x-brume-end-user" = Option<String>, Header, pattern = "^[\\t -~]{0,256}$", description = "Your own customer, recorded on the ledger row (at most 256 bytes)")),
+    params(super::params::ServicePath, super::params::CallHeaders),
     request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "Passed through to the component"),
     responses((status = 200, description = "The component's response, as it answered (any status, headers and body); `x-brume-*` headers describe the run")),
     security(("api_key" = [])))]
@@ -653,11 +645,7 @@ pub(super) async fn call_http_root(
 }
 
 #[utoipa::path(method(get, post, put, delete, patch, head, options), path = "/fn/{service}/{path}", tag = "invoke",
-    params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`"), ("path" = String, Path, description = "The rest of the path, passed through"), ("x-brume-tier" = Option<String>, Header, description = "The service tier to run at (the deal's default otherwise)"),
-        ("x-brume-price-cap" = Option<String>, Header, pattern = "^[0-9]{1,15}$", description = "The most to pay, in fiat micro-units"),
-        ("x-brume-tiers" = Option<String>, Header, pattern = "^[1-4](?:,[1-4]){0,3}$", description = "The provider trust tiers it may run on, comma-separated"),
-        ("x-brume-verify" = Option<String>, Header, description = "`audit`, `none` or `replicate=N`: how to verify this call"),
-        ("x-brume-end-user" = Option<String>, Header, pattern = "^[\\t -~]{0,256}$", description = "Your own customer, recorded on the ledger row (at most 256 bytes)")),
+    params(super::params::ServicePath, ("path" = String, Path, description = "The rest of the path, passed through"), super::params::CallHeaders),
     request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "Passed through to the component"),
     responses((status = 200, description = "The component's response, as it answered (any status, headers and body); `x-brume-*` headers describe the run")),
     security(("api_key" = [])))]

@@ -15,6 +15,7 @@ mod lambda;
 mod lambda_functions;
 mod ledger;
 pub mod openapi;
+mod params;
 mod provider;
 mod services;
 mod status;

@@ -262,7 +262,7 @@ pub(super) fn resolve(shared: &Shared, reference: &str, caller: &str) -> Res<Res
     shared.registry.resolve(reference, caller).map_err(Fail)
 }
 
-#[utoipa::path(get, path = "/v1/services/{service}", tag = "services", params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`")),
+#[utoipa::path(get, path = "/v1/services/{service}", tag = "services", params(super::params::ServicePath),
     responses((status = 200, description = "The version the reference names (the latest by default)", body = ServiceInfo)),
     security(("api_key" = [])))]
 pub(super) async fn get_service(
@@ -274,7 +274,7 @@ pub(super) async fn get_service(
 }
 
 /// `GET /v1/services/{ref}/versions`: every version, oldest first.
-#[utoipa::path(get, path = "/v1/services/{service}/versions", tag = "services", params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`")),
+#[utoipa::path(get, path = "/v1/services/{service}/versions", tag = "services", params(super::params::ServicePath),
     responses((status = 200, description = "Every version, oldest first", body = ServiceList)),
     security(("api_key" = [])))]
 pub(super) async fn service_versions(
@@ -291,7 +291,7 @@ pub(super) async fn service_versions(
 
 /// `DELETE /v1/services/{ref}`: retires the service, or one version
 /// (`name@N`). Its owner's `publish` key, or `admin`.
-#[utoipa::path(delete, path = "/v1/services/{service}", tag = "services", params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`")),
+#[utoipa::path(delete, path = "/v1/services/{service}", tag = "services", params(super::params::ServicePath),
     responses((status = 200, description = "The versions retired", body = ServiceList)),
     security(("api_key" = [])))]
 pub(super) async fn retire_service(
@@ -311,7 +311,7 @@ pub(super) async fn retire_service(
 
 /// `POST /v1/services/{ref}/move` (`admin`): moves a service, every
 /// version, to another namespace.
-#[utoipa::path(post, path = "/v1/services/{service}/move", tag = "services", params(("service" = String, Path, pattern = r#"^(?:[!"$&-.0->A-}]{1,64}~)?[a-z0-9][a-z0-9._-]{0,63}(?:@(?:[1-9][0-9]{0,18}|[0-9a-fA-F]{64}))?$"#, description = "A service reference: `name`, `owner~name`, or either with `@VERSION`")),
+#[utoipa::path(post, path = "/v1/services/{service}/move", tag = "services", params(super::params::ServicePath),
     request_body = MoveRequest,
     responses((status = 200, description = "The versions moved", body = ServiceList)),
     security(("api_key" = [])))]
