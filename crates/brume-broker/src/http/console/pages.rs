@@ -373,6 +373,13 @@ pub(super) struct Earnings {
     pub spent_by_provider: BTreeMap<String, u128>,
     pub earned: u128,
     pub spent: u128,
+    /// Of the latest rows (at most 200): settled and pending amounts.
+    pub settlement_rows: usize,
+    pub paid_out: u128,
+    pub awaiting_payout: u128,
+    pub collected: u128,
+    pub awaiting_collection: u128,
+    pub settling_txs: Vec<String>,
 }
 
 impl Earnings {
@@ -404,13 +411,32 @@ impl Earnings {
     }
 }
 
+fn txs(list: &[String]) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let items: String = list
+        .iter()
+        .take(10)
+        .map(|t| format!("<li class=\"mono\">{}</li>", esc(t)))
+        .collect();
+    format!("<p>Settled by the transactions:</p><ul>{items}</ul>")
+}
+
 pub(super) fn earnings(e: &Earnings) -> String {
     format!(
         "<div class=\"cards\"><div class=\"card\"><div class=\"label\">Earned (token base units)</div><div class=\"value\" id=\"earned\">{}</div></div>\
          <div class=\"card\"><div class=\"label\">Spent (token base units)</div><div class=\"value\" id=\"spent\">{}</div></div></div>\
+         <h2>Settlements</h2><p id=\"settlements\">Of the latest {} rows: {} paid out and {} awaiting payout; {} collected and {} awaiting collection.</p>{}\
          <h2>Earned per day</h2>{}{}<h2>Earned per service</h2>{}<h2>Spent per provider</h2>{}",
         e.earned,
         e.spent,
+        e.settlement_rows,
+        e.paid_out,
+        e.awaiting_payout,
+        e.collected,
+        e.awaiting_collection,
+        txs(&e.settling_txs),
         chart("Earned per day", &e.earned_by_day),
         table("Day (UTC)", &e.earned_by_day),
         table("Service (sha256 prefix)", &e.earned_by_service),
@@ -441,35 +467,67 @@ pub(super) fn providers(list: &[ProviderInfo]) -> String {
     )
 }
 
-pub(super) fn operator(
-    list: &[ProviderInfo],
-    session: &Session,
-    health: &str,
-    message: Option<&str>,
-) -> String {
+/// What the operator's page shows.
+pub(super) struct Operator<'a> {
+    pub providers: &'a [ProviderInfo],
+    pub standings: &'a [crate::store::providers::TrustInfo],
+    pub bans: &'a [crate::store::providers::BanInfo],
+    pub health: &'a str,
+    pub message: Option<&'a str>,
+}
+
+pub(super) fn operator(o: &Operator<'_>, session: &Session) -> String {
+    let standing_of = |address: &str| {
+        o.standings
+            .iter()
+            .find(|t| t.address.eq_ignore_ascii_case(address))
+            .map_or("not reviewed", |t| t.status.as_str())
+    };
     let mut rows = String::new();
-    for p in list {
+    for p in o.providers {
         let _ = write!(
             rows,
-            "<tr><td class=\"mono\">{a}</td><td class=\"num\">{}</td><td>\
+            "<tr><td class=\"mono\">{a}</td><td class=\"num\">{}</td><td>{}</td><td>\
              <form method=\"post\" action=\"/console/operator/standing\" class=\"inline\">{csrf}\
              <input type=\"hidden\" name=\"address\" value=\"{a}\">\
              <label for=\"reason-{a}\">Reason</label> <input id=\"reason-{a}\" name=\"reason\" value=\"from the console\">\
              <button name=\"action\" value=\"approve\">Approve</button> <button name=\"action\" value=\"suspend\" class=\"secondary\">Suspend</button> \
              <button name=\"action\" value=\"ban\" class=\"secondary\">Ban</button></form></td></tr>",
             p.tier,
+            standing_of(&p.address),
             a = esc(&p.address),
             csrf = csrf_field(session),
         );
     }
-    let message = message
+    let mut bans = String::new();
+    for b in o.bans {
+        let _ = write!(
+            bans,
+            "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&b.address),
+            esc(&b.reason),
+            if b.has_proof {
+                "proof of cheat kept"
+            } else {
+                "the operator's word"
+            },
+            time(b.at_ms),
+        );
+    }
+    if bans.is_empty() {
+        bans = "<tr><td colspan=\"4\">No bans: no dispute lost, no cheat proved.</td></tr>".into();
+    }
+    let message = o
+        .message
         .map(|m| format!("<p class=\"ok\" role=\"status\">{}</p>", esc(m)))
         .unwrap_or_default();
     format!(
         "{message}<h2>Settlement</h2><pre>{}</pre>\
          <form method=\"post\" action=\"/console/operator/settle\">{}<button type=\"submit\">Settle now</button></form>\
-         <h2>Providers</h2><table><thead><tr><th scope=\"col\">Address</th><th scope=\"col\" class=\"num\">Tier</th><th scope=\"col\">Standing</th></tr></thead><tbody>{rows}</tbody></table>",
-        esc(health),
+         <h2>Providers connected</h2><table><thead><tr><th scope=\"col\">Address</th><th scope=\"col\" class=\"num\">Tier</th><th scope=\"col\">Standing</th><th scope=\"col\">Change it</th></tr></thead><tbody>{rows}</tbody></table>\
+         <h2>Disputes and bans</h2><p>A provider that loses a dispute, or whose cheat is proved, is banned here.</p>\
+         <table><thead><tr><th scope=\"col\">Address</th><th scope=\"col\">Reason</th><th scope=\"col\">Evidence</th><th scope=\"col\">Since (UTC)</th></tr></thead><tbody id=\"bans\">{bans}</tbody></table>",
+        esc(o.health),
         csrf_field(session),
     )
 }

@@ -259,7 +259,10 @@ pub(super) async fn earnings(
             Err(e) => return crate::http::Fail::from(e).into_response(),
         }
     }
-    let e = pages::Earnings::of(&account, &rows);
+    let mut e = pages::Earnings::of(&account, &rows);
+    if let Err(fail) = settlements(&shared, &account, &rows, &mut e).await {
+        return fail.into_response();
+    }
     let title = format!("Earnings and spending of {account}, last 30 days");
     page(
         "earnings",
@@ -268,6 +271,62 @@ pub(super) async fn earnings(
         "",
         &pages::earnings(&e),
     )
+}
+
+/// How the account's part of its latest rows (at most 200) settled: paid
+/// out or collected, or still pending, and the transactions that did it.
+async fn settlements(
+    shared: &crate::Shared,
+    account: &str,
+    rows: &[brume_ledger::row::LedgerRow],
+    e: &mut pages::Earnings,
+) -> Result<(), crate::http::Fail> {
+    use brume_ledger::store::{LedgerStore as _, PaymentStatus};
+    let mine = |r: &&brume_ledger::row::LedgerRow| {
+        let d = &r.data;
+        d.payouts
+            .iter()
+            .any(|p| p.beneficiary.eq_ignore_ascii_case(account))
+            || d.payers
+                .iter()
+                .any(|p| p.account.eq_ignore_ascii_case(account))
+    };
+    let latest: Vec<_> = rows.iter().rev().filter(mine).take(200).collect();
+    for r in latest {
+        let d = &r.data;
+        let statuses = shared.ledger.store().statuses(&d.work_id).await?;
+        let status = statuses
+            .iter()
+            .find(|s| s.entity.eq_ignore_ascii_case(account));
+        if let Some(tx) = status.and_then(|s| s.settling_tx.clone())
+            && !e.settling_txs.contains(&tx)
+        {
+            e.settling_txs.push(tx);
+        }
+        let status = status.map_or(PaymentStatus::Pending, |s| s.status);
+        for p in d
+            .payouts
+            .iter()
+            .filter(|p| p.beneficiary.eq_ignore_ascii_case(account))
+        {
+            match status {
+                PaymentStatus::Paid => e.paid_out += p.amount,
+                _ => e.awaiting_payout += p.amount,
+            }
+        }
+        for p in d
+            .payers
+            .iter()
+            .filter(|p| p.account.eq_ignore_ascii_case(account))
+        {
+            match status {
+                PaymentStatus::Collected => e.collected += p.amount,
+                _ => e.awaiting_collection += p.amount,
+            }
+        }
+        e.settlement_rows += 1;
+    }
+    Ok(())
 }
 
 async fn provider_list(
@@ -308,12 +367,36 @@ async fn operator_page(
     }
     let list = provider_list(shared).await;
     let health = serde_json::to_string_pretty(&shared.settlement.health()).unwrap_or_default();
+    // The operator's word and the bans (a lost dispute or a proof of
+    // cheat), read as `brume broker providers list` reads them.
+    let dir = shared.config.data_dir.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        use crate::store::providers as p;
+        let c = crate::store::open_sync(&dir)?;
+        Ok::<_, crate::StoreError>((p::list(&c)?, p::bans(&c)?))
+    })
+    .await;
+    let (standings, bans) = match records {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return crate::http::Fail::from(e).into_response(),
+        Err(e) => {
+            return crate::http::Fail::new(brume_api::ErrorCode::Internal, e.to_string())
+                .into_response();
+        }
+    };
+    let operator = pages::Operator {
+        providers: &list,
+        standings: &standings,
+        bans: &bans,
+        health: &health,
+        message,
+    };
     page(
         "operator",
         "Operator",
         Some(s),
         "",
-        &pages::operator(&list, s, &health, message),
+        &pages::operator(&operator, s),
     )
 }
 
