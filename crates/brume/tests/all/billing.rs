@@ -159,7 +159,8 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
         result.error.as_ref().map(|e| e.code.as_str()),
         Some("queue_timeout")
     );
-    // Unknown tiers, and caps on a deal without one, are refused.
+    // Unknown tiers are malformed requests; a cap on a deal without one
+    // conflicts with the account's deal.
     let mut bad = cpu_job(1000);
     bad.tier = Some("gold".into());
     let (status, body) = submit_raw(&net, &net.key, &bad).await;
@@ -174,9 +175,13 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
     let mut bad = cpu_job(1000);
     bad.price_cap_micros = Some(1);
     let (status, body) = submit_raw(&net, &net.key, &bad).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_request"))
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("takes no price cap"),
+        "{body}"
     );
 
     // Cap with downgrade: `fast` is estimated at twice `standard`; a cap
