@@ -61,6 +61,19 @@ enum LambdaKeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every credential: key id, account, created, revoked (never secrets).
+    List {
+        #[arg(long, env = "BRUME_DATA_DIR")]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a credential: a running broker refuses its next signature.
+    Revoke {
+        key_id: String,
+        #[arg(long, env = "BRUME_DATA_DIR")]
+        data: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -311,6 +324,50 @@ pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
                         println!("(for account {account}; the secret is shown once)");
                     }
                     ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(BrokerCommand::LambdaKeys(LambdaKeysCommand::List { data, json })) => {
+            let dir = data
+                .or_else(|| file.data_dir.clone())
+                .unwrap_or_else(default_data_dir);
+            match brume_broker::lambda::creds::list(&dir) {
+                Ok(keys) => {
+                    for k in &keys {
+                        if json {
+                            println!("{}", json!(k));
+                        } else {
+                            let state = match k.revoked_at_ms {
+                                Some(_) => "revoked",
+                                None => "live",
+                            };
+                            println!("{}  {}  {state}", k.key_id, k.account);
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(BrokerCommand::LambdaKeys(LambdaKeysCommand::Revoke { key_id, data })) => {
+            let dir = data
+                .or_else(|| file.data_dir.clone())
+                .unwrap_or_else(default_data_dir);
+            match brume_broker::lambda::creds::revoke(&dir, &key_id) {
+                Ok(true) => {
+                    println!("revoked {key_id}");
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => {
+                    eprintln!("error: no live Lambda credential {key_id}");
+                    ExitCode::FAILURE
                 }
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -4,12 +4,10 @@
 //! mode 0600), so the broker recomputes it to check a signature; the
 //! database holds only the key id and its account.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Sha256;
 
@@ -98,12 +96,52 @@ pub fn mint(dir: &Path, account: &str) -> Result<(String, String), StoreError> {
     Ok((key_id, secret))
 }
 
-/// The broker's view: the master key and the accounts of key ids (cached
-/// once read).
+/// One credential, as `brume broker lambda-keys list` shows it (never
+/// its secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub account: String,
+    pub created_at_ms: u64,
+    pub revoked_at_ms: Option<u64>,
+}
+
+/// Every credential in the database under `dir`, oldest first.
+pub fn list(dir: &Path) -> Result<Vec<KeyRecord>, StoreError> {
+    let conn = crate::store::open_sync(dir)?;
+    conn.execute_batch(SCHEMA)?;
+    let mut stmt = conn.prepare(
+        "SELECT key_id, account, created_at_ms, revoked_at_ms FROM lambda_keys ORDER BY created_at_ms",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(KeyRecord {
+            key_id: r.get(0)?,
+            account: r.get(1)?,
+            created_at_ms: r.get::<_, i64>(2)? as u64,
+            revoked_at_ms: r.get::<_, Option<i64>>(3)?.map(|t| t as u64),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Revokes a credential in the database under `dir`: a running broker
+/// refuses its next signature. `false`: no live credential has that id.
+pub fn revoke(dir: &Path, key_id: &str) -> Result<bool, StoreError> {
+    let conn = crate::store::open_sync(dir)?;
+    conn.execute_batch(SCHEMA)?;
+    let n = conn.execute(
+        "UPDATE lambda_keys SET revoked_at_ms = ?2 WHERE key_id = ?1 AND revoked_at_ms IS NULL",
+        params![key_id, crate::now_ms() as i64],
+    )?;
+    Ok(n == 1)
+}
+
+/// The broker's view: the master key, and the database it reads a key
+/// id's account from on every request (so a revocation, made by the CLI
+/// beside a running broker, holds at once).
 pub(crate) struct Credentials {
     master: Master,
     store: Store,
-    accounts: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -116,11 +154,7 @@ impl Credentials {
     pub async fn open(dir: &Path, store: Store) -> Result<Credentials, StoreError> {
         let master = Master::load_or_create(dir)?;
         store.write(|tx| tx.execute_batch(SCHEMA)).await?;
-        Ok(Credentials {
-            master,
-            store,
-            accounts: Mutex::new(HashMap::new()),
-        })
+        Ok(Credentials { master, store })
     }
 
     /// The account and secret of a live key id.
@@ -128,18 +162,8 @@ impl Credentials {
         if key_id.len() > 64 {
             return Ok(None);
         }
-        let cached = self.accounts.lock().get(key_id).cloned();
-        let account = match cached {
-            Some(a) => Some(a),
-            None => {
-                let id = key_id.to_string();
-                let found = self.store.read(move |c| account_of(c, &id)).await?;
-                if let Some(a) = &found {
-                    self.accounts.lock().insert(key_id.to_string(), a.clone());
-                }
-                found
-            }
-        };
+        let id = key_id.to_string();
+        let account = self.store.read(move |c| account_of(c, &id)).await?;
         Ok(account.map(|a| (a, self.master.secret(key_id))))
     }
 }

@@ -336,4 +336,42 @@ async fn the_aws_cli_invokes_functions_with_a_lambda_credential() {
         "{}",
         stderr(&out)
     );
+
+    // Revoked (by the CLI, beside the running broker): refused at once,
+    // and listed as revoked.
+    let lambda_keys = |args: &[&str]| {
+        command(net.home())
+            .args(["broker", "lambda-keys"])
+            .args(args)
+            .arg("--data")
+            .arg(&net.broker.data)
+            .output()
+            .expect("brume broker lambda-keys")
+    };
+    let out = lambda_keys(&["revoke", &creds.key_id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (out, _, _) = invoke(&net, &creds, "echo", &["--payload", "x"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("UnrecognizedClientException"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lambda_keys(&["list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|k| k["key_id"] == creds.key_id.as_str())
+        .expect("the credential is listed");
+    assert!(listed["revoked_at_ms"].as_u64().is_some(), "{listed}");
+    assert!(listed.get("secret_access_key").is_none(), "{listed}");
+    // Revoking twice is an error that says so.
+    let out = lambda_keys(&["revoke", &creds.key_id]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no live Lambda credential"),
+        "{}",
+        stderr(&out)
+    );
 }
