@@ -303,87 +303,78 @@ pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
             print!("{}", brume_broker::openapi::default_json());
             ExitCode::SUCCESS
         }
-        Some(BrokerCommand::LambdaKeys(LambdaKeysCommand::Create {
-            account,
-            data,
-            json,
-        })) => {
-            let dir = data
-                .or_else(|| file.data_dir.clone())
-                .unwrap_or_else(default_data_dir);
-            match brume_broker::lambda::creds::mint(&dir, &account) {
-                Ok((key_id, secret)) => {
-                    if json {
-                        println!(
-                            "{}",
-                            json!({"access_key_id": key_id, "secret_access_key": secret, "account": account})
-                        );
-                    } else {
-                        println!("AWS_ACCESS_KEY_ID={key_id}");
-                        println!("AWS_SECRET_ACCESS_KEY={secret}");
-                        println!("(for account {account}; the secret is shown once)");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Some(BrokerCommand::LambdaKeys(LambdaKeysCommand::List { data, json })) => {
-            let dir = data
-                .or_else(|| file.data_dir.clone())
-                .unwrap_or_else(default_data_dir);
-            match brume_broker::lambda::creds::list(&dir) {
-                Ok(keys) => {
-                    for k in &keys {
-                        if json {
-                            println!("{}", json!(k));
-                        } else {
-                            let state = match k.revoked_at_ms {
-                                Some(_) => "revoked",
-                                None => "live",
-                            };
-                            println!("{}  {}  {state}", k.key_id, k.account);
-                        }
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Some(BrokerCommand::LambdaKeys(LambdaKeysCommand::Revoke { key_id, data })) => {
-            let dir = data
-                .or_else(|| file.data_dir.clone())
-                .unwrap_or_else(default_data_dir);
-            match brume_broker::lambda::creds::revoke(&dir, &key_id) {
-                Ok(true) => {
-                    println!("revoked {key_id}");
-                    ExitCode::SUCCESS
-                }
-                Ok(false) => {
-                    eprintln!("error: no live Lambda credential {key_id}");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Some(BrokerCommand::LambdaKeys(cmd)) => lambda_keys(cmd, file),
         None => run(args.run, file).await,
     }
 }
 
-async fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
-    let data_of = |d: Option<PathBuf>| {
-        d.or_else(|| file.data_dir.clone())
-            .unwrap_or_else(default_data_dir)
+/// The data dir a subcommand works on: `--data`, else the config's,
+/// else the default.
+fn data_dir(flag: Option<PathBuf>, file: &BrokerSection) -> PathBuf {
+    flag.or_else(|| file.data_dir.clone())
+        .unwrap_or_else(default_data_dir)
+}
+
+/// `brume broker lambda-keys create|list|revoke`.
+fn lambda_keys(cmd: LambdaKeysCommand, file: &BrokerSection) -> ExitCode {
+    use brume_broker::lambda::creds;
+    let done = match cmd {
+        LambdaKeysCommand::Create {
+            account,
+            data,
+            json,
+        } => creds::mint(&data_dir(data, file), &account)
+            .map(|(key_id, secret)| {
+                if json {
+                    println!(
+                        "{}",
+                        json!({"access_key_id": key_id, "secret_access_key": secret, "account": account})
+                    );
+                } else {
+                    println!("AWS_ACCESS_KEY_ID={key_id}");
+                    println!("AWS_SECRET_ACCESS_KEY={secret}");
+                    println!("(for account {account}; the secret is shown once)");
+                }
+            })
+            .map_err(|e| e.to_string()),
+        LambdaKeysCommand::List { data, json } => creds::list(&data_dir(data, file))
+            .map(|keys| {
+                for k in &keys {
+                    if json {
+                        println!("{}", json!(k));
+                    } else {
+                        let state = if k.revoked_at_ms.is_some() {
+                            "revoked"
+                        } else {
+                            "live"
+                        };
+                        println!("{}  {}  {state}", k.key_id, k.account);
+                    }
+                }
+            })
+            .map_err(|e| e.to_string()),
+        LambdaKeysCommand::Revoke { key_id, data } => {
+            match creds::revoke(&data_dir(data, file), &key_id) {
+                Ok(true) => {
+                    println!("revoked {key_id}");
+                    Ok(())
+                }
+                Ok(false) => Err(format!("no live Lambda credential {key_id}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
     };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
+    let data_of = |d: Option<PathBuf>| data_dir(d, file);
     let result = match cmd {
         KeysCommand::Create {
             data,
@@ -581,10 +572,7 @@ fn now_ms() -> u64 {
 
 fn providers(cmd: ProvidersCommand, file: &BrokerSection) -> ExitCode {
     use brume_broker::store::{self, Standing as S, providers as p};
-    let data_of = |d: Option<PathBuf>| {
-        d.or_else(|| file.data_dir.clone())
-            .unwrap_or_else(default_data_dir)
-    };
+    let data_of = |d: Option<PathBuf>| data_dir(d, file);
     let (args, status) = match cmd {
         ProvidersCommand::Approve(a) => (a, S::Approved),
         ProvidersCommand::Suspend(a) => (a, S::Suspended),

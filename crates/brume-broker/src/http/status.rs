@@ -41,6 +41,13 @@ pub(super) async fn status(State(shared): Sh) -> axum::Json<brume_api::rest::Sta
     responses((status = 200, description = "The providers connected now", body = ProviderList)),
     security(("api_key" = [])))]
 pub(super) async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<ProviderList> {
+    axum::Json(ProviderList {
+        providers: connected(&shared),
+    })
+}
+
+/// The providers connected now, by address (`/v1/providers`, the console).
+pub(super) fn connected(shared: &crate::Shared) -> Vec<ProviderInfo> {
     let mut providers: Vec<ProviderInfo> = shared.lifecycle.read(|s| {
         s.providers
             .values()
@@ -69,7 +76,7 @@ pub(super) async fn providers(State(shared): Sh, _auth: Auth) -> axum::Json<Prov
             .collect()
     });
     providers.sort_by(|a, b| a.address.cmp(&b.address));
-    axum::Json(ProviderList { providers })
+    providers
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "status",

@@ -329,19 +329,8 @@ async fn settlements(
     Ok(())
 }
 
-async fn provider_list(
-    shared: &std::sync::Arc<crate::Shared>,
-) -> Vec<brume_api::rest::ProviderInfo> {
-    let nobody = crate::http::auth::Auth {
-        name: String::new(),
-        scopes: Vec::new(),
-    };
-    let axum::Json(list) = crate::http::status::providers(State(shared.clone()), nobody).await;
-    list.providers
-}
-
 pub(super) async fn providers(State(shared): Sh, v: Visitor) -> Response {
-    let list = provider_list(&shared).await;
+    let list = crate::http::status::connected(&shared);
     page(
         "providers",
         "Providers",
@@ -365,7 +354,7 @@ async fn operator_page(
         *resp.status_mut() = StatusCode::FORBIDDEN;
         return resp;
     }
-    let list = provider_list(shared).await;
+    let list = crate::http::status::connected(shared);
     let health = serde_json::to_string_pretty(&shared.settlement.health()).unwrap_or_default();
     // The operator's word and the bans (a lost dispute or a proof of
     // cheat), read as `brume broker providers list` reads them.
