@@ -362,7 +362,12 @@ async fn a_broker_without_room_forwards_a_call_billed_once_at_each_broker_and_pa
 
     // One row at each broker: the executing broker bills the origin, the
     // origin bills Alice the same amount under the executing broker's work id.
-    let at_exec = rows(&exec, &origin.broker.broker_id).await;
+    // (A call's row is appended after its response: wait for it.)
+    let at_exec = eventually("the executing broker's row", || async {
+        let r = rows(&exec, &origin.broker.broker_id).await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
     assert_eq!(at_exec.len(), 1, "{at_exec:?}");
     assert_eq!(at_exec[0]["work_id"], work.as_str());
     let exec_amount: u128 = at_exec[0]["token_amount"]
@@ -647,7 +652,12 @@ async fn a_broker_without_room_forwards_a_job_relays_it_and_bills_it_once_at_eac
     let other = Client::with_identity(&origin.broker.url, Identity::random()).expect("client");
     assert!(other.job(job.id).await.is_err());
 
-    let at_exec = rows(&exec, &origin.broker.broker_id).await;
+    // (A call's row is appended after its response: wait for it.)
+    let at_exec = eventually("the executing broker's row", || async {
+        let r = rows(&exec, &origin.broker.broker_id).await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
     assert_eq!(at_exec.len(), 1, "{at_exec:?}");
     assert_eq!(at_exec[0]["work_id"], job.id.to_string());
     let cost: u128 = at_exec[0]["token_amount"]
