@@ -109,6 +109,10 @@ pub enum ServiceKind {
     Command,
     /// A `wasi:http` proxy component: one HTTP request in, one response out.
     Http,
+    /// An OCI container image (an image layout tar), run as a job by
+    /// providers that take containers: argv, env, stdin in; exit code,
+    /// stdout, stderr out. Not deterministic, and never a function.
+    Oci,
 }
 
 impl ServiceKind {
@@ -116,6 +120,7 @@ impl ServiceKind {
         match self {
             ServiceKind::Command => "command",
             ServiceKind::Http => "http",
+            ServiceKind::Oci => "oci",
         }
     }
 }
@@ -131,6 +136,7 @@ impl std::str::FromStr for ServiceKind {
         match s {
             "command" => Ok(ServiceKind::Command),
             "http" => Ok(ServiceKind::Http),
+            "oci" => Ok(ServiceKind::Oci),
             other => Err(UnknownServiceKind(other.to_string())),
         }
     }

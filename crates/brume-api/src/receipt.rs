@@ -235,6 +235,7 @@ pub fn input_digest(a: &Assign) -> String {
     f.put(match a.kind {
         ServiceKind::Command => b"command",
         ServiceKind::Http => b"http",
+        ServiceKind::Oci => b"oci",
     });
     f.put(profile_str(a.profile).as_bytes());
     f.num(a.seed);

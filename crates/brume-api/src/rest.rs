@@ -916,6 +916,25 @@ pub struct ProviderStatus {
     /// The last check of the broker's hub wallet, if it checks one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubCheck>,
+    /// Container jobs, if this provider was asked to take them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<ContainersStatus>,
+}
+
+/// What a provider enforces on container jobs, plainly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ContainersStatus {
+    /// Whether it takes them (false: `error` says why not).
+    pub enabled: bool,
+    /// `bubblewrap (/usr/bin/bwrap)`.
+    pub runtime: String,
+    /// The host uid containers run as (a root provider's dedicated uid).
+    pub uid: Option<u32>,
+    /// The cgroup v1 controllers in use.
+    pub cgroups: Vec<String>,
+    /// What is enforced, and what is not, one line each.
+    pub notes: Vec<String>,
+    pub error: Option<String>,
 }
 
 #[cfg(test)]

@@ -103,6 +103,9 @@ pub struct Capabilities {
     /// attestation verifier.
     #[serde(default)]
     pub attestation: Option<Attestation>,
+    /// It runs OCI container jobs ([`crate::ServiceKind::Oci`]).
+    #[serde(default)]
+    pub containers: bool,
 }
 
 /// Attestation evidence: `kind` names the verifier that understands
@@ -314,6 +317,14 @@ impl Outcome {
             Outcome::Exited { usage, .. }
             | Outcome::Responded { usage, .. }
             | Outcome::Failed { usage, .. } => *usage,
+        }
+    }
+
+    pub fn usage_mut(&mut self) -> &mut Usage {
+        match self {
+            Outcome::Exited { usage, .. }
+            | Outcome::Responded { usage, .. }
+            | Outcome::Failed { usage, .. } => usage,
         }
     }
 }

@@ -423,6 +423,7 @@ mod tests {
             cached: Vec::new(),
             org: None,
             attestation: None,
+            containers: false,
         };
         // 2 GiB on 2 slots, granted in full: stands.
         let ok = judge_memory(&caps(2, 2 << 30), 2 << 30);

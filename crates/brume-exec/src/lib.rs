@@ -21,6 +21,11 @@ pub mod fitness;
 pub async fn run(sandbox: &Sandbox, program: &Program, assign: &Assign) -> Outcome {
     let options = convert::exec_options(assign);
     match assign.kind {
+        // Containers are not deterministic: nothing re-executes them.
+        ServiceKind::Oci => convert::failed(
+            "invalid_request",
+            "an oci job is not deterministic and can't be re-executed",
+        ),
         ServiceKind::Command => {
             let req = CommandRequest {
                 args: assign.args.clone(),

@@ -163,6 +163,7 @@ impl ScriptedProvider {
                 cached: Vec::new(),
                 org: None,
                 attestation: None,
+                containers: false,
             },
             price_ask: 0,
         });

@@ -453,7 +453,7 @@ async fn read_bounded(
     mut from: tokio::net::unix::pipe::Receiver,
     limit: u64,
     live: Option<&Live>,
-    stop: &dyn Fn(),
+    stop: &(dyn Fn() + Sync),
 ) -> (Bytes, bool) {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];

@@ -111,6 +111,7 @@ pub mod fitness;
 pub mod policy;
 
 mod batch;
+mod container;
 mod control;
 mod hub;
 mod roots;
@@ -161,6 +162,10 @@ pub struct ProviderConfig {
     pub attestation: Option<brume_api::wire::Attestation>,
     /// Join only a broker whose hub wallet passes these (see [`hub`]).
     pub hub: Option<HubRequirement>,
+    /// Take OCI container jobs (bubblewrap; see [`brume_oci`]).
+    pub containers: bool,
+    /// The host uid containers run as when the provider runs as root.
+    pub container_uid: u32,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -189,6 +194,8 @@ impl Default for ProviderConfig {
             org: None,
             attestation: None,
             hub: None,
+            containers: false,
+            container_uid: brume_oci::DEFAULT_UID,
             fault: None,
         }
     }
@@ -295,6 +302,8 @@ pub(crate) struct Shared {
     /// ends the session).
     pub(crate) hub_last: parking_lot::Mutex<Option<brume_api::rest::HubCheck>>,
     pub(crate) hub_ok: watch::Sender<bool>,
+    /// Container jobs: the runtime, or why there is none.
+    pub(crate) containers: Option<Result<Arc<brume_oci::Containers>, String>>,
 }
 
 /// One reserved slot (and its memory), released on drop, so an aborted
@@ -368,6 +377,7 @@ impl Shared {
             modules_cached: self.cached_digests().len() as u64,
             uptime_s: self.started.elapsed().as_secs(),
             hub: self.hub_last.lock().clone(),
+            containers: self.containers.as_ref().map(container::status),
         }
     }
 
@@ -440,7 +450,11 @@ impl Provider {
         let lists_http = http_client(&config.tls.without_pin())?;
         let ws_tls = config.tls.ws_connector()?;
         let (conn, _) = watch::channel(Connection::Connecting);
+        let containers = config
+            .containers
+            .then(|| container::start(&config, &address));
         let shared = Arc::new(Shared {
+            containers,
             identity,
             address,
             sandbox,

@@ -347,7 +347,7 @@ impl Blacklists {
 
     /// Where `digest` is blacklisted, if it is: `None` for the local list,
     /// `Some(i)` for the i-th source.
-    fn find(&self, digest: &Digest) -> Option<Option<usize>> {
+    pub(crate) fn find(&self, digest: &Digest) -> Option<Option<usize>> {
         if self.local.contains(digest) {
             return Some(None);
         }

@@ -224,6 +224,7 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
             cached: shared.cached_digests(),
             org: config.org.clone(),
             attestation: config.attestation.clone(),
+            containers: matches!(shared.containers, Some(Ok(_))),
         },
         price_ask: config.price_ask,
     });

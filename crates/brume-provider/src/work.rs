@@ -43,7 +43,7 @@ pub(crate) type LoadCell = Arc<tokio::sync::OnceCell<Result<Program, LoadError>>
 const MIN_PROGRESS: Duration = Duration::from_millis(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn refused(reason: &str, message: impl Into<String>) -> Refused {
+pub(crate) fn refused(reason: &str, message: impl Into<String>) -> Refused {
     Refused {
         reason: reason.to_owned(),
         message: message.into(),
@@ -72,6 +72,12 @@ pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reserva
             }
         }
     }
+    if a.kind == ServiceKind::Oci && !matches!(shared.containers, Some(Ok(_))) {
+        return Err(refused(
+            "not_supported",
+            "this provider does not take container jobs",
+        ));
+    }
     let digest = a
         .digest
         .parse::<Digest>()
@@ -99,6 +105,9 @@ pub(crate) async fn execute(
     digest: Digest,
     reservation: Reservation,
 ) -> u32 {
+    if assign.kind == ServiceKind::Oci {
+        return crate::container::execute(shared, ctx, channel, assign, digest, reservation).await;
+    }
     let profile = convert::profile(assign.profile);
     // What the receipt of this attempt names, whatever its outcome.
     let receipt = ReceiptBase::new(&assign);
@@ -173,6 +182,8 @@ pub(crate) async fn execute(
                 convert::http_outcome(reporting(run, progress.as_ref(), &ctx, channel).await)
             }
         },
+        // Dispatched to `container` above.
+        ServiceKind::Oci => convert::failed("internal", "an oci job reached the wasm runner"),
     };
     finish(&shared, &ctx, channel, &receipt, outcome, reservation);
     channel
@@ -180,10 +191,10 @@ pub(crate) async fn execute(
 
 /// The parts of a receipt known before the run: everything but the
 /// outcome's.
-struct ReceiptBase(Assign);
+pub(crate) struct ReceiptBase(Assign);
 
 impl ReceiptBase {
-    fn new(a: &Assign) -> ReceiptBase {
+    pub(crate) fn new(a: &Assign) -> ReceiptBase {
         // The receipt needs the input, not the bytes themselves twice: keep
         // a copy of the assignment (stdin and bodies are `Bytes`, shared).
         ReceiptBase(a.clone())
@@ -266,7 +277,7 @@ async fn reporting<F: Future>(
 /// Sends the attempt's `Done`, with its receipt signed or batched. Its slot is freed first: the broker
 /// may send the next assignment the moment `Done` arrives, and must not
 /// meet a `no_capacity` refusal for a slot about to be free.
-fn finish(
+pub(crate) fn finish(
     shared: &Shared,
     ctx: &SessionCtx,
     channel: u32,
@@ -368,7 +379,7 @@ async fn load(shared: &Arc<Shared>, ctx: &SessionCtx, key: Key) -> Result<Progra
     Ok(program)
 }
 
-async fn fetch(
+pub(crate) async fn fetch(
     shared: &Shared,
     ctx: &SessionCtx,
     digest: &Digest,

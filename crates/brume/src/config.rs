@@ -196,6 +196,10 @@ pub struct ProviderSection {
     pub price_ask: Option<u64>,
     pub allowed_services: Option<Vec<String>>,
     pub control: Option<String>,
+    /// Take OCI container jobs (bubblewrap).
+    pub containers: Option<bool>,
+    /// The host uid containers run as when the provider is root.
+    pub container_uid: Option<u32>,
 }
 
 /// Reads the config file: `explicit` (from `--config`/`BRUME_CONFIG`) must

@@ -118,6 +118,7 @@ fn located_text(l: &Located) -> String {
         let protocol = match b.protocol {
             brume_api::ServiceKind::Command => "command",
             brume_api::ServiceKind::Http => "http",
+            brume_api::ServiceKind::Oci => "oci",
         };
         let _ = writeln!(
             out,

@@ -126,6 +126,14 @@ struct RunArgs {
     /// tier 1): it then runs only work from that organisation's accounts.
     #[arg(long, value_name = "NAME")]
     org: Option<String>,
+    /// Take OCI container jobs, run under bubblewrap (which must be
+    /// installed). `brume provide status` says what is enforced.
+    #[arg(long)]
+    containers: bool,
+    /// The host uid containers run as when the provider runs as root (a
+    /// uid no other process uses, so a process cap counts only them).
+    #[arg(long, value_name = "UID")]
+    container_uid: Option<u32>,
     /// A file of attestation evidence for the broker (trust tier 3): `KIND`
     /// on the first line, the evidence in hex on the second (`test`: the
     /// broker's test authority's signature; see docs/verification.md).
@@ -220,6 +228,11 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         blacklist_refresh: args.blacklist_refresh,
         require_signed_by: args.require_signed_by,
         org: args.org,
+        containers: args.containers || file.containers.unwrap_or(false),
+        container_uid: args
+            .container_uid
+            .or(file.container_uid)
+            .unwrap_or(d.container_uid),
         hub: match (args.min_hub_bond, args.hub_rpc) {
             (Some(min_bond), Some(rpc)) => Some(brume_provider::HubRequirement {
                 rpc,

@@ -272,8 +272,16 @@ pub struct InvokeArgs {
 pub struct RunArgs {
     #[command(flatten)]
     opts: ClientOpts,
-    /// The module: `.wasm` (a WASI command) or `.wat` text.
-    module: PathBuf,
+    /// The module: `.wasm` (a WASI command) or `.wat` text. With
+    /// `--image`, the first argument instead.
+    #[arg(required_unless_present = "image")]
+    module: Option<PathBuf>,
+    /// Run an OCI container image instead of a module: an image layout
+    /// directory (`oci-layout`, `index.json`, `blobs/`) or its tar. It runs
+    /// on providers that take containers; the arguments replace the
+    /// image's `Cmd`.
+    #[arg(long, value_name = "PATH")]
+    image: Option<PathBuf>,
     /// Arguments for the guest (after the module, or after `--`).
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
@@ -896,18 +904,36 @@ pub async fn run(args: RunArgs, file: &ClientSection) -> ExitCode {
 
 async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Failure> {
     let client = args.opts.client(file)?;
-    let name = service_name(args.name.as_deref(), &args.module)?;
+    let (path, kind, guest_args) = match (&args.image, &args.module) {
+        (Some(image), first) => {
+            let mut all: Vec<String> = first.iter().map(|p| p.display().to_string()).collect();
+            all.extend(args.args.iter().cloned());
+            (image.clone(), ServiceKind::Oci, all)
+        }
+        (None, Some(module)) => (module.clone(), ServiceKind::Command, args.args.clone()),
+        (None, None) => {
+            return Err(Failure::Usage(
+                "a module (or --image PATH) is required".into(),
+            ));
+        }
+    };
+    let name = service_name(args.name.as_deref(), &path)?;
     let mut spec = job_spec(&args, &name)?;
+    spec.args = guest_args;
     spec.validate()
         .map_err(|e| Failure::Usage(format!("{}: {}", e.code, e.message)))?;
-    let module = read_module(&args.module)?;
+    let module = if kind == ServiceKind::Oci {
+        read_image(&path)?
+    } else {
+        read_module(&path)?
+    };
 
     let mut ui = Progress::new(!args.opts.json && std::io::stderr().is_terminal());
     ui.message(format!(
         "publishing {name} ({})",
         bytesize::ByteSize(module.len() as u64)
     ));
-    let published = client.publish(&name, ServiceKind::Command, module).await;
+    let published = client.publish(&name, kind, module).await;
     match published {
         // Pin what we uploaded: a concurrent publish of the same name can't
         // swap the module under this job.
@@ -915,7 +941,7 @@ async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Fail
         Err(e) => {
             ui.clear();
             let code = Failure::from(e).report();
-            eprintln!("  module: {}", args.module.display());
+            eprintln!("  module: {}", path.display());
             return Ok(code);
         }
     }
@@ -936,6 +962,18 @@ async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Fail
         Followed::Interrupted(code) => return Ok(code),
     };
     Ok(print_result(&result, args.opts.json, &ui.shown_stderr))
+}
+
+/// An OCI image layout: a directory (packed into a tar) or a tar.
+fn read_image(path: &Path) -> Result<Bytes, Failure> {
+    let bytes = if path.is_dir() {
+        brume_oci::layout::tar_dir(path)
+    } else {
+        std::fs::read(path)
+    };
+    bytes
+        .map(Bytes::from)
+        .map_err(|e| Failure::Local(format!("read --image {}: {e}", path.display())))
 }
 
 fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {

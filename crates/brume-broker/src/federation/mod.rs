@@ -254,6 +254,7 @@ fn located(a: Announcement, kind: ServiceKind, name: &str) -> LocatedBroker {
         endpoint: match kind {
             ServiceKind::Command => format!("{base}/v1/functions/{name}/invoke"),
             ServiceKind::Http => format!("{base}/fn/{name}/"),
+            ServiceKind::Oci => format!("{base}/v1/jobs"),
         },
         broker: a.broker,
         url: a.url,

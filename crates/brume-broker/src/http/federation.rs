@@ -190,7 +190,10 @@ pub(super) async fn forward(
         .client(shared, &peer.url, peer.tls_sha256.as_deref())
         .map_err(Fail)?;
     let target = match call.kind {
-        ServiceKind::Command => format!("/v1/functions/{}/invoke{}", call.service, call.rest),
+        // An oci service is refused as a call by the peer too.
+        ServiceKind::Command | ServiceKind::Oci => {
+            format!("/v1/functions/{}/invoke{}", call.service, call.rest)
+        }
         ServiceKind::Http => format!("/fn/{}{}", call.service, call.rest),
     };
     let mut headers: HeaderMap = super::passed_on(&call.headers)

@@ -460,6 +460,9 @@ pub(super) fn sync_work(
             ServiceKind::Command => {
                 format!("{name} is a command service: call it at /v1/functions/{name}/invoke")
             }
+            ServiceKind::Oci => {
+                format!("{name} is an oci container image: it runs as a job (POST /v1/jobs)")
+            }
         };
         return Err(Fail::new(ErrorCode::WrongKind, hint));
     }

@@ -46,6 +46,7 @@ pub(super) async fn submit_job(
         service,
         digest,
         developer,
+        kind,
     } = module(&shared, &spec, &auth.name)?;
     let stdin = stdin_within(&spec, &limits)?;
     let admission = admit(
@@ -87,6 +88,7 @@ pub(super) async fn submit_job(
         return Ok(resp);
     }
     let resolved = Resolved {
+        kind,
         developer,
         service,
         digest,
@@ -148,6 +150,7 @@ async fn accept(
 
 /// What the broker decided about a job spec before storing it.
 struct Resolved {
+    kind: ServiceKind,
     service: Option<String>,
     digest: String,
     developer: String,
@@ -172,7 +175,7 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
     StoredJob {
         service: r.service,
         digest: r.digest,
-        kind: ServiceKind::Command,
+        kind: r.kind,
         argv,
         env: spec
             .env
@@ -239,6 +242,8 @@ struct Module {
     digest: String,
     /// The royalty payee.
     developer: String,
+    /// A WASI command or an OCI image.
+    kind: ServiceKind,
 }
 
 /// The module a job runs: a service (optionally pinned to a digest: a
@@ -272,6 +277,7 @@ fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
                 service: Some(r.reference),
                 digest: r.info.digest,
                 developer: r.developer,
+                kind,
             };
             (module, kind)
         }
@@ -288,18 +294,46 @@ fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
                 service: None,
                 digest,
                 developer,
+                kind,
             };
             (module, kind)
         }
         (None, None) => return Err(Fail::new(ErrorCode::InvalidRequest, "service: required")),
     };
-    if kind != ServiceKind::Command {
+    if kind == ServiceKind::Http {
         return Err(Fail::new(
             ErrorCode::WrongKind,
-            "service: jobs run commands; http services are called at /fn/{name}/",
+            "service: jobs run commands and oci images; http services are called at /fn/{name}/",
         ));
     }
+    if kind == ServiceKind::Oci {
+        oci_rules(shared, spec, caller)?;
+    }
     Ok(module)
+}
+
+/// What an OCI job may not ask: containers are not deterministic, so
+/// replicas can't be compared nor a dispute re-executed. A verifier
+/// service and reputation still apply.
+fn oci_rules(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<()> {
+    use brume_api::rest::VerifyPolicy;
+    let verify = spec
+        .verify
+        .clone()
+        .or_else(|| shared.config.trust.default_verify(caller));
+    let refuse = |why: &str| Err(Fail::new(ErrorCode::InvalidRequest, why.to_owned()));
+    match verify {
+        Some(VerifyPolicy::Replicate { .. } | VerifyPolicy::Adaptive) => refuse(
+            "verify: an oci job is not deterministic, so replicas can't be compared; use a verifier service or none",
+        ),
+        _ if spec.confirm => {
+            refuse("confirm: an oci job is not deterministic, so a rejection can't be re-executed")
+        }
+        _ if spec.profile == Profile::Deterministic => {
+            refuse("profile: an oci job can't run in the deterministic profile")
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(super) fn job_id(s: &str) -> Res<WorkId> {

@@ -306,6 +306,13 @@ async fn request_response(
     let event = match kind {
         ServiceKind::Http => Some(http_request(&body)?),
         ServiceKind::Command => None,
+        ServiceKind::Oci => {
+            return Err(Fail::new(
+                brume_api::ErrorCode::WrongKind,
+                format!("{name} is an oci container image: it runs as a job (POST /v1/jobs), not through Invoke"),
+            )
+            .into());
+        }
     };
     let (mut spec, mut billing, stdin, verify) =
         super::invoke::sync_work(shared, auth, &HeaderMap::new(), reference, kind, Ok(body))?;

@@ -10,6 +10,7 @@ use brume_api::rest::{Scope, ServiceInfo, ServiceList};
 use brume_api::{ErrorCode, ServiceKind};
 use bytes::Bytes;
 use serde::Deserialize;
+use sha2::Digest as _;
 
 use super::auth::Auth;
 use super::auth::{Signer, check_key};
@@ -131,7 +132,11 @@ pub(super) async fn publish(
         return Err(Fail::new(ErrorCode::InvalidModule, "the module is empty"));
     }
     let kind = q.kind.unwrap_or(ServiceKind::Command);
-    let digest = validate(&shared, &bytes, kind).await?;
+    let digest = if kind == ServiceKind::Oci {
+        validate_image(&bytes).await?
+    } else {
+        validate(&shared, &bytes, kind).await?
+    };
     let signed = match claimed {
         None => None,
         Some((developer, signature)) => {
@@ -140,7 +145,7 @@ pub(super) async fn publish(
         }
     };
     // Text modules (.wat) are stored as the binary the digest names.
-    let stored = if bytes.starts_with(b"\0asm") {
+    let stored = if kind == ServiceKind::Oci || bytes.starts_with(b"\0asm") {
         bytes
     } else {
         Bytes::from(
@@ -186,6 +191,22 @@ pub(super) async fn publish(
 
 /// Loads `bytes` in the sandbox (on a blocking thread) to check it is a
 /// module of `kind`; returns its digest.
+/// Checks an OCI image layout tar (every blob against its digest, on a
+/// blocking thread); its digest is the tar's sha256.
+async fn validate_image(bytes: &Bytes) -> Res<String> {
+    let b = bytes.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        brume_oci::Image::parse(&b, b.len() as u64)
+            .map(|i| (i.manifest_digest, hex::encode(sha2::Sha256::digest(&b))))
+    })
+    .await
+    .map_err(|e| Fail::new(ErrorCode::Internal, format!("validation task: {e}")))?;
+    let (manifest, digest) =
+        parsed.map_err(|e| Fail::new(ErrorCode::InvalidModule, e.to_string()))?;
+    tracing::debug!(%manifest, %digest, "image layout checked");
+    Ok(digest)
+}
+
 async fn validate(
     shared: &std::sync::Arc<Shared>,
     bytes: &Bytes,

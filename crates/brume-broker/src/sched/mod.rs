@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Message;
 use brume_api::rest::{Price, Reputation};
 use brume_api::wire::{self, Capabilities, ToProvider};
-use brume_api::{ApiError, ErrorCode, WorkId};
+use brume_api::{ApiError, ErrorCode, ServiceKind, WorkId};
 use tokio::sync::mpsc;
 
 pub(crate) use crate::work::ProviderId;
@@ -162,6 +162,7 @@ impl ProviderEntry {
             && (s.tiers >> self.tier) & 1 == 1
             && (self.tier != 1 || s.org == self.org)
             && self.caps.fitness_mips >= s.needs.min_mips
+            && (s.kind != ServiceKind::Oci || self.caps.containers)
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
                 (Some(list), Some(name)) => list.iter().any(|a| a == name),
@@ -657,6 +658,10 @@ impl Scheduler {
             None => (String::new(), 0),
         };
         let latency = u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut outcome = outcome;
+        if inf.work.spec.kind == ServiceKind::Oci {
+            bound_cpu_claim(outcome.usage_mut(), latency, fitness_mips);
+        }
         let r = self.reputation_mut(&provider);
         r.results += 1;
         // A running mean: no samples kept.
@@ -816,3 +821,12 @@ impl Scheduler {
 mod tests;
 #[cfg(test)]
 mod tests_fair;
+
+/// A container's CPU time is its provider's own claim, in fuel at its
+/// speed: it is held to the wall time the broker saw (assignment to
+/// result) × the one vCPU granted × the speed the broker placed it by.
+pub(crate) fn bound_cpu_claim(usage: &mut brume_api::Usage, seen_us: u64, placed_mips: u64) {
+    // MIPS is instructions per microsecond.
+    usage.fuel = usage.fuel.min(seen_us.saturating_mul(placed_mips));
+    usage.wall_us = usage.wall_us.min(seen_us);
+}

@@ -20,6 +20,7 @@ pub(super) fn caps(
         cached: cached.iter().map(|s| s.to_string()).collect(),
         org: None,
         attestation: None,
+        containers: false,
     }
 }
 

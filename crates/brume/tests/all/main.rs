@@ -7,6 +7,7 @@ mod bench;
 mod billing;
 mod cli;
 mod console;
+mod containers;
 mod deposits;
 mod devnet;
 mod escrow;

@@ -606,6 +606,7 @@ async fn handshake(url: &str, protocol: u32) -> (u16, String) {
             cached: Vec::new(),
             org: None,
             attestation: None,
+            containers: false,
         },
         price_ask: 0,
     });

@@ -1,0 +1,218 @@
+//! OCI container jobs through the real binaries: `brume run --image`, a
+//! provider started with `--containers`, placement only on such
+//! providers, the ledger row, failover when the provider is SIGKILLed,
+//! and cancel (checked against the host's process table).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use brume_api::ServiceKind;
+use brume_api::rest::{JobSpec, JobState};
+use brume_oci::layout::Builder;
+
+use crate::net::{Net, command, eventually, follow};
+
+/// A busybox image, built here (no registry): `/bin/busybox` and the
+/// applets the tests use.
+fn busybox_image() -> Vec<u8> {
+    let bin =
+        std::fs::read("/bin/busybox").expect("busybox-static is installed (.ci/run installs it)");
+    let mut b = Builder::new().dir("bin").file("bin/busybox", bin, 0o755);
+    for a in ["sh", "cat", "echo", "sleep"] {
+        b = b.symlink(&format!("bin/{a}"), "busybox");
+    }
+    b.dir("etc")
+        .file("etc/motd", "inside the image\n", 0o644)
+        .entrypoint(&["/bin/sh", "-c"])
+        .build()
+        .expect("build the image")
+}
+
+/// A net whose directories the sandbox's own uid can reach, with one
+/// wasm-only provider and `containers` container providers.
+async fn net(containers: usize) -> Net {
+    let mut net = Net::start(1, 2).await;
+    std::fs::set_permissions(net.home(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    for _ in 0..containers {
+        net.add_provider_args(2, &["--containers"]).await;
+    }
+    net
+}
+
+/// Processes on this host whose command line holds `marker` and, if
+/// given, `dir` (a provider's data dir: bubblewrap's own command line
+/// names its rootfs there, the sandbox's init included, and everything
+/// in the sandbox dies with its init).
+fn running(marker: &str, dir: Option<&Path>) -> usize {
+    let dir = dir.map(|d| d.to_string_lossy().into_owned());
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains(marker) && dir.as_deref().is_none_or(|d| c.contains(d))
+                })
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oci_job_runs_on_a_container_provider_and_is_billed() {
+    let net = net(1).await;
+    let image = net.home().join("busybox.tar");
+    std::fs::write(&image, busybox_image()).expect("write image");
+    let status = tokio::task::block_in_place(|| net.providers[1].status());
+    let c = status
+        .containers
+        .expect("a --containers provider reports them");
+    assert!(c.enabled, "{c:?}");
+    assert!(c.notes.iter().any(|n| n.contains("seccomp")), "{c:?}");
+    let plain = tokio::task::block_in_place(|| net.providers[0].status());
+    assert!(plain.containers.is_none());
+
+    // The image's entrypoint is `sh -c`: the argument is the script.
+    let script = "echo hello from a container; cat /etc/motd; echo $WHO; cat; exit 7";
+    let out = command(net.home())
+        .args(["run", "--broker", &net.broker.url, "--api-key", &net.key])
+        .args([
+            "--json",
+            "--name",
+            "busybox",
+            "--env",
+            "WHO=requester",
+            "--stdin",
+        ])
+        .arg(write(net.home(), "stdin.txt", "piped in\n"))
+        .arg("--image")
+        .arg(&image)
+        .args(["--", script])
+        .output()
+        .expect("brume run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(7), "{v}");
+    assert_eq!(v["exit_code"], 7, "{v}");
+    assert_eq!(
+        v["stdout"].as_str(),
+        Some("hello from a container\ninside the image\nrequester\npiped in\n"),
+        "{v}"
+    );
+    // Only the container provider may run it.
+    assert_eq!(
+        v["provider"].as_str(),
+        Some(net.providers[1].address.as_str()),
+        "{v}"
+    );
+    let fuel = v["usage"]["fuel"].as_u64().expect("fuel");
+    assert!(fuel > 0, "CPU time is billed as fuel: {v}");
+
+    let work_id = v["id"].as_str().expect("job id").to_string();
+    let row: serde_json::Value = eventually("the job's ledger row", || async {
+        let resp = reqwest::Client::new()
+            .get(net.url(&format!("/v1/ledger/rows/{work_id}")))
+            .bearer_auth(&net.key)
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then_some(())?;
+        resp.json().await.ok()
+    })
+    .await;
+    assert_eq!(row["usage"]["fuel"].as_u64(), Some(fuel), "{row}");
+    assert_eq!(
+        row["provider"].as_str(),
+        Some(net.providers[1].address.as_str()),
+        "{row}"
+    );
+
+    // A container can't be replicated: refused up front.
+    let spec = JobSpec {
+        service: Some("busybox".into()),
+        verify: Some(brume_api::rest::VerifyPolicy::Replicate { n: 2, quorum: 2 }),
+        ..JobSpec::default()
+    };
+    let err = net.client.submit(&spec).await.expect_err("replicated oci");
+    assert!(err.to_string().contains("not deterministic"), "{err}");
+    // Nor called as a function.
+    let resp = reqwest::Client::new()
+        .post(net.url("/v1/functions/busybox/invoke"))
+        .bearer_auth(&net.key)
+        .send()
+        .await
+        .expect("invoke");
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oci_job_fails_over_when_its_provider_is_killed_and_cancel_stops_it() {
+    let mut net = net(2).await;
+    net.publish("busybox", ServiceKind::Oci, &busybox_image())
+        .await;
+    let marker = "27182818";
+    let spec = JobSpec {
+        service: Some("busybox".into()),
+        args: vec![format!("echo started; sleep {marker}")],
+        ..JobSpec::default()
+    };
+    let job = net.client.submit(&spec).await.expect("submit");
+    let follower = {
+        let client = net.client.clone();
+        tokio::spawn(async move { follow(&client, job.id).await })
+    };
+    let first = net.wait_state(job.id, JobState::Running).await;
+    assert_ne!(
+        first.provider.as_deref(),
+        Some(net.providers[0].address.as_str()),
+        "never on the wasm-only provider"
+    );
+    let dir = |net: &Net, address: &str| net.providers[net.provider_index(address)].data.clone();
+    let first_dir = dir(&net, first.provider.as_deref().expect("a provider"));
+    eventually("the container runs", || async {
+        (running(marker, Some(&first_dir)) > 0).then_some(())
+    })
+    .await;
+    let victim = net.kill_provider_of(&first);
+    // Provider 0 takes no containers: the survivor is the other one.
+    let survivor = net.providers[1..]
+        .iter()
+        .map(|p| p.address.clone())
+        .find(|a| *a != victim)
+        .expect("two container providers");
+    let survivor_dir = dir(&net, &survivor);
+    // The killed provider's container dies with it (bubblewrap's
+    // --die-with-parent), and the job runs again on the survivor.
+    let again = crate::net::wait_job(
+        &net.client,
+        job.id,
+        |j| j.state == JobState::Running && j.provider.as_deref() == Some(survivor.as_str()),
+        "running on the survivor",
+    )
+    .await;
+    assert_eq!(again.attempts, 2, "{again:?}");
+    eventually("the killed provider's container is gone", || async {
+        (running(marker, Some(&first_dir)) == 0).then_some(())
+    })
+    .await;
+    eventually("the survivor's container runs", || async {
+        (running(marker, Some(&survivor_dir)) > 0).then_some(())
+    })
+    .await;
+
+    let info = net.client.cancel(job.id).await.expect("cancel");
+    assert_eq!(info.state, JobState::Cancelled);
+    eventually("the cancelled container is gone", || async {
+        (running(marker, None) == 0).then_some(())
+    })
+    .await;
+    let (_, result) = follower.await.expect("follower");
+    assert_eq!(result.state, JobState::Cancelled);
+}
