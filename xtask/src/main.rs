@@ -98,10 +98,21 @@ fn ensure_targets() -> Result {
         .args(&missing))
 }
 
-/// `.venv/bin/aws`: the aws CLI v1 in a venv at the workspace root.
-/// Debian's Chromium, for the console's browser test.
-fn ensure_chromium() -> Result {
-    if Path::new("/usr/bin/chromium").exists() {
+/// Debian's packages the tests drive: Chromium for the console's browser
+/// test, bubblewrap and a static busybox for container jobs.
+fn ensure_apt() -> Result {
+    // What each package puts where the tests look for it.
+    let wanted = [
+        ("/usr/bin/chromium", "chromium"),
+        ("/usr/bin/bwrap", "bubblewrap"),
+        ("/bin/busybox", "busybox-static"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let apt = |args: &[&str]| {
@@ -110,7 +121,9 @@ fn ensure_chromium() -> Result {
         c
     };
     run(&mut apt(&["update", "-qq"]))?;
-    run(&mut apt(&["install", "-y", "-qq", "chromium"]))
+    let mut install = vec!["install", "-y", "-qq"];
+    install.extend(missing);
+    run(&mut apt(&install))
 }
 
 /// The Python tools the tests drive, from PyPI into `.venv`: the aws CLI
@@ -150,7 +163,7 @@ fn test() -> Result {
     // The aws CLI (v1), schemathesis and Playwright, from PyPI; Chromium
     // from Debian.
     ensure_venv()?;
-    ensure_chromium()?;
+    ensure_apt()?;
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     if ci {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;

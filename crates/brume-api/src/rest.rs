@@ -14,7 +14,7 @@ use crate::{Limits, Profile, ServiceKind, Usage, WorkId};
 /// requester will pay; a provider is matched only if `ask <= max_price`.
 pub type Price = u64;
 
-/// One version of a service: `POST /v1/services?name=N&kind=command|http`
+/// One version of a service: `POST /v1/services?name=N&kind=command|http|oci`
 /// (body: the module bytes), `GET /v1/services`, `GET /v1/services/{ref}`.
 /// See [`crate::names`] for how services are named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

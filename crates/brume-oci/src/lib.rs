@@ -156,6 +156,7 @@ impl Containers {
                 cgroups,
                 seccomp,
                 work_root,
+                own_processes: if root { 0 } else { own_processes() },
             },
             rootfs_dir,
             limits: UnpackLimits::default(),
@@ -182,7 +183,7 @@ impl Containers {
         ];
         match self.runner.uid {
             Some(uid) => notes.push(format!("runs as uid {uid}; the process rlimit counts only the sandbox's processes")),
-            None => notes.push("runs as the provider's own uid: no process rlimit (it would count the provider's own processes)".to_owned()),
+            None => notes.push("runs as the provider's own uid: the process rlimit is shared with the provider's own processes (approximate)".to_owned()),
         }
         for c in ["pids", "memory", "cpu", "cpuacct"] {
             if !self.runner.cgroups.has(c) {
@@ -255,6 +256,27 @@ impl Containers {
             .insert(blob_digest.to_owned(), prepared.clone());
         Ok((prepared, cold))
     }
+}
+
+/// Processes and threads of this process's uid now (`/proc`).
+fn own_processes() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == me))
+        .map(|e| std::fs::read_dir(e.path().join("task")).map_or(1, |t| t.count() as u64))
+        .sum()
 }
 
 /// Fails unless `uid` can reach `dir` (bubblewrap, running as `uid`,

@@ -37,6 +37,10 @@ pub struct Runner {
     pub(crate) seccomp: Arc<Vec<u8>>,
     /// Each job's `/work` is a directory here.
     pub(crate) work_root: PathBuf,
+    /// Under the provider's own uid without a pids cgroup: the processes
+    /// that uid had at start, which a container's process rlimit is added
+    /// to (approximate, but a fork bomb stays bounded).
+    pub(crate) own_processes: u64,
 }
 
 /// One container run.
@@ -264,7 +268,10 @@ impl Runner {
             memory: spec.memory_bytes,
             // With a pids cgroup, the cap is per job; the rlimit would be
             // shared by every job under the sandbox uid.
-            processes: (!self.cgroups.has("pids")).then_some(spec.max_processes),
+            processes: (!self.cgroups.has("pids")).then_some(match self.uid {
+                Some(_) => spec.max_processes,
+                None => self.own_processes + spec.max_processes,
+            }),
             files: spec.max_open_files,
         };
         // SAFETY: the closure only makes async-signal-safe system calls.
@@ -392,12 +399,12 @@ impl ChildSetup {
             limit(libc::RLIMIT_AS, self.memory)?;
             limit(libc::RLIMIT_CORE, 0)?;
             check(libc::dup2(self.seccomp_fd, SECCOMP_FD))?;
+            // Only under a uid of its own does a process cap count just the
+            // sandbox's processes (and root is exempt from it).
+            if let Some(n) = self.processes {
+                limit(libc::RLIMIT_NPROC, n)?;
+            }
             if let Some(uid) = self.uid {
-                // Only under a uid of its own does a process cap count just
-                // the sandbox's processes (root is exempt from it).
-                if let Some(n) = self.processes {
-                    limit(libc::RLIMIT_NPROC, n)?;
-                }
                 check(libc::setgroups(0, std::ptr::null()))?;
                 check(libc::setgid(uid))?;
                 check(libc::setuid(uid))?;

@@ -166,13 +166,15 @@ enum ServiceCommand {
     /// Upload a module as a service in your namespace; publishing a name
     /// again makes a new version (`name@2`, …); old versions stay.
     Publish {
-        /// The module: `.wasm` (core module or component) or `.wat` text.
+        /// The module: `.wasm` (core module or component) or `.wat` text;
+        /// with `--kind oci`, an OCI image layout (a directory or its tar).
         file: PathBuf,
         /// Service name (default: the file name, made into a valid name).
         #[arg(long)]
         name: Option<String>,
-        /// `command` (a WASI command, called with `brume invoke`) or `http`
-        /// (a wasi:http component, called at /fn/NAME/...).
+        /// `command` (a WASI command, called with `brume invoke`), `http`
+        /// (a wasi:http component, called at /fn/NAME/...) or `oci` (a
+        /// container image, run as a job on providers that take them).
         #[arg(long, default_value = "command")]
         kind: ServiceKind,
         #[command(flatten)]
@@ -650,7 +652,11 @@ async fn service_inner(args: ServiceArgs, file: &ClientSection) -> Result<ExitCo
             sign,
         } => {
             let name = service_name(name.as_deref(), &file)?;
-            let module = read_module(&file)?;
+            let module = if kind == ServiceKind::Oci {
+                read_image(&file)?
+            } else {
+                read_module(&file)?
+            };
             let bar = crate::progress::enabled(json)
                 .then(|| crate::progress::bytes(module.len() as u64, "publishing"));
             let client = match &bar {

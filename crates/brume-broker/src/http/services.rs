@@ -92,7 +92,7 @@ pub(super) fn check_module_signature(
     params(PublishQuery,
         ("x-brume-developer" = Option<String>, Header, description = "The developer who signed the module's digest (`0x` address); with `x-brume-module-signature`"),
         ("x-brume-module-signature" = Option<String>, Header, description = "The developer's EIP-191 signature over the module message: `0x` + 130 hex digits")),
-    request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "The module: a WASI command or a `wasi:http` proxy component (binary, or text format)"),
+    request_body(content = brume_api::rest::Binary, content_type = "application/octet-stream", description = "The module: a WASI command or a `wasi:http` proxy component (binary, or text format); with `kind=oci`, an OCI image layout as a tar"),
     responses((status = 201, description = "Published: the new version", body = ServiceInfo)),
     security(("api_key" = [])))]
 pub(super) async fn publish(
@@ -107,7 +107,7 @@ pub(super) async fn publish(
         Fail::new(
             ErrorCode::InvalidRequest,
             format!(
-                "query: {} (expected ?name=NAME&kind=command|http)",
+                "query: {} (expected ?name=NAME&kind=command|http|oci)",
                 e.body_text()
             ),
         )
@@ -132,27 +132,13 @@ pub(super) async fn publish(
         return Err(Fail::new(ErrorCode::InvalidModule, "the module is empty"));
     }
     let kind = q.kind.unwrap_or(ServiceKind::Command);
-    let digest = if kind == ServiceKind::Oci {
-        validate_image(&bytes).await?
-    } else {
-        validate(&shared, &bytes, kind).await?
-    };
+    let (digest, stored) = checked(&shared, bytes, kind).await?;
     let signed = match claimed {
         None => None,
         Some((developer, signature)) => {
             let signer = check_module_signature(&developer, &signature, &digest)?;
             Some((signer, signature))
         }
-    };
-    // Text modules (.wat) are stored as the binary the digest names.
-    let stored = if kind == ServiceKind::Oci || bytes.starts_with(b"\0asm") {
-        bytes
-    } else {
-        Bytes::from(
-            wat::parse_bytes(&bytes)
-                .map(|c| c.into_owned())
-                .map_err(|e| Fail::new(ErrorCode::InvalidModule, e.to_string()))?,
-        )
     };
     let info = ServiceInfo {
         name: target.name.clone(),
@@ -191,6 +177,26 @@ pub(super) async fn publish(
 
 /// Loads `bytes` in the sandbox (on a blocking thread) to check it is a
 /// module of `kind`; returns its digest.
+/// A module or image checked for its kind: its digest and the bytes to
+/// store (text modules, `.wat`, as the binary the digest names).
+async fn checked(
+    shared: &std::sync::Arc<Shared>,
+    bytes: Bytes,
+    kind: ServiceKind,
+) -> Res<(String, Bytes)> {
+    if kind == ServiceKind::Oci {
+        return Ok((validate_image(&bytes).await?, bytes));
+    }
+    let digest = validate(shared, &bytes, kind).await?;
+    if bytes.starts_with(b"\0asm") {
+        return Ok((digest, bytes));
+    }
+    let binary = wat::parse_bytes(&bytes)
+        .map(|c| c.into_owned())
+        .map_err(|e| Fail::new(ErrorCode::InvalidModule, e.to_string()))?;
+    Ok((digest, Bytes::from(binary)))
+}
+
 /// Checks an OCI image layout tar (every blob against its digest, on a
 /// blocking thread); its digest is the tar's sha256.
 async fn validate_image(bytes: &Bytes) -> Res<String> {
