@@ -79,6 +79,10 @@ codes! {
     OutputTooLarge = ("output_too_large", 502),
     /// The function's input was larger than its input cap.
     InputTooLarge = ("input_too_large", 413),
+    /// A job's input file could not be had: not in the blob store or at
+    /// its URL, its bytes don't match its sha256, or its key doesn't
+    /// decrypt it (the message says which).
+    InvalidInput = ("invalid_input", 422),
     /// The module imports something the sandbox doesn't provide.
     ImportNotAllowed = ("import_not_allowed", 422),
     /// The function ran past its wall-clock deadline.

@@ -15,6 +15,7 @@
 
 pub mod batch;
 pub mod chain;
+pub mod data;
 pub mod error;
 pub mod federation;
 pub mod lambda;

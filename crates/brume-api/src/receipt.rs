@@ -42,11 +42,15 @@
 //!   `http`), the profile (`standard` or `deterministic`), the seed, the
 //!   virtual clock start, the number of args then each arg, the number of
 //!   env pairs then each name and value, stdin, then for `http`: method, uri,
-//!   the number of headers then each name and value, body.
+//!   the number of headers then each name and value, body; then, if the
+//!   job has input or output files, `"files"`, the number of inputs and
+//!   each path, sha256 and URL (not the key), the number of outputs and
+//!   each path.
 //! - `output_digest`: the fields `"brume-output-v1"`, then for an exit:
 //!   `"exit"`, the code, stdout, stderr; for an HTTP response: `"http"`, the
 //!   status, the number of headers then each name and value, the body,
-//!   stderr; for a sandbox fault: `"fault"`, the code, stdout, stderr (not
+//!   stderr; then, for an exit with output files, `"files"`, their number
+//!   and each path and sha256; for a sandbox fault: `"fault"`, the code, stdout, stderr (not
 //!   the message, which may name host paths).
 //!
 //! # Message
@@ -260,6 +264,21 @@ pub fn input_digest(a: &Assign) -> String {
         }
         f.put(&h.body);
     }
+    // Files (appended only when there are any: older digests stand). The
+    // keys are not part of it: a receipt is shown to others.
+    if !a.inputs.is_empty() || !a.outputs.is_empty() {
+        f.put(b"files");
+        f.num(a.inputs.len());
+        for i in &a.inputs {
+            f.put(i.path.as_bytes());
+            f.put(i.sha256.as_bytes());
+            f.put(i.url.as_deref().unwrap_or("").as_bytes());
+        }
+        f.num(a.outputs.len());
+        for o in &a.outputs {
+            f.put(o.as_bytes());
+        }
+    }
     f.hex()
 }
 
@@ -271,12 +290,22 @@ pub fn output_digest(o: &Outcome) -> String {
             exit_code,
             stdout,
             stderr,
+            outputs,
             ..
         } => {
             f.put(b"exit");
             f.num(exit_code);
             f.put(stdout);
             f.put(stderr);
+            // Output files by their sha256 (appended only when there are any).
+            if !outputs.is_empty() {
+                f.put(b"files");
+                f.num(outputs.len());
+                for o in outputs {
+                    f.put(o.path.as_bytes());
+                    f.put(o.sha256.as_bytes());
+                }
+            }
         }
         Outcome::Responded {
             response, stderr, ..
@@ -650,6 +679,8 @@ mod tests {
             clock_start_ms: 0,
             module_signature: None,
             batched_receipt: false,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 
@@ -662,6 +693,7 @@ mod tests {
                 fuel,
                 ..crate::Usage::default()
             },
+            outputs: Vec::new(),
         }
     }
 

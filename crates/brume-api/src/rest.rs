@@ -243,6 +243,17 @@ pub struct JobSpec {
     /// yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
+    /// Files placed in the job's work dir before it runs (oci jobs; see
+    /// [`crate::data`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 32)]
+    pub inputs: Vec<crate::data::InputSpec>,
+    /// Files the job leaves in its work dir that are kept, as paths
+    /// relative to it: returned with the result, downloadable at
+    /// `/v1/jobs/{id}/outputs/{path}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 32)]
+    pub outputs: Vec<String>,
 }
 
 /// `POST /v1/jobs/{id}/reject`: the broker re-executed the job and
@@ -367,6 +378,7 @@ impl JobSpec {
             ));
         }
         let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
+        crate::data::check(&self.inputs, &self.outputs)?;
         if let Some(tiers) = &self.tiers
             && (tiers.is_empty() || tiers.iter().any(|t| !(1..=4).contains(t)))
         {
@@ -615,6 +627,9 @@ pub struct JobResult {
     /// How the result was verified (replicated jobs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// The output files it left (see [`JobSpec::outputs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<crate::data::OutputRef>,
 }
 
 /// A trust tier, 1 to 4 (see [`JobSpec::tiers`]).

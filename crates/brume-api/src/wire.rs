@@ -243,6 +243,12 @@ pub struct Assign {
     /// carries the receipt's own signature.
     #[serde(default)]
     pub batched_receipt: bool,
+    /// Files to place in the work dir before it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<crate::data::Input>,
+    /// Files to return from the work dir when it exits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
 }
 
 /// A developer's signature over a module digest: EIP-191 over
@@ -293,6 +299,9 @@ pub enum Outcome {
         stdout: Bytes,
         stderr: Bytes,
         usage: Usage,
+        /// The output files asked for that it left, in the order asked.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        outputs: Vec<crate::data::OutputFile>,
     },
     /// A proxy answered.
     Responded {
@@ -546,6 +555,8 @@ mod tests {
             clock_start_ms: 1,
             module_signature: None,
             batched_receipt: true,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");

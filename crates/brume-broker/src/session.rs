@@ -275,7 +275,10 @@ async fn serve(
                                 break why;
                             }
                         }
-                        Ok((channel, m)) => {
+                        Ok((channel, mut m)) => {
+                            if let FromProvider::Done(d) = &mut m {
+                                store_outputs(shared, id, channel, d).await;
+                            }
                             if let Err(v) = handle(shared, id, address, channel, m, tx, &mut pending) {
                                 let why = v.to_string();
                                 let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
@@ -477,4 +480,39 @@ fn batched(
     }
     pending.push(leaf, Some((receipt, work.spec.account.clone())))?;
     Ok(true)
+}
+
+/// Stores the output files of a result in the blob store, keeping only
+/// their references in the outcome (`bytes` emptied), before the result is
+/// handled. A file not asked for, or whose bytes don't match its sha256
+/// and size, is dropped: the receipt (checked next, over the references)
+/// then fails, and the work is retried elsewhere.
+async fn store_outputs(shared: &Shared, id: u64, channel: u32, done: &mut wire::Done) {
+    let wire::Outcome::Exited { outputs, .. } = &mut done.outcome else {
+        return;
+    };
+    if outputs.is_empty() {
+        return;
+    }
+    let asked = shared
+        .lifecycle
+        .read(|s| s.inflight_work(id, channel))
+        .map(|(w, _)| w.spec.outputs.clone())
+        .unwrap_or_default();
+    outputs.retain(|o| {
+        use sha2::Digest as _;
+        let ok = asked.contains(&o.path)
+            && o.size == o.bytes.len() as u64
+            && hex::encode(sha2::Sha256::digest(&o.bytes)) == o.sha256;
+        if !ok {
+            tracing::warn!(session = id, path = %o.path, "an output file not asked for, or whose sha256 or size is wrong: dropped");
+        }
+        ok
+    });
+    for o in outputs.iter_mut() {
+        let bytes = std::mem::take(&mut o.bytes);
+        if let Err(e) = shared.registry.put_module(o.sha256.clone(), bytes).await {
+            tracing::error!(session = id, path = %o.path, "store an output file: {e}");
+        }
+    }
 }

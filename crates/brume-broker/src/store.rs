@@ -160,6 +160,10 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if !has("jobs", "verification")? {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN verification TEXT")?;
     }
+    // The output files a job left (JSON references; the bytes are blobs).
+    if !has("jobs", "outputs")? {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN outputs TEXT")?;
+    }
     // Keys have a public id (the first 8 bytes of their hash, in hex),
     // scopes, an expiry and a revocation time. Keys made before scopes
     // existed keep what they could do: every scope.

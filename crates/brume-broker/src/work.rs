@@ -90,6 +90,9 @@ pub(crate) struct WorkSpec {
     pub class: Class,
     /// The account it is queued under (fairness is between accounts).
     pub account: Arc<str>,
+    /// Files placed in its work dir, and files it returns (oci jobs).
+    pub inputs: Vec<brume_api::data::Input>,
+    pub outputs: Vec<String>,
 }
 
 /// What a unit of work was billed.
@@ -287,6 +290,8 @@ impl Work {
             clock_start_ms: s.clock_start_ms,
             module_signature: s.module_signature.clone(),
             batched_receipt: !s.wants_receipt,
+            inputs: s.inputs.clone(),
+            outputs: s.outputs.clone(),
         }
     }
 

@@ -575,6 +575,27 @@ impl Client {
         self.body(resp).await
     }
 
+    /// `POST /v1/data`: stores an input file for jobs; name it in a job's
+    /// `inputs` by the sha256 returned.
+    pub async fn upload_data(
+        &self,
+        bytes: Bytes,
+    ) -> Result<brume_api::data::DataInfo, ClientError> {
+        let url = self.url(&["v1", "data"]);
+        let req = self
+            .request(Method::POST, url)
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(self.module_body(bytes));
+        self.json(req).await
+    }
+
+    /// `GET /v1/jobs/{id}/outputs/{path}`: an output file of a finished job.
+    pub async fn job_output(&self, id: WorkId, path: &str) -> Result<Bytes, ClientError> {
+        let url = self.url(&["v1", "jobs", &id.to_string(), "outputs", path]);
+        let resp = self.send(self.request(Method::GET, url)).await?;
+        self.body(resp).await
+    }
+
     // ---- functions ----
 
     /// `POST /v1/functions/{service}/invoke`: runs a command service once,

@@ -132,6 +132,7 @@ pub fn command_outcome(
             stdout: o.stdout,
             stderr: o.stderr,
             usage: usage(&o.usage),
+            outputs: Vec::new(),
         },
         Err(f) => failure(f),
     }

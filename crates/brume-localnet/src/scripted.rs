@@ -103,6 +103,7 @@ pub fn exited(stdout: &str, fuel: u64) -> Outcome {
             fuel,
             ..Usage::default()
         },
+        outputs: Vec::new(),
     }
 }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub mod cgroup;
+pub mod files;
 pub mod image;
 pub mod layout;
 pub mod run;

@@ -62,6 +62,11 @@ pub struct RunSpec {
     /// Processes and threads it may have at once.
     pub max_processes: u64,
     pub max_open_files: u64,
+    /// Files written into `/work` before it starts: (path, bytes).
+    pub inputs: Vec<(String, Bytes)>,
+    /// Files read back from `/work` when it exits, at most
+    /// `max_output_bytes` in all.
+    pub outputs: Vec<String>,
 }
 
 /// Why a run ended.
@@ -86,6 +91,8 @@ pub struct RunResult {
     pub memory_limited: bool,
     /// The process limit refused a fork.
     pub processes_limited: bool,
+    /// The output files it left: (path, bytes), in the order asked.
+    pub outputs: Vec<(String, Bytes)>,
 }
 
 /// stderr as it is written, for progress reports.
@@ -249,6 +256,12 @@ impl Runner {
         if let Some(uid) = self.uid {
             std::os::unix::fs::chown(&work, Some(uid), Some(uid))?;
         }
+        if !spec.inputs.is_empty() {
+            let (w, inputs, uid) = (work.clone(), spec.inputs.clone(), self.uid);
+            tokio::task::spawn_blocking(move || crate::files::place_inputs(&w, &inputs, uid))
+                .await
+                .map_err(|e| OciError::Io(std::io::Error::other(e)))??;
+        }
         let group = if self.cgroups.controllers().is_empty() {
             None
         } else {
@@ -316,7 +329,19 @@ impl Runner {
             )
         });
         let m = Metered::of(group.as_ref(), ru_cpu, ru_rss);
+        let outputs = match ended {
+            Ended::Exited(_) if !spec.outputs.is_empty() => {
+                let (w, names, limit) = (work.clone(), spec.outputs.clone(), spec.max_output_bytes);
+                tokio::task::spawn_blocking(move || {
+                    crate::files::collect_outputs(&w, &names, limit)
+                })
+                .await
+                .map_err(|e| OciError::Io(std::io::Error::other(e)))??
+            }
+            _ => Vec::new(),
+        };
         Ok(RunResult {
+            outputs,
             ended,
             stdout,
             stderr,

@@ -86,6 +86,8 @@ fn spec(rootfs: PathBuf, argv: &[&str]) -> RunSpec {
         vcpus: 1,
         max_processes: 32,
         max_open_files: 256,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
     }
 }
 
@@ -394,4 +396,37 @@ async fn a_timeout_ends_the_run() {
     let r = e.containers.runner().run(&s, None).await.expect("run");
     assert_eq!(r.ended, Ended::Timeout);
     eventually(|| !sleeping("27182818")).await;
+}
+
+#[tokio::test]
+async fn inputs_are_placed_and_outputs_read_back_but_never_through_a_symlink() {
+    let e = env();
+    let secret = e.dir.path().join("host-secret");
+    std::fs::write(&secret, "host secret").expect("write");
+    let rootfs = e.prepare(&busybox());
+    let script = format!(
+        "cat data/in.txt > out.txt; echo more >> out.txt; ln -s {} leak; ln -s /etc/motd motd",
+        secret.display()
+    );
+    let mut s = spec(rootfs.clone(), &["/bin/sh", "-c", &script]);
+    s.inputs = vec![("data/in.txt".into(), bytes::Bytes::from_static(b"given\n"))];
+    s.outputs = vec!["out.txt".into(), "missing.txt".into()];
+    let r = e.containers.runner().run(&s, None).await.expect("run");
+    assert_eq!(r.ended, Ended::Exited(0), "stderr: {}", text(&r.stderr));
+    assert_eq!(
+        r.outputs,
+        vec![(
+            "out.txt".to_string(),
+            bytes::Bytes::from_static(b"given\nmore\n")
+        )]
+    );
+
+    // An output that is a symlink (to a host file, or anywhere) is refused.
+    for link in ["leak", "motd"] {
+        let mut s = spec(rootfs.clone(), &["/bin/sh", "-c", &script]);
+        s.inputs = vec![("data/in.txt".into(), bytes::Bytes::from_static(b"given\n"))];
+        s.outputs = vec![link.into()];
+        let err = e.containers.runner().run(&s, None).await.expect_err(link);
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
 }

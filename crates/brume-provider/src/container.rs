@@ -14,6 +14,7 @@ use brume_api::rest::ContainersStatus;
 use brume_api::wire::{self, Assign, FromProvider, Outcome};
 use brume_oci::{Containers, ContainersConfig, Ended, Live, Prepared, RunSpec};
 use brume_sandbox::Digest;
+use sha2::Digest as _;
 
 use crate::work::{self, SessionCtx};
 use crate::{ProviderConfig, Reservation, Shared};
@@ -152,12 +153,38 @@ pub(crate) async fn execute(
         );
         return channel;
     }
-    let outcome = run(&shared, &ctx, channel, &containers, &prepared, &assign).await;
+    let inputs = match crate::data::inputs(&shared, &ctx, &assign).await {
+        Ok(i) => i,
+        Err(crate::data::InputError::Refused(why)) => {
+            drop(reservation);
+            work::send(
+                &ctx.out,
+                channel,
+                &FromProvider::Refused(work::refused("not_allowed", why)),
+            );
+            return channel;
+        }
+        Err(crate::data::InputError::Failed(code, why)) => {
+            let outcome = failed(code, why, Usage::default());
+            work::finish(&shared, &ctx, channel, &receipt, outcome, reservation);
+            return channel;
+        }
+    };
+    let outcome = run(
+        &shared,
+        &ctx,
+        channel,
+        &containers,
+        &prepared,
+        &assign,
+        inputs,
+    )
+    .await;
     work::finish(&shared, &ctx, channel, &receipt, outcome, reservation);
     channel
 }
 
-fn spec(p: &Prepared, a: &Assign) -> RunSpec {
+fn spec(p: &Prepared, a: &Assign, inputs: Vec<(String, bytes::Bytes)>) -> RunSpec {
     // argv[0] is the service name (as for wasm commands): the image's
     // entrypoint and cmd decide what runs; the job's args replace cmd.
     let args = a.args.get(1..).unwrap_or_default();
@@ -184,6 +211,8 @@ fn spec(p: &Prepared, a: &Assign) -> RunSpec {
         vcpus: 1,
         max_processes: MAX_PROCESSES,
         max_open_files: MAX_OPEN_FILES,
+        inputs,
+        outputs: a.outputs.clone(),
     }
 }
 
@@ -194,8 +223,10 @@ async fn run(
     containers: &Containers,
     prepared: &Prepared,
     a: &Assign,
+    inputs: Vec<(String, bytes::Bytes)>,
 ) -> Outcome {
-    let spec = spec(prepared, a);
+    let bytes_in = a.stdin.len() as u64 + inputs.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    let spec = spec(prepared, a, inputs);
     let live = Live::default();
     let running = containers.runner().run(&spec, Some(&live));
     let result = match a.progress_ms {
@@ -220,14 +251,25 @@ async fn run(
         Ok(r) => r,
         Err(e) => return failed(e.code(), e.to_string(), Usage::default()),
     };
+    let outputs: Vec<brume_api::data::OutputFile> = r
+        .outputs
+        .into_iter()
+        .map(|(path, bytes)| brume_api::data::OutputFile {
+            path,
+            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            size: bytes.len() as u64,
+            bytes,
+        })
+        .collect();
+    let files_out: u64 = outputs.iter().map(|o| o.size).sum();
     let usage = Usage {
         // Instruction-equivalents at this provider's measured speed.
         fuel: (u128::from(r.cpu_ns) * u128::from(shared.fitness_mips) / 1000)
             .min(u128::from(u64::MAX)) as u64,
         peak_memory_bytes: r.peak_memory_bytes,
         wall_us: r.wall.as_micros().min(u128::from(u64::MAX)) as u64,
-        bytes_in: a.stdin.len() as u64,
-        bytes_out: (r.stdout.len() + r.stderr.len()) as u64,
+        bytes_in,
+        bytes_out: (r.stdout.len() + r.stderr.len()) as u64 + files_out,
     };
     let (stdout, stderr) = (r.stdout, r.stderr);
     match r.ended {
@@ -246,6 +288,7 @@ async fn run(
             stdout,
             stderr,
             usage,
+            outputs,
         },
         Ended::Timeout => Outcome::Failed {
             code: "timeout".into(),

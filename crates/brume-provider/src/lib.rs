@@ -113,6 +113,7 @@ pub mod policy;
 mod batch;
 mod container;
 mod control;
+pub mod data;
 mod hub;
 mod roots;
 mod session;
@@ -166,6 +167,13 @@ pub struct ProviderConfig {
     pub containers: bool,
     /// The host uid containers run as when the provider runs as root.
     pub container_uid: u32,
+    /// URL prefixes input files may be fetched from (`https://data.example/`);
+    /// empty: only the broker's blob store.
+    pub data_urls: Vec<String>,
+    /// The input file cache's size cap (default 1 GiB) and default TTL
+    /// (default 1 h), in `data_dir/data`.
+    pub data_cache_bytes: u64,
+    pub data_ttl: Duration,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -196,6 +204,9 @@ impl Default for ProviderConfig {
             hub: None,
             containers: false,
             container_uid: brume_oci::DEFAULT_UID,
+            data_urls: Vec::new(),
+            data_cache_bytes: 1 << 30,
+            data_ttl: Duration::from_secs(3600),
             fault: None,
         }
     }
@@ -304,6 +315,8 @@ pub(crate) struct Shared {
     pub(crate) hub_ok: watch::Sender<bool>,
     /// Container jobs: the runtime, or why there is none.
     pub(crate) containers: Option<Result<Arc<brume_oci::Containers>, String>>,
+    /// Jobs' input files, as fetched.
+    pub(crate) data: Arc<data::DataCache>,
 }
 
 /// One reserved slot (and its memory), released on drop, so an aborted
@@ -453,8 +466,15 @@ impl Provider {
         let containers = config
             .containers
             .then(|| container::start(&config, &address));
+        let data = data::DataCache::open(
+            config.data_dir.join("data"),
+            config.data_cache_bytes,
+            config.data_ttl,
+        )
+        .map_err(|e| ProviderError::Internal(format!("data cache: {e}")))?;
         let shared = Arc::new(Shared {
             containers,
+            data: Arc::new(data),
             identity,
             address,
             sandbox,

@@ -200,6 +200,10 @@ pub struct ProviderSection {
     pub containers: Option<bool>,
     /// The host uid containers run as when the provider is root.
     pub container_uid: Option<u32>,
+    /// URL prefixes jobs' input files may be fetched from.
+    pub data_urls: Option<Vec<String>>,
+    /// The input file cache's size cap.
+    pub data_cache: Option<bytesize::ByteSize>,
 }
 
 /// Reads the config file: `explicit` (from `--config`/`BRUME_CONFIG`) must

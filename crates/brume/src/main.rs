@@ -16,6 +16,7 @@ mod devnet;
 mod directory;
 mod discover;
 mod exec;
+mod files;
 mod hub;
 mod keys;
 mod ledger;

@@ -134,6 +134,16 @@ struct RunArgs {
     /// uid no other process uses, so a process cap counts only them).
     #[arg(long, value_name = "UID")]
     container_uid: Option<u32>,
+    /// A URL prefix jobs' input files may be fetched from (repeatable;
+    /// default: only the broker's blob store).
+    #[arg(long = "data-url", value_name = "PREFIX")]
+    data_urls: Vec<String>,
+    /// The size cap of the input file cache (default 1GiB).
+    #[arg(long, value_name = "SIZE")]
+    data_cache: Option<bytesize::ByteSize>,
+    /// How long a cached input file is kept unless its job says (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    data_ttl: Option<Duration>,
     /// A file of attestation evidence for the broker (trust tier 3): `KIND`
     /// on the first line, the evidence in hex on the second (`test`: the
     /// broker's test authority's signature; see docs/verification.md).
@@ -233,6 +243,16 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
             .container_uid
             .or(file.container_uid)
             .unwrap_or(d.container_uid),
+        data_urls: if args.data_urls.is_empty() {
+            file.data_urls.clone().unwrap_or_default()
+        } else {
+            args.data_urls
+        },
+        data_cache_bytes: args
+            .data_cache
+            .or(file.data_cache)
+            .map_or(d.data_cache_bytes, |s| s.as_u64()),
+        data_ttl: args.data_ttl.unwrap_or(d.data_ttl),
         hub: match (args.min_hub_bond, args.hub_rpc) {
             (Some(min_bond), Some(rpc)) => Some(brume_provider::HubRequirement {
                 rpc,

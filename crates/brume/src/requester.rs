@@ -284,6 +284,16 @@ pub struct RunArgs {
     /// image's `Cmd`.
     #[arg(long, value_name = "PATH")]
     image: Option<PathBuf>,
+    /// Upload FILE and place it at DEST in the job's work dir (oci jobs;
+    /// repeatable).
+    #[arg(long = "input", value_name = "DEST=FILE", value_parser = crate::files::parse_input)]
+    inputs: Vec<(String, PathBuf)>,
+    /// A file the job leaves in its work dir to keep (oci jobs; repeatable).
+    #[arg(long = "output", value_name = "PATH")]
+    outputs: Vec<String>,
+    /// Download the job's output files into DIR when it ends.
+    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    output_dir: Option<PathBuf>,
     /// Arguments for the guest (after the module, or after `--`).
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
@@ -951,6 +961,10 @@ async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Fail
             return Ok(code);
         }
     }
+    if !args.inputs.is_empty() {
+        ui.message(format!("uploading {} input files", args.inputs.len()));
+        spec.inputs = crate::files::upload(&client, &args.inputs).await?;
+    }
     ui.message("submitting".to_string());
     let job = match client.submit(&spec).await {
         Ok(job) => job,
@@ -967,6 +981,9 @@ async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Fail
         Followed::Done(result) => result,
         Followed::Interrupted(code) => return Ok(code),
     };
+    if let Some(dir) = &args.output_dir {
+        crate::files::download(&client, &result, dir).await?;
+    }
     Ok(print_result(&result, args.opts.json, &ui.shown_stderr))
 }
 
@@ -1026,6 +1043,8 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
             .map(|(n, quorum)| brume_api::rest::VerifyPolicy::Replicate { n, quorum }),
         tiers: (!args.tiers.is_empty()).then(|| args.tiers.clone()),
         confirm: args.confirm,
+        inputs: Vec::new(),
+        outputs: args.outputs.clone(),
     })
 }
 
@@ -1505,6 +1524,7 @@ mod tests {
             error: None,
             receipt: None,
             verification: None,
+            outputs: Vec::new(),
         };
         let line = summary(&r);
         assert!(line.contains("succeeded (exit 0)"), "{line}");

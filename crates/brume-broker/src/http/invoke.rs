@@ -516,6 +516,8 @@ pub(super) fn sync_work(
         wants_receipt: checked,
         class: Class::Sync,
         account: billing.requester.as_str().into(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
     };
     Ok((spec, billing, body, verify))
 }

@@ -214,6 +214,9 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         tiers: spec.tiers.clone(),
         columns: spec.columns.clone(),
         confirm: spec.confirm,
+        // Checked with the spec (`JobSpec::validate`).
+        inputs: brume_api::data::check(&spec.inputs, &spec.outputs).unwrap_or_default(),
+        outputs: spec.outputs.clone(),
     }
 }
 
@@ -308,6 +311,11 @@ fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
     }
     if kind == ServiceKind::Oci {
         oci_rules(shared, spec, caller)?;
+    } else if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            "inputs, outputs: only oci jobs take files yet (a wasm job reads stdin and writes stdout)",
+        ));
     }
     Ok(module)
 }
@@ -356,7 +364,7 @@ pub(super) fn no_job(id: WorkId) -> Fail {
 /// The job `id` if the caller may read it: its own (or any, with
 /// `admin`). Another account's job answers 404, so that its existence
 /// doesn't leak.
-async fn readable(shared: &Shared, auth: &Auth, id: WorkId) -> Res<JobInfo> {
+pub(super) async fn readable(shared: &Shared, auth: &Auth, id: WorkId) -> Res<JobInfo> {
     auth.require_any(&[Scope::Jobs, Scope::Read])?;
     match shared.jobs.info(id).await? {
         Some((info, owner)) if auth.sees(&owner) => Ok(info),

@@ -7,6 +7,7 @@ mod admission;
 mod auth;
 mod chain;
 mod console;
+mod data;
 mod federation;
 mod invoke;
 mod jobs;
@@ -135,6 +136,8 @@ fn api(c: &crate::BrokerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(jobs::get_job, jobs::cancel_job))
         .routes(routes!(jobs::job_events))
         .routes(routes!(jobs::job_result))
+        .routes(routes!(data::upload_data).layer(module_limit))
+        .routes(routes!(data::job_output))
         .routes(routes!(jobs::confirm_job))
         .routes(routes!(jobs::reject_job))
         .routes(routes!(keys::list_keys, keys::create_key))

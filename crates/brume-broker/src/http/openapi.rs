@@ -130,6 +130,8 @@ fn errors(operation_id: &str) -> Option<&'static [ErrorCode]> {
             E::OverPriceCap,
             E::InsufficientAllowance,
         ],
+        "upload_data" => &[E::InvalidRequest],
+        "job_output" => &[E::InvalidRequest, E::NotFound, E::Conflict],
         "job_result" | "cancel_job" | "confirm_job" | "reject_job" => {
             &[E::InvalidRequest, E::NotFound, E::Conflict]
         }

@@ -76,6 +76,13 @@ pub(crate) struct StoredJob {
     /// Paid only once confirmed (see `deposits.rs`).
     #[serde(default)]
     pub confirm: bool,
+    /// Files placed in its work dir (keys included: the broker holds them
+    /// for its providers).
+    #[serde(default)]
+    pub inputs: Vec<brume_api::data::Input>,
+    /// Files it returns.
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
 /// One change to a stored job: an event, with the job's new state (if it
@@ -310,6 +317,7 @@ struct Ending {
     error: Option<ApiError>,
     attempts: u32,
     provider: Option<String>,
+    outputs: Vec<brume_api::data::OutputRef>,
 }
 
 impl Ending {
@@ -336,6 +344,7 @@ impl Ending {
                     error: Some(error),
                     attempts,
                     provider: None,
+                    outputs: Vec::new(),
                 };
             }
         };
@@ -348,6 +357,7 @@ impl Ending {
             error,
             attempts,
             provider,
+            outputs: Vec::new(),
         };
         match outcome {
             Outcome::Exited {
@@ -355,14 +365,18 @@ impl Ending {
                 stdout,
                 stderr,
                 usage,
-            } => ended(
-                JobState::Succeeded,
-                Some(exit_code),
-                stdout,
-                stderr,
-                usage,
-                None,
-            ),
+                outputs,
+            } => Ending {
+                outputs: outputs.iter().map(|o| o.reference()).collect(),
+                ..ended(
+                    JobState::Succeeded,
+                    Some(exit_code),
+                    stdout,
+                    stderr,
+                    usage,
+                    None,
+                )
+            },
             Outcome::Responded {
                 response,
                 stderr,
@@ -565,6 +579,7 @@ impl JobEntry {
             error,
             attempts,
             provider,
+            outputs,
         } = Ending::of(completion);
         let mut inner = self.inner.lock();
         inner.info.state = state;
@@ -589,6 +604,7 @@ impl JobEntry {
                 None
             },
             verification: inner.verification.clone(),
+            outputs,
         };
         inner.result = Some(result.clone());
         let kind = match state {
@@ -647,6 +663,8 @@ fn work_spec(
         wants_receipt: true,
         class: crate::work::Class::Batch,
         account: stored.requester.as_str().into(),
+        inputs: stored.inputs.clone(),
+        outputs: stored.outputs.clone(),
     }
 }
 

@@ -130,7 +130,7 @@ fn write_record(tx: &rusqlite::Transaction<'_>, record: JobRecord) -> rusqlite::
     let id = id.to_string();
     if let Some(r) = result {
         tx.execute(
-            "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5, receipt = ?6, verification = ?7 WHERE id = ?1",
+            "UPDATE jobs SET exit_code = ?2, stdout = ?3, stderr = ?4, usage = ?5, receipt = ?6, verification = ?7, outputs = ?8 WHERE id = ?1",
             params![
                 id,
                 r.exit_code,
@@ -138,7 +138,8 @@ fn write_record(tx: &rusqlite::Transaction<'_>, record: JobRecord) -> rusqlite::
                 r.stderr.0.to_vec(),
                 serde_json::to_string(&r.usage).unwrap_or_default(),
                 r.receipt.as_ref().and_then(|x| serde_json::to_string(x).ok()),
-                r.verification.as_ref().and_then(|x| serde_json::to_string(x).ok())
+                r.verification.as_ref().and_then(|x| serde_json::to_string(x).ok()),
+                (!r.outputs.is_empty()).then(|| serde_json::to_string(&r.outputs).ok()).flatten()
             ],
         )?;
     }
@@ -292,7 +293,7 @@ async fn load_result(store: &Store, id: WorkId) -> Result<Option<JobResult>, Sto
     store
         .read(move |c| {
             c.query_row(
-                "SELECT state, exit_code, stdout, stderr, usage, attempts, provider, error, receipt, verification FROM jobs WHERE id = ?1",
+                "SELECT state, exit_code, stdout, stderr, usage, attempts, provider, error, receipt, verification, outputs FROM jobs WHERE id = ?1",
                 [id.to_string()],
                 |r| {
                     let state: String = r.get(0)?;
@@ -300,8 +301,9 @@ async fn load_result(store: &Store, id: WorkId) -> Result<Option<JobResult>, Sto
                     let error: Option<String> = r.get(7)?;
                     let receipt: Option<String> = r.get(8)?;
                     let verification: Option<String> = r.get(9)?;
+                    let outputs: Option<String> = r.get(10)?;
                     Ok((
-                        (state, receipt, verification),
+                        (state, receipt, verification, outputs),
                         r.get::<_, Option<i32>>(1)?,
                         r.get::<_, Option<Vec<u8>>>(2)?,
                         r.get::<_, Option<Vec<u8>>>(3)?,
@@ -316,7 +318,7 @@ async fn load_result(store: &Store, id: WorkId) -> Result<Option<JobResult>, Sto
         })
         .await
         .map(|row| {
-            row.and_then(|((state, receipt, verification), exit_code, stdout, stderr, usage, attempts, provider, error)| {
+            row.and_then(|((state, receipt, verification, outputs), exit_code, stdout, stderr, usage, attempts, provider, error)| {
                 let state: JobState = state.parse().ok()?;
                 Some(JobResult {
                     id,
@@ -330,6 +332,7 @@ async fn load_result(store: &Store, id: WorkId) -> Result<Option<JobResult>, Sto
                     error: error.and_then(|e| serde_json::from_str(&e).ok()),
                     receipt: receipt.and_then(|x| serde_json::from_str(&x).ok()),
                     verification: verification.and_then(|x| serde_json::from_str(&x).ok()),
+                    outputs: outputs.and_then(|x| serde_json::from_str(&x).ok()).unwrap_or_default(),
                 })
             })
         })

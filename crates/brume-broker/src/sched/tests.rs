@@ -85,6 +85,8 @@ pub(super) fn work_with(
         wants_receipt: false,
         class: crate::work::Class::Batch,
         account: "acct".into(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
     };
     edit(&mut spec);
     Work::new(WorkId::new(), spec, Duration::from_secs(60), 0)
@@ -150,6 +152,7 @@ fn freed_slots_take_queued_work_first_come_first_served() {
         stdout: Bytes::new(),
         stderr: Bytes::new(),
         usage: Default::default(),
+        outputs: Vec::new(),
     });
     s.done(1, ch, outcome.clone(), &mut after);
     let ended: Vec<WorkId> = after.finish.iter().map(|(w, _)| w.id).collect();

@@ -23,6 +23,7 @@ fn ok() -> Box<wire::Outcome> {
         stdout: Bytes::new(),
         stderr: Bytes::new(),
         usage: Default::default(),
+        outputs: Vec::new(),
     })
 }
 

@@ -269,6 +269,7 @@ async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Re
         receipt: None,
         verification: None,
         error: None,
+        outputs: Vec::new(),
     })
     .into_response()
 }

@@ -30,6 +30,8 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         clock_start_ms: 0,
         module_signature: None,
         batched_receipt: false,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
     })
 }
 

@@ -216,3 +216,189 @@ async fn an_oci_job_fails_over_when_its_provider_is_killed_and_cancel_stops_it()
     let (_, result) = follower.await.expect("follower");
     assert_eq!(result.state, JobState::Cancelled);
 }
+
+/// An HTTP server on loopback that answers every GET with `body`.
+async fn serve(body: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body).await;
+            });
+        }
+    });
+    url
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inputs_are_verified_and_decrypted_and_outputs_download() {
+    let origin = serve(b"from the origin\n").await;
+    let mut net = Net::start(0, 1).await;
+    std::fs::set_permissions(net.home(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    net.add_provider_args(2, &["--containers", "--data-url", &origin])
+        .await;
+    let image = net.home().join("busybox.tar");
+    std::fs::write(&image, busybox_image()).expect("write image");
+
+    // By the CLI: an input uploaded, an output downloaded with -o.
+    let outdir = net.home().join("out");
+    let out = command(net.home())
+        .args([
+            "run",
+            "--broker",
+            &net.broker.url,
+            "--api-key",
+            &net.key,
+            "--json",
+            "--name",
+            "busybox",
+        ])
+        .arg("--input")
+        .arg(format!(
+            "data/in.txt={}",
+            write(net.home(), "in.txt", "given\n").display()
+        ))
+        .args(["--output", "result/out.txt", "-o"])
+        .arg(&outdir)
+        .arg("--image")
+        .arg(&image)
+        .args([
+            "--",
+            "mkdir result; cat data/in.txt > result/out.txt; echo made >> result/out.txt",
+        ])
+        .output()
+        .expect("brume run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["outputs"][0]["path"], "result/out.txt", "{v}");
+    assert_eq!(
+        v["outputs"][0]["sha256"].as_str(),
+        Some(sha256(b"given\nmade\n").as_str()),
+        "{v}"
+    );
+    let got = std::fs::read_to_string(outdir.join("result/out.txt")).expect("downloaded output");
+    assert_eq!(got, "given\nmade\n");
+    assert!(
+        v["usage"]["bytes_in"].as_u64() >= Some(6) && v["usage"]["bytes_out"].as_u64() >= Some(11),
+        "{v}"
+    );
+
+    let run = |inputs: Vec<brume_api::data::InputSpec>, script: &str| {
+        let spec = JobSpec {
+            service: Some("busybox".into()),
+            args: vec![script.to_string()],
+            inputs,
+            ..JobSpec::default()
+        };
+        let client = net.client.clone();
+        async move {
+            let job = client.submit(&spec).await.expect("submit");
+            follow(&client, job.id).await.1
+        }
+    };
+    let input = |path: &str, sha: String, url: Option<&str>, key: Option<String>| {
+        brume_api::data::InputSpec {
+            path: path.into(),
+            sha256: sha,
+            url: url.map(String::from),
+            key,
+            ttl_s: None,
+        }
+    };
+    // By URL, from an origin the provider allows, checked against its hash.
+    let r = run(
+        vec![input(
+            "o.txt",
+            sha256(b"from the origin\n"),
+            Some(&origin),
+            None,
+        )],
+        "cat o.txt",
+    )
+    .await;
+    assert_eq!(r.state, JobState::Succeeded, "{r:?}");
+    assert_eq!(r.stdout.0.as_ref(), b"from the origin\n");
+    // A wrong hash is refused, by URL and by blob.
+    let r = run(
+        vec![input(
+            "o.txt",
+            sha256(b"something else"),
+            Some(&origin),
+            None,
+        )],
+        "cat o.txt",
+    )
+    .await;
+    assert_eq!(r.state, JobState::Failed, "{r:?}");
+    assert!(
+        r.error
+            .as_ref()
+            .is_some_and(|e| e.code == brume_api::ErrorCode::InvalidInput
+                && e.message.contains("have sha256")),
+        "{r:?}"
+    );
+    let r = run(
+        vec![input("x", sha256(b"never uploaded"), None, None)],
+        "cat x",
+    )
+    .await;
+    assert_eq!(r.state, JobState::Failed, "{r:?}");
+
+    // Encrypted: uploaded sealed, decrypted only into the work dir.
+    use aes_gcm::aead::{Aead, KeyInit};
+    let key = [0x42u8; 32];
+    let nonce = [7u8; 12];
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).expect("key");
+    let mut sealed = nonce.to_vec();
+    sealed.extend(
+        cipher
+            .encrypt(aes_gcm::Nonce::from_slice(&nonce), &b"private rows\n"[..])
+            .expect("encrypt"),
+    );
+    let info = net
+        .client
+        .upload_data(bytes::Bytes::from(sealed.clone()))
+        .await
+        .expect("upload");
+    assert_eq!(info.sha256, sha256(&sealed));
+    let r = run(
+        vec![input(
+            "p.txt",
+            info.sha256.clone(),
+            None,
+            Some(hex::encode(key)),
+        )],
+        "cat p.txt",
+    )
+    .await;
+    assert_eq!(r.state, JobState::Succeeded, "{r:?}");
+    assert_eq!(r.stdout.0.as_ref(), b"private rows\n");
+    let r = run(
+        vec![input(
+            "p.txt",
+            info.sha256,
+            None,
+            Some(hex::encode([1u8; 32])),
+        )],
+        "cat p.txt",
+    )
+    .await;
+    assert_eq!(r.state, JobState::Failed, "a wrong key: {r:?}");
+}
