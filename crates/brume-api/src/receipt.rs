@@ -681,6 +681,7 @@ mod tests {
             batched_receipt: false,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            gpus: Default::default(),
         }
     }
 

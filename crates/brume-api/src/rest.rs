@@ -254,6 +254,11 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 32)]
     pub outputs: Vec<String>,
+    /// GPUs the job needs (oci jobs): it runs only on a provider that
+    /// has this many, and waits in the queue until one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 16)]
+    pub gpus: Option<u32>,
 }
 
 /// `POST /v1/jobs/{id}/reject`: the broker re-executed the job and
@@ -379,6 +384,9 @@ impl JobSpec {
         }
         let bad = |m: String| Err(ApiError::new(ErrorCode::InvalidRequest, m));
         crate::data::check(&self.inputs, &self.outputs)?;
+        if self.gpus.is_some_and(|g| !(1..=16).contains(&g)) {
+            return bad("gpus: 1 to 16".into());
+        }
         if let Some(tiers) = &self.tiers
             && (tiers.is_empty() || tiers.iter().any(|t| !(1..=4).contains(t)))
         {
@@ -934,6 +942,9 @@ pub struct ProviderStatus {
     /// Container jobs, if this provider was asked to take them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containers: Option<ContainersStatus>,
+    /// Why it takes no work now (its idle conditions), if it doesn't.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
 }
 
 /// What a provider enforces on container jobs, plainly.

@@ -106,6 +106,22 @@ pub struct Capabilities {
     /// It runs OCI container jobs ([`crate::ServiceKind::Oci`]).
     #[serde(default)]
     pub containers: bool,
+    /// Its GPUs, for container jobs that ask for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Gpus>,
+}
+
+/// A provider's GPUs (NVIDIA, found through `nvidia-smi`): one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Gpus {
+    pub model: String,
+    /// Each GPU's memory.
+    pub memory_bytes: u64,
+    pub count: u32,
+    /// Each GPU's measured speed, in thousandths of a TFLOP/s (0: not
+    /// measured).
+    #[serde(default)]
+    pub milli_tflops: u64,
 }
 
 /// Attestation evidence: `kind` names the verifier that understands
@@ -249,6 +265,13 @@ pub struct Assign {
     /// Files to return from the work dir when it exits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<String>,
+    /// GPUs to pass into the container.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpus: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A developer's signature over a module digest: EIP-191 over
@@ -370,6 +393,11 @@ pub enum FromProvider {
     Cached(Vec<String>),
     /// Stop sending work; in-flight work will finish.
     Draining,
+    /// Stop sending work for now (the host is busy, or outside its hours):
+    /// why. The session stays; in-flight work finishes.
+    Paused(String),
+    /// Send work again after `Paused`.
+    Resumed,
     /// The attempt on this channel was accepted and is running.
     Accepted,
     Progress(Progress),
@@ -430,6 +458,8 @@ mod kind {
     pub const DRAINING: u8 = 7;
     pub const MEASURE: u8 = 8;
     pub const MEASURE_DONE: u8 = 9;
+    pub const PAUSED: u8 = 10;
+    pub const RESUMED: u8 = 11;
     pub const ASSIGN: u8 = 16;
     pub const CANCEL: u8 = 17;
     pub const ACCEPTED: u8 = 18;
@@ -498,6 +528,8 @@ impl FromProvider {
             FromProvider::Pong(n) => frame(channel, kind::PONG, n),
             FromProvider::Cached(d) => frame(channel, kind::CACHED, d),
             FromProvider::Draining => frame(channel, kind::DRAINING, &()),
+            FromProvider::Paused(why) => frame(channel, kind::PAUSED, why),
+            FromProvider::Resumed => frame(channel, kind::RESUMED, &()),
             FromProvider::Accepted => frame(channel, kind::ACCEPTED, &()),
             FromProvider::Progress(m) => frame(channel, kind::PROGRESS, m),
             FromProvider::Done(m) => frame(channel, kind::DONE, m),
@@ -515,6 +547,8 @@ impl FromProvider {
             kind::PONG => FromProvider::Pong(payload(k, p)?),
             kind::CACHED => FromProvider::Cached(payload(k, p)?),
             kind::DRAINING => FromProvider::Draining,
+            kind::PAUSED => FromProvider::Paused(payload(k, p)?),
+            kind::RESUMED => FromProvider::Resumed,
             kind::ACCEPTED => FromProvider::Accepted,
             kind::PROGRESS => FromProvider::Progress(payload(k, p)?),
             kind::DONE => FromProvider::Done(Box::new(payload(k, p)?)),
@@ -557,6 +591,7 @@ mod tests {
             batched_receipt: true,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            gpus: Default::default(),
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");
@@ -587,6 +622,8 @@ mod tests {
             }),
             FromProvider::Accepted,
             FromProvider::Draining,
+            FromProvider::Paused("load 3.2 is over 1.0".into()),
+            FromProvider::Resumed,
             FromProvider::Ping(3),
         ] {
             assert_eq!(FromProvider::decode(&m.encode(1)).ok(), Some((1, m)));

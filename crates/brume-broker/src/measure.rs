@@ -424,6 +424,7 @@ mod tests {
             org: None,
             attestation: None,
             containers: false,
+            gpus: Default::default(),
         };
         // 2 GiB on 2 slots, granted in full: stands.
         let ok = judge_memory(&caps(2, 2 << 30), 2 << 30);

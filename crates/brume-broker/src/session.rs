@@ -368,6 +368,14 @@ fn handle(
             tracing::info!(session = id, "provider is draining");
             shared.with_sched(|s, _| s.set_draining(id));
         }
+        FromProvider::Paused(why) => {
+            tracing::info!(session = id, %why, "provider paused");
+            shared.with_sched(|s, after| s.set_paused(id, true, after));
+        }
+        FromProvider::Resumed => {
+            tracing::info!(session = id, "provider resumed");
+            shared.with_sched(|s, after| s.set_paused(id, false, after));
+        }
         FromProvider::Accepted => shared.with_sched(|s, after| s.accepted(id, channel, after)),
         FromProvider::Progress(p) => {
             shared.with_sched(|s, after| s.progress(id, channel, p, after))
@@ -497,7 +505,7 @@ async fn store_outputs(shared: &Shared, id: u64, channel: u32, done: &mut wire::
     let asked = shared
         .lifecycle
         .read(|s| s.inflight_work(id, channel))
-        .map(|(w, _)| w.spec.outputs.clone())
+        .map(|(w, _)| w.spec.oci.outputs.clone())
         .unwrap_or_default();
     outputs.retain(|o| {
         use sha2::Digest as _;

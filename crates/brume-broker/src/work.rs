@@ -90,9 +90,18 @@ pub(crate) struct WorkSpec {
     pub class: Class,
     /// The account it is queued under (fairness is between accounts).
     pub account: Arc<str>,
-    /// Files placed in its work dir, and files it returns (oci jobs).
+    /// What only container jobs have.
+    pub oci: OciNeeds,
+}
+
+/// A container job's files and GPUs (empty for everything else).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OciNeeds {
+    /// Files placed in its work dir, and files it returns.
     pub inputs: Vec<brume_api::data::Input>,
     pub outputs: Vec<String>,
+    /// GPUs it needs (0: none).
+    pub gpus: u32,
 }
 
 /// What a unit of work was billed.
@@ -290,8 +299,9 @@ impl Work {
             clock_start_ms: s.clock_start_ms,
             module_signature: s.module_signature.clone(),
             batched_receipt: !s.wants_receipt,
-            inputs: s.inputs.clone(),
-            outputs: s.outputs.clone(),
+            inputs: s.oci.inputs.clone(),
+            outputs: s.oci.outputs.clone(),
+            gpus: s.oci.gpus,
         }
     }
 
@@ -317,4 +327,13 @@ impl Work {
         st.finished = true;
         true
     }
+}
+
+/// A container's CPU time is its provider's own claim, in fuel at its
+/// speed: it is held to the wall time the broker saw (assignment to
+/// result) × the one vCPU granted × the speed the broker placed it by.
+pub(crate) fn bound_cpu_claim(usage: &mut brume_api::Usage, seen_us: u64, placed_mips: u64) {
+    // MIPS is instructions per microsecond.
+    usage.fuel = usage.fuel.min(seen_us.saturating_mul(placed_mips));
+    usage.wall_us = usage.wall_us.min(seen_us);
 }

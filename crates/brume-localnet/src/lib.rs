@@ -67,7 +67,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +80,10 @@ use brume_sandbox::Sandbox;
 use brume_tls::Trust;
 use bytes::Bytes;
 
+mod runtime;
 pub mod scripted;
+
+use runtime::DaemonRuntime;
 
 pub use brume_provider::Fault;
 
@@ -201,6 +203,7 @@ pub struct LocalNetBuilder {
     services: Vec<(String, ServiceKind, Bytes)>,
     deadline: Duration,
     tls: bool,
+    containers: bool,
 }
 
 impl fmt::Debug for LocalNetBuilder {
@@ -222,6 +225,7 @@ impl fmt::Debug for LocalNetBuilder {
             )
             .field("deadline", &self.deadline)
             .field("tls", &self.tls)
+            .field("containers", &self.containers)
             .finish()
     }
 }
@@ -242,6 +246,7 @@ impl Default for LocalNetBuilder {
             services: Vec::new(),
             deadline: DEFAULT_DEADLINE,
             tls: false,
+            containers: false,
         }
     }
 }
@@ -295,6 +300,16 @@ impl LocalNetBuilder {
     /// [`LocalNet::faulty`] lists the addresses of these providers.
     pub fn fault(mut self, index: usize, fault: Fault) -> Self {
         self.faults.insert(index, fault);
+        self
+    }
+
+    /// The providers take OCI container jobs ([`ProviderConfig::containers`]:
+    /// bubblewrap must be installed); [`start`](Self::start) fails if one
+    /// can't. The temporary data directory is then made searchable by
+    /// everyone (mode 0711), as a root provider's sandbox uid must reach
+    /// its rootfs cache; a given data directory is left as it is.
+    pub fn containers(mut self, on: bool) -> Self {
+        self.containers = on;
         self
     }
 
@@ -422,6 +437,7 @@ impl LocalNetBuilder {
             faults: &self.faults,
             tweaks: &self.provider,
             workers: self.daemon_workers,
+            containers: self.containers,
         };
         match net.complete(self.sandbox, providers, &self.services).await {
             Ok(()) => Ok(net),
@@ -451,6 +467,16 @@ impl LocalNetBuilder {
                             path: std::env::temp_dir(),
                             source,
                         })?;
+                if self.containers {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    let mode = std::fs::Permissions::from_mode(0o711);
+                    std::fs::set_permissions(temp.path(), mode).map_err(|source| {
+                        LocalNetError::DataDir {
+                            path: temp.path().to_path_buf(),
+                            source,
+                        }
+                    })?;
+                }
                 Ok((temp.path().to_path_buf(), Some(temp)))
             }
         }
@@ -468,6 +494,7 @@ struct Providers<'b> {
     faults: &'b BTreeMap<usize, Fault>,
     tweaks: &'b [ProviderTweak],
     workers: Option<usize>,
+    containers: bool,
 }
 
 /// A running in-process network; see the [crate docs](crate).
@@ -563,6 +590,7 @@ impl LocalNet {
                 data_dir: self.data_dir.join(format!("provider-{index}")),
                 sandbox: self.sandbox.clone(),
                 fault,
+                containers: spec.containers,
                 ..ProviderConfig::default()
             };
             if let Some(slots) = spec.slots {
@@ -571,6 +599,7 @@ impl LocalNet {
             for tweak in spec.tweaks {
                 tweak(index, &mut config);
             }
+            let wants_containers = config.containers;
             let daemon = format!("provider-{index}");
             let rt = DaemonRuntime::new(spec.workers, &format!("{}-{daemon}", self.name))?;
             let provider = rt
@@ -584,6 +613,7 @@ impl LocalNet {
                 return Err(LocalNetError::ProviderStopped { index, source });
             }
             let address = provider.address();
+            let containers = wants_containers.then(|| provider.status().containers);
             if fault.is_some() {
                 self.faulty.push(address.clone());
             }
@@ -595,6 +625,9 @@ impl LocalNet {
                 what: format!("provider {index} ({address}) connects"),
                 deadline: self.deadline,
             })?;
+            if let Some(status) = containers {
+                containers_on(index, status)?;
+            }
         }
         Ok(())
     }
@@ -768,6 +801,22 @@ impl LocalNet {
     }
 }
 
+/// Fails unless a provider asked to take container jobs does.
+fn containers_on(
+    index: usize,
+    status: Option<brume_api::rest::ContainersStatus>,
+) -> Result<(), LocalNetError> {
+    match status {
+        Some(c) if c.enabled => Ok(()),
+        other => Err(LocalNetError::Invalid(format!(
+            "provider {index} can't take container jobs: {}",
+            other
+                .and_then(|c| c.error)
+                .unwrap_or_else(|| "it reports no container runtime".into())
+        ))),
+    }
+}
+
 /// Mints the API key, bound to a requester account funded with `funds`
 /// if there are any, and a client holding it.
 async fn account_and_key(
@@ -842,57 +891,4 @@ async fn stop_broker(broker: RunningBroker, rt: DaemonRuntime) -> Result<(), Loc
     let stopped = rt.run(broker.wait(), "broker").await;
     drop(rt);
     stopped?.map_err(LocalNetError::BrokerStop)
-}
-
-/// A daemon's own runtime, or none (the caller's). Dropping it shuts the
-/// runtime down in the background, so it may be dropped in async code.
-#[derive(Debug, Default)]
-struct DaemonRuntime(Option<tokio::runtime::Runtime>);
-
-impl DaemonRuntime {
-    /// With `workers`, a multi-threaded runtime with that many workers and
-    /// threads named `thread_name`; else none.
-    fn new(workers: Option<usize>, thread_name: &str) -> Result<DaemonRuntime, LocalNetError> {
-        let Some(workers) = workers else {
-            return Ok(DaemonRuntime(None));
-        };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name(thread_name)
-            .enable_all()
-            .build()
-            .map_err(|source| LocalNetError::Runtime {
-                daemon: thread_name.to_string(),
-                source,
-            })?;
-        Ok(DaemonRuntime(Some(rt)))
-    }
-
-    fn is_own(&self) -> bool {
-        self.0.is_some()
-    }
-
-    /// Runs `fut` on this runtime (spawned, and awaited from the caller's),
-    /// or right here when there is none.
-    async fn run<F>(&self, fut: F, daemon: &str) -> Result<F::Output, LocalNetError>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match &self.0 {
-            Some(rt) => rt.spawn(fut).await.map_err(|source| LocalNetError::Join {
-                daemon: daemon.to_string(),
-                source,
-            }),
-            None => Ok(fut.await),
-        }
-    }
-}
-
-impl Drop for DaemonRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
 }

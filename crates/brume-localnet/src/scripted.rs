@@ -165,6 +165,7 @@ impl ScriptedProvider {
                 org: None,
                 attestation: None,
                 containers: false,
+                gpus: Default::default(),
             },
             price_ask: 0,
         });

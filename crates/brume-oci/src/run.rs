@@ -67,6 +67,8 @@ pub struct RunSpec {
     /// Files read back from `/work` when it exits, at most
     /// `max_output_bytes` in all.
     pub outputs: Vec<String>,
+    /// Host device nodes passed in (GPUs: `/dev/nvidia0`, ...).
+    pub devices: Vec<String>,
 }
 
 /// Why a run ended.
@@ -222,6 +224,9 @@ impl Runner {
             "ALL",
             "--clearenv",
         ]);
+        for d in &spec.devices {
+            c.arg("--dev-bind").arg(d).arg(d);
+        }
         c.args(["--seccomp", &SECCOMP_FD.to_string()]);
         c.args(["--chdir", spec.working_dir.as_deref().unwrap_or("/work")]);
         if !spec.env.iter().any(|(k, _)| k == "PATH") {

@@ -88,6 +88,7 @@ fn spec(rootfs: PathBuf, argv: &[&str]) -> RunSpec {
         max_open_files: 256,
         inputs: Vec::new(),
         outputs: Vec::new(),
+        devices: Default::default(),
     }
 }
 

@@ -213,6 +213,7 @@ fn spec(p: &Prepared, a: &Assign, inputs: Vec<(String, bytes::Bytes)>) -> RunSpe
         max_open_files: MAX_OPEN_FILES,
         inputs,
         outputs: a.outputs.clone(),
+        devices: crate::gpu::devices(a.gpus),
     }
 }
 

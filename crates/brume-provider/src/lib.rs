@@ -114,7 +114,9 @@ mod batch;
 mod container;
 mod control;
 pub mod data;
+pub mod gpu;
 mod hub;
+pub mod idle;
 mod roots;
 mod session;
 mod work;
@@ -174,6 +176,13 @@ pub struct ProviderConfig {
     /// (default 1 h), in `data_dir/data`.
     pub data_cache_bytes: u64,
     pub data_ttl: Duration,
+    /// Take work only while this says the host is idle (see [`idle`]),
+    /// checked every `idle_every` (default 5 s).
+    pub idle: Option<Arc<dyn idle::IdleProbe>>,
+    pub idle_every: Duration,
+    /// The GPUs it advertises; `None` finds them ([`gpu::detect`]). Tests
+    /// set them here: the binary has no flag for it.
+    pub gpus: Option<brume_api::wire::Gpus>,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -207,6 +216,9 @@ impl Default for ProviderConfig {
             data_urls: Vec::new(),
             data_cache_bytes: 1 << 30,
             data_ttl: Duration::from_secs(3600),
+            idle: None,
+            idle_every: Duration::from_secs(5),
+            gpus: None,
             fault: None,
         }
     }
@@ -317,6 +329,10 @@ pub(crate) struct Shared {
     pub(crate) containers: Option<Result<Arc<brume_oci::Containers>, String>>,
     /// Jobs' input files, as fetched.
     pub(crate) data: Arc<data::DataCache>,
+    /// Why it is paused by its idle conditions, if it is.
+    pub(crate) paused: watch::Sender<Option<String>>,
+    /// Its GPUs, as advertised.
+    pub(crate) gpus: Option<brume_api::wire::Gpus>,
 }
 
 /// One reserved slot (and its memory), released on drop, so an aborted
@@ -391,6 +407,7 @@ impl Shared {
             uptime_s: self.started.elapsed().as_secs(),
             hub: self.hub_last.lock().clone(),
             containers: self.containers.as_ref().map(container::status),
+            paused: self.paused.borrow().clone(),
         }
     }
 
@@ -472,7 +489,17 @@ impl Provider {
             config.data_ttl,
         )
         .map_err(|e| ProviderError::Internal(format!("data cache: {e}")))?;
+        let (paused, _) = watch::channel(None);
+        let gpus = match config.gpus.clone() {
+            Some(g) => Some(g),
+            None => tokio::task::spawn_blocking(gpu::detect)
+                .await
+                .ok()
+                .flatten(),
+        };
         let shared = Arc::new(Shared {
+            gpus,
+            paused,
             containers,
             data: Arc::new(data),
             identity,
@@ -554,6 +581,9 @@ impl Provider {
         );
         if let Some(req) = shared.config.hub.clone() {
             tokio::spawn(hub::watch(shared.clone(), req));
+        }
+        if let Some(probe) = shared.config.idle.clone() {
+            tokio::spawn(idle::watch(shared.clone(), probe, shared.config.idle_every));
         }
         let main = tokio::spawn(session::run(shared.clone()));
         Ok(RunningProvider {

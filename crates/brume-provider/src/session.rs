@@ -225,6 +225,7 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
             org: config.org.clone(),
             attestation: config.attestation.clone(),
             containers: matches!(shared.containers, Some(Ok(_))),
+            gpus: shared.gpus.clone(),
         },
         price_ask: config.price_ask,
     });
@@ -353,6 +354,10 @@ async fn serve(shared: &Arc<Shared>, ctx: &SessionCtx, stream: &mut Stream, hb: 
     let mut channels: HashMap<u32, AbortHandle> = HashMap::new();
     let mut drain_deadline: Option<Instant> = None;
     let mut hub_ok = shared.hub_ok.subscribe();
+    let mut paused = shared.paused.subscribe();
+    if let Some(why) = paused.borrow_and_update().clone() {
+        work::send(out, wire::CONTROL, &FromProvider::Paused(why));
+    }
     let mut roots_tick = tokio::time::interval(crate::roots::ROOT_EVERY / 2);
     roots_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let finish = |code: CloseCode, reason: &str| {
@@ -393,6 +398,13 @@ async fn serve(shared: &Arc<Shared>, ctx: &SessionCtx, stream: &mut Stream, hb: 
                 }
             }
             _ = roots_tick.tick() => ctx.roots.flush(shared, out, false),
+            Ok(()) = paused.changed() => {
+                let msg = match paused.borrow_and_update().clone() {
+                    Some(why) => FromProvider::Paused(why),
+                    None => FromProvider::Resumed,
+                };
+                work::send(out, wire::CONTROL, &msg);
+            }
             _ = hub_ok.wait_for(|ok| !*ok), if shared.config.hub.is_some() => {
                 finish(CloseCode::Normal, "the broker's hub wallet failed this provider's check");
                 return lost(true, "the broker's hub wallet failed a re-check");

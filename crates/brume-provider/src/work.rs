@@ -55,6 +55,9 @@ pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reserva
     if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(refused("draining", "this provider is draining"));
     }
+    if let Some(why) = shared.paused.borrow().clone() {
+        return Err(refused("paused", format!("this provider is paused: {why}")));
+    }
     if let Some(list) = &shared.config.allowed_services {
         match &a.service {
             Some(s) if list.iter().any(|x| x == s) => {}
@@ -71,6 +74,16 @@ pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reserva
                 ));
             }
         }
+    }
+    if a.gpus > shared.gpus.as_ref().map_or(0, |g| g.count) {
+        return Err(refused(
+            "no_capacity",
+            format!(
+                "the job needs {} GPUs; this provider has {}",
+                a.gpus,
+                shared.gpus.as_ref().map_or(0, |g| g.count)
+            ),
+        ));
     }
     if a.kind == ServiceKind::Oci && !matches!(shared.containers, Some(Ok(_))) {
         return Err(refused(

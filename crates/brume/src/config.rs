@@ -204,6 +204,10 @@ pub struct ProviderSection {
     pub data_urls: Option<Vec<String>>,
     /// The input file cache's size cap.
     pub data_cache: Option<bytesize::ByteSize>,
+    /// Take work only while the 1-minute load average is at most this.
+    pub max_load: Option<f64>,
+    /// Take work only within these UTC hours (`START-END`).
+    pub hours: Option<String>,
 }
 
 /// Reads the config file: `explicit` (from `--config`/`BRUME_CONFIG`) must

@@ -144,6 +144,13 @@ struct RunArgs {
     /// How long a cached input file is kept unless its job says (default 1h).
     #[arg(long, value_parser = humantime::parse_duration)]
     data_ttl: Option<Duration>,
+    /// Take work only while the host's 1-minute load average is at most
+    /// this (pauses, keeping the session, above it).
+    #[arg(long, value_name = "LOAD")]
+    max_load: Option<f64>,
+    /// Take work only within these UTC hours, e.g. `22-6`.
+    #[arg(long, value_name = "START-END")]
+    hours: Option<String>,
     /// A file of attestation evidence for the broker (trust tier 3): `KIND`
     /// on the first line, the evidence in hex on the second (`test`: the
     /// broker's test authority's signature; see docs/verification.md).
@@ -185,6 +192,28 @@ pub async fn main(args: ProvideArgs, file: &ProviderSection) -> ExitCode {
         Some(ProvideCommand::Status(s)) => status(s, file).await,
         None => run(args.run, file).await,
     }
+}
+
+/// The idle conditions from the flags, else the config file.
+fn idle_policy(
+    max_load: &Option<f64>,
+    hours: &Option<String>,
+    file: &ProviderSection,
+) -> Result<Option<std::sync::Arc<dyn brume_provider::idle::IdleProbe>>, String> {
+    let max_load = max_load.or(file.max_load);
+    let hours = match hours.as_deref().or(file.hours.as_deref()) {
+        Some(h) => Some(
+            brume_provider::idle::IdlePolicy::parse_hours(h).map_err(|e| format!("--hours {e}"))?,
+        ),
+        None => None,
+    };
+    if max_load.is_some_and(|l| !l.is_finite() || l < 0.0) {
+        return Err("--max-load: a load average is a number of at least 0".into());
+    }
+    Ok((max_load.is_some() || hours.is_some()).then(|| {
+        std::sync::Arc::new(brume_provider::idle::IdlePolicy { max_load, hours })
+            as std::sync::Arc<dyn brume_provider::idle::IdleProbe>
+    }))
 }
 
 fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, String> {
@@ -253,6 +282,8 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
             .or(file.data_cache)
             .map_or(d.data_cache_bytes, |s| s.as_u64()),
         data_ttl: args.data_ttl.unwrap_or(d.data_ttl),
+        idle: idle_policy(&args.max_load, &args.hours, file)?,
+        idle_every: d.idle_every,
         hub: match (args.min_hub_bond, args.hub_rpc) {
             (Some(min_bond), Some(rpc)) => Some(brume_provider::HubRequirement {
                 rpc,
@@ -269,6 +300,7 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         fault: args.fault,
         #[cfg(not(debug_assertions))]
         fault: None,
+        gpus: Default::default(),
     })
 }
 

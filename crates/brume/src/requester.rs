@@ -294,6 +294,10 @@ pub struct RunArgs {
     /// Download the job's output files into DIR when it ends.
     #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// GPUs the job needs (oci jobs): it runs only on a provider with as
+    /// many.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    gpus: Option<u32>,
     /// Arguments for the guest (after the module, or after `--`).
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
@@ -1045,6 +1049,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         confirm: args.confirm,
         inputs: Vec::new(),
         outputs: args.outputs.clone(),
+        gpus: args.gpus,
     })
 }
 

@@ -429,6 +429,19 @@ fn price_cap(headers: &HeaderMap) -> Res<Option<u64>> {
 /// What the two sync paths share: the service must exist and be `kind`,
 /// and the body fit the input limit. (Whether the broker has room is
 /// `check_overload`'s question.)
+/// Where a service of `kind` is called, for a call at the wrong place.
+fn wrong_kind(name: &str, kind: ServiceKind) -> String {
+    match kind {
+        ServiceKind::Http => format!("{name} is an http service: call it at /fn/{name}/"),
+        ServiceKind::Command => {
+            format!("{name} is a command service: call it at /v1/functions/{name}/invoke")
+        }
+        ServiceKind::Oci => {
+            format!("{name} is an oci container image: it runs as a job (POST /v1/jobs)")
+        }
+    }
+}
+
 pub(super) fn sync_work(
     shared: &Shared,
     auth: Auth,
@@ -455,16 +468,7 @@ pub(super) fn sync_work(
         hold: None,
     };
     if svc.kind != kind {
-        let hint = match svc.kind {
-            ServiceKind::Http => format!("{name} is an http service: call it at /fn/{name}/"),
-            ServiceKind::Command => {
-                format!("{name} is a command service: call it at /v1/functions/{name}/invoke")
-            }
-            ServiceKind::Oci => {
-                format!("{name} is an oci container image: it runs as a job (POST /v1/jobs)")
-            }
-        };
-        return Err(Fail::new(ErrorCode::WrongKind, hint));
+        return Err(Fail::new(ErrorCode::WrongKind, wrong_kind(name, svc.kind)));
     }
     let body = body_or_fail(body, "body")?;
     let limits = shared.config.default_limits;
@@ -516,8 +520,7 @@ pub(super) fn sync_work(
         wants_receipt: checked,
         class: Class::Sync,
         account: billing.requester.as_str().into(),
-        inputs: Vec::new(),
-        outputs: Vec::new(),
+        oci: Default::default(),
     };
     Ok((spec, billing, body, verify))
 }

@@ -217,6 +217,7 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         // Checked with the spec (`JobSpec::validate`).
         inputs: brume_api::data::check(&spec.inputs, &spec.outputs).unwrap_or_default(),
         outputs: spec.outputs.clone(),
+        gpus: spec.gpus.unwrap_or(0),
     }
 }
 
@@ -311,6 +312,11 @@ fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
     }
     if kind == ServiceKind::Oci {
         oci_rules(shared, spec, caller)?;
+    } else if spec.gpus.is_some() {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            "gpus: only oci jobs run on GPUs",
+        ));
     } else if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
         return Err(Fail::new(
             ErrorCode::InvalidRequest,

@@ -83,6 +83,9 @@ pub(crate) struct StoredJob {
     /// Files it returns.
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// GPUs it needs.
+    #[serde(default)]
+    pub gpus: u32,
 }
 
 /// One change to a stored job: an event, with the job's new state (if it
@@ -663,8 +666,11 @@ fn work_spec(
         wants_receipt: true,
         class: crate::work::Class::Batch,
         account: stored.requester.as_str().into(),
-        inputs: stored.inputs.clone(),
-        outputs: stored.outputs.clone(),
+        oci: crate::work::OciNeeds {
+            inputs: stored.inputs.clone(),
+            outputs: stored.outputs.clone(),
+            gpus: stored.gpus,
+        },
     }
 }
 

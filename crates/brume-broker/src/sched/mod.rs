@@ -67,6 +67,8 @@ pub(crate) struct ProviderEntry {
     pub full: bool,
     pub mem_busy: u64,
     pub draining: bool,
+    /// Paused by its idle conditions (see `FromProvider::Paused`).
+    pub paused: bool,
     pub cached: HashSet<String>,
     pub tx: mpsc::UnboundedSender<Message>,
     pub work_done: u64,
@@ -107,6 +109,7 @@ impl ProviderEntry {
             full: false,
             mem_busy: 0,
             draining: false,
+            paused: false,
             cached,
             tx,
             work_done: 0,
@@ -126,7 +129,7 @@ impl ProviderEntry {
     }
 
     fn has_free_slot(&self) -> bool {
-        !self.draining && !self.full && self.busy < self.caps.slots
+        !self.draining && !self.paused && !self.full && self.busy < self.caps.slots
     }
 
     /// Whether a slot is free for work of `class`: batch work leaves the
@@ -163,6 +166,12 @@ impl ProviderEntry {
             && (self.tier != 1 || s.org == self.org)
             && self.caps.fitness_mips >= s.needs.min_mips
             && (s.kind != ServiceKind::Oci || self.caps.containers)
+            && (s.oci.gpus == 0
+                || self
+                    .caps
+                    .gpus
+                    .as_ref()
+                    .is_some_and(|g| g.count >= s.oci.gpus))
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
                 (Some(list), Some(name)) => list.iter().any(|a| a == name),
@@ -351,6 +360,19 @@ impl Scheduler {
             p.cached.extend(digests);
         }
         self.index(id);
+    }
+
+    /// A provider stops taking work for now (its idle conditions), or
+    /// takes it again; its session and in-flight work stay.
+    pub fn set_paused(&mut self, id: ProviderId, paused: bool, after: &mut After) {
+        self.unindex(id);
+        if let Some(p) = self.providers.get_mut(&id) {
+            p.paused = paused;
+        }
+        if !paused {
+            self.index(id);
+            self.fill(id, after);
+        }
     }
 
     pub fn set_draining(&mut self, id: ProviderId) {
@@ -660,7 +682,7 @@ impl Scheduler {
         let latency = u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut outcome = outcome;
         if inf.work.spec.kind == ServiceKind::Oci {
-            bound_cpu_claim(outcome.usage_mut(), latency, fitness_mips);
+            crate::work::bound_cpu_claim(outcome.usage_mut(), latency, fitness_mips);
         }
         let r = self.reputation_mut(&provider);
         r.results += 1;
@@ -821,12 +843,3 @@ impl Scheduler {
 mod tests;
 #[cfg(test)]
 mod tests_fair;
-
-/// A container's CPU time is its provider's own claim, in fuel at its
-/// speed: it is held to the wall time the broker saw (assignment to
-/// result) × the one vCPU granted × the speed the broker placed it by.
-pub(crate) fn bound_cpu_claim(usage: &mut brume_api::Usage, seen_us: u64, placed_mips: u64) {
-    // MIPS is instructions per microsecond.
-    usage.fuel = usage.fuel.min(seen_us.saturating_mul(placed_mips));
-    usage.wall_us = usage.wall_us.min(seen_us);
-}

@@ -21,6 +21,7 @@ pub(super) fn caps(
         org: None,
         attestation: None,
         containers: false,
+        gpus: Default::default(),
     }
 }
 
@@ -85,8 +86,7 @@ pub(super) fn work_with(
         wants_receipt: false,
         class: crate::work::Class::Batch,
         account: "acct".into(),
-        inputs: Vec::new(),
-        outputs: Vec::new(),
+        oci: Default::default(),
     };
     edit(&mut spec);
     Work::new(WorkId::new(), spec, Duration::from_secs(60), 0)

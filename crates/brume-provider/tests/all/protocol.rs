@@ -32,6 +32,7 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         batched_receipt: false,
         inputs: Vec::new(),
         outputs: Vec::new(),
+        gpus: Default::default(),
     })
 }
 

@@ -402,3 +402,113 @@ async fn inputs_are_verified_and_decrypted_and_outputs_download() {
     .await;
     assert_eq!(r.state, JobState::Failed, "a wrong key: {r:?}");
 }
+
+/// An idle probe the test flips: busy while `busy` holds.
+#[derive(Debug, Default)]
+struct Switch {
+    busy: std::sync::atomic::AtomicBool,
+}
+
+impl brume_provider::idle::IdleProbe for Switch {
+    fn busy(&self) -> Option<String> {
+        self.busy
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| "the test says the host is busy".to_string())
+    }
+}
+
+/// Through the library API (the binary has no flag to claim GPUs): a job
+/// asking for 2 GPUs waits while the only provider with GPUs is paused by
+/// its idle conditions (the other runs other work meanwhile), and runs on
+/// it once it resumes, on the same session.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gpu_job_waits_for_a_provider_with_gpus_which_pauses_and_resumes() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let switch = Arc::new(Switch::default());
+    switch.busy.store(true, Ordering::SeqCst);
+    let probe = switch.clone();
+    let net = brume_localnet::LocalNet::builder()
+        .providers(2)
+        .containers(true)
+        .provider_config(move |i, c| {
+            if i == 1 {
+                c.gpus = Some(brume_api::wire::Gpus {
+                    model: "Test GPU".into(),
+                    memory_bytes: 16 << 30,
+                    count: 2,
+                    milli_tflops: 0,
+                });
+                c.idle = Some(probe.clone());
+                c.idle_every = std::time::Duration::from_millis(10);
+            }
+        })
+        .publish(
+            "busybox",
+            ServiceKind::Oci,
+            bytes::Bytes::from(busybox_image()),
+        )
+        .start()
+        .await
+        .expect("a local network");
+    let gpu_provider = &net.providers()[1];
+    let plain = net.providers()[0].address();
+    eventually("the GPU provider says it is paused", || async {
+        gpu_provider
+            .status()
+            .paused
+            .filter(|why| why.contains("busy"))
+            .map(|_| ())
+    })
+    .await;
+    let since = gpu_provider.status().connected_since_ms;
+
+    let client = net.client().clone();
+    let job = |script: &str, gpus: Option<u32>| JobSpec {
+        service: Some("busybox".into()),
+        args: vec![script.to_string()],
+        gpus,
+        ..JobSpec::default()
+    };
+    let gpu_job = client
+        .submit(&job("echo on a gpu", Some(2)))
+        .await
+        .expect("submit");
+    let other = client
+        .submit(&job("echo elsewhere", None))
+        .await
+        .expect("submit");
+    let (_, done) = follow(&client, other.id).await;
+    assert_eq!(
+        (done.state, done.provider.as_deref()),
+        (JobState::Succeeded, Some(plain.as_str())),
+        "{done:?}"
+    );
+    // The other job was placed after it: the GPU job was passed over.
+    let waiting = client.job(gpu_job.id).await.expect("job");
+    assert_eq!(waiting.state, JobState::Queued, "{waiting:?}");
+    // More than a job may ask for is refused up front.
+    let bad = client
+        .submit(&JobSpec {
+            gpus: Some(17),
+            ..job("x", None)
+        })
+        .await
+        .expect_err("17 GPUs");
+    assert!(bad.to_string().contains("gpus"), "{bad}");
+
+    switch.busy.store(false, Ordering::SeqCst);
+    let (_, result) = follow(&client, gpu_job.id).await;
+    assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+    assert_eq!(
+        result.provider.as_deref(),
+        Some(gpu_provider.address().as_str())
+    );
+    assert_eq!(result.stdout.0.as_ref(), b"on a gpu\n");
+    let status = gpu_provider.status();
+    assert_eq!(
+        (status.paused, status.connected_since_ms),
+        (None, since),
+        "resumed on the same session"
+    );
+}

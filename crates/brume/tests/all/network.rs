@@ -607,6 +607,7 @@ async fn handshake(url: &str, protocol: u32) -> (u16, String) {
             org: None,
             attestation: None,
             containers: false,
+            gpus: Default::default(),
         },
         price_ask: 0,
     });
