@@ -431,3 +431,42 @@ async fn inputs_are_placed_and_outputs_read_back_but_never_through_a_symlink() {
         assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }
+
+/// What a SIGKILLed provider leaves (a process in a job's cgroup, a work
+/// dir) is removed when the provider starts again on the same directory.
+#[tokio::test]
+async fn a_restart_removes_what_a_killed_provider_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let name = format!("restart-{}-{}", std::process::id(), unique());
+    let config = || ContainersConfig {
+        dir: dir.path().join("containers"),
+        bwrap: None,
+        uid: brume_oci::DEFAULT_UID,
+        name: name.clone(),
+    };
+    let first = Containers::new(config()).expect("containers");
+    let with_pids = first.enforcement().cgroups.iter().any(|c| c == "pids");
+    let left_dir = dir.path().join("containers/work/job-left");
+    std::fs::create_dir_all(&left_dir).expect("a work dir left behind");
+    let mut left = std::process::Command::new("/bin/busybox").args(["sleep", "31337"]).spawn().expect("spawn");
+    if with_pids {
+        // As a killed provider leaves it: a job's group with a live process.
+        let group = Path::new("/sys/fs/cgroup/pids/brume").join(&name).join("job-left");
+        std::fs::create_dir_all(&group).expect("a job's cgroup");
+        std::fs::write(group.join("cgroup.procs"), left.id().to_string()).expect("join it");
+    }
+    drop(first);
+
+    let _second = Containers::new(config()).expect("containers again");
+    assert!(!left_dir.exists(), "the old work dir is gone");
+    if with_pids {
+        let status = left.wait().expect("wait");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    } else {
+        // Without cgroups, the process would have died with its bubblewrap
+        // (--die-with-parent); this one was never in a sandbox.
+        left.kill().expect("kill");
+        let _ = left.wait();
+    }
+}
