@@ -682,6 +682,7 @@ mod tests {
             inputs: Vec::new(),
             outputs: Vec::new(),
             gpus: Default::default(),
+            vcpus: Default::default(),
         }
     }
 

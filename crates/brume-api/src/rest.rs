@@ -259,6 +259,12 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 16)]
     pub gpus: Option<u32>,
+    /// vCPUs the container gets (oci jobs; default 1): it runs only on a
+    /// provider with at least as many slots, under a CPU quota of that
+    /// many cores, and its CPU time is bounded by wall time × vCPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 256)]
+    pub vcpus: Option<u32>,
 }
 
 /// `POST /v1/jobs/{id}/reject`: the broker re-executed the job and
@@ -386,6 +392,9 @@ impl JobSpec {
         crate::data::check(&self.inputs, &self.outputs)?;
         if self.gpus.is_some_and(|g| !(1..=16).contains(&g)) {
             return bad("gpus: 1 to 16".into());
+        }
+        if self.vcpus.is_some_and(|v| !(1..=256).contains(&v)) {
+            return bad("vcpus: 1 to 256".into());
         }
         if let Some(tiers) = &self.tiers
             && (tiers.is_empty() || tiers.iter().any(|t| !(1..=4).contains(t)))

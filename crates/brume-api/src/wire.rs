@@ -268,6 +268,9 @@ pub struct Assign {
     /// GPUs to pass into the container.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gpus: u32,
+    /// vCPUs the container gets (0: one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vcpus: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -592,6 +595,7 @@ mod tests {
             inputs: Vec::new(),
             outputs: Vec::new(),
             gpus: Default::default(),
+            vcpus: Default::default(),
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");

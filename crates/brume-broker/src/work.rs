@@ -102,6 +102,8 @@ pub(crate) struct OciNeeds {
     pub outputs: Vec<String>,
     /// GPUs it needs (0: none).
     pub gpus: u32,
+    /// vCPUs it gets (0: one).
+    pub vcpus: u32,
 }
 
 /// What a unit of work was billed.
@@ -302,6 +304,7 @@ impl Work {
             inputs: s.oci.inputs.clone(),
             outputs: s.oci.outputs.clone(),
             gpus: s.oci.gpus,
+            vcpus: s.oci.vcpus,
         }
     }
 
@@ -331,9 +334,17 @@ impl Work {
 
 /// A container's CPU time is its provider's own claim, in fuel at its
 /// speed: it is held to the wall time the broker saw (assignment to
-/// result) × the one vCPU granted × the speed the broker placed it by.
-pub(crate) fn bound_cpu_claim(usage: &mut brume_api::Usage, seen_us: u64, placed_mips: u64) {
+/// result) × the vCPUs granted × the speed the broker placed it by.
+pub(crate) fn bound_cpu_claim(
+    usage: &mut brume_api::Usage,
+    seen_us: u64,
+    placed_mips: u64,
+    vcpus: u32,
+) {
     // MIPS is instructions per microsecond.
-    usage.fuel = usage.fuel.min(seen_us.saturating_mul(placed_mips));
+    let most = seen_us
+        .saturating_mul(placed_mips)
+        .saturating_mul(u64::from(vcpus.max(1)));
+    usage.fuel = usage.fuel.min(most);
     usage.wall_us = usage.wall_us.min(seen_us);
 }

@@ -449,10 +449,15 @@ async fn a_restart_removes_what_a_killed_provider_left() {
     let with_pids = first.enforcement().cgroups.iter().any(|c| c == "pids");
     let left_dir = dir.path().join("containers/work/job-left");
     std::fs::create_dir_all(&left_dir).expect("a work dir left behind");
-    let mut left = std::process::Command::new("/bin/busybox").args(["sleep", "31337"]).spawn().expect("spawn");
+    let mut left = std::process::Command::new("/bin/busybox")
+        .args(["sleep", "31337"])
+        .spawn()
+        .expect("spawn");
     if with_pids {
         // As a killed provider leaves it: a job's group with a live process.
-        let group = Path::new("/sys/fs/cgroup/pids/brume").join(&name).join("job-left");
+        let group = Path::new("/sys/fs/cgroup/pids/brume")
+            .join(&name)
+            .join("job-left");
         std::fs::create_dir_all(&group).expect("a job's cgroup");
         std::fs::write(group.join("cgroup.procs"), left.id().to_string()).expect("join it");
     }
@@ -462,7 +467,10 @@ async fn a_restart_removes_what_a_killed_provider_left() {
     assert!(!left_dir.exists(), "the old work dir is gone");
     if with_pids {
         let status = left.wait().expect("wait");
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
     } else {
         // Without cgroups, the process would have died with its bubblewrap
         // (--die-with-parent); this one was never in a sandbox.

@@ -208,7 +208,7 @@ fn spec(p: &Prepared, a: &Assign, inputs: Vec<(String, bytes::Bytes)>) -> RunSpe
         memory_bytes: a.limits.memory_bytes,
         timeout: Duration::from_millis(a.limits.timeout_ms),
         max_output_bytes: a.limits.max_output_bytes,
-        vcpus: 1,
+        vcpus: a.vcpus.max(1),
         max_processes: MAX_PROCESSES,
         max_open_files: MAX_OPEN_FILES,
         inputs,

@@ -298,6 +298,9 @@ pub struct RunArgs {
     /// many.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
     gpus: Option<u32>,
+    /// vCPUs the container gets (oci jobs; default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    vcpus: Option<u32>,
     /// Arguments for the guest (after the module, or after `--`).
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
@@ -1050,6 +1053,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         inputs: Vec::new(),
         outputs: args.outputs.clone(),
         gpus: args.gpus,
+        vcpus: args.vcpus,
     })
 }
 

@@ -218,6 +218,7 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         inputs: brume_api::data::check(&spec.inputs, &spec.outputs).unwrap_or_default(),
         outputs: spec.outputs.clone(),
         gpus: spec.gpus.unwrap_or(0),
+        vcpus: spec.vcpus.unwrap_or(0),
     }
 }
 
@@ -312,10 +313,10 @@ fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
     }
     if kind == ServiceKind::Oci {
         oci_rules(shared, spec, caller)?;
-    } else if spec.gpus.is_some() {
+    } else if spec.gpus.is_some() || spec.vcpus.is_some() {
         return Err(Fail::new(
             ErrorCode::InvalidRequest,
-            "gpus: only oci jobs run on GPUs",
+            "gpus, vcpus: only oci jobs ask for GPUs or vCPUs (a wasm job's threads are its tier's)",
         ));
     } else if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
         return Err(Fail::new(

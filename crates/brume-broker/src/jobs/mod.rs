@@ -86,6 +86,9 @@ pub(crate) struct StoredJob {
     /// GPUs it needs.
     #[serde(default)]
     pub gpus: u32,
+    /// vCPUs it gets (0: one).
+    #[serde(default)]
+    pub vcpus: u32,
 }
 
 /// One change to a stored job: an event, with the job's new state (if it
@@ -670,6 +673,7 @@ fn work_spec(
             inputs: stored.inputs.clone(),
             outputs: stored.outputs.clone(),
             gpus: stored.gpus,
+            vcpus: stored.vcpus,
         },
     }
 }

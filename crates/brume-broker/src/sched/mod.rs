@@ -172,6 +172,7 @@ impl ProviderEntry {
                     .gpus
                     .as_ref()
                     .is_some_and(|g| g.count >= s.oci.gpus))
+            && self.caps.slots >= s.oci.vcpus
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
                 (Some(list), Some(name)) => list.iter().any(|a| a == name),
@@ -682,7 +683,12 @@ impl Scheduler {
         let latency = u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut outcome = outcome;
         if inf.work.spec.kind == ServiceKind::Oci {
-            crate::work::bound_cpu_claim(outcome.usage_mut(), latency, fitness_mips);
+            crate::work::bound_cpu_claim(
+                outcome.usage_mut(),
+                latency,
+                fitness_mips,
+                inf.work.spec.oci.vcpus,
+            );
         }
         let r = self.reputation_mut(&provider);
         r.results += 1;

@@ -33,6 +33,7 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         inputs: Vec::new(),
         outputs: Vec::new(),
         gpus: Default::default(),
+        vcpus: Default::default(),
     })
 }
 

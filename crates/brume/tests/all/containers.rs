@@ -136,6 +136,21 @@ async fn an_oci_job_runs_on_a_container_provider_and_is_billed() {
     };
     let err = net.client.submit(&spec).await.expect_err("replicated oci");
     assert!(err.to_string().contains("not deterministic"), "{err}");
+    // More vCPUs than any provider has slots: never placed.
+    let spec = JobSpec {
+        service: Some("busybox".into()),
+        args: vec!["echo never".into()],
+        vcpus: Some(4),
+        queue_timeout_ms: Some(300),
+        ..JobSpec::default()
+    };
+    let job = net.client.submit(&spec).await.expect("submit");
+    let (_, r) = follow(&net.client, job.id).await;
+    assert_eq!(
+        r.error.map(|e| e.code),
+        Some(brume_api::ErrorCode::QueueTimeout),
+        "4 vCPUs on 2-slot providers"
+    );
     // Nor called as a function.
     let resp = reqwest::Client::new()
         .post(net.url("/v1/functions/busybox/invoke"))
