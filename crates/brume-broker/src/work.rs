@@ -106,6 +106,14 @@ pub(crate) struct OciNeeds {
     pub vcpus: u32,
 }
 
+impl OciNeeds {
+    /// Whether a provider has the GPUs and the slots (as vCPUs) it needs.
+    pub fn fits(&self, caps: &wire::Capabilities) -> bool {
+        let gpus = caps.gpus.as_ref().map_or(0, |g| g.count);
+        gpus >= self.gpus && caps.slots >= self.vcpus
+    }
+}
+
 /// What a unit of work was billed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Cost {

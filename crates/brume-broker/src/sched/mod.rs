@@ -166,13 +166,7 @@ impl ProviderEntry {
             && (self.tier != 1 || s.org == self.org)
             && self.caps.fitness_mips >= s.needs.min_mips
             && (s.kind != ServiceKind::Oci || self.caps.containers)
-            && (s.oci.gpus == 0
-                || self
-                    .caps
-                    .gpus
-                    .as_ref()
-                    .is_some_and(|g| g.count >= s.oci.gpus))
-            && self.caps.slots >= s.oci.vcpus
+            && s.oci.fits(&self.caps)
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
                 (Some(list), Some(name)) => list.iter().any(|a| a == name),
