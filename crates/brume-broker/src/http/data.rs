@@ -23,13 +23,20 @@ use super::{Fail, Res, Sh, body_or_fail};
 pub(super) async fn upload_data(
     State(shared): Sh,
     auth: Auth,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res<(StatusCode, axum::Json<DataInfo>)> {
     auth.require(Scope::Jobs)?;
-    let bytes = body_or_fail(body, "data")?;
-    if bytes.is_empty() {
-        return Err(Fail::new(ErrorCode::InvalidRequest, "the file is empty"));
+    // A body is a file only if it says so: a request with none is refused,
+    // not stored as an empty file.
+    if headers.get(axum::http::header::CONTENT_TYPE).is_none() {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            "Content-Type: application/octet-stream (the file's bytes) is required",
+        ));
     }
+    // An empty file is a file too.
+    let bytes = body_or_fail(body, "data")?;
     let size = bytes.len() as u64;
     let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
     shared.registry.put_module(sha256.clone(), bytes).await?;

@@ -18,6 +18,7 @@ use brume_localnet::LocalNet;
 use bytes::Bytes;
 use serde_json::json;
 
+mod container;
 mod federated;
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +133,9 @@ async fn start(
         .provider_config(move |_, c| c.region = region.clone());
     if let Some(data) = &site.data {
         builder = builder.data_dir(data);
+    } else if container::available() {
+        // Its own temporary data dir: one the sandbox's uid can reach.
+        builder = builder.containers(true);
     }
     if args.tls {
         builder = builder.tls_self_signed();
@@ -484,6 +488,13 @@ async fn demo(net: &LocalNet, json_out: bool) -> anyhow::Result<()> {
     }
     if result.state != brume_api::rest::JobState::Succeeded || result.exit_code != Some(0) {
         anyhow::bail!("the demo job did not succeed: {:?}", result.error);
+    }
+    if net
+        .providers()
+        .iter()
+        .any(|p| p.status().containers.is_some_and(|c| c.enabled))
+    {
+        container::demo(&client, &say).await?;
     }
     let status = client.status().await?;
     say(format!(
