@@ -4,6 +4,7 @@
 //! human-readable lines as it goes, and returns every figure as one JSON
 //! object (printed last with `--json`). None asserts a threshold.
 
+pub mod container;
 pub mod evm;
 pub mod federation;
 pub mod ledger;

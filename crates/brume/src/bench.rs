@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Which benchmark: `sandbox`, `invoke`, `job`, `mixed`, `ledger`,
-    /// `settle`, `verify`, `evm-payout` or `federation`.
+    /// Which benchmark: `sandbox`, `invoke`, `job`, `container`, `mixed`,
+    /// `ledger`, `settle`, `verify`, `evm-payout` or `federation`.
     name: String,
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
@@ -53,6 +53,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "sandbox" => brume_bench::sandbox::run(args.duration, &mut say).await,
         "invoke" => brume_bench::net::invoke(args.duration, &mut say).await,
         "job" => brume_bench::net::job(args.duration, &mut say).await,
+        "container" => brume_bench::container::run(args.duration, &mut say).await,
         "mixed" => brume_bench::mixed::run(args.duration, &mut say).await,
         "ledger" => brume_bench::ledger::run(args.duration, &mut say).await,
         "settle" => {
@@ -66,7 +67,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "evm-payout" => brume_bench::evm::run(args.duration, args.payouts, &mut say).await,
         "federation" => brume_bench::federation::run(args.duration, args.calls, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job, mixed, ledger, settle, verify, evm-payout, federation)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, container, mixed, ledger, settle, verify, evm-payout, federation)"
         )),
     };
     if let Some(b) = &bar {

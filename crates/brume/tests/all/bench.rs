@@ -1,6 +1,7 @@
 //! `brume bench` runs that need nothing outside this process (the EVM
-//! ones are in `evm.rs`): small sizes, checked for complete figures, never
-//! for speed.
+//! ones are in `evm.rs`; `container` needs bubblewrap and busybox-static,
+//! as the container tests do): small sizes, checked for complete figures,
+//! never for speed.
 
 use crate::net::command;
 
@@ -56,4 +57,33 @@ fn bench_federation_forwards_every_call_and_reports_hop_convergence_and_traffic(
         bytes <= brume_client::brume_api::federation::MAX_ANNOUNCEMENT_BYTES as u64,
         "{v}"
     );
+}
+
+#[test]
+fn bench_container_reports_start_cold_start_and_cpu_metering_against_baselines() {
+    let v = bench(&["container", "--duration", "2s"]);
+    assert_eq!(v["bench"], "container", "{v}");
+    for key in [
+        "start_p50_ms",
+        "start_p99_ms",
+        "running_event_p50_ms",
+        "jobs",
+        "baseline_runner_p50_ms",
+        "baseline_spawn_p50_ms",
+        "start_runner_ratio_p50",
+        "cold_start_ms",
+        "cold_running_event_ms",
+        "unpack_ms",
+        "cpu_pairs",
+        "cpu_bare_ms",
+        "cpu_contained_ms",
+        "cpu_metering_overhead_ratio",
+        "cpu_loop_only_ratio",
+        "cpu_bare_cpu_ns",
+        "cpu_contained_cpu_ns",
+        "cpu_metered_ratio",
+    ] {
+        let x = v[key].as_f64().unwrap_or_default();
+        assert!(x > 0.0 && x.is_finite(), "{key}: {x} in {v}");
+    }
 }
