@@ -89,6 +89,19 @@ impl Cgroups {
         Ok(Group { dirs, procs })
     }
 
+    /// Removes this provider's (empty) groups and its parent directories,
+    /// when it stops.
+    pub fn remove(&self) {
+        for (_, parent) in &self.parents {
+            if let Ok(entries) = fs::read_dir(parent) {
+                for e in entries.flatten() {
+                    let _ = fs::remove_dir(e.path());
+                }
+            }
+            let _ = fs::remove_dir(parent);
+        }
+    }
+
     /// Kills what is left in every job group under this provider's parent
     /// (a provider SIGKILLed mid-job) and removes the groups. Returns how
     /// many groups were removed.
@@ -163,13 +176,39 @@ impl Group {
     }
 }
 
+/// Removes the empty ones of `dirs`; returns those left.
+fn remove_empty(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    dirs.into_iter()
+        .filter(|d| fs::remove_dir(d).is_err() && d.exists())
+        .collect()
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
         self.kill();
-        for (_, dir) in &self.dirs {
-            // Fails while a killed process is still exiting; `sweep` at the
-            // next start removes it then.
-            let _ = fs::remove_dir(dir);
+        let dirs: Vec<PathBuf> = self.dirs.iter().map(|(_, d)| d.clone()).collect();
+        let left = remove_empty(dirs);
+        if left.is_empty() {
+            return;
+        }
+        // A killed process takes a moment to leave its group, and the
+        // group can't be removed before. Retry off this thread for a
+        // while; `sweep` at the next start removes whatever is left.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut left = left;
+                for _ in 0..400 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    for d in &left {
+                        kill_all(d);
+                    }
+                    left = remove_empty(left);
+                    if left.is_empty() {
+                        return;
+                    }
+                }
+                tracing::warn!(groups = ?left, "job cgroups not removed; the next start removes them");
+            });
         }
     }
 }

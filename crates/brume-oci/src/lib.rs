@@ -280,6 +280,12 @@ fn own_processes() -> u64 {
         .sum()
 }
 
+impl Drop for Containers {
+    fn drop(&mut self) {
+        self.runner.cgroups.remove();
+    }
+}
+
 /// Fails unless `uid` can reach `dir` (bubblewrap, running as `uid`,
 /// mounts paths under it).
 fn searchable(dir: &Path, uid: u32) -> Result<(), OciError> {
