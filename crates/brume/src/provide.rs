@@ -523,5 +523,34 @@ async fn status(args: StatusArgs, file: &ProviderSection) -> ExitCode {
         "  uptime        {}",
         humantime::format_duration(Duration::from_secs(s.uptime_s))
     );
+    print_containers(&s);
     ExitCode::SUCCESS
+}
+
+/// Whether it is paused, and what it enforces on containers.
+fn print_containers(s: &brume_api::rest::ProviderStatus) {
+    if let Some(why) = &s.paused {
+        println!("  paused        {why}");
+    }
+    let Some(c) = &s.containers else { return };
+    match &c.error {
+        Some(e) => println!("  containers    off: {e}"),
+        None => {
+            let uid = c
+                .uid
+                .map_or("the provider's".to_string(), |u| u.to_string());
+            let cgroups = if c.cgroups.is_empty() {
+                "none".to_string()
+            } else {
+                c.cgroups.join(", ")
+            };
+            println!(
+                "  containers    {}, uid {uid}, cgroup v1: {cgroups}",
+                c.runtime
+            );
+            for note in &c.notes {
+                println!("                {note}");
+            }
+        }
+    }
 }

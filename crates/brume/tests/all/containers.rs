@@ -72,6 +72,14 @@ async fn an_oci_job_runs_on_a_container_provider_and_is_billed() {
     assert!(c.notes.iter().any(|n| n.contains("seccomp")), "{c:?}");
     let plain = tokio::task::block_in_place(|| net.providers[0].status());
     assert!(plain.containers.is_none());
+    // `brume provide status` says what is enforced, plainly.
+    let out = command(net.home())
+        .args(["provide", "status", "--data"])
+        .arg(&net.providers[1].data)
+        .output()
+        .expect("brume provide status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("containers    bubblewrap") && text.contains("seccomp"), "{text}");
 
     // The image's entrypoint is `sh -c`: the argument is the script.
     let script = "echo hello from a container; cat /etc/motd; echo $WHO; cat; exit 7";
