@@ -381,11 +381,18 @@ fn sleeping(marker: &str) -> bool {
         })
 }
 
-/// Polls `f` until it holds (the test harness bounds the wait).
+/// Waits until `f` holds, re-checking it every 10 ms (the process table
+/// has no event to wait on); fails after a minute rather than hang.
 async fn eventually(f: impl Fn() -> bool) {
-    while !f() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let wait = async {
+        while !f() {
+            tick.tick().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), wait)
+        .await
+        .expect("the condition held within a minute");
 }
 
 #[tokio::test]

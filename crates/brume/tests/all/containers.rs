@@ -79,7 +79,10 @@ async fn an_oci_job_runs_on_a_container_provider_and_is_billed() {
         .output()
         .expect("brume provide status");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("containers    bubblewrap") && text.contains("seccomp"), "{text}");
+    assert!(
+        text.contains("containers    bubblewrap") && text.contains("seccomp"),
+        "{text}"
+    );
 
     // The image's entrypoint is `sh -c`: the argument is the script.
     let script = "echo hello from a container; cat /etc/motd; echo $WHO; cat; exit 7";
