@@ -112,11 +112,11 @@ pub struct Enforcement {
     pub notes: Vec<String>,
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
+/// The first `bwrap` on `PATH`, if bubblewrap is installed.
+pub fn bubblewrap() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("bwrap"))
         .find(|p| p.is_file())
 }
 
@@ -127,7 +127,7 @@ impl Containers {
     pub fn new(config: ContainersConfig) -> Result<Containers, OciError> {
         let bwrap = config
             .bwrap
-            .or_else(|| on_path("bwrap"))
+            .or_else(bubblewrap)
             .ok_or_else(|| OciError::Runtime("bubblewrap (bwrap) is not installed".into()))?;
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;

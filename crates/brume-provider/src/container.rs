@@ -116,25 +116,22 @@ pub(crate) async fn execute(
     reservation: Reservation,
 ) -> u32 {
     let receipt = work::ReceiptBase::new(&assign);
-    let Some(Ok(containers)) = shared.containers.clone() else {
-        let r = work::refused(
-            "not_supported",
-            "this provider does not take container jobs",
-        );
+    let refuse = |reservation: Reservation, reason: &str, why: String| {
+        // The slot is free before the broker hears of it.
         drop(reservation);
-        work::send(&ctx.out, channel, &FromProvider::Refused(r));
-        return channel;
+        let r = FromProvider::Refused(work::refused(reason, why));
+        work::send(&ctx.out, channel, &r);
+        channel
+    };
+    let Some(Ok(containers)) = shared.containers.clone() else {
+        let why = "this provider does not take container jobs".to_string();
+        return refuse(reservation, "not_supported", why);
     };
     let prepared = match prepare(&shared, &ctx, &containers, &digest).await {
         Ok(p) => p,
         Err(None) => {
-            drop(reservation);
-            let r = work::refused(
-                "fetch_failed",
-                format!("image {digest} could not be fetched"),
-            );
-            work::send(&ctx.out, channel, &FromProvider::Refused(r));
-            return channel;
+            let why = format!("image {digest} could not be fetched");
+            return refuse(reservation, "fetch_failed", why);
         }
         Err(Some(outcome)) => {
             work::finish(&shared, &ctx, channel, &receipt, outcome, reservation);
@@ -144,25 +141,13 @@ pub(crate) async fn execute(
     if let Ok(m) = prepared.manifest_digest.parse::<Digest>()
         && shared.blacklists.find(&m).is_some()
     {
-        drop(reservation);
         let why = format!("image manifest {m} is blacklisted");
-        work::send(
-            &ctx.out,
-            channel,
-            &FromProvider::Refused(work::refused("blacklisted", why)),
-        );
-        return channel;
+        return refuse(reservation, "blacklisted", why);
     }
     let inputs = match crate::data::inputs(&shared, &ctx, &assign).await {
         Ok(i) => i,
         Err(crate::data::InputError::Refused(why)) => {
-            drop(reservation);
-            work::send(
-                &ctx.out,
-                channel,
-                &FromProvider::Refused(work::refused("not_allowed", why)),
-            );
-            return channel;
+            return refuse(reservation, "not_allowed", why);
         }
         Err(crate::data::InputError::Failed(code, why)) => {
             let outcome = failed(code, why, Usage::default());

@@ -12,9 +12,7 @@ const BUSYBOX: &str = "/bin/busybox";
 
 /// Whether this host can run the container demo.
 pub(super) fn available() -> bool {
-    let bwrap = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file()));
-    bwrap && std::path::Path::new(BUSYBOX).is_file()
+    brume_oci::bubblewrap().is_some() && std::path::Path::new(BUSYBOX).is_file()
 }
 
 /// Publishes the busybox image and runs a job of it.
