@@ -193,6 +193,12 @@ pub struct Usage {
     pub wall_us: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// GPU device time held, in device-microseconds (a container job's
+    /// GPUs × its wall time; 0 for work without GPUs). The broker bounds it
+    /// by the GPUs it granted × the time it saw, and bills it through the
+    /// provider's benchmarked TFLOPS.
+    #[serde(default)]
+    pub gpu_us: u64,
 }
 
 /// The 32-byte sha256 of a module binary, as lowercase hex on the wire.

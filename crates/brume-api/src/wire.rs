@@ -111,6 +111,11 @@ pub struct Capabilities {
     pub gpus: Option<Gpus>,
 }
 
+/// The most a GPU's speed counts for, in thousandths of a TFLOP/s: a
+/// provider's claimed `milli_tflops` is cut to this, so that a GPU job's
+/// escrow hold (its GPUs × its timeout at this speed) bounds its row.
+pub const MAX_GPU_MILLI_TFLOPS: u64 = 200_000;
+
 /// A provider's GPUs (NVIDIA, found through `nvidia-smi`): one model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Gpus {
@@ -118,8 +123,9 @@ pub struct Gpus {
     /// Each GPU's memory.
     pub memory_bytes: u64,
     pub count: u32,
-    /// Each GPU's measured speed, in thousandths of a TFLOP/s (0: not
-    /// measured).
+    /// Each GPU's benchmarked speed, in thousandths of a TFLOP/s (FP32
+    /// matrix multiply; 0: not measured, and GPU time is then free). The
+    /// broker counts at most [`MAX_GPU_MILLI_TFLOPS`].
     #[serde(default)]
     pub milli_tflops: u64,
 }

@@ -62,6 +62,7 @@ fn row(
     let provider = &providers[(i as usize / 3) % providers.len()];
     let developer = &developers[(i as usize) % developers.len()];
     let data = RowData {
+        schema_version: brume_ledger::row::SCHEMA_VERSION,
         work_id: format!("settle-{i:09}"),
         timestamp_ms: 1_700_000_000_000 + i,
         requester: requester.clone(),
@@ -78,6 +79,7 @@ fn row(
             peak_memory_bytes: 1 << 20,
             bytes_in: 10,
             bytes_out: 10,
+            gpu_flop: 0,
         },
         fee_currency: "EUR".into(),
         fee_micros: 1,

@@ -214,6 +214,7 @@ impl Lifecycle {
             outcome,
             provider,
             fitness_mips,
+            gpu_milli_tflops,
             attempts,
             ..
         } = completion
@@ -226,6 +227,7 @@ impl Lifecycle {
             let ran = Ran {
                 provider: &provider,
                 fitness_mips,
+                gpu_milli_tflops,
                 usage: &usage,
                 attempts,
                 cancelled: false,
@@ -237,6 +239,7 @@ impl Lifecycle {
             outcome,
             provider,
             fitness_mips,
+            gpu_milli_tflops,
             attempts,
             cost,
         };
@@ -288,11 +291,13 @@ impl Lifecycle {
             let usage = brume_api::Usage {
                 fuel: ran.fuel,
                 wall_us: ran.wall_us,
+                gpu_us: ran.gpu_us,
                 ..brume_api::Usage::default()
             };
             let sofar = Ran {
                 provider: &ran.provider,
                 fitness_mips: ran.fitness_mips,
+                gpu_milli_tflops: ran.gpu_milli_tflops,
                 usage: &usage,
                 attempts: ran.attempt,
                 cancelled: true,

@@ -550,6 +550,8 @@ async fn decide(shared: &Arc<Shared>, group: &Arc<ReplicaGroup>) {
             outcome: r.outcome.clone(),
             provider: r.provider.clone(),
             fitness_mips: r.fitness_mips,
+            // Replicated work is wasm: it holds no GPU.
+            gpu_milli_tflops: 0,
             attempts,
             cost: Some(cost),
         };
@@ -617,6 +619,7 @@ async fn bill(
         let ran = crate::ledger::Ran {
             provider: &d.provider,
             fitness_mips: d.fitness_mips,
+            gpu_milli_tflops: 0,
             usage: &usage,
             attempts: d.attempts,
             cancelled: false,

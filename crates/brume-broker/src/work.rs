@@ -107,10 +107,11 @@ pub(crate) struct OciNeeds {
 }
 
 impl OciNeeds {
-    /// Whether a provider has the GPUs and the slots (as vCPUs) it needs.
-    pub fn fits(&self, caps: &wire::Capabilities) -> bool {
+    /// Whether a provider has the slots (as vCPUs) it needs and, beside
+    /// the `gpus_busy` its other jobs hold, the GPUs.
+    pub fn fits(&self, caps: &wire::Capabilities, gpus_busy: u32) -> bool {
         let gpus = caps.gpus.as_ref().map_or(0, |g| g.count);
-        gpus >= self.gpus && caps.slots >= self.vcpus
+        gpus.saturating_sub(gpus_busy) >= self.gpus && caps.slots >= self.vcpus
     }
 }
 
@@ -131,6 +132,8 @@ pub(crate) enum Completion {
         provider: String,
         /// The provider's advertised speed (for the slow-provider refund).
         fitness_mips: u64,
+        /// Its GPUs' benchmarked speed, each (bills the usage's `gpu_us`).
+        gpu_milli_tflops: u64,
         attempts: u32,
         /// What the ledger billed (set by the lifecycle).
         cost: Option<Cost>,
@@ -169,9 +172,12 @@ pub(crate) enum WorkEvent {
 pub(crate) struct RanSoFar {
     pub provider: String,
     pub fitness_mips: u64,
+    pub gpu_milli_tflops: u64,
     pub attempt: u32,
     pub fuel: u64,
     pub wall_us: u64,
+    /// GPU device time held so far: the GPUs granted × `wall_us`.
+    pub gpu_us: u64,
 }
 
 /// Where [`crate::sched::Scheduler::cancel`] found the work.
@@ -340,19 +346,36 @@ impl Work {
     }
 }
 
+/// Holds a provider's claims on a result to what the broker can bound.
+///
 /// A container's CPU time is its provider's own claim, in fuel at its
 /// speed: it is held to the wall time the broker saw (assignment to
-/// result) × the vCPUs granted × the speed the broker placed it by.
-pub(crate) fn bound_cpu_claim(
+/// result) × the vCPUs granted × the speed the broker placed it by. Its
+/// GPU time is held to that wall time × the GPUs granted. Work that was
+/// granted no GPU (all wasm work) has none.
+pub(crate) fn bound_claims(
     usage: &mut brume_api::Usage,
+    spec: &WorkSpec,
     seen_us: u64,
     placed_mips: u64,
-    vcpus: u32,
 ) {
+    let gpus = u64::from(spec.oci.gpus);
+    usage.gpu_us = usage.gpu_us.min(seen_us.saturating_mul(gpus));
+    if spec.kind != ServiceKind::Oci {
+        return;
+    }
     // MIPS is instructions per microsecond.
     let most = seen_us
         .saturating_mul(placed_mips)
-        .saturating_mul(u64::from(vcpus.max(1)));
+        .saturating_mul(u64::from(spec.oci.vcpus.max(1)));
     usage.fuel = usage.fuel.min(most);
     usage.wall_us = usage.wall_us.min(seen_us);
+}
+
+/// A provider's GPU speed as the broker counts it: each GPU's benchmarked
+/// speed, at most [`wire::MAX_GPU_MILLI_TFLOPS`] (0 without GPUs).
+pub(crate) fn gpu_speed(caps: &wire::Capabilities) -> u64 {
+    caps.gpus
+        .as_ref()
+        .map_or(0, |g| g.milli_tflops.min(wire::MAX_GPU_MILLI_TFLOPS))
 }

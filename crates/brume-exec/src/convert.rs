@@ -24,6 +24,7 @@ pub fn usage(u: &brume_sandbox::Usage) -> brume_api::Usage {
         wall_us: u.wall_us,
         bytes_in: u.bytes_in,
         bytes_out: u.bytes_out,
+        gpu_us: 0,
     }
 }
 

@@ -58,6 +58,7 @@
 //! | `fee_currency` | text (e.g. `USD`) |
 //! | `fee_micros` | uint: the fee in millionths of `fee_currency` |
 //! | `fuel` | uint: wasm operators executed (one fuel unit = one instruction) |
+//! | `gpu_flop` | uint: GPU work in floating-point operations (one TFLOP-hour is 3.6·10^15); only in rows of schema version 2 and later |
 //! | `operator` | text |
 //! | `payers` | list of `[text account, text kind, uint amount]`: who pays the fee (the deal's charge), `amount` in token base units, in the recorded order; the amounts sum to `token_amount` |
 //! | `payouts` | list of `[text beneficiary, text role, uint amount]`: who receives it, `amount` in token base units, in the recorded order; the amounts sum to `token_amount` |
@@ -66,7 +67,7 @@
 //! | `provider` | text |
 //! | `rate_fiat_micros`, `rate_token_units` | uint: `rate_token_units` base units of the token were worth `rate_fiat_micros` micro-units of `fee_currency` |
 //! | `requester` | text |
-//! | `schema_version` | uint, `1` |
+//! | `schema_version` | uint: `1` or `2`, the row's own (see [`SCHEMA_VERSION`]) |
 //! | `service_digest` | text |
 //! | `surcharge` | uint: the overrun surcharge included in `token_amount`, token base units |
 //! | `tier` | text |
@@ -119,8 +120,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::LedgerError;
 
-/// The row format version, hashed as the `schema_version` column.
-pub const SCHEMA_VERSION: u128 = 1;
+/// The row format version new rows are written in, hashed as the
+/// `schema_version` column. Version 1 rows (no `gpu_flop` pair) still
+/// verify: a row carries its version, and the hash follows it.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest row format version this brume reads.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
+
+/// The version of a row that does not say (JSON written before version 2).
+fn version_one() -> u32 {
+    1
+}
 
 /// At most this many bytes in an id, a digest, a tier, a currency, a role.
 pub const MAX_ID_BYTES: usize = 256;
@@ -199,6 +210,7 @@ pub static COLUMNS: &[Column] = &[
     col("fee_currency", Immutable, Internal, Public, "the fiat currency of the fee"),
     col("fee_micros", Immutable, Internal, Public, "the fee, in fiat micro-units"),
     col("fuel", Immutable, Internal, Public, "instructions executed (wasm fuel)"),
+    col("gpu_flop", Immutable, Internal, Public, "GPU work in FLOP (schema 2 on)"),
     col("operator", Immutable, Internal, Public, "the network operator's account id"),
     col("payers", Immutable, Internal, Public, "(account, kind, amount in token base units): who pays"),
     col("payouts", Immutable, Internal, Public, "(beneficiary, role, amount in token base units): who receives"),
@@ -322,6 +334,11 @@ pub struct RowUsage {
     pub peak_memory_bytes: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// GPU work in FLOP: device time held × the provider's benchmarked
+    /// TFLOPS (a decimal string in JSON; 0 in version 1 rows).
+    #[serde(default, with = "dec_u128")]
+    #[schema(value_type = String)]
+    pub gpu_flop: u128,
 }
 
 /// The exchange rate in effect: `token_units` base units of the token were
@@ -381,6 +398,9 @@ pub struct PayerPart {
 /// covers, but the two private-data hashes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RowData {
+    /// The row format version (see [`SCHEMA_VERSION`]); 1 when absent.
+    #[serde(default = "version_one")]
+    pub schema_version: u32,
     pub work_id: String,
     /// Milliseconds since the Unix epoch, UTC.
     pub timestamp_ms: u64,
@@ -691,7 +711,7 @@ fn public_pairs<'a>(
         ("rate_fiat_micros", Value::Uint(d.rate.fiat_micros)),
         ("rate_token_units", Value::Uint(d.rate.token_units)),
         ("requester", Value::Text(&d.requester)),
-        ("schema_version", Value::Uint(SCHEMA_VERSION)),
+        ("schema_version", Value::Uint(u128::from(d.schema_version))),
         ("service_digest", Value::Text(&d.service_digest)),
         ("surcharge", Value::Uint(d.surcharge)),
         ("tier", Value::Text(&d.tier)),
@@ -700,8 +720,11 @@ fn public_pairs<'a>(
         ("wall_us", u(d.usage.wall_us)),
         ("work_id", Value::Text(&d.work_id)),
     ];
-    // Already in order; sorting keeps the function right if a column is
-    // added out of place.
+    if d.schema_version >= 2 {
+        pairs.push(("gpu_flop", Value::Uint(d.usage.gpu_flop)));
+    }
+    // Sorting puts `gpu_flop` in its place, and keeps the function right if
+    // a column is added out of place.
     pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     pairs
 }
@@ -725,6 +748,9 @@ pub fn row_hash(d: &RowData, private_hash: &Hash32, custom_hash: &Hash32) -> Has
     e.name("fee_currency").text(&d.fee_currency);
     e.name("fee_micros").uint(u(d.fee_micros));
     e.name("fuel").uint(u(d.usage.fuel));
+    if d.schema_version >= 2 {
+        e.name("gpu_flop").uint(d.usage.gpu_flop);
+    }
     e.name("operator").text(&d.operator);
     let list = e.name("payers").begin();
     for p in &d.payers {
@@ -745,7 +771,7 @@ pub fn row_hash(d: &RowData, private_hash: &Hash32, custom_hash: &Hash32) -> Has
     e.name("rate_fiat_micros").uint(d.rate.fiat_micros);
     e.name("rate_token_units").uint(d.rate.token_units);
     e.name("requester").text(&d.requester);
-    e.name("schema_version").uint(SCHEMA_VERSION);
+    e.name("schema_version").uint(u128::from(d.schema_version));
     e.name("service_digest").text(&d.service_digest);
     e.name("surcharge").uint(d.surcharge);
     e.name("tier").text(&d.tier);
@@ -882,6 +908,18 @@ fn check_fields<'a>(
 
 /// The bounds a row must respect before it is sealed.
 fn validate(d: &RowData, p: &PrivateData) -> Result<(), LedgerError> {
+    if !(MIN_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&d.schema_version) {
+        return Err(invalid(
+            "schema_version",
+            &format!(
+                "{} is not a row format this brume reads ({MIN_SCHEMA_VERSION} to {SCHEMA_VERSION})",
+                d.schema_version
+            ),
+        ));
+    }
+    if d.schema_version < 2 && d.usage.gpu_flop != 0 {
+        return Err(invalid("gpu_flop", "a version 1 row has no GPU work"));
+    }
     if d.work_id.is_empty() {
         return Err(invalid("work_id", "empty"));
     }
@@ -1003,8 +1041,12 @@ impl<'a> FromIterator<&'a Hash32> for Aggregate {
 }
 
 /// The row of the worked example in the module docs.
+///
+/// It is a version 1 row, so that its figures stay those of the docs; a
+/// version 2 row hashes one more pair, `gpu_flop`.
 pub fn example_row() -> Result<LedgerRow, LedgerError> {
     let data = RowData {
+        schema_version: 1,
         work_id: "0190f1e2-0000-7000-8000-000000000001".into(),
         timestamp_ms: 1_700_000_000_000,
         requester: "acct-requester".into(),
@@ -1021,6 +1063,7 @@ pub fn example_row() -> Result<LedgerRow, LedgerError> {
             peak_memory_bytes: 1 << 20,
             bytes_in: 100,
             bytes_out: 200,
+            gpu_flop: 0,
         },
         fee_currency: "USD".into(),
         fee_micros: 1500,
@@ -1149,6 +1192,10 @@ mod tests {
             let mut d = base.data.clone();
             d.charities = (0..i).map(|c| format!("c{c}")).collect();
             d.usage.fuel = u64::MAX >> i;
+            if i % 2 == 0 {
+                d.schema_version = 2;
+                d.usage.gpu_flop = u128::MAX >> i;
+            }
             d.rate.token_units = u128::MAX >> i;
             d.payers.clear();
             d.payouts.clear();
@@ -1172,6 +1219,41 @@ mod tests {
             base.public().check_sealed().expect_err("public").code(),
             "invalid_row"
         );
+    }
+
+    #[test]
+    fn a_version_2_row_hashes_its_gpu_work_and_version_1_rows_still_check() {
+        let v1 = example_row().expect("row");
+        let private = v1.private.clone().expect("private");
+        let mut d = v1.data.clone();
+        d.schema_version = 2;
+        let v2 = LedgerRow::seal(d.clone(), private.clone()).expect("v2");
+        assert_ne!(v2.row_hash, v1.row_hash, "the version is hashed");
+        d.usage.gpu_flop = 3_600_000_000_000_000;
+        let gpu = LedgerRow::seal(d.clone(), private.clone()).expect("v2 with gpu");
+        assert_ne!(gpu.row_hash, v2.row_hash, "gpu_flop is hashed");
+        let mut edited = gpu.clone();
+        edited.data.usage.gpu_flop += 1;
+        assert_eq!(
+            edited.check_sealed().expect_err("edited").code(),
+            "invalid_row"
+        );
+        // Old JSON (no version, no gpu_flop) reads as version 1 and checks.
+        let mut json = serde_json::to_value(&v1).expect("json");
+        let obj = json.as_object_mut().expect("object");
+        obj.remove("schema_version");
+        obj.get_mut("usage")
+            .and_then(|u| u.as_object_mut())
+            .expect("usage")
+            .remove("gpu_flop");
+        let old: LedgerRow = serde_json::from_value(json).expect("old json");
+        old.check_sealed().expect("a version 1 row still checks");
+        for (version, flop) in [(1, 1), (0, 0), (SCHEMA_VERSION + 1, 0)] {
+            d.schema_version = version;
+            d.usage.gpu_flop = flop;
+            let e = LedgerRow::seal(d.clone(), private.clone()).expect_err("refused");
+            assert_eq!(e.code(), "invalid_row", "version {version}, gpu {flop}");
+        }
     }
 
     #[test]
@@ -1307,11 +1389,13 @@ mod tests {
         assert_eq!(out, [1, 0, 0, 0, 1, b'0']);
     }
 
-    /// The public pairs are exactly the public immutable columns of the
-    /// table but `row_hash`, in byte-wise order; five combinations used.
+    /// The public pairs of a current row are exactly the public immutable
+    /// columns of the table but `row_hash`, in byte-wise order; five
+    /// combinations used.
     #[test]
     fn column_table_matches_the_hash() {
-        let r = example_row().expect("row");
+        let mut r = example_row().expect("row");
+        r.data.schema_version = SCHEMA_VERSION;
         let names: Vec<&str> = r.public_pairs().iter().map(|p| p.0).collect();
         let mut table: Vec<&str> = COLUMNS
             .iter()

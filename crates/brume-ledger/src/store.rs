@@ -445,7 +445,7 @@ fn encode_sealed(row: &LedgerRow) -> EncodedRow {
 
 /// The two blobs of a stored row.
 ///
-/// Both start with a format byte (`1`). Integers are LEB128 varints (u64 and
+/// Both start with a format byte. Integers are LEB128 varints (u64 and
 /// u128 alike), text is `varint(len) ‖ UTF-8`, a list is `varint(count) ‖
 /// items`, a hash or the salt is its raw bytes.
 ///
@@ -454,8 +454,9 @@ fn encode_sealed(row: &LedgerRow) -> EncodedRow {
 ///   `bytes_in`, `bytes_out`, `fee_currency`, `fee_micros`, `token_amount`,
 ///   `surcharge`, `rate_fiat_micros`, `rate_token_units`, `payers` (list of
 ///   account, kind, amount), `payouts` (list of beneficiary, role, amount),
-///   `private_hash` (32), `custom_hash` (32). The other public values are
-///   columns.
+///   `private_hash` (32), `custom_hash` (32), then, from format 2 on, the
+///   row's `schema_version` and `gpu_flop` (a format 1 blob is a version 1
+///   row with no GPU work). The other public values are columns.
 /// - `private`: `salt` (16), `request_line`, `request_headers`, `metrics`,
 ///   `service_fields`, `custom_fields` (lists of name, value).
 ///
@@ -466,6 +467,9 @@ mod codec {
 
     use crate::row::{ExchangeRate, Hash32, LedgerRow, PayerPart, Payout, PrivateData};
 
+    /// The `data` blob's format: 2 adds the row's version and GPU work.
+    const DATA_FORMAT: u8 = 2;
+    /// The `private` blob's format.
     const FORMAT: u8 = 1;
 
     struct W(Vec<u8>);
@@ -505,7 +509,7 @@ mod codec {
     pub(super) fn data(row: &LedgerRow) -> Vec<u8> {
         let d = &row.data;
         let mut w = W(Vec::with_capacity(512));
-        w.0.push(FORMAT);
+        w.0.push(DATA_FORMAT);
         w.text(&d.end_user);
         w.text(&d.developer);
         w.text(&d.operator);
@@ -539,6 +543,8 @@ mod codec {
         }
         w.0.extend_from_slice(&row.private_hash.0);
         w.0.extend_from_slice(&row.custom_hash.0);
+        w.uint(u128::from(d.schema_version));
+        w.uint(d.usage.gpu_flop);
         w.0
     }
 
@@ -580,6 +586,8 @@ mod codec {
         pub payouts: Vec<Payout>,
         pub private_hash: Hash32,
         pub custom_hash: Hash32,
+        pub schema_version: u32,
+        pub gpu_flop: u128,
     }
 
     struct R<'a>(&'a [u8]);
@@ -597,8 +605,16 @@ mod codec {
         }
 
         fn format(&mut self) -> Res<()> {
+            match self.format_in(FORMAT)? {
+                FORMAT => Ok(()),
+                f => Err(format!("unknown format {f}")),
+            }
+        }
+
+        /// The format byte, if it is at most `newest`.
+        fn format_in(&mut self, newest: u8) -> Res<u8> {
             match self.take(1)? {
-                [FORMAT] => Ok(()),
+                [f] if (1..=newest).contains(f) => Ok(*f),
                 [f] => Err(format!("unknown format {f}")),
                 _ => Err("truncated".into()),
             }
@@ -680,8 +696,8 @@ mod codec {
 
     pub(super) fn decode_data(b: &[u8]) -> Res<Data> {
         let mut r = R(b);
-        r.format()?;
-        let d = Data {
+        let format = r.format_in(DATA_FORMAT)?;
+        let mut d = Data {
             end_user: r.text()?,
             developer: r.text()?,
             operator: r.text()?,
@@ -713,7 +729,14 @@ mod codec {
             })?,
             private_hash: Hash32(r.array()?),
             custom_hash: Hash32(r.array()?),
+            schema_version: 1,
+            gpu_flop: 0,
         };
+        if format >= 2 {
+            d.schema_version =
+                u32::try_from(r.uint()?).map_err(|_| "schema_version out of range")?;
+            d.gpu_flop = r.uint()?;
+        }
         r.end()?;
         Ok(d)
     }
@@ -1194,6 +1217,7 @@ impl RawRow {
         let [wall_us, peak_memory_bytes, bytes_in, bytes_out] = d.usage;
         Ok(LedgerRow {
             data: RowData {
+                schema_version: d.schema_version,
                 work_id: text(self.work_id, "work_id")?,
                 timestamp_ms: int(self.timestamp_ms, "timestamp_ms")?,
                 requester: text(self.requester, "requester")?,
@@ -1210,6 +1234,7 @@ impl RawRow {
                     peak_memory_bytes,
                     bytes_in,
                     bytes_out,
+                    gpu_flop: d.gpu_flop,
                 },
                 fee_currency: d.fee_currency,
                 fee_micros: d.fee_micros,
@@ -1441,6 +1466,33 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         assert_eq!(ids, ["a", "b", "e"]);
+    }
+
+    /// A `data` blob written before format 2 (an old database) decodes as
+    /// a version 1 row that still checks; a version 2 row round-trips.
+    #[test]
+    fn format_1_blobs_decode_as_version_1_rows() {
+        let v1 = row("old");
+        let mut blob = codec::data(&v1);
+        // Format 2 ends in the version (1) and gpu_flop (0): one byte each.
+        assert_eq!(blob[0], 2);
+        assert_eq!(blob[blob.len() - 2..], [1, 0]);
+        blob.truncate(blob.len() - 2);
+        blob[0] = 1;
+        let d = codec::decode_data(&blob).expect("format 1 decodes");
+        assert_eq!((d.schema_version, d.gpu_flop), (1, 0));
+        let mut v2 = example_row().expect("row");
+        v2.data.schema_version = 2;
+        v2.data.usage.gpu_flop = u128::MAX;
+        let p = v2.private.take().expect("private");
+        let v2 = LedgerRow::seal(v2.data, p).expect("seal");
+        let d = codec::decode_data(&codec::data(&v2)).expect("format 2 decodes");
+        assert_eq!((d.schema_version, d.gpu_flop), (2, u128::MAX));
+        blob[0] = 3;
+        assert!(
+            codec::decode_data(&blob).is_err(),
+            "an unknown format is corrupt"
+        );
     }
 
     #[test]

@@ -155,6 +155,7 @@ pub(crate) async fn execute(
             return channel;
         }
     };
+    let devices = crate::gpu::devices(&reservation.gpu_indices());
     let outcome = run(
         &shared,
         &ctx,
@@ -162,14 +163,19 @@ pub(crate) async fn execute(
         &containers,
         &prepared,
         &assign,
-        inputs,
+        (inputs, devices),
     )
     .await;
     work::finish(&shared, &ctx, channel, &receipt, outcome, reservation);
     channel
 }
 
-fn spec(p: &Prepared, a: &Assign, inputs: Vec<(String, bytes::Bytes)>) -> RunSpec {
+fn spec(
+    p: &Prepared,
+    a: &Assign,
+    inputs: Vec<(String, bytes::Bytes)>,
+    devices: Vec<String>,
+) -> RunSpec {
     // argv[0] is the service name (as for wasm commands): the image's
     // entrypoint and cmd decide what runs; the job's args replace cmd.
     let args = a.args.get(1..).unwrap_or_default();
@@ -198,7 +204,7 @@ fn spec(p: &Prepared, a: &Assign, inputs: Vec<(String, bytes::Bytes)>) -> RunSpe
         max_open_files: MAX_OPEN_FILES,
         inputs,
         outputs: a.outputs.clone(),
-        devices: crate::gpu::devices(a.gpus),
+        devices,
     }
 }
 
@@ -209,10 +215,10 @@ async fn run(
     containers: &Containers,
     prepared: &Prepared,
     a: &Assign,
-    inputs: Vec<(String, bytes::Bytes)>,
+    (inputs, devices): (Vec<(String, bytes::Bytes)>, Vec<String>),
 ) -> Outcome {
     let bytes_in = a.stdin.len() as u64 + inputs.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
-    let spec = spec(prepared, a, inputs);
+    let spec = spec(prepared, a, inputs, devices);
     let live = Live::default();
     let running = containers.runner().run(&spec, Some(&live));
     let result = match a.progress_ms {
@@ -248,12 +254,15 @@ async fn run(
         })
         .collect();
     let files_out: u64 = outputs.iter().map(|o| o.size).sum();
+    let wall_us = r.wall.as_micros().min(u128::from(u64::MAX)) as u64;
     let usage = Usage {
         // Instruction-equivalents at this provider's measured speed.
         fuel: (u128::from(r.cpu_ns) * u128::from(shared.fitness_mips) / 1000)
             .min(u128::from(u64::MAX)) as u64,
         peak_memory_bytes: r.peak_memory_bytes,
-        wall_us: r.wall.as_micros().min(u128::from(u64::MAX)) as u64,
+        wall_us,
+        // Its GPUs were held for its whole run.
+        gpu_us: wall_us.saturating_mul(u64::from(a.gpus)),
         bytes_in,
         bytes_out: (r.stdout.len() + r.stderr.len()) as u64 + files_out,
     };

@@ -180,9 +180,12 @@ pub struct ProviderConfig {
     /// checked every `idle_every` (default 5 s).
     pub idle: Option<Arc<dyn idle::IdleProbe>>,
     pub idle_every: Duration,
-    /// The GPUs it advertises; `None` finds them ([`gpu::detect`]). Tests
-    /// set them here: the binary has no flag for it.
+    /// The GPUs it advertises; `None` finds them ([`gpu::detect`]) and
+    /// times them with `gpu_bench`. Tests set them here: the binary has no
+    /// flag for it.
     pub gpus: Option<brume_api::wire::Gpus>,
+    /// The GPU benchmark command (see [`gpu`]); empty: [`gpu::default_bench`].
+    pub gpu_bench: Vec<String>,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -219,6 +222,7 @@ impl Default for ProviderConfig {
             idle: None,
             idle_every: Duration::from_secs(5),
             gpus: None,
+            gpu_bench: Vec::new(),
             fault: None,
         }
     }
@@ -283,6 +287,8 @@ type Key = (Digest, brume_sandbox::Profile);
 struct Capacity {
     slots_used: u32,
     memory_used: u64,
+    /// The GPUs held by running jobs, one bit per device index.
+    gpus_used: u64,
 }
 
 /// State shared by the connection loop, the executions and the control port.
@@ -340,6 +346,15 @@ pub(crate) struct Shared {
 pub(crate) struct Reservation {
     shared: Arc<Shared>,
     memory: u64,
+    /// The GPUs it holds, one bit per device index.
+    gpus: u64,
+}
+
+impl Reservation {
+    /// The device indices of the GPUs it holds, in order.
+    pub(crate) fn gpu_indices(&self) -> Vec<u32> {
+        (0..64).filter(|i| self.gpus >> i & 1 == 1).collect()
+    }
 }
 
 impl Drop for Reservation {
@@ -347,22 +362,36 @@ impl Drop for Reservation {
         let mut c = self.shared.capacity.lock();
         c.slots_used = c.slots_used.saturating_sub(1);
         c.memory_used = c.memory_used.saturating_sub(self.memory);
+        c.gpus_used &= !self.gpus;
     }
 }
 
 impl Shared {
-    pub(crate) fn reserve(self: &Arc<Self>, memory: u64) -> Option<Reservation> {
+    /// A slot, `memory` bytes and `gpus` GPUs of their own (the lowest
+    /// free device indices), or `None` if any is short.
+    pub(crate) fn reserve(self: &Arc<Self>, memory: u64, gpus: u32) -> Option<Reservation> {
         let mut c = self.capacity.lock();
+        let devices = self.gpus.as_ref().map_or(0, |g| g.count.min(64));
+        let mut held = 0u64;
+        for i in (0..devices).filter(|i| c.gpus_used >> i & 1 == 0) {
+            if held.count_ones() == gpus {
+                break;
+            }
+            held |= 1 << i;
+        }
         if c.slots_used >= self.config.slots
             || c.memory_used.saturating_add(memory) > self.config.memory_bytes
+            || held.count_ones() < gpus
         {
             return None;
         }
         c.slots_used += 1;
         c.memory_used += memory;
+        c.gpus_used |= held;
         Some(Reservation {
             shared: self.clone(),
             memory,
+            gpus: held,
         })
     }
 
@@ -492,10 +521,7 @@ impl Provider {
         let (paused, _) = watch::channel(None);
         let gpus = match config.gpus.clone() {
             Some(g) => Some(g),
-            None => tokio::task::spawn_blocking(gpu::detect)
-                .await
-                .ok()
-                .flatten(),
+            None => gpu::detect_and_time(&config.gpu_bench).await,
         };
         let shared = Arc::new(Shared {
             gpus,

@@ -96,15 +96,17 @@ pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reserva
         .parse::<Digest>()
         .map_err(|e| refused("invalid_module", e.to_string()))?;
     crate::policy::check(shared, a, &digest)?;
-    let reservation = shared.reserve(a.limits.memory_bytes).ok_or_else(|| {
-        refused(
-            "no_capacity",
-            format!(
-                "no free slot or {} bytes of memory (slots {}, memory {})",
-                a.limits.memory_bytes, shared.config.slots, shared.config.memory_bytes
-            ),
-        )
-    })?;
+    let reservation = shared
+        .reserve(a.limits.memory_bytes, a.gpus)
+        .ok_or_else(|| {
+            refused(
+                "no_capacity",
+                format!(
+                    "no free slot, {} bytes of memory or {} GPUs (slots {}, memory {})",
+                    a.limits.memory_bytes, a.gpus, shared.config.slots, shared.config.memory_bytes
+                ),
+            )
+        })?;
     Ok((digest, reservation))
 }
 

@@ -135,6 +135,7 @@ impl World {
                     .or_default() += p.amount as i128;
             }
             let data = RowData {
+                schema_version: brume_ledger::row::SCHEMA_VERSION,
                 work_id: format!("w-{i:06}"),
                 timestamp_ms: 1_700_000_000_000 + i,
                 requester: requester.to_string(),

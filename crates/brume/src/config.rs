@@ -208,6 +208,8 @@ pub struct ProviderSection {
     pub max_load: Option<f64>,
     /// Take work only within these UTC hours (`START-END`).
     pub hours: Option<String>,
+    /// The GPU benchmark command and its arguments.
+    pub gpu_bench: Option<Vec<String>>,
 }
 
 /// Reads the config file: `explicit` (from `--config`/`BRUME_CONFIG`) must

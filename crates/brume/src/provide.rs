@@ -151,6 +151,12 @@ struct RunArgs {
     /// Take work only within these UTC hours, e.g. `22-6`.
     #[arg(long, value_name = "START-END")]
     hours: Option<String>,
+    /// The GPU benchmark run at start-up where an NVIDIA GPU exists: a
+    /// command (words split on spaces, no quoting) whose last line of
+    /// output is the GPU's FP32 TFLOP/s (default: a PyTorch matrix
+    /// multiply under python3). GPU time is billed at that speed.
+    #[arg(long, value_name = "COMMAND")]
+    gpu_bench: Option<String>,
     /// A file of attestation evidence for the broker (trust tier 3): `KIND`
     /// on the first line, the evidence in hex on the second (`test`: the
     /// broker's test authority's signature; see docs/verification.md).
@@ -284,6 +290,10 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         data_ttl: args.data_ttl.unwrap_or(d.data_ttl),
         idle: idle_policy(&args.max_load, &args.hours, file)?,
         idle_every: d.idle_every,
+        gpu_bench: match &args.gpu_bench {
+            Some(cmd) => cmd.split_whitespace().map(String::from).collect(),
+            None => file.gpu_bench.clone().unwrap_or_default(),
+        },
         hub: match (args.min_hub_bond, args.hub_rpc) {
             (Some(min_bond), Some(rpc)) => Some(brume_provider::HubRequirement {
                 rpc,

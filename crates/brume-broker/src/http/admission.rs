@@ -29,14 +29,15 @@ pub(super) fn admit(
         })
 }
 
-/// Holds `units` times the work's maximum cost (from its `limits`: see
-/// `Ledger::max_cost`; units: the most runs its verification policy may
+/// Holds `units` times the work's maximum cost (from its `limits` and the
+/// `gpus` it holds: see `Ledger::max_cost`; units: the most runs its verification policy may
 /// make) against its paying account's escrow (see `escrow.rs`), or refuses
 /// it with 402 `insufficient_allowance` before anything runs or is billed.
 pub(super) async fn reserve(
     shared: &Arc<Shared>,
     billing: &Billing,
     limits: &brume_api::Limits,
+    gpus: u32,
     units: u128,
 ) -> Res<Option<Arc<crate::escrow::Hold>>> {
     use crate::escrow::Reserve;
@@ -62,7 +63,7 @@ pub(super) async fn reserve(
     };
     let cost = shared
         .ledger
-        .max_cost(&admission, limits, &billing.declared)
+        .max_cost(&admission, limits, &billing.declared, gpus)
         .map_err(|e| Fail::new(ErrorCode::Internal, format!("pricing the hold: {e}")))?
         .saturating_mul(units);
     let escrow = shared.ledger.escrow();

@@ -534,7 +534,7 @@ fn max_cost(shared: &Shared, billing: &Billing, spec: &WorkSpec, verify: SyncVer
         .and_then(|a| {
             shared
                 .ledger
-                .max_cost(a, &spec.limits, &billing.declared)
+                .max_cost(a, &spec.limits, &billing.declared, 0)
                 .ok()
         })
         .map_or(0, |c| c.saturating_mul(verify.units().into()))
@@ -575,11 +575,11 @@ pub(super) async fn invoke(
             headers,
             body,
         };
-        billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
+        billing.hold = reserve(&shared, &billing, &spec.limits, 0, verify.units().into()).await?;
         let cap = max_cost(&shared, &billing, &spec, verify);
         return federation::forward(&shared, hops, call, busy, billing, cap).await;
     }
-    billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
+    billing.hold = reserve(&shared, &billing, &spec.limits, 0, verify.units().into()).await?;
     billing.request_line = match &query {
         Some(q) => format!("POST /v1/functions/{name}/invoke?{q} HTTP/1.1"),
         None => format!("POST /v1/functions/{name}/invoke HTTP/1.1"),
@@ -697,11 +697,11 @@ pub(super) async fn forward(
             headers,
             body,
         };
-        billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
+        billing.hold = reserve(&shared, &billing, &spec.limits, 0, verify.units().into()).await?;
         let cap = max_cost(&shared, &billing, &spec, verify);
         return federation::forward(&shared, hops, call, busy, billing, cap).await;
     }
-    billing.hold = reserve(&shared, &billing, &spec.limits, verify.units().into()).await?;
+    billing.hold = reserve(&shared, &billing, &spec.limits, 0, verify.units().into()).await?;
     let mut uri = format!("/{path}");
     if let Some(q) = query {
         uri.push('?');

@@ -72,10 +72,11 @@ pub(super) async fn submit_job(
         .clone()
         .or_else(|| shared.config.trust.default_verify(&auth.name));
     let units = crate::verify::max_units(policy.as_ref());
-    let hold = reserve(&shared, &billing, &limits, units).await?;
+    let gpus = spec.gpus.unwrap_or(0);
+    let hold = reserve(&shared, &billing, &limits, gpus, units).await?;
     let cap = shared
         .ledger
-        .max_cost(&admission, &limits, &billing.declared)
+        .max_cost(&admission, &limits, &billing.declared, gpus)
         .map_or(0, |c| c.saturating_mul(units));
     let offer = super::federation::JobOffer {
         spec: &spec,

@@ -317,7 +317,7 @@ async fn request_response(
     let (mut spec, mut billing, stdin, verify) =
         super::invoke::sync_work(shared, auth, &HeaderMap::new(), reference, kind, Ok(body))?;
     super::invoke::check_overload(shared, &spec, verify)?;
-    billing.hold = reserve(shared, &billing, &spec.limits, verify.units().into()).await?;
+    billing.hold = reserve(shared, &billing, &spec.limits, 0, verify.units().into()).await?;
     billing.request_line = format!("POST /2015-03-31/functions/{name}/invocations HTTP/1.1");
     let version = spec
         .service

@@ -47,6 +47,7 @@ use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 
 use crate::work::Work;
+use brume_api::wire;
 mod config;
 mod rows;
 mod subscription;
@@ -378,19 +379,23 @@ impl Ledger {
         admission: &Admission,
         limits: &brume_api::Limits,
         declared: &Declared,
+        gpus: u32,
     ) -> Result<u128, BillError> {
+        let wall_us = limits.timeout_ms.saturating_mul(1000);
         let worst = brume_api::Usage {
             fuel: limits.fuel,
             peak_memory_bytes: limits.memory_bytes,
-            wall_us: limits.timeout_ms.saturating_mul(1000),
+            wall_us,
             bytes_in: limits.max_input_bytes,
             bytes_out: limits.max_output_bytes,
+            gpu_us: wall_us.saturating_mul(u64::from(gpus)),
         };
         let billing = Billing {
             declared: *declared,
             ..Billing::default()
         };
-        let (fee, _) = self.price(&billing, admission, &worst, crate::now_ms())?;
+        let gpu = rows::gpu_flop(worst.gpu_us, wire::MAX_GPU_MILLI_TFLOPS);
+        let (fee, _) = self.price(&billing, admission, &worst, gpu, crate::now_ms())?;
         let most = fee.token_amount;
         Ok(match admission.cap_fiat_micros {
             Some(cap) => {

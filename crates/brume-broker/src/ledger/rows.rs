@@ -12,6 +12,8 @@ pub(crate) struct Ran<'a> {
     pub provider: &'a str,
     /// The provider's advertised speed (for the slow-provider refund).
     pub fitness_mips: u64,
+    /// Its GPUs' benchmarked speed, each (bills `usage.gpu_us`).
+    pub gpu_milli_tflops: u64,
     pub usage: &'a brume_api::Usage,
     pub attempts: u32,
     /// Cancelled while it ran (billed for its last progress report).
@@ -53,12 +55,14 @@ impl Ledger {
         });
         // A provider's word on its usage never exceeds what the work was
         // allowed: the escrow hold ([`Ledger::max_cost`]) bounds the row.
-        let clamped = clamp(ran.usage, &work.spec.limits);
+        let clamped = clamp(ran.usage, &work.spec.limits, work.spec.oci.gpus);
         let ran = Ran {
             usage: &clamped,
             ..ran
         };
-        let (fee, surcharge) = self.fee(&work.spec.digest, billing, &admission, ran.usage, now)?;
+        let gpu = gpu_flop(ran.usage.gpu_us, ran.gpu_milli_tflops);
+        let (fee, surcharge) =
+            self.fee(&work.spec.digest, billing, &admission, ran.usage, gpu, now)?;
         let charge = self.deal(&billing.requester).charge(&fee, &admission)?;
         let requester = clip(&billing.requester, MAX_ID_BYTES);
         let (payouts, charities) = self.payouts(&fee, billing, ran, requester)?;
@@ -69,6 +73,7 @@ impl Ledger {
         let tier = self.tier_name(admission.tier).to_string();
         let usage = ran.usage;
         let data = RowData {
+            schema_version: brume_ledger::row::SCHEMA_VERSION,
             work_id: work.id.to_string(),
             timestamp_ms: now,
             requester: requester.into(),
@@ -85,6 +90,7 @@ impl Ledger {
                 peak_memory_bytes: usage.peak_memory_bytes,
                 bytes_in: usage.bytes_in,
                 bytes_out: usage.bytes_out,
+                gpu_flop: gpu,
             },
             fee_currency: self.currency.clone(),
             fee_micros: u64::try_from(fee.fee_fiat_micros)
@@ -112,6 +118,7 @@ impl Ledger {
         billing: &Billing,
         admission: &Admission,
         usage: &brume_api::Usage,
+        gpu_flop: u128,
         now: u64,
     ) -> Result<(Fee, u128), BillError> {
         {
@@ -122,26 +129,27 @@ impl Ledger {
             o.bytes_in += u128::from(usage.bytes_in);
             o.bytes_out += u128::from(usage.bytes_out);
         }
-        let (fee, surcharge) = self.price(billing, admission, usage, now)?;
+        let (fee, surcharge) = self.price(billing, admission, usage, gpu_flop, now)?;
         if let Some(o) = self.observed.lock().get_mut(digest) {
             o.tokens = o.tokens.saturating_add(fee.token_amount);
         }
         Ok((fee, surcharge))
     }
 
-    /// The fee of `usage` at the admitted tier on the day of `now`, plus
-    /// the overrun surcharge against the declared shape (also returned
-    /// apart).
+    /// The fee of `usage` (its GPU time as `gpu_flop`, see [`gpu_flop`]) at
+    /// the admitted tier on the day of `now`, plus the overrun surcharge
+    /// against the declared shape (also returned apart).
     pub(super) fn price(
         &self,
         billing: &Billing,
         admission: &Admission,
         usage: &brume_api::Usage,
+        gpu_flop: u128,
         now: u64,
     ) -> Result<(Fee, u128), BillError> {
         let resources = ResourceUsage {
             fuel: usage.fuel,
-            gpu_flop: 0,
+            gpu_flop,
             bytes_in: usage.bytes_in,
             bytes_out: usage.bytes_out,
         };
@@ -287,15 +295,29 @@ fn private_data(billing: &Billing, ran: Ran<'_>, downgraded: bool) -> PrivateDat
     }
 }
 
-/// `usage` with every figure at most what `limits` allow.
-pub(super) fn clamp(usage: &brume_api::Usage, limits: &brume_api::Limits) -> brume_api::Usage {
+/// `usage` with every figure at most what `limits` allow, and GPU time at
+/// most `gpus` held for the whole timeout.
+pub(super) fn clamp(
+    usage: &brume_api::Usage,
+    limits: &brume_api::Limits,
+    gpus: u32,
+) -> brume_api::Usage {
+    let timeout_us = limits.timeout_ms.saturating_mul(1000);
     brume_api::Usage {
         fuel: usage.fuel.min(limits.fuel),
         peak_memory_bytes: usage.peak_memory_bytes.min(limits.memory_bytes),
-        wall_us: usage.wall_us.min(limits.timeout_ms.saturating_mul(1000)),
+        wall_us: usage.wall_us.min(timeout_us),
         bytes_in: usage.bytes_in.min(limits.max_input_bytes),
         bytes_out: usage.bytes_out.min(limits.max_output_bytes),
+        gpu_us: usage.gpu_us.min(timeout_us.saturating_mul(u64::from(gpus))),
     }
+}
+
+/// GPU work in FLOP: `gpu_us` device-microseconds at `milli_tflops` each
+/// (at most [`wire::MAX_GPU_MILLI_TFLOPS`]). One device-microsecond at one
+/// milli-TFLOP/s is 1,000 FLOP; the pricing bills FLOP by the TFLOP-hour.
+pub(crate) fn gpu_flop(gpu_us: u64, milli_tflops: u64) -> u128 {
+    u128::from(gpu_us) * u128::from(milli_tflops.min(wire::MAX_GPU_MILLI_TFLOPS)) * 1000
 }
 
 /// One account paying another outside any unit of work (a subscription's
@@ -316,6 +338,7 @@ impl Ledger {
     /// The public columns of `t`'s row.
     pub(super) fn transfer_row(&self, t: Transfer<'_>) -> RowData {
         RowData {
+            schema_version: brume_ledger::row::SCHEMA_VERSION,
             work_id: t.work_id,
             timestamp_ms: crate::now_ms(),
             requester: t.requester.into(),

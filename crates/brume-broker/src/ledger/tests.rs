@@ -22,9 +22,19 @@ fn admission(ledger: &Ledger, tier: u16, cap: Option<u128>) -> Admission {
     }
 }
 
-/// What one unit may be allowed, and what its provider may claim it used
-/// (up to ten times past its limits: a liar).
-fn unit() -> impl Strategy<Value = (brume_api::Limits, brume_api::Usage, Declared, u16)> {
+/// One unit's limits, what its provider may claim it used (up to ten times
+/// past its limits: a liar), its declared shape, its tier, and its GPUs:
+/// how many it holds, and the speed its provider claims for each (up to
+/// ten times the most the broker counts).
+type Unit = (
+    brume_api::Limits,
+    brume_api::Usage,
+    Declared,
+    u16,
+    (u32, u64),
+);
+
+fn unit() -> impl Strategy<Value = Unit> {
     let limits = (
         1u64..=1_000_000_000_000,
         1u64..=(4 << 30),
@@ -44,8 +54,13 @@ fn unit() -> impl Strategy<Value = (brume_api::Limits, brume_api::Usage, Declare
         any::<[u32; 5]>(),
         any::<(Option<u32>, Option<u32>)>(),
         any::<u16>(),
+        (
+            0u32..=8,
+            any::<u32>(),
+            0u64..=10 * wire::MAX_GPU_MILLI_TFLOPS,
+        ),
     )
-        .prop_map(|(l, r, (rt, mem), tier)| {
+        .prop_map(|(l, r, (rt, mem), tier, (gpus, g, tflops))| {
             let past = |limit: u64, x: u32| {
                 (u128::from(limit) * 10 * u128::from(x) / u128::from(u32::MAX)) as u64
             };
@@ -55,12 +70,18 @@ fn unit() -> impl Strategy<Value = (brume_api::Limits, brume_api::Usage, Declare
                 wall_us: past(l.timeout_ms.saturating_mul(1000), r[2]),
                 bytes_in: past(l.max_input_bytes, r[3]),
                 bytes_out: past(l.max_output_bytes, r[4]),
+                gpu_us: past(
+                    l.timeout_ms
+                        .saturating_mul(1000)
+                        .saturating_mul(u64::from(gpus.max(1))),
+                    g,
+                ),
             };
             let declared = Declared {
                 runtime_ms: rt.map(u64::from),
                 memory_bytes: mem.map(u64::from),
             };
-            (l, usage, declared, tier)
+            (l, usage, declared, tier, (gpus, tflops))
         })
 }
 
@@ -71,14 +92,16 @@ fn charge(
     l: &brume_api::Limits,
     u: &brume_api::Usage,
     d: &Declared,
+    (gpus, tflops): (u32, u64),
 ) -> u128 {
     let billing = Billing {
         declared: *d,
         ..Billing::default()
     };
-    let clamped = rows::clamp(u, l);
+    let clamped = rows::clamp(u, l, gpus);
+    let gpu = rows::gpu_flop(clamped.gpu_us, tflops);
     let (fee, _) = ledger
-        .price(&billing, adm, &clamped, crate::now_ms())
+        .price(&billing, adm, &clamped, gpu, crate::now_ms())
         .expect("price");
     fee.token_amount
 }
@@ -88,11 +111,11 @@ proptest! {
 
     /// Whatever a provider claims, the row is at most the hold.
     #[test]
-    fn a_row_never_costs_more_than_its_hold((l, u, d, tier) in unit()) {
+    fn a_row_never_costs_more_than_its_hold((l, u, d, tier, g) in unit()) {
         let (ledger, _dir) = ledger();
         let adm = admission(&ledger, tier, None);
-        let hold = ledger.max_cost(&adm, &l, &d).expect("max cost");
-        prop_assert!(charge(&ledger, &adm, &l, &u, &d) <= hold);
+        let hold = ledger.max_cost(&adm, &l, &d, g.0).expect("max cost");
+        prop_assert!(charge(&ledger, &adm, &l, &u, &d, g) <= hold);
     }
 
     /// Random work mixes against one allowance: units are admitted only
@@ -108,16 +131,16 @@ proptest! {
         let escrow = Arc::new(Escrow::default());
         escrow.set_allowance("acct", allowance);
         let mut open = Vec::new();
-        for ((l, u, d, tier), runs, collect) in units {
+        for ((l, u, d, tier, g), runs, collect) in units {
             let adm = admission(&ledger, tier, None);
-            let hold = ledger.max_cost(&adm, &l, &d).expect("max cost").saturating_mul(runs);
+            let hold = ledger.max_cost(&adm, &l, &d, g.0).expect("max cost").saturating_mul(runs);
             if let Reserve::Held(h) = escrow.try_reserve("acct", hold, true) {
-                open.push((h, l, u, d, adm, runs));
+                open.push((h, l, u, d, adm, runs, g));
             }
             // Every other step, the oldest unit in flight ends.
             if open.len() > 1 {
-                let (h, l, u, d, adm, runs) = open.remove(0);
-                let cost = charge(&ledger, &adm, &l, &u, &d) * runs;
+                let (h, l, u, d, adm, runs, g) = open.remove(0);
+                let cost = charge(&ledger, &adm, &l, &u, &d, g) * runs;
                 escrow.charge([("acct", cost)]);
                 h.release();
             }
@@ -137,7 +160,7 @@ fn the_default_invocation_hold_is_a_small_fraction_of_a_token() {
     let adm = admission(&ledger, ledger.default_tier.0, None);
     let limits = crate::BrokerConfig::default().default_limits;
     let hold = ledger
-        .max_cost(&adm, &limits, &Declared::default())
+        .max_cost(&adm, &limits, &Declared::default(), 0)
         .expect("max cost");
     let token = 1_000_000_000_000_000_000u128;
     assert!(hold > 0 && hold < token / 1_000, "{hold}");

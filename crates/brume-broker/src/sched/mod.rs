@@ -66,6 +66,8 @@ pub(crate) struct ProviderEntry {
     /// later).
     pub full: bool,
     pub mem_busy: u64,
+    /// GPUs held by its container jobs.
+    pub gpu_busy: u32,
     pub draining: bool,
     /// Paused by its idle conditions (see `FromProvider::Paused`).
     pub paused: bool,
@@ -108,6 +110,7 @@ impl ProviderEntry {
             reserved: 0,
             full: false,
             mem_busy: 0,
+            gpu_busy: 0,
             draining: false,
             paused: false,
             cached,
@@ -166,7 +169,7 @@ impl ProviderEntry {
             && (self.tier != 1 || s.org == self.org)
             && self.caps.fitness_mips >= s.needs.min_mips
             && (s.kind != ServiceKind::Oci || self.caps.containers)
-            && s.oci.fits(&self.caps)
+            && s.oci.fits(&self.caps, self.gpu_busy)
             && match (&self.caps.allowed_services, &s.service) {
                 (None, _) => true,
                 (Some(list), Some(name)) => list.iter().any(|a| a == name),
@@ -529,9 +532,8 @@ impl Scheduler {
         let channel = p.next_channel;
         p.next_channel = p.next_channel.wrapping_add(1).max(1);
         p.busy += 1;
-        if work.spec.class == Class::Batch {
-            p.batch_busy += 1;
-        }
+        p.batch_busy += u32::from(work.spec.class == Class::Batch);
+        p.gpu_busy += work.spec.oci.gpus;
         if work.dispatch() == 0 {
             self.order += 1;
             work.dispatched(self.order);
@@ -585,9 +587,8 @@ impl Scheduler {
         self.unindex(id);
         if let Some(p) = self.providers.get_mut(&id) {
             p.busy -= 1;
-            if inf.work.spec.class == Class::Batch {
-                p.batch_busy -= 1;
-            }
+            p.batch_busy -= u32::from(inf.work.spec.class == Class::Batch);
+            p.gpu_busy -= inf.work.spec.oci.gpus;
             p.full = false;
             p.mem_busy -= inf.work.spec.limits.memory_bytes;
             p.channels.remove(&channel);
@@ -667,23 +668,17 @@ impl Scheduler {
             // A late result from an attempt already reassigned or cancelled.
             return;
         };
-        let (provider, fitness_mips) = match self.providers.get_mut(&id) {
+        let (provider, fitness_mips, gpu_milli_tflops) = match self.providers.get_mut(&id) {
             Some(p) => {
                 p.work_done += 1;
-                (p.address.clone(), p.caps.fitness_mips)
+                let gpu = crate::work::gpu_speed(&p.caps);
+                (p.address.clone(), p.caps.fitness_mips, gpu)
             }
-            None => (String::new(), 0),
+            None => (String::new(), 0, 0),
         };
         let latency = u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut outcome = outcome;
-        if inf.work.spec.kind == ServiceKind::Oci {
-            crate::work::bound_cpu_claim(
-                outcome.usage_mut(),
-                latency,
-                fitness_mips,
-                inf.work.spec.oci.vcpus,
-            );
-        }
+        crate::work::bound_claims(outcome.usage_mut(), &inf.work.spec, latency, fitness_mips);
         let r = self.reputation_mut(&provider);
         r.results += 1;
         // A running mean: no samples kept.
@@ -696,6 +691,7 @@ impl Scheduler {
                 outcome,
                 provider,
                 fitness_mips,
+                gpu_milli_tflops,
                 attempts: inf.attempt,
                 cost: None,
             },
@@ -752,20 +748,26 @@ impl Scheduler {
     /// it off the queue.
     pub fn cancel(&mut self, work_id: WorkId, after: &mut After) -> Cancelled {
         if let Some(&(id, channel)) = self.by_work.get(&work_id) {
-            let (provider, fitness_mips) = match self.providers.get(&id) {
+            let (provider, fitness_mips, gpu_milli_tflops) = match self.providers.get(&id) {
                 Some(p) => {
                     let _ =
                         p.tx.send(Message::Binary(ToProvider::Cancel.encode(channel)));
-                    (p.address.clone(), p.caps.fitness_mips)
+                    let gpu = crate::work::gpu_speed(&p.caps);
+                    (p.address.clone(), p.caps.fitness_mips, gpu)
                 }
-                None => (String::new(), 0),
+                None => (String::new(), 0, 0),
             };
-            let ran = self.release(id, channel).map(|inf| RanSoFar {
-                provider,
-                fitness_mips,
-                attempt: inf.attempt,
-                fuel: inf.fuel,
-                wall_us: u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
+            let ran = self.release(id, channel).map(|inf| {
+                let wall_us = u64::try_from(inf.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                RanSoFar {
+                    provider,
+                    fitness_mips,
+                    gpu_milli_tflops,
+                    attempt: inf.attempt,
+                    fuel: inf.fuel,
+                    wall_us,
+                    gpu_us: wall_us.saturating_mul(u64::from(inf.work.spec.oci.gpus)),
+                }
             });
             self.fill(id, after);
             return ran.map_or(Cancelled::Unknown, Cancelled::Running);

@@ -94,6 +94,7 @@ fn rows(p: &Parties, from: u64, n: u64) -> Vec<SealedRow> {
                 });
             }
             let data = RowData {
+                schema_version: brume_ledger::row::SCHEMA_VERSION,
                 work_id: format!("unit-{i:06}"),
                 timestamp_ms: 1_700_000_000_000 + i,
                 requester: requester.clone(),

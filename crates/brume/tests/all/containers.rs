@@ -446,7 +446,9 @@ impl brume_provider::idle::IdleProbe for Switch {
 /// Through the library API (the binary has no flag to claim GPUs): a job
 /// asking for 2 GPUs waits while the only provider with GPUs is paused by
 /// its idle conditions (the other runs other work meanwhile), and runs on
-/// it once it resumes, on the same session.
+/// it once it resumes, on the same session. Its row bills its GPU time at
+/// the provider's 10 TFLOP/s. A second 2-GPU job waits while another
+/// holds both GPUs, though slots are free.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gpu_job_waits_for_a_provider_with_gpus_which_pauses_and_resumes() {
     use std::sync::Arc;
@@ -463,7 +465,7 @@ async fn a_gpu_job_waits_for_a_provider_with_gpus_which_pauses_and_resumes() {
                     model: "Test GPU".into(),
                     memory_bytes: 16 << 30,
                     count: 2,
-                    milli_tflops: 0,
+                    milli_tflops: 10_000,
                 });
                 c.idle = Some(probe.clone());
                 c.idle_every = std::time::Duration::from_millis(10);
@@ -536,5 +538,61 @@ async fn a_gpu_job_waits_for_a_provider_with_gpus_which_pauses_and_resumes() {
         (status.paused, status.connected_since_ms),
         (None, since),
         "resumed on the same session"
+    );
+
+    // Its row: 2 GPUs for its wall time, at 10,000 milli-TFLOP/s, is
+    // 2 × wall_us × 10^7 FLOP.
+    let url = format!("{}/v1/ledger/rows/{}", net.url(), gpu_job.id);
+    let row: serde_json::Value = eventually("the GPU job's ledger row", || async {
+        let resp = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(net.api_key())
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then_some(())?;
+        resp.json().await.ok()
+    })
+    .await;
+    let wall_us = row["usage"]["wall_us"].as_u64().expect("wall_us");
+    let flop: u128 = row["usage"]["gpu_flop"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("gpu_flop");
+    assert_eq!(row["schema_version"], 2, "{row}");
+    assert!(wall_us > 0, "{row}");
+    assert_eq!(flop, 2 * u128::from(wall_us) * 10_000_000, "{row}");
+
+    // Per-job GPUs: one job holds both, so a second 2-GPU job waits.
+    let holder = client
+        .submit(&job("echo holding; exec sleep 600", Some(2)))
+        .await
+        .expect("submit");
+    eventually("the holder runs", || async {
+        let j = client.job(holder.id).await.ok()?;
+        (j.state == JobState::Running).then_some(())
+    })
+    .await;
+    let second = client
+        .submit(&job("echo second", Some(2)))
+        .await
+        .expect("submit");
+    let after = client
+        .submit(&job("echo after", None))
+        .await
+        .expect("submit");
+    follow(&client, after.id).await;
+    let waiting = client.job(second.id).await.expect("job");
+    assert_eq!(
+        waiting.state,
+        JobState::Queued,
+        "both GPUs are held: {waiting:?}"
+    );
+    client.cancel(holder.id).await.expect("cancel");
+    let (_, r) = follow(&client, second.id).await;
+    assert_eq!(
+        (r.state, r.stdout.0.as_ref()),
+        (JobState::Succeeded, &b"second\n"[..]),
+        "{r:?}"
     );
 }
