@@ -683,6 +683,7 @@ mod tests {
             outputs: Vec::new(),
             gpus: Default::default(),
             vcpus: Default::default(),
+            network: Default::default(),
         }
     }
 

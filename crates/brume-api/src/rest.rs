@@ -265,6 +265,11 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 256)]
     pub vcpus: Option<u32>,
+    /// The container may reach the network (oci jobs; default false: no
+    /// network at all). It runs only on a provider that allows it
+    /// (`brume provide --allow-network`), in that host's network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
 }
 
 /// `POST /v1/jobs/{id}/reject`: the broker re-executed the job and

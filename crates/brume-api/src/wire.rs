@@ -109,6 +109,9 @@ pub struct Capabilities {
     /// Its GPUs, for container jobs that ask for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<Gpus>,
+    /// It lets container jobs that ask for it reach the network.
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// The most a GPU's speed counts for, in thousandths of a TFLOP/s: a
@@ -277,6 +280,9 @@ pub struct Assign {
     /// vCPUs the container gets (0: one).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub vcpus: u32,
+    /// The container may reach the network.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -602,6 +608,7 @@ mod tests {
             outputs: Vec::new(),
             gpus: Default::default(),
             vcpus: Default::default(),
+            network: Default::default(),
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");

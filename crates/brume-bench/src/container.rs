@@ -313,6 +313,7 @@ impl Local {
             inputs: Vec::new(),
             outputs: Vec::new(),
             devices: Default::default(),
+            network: false,
         };
         let t = Instant::now();
         let r = self.containers.runner().run(&spec, None).await?;

@@ -425,6 +425,7 @@ mod tests {
             attestation: None,
             containers: false,
             gpus: Default::default(),
+            network: false,
         };
         // 2 GiB on 2 slots, granted in full: stands.
         let ok = judge_memory(&caps(2, 2 << 30), 2 << 30);

@@ -104,14 +104,18 @@ pub(crate) struct OciNeeds {
     pub gpus: u32,
     /// vCPUs it gets (0: one).
     pub vcpus: u32,
+    /// Its container may reach the network.
+    pub network: bool,
 }
 
 impl OciNeeds {
-    /// Whether a provider has the slots (as vCPUs) it needs and, beside
-    /// the `gpus_busy` its other jobs hold, the GPUs.
+    /// Whether a provider has the slots (as vCPUs) it needs, beside the
+    /// `gpus_busy` its other jobs hold the GPUs, and the network if asked.
     pub fn fits(&self, caps: &wire::Capabilities, gpus_busy: u32) -> bool {
         let gpus = caps.gpus.as_ref().map_or(0, |g| g.count);
-        gpus.saturating_sub(gpus_busy) >= self.gpus && caps.slots >= self.vcpus
+        gpus.saturating_sub(gpus_busy) >= self.gpus
+            && caps.slots >= self.vcpus
+            && (caps.network || !self.network)
     }
 }
 
@@ -319,6 +323,7 @@ impl Work {
             outputs: s.oci.outputs.clone(),
             gpus: s.oci.gpus,
             vcpus: s.oci.vcpus,
+            network: s.oci.network,
         }
     }
 

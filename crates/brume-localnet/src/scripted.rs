@@ -166,6 +166,7 @@ impl ScriptedProvider {
                 attestation: None,
                 containers: false,
                 gpus: Default::default(),
+                network: false,
             },
             price_ask: 0,
         });

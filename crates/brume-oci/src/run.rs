@@ -69,6 +69,9 @@ pub struct RunSpec {
     pub outputs: Vec<String>,
     /// Host device nodes passed in (GPUs: `/dev/nvidia0`, ...).
     pub devices: Vec<String>,
+    /// Share the host's network (no network namespace of its own): only
+    /// for jobs that may have it. Off, it has no network at all.
+    pub network: bool,
 }
 
 /// Why a run ended.
@@ -197,10 +200,12 @@ impl Runner {
             "--unshare-user",
             "--unshare-ipc",
             "--unshare-pid",
-            "--unshare-net",
             "--unshare-uts",
             "--unshare-cgroup-try",
         ]);
+        if !spec.network {
+            c.arg("--unshare-net");
+        }
         c.args([
             "--die-with-parent",
             "--new-session",

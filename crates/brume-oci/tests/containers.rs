@@ -89,6 +89,7 @@ fn spec(rootfs: PathBuf, argv: &[&str]) -> RunSpec {
         inputs: Vec::new(),
         outputs: Vec::new(),
         devices: Default::default(),
+        network: false,
     }
 }
 
@@ -267,6 +268,34 @@ async fn the_network_is_unreachable() {
     );
     // The host-side sentinel: nothing ever connected.
     assert!(listener.accept().is_err(), "a connection reached the host");
+}
+
+/// A job that may have the network shares the host's: it reaches a host
+/// listener, which reads what it sent.
+#[tokio::test]
+async fn a_job_that_may_have_the_network_reaches_it() {
+    let e = env();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let rootfs = e.prepare(&busybox());
+    let script = format!("echo hello host | nc -w 5 127.0.0.1 {port} && echo connected");
+    let mut spec = spec(rootfs, &["/bin/sh", "-c", &script]);
+    spec.network = true;
+    let runner = e.containers.runner();
+    let run = runner.run(&spec, None);
+    let accept = async {
+        use tokio::io::AsyncReadExt as _;
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut got = String::new();
+        s.read_to_string(&mut got).await.expect("read");
+        got
+    };
+    let (r, got) = tokio::join!(run, accept);
+    let r = r.expect("run");
+    assert_eq!(got, "hello host\n");
+    assert!(text(&r.stdout).contains("connected"), "{}", text(&r.stderr));
 }
 
 #[tokio::test]

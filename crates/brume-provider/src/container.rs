@@ -205,6 +205,7 @@ fn spec(
         inputs,
         outputs: a.outputs.clone(),
         devices,
+        network: a.network,
     }
 }
 

@@ -186,6 +186,9 @@ pub struct ProviderConfig {
     pub gpus: Option<brume_api::wire::Gpus>,
     /// The GPU benchmark command (see [`gpu`]); empty: [`gpu::default_bench`].
     pub gpu_bench: Vec<String>,
+    /// Container jobs that ask for the network get this host's network
+    /// (default false: such jobs are not taken, and go elsewhere).
+    pub allow_network: bool,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -223,6 +226,7 @@ impl Default for ProviderConfig {
             idle_every: Duration::from_secs(5),
             gpus: None,
             gpu_bench: Vec::new(),
+            allow_network: false,
             fault: None,
         }
     }

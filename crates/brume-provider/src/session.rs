@@ -226,6 +226,7 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
             attestation: config.attestation.clone(),
             containers: matches!(shared.containers, Some(Ok(_))),
             gpus: shared.gpus.clone(),
+            network: config.allow_network && matches!(shared.containers, Some(Ok(_))),
         },
         price_ask: config.price_ask,
     });

@@ -85,6 +85,12 @@ pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reserva
             ),
         ));
     }
+    if a.network && !shared.config.allow_network {
+        return Err(refused(
+            "not_allowed",
+            "this provider gives container jobs no network (`--allow-network` is off)",
+        ));
+    }
     if a.kind == ServiceKind::Oci && !matches!(shared.containers, Some(Ok(_))) {
         return Err(refused(
             "not_supported",

@@ -210,6 +210,8 @@ pub struct ProviderSection {
     pub hours: Option<String>,
     /// The GPU benchmark command and its arguments.
     pub gpu_bench: Option<Vec<String>>,
+    /// Container jobs that ask for the network get this host's.
+    pub allow_network: Option<bool>,
 }
 
 /// Reads the config file: `explicit` (from `--config`/`BRUME_CONFIG`) must

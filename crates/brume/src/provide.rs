@@ -157,6 +157,10 @@ struct RunArgs {
     /// multiply under python3). GPU time is billed at that speed.
     #[arg(long, value_name = "COMMAND")]
     gpu_bench: Option<String>,
+    /// Let container jobs that ask for the network reach it, through this
+    /// host's network (default: they get none, and go to other providers).
+    #[arg(long)]
+    allow_network: bool,
     /// A file of attestation evidence for the broker (trust tier 3): `KIND`
     /// on the first line, the evidence in hex on the second (`test`: the
     /// broker's test authority's signature; see docs/verification.md).
@@ -290,6 +294,7 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         data_ttl: args.data_ttl.unwrap_or(d.data_ttl),
         idle: idle_policy(&args.max_load, &args.hours, file)?,
         idle_every: d.idle_every,
+        allow_network: args.allow_network || file.allow_network.unwrap_or(false),
         gpu_bench: match &args.gpu_bench {
             Some(cmd) => cmd.split_whitespace().map(String::from).collect(),
             None => file.gpu_bench.clone().unwrap_or_default(),

@@ -301,6 +301,10 @@ pub struct RunArgs {
     /// vCPUs the container gets (oci jobs; default 1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     vcpus: Option<u32>,
+    /// Let the container reach the network (oci jobs): it runs only on a
+    /// provider that allows it. Without it, a container has no network.
+    #[arg(long)]
+    network: bool,
     /// Arguments for the guest (after the module, or after `--`).
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
@@ -1054,6 +1058,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         outputs: args.outputs.clone(),
         gpus: args.gpus,
         vcpus: args.vcpus,
+        network: args.network,
     })
 }
 

@@ -220,6 +220,7 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         outputs: spec.outputs.clone(),
         gpus: spec.gpus.unwrap_or(0),
         vcpus: spec.vcpus.unwrap_or(0),
+        network: spec.network,
     }
 }
 
@@ -318,6 +319,11 @@ fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
         return Err(Fail::new(
             ErrorCode::InvalidRequest,
             "gpus, vcpus: only oci jobs ask for GPUs or vCPUs (a wasm job's threads are its tier's)",
+        ));
+    } else if spec.network {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            "network: only oci jobs may ask for the network (wasm jobs have none)",
         ));
     } else if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
         return Err(Fail::new(

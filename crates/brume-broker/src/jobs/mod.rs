@@ -89,6 +89,9 @@ pub(crate) struct StoredJob {
     /// vCPUs it gets (0: one).
     #[serde(default)]
     pub vcpus: u32,
+    /// Its container may reach the network.
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// One change to a stored job: an event, with the job's new state (if it
@@ -674,6 +677,7 @@ fn work_spec(
             outputs: stored.outputs.clone(),
             gpus: stored.gpus,
             vcpus: stored.vcpus,
+            network: stored.network,
         },
     }
 }

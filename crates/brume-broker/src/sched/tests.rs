@@ -22,6 +22,7 @@ pub(super) fn caps(
         attestation: None,
         containers: false,
         gpus: Default::default(),
+        network: false,
     }
 }
 

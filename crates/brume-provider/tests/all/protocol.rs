@@ -34,6 +34,7 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         outputs: Vec::new(),
         gpus: Default::default(),
         vcpus: Default::default(),
+        network: Default::default(),
     })
 }
 

@@ -243,6 +243,60 @@ async fn an_oci_job_fails_over_when_its_provider_is_killed_and_cancel_stops_it()
     assert_eq!(result.state, JobState::Cancelled);
 }
 
+/// A job that asks for the network runs only on the provider started
+/// with `--allow-network`, and reaches a host listener from there; a wasm
+/// job can't ask for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_asks_for_the_network_runs_where_it_is_allowed() {
+    let mut net = net(1).await;
+    net.add_provider_args(2, &["--containers", "--allow-network"])
+        .await;
+    net.publish("busybox", ServiceKind::Oci, &busybox_image())
+        .await;
+    net.publish(
+        "cpu",
+        ServiceKind::Command,
+        test_programs_artifacts::CPU_LOOP_P1_BYTES,
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let spec = JobSpec {
+        service: Some("busybox".into()),
+        args: vec![format!("echo from the job | nc -w 5 127.0.0.1 {port}")],
+        network: true,
+        ..JobSpec::default()
+    };
+    let job = net.client.submit(&spec).await.expect("submit");
+    let (mut s, _) = listener.accept().await.expect("the job connects");
+    let mut got = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut got)
+        .await
+        .expect("read");
+    // Closing our end lets `nc` exit.
+    drop(s);
+    assert_eq!(got, "from the job\n");
+    let (_, r) = follow(&net.client, job.id).await;
+    assert_eq!(r.state, JobState::Succeeded, "{r:?}");
+    assert_eq!(
+        r.provider.as_deref(),
+        Some(net.providers[2].address.as_str()),
+        "only the provider that allows the network"
+    );
+    let err = net
+        .client
+        .submit(&JobSpec {
+            service: Some("cpu".into()),
+            network: true,
+            ..JobSpec::default()
+        })
+        .await
+        .expect_err("a wasm job with the network");
+    assert!(err.to_string().contains("network"), "{err}");
+}
+
 /// An HTTP server on loopback that answers every GET with `body`.
 async fn serve(body: &'static [u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -608,6 +608,7 @@ async fn handshake(url: &str, protocol: u32) -> (u16, String) {
             attestation: None,
             containers: false,
             gpus: Default::default(),
+            network: false,
         },
         price_ask: 0,
     });
