@@ -243,8 +243,9 @@ pub struct JobSpec {
     /// yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm: bool,
-    /// Files placed in the job's work dir before it runs (oci jobs; see
-    /// [`crate::data`]).
+    /// Files placed in the job's work dir, `/work`, before it runs (a
+    /// container's work dir, or the directory a wasm job's sandbox
+    /// preopens as `/work`; see [`crate::data`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 32)]
     pub inputs: Vec<crate::data::InputSpec>,

@@ -14,7 +14,6 @@ use brume_api::rest::ContainersStatus;
 use brume_api::wire::{self, Assign, FromProvider, Outcome};
 use brume_oci::{Containers, ContainersConfig, Ended, Live, Prepared, RunSpec};
 use brume_sandbox::Digest;
-use sha2::Digest as _;
 
 use crate::work::{self, SessionCtx};
 use crate::{ProviderConfig, Reservation, Shared};
@@ -146,14 +145,7 @@ pub(crate) async fn execute(
     }
     let inputs = match crate::data::inputs(&shared, &ctx, &assign).await {
         Ok(i) => i,
-        Err(crate::data::InputError::Refused(why)) => {
-            return refuse(reservation, "not_allowed", why);
-        }
-        Err(crate::data::InputError::Failed(code, why)) => {
-            let outcome = failed(code, why, Usage::default());
-            work::finish(&shared, &ctx, channel, &receipt, outcome, reservation);
-            return channel;
-        }
+        Err(e) => return work::input_failed(&shared, &ctx, channel, &receipt, e, reservation),
     };
     let devices = crate::gpu::devices(&reservation.gpu_indices());
     let outcome = run(
@@ -244,16 +236,7 @@ async fn run(
         Ok(r) => r,
         Err(e) => return failed(e.code(), e.to_string(), Usage::default()),
     };
-    let outputs: Vec<brume_api::data::OutputFile> = r
-        .outputs
-        .into_iter()
-        .map(|(path, bytes)| brume_api::data::OutputFile {
-            path,
-            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
-            size: bytes.len() as u64,
-            bytes,
-        })
-        .collect();
+    let outputs = crate::workdir::output_files(r.outputs);
     let files_out: u64 = outputs.iter().map(|o| o.size).sum();
     let wall_us = r.wall.as_micros().min(u128::from(u64::MAX)) as u64;
     let usage = Usage {

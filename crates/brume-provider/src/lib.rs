@@ -120,6 +120,7 @@ pub mod idle;
 mod roots;
 mod session;
 mod work;
+mod workdir;
 
 /// Everything a provider needs. `Default` gives a provider for a local
 /// broker on 127.0.0.1:7700.

@@ -153,6 +153,10 @@ pub(crate) async fn execute(
             return channel;
         }
     };
+    let files = match crate::workdir::WorkDir::for_job(&shared, &ctx, &assign).await {
+        Ok(files) => files,
+        Err(e) => return input_failed(&shared, &ctx, channel, &receipt, e, reservation),
+    };
     let options = convert::exec_options(&assign);
     let Assign {
         kind,
@@ -161,6 +165,8 @@ pub(crate) async fn execute(
         stdin,
         http,
         progress_ms,
+        outputs,
+        limits,
         ..
     } = *assign;
     let progress = progress_ms.map(|ms| {
@@ -176,7 +182,7 @@ pub(crate) async fn execute(
                 args,
                 env,
                 stdin,
-                dirs: Vec::new(),
+                dirs: files.iter().map(|f| f.mapping()).collect(),
             };
             let run = async {
                 match &progress {
@@ -184,7 +190,12 @@ pub(crate) async fn execute(
                     None => sandbox.run(&program, &req, &options).await,
                 }
             };
-            convert::command_outcome(reporting(run, progress.as_ref(), &ctx, channel).await)
+            let outcome =
+                convert::command_outcome(reporting(run, progress.as_ref(), &ctx, channel).await);
+            match &files {
+                Some(f) => f.finish(outputs, limits.max_output_bytes, outcome).await,
+                None => outcome,
+            }
         }
         ServiceKind::Http => match http.as_ref().map(convert::http_request) {
             None => convert::failed("invalid_request", "an http service needs a request"),
@@ -207,6 +218,34 @@ pub(crate) async fn execute(
         ServiceKind::Oci => convert::failed("internal", "an oci job reached the wasm runner"),
     };
     finish(&shared, &ctx, channel, &receipt, outcome, reservation);
+    channel
+}
+
+/// A job whose inputs could not be had: refused (another provider may
+/// fetch them), or failed (its own fault). Returns the channel.
+pub(crate) fn input_failed(
+    shared: &Shared,
+    ctx: &SessionCtx,
+    channel: u32,
+    receipt: &ReceiptBase,
+    e: crate::data::InputError,
+    reservation: Reservation,
+) -> u32 {
+    match e {
+        crate::data::InputError::Refused(why) => {
+            // The slot is free before the broker hears of it.
+            drop(reservation);
+            send(
+                &ctx.out,
+                channel,
+                &FromProvider::Refused(refused("not_allowed", why)),
+            );
+        }
+        crate::data::InputError::Failed(code, why) => {
+            let outcome = convert::failed(code, why);
+            finish(shared, ctx, channel, receipt, outcome, reservation);
+        }
+    }
     channel
 }
 

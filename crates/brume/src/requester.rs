@@ -284,11 +284,11 @@ pub struct RunArgs {
     /// image's `Cmd`.
     #[arg(long, value_name = "PATH")]
     image: Option<PathBuf>,
-    /// Upload FILE and place it at DEST in the job's work dir (oci jobs;
+    /// Upload FILE and place it at DEST in the job's work dir (`/work`;
     /// repeatable).
     #[arg(long = "input", value_name = "DEST=FILE", value_parser = crate::files::parse_input)]
     inputs: Vec<(String, PathBuf)>,
-    /// A file the job leaves in its work dir to keep (oci jobs; repeatable).
+    /// A file the job leaves in its work dir (`/work`) to keep (repeatable).
     #[arg(long = "output", value_name = "PATH")]
     outputs: Vec<String>,
     /// Download the job's output files into DIR when it ends.

@@ -325,11 +325,6 @@ fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
             ErrorCode::InvalidRequest,
             "network: only oci jobs may ask for the network (wasm jobs have none)",
         ));
-    } else if !spec.inputs.is_empty() || !spec.outputs.is_empty() {
-        return Err(Fail::new(
-            ErrorCode::InvalidRequest,
-            "inputs, outputs: only oci jobs take files yet (a wasm job reads stdin and writes stdout)",
-        ));
     }
     Ok(module)
 }

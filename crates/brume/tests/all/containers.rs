@@ -297,6 +297,86 @@ async fn a_job_that_asks_for_the_network_runs_where_it_is_allowed() {
     assert!(err.to_string().contains("network"), "{err}");
 }
 
+/// A wasm command job sees its inputs under the preopened `/work`, and the
+/// files it leaves there are returned and download, as for containers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasm_job_reads_its_inputs_and_leaves_outputs_in_work() {
+    use test_programs_artifacts as art;
+    let net = Net::start(1, 2).await;
+    net.publish("read_file", ServiceKind::Command, art::READ_FILE_P1_BYTES)
+        .await;
+    net.publish("write_file", ServiceKind::Command, art::WRITE_FILE_P1_BYTES)
+        .await;
+    let data = net
+        .client
+        .upload_data(bytes::Bytes::from_static(b"an input file\n"))
+        .await
+        .expect("upload");
+    let job = |service: &str, args: &[&str]| JobSpec {
+        service: Some(service.into()),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..JobSpec::default()
+    };
+    let spec = JobSpec {
+        inputs: vec![brume_api::data::InputSpec {
+            path: "in/data.txt".into(),
+            sha256: data.sha256.clone(),
+            url: None,
+            key: None,
+            ttl_s: None,
+        }],
+        ..job("read_file", &["/work/in/data.txt"])
+    };
+    let submitted = net.client.submit(&spec).await.expect("submit");
+    let (_, r) = follow(&net.client, submitted.id).await;
+    assert_eq!(r.state, JobState::Succeeded, "{r:?}");
+    assert_eq!(r.stdout.0.as_ref(), b"an input file\n");
+    assert!(
+        r.usage.bytes_in >= 14,
+        "the input is metered: {:?}",
+        r.usage
+    );
+
+    let spec = JobSpec {
+        outputs: vec!["out.txt".into()],
+        ..job("write_file", &["/work/out.txt", "left behind"])
+    };
+    let submitted = net.client.submit(&spec).await.expect("submit");
+    let (_, r) = follow(&net.client, submitted.id).await;
+    assert_eq!(r.state, JobState::Succeeded, "{r:?}");
+    assert_eq!(r.outputs.len(), 1, "{r:?}");
+    assert_eq!(r.outputs[0].sha256, sha256(b"left behind"), "{r:?}");
+    let got = net
+        .client
+        .job_output(submitted.id, "out.txt")
+        .await
+        .expect("download");
+    assert_eq!(got.as_ref(), b"left behind");
+    // An output the job didn't leave is not returned; a path out of
+    // `/work` is refused up front.
+    let spec = JobSpec {
+        outputs: vec!["missing.txt".into()],
+        ..job("write_file", &["/work/other.txt", "x"])
+    };
+    let submitted = net.client.submit(&spec).await.expect("submit");
+    let (_, r) = follow(&net.client, submitted.id).await;
+    assert_eq!(
+        (r.state, r.outputs.len()),
+        (JobState::Succeeded, 0),
+        "{r:?}"
+    );
+    let bad = JobSpec {
+        outputs: vec!["../escape".into()],
+        ..job("write_file", &["/work/x", "x"])
+    };
+    let err = net
+        .client
+        .submit(&bad)
+        .await
+        .expect_err("an escaping output");
+    assert!(err.to_string().contains("outputs"), "{err}");
+}
+
 /// An HTTP server on loopback that answers every GET with `body`.
 async fn serve(body: &'static [u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
