@@ -345,14 +345,23 @@ pub struct ReplicaResult {
     pub agreed: bool,
 }
 
-/// A job's declared shape.
+/// A job's declared shape (Kumo's): how long it expects to run, the
+/// memory and the bandwidth it expects to need. The scheduler places it
+/// only where these fit; running past the declared runtime or memory adds
+/// the overrun surcharge.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
+    /// Placed only on a provider whose working hours (`--hours`) leave at
+    /// least this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// Bandwidth, in Mbit/s: placed only on a provider measured at least
+    /// this fast (at its handshake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mbps: Option<u64>,
 }
 
 pub const MAX_ATTEMPTS_LIMIT: u32 = 20;

@@ -112,6 +112,37 @@ pub struct Capabilities {
     /// It lets container jobs that ask for it reach the network.
     #[serde(default)]
     pub network: bool,
+    /// The UTC hours it works in (`[start, end)`, wrapping midnight; see
+    /// `brume provide --hours`), if it keeps hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<[u8; 2]>,
+}
+
+/// Milliseconds left, at `now_ms`, in the working hours `[start, end)`
+/// (UTC, wrapping midnight; `start == end` is all day: `u64::MAX`); 0
+/// outside them.
+pub fn hours_left_ms(hours: [u8; 2], now_ms: u64) -> u64 {
+    const HOUR: u64 = 3_600_000;
+    let [start, end] = hours.map(|h| u64::from(h % 24));
+    if start == end {
+        return u64::MAX;
+    }
+    let into_day = now_ms % (24 * HOUR);
+    let hour = into_day / HOUR;
+    let within = if start < end {
+        (start..end).contains(&hour)
+    } else {
+        hour >= start || hour < end
+    };
+    if !within {
+        return 0;
+    }
+    let end_ms = end * HOUR;
+    if end_ms > into_day {
+        end_ms - into_day
+    } else {
+        24 * HOUR - into_day + end_ms
+    }
 }
 
 /// The most a GPU's speed counts for, in thousandths of a TFLOP/s: a
@@ -579,6 +610,20 @@ impl FromProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hours_left_in_a_working_window() {
+        const H: u64 = 3_600_000;
+        let day = 20_000 * 24 * H;
+        // 09:30 in 9-17: 7.5 h left; at 17:00, none; all day when 0-0.
+        assert_eq!(hours_left_ms([9, 17], day + 9 * H + H / 2), 7 * H + H / 2);
+        assert_eq!(hours_left_ms([9, 17], day + 17 * H), 0);
+        assert_eq!(hours_left_ms([5, 5], day), u64::MAX);
+        // 23:00 in 22-6 wraps midnight: 7 h left; 02:00, 4 h; noon, none.
+        assert_eq!(hours_left_ms([22, 6], day + 23 * H), 7 * H);
+        assert_eq!(hours_left_ms([22, 6], day + 2 * H), 4 * H);
+        assert_eq!(hours_left_ms([22, 6], day + 12 * H), 0);
+    }
 
     #[test]
     fn frames_round_trip() {

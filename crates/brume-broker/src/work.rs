@@ -17,13 +17,27 @@ use bytes::Bytes;
 /// A provider's session, as the scheduler knows it.
 pub(crate) type ProviderId = u64;
 
-/// What a tier asks of a provider (checked by the scheduler).
+/// What work asks of a provider (checked by the scheduler): its tier's
+/// needs, with a job's declared shape on top.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TierNeeds {
     pub min_threads: u32,
     pub min_mips: u64,
     /// Measured at the handshake (`measure.rs`).
     pub min_mbps: u64,
+    /// The job's expected runtime: a provider that keeps hours must have
+    /// this long left in them.
+    pub runtime_ms: Option<u64>,
+}
+
+impl TierNeeds {
+    /// Whether a provider keeping `hours` has time left for the work.
+    pub fn fits_hours(&self, hours: Option<[u8; 2]>) -> bool {
+        match (self.runtime_ms, hours) {
+            (Some(ms), Some(h)) => wire::hours_left_ms(h, crate::now_ms()) >= ms,
+            _ => true,
+        }
+    }
 }
 
 /// Provider addresses that already hold a unit of a set (the replicas of

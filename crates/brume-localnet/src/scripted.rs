@@ -167,6 +167,7 @@ impl ScriptedProvider {
                 containers: false,
                 gpus: Default::default(),
                 network: false,
+                hours: None,
             },
             price_ask: 0,
         });

@@ -12,6 +12,12 @@ use crate::Shared;
 /// Decides whether the host is busy: `Some(why)` pauses the provider.
 pub trait IdleProbe: Send + Sync + Debug {
     fn busy(&self) -> Option<String>;
+
+    /// The UTC hours it works in, `(start, end)`, if it keeps hours: the
+    /// broker then places only work expected to end within them.
+    fn hours(&self) -> Option<(u8, u8)> {
+        None
+    }
 }
 
 /// The operator's conditions: the 1-minute load average at most
@@ -50,6 +56,10 @@ impl IdlePolicy {
 }
 
 impl IdleProbe for IdlePolicy {
+    fn hours(&self) -> Option<(u8, u8)> {
+        self.hours
+    }
+
     fn busy(&self) -> Option<String> {
         if let Some(hours) = self.hours {
             let secs = SystemTime::now()

@@ -227,6 +227,11 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
             containers: matches!(shared.containers, Some(Ok(_))),
             gpus: shared.gpus.clone(),
             network: config.allow_network && matches!(shared.containers, Some(Ok(_))),
+            hours: config
+                .idle
+                .as_ref()
+                .and_then(|p| p.hours())
+                .map(|(a, b)| [a, b]),
         },
         price_ask: config.price_ask,
     });

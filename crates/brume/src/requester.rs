@@ -366,7 +366,8 @@ pub struct RunArgs {
     /// your account's deal decides what happens above it.
     #[arg(long, value_name = "MICROS")]
     price_cap: Option<u64>,
-    /// How long you expect the job to run, e.g. `30s`; overrunning it by
+    /// How long you expect the job to run, e.g. `30s`: it goes only to a
+    /// provider whose working hours leave that long, and overrunning it by
     /// more than the broker's tolerance costs a surcharge.
     #[arg(long, value_parser = humantime::parse_duration)]
     expect_runtime: Option<Duration>,
@@ -374,6 +375,10 @@ pub struct RunArgs {
     /// `--expect-runtime`).
     #[arg(long, value_name = "SIZE")]
     expect_memory: Option<bytesize::ByteSize>,
+    /// The bandwidth the job needs, in Mbit/s: it goes only to a provider
+    /// measured at least that fast.
+    #[arg(long, value_name = "MBPS")]
+    expect_mbps: Option<u64>,
     /// Verify by replication: `N/QUORUM` (e.g. `3/2`) runs the job on N
     /// providers with distinct addresses, deterministically, and keeps the
     /// result QUORUM of them agree on.
@@ -1048,6 +1053,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         expect: brume_api::rest::Expect {
             runtime_ms: args.expect_runtime.map(millis),
             memory_bytes: args.expect_memory.map(|m| m.as_u64()),
+            mbps: args.expect_mbps,
         },
         verify: args
             .replicate

@@ -221,6 +221,7 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         gpus: spec.gpus.unwrap_or(0),
         vcpus: spec.vcpus.unwrap_or(0),
         network: spec.network,
+        min_mbps: spec.expect.mbps.unwrap_or(0),
     }
 }
 

@@ -92,6 +92,9 @@ pub(crate) struct StoredJob {
     /// Its container may reach the network.
     #[serde(default)]
     pub network: bool,
+    /// The bandwidth it declared, Mbit/s (0: its tier's).
+    #[serde(default)]
+    pub min_mbps: u64,
 }
 
 /// One change to a stored job: an event, with the job's new state (if it
@@ -665,7 +668,11 @@ fn work_spec(
         progress_ms: Some(progress.as_millis() as u64),
         seed: stored.seed,
         clock_start_ms: 0,
-        needs,
+        needs: crate::work::TierNeeds {
+            min_mbps: needs.min_mbps.max(stored.min_mbps),
+            runtime_ms: stored.declared.runtime_ms,
+            ..needs
+        },
         module_signature,
         distinct: None,
         avoid: None,

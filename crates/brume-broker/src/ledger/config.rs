@@ -179,6 +179,7 @@ impl LedgerConfig {
                 min_threads: t.min_threads,
                 min_mips: t.min_mips,
                 min_mbps: t.min_bandwidth_mbps,
+                runtime_ms: None,
             })
             .collect();
         let table = PriceTable::new(prices)?;

@@ -161,6 +161,7 @@ impl ProviderEntry {
             && self.caps.memory_bytes.saturating_sub(self.mem_busy) >= s.limits.memory_bytes
             && self.caps.slots >= s.needs.min_threads
             && self.measured_mbps >= s.needs.min_mbps
+            && s.needs.fits_hours(self.caps.hours)
             && s.distinct.as_ref().is_none_or(|d| d.allows(&self.address))
             && s.avoid
                 .as_ref()

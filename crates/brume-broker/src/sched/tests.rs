@@ -23,6 +23,7 @@ pub(super) fn caps(
         containers: false,
         gpus: Default::default(),
         network: false,
+        hours: None,
     }
 }
 

@@ -239,6 +239,7 @@ async fn tiers_deals_penalties_and_charity_shape_every_row() {
     job.expect = Expect {
         runtime_ms: None,
         memory_bytes: Some(1),
+        mbps: None,
     };
     // With a column of the requester's own, kept private in the row.
     job.columns.insert("batch".into(), "nightly-7".into());

@@ -377,6 +377,88 @@ async fn a_wasm_job_reads_its_inputs_and_leaves_outputs_in_work() {
     assert!(err.to_string().contains("outputs"), "{err}");
 }
 
+/// A job's declared shape is checked against its provider: its expected
+/// runtime against the hours the provider keeps (the current hour and the
+/// next), its bandwidth against what the broker measured.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_declared_runtime_and_bandwidth_are_checked_against_the_provider() {
+    use brume_api::rest::Expect;
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        / 3600
+        % 24) as u8;
+    let net = brume_localnet::LocalNet::builder()
+        .providers(1)
+        .provider_config(move |_, c| {
+            c.idle = Some(std::sync::Arc::new(brume_provider::idle::IdlePolicy {
+                max_load: None,
+                hours: Some((hour, (hour + 2) % 24)),
+            }));
+        })
+        .publish(
+            "cpu",
+            ServiceKind::Command,
+            bytes::Bytes::from_static(test_programs_artifacts::CPU_LOOP_P1_BYTES),
+        )
+        .start()
+        .await
+        .expect("a local network");
+    let client = net.client().clone();
+    let run = |expect: Expect| {
+        let client = client.clone();
+        async move {
+            let spec = JobSpec {
+                service: Some("cpu".into()),
+                args: vec!["1000".into()],
+                expect,
+                queue_timeout_ms: Some(300),
+                ..JobSpec::default()
+            };
+            let job = client.submit(&spec).await.expect("submit");
+            follow(&client, job.id).await.1
+        }
+    };
+    let code = |r: &brume_api::rest::JobResult| r.error.as_ref().map(|e| e.code);
+    let minute = Expect {
+        runtime_ms: Some(60_000),
+        ..Expect::default()
+    };
+    let r = run(minute).await;
+    assert_eq!(
+        r.state,
+        JobState::Succeeded,
+        "a minute fits its hours: {r:?}"
+    );
+    let three_hours = Expect {
+        runtime_ms: Some(3 * 3_600_000),
+        ..Expect::default()
+    };
+    let r = run(three_hours).await;
+    assert_eq!(
+        code(&r),
+        Some(brume_api::ErrorCode::QueueTimeout),
+        "three hours outlast its hours: {r:?}"
+    );
+    let r = run(Expect {
+        mbps: Some(1),
+        ..Expect::default()
+    })
+    .await;
+    assert_eq!(r.state, JobState::Succeeded, "1 Mbit/s: {r:?}");
+    let r = run(Expect {
+        mbps: Some(1 << 40),
+        ..Expect::default()
+    })
+    .await;
+    assert_eq!(
+        code(&r),
+        Some(brume_api::ErrorCode::QueueTimeout),
+        "faster than measured: {r:?}"
+    );
+}
+
 /// An HTTP server on loopback that answers every GET with `body`.
 async fn serve(body: &'static [u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -609,6 +609,7 @@ async fn handshake(url: &str, protocol: u32) -> (u16, String) {
             containers: false,
             gpus: Default::default(),
             network: false,
+            hours: None,
         },
         price_ask: 0,
     });
