@@ -146,6 +146,12 @@ impl Group {
         self.read("cpuacct", "cpuacct.usage")
     }
 
+    /// The file [`cpu_ns`](Self::cpu_ns) reads, to follow a run live.
+    pub(crate) fn cpu_file(&self) -> Option<PathBuf> {
+        let (_, dir) = self.dirs.iter().find(|(c, _)| *c == "cpuacct")?;
+        Some(dir.join("cpuacct.usage"))
+    }
+
     /// The group's peak memory, in bytes.
     pub fn peak_memory(&self) -> Option<u64> {
         self.read("memory", "memory.max_usage_in_bytes")

@@ -104,12 +104,26 @@ pub struct RunResult {
 #[derive(Debug, Default)]
 pub struct Live {
     stderr: Mutex<Vec<u8>>,
+    /// The run's `cpuacct.usage`, once its cgroup exists.
+    cpu_file: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl Live {
     pub fn take_stderr(&self) -> Bytes {
         let mut s = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
         Bytes::from(std::mem::take(&mut *s))
+    }
+
+    /// CPU time the run has used so far, in ns, where a `cpuacct` cgroup
+    /// counts it (`None` without one: rusage counts only at the end).
+    /// Reads a cgroup file: call it off the async runtime.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        let file = self
+            .cpu_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
     }
 }
 
@@ -282,6 +296,9 @@ impl Runner {
                 spec.vcpus,
             )?)
         };
+        if let (Some(live), Some(g)) = (live, &group) {
+            *live.cpu_file.lock().unwrap_or_else(|e| e.into_inner()) = g.cpu_file();
+        }
         let seccomp = seccomp_pipe(&self.seccomp)?;
         let mut cmd = self.command(spec, &work);
         let setup = ChildSetup {

@@ -212,8 +212,9 @@ async fn run(
 ) -> Outcome {
     let bytes_in = a.stdin.len() as u64 + inputs.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
     let spec = spec(prepared, a, inputs, devices);
-    let live = Live::default();
+    let live = Arc::new(Live::default());
     let running = containers.runner().run(&spec, Some(&live));
+    let mips = u128::from(shared.fitness_mips);
     let result = match a.progress_ms {
         None => running.await,
         Some(ms) => {
@@ -225,7 +226,12 @@ async fn run(
                     biased;
                     r = &mut running => break r,
                     _ = tick.tick() => {
-                        let p = wire::Progress { fuel: 0, stderr: live.take_stderr() };
+                        // CPU so far, in fuel as billed (0 without a cpuacct cgroup).
+                        let l = live.clone();
+                        let cpu_ns = tokio::task::spawn_blocking(move || l.cpu_ns()).await;
+                        let ns = cpu_ns.ok().flatten().unwrap_or(0);
+                        let fuel = (u128::from(ns) * mips / 1000).min(u128::from(u64::MAX)) as u64;
+                        let p = wire::Progress { fuel, stderr: live.take_stderr() };
                         work::send(&ctx.out, channel, &FromProvider::Progress(p));
                     }
                 }

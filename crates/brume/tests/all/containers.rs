@@ -243,6 +243,65 @@ async fn an_oci_job_fails_over_when_its_provider_is_killed_and_cancel_stops_it()
     assert_eq!(result.state, JobState::Cancelled);
 }
 
+/// A busy container reports its CPU so far as fuel in its progress events
+/// (where a `cpuacct` cgroup counts it), and cancelled, it pays for the
+/// fuel last reported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_containers_progress_reports_fuel_and_cancel_bills_it() {
+    use futures_util::StreamExt;
+    let net = net(1).await;
+    net.publish("busybox", ServiceKind::Oci, &busybox_image())
+        .await;
+    let status = tokio::task::block_in_place(|| net.providers[1].status());
+    let counted = status
+        .containers
+        .expect("containers")
+        .cgroups
+        .iter()
+        .any(|c| c == "cpuacct");
+    let spec = JobSpec {
+        service: Some("busybox".into()),
+        args: vec!["echo spinning >&2; while :; do :; done".into()],
+        ..JobSpec::default()
+    };
+    let job = net.client.submit(&spec).await.expect("submit");
+    let mut events = net.client.events(job.id).await.expect("events");
+    let mut reported = 0;
+    while let Some(e) = tokio::time::timeout(crate::net::DEADLINE, events.next())
+        .await
+        .expect("a progress event within the deadline")
+    {
+        let e = e.expect("event");
+        if e.kind == brume_api::rest::EventKind::Progress {
+            reported = e.fuel.unwrap_or(0);
+            if reported > 0 || !counted {
+                break;
+            }
+        }
+    }
+    assert_eq!(reported > 0, counted, "fuel reported: {reported}");
+    let info = net.client.cancel(job.id).await.expect("cancel");
+    assert_eq!(info.state, JobState::Cancelled);
+    if counted {
+        let url = net.url(&format!("/v1/ledger/rows/{}", job.id));
+        let row: serde_json::Value = eventually("the cancelled job's row", || async {
+            let resp = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(&net.key)
+                .send()
+                .await
+                .ok()?;
+            (resp.status() == 200).then_some(())?;
+            resp.json().await.ok()
+        })
+        .await;
+        assert!(
+            row["usage"]["fuel"].as_u64() >= Some(reported),
+            "billed at least the fuel reported ({reported}): {row}"
+        );
+    }
+}
+
 /// A job that asks for the network runs only on the provider started
 /// with `--allow-network`, and reaches a host listener from there; a wasm
 /// job can't ask for it.
