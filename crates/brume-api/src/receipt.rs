@@ -684,6 +684,7 @@ mod tests {
             gpus: Default::default(),
             vcpus: Default::default(),
             network: Default::default(),
+            image: None,
         }
     }
 

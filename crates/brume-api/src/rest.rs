@@ -171,6 +171,13 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(?:sha256:)?[0-9a-fA-F]{64}$")]
     pub digest: Option<String>,
+    /// An OCI image in a registry, pinned by its manifest's digest
+    /// (`registry.example:5000/team/tool:1.2@sha256:<64 hex>`), instead of
+    /// `service` or `digest`: an oci job, run by a provider that may pull
+    /// from that registry (`brume provide --registry URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
+    pub image: Option<String>,
     /// argv after argv\[0\] (which is the service name).
     #[serde(default)]
     #[schema(max_items = 1024)]
@@ -434,7 +441,17 @@ impl JobSpec {
             ));
         }
         match (&self.service, &self.digest) {
-            (None, None) => return bad("service: one of service or digest is required".into()),
+            _ if self.image.is_some() => {
+                if self.service.is_some() || self.digest.is_some() {
+                    return bad("image: give an image, or a service or digest, not both".into());
+                }
+                if self.image.as_ref().is_some_and(|i| i.len() > 512) {
+                    return bad("image: at most 512 bytes".into());
+                }
+            }
+            (None, None) => {
+                return bad("service: one of service, digest or image is required".into());
+            }
             (Some(name), pin) => {
                 crate::names::ServiceRef::parse(name)?;
                 if let Some(d) = pin

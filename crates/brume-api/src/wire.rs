@@ -314,6 +314,11 @@ pub struct Assign {
     /// The container may reach the network.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub network: bool,
+    /// The image to pull from a registry, pinned by its manifest's digest
+    /// (`digest` is that manifest's); `None`: fetch the layout tar
+    /// `digest` from the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -654,6 +659,7 @@ mod tests {
             gpus: Default::default(),
             vcpus: Default::default(),
             network: Default::default(),
+            image: None,
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");

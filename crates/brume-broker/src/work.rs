@@ -120,6 +120,8 @@ pub(crate) struct OciNeeds {
     pub vcpus: u32,
     /// Its container may reach the network.
     pub network: bool,
+    /// Its image in a registry, pinned by digest, if it names one.
+    pub image: Option<String>,
 }
 
 impl OciNeeds {
@@ -338,6 +340,7 @@ impl Work {
             gpus: s.oci.gpus,
             vcpus: s.oci.vcpus,
             network: s.oci.network,
+            image: s.oci.image.clone(),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod files;
 pub mod image;
 pub mod layout;
+pub mod registry;
 pub mod run;
 pub mod seccomp;
 pub mod unpack;

@@ -77,29 +77,51 @@ fn failed(code: &str, message: impl Into<String>, usage: Usage) -> Outcome {
     }
 }
 
-/// The image for `digest`: unpacked already, else fetched, checked and
-/// unpacked (on a blocking thread). `Err(None)`: the fetch failed (the
-/// broker offers the work elsewhere).
+/// Why an image could not be had.
+enum Unready {
+    /// Refused with `(reason, why)`: another provider may have it.
+    Refused(&'static str, String),
+    /// The job's own fault.
+    Failed(Outcome),
+}
+
+/// The image for `digest` (an uploaded layout tar's sha256, or with
+/// `image`, a pulled manifest's): unpacked already, else fetched or
+/// pulled, checked and unpacked (on a blocking thread).
 async fn prepare(
     shared: &Arc<Shared>,
     ctx: &SessionCtx,
     containers: &Arc<Containers>,
-    digest: &Digest,
-) -> Result<Arc<Prepared>, Option<Outcome>> {
+    (digest, image): (&Digest, Option<&str>),
+) -> Result<Arc<Prepared>, Unready> {
     let key = digest.to_string();
     if let Some(p) = containers.cached(&key) {
         return Ok(p);
     }
-    let bytes = work::fetch(shared, ctx, digest).await.map_err(|_| None)?;
-    if Digest::of(&bytes) != *digest {
-        return Err(None);
-    }
+    let bytes = match image {
+        None => {
+            let fetch_failed = || {
+                Unready::Refused(
+                    "fetch_failed",
+                    format!("image {digest} could not be fetched"),
+                )
+            };
+            let bytes = work::fetch(shared, ctx, digest)
+                .await
+                .map_err(|_| fetch_failed())?;
+            if Digest::of(&bytes) != *digest {
+                return Err(fetch_failed());
+            }
+            bytes
+        }
+        Some(image) => pulled(shared, image, digest).await?,
+    };
     let c = containers.clone();
     let started = std::time::Instant::now();
     let prepared = tokio::task::spawn_blocking(move || c.prepare(&key, &bytes))
         .await
-        .map_err(|e| Some(failed("internal", e.to_string(), Usage::default())))?
-        .map_err(|e| Some(failed(e.code(), e.to_string(), Usage::default())))?;
+        .map_err(|e| Unready::Failed(failed("internal", e.to_string(), Usage::default())))?
+        .map_err(|e| Unready::Failed(failed(e.code(), e.to_string(), Usage::default())))?;
     let (p, cold) = prepared;
     tracing::info!(%digest, manifest = %p.manifest_digest, cold, ms = started.elapsed().as_millis() as u64, "image ready");
     Ok(p)
@@ -126,13 +148,11 @@ pub(crate) async fn execute(
         let why = "this provider does not take container jobs".to_string();
         return refuse(reservation, "not_supported", why);
     };
-    let prepared = match prepare(&shared, &ctx, &containers, &digest).await {
+    let image = (&digest, assign.image.as_deref());
+    let prepared = match prepare(&shared, &ctx, &containers, image).await {
         Ok(p) => p,
-        Err(None) => {
-            let why = format!("image {digest} could not be fetched");
-            return refuse(reservation, "fetch_failed", why);
-        }
-        Err(Some(outcome)) => {
+        Err(Unready::Refused(reason, why)) => return refuse(reservation, reason, why),
+        Err(Unready::Failed(outcome)) => {
             work::finish(&shared, &ctx, channel, &receipt, outcome, reservation);
             return channel;
         }
@@ -160,6 +180,29 @@ pub(crate) async fn execute(
     .await;
     work::finish(&shared, &ctx, channel, &receipt, outcome, reservation);
     channel
+}
+
+/// The layout tar of the registry image `image`, whose manifest is
+/// `digest`.
+async fn pulled(shared: &Shared, image: &str, digest: &Digest) -> Result<bytes::Bytes, Unready> {
+    use crate::registry::PullError;
+    let invalid = |why: String| Unready::Failed(failed("invalid_image", why, Usage::default()));
+    let reference = brume_oci::registry::Reference::parse(image).map_err(invalid)?;
+    if reference.digest != digest.to_string() {
+        return Err(invalid(format!(
+            "{image} is not the manifest {digest} the job was assigned"
+        )));
+    }
+    let started = std::time::Instant::now();
+    let tar = crate::registry::pull(shared, &reference)
+        .await
+        .map_err(|e| match e {
+            PullError::NotAllowed(why) => Unready::Refused("not_allowed", why),
+            PullError::Unreachable(why) => Unready::Refused("fetch_failed", why),
+            PullError::Invalid(why) => invalid(why),
+        })?;
+    tracing::info!(%reference, bytes = tar.len(), ms = started.elapsed().as_millis() as u64, "image pulled");
+    Ok(bytes::Bytes::from(tar))
 }
 
 fn spec(

@@ -248,7 +248,7 @@ async fn fetched(
                     input.path
                 )));
             }
-            from_url(shared, url, left).await.map_err(|e| {
+            from_url(shared, url, left, None).await.map_err(|e| {
                 InputError::Failed(
                     "invalid_input",
                     format!("input {}: GET {url}: {e}", input.path),
@@ -291,23 +291,47 @@ fn within(input: &Input, bytes: Bytes, left: u64) -> Result<Bytes, InputError> {
     Ok(bytes)
 }
 
-/// GETs `url`, reading at most `limit` bytes.
-async fn from_url(shared: &Shared, url: &str, limit: u64) -> Result<Bytes, String> {
-    let mut resp = shared
-        .lists_http
-        .get(url)
-        .timeout(Duration::from_secs(120))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+/// Why a GET failed: the server's error status, if it answered one.
+#[derive(Debug)]
+pub(crate) struct GetError {
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl std::fmt::Display for GetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// GETs `url` (asking for `accept` types, if given), reading at most
+/// `limit` bytes.
+pub(crate) async fn from_url(
+    shared: &Shared,
+    url: &str,
+    limit: u64,
+    accept: Option<&str>,
+) -> Result<Bytes, GetError> {
+    let err = |message: String| GetError {
+        status: None,
+        message,
+    };
+    let mut req = shared.lists_http.get(url).timeout(Duration::from_secs(120));
+    if let Some(types) = accept {
+        req = req.header(reqwest::header::ACCEPT, types);
+    }
+    let mut resp = req.send().await.map_err(|e| err(e.to_string()))?;
     if !resp.status().is_success() {
-        return Err(resp.status().to_string());
+        return Err(GetError {
+            status: Some(resp.status().as_u16()),
+            message: resp.status().to_string(),
+        });
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
         out.extend_from_slice(&chunk);
         if out.len() as u64 > limit {
-            return Err(format!("over {limit} bytes"));
+            return Err(err(format!("over {limit} bytes")));
         }
     }
     Ok(Bytes::from(out))

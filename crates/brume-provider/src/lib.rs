@@ -117,6 +117,7 @@ pub mod data;
 pub mod gpu;
 mod hub;
 pub mod idle;
+mod registry;
 mod roots;
 mod session;
 mod work;
@@ -190,6 +191,9 @@ pub struct ProviderConfig {
     /// Container jobs that ask for the network get this host's network
     /// (default false: such jobs are not taken, and go elsewhere).
     pub allow_network: bool,
+    /// Registries container images may be pulled from, as base URLs
+    /// (`https://ghcr.io`, `http://127.0.0.1:5000`); empty: none.
+    pub registries: Vec<String>,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -228,6 +232,7 @@ impl Default for ProviderConfig {
             gpus: None,
             gpu_bench: Vec::new(),
             allow_network: false,
+            registries: Vec::new(),
             fault: None,
         }
     }

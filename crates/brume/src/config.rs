@@ -212,6 +212,8 @@ pub struct ProviderSection {
     pub gpu_bench: Option<Vec<String>>,
     /// Container jobs that ask for the network get this host's.
     pub allow_network: Option<bool>,
+    /// Registries container images may be pulled from (base URLs).
+    pub registries: Option<Vec<String>>,
 }
 
 /// Reads the config file: `explicit` (from `--config`/`BRUME_CONFIG`) must

@@ -161,6 +161,11 @@ struct RunArgs {
     /// host's network (default: they get none, and go to other providers).
     #[arg(long)]
     allow_network: bool,
+    /// A registry container images may be pulled from, as a base URL
+    /// (`https://ghcr.io`, `http://127.0.0.1:5000`; repeatable; default:
+    /// none, images come from the broker only).
+    #[arg(long = "registry", value_name = "URL")]
+    registries: Vec<String>,
     /// A file of attestation evidence for the broker (trust tier 3): `KIND`
     /// on the first line, the evidence in hex on the second (`test`: the
     /// broker's test authority's signature; see docs/verification.md).
@@ -202,6 +207,27 @@ pub async fn main(args: ProvideArgs, file: &ProviderSection) -> ExitCode {
         Some(ProvideCommand::Status(s)) => status(s, file).await,
         None => run(args.run, file).await,
     }
+}
+
+/// The registries from the flags, else the config file: base URLs.
+fn registries(flags: Vec<String>, file: &ProviderSection) -> Result<Vec<String>, String> {
+    let all = if flags.is_empty() {
+        file.registries.clone().unwrap_or_default()
+    } else {
+        flags
+    };
+    for r in &all {
+        let host = r
+            .strip_prefix("https://")
+            .or_else(|| r.strip_prefix("http://"))
+            .map(|h| h.trim_end_matches('/'));
+        if host.is_none_or(|h| h.is_empty() || h.contains('/')) {
+            return Err(format!(
+                "--registry {r:?}: give the registry's base URL, e.g. https://ghcr.io"
+            ));
+        }
+    }
+    Ok(all)
 }
 
 /// The idle conditions from the flags, else the config file.
@@ -295,6 +321,7 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         idle: idle_policy(&args.max_load, &args.hours, file)?,
         idle_every: d.idle_every,
         allow_network: args.allow_network || file.allow_network.unwrap_or(false),
+        registries: registries(args.registries, file)?,
         gpu_bench: match &args.gpu_bench {
             Some(cmd) => cmd.split_whitespace().map(String::from).collect(),
             None => file.gpu_bench.clone().unwrap_or_default(),

@@ -279,9 +279,11 @@ pub struct RunArgs {
     #[arg(required_unless_present = "image")]
     module: Option<PathBuf>,
     /// Run an OCI container image instead of a module: an image layout
-    /// directory (`oci-layout`, `index.json`, `blobs/`) or its tar. It runs
-    /// on providers that take containers; the arguments replace the
-    /// image's `Cmd`.
+    /// directory (`oci-layout`, `index.json`, `blobs/`) or its tar, or an
+    /// image in a registry pinned by digest
+    /// (`registry.example/tool@sha256:…`, pulled by providers allowed that
+    /// registry). It runs on providers that take containers; the arguments
+    /// replace the image's `Cmd`.
     #[arg(long, value_name = "PATH")]
     image: Option<PathBuf>,
     /// Upload FILE and place it at DEST in the job's work dir (`/work`;
@@ -949,32 +951,43 @@ async fn run_inner(args: RunArgs, file: &ClientSection) -> Result<ExitCode, Fail
             ));
         }
     };
-    let name = service_name(args.name.as_deref(), &path)?;
+    // An image in a registry, pinned by digest: nothing to upload.
+    let reference = (kind == ServiceKind::Oci && !path.exists())
+        .then(|| path.to_string_lossy().into_owned())
+        .filter(|p| p.contains("@sha256:"));
+    let name = match &reference {
+        Some(_) => String::new(),
+        None => service_name(args.name.as_deref(), &path)?,
+    };
     let mut spec = job_spec(&args, &name)?;
     spec.args = guest_args;
+    if reference.is_some() {
+        spec.service = None;
+        spec.image = reference.clone();
+    }
     spec.validate()
         .map_err(|e| Failure::Usage(format!("{}: {}", e.code, e.message)))?;
-    let module = if kind == ServiceKind::Oci {
-        read_image(&path)?
-    } else {
-        read_module(&path)?
-    };
-
     let mut ui = Progress::new(!args.opts.json && std::io::stderr().is_terminal());
-    ui.message(format!(
-        "publishing {name} ({})",
-        bytesize::ByteSize(module.len() as u64)
-    ));
-    let published = client.publish(&name, kind, module).await;
-    match published {
-        // Pin what we uploaded: a concurrent publish of the same name can't
-        // swap the module under this job.
-        Ok(info) => spec.digest = Some(info.digest),
-        Err(e) => {
-            ui.clear();
-            let code = Failure::from(e).report();
-            eprintln!("  module: {}", path.display());
-            return Ok(code);
+    if reference.is_none() {
+        let module = if kind == ServiceKind::Oci {
+            read_image(&path)?
+        } else {
+            read_module(&path)?
+        };
+        ui.message(format!(
+            "publishing {name} ({})",
+            bytesize::ByteSize(module.len() as u64)
+        ));
+        match client.publish(&name, kind, module).await {
+            // Pin what we uploaded: a concurrent publish of the same name
+            // can't swap the module under this job.
+            Ok(info) => spec.digest = Some(info.digest),
+            Err(e) => {
+                ui.clear();
+                let code = Failure::from(e).report();
+                eprintln!("  module: {}", path.display());
+                return Ok(code);
+            }
         }
     }
     if !args.inputs.is_empty() {
@@ -1027,6 +1040,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
     Ok(JobSpec {
         service: Some(name.to_string()),
         digest: None,
+        image: None,
         args: args.args.clone(),
         env: args.env.iter().cloned().collect(),
         stdin,

@@ -222,6 +222,7 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         vcpus: spec.vcpus.unwrap_or(0),
         network: spec.network,
         min_mbps: spec.expect.mbps.unwrap_or(0),
+        image: spec.image.clone(),
     }
 }
 
@@ -262,6 +263,23 @@ fn module(shared: &Shared, spec: &JobSpec, caller: &str) -> Res<Module> {
             .map(hex::encode)
             .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("digest: {e}")))
     };
+    if let Some(image) = &spec.image {
+        if spec.service.is_some() || spec.digest.is_some() {
+            return Err(Fail::new(
+                ErrorCode::InvalidRequest,
+                "image: give an image, or a service or digest, not both",
+            ));
+        }
+        let r = brume_oci::registry::Reference::parse(image)
+            .map_err(|e| Fail::new(ErrorCode::InvalidRequest, format!("image: {e}")))?;
+        oci_rules(shared, spec, caller)?;
+        return Ok(Module {
+            service: None,
+            digest: r.digest,
+            developer: String::new(),
+            kind: ServiceKind::Oci,
+        });
+    }
     let (module, kind) = match (&spec.service, &spec.digest) {
         (Some(name), pin) => {
             // A digest given with a service pins the version: a concurrent

@@ -95,6 +95,10 @@ pub(crate) struct StoredJob {
     /// The bandwidth it declared, Mbit/s (0: its tier's).
     #[serde(default)]
     pub min_mbps: u64,
+    /// Its image in a registry, pinned by digest (`digest` is the
+    /// manifest's), when it names one instead of an uploaded layout.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// One change to a stored job: an event, with the job's new state (if it
@@ -685,6 +689,7 @@ fn work_spec(
             gpus: stored.gpus,
             vcpus: stored.vcpus,
             network: stored.network,
+            image: stored.image.clone(),
         },
     }
 }

@@ -35,6 +35,7 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         gpus: Default::default(),
         vcpus: Default::default(),
         network: Default::default(),
+        image: None,
     })
 }
 

@@ -518,6 +518,111 @@ async fn a_jobs_declared_runtime_and_bandwidth_are_checked_against_the_provider(
     );
 }
 
+/// A registry on loopback serving one image layout (the OCI distribution
+/// API's two GETs, anonymous): its base URL and the image's manifest
+/// digest (`sha256:…`).
+async fn serve_registry(layout_tar: &[u8]) -> (String, String) {
+    use std::collections::HashMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut archive = tar::Archive::new(layout_tar);
+    for e in archive.entries().expect("entries") {
+        let mut e = e.expect("entry");
+        let path = e.path().expect("path").to_string_lossy().into_owned();
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut b).expect("read");
+        files.insert(path, b);
+    }
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).expect("index");
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    // `/v2/busybox/{manifests,blobs}/sha256:<hex>` → `blobs/sha256/<hex>`.
+    let blobs: std::sync::Arc<HashMap<String, Vec<u8>>> = std::sync::Arc::new(
+        files
+            .into_iter()
+            .filter_map(|(p, b)| Some((p.strip_prefix("blobs/sha256/")?.to_string(), b)))
+            .collect(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let blobs = blobs.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let found = ["/v2/busybox/manifests/sha256:", "/v2/busybox/blobs/sha256:"]
+                    .iter()
+                    .find_map(|p| blobs.get(path.strip_prefix(p)?));
+                let (status, body) = match found {
+                    Some(b) => ("200 OK", b.clone()),
+                    None => ("404 Not Found", b"{}".to_vec()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    (base, digest)
+}
+
+/// An image named by reference, pinned by digest, is pulled from its
+/// registry by the provider allowed to use it (and only by it), checked and
+/// run; a digest the registry doesn't have fails the job, and a tag alone
+/// is refused up front.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_by_reference_is_pulled_from_its_registry() {
+    let (base, digest) = serve_registry(&busybox_image()).await;
+    let mut net = net(1).await;
+    net.add_provider_args(2, &["--containers", "--registry", &base])
+        .await;
+    let host = base.trim_start_matches("http://");
+    let job = |image: String, queue_timeout_ms: Option<u64>| JobSpec {
+        image: Some(image),
+        args: vec!["echo pulled; cat /etc/motd".into()],
+        queue_timeout_ms,
+        ..JobSpec::default()
+    };
+    let submitted = net
+        .client
+        .submit(&job(format!("{host}/busybox:1.36@{digest}"), None))
+        .await
+        .expect("submit");
+    let (_, r) = follow(&net.client, submitted.id).await;
+    assert_eq!(r.state, JobState::Succeeded, "{r:?}");
+    assert_eq!(r.stdout.0.as_ref(), b"pulled\ninside the image\n");
+    assert_eq!(
+        r.provider.as_deref(),
+        Some(net.providers[2].address.as_str()),
+        "only the provider allowed that registry"
+    );
+    let missing = format!("{host}/busybox@sha256:{}", "0".repeat(64));
+    let submitted = net
+        .client
+        .submit(&job(missing, Some(5_000)))
+        .await
+        .expect("submit");
+    let (_, r) = follow(&net.client, submitted.id).await;
+    assert_eq!(r.state, JobState::Failed, "{r:?}");
+    let err = net
+        .client
+        .submit(&job(format!("{host}/busybox:latest"), None))
+        .await
+        .expect_err("a tag alone");
+    assert!(err.to_string().contains("pin the image by digest"), "{err}");
+}
+
 /// An HTTP server on loopback that answers every GET with `body`.
 async fn serve(body: &'static [u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
