@@ -960,6 +960,52 @@ pub struct ProviderList {
     pub providers: Vec<ProviderInfo>,
 }
 
+/// What one connected provider offers (`GET /v1/offers`): its measured
+/// resources, its price, where it is and how it has done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Offer {
+    pub address: String,
+    pub region: String,
+    /// Its declared location, `[latitude, longitude]` in degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<[f64; 2]>,
+    /// Its distance from the query's `near`, in km (great circle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+    /// What it runs: `wasm`, and `oci` if it takes containers.
+    pub runtimes: Vec<String>,
+    pub slots: u32,
+    pub slots_free: u32,
+    /// The memory it is placed by (its claim, cut to what was measured).
+    pub memory_bytes: u64,
+    /// Its speed and bandwidth as the broker measured them.
+    pub measured_mips: u64,
+    pub measured_mbps: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<crate::wire::Gpus>,
+    /// Its ask, in micro-tokens per 10^9 fuel.
+    pub price_ask: Price,
+    /// Results returned over attempts taken, in ppm (a provider with no
+    /// history scores 1,000,000: one result of one attempt, assumed).
+    pub reputation_ppm: u64,
+    pub results: u64,
+    /// Its trust tier (1–4).
+    pub tier: u8,
+    /// Whether it has the query's `image` (a module or image digest) cached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+/// `GET /v1/offers`: one page of offers, and how many matched in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OfferList {
+    pub offers: Vec<Offer>,
+    pub total: u64,
+    /// The `offset` of the next page, if there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<u64>,
+}
+
 /// `GET /status` on a provider's local control port (`brume provide status`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderStatus {

@@ -116,6 +116,10 @@ pub struct Capabilities {
     /// `brume provide --hours`), if it keeps hours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hours: Option<[u8; 2]>,
+    /// Where it says it is: `[latitude, longitude]` in millionths of a
+    /// degree (`brume provide --location`), for offers near a place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<[i32; 2]>,
 }
 
 /// Milliseconds left, at `now_ms`, in the working hours `[start, end)`

@@ -427,6 +427,7 @@ mod tests {
             gpus: Default::default(),
             network: false,
             hours: None,
+            location: None,
         };
         // 2 GiB on 2 slots, granted in full: stands.
         let ok = judge_memory(&caps(2, 2 << 30), 2 << 30);

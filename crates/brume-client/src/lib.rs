@@ -939,6 +939,20 @@ impl Client {
         self.get_json(&["v1", "providers"]).await
     }
 
+    /// `GET /v1/offers`: what the connected providers offer, filtered by
+    /// `query`'s `(name, value)` pairs (`runtime`, `min_slots`, `near`,
+    /// `sort`, … as the route documents them).
+    pub async fn offers(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<brume_api::rest::OfferList, ClientError> {
+        let mut url = self.url(&["v1", "offers"]);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.json(self.request(Method::GET, url)).await
+    }
+
     // ---- chain ----
 
     /// `GET /v1/chain`: chain id, head block, the payout account, faucet.

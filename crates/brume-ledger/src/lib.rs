@@ -11,6 +11,7 @@
 //! - [`penalty`]: Kumo's surcharges and discounts.
 
 pub mod audit;
+pub mod curve;
 pub mod deal;
 pub mod penalty;
 pub mod pricing;

@@ -168,6 +168,7 @@ impl ScriptedProvider {
                 gpus: Default::default(),
                 network: false,
                 hours: None,
+                location: None,
             },
             price_ask: 0,
         });

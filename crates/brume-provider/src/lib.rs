@@ -194,6 +194,9 @@ pub struct ProviderConfig {
     /// Registries container images may be pulled from, as base URLs
     /// (`https://ghcr.io`, `http://127.0.0.1:5000`); empty: none.
     pub registries: Vec<String>,
+    /// Where it is, `(latitude, longitude)` in degrees, for requesters
+    /// looking for offers near them (a claim, shown as such).
+    pub location: Option<(f64, f64)>,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -233,6 +236,7 @@ impl Default for ProviderConfig {
             gpu_bench: Vec::new(),
             allow_network: false,
             registries: Vec::new(),
+            location: None,
             fault: None,
         }
     }

@@ -232,6 +232,9 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
                 .as_ref()
                 .and_then(|p| p.hours())
                 .map(|(a, b)| [a, b]),
+            location: config
+                .location
+                .map(|(lat, lon)| [(lat * 1e6).round() as i32, (lon * 1e6).round() as i32]),
         },
         price_ask: config.price_ask,
     });

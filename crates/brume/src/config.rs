@@ -214,6 +214,8 @@ pub struct ProviderSection {
     pub allow_network: Option<bool>,
     /// Registries container images may be pulled from (base URLs).
     pub registries: Option<Vec<String>>,
+    /// Where it is, `"LAT,LON"` in degrees.
+    pub location: Option<String>,
 }
 
 /// Reads the config file: `explicit` (from `--config`/`BRUME_CONFIG`) must

@@ -21,6 +21,7 @@ mod hub;
 mod keys;
 mod ledger;
 mod logging;
+mod offers;
 mod progress;
 mod proof;
 mod provide;
@@ -62,6 +63,9 @@ enum Command {
     Locate(directory::LocateArgs),
     /// Upload a module, run it as a job, show progress, exit with its code.
     Run(requester::RunArgs),
+    /// What the broker's providers offer: resources, price, place,
+    /// reputation; filtered and sorted.
+    Offers(offers::OffersArgs),
     /// Settle now: collect from payers, pay beneficiaries, on the chain.
     Settle(requester::SettleArgs),
     /// Inspect and cancel jobs.
@@ -154,6 +158,7 @@ fn main() -> ExitCode {
             Command::Run(args) => requester::run(args, &file.client).await,
             Command::Settle(args) => requester::settle(args, &file.client).await,
             Command::Job(args) => requester::job(args, &file.client).await,
+            Command::Offers(args) => offers::main(args, &file.client).await,
             Command::Bench(args) => bench::main(args).await,
             Command::Ledger(args) => ledger::main(args).await,
             Command::Keys(args) => keys::main(args),

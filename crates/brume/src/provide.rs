@@ -166,6 +166,10 @@ struct RunArgs {
     /// none, images come from the broker only).
     #[arg(long = "registry", value_name = "URL")]
     registries: Vec<String>,
+    /// Where this machine is, `LAT,LON` in degrees (e.g. `48.85,2.35`):
+    /// requesters look for offers near them (`brume offers --near`).
+    #[arg(long, value_name = "LAT,LON", value_parser = parse_location)]
+    location: Option<(f64, f64)>,
     /// A file of attestation evidence for the broker (trust tier 3): `KIND`
     /// on the first line, the evidence in hex on the second (`test`: the
     /// broker's test authority's signature; see docs/verification.md).
@@ -206,6 +210,20 @@ pub async fn main(args: ProvideArgs, file: &ProviderSection) -> ExitCode {
     match args.command {
         Some(ProvideCommand::Status(s)) => status(s, file).await,
         None => run(args.run, file).await,
+    }
+}
+
+/// `LAT,LON` in degrees, each in range.
+pub(crate) fn parse_location(s: &str) -> Result<(f64, f64), String> {
+    let (lat, lon) = s
+        .split_once(',')
+        .ok_or_else(|| format!("{s:?}: expected LAT,LON, e.g. 48.85,2.35"))?;
+    let num = |x: &str| x.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+    match (num(lat), num(lon)) {
+        (Some(lat), Some(lon)) if lat.abs() <= 90.0 && lon.abs() <= 180.0 => Ok((lat, lon)),
+        _ => Err(format!(
+            "{s:?}: latitude -90 to 90, longitude -180 to 180, in degrees"
+        )),
     }
 }
 
@@ -322,6 +340,11 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         idle_every: d.idle_every,
         allow_network: args.allow_network || file.allow_network.unwrap_or(false),
         registries: registries(args.registries, file)?,
+        location: match (args.location, &file.location) {
+            (Some(l), _) => Some(l),
+            (None, Some(s)) => Some(parse_location(s).map_err(|e| format!("location: {e}"))?),
+            (None, None) => None,
+        },
         gpu_bench: match &args.gpu_bench {
             Some(cmd) => cmd.split_whitespace().map(String::from).collect(),
             None => file.gpu_bench.clone().unwrap_or_default(),

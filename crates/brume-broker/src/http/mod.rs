@@ -15,6 +15,7 @@ mod keys;
 mod lambda;
 mod lambda_functions;
 mod ledger;
+mod offers;
 pub mod openapi;
 mod params;
 mod provider;
@@ -43,6 +44,7 @@ use crate::metrics::{RequestLabels, RouteLabels};
 pub(crate) type Sh = State<Arc<Shared>>;
 
 /// An error response.
+#[derive(Debug)]
 pub(crate) struct Fail(pub ApiError);
 
 impl Fail {
@@ -150,6 +152,7 @@ fn api(c: &crate::BrokerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(status::settlement_health))
         .routes(routes!(status::settlement_run))
         .routes(routes!(status::providers))
+        .routes(routes!(offers::offers))
         .routes(routes!(status::metrics))
         .routes(routes!(provider::connect))
         .routes(routes!(openapi::openapi_json))

@@ -24,6 +24,7 @@ pub(super) fn caps(
         gpus: Default::default(),
         network: false,
         hours: None,
+        location: None,
     }
 }
 

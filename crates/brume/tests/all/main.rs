@@ -21,6 +21,7 @@ mod lambda;
 mod ledger;
 mod net;
 mod network;
+mod offers;
 mod openapi;
 mod ownership;
 mod provider_policy;

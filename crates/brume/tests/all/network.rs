@@ -610,6 +610,7 @@ async fn handshake(url: &str, protocol: u32) -> (u16, String) {
             gpus: Default::default(),
             network: false,
             hours: None,
+            location: None,
         },
         price_ask: 0,
     });

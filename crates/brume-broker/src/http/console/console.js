@@ -82,10 +82,17 @@ function liveJob(id) {
   }
 }
 
-// Publishing: the module's bytes go up as the body of one request.
+// Publishing: the module's bytes go up as the body of one request. On
+// success the page reloads to list the new version, and the message
+// survives the reload (in sessionStorage), so it is never lost to it.
 function publishForm() {
   const form = document.getElementById("publish");
   if (!form) return;
+  const kept = sessionStorage.getItem("publish-result");
+  if (kept) {
+    document.getElementById("publish-result").textContent = kept;
+    sessionStorage.removeItem("publish-result");
+  }
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const file = document.getElementById("module").files[0];
@@ -106,6 +113,7 @@ function publishForm() {
       .then(([status, v]) => {
         if (status === 201) {
           out.textContent = "Published " + v.owner + "~" + v.name + "@" + v.version + " (sha256 " + v.digest + ")";
+          sessionStorage.setItem("publish-result", out.textContent);
           setTimeout(() => window.location.reload(), 300);
         } else {
           out.textContent = "Refused (" + v.code + "): " + v.message;
