@@ -113,6 +113,8 @@ fn row(
                 amount: c,
             },
         ],
+        price_multiplier_ppm: brume_ledger::pricing::MULTIPLIER_ONE,
+        utilisation_ppm: 0,
     };
     let mut private = PrivateData::default();
     private.salt[..8].copy_from_slice(&i.to_be_bytes());

@@ -119,9 +119,33 @@ pub struct Admission {
     pub requested: TierId,
     pub tier: TierId,
     pub cap_fiat_micros: Option<u128>,
+    /// The price in force at admission: the tier's price times this, in
+    /// ppm (10^6 is 1×; see [`crate::curve`]). Fixed at admission, so the
+    /// escrow hold taken then bounds the row.
+    #[serde(default = "multiplier_one")]
+    pub multiplier_ppm: u64,
+    /// The broker's utilisation at admission (busy slots / total, ppm),
+    /// which set the multiplier.
+    #[serde(default)]
+    pub utilisation_ppm: u32,
+}
+
+fn multiplier_one() -> u64 {
+    crate::pricing::MULTIPLIER_ONE
 }
 
 impl Admission {
+    /// An admission at 1× the tier's price.
+    pub fn new(requested: TierId, tier: TierId, cap_fiat_micros: Option<u128>) -> Admission {
+        Admission {
+            requested,
+            tier,
+            cap_fiat_micros,
+            multiplier_ppm: multiplier_one(),
+            utilisation_ppm: 0,
+        }
+    }
+
     /// Whether the tier is lower than requested.
     pub fn downgraded(&self) -> bool {
         self.tier != self.requested
@@ -196,11 +220,7 @@ impl Deal {
         let cap = request.cap_fiat_micros;
         let admit = |tier| -> Result<Admission, DealError> {
             pricer.table.get(tier)?;
-            Ok(Admission {
-                requested,
-                tier,
-                cap_fiat_micros: cap,
-            })
+            Ok(Admission::new(requested, tier, cap))
         };
         match (&self.structure, cap) {
             (CostStructure::Subscription { tier, .. }, None) => match request.tier {
@@ -611,7 +631,13 @@ mod tests {
             let d = deal(structure);
             let rate = ExchangeRate { fiat_micros_per_token: rate };
             let fee = Fee { tier: T1, day: 0, resource_units: 0, fee_fiat_micros: 0, token_amount: cost, rate };
-            let a = Admission { requested: T1, tier: T1, cap_fiat_micros: cap };
+            let a = Admission {
+                requested: T1,
+                tier: T1,
+                cap_fiat_micros: cap,
+                multiplier_ppm: multiplier_one(),
+                utilisation_ppm: 0,
+            };
             let c = d.charge(&fee, &a).expect("charged");
             prop_assert_eq!(c.cost, cost);
             prop_assert_eq!(c.parts.iter().map(|p| p.amount).sum::<u128>(), cost);

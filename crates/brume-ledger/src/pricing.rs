@@ -565,18 +565,38 @@ impl Pricer {
 
     /// The fee for `usage` at `tier` on day `day` (see the module docs).
     pub fn fee(&self, usage: &ResourceUsage, tier: TierId, day: u32) -> Result<Fee, PricingError> {
+        self.fee_scaled(usage, tier, day, MULTIPLIER_ONE)
+    }
+
+    /// [`fee`](Self::fee) with the tier's price times `multiplier_ppm` /
+    /// 10^6 (a dynamic price in force, see [`crate::curve`]), exactly: the
+    /// multiplier scales the fiat numerator before any rounding.
+    pub fn fee_scaled(
+        &self,
+        usage: &ResourceUsage,
+        tier: TierId,
+        day: u32,
+        multiplier_ppm: u64,
+    ) -> Result<Fee, PricingError> {
         if self.rate.fiat_micros_per_token == 0 {
             return Err(PricingError::ZeroRate);
         }
         let price = self.table.get(tier)?.fiat_micros_per_coin;
         let (num, den) = resource_units_exact(&self.config.basis, usage, day)?;
-        let fiat_num = mul(num, U512::from(price), "fee")?;
+        let fiat_num = mul(
+            mul(num, U512::from(price), "fee")?,
+            U512::from(multiplier_ppm),
+            "fee",
+        )?;
+        let den = mul(den, U512::from(MULTIPLIER_ONE), "fee")?;
+        let resource_den = den;
         let fiat_den = mul(den, U512::from(BASE_UNITS_PER_TOKEN), "fee")?;
         let token_den = mul(den, U512::from(self.rate.fiat_micros_per_token), "fee")?;
+        let num = mul(num, U512::from(MULTIPLIER_ONE), "fee")?;
         Ok(Fee {
             tier,
             day,
-            resource_units: to_u128(div_ceil(num, den), "resource units")?,
+            resource_units: to_u128(div_ceil(num, resource_den), "resource units")?,
             fee_fiat_micros: to_u128(div_half_even(fiat_num, fiat_den), "fiat fee")?,
             token_amount: to_u128(div_ceil(fiat_num, token_den), "token amount")?,
             rate: self.rate,
@@ -593,6 +613,9 @@ impl Pricer {
         self.fee(usage, tier, self.config.day_of(unix_ms)?)
     }
 }
+
+/// A price multiplier of 1×, in parts per million.
+pub const MULTIPLIER_ONE: u64 = 1_000_000;
 
 /// Micro-units of fiat converted to token base units at `rate`, rounded
 /// up (the same rule as [`Fee::token_amount`]).

@@ -63,6 +63,7 @@
 //! | `payers` | list of `[text account, text kind, uint amount]`: who pays the fee (the deal's charge), `amount` in token base units, in the recorded order; the amounts sum to `token_amount` |
 //! | `payouts` | list of `[text beneficiary, text role, uint amount]`: who receives it, `amount` in token base units, in the recorded order; the amounts sum to `token_amount` |
 //! | `peak_memory_bytes` | uint |
+//! | `price_multiplier_ppm` | uint: the price in force at admission, as the tier's price times this / 10^6 (a tier's dynamic price curve; 10^6 for a fixed price); only in rows of schema version 3 and later |
 //! | `private_hash` | bytes (32) |
 //! | `provider` | text |
 //! | `rate_fiat_micros`, `rate_token_units` | uint: `rate_token_units` base units of the token were worth `rate_fiat_micros` micro-units of `fee_currency` |
@@ -73,6 +74,7 @@
 //! | `tier` | text |
 //! | `timestamp_ms` | uint: milliseconds since the Unix epoch, UTC |
 //! | `token_amount` | uint: the fee in token base units |
+//! | `utilisation_ppm` | uint: the broker's utilisation (busy slots / slots, ppm) when the work was admitted, which set `price_multiplier_ppm`; only in rows of schema version 3 and later |
 //! | `wall_us` | uint: wall time in microseconds |
 //! | `work_id` | text |
 //!
@@ -121,9 +123,10 @@ use serde::{Deserialize, Serialize};
 use crate::store::LedgerError;
 
 /// The row format version new rows are written in, hashed as the
-/// `schema_version` column. Version 1 rows (no `gpu_flop` pair) still
-/// verify: a row carries its version, and the hash follows it.
-pub const SCHEMA_VERSION: u32 = 2;
+/// `schema_version` column. Older rows still verify: a row carries its
+/// version, and the hash follows it (version 1: no `gpu_flop`; version 2:
+/// no `price_multiplier_ppm` nor `utilisation_ppm`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The oldest row format version this brume reads.
 pub const MIN_SCHEMA_VERSION: u32 = 1;
@@ -131,6 +134,11 @@ pub const MIN_SCHEMA_VERSION: u32 = 1;
 /// The version of a row that does not say (JSON written before version 2).
 fn version_one() -> u32 {
     1
+}
+
+/// The price multiplier of a row that does not say: 1×.
+fn multiplier_one() -> u64 {
+    crate::pricing::MULTIPLIER_ONE
 }
 
 /// At most this many bytes in an id, a digest, a tier, a currency, a role.
@@ -215,6 +223,7 @@ pub static COLUMNS: &[Column] = &[
     col("payers", Immutable, Internal, Public, "(account, kind, amount in token base units): who pays"),
     col("payouts", Immutable, Internal, Public, "(beneficiary, role, amount in token base units): who receives"),
     col("peak_memory_bytes", Immutable, Internal, Public, "peak linear memory"),
+    col("price_multiplier_ppm", Immutable, Internal, Public, "the price in force: the tier's price times this, ppm (schema 3 on)"),
     col("private_hash", Immutable, Internal, Public, "Keccak-256 of the internal private columns"),
     col("provider", Immutable, Internal, Public, "the provider's account id"),
     col("rate_fiat_micros", Immutable, Internal, Public, "exchange rate: fiat micro-units …"),
@@ -227,6 +236,7 @@ pub static COLUMNS: &[Column] = &[
     col("tier", Immutable, Internal, Public, "the service tier"),
     col("timestamp_ms", Immutable, Internal, Public, "completion time, ms since the epoch, UTC"),
     col("token_amount", Immutable, Internal, Public, "the fee in token base units, surcharge included"),
+    col("utilisation_ppm", Immutable, Internal, Public, "the broker's utilisation at admission, ppm (schema 3 on)"),
     col("wall_us", Immutable, Internal, Public, "wall time, microseconds"),
     col("work_id", Immutable, Internal, Public, "the work unit's id (unique)"),
     col("metrics", Immutable, Internal, Private, "performance metrics"),
@@ -428,6 +438,14 @@ pub struct RowData {
     pub payers: Vec<PayerPart>,
     /// Who receives `token_amount`.
     pub payouts: Vec<Payout>,
+    /// The price in force: the tier's price times this, in ppm (1× in rows
+    /// before version 3).
+    #[serde(default = "multiplier_one")]
+    pub price_multiplier_ppm: u64,
+    /// The broker's utilisation at admission, in ppm (0 in rows before
+    /// version 3).
+    #[serde(default)]
+    pub utilisation_ppm: u32,
 }
 
 /// The private, immutable columns: visible only to the row's owner,
@@ -723,6 +741,10 @@ fn public_pairs<'a>(
     if d.schema_version >= 2 {
         pairs.push(("gpu_flop", Value::Uint(d.usage.gpu_flop)));
     }
+    if d.schema_version >= 3 {
+        pairs.push(("price_multiplier_ppm", u(d.price_multiplier_ppm)));
+        pairs.push(("utilisation_ppm", u(u64::from(d.utilisation_ppm))));
+    }
     // Sorting puts `gpu_flop` in its place, and keeps the function right if
     // a column is added out of place.
     pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -766,6 +788,10 @@ pub fn row_hash(d: &RowData, private_hash: &Hash32, custom_hash: &Hash32) -> Has
     e.end(list);
     e.name("peak_memory_bytes")
         .uint(u(d.usage.peak_memory_bytes));
+    if d.schema_version >= 3 {
+        e.name("price_multiplier_ppm")
+            .uint(u(d.price_multiplier_ppm));
+    }
     e.name("private_hash").bytes(&private_hash.0);
     e.name("provider").text(&d.provider);
     e.name("rate_fiat_micros").uint(d.rate.fiat_micros);
@@ -777,6 +803,10 @@ pub fn row_hash(d: &RowData, private_hash: &Hash32, custom_hash: &Hash32) -> Has
     e.name("tier").text(&d.tier);
     e.name("timestamp_ms").uint(u(d.timestamp_ms));
     e.name("token_amount").uint(d.token_amount);
+    if d.schema_version >= 3 {
+        e.name("utilisation_ppm")
+            .uint(u128::from(d.utilisation_ppm));
+    }
     e.name("wall_us").uint(u(d.usage.wall_us));
     e.name("work_id").text(&d.work_id);
     e.hash()
@@ -919,6 +949,17 @@ fn validate(d: &RowData, p: &PrivateData) -> Result<(), LedgerError> {
     }
     if d.schema_version < 2 && d.usage.gpu_flop != 0 {
         return Err(invalid("gpu_flop", "a version 1 row has no GPU work"));
+    }
+    if d.schema_version < 3
+        && (d.price_multiplier_ppm != multiplier_one() || d.utilisation_ppm != 0)
+    {
+        return Err(invalid(
+            "price_multiplier_ppm",
+            "a row before version 3 has a fixed price",
+        ));
+    }
+    if d.utilisation_ppm > 1_000_000 {
+        return Err(invalid("utilisation_ppm", "more than 1,000,000 ppm"));
     }
     if d.work_id.is_empty() {
         return Err(invalid("work_id", "empty"));
@@ -1092,6 +1133,8 @@ pub fn example_row() -> Result<LedgerRow, LedgerError> {
                 amount: 3_000_000_000_000_000,
             },
         ],
+        price_multiplier_ppm: multiplier_one(),
+        utilisation_ppm: 0,
     };
     let private = PrivateData {
         salt: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
@@ -1248,6 +1291,28 @@ mod tests {
             .remove("gpu_flop");
         let old: LedgerRow = serde_json::from_value(json).expect("old json");
         old.check_sealed().expect("a version 1 row still checks");
+        // Version 3 hashes the price in force and the utilisation; before
+        // it, the price was fixed.
+        d.usage.gpu_flop = 0;
+        d.schema_version = 3;
+        let v3 = LedgerRow::seal(d.clone(), private.clone()).expect("v3");
+        assert_ne!(v3.row_hash, v2.row_hash, "the version is hashed");
+        d.price_multiplier_ppm = 2_500_000;
+        d.utilisation_ppm = 900_000;
+        let surged = LedgerRow::seal(d.clone(), private.clone()).expect("v3 surged");
+        let mut edited = surged.clone();
+        edited.data.utilisation_ppm -= 1;
+        assert_eq!(
+            edited.check_sealed().expect_err("edited").code(),
+            "invalid_row"
+        );
+        d.schema_version = 2;
+        assert!(
+            LedgerRow::seal(d.clone(), private.clone()).is_err(),
+            "a v2 row at 2.5x"
+        );
+        d.price_multiplier_ppm = crate::pricing::MULTIPLIER_ONE;
+        d.utilisation_ppm = 0;
         for (version, flop) in [(1, 1), (0, 0), (SCHEMA_VERSION + 1, 0)] {
             d.schema_version = version;
             d.usage.gpu_flop = flop;

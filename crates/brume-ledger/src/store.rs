@@ -467,8 +467,9 @@ mod codec {
 
     use crate::row::{ExchangeRate, Hash32, LedgerRow, PayerPart, Payout, PrivateData};
 
-    /// The `data` blob's format: 2 adds the row's version and GPU work.
-    const DATA_FORMAT: u8 = 2;
+    /// The `data` blob's format: 2 adds the row's version and GPU work, 3
+    /// its price multiplier and utilisation.
+    const DATA_FORMAT: u8 = 3;
     /// The `private` blob's format.
     const FORMAT: u8 = 1;
 
@@ -545,6 +546,8 @@ mod codec {
         w.0.extend_from_slice(&row.custom_hash.0);
         w.uint(u128::from(d.schema_version));
         w.uint(d.usage.gpu_flop);
+        w.u64(d.price_multiplier_ppm);
+        w.uint(u128::from(d.utilisation_ppm));
         w.0
     }
 
@@ -588,6 +591,8 @@ mod codec {
         pub custom_hash: Hash32,
         pub schema_version: u32,
         pub gpu_flop: u128,
+        pub price_multiplier_ppm: u64,
+        pub utilisation_ppm: u32,
     }
 
     struct R<'a>(&'a [u8]);
@@ -731,11 +736,18 @@ mod codec {
             custom_hash: Hash32(r.array()?),
             schema_version: 1,
             gpu_flop: 0,
+            price_multiplier_ppm: crate::pricing::MULTIPLIER_ONE,
+            utilisation_ppm: 0,
         };
         if format >= 2 {
             d.schema_version =
                 u32::try_from(r.uint()?).map_err(|_| "schema_version out of range")?;
             d.gpu_flop = r.uint()?;
+        }
+        if format >= 3 {
+            d.price_multiplier_ppm = r.u64()?;
+            d.utilisation_ppm =
+                u32::try_from(r.uint()?).map_err(|_| "utilisation_ppm out of range")?;
         }
         r.end()?;
         Ok(d)
@@ -1243,6 +1255,8 @@ impl RawRow {
                 rate: d.rate,
                 payers: d.payers,
                 payouts: d.payouts,
+                price_multiplier_ppm: d.price_multiplier_ppm,
+                utilisation_ppm: d.utilisation_ppm,
             },
             private_hash: d.private_hash,
             custom_hash: d.custom_hash,
@@ -1474,10 +1488,11 @@ mod tests {
     fn format_1_blobs_decode_as_version_1_rows() {
         let v1 = row("old");
         let mut blob = codec::data(&v1);
-        // Format 2 ends in the version (1) and gpu_flop (0): one byte each.
-        assert_eq!(blob[0], 2);
-        assert_eq!(blob[blob.len() - 2..], [1, 0]);
-        blob.truncate(blob.len() - 2);
+        // Format 3 ends in the version (1), gpu_flop (0), the multiplier
+        // (10^6: 3 bytes) and the utilisation (0); format 1 has none.
+        assert_eq!(blob[0], 3);
+        assert_eq!(blob[blob.len() - 6..blob.len() - 4], [1, 0]);
+        blob.truncate(blob.len() - 6);
         blob[0] = 1;
         let d = codec::decode_data(&blob).expect("format 1 decodes");
         assert_eq!((d.schema_version, d.gpu_flop), (1, 0));
@@ -1488,7 +1503,7 @@ mod tests {
         let v2 = LedgerRow::seal(v2.data, p).expect("seal");
         let d = codec::decode_data(&codec::data(&v2)).expect("format 2 decodes");
         assert_eq!((d.schema_version, d.gpu_flop), (2, u128::MAX));
-        blob[0] = 3;
+        blob[0] = 4;
         assert!(
             codec::decode_data(&blob).is_err(),
             "an unknown format is corrupt"

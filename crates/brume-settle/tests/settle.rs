@@ -154,6 +154,8 @@ impl World {
                 rate: ExchangeRate::per_whole_token(1_000_000),
                 payers,
                 payouts,
+                price_multiplier_ppm: brume_ledger::pricing::MULTIPLIER_ONE,
+                utilisation_ppm: 0,
             };
             ids.push(data.work_id.clone());
             rows.push(SealedRow::seal(data, PrivateData::default()).expect("seal"));

@@ -11,7 +11,8 @@ use crate::Shared;
 use crate::ledger::{self, Billing};
 use brume_ledger::deal::Admission;
 
-/// The tier a request runs at under its account's deal.
+/// The tier a request runs at under its account's deal, and the price in
+/// force: a tier with a curve prices by the broker's utilisation now.
 pub(super) fn admit(
     shared: &Shared,
     account: &str,
@@ -19,14 +20,28 @@ pub(super) fn admit(
     cap_fiat_micros: Option<u64>,
     digest: &str,
 ) -> Res<Admission> {
-    shared
+    let mut admission = shared
         .ledger
         .admit(account, tier, cap_fiat_micros, digest)
         .map_err(|e| match e {
             ledger::AdmitError::Invalid(m) => Fail::new(ErrorCode::InvalidRequest, m),
             ledger::AdmitError::NotInDeal(m) => Fail::new(ErrorCode::Conflict, m),
             ledger::AdmitError::OverCap(e) => Fail::new(ErrorCode::OverPriceCap, e.to_string()),
-        })
+        })?;
+    shared
+        .ledger
+        .price_in_force(&mut admission, || utilisation(shared));
+    Ok(admission)
+}
+
+/// The broker's utilisation: busy slots over all its providers' slots, in
+/// ppm (0 with none connected).
+pub(crate) fn utilisation(shared: &Shared) -> u32 {
+    let t = shared.lifecycle.read(|s| s.totals);
+    match t.slots {
+        0 => 0,
+        n => (t.slots_busy.min(n) * 1_000_000 / n) as u32,
+    }
 }
 
 /// Holds `units` times the work's maximum cost (from its `limits` and the

@@ -19,23 +19,31 @@ const MAX_LIMIT: u64 = 200;
 #[into_params(parameter_in = Query)]
 pub(super) struct OfferQuery {
     /// Only providers that run this: `wasm` or `oci`.
+    #[param(pattern = "^(?:wasm|oci)$")]
     runtime: Option<String>,
     /// At least this many slots free now.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     min_slots: Option<u32>,
     /// At least this much memory (bytes).
     min_memory: Option<u64>,
     /// At least this many GPUs.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295_i64)]
     gpu: Option<u32>,
     /// Only this region.
     region: Option<String>,
     /// `LAT,LON` in degrees: adds each offer's distance, and lets `sort=distance`.
+    #[param(
+        pattern = r"^-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?),-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)$"
+    )]
     near: Option<String>,
     /// An ask at most this (micro-tokens per 10^9 fuel).
     max_price: Option<u64>,
     /// Only providers with this module or image digest (sha256) cached.
+    #[param(pattern = "^(?:sha256:)?[0-9a-fA-F]{64}$")]
     image: Option<String>,
     /// `price` (cheapest first, the default), `distance` (nearest first,
     /// with `near`) or `reputation` (best first).
+    #[param(pattern = "^(?:price|distance|reputation)$")]
     sort: Option<String>,
     /// At most this many (default 50, at most 200).
     limit: Option<u64>,
@@ -130,6 +138,17 @@ fn bad(m: String) -> Fail {
 
 impl Filter {
     fn of(q: &OfferQuery) -> Res<Filter> {
+        // The document says int64: a larger count is not one.
+        for (name, v) in [
+            ("min_memory", q.min_memory),
+            ("max_price", q.max_price),
+            ("limit", q.limit),
+            ("offset", q.offset),
+        ] {
+            if v.is_some_and(|v| i64::try_from(v).is_err()) {
+                return Err(bad(format!("{name}: at most {}", i64::MAX)));
+            }
+        }
         let runtime = match q.runtime.as_deref() {
             None => None,
             Some(r @ ("wasm" | "oci")) => Some(r.to_string()),

@@ -102,7 +102,9 @@ fn errors(operation_id: &str) -> Option<&'static [ErrorCode]> {
             E::UnknownService,
             E::Retired,
         ],
-        "list_services" | "list_jobs" | "directory" | "ledger_rows" => &[E::InvalidRequest],
+        "list_services" | "list_jobs" | "directory" | "ledger_rows" | "offers" => {
+            &[E::InvalidRequest]
+        }
         "get_service" | "service_versions" => &[E::InvalidRequest, E::UnknownService, E::NotOwner],
         "retire_service" => &[E::InvalidRequest, E::UnknownService, E::NotOwner],
         "move_service" => &[

@@ -50,6 +50,11 @@ pub struct TierConfig {
     /// lower don't get this tier's work.
     #[serde(default)]
     pub min_bandwidth_mbps: u64,
+    /// A dynamic price: the tier's price times this curve of the broker's
+    /// utilisation at admission (four `[utilisation_ppm, multiplier_ppm]`
+    /// control points; see `brume_ledger::curve`). None: a fixed price.
+    #[serde(default)]
+    pub curve: Option<brume_ledger::curve::BezierCurve>,
 }
 
 fn one() -> u32 {
@@ -107,6 +112,7 @@ impl Default for LedgerConfig {
                 min_threads: 1,
                 min_mips: 0,
                 min_bandwidth_mbps: 0,
+                curve: None,
             }],
             default_tier: String::new(),
             fiat_micros_per_token: 1_000_000,
@@ -123,6 +129,8 @@ pub(super) struct Tiers {
     pub table: PriceTable,
     pub names: Vec<String>,
     pub needs: Vec<TierNeeds>,
+    /// Each tier's dynamic price curve, if it has one.
+    pub curves: Vec<Option<brume_ledger::curve::BezierCurve>>,
     pub default: TierId,
 }
 
@@ -192,6 +200,7 @@ impl LedgerConfig {
             table,
             names,
             needs,
+            curves: self.tiers.iter().map(|t| t.curve).collect(),
             default,
         })
     }

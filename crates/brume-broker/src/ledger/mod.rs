@@ -199,6 +199,8 @@ pub struct Ledger {
     /// Tier names, by `TierId` (the index in the config).
     tier_names: Vec<String>,
     tier_needs: Vec<TierNeeds>,
+    /// Each tier's dynamic price curve, if it has one.
+    curves: Vec<Option<brume_ledger::curve::BezierCurve>>,
     default_tier: TierId,
     deals: HashMap<String, Deal>,
     penalties: PenaltyConfig,
@@ -284,6 +286,7 @@ impl Ledger {
             table,
             names: tier_names,
             needs: tier_needs,
+            curves,
             default: default_tier,
         } = config.tiers()?;
         let deals = config.deals(&tier_names, default_tier)?;
@@ -307,6 +310,7 @@ impl Ledger {
             pricer,
             tier_names,
             tier_needs,
+            curves,
             default_tier,
             deals,
             penalties: config.penalties,
@@ -469,6 +473,21 @@ impl Ledger {
     /// A capped request under a downgrade deal is estimated from the mean
     /// usage of the service's earlier runs (none yet: zero, and the operator
     /// absorbs what the cap doesn't cover).
+    /// Sets the price in force on `admission`: its tier's curve at the
+    /// utilisation `utilisation` reads (called only for a tier with a
+    /// curve, so a fixed-price tier costs no sample).
+    pub(crate) fn price_in_force(
+        &self,
+        admission: &mut Admission,
+        utilisation: impl FnOnce() -> u32,
+    ) {
+        if let Some(Some(curve)) = self.curves.get(usize::from(admission.tier.0)) {
+            let u = utilisation().min(1_000_000);
+            admission.utilisation_ppm = u;
+            admission.multiplier_ppm = curve.multiplier_ppm(u);
+        }
+    }
+
     pub(crate) fn admit(
         &self,
         account: &str,

@@ -48,11 +48,10 @@ impl Ledger {
         ran: Ran<'_>,
     ) -> Result<(Unsealed, Cost), BillError> {
         let now = crate::now_ms();
-        let admission = billing.admission.unwrap_or(Admission {
-            requested: self.default_tier,
-            tier: self.default_tier,
-            cap_fiat_micros: None,
-        });
+        let admission =
+            billing
+                .admission
+                .unwrap_or(Admission::new(self.default_tier, self.default_tier, None));
         // A provider's word on its usage never exceeds what the work was
         // allowed: the escrow hold ([`Ledger::max_cost`]) bounds the row.
         let clamped = clamp(ran.usage, &work.spec.limits, work.spec.oci.gpus);
@@ -100,6 +99,8 @@ impl Ledger {
             rate: row::ExchangeRate::per_whole_token(fee.rate.fiat_micros_per_token),
             payers,
             payouts,
+            price_multiplier_ppm: admission.multiplier_ppm,
+            utilisation_ppm: admission.utilisation_ppm,
         };
         let private = private_data(billing, ran, admission.downgraded());
         let cost = Cost {
@@ -153,11 +154,14 @@ impl Ledger {
             bytes_in: usage.bytes_in,
             bytes_out: usage.bytes_out,
         };
-        let mut fee = self.pricer.fee_at(
-            &resources,
-            admission.tier,
-            i64::try_from(now).map_err(|_| BillError::Overflow("timestamp"))?,
-        )?;
+        let day = self
+            .pricer
+            .config
+            .day_of(i64::try_from(now).map_err(|_| BillError::Overflow("timestamp"))?)?;
+        // The price in force at admission (the tier's curve, if any).
+        let mut fee =
+            self.pricer
+                .fee_scaled(&resources, admission.tier, day, admission.multiplier_ppm)?;
         let measured = Measured {
             runtime_ms: usage.wall_us / 1000,
             peak_memory_bytes: usage.peak_memory_bytes,
@@ -365,6 +369,8 @@ impl Ledger {
                 role: t.payee.1.into(),
                 amount: t.amount,
             }],
+            price_multiplier_ppm: brume_ledger::pricing::MULTIPLIER_ONE,
+            utilisation_ppm: 0,
         }
     }
 

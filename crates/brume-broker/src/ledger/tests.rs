@@ -13,13 +13,29 @@ fn ledger() -> (Ledger, tempfile::TempDir) {
     (ledger, dir)
 }
 
+/// 1× up to half busy, then rising to 5× when full.
+fn surge() -> brume_ledger::curve::BezierCurve {
+    brume_ledger::curve::BezierCurve::new([
+        (0, 1_000_000),
+        (500_000, 1_000_000),
+        (800_000, 3_000_000),
+        (1_000_000, 5_000_000),
+    ])
+    .expect("curve")
+}
+
+/// A ledger whose one tier prices by [`surge`].
+fn surging_ledger() -> (Ledger, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = LedgerConfig::default();
+    config.tiers[0].curve = Some(surge());
+    let (ledger, _rx) = Ledger::open(dir.path(), &config, "0xoperator".into()).expect("ledger");
+    (ledger, dir)
+}
+
 fn admission(ledger: &Ledger, tier: u16, cap: Option<u128>) -> Admission {
     let tier = TierId(tier % ledger.tier_names.len() as u16);
-    Admission {
-        requested: tier,
-        tier,
-        cap_fiat_micros: cap,
-    }
+    Admission::new(tier, tier, cap)
 }
 
 /// One unit's limits, what its provider may claim it used (up to ten times
@@ -116,6 +132,31 @@ proptest! {
         let adm = admission(&ledger, tier, None);
         let hold = ledger.max_cost(&adm, &l, &d, g.0).expect("max cost");
         prop_assert!(charge(&ledger, &adm, &l, &u, &d, g) <= hold);
+    }
+
+    /// Under a dynamic price, the price in force is the tier's curve at the
+    /// utilisation sampled at admission; the row never costs more than the
+    /// hold taken then; its price is recomputed from the utilisation it
+    /// records; and a busier broker never charges less.
+    #[test]
+    fn a_rows_price_is_recomputed_from_its_recorded_utilisation(
+        (l, u, d, _, g) in unit(),
+        util in 0u32..=1_000_000,
+    ) {
+        let (ledger, _dir) = surging_ledger();
+        let mut adm = admission(&ledger, 0, None);
+        ledger.price_in_force(&mut adm, || util);
+        prop_assert_eq!(adm.utilisation_ppm, util);
+        prop_assert_eq!(adm.multiplier_ppm, surge().multiplier_ppm(util));
+        let hold = ledger.max_cost(&adm, &l, &d, g.0).expect("max cost");
+        let charged = charge(&ledger, &adm, &l, &u, &d, g);
+        prop_assert!(charged <= hold);
+        let mut again = admission(&ledger, 0, None);
+        ledger.price_in_force(&mut again, || adm.utilisation_ppm);
+        prop_assert_eq!(charge(&ledger, &again, &l, &u, &d, g), charged);
+        let mut full = admission(&ledger, 0, None);
+        ledger.price_in_force(&mut full, || 1_000_000);
+        prop_assert!(charge(&ledger, &full, &l, &u, &d, g) >= charged);
     }
 
     /// Random work mixes against one allowance: units are admitted only

@@ -117,6 +117,8 @@ fn rows(p: &Parties, from: u64, n: u64) -> Vec<SealedRow> {
                     amount: fee,
                 }],
                 payouts,
+                price_multiplier_ppm: brume_ledger::pricing::MULTIPLIER_ONE,
+                utilisation_ppm: 0,
             };
             let mut private = PrivateData::default();
             private.salt[..8].copy_from_slice(&i.to_be_bytes());

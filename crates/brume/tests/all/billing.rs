@@ -373,3 +373,48 @@ async fn a_job_cancelled_while_running_pays_for_the_fuel_it_reported() {
     let info = net.client.job(job.id).await.expect("job");
     assert_eq!(info.state, JobState::Cancelled);
 }
+
+/// One tier whose price follows the broker's utilisation (about 1× idle to
+/// 3× full, a straight line as a Bézier curve).
+const SURGE: &str = r#"
+[[broker.ledger.tiers]]
+name = "standard"
+fiat_micros_per_coin = 1000000000000
+curve = [[0, 1000000], [333333, 1666666], [666667, 2333334], [1000000, 3000000]]
+"#;
+
+/// A dynamic price: a job admitted while the broker is idle pays 1×, the
+/// same job admitted while one of three slots is busy pays the curve at a
+/// third, and each row records the utilisation and the multiplier it was
+/// priced at. (Three slots: one is kept for functions.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_on_a_curve_prices_by_the_utilisation_at_admission() {
+    let net = Net::start_with(1, 3, Some(SURGE), &[]).await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    let idle = run(&net, &net.key, &cpu_job(100_000)).await;
+    assert_eq!(idle["schema_version"], 3, "{idle}");
+    assert_eq!(
+        (&idle["utilisation_ppm"], &idle["price_multiplier_ppm"]),
+        (&Value::from(0), &Value::from(1_000_000)),
+        "{idle}"
+    );
+    // Hold one of the two slots.
+    let long = net
+        .client
+        .submit(&cpu_job(1_000_000_000_000))
+        .await
+        .expect("submit");
+    net.wait_state(long.id, JobState::Running).await;
+    let busy = run(&net, &net.key, &cpu_job(100_000)).await;
+    assert_eq!(busy["utilisation_ppm"], 333_333, "{busy}");
+    let m = busy["price_multiplier_ppm"].as_u64().expect("multiplier");
+    assert!((1_666_656..=1_666_676).contains(&m), "about 5/3x: {busy}");
+    // Same work, same fuel: the fee scales with the multiplier (to the
+    // rounding of a base unit).
+    assert_eq!(idle["usage"]["fuel"], busy["usage"]["fuel"]);
+    let (a, b) = (tokens(&idle["token_amount"]), tokens(&busy["token_amount"]));
+    let expected = a * u128::from(m) / 1_000_000;
+    assert!(b.abs_diff(expected) <= 1, "{a} at 1x, {b} at {m} ppm");
+    net.client.cancel(long.id).await.expect("cancel");
+}
