@@ -109,6 +109,10 @@ codes! {
     /// The paying account's allowance to the broker's payout account, minus
     /// its unsettled charges, can't cover the work's maximum cost (escrow).
     InsufficientAllowance = ("insufficient_allowance", 402),
+    /// A requester who is only a key (signed requests) already runs as many
+    /// units at once as its trust level allows; the message gives the
+    /// limit, which grows with its escrow allowance and a clean history.
+    TrustLimit = ("trust_limit", 429),
     /// A chain transaction would spend more tokens than the account holds.
     InsufficientBalance = ("insufficient_balance", 402),
     /// A signature (a signed request's, or a chain transaction's) doesn't

@@ -44,6 +44,10 @@ struct AccountEscrow {
     outstanding: u128,
     reserved: u128,
     allowance: Option<(u128, Instant)>,
+    /// Holds not yet released: the units of work it has running now.
+    open: u32,
+    /// Rows charged to it since the broker started (its history).
+    billed_units: u64,
 }
 
 /// One account's escrow figures.
@@ -70,6 +74,12 @@ pub(crate) enum Reserve {
         allowance: u128,
         committed: u128,
     },
+    /// It already has `open` units running, its limit (see
+    /// [`Escrow::try_reserve_limited`]).
+    TooMany {
+        open: u32,
+        limit: u32,
+    },
 }
 
 /// A reservation of one unit of work's maximum cost; released once.
@@ -90,6 +100,7 @@ impl Hold {
         let mut accounts = self.escrow.accounts.lock();
         if let Some(a) = accounts.get_mut(&self.account) {
             a.reserved = a.reserved.saturating_sub(self.amount);
+            a.open = a.open.saturating_sub(1);
         }
     }
 
@@ -125,13 +136,30 @@ impl Escrow {
         }
     }
 
-    /// Reserves `amount` for `account` if its cached allowance (younger
-    /// than [`ALLOWANCE_TTL`] unless `fresh`) covers it.
+    /// [`try_reserve_limited`](Self::try_reserve_limited) with no limit.
+    #[cfg(test)]
     pub(crate) fn try_reserve(
         self: &Arc<Self>,
         account: &str,
         amount: u128,
         fresh: bool,
+    ) -> Reserve {
+        self.try_reserve_limited(account, amount, fresh, None)
+    }
+
+    /// Reserves `amount` for `account` if its cached allowance (younger
+    /// than [`ALLOWANCE_TTL`] unless `fresh`) covers it, and it has fewer
+    /// than `limit(allowance, clean history)` units running: with that
+    /// many, it refuses ([`Reserve::TooMany`]; [`Reserve::Stale`] unless
+    /// `fresh`, since a new deposit may raise the limit). The history is the rows charged to
+    /// the account since the broker started, counted only while it owes
+    /// no more than its allowance.
+    pub(crate) fn try_reserve_limited(
+        self: &Arc<Self>,
+        account: &str,
+        amount: u128,
+        fresh: bool,
+        limit: Option<&(dyn Fn(u128, u64) -> u32 + Sync)>,
     ) -> Reserve {
         let account = account_key(account);
         let mut accounts = self.accounts.lock();
@@ -139,6 +167,24 @@ impl Escrow {
         let Some((allowance, at)) = a.allowance else {
             return Reserve::Stale;
         };
+        if let Some(limit) = limit {
+            let clean = if a.outstanding <= allowance {
+                a.billed_units
+            } else {
+                0
+            };
+            let limit = limit(allowance, clean);
+            if a.open >= limit {
+                // A cached allowance may be older than a new deposit.
+                if !fresh {
+                    return Reserve::Stale;
+                }
+                return Reserve::TooMany {
+                    open: a.open,
+                    limit,
+                };
+            }
+        }
         let committed = a.outstanding.saturating_add(a.reserved);
         let available = allowance.saturating_sub(committed);
         if available < amount || allowance < committed {
@@ -154,6 +200,7 @@ impl Escrow {
             return Reserve::Stale;
         }
         a.reserved = a.reserved.saturating_add(amount);
+        a.open += 1;
         Reserve::Held(Arc::new(Hold {
             escrow: self.clone(),
             account,
@@ -181,6 +228,7 @@ impl Escrow {
         for (account, amount) in parts {
             let a = accounts.entry(account).or_default();
             a.outstanding = a.outstanding.saturating_add(amount);
+            a.billed_units += 1;
         }
     }
 

@@ -59,6 +59,61 @@ pub struct TrustConfig {
     /// How often an idle provider is challenged again (`measure.rs`), in
     /// milliseconds (default 900000: every 15 minutes; 0: never).
     pub remeasure_ms: Option<u64>,
+    /// How many units anonymous requesters may run at once.
+    pub anonymous: AnonymousLimits,
+}
+
+/// `[broker.trust.anonymous]`: StackMonkey's trust levels for requesters
+/// who are only a key (signed requests, "no account needed"). One may run
+/// at most
+///
+/// ```text
+/// min(base_units + allowance / deposit_per_unit + clean / history_per_unit,
+///     max(base_units, slots × max_share_ppm / 10^6))
+/// ```
+///
+/// units at once, where `allowance` is its escrow allowance to the payout
+/// account (the trust deposit: an allowance like any other, drawn only for
+/// what its work costs, never a transfer), `clean` the rows it was charged
+/// since the broker started while owing no more than its allowance, and
+/// `slots` every connected provider's slots (the network's capacity).
+/// Going over answers 429 `trust_limit`, naming the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnonymousLimits {
+    pub base_units: u32,
+    /// Token base units of allowance per unit more (default 10^18: 1 token).
+    pub deposit_per_unit: u64,
+    /// Clean rows per unit more (default 100).
+    pub history_per_unit: u64,
+    /// The most of the network's slots one anonymous requester may hold,
+    /// in ppm (default 100000: a tenth).
+    pub max_share_ppm: u32,
+}
+
+impl Default for AnonymousLimits {
+    fn default() -> Self {
+        AnonymousLimits {
+            base_units: 2,
+            deposit_per_unit: 1_000_000_000_000_000_000,
+            history_per_unit: 100,
+            max_share_ppm: 100_000,
+        }
+    }
+}
+
+impl AnonymousLimits {
+    /// The units an anonymous requester may run at once (see the type).
+    pub fn limit(&self, allowance: u128, clean: u64, slots: u64) -> u32 {
+        let by_deposit = allowance / u128::from(self.deposit_per_unit.max(1));
+        let by_history = clean / self.history_per_unit.max(1);
+        let grown = u128::from(self.base_units)
+            .saturating_add(by_deposit)
+            .saturating_add(u128::from(by_history));
+        let share = u128::from(slots) * u128::from(self.max_share_ppm) / 1_000_000;
+        let cap = share.max(u128::from(self.base_units));
+        u32::try_from(grown.min(cap)).unwrap_or(u32::MAX)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -218,6 +273,20 @@ fn attested(v: &dyn AttestationVerifier, address: &str, a: &Attestation) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymous_limits_grow_with_deposit_and_history_up_to_a_share_of_capacity() {
+        let l = AnonymousLimits::default();
+        let token = 1_000_000_000_000_000_000u128;
+        // 100 slots: at most a tenth, 10 units.
+        assert_eq!(l.limit(0, 0, 100), 2);
+        assert_eq!(l.limit(3 * token + 1, 0, 100), 5);
+        assert_eq!(l.limit(0, 250, 100), 4);
+        assert_eq!(l.limit(100 * token, 10_000, 100), 10);
+        // A small network still lets anyone run its base units.
+        assert_eq!(l.limit(100 * token, 0, 3), 2);
+        assert_eq!(l.limit(u128::MAX, u64::MAX, u64::MAX), u32::MAX);
+    }
 
     #[test]
     fn tier_sets_and_the_test_authority() {

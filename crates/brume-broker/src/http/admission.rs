@@ -82,8 +82,15 @@ pub(super) async fn reserve(
         .map_err(|e| Fail::new(ErrorCode::Internal, format!("pricing the hold: {e}")))?
         .saturating_mul(units);
     let escrow = shared.ledger.escrow();
-    if let Reserve::Held(h) = escrow.try_reserve(&account, cost, false) {
-        return Ok(Some(h));
+    // A requester who is only a key is held to its trust level.
+    let levels = shared.config.trust.anonymous;
+    let slots = shared.lifecycle.read(|s| s.totals.slots);
+    let level = move |allowance: u128, clean: u64| levels.limit(allowance, clean, slots);
+    let limit: Option<&(dyn Fn(u128, u64) -> u32 + Sync)> = billing.anonymous.then_some(&level);
+    match escrow.try_reserve_limited(&account, cost, false, limit) {
+        Reserve::Held(h) => return Ok(Some(h)),
+        Reserve::TooMany { open, limit } => return Err(too_many(&account, open, limit)),
+        Reserve::Stale | Reserve::Insufficient { .. } => {}
     }
     let payout = shared.chain.settlement().payout_account();
     let allowance = shared
@@ -93,8 +100,9 @@ pub(super) async fn reserve(
         .await
         .map_err(super::chain::chain_fail)?;
     escrow.set_allowance(&account, allowance);
-    match escrow.try_reserve(&account, cost, true) {
+    match escrow.try_reserve_limited(&account, cost, true, limit) {
         Reserve::Held(h) => Ok(Some(h)),
+        Reserve::TooMany { open, limit } => Err(too_many(&account, open, limit)),
         Reserve::Insufficient {
             allowance,
             committed,
@@ -111,6 +119,18 @@ pub(super) async fn reserve(
             "escrow: the allowance just read is missing",
         )),
     }
+}
+
+/// 429 `trust_limit`: the requester runs as many units as it may.
+fn too_many(account: &str, open: u32, limit: u32) -> Fail {
+    Fail::new(
+        ErrorCode::TrustLimit,
+        format!(
+            "account {account} runs {open} units at once, the most its trust level allows \
+             ({limit}); a larger escrow allowance (`brume wallet approve`) or a clean history \
+             raises it"
+        ),
+    )
 }
 
 /// The optional `x-brume-end-user` header (at most 256 bytes of UTF-8).

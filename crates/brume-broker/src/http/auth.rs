@@ -24,6 +24,9 @@ pub(crate) struct Auth {
     pub name: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
+    /// Only a key (a signed request, no API key): held to the trust
+    /// levels of `[broker.trust.anonymous]`.
+    pub anonymous: bool,
 }
 
 impl Auth {
@@ -32,6 +35,7 @@ impl Auth {
         Auth {
             name: address.to_string(),
             scopes: Scope::DEFAULT.to_vec(),
+            anonymous: true,
         }
     }
 
@@ -200,6 +204,7 @@ pub(super) async fn check_key(shared: &Arc<Shared>, token: &str) -> Result<Auth,
         Some(c) => Ok(Auth {
             name: c.account,
             scopes: c.scopes,
+            anonymous: false,
         }),
         None => Err(Fail::new(
             ErrorCode::Forbidden,

@@ -466,6 +466,7 @@ pub(super) fn sync_work(
         declared: Default::default(),
         columns: super::admission::columns(headers)?,
         hold: None,
+        anonymous: auth.anonymous,
     };
     if svc.kind != kind {
         return Err(Fail::new(ErrorCode::WrongKind, wrong_kind(name, svc.kind)));

@@ -58,6 +58,7 @@ pub(super) async fn submit_job(
     )?;
     let billing = Billing {
         requester: auth.name.clone(),
+        anonymous: auth.anonymous,
         admission: Some(admission),
         declared: Declared {
             runtime_ms: spec.expect.runtime_ms,

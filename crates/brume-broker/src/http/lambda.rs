@@ -224,6 +224,7 @@ pub(super) fn caller(account: String) -> Auth {
     Auth {
         name: account,
         scopes: Scope::DEFAULT.to_vec(),
+        anonymous: false,
     }
 }
 

@@ -706,6 +706,8 @@ fn job_billing(stored: &StoredJob) -> Billing {
         declared: stored.declared,
         columns: stored.columns.clone(),
         hold: None,
+        // Its trust slot, if any, went with the broker that took it.
+        anonymous: false,
     }
 }
 

@@ -134,6 +134,9 @@ pub(crate) struct Billing {
     /// The escrow reservation of the work's maximum cost, released when its
     /// completion is delivered (`Work::deliver`).
     pub hold: Option<Arc<crate::escrow::Hold>>,
+    /// The requester is only a key: its reservation counts against its
+    /// trust level (`trust::AnonymousLimits`).
+    pub anonymous: bool,
 }
 
 impl Billing {

@@ -511,3 +511,86 @@ async fn a_replicated_job_holds_every_run_it_may_make() {
         "{result:?}"
     );
 }
+
+/// Token base units as a `brume wallet approve` amount.
+fn as_tokens(units: u128) -> String {
+    let one = 1_000_000_000_000_000_000u128;
+    format!("{}.{:018}", units / one, units % one)
+}
+
+/// StackMonkey's trust levels: a requester who is only a key may run one
+/// unit at once (`base_units = 1`) until its escrow allowance passes a
+/// deposit of one token, which lets it run a second; over its limit it gets
+/// 429 `trust_limit`, naming the limit. (At most half the network's four
+/// slots: the cap by capacity is 2.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anonymous_account_is_held_to_its_trust_level_until_it_deposits() {
+    let config = "[broker.chain]\nfaucet = true\nrequire_allowance = true\n\
+                  [broker.trust.anonymous]\nbase_units = 1\ndeposit_per_unit = 1000000000000000000\n\
+                  max_share_ppm = 500000\n";
+    let net = Net::start_with(1, 4, Some(config), &[]).await;
+    net.publish(
+        "cpu",
+        ServiceKind::Command,
+        test_programs_artifacts::CPU_LOOP_P1_BYTES,
+    )
+    .await;
+    let (keys, pw, alice) = keyring(net.home(), "alice");
+    net.client
+        .faucet(&alice.address().to_string(), 5_000_000_000_000_000_000)
+        .await
+        .expect("faucet");
+    let signed = Client::with_identity(&net.broker.url, alice.clone()).expect("client");
+    let long = cpu_job(1_000_000_000_000);
+    let message = match signed.submit(&long).await {
+        Err(ClientError::Api { error, .. }) => error.message,
+        other => panic!("expected 402, got {other:?}"),
+    };
+    let one_run: u128 = message
+        .split("may cost up to ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cost in {message:?}"));
+    assert!(
+        one_run * 3 < 1_000_000_000_000_000_000,
+        "a run costs {one_run}"
+    );
+    // Allowance for three runs, but no deposit: one at a time.
+    let (ok, _, err) = wallet(
+        &net,
+        &keys,
+        &pw,
+        &["approve", &as_tokens(one_run * 3), "--key", "alice"],
+    );
+    assert!(ok, "wallet approve: {err}");
+    let first = signed.submit(&long).await.expect("the first job");
+    let second = signed.submit(&long).await;
+    let refused = match second {
+        Err(ClientError::Api { status, error, .. }) => (status, error),
+        other => panic!("expected 429, got {other:?}"),
+    };
+    assert_eq!((refused.0, refused.1.code), (429, ErrorCode::TrustLimit));
+    assert!(refused.1.message.contains("(1)"), "{}", refused.1.message);
+    // A deposit of one token more: two at a time.
+    let deposit = 1_000_000_000_000_000_000 + one_run * 3;
+    let (ok, _, err) = wallet(
+        &net,
+        &keys,
+        &pw,
+        &["approve", &as_tokens(deposit), "--key", "alice"],
+    );
+    assert!(ok, "wallet approve: {err}");
+    let second = signed
+        .submit(&long)
+        .await
+        .expect("two at a time after the deposit");
+    assert_eq!(
+        api_code(signed.submit(&long).await),
+        (429, ErrorCode::TrustLimit),
+        "but not three"
+    );
+    for id in [first.id, second.id] {
+        signed.cancel(id).await.expect("cancel");
+    }
+}

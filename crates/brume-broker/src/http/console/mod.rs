@@ -129,6 +129,7 @@ fn auth(s: &Session) -> Auth {
     Auth {
         name: s.account.clone(),
         scopes: s.scopes.clone(),
+        anonymous: false,
     }
 }
 
