@@ -131,21 +131,34 @@ impl Builder {
         })
         .to_string()
         .into_bytes();
-        let mut out = tar::Builder::new(Vec::new());
-        let mut put = |path: &str, bytes: &[u8]| {
-            let mut h = tar::Header::new_gnu();
-            h.set_mode(0o644);
-            h.set_size(bytes.len() as u64);
-            h.set_mtime(0);
-            out.append_data(&mut h, path, bytes)
-        };
-        put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        put("index.json", &index)?;
-        for blob in [&config, &manifest, &layer] {
-            put(&format!("blobs/sha256/{}", sha(blob)), blob)?;
-        }
-        out.into_inner()
+        pack(&index, [&config[..], &manifest, &layer])
     }
+}
+
+/// An image layout tar: `oci-layout`, `index.json`, and each blob under
+/// `blobs/sha256/<its sha256>` (once, however often it is given).
+pub(crate) fn pack<'a>(
+    index: &[u8],
+    blobs: impl IntoIterator<Item = &'a [u8]>,
+) -> std::io::Result<Vec<u8>> {
+    let mut out = tar::Builder::new(Vec::new());
+    let mut put = |path: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(bytes.len() as u64);
+        h.set_mtime(0);
+        out.append_data(&mut h, path, bytes)
+    };
+    put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    put("index.json", index)?;
+    let mut seen = std::collections::HashSet::new();
+    for blob in blobs {
+        let digest = sha(blob);
+        if seen.insert(digest.clone()) {
+            put(&format!("blobs/sha256/{digest}"), blob)?;
+        }
+    }
+    out.into_inner()
 }
 
 fn sha(bytes: &[u8]) -> String {

@@ -180,27 +180,10 @@ pub fn layout_tar(manifest: &[u8], blobs: &[(Blob, Bytes)]) -> std::io::Result<V
         }],
     })
     .to_string();
-    let mut out = tar::Builder::new(Vec::new());
-    let mut put = |path: &str, bytes: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o644);
-        h.set_size(bytes.len() as u64);
-        h.set_mtime(0);
-        out.append_data(&mut h, path, bytes)
-    };
-    put("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    put("index.json", index.as_bytes())?;
-    put(
-        &format!("blobs/sha256/{}", hex::encode(Sha256::digest(manifest))),
-        manifest,
-    )?;
-    let mut seen = std::collections::HashSet::new();
-    for (blob, bytes) in blobs {
-        if seen.insert(&blob.digest) {
-            put(&format!("blobs/sha256/{}", blob.digest), bytes)?;
-        }
-    }
-    out.into_inner()
+    crate::layout::pack(
+        index.as_bytes(),
+        std::iter::once(manifest).chain(blobs.iter().map(|(_, b)| &b[..])),
+    )
 }
 
 #[cfg(test)]

@@ -121,17 +121,7 @@ async fn an_oci_job_runs_on_a_container_provider_and_is_billed() {
     assert!(fuel > 0, "CPU time is billed as fuel: {v}");
 
     let work_id = v["id"].as_str().expect("job id").to_string();
-    let row: serde_json::Value = eventually("the job's ledger row", || async {
-        let resp = reqwest::Client::new()
-            .get(net.url(&format!("/v1/ledger/rows/{work_id}")))
-            .bearer_auth(&net.key)
-            .send()
-            .await
-            .ok()?;
-        (resp.status() == 200).then_some(())?;
-        resp.json().await.ok()
-    })
-    .await;
+    let row = ledger_row(&net.url(&format!("/v1/ledger/rows/{work_id}")), &net.key).await;
     assert_eq!(row["usage"]["fuel"].as_u64(), Some(fuel), "{row}");
     assert_eq!(
         row["provider"].as_str(),
@@ -170,6 +160,21 @@ async fn an_oci_job_runs_on_a_container_provider_and_is_billed() {
         .await
         .expect("invoke");
     assert!(resp.status().is_client_error(), "{}", resp.status());
+}
+
+/// The ledger row at `url` (`…/v1/ledger/rows/{id}`), once it is stored.
+async fn ledger_row(url: &str, key: &str) -> serde_json::Value {
+    eventually(&format!("the ledger row at {url}"), || async {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then_some(())?;
+        resp.json().await.ok()
+    })
+    .await
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -283,18 +288,7 @@ async fn a_busy_containers_progress_reports_fuel_and_cancel_bills_it() {
     let info = net.client.cancel(job.id).await.expect("cancel");
     assert_eq!(info.state, JobState::Cancelled);
     if counted {
-        let url = net.url(&format!("/v1/ledger/rows/{}", job.id));
-        let row: serde_json::Value = eventually("the cancelled job's row", || async {
-            let resp = reqwest::Client::new()
-                .get(&url)
-                .bearer_auth(&net.key)
-                .send()
-                .await
-                .ok()?;
-            (resp.status() == 200).then_some(())?;
-            resp.json().await.ok()
-        })
-        .await;
+        let row = ledger_row(&net.url(&format!("/v1/ledger/rows/{}", job.id)), &net.key).await;
         assert!(
             row["usage"]["fuel"].as_u64() >= Some(reported),
             "billed at least the fuel reported ({reported}): {row}"
@@ -923,23 +917,13 @@ async fn a_gpu_job_waits_for_a_provider_with_gpus_which_pauses_and_resumes() {
     // Its row: 2 GPUs for its wall time, at 10,000 milli-TFLOP/s, is
     // 2 × wall_us × 10^7 FLOP.
     let url = format!("{}/v1/ledger/rows/{}", net.url(), gpu_job.id);
-    let row: serde_json::Value = eventually("the GPU job's ledger row", || async {
-        let resp = reqwest::Client::new()
-            .get(&url)
-            .bearer_auth(net.api_key())
-            .send()
-            .await
-            .ok()?;
-        (resp.status() == 200).then_some(())?;
-        resp.json().await.ok()
-    })
-    .await;
+    let row = ledger_row(&url, net.api_key()).await;
     let wall_us = row["usage"]["wall_us"].as_u64().expect("wall_us");
     let flop: u128 = row["usage"]["gpu_flop"]
         .as_str()
         .and_then(|s| s.parse().ok())
         .expect("gpu_flop");
-    assert_eq!(row["schema_version"], 2, "{row}");
+    assert!(row["schema_version"].as_u64() >= Some(2), "a row with GPU work: {row}");
     assert!(wall_us > 0, "{row}");
     assert_eq!(flop, 2 * u128::from(wall_us) * 10_000_000, "{row}");
 

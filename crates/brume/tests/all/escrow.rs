@@ -467,25 +467,8 @@ async fn a_replicated_job_holds_every_run_it_may_make() {
         .await
         .expect("faucet");
     let signed = Client::with_identity(&net.broker.url, alice.clone()).expect("client");
-    // Without an allowance, the 402 says what one run may cost.
-    let refused = signed.submit(&cpu_job(1_000)).await;
-    let message = match refused {
-        Err(brume_client::ClientError::Api { error, .. }) => error.message,
-        other => panic!("expected 402, got {other:?}"),
-    };
-    let one_run: u128 = message
-        .split("may cost up to ")
-        .nth(1)
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no cost in {message:?}"));
-    assert!(one_run > 0, "{message}");
-    let allowance = one_run * 5 / 2;
-    let tokens = format!(
-        "{}.{:018}",
-        allowance / 1_000_000_000_000_000_000,
-        allowance % 1_000_000_000_000_000_000
-    );
+    let one_run = cost_of_one_run(&signed, &cpu_job(1_000)).await;
+    let tokens = as_tokens(one_run * 5 / 2);
     let (ok, _, err) = wallet(&net, &keys, &pw, &["approve", &tokens, "--key", "alice"]);
     assert!(ok, "wallet approve: {err}");
 
@@ -510,6 +493,23 @@ async fn a_replicated_job_holds_every_run_it_may_make() {
         brume_client::brume_api::rest::JobState::Succeeded,
         "{result:?}"
     );
+}
+
+/// What one run of `spec` may cost, as the 402 of an account with no
+/// allowance says.
+async fn cost_of_one_run(signed: &Client, spec: &brume_client::JobSpec) -> u128 {
+    let message = match signed.submit(spec).await {
+        Err(ClientError::Api { error, .. }) => error.message,
+        other => panic!("expected 402, got {other:?}"),
+    };
+    let cost: u128 = message
+        .split("may cost up to ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cost in {message:?}"));
+    assert!(cost > 0, "{message}");
+    cost
 }
 
 /// Token base units as a `brume wallet approve` amount.
@@ -542,16 +542,7 @@ async fn an_anonymous_account_is_held_to_its_trust_level_until_it_deposits() {
         .expect("faucet");
     let signed = Client::with_identity(&net.broker.url, alice.clone()).expect("client");
     let long = cpu_job(1_000_000_000_000);
-    let message = match signed.submit(&long).await {
-        Err(ClientError::Api { error, .. }) => error.message,
-        other => panic!("expected 402, got {other:?}"),
-    };
-    let one_run: u128 = message
-        .split("may cost up to ")
-        .nth(1)
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no cost in {message:?}"));
+    let one_run = cost_of_one_run(&signed, &long).await;
     assert!(
         one_run * 3 < 1_000_000_000_000_000_000,
         "a run costs {one_run}"
