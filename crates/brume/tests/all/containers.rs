@@ -923,7 +923,10 @@ async fn a_gpu_job_waits_for_a_provider_with_gpus_which_pauses_and_resumes() {
         .as_str()
         .and_then(|s| s.parse().ok())
         .expect("gpu_flop");
-    assert!(row["schema_version"].as_u64() >= Some(2), "a row with GPU work: {row}");
+    assert!(
+        row["schema_version"].as_u64() >= Some(2),
+        "a row with GPU work: {row}"
+    );
     assert!(wall_us > 0, "{row}");
     assert_eq!(flop, 2 * u128::from(wall_us) * 10_000_000, "{row}");
 
