@@ -82,9 +82,14 @@ pub(super) async fn reserve(
         .map_err(|e| Fail::new(ErrorCode::Internal, format!("pricing the hold: {e}")))?
         .saturating_mul(units);
     let escrow = shared.ledger.escrow();
-    // A requester who is only a key is held to its trust level.
+    // A requester who is only a key is held to its trust level (only then
+    // is the network's capacity read).
     let levels = shared.config.trust.anonymous;
-    let slots = shared.lifecycle.read(|s| s.totals.slots);
+    let slots = if billing.anonymous {
+        shared.lifecycle.read(|s| s.totals.slots)
+    } else {
+        0
+    };
     let level = move |allowance: u128, clean: u64| levels.limit(allowance, clean, slots);
     let limit: Option<&(dyn Fn(u128, u64) -> u32 + Sync)> = billing.anonymous.then_some(&level);
     match escrow.try_reserve_limited(&account, cost, false, limit) {
