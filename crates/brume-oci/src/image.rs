@@ -232,8 +232,10 @@ fn json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| bad(format!("{name}: {e}")))
 }
 
-/// The regular files of a layout tar, by normalised path.
-fn read_files(tar_bytes: &[u8], max_bytes: u64) -> Result<HashMap<String, Vec<u8>>, OciError> {
+/// The regular files of a layout tar, by normalised path (`index.json`,
+/// `blobs/sha256/<hex>`…), at most `max_bytes` in all: what a registry
+/// would serve of it.
+pub fn read_files(tar_bytes: &[u8], max_bytes: u64) -> Result<HashMap<String, Vec<u8>>, OciError> {
     let mut archive = tar::Archive::new(tar_bytes);
     let mut files = HashMap::new();
     let mut total = 0u64;

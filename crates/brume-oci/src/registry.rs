@@ -229,15 +229,7 @@ mod tests {
             .build()
             .expect("build");
         // Take the layout apart as a registry would serve it.
-        let mut files = std::collections::HashMap::new();
-        let mut a = tar::Archive::new(&tar[..]);
-        for e in a.entries().expect("entries") {
-            let mut e = e.expect("entry");
-            let path = e.path().expect("path").to_string_lossy().into_owned();
-            let mut b = Vec::new();
-            std::io::Read::read_to_end(&mut e, &mut b).expect("read");
-            files.insert(path, b);
-        }
+        let files = crate::image::read_files(&tar, 1 << 30).expect("files");
         let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).expect("index");
         let digest = index["manifests"][0]["digest"].as_str().expect("digest");
         let hex = digest.trim_start_matches("sha256:");

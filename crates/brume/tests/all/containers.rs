@@ -518,15 +518,7 @@ async fn a_jobs_declared_runtime_and_bandwidth_are_checked_against_the_provider(
 async fn serve_registry(layout_tar: &[u8]) -> (String, String) {
     use std::collections::HashMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut archive = tar::Archive::new(layout_tar);
-    for e in archive.entries().expect("entries") {
-        let mut e = e.expect("entry");
-        let path = e.path().expect("path").to_string_lossy().into_owned();
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut b).expect("read");
-        files.insert(path, b);
-    }
+    let files = brume_oci::image::read_files(layout_tar, 1 << 30).expect("a layout");
     let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).expect("index");
     let digest = index["manifests"][0]["digest"]
         .as_str()

@@ -454,19 +454,7 @@ async fn a_provider_below_min_stake_gets_no_work_until_it_stakes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replicated_job_holds_every_run_it_may_make() {
     let config = "[broker.chain]\nfaucet = true\nrequire_allowance = true\n";
-    let net = Net::start_with(2, 1, Some(config), &[]).await;
-    net.publish(
-        "cpu",
-        ServiceKind::Command,
-        test_programs_artifacts::CPU_LOOP_P1_BYTES,
-    )
-    .await;
-    let (keys, pw, alice) = keyring(net.home(), "alice");
-    net.client
-        .faucet(&alice.address().to_string(), 5_000_000_000_000_000_000)
-        .await
-        .expect("faucet");
-    let signed = Client::with_identity(&net.broker.url, alice.clone()).expect("client");
+    let (net, keys, pw, signed) = funded_signer(2, 1, config).await;
     let one_run = cost_of_one_run(&signed, &cpu_job(1_000)).await;
     let tokens = as_tokens(one_run * 5 / 2);
     let (ok, _, err) = wallet(&net, &keys, &pw, &["approve", &tokens, "--key", "alice"]);
@@ -493,6 +481,30 @@ async fn a_replicated_job_holds_every_run_it_may_make() {
         brume_client::brume_api::rest::JobState::Succeeded,
         "{result:?}"
     );
+}
+
+/// A net (`providers` × `slots`, with `config`) publishing `cpu`, and
+/// alice's keyring (its dir and password file), funded by the faucet with
+/// 5 tokens and no allowance yet, with a client signing as her.
+async fn funded_signer(
+    providers: usize,
+    slots: u32,
+    config: &str,
+) -> (Net, PathBuf, PathBuf, Client) {
+    let net = Net::start_with(providers, slots, Some(config), &[]).await;
+    net.publish(
+        "cpu",
+        ServiceKind::Command,
+        test_programs_artifacts::CPU_LOOP_P1_BYTES,
+    )
+    .await;
+    let (keys, pw, alice) = keyring(net.home(), "alice");
+    net.client
+        .faucet(&alice.address().to_string(), 5_000_000_000_000_000_000)
+        .await
+        .expect("faucet");
+    let signed = Client::with_identity(&net.broker.url, alice).expect("client");
+    (net, keys, pw, signed)
 }
 
 /// What one run of `spec` may cost, as the 402 of an account with no
@@ -528,19 +540,7 @@ async fn an_anonymous_account_is_held_to_its_trust_level_until_it_deposits() {
     let config = "[broker.chain]\nfaucet = true\nrequire_allowance = true\n\
                   [broker.trust.anonymous]\nbase_units = 1\ndeposit_per_unit = 1000000000000000000\n\
                   max_share_ppm = 500000\n";
-    let net = Net::start_with(1, 4, Some(config), &[]).await;
-    net.publish(
-        "cpu",
-        ServiceKind::Command,
-        test_programs_artifacts::CPU_LOOP_P1_BYTES,
-    )
-    .await;
-    let (keys, pw, alice) = keyring(net.home(), "alice");
-    net.client
-        .faucet(&alice.address().to_string(), 5_000_000_000_000_000_000)
-        .await
-        .expect("faucet");
-    let signed = Client::with_identity(&net.broker.url, alice.clone()).expect("client");
+    let (net, keys, pw, signed) = funded_signer(1, 4, config).await;
     let long = cpu_job(1_000_000_000_000);
     let one_run = cost_of_one_run(&signed, &long).await;
     assert!(
