@@ -685,6 +685,7 @@ mod tests {
             vcpus: Default::default(),
             network: Default::default(),
             image: None,
+            max_price: None,
         }
     }
 

@@ -14,6 +14,37 @@ use crate::{Limits, Profile, ServiceKind, Usage, WorkId};
 /// requester will pay; a provider is matched only if `ask <= max_price`.
 pub type Price = u64;
 
+/// Fuel in one *compute hour*: an hour at the pricing table's reference
+/// speed, 1 KMIPS (10^9 instructions a second), the CPU unit the ledger
+/// prices in. Fee bids and provider floors per compute hour compare across
+/// providers of any speed.
+pub const FUEL_PER_COMPUTE_HOUR: u64 = 3_600_000_000_000;
+
+/// Giga-instructions in a compute hour: a [`Price`] times this is the
+/// same price per compute hour.
+pub const GIGA_PER_COMPUTE_HOUR: u64 = FUEL_PER_COMPUTE_HOUR / 1_000_000_000;
+
+/// A bid per compute hour (micro-tokens) as a [`Price`] cap, rounded down,
+/// so the cap never accepts more than the bid.
+pub fn bid_to_price(fee_per_hour: u64) -> Price {
+    fee_per_hour / GIGA_PER_COMPUTE_HOUR
+}
+
+/// A floor per compute hour (micro-tokens) as a [`Price`] ask, rounded up,
+/// so the ask never takes less than the floor.
+pub fn floor_to_price(fee_per_hour: u64) -> Price {
+    fee_per_hour.div_ceil(GIGA_PER_COMPUTE_HOUR)
+}
+
+/// A [`Price`] per compute hour, in micro-tokens.
+pub fn price_per_hour(price: Price) -> u128 {
+    u128::from(price) * u128::from(GIGA_PER_COMPUTE_HOUR)
+}
+
+/// The header with a call's fee bid per compute hour, in micro-tokens
+/// (optional; see [`JobSpec::max_fee_per_hour`]).
+pub const MAX_FEE_PER_HOUR_HEADER: &str = "x-brume-max-fee-per-hour";
+
 /// One version of a service: `POST /v1/services?name=N&kind=command|http|oci`
 /// (body: the module bytes), `GET /v1/services`, `GET /v1/services/{ref}`.
 /// See [`crate::names`] for how services are named.
@@ -207,6 +238,14 @@ pub struct JobSpec {
     /// The most this job pays (see [`Price`]); unset means any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_price: Option<Price>,
+    /// Its fee bid per compute hour ([`FUEL_PER_COMPUTE_HOUR`]), in
+    /// micro-tokens (Kumo's fee): the job is refused with 402
+    /// `over_price_cap` if the price in force is above it, runs only on
+    /// providers whose ask is within it, and providers that prefer profit
+    /// take higher bids first. It caps `max_price` at `bid / 3600`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_fee_per_hour: Option<u64>,
     /// Free-form labels, returned with the job: at most 64, keys of 1–64
     /// bytes, values up to 256.
     #[serde(default)]
@@ -983,8 +1022,12 @@ pub struct Offer {
     pub measured_mbps: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<crate::wire::Gpus>,
-    /// Its ask, in micro-tokens per 10^9 fuel.
+    /// Its ask, in micro-tokens per 10^9 fuel (times 3600: per compute
+    /// hour, the least bid it takes).
     pub price_ask: Price,
+    /// Which queued work it takes first.
+    #[serde(default)]
+    pub policy: crate::wire::Policy,
     /// Results returned over attempts taken, in ppm (a provider with no
     /// history scores 1,000,000: one result of one attempt, assumed).
     pub reputation_ppm: u64,

@@ -120,6 +120,31 @@ pub struct Capabilities {
     /// degree (`brume provide --location`), for offers near a place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<[i32; 2]>,
+    /// Which queued work it takes first (`brume provide --policy`).
+    #[serde(default, skip_serializing_if = "Policy::is_fifo")]
+    pub policy: Policy,
+}
+
+/// A provider's choice among queued work it may take.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// The scheduler's order: functions first, accounts in turn, then
+    /// arrival.
+    #[default]
+    Fifo,
+    /// Functions first and accounts in turn still, but within the account
+    /// whose turn it is, the highest bid first (SONM's most profitable
+    /// work; ties by arrival).
+    Profit,
+}
+
+impl Policy {
+    fn is_fifo(&self) -> bool {
+        *self == Policy::Fifo
+    }
 }
 
 /// Milliseconds left, at `now_ms`, in the working hours `[start, end)`
@@ -323,6 +348,10 @@ pub struct Assign {
     /// `digest` from the broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The most the work accepts as an ask ([`Price`]; its bid): a provider
+    /// whose floor is above it refuses it with `below_floor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_price: Option<Price>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -420,7 +449,9 @@ impl Outcome {
 /// broker offers the work elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
-    /// `not_allowed`, `no_capacity`, `fetch_failed`, `invalid_module`, `draining`.
+    /// `not_allowed`, `no_capacity`, `fetch_failed`, `invalid_module`,
+    /// `draining`, `below_floor` (the work's bid is under the provider's
+    /// fee floor).
     pub reason: String,
     pub message: String,
 }
@@ -664,6 +695,7 @@ mod tests {
             vcpus: Default::default(),
             network: Default::default(),
             image: None,
+            max_price: None,
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");

@@ -428,6 +428,7 @@ mod tests {
             network: false,
             hours: None,
             location: None,
+            policy: Default::default(),
         };
         // 2 GiB on 2 slots, granted in full: stands.
         let ok = judge_memory(&caps(2, 2 << 30), 2 << 30);

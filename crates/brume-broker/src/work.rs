@@ -341,6 +341,7 @@ impl Work {
             vcpus: s.oci.vcpus,
             network: s.oci.network,
             image: s.oci.image.clone(),
+            max_price: s.max_price,
         }
     }
 

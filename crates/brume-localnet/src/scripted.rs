@@ -169,6 +169,7 @@ impl ScriptedProvider {
                 network: false,
                 hours: None,
                 location: None,
+                policy: Default::default(),
             },
             price_ask: 0,
         });

@@ -197,9 +197,23 @@ pub struct ProviderConfig {
     /// Where it is, `(latitude, longitude)` in degrees, for requesters
     /// looking for offers near them (a claim, shown as such).
     pub location: Option<(f64, f64)>,
+    /// The least fee per compute hour it works for, in micro-tokens (0:
+    /// none): work whose bid is lower is refused with `below_floor`, and
+    /// its ask is at least this ([`brume_api::rest::floor_to_price`]).
+    pub min_fee_per_hour: u64,
+    /// Which queued work the broker offers it first.
+    pub policy: brume_api::wire::Policy,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
+}
+
+impl ProviderConfig {
+    /// Its ask: `price_ask`, raised to its fee floor.
+    pub fn ask(&self) -> Price {
+        self.price_ask
+            .max(brume_api::rest::floor_to_price(self.min_fee_per_hour))
+    }
 }
 
 impl Default for ProviderConfig {
@@ -237,6 +251,8 @@ impl Default for ProviderConfig {
             allow_network: false,
             registries: Vec::new(),
             location: None,
+            min_fee_per_hour: 0,
+            policy: brume_api::wire::Policy::Fifo,
             fault: None,
         }
     }

@@ -235,8 +235,9 @@ async fn connect_once(shared: &Arc<Shared>) -> End {
             location: config
                 .location
                 .map(|(lat, lon)| [(lat * 1e6).round() as i32, (lon * 1e6).round() as i32]),
+            policy: config.policy,
         },
-        price_ask: config.price_ask,
+        price_ask: config.ask(),
     });
     if let Err(e) = sink
         .send(Message::Binary(hello.encode(wire::CONTROL)))

@@ -75,6 +75,17 @@ pub(crate) fn admit(shared: &Arc<Shared>, a: &Assign) -> Result<(Digest, Reserva
             }
         }
     }
+    let ask = shared.config.ask();
+    if let Some(bid) = a.max_price.filter(|&bid| bid < ask) {
+        return Err(refused(
+            "below_floor",
+            format!(
+                "the work bids {} micro-tokens per compute hour; this provider's floor is {}",
+                brume_api::rest::price_per_hour(bid),
+                brume_api::rest::price_per_hour(ask)
+            ),
+        ));
+    }
     if a.gpus > shared.gpus.as_ref().map_or(0, |g| g.count) {
         return Err(refused(
             "no_capacity",

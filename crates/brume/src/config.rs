@@ -95,6 +95,8 @@
 //! memory = "2GiB"
 //! region = "eu-west"
 //! price_ask = 0
+//! min_fee_per_hour = 0        # micro-tokens per compute hour; lower bids are declined
+//! policy = "fifo"             # or "profit": the highest bid first
 //! allowed_services = ["echo", "thumbnails"]
 //! control = "127.0.0.1:0"      # the local control port (`brume provide status`)
 //! ```
@@ -194,6 +196,10 @@ pub struct ProviderSection {
     pub memory: Option<bytesize::ByteSize>,
     pub region: Option<String>,
     pub price_ask: Option<u64>,
+    /// Work bidding less per compute hour is declined.
+    pub min_fee_per_hour: Option<u64>,
+    /// `fifo` or `profit`.
+    pub policy: Option<crate::provide::PolicyArg>,
     pub allowed_services: Option<Vec<String>>,
     pub control: Option<String>,
     /// Take OCI container jobs (bubblewrap).

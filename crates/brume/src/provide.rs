@@ -95,6 +95,14 @@ struct RunArgs {
     /// Price asked, in micro-tokens per 10^9 fuel.
     #[arg(long, env = "BRUME_PRICE_ASK")]
     price_ask: Option<u64>,
+    /// The least fee per compute hour (an hour at 1 KMIPS) to work for, in
+    /// micro-tokens: work bidding less is declined and goes elsewhere.
+    #[arg(long, value_name = "MICROS")]
+    min_fee_per_hour: Option<u64>,
+    /// Which queued work to take first: `fifo` (the broker's order) or
+    /// `profit` (the highest bid of the account whose turn it is).
+    #[arg(long, value_enum)]
+    policy: Option<PolicyArg>,
     /// Accept only this service (repeatable; default: any).
     #[arg(long = "allow", value_name = "SERVICE")]
     allow: Vec<String>,
@@ -214,6 +222,14 @@ pub async fn main(args: ProvideArgs, file: &ProviderSection) -> ExitCode {
 }
 
 /// `LAT,LON` in degrees, each in range.
+/// `--policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PolicyArg {
+    Fifo,
+    Profit,
+}
+
 pub(crate) fn parse_location(s: &str) -> Result<(f64, f64), String> {
     let (lat, lon) = s
         .split_once(',')
@@ -340,6 +356,11 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         idle_every: d.idle_every,
         allow_network: args.allow_network || file.allow_network.unwrap_or(false),
         registries: registries(args.registries, file)?,
+        min_fee_per_hour: args.min_fee_per_hour.or(file.min_fee_per_hour).unwrap_or(0),
+        policy: match args.policy.or(file.policy) {
+            Some(PolicyArg::Profit) => brume_api::wire::Policy::Profit,
+            Some(PolicyArg::Fifo) | None => brume_api::wire::Policy::Fifo,
+        },
         location: match (args.location, &file.location) {
             (Some(l), _) => Some(l),
             (None, Some(s)) => Some(parse_location(s).map_err(|e| format!("location: {e}"))?),

@@ -344,6 +344,11 @@ pub struct RunArgs {
     /// The most the job pays, in micro-tokens per 10^9 fuel.
     #[arg(long, value_name = "PRICE")]
     max_price: Option<u64>,
+    /// A fee bid per compute hour (an hour at 1 KMIPS), in micro-tokens:
+    /// refused if the price in force is above it; only providers whose ask
+    /// fits it run the job, and those that prefer profit take it sooner.
+    #[arg(long, value_name = "MICROS")]
+    max_fee_per_hour: Option<u64>,
     /// Run reproducibly: NaN canonicalization, seeded random, virtual clocks.
     #[arg(long)]
     deterministic: bool,
@@ -1060,6 +1065,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         max_attempts: args.max_attempts,
         queue_timeout_ms: args.queue_timeout.map(millis),
         max_price: args.max_price,
+        max_fee_per_hour: args.max_fee_per_hour,
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         columns: args.columns.iter().cloned().collect::<BTreeMap<_, _>>(),
         tier: args.tier.clone(),

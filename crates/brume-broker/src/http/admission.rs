@@ -34,6 +34,29 @@ pub(super) fn admit(
     Ok(admission)
 }
 
+/// Holds a fee bid per compute hour to the price in force on `admission`:
+/// 402 `over_price_cap` when the price is above it.
+pub(super) fn check_bid(shared: &Shared, admission: &Admission, bid: Option<u64>) -> Res<()> {
+    let Some(bid) = bid else { return Ok(()) };
+    let price = shared.ledger.price_per_hour(admission).map_err(|e| {
+        Fail::new(
+            ErrorCode::Internal,
+            format!("pricing a compute hour failed: {e}"),
+        )
+    })?;
+    if price > u128::from(bid) {
+        return Err(Fail::new(
+            ErrorCode::OverPriceCap,
+            format!(
+                "the price in force at tier {} is {price} micro-tokens per compute hour, \
+                 above the bid of {bid}",
+                admission.tier
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The broker's utilisation: busy slots over all its providers' slots, in
 /// ppm (0 with none connected).
 pub(crate) fn utilisation(shared: &Shared) -> u32 {

@@ -426,6 +426,25 @@ fn price_cap(headers: &HeaderMap) -> Res<Option<u64>> {
         .transpose()
 }
 
+/// The call's fee bid per compute hour (`x-brume-max-fee-per-hour`,
+/// micro-tokens), if any.
+fn fee_bid(headers: &HeaderMap) -> Res<Option<u64>> {
+    let name = brume_api::rest::MAX_FEE_PER_HOUR_HEADER;
+    header_str(headers, name)?
+        .map(|v| {
+            Some(v)
+                .filter(|v| (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{name}: {v:?} is not a positive whole number of micro-tokens"
+                    ))
+                })
+        })
+        .transpose()
+}
+
 /// What the two sync paths share: the service must exist and be `kind`,
 /// and the body fit the input limit. (Whether the broker has room is
 /// `check_overload`'s question.)
@@ -456,6 +475,8 @@ pub(super) fn sync_work(
     let tier = header_str(headers, ledger::TIER_HEADER)?;
     let cap = price_cap(headers)?;
     let admission = admit(shared, &auth.name, tier, cap, &svc.digest)?;
+    let bid = fee_bid(headers)?;
+    super::admission::check_bid(shared, &admission, bid)?;
     let billing = Billing {
         requester: auth.name,
         end_user: end_user(headers)?,
@@ -507,7 +528,7 @@ pub(super) fn sync_work(
         env: Vec::new(),
         stdin: Bytes::new(),
         http: None,
-        max_price: None,
+        max_price: bid.map(brume_api::rest::bid_to_price),
         max_attempts: shared.config.max_attempts,
         progress_ms: None,
         seed: if checked { rand::random() } else { 0 },

@@ -56,6 +56,7 @@ pub(super) async fn submit_job(
         spec.price_cap_micros,
         &digest,
     )?;
+    super::admission::check_bid(&shared, &admission, spec.max_fee_per_hour)?;
     let billing = Billing {
         requester: auth.name.clone(),
         anonymous: auth.anonymous,
@@ -202,7 +203,14 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
         queue_timeout_ms: spec
             .queue_timeout_ms
             .unwrap_or(c.job_queue_timeout.as_millis() as u64),
-        max_price: spec.max_price,
+        // The bid caps the price per giga-instruction too.
+        max_price: match (spec.max_price, spec.max_fee_per_hour) {
+            (p, None) => p,
+            (p, Some(bid)) => Some(
+                p.unwrap_or(u64::MAX)
+                    .min(brume_api::rest::bid_to_price(bid)),
+            ),
+        },
         labels: spec.labels.clone(),
         developer: r.developer,
         requester: r.requester,

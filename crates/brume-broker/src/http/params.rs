@@ -27,6 +27,11 @@ pub(super) struct CallHeaders {
     /// The most to pay, in fiat micro-units.
     #[param(rename = "x-brume-price-cap", pattern = "^[0-9]{1,15}$")]
     price_cap: Option<String>,
+    /// A fee bid per compute hour, in micro-tokens: 402 `over_price_cap`
+    /// if the price in force is above it; only providers whose ask is
+    /// within it run the call.
+    #[param(rename = "x-brume-max-fee-per-hour", pattern = "^[1-9][0-9]{0,17}$")]
+    max_fee_per_hour: Option<String>,
     /// The provider trust tiers it may run on, comma-separated.
     #[param(rename = "x-brume-tiers", pattern = "^[1-4](?:,[1-4]){0,3}$")]
     tiers: Option<String>,

@@ -479,6 +479,25 @@ impl Ledger {
     /// Sets the price in force on `admission`: its tier's curve at the
     /// utilisation `utilisation` reads (called only for a tier with a
     /// curve, so a fixed-price tier costs no sample).
+    /// The price in force on `admission` for one compute hour of CPU
+    /// ([`brume_api::rest::FUEL_PER_COMPUTE_HOUR`] fuel, nothing else), in
+    /// micro-tokens rounded up: what a fee bid per compute hour is held to.
+    pub(crate) fn price_per_hour(&self, admission: &Admission) -> Result<u128, PricingError> {
+        let hour = ResourceUsage {
+            fuel: brume_api::rest::FUEL_PER_COMPUTE_HOUR,
+            ..ResourceUsage::default()
+        };
+        let day = self
+            .pricer
+            .config
+            .day_of(i64::try_from(crate::now_ms()).unwrap_or(i64::MAX))?;
+        let fee = self
+            .pricer
+            .fee_scaled(&hour, admission.tier, day, admission.multiplier_ppm)?;
+        // Base units (10^-18 token) to micro-tokens (10^-6).
+        Ok(fee.token_amount.div_ceil(1_000_000_000_000))
+    }
+
     pub(crate) fn price_in_force(
         &self,
         admission: &mut Admission,

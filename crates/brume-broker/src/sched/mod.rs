@@ -614,7 +614,8 @@ impl Scheduler {
                 if !p.has_slot_for(class) {
                     return None;
                 }
-                self.queue.take(class, p.tier, |w| p.accepts(id, w))
+                self.queue
+                    .take(class, p.tier, p.caps.policy, |w| p.accepts(id, w))
             });
             let Some(work) = work else { return };
             self.assign(id, work, after);

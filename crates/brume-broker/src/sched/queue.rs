@@ -5,7 +5,10 @@
 //! 2. fairness between accounts within a class: accounts with waiting work
 //!    take turns (round robin: deficit round robin with one unit per turn);
 //! 3. first come, first served within one account and class;
-//! 4. (later) the market's preference, only among work equal under 1–3.
+//! 4. the market's preference: a provider whose policy is
+//!    [`Policy::Profit`] takes, within the account whose turn it is, the
+//!    work with the highest bid first (its `max_price`; none bids 0), and
+//!    arrival breaks ties. For any other provider, 3 decides alone.
 //!
 //! Within an account, work waits in one lane per set of trust tiers it may
 //! run on, so that work only tier 1 may take does not block work for tier
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brume_api::WorkId;
+use brume_api::wire::Policy;
 
 use crate::work::{Class, Work};
 
@@ -127,6 +131,7 @@ impl Queues {
         &mut self,
         class: Class,
         tier: u8,
+        policy: Policy,
         accepts: impl Fn(&Work) -> bool,
     ) -> Option<Arc<Work>> {
         let q = self.class(class);
@@ -137,7 +142,7 @@ impl Queues {
             };
             let dropped = a.drop_finished();
             q.len -= dropped;
-            if let Some(w) = a.take_oldest(tier, &accepts) {
+            if let Some(w) = a.take_first(tier, policy, &accepts) {
                 q.len -= 1;
                 found = Some((pos, w));
                 break;
@@ -232,23 +237,42 @@ impl Account {
         dropped
     }
 
-    /// The oldest work a provider of `tier` accepts, among the lanes that
-    /// tier may serve, taken off its lane.
-    fn take_oldest(&mut self, tier: u8, accepts: &impl Fn(&Work) -> bool) -> Option<Arc<Work>> {
-        let mut best: Option<(u64, u8, usize)> = None;
+    /// The first work a provider of `tier` accepts, among the lanes that
+    /// tier may serve, taken off its lane: the oldest, or under
+    /// [`Policy::Profit`] the best bid (then the oldest).
+    fn take_first(
+        &mut self,
+        tier: u8,
+        policy: Policy,
+        accepts: &impl Fn(&Work) -> bool,
+    ) -> Option<Arc<Work>> {
+        // Ordered by (bid, reversed arrival): the greatest key goes first.
+        let key = |w: &Work| {
+            let bid = match policy {
+                Policy::Profit => w.spec.max_price.unwrap_or(0),
+                Policy::Fifo => 0,
+            };
+            (bid, std::cmp::Reverse(w.arrival()))
+        };
+        let mut best: Option<(_, u8, usize)> = None;
         for (&tiers, lane) in &self.lanes {
             if (tiers >> tier) & 1 == 0 {
                 continue;
             }
-            let hit = lane
+            let mut hits = lane
                 .iter()
                 .take(LANE_SCAN_CAP)
                 .enumerate()
-                .find(|(_, w)| !w.is_finished() && accepts(w));
+                .filter(|(_, w)| !w.is_finished() && accepts(w));
+            // A lane is in arrival order: its first hit is its oldest.
+            let hit = match policy {
+                Policy::Fifo => hits.next(),
+                Policy::Profit => hits.max_by_key(|(i, w)| (key(w), std::cmp::Reverse(*i))),
+            };
             if let Some((i, w)) = hit {
-                let arrival = w.arrival();
-                if best.is_none_or(|(b, _, _)| arrival < b) {
-                    best = Some((arrival, tiers, i));
+                let k = key(w);
+                if best.as_ref().is_none_or(|(b, _, _)| k > *b) {
+                    best = Some((k, tiers, i));
                 }
             }
         }

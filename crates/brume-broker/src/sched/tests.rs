@@ -25,6 +25,7 @@ pub(super) fn caps(
         network: false,
         hours: None,
         location: None,
+        policy: Default::default(),
     }
 }
 

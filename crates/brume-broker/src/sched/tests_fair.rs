@@ -200,3 +200,51 @@ fn the_reserve_is_never_every_slot() {
     e.reserve_for_functions(0);
     assert_eq!(e.reserved, 0, "0 keeps none");
 }
+
+/// A batch unit of account `a` bidding `bid` (its `max_price`).
+fn bidding(bid: Option<Price>) -> Arc<Work> {
+    let w = unit(Class::Batch, "a", trust::ALL_TIERS);
+    let mut spec = Arc::try_unwrap(w).expect("fresh").spec;
+    spec.max_price = bid;
+    Work::new(WorkId::new(), spec, Duration::from_secs(60), 0)
+}
+
+#[test]
+fn a_profit_provider_takes_the_best_bid_first_and_a_fifo_one_the_oldest() {
+    for policy in [wire::Policy::Fifo, wire::Policy::Profit] {
+        let mut s = Scheduler::default();
+        let mut c = caps(1, 1 << 30, None, &[]);
+        c.policy = policy;
+        let _p = provider(&mut s, 1, c, 5);
+        let busy = bidding(None);
+        assert_eq!(place(&mut s, &busy), Some(1));
+        let [none, low, high, too_low, high_later] =
+            [None, Some(10), Some(30), Some(4), Some(30)].map(bidding);
+        for w in [&none, &low, &high, &too_low, &high_later] {
+            assert_eq!(place(&mut s, w), None);
+        }
+        let mut order = Vec::new();
+        let mut last = busy;
+        for _ in 0..4 {
+            let next = finish(&mut s, &last);
+            assert_eq!(next.len(), 1, "{policy:?}: one unit follows another");
+            last = [&none, &low, &high, &high_later]
+                .into_iter()
+                .find(|w| w.id == next[0])
+                .expect("a unit within the ask")
+                .clone();
+            order.push(last.id);
+        }
+        let expected = match policy {
+            wire::Policy::Fifo => [none.id, low.id, high.id, high_later.id],
+            // Ties by arrival; no bid bids 0.
+            wire::Policy::Profit => [high.id, high_later.id, low.id, none.id],
+        };
+        assert_eq!(order, expected, "{policy:?}");
+        assert!(
+            finish(&mut s, &last).is_empty(),
+            "a bid under the ask waits"
+        );
+        assert!(!running(&s, &too_low));
+    }
+}

@@ -36,6 +36,7 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         vcpus: Default::default(),
         network: Default::default(),
         image: None,
+        max_price: None,
     })
 }
 
@@ -50,6 +51,9 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
         memory_bytes: 256 << 20,
         allowed_services: Some(vec!["echo".into(), "cpu".into()]),
         drain_grace: Duration::from_secs(10),
+        // 100 micro-tokens per giga-instruction.
+        min_fee_per_hour: 360_000,
+        policy: brume_api::wire::Policy::Profit,
         ..ProviderConfig::default()
     })
     .await
@@ -77,6 +81,12 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
         provider.fitness_mips()
     );
     assert!(conn.hello.capabilities.cached.is_empty());
+    // Its floor is its ask, and its policy is announced.
+    assert_eq!(conn.hello.price_ask, 100);
+    assert_eq!(
+        conn.hello.capabilities.policy,
+        brume_api::wire::Policy::Profit
+    );
 
     // Assign: the fetch and compile reported as Cached, then Done. An
     // invocation sends Accepted only if it is not done within ACK_AFTER.
@@ -143,8 +153,12 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
     let mut unknown = assign(b"not in the fake", "echo", &["x"], "");
     unknown.digest = "00".repeat(32);
     conn.send(4, ToProvider::Assign(unknown));
+    // Work bidding under its floor is declined, whatever the broker does.
+    let mut cheap = assign(art::ECHO_P1_BYTES, "echo", &["x"], "");
+    cheap.max_price = Some(99);
+    conn.send(40, ToProvider::Assign(cheap));
     let mut reasons = std::collections::HashMap::new();
-    while reasons.len() < 3 {
+    while reasons.len() < 4 {
         match conn.recv().await {
             (ch, FromProvider::Refused(r)) => {
                 reasons.insert(ch, r.reason);
@@ -156,6 +170,7 @@ async fn handshake_assign_cancel_heartbeat_and_drain() {
     assert_eq!(reasons[&2], "not_allowed");
     assert_eq!(reasons[&3], "no_capacity");
     assert_eq!(reasons[&4], "fetch_failed");
+    assert_eq!(reasons[&40], "below_floor");
 
     // A long job reports progress, then is cancelled: nothing more on its channel.
     let mut long = assign(art::CPU_LOOP_P1_BYTES, "cpu", &["cpu", "100000000000"], "");

@@ -19,6 +19,7 @@ mod hub;
 mod keys;
 mod lambda;
 mod ledger;
+mod market;
 mod net;
 mod network;
 mod offers;

@@ -611,6 +611,7 @@ async fn handshake(url: &str, protocol: u32) -> (u16, String) {
             network: false,
             hours: None,
             location: None,
+            policy: Default::default(),
         },
         price_ask: 0,
     });
