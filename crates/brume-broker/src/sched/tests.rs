@@ -2,8 +2,11 @@
 
 use super::*;
 use crate::work::WorkSpec;
+use brume_api::rest::Price;
+use brume_api::wire::Capabilities;
 use brume_api::{Limits, Profile, ServiceKind};
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 pub(super) fn caps(
     slots: u32,

@@ -5,7 +5,9 @@
 use super::tests::{caps, place, provider, work};
 use super::*;
 use crate::trust;
+use brume_api::rest::Price;
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 /// A unit of `class` for `account`, runnable on the tiers of `tiers`.
 fn unit(class: Class, account: &str, tiers: u8) -> Arc<Work> {
