@@ -113,6 +113,9 @@ codes! {
     /// units at once as its trust level allows; the message gives the
     /// limit, which grows with its escrow allowance and a clean history.
     TrustLimit = ("trust_limit", 429),
+    /// The account already keeps as many affinity sessions as a broker
+    /// allows one account; the message gives the limit.
+    TooManySessions = ("too_many_sessions", 429),
     /// A chain transaction would spend more tokens than the account holds.
     InsufficientBalance = ("insufficient_balance", 402),
     /// A signature (a signed request's, or a chain transaction's) doesn't

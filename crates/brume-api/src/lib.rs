@@ -56,6 +56,21 @@ pub mod headers {
     /// On a `replicate=N` call's answer: the replicas that agreed with it,
     /// of those that returned a result (`2/3`).
     pub const VERIFIED: &str = "x-brume-verified";
+    /// On a call: its session (1–128 bytes of `[A-Za-z0-9._:-]`). Calls
+    /// of one account with one key run on one provider while it lives, and
+    /// share a work dir there ([`crate::wire::AFFINITY_DIR`]).
+    pub const AFFINITY: &str = "x-brume-affinity";
+    /// On the answer of a call whose session had to move (its provider was
+    /// lost, and the work dir with it): `moved`.
+    pub const AFFINITY_STATE: &str = "x-brume-affinity-state";
+}
+
+/// Whether `key` is a valid affinity key ([`headers::AFFINITY`]).
+pub fn affinity_key_is_valid(key: &str) -> bool {
+    (1..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// One unit of work (a sync invocation or a job). Ids are UUIDv7, so they

@@ -686,6 +686,7 @@ mod tests {
             network: Default::default(),
             image: None,
             max_price: None,
+            affinity: None,
         }
     }
 

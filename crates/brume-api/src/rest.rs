@@ -246,6 +246,12 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub max_fee_per_hour: Option<u64>,
+    /// Its session ([`crate::headers::AFFINITY`]): work of one account with
+    /// one key runs on one provider while it lives and shares a work dir
+    /// there, `/session`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub affinity: Option<String>,
     /// Free-form labels, returned with the job: at most 64, keys of 1–64
     /// bytes, values up to 256.
     #[serde(default)]
@@ -456,6 +462,16 @@ impl JobSpec {
         }
         if self.vcpus.is_some_and(|v| !(1..=256).contains(&v)) {
             return bad("vcpus: 1 to 256".into());
+        }
+        if self.max_fee_per_hour == Some(0) {
+            return bad("max_fee_per_hour: a bid of at least 1 micro-token".into());
+        }
+        if let Some(key) = &self.affinity
+            && !crate::affinity_key_is_valid(key)
+        {
+            return bad(format!(
+                "affinity: {key:?}; 1 to 128 bytes of letters, digits and . _ : -"
+            ));
         }
         if let Some(tiers) = &self.tiers
             && (tiers.is_empty() || tiers.iter().any(|t| !(1..=4).contains(t)))

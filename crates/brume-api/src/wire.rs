@@ -125,6 +125,28 @@ pub struct Capabilities {
     pub policy: Policy,
 }
 
+/// A session's work dir on a provider (CGN's affinity): preopened as
+/// [`AFFINITY_DIR`] for every unit of the session, kept `ttl_ms` after its
+/// last use, and cleared when a unit leaves it over `max_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Affinity {
+    /// 64 lowercase hex digits: sha256 of the account and the requester's
+    /// key, so that providers learn neither.
+    pub key: String,
+    pub ttl_ms: u64,
+    pub max_bytes: u64,
+}
+
+/// Where a session's work dir is in the guest.
+pub const AFFINITY_DIR: &str = "/session";
+
+impl Affinity {
+    /// Whether `key` is 64 lowercase hex digits (a safe directory name).
+    pub fn key_is_valid(key: &str) -> bool {
+        key.len() == 64 && key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+}
+
 /// A provider's choice among queued work it may take.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
@@ -352,6 +374,10 @@ pub struct Assign {
     /// whose floor is above it refuses it with `below_floor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_price: Option<Price>,
+    /// The session it belongs to (`x-brume-affinity`): its calls share a
+    /// work dir on this provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -696,6 +722,7 @@ mod tests {
             network: Default::default(),
             image: None,
             max_price: None,
+            affinity: None,
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");

@@ -47,6 +47,7 @@ mod receipts;
 mod reexec;
 mod registry;
 mod sched;
+pub use sched::AffinityConfig;
 mod session;
 pub mod settlement;
 mod standings;
@@ -108,6 +109,9 @@ pub struct BrokerConfig {
     pub job_queue_timeout: Duration,
     /// Default attempts per unit of work.
     pub max_attempts: u32,
+    /// Affinity sessions: how long one is kept after its last unit, and
+    /// how large its work dir on the provider may grow.
+    pub affinity: AffinityConfig,
     /// How often providers report job progress.
     pub progress_interval: Duration,
     /// Finished jobs stay in memory this long (then they are read from disk).
@@ -164,6 +168,7 @@ impl Default for BrokerConfig {
             invoke_queue_timeout: Duration::from_secs(10),
             job_queue_timeout: Duration::from_secs(600),
             max_attempts: 3,
+            affinity: AffinityConfig::default(),
             progress_interval: Duration::from_millis(500),
             finished_job_retention: Duration::from_secs(300),
             ledger: ledger::LedgerConfig::default(),

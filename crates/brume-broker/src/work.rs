@@ -106,6 +106,8 @@ pub(crate) struct WorkSpec {
     pub account: Arc<str>,
     /// What only container jobs have.
     pub oci: OciNeeds,
+    /// Its session (`x-brume-affinity`), keyed for its account.
+    pub affinity: Option<wire::Affinity>,
 }
 
 /// A container job's files and GPUs (empty for everything else).
@@ -235,6 +237,8 @@ pub(crate) struct Work {
     arrival: AtomicU64,
     /// Its place in the order of first dispatch to a provider (0: not yet).
     dispatch: AtomicU64,
+    /// Its session moved to a new provider with it (the old one was lost).
+    moved: std::sync::atomic::AtomicBool,
 }
 
 impl Work {
@@ -257,6 +261,7 @@ impl Work {
             receipt: parking_lot::Mutex::new(None),
             arrival: AtomicU64::new(0),
             dispatch: AtomicU64::new(0),
+            moved: Default::default(),
         })
     }
 
@@ -275,6 +280,15 @@ impl Work {
     /// Its first dispatch number (0 before it is first assigned).
     pub fn dispatch(&self) -> u64 {
         self.dispatch.load(Ordering::Relaxed)
+    }
+
+    /// Whether its session moved to a new provider with it.
+    pub fn moved_session(&self) -> bool {
+        self.moved.load(Ordering::Relaxed)
+    }
+
+    pub fn set_moved_session(&self) {
+        self.moved.store(true, Ordering::Relaxed);
     }
 
     /// Sets the dispatch number unless it has one.
@@ -342,6 +356,7 @@ impl Work {
             network: s.oci.network,
             image: s.oci.image.clone(),
             max_price: s.max_price,
+            affinity: s.affinity.clone(),
         }
     }
 

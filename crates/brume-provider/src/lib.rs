@@ -110,6 +110,7 @@ use tokio_util::sync::CancellationToken;
 pub mod fitness;
 pub mod policy;
 
+mod affinity;
 mod batch;
 mod container;
 mod control;
@@ -369,6 +370,8 @@ pub(crate) struct Shared {
     pub(crate) paused: watch::Sender<Option<String>>,
     /// Its GPUs, as advertised.
     pub(crate) gpus: Option<brume_api::wire::Gpus>,
+    /// Affinity sessions' work dirs.
+    pub(crate) sessions: affinity::SessionDirs,
 }
 
 /// One reserved slot (and its memory), released on drop, so an aborted
@@ -553,7 +556,9 @@ impl Provider {
             Some(g) => Some(g),
             None => gpu::detect_and_time(&config.gpu_bench).await,
         };
+        let sessions = affinity::SessionDirs::new(config.data_dir.join("sessions"));
         let shared = Arc::new(Shared {
+            sessions,
             gpus,
             paused,
             containers,
@@ -641,6 +646,7 @@ impl Provider {
         if let Some(probe) = shared.config.idle.clone() {
             tokio::spawn(idle::watch(shared.clone(), probe, shared.config.idle_every));
         }
+        tokio::spawn(affinity::sweep_loop(shared.clone()));
         let main = tokio::spawn(session::run(shared.clone()));
         Ok(RunningProvider {
             shared,

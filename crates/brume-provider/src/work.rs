@@ -168,6 +168,17 @@ pub(crate) async fn execute(
         Ok(files) => files,
         Err(e) => return input_failed(&shared, &ctx, channel, &receipt, e, reservation),
     };
+    let session = match &assign.affinity {
+        None => None,
+        Some(a) => match shared.sessions.open(a, std::time::Instant::now()).await {
+            Ok(dir) => Some((a.clone(), dir)),
+            Err(e) => {
+                let outcome = convert::failed("internal", e);
+                finish(&shared, &ctx, channel, &receipt, outcome, reservation);
+                return channel;
+            }
+        },
+    };
     let options = convert::exec_options(&assign);
     let Assign {
         kind,
@@ -193,7 +204,11 @@ pub(crate) async fn execute(
                 args,
                 env,
                 stdin,
-                dirs: files.iter().map(|f| f.mapping()).collect(),
+                dirs: files
+                    .iter()
+                    .map(|f| f.mapping())
+                    .chain(session.iter().map(|(_, d)| d.clone()))
+                    .collect(),
             };
             let run = async {
                 match &progress {
@@ -212,22 +227,18 @@ pub(crate) async fn execute(
             None => convert::failed("invalid_request", "an http service needs a request"),
             Some(Err(e)) => convert::failed("invalid_request", e.to_string()),
             Some(Ok(req)) => {
-                let run = async {
-                    match &progress {
-                        Some((p, _)) => {
-                            sandbox
-                                .handle_http_with_progress(&program, req, &options, p)
-                                .await
-                        }
-                        None => sandbox.handle_http(&program, req, &options).await,
-                    }
-                };
+                let dirs: Vec<_> = session.iter().map(|(_, d)| d.clone()).collect();
+                let p = progress.as_ref().map(|(p, _)| p);
+                let run = sandbox.handle_http_in(&program, req, &options, &dirs, p);
                 convert::http_outcome(reporting(run, progress.as_ref(), &ctx, channel).await)
             }
         },
         // Dispatched to `container` above.
         ServiceKind::Oci => convert::failed("internal", "an oci job reached the wasm runner"),
     };
+    if let Some((a, _)) = &session {
+        shared.sessions.close(a, std::time::Instant::now()).await;
+    }
     finish(&shared, &ctx, channel, &receipt, outcome, reservation);
     channel
 }

@@ -651,6 +651,7 @@ pub(crate) async fn handle_http(
     env: &Env,
     req: HttpRequest,
     options: &ExecOptions,
+    dirs: &[crate::DirMapping],
     progress: Option<&Arc<Progress>>,
 ) -> Result<HttpOutcome, ExecFailure> {
     let Pre::Http(pre) = &program.0.pre else {
@@ -666,6 +667,18 @@ pub(crate) async fn handle_http(
 
     let mut wasi = WasiCtxBuilder::new();
     wasi.stdout(run.stdout.clone()).stderr(run.stderr.clone());
+    for d in dirs {
+        if let Err(e) = wasi.preopened_dir(&d.host, &d.guest, FsPerms::ReadWrite) {
+            return Err(run.fail(
+                ExecError::InvalidRequest(format!(
+                    "preopen {} as {}: {e:#}",
+                    d.host.display(),
+                    d.guest
+                )),
+                Usage::default(),
+            ));
+        }
+    }
     run.determinism(program, &mut wasi);
     let mut store = run.store(
         pre.engine(),

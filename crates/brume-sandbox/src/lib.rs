@@ -489,7 +489,20 @@ impl Sandbox {
         req: HttpRequest,
         options: &ExecOptions,
     ) -> Result<HttpOutcome, ExecFailure> {
-        exec::handle_http(program, &self.exec_env(), req, options, None).await
+        exec::handle_http(program, &self.exec_env(), req, options, &[], None).await
+    }
+
+    /// [`handle_http`](Sandbox::handle_http) with `dirs` preopened (read
+    /// and write), and reporting into `progress` if given.
+    pub async fn handle_http_in(
+        &self,
+        program: &Program,
+        req: HttpRequest,
+        options: &ExecOptions,
+        dirs: &[DirMapping],
+        progress: Option<&Arc<Progress>>,
+    ) -> Result<HttpOutcome, ExecFailure> {
+        exec::handle_http(program, &self.exec_env(), req, options, dirs, progress).await
     }
 
     /// [`handle_http`](Sandbox::handle_http), reporting fuel and stderr into
@@ -501,7 +514,7 @@ impl Sandbox {
         options: &ExecOptions,
         progress: &Arc<Progress>,
     ) -> Result<HttpOutcome, ExecFailure> {
-        exec::handle_http(program, &self.exec_env(), req, options, Some(progress)).await
+        exec::handle_http(program, &self.exec_env(), req, options, &[], Some(progress)).await
     }
 
     /// Digests that have a compiled artifact in the cache directory for

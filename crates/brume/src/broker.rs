@@ -695,6 +695,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     if let Some(s) = &file.settlement {
         config.settlement = s.clone();
     }
+    if let Some(a) = file.affinity {
+        config.affinity = a;
+    }
     if let Some(t) = &file.trust {
         config.trust = t.clone();
     }

@@ -62,6 +62,11 @@
 //! stake_refresh_ms = 5000      # how often providers' stakes are read
 //! genesis = [{ address = "0x…", amount = "1000000000000000000000" }]
 //!
+//! [broker.affinity]            # sessions (`x-brume-affinity`); these are the defaults
+//! ttl_ms = 600000              # kept this long after a session's last call
+//! max_bytes = 67108864         # its work dir on the provider (emptied when over)
+//! max_per_account = 1024
+//!
 //! [broker.trust]               # trust tiers (see crates/brume-broker/src/trust.rs)
 //! attestation_authority = "0x…"   # accepts `test` attestations it signed
 //! account_tiers = { acme = [1, 2] } # tiers an account's work may use by default
@@ -150,6 +155,8 @@ pub struct BrokerSection {
     pub settlement: Option<brume_broker::settlement::SettlementConfig>,
     /// Trust tiers (`[broker.trust]`).
     pub trust: Option<brume_broker::trust::TrustConfig>,
+    /// Affinity sessions (`[broker.affinity]`).
+    pub affinity: Option<brume_broker::AffinityConfig>,
     /// Federation with other brokers (`[broker.federation]`).
     pub federation: Option<FederationSection>,
     /// The web console (`[broker.console]`).

@@ -267,6 +267,14 @@ pub struct InvokeArgs {
     /// Call the best broker in this region (from the directory).
     #[arg(long)]
     region: Option<String>,
+    /// A session key (`x-brume-affinity`): calls with the same key run on
+    /// one provider while it lives, and share a work dir, `/session`.
+    #[arg(long, value_name = "KEY")]
+    affinity: Option<String>,
+    /// A fee bid per compute hour, in micro-tokens
+    /// (`x-brume-max-fee-per-hour`).
+    #[arg(long, value_name = "MICROS")]
+    max_fee_per_hour: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -349,6 +357,10 @@ pub struct RunArgs {
     /// fits it run the job, and those that prefer profit take it sooner.
     #[arg(long, value_name = "MICROS")]
     max_fee_per_hour: Option<u64>,
+    /// A session key: jobs and calls of your account with the same key run
+    /// on one provider while it lives, and share a work dir, `/session`.
+    #[arg(long, value_name = "KEY")]
+    affinity: Option<String>,
     /// Run reproducibly: NaN canonicalization, seeded random, virtual clocks.
     #[arg(long)]
     deterministic: bool,
@@ -874,9 +886,22 @@ async fn invoke_inner(args: InvokeArgs, file: &ClientSection) -> Result<ExitCode
     }
     let stdin = read_data(args.data.as_ref())?;
     let fn_args: Vec<String> = args.arg.iter().chain(&args.rest).cloned().collect();
+    let mut headers = http::HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        http::HeaderValue::from_str(&value)
+            .map(|v| headers.insert(name, v))
+            .map_err(|_| Failure::Local(format!("{name}: {value:?} is not a header value")))
+    };
+    if let Some(key) = &args.affinity {
+        put(brume_api::headers::AFFINITY, key.clone())?;
+    }
+    if let Some(bid) = args.max_fee_per_hour {
+        put(brume_api::rest::MAX_FEE_PER_HOUR_HEADER, bid.to_string())?;
+    }
     let mut tries = 0;
     let out = loop {
-        match client.invoke(&args.service, &fn_args, stdin.clone()).await {
+        let call = client.invoke_with(&args.service, &fn_args, stdin.clone(), headers.clone());
+        match call.await {
             Err(e)
                 if e.code() == Some(ErrorCode::Overloaded)
                     && tries < OVERLOAD_RETRIES
@@ -1066,6 +1091,7 @@ fn job_spec(args: &RunArgs, name: &str) -> Result<JobSpec, Failure> {
         queue_timeout_ms: args.queue_timeout.map(millis),
         max_price: args.max_price,
         max_fee_per_hour: args.max_fee_per_hour,
+        affinity: args.affinity.clone(),
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         columns: args.columns.iter().cloned().collect::<BTreeMap<_, _>>(),
         tier: args.tier.clone(),

@@ -57,6 +57,43 @@ pub(super) fn check_bid(shared: &Shared, admission: &Admission, bid: Option<u64>
     Ok(())
 }
 
+/// The affinity session `key` of `account` (a call's `x-brume-affinity`,
+/// a job's `affinity`): 400 if the key is malformed, 429
+/// `too_many_sessions` if it would be one more than the account may keep.
+pub(super) fn session(
+    shared: &Shared,
+    account: &str,
+    key: Option<&str>,
+) -> Res<Option<brume_api::wire::Affinity>> {
+    let Some(key) = key else { return Ok(None) };
+    if !brume_api::affinity_key_is_valid(key) {
+        return Err(Fail::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "{}: {key:?}; 1 to 128 bytes of letters, digits and . _ : -",
+                brume_api::headers::AFFINITY
+            ),
+        ));
+    }
+    let config = shared.config.affinity;
+    let session = config.session(account, key);
+    let max = config.max_per_account;
+    if !shared
+        .lifecycle
+        .read(|s| s.admits_session(account, &session.key, max))
+    {
+        return Err(Fail::new(
+            ErrorCode::TooManySessions,
+            format!(
+                "this account keeps {max} affinity sessions already, the most a broker allows \
+                 one; a session is forgotten {} ms after its last call",
+                config.ttl_ms
+            ),
+        ));
+    }
+    Ok(Some(session))
+}
+
 /// The broker's utilisation: busy slots over all its providers' slots, in
 /// ppm (0 with none connected).
 pub(crate) fn utilisation(shared: &Shared) -> u32 {

@@ -114,6 +114,8 @@ pub(super) struct Answer {
     order: Order,
     /// A replicated call's agreeing replicas, of those that ran.
     verified: Option<(usize, usize)>,
+    /// Its affinity session moved to a new provider.
+    moved: bool,
 }
 
 impl Answer {
@@ -130,6 +132,12 @@ impl Answer {
         {
             resp.headers_mut()
                 .insert(HeaderName::from_static(xh::VERIFIED), v);
+        }
+        if self.moved {
+            resp.headers_mut().insert(
+                HeaderName::from_static(xh::AFFINITY_STATE),
+                HeaderValue::from_static("moved"),
+            );
         }
         resp
     }
@@ -175,11 +183,13 @@ pub(super) async fn run_sync(
                 completion: timed_out(deadline, work.attempts()),
                 order: Order::default(),
                 verified: None,
+                moved: false,
             };
         }
     };
     guard.work = None;
     crate::audit::after(shared, &work, &completion);
+    let moved = work.moved_session();
     let order = Order {
         arrival: work.arrival(),
         dispatch: work.dispatch(),
@@ -189,6 +199,7 @@ pub(super) async fn run_sync(
         completion,
         order,
         verified: None,
+        moved,
     }
 }
 
@@ -284,6 +295,7 @@ async fn run_replicated(
         completion,
         order: Order::default(),
         verified,
+        moved: false,
     }
 }
 
@@ -477,6 +489,8 @@ pub(super) fn sync_work(
     let admission = admit(shared, &auth.name, tier, cap, &svc.digest)?;
     let bid = fee_bid(headers)?;
     super::admission::check_bid(shared, &admission, bid)?;
+    let affinity =
+        super::admission::session(shared, &auth.name, header_str(headers, xh::AFFINITY)?)?;
     let billing = Billing {
         requester: auth.name,
         end_user: end_user(headers)?,
@@ -543,6 +557,7 @@ pub(super) fn sync_work(
         class: Class::Sync,
         account: billing.requester.as_str().into(),
         oci: Default::default(),
+        affinity,
     };
     Ok((spec, billing, body, verify))
 }

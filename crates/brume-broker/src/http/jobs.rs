@@ -57,6 +57,7 @@ pub(super) async fn submit_job(
         &digest,
     )?;
     super::admission::check_bid(&shared, &admission, spec.max_fee_per_hour)?;
+    super::admission::session(&shared, &auth.name, spec.affinity.as_deref())?;
     let billing = Billing {
         requester: auth.name.clone(),
         anonymous: auth.anonymous,
@@ -176,6 +177,10 @@ fn stored_job(shared: &Shared, spec: &JobSpec, r: Resolved) -> StoredJob {
     let mut argv = vec![spec.service.clone().unwrap_or_else(|| "main.wasm".into())];
     argv.extend(spec.args.iter().cloned());
     StoredJob {
+        affinity: spec
+            .affinity
+            .as_deref()
+            .map(|key| c.affinity.session(&r.requester, key)),
         service: r.service,
         digest: r.digest,
         kind: r.kind,

@@ -88,6 +88,8 @@ const RUN: &[ErrorCode] = &[
     ErrorCode::Conflict,
     ErrorCode::OverPriceCap,
     ErrorCode::InsufficientAllowance,
+    ErrorCode::TrustLimit,
+    ErrorCode::TooManySessions,
 ];
 
 /// The error codes of one operation, beyond [`ANY`] (and [`KEYED`] for an
@@ -131,6 +133,8 @@ fn errors(operation_id: &str) -> Option<&'static [ErrorCode]> {
             E::PeerUnreachable,
             E::OverPriceCap,
             E::InsufficientAllowance,
+            E::TrustLimit,
+            E::TooManySessions,
         ],
         "upload_data" => &[E::InvalidRequest],
         "job_output" => &[E::InvalidRequest, E::NotFound, E::Conflict],

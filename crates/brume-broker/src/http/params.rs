@@ -32,6 +32,11 @@ pub(super) struct CallHeaders {
     /// within it run the call.
     #[param(rename = "x-brume-max-fee-per-hour", pattern = "^[1-9][0-9]{0,17}$")]
     max_fee_per_hour: Option<String>,
+    /// A session key: calls of one account with one key run on one
+    /// provider while it lives, and share a work dir there (`/session`).
+    /// 429 `too_many_sessions` past the account's limit.
+    #[param(rename = "x-brume-affinity", pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    affinity: Option<String>,
     /// The provider trust tiers it may run on, comma-separated.
     #[param(rename = "x-brume-tiers", pattern = "^[1-4](?:,[1-4]){0,3}$")]
     tiers: Option<String>,

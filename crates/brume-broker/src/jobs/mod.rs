@@ -10,13 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use brume_api::receipt::SignedReceipt;
-use brume_api::rest::{
-    EventKind, JobEvent, JobInfo, JobResult, JobState, Output, Price, Verification, VerifyPolicy,
-};
+use brume_api::rest::{EventKind, JobEvent, JobInfo, JobResult, JobState, Output, Verification};
 use brume_api::wire::Outcome;
-use brume_api::{ApiError, ErrorCode, Limits, Profile, ServiceKind, Usage, WorkId};
+use brume_api::{ApiError, ErrorCode, Usage, WorkId};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::Shared;
@@ -28,78 +25,9 @@ use crate::work::{Completion, WorkEvent};
 use crate::work::{Work, WorkSpec};
 
 mod sqlite;
+mod stored;
 
-/// What is stored of a job's request: everything needed to run it again
-/// after a restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct StoredJob {
-    pub service: Option<String>,
-    pub digest: String,
-    pub kind: ServiceKind,
-    /// Full argv, argv\[0\] first.
-    pub argv: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub stdin: Output,
-    pub limits: Limits,
-    pub profile: Profile,
-    /// Deterministic profile's seed (absent in rows written before it existed).
-    #[serde(default)]
-    pub seed: u64,
-    pub max_attempts: u32,
-    pub queue_timeout_ms: u64,
-    pub max_price: Option<Price>,
-    pub labels: BTreeMap<String, String>,
-    /// The ledger's participants, fixed at submission (absent in rows
-    /// written before the ledger).
-    #[serde(default)]
-    pub requester: String,
-    #[serde(default)]
-    pub end_user: String,
-    #[serde(default)]
-    pub developer: String,
-    /// The tier and price cap it was admitted under (absent in rows written
-    /// before deals: the default tier, uncapped).
-    #[serde(default)]
-    pub admission: Option<brume_ledger::deal::Admission>,
-    /// Its declared shape, for the overrun surcharge.
-    #[serde(default)]
-    pub declared: brume_ledger::penalty::Declared,
-    /// How its result is verified.
-    #[serde(default)]
-    pub verify: Option<VerifyPolicy>,
-    /// The trust tiers it may run on (`None`: the account's default).
-    #[serde(default)]
-    pub tiers: Option<Vec<u8>>,
-    /// The requester's own columns for its rows.
-    #[serde(default)]
-    pub columns: BTreeMap<String, String>,
-    /// Paid only once confirmed (see `deposits.rs`).
-    #[serde(default)]
-    pub confirm: bool,
-    /// Files placed in its work dir (keys included: the broker holds them
-    /// for its providers).
-    #[serde(default)]
-    pub inputs: Vec<brume_api::data::Input>,
-    /// Files it returns.
-    #[serde(default)]
-    pub outputs: Vec<String>,
-    /// GPUs it needs.
-    #[serde(default)]
-    pub gpus: u32,
-    /// vCPUs it gets (0: one).
-    #[serde(default)]
-    pub vcpus: u32,
-    /// Its container may reach the network.
-    #[serde(default)]
-    pub network: bool,
-    /// The bandwidth it declared, Mbit/s (0: its tier's).
-    #[serde(default)]
-    pub min_mbps: u64,
-    /// Its image in a registry, pinned by digest (`digest` is the
-    /// manifest's), when it names one instead of an uploaded layout.
-    #[serde(default)]
-    pub image: Option<String>,
-}
+pub(crate) use stored::StoredJob;
 
 /// One change to a stored job: an event, with the job's new state (if it
 /// changed) and its result (at the end).
@@ -691,6 +619,7 @@ fn work_spec(
             network: stored.network,
             image: stored.image.clone(),
         },
+        affinity: stored.affinity.clone(),
     }
 }
 

@@ -29,10 +29,12 @@ use brume_api::{ApiError, ErrorCode, WorkId};
 pub(crate) use crate::work::ProviderId;
 use crate::work::{Cancelled, Class, Completion, RanSoFar, Work, WorkEvent};
 
+mod affinity;
 mod entry;
 mod queue;
 mod reputation;
 
+pub use affinity::AffinityConfig;
 pub(crate) use entry::ProviderEntry;
 
 /// How many candidates one match inspects per index at most.
@@ -94,6 +96,8 @@ pub(crate) struct Scheduler {
     reputation: HashMap<String, Reputation>,
     /// Addresses whose record changed since the last save.
     reputation_dirty: HashSet<String>,
+    /// Affinity sessions' providers.
+    sessions: affinity::Sessions,
 }
 
 /// Events per second over the last whole window of [`Rate::WINDOW`].
@@ -150,6 +154,19 @@ impl Scheduler {
 
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Whether `account` may use affinity session `key` (see
+    /// [`AffinityConfig::max_per_account`]).
+    pub fn admits_session(&self, account: &str, key: &str, max: usize) -> bool {
+        self.sessions.admits(account, key, max)
+    }
+
+    fn session_allows(&self, work: &Work, id: ProviderId) -> bool {
+        work.spec
+            .affinity
+            .as_ref()
+            .is_none_or(|a| self.sessions.allows(&a.key, id))
     }
 
     /// How long the oldest queued work of `class` has waited.
@@ -270,9 +287,17 @@ impl Scheduler {
             r.failures += lost.len() as u64;
             r.consecutive_valid = 0;
         }
+        let sessions = self.sessions.lose(id);
         for inf in lost.into_iter().rev() {
             let msg = format!("provider {} {reason}", entry.address);
             self.retry(inf.work, &msg, after);
+        }
+        if sessions > 0 {
+            // Queued units of its sessions may now go to any provider.
+            let idle: Vec<ProviderId> = self.idle.iter().take(SCAN_CAP).map(|&(_, p)| p).collect();
+            for p in idle {
+                self.fill(p, after);
+            }
         }
         Some(entry)
     }
@@ -325,7 +350,15 @@ impl Scheduler {
     }
 
     fn pick(&self, work: &Work) -> Option<ProviderId> {
-        let ok = |id: &ProviderId| self.providers.get(id).is_some_and(|p| p.accepts(*id, work));
+        let ok = |id: &ProviderId| {
+            self.providers.get(id).is_some_and(|p| p.accepts(*id, work))
+                && self.session_allows(work, *id)
+        };
+        if let Some(a) = &work.spec.affinity
+            && let affinity::Place::On(id) = self.sessions.place(&a.key)
+        {
+            return ok(&id).then_some(id);
+        }
         if work.spec.distinct.is_some() {
             return self.draw_by_stake(ok);
         }
@@ -410,6 +443,15 @@ impl Scheduler {
         if let Some(d) = &s.distinct {
             d.take(&p.address);
         }
+        if let Some(a) = &s.affinity {
+            let ttl = Duration::from_millis(a.ttl_ms);
+            if self
+                .sessions
+                .bind(&a.key, &s.account, id, ttl, Instant::now())
+            {
+                work.set_moved_session();
+            }
+        }
         let frame = ToProvider::Assign(Box::new(work.assignment(attempt))).encode(channel);
         let sent = p.tx.send(Message::Binary(frame)).is_ok();
         let address = p.address.clone();
@@ -475,8 +517,14 @@ impl Scheduler {
                 if !p.has_slot_for(class) {
                     return None;
                 }
-                self.queue
-                    .take(class, p.tier, p.caps.policy, |w| p.accepts(id, w))
+                let sessions = &self.sessions;
+                self.queue.take(class, p.tier, p.caps.policy, |w| {
+                    p.accepts(id, w)
+                        && w.spec
+                            .affinity
+                            .as_ref()
+                            .is_none_or(|a| sessions.allows(&a.key, id))
+                })
             });
             let Some(work) = work else { return };
             self.assign(id, work, after);
@@ -684,6 +732,7 @@ impl Scheduler {
                 self.fill(id, after);
             }
         }
+        self.sessions.expire(now);
         for w in self.queue.expire(now) {
             let attempts = w.attempts();
             let error = if self.providers.is_empty() && attempts > 0 {

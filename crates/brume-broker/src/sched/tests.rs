@@ -94,6 +94,7 @@ pub(super) fn work_with(
         class: crate::work::Class::Batch,
         account: "acct".into(),
         oci: Default::default(),
+        affinity: None,
     };
     edit(&mut spec);
     Work::new(WorkId::new(), spec, Duration::from_secs(60), 0)

@@ -37,6 +37,7 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         network: Default::default(),
         image: None,
         max_price: None,
+        affinity: None,
     })
 }
 

@@ -96,3 +96,98 @@ async fn a_profit_preferring_provider_takes_the_higher_bid_first() {
     net.wait_state(low.id, JobState::Running).await;
     net.client.cancel(low.id).await.expect("cancel low");
 }
+
+/// One call of command `service` with `args` in session `key`: (exit code,
+/// provider, `x-brume-affinity-state`, stdout).
+async fn session_call(
+    net: &Net,
+    service: &str,
+    args: &[&str],
+    key: &str,
+) -> (i32, String, Option<String>, String) {
+    let mut url = reqwest::Url::parse(&net.url(&format!("/v1/functions/default~{service}/invoke")))
+        .expect("url");
+    for a in args {
+        url.query_pairs_mut().append_pair("arg", a);
+    }
+    let resp = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(&net.key)
+        .header(brume_api::headers::AFFINITY, key)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(resp.status(), 200, "{service} in {key}");
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let exit = header(brume_api::headers::EXIT_CODE)
+        .and_then(|c| c.parse().ok())
+        .expect("an exit code");
+    let provider = header(brume_api::headers::PROVIDER).expect("a provider");
+    let state = header(brume_api::headers::AFFINITY_STATE);
+    let body = resp.text().await.expect("body");
+    (exit, provider, state, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn affinity_keeps_a_session_and_its_files_on_one_provider_and_moves_it_once() {
+    let mut net = Net::start(3, 2).await;
+    for (name, bytes) in [
+        ("write_file", test_programs_artifacts::WRITE_FILE_P1_BYTES),
+        ("read_file", test_programs_artifacts::READ_FILE_P1_BYTES),
+    ] {
+        net.publish(name, ServiceKind::Command, bytes).await;
+    }
+    let file = "/session/state";
+    let (exit, home, state, _) = session_call(&net, "write_file", &[file, "hello"], "cart-1").await;
+    assert_eq!((exit, state), (0, None));
+    // Call 2 reads what call 1 wrote, and so do the 98 after it, all on
+    // the same provider.
+    for i in 2..=100 {
+        let (exit, provider, state, body) =
+            session_call(&net, "read_file", &[file], "cart-1").await;
+        assert_eq!((exit, body.as_str(), state), (0, "hello", None), "call {i}");
+        assert_eq!(provider, home, "call {i} left its session's provider");
+    }
+    // Another session has a dir of its own.
+    let (exit, _, _, body) = session_call(&net, "read_file", &[file], "cart-2").await;
+    assert_eq!(exit, 1, "{body}");
+    // A malformed key is refused.
+    let resp = reqwest::Client::new()
+        .post(net.url("/v1/functions/default~read_file/invoke"))
+        .bearer_auth(&net.key)
+        .header(brume_api::headers::AFFINITY, "no spaces")
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(resp.status(), 400);
+
+    // Its provider is lost: the session moves once, visibly, without its
+    // files, and stays where it moved.
+    let i = net.provider_index(&home);
+    net.providers[i].kill();
+    let (exit, moved_to, state, _) = session_call(&net, "read_file", &[file], "cart-1").await;
+    assert_eq!(state.as_deref(), Some("moved"));
+    assert_ne!(moved_to, home);
+    assert_eq!(exit, 1, "the files stayed with the lost provider");
+    session_call(&net, "write_file", &[file, "again"], "cart-1").await;
+    let (exit, provider, state, body) = session_call(&net, "read_file", &[file], "cart-1").await;
+    assert_eq!((exit, body.as_str(), state), (0, "again", None));
+    assert_eq!(provider, moved_to);
+    // A job of the session joins it.
+    let job = JobSpec {
+        service: Some("default~read_file".into()),
+        args: vec![file.into()],
+        affinity: Some("cart-1".into()),
+        ..JobSpec::default()
+    };
+    let job = net.client.submit(&job).await.expect("submit");
+    let done = net.wait_state(job.id, JobState::Succeeded).await;
+    assert_eq!(done.provider.as_deref(), Some(moved_to.as_str()));
+    let result = net.client.result(job.id).await.expect("result");
+    assert_eq!(&result.stdout.0[..], b"again");
+}
