@@ -417,6 +417,7 @@ async fn run_verifier(
     spec.distinct = None;
     spec.wants_receipt = false;
     spec.avoid = Some(checked.to_string());
+    spec.only = None;
     let (waiter, rx) = Oneshot::new();
     let work = Work::new(WorkId::new(), spec, group.queue_timeout, 0);
     let bill = Bill::Queued(group.billing.clone());

@@ -93,6 +93,9 @@ pub(crate) struct WorkSpec {
     /// A provider address that must not run it (a verifier run avoids the
     /// provider whose result it checks).
     pub avoid: Option<String>,
+    /// The one provider address that may run it (a call's
+    /// `x-brume-provider`: a probe of that provider).
+    pub only: Option<String>,
     /// The trust tiers it may run on (bit `t` for tier `t`).
     pub tiers: u8,
     /// Its requester's organisation (tier-1 providers run only theirs).

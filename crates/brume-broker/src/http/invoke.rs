@@ -457,6 +457,36 @@ fn fee_bid(headers: &HeaderMap) -> Res<Option<u64>> {
         .transpose()
 }
 
+/// The provider a call asks to run on (`x-brume-provider`, to probe it):
+/// 400 if it is not an address, 503 `provider_unavailable` if it is not
+/// connected here.
+fn pinned(shared: &Shared, headers: &HeaderMap) -> Res<Option<String>> {
+    let Some(address) = header_str(headers, xh::PROVIDER)? else {
+        return Ok(None);
+    };
+    let valid = address.len() == 42
+        && address.starts_with("0x")
+        && address[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        return Err(bad(format!(
+            "{}: {address:?} is not a provider address (0x and 40 hex digits)",
+            xh::PROVIDER
+        )));
+    }
+    let here = shared.lifecycle.read(|s| {
+        s.providers
+            .values()
+            .any(|p| p.address.eq_ignore_ascii_case(address))
+    });
+    if !here {
+        return Err(Fail::new(
+            ErrorCode::ProviderUnavailable,
+            format!("provider {address} is not connected to this broker"),
+        ));
+    }
+    Ok(Some(address.to_ascii_lowercase()))
+}
+
 /// What the two sync paths share: the service must exist and be `kind`,
 /// and the body fit the input limit. (Whether the broker has room is
 /// `check_overload`'s question.)
@@ -551,6 +581,7 @@ pub(super) fn sync_work(
         module_signature,
         distinct: None,
         avoid: None,
+        only: pinned(shared, headers)?,
         tiers,
         org,
         wants_receipt: checked,

@@ -37,6 +37,10 @@ pub(super) struct CallHeaders {
     /// 429 `too_many_sessions` past the account's limit.
     #[param(rename = "x-brume-affinity", pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     affinity: Option<String>,
+    /// Run only on this provider (`brume offers --probe`): 503
+    /// `provider_unavailable` if it is not connected.
+    #[param(rename = "x-brume-provider", pattern = "^0x[0-9a-fA-F]{40}$")]
+    provider: Option<String>,
     /// The provider trust tiers it may run on, comma-separated.
     #[param(rename = "x-brume-tiers", pattern = "^[1-4](?:,[1-4]){0,3}$")]
     tiers: Option<String>,

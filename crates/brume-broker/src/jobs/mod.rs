@@ -608,6 +608,7 @@ fn work_spec(
         module_signature,
         distinct: None,
         avoid: None,
+        only: None,
         wants_receipt: true,
         class: crate::work::Class::Batch,
         account: stored.requester.as_str().into(),

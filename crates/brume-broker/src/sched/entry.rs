@@ -135,6 +135,9 @@ impl ProviderEntry {
             && self.measured_mbps >= s.needs.min_mbps
             && s.needs.fits_hours(self.caps.hours)
             && s.distinct.as_ref().is_none_or(|d| d.allows(&self.address))
+            && s.only
+                .as_ref()
+                .is_none_or(|a| a.eq_ignore_ascii_case(&self.address))
             && s.avoid
                 .as_ref()
                 .is_none_or(|a| !a.eq_ignore_ascii_case(&self.address))

@@ -88,6 +88,7 @@ pub(super) fn work_with(
         module_signature: None,
         distinct: None,
         avoid: None,
+        only: None,
         tiers: crate::trust::ALL_TIERS,
         org: None,
         wants_receipt: false,

@@ -122,4 +122,63 @@ async fn offers_filter_sort_and_page_across_four_providers() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("near"), "{err}");
+
+    // Probes: a service called on each of the top offers, pinned to it.
+    net.publish(
+        "echo",
+        brume_client::ServiceKind::Command,
+        test_programs_artifacts::ECHO_P1_BYTES,
+    )
+    .await;
+    let out = cli(&[
+        "--json",
+        "--region",
+        "eu",
+        "--probe",
+        "default~echo",
+        "--probe-top",
+        "4",
+        "--probe-calls",
+        "2",
+        "--probe-data",
+        "ping",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let probes = v["probes"].as_array().expect("probes");
+    let mut probed: Vec<&str> = probes
+        .iter()
+        .filter_map(|p| p["address"].as_str())
+        .collect();
+    probed.sort();
+    let mut eu = vec![addr(paris), addr(london)];
+    eu.sort();
+    assert_eq!(probed, eu, "{v}");
+    for p in probes {
+        assert_eq!(
+            (p["answered"].as_u64(), p["calls"].as_u64()),
+            (Some(2), Some(2)),
+            "{p}"
+        );
+        assert!(p["latency_us"].as_u64().is_some_and(|us| us > 0), "{p}");
+        assert!(p["speed_mips"].as_u64().is_some(), "{p}");
+    }
+    // Pinned to a provider that is not connected: 503.
+    let resp = reqwest::Client::new()
+        .post(net.url("/v1/functions/default~echo/invoke"))
+        .bearer_auth(&net.key)
+        .header(
+            brume_api::headers::PROVIDER,
+            format!("0x{}", "00".repeat(20)),
+        )
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.expect("JSON");
+    assert_eq!(body["code"], "provider_unavailable", "{body}");
 }
