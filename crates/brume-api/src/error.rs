@@ -116,6 +116,9 @@ codes! {
     /// The account already keeps as many affinity sessions as a broker
     /// allows one account; the message gives the limit.
     TooManySessions = ("too_many_sessions", 429),
+    /// The lease's escrow ran dry and it was halted: top it up
+    /// (`POST /v1/leases/{id}/top-up`) to resume it.
+    LeaseHalted = ("lease_halted", 402),
     /// A chain transaction would spend more tokens than the account holds.
     InsufficientBalance = ("insufficient_balance", 402),
     /// A signature (a signed request's, or a chain transaction's) doesn't

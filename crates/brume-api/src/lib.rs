@@ -19,6 +19,7 @@ pub mod data;
 pub mod error;
 pub mod federation;
 pub mod lambda;
+pub mod lease;
 pub mod names;
 pub mod receipt;
 pub mod rest;

@@ -687,6 +687,7 @@ mod tests {
             image: None,
             max_price: None,
             affinity: None,
+            lease: false,
         }
     }
 

@@ -378,6 +378,11 @@ pub struct Assign {
     /// work dir on this provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// A lease's hold: load the program, keep a slot for it and answer
+    /// `Accepted`, then run nothing until `Cancel` (its traffic comes as
+    /// calls pinned to this provider).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -723,6 +728,7 @@ mod tests {
             image: None,
             max_price: None,
             affinity: None,
+            lease: false,
         }));
         let bytes = assign.encode(42);
         let (ch, back) = ToProvider::decode(&bytes).expect("decodes");

@@ -7,6 +7,7 @@
 pub mod container;
 pub mod evm;
 pub mod federation;
+pub mod lease;
 pub mod ledger;
 pub mod mixed;
 pub mod net;

@@ -87,7 +87,8 @@ pub(crate) enum Reserve {
 pub struct Hold {
     escrow: Arc<Escrow>,
     account: String,
-    amount: u128,
+    /// What it still reserves (a lease's consumes it as it is billed).
+    amount: parking_lot::Mutex<u128>,
     released: AtomicBool,
 }
 
@@ -97,15 +98,33 @@ impl Hold {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
+        let amount = std::mem::take(&mut *self.amount.lock());
         let mut accounts = self.escrow.accounts.lock();
         if let Some(a) = accounts.get_mut(&self.account) {
-            a.reserved = a.reserved.saturating_sub(self.amount);
+            a.reserved = a.reserved.saturating_sub(amount);
             a.open = a.open.saturating_sub(1);
         }
     }
 
     pub fn amount(&self) -> u128 {
-        self.amount
+        *self.amount.lock()
+    }
+
+    /// Gives back `by` of the reservation, now charged (a lease's row:
+    /// what it reserved is owed instead).
+    pub fn consume(&self, by: u128) {
+        if self.released.load(Ordering::Acquire) {
+            return;
+        }
+        let by = {
+            let mut amount = self.amount.lock();
+            let by = by.min(*amount);
+            *amount -= by;
+            by
+        };
+        if let Some(a) = self.escrow.accounts.lock().get_mut(&self.account) {
+            a.reserved = a.reserved.saturating_sub(by);
+        }
     }
 }
 
@@ -204,7 +223,7 @@ impl Escrow {
         Reserve::Held(Arc::new(Hold {
             escrow: self.clone(),
             account,
-            amount,
+            amount: parking_lot::Mutex::new(amount),
             released: AtomicBool::new(false),
         }))
     }

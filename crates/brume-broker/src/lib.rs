@@ -39,6 +39,7 @@ pub use http::openapi;
 mod jobs;
 pub mod keys;
 pub mod lambda;
+pub(crate) mod leases;
 pub mod ledger;
 mod lifecycle;
 mod measure;
@@ -47,6 +48,7 @@ mod receipts;
 mod reexec;
 mod registry;
 mod sched;
+pub use leases::LeaseConfig;
 pub use sched::AffinityConfig;
 mod session;
 pub mod settlement;
@@ -112,6 +114,9 @@ pub struct BrokerConfig {
     /// Affinity sessions: how long one is kept after its last unit, and
     /// how large its work dir on the provider may grow.
     pub affinity: AffinityConfig,
+    /// Leases: the longest time between two of their ticks, and how many
+    /// one account keeps.
+    pub leases: leases::LeaseConfig,
     /// How often providers report job progress.
     pub progress_interval: Duration,
     /// Finished jobs stay in memory this long (then they are read from disk).
@@ -169,6 +174,7 @@ impl Default for BrokerConfig {
             job_queue_timeout: Duration::from_secs(600),
             max_attempts: 3,
             affinity: AffinityConfig::default(),
+            leases: leases::LeaseConfig::default(),
             progress_interval: Duration::from_millis(500),
             finished_job_retention: Duration::from_secs(300),
             ledger: ledger::LedgerConfig::default(),
@@ -232,6 +238,8 @@ pub(crate) struct Shared {
     /// Jobs: open ones, finished ones until `finished_job_retention`
     /// passes, and their store.
     pub jobs: jobs::Jobs,
+    /// Leases: their drip, halts and units.
+    pub leases: leases::Leases,
     pub registry: registry::Registry,
     /// API keys and signed requests.
     pub keys: keys::Keys,
@@ -336,14 +344,11 @@ impl Broker {
         let store = store::Store::open(&data_dir)?;
         let identity = Identity::load_or_create(&data_dir.join("broker.key"))?;
         let broker_id = identity.address().to_string();
-        let validator = brume_sandbox::Sandbox::new(brume_sandbox::SandboxConfig {
-            max_concurrent_instances: 1,
-            ..brume_sandbox::SandboxConfig::default()
-        })
-        .map_err(BrokerError::Sandbox)?;
+        let validator = validator()?;
         let registry = registry::Registry::open(Box::new(store.clone())).await?;
         let standings = standings::Standings::open(Arc::new(store.clone())).await?;
         let jobs = jobs::Jobs::new(Arc::new(store.clone()), &config);
+        let leases = leases::Leases::new(config.leases, Arc::new(store.clone()), leases::system());
         let reputation = standings.reputations().await?;
         let keys = keys::Keys::open(Box::new(store.clone())).await?;
         let lambda = lambda::creds::Credentials::open(&data_dir, store.clone()).await?;
@@ -370,6 +375,7 @@ impl Broker {
             shutdown.clone(),
         ));
         let shared = Arc::new(Shared {
+            leases,
             lifecycle,
             config,
             broker_id: broker_id.clone(),
@@ -399,6 +405,7 @@ impl Broker {
         });
         let batcher = tokio::spawn(ledger::batcher(shared.ledger.clone(), ledger_rows));
         jobs::recover(&shared).await?;
+        leases::recover(&shared).await?;
         let url = announce(&data_dir, addr, tls.as_ref().map(|t| t.fingerprint));
         if let Err(e) = shared.keys.write_control_token(&data_dir) {
             tracing::warn!("write {}: {e}", keys::CONTROL_TOKEN_FILE);
@@ -422,6 +429,15 @@ impl Broker {
     }
 }
 
+/// The sandbox that checks published modules: one instance at a time.
+fn validator() -> Result<brume_sandbox::Sandbox, BrokerError> {
+    brume_sandbox::Sandbox::new(brume_sandbox::SandboxConfig {
+        max_concurrent_instances: 1,
+        ..brume_sandbox::SandboxConfig::default()
+    })
+    .map_err(BrokerError::Sandbox)
+}
+
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, BrokerError> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -435,6 +451,7 @@ fn spawn_background(shared: &Arc<Shared>) {
     tasks.spawn(chain::stake_watcher(shared.clone()));
     tasks.spawn(standings::watch(shared.clone()));
     tasks.spawn(settlement::settle_loop(shared.clone()));
+    tasks.spawn(leases::ticker(shared.clone()));
     tasks.spawn(ledger::subscriptions(
         shared.ledger.clone(),
         shared.shutdown.clone(),

@@ -32,6 +32,9 @@ pub enum StoreError {
     /// panicked (and was rolled back).
     #[error("database: {0}")]
     Db(#[source] brume_sqlite::Error),
+    /// A stored record that does not decode.
+    #[error("database: a corrupt record: {0}")]
+    Corrupt(String),
 }
 
 impl From<brume_sqlite::Error> for StoreError {
@@ -111,6 +114,11 @@ CREATE TABLE IF NOT EXISTS provider_reputation (
     address TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS job_events (
     job_id TEXT NOT NULL,
     seq INTEGER NOT NULL,

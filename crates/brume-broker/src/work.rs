@@ -111,6 +111,8 @@ pub(crate) struct WorkSpec {
     pub oci: OciNeeds,
     /// Its session (`x-brume-affinity`), keyed for its account.
     pub affinity: Option<wire::Affinity>,
+    /// A lease's hold (see `leases.rs`): it holds a slot and runs nothing.
+    pub lease: bool,
 }
 
 /// A container job's files and GPUs (empty for everything else).
@@ -360,6 +362,7 @@ impl Work {
             image: s.oci.image.clone(),
             max_price: s.max_price,
             affinity: s.affinity.clone(),
+            lease: s.lease,
         }
     }
 

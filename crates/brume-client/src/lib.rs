@@ -725,6 +725,61 @@ impl Client {
         Ok(HttpResponse { response, meta })
     }
 
+    // ---- leases ----
+
+    /// `POST /v1/leases`: starts a lease of an http service.
+    pub async fn create_lease(
+        &self,
+        spec: &brume_api::lease::LeaseSpec,
+    ) -> Result<brume_api::lease::LeaseInfo, ClientError> {
+        let url = self.url(&["v1", "leases"]);
+        self.json(self.request(Method::POST, url).json(spec)).await
+    }
+
+    /// `GET /v1/leases`: the account's leases, newest first.
+    pub async fn leases(&self) -> Result<brume_api::lease::LeaseList, ClientError> {
+        self.get_json(&["v1", "leases"]).await
+    }
+
+    /// `GET /v1/leases/{id}`.
+    pub async fn lease(&self, id: &str) -> Result<brume_api::lease::LeaseInfo, ClientError> {
+        self.get_json(&["v1", "leases", id]).await
+    }
+
+    /// `GET /v1/leases/{id}/events`.
+    pub async fn lease_events(
+        &self,
+        id: &str,
+    ) -> Result<brume_api::lease::LeaseEvents, ClientError> {
+        self.get_json(&["v1", "leases", id, "events"]).await
+    }
+
+    /// `POST /v1/leases/{id}/top-up`: adds `amount` base units to its
+    /// escrow (a halted lease resumes).
+    pub async fn top_up_lease(
+        &self,
+        id: &str,
+        amount: u128,
+    ) -> Result<brume_api::lease::LeaseInfo, ClientError> {
+        let url = self.url(&["v1", "leases", id, "top-up"]);
+        let body = brume_api::lease::TopUp {
+            amount: amount.to_string(),
+        };
+        self.json(self.request(Method::POST, url).json(&body)).await
+    }
+
+    /// `DELETE /v1/leases/{id}`: stops it for good (what ran is billed).
+    pub async fn stop_lease(&self, id: &str) -> Result<brume_api::lease::LeaseInfo, ClientError> {
+        let url = self.url(&["v1", "leases", id]);
+        self.json(self.request(Method::DELETE, url)).await
+    }
+
+    /// `GET /v1/ledger/rows/{work_id}`: one ledger row's public columns
+    /// (with the private ones for its owner), as JSON.
+    pub async fn ledger_row(&self, work_id: &str) -> Result<serde_json::Value, ClientError> {
+        self.get_json(&["v1", "ledger", "rows", work_id]).await
+    }
+
     // ---- jobs ----
 
     /// `POST /v1/jobs`: submits a batch job; it starts queued.

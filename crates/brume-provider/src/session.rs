@@ -490,6 +490,10 @@ fn on_frame(
                         }
                         _ => {
                             let job = assign.progress_ms.is_some();
+                            if assign.lease {
+                                // A lease's hold: running until cancelled.
+                                work::send(&ctx.out, ch, &FromProvider::Accepted);
+                            }
                             let run = work::execute(
                                 shared.clone(),
                                 ctx.clone(),

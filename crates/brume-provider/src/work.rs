@@ -168,6 +168,12 @@ pub(crate) async fn execute(
         Ok(files) => files,
         Err(e) => return input_failed(&shared, &ctx, channel, &receipt, e, reservation),
     };
+    if assign.lease {
+        // The program is loaded and its slot reserved: both are kept for
+        // the lease until the broker cancels it (or the session ends).
+        let _held = (&program, &reservation);
+        return std::future::pending::<u32>().await;
+    }
     let session = match &assign.affinity {
         None => None,
         Some(a) => match shared.sessions.open(a, std::time::Instant::now()).await {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Which benchmark: `sandbox`, `invoke`, `job`, `container`, `mixed`,
-    /// `ledger`, `settle`, `verify`, `evm-payout` or `federation`.
+    /// `ledger`, `lease`, `settle`, `verify`, `evm-payout` or `federation`.
     name: String,
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
@@ -64,10 +64,11 @@ pub async fn main(args: BenchArgs) -> ExitCode {
             brume_bench::settle::run(args.duration, args.rows, backend, &mut say).await
         }
         "verify" => brume_bench::verify::run(args.duration, &mut say).await,
+        "lease" => brume_bench::lease::run(args.duration, &mut say).await,
         "evm-payout" => brume_bench::evm::run(args.duration, args.payouts, &mut say).await,
         "federation" => brume_bench::federation::run(args.duration, args.calls, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job, container, mixed, ledger, settle, verify, evm-payout, federation)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, container, mixed, ledger, lease, settle, verify, evm-payout, federation)"
         )),
     };
     if let Some(b) = &bar {

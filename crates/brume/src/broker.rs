@@ -698,6 +698,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     if let Some(a) = file.affinity {
         config.affinity = a;
     }
+    if let Some(l) = file.leases {
+        config.leases = l;
+    }
     if let Some(t) = &file.trust {
         config.trust = t.clone();
     }

@@ -67,6 +67,10 @@
 //! max_bytes = 67108864         # its work dir on the provider (emptied when over)
 //! max_per_account = 1024
 //!
+//! [broker.leases]              # these are the defaults
+//! interval_ms = 10000          # the longest time between two of a lease's rows
+//! max_per_account = 64
+//!
 //! [broker.trust]               # trust tiers (see crates/brume-broker/src/trust.rs)
 //! attestation_authority = "0x…"   # accepts `test` attestations it signed
 //! account_tiers = { acme = [1, 2] } # tiers an account's work may use by default
@@ -157,6 +161,8 @@ pub struct BrokerSection {
     pub trust: Option<brume_broker::trust::TrustConfig>,
     /// Affinity sessions (`[broker.affinity]`).
     pub affinity: Option<brume_broker::AffinityConfig>,
+    /// Leases (`[broker.leases]`).
+    pub leases: Option<brume_broker::LeaseConfig>,
     /// Federation with other brokers (`[broker.federation]`).
     pub federation: Option<FederationSection>,
     /// The web console (`[broker.console]`).

@@ -19,6 +19,7 @@ mod exec;
 mod files;
 mod hub;
 mod keys;
+mod lease;
 mod ledger;
 mod logging;
 mod offers;
@@ -70,6 +71,9 @@ enum Command {
     Settle(requester::SettleArgs),
     /// Inspect and cancel jobs.
     Job(requester::JobArgs),
+    /// Leases: a wasi:http service kept running on a provider, paid from
+    /// an escrow that drips per second.
+    Lease(lease::LeaseArgs),
     /// Measure a component against a baseline in the same run.
     Bench(bench::BenchArgs),
     /// Export a broker's ledger, or audit every row hash.
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
             Command::Run(args) => requester::run(args, &file.client).await,
             Command::Settle(args) => requester::settle(args, &file.client).await,
             Command::Job(args) => requester::job(args, &file.client).await,
+            Command::Lease(args) => lease::main(args, &file.client).await,
             Command::Offers(args) => offers::main(args, &file.client).await,
             Command::Bench(args) => bench::main(args).await,
             Command::Ledger(args) => ledger::main(args).await,

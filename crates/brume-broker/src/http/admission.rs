@@ -115,7 +115,6 @@ pub(super) async fn reserve(
     gpus: u32,
     units: u128,
 ) -> Res<Option<Arc<crate::escrow::Hold>>> {
-    use crate::escrow::Reserve;
     let Some(account) = shared.ledger.escrow_account(&billing.requester) else {
         return Ok(None);
     };
@@ -141,17 +140,47 @@ pub(super) async fn reserve(
         .max_cost(&admission, limits, &billing.declared, gpus)
         .map_err(|e| Fail::new(ErrorCode::Internal, format!("pricing the hold: {e}")))?
         .saturating_mul(units);
+    hold(shared, (&account, address), billing.anonymous, cost).await
+}
+
+/// Holds `amount` against the allowance of `account` (`requester`'s
+/// escrow account, at `address`), or refuses with 402
+/// `insufficient_allowance` (or 429 `trust_limit` for an anonymous one).
+pub(super) async fn hold_amount(
+    shared: &Arc<Shared>,
+    requester: &str,
+    amount: u128,
+) -> Res<Option<Arc<crate::escrow::Hold>>> {
+    let Some(account) = shared.ledger.escrow_account(requester) else {
+        return Ok(None);
+    };
+    match account.parse::<brume_chain::Address>() {
+        Ok(address) if account.len() == 42 => {
+            hold(shared, (&account, address), false, amount).await
+        }
+        _ => Ok(None),
+    }
+}
+
+async fn hold(
+    shared: &Arc<Shared>,
+    (account, address): (&str, brume_chain::Address),
+    anonymous: bool,
+    cost: u128,
+) -> Res<Option<Arc<crate::escrow::Hold>>> {
+    use crate::escrow::Reserve;
+    let account = account.to_string();
     let escrow = shared.ledger.escrow();
     // A requester who is only a key is held to its trust level (only then
     // is the network's capacity read).
     let levels = shared.config.trust.anonymous;
-    let slots = if billing.anonymous {
+    let slots = if anonymous {
         shared.lifecycle.read(|s| s.totals.slots)
     } else {
         0
     };
     let level = move |allowance: u128, clean: u64| levels.limit(allowance, clean, slots);
-    let limit: Option<&(dyn Fn(u128, u64) -> u32 + Sync)> = billing.anonymous.then_some(&level);
+    let limit: Option<&(dyn Fn(u128, u64) -> u32 + Sync)> = anonymous.then_some(&level);
     match escrow.try_reserve_limited(&account, cost, false, limit) {
         Reserve::Held(h) => return Ok(Some(h)),
         Reserve::TooMany { open, limit } => return Err(too_many(&account, open, limit)),

@@ -589,6 +589,7 @@ pub(super) fn sync_work(
         account: billing.requester.as_str().into(),
         oci: Default::default(),
         affinity,
+        lease: false,
     };
     Ok((spec, billing, body, verify))
 }

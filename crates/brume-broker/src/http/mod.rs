@@ -14,6 +14,7 @@ mod jobs;
 mod keys;
 mod lambda;
 mod lambda_functions;
+mod leases;
 mod ledger;
 mod offers;
 pub mod openapi;
@@ -138,6 +139,10 @@ fn api(c: &crate::BrokerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(jobs::get_job, jobs::cancel_job))
         .routes(routes!(jobs::job_events))
         .routes(routes!(jobs::job_result))
+        .routes(routes!(leases::create_lease, leases::list_leases).layer(spec_limit))
+        .routes(routes!(leases::get_lease, leases::stop_lease))
+        .routes(routes!(leases::lease_events))
+        .routes(routes!(leases::top_up_lease))
         .routes(routes!(data::upload_data).layer(module_limit))
         .routes(routes!(data::job_output))
         .routes(routes!(jobs::confirm_job))
@@ -167,7 +172,16 @@ struct FnRoutes;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let (routes, _) = api(&shared.config).split_for_parts();
+    // A lease's traffic, like `/fn/`, takes any method and path; it is
+    // described in docs/rest-api.md, not fuzzed.
+    let input_limit = DefaultBodyLimit::max(shared.config.max_limits.max_input_bytes as usize);
+    let lease_routes = Router::new()
+        .route("/lease/{id}", any(leases::lease_call_root))
+        .route("/lease/{id}/", any(leases::lease_call_root))
+        .route("/lease/{id}/{*path}", any(leases::lease_call))
+        .layer(input_limit);
     routes
+        .merge(lease_routes)
         .merge(console::routes())
         .fallback(|| async { Fail::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {

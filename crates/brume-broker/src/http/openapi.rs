@@ -137,12 +137,31 @@ fn errors(operation_id: &str) -> Option<&'static [ErrorCode]> {
             E::TooManySessions,
         ],
         "upload_data" => &[E::InvalidRequest],
+        "create_lease" => &[
+            E::InvalidRequest,
+            E::UnknownService,
+            E::NotOwner,
+            E::Retired,
+            E::WrongKind,
+            E::Conflict,
+            E::InsufficientAllowance,
+            E::TrustLimit,
+        ],
+        "get_lease" | "lease_events" => &[E::NotFound],
+        "top_up_lease" => &[
+            E::InvalidRequest,
+            E::NotFound,
+            E::Conflict,
+            E::InsufficientAllowance,
+            E::TrustLimit,
+        ],
+        "stop_lease" => &[E::NotFound, E::Conflict],
         "job_output" => &[E::InvalidRequest, E::NotFound, E::Conflict],
         "job_result" | "cancel_job" | "confirm_job" | "reject_job" => {
             &[E::InvalidRequest, E::NotFound, E::Conflict]
         }
         "list_keys" | "providers" | "status" | "settlement_health" | "metrics" | "connect"
-        | "chain_info" | "openapi_json" => &[],
+        | "chain_info" | "openapi_json" | "list_leases" => &[],
         "create_key" => &[E::InvalidRequest],
         "revoke_key" | "ledger_row" | "ledger_row_status" | "proof" => &[E::NotFound],
         "settlement_run" => &[E::Conflict],

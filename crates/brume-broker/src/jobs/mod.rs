@@ -621,6 +621,7 @@ fn work_spec(
             image: stored.image.clone(),
         },
         affinity: stored.affinity.clone(),
+        lease: false,
     }
 }
 

@@ -54,7 +54,7 @@ mod subscription;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use rows::Ran;
+pub(crate) use rows::{LeaseInterval, Ran};
 pub(crate) use subscription::subscriptions;
 
 pub(crate) use crate::work::{Cost, TierNeeds};
@@ -498,6 +498,27 @@ impl Ledger {
         Ok(fee.token_amount.div_ceil(1_000_000_000_000))
     }
 
+    /// A lease's price on `admission`: the fee of one second at the
+    /// reference speed (10^9 fuel: a slot at 1 KMIPS), in base units
+    /// rounded up (at least 1), with its tier's name.
+    pub(crate) fn lease_rate(&self, admission: &Admission) -> Result<(u128, String), PricingError> {
+        let second = ResourceUsage {
+            fuel: brume_api::rest::FUEL_PER_COMPUTE_HOUR / 3600,
+            ..ResourceUsage::default()
+        };
+        let day = self
+            .pricer
+            .config
+            .day_of(i64::try_from(crate::now_ms()).unwrap_or(i64::MAX))?;
+        let fee = self
+            .pricer
+            .fee_scaled(&second, admission.tier, day, admission.multiplier_ppm)?;
+        Ok((
+            fee.token_amount.max(1),
+            self.tier_name(admission.tier).to_string(),
+        ))
+    }
+
     pub(crate) fn price_in_force(
         &self,
         admission: &mut Admission,
@@ -611,6 +632,12 @@ impl Ledger {
     /// Closes the batcher's queue: it appends what is queued, then ends.
     pub(crate) fn close_queue(&self) {
         self.queue.lock().take();
+    }
+
+    /// Seals `row` and appends it; returns once it is durable, or why not.
+    pub(crate) async fn append_row(&self, (data, private): Unsealed) -> Result<(), LedgerError> {
+        let row = SealedRow::seal(data, private)?;
+        self.store.append_sealed(vec![row]).await
     }
 
     /// Seals `row` and appends it; returns once it is durable.

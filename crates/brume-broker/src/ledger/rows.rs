@@ -338,6 +338,20 @@ pub(super) struct Transfer<'a> {
     pub fee_micros: u64,
 }
 
+/// One billing interval of a lease (see [`Ledger::lease_row`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeaseInterval<'a> {
+    pub id: &'a str,
+    pub seq: u64,
+    pub account: &'a str,
+    pub provider: &'a str,
+    pub developer: &'a str,
+    pub digest: &'a str,
+    pub tier: &'a str,
+    pub amount: u128,
+    pub ms: u64,
+}
+
 impl Ledger {
     /// The public columns of `t`'s row.
     pub(super) fn transfer_row(&self, t: Transfer<'_>) -> RowData {
@@ -452,6 +466,78 @@ impl Ledger {
             },
             format!("forwarded to {peer} as {peer_work}"),
         )
+    }
+
+    /// One billing interval of a lease (see `leases/`): `amount` for `ms`
+    /// of running time on `provider`, paid by its account and split like
+    /// any fee. Work id `lease-<id>-<seq>`, so an interval is billed once.
+    pub(crate) fn lease_row(&self, l: LeaseInterval<'_>) -> Result<Unsealed, BillError> {
+        let requester = clip(l.account, MAX_ID_BYTES);
+        let known_developer = !l.developer.is_empty();
+        let account = |s: &str| Beneficiary::plain(Account::new(clip(s, MAX_ID_BYTES)));
+        let parties = Parties {
+            contributor: account(l.provider),
+            developer: account(if known_developer {
+                l.developer
+            } else {
+                &self.operator
+            }),
+            operator: Beneficiary {
+                account: Account::new(&self.operator),
+                charity: self.operator_charity.clone(),
+            },
+        };
+        let shares = if known_developer {
+            &self.shares
+        } else {
+            &self.no_developer
+        };
+        let split = split::split(l.amount, shares, &parties)?;
+        let mut charities = Vec::new();
+        let mut payouts = Vec::new();
+        for line in split.lines() {
+            if line.role == Role::Developer && !known_developer {
+                continue;
+            }
+            let role = match (line.charity, line.role) {
+                (true, _) => {
+                    charities.push(line.account.0.clone());
+                    "charity"
+                }
+                (false, Role::Contributor) => "provider",
+                (false, Role::Developer) => "developer",
+                (false, Role::Operator) => "operator",
+            };
+            payouts.push(Payout {
+                beneficiary: line.account.0,
+                role: role.into(),
+                amount: line.amount,
+            });
+        }
+        let mut data = self.transfer_row(Transfer {
+            work_id: format!("{}-{}", l.id, l.seq),
+            requester,
+            payer: (requester, "lease"),
+            payee: (&self.operator, "operator"),
+            amount: l.amount,
+            tier: l.tier.to_string(),
+            fee_micros: 0,
+        });
+        data.provider = clip(l.provider, MAX_ID_BYTES).into();
+        data.developer = clip(l.developer, MAX_ID_BYTES).into();
+        data.service_digest = l.digest.to_string();
+        data.charities = charities;
+        data.payouts = payouts;
+        data.usage.wall_us = l.ms.saturating_mul(1000);
+        self.escrow.charge(charge_parts(&data.payers));
+        let mut metrics = BTreeMap::new();
+        metrics.insert("lease_ms".to_string(), l.ms);
+        let private = PrivateData {
+            request_line: format!("lease {} interval {}", l.id, l.seq),
+            metrics,
+            ..PrivateData::default()
+        };
+        Ok((data, private))
     }
 
     /// A transfer's row, its payer's part charged to the escrow.

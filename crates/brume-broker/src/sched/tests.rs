@@ -96,6 +96,7 @@ pub(super) fn work_with(
         account: "acct".into(),
         oci: Default::default(),
         affinity: None,
+        lease: false,
     };
     edit(&mut spec);
     Work::new(WorkId::new(), spec, Duration::from_secs(60), 0)

@@ -38,6 +38,7 @@ pub(crate) fn assign(bytes: &[u8], service: &str, args: &[&str], stdin: &str) ->
         image: None,
         max_price: None,
         affinity: None,
+        lease: false,
     })
 }
 

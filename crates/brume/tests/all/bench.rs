@@ -87,3 +87,24 @@ fn bench_container_reports_start_cold_start_and_cpu_metering_against_baselines()
         assert!(x > 0.0 && x.is_finite(), "{key}: {x} in {v}");
     }
 }
+
+#[test]
+fn bench_lease_reports_an_exact_drip_and_its_halt_and_resume_latencies() {
+    let v = bench(&["lease", "--duration", "2s"]);
+    assert_eq!(v["bench"], "lease", "{v}");
+    assert_eq!(
+        v["drip_error_units"], 0,
+        "the rows are the exact integral: {v}"
+    );
+    assert!(v["drip_rows"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    for key in [
+        "drip_running_ms",
+        "halt_latency_ms",
+        "resume_latency_ms",
+        "baseline_job_start_ms",
+        "ratio_resume_vs_job_start",
+    ] {
+        let x = v[key].as_f64().unwrap_or(-1.0);
+        assert!(x >= 0.0 && x.is_finite(), "{key}: {x} in {v}");
+    }
+}

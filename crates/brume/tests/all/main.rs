@@ -18,6 +18,7 @@ mod federation;
 mod hub;
 mod keys;
 mod lambda;
+mod leases;
 mod ledger;
 mod market;
 mod net;
