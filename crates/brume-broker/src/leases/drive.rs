@@ -182,6 +182,38 @@ pub(super) async fn bill(shared: &Arc<Shared>, id: &str, drip: &super::Drip, now
     }
 }
 
+/// Holds lease `id`'s balance against its account's allowance (after a
+/// restart: holds live in memory). False if the allowance, read afresh,
+/// no longer covers it; true if it does, or the account has no escrow.
+pub(super) async fn hold_balance(shared: &Arc<Shared>, id: &str) -> bool {
+    use crate::escrow::Reserve;
+    let Some(l) = shared.leases.get(id) else {
+        return true;
+    };
+    let Some(account) = shared.ledger.escrow_account(&l.account) else {
+        return true;
+    };
+    let Ok(address) = account.parse::<brume_chain::Address>() else {
+        return true;
+    };
+    let escrow = shared.ledger.escrow();
+    match shared.chain.settlement().collectable(address).await {
+        Ok(allowance) => escrow.set_allowance(&account, allowance),
+        Err(e) => {
+            // Unknown: run, and let settlement find out.
+            tracing::warn!(lease = id, "the allowance could not be read: {e}");
+            return true;
+        }
+    }
+    match escrow.try_reserve_limited(&account, l.balance(), true, None) {
+        Reserve::Held(h) => {
+            shared.leases.hold(id, Some(h));
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Makes lease `id`'s unit match its state: none unless it is starting or
 /// running, one if it is.
 pub(super) fn reconcile(shared: &Arc<Shared>, id: &str) {

@@ -196,6 +196,15 @@ impl Lease {
         Ok(resume)
     }
 
+    /// Halts it for `why` (a top-up resumes it).
+    pub fn halt(&mut self, now: u64, why: String) -> Result<(), ApiError> {
+        self.accrue(now);
+        self.since_ms = None;
+        self.state = LeaseState::Halted;
+        self.event(now, "halted", why);
+        Ok(())
+    }
+
     /// Stops it for good (what ran is billed first, by the caller).
     pub fn stop(&mut self, now: u64) -> Result<(), ApiError> {
         if self.state == LeaseState::Stopped {
@@ -507,10 +516,24 @@ impl Leases {
     }
 }
 
-/// Loads the stored leases and starts those that ran.
+/// Loads the stored leases and starts those that ran, their balance held
+/// against their account's allowance again (halted if it no longer covers
+/// it).
 pub(crate) async fn recover(shared: &Arc<crate::Shared>) -> Result<(), crate::store::StoreError> {
     for id in shared.leases.load().await? {
-        start_unit(shared, &id);
+        if drive::hold_balance(shared, &id).await {
+            start_unit(shared, &id);
+            continue;
+        }
+        let why = "its account's allowance no longer covers its balance: approve more, \
+                   then top it up";
+        if let Err(e) = shared
+            .leases
+            .update(&id, |l, now| l.halt(now, why.into()))
+            .await
+        {
+            tracing::error!(lease = id, "lease not halted: {}", e.message);
+        }
     }
     Ok(())
 }

@@ -585,3 +585,55 @@ async fn an_anonymous_account_is_held_to_its_trust_level_until_it_deposits() {
         signed.cancel(id).await.expect("cancel");
     }
 }
+
+/// A lease's deposit is held against its account's allowance like any
+/// work's cost: refused without one, and a second lease can't promise the
+/// same allowance again, even after a broker restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_deposit_is_held_against_the_allowance_across_a_restart() {
+    use brume_api::lease::{LeaseSpec, LeaseState};
+    let config = "[broker.chain]\nfaucet = true\nrequire_allowance = true\n";
+    let (mut net, keys, pw, signed) = funded_signer(1, 4, config).await;
+    net.publish(
+        "hello",
+        ServiceKind::Http,
+        test_programs_artifacts::HTTP_HELLO_BYTES,
+    )
+    .await;
+    let one_token = 1_000_000_000_000_000_000u128;
+    let spec = LeaseSpec {
+        service: "default~hello".into(),
+        deposit: one_token.to_string(),
+        private: false,
+    };
+    assert_eq!(
+        api_code(signed.create_lease(&spec).await),
+        (402, ErrorCode::InsufficientAllowance),
+        "no allowance, no lease"
+    );
+    let (ok, _, err) = wallet(&net, &keys, &pw, &["approve", "1.5", "--key", "alice"]);
+    assert!(ok, "wallet approve: {err}");
+    let lease = signed.create_lease(&spec).await.expect("a lease");
+    assert_eq!(
+        api_code(signed.create_lease(&spec).await),
+        (402, ErrorCode::InsufficientAllowance),
+        "the first lease holds a token of the 1.5 allowed"
+    );
+    // Restarted, the broker holds its balance again.
+    net.broker.restart();
+    crate::net::eventually("the lease runs again", || async {
+        signed
+            .lease(&lease.id)
+            .await
+            .ok()
+            .filter(|l| l.state == LeaseState::Running)
+    })
+    .await;
+    assert_eq!(
+        api_code(signed.create_lease(&spec).await),
+        (402, ErrorCode::InsufficientAllowance),
+        "still held after the restart"
+    );
+    let stopped = signed.stop_lease(&lease.id).await.expect("stop");
+    assert_eq!(stopped.state, LeaseState::Stopped);
+}
