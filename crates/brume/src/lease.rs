@@ -5,7 +5,7 @@
 //! as text, or its JSON body with `--json`.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use brume_api::lease::{LeaseEvent, LeaseInfo, LeaseList, LeaseSpec};
 
@@ -132,7 +132,7 @@ fn print_lease(l: &LeaseInfo) {
     println!("traffic   {}", if l.private { "private" } else { "public" });
     println!("url       {}", l.url);
     println!("account   {}", l.account);
-    println!("created   {}", when(l.created_at_ms));
+    println!("created   {}", crate::requester::when(l.created_at_ms));
 }
 
 fn print_list(list: &LeaseList) {
@@ -191,19 +191,6 @@ fn event_line(ev: &LeaseEvent) -> String {
 /// Running time, to the second: `1h 2m 3s`.
 fn running(ms: u64) -> String {
     humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
-}
-
-fn when(ms: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms);
-    let ago = SystemTime::now()
-        .duration_since(t)
-        .map(|d| Duration::from_secs(d.as_secs()))
-        .unwrap_or_default();
-    format!(
-        "{} ({} ago)",
-        humantime::format_rfc3339_seconds(t),
-        humantime::format_duration(ago)
-    )
 }
 
 /// `0x1234567890abcdef...` as `0x1234…cdef`.

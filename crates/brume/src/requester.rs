@@ -655,7 +655,8 @@ fn si(n: u64) -> String {
     n.to_string()
 }
 
-fn when(ms: u64) -> String {
+/// A time (ms since the epoch) as RFC 3339, and how long ago.
+pub(crate) fn when(ms: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(ms);
     let ago = SystemTime::now()
         .duration_since(t)

@@ -771,25 +771,39 @@ pub(super) async fn forward(
         return federation::forward(&shared, hops, call, busy, billing, cap).await;
     }
     billing.hold = reserve(&shared, &billing, &spec.limits, 0, verify.units().into()).await?;
+    billing.request_headers =
+        Billing::headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+    let (request, line) = http_request(&method, &path, query, &headers, body);
+    billing.request_line = format!("{method} /fn/{name}{line} HTTP/1.1");
+    spec.http = Some(request);
+    Ok(run_sync(&shared, spec, billing, verify).await.response())
+}
+
+/// The request a provider's component gets for `method /path?query`, and
+/// its `/path?query`. The broker's API key is consumed here; it never
+/// reaches a provider.
+pub(super) fn http_request(
+    method: &Method,
+    path: &str,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> (wire::HttpRequest, String) {
     let mut uri = format!("/{path}");
     if let Some(q) = query {
         uri.push('?');
         uri.push_str(&q);
     }
-    billing.request_line = format!("{method} /fn/{name}{uri} HTTP/1.1");
-    billing.request_headers =
-        Billing::headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-    // The broker's API key is consumed here; it never reaches a provider.
-    let headers = super::passed_on(&headers)
+    let headers = super::passed_on(headers)
         .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
         .collect();
-    spec.http = Some(wire::HttpRequest {
+    let request = wire::HttpRequest {
         method: method.as_str().to_string(),
-        uri,
+        uri: uri.clone(),
         headers,
         body,
-    });
-    Ok(run_sync(&shared, spec, billing, verify).await.response())
+    };
+    (request, uri)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use brume_api::lease::{LeaseEvents, LeaseInfo, LeaseList, LeaseSpec, LeaseState, TopUp};
 use brume_api::rest::Scope;
-use brume_api::{ErrorCode, ServiceKind, wire};
+use brume_api::{ErrorCode, ServiceKind};
 use bytes::Bytes;
 
 use super::auth::{Auth, MaybeAuth};
@@ -232,21 +232,9 @@ pub(super) async fn lease_call(
     billing.hold =
         super::admission::reserve(&shared, &billing, &spec.limits, 0, verify.units().into())
             .await?;
-    let mut uri = format!("/{path}");
-    if let Some(q) = query {
-        uri.push('?');
-        uri.push_str(&q);
-    }
-    billing.request_line = format!("{method} /lease/{id}{uri} HTTP/1.1");
-    let headers = super::passed_on(&headers)
-        .map(|(n, v)| (n.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes())))
-        .collect();
-    spec.http = Some(wire::HttpRequest {
-        method: method.as_str().to_string(),
-        uri,
-        headers,
-        body,
-    });
+    let (request, line) = super::invoke::http_request(&method, &path, query, &headers, body);
+    billing.request_line = format!("{method} /lease/{id}{line} HTTP/1.1");
+    spec.http = Some(request);
     Ok(super::invoke::run_sync(&shared, spec, billing, verify)
         .await
         .response())

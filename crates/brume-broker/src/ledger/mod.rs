@@ -483,8 +483,15 @@ impl Ledger {
     /// ([`brume_api::rest::FUEL_PER_COMPUTE_HOUR`] fuel, nothing else), in
     /// micro-tokens rounded up: what a fee bid per compute hour is held to.
     pub(crate) fn price_per_hour(&self, admission: &Admission) -> Result<u128, PricingError> {
-        let hour = ResourceUsage {
-            fuel: brume_api::rest::FUEL_PER_COMPUTE_HOUR,
+        let fee = self.fee_of_fuel(admission, brume_api::rest::FUEL_PER_COMPUTE_HOUR)?;
+        // Base units (10^-18 token) to micro-tokens (10^-6).
+        Ok(fee.div_ceil(1_000_000_000_000))
+    }
+
+    /// The fee of `fuel` alone on `admission`, today, in base units.
+    fn fee_of_fuel(&self, admission: &Admission, fuel: u64) -> Result<u128, PricingError> {
+        let usage = ResourceUsage {
+            fuel,
             ..ResourceUsage::default()
         };
         let day = self
@@ -493,30 +500,16 @@ impl Ledger {
             .day_of(i64::try_from(crate::now_ms()).unwrap_or(i64::MAX))?;
         let fee = self
             .pricer
-            .fee_scaled(&hour, admission.tier, day, admission.multiplier_ppm)?;
-        // Base units (10^-18 token) to micro-tokens (10^-6).
-        Ok(fee.token_amount.div_ceil(1_000_000_000_000))
+            .fee_scaled(&usage, admission.tier, day, admission.multiplier_ppm)?;
+        Ok(fee.token_amount)
     }
 
     /// A lease's price on `admission`: the fee of one second at the
     /// reference speed (10^9 fuel: a slot at 1 KMIPS), in base units
     /// rounded up (at least 1), with its tier's name.
     pub(crate) fn lease_rate(&self, admission: &Admission) -> Result<(u128, String), PricingError> {
-        let second = ResourceUsage {
-            fuel: brume_api::rest::FUEL_PER_COMPUTE_HOUR / 3600,
-            ..ResourceUsage::default()
-        };
-        let day = self
-            .pricer
-            .config
-            .day_of(i64::try_from(crate::now_ms()).unwrap_or(i64::MAX))?;
-        let fee = self
-            .pricer
-            .fee_scaled(&second, admission.tier, day, admission.multiplier_ppm)?;
-        Ok((
-            fee.token_amount.max(1),
-            self.tier_name(admission.tier).to_string(),
-        ))
+        let fee = self.fee_of_fuel(admission, brume_api::rest::FUEL_PER_COMPUTE_HOUR / 3600)?;
+        Ok((fee.max(1), self.tier_name(admission.tier).to_string()))
     }
 
     pub(crate) fn price_in_force(

@@ -217,27 +217,7 @@ impl Ledger {
             },
         )?;
         let split = split.with_contributor_refund(refund)?;
-        let mut payouts = Vec::with_capacity(5);
-        let mut charities = Vec::new();
-        for line in split.lines() {
-            if line.role == Role::Developer && !known_developer {
-                continue; // always 0: the operator took the share
-            }
-            let role = match (line.charity, line.role) {
-                (true, _) => {
-                    charities.push(line.account.0.clone());
-                    "charity"
-                }
-                (false, Role::Contributor) => "provider",
-                (false, Role::Developer) => "developer",
-                (false, Role::Operator) => "operator",
-            };
-            payouts.push(Payout {
-                beneficiary: line.account.0,
-                role: role.into(),
-                amount: line.amount,
-            });
-        }
+        let (mut payouts, charities) = payout_lines(&split, known_developer);
         if split.refund > 0 {
             payouts.push(Payout {
                 beneficiary: requester.into(),
@@ -270,6 +250,34 @@ impl Ledger {
             })
             .collect()
     }
+}
+
+/// A split's lines as a row's payouts (and the charities among them); an
+/// unknown developer's line, always 0 (the operator took its share), is
+/// left out.
+fn payout_lines(split: &split::Split, known_developer: bool) -> (Vec<Payout>, Vec<String>) {
+    let mut payouts = Vec::with_capacity(5);
+    let mut charities = Vec::new();
+    for line in split.lines() {
+        if line.role == Role::Developer && !known_developer {
+            continue;
+        }
+        let role = match (line.charity, line.role) {
+            (true, _) => {
+                charities.push(line.account.0.clone());
+                "charity"
+            }
+            (false, Role::Contributor) => "provider",
+            (false, Role::Developer) => "developer",
+            (false, Role::Operator) => "operator",
+        };
+        payouts.push(Payout {
+            beneficiary: line.account.0,
+            role: role.into(),
+            amount: line.amount,
+        });
+    }
+    (payouts, charities)
 }
 
 /// A row's private columns: the request line and headers, and the unit's
@@ -493,27 +501,7 @@ impl Ledger {
             &self.no_developer
         };
         let split = split::split(l.amount, shares, &parties)?;
-        let mut charities = Vec::new();
-        let mut payouts = Vec::new();
-        for line in split.lines() {
-            if line.role == Role::Developer && !known_developer {
-                continue;
-            }
-            let role = match (line.charity, line.role) {
-                (true, _) => {
-                    charities.push(line.account.0.clone());
-                    "charity"
-                }
-                (false, Role::Contributor) => "provider",
-                (false, Role::Developer) => "developer",
-                (false, Role::Operator) => "operator",
-            };
-            payouts.push(Payout {
-                beneficiary: line.account.0,
-                role: role.into(),
-                amount: line.amount,
-            });
-        }
+        let (payouts, charities) = payout_lines(&split, known_developer);
         let mut data = self.transfer_row(Transfer {
             work_id: format!("{}-{}", l.id, l.seq),
             requester,
