@@ -367,6 +367,7 @@ impl Broker {
         let shutdown = CancellationToken::new();
         let mut scheduler = sched::Scheduler::with_min_stake(config.chain.min_stake);
         scheduler.load_reputation(reputation);
+        scheduler.match_time = Some(metrics.matching.clone());
         let lifecycle = Arc::new(lifecycle::Lifecycle::new(
             scheduler,
             ledger.clone(),
@@ -405,7 +406,8 @@ impl Broker {
         });
         let batcher = tokio::spawn(ledger::batcher(shared.ledger.clone(), ledger_rows));
         jobs::recover(&shared).await?;
-        leases::recover(&shared).await?;
+        // Boxed: its allowance reads would swell this future.
+        Box::pin(leases::recover(&shared)).await?;
         let url = announce(&data_dir, addr, tls.as_ref().map(|t| t.fingerprint));
         if let Err(e) = shared.keys.write_control_token(&data_dir) {
             tracing::warn!("write {}: {e}", keys::CONTROL_TOKEN_FILE);

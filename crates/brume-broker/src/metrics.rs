@@ -53,6 +53,9 @@ pub(crate) struct Metrics {
     /// Peers' proofs of cheat checked, by outcome (applied: re-executed
     /// here and the cheat banned; refuted; unchecked).
     pub cheat_notices: Family<OutcomeLabels, Counter>,
+    /// The scheduler's time to match new work to a provider (or to find
+    /// none and queue it).
+    pub matching: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,8 +146,16 @@ impl Metrics {
                 ),
             ],
         );
+        // 0.1 µs .. ~150 ms, in steps of a quarter.
+        let matching = Histogram::new(exponential_buckets(1e-7, 1.25, 64));
+        registry.register(
+            "match_duration_seconds",
+            "Time for the scheduler to match new work to a provider, or find none",
+            matching.clone(),
+        );
         Metrics {
             registry,
+            matching,
             cheat_notices,
             announcements,
             forwards,

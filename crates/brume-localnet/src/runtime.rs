@@ -48,7 +48,9 @@ impl DaemonRuntime {
                 daemon: daemon.to_string(),
                 source,
             }),
-            None => Ok(fut.await),
+            // Boxed: a daemon's start is a large future, and the caller's
+            // may be a test thread's stack.
+            None => Ok(Box::pin(fut).await),
         }
     }
 }

@@ -98,6 +98,8 @@ pub(crate) struct Scheduler {
     reputation_dirty: HashSet<String>,
     /// Affinity sessions' providers.
     sessions: affinity::Sessions,
+    /// Where each new unit's matching time goes (`/v1/metrics`).
+    pub match_time: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// Events per second over the last whole window of [`Rate::WINDOW`].
@@ -336,7 +338,12 @@ impl Scheduler {
     pub fn submit(&mut self, work: Arc<Work>, after: &mut After) {
         self.order += 1;
         work.arrive(self.order);
-        match self.pick(&work) {
+        let started = Instant::now();
+        let picked = self.pick(&work);
+        if let Some(h) = &self.match_time {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        match picked {
             Some(id) => self.assign(id, work, after),
             None => self.queue.push_back(work),
         }
