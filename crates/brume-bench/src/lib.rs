@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod mixed;
 pub mod net;
 pub mod sandbox;
+pub mod scale;
 pub mod settle;
 pub mod verify;
 

@@ -5,11 +5,15 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Which benchmark: `sandbox`, `invoke`, `job`, `container`, `mixed`,
-    /// `ledger`, `lease`, `settle`, `verify`, `evm-payout` or `federation`.
+    /// `ledger`, `lease`, `scale`, `settle`, `verify`, `evm-payout` or
+    /// `federation`.
     name: String,
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
+    /// `scale`: how many provider sessions to open on one broker.
+    #[arg(long, default_value_t = brume_bench::scale::DEFAULT_SESSIONS)]
+    sessions: usize,
     /// `evm-payout`: how many beneficiaries to pay (at most 100,000).
     #[arg(long, default_value_t = 2_000)]
     payouts: u64,
@@ -65,10 +69,11 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         }
         "verify" => brume_bench::verify::run(args.duration, &mut say).await,
         "lease" => brume_bench::lease::run(args.duration, &mut say).await,
+        "scale" => brume_bench::scale::run(args.duration, args.sessions, &mut say).await,
         "evm-payout" => brume_bench::evm::run(args.duration, args.payouts, &mut say).await,
         "federation" => brume_bench::federation::run(args.duration, args.calls, &mut say).await,
         other => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?} (known: sandbox, invoke, job, container, mixed, ledger, lease, settle, verify, evm-payout, federation)"
+            "unknown benchmark {other:?} (known: sandbox, invoke, job, container, mixed, ledger, lease, scale, settle, verify, evm-payout, federation)"
         )),
     };
     if let Some(b) = &bar {

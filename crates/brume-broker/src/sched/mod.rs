@@ -98,7 +98,7 @@ pub(crate) struct Scheduler {
     reputation_dirty: HashSet<String>,
     /// Affinity sessions' providers.
     sessions: affinity::Sessions,
-    /// Where each new unit's matching time goes (`/v1/metrics`).
+    /// Where each new unit's matching time goes (`/metrics`).
     pub match_time: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 

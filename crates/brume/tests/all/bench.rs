@@ -108,3 +108,25 @@ fn bench_lease_reports_an_exact_drip_and_its_halt_and_resume_latencies() {
         assert!(x >= 0.0 && x.is_finite(), "{key}: {x} in {v}");
     }
 }
+
+#[test]
+fn bench_scale_connects_every_session_and_work_reaches_them_all() {
+    let v = bench(&["scale", "--sessions", "40", "--duration", "2s"]);
+    assert_eq!(v["bench"], "scale", "{v}");
+    assert_eq!(v["sessions"], 40, "{v}");
+    // Each session has one slot and holds its job until all are placed:
+    // one job each.
+    assert_eq!(v["reached_sessions"], 40, "{v}");
+    for key in [
+        "connect_seconds",
+        "broker_rss_per_session_kb",
+        "heartbeat_cpu_share",
+        "match_p50_us",
+        "match_p99_us",
+        "invoke_p50_us",
+        "invoke_one_session_p50_us",
+    ] {
+        let x = v[key].as_f64().unwrap_or(-1.0);
+        assert!(x.is_finite() && x >= 0.0, "{key}: {x} in {v}");
+    }
+}
