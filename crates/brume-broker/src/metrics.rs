@@ -64,6 +64,17 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// The scheduler's matching time: 0.1 µs .. ~150 ms, in steps of a quarter.
+fn matching(registry: &mut Registry) -> Histogram {
+    let matching = Histogram::new(exponential_buckets(1e-7, 1.25, 64));
+    registry.register(
+        "match_duration_seconds",
+        "Time for the scheduler to match new work to a provider, or find none",
+        matching.clone(),
+    );
+    matching
+}
+
 /// Counters by outcome, registered under these names and help texts.
 fn outcome_counters<const N: usize>(
     registry: &mut Registry,
@@ -146,13 +157,7 @@ impl Metrics {
                 ),
             ],
         );
-        // 0.1 µs .. ~150 ms, in steps of a quarter.
-        let matching = Histogram::new(exponential_buckets(1e-7, 1.25, 64));
-        registry.register(
-            "match_duration_seconds",
-            "Time for the scheduler to match new work to a provider, or find none",
-            matching.clone(),
-        );
+        let matching = matching(&mut registry);
         Metrics {
             registry,
             matching,
