@@ -293,6 +293,11 @@ pub struct Measure {
     /// transfer: bandwidth).
     #[serde(default, skip_serializing_if = "Bytes::is_empty")]
     pub blob: Bytes,
+    /// Or fetch the bytes from `GET /v1/provider/probe/{probe}` on the
+    /// broker (once) and answer with their sha256: the transfer stays off
+    /// the session's socket, whose buffers would keep its size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
 }
 
 /// The memory part's answer: the pages granted and the fold.

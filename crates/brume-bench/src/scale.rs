@@ -52,6 +52,8 @@ const IDLE_WINDOW: Duration = Duration::from_secs(5);
 /// What every session shares.
 struct Shared {
     url: String,
+    /// The broker's HTTP base URL (bandwidth probes are fetched there).
+    http: String,
     /// The fuel of the fitness challenge (one sandboxed run).
     fuel: u64,
     /// Sessions that got at least one assignment.
@@ -96,6 +98,7 @@ pub async fn run(
             "{}/v1/provider/connect",
             broker.url.replacen("http://", "ws://", 1)
         ),
+        http: broker.url.clone(),
         fuel: challenge_fuel().await?,
         reached: AtomicU64::new(0),
         held: AtomicU64::new(0),
@@ -230,7 +233,8 @@ async fn jobs_everywhere(client: &Client, shared: &Arc<Shared>, n: usize) -> any
 /// The p50 and p99 of the scheduler's matching time, in µs, from the
 /// histogram's buckets (each figure is its bucket's upper bound).
 async fn matching(broker: &Broker) -> anyhow::Result<(f64, f64)> {
-    let text = reqwest_text(&format!("{}/metrics", broker.url), &broker.key).await?;
+    let body = get(&format!("{}/metrics", broker.url), Some(&broker.key)).await?;
+    let text = String::from_utf8_lossy(&body);
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("brume_match_duration_seconds_bucket{le=\"") else {
@@ -260,7 +264,9 @@ async fn matching(broker: &Broker) -> anyhow::Result<(f64, f64)> {
     Ok((at(0.5), at(0.99)))
 }
 
-async fn reqwest_text(url: &str, key: &str) -> anyhow::Result<String> {
+/// `GET url` (with `key` as bearer), over one plain HTTP/1.1 connection:
+/// the body.
+async fn get(url: &str, key: Option<&str>) -> anyhow::Result<Bytes> {
     let uri: http::Uri = url.parse()?;
     let addr = format!(
         "{}:{}",
@@ -271,13 +277,18 @@ async fn reqwest_text(url: &str, key: &str) -> anyhow::Result<String> {
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = http::Request::get(uri.path())
-        .header("authorization", format!("Bearer {key}"))
-        .header("host", "broker")
-        .body(http_body_util::Empty::<Bytes>::new())?;
-    let resp = send.send_request(req).await?;
+    let mut req = http::Request::get(uri.path()).header("host", "broker");
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let resp = send
+        .send_request(req.body(http_body_util::Empty::<Bytes>::new())?)
+        .await?;
+    if !resp.status().is_success() {
+        bail!("GET {url}: {}", resp.status());
+    }
     let body = http_body_util::BodyExt::collect(resp.into_body()).await?;
-    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+    Ok(body.to_bytes())
 }
 
 /// Opens `n` sessions, `CONNECTING` handshakes at a time; returns once
@@ -359,7 +370,11 @@ async fn handshake(shared: &Shared) -> anyhow::Result<(Ws, Me)> {
     loop {
         match next(&mut ws).await? {
             (_, ToProvider::Welcome(_)) => break,
-            (ch, ToProvider::Measure(m)) => {
+            (ch, ToProvider::Measure(mut m)) => {
+                if let Some(token) = &m.probe {
+                    let url = format!("{}/v1/provider/probe/{token}", shared.http);
+                    m.blob = get(&url, None).await?;
+                }
                 let done = FromProvider::MeasureDone(answer(shared.fuel, &m));
                 ws.send(Message::Binary(done.encode(ch))).await?;
             }
@@ -562,6 +577,7 @@ async fn challenge_fuel() -> anyhow::Result<u64> {
         rounds: brume_exec::fitness::ROUNDS,
         memory_pages: 0,
         blob: Bytes::new(),
+        probe: None,
     };
     let done = brume_exec::fitness::answer(&sandbox, &challenges, &m).await;
     if let Some(e) = done.error {

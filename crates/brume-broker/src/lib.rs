@@ -249,6 +249,8 @@ pub(crate) struct Shared {
     /// One validator run at a time, and the modules it keeps compiled
     /// ([`reexec`]).
     pub reexecutions: reexec::Reexecutions,
+    /// Bandwidth probes' blobs waiting for their fetch ([`measure`]).
+    pub probes: measure::Probes,
     /// The fuel of a fitness challenge ([`measure`]), once learned.
     pub challenge_fuel: tokio::sync::OnceCell<u64>,
     pub metrics: Arc<metrics::Metrics>,
@@ -394,6 +396,7 @@ impl Broker {
             validator,
             reexecutions: reexec::Reexecutions::new(),
             challenge_fuel: tokio::sync::OnceCell::new(),
+            probes: Default::default(),
             metrics,
             federation: Default::default(),
             openapi: Default::default(),
@@ -406,7 +409,6 @@ impl Broker {
         });
         let batcher = tokio::spawn(ledger::batcher(shared.ledger.clone(), ledger_rows));
         jobs::recover(&shared).await?;
-        // Boxed: its allowance reads would swell this future.
         Box::pin(leases::recover(&shared)).await?;
         let url = announce(&data_dir, addr, tls.as_ref().map(|t| t.fingerprint));
         if let Err(e) = shared.keys.write_control_token(&data_dir) {

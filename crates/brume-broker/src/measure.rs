@@ -21,6 +21,7 @@
 //! little slower than it is; the tolerance absorbs that and the noise of a
 //! loaded machine.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
@@ -51,6 +52,7 @@ pub(crate) async fn challenge(
         rounds,
         memory_pages,
         blob: bytes::Bytes::new(),
+        probe: None,
     };
     let (done, elapsed) = ask(socket, m).await?;
     if let Some(e) = done.error {
@@ -76,7 +78,7 @@ pub(crate) async fn challenge(
         _ => return Err("wrong answer to the memory challenge".into()),
     };
     let speed = wire::MeasuredSpeed {
-        measured_mbps: bandwidth(socket).await?,
+        measured_mbps: bandwidth(shared, socket).await?,
         ..judge(caps.fitness_mips, measured_mips)
     };
     Ok((
@@ -88,17 +90,53 @@ pub(crate) async fn challenge(
 /// Bytes of the bandwidth probe.
 const BLOB: usize = 256 << 10;
 
-/// Times a [`BLOB`] sent to the provider and its sha256 back: megabits
-/// per second, round trip included.
-async fn bandwidth(socket: &mut WebSocket) -> Result<u64, String> {
+/// Blobs of bandwidth probes waiting for their provider to fetch them
+/// (`GET /v1/provider/probe/{token}`), each once; kept [`PROBE_TTL`] at most.
+#[derive(Debug, Default)]
+pub(crate) struct Probes(parking_lot::Mutex<HashMap<String, (Instant, bytes::Bytes)>>);
+
+/// How long a probe's blob waits for its fetch.
+const PROBE_TTL: Duration = Duration::from_secs(30);
+
+impl Probes {
+    /// Keeps `blob` for one fetch; returns its token.
+    fn offer(&self, blob: bytes::Bytes) -> String {
+        let mut token = [0u8; 16];
+        rand::fill(&mut token[..]);
+        let token = hex::encode(token);
+        let mut map = self.0.lock();
+        map.retain(|_, (at, _)| at.elapsed() < PROBE_TTL);
+        map.insert(token.clone(), (Instant::now(), blob));
+        token
+    }
+
+    /// The blob of `token`, once.
+    pub(crate) fn take(&self, token: &str) -> Option<bytes::Bytes> {
+        self.0.lock().remove(token).map(|(_, b)| b)
+    }
+}
+
+/// A bandwidth probe: a fresh blob, offered for one fetch.
+fn bandwidth_probe(shared: &Shared) -> (wire::Measure, String, String) {
     let (blob, want) = blob();
+    let token = shared.probes.offer(blob);
     let m = wire::Measure {
         seed: 0,
         rounds: 0,
         memory_pages: 0,
-        blob,
+        blob: bytes::Bytes::new(),
+        probe: Some(token.clone()),
     };
-    let (done, elapsed) = ask(socket, m).await?;
+    (m, want, token)
+}
+
+/// Times a [`BLOB`] fetched by the provider over HTTP and its sha256 back:
+/// megabits per second, round trip included.
+async fn bandwidth(shared: &Shared, socket: &mut WebSocket) -> Result<u64, String> {
+    let (m, want, token) = bandwidth_probe(shared);
+    let answer = ask(socket, m).await;
+    shared.probes.take(&token);
+    let (done, elapsed) = answer?;
     if done.blob_sha256.as_deref() != Some(want.as_str()) {
         return Err("wrong answer to the bandwidth probe".into());
     }
@@ -186,8 +224,8 @@ pub(crate) struct Remeasure {
 enum Probe {
     /// The compute challenge's seed, and the memory pages asked.
     Compute { seed: u64, pages: u32 },
-    /// The sha256 (hex) of the blob sent.
-    Bandwidth { want: String },
+    /// The sha256 (hex) of the blob offered, and its token.
+    Bandwidth { want: String, token: String },
 }
 
 impl Remeasure {
@@ -252,17 +290,12 @@ impl Remeasure {
                 rounds: fitness::ROUNDS,
                 memory_pages: pages,
                 blob: bytes::Bytes::new(),
+                probe: None,
             };
             (Probe::Compute { seed, pages }, m)
         } else {
-            let (blob, want) = blob();
-            let m = wire::Measure {
-                seed: 0,
-                rounds: 0,
-                memory_pages: 0,
-                blob,
-            };
-            (Probe::Bandwidth { want }, m)
+            let (m, want, token) = bandwidth_probe(shared);
+            (Probe::Bandwidth { want, token }, m)
         };
         self.pending = Some((probe, Instant::now()));
         Ok(Some(ToProvider::Measure(m).encode(CONTROL)))
@@ -282,7 +315,8 @@ impl Remeasure {
         };
         let elapsed = sent.elapsed();
         let kind = match probe {
-            Probe::Bandwidth { want } => {
+            Probe::Bandwidth { want, token } => {
+                shared.probes.take(&token);
                 if done.blob_sha256.as_deref() != Some(want.as_str()) {
                     return Err("wrong answer to a bandwidth re-probe".into());
                 }

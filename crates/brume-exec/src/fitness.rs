@@ -195,7 +195,8 @@ impl Challenges {
 
 /// A provider's answer to the broker's [`Measure`](brume_api::wire::Measure):
 /// the compute loop, then the memory part if asked; or, for a bandwidth
-/// probe (a `blob`), only the blob's sha256.
+/// probe (a `blob`), only the blob's sha256. A probe to fetch (`probe`) must
+/// be fetched into `blob` first; unfetched, it is answered with an error.
 pub async fn answer(
     sandbox: &Sandbox,
     challenges: &Challenges,
@@ -209,6 +210,9 @@ pub async fn answer(
         memory: None,
         blob_sha256: None,
     };
+    if m.blob.is_empty() && m.probe.is_some() {
+        return failed("the bandwidth probe was not fetched".into());
+    }
     if !m.blob.is_empty() {
         use sha2::Digest as _;
         return MeasureDone {

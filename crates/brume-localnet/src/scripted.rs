@@ -48,6 +48,31 @@ pub const SLOTS: u32 = 16;
 /// How long a scripted provider waits for the broker before it panics.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A bandwidth probe's blob, fetched from the broker over HTTP.
+async fn fetch_probe(broker_url: &str, trust: &Trust, token: &str) -> Bytes {
+    let url = format!(
+        "{}/v1/provider/probe/{token}",
+        broker_url.trim_end_matches('/')
+    );
+    let client = trust
+        .reqwest(reqwest::Client::builder())
+        .expect("a TLS configuration")
+        .build()
+        .expect("an HTTP client");
+    let fetch = async {
+        client
+            .get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await
+    };
+    within("the bandwidth probe's blob", fetch)
+        .await
+        .unwrap_or_else(|e| panic!("fetch {url}: {e}"))
+}
+
 /// `fut`'s output, or a panic naming `what` after [`DEADLINE`].
 async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(DEADLINE, fut)
@@ -181,7 +206,10 @@ impl ScriptedProvider {
                 (_, ToProvider::Welcome(_)) => break,
                 // The broker's fitness challenge: answered honestly, in a
                 // real sandbox (one for every scripted provider).
-                (ch, ToProvider::Measure(m)) => {
+                (ch, ToProvider::Measure(mut m)) => {
+                    if let Some(token) = &m.probe {
+                        m.blob = fetch_probe(broker_url, trust, token).await;
+                    }
                     let (sandbox, challenges) = challenger();
                     let done = FromProvider::MeasureDone(
                         brume_exec::fitness::answer(sandbox, challenges, &m).await,

@@ -538,5 +538,22 @@ fn on_frame(
 
 /// Runs the broker's fitness challenge (the programs compiled at start).
 async fn measure(shared: &Shared, m: &wire::Measure) -> wire::MeasureDone {
-    brume_exec::fitness::answer(&shared.sandbox, &shared.challenge, m).await
+    let Some(token) = &m.probe else {
+        return brume_exec::fitness::answer(&shared.sandbox, &shared.challenge, m).await;
+    };
+    // A bandwidth probe: the blob comes over HTTP, off this socket.
+    let url = format!(
+        "{}/v1/provider/probe/{token}",
+        shared.config.broker_url.trim_end_matches('/')
+    );
+    let fetched = async {
+        let resp = shared.http.get(&url).send().await?.error_for_status()?;
+        resp.bytes().await
+    };
+    let mut m = m.clone();
+    match fetched.await {
+        Ok(blob) => m.blob = blob,
+        Err(e) => tracing::warn!("the bandwidth probe: {e}"),
+    }
+    brume_exec::fitness::answer(&shared.sandbox, &shared.challenge, &m).await
 }

@@ -160,6 +160,7 @@ fn api(c: &crate::BrokerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(offers::offers))
         .routes(routes!(status::metrics))
         .routes(routes!(provider::connect))
+        .routes(routes!(provider::probe))
         .routes(routes!(openapi::openapi_json))
         .merge(chain::routes())
         .merge(federation::routes())

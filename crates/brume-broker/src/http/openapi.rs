@@ -116,7 +116,7 @@ fn errors(operation_id: &str) -> Option<&'static [ErrorCode]> {
             E::AliasTaken,
         ],
         "register_alias" => &[E::InvalidRequest, E::AliasTaken],
-        "get_alias" | "get_blob" | "receipt" | "get_job" | "job_events" | "hub_proof" => {
+        "get_alias" | "get_blob" | "receipt" | "get_job" | "job_events" | "hub_proof" | "probe" => {
             &[E::InvalidRequest, E::NotFound]
         }
         "invoke" | "call_http_root" | "call_http" => RUN,

@@ -1,8 +1,9 @@
 //! `/v1/provider/connect`: the provider WebSocket (see `session.rs`).
 
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::response::Response;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use brume_api::ErrorCode;
 
 use super::Sh;
 
@@ -22,4 +23,19 @@ pub(super) async fn connect(State(shared): Sh, ws: WebSocketUpgrade) -> Response
             let tasks = shared.tasks.clone();
             tasks.track_future(crate::session::run(shared, socket))
         })
+}
+
+/// `GET /v1/provider/probe/{token}`: a bandwidth probe's blob, for the
+/// provider it was offered to in a `Measure` (once; see `measure.rs`).
+#[utoipa::path(get, path = "/v1/provider/probe/{token}", tag = "provider",
+    params(("token" = String, Path, description = "The probe's token, from its `Measure`")),
+    responses((status = 200, description = "The blob to hash", body = brume_api::rest::Binary, content_type = "application/octet-stream")))]
+pub(super) async fn probe(State(shared): Sh, Path(token): Path<String>) -> super::Res<Response> {
+    match shared.probes.take(&token) {
+        Some(blob) => Ok(([("content-type", "application/octet-stream")], blob).into_response()),
+        None => Err(super::Fail::new(
+            ErrorCode::NotFound,
+            "no such probe (each is fetched once, within 30 s)",
+        )),
+    }
 }
