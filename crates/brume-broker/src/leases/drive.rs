@@ -125,7 +125,9 @@ pub(crate) async fn ticker(shared: Arc<Shared>) {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = shared.leases.wake.notified() => {}
-            _ = tokio::time::sleep(until(now, next)) => {}
+            // At least a millisecond: a row that can't be stored is not
+            // retried in a hot loop.
+            _ = tokio::time::sleep(until(now, next).max(Duration::from_millis(1))) => {}
         }
         tick(&shared).await;
     }
