@@ -99,13 +99,16 @@ fn ensure_targets() -> Result {
 }
 
 /// Debian's packages the tests drive: Chromium for the console's browser
-/// test, bubblewrap and a static busybox for container jobs.
+/// test, bubblewrap and a static busybox for container jobs, PostgreSQL's
+/// server binaries for the stores' second backend (the tests start
+/// throwaway clusters of their own; the package's cluster is not used).
 fn ensure_apt() -> Result {
     // What each package puts where the tests look for it.
     let wanted = [
         ("/usr/bin/chromium", "chromium"),
         ("/usr/bin/bwrap", "bubblewrap"),
         ("/bin/busybox", "busybox-static"),
+        ("/usr/lib/postgresql", "postgresql"),
     ];
     let missing: Vec<&str> = wanted
         .iter()

@@ -1,5 +1,6 @@
-//! The ledger's store: the [`LedgerStore`] trait and its SQLite
-//! implementation, [`SqliteStore`].
+//! The ledger's store: the [`LedgerStore`] trait, its SQLite
+//! implementation, [`SqliteStore`] (the embedded default), and its
+//! PostgreSQL one, [`postgres::PgStore`].
 //!
 //! # The trait
 //!
@@ -52,6 +53,8 @@
 //!   insert of a work id already stored with `duplicate work id`, so that
 //!   `INSERT OR REPLACE` cannot replace a row either (whatever the
 //!   connection's `recursive_triggers`).
+
+pub mod postgres;
 
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -1065,7 +1068,7 @@ fn filter_sql(
     after: Option<(i64, String)>,
     limit: Option<usize>,
 ) -> (String, Vec<Arg>) {
-    let mut sql = format!("SELECT {cols} FROM ledger_rows WHERE 1");
+    let mut sql = format!("SELECT {cols} FROM ledger_rows WHERE TRUE");
     let mut args = Vec::new();
     let mut arg = |sql: &mut String, cond: &str, a: Arg| {
         args.push(a);

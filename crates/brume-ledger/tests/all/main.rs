@@ -1,6 +1,7 @@
 //! The ledger's integration tests, in one binary.
 
 mod audit;
+mod backend;
 mod crash;
 mod store;
 

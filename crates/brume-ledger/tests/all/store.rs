@@ -1,21 +1,23 @@
 use std::sync::Arc;
 
 use brume_ledger::row::{Aggregate, LedgerRow, SealedRow};
-use brume_ledger::store::{
-    LedgerStore, ListQuery, PaymentStatus, RowFilter, SqliteStore, StatusUpdate,
-};
+use brume_ledger::store::{LedgerStore, ListQuery, PaymentStatus, RowFilter, StatusUpdate};
 
+use crate::backend::Backend;
 use crate::row;
 
-fn open() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(dir.path()).expect("open");
-    (dir, store)
-}
+crate::on_both_backends!(
+    append_get_and_reopen,
+    rows_must_be_sealed,
+    duplicates_fail_their_call_only,
+    list_pages_filters_and_aggregates,
+    status_is_mutable_and_apart,
+    sealed_rows_append_like_rows,
+    a_large_call_is_atomic,
+    scan_reads_in_append_order,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_get_and_reopen() {
-    let (dir, store) = open();
+async fn append_get_and_reopen(store: Backend) {
     let r = row(1, "acct-a");
     store.append(vec![r.clone()]).await.expect("append");
     let got = store.get("w-000001", true).await.expect("get");
@@ -27,15 +29,11 @@ async fn append_get_and_reopen() {
         .expect("row");
     assert_eq!(public, r.public());
     assert_eq!(store.get("nope", false).await.expect("get"), None);
-    store.close();
-    drop(store);
-    let store = SqliteStore::open(dir.path()).expect("reopen");
+    let store = store.reopen().await;
     assert_eq!(store.get("w-000001", true).await.expect("get"), Some(r));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_must_be_sealed() {
-    let (_dir, store) = open();
+async fn rows_must_be_sealed(store: Backend) {
     let mut r = row(1, "a");
     r.data.fee_currency = "EUR".into(); // content changed, hashes not
     let e = store.append(vec![r]).await.expect_err("unsealed");
@@ -50,9 +48,7 @@ async fn rows_must_be_sealed() {
 
 /// Concurrent callers share group commits; a duplicate fails only its own
 /// call, whatever batch it lands in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicates_fail_their_call_only() {
-    let (_dir, store) = open();
+async fn duplicates_fail_their_call_only(store: Backend) {
     store.append(vec![row(0, "a")]).await.expect("first");
     let store = Arc::new(store);
     let mut tasks = Vec::new();
@@ -96,9 +92,7 @@ async fn duplicates_fail_their_call_only() {
     assert_eq!(all.rows, 1 + 180);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_pages_filters_and_aggregates() {
-    let (_dir, store) = open();
+async fn list_pages_filters_and_aggregates(store: Backend) {
     let rows: Vec<LedgerRow> = (0..25u64)
         .map(|i| row(i, if i % 2 == 0 { "even" } else { "odd" }))
         .collect();
@@ -169,9 +163,7 @@ async fn list_pages_filters_and_aggregates() {
     assert_eq!(e.code(), "invalid_cursor");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_is_mutable_and_apart() {
-    let (_dir, store) = open();
+async fn status_is_mutable_and_apart(store: Backend) {
     store
         .append(vec![row(1, "a"), row(2, "a")])
         .await
@@ -217,7 +209,10 @@ async fn status_is_mutable_and_apart() {
 /// raw connection that bypasses the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_updates_and_deletes() {
-    let (_dir, store) = open();
+    let store = Backend::sqlite();
+    let Backend::Sqlite(_, store) = &store else {
+        unreachable!()
+    };
     store.append(vec![row(1, "a")]).await.expect("append");
     let conn = rusqlite::Connection::open(store.path()).expect("raw");
     for sql in [
@@ -250,9 +245,7 @@ async fn the_database_refuses_updates_and_deletes() {
 
 /// Sealed rows skip the second hashing, with the same guarantees: stored
 /// as they are, atomic per call, duplicates refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sealed_rows_append_like_rows() {
-    let (_dir, store) = open();
+async fn sealed_rows_append_like_rows(store: Backend) {
     let sealed = |i| SealedRow::check(row(i, "a")).expect("sealed");
     store
         .append_sealed(vec![sealed(1), sealed(2)])
@@ -278,9 +271,7 @@ async fn sealed_rows_append_like_rows() {
 }
 
 /// A call larger than one INSERT statement is still atomic.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_call_is_atomic() {
-    let (_dir, store) = open();
+async fn a_large_call_is_atomic(store: Backend) {
     store.append(vec![row(150, "a")]).await.expect("first");
     let rows: Vec<LedgerRow> = (0..200u64).map(|i| row(i, "a")).collect();
     let e = store.append(rows).await.expect_err("duplicate");
@@ -298,4 +289,60 @@ async fn a_large_call_is_atomic() {
         .await
         .expect("aggregate");
     assert_eq!(all.rows, 201);
+}
+
+/// Scans read rows in the order they were appended (within a call too),
+/// from any sequence number on.
+async fn scan_reads_in_append_order(store: Backend) {
+    let first: Vec<LedgerRow> = (6..=10u64).rev().map(|i| row(i, "a")).collect();
+    store.append(first).await.expect("append");
+    store.append(vec![row(1, "a")]).await.expect("append");
+    let all = store.scan(0, 100).await.expect("scan");
+    let ids: Vec<&str> = all.iter().map(|(_, r)| r.data.work_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "w-000010", "w-000009", "w-000008", "w-000007", "w-000006", "w-000001"
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "sequence grows");
+    assert!(all.iter().all(|(_, r)| r.private.is_none()));
+    let rest = store.scan(all[2].0, 2).await.expect("scan");
+    let ids: Vec<&str> = rest.iter().map(|(_, r)| r.data.work_id.as_str()).collect();
+    assert_eq!(ids, ["w-000007", "w-000006"]);
+}
+
+/// On PostgreSQL the database refuses changes twice over: the broker's
+/// role and the owner have no UPDATE, DELETE or TRUNCATE privilege, and
+/// triggers stop even a superuser (who ignores privileges).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_updates_and_deletes() {
+    let store = Backend::postgres().await;
+    let Backend::Postgres(db, pg) = &store else {
+        unreachable!()
+    };
+    pg.append(vec![row(1, "a")]).await.expect("append");
+    for (url, want) in [
+        (&db.app_url, "permission denied"),
+        (&db.owner_url, "permission denied"),
+        (&db.superuser_url, "ledger rows are immutable"),
+    ] {
+        let client = brume_pg::connect(url).await.expect("connect");
+        for sql in [
+            "UPDATE ledger_rows SET fuel = 1 WHERE work_id = 'w-000001'",
+            "UPDATE ledger_rows SET row_hash = '\\x00'",
+            "DELETE FROM ledger_rows WHERE work_id = 'w-000001'",
+            "TRUNCATE ledger_rows",
+        ] {
+            let e = client.batch_execute(sql).await.expect_err(sql);
+            let msg = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string());
+            assert!(msg.contains(want), "{url}: {sql}: {msg}");
+        }
+    }
+    assert_eq!(
+        pg.get("w-000001", true).await.expect("get"),
+        Some(row(1, "a"))
+    );
 }

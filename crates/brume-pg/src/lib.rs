@@ -1,0 +1,165 @@
+//! brume's PostgreSQL plumbing, shared by the stores that have a
+//! PostgreSQL backend (the ledger first).
+//!
+//! - [`connect`] opens a connection from a `postgres://` URL and drives it
+//!   on a task of its own. A [`tokio_postgres::Client`] pipelines the
+//!   queries of concurrent callers over that one connection.
+//! - [`migrate`] brings a component's tables to its newest layout:
+//!   numbered [`Migration`]s, each applied once, in order, in a
+//!   transaction of its own, under an advisory lock, and recorded in
+//!   `brume_migrations (component, version)`. A database whose layout is
+//!   newer than this brume knows is refused, and so is one that is behind
+//!   when the connected role may not change it.
+//! - [`Cluster`] (in [`cluster`]) starts a throwaway PostgreSQL server in a
+//!   temp dir, for the tests and benchmarks: Debian's `postgresql`
+//!   binaries, `initdb` and `pg_ctl`.
+//!
+//! TLS to the server is not there yet: connect over loopback, a Unix
+//! socket (`host=/path`), or a private network.
+
+pub mod cluster;
+
+pub use cluster::{Cluster, Database};
+pub use tokio_postgres;
+
+use tokio_postgres::{Client, NoTls};
+
+/// Every error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Layout(String),
+    #[error("postgres cluster: {0}")]
+    Cluster(String),
+    #[error("postgres cluster: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Is this a PostgreSQL URL (`postgres://` or `postgresql://`)?
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+/// Connects to `url` and drives the connection on a task of the current
+/// runtime; the task ends when the client is dropped or the server goes.
+pub async fn connect(url: &str) -> Result<Client, Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// One step of a component's layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// 1, 2, …: the layout once this step is applied.
+    pub version: i32,
+    /// Statements, run in one transaction.
+    pub sql: &'static str,
+}
+
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS brume_migrations (
+    component TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (component, version)
+)";
+
+/// The layout version of `component` in the database (0: none).
+pub async fn layout_version(client: &Client, component: &str) -> Result<i32, Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('brume_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM brume_migrations WHERE component = $1",
+            &[&component],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Applies the `migrations` of `component` that the database lacks, and
+/// returns its layout version (the last migration's). Concurrent callers
+/// are serialised by an advisory lock. A database whose layout is newer
+/// than the last migration is refused.
+pub async fn migrate(
+    client: &mut Client,
+    component: &str,
+    migrations: &[Migration],
+) -> Result<i32, Error> {
+    let newest = migrations.last().map_or(0, |m| m.version);
+    let current = layout_version(client, component).await?;
+    if current > newest {
+        return Err(Error::Layout(format!(
+            "the {component} tables have layout {current}; this brume knows layouts up to \
+             {newest}: upgrade brume"
+        )));
+    }
+    if current == newest {
+        return Ok(newest);
+    }
+    let tx = client.transaction().await?;
+    // One migrator at a time, whatever the component (the key is arbitrary
+    // but fixed: "brume" in ASCII).
+    tx.execute("SELECT pg_advisory_xact_lock(1651864941)", &[])
+        .await?;
+    tx.batch_execute(MIGRATIONS_TABLE).await.map_err(|e| {
+        Error::Layout(format!(
+            "the {component} tables need layout {newest} (they have {current}), and this role \
+             may not create them: connect once as the tables' owner ({e})"
+        ))
+    })?;
+    tx.commit().await?;
+    for m in migrations {
+        apply(client, component, m).await?;
+    }
+    Ok(newest)
+}
+
+/// Applies one migration unless it is recorded, in a transaction.
+async fn apply(client: &mut Client, component: &str, m: &Migration) -> Result<(), Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(1651864941)", &[])
+        .await?;
+    let done = tx
+        .query_opt(
+            "SELECT 1 FROM brume_migrations WHERE component = $1 AND version = $2",
+            &[&component, &m.version],
+        )
+        .await?
+        .is_some();
+    if done {
+        return Ok(());
+    }
+    tx.batch_execute(m.sql).await.map_err(|e| {
+        Error::Layout(format!(
+            "{component} migration {}: {}",
+            m.version,
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string())
+        ))
+    })?;
+    tx.execute(
+        "INSERT INTO brume_migrations (component, version) VALUES ($1, $2)",
+        &[&component, &m.version],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(component, version = m.version, "postgres migration applied");
+    Ok(())
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
+    e.code().map(|c| c.code())
+}
