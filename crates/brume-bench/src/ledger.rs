@@ -1,7 +1,14 @@
 //! `brume bench ledger`: durable, hashed, group-committed ledger ingest
-//! with concurrent writers, against plain prepared-statement inserts of the
-//! same rows in one transaction, in the same run; then an audit of
+//! with concurrent writers, against a same-run baseline, then an audit of
 //! everything written.
+//!
+//! - `--store sqlite` (the default): the SQLite store, against plain
+//!   prepared-statement inserts of the same rows in one transaction.
+//! - `--store postgres` (a throwaway cluster in a temp dir) or
+//!   `--store postgres://…` (a fresh database on that server, dropped
+//!   after): the PostgreSQL store (binary `COPY` per group commit), against
+//!   one plain binary `COPY` of the same rows' bytes into a table of the
+//!   same layout and indexes, without triggers, in one transaction.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,13 +21,13 @@ use serde_json::json;
 use crate::{Samples, round};
 
 /// Concurrent appenders.
-const WRITERS: usize = 16;
+pub(crate) const WRITERS: usize = 16;
 /// Rows per `append` call. Under load the broker's batcher appends every
 /// sync call's row that queued during the previous commit in one call (up to
 /// 1024); 128 is a loaded broker's typical batch. (With 32 rows per call the
 /// same store ingests about 86k rows/s on this VM: the commit cycle, not the
 /// rows, is then the limit.)
-const PER_CALL: usize = 128;
+pub(crate) const PER_CALL: usize = 128;
 
 /// A fresh row from the template: new work id and timestamp, sealed (its
 /// three Keccak hashes computed) as the broker would. The store takes it
@@ -33,22 +40,100 @@ fn make(template: &(RowData, PrivateData), i: u64) -> anyhow::Result<SealedRow> 
     Ok(SealedRow::seal(data, private)?)
 }
 
+/// Which store `brume bench ledger` measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    Sqlite,
+    /// A server's URL, or `None`: a throwaway cluster.
+    Postgres(Option<String>),
+}
+
+impl std::str::FromStr for Store {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Store, String> {
+        match s {
+            "sqlite" => Ok(Store::Sqlite),
+            "postgres" => Ok(Store::Postgres(None)),
+            url if brume_pg::is_url(url) => Ok(Store::Postgres(Some(url.to_string()))),
+            other => Err(format!(
+                "unknown store {other:?}: sqlite, postgres (a throwaway cluster) or a \
+                 postgres:// URL"
+            )),
+        }
+    }
+}
+
 pub async fn run(
+    duration: Duration,
+    store: Store,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<serde_json::Value> {
+    match store {
+        Store::Sqlite => run_sqlite(duration, out).await,
+        Store::Postgres(url) => crate::ledger_pg::run(duration, url, out).await,
+    }
+}
+
+async fn run_sqlite(
     duration: Duration,
     out: &mut dyn FnMut(&str),
 ) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(SqliteStore::open(&dir.path().join("ledger"))?);
+    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("ledger"))?);
+    let store: Arc<dyn LedgerStore> = sqlite.clone();
+    let template = template()?;
+    let (rows, ingest, commit) = ingest(&store, &template, duration.mul_f64(0.45), out).await?;
+
+    // 2. Baseline: the same number of rows (pre-sealed, so no hashing is
+    //    timed), plain prepared-statement inserts in one transaction.
+    let n = rows.min(2_000_000);
+    let base_rows = (0..n)
+        .map(|i| make(&template, (1 << 62) | i).map(SealedRow::into_row))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let base_path = dir.path().join("baseline.db");
+    let baseline = tokio::task::spawn_blocking(move || sqlite_baseline(&base_path, &base_rows))
+        .await??;
+    let ratio = ingest / baseline;
+    out(&format!(
+        "baseline (prepared inserts, one transaction): {n} rows = {baseline:.0} rows/s; ratio {ratio:.3}"
+    ));
+    let audit = audit(store.as_ref(), rows, out).await?;
+    sqlite.close();
+    Ok(json!({
+        "bench": "ledger",
+        "store": "sqlite",
+        "ingest_rows_per_s": round(ingest, 0),
+        "baseline_rows_per_s": round(baseline, 0),
+        "ratio": round(ratio, 3),
+        "audit_rows_per_s": round(audit, 0),
+        "p99_commit_latency_ms": round(commit.ms(0.99), 3),
+        "p50_commit_latency_ms": round(commit.ms(0.5), 3),
+        "rows": rows,
+        "writers": WRITERS,
+        "rows_per_call": PER_CALL,
+    }))
+}
+
+/// The example row, as the template of every bench row.
+pub(crate) fn template() -> anyhow::Result<Arc<(RowData, PrivateData)>> {
     let mut example = example_row()?;
     let private = example
         .private
         .take()
         .context("the example row has private columns")?;
-    let template = Arc::new((example.data, private));
+    Ok(Arc::new((example.data, private)))
+}
 
-    // 1. Ingest: WRITERS tasks append PER_CALL sealed rows at a time until
-    //    the budget is spent; each call returns once its rows are durable.
-    let budget = duration.mul_f64(0.45);
+/// Ingest: [`WRITERS`] tasks append [`PER_CALL`] sealed rows at a time
+/// until the budget is spent; each call returns once its rows are durable.
+/// Returns the rows, rows/s and the append latencies.
+pub(crate) async fn ingest(
+    store: &Arc<dyn LedgerStore>,
+    template: &Arc<(RowData, PrivateData)>,
+    budget: Duration,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<(u64, f64, Samples)> {
     let start = Instant::now();
     let deadline = start + budget;
     let mut tasks = Vec::new();
@@ -85,16 +170,16 @@ pub async fn run(
         commit.ms(0.5),
         commit.ms(0.99)
     ));
+    Ok((rows, ingest, commit))
+}
 
-    // 2. Baseline: the same number of rows (pre-sealed, so no hashing is
-    //    timed), plain prepared-statement inserts in one transaction.
-    let n = rows.min(2_000_000);
-    let base_rows = (0..n)
-        .map(|i| make(&template, (1 << 62) | i).map(SealedRow::into_row))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let base_path = dir.path().join("baseline.db");
-    let baseline = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let mut conn = rusqlite::Connection::open(&base_path)?;
+/// Plain prepared-statement inserts of `base_rows` in one transaction;
+/// rows/s.
+fn sqlite_baseline(
+    base_path: &std::path::Path,
+    base_rows: &[brume_ledger::row::LedgerRow],
+) -> anyhow::Result<f64> {
+        let mut conn = rusqlite::Connection::open(base_path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(
@@ -110,7 +195,7 @@ pub async fn run(
             let mut stmt = tx.prepare(
                 "INSERT INTO rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
-            for r in &base_rows {
+            for r in base_rows {
                 let d = &r.data;
                 stmt.execute(rusqlite::params![
                     d.work_id,
@@ -131,17 +216,16 @@ pub async fn run(
         }
         tx.commit()?;
         Ok(base_rows.len() as f64 / start.elapsed().as_secs_f64())
-    })
-    .await??;
-    let ratio = ingest / baseline;
-    out(&format!(
-        "baseline (prepared inserts, one transaction): {n} rows = {baseline:.0} rows/s; ratio {ratio:.3}"
-    ));
+}
 
-    // 3. Audit: read every row back and recompute its hashes.
+/// Audit: reads every row back and recomputes its hashes; rows/s.
+pub(crate) async fn audit(
+    store: &dyn LedgerStore,
+    rows: u64,
+    out: &mut dyn FnMut(&str),
+) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let report =
-        brume_ledger::audit::audit_store(store.as_ref(), RowFilter::default(), true).await?;
+    let report = brume_ledger::audit::audit_store(store, RowFilter::default(), true).await?;
     let audit_s = start.elapsed().as_secs_f64();
     anyhow::ensure!(
         report.is_clean(),
@@ -158,18 +242,5 @@ pub async fn run(
         "audit: {} rows in {audit_s:.1} s = {audit:.0} rows/s, clean",
         report.rows
     ));
-    store.close();
-
-    Ok(json!({
-        "bench": "ledger",
-        "ingest_rows_per_s": round(ingest, 0),
-        "baseline_rows_per_s": round(baseline, 0),
-        "ratio": round(ratio, 3),
-        "audit_rows_per_s": round(audit, 0),
-        "p99_commit_latency_ms": round(commit.ms(0.99), 3),
-        "p50_commit_latency_ms": round(commit.ms(0.5), 3),
-        "rows": rows,
-        "writers": WRITERS,
-        "rows_per_call": PER_CALL,
-    }))
+    Ok(audit)
 }

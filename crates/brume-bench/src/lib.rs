@@ -9,6 +9,7 @@ pub mod evm;
 pub mod federation;
 pub mod lease;
 pub mod ledger;
+mod ledger_pg;
 pub mod mixed;
 pub mod net;
 pub mod sandbox;

@@ -11,6 +11,12 @@ pub struct BenchArgs {
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
+    /// `ledger`: the store: `sqlite`, `postgres` (a throwaway cluster in a
+    /// temp dir; needs PostgreSQL's server binaries) or a `postgres://` URL
+    /// (a fresh database on that server, dropped after; the role needs
+    /// CREATEDB).
+    #[arg(long, default_value = "sqlite")]
+    store: brume_bench::ledger::Store,
     /// `scale`: how many provider sessions to open on one broker.
     #[arg(long, default_value_t = brume_bench::scale::DEFAULT_SESSIONS)]
     sessions: usize,
@@ -59,7 +65,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         "job" => brume_bench::net::job(args.duration, &mut say).await,
         "container" => brume_bench::container::run(args.duration, &mut say).await,
         "mixed" => brume_bench::mixed::run(args.duration, &mut say).await,
-        "ledger" => brume_bench::ledger::run(args.duration, &mut say).await,
+        "ledger" => brume_bench::ledger::run(args.duration, args.store, &mut say).await,
         "settle" => {
             let backend = match args.chain {
                 ChainArg::Dev => brume_bench::settle::Backend::Dev,
