@@ -92,8 +92,8 @@ async fn run_sqlite(
         .map(|i| make(&template, (1 << 62) | i).map(SealedRow::into_row))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let base_path = dir.path().join("baseline.db");
-    let baseline = tokio::task::spawn_blocking(move || sqlite_baseline(&base_path, &base_rows))
-        .await??;
+    let baseline =
+        tokio::task::spawn_blocking(move || sqlite_baseline(&base_path, &base_rows)).await??;
     let ratio = ingest / baseline;
     out(&format!(
         "baseline (prepared inserts, one transaction): {n} rows = {baseline:.0} rows/s; ratio {ratio:.3}"
@@ -179,43 +179,43 @@ fn sqlite_baseline(
     base_path: &std::path::Path,
     base_rows: &[brume_ledger::row::LedgerRow],
 ) -> anyhow::Result<f64> {
-        let mut conn = rusqlite::Connection::open(base_path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE rows (work_id TEXT NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, \
+    let mut conn = rusqlite::Connection::open(base_path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE rows (work_id TEXT NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, \
              requester TEXT NOT NULL, provider TEXT NOT NULL, service_digest TEXT NOT NULL, \
              fuel INTEGER NOT NULL, fee_micros INTEGER NOT NULL, token_amount TEXT NOT NULL, \
              payouts TEXT NOT NULL, private TEXT NOT NULL, private_hash BLOB NOT NULL, \
              custom_hash BLOB NOT NULL, row_hash BLOB NOT NULL)",
+    )?;
+    let start = Instant::now();
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        let start = Instant::now();
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?;
-            for r in base_rows {
-                let d = &r.data;
-                stmt.execute(rusqlite::params![
-                    d.work_id,
-                    d.timestamp_ms as i64,
-                    d.requester,
-                    d.provider,
-                    d.service_digest,
-                    d.usage.fuel as i64,
-                    d.fee_micros as i64,
-                    d.token_amount.to_string(),
-                    serde_json::to_string(&d.payouts)?,
-                    serde_json::to_string(&r.private)?,
-                    &r.private_hash.0[..],
-                    &r.custom_hash.0[..],
-                    &r.row_hash.0[..],
-                ])?;
-            }
+        for r in base_rows {
+            let d = &r.data;
+            stmt.execute(rusqlite::params![
+                d.work_id,
+                d.timestamp_ms as i64,
+                d.requester,
+                d.provider,
+                d.service_digest,
+                d.usage.fuel as i64,
+                d.fee_micros as i64,
+                d.token_amount.to_string(),
+                serde_json::to_string(&d.payouts)?,
+                serde_json::to_string(&r.private)?,
+                &r.private_hash.0[..],
+                &r.custom_hash.0[..],
+                &r.row_hash.0[..],
+            ])?;
         }
-        tx.commit()?;
-        Ok(base_rows.len() as f64 / start.elapsed().as_secs_f64())
+    }
+    tx.commit()?;
+    Ok(base_rows.len() as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Audit: reads every row back and recomputes its hashes; rows/s.

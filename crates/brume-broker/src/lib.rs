@@ -473,16 +473,20 @@ async fn open_ledger(
     ),
     BrokerError,
 > {
-    let dir = config.data_dir.join("ledger");
+    let location = match config.ledger.store.as_str() {
+        "" => config.data_dir.join("ledger").display().to_string(),
+        url => url.to_string(),
+    };
+    let store = brume_ledger::store::open(&location)
+        .await
+        .map_err(ledger::BillError::from)?;
     // The operator is paid apart from the payout account, so that the
     // payout account holds only what settlement owes.
     let operator = Identity::load_or_create(&config.data_dir.join("operator.key"))?
         .address()
         .to_string();
     let ledger_config = config.ledger.clone();
-    let (mut ledger, rows) =
-        tokio::task::spawn_blocking(move || ledger::Ledger::open(&dir, &ledger_config, operator))
-            .await??;
+    let (mut ledger, rows) = ledger::Ledger::open(store, &ledger_config, operator)?;
     ledger.load_escrow().await?;
     Ok((ledger, rows))
 }
@@ -685,7 +689,7 @@ impl RunningBroker {
     }
 
     /// The ledger's store (for in-process readers such as the devnet demo).
-    pub fn ledger(&self) -> &brume_ledger::store::SqliteStore {
+    pub fn ledger(&self) -> &Arc<dyn brume_ledger::store::LedgerStore> {
         self.shared.ledger.store()
     }
 

@@ -61,7 +61,7 @@ impl Settlement {
     /// Opens `data/settle` (blocking: call it off the runtime).
     pub(crate) fn open(
         dir: &std::path::Path,
-        ledger: brume_ledger::store::SqliteStore,
+        ledger: Arc<dyn brume_ledger::store::LedgerStore>,
         chain: Arc<dyn brume_chain::Settlement>,
         gate: Arc<dyn brume_settle::Gate>,
         config: &SettlementConfig,

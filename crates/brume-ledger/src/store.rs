@@ -283,6 +283,63 @@ pub trait LedgerStore: Send + Sync {
     fn scan(&self, after: u64, limit: usize) -> LedgerFuture<'_, Vec<(u64, LedgerRow)>>;
 }
 
+/// A shared store is a store (so that `Arc<dyn LedgerStore>` goes where a
+/// store goes).
+impl<T: LedgerStore + ?Sized> LedgerStore for Arc<T> {
+    fn append(&self, rows: Vec<LedgerRow>) -> LedgerFuture<'_, ()> {
+        (**self).append(rows)
+    }
+
+    fn append_sealed(&self, rows: Vec<SealedRow>) -> LedgerFuture<'_, ()> {
+        (**self).append_sealed(rows)
+    }
+
+    fn get<'a>(&'a self, work_id: &'a str, private: bool) -> LedgerFuture<'a, Option<LedgerRow>> {
+        (**self).get(work_id, private)
+    }
+
+    fn list(&self, query: ListQuery) -> LedgerFuture<'_, Page> {
+        (**self).list(query)
+    }
+
+    fn set_status(&self, update: StatusUpdate) -> LedgerFuture<'_, ()> {
+        (**self).set_status(update)
+    }
+
+    fn statuses<'a>(&'a self, work_id: &'a str) -> LedgerFuture<'a, Vec<EntityStatus>> {
+        (**self).statuses(work_id)
+    }
+
+    fn aggregate(&self, filter: RowFilter) -> LedgerFuture<'_, AggregateSummary> {
+        (**self).aggregate(filter)
+    }
+
+    fn status_page(
+        &self,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> LedgerFuture<'_, Vec<(String, EntityStatus)>> {
+        (**self).status_page(after, limit)
+    }
+
+    fn scan(&self, after: u64, limit: usize) -> LedgerFuture<'_, Vec<(u64, LedgerRow)>> {
+        (**self).scan(after, limit)
+    }
+}
+
+/// Opens the store at `location`: a `postgres://` URL, or else a directory
+/// for SQLite (opened on a blocking thread).
+pub async fn open(location: &str) -> Result<Arc<dyn LedgerStore>, LedgerError> {
+    if brume_pg::is_url(location) {
+        return Ok(Arc::new(postgres::PgStore::open(location).await?));
+    }
+    let dir = PathBuf::from(location);
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+        .await
+        .map_err(|e| LedgerError::Storage(e.to_string()))??;
+    Ok(Arc::new(store))
+}
+
 /// The largest page of [`LedgerStore::scan`].
 pub const MAX_SCAN: usize = 100_000;
 

@@ -10,6 +10,9 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
+    /// Where the ledger's rows are kept: empty for SQLite under
+    /// `data_dir/ledger` (the default), or a `postgres://` URL.
+    pub store: String,
     /// The provider's share, in parts per million.
     pub contributor_ppm: u32,
     /// The developer's share, in parts per million (the operator gets the
@@ -103,6 +106,7 @@ pub struct CharityConfig {
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
+            store: String::new(),
             contributor_ppm: 700_000,
             developer_ppm: 200_000,
             currency: "EUR".into(),

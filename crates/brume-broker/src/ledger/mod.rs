@@ -42,7 +42,7 @@ use brume_ledger::row::{
 use brume_ledger::split::{
     self, Account, Beneficiary, Charity, PPM, Parties, PayoutShares, Role, SplitError,
 };
-use brume_ledger::store::{LedgerError, LedgerStore, SqliteStore};
+use brume_ledger::store::{LedgerError, LedgerStore};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 
@@ -197,7 +197,7 @@ impl Observed {
 
 /// The broker's ledger: the store, the pricer and the shares.
 pub struct Ledger {
-    store: SqliteStore,
+    store: Arc<dyn LedgerStore>,
     pricer: Pricer,
     /// Tier names, by `TierId` (the index in the config).
     tier_names: Vec<String>,
@@ -259,7 +259,7 @@ pub(crate) async fn batcher(ledger: Arc<Ledger>, mut rx: mpsc::UnboundedReceiver
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
-            .field("store", &self.store)
+            .field("currency", &self.currency)
             .finish_non_exhaustive()
     }
 }
@@ -279,7 +279,7 @@ impl Ledger {
     /// Opens `dir/ledger.db` (blocking: call it off the runtime). Spawn
     /// [`batcher`] with the receiver.
     pub(crate) fn open(
-        dir: &std::path::Path,
+        store: Arc<dyn LedgerStore>,
         config: &LedgerConfig,
         operator: String,
     ) -> Result<(Ledger, mpsc::UnboundedReceiver<Unsealed>), BillError> {
@@ -306,7 +306,6 @@ impl Ledger {
                 fiat_micros_per_token: config.fiat_micros_per_token,
             },
         )?;
-        let store = SqliteStore::open(dir)?;
         let (queue, rx) = mpsc::unbounded_channel();
         let ledger = Ledger {
             store,
@@ -331,7 +330,7 @@ impl Ledger {
         Ok((ledger, rx))
     }
 
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
         &self.store
     }
 

@@ -220,7 +220,12 @@ mod tests {
                 .collect(),
             ..LedgerConfig::default()
         };
-        let (ledger, _rx) = Ledger::open(dir.path(), &config, "0xoperator".into()).expect("ledger");
+        let (ledger, _rx) = Ledger::open(
+            std::sync::Arc::new(brume_ledger::store::SqliteStore::open(dir.path()).expect("store")),
+            &config,
+            "0xoperator".into(),
+        )
+        .expect("ledger");
         (ledger, dir)
     }
 

@@ -8,8 +8,12 @@ use crate::escrow::{Escrow, Reserve};
 
 fn ledger() -> (Ledger, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ledger, _rx) =
-        Ledger::open(dir.path(), &LedgerConfig::default(), "0xoperator".into()).expect("ledger");
+    let (ledger, _rx) = Ledger::open(
+        std::sync::Arc::new(brume_ledger::store::SqliteStore::open(dir.path()).expect("store")),
+        &LedgerConfig::default(),
+        "0xoperator".into(),
+    )
+    .expect("ledger");
     (ledger, dir)
 }
 
@@ -29,7 +33,12 @@ fn surging_ledger() -> (Ledger, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = LedgerConfig::default();
     config.tiers[0].curve = Some(surge());
-    let (ledger, _rx) = Ledger::open(dir.path(), &config, "0xoperator".into()).expect("ledger");
+    let (ledger, _rx) = Ledger::open(
+        std::sync::Arc::new(brume_ledger::store::SqliteStore::open(dir.path()).expect("store")),
+        &config,
+        "0xoperator".into(),
+    )
+    .expect("ledger");
     (ledger, dir)
 }
 

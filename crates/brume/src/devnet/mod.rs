@@ -58,6 +58,18 @@ pub struct DevnetArgs {
     /// and a forwarded call.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     brokers: u32,
+    /// Keep the broker's ledger in PostgreSQL at this `postgres://` URL
+    /// (default: SQLite in the data dir). One broker only.
+    #[arg(long, value_parser = postgres_url)]
+    store: Option<String>,
+}
+
+fn postgres_url(s: &str) -> Result<String, String> {
+    if brume_pg::is_url(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a postgres:// or postgresql:// URL".into())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,6 +124,7 @@ async fn start(
         Some(anvil) => evm_chain_config(args, anvil)?,
     };
     let region = site.region.clone();
+    let store = args.store.clone().unwrap_or_default();
     let mut builder = LocalNet::builder()
         .name("devnet")
         .broker(move |c| {
@@ -121,6 +134,7 @@ async fn start(
             c.longitude = site.longitude;
             c.federation = site.federation;
             c.chain = chain.clone();
+            c.ledger.store = store;
             c.settlement = brume_broker::settlement::SettlementConfig {
                 period_s: 10,
                 ..Default::default()
@@ -221,6 +235,12 @@ pub async fn main(args: DevnetArgs) -> ExitCode {
         },
     };
     if args.brokers > 1 {
+        if args.store.is_some() {
+            eprintln!(
+                "error: devnet: --store takes one broker (each broker needs a database of its own)"
+            );
+            return ExitCode::FAILURE;
+        }
         return federated::main(&args).await;
     }
     let net = start(&args, Site::single(&args), anvil.as_ref()).await;

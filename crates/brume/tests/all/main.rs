@@ -26,6 +26,7 @@ mod network;
 mod offers;
 mod openapi;
 mod ownership;
+mod postgres;
 mod provider_policy;
 mod settlement;
 mod signed_services;

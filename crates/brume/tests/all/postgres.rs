@@ -1,0 +1,110 @@
+//! A broker whose ledger is in PostgreSQL (a throwaway cluster, one per
+//! test binary, connected as a role that owns nothing): the devnet demo,
+//! billing, and `kill -9` of the broker.
+
+use std::sync::Arc;
+
+use brume_client::ServiceKind;
+use brume_client::brume_api::rest::JobState;
+use brume_ledger::store::postgres::PgStore;
+use brume_pg::{Cluster, Database, cluster::APP_ROLE};
+use test_programs_artifacts as art;
+
+use crate::net::*;
+
+/// A fresh database whose tables exist (created by their owner) and
+/// whose broker role is granted what it needs.
+async fn ledger_database() -> Database {
+    let cluster = tokio::task::spawn_blocking(Cluster::shared)
+        .await
+        .expect("join")
+        .expect("a PostgreSQL cluster (Debian's postgresql)");
+    let db = cluster.database("broker").await.expect("database");
+    drop(
+        PgStore::open(&db.owner_url)
+            .await
+            .expect("migrate as owner"),
+    );
+    PgStore::grant(&db.owner_url, APP_ROLE)
+        .await
+        .expect("grant");
+    db
+}
+
+async fn stored_rows(db: &Database) -> i64 {
+    let client = brume_pg::connect(&db.superuser_url).await.expect("connect");
+    client
+        .query_one("SELECT count(*) FROM ledger_rows", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_devnet_demo_runs_on_postgres() {
+    let db = ledger_database().await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let data = home.path().join("devnet");
+    let out = command(home.path())
+        .args(["devnet", "--demo", "--store", &db.app_url, "--data"])
+        .arg(&data)
+        .output()
+        .expect("run brume devnet --demo --store");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "devnet --demo --store failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    for expected in ["== ledger: ", "rows clean, aggregate ", "demo complete."] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        !data.join("broker/ledger/ledger.db").exists(),
+        "no SQLite ledger beside PostgreSQL"
+    );
+    assert!(
+        stored_rows(&db).await > 0,
+        "the demo's rows are in PostgreSQL"
+    );
+}
+
+/// Jobs announced final have durable rows: a broker killed with SIGKILL
+/// right after, and restarted, still has every one, in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_on_postgres_loses_no_acknowledged_row_to_kill_9() {
+    let db = ledger_database().await;
+    let config = format!("[broker.ledger]\nstore = \"{}\"\n", db.app_url);
+    let mut net = Net::start_with(1, 2, Some(&config), &[]).await;
+    net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
+        .await;
+    let client = Arc::new(net.client.clone());
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let job = client.submit(&cpu_job(1000)).await.expect("submit");
+        let (_, result) = follow(&client, job.id).await;
+        assert_eq!(result.state, JobState::Succeeded, "{result:?}");
+        ids.push(job.id.to_string());
+    }
+    net.broker.kill();
+    net.broker.restart();
+    let http = reqwest::Client::new();
+    for id in &ids {
+        let resp = http
+            .get(net.url(&format!("/v1/ledger/rows/{id}")))
+            .bearer_auth(&net.key)
+            .send()
+            .await
+            .expect("get row");
+        assert_eq!(resp.status(), 200, "job {id}'s row survived kill -9");
+    }
+    assert!(stored_rows(&db).await >= ids.len() as i64);
+    assert!(
+        !net.broker.data.join("ledger/ledger.db").exists(),
+        "no SQLite ledger beside PostgreSQL"
+    );
+}
