@@ -15,6 +15,7 @@ pub mod net;
 pub mod sandbox;
 pub mod scale;
 pub mod settle;
+mod single_hop;
 pub mod verify;
 
 use std::time::{Duration, Instant};

@@ -130,3 +130,44 @@ fn bench_scale_connects_every_session_and_work_reaches_them_all() {
         assert!(x.is_finite() && x >= 0.0, "{key}: {x} in {v}");
     }
 }
+
+#[test]
+fn bench_invoke_measures_the_wasi_http_single_hop_and_the_ledger() {
+    let v = bench(&["invoke", "--duration", "2s"]);
+    assert_eq!(v["bench"], "invoke", "{v}");
+    for key in [
+        "p50_us",
+        "baseline_p50_us",
+        "throughput_per_s",
+        "http_p50_us",
+        "http_p99_us",
+        "single_hop_p50_us",
+        "single_hop_p99_us",
+        "ratio_vs_single_hop",
+        "ledger_rows_per_s",
+    ] {
+        let x = v[key].as_f64().unwrap_or(-1.0);
+        assert!(x.is_finite() && x > 0.0, "{key}: {x} in {v}");
+    }
+    assert!(v["ledger_backlog_rows"].as_u64().is_some(), "{v}");
+}
+
+/// On a throwaway PostgreSQL cluster (Debian's postgresql, as the store
+/// tests use).
+#[test]
+fn bench_ledger_on_postgres_ingests_copies_and_audits_clean() {
+    let v = bench(&["ledger", "--store", "postgres", "--duration", "3s"]);
+    assert_eq!(v["bench"], "ledger", "{v}");
+    assert_eq!(v["store"], "postgres", "{v}");
+    for key in [
+        "ingest_rows_per_s",
+        "baseline_rows_per_s",
+        "ratio",
+        "audit_rows_per_s",
+        "p50_commit_latency_ms",
+    ] {
+        let x = v[key].as_f64().unwrap_or(-1.0);
+        assert!(x.is_finite() && x > 0.0, "{key}: {x} in {v}");
+    }
+    assert!(v["rows"].as_u64().unwrap_or_default() > 0, "{v}");
+}
