@@ -36,6 +36,8 @@ pub struct Cluster {
     /// The reaper's stdin: closing it (or this process ending) stops the
     /// server and removes `dir`.
     reaper: Option<(Child, ChildStdin)>,
+    /// With TLS: the server's self-signed certificate (PEM), its own CA.
+    tls_cert: Option<String>,
 }
 
 /// A fresh database of a [`Cluster`].
@@ -108,6 +110,21 @@ impl Cluster {
     /// Starts a new cluster (about a second). Blocking: call it off the
     /// async runtime, or before it.
     pub fn start() -> Result<Cluster, Error> {
+        Cluster::start_inner(false)
+    }
+
+    /// [`Cluster::start`] with TLS on (`ssl=on`), its certificate
+    /// self-signed for `localhost` and `127.0.0.1` ([`tls_cert`](Self::tls_cert)).
+    pub fn start_tls() -> Result<Cluster, Error> {
+        Cluster::start_inner(true)
+    }
+
+    /// The server's certificate (PEM), when started with TLS.
+    pub fn tls_cert(&self) -> Option<&str> {
+        self.tls_cert.as_deref()
+    }
+
+    fn start_inner(tls: bool) -> Result<Cluster, Error> {
         let bin = pg_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("brume-pg-")
@@ -120,6 +137,7 @@ impl Cluster {
             port: 0,
             as_postgres,
             reaper: None,
+            tls_cert: None,
         };
         if as_postgres {
             check(
@@ -142,6 +160,9 @@ impl Cluster {
                 .output()?,
             "initdb",
         )?;
+        if tls {
+            cluster.tls_cert = Some(cluster.write_certificate()?);
+        }
         // A port that was free a moment ago may be taken: try a few.
         let mut last = None;
         for _ in 0..5 {
@@ -204,9 +225,33 @@ impl Cluster {
         Ok((child, stdin))
     }
 
+    /// A self-signed certificate and its key, as `server.crt` and
+    /// `server.key` in the data dir (PostgreSQL's defaults); its PEM.
+    fn write_certificate(&self) -> Result<String, Error> {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .map_err(|e| Error::Cluster(format!("certificate: {e}")))?;
+        let data = self.dir.join("data");
+        let (crt, key) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::write(&crt, made.cert.pem())?;
+        std::fs::write(&key, made.signing_key.serialize_pem())?;
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        if self.as_postgres {
+            check(
+                &Command::new("chown")
+                    .arg("postgres:postgres")
+                    .args([&crt, &key])
+                    .output()?,
+                "chown the certificate",
+            )?;
+        }
+        Ok(made.cert.pem())
+    }
+
     fn pg_ctl_start(&self) -> Result<(), Error> {
+        let ssl = if self.tls_cert.is_some() { "on" } else { "off" };
         let opts = format!(
-            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200",
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200 \
+             -c ssl={ssl}",
             self.dir.display(),
             self.port
         );

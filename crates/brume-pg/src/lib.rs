@@ -14,15 +14,20 @@
 //!   temp dir, for the tests and benchmarks: Debian's `postgresql`
 //!   binaries, `initdb` and `pg_ctl`.
 //!
-//! TLS to the server is not there yet: connect over loopback, a Unix
-//! socket (`host=/path`), or a private network.
+//! - [`tls`]: TLS with rustls when the URL's `sslmode` asks for it (or,
+//!   with `prefer`, the default, when the server offers it); the server's
+//!   certificate is always verified, against the web roots and
+//!   `PGSSLROOTCERT`'s certificates.
 
 pub mod cluster;
+pub mod tls;
 
 pub use cluster::{Cluster, Database};
 pub use tokio_postgres;
 
-use tokio_postgres::{Client, NoTls};
+use std::sync::OnceLock;
+
+use tokio_postgres::Client;
 
 /// Every error of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,8 @@ pub enum Error {
     Cluster(String),
     #[error("postgres cluster: {0}")]
     Io(#[from] std::io::Error),
+    #[error("postgres TLS: {0}")]
+    Tls(#[from] brume_tls::TlsError),
 }
 
 /// Is this a PostgreSQL URL (`postgres://` or `postgresql://`)?
@@ -44,8 +51,19 @@ pub fn is_url(s: &str) -> bool {
 
 /// Connects to `url` and drives the connection on a task of the current
 /// runtime; the task ends when the client is dropped or the server goes.
+/// TLS as [`tls`] says, trusting `PGSSLROOTCERT` (read once).
 pub async fn connect(url: &str) -> Result<Client, Error> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    static TLS: OnceLock<Result<tls::MakeRustls, String>> = OnceLock::new();
+    let tls = TLS
+        .get_or_init(|| tls::MakeRustls::from_env().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| Error::Layout(format!("PGSSLROOTCERT: {e}")))?;
+    connect_with(url, tls).await
+}
+
+/// [`connect`] with this TLS trust.
+pub async fn connect_with(url: &str, tls: tls::MakeRustls) -> Result<Client, Error> {
+    let (client, conn) = tokio_postgres::connect(url, tls).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "postgres connection ended");
