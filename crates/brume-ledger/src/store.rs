@@ -918,23 +918,19 @@ impl SqliteStore {
 impl LedgerStore for SqliteStore {
     fn append(&self, rows: Vec<LedgerRow>) -> LedgerFuture<'_, ()> {
         Box::pin(async move {
-            if rows.is_empty() {
-                return Ok(());
+            match append_op(&rows)? {
+                Some(op) => self.submit(op).await,
+                None => Ok(()),
             }
-            check_unique(rows.iter())?;
-            let encoded = rows.iter().map(encode_row).collect::<Result<_, _>>()?;
-            self.submit(Op::Append(encoded)).await
         })
     }
 
     fn append_sealed(&self, rows: Vec<SealedRow>) -> LedgerFuture<'_, ()> {
         Box::pin(async move {
-            if rows.is_empty() {
-                return Ok(());
+            match append_sealed_op(&rows)? {
+                Some(op) => self.submit(op).await,
+                None => Ok(()),
             }
-            check_unique(rows.iter().map(SealedRow::row))?;
-            let encoded = rows.iter().map(|r| encode_sealed(r.row())).collect();
-            self.submit(Op::Append(encoded)).await
         })
     }
 
@@ -958,15 +954,7 @@ impl LedgerStore for SqliteStore {
     }
 
     fn set_status(&self, update: StatusUpdate) -> LedgerFuture<'_, ()> {
-        Box::pin(async move {
-            if update.entity.is_empty() || update.entity.len() > crate::row::MAX_ID_BYTES {
-                return Err(LedgerError::InvalidRow {
-                    column: "entity".into(),
-                    reason: "1 to 256 bytes".into(),
-                });
-            }
-            self.submit(Op::Status(update, to_i64(now_ms()))).await
-        })
+        Box::pin(async move { self.submit(status_op(update)?).await })
     }
 
     fn status_page(
@@ -1081,6 +1069,39 @@ impl LedgerStore for SqliteStore {
             Ok(out)
         }))
     }
+}
+
+/// The writer's op for an append call (checked, hashed, serialised by the
+/// caller's task); `None` for no rows.
+fn append_op(rows: &[LedgerRow]) -> Result<Option<Op>, LedgerError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    check_unique(rows.iter())?;
+    let encoded = rows.iter().map(encode_row).collect::<Result<_, _>>()?;
+    Ok(Some(Op::Append(encoded)))
+}
+
+/// [`append_op`] for rows sealed by construction (no second hashing).
+fn append_sealed_op(rows: &[SealedRow]) -> Result<Option<Op>, LedgerError> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    check_unique(rows.iter().map(SealedRow::row))?;
+    Ok(Some(Op::Append(
+        rows.iter().map(|r| encode_sealed(r.row())).collect(),
+    )))
+}
+
+/// The writer's op for a status update, its entity checked.
+fn status_op(update: StatusUpdate) -> Result<Op, LedgerError> {
+    if update.entity.is_empty() || update.entity.len() > crate::row::MAX_ID_BYTES {
+        return Err(LedgerError::InvalidRow {
+            column: "entity".into(),
+            reason: "1 to 256 bytes".into(),
+        });
+    }
+    Ok(Op::Status(update, to_i64(now_ms())))
 }
 
 /// Fails a call whose rows repeat a work id (before it is queued).

@@ -39,8 +39,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     AggregateSummary, Arg, CorruptRow, DEFAULT_PAGE, EncodedRow, EntityStatus, LedgerError,
     LedgerFuture, LedgerStore, ListQuery, MAX_BATCH_ROWS, MAX_PAGE, MAX_SCAN, Op, Page,
-    PaymentStatus, RawRow, RowFilter, StatusUpdate, check_unique, encode_row, encode_sealed,
-    filter_sql, from_i64, now_ms, parse_cursor, to_i64,
+    PaymentStatus, RawRow, RowFilter, StatusUpdate, append_op, append_sealed_op, filter_sql,
+    from_i64, parse_cursor, status_op,
 };
 use crate::row::{Hash32, LedgerRow, SealedRow};
 
@@ -509,23 +509,19 @@ fn parse_status(work_id: &str, status: &str) -> Result<PaymentStatus, LedgerErro
 impl LedgerStore for PgStore {
     fn append(&self, rows: Vec<LedgerRow>) -> LedgerFuture<'_, ()> {
         Box::pin(async move {
-            if rows.is_empty() {
-                return Ok(());
+            match append_op(&rows)? {
+                Some(op) => self.submit(op).await,
+                None => Ok(()),
             }
-            check_unique(rows.iter())?;
-            let encoded = rows.iter().map(encode_row).collect::<Result<_, _>>()?;
-            self.submit(Op::Append(encoded)).await
         })
     }
 
     fn append_sealed(&self, rows: Vec<SealedRow>) -> LedgerFuture<'_, ()> {
         Box::pin(async move {
-            if rows.is_empty() {
-                return Ok(());
+            match append_sealed_op(&rows)? {
+                Some(op) => self.submit(op).await,
+                None => Ok(()),
             }
-            check_unique(rows.iter().map(SealedRow::row))?;
-            let encoded = rows.iter().map(|r| encode_sealed(r.row())).collect();
-            self.submit(Op::Append(encoded)).await
         })
     }
 
@@ -587,15 +583,7 @@ impl LedgerStore for PgStore {
     }
 
     fn set_status(&self, update: StatusUpdate) -> LedgerFuture<'_, ()> {
-        Box::pin(async move {
-            if update.entity.is_empty() || update.entity.len() > crate::row::MAX_ID_BYTES {
-                return Err(LedgerError::InvalidRow {
-                    column: "entity".into(),
-                    reason: "1 to 256 bytes".into(),
-                });
-            }
-            self.submit(Op::Status(update, to_i64(now_ms()))).await
-        })
+        Box::pin(async move { self.submit(status_op(update)?).await })
     }
 
     fn statuses<'a>(&'a self, work_id: &'a str) -> LedgerFuture<'a, Vec<EntityStatus>> {
