@@ -8,11 +8,12 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
 use brume_ledger::audit::{self, AuditReport, Finding, Problem};
 use brume_ledger::row::LedgerRow;
-use brume_ledger::store::{LedgerStore as _, ListQuery, MAX_PAGE, RowFilter, SqliteStore};
+use brume_ledger::store::{LedgerStore, ListQuery, MAX_PAGE, RowFilter};
 
 #[derive(Debug, clap::Args)]
 pub struct LedgerArgs {
@@ -33,11 +34,15 @@ enum LedgerCommand {
 struct Source {
     /// A broker data dir (reads DIR/ledger) or a devnet data dir (reads
     /// DIR/broker/ledger).
-    #[arg(long, conflicts_with = "broker", required_unless_present = "broker")]
+    #[arg(long, conflicts_with_all = ["broker", "store"], required_unless_present_any = ["broker", "store"])]
     data: Option<PathBuf>,
     /// A broker's URL: pages through its public API (`/v1/ledger/rows`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "store")]
     broker: Option<String>,
+    /// A ledger kept in PostgreSQL: its `postgres://` URL (read directly;
+    /// a role with SELECT on the ledger's tables is enough).
+    #[arg(long, value_parser = postgres_url)]
+    store: Option<String>,
     #[command(flatten)]
     tls: crate::tls::TrustArgs,
 }
@@ -103,6 +108,14 @@ pub async fn main(args: LedgerArgs) -> ExitCode {
     }
 }
 
+fn postgres_url(s: &str) -> Result<String, String> {
+    if brume_pg::is_url(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a postgres:// or postgresql:// URL".into())
+    }
+}
+
 /// The ledger directory of a broker or devnet data dir.
 fn ledger_dir(data: &Path) -> anyhow::Result<PathBuf> {
     let file = brume_ledger::store::DB_FILE;
@@ -117,11 +130,10 @@ fn ledger_dir(data: &Path) -> anyhow::Result<PathBuf> {
     )
 }
 
-async fn open(data: &Path) -> anyhow::Result<SqliteStore> {
+async fn open(data: &Path) -> anyhow::Result<Arc<dyn LedgerStore>> {
     let dir = ledger_dir(data)?;
-    tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+    brume_ledger::store::open(&dir.display().to_string())
         .await
-        .context("open task")?
         .context("open the ledger")
 }
 
@@ -209,40 +221,45 @@ async fn for_each_page(
     mut each: impl FnMut(Vec<serde_json::Value>, Vec<Finding>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut cursor: Option<String> = None;
-    match (&source.data, &source.broker) {
-        (Some(data), _) => {
-            let store = open(data).await?;
-            loop {
-                let page = store
-                    .list(ListQuery {
-                        filter: filter.clone(),
-                        cursor: cursor.take(),
-                        limit: Some(MAX_PAGE),
-                        private: true,
-                    })
-                    .await
-                    .context("read the ledger")?;
-                let rows = page
-                    .rows
-                    .iter()
-                    .map(serde_json::to_value)
-                    .collect::<Result<Vec<_>, _>>()?;
-                let corrupt = page
-                    .corrupt
-                    .into_iter()
-                    .map(|c| Finding {
-                        work_id: c.work_id,
-                        problem: Problem::Undecodable { detail: c.detail },
-                    })
-                    .collect();
-                each(rows, corrupt)?;
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
+    let local = match (&source.data, &source.store) {
+        (Some(data), _) => Some(open(data).await?),
+        (None, Some(url)) => Some(
+            brume_ledger::store::open(url)
+                .await
+                .context("open the ledger database")?,
+        ),
+        (None, None) => None,
+    };
+    match (local, &source.broker) {
+        (Some(store), _) => loop {
+            let page = store
+                .list(ListQuery {
+                    filter: filter.clone(),
+                    cursor: cursor.take(),
+                    limit: Some(MAX_PAGE),
+                    private: true,
+                })
+                .await
+                .context("read the ledger")?;
+            let rows = page
+                .rows
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            let corrupt = page
+                .corrupt
+                .into_iter()
+                .map(|c| Finding {
+                    work_id: c.work_id,
+                    problem: Problem::Undecodable { detail: c.detail },
+                })
+                .collect();
+            each(rows, corrupt)?;
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
             }
-            store.close();
-        }
+        },
         (None, Some(url)) => {
             let trust = source.tls.trust(None, None)?;
             let http = trust

@@ -107,4 +107,36 @@ async fn a_broker_on_postgres_loses_no_acknowledged_row_to_kill_9() {
         !net.broker.data.join("ledger/ledger.db").exists(),
         "no SQLite ledger beside PostgreSQL"
     );
+
+    // `brume ledger audit --store` reads the database directly: clean.
+    let audit = || {
+        let out = command(net.home())
+            .args(["ledger", "audit", "--store", &db.app_url])
+            .output()
+            .expect("brume ledger audit");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = audit();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("{} rows audited", ids.len())),
+        "{out}"
+    );
+    // A superuser drops the trigger and changes a row: the audit names it.
+    let admin = brume_pg::connect(&db.superuser_url).await.expect("connect");
+    admin
+        .batch_execute(&format!(
+            "DROP TRIGGER ledger_rows_no_change ON ledger_rows;
+             UPDATE ledger_rows SET fuel = fuel + 1 WHERE work_id = '{}'",
+            ids[0]
+        ))
+        .await
+        .expect("tamper");
+    let (code, out) = audit();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&ids[0]), "names the row: {out}");
 }
