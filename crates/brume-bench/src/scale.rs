@@ -54,6 +54,10 @@ struct Shared {
     url: String,
     /// The broker's HTTP base URL (bandwidth probes are fetched there).
     http: String,
+    /// With TLS: the WebSocket connector pinning the broker's certificate.
+    ws_tls: Option<tokio_tungstenite::Connector>,
+    /// HTTP(S) to the broker (probes, metrics), pinned alike.
+    client: reqwest::Client,
     /// The fuel of the fitness challenge (one sandboxed run).
     fuel: u64,
     /// Sessions that got at least one assignment.
@@ -72,20 +76,26 @@ struct Broker {
     pid: u32,
     url: String,
     key: String,
+    /// With TLS: the trust pinning its self-signed certificate.
+    trust: Option<brume_tls::Trust>,
     _dir: tempfile::TempDir,
 }
 
+/// `tls`: the broker serves HTTPS and WSS (self-signed; the sessions and
+/// the client pin it), so the memory per session includes TLS's.
 pub async fn run(
     duration: Duration,
     sessions: usize,
+    tls: bool,
     out: &mut dyn FnMut(&str),
 ) -> anyhow::Result<serde_json::Value> {
     let limit = raise_open_files();
     out(&format!(
         "open files: {limit} for this process (the broker's is raised alike)"
     ));
-    let broker = start_broker().await?;
-    let client = Client::new(&broker.url, Some(broker.key.clone()))?;
+    let broker = start_broker(tls).await?;
+    let trust = broker.trust.clone().unwrap_or_default();
+    let client = Client::new(&broker.url, Some(broker.key.clone()))?.with_tls(&trust)?;
     client
         .publish(
             "echo",
@@ -96,9 +106,18 @@ pub async fn run(
     let shared = Arc::new(Shared {
         url: format!(
             "{}/v1/provider/connect",
-            broker.url.replacen("http://", "ws://", 1)
+            broker
+                .url
+                .replacen("https://", "wss://", 1)
+                .replacen("http://", "ws://", 1)
         ),
         http: broker.url.clone(),
+        ws_tls: broker
+            .trust
+            .as_ref()
+            .map(|t| t.ws_connector())
+            .transpose()?,
+        client: trust.reqwest(reqwest::Client::builder())?.build()?,
         fuel: challenge_fuel().await?,
         reached: AtomicU64::new(0),
         held: AtomicU64::new(0),
@@ -143,7 +162,7 @@ pub async fn run(
         "{sessions} jobs reached {reached} sessions ({:.1} %)",
         reached as f64 * 100.0 / sessions.max(1) as f64
     ));
-    let (match_p50, match_p99) = matching(&broker).await?;
+    let (match_p50, match_p99) = matching(&shared.client, &broker).await?;
     out(&format!(
         "matching: p50 ≤ {match_p50:.2} µs, p99 ≤ {match_p99:.2} µs"
     ));
@@ -169,7 +188,7 @@ pub async fn run(
         "ratio_invoke_p50": round(at_scale.us(0.5) / alone.us(0.5).max(1e-9), 2),
         "reached_sessions": reached,
         "reached_ratio": round(reached as f64 / sessions.max(1) as f64, 4),
-        "tls": false,
+        "tls": tls,
     }))
 }
 
@@ -232,8 +251,13 @@ async fn jobs_everywhere(client: &Client, shared: &Arc<Shared>, n: usize) -> any
 
 /// The p50 and p99 of the scheduler's matching time, in µs, from the
 /// histogram's buckets (each figure is its bucket's upper bound).
-async fn matching(broker: &Broker) -> anyhow::Result<(f64, f64)> {
-    let body = get(&format!("{}/metrics", broker.url), Some(&broker.key)).await?;
+async fn matching(client: &reqwest::Client, broker: &Broker) -> anyhow::Result<(f64, f64)> {
+    let body = get(
+        client,
+        &format!("{}/metrics", broker.url),
+        Some(&broker.key),
+    )
+    .await?;
     let text = String::from_utf8_lossy(&body);
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
@@ -264,31 +288,17 @@ async fn matching(broker: &Broker) -> anyhow::Result<(f64, f64)> {
     Ok((at(0.5), at(0.99)))
 }
 
-/// `GET url` (with `key` as bearer), over one plain HTTP/1.1 connection:
-/// the body.
-async fn get(url: &str, key: Option<&str>) -> anyhow::Result<Bytes> {
-    let uri: http::Uri = url.parse()?;
-    let addr = format!(
-        "{}:{}",
-        uri.host().context("host")?,
-        uri.port_u16().context("port")?
-    );
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let mut req = http::Request::get(uri.path()).header("host", "broker");
+/// `GET url` (with `key` as bearer): the body.
+async fn get(client: &reqwest::Client, url: &str, key: Option<&str>) -> anyhow::Result<Bytes> {
+    let mut req = client.get(url);
     if let Some(key) = key {
-        req = req.header("authorization", format!("Bearer {key}"));
+        req = req.bearer_auth(key);
     }
-    let resp = send
-        .send_request(req.body(http_body_util::Empty::<Bytes>::new())?)
-        .await?;
+    let resp = req.send().await?;
     if !resp.status().is_success() {
         bail!("GET {url}: {}", resp.status());
     }
-    let body = http_body_util::BodyExt::collect(resp.into_body()).await?;
-    Ok(body.to_bytes())
+    Ok(resp.bytes().await?)
 }
 
 /// Opens `n` sessions, `CONNECTING` handshakes at a time; returns once
@@ -335,7 +345,13 @@ struct Me {
 }
 
 async fn handshake(shared: &Shared) -> anyhow::Result<(Ws, Me)> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(&shared.url).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        &shared.url,
+        None,
+        false,
+        shared.ws_tls.clone(),
+    )
+    .await?;
     let identity = Identity::random();
     let address = identity.address().to_string();
     let challenge = match next(&mut ws).await? {
@@ -373,7 +389,7 @@ async fn handshake(shared: &Shared) -> anyhow::Result<(Ws, Me)> {
             (ch, ToProvider::Measure(mut m)) => {
                 if let Some(token) = &m.probe {
                     let url = format!("{}/v1/provider/probe/{token}", shared.http);
-                    m.blob = get(&url, None).await?;
+                    m.blob = get(&shared.client, &url, None).await?;
                 }
                 let done = FromProvider::MeasureDone(answer(shared.fuel, &m));
                 ws.send(Message::Binary(done.encode(ch))).await?;
@@ -586,8 +602,9 @@ async fn challenge_fuel() -> anyhow::Result<u64> {
     Ok(done.fuel)
 }
 
-/// `brume broker` as a child process on a free port, with an API key.
-async fn start_broker() -> anyhow::Result<Broker> {
+/// `brume broker` as a child process on a free port, with an API key
+/// (and a self-signed certificate if `tls`).
+async fn start_broker(tls: bool) -> anyhow::Result<Broker> {
     let exe = std::env::current_exe()?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("broker");
@@ -626,6 +643,7 @@ async fn start_broker() -> anyhow::Result<Broker> {
         ])
         .arg("--data")
         .arg(&data)
+        .args(tls.then_some("--tls-self-signed"))
         .env("HOME", dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -635,7 +653,7 @@ async fn start_broker() -> anyhow::Result<Broker> {
     let pid = child.id().context("the broker has no pid")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let url = loop {
+    let (url, pin) = loop {
         let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
             .await
             .context("the broker did not start within 120 s")??
@@ -644,15 +662,20 @@ async fn start_broker() -> anyhow::Result<Broker> {
             continue;
         };
         if v["event"] == "ready" {
-            break v["url"].as_str().context("no url")?.to_string();
+            let url = v["url"].as_str().context("no url")?.to_string();
+            break (url, v["tls_sha256"].as_str().map(str::to_string));
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let trust = pin
+        .map(|hex| hex.parse().map(brume_tls::Trust::pinned))
+        .transpose()?;
     Ok(Broker {
         child,
         pid,
         url,
         key,
+        trust,
         _dir: dir,
     })
 }

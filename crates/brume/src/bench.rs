@@ -17,6 +17,10 @@ pub struct BenchArgs {
     /// CREATEDB).
     #[arg(long, default_value = "sqlite")]
     store: brume_bench::ledger::Store,
+    /// `scale`: the broker serves HTTPS and WSS (a self-signed certificate
+    /// the sessions pin), so memory per session includes TLS's.
+    #[arg(long)]
+    tls: bool,
     /// `scale`: how many provider sessions to open on one broker.
     #[arg(long, default_value_t = brume_bench::scale::DEFAULT_SESSIONS)]
     sessions: usize,
@@ -75,7 +79,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         }
         "verify" => brume_bench::verify::run(args.duration, &mut say).await,
         "lease" => brume_bench::lease::run(args.duration, &mut say).await,
-        "scale" => brume_bench::scale::run(args.duration, args.sessions, &mut say).await,
+        "scale" => brume_bench::scale::run(args.duration, args.sessions, args.tls, &mut say).await,
         "evm-payout" => brume_bench::evm::run(args.duration, args.payouts, &mut say).await,
         "federation" => brume_bench::federation::run(args.duration, args.calls, &mut say).await,
         other => Err(anyhow::anyhow!(

@@ -111,8 +111,22 @@ fn bench_lease_reports_an_exact_drip_and_its_halt_and_resume_latencies() {
 
 #[test]
 fn bench_scale_connects_every_session_and_work_reaches_them_all() {
-    let v = bench(&["scale", "--sessions", "40", "--duration", "2s"]);
+    scale(&["scale", "--sessions", "40", "--duration", "2s"], false);
+}
+
+/// The same over HTTPS and WSS, the broker's certificate pinned.
+#[test]
+fn bench_scale_runs_over_tls() {
+    scale(
+        &["scale", "--sessions", "40", "--duration", "2s", "--tls"],
+        true,
+    );
+}
+
+fn scale(args: &[&str], tls: bool) {
+    let v = bench(args);
     assert_eq!(v["bench"], "scale", "{v}");
+    assert_eq!(v["tls"], tls, "{v}");
     assert_eq!(v["sessions"], 40, "{v}");
     // Each session has one slot and holds its job until all are placed:
     // one job each.
