@@ -49,6 +49,16 @@ pub fn is_url(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
 
+/// A command-line value that must be a PostgreSQL URL (clap's
+/// `value_parser`).
+pub fn url_arg(s: &str) -> Result<String, String> {
+    if is_url(s) {
+        Ok(s.to_string())
+    } else {
+        Err("a postgres:// or postgresql:// URL".into())
+    }
+}
+
 /// Connects to `url` and drives the connection on a task of the current
 /// runtime; the task ends when the client is dropped or the server goes.
 /// TLS as [`tls`] says, trusting `PGSSLROOTCERT` (read once).

@@ -198,6 +198,11 @@ struct RunArgs {
     /// --pin-sha256.
     #[arg(long)]
     tls_self_signed: bool,
+    /// Keep the ledger in PostgreSQL at this `postgres://` URL (over
+    /// `[broker.ledger] store`; the environment keeps a password out of
+    /// the config file).
+    #[arg(long, env = "BRUME_LEDGER_STORE", value_parser = brume_pg::url_arg)]
+    ledger_store: Option<String>,
     #[command(flatten)]
     federation: FederationArgs,
     /// Print machine-readable JSON lines.
@@ -688,6 +693,9 @@ async fn run(a: RunArgs, file: &BrokerSection) -> ExitCode {
     config.longitude = a.longitude.or(file.longitude).unwrap_or(0.0);
     if let Some(l) = &file.ledger {
         config.ledger = l.clone();
+    }
+    if let Some(url) = a.ledger_store {
+        config.ledger.store = url;
     }
     if let Some(c) = &file.chain {
         config.chain = c.clone();

@@ -41,7 +41,7 @@ struct Source {
     broker: Option<String>,
     /// A ledger kept in PostgreSQL: its `postgres://` URL (read directly;
     /// a role with SELECT on the ledger's tables is enough).
-    #[arg(long, value_parser = postgres_url)]
+    #[arg(long, value_parser = brume_pg::url_arg)]
     store: Option<String>,
     #[command(flatten)]
     tls: crate::tls::TrustArgs,
@@ -105,14 +105,6 @@ pub async fn main(args: LedgerArgs) -> ExitCode {
             eprintln!("error: ledger: {}", crate::report(&e));
             ExitCode::from(2)
         }
-    }
-}
-
-fn postgres_url(s: &str) -> Result<String, String> {
-    if brume_pg::is_url(s) {
-        Ok(s.to_string())
-    } else {
-        Err("a postgres:// or postgresql:// URL".into())
     }
 }
 

@@ -60,16 +60,8 @@ pub struct DevnetArgs {
     brokers: u32,
     /// Keep the broker's ledger in PostgreSQL at this `postgres://` URL
     /// (default: SQLite in the data dir). One broker only.
-    #[arg(long, value_parser = postgres_url)]
+    #[arg(long, value_parser = brume_pg::url_arg)]
     store: Option<String>,
-}
-
-fn postgres_url(s: &str) -> Result<String, String> {
-    if brume_pg::is_url(s) {
-        Ok(s.to_string())
-    } else {
-        Err("a postgres:// or postgresql:// URL".into())
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -516,6 +516,17 @@ impl Net {
         Net::start_full(providers, slots, None, key_names, &["--tls-self-signed"]).await
     }
 
+    /// [`Net::start`] with a broker config file of this TOML text and
+    /// extra `brume broker` arguments.
+    pub async fn start_with_args(
+        providers: usize,
+        slots: u32,
+        config: Option<&str>,
+        broker_args: &[&str],
+    ) -> Net {
+        Net::start_full(providers, slots, config, &[], broker_args).await
+    }
+
     async fn start_full(
         providers: usize,
         slots: u32,

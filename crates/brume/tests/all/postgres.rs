@@ -74,12 +74,13 @@ async fn the_devnet_demo_runs_on_postgres() {
 }
 
 /// Jobs announced final have durable rows: a broker killed with SIGKILL
-/// right after, and restarted, still has every one, in PostgreSQL.
+/// right after, and restarted, still has every one, in PostgreSQL. (The
+/// URL comes by `--ledger-store`, which beats the config file's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_on_postgres_loses_no_acknowledged_row_to_kill_9() {
     let db = ledger_database().await;
-    let config = format!("[broker.ledger]\nstore = \"{}\"\n", db.app_url);
-    let mut net = Net::start_with(1, 2, Some(&config), &[]).await;
+    let config = "[broker.ledger]\nstore = \"postgres://nobody@127.0.0.1:1/none\"\n";
+    let mut net = Net::start_with_args(1, 2, Some(config), &["--ledger-store", &db.app_url]).await;
     net.publish("cpu", ServiceKind::Command, art::CPU_LOOP_P1_BYTES)
         .await;
     let client = Arc::new(net.client.clone());
