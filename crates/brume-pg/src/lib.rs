@@ -42,6 +42,24 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("postgres TLS: {0}")]
     Tls(#[from] brume_tls::TlsError),
+    /// Connecting failed; the detail has every cause (refused, TLS, auth).
+    #[error("postgres: {0}")]
+    Connect(String),
+}
+
+/// An error and its sources, joined by `: `.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
 }
 
 /// Is this a PostgreSQL URL (`postgres://` or `postgresql://`)?
@@ -73,7 +91,9 @@ pub async fn connect(url: &str) -> Result<Client, Error> {
 
 /// [`connect`] with this TLS trust.
 pub async fn connect_with(url: &str, tls: tls::MakeRustls) -> Result<Client, Error> {
-    let (client, conn) = tokio_postgres::connect(url, tls).await?;
+    let (client, conn) = tokio_postgres::connect(url, tls)
+        .await
+        .map_err(|e| Error::Connect(with_causes(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "postgres connection ended");
