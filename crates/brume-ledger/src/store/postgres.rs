@@ -32,8 +32,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use brume_pg::tokio_postgres::binary_copy::BinaryCopyInWriter;
 use brume_pg::tokio_postgres::types::{ToSql, Type};
-use brume_pg::tokio_postgres::{Client, Row, Transaction};
+use brume_pg::tokio_postgres::{Client, CopyInSink, Row, Transaction};
 use brume_pg::{Migration, sqlstate};
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -313,6 +314,20 @@ async fn write_loop(mut w: Writer, mut rx: mpsc::UnboundedReceiver<Request>) {
 /// one `COPY` each; a duplicate anywhere replays the batch call by call.
 async fn commit(w: &mut Writer, ops: &[Op]) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
     let client = w.client().await?;
+    // Appends alone: one `COPY`, atomic by itself, committed on its own
+    // (no BEGIN and COMMIT round trips).
+    if ops.iter().all(|op| matches!(op, Op::Append(_))) {
+        let rows = ops.iter().flat_map(|op| match op {
+            Op::Append(rows) => rows.as_slice(),
+            Op::Status(..) => &[],
+        });
+        match copy_rows(client.copy_in(COPY_SQL).await?, rows).await {
+            Ok(()) => return Ok(ops.iter().map(|_| Ok(())).collect()),
+            Err(e) if sqlstate(&e) == Some(UNIQUE_VIOLATION) => {}
+            Err(e) => return Err(e.into()),
+        }
+        return replay(client, ops).await;
+    }
     let mut tx = client.transaction().await?;
     match fast_batch(&mut tx, ops).await {
         Ok(results) => {
@@ -322,6 +337,15 @@ async fn commit(w: &mut Writer, ops: &[Op]) -> Result<Vec<Result<(), LedgerError
         Err(e) if sqlstate(&e) == Some(UNIQUE_VIOLATION) => tx.rollback().await?,
         Err(e) => return Err(e.into()),
     }
+    replay(client, ops).await
+}
+
+/// The batch again, one call at a time under savepoints, in one
+/// transaction: only the calls with a taken work id fail.
+async fn replay(
+    client: &mut Client,
+    ops: &[Op],
+) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
     let mut tx = client.transaction().await?;
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
@@ -350,7 +374,7 @@ async fn fast_batch(
                 Op::Append(rows) => rows.as_slice(),
                 Op::Status(..) => &[],
             });
-            copy_rows(tx, rows).await?;
+            copy_rows(tx.copy_in(COPY_SQL).await?, rows).await?;
             results.extend((0..run).map(|_| Ok(())));
             i += run;
         } else {
@@ -369,7 +393,7 @@ async fn one_op(tx: &mut Transaction<'_>, op: &Op) -> Result<Result<(), LedgerEr
     match op {
         Op::Append(rows) => {
             let sp = tx.savepoint("op").await?;
-            match copy_rows(&sp, rows.iter()).await {
+            match copy_rows(sp.copy_in(COPY_SQL).await?, rows.iter()).await {
                 Ok(()) => {
                     sp.commit().await?;
                     Ok(Ok(()))
@@ -405,11 +429,12 @@ async fn find_duplicate(
     })
 }
 
+/// Writes `rows` into a `COPY` the caller started (`copy_in(COPY_SQL)` on
+/// a client or a transaction).
 async fn copy_rows<'r>(
-    tx: &Transaction<'_>,
+    sink: CopyInSink<Bytes>,
     rows: impl Iterator<Item = &'r EncodedRow>,
 ) -> Result<(), brume_pg::tokio_postgres::Error> {
-    let sink = tx.copy_in(COPY_SQL).await?;
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     let mut writer = std::pin::pin!(writer);
     for r in rows {
