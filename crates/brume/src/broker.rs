@@ -47,6 +47,45 @@ enum BrokerCommand {
     /// (a broker's `GET /openapi.json` names its own tiers and limits),
     /// e.g. to generate a client.
     Openapi,
+    /// Create or upgrade the ledger's tables in a PostgreSQL database, as
+    /// their owner, and grant a broker's role what it needs (read and add
+    /// rows, set statuses; never change a row).
+    LedgerSetup(LedgerSetupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LedgerSetupArgs {
+    /// The database, as the role that owns (or will own) the tables.
+    #[arg(long, value_parser = brume_pg::url_arg)]
+    owner: String,
+    /// The role the broker connects as (letters, digits and _).
+    #[arg(long)]
+    grant: Option<String>,
+}
+
+/// `brume broker ledger-setup`: migrations as the owner, then the grants.
+async fn ledger_setup(a: LedgerSetupArgs) -> ExitCode {
+    use brume_ledger::store::postgres::PgStore;
+    let done = async {
+        drop(PgStore::open(&a.owner).await?);
+        if let Some(role) = &a.grant {
+            PgStore::grant(&a.owner, role).await?;
+        }
+        Ok::<_, brume_ledger::store::LedgerError>(())
+    };
+    match done.await {
+        Ok(()) => {
+            match &a.grant {
+                Some(role) => println!("the ledger's tables are current; {role} may use them"),
+                None => println!("the ledger's tables are current"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: ledger-setup: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -309,6 +348,7 @@ pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(BrokerCommand::LambdaKeys(cmd)) => lambda_keys(cmd, file),
+        Some(BrokerCommand::LedgerSetup(a)) => ledger_setup(a).await,
         None => run(args.run, file).await,
     }
 }

@@ -6,28 +6,31 @@ use std::sync::Arc;
 
 use brume_client::ServiceKind;
 use brume_client::brume_api::rest::JobState;
-use brume_ledger::store::postgres::PgStore;
 use brume_pg::{Cluster, Database, cluster::APP_ROLE};
 use test_programs_artifacts as art;
 
 use crate::net::*;
 
-/// A fresh database whose tables exist (created by their owner) and
-/// whose broker role is granted what it needs.
+/// A fresh database whose tables exist (created by their owner with
+/// `brume broker ledger-setup`) and whose broker role is granted what it
+/// needs.
 async fn ledger_database() -> Database {
     let cluster = tokio::task::spawn_blocking(Cluster::shared)
         .await
         .expect("join")
         .expect("a PostgreSQL cluster (Debian's postgresql)");
     let db = cluster.database("broker").await.expect("database");
-    drop(
-        PgStore::open(&db.owner_url)
-            .await
-            .expect("migrate as owner"),
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = command(home.path())
+        .args(["broker", "ledger-setup", "--owner", &db.owner_url])
+        .args(["--grant", APP_ROLE])
+        .output()
+        .expect("brume broker ledger-setup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    PgStore::grant(&db.owner_url, APP_ROLE)
-        .await
-        .expect("grant");
     db
 }
 
