@@ -49,6 +49,11 @@ const JOB_N: u64 = 60_000;
 
 struct Net {
     net: LocalNet,
+    /// Each account's client runs on a runtime of its own (one thread), as
+    /// its own process would: one requester's work never waits behind
+    /// another's in the bench's own scheduler.
+    sync_rt: Requester,
+    batch_rt: Requester,
     /// `owner~cpu` and `owner~echo`: how the other accounts name them.
     cpu: Arc<str>,
     echo: Arc<str>,
@@ -83,6 +88,8 @@ impl Net {
         let sync = client(net.broker().create_api_key("sync").await?)?;
         let third = client(net.broker().create_api_key("third").await?)?;
         Ok(Net {
+            sync_rt: Requester::new("bench-sync")?,
+            batch_rt: Requester::new("bench-batch")?,
             cpu: net.service_ref("cpu").into(),
             echo: net.service_ref("echo").into(),
             batch: net.client().clone(),
@@ -94,6 +101,39 @@ impl Net {
 
     async fn stop(self) -> anyhow::Result<()> {
         Ok(self.net.stop_now().await?)
+    }
+}
+
+/// A one-thread runtime standing in for a requester's process; shut down
+/// without blocking when dropped.
+struct Requester(Option<tokio::runtime::Runtime>);
+
+impl Requester {
+    fn new(name: &str) -> anyhow::Result<Requester> {
+        Ok(Requester(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(name)
+                .enable_all()
+                .build()?,
+        )))
+    }
+
+    /// Starts `f` there; the connections it makes are driven there too.
+    fn spawn<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+    ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<T>>> {
+        let rt = self.0.as_ref().context("the runtime is gone")?;
+        Ok(rt.spawn(f))
+    }
+}
+
+impl Drop for Requester {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -206,12 +246,14 @@ async fn batch_phase(
     with_sync: bool,
 ) -> anyhow::Result<(f64, Option<SyncRun>)> {
     let stop = Arc::new(AtomicBool::new(false));
-    let batch = tokio::spawn({
-        let (client, stop, cpu) = (net.batch.clone(), stop.clone(), net.cpu.clone());
+    // A client of its own, so that its connections live on its runtime.
+    let client = Client::new(net.net.url(), Some(net.net.api_key().to_string()))?;
+    let batch = net.batch_rt.spawn({
+        let (stop, cpu) = (stop.clone(), net.cpu.clone());
         async move { batch_loop(&client, &cpu, stop).await }
-    });
+    })?;
     let sync = if with_sync {
-        Some(sync_loop(&net.sync, &net.echo, budget).await?)
+        Some(sync_phase(net, budget).await?)
     } else {
         tokio::time::sleep(budget).await;
         None
@@ -219,6 +261,14 @@ async fn batch_phase(
     stop.store(true, Ordering::Relaxed);
     let (jobs, wall) = batch.await??;
     Ok((jobs as f64 / wall.as_secs_f64().max(1e-9), sync))
+}
+
+/// The sync loop on the sync requester's runtime.
+async fn sync_phase(net: &Net, budget: Duration) -> anyhow::Result<SyncRun> {
+    let (client, echo) = (net.sync.clone(), net.echo.clone());
+    net.sync_rt
+        .spawn(async move { sync_loop(&client, &echo, budget).await })?
+        .await?
 }
 
 /// Submission to the `assigned` event of one job of `client`.
@@ -262,7 +312,7 @@ pub async fn run(
     ));
 
     let phase = duration.mul_f64(0.22);
-    let alone = sync_loop(&net.sync, &net.echo, phase).await?;
+    let alone = sync_phase(&net, phase).await?;
     out(&format!(
         "sync alone: {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs, {} refused",
         alone.per_s(),
