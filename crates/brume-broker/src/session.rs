@@ -276,10 +276,12 @@ async fn serve(
                             }
                         }
                         Ok((channel, mut m)) => {
+                            let mut checked = None;
                             if let FromProvider::Done(d) = &mut m {
                                 store_outputs(shared, id, channel, d).await;
+                                checked = check_job_receipt(shared, id, address, channel, d).await;
                             }
-                            if let Err(v) = handle(shared, id, address, channel, m, tx, &mut pending) {
+                            if let Err(v) = handle(shared, id, address, channel, m, tx, &mut pending, checked) {
                                 let why = v.to_string();
                                 let _ = tx.send(close_msg(close::PROTOCOL_ERROR, why.clone()));
                                 break why;
@@ -346,7 +348,58 @@ enum Violation {
     Receipts(#[from] crate::receipts::RootError),
 }
 
+/// A job's receipt, checked and bound to the broker's signed assignment on
+/// a blocking thread: two elliptic-curve operations (about 150 µs) that
+/// would otherwise hold the broker's worker thread while calls wait.
+struct Checked {
+    /// The attempt it was checked for.
+    work: Arc<crate::work::Work>,
+    attempt: u32,
+    /// `None`: the provider's signature does not verify.
+    receipt: Option<brume_api::receipt::SignedReceipt>,
+}
+
+/// [`Checked`] for a job's `Done` that carries its own signature; `None`
+/// for anything else (an invocation's receipt is batched, and checked
+/// inline).
+async fn check_job_receipt(
+    shared: &Shared,
+    id: u64,
+    address: &str,
+    channel: u32,
+    d: &wire::Done,
+) -> Option<Checked> {
+    if d.leaf.is_some() {
+        return None;
+    }
+    let (work, attempt) = shared.lifecycle.read(|s| s.inflight_work(id, channel))?;
+    if !work.spec.wants_receipt || work.spec.class == crate::work::Class::Sync {
+        return None;
+    }
+    let receipt = brume_api::receipt::Receipt::new(&work.assignment(attempt), address, &d.outcome);
+    let (signature, address) = (d.signature.clone(), address.to_string());
+    let (identity, limits) = (shared.identity.clone(), work.spec.limits);
+    let receipt = tokio::task::spawn_blocking(move || {
+        brume_identity::verify(receipt.message().as_bytes(), &signature, &address).ok()?;
+        let signed = brume_api::receipt::SignedReceipt {
+            receipt,
+            signature: format!("0x{}", hex::encode(&signature)),
+            assignment: None,
+        };
+        Some(crate::verify::assigned_by(&identity, &signed, &limits))
+    })
+    .await
+    // A check that panicked is done again inline.
+    .ok()?;
+    Some(Checked {
+        work,
+        attempt,
+        receipt,
+    })
+}
+
 /// Handles one frame. An `Err` ends the session with that reason.
+#[allow(clippy::too_many_arguments)]
 fn handle(
     shared: &Shared,
     id: u64,
@@ -355,6 +408,7 @@ fn handle(
     msg: FromProvider,
     tx: &mpsc::UnboundedSender<Message>,
     pending: &mut crate::receipts::Pending,
+    checked: Option<Checked>,
 ) -> Result<(), Violation> {
     match msg {
         FromProvider::Ping(n) => {
@@ -381,7 +435,7 @@ fn handle(
             shared.with_sched(|s, after| s.progress(id, channel, p, after))
         }
         FromProvider::Root(root) => pending.close(shared, address, &root)?,
-        FromProvider::Done(d) => done(shared, id, address, channel, *d, pending)?,
+        FromProvider::Done(d) => done(shared, id, address, channel, *d, pending, checked)?,
         FromProvider::Refused(r) => shared.with_sched(|s, after| {
             tracing::debug!(session = id, reason = %r.reason, "refused: {}", r.message);
             s.refused(id, channel, &r.reason, after)
@@ -391,7 +445,9 @@ fn handle(
 }
 
 /// A result: its receipt checked (signed on its own, or its leaf added to
-/// the session's batch), then handed to the scheduler.
+/// the session's batch), then handed to the scheduler. A job's receipt
+/// comes `checked` already if the attempt is still the one checked.
+#[allow(clippy::too_many_arguments)]
 fn done(
     shared: &Shared,
     id: u64,
@@ -399,6 +455,7 @@ fn done(
     channel: u32,
     done: wire::Done,
     pending: &mut crate::receipts::Pending,
+    checked: Option<Checked>,
 ) -> Result<(), Violation> {
     let wire::Done {
         outcome,
@@ -419,6 +476,16 @@ fn done(
         && !work.spec.wants_receipt
     {
         return Err(crate::receipts::RootError::NoLeaf.into());
+    } else if let Some((work, attempt)) = &inflight
+        && let Some(c) = checked.filter(|c| Arc::ptr_eq(&c.work, work) && c.attempt == *attempt)
+    {
+        let Some(signed) = c.receipt else {
+            tracing::warn!(session = id, work = %work.id, "a result whose receipt signature does not verify: retrying elsewhere");
+            let why = format!("provider {address} returned a result with a bad receipt signature");
+            shared.with_sched(|s, after| s.bad_result(id, channel, &why, after));
+            return Ok(());
+        };
+        work.set_receipt(signed);
     } else if let Some((work, attempt)) = inflight
         && work.spec.wants_receipt
     {

@@ -701,12 +701,18 @@ pub(crate) fn assigned(
     r: &SignedReceipt,
     limits: &brume_api::Limits,
 ) -> SignedReceipt {
-    let broker = shared.identity.address().to_string();
+    assigned_by(&shared.identity, r, limits)
+}
+
+/// [`assigned`] with the broker's identity alone (for a blocking thread).
+pub(crate) fn assigned_by(
+    identity: &brume_identity::Identity,
+    r: &SignedReceipt,
+    limits: &brume_api::Limits,
+) -> SignedReceipt {
+    let broker = identity.address().to_string();
     let assignment = Assignment::of(&broker, &r.receipt, limits);
-    let signature = match shared
-        .identity
-        .sign_message(assignment.message().as_bytes())
-    {
+    let signature = match identity.sign_message(assignment.message().as_bytes()) {
         Ok(sig) => format!("0x{}", hex::encode(sig)),
         Err(e) => {
             tracing::error!("the broker's key could not sign an assignment: {e}");
