@@ -184,25 +184,7 @@ impl Ledger {
         ran: Ran<'_>,
         requester: &str,
     ) -> Result<(Vec<Payout>, Vec<String>), BillError> {
-        let known_developer = !billing.developer.is_empty();
-        let account = |s: &str| Beneficiary::plain(Account::new(clip(s, MAX_ID_BYTES)));
-        let parties = Parties {
-            contributor: account(ran.provider),
-            developer: account(if known_developer {
-                &billing.developer
-            } else {
-                &self.operator
-            }),
-            operator: Beneficiary {
-                account: Account::new(&self.operator),
-                charity: self.operator_charity.clone(),
-            },
-        };
-        let shares = if known_developer {
-            &self.shares
-        } else {
-            &self.no_developer
-        };
+        let (parties, shares, known_developer) = self.parties(ran.provider, &billing.developer);
         let split = split::split(fee.token_amount, shares, &parties)?;
         let refund = self.penalties.slow_provider.refund(
             fee.token_amount,
@@ -476,17 +458,16 @@ impl Ledger {
         )
     }
 
-    /// One billing interval of a lease (see `leases/`): `amount` for `ms`
-    /// of running time on `provider`, paid by its account and split like
-    /// any fee. Work id `lease-<id>-<seq>`, so an interval is billed once.
-    pub(crate) fn lease_row(&self, l: LeaseInterval<'_>) -> Result<Unsealed, BillError> {
-        let requester = clip(l.account, MAX_ID_BYTES);
-        let known_developer = !l.developer.is_empty();
+    /// Who a fee is split between, with which shares, and whether the
+    /// developer is known: an unknown developer's share goes to the
+    /// operator.
+    fn parties(&self, provider: &str, developer: &str) -> (Parties, &PayoutShares, bool) {
+        let known_developer = !developer.is_empty();
         let account = |s: &str| Beneficiary::plain(Account::new(clip(s, MAX_ID_BYTES)));
         let parties = Parties {
-            contributor: account(l.provider),
+            contributor: account(provider),
             developer: account(if known_developer {
-                l.developer
+                developer
             } else {
                 &self.operator
             }),
@@ -500,6 +481,15 @@ impl Ledger {
         } else {
             &self.no_developer
         };
+        (parties, shares, known_developer)
+    }
+
+    /// One billing interval of a lease (see `leases/`): `amount` for `ms`
+    /// of running time on `provider`, paid by its account and split like
+    /// any fee. Work id `lease-<id>-<seq>`, so an interval is billed once.
+    pub(crate) fn lease_row(&self, l: LeaseInterval<'_>) -> Result<Unsealed, BillError> {
+        let requester = clip(l.account, MAX_ID_BYTES);
+        let (parties, shares, known_developer) = self.parties(l.provider, l.developer);
         let split = split::split(l.amount, shares, &parties)?;
         let (payouts, charities) = payout_lines(&split, known_developer);
         let mut data = self.transfer_row(Transfer {
