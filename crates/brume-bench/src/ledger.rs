@@ -21,13 +21,13 @@ use serde_json::json;
 use crate::{Samples, round};
 
 /// Concurrent appenders.
-pub(crate) const WRITERS: usize = 16;
+const WRITERS: usize = 16;
 /// Rows per `append` call. Under load the broker's batcher appends every
 /// sync call's row that queued during the previous commit in one call (up to
 /// 1024); 128 is a loaded broker's typical batch. (With 32 rows per call the
 /// same store ingests about 86k rows/s on this VM: the commit cycle, not the
 /// rows, is then the limit.)
-pub(crate) const PER_CALL: usize = 128;
+const PER_CALL: usize = 128;
 
 /// A fresh row from the template: new work id and timestamp, sealed (its
 /// three Keccak hashes computed) as the broker would. The store takes it
@@ -100,19 +100,31 @@ async fn run_sqlite(
     ));
     let audit = audit(store.as_ref(), rows, out).await?;
     sqlite.close();
-    Ok(json!({
+    Ok(figures("sqlite", rows, ingest, baseline, audit, &commit))
+}
+
+/// The bench's JSON object, whichever the store.
+pub(crate) fn figures(
+    store: &str,
+    rows: u64,
+    ingest: f64,
+    baseline: f64,
+    audit: f64,
+    commit: &Samples,
+) -> serde_json::Value {
+    json!({
         "bench": "ledger",
-        "store": "sqlite",
+        "store": store,
         "ingest_rows_per_s": round(ingest, 0),
         "baseline_rows_per_s": round(baseline, 0),
-        "ratio": round(ratio, 3),
+        "ratio": round(ingest / baseline, 3),
         "audit_rows_per_s": round(audit, 0),
         "p99_commit_latency_ms": round(commit.ms(0.99), 3),
         "p50_commit_latency_ms": round(commit.ms(0.5), 3),
         "rows": rows,
         "writers": WRITERS,
         "rows_per_call": PER_CALL,
-    }))
+    })
 }
 
 /// The example row, as the template of every bench row.

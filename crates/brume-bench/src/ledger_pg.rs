@@ -12,10 +12,8 @@ use brume_pg::Cluster;
 use brume_pg::tokio_postgres::Client;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, TryStreamExt as _};
-use serde_json::json;
 
-use crate::ledger::{PER_CALL, WRITERS, audit, ingest, template};
-use crate::round;
+use crate::ledger::{audit, figures, ingest, template};
 
 /// At most this many rows in the baseline's `COPY` (held in memory).
 const BASELINE_ROWS: u64 = 1_000_000;
@@ -108,19 +106,14 @@ async fn measure(
          {baseline:.0} rows/s; ratio {ratio:.3}"
     ));
     let audit = audit(store.as_ref(), rows, out).await?;
-    Ok(json!({
-        "bench": "ledger",
-        "store": "postgres",
-        "ingest_rows_per_s": round(ingest_rate, 0),
-        "baseline_rows_per_s": round(baseline, 0),
-        "ratio": round(ratio, 3),
-        "audit_rows_per_s": round(audit, 0),
-        "p99_commit_latency_ms": round(commit.ms(0.99), 3),
-        "p50_commit_latency_ms": round(commit.ms(0.5), 3),
-        "rows": rows,
-        "writers": WRITERS,
-        "rows_per_call": PER_CALL,
-    }))
+    Ok(figures(
+        "postgres",
+        rows,
+        ingest_rate,
+        baseline,
+        audit,
+        &commit,
+    ))
 }
 
 /// The first `n` stored rows' bytes, copied out in binary, then timed
