@@ -99,6 +99,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use batch::BatchPriority;
 use brume_api::rest::{Price, ProviderStatus};
 use brume_identity::Identity;
 use brume_sandbox::{Digest, Program, Sandbox, SandboxConfig};
@@ -204,6 +205,8 @@ pub struct ProviderConfig {
     pub min_fee_per_hour: u64,
     /// Which queued work the broker offers it first.
     pub policy: brume_api::wire::Policy,
+    /// How batch work yields the CPU to functions (default `SCHED_IDLE`).
+    pub batch_priority: batch::BatchPriority,
     /// Misbehave on purpose, to test the broker's verification.
     #[doc(hidden)]
     pub fault: Option<Fault>,
@@ -254,6 +257,7 @@ impl Default for ProviderConfig {
             location: None,
             min_fee_per_hour: 0,
             policy: brume_api::wire::Policy::Fifo,
+            batch_priority: batch::BatchPriority::Idle,
             fault: None,
         }
     }
@@ -586,7 +590,7 @@ impl Provider {
             conn,
             drain: CancellationToken::new(),
             stop: CancellationToken::new(),
-            batch: batch::BatchRuntime::new(config.slots as usize)
+            batch: batch::BatchRuntime::new(config.slots as usize, config.batch_priority)
                 .map_err(|e| ProviderError::Internal(format!("batch runtime: {e}")))?,
             hub_last: parking_lot::Mutex::new(None),
             hub_ok: watch::channel(true).0,

@@ -106,6 +106,7 @@
 //! price_ask = 0
 //! min_fee_per_hour = 0        # micro-tokens per compute hour; lower bids are declined
 //! policy = "fifo"             # or "profit": the highest bid first
+//! batch_priority = "idle"      # or "nice", "nice=N": how batch yields the CPU to functions
 //! allowed_services = ["echo", "thumbnails"]
 //! control = "127.0.0.1:0"      # the local control port (`brume provide status`)
 //! ```
@@ -213,6 +214,8 @@ pub struct ProviderSection {
     pub min_fee_per_hour: Option<u64>,
     /// `fifo` or `profit`.
     pub policy: Option<crate::provide::PolicyArg>,
+    /// `idle`, `nice` or `nice=N`.
+    pub batch_priority: Option<String>,
     pub allowed_services: Option<Vec<String>>,
     pub control: Option<String>,
     /// Take OCI container jobs (bubblewrap).

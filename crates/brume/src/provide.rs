@@ -103,6 +103,11 @@ struct RunArgs {
     /// `profit` (the highest bid of the account whose turn it is).
     #[arg(long, value_enum)]
     policy: Option<PolicyArg>,
+    /// How batch work yields the CPU to functions: `idle` (the SCHED_IDLE
+    /// policy: batch runs only on cores nothing else wants; default),
+    /// `nice` or `nice=N` (a nice value from 1 to 19).
+    #[arg(long, value_name = "PRIORITY", env = "BRUME_BATCH_PRIORITY")]
+    batch_priority: Option<brume_provider::BatchPriority>,
     /// Accept only this service (repeatable; default: any).
     #[arg(long = "allow", value_name = "SERVICE")]
     allow: Vec<String>,
@@ -360,6 +365,11 @@ fn config(args: RunArgs, file: &ProviderSection) -> Result<ProviderConfig, Strin
         policy: match args.policy.or(file.policy) {
             Some(PolicyArg::Profit) => brume_api::wire::Policy::Profit,
             Some(PolicyArg::Fifo) | None => brume_api::wire::Policy::Fifo,
+        },
+        batch_priority: match (args.batch_priority, &file.batch_priority) {
+            (Some(p), _) => p,
+            (None, Some(s)) => s.parse().map_err(|e| format!("batch_priority: {e}"))?,
+            (None, None) => d.batch_priority,
         },
         location: match (args.location, &file.location) {
             (Some(l), _) => Some(l),
