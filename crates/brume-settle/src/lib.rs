@@ -73,7 +73,7 @@
 //!   carry-over + held (it holds exactly what is owed to beneficiaries).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,6 +84,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod audit;
 mod db;
+mod journal;
 
 pub use audit::SettleAudit;
 pub use db::RowStatus;
@@ -385,7 +386,7 @@ type Outcome = (i64, Result<B256, String>);
 
 /// Runs settlement against a ledger and a chain. One run at a time.
 pub struct Settler {
-    db: db::Db,
+    db: Box<dyn journal::Journal>,
     rows: Arc<dyn RowSource>,
     chain: Arc<dyn Settlement>,
     resolve: Resolver,
@@ -424,7 +425,7 @@ impl Fault {
 impl std::fmt::Debug for Settler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settler")
-            .field("db", &self.db.path())
+            .field("journal", &self.db.location())
             .field("payout", &self.chain.payout_account())
             .finish_non_exhaustive()
     }
@@ -442,7 +443,7 @@ impl Settler {
     ) -> Result<Settler, SettleError> {
         let db = db::Db::open(dir)?;
         Ok(Settler {
-            db,
+            db: Box::new(db),
             rows,
             chain,
             resolve,
@@ -483,13 +484,14 @@ impl Settler {
         &self.chain
     }
 
-    pub fn path(&self) -> PathBuf {
-        self.db.path().to_path_buf()
+    /// Where its journal is.
+    pub fn location(&self) -> String {
+        self.db.location()
     }
 
     /// The last finished run's report, if any.
     pub async fn last_report(&self) -> Result<Option<Report>, SettleError> {
-        self.db.read(db::last_report).await
+        self.db.last_report().await
     }
 
     /// The settlement status of each payer and beneficiary of the row
@@ -506,33 +508,31 @@ impl Settler {
             .iter()
             .map(|p| p.beneficiary.clone())
             .collect();
-        self.db
-            .read(move |c| db::row_status(c, seq, &payers, &beneficiaries))
-            .await
+        self.db.row_status(seq, payers, beneficiaries).await
     }
 
     /// Outstanding (not yet collected) amounts per payer account: rows not
     /// yet settled by any run (after the last run's range) are not counted;
     /// the caller adds what it billed since. Deferred rows' parts are.
     pub async fn deferred_by_payer(&self) -> Result<HashMap<String, u128>, SettleError> {
-        self.db.read(db::deferred_by_payer).await
+        self.db.deferred_by_payer().await
     }
 
     /// Whether a run was interrupted (the next run resumes it).
     pub async fn interrupted(&self) -> Result<bool, SettleError> {
-        Ok(self.db.read(db::unfinished).await?.is_some())
+        Ok(self.db.unfinished().await?.is_some())
     }
 
     /// What has been collected so far from each payer account (token base
     /// units).
     pub async fn collected_by_payer(&self) -> Result<HashMap<String, u128>, SettleError> {
-        self.db.read(db::collected_by_payer).await
+        self.db.collected_by_payer().await
     }
 
     /// Every collect and payout transfer ever sent (done), for audits:
     /// (kind, account, address, amount, anchor, tx hash).
     pub async fn transfers(&self) -> Result<Vec<db::Sent>, SettleError> {
-        self.db.read(db::sent).await
+        self.db.sent().await
     }
 
     /// Settles what is unsettled (resuming an interrupted run first).
@@ -542,26 +542,26 @@ impl Settler {
         self.mark_finished().await?;
         let start = Instant::now();
         let mut timings = Timings::default();
-        if self.db.read(db::baseline).await?.is_none() {
+        if self.db.baseline().await?.is_none() {
             let b = self.chain.balance_of(self.chain.payout_account()).await?;
-            self.db.write(move |c| db::set_baseline(c, b)).await?;
+            self.db.set_baseline(b).await?;
         }
-        let (run, resumed, rows, fresh_rows) = match self.db.read(db::unfinished).await? {
+        let (run, resumed, rows, fresh_rows) = match self.db.unfinished().await? {
             Some(run) => {
                 tracing::warn!(run = run.id, "resuming an interrupted settlement run");
                 (run, true, Vec::new(), None)
             }
             None => {
                 let t = Instant::now();
-                let from = self.db.read(db::last_seq).await?;
+                let from = self.db.last_seq().await?;
                 let new = self.scan(from, None).await?;
                 timings.scan_ms = ms(t);
                 let t = Instant::now();
-                let deferred = self.db.read(db::deferred_rows).await?;
+                let deferred = self.db.deferred_rows().await?;
                 if new.is_empty() && deferred.is_empty() {
                     return Ok(Report {
                         balanced: self.balanced().await?,
-                        carry_over: self.db.read(db::carry_total).await?,
+                        carry_over: self.db.carry_total().await?,
                         timings: Timings {
                             total_ms: ms(start),
                             ..timings
@@ -586,18 +586,10 @@ impl Settler {
         timings.collect_ms = ms(t);
         // Plan and pay.
         let t = Instant::now();
-        if !self
-            .db
-            .read(move |c| db::payouts_planned(c, run.id))
-            .await?
-        {
+        if !self.db.payouts_planned(run.id).await? {
             let rows = if rows.is_empty() {
                 let mut all = self.scan(run.from_seq, Some(run.to_seq)).await?;
-                all.extend(
-                    self.db
-                        .read(move |c| db::deferred_rows_of_run(c, run.id))
-                        .await?,
-                );
+                all.extend(self.db.deferred_rows_of_run(run.id).await?);
                 all
             } else {
                 rows
@@ -610,15 +602,9 @@ impl Settler {
         timings.payout_ms = ms(t);
         timings.total_ms = ms(start);
         let timings_json = serde_json::to_string(&timings).unwrap_or_default();
-        self.db
-            .write(move |c| db::finish_run(c, run.id, &timings_json))
-            .await?;
+        self.db.finish_run(run.id, timings_json).await?;
         self.mark_finished().await?;
-        let mut report = self
-            .db
-            .read(move |c| db::report(c, run.id))
-            .await?
-            .unwrap_or_default();
+        let mut report = self.db.report(run.id).await?.unwrap_or_default();
         report.resumed = resumed;
         report.rows = fresh_rows.unwrap_or(report.rows);
         report.chain_txs = chain_txs;
@@ -634,12 +620,12 @@ impl Settler {
     /// ([`db::status_updates`]). Idempotent: a crash before a run is
     /// recorded as marked only repeats the same updates.
     async fn mark_finished(&self) -> Result<(), SettleError> {
-        for run in self.db.read(db::unmarked_runs).await? {
-            let updates = self.db.read(move |c| db::status_updates(c, run)).await?;
+        for run in self.db.unmarked_runs().await? {
+            let updates = self.db.status_updates(run).await?;
             for update in updates {
                 self.rows.set_status(update).await?;
             }
-            self.db.write(move |c| db::marked(c, run)).await?;
+            self.db.marked(run).await?;
         }
         Ok(())
     }
@@ -784,17 +770,14 @@ impl Settler {
         let flagged: Vec<(String, String)> = flagged.into_iter().collect();
         let rows = new.len() as u64;
         self.db
-            .write(move |c| {
-                db::start_run(
-                    c,
-                    from,
-                    to,
-                    rows,
-                    &intents,
-                    &newly_deferred,
-                    &included,
-                    &flagged,
-                )
+            .start_run(journal::NewRun {
+                from,
+                to,
+                rows,
+                intents,
+                newly_deferred,
+                included,
+                flagged,
             })
             .await
     }
@@ -804,16 +787,10 @@ impl Settler {
     async fn plan_payouts(&self, run: db::Run, rows: Vec<Slim>) -> Result<(), SettleError> {
         let range = run.from_seq..=run.to_seq;
         let run = run.id;
-        let collects = self
-            .db
-            .read(move |c| db::intents(c, run, db::Kind::Collect))
-            .await?;
+        let collects = self.db.intents(run, db::Kind::Collect).await?;
         let state: HashMap<&str, &db::Intent> =
             collects.iter().map(|i| (i.account.as_str(), i)).collect();
-        let (in_run, blocked) = self
-            .db
-            .read(move |c| db::deferred_seqs_of_run(c, run))
-            .await?;
+        let (in_run, blocked) = self.db.deferred_seqs_of_run(run).await?;
         let mut complete: Vec<&Slim> = Vec::new();
         let mut deferred: Vec<Slim> = Vec::new();
         let mut done_deferred: Vec<u64> = Vec::new();
@@ -861,7 +838,7 @@ impl Settler {
                     .add(*amount, &r.hash);
             }
         }
-        let carried = self.db.read(db::unpaid_carry).await?;
+        let carried = self.db.unpaid_carry().await?;
         let mut carried_by: HashMap<String, Vec<db::Carry>> = HashMap::new();
         for c in carried {
             carried_by.entry(c.account.clone()).or_default().push(c);
@@ -931,20 +908,17 @@ impl Settler {
         }
         let complete: Vec<Slim> = complete.into_iter().cloned().collect();
         self.db
-            .write(move |c| {
-                db::plan_payouts(
-                    c,
-                    run,
-                    db::Planned {
-                        intents: &intents,
-                        carry: &carry,
-                        deferred: &deferred,
-                        done_deferred: &done_deferred,
-                        complete: &complete,
-                        unpayable: &unpayable,
-                    },
-                )
-            })
+            .plan_payouts(
+                run,
+                journal::PlannedPayouts {
+                    intents,
+                    carry,
+                    deferred,
+                    done_deferred,
+                    complete,
+                    unpayable,
+                },
+            )
             .await
     }
 
@@ -960,7 +934,7 @@ impl Settler {
     ) -> Result<u64, SettleError> {
         let pending: Vec<db::Intent> = self
             .db
-            .read(move |c| db::intents(c, run, kind))
+            .intents(run, kind)
             .await?
             .into_iter()
             .filter(|i| i.state == db::State::Pending)
@@ -972,9 +946,7 @@ impl Settler {
             db::Kind::Collect => self.collect(pending, reconcile).await?,
             db::Kind::Payout => self.pay(pending, reconcile).await?,
         };
-        self.db
-            .write(move |c| db::resolve_intents(c, run, kind, &outcomes))
-            .await?;
+        self.db.resolve_intents(run, kind, outcomes).await?;
         Ok(sent)
     }
 
@@ -1098,8 +1070,8 @@ impl Settler {
 
     /// The invariants of the crate docs.
     async fn balanced(&self) -> Result<bool, SettleError> {
-        let sums = self.db.read(db::sums).await?;
-        let Some(baseline) = self.db.read(db::baseline).await? else {
+        let sums = self.db.sums().await?;
+        let Some(baseline) = self.db.baseline().await? else {
             return Ok(true); // never ran
         };
         let balance = self.chain.balance_of(self.chain.payout_account()).await?;

@@ -1,0 +1,264 @@
+//! The settlement journal behind a trait: what a run needs of its store,
+//! one method per transaction.
+//!
+//! A run reads and writes the journal only through [`Journal`], so that a
+//! second backend is a second implementation: [`db::Db`] (SQLite,
+//! `dir/settle.db`) is the first. Each write is atomic and durable when its
+//! future resolves; the order of a run's steps (plan, send, record) is the
+//! caller's, and what makes a crash at any point safe (see the crate docs).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::db::{self, Carry, Intent, Kind, NewIntent, RowStatus, Run, Sent, Sums};
+use crate::{Outcome, Report, SettleError, Slim};
+
+/// A journal operation's future.
+pub(crate) type JournalFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, SettleError>> + Send + 'a>>;
+
+/// A run's collections, written before any is sent.
+pub(crate) struct NewRun {
+    /// The range of ledger sequence numbers, `(from, to]`.
+    pub from: u64,
+    pub to: u64,
+    /// The rows in that range.
+    pub rows: u64,
+    pub intents: Vec<NewIntent>,
+    /// Rows that wait (a payer was flagged).
+    pub newly_deferred: Vec<Slim>,
+    /// Earlier deferred rows this run includes.
+    pub included: Vec<u64>,
+    /// Flagged payers, and why.
+    pub flagged: Vec<(String, String)>,
+}
+
+/// A run's payouts and what they complete, written before any is sent.
+pub(crate) struct PlannedPayouts {
+    pub intents: Vec<NewIntent>,
+    pub carry: Vec<Carry>,
+    /// Rows that still wait (a collection failed).
+    pub deferred: Vec<Slim>,
+    /// Earlier deferred rows this run completed.
+    pub done_deferred: Vec<u64>,
+    /// Every row this run completed.
+    pub complete: Vec<Slim>,
+    /// Beneficiaries that are not addresses, and why: flagged.
+    pub unpayable: Vec<(String, String)>,
+}
+
+/// The settlement journal.
+pub(crate) trait Journal: Send + Sync {
+    /// Where it is, for messages.
+    fn location(&self) -> String;
+
+    /// The payout account's balance before the first run.
+    fn baseline(&self) -> JournalFuture<'_, Option<u128>>;
+    /// Records the baseline, unless one is recorded.
+    fn set_baseline(&self, balance: u128) -> JournalFuture<'_, ()>;
+
+    /// The run that started and didn't finish, if any.
+    fn unfinished(&self) -> JournalFuture<'_, Option<Run>>;
+    /// The last ledger sequence number any run covered (0: none).
+    fn last_seq(&self) -> JournalFuture<'_, u64>;
+    /// Every row that waits, in sequence order.
+    fn deferred_rows(&self) -> JournalFuture<'_, Vec<Slim>>;
+    /// The deferred rows `run` included.
+    fn deferred_rows_of_run(&self, run: i64) -> JournalFuture<'_, Vec<Slim>>;
+    /// The sequence numbers of the deferred rows `run` included, and of
+    /// those it deferred.
+    fn deferred_seqs_of_run(&self, run: i64) -> JournalFuture<'_, (HashSet<u64>, HashSet<u64>)>;
+    /// Starts a run with its collections.
+    fn start_run(&self, run: NewRun) -> JournalFuture<'_, Run>;
+    /// A run's transfers of one kind, in id order.
+    fn intents(&self, run: i64, kind: Kind) -> JournalFuture<'_, Vec<Intent>>;
+    /// Records what became of sent transfers.
+    fn resolve_intents(
+        &self,
+        run: i64,
+        kind: Kind,
+        outcomes: Vec<Outcome>,
+    ) -> JournalFuture<'_, ()>;
+    /// Whether `run`'s payouts are planned.
+    fn payouts_planned(&self, run: i64) -> JournalFuture<'_, bool>;
+    /// Amounts owed to beneficiaries and not yet paid.
+    fn unpaid_carry(&self) -> JournalFuture<'_, Vec<Carry>>;
+    /// Plans `run`'s payouts.
+    fn plan_payouts(&self, run: i64, plan: PlannedPayouts) -> JournalFuture<'_, ()>;
+    /// Marks `run` done, with its stages' timings (JSON).
+    fn finish_run(&self, run: i64, timings: String) -> JournalFuture<'_, ()>;
+
+    /// `run`'s report.
+    fn report(&self, run: i64) -> JournalFuture<'_, Option<Report>>;
+    /// The last finished run's report.
+    fn last_report(&self) -> JournalFuture<'_, Option<Report>>;
+    /// The total of [`Journal::unpaid_carry`].
+    fn carry_total(&self) -> JournalFuture<'_, u128>;
+    /// Totals collected, paid, carried and held, for the invariants.
+    fn sums(&self) -> JournalFuture<'_, Sums>;
+    /// What deferred rows' payers still owe, per account.
+    fn deferred_by_payer(&self) -> JournalFuture<'_, HashMap<String, u128>>;
+    /// What has been collected from each payer.
+    fn collected_by_payer(&self) -> JournalFuture<'_, HashMap<String, u128>>;
+    /// Every transfer sent (done), in id order.
+    fn sent(&self) -> JournalFuture<'_, Vec<Sent>>;
+    /// The settlement status of the row `seq`'s payers and beneficiaries.
+    fn row_status(
+        &self,
+        seq: u64,
+        payers: Vec<String>,
+        beneficiaries: Vec<String>,
+    ) -> JournalFuture<'_, Vec<RowStatus>>;
+
+    /// Finished runs whose rows' statuses are not yet written to the ledger.
+    fn unmarked_runs(&self) -> JournalFuture<'_, Vec<i64>>;
+    /// The ledger status updates of `run`'s rows.
+    fn status_updates(&self, run: i64)
+    -> JournalFuture<'_, Vec<brume_ledger::store::StatusUpdate>>;
+    /// Records that `run`'s statuses are written.
+    fn marked(&self, run: i64) -> JournalFuture<'_, ()>;
+}
+
+impl Journal for db::Db {
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    fn baseline(&self) -> JournalFuture<'_, Option<u128>> {
+        Box::pin(self.read(db::baseline))
+    }
+
+    fn set_baseline(&self, balance: u128) -> JournalFuture<'_, ()> {
+        Box::pin(self.write(move |c| db::set_baseline(c, balance)))
+    }
+
+    fn unfinished(&self) -> JournalFuture<'_, Option<Run>> {
+        Box::pin(self.read(db::unfinished))
+    }
+
+    fn last_seq(&self) -> JournalFuture<'_, u64> {
+        Box::pin(self.read(db::last_seq))
+    }
+
+    fn deferred_rows(&self) -> JournalFuture<'_, Vec<Slim>> {
+        Box::pin(self.read(db::deferred_rows))
+    }
+
+    fn deferred_rows_of_run(&self, run: i64) -> JournalFuture<'_, Vec<Slim>> {
+        Box::pin(self.read(move |c| db::deferred_rows_of_run(c, run)))
+    }
+
+    fn deferred_seqs_of_run(&self, run: i64) -> JournalFuture<'_, (HashSet<u64>, HashSet<u64>)> {
+        Box::pin(self.read(move |c| db::deferred_seqs_of_run(c, run)))
+    }
+
+    fn start_run(&self, r: NewRun) -> JournalFuture<'_, Run> {
+        Box::pin(self.write(move |c| {
+            db::start_run(
+                c,
+                r.from,
+                r.to,
+                r.rows,
+                &r.intents,
+                &r.newly_deferred,
+                &r.included,
+                &r.flagged,
+            )
+        }))
+    }
+
+    fn intents(&self, run: i64, kind: Kind) -> JournalFuture<'_, Vec<Intent>> {
+        Box::pin(self.read(move |c| db::intents(c, run, kind)))
+    }
+
+    fn resolve_intents(
+        &self,
+        run: i64,
+        kind: Kind,
+        outcomes: Vec<Outcome>,
+    ) -> JournalFuture<'_, ()> {
+        Box::pin(self.write(move |c| db::resolve_intents(c, run, kind, &outcomes)))
+    }
+
+    fn payouts_planned(&self, run: i64) -> JournalFuture<'_, bool> {
+        Box::pin(self.read(move |c| db::payouts_planned(c, run)))
+    }
+
+    fn unpaid_carry(&self) -> JournalFuture<'_, Vec<Carry>> {
+        Box::pin(self.read(db::unpaid_carry))
+    }
+
+    fn plan_payouts(&self, run: i64, p: PlannedPayouts) -> JournalFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            db::plan_payouts(
+                c,
+                run,
+                db::Planned {
+                    intents: &p.intents,
+                    carry: &p.carry,
+                    deferred: &p.deferred,
+                    done_deferred: &p.done_deferred,
+                    complete: &p.complete,
+                    unpayable: &p.unpayable,
+                },
+            )
+        }))
+    }
+
+    fn finish_run(&self, run: i64, timings: String) -> JournalFuture<'_, ()> {
+        Box::pin(self.write(move |c| db::finish_run(c, run, &timings)))
+    }
+
+    fn report(&self, run: i64) -> JournalFuture<'_, Option<Report>> {
+        Box::pin(self.read(move |c| db::report(c, run)))
+    }
+
+    fn last_report(&self) -> JournalFuture<'_, Option<Report>> {
+        Box::pin(self.read(db::last_report))
+    }
+
+    fn carry_total(&self) -> JournalFuture<'_, u128> {
+        Box::pin(self.read(db::carry_total))
+    }
+
+    fn sums(&self) -> JournalFuture<'_, Sums> {
+        Box::pin(self.read(db::sums))
+    }
+
+    fn deferred_by_payer(&self) -> JournalFuture<'_, HashMap<String, u128>> {
+        Box::pin(self.read(db::deferred_by_payer))
+    }
+
+    fn collected_by_payer(&self) -> JournalFuture<'_, HashMap<String, u128>> {
+        Box::pin(self.read(db::collected_by_payer))
+    }
+
+    fn sent(&self) -> JournalFuture<'_, Vec<Sent>> {
+        Box::pin(self.read(db::sent))
+    }
+
+    fn row_status(
+        &self,
+        seq: u64,
+        payers: Vec<String>,
+        beneficiaries: Vec<String>,
+    ) -> JournalFuture<'_, Vec<RowStatus>> {
+        Box::pin(self.read(move |c| db::row_status(c, seq, &payers, &beneficiaries)))
+    }
+
+    fn unmarked_runs(&self) -> JournalFuture<'_, Vec<i64>> {
+        Box::pin(self.read(db::unmarked_runs))
+    }
+
+    fn status_updates(
+        &self,
+        run: i64,
+    ) -> JournalFuture<'_, Vec<brume_ledger::store::StatusUpdate>> {
+        Box::pin(self.read(move |c| db::status_updates(c, run)))
+    }
+
+    fn marked(&self, run: i64) -> JournalFuture<'_, ()> {
+        Box::pin(self.write(move |c| db::marked(c, run)))
+    }
+}
