@@ -516,13 +516,15 @@ async fn open_chain(
         .unwrap_or_else(|_| identity.address());
     let chain = chain::ChainHandle::open(&dir, &chain_config, payout, operator).await?;
     let hub = tokio::task::spawn_blocking(move || chain::Hub::load(&dir, &chain_config)).await??;
-    let dir = config.data_dir.join("settle");
+    // The journal goes where the ledger is: its PostgreSQL database, or
+    // beside it in the data directory.
+    let journal = match config.ledger.store.as_str() {
+        url if brume_pg::is_url(url) => url.to_string(),
+        _ => config.data_dir.join("settle").display().to_string(),
+    };
     let (store, on_chain) = (ledger.store().clone(), chain.settlement().clone());
-    let settle_config = config.settlement.clone();
-    let settlement = tokio::task::spawn_blocking(move || {
-        settlement::Settlement::open(&dir, store, on_chain, gate, &settle_config)
-    })
-    .await??;
+    let settlement =
+        settlement::Settlement::open(journal, store, on_chain, gate, &config.settlement).await?;
     Ok((chain, hub, settlement))
 }
 

@@ -58,24 +58,37 @@ impl Settlement {
         &self.settler
     }
 
-    /// Opens `data/settle` (blocking: call it off the runtime).
-    pub(crate) fn open(
-        dir: &std::path::Path,
+    /// Opens the journal at `location`: a PostgreSQL URL (the ledger's
+    /// database: the journal's tables are in the schema `brume_settle`), or
+    /// else a directory (`data/settle`, SQLite).
+    pub(crate) async fn open(
+        location: String,
         ledger: Arc<dyn brume_ledger::store::LedgerStore>,
         chain: Arc<dyn brume_chain::Settlement>,
         gate: Arc<dyn brume_settle::Gate>,
         config: &SettlementConfig,
     ) -> Result<Settlement, brume_settle::SettleError> {
-        let settler = Settler::open(
-            dir,
-            Arc::new(ledger),
-            chain,
-            brume_settle::addresses_only(),
-            SettleConfig {
-                min_payout: config.min_payout,
-                ..SettleConfig::default()
-            },
-        )?
+        let settle_config = SettleConfig {
+            min_payout: config.min_payout,
+            ..SettleConfig::default()
+        };
+        let rows = Arc::new(ledger);
+        let resolve = brume_settle::addresses_only();
+        let settler = if brume_pg::is_url(&location) {
+            Settler::open_postgres(&location, rows, chain, resolve, settle_config).await?
+        } else {
+            tokio::task::spawn_blocking(move || {
+                Settler::open(
+                    std::path::Path::new(&location),
+                    rows,
+                    chain,
+                    resolve,
+                    settle_config,
+                )
+            })
+            .await
+            .map_err(|e| brume_settle::SettleError::Db(format!("opening the journal: {e}")))??
+        }
         .with_gate(gate);
         let health = SettlementHealth {
             payout_account: settler.payout_address().to_string(),

@@ -207,7 +207,51 @@ async fn apply(client: &mut Client, component: &str, m: &Migration) -> Result<()
     Ok(())
 }
 
+/// `url` without its password, for messages.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = url[s + 3..at].split(':').next().unwrap_or_default();
+            format!("{}{user}{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Raises the session's `synchronous_commit` to `on` if the server's
+/// default is weaker (`off`, `local`), so that a commit returns only once
+/// flushed; a stronger setting (`remote_write`, `remote_apply`) is kept.
+pub async fn durable_commits(client: &Client) -> Result<(), tokio_postgres::Error> {
+    let level: String = client
+        .query_one("SHOW synchronous_commit", &[])
+        .await?
+        .get(0);
+    if matches!(level.as_str(), "off" | "local") {
+        client.batch_execute("SET synchronous_commit TO on").await?;
+    }
+    Ok(())
+}
+
 /// The SQLSTATE of a database error, if it is one.
 pub fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
     e.code().map(|c| c.code())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_redacted_url_keeps_its_user_and_loses_its_password() {
+        assert_eq!(
+            super::redacted("postgres://app:s3cret@db:5432/brume"),
+            "postgres://app@db:5432/brume"
+        );
+        assert_eq!(
+            super::redacted("postgres://app@db/brume"),
+            "postgres://app@db/brume"
+        );
+        assert_eq!(
+            super::redacted("postgres://db/brume"),
+            "postgres://db/brume"
+        );
+    }
 }

@@ -1,9 +1,11 @@
 //! The settlement store: runs, the transfer journal, carry-overs, deferred
-//! rows and flagged accounts, in `settle.db` (SQLite, WAL,
-//! `synchronous=FULL`: a journal entry is on disk before its transfer is
-//! sent).
+//! rows and flagged accounts. Its functions run on any [`Sql`] (SQLite or
+//! PostgreSQL, see [`crate::sql`]), inside the transaction their caller
+//! opened.
 //!
-//! A [`brume_sqlite::Db`]: writes run on its writer thread, each under its
+//! [`Db`] is the SQLite journal, `settle.db` (WAL, `synchronous=FULL`: a
+//! journal entry is on disk before its transfer is sent), a
+//! [`brume_sqlite::Db`]: writes run on its writer thread, each under its
 //! own savepoint (atomic: a failing write leaves nothing), and return once
 //! committed; reads run on pooled connections on blocking threads.
 
@@ -11,9 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use brume_chain::{Address, Anchor, B256};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+use crate::sql::{Lite, Sql, V};
 use crate::{Report, SettleError, Slim, TransferLine};
 
 const SCHEMA: &str = "
@@ -104,7 +107,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Collect => "collect",
             Kind::Payout => "payout",
@@ -234,18 +237,18 @@ impl Db {
     /// Runs `f` on a blocking thread with a reader connection.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, SettleError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, SettleError> + Send + 'static,
     ) -> Result<T, SettleError> {
-        self.db.read(f).await
+        self.db.read(move |c| f(&mut Lite(c))).await
     }
 
     /// Runs `f` on the writer thread, atomically (under its own
     /// savepoint), and returns once it is committed.
     pub async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, SettleError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, SettleError> + Send + 'static,
     ) -> Result<T, SettleError> {
-        self.db.write(f).await
+        self.db.write(move |tx| f(&mut Lite(tx))).await
     }
 }
 
@@ -284,77 +287,89 @@ fn from_json<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, SettleError> {
     serde_json::from_str(s).map_err(|e| SettleError::Db(format!("stored JSON: {e}")))
 }
 
-pub(crate) fn baseline(c: &Connection) -> Result<Option<u128>, SettleError> {
-    let v: Option<String> = c
-        .query_row("SELECT value FROM meta WHERE key = 'baseline'", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    v.map(|s| u128_of(&s)).transpose()
+/// Sequence numbers and counts are stored as signed 64-bit integers.
+fn i(v: u64) -> V<'static> {
+    V::I(v as i64)
 }
 
-pub(crate) fn set_baseline(tx: &Transaction<'_>, b: u128) -> Result<(), SettleError> {
-    tx.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('baseline', ?1)",
-        params![b.to_string()],
+/// The first column of every row, as text.
+fn texts(c: &mut dyn Sql, sql: &str, p: &[V<'_>]) -> Result<Vec<String>, SettleError> {
+    c.query(sql, p)?.iter().map(|r| r.t(0)).collect()
+}
+
+/// The first column of the first row, as text, if there is one.
+fn text(c: &mut dyn Sql, sql: &str, p: &[V<'_>]) -> Result<Option<String>, SettleError> {
+    c.one(sql, p)?
+        .map(|r| r.ot(0))
+        .transpose()
+        .map(Option::flatten)
+}
+
+/// The first column of the first row, as an integer, if there is one.
+fn int(c: &mut dyn Sql, sql: &str, p: &[V<'_>]) -> Result<Option<i64>, SettleError> {
+    c.one(sql, p)?
+        .map(|r| r.oi(0))
+        .transpose()
+        .map(Option::flatten)
+}
+
+pub(crate) fn baseline(c: &mut dyn Sql) -> Result<Option<u128>, SettleError> {
+    text(c, "SELECT value FROM meta WHERE key = 'baseline'", &[])?
+        .map(|s| u128_of(&s))
+        .transpose()
+}
+
+pub(crate) fn set_baseline(c: &mut dyn Sql, b: u128) -> Result<(), SettleError> {
+    c.exec(
+        "INSERT INTO meta (key, value) VALUES ('baseline', ?1) ON CONFLICT (key) DO NOTHING",
+        &[V::T(&b.to_string())],
     )?;
     Ok(())
 }
 
-pub(crate) fn unfinished(c: &Connection) -> Result<Option<Run>, SettleError> {
-    Ok(c.query_row(
+pub(crate) fn unfinished(c: &mut dyn Sql) -> Result<Option<Run>, SettleError> {
+    c.one(
         "SELECT id, from_seq, to_seq FROM runs WHERE phase != 'done' ORDER BY id LIMIT 1",
-        [],
-        |r| {
-            Ok(Run {
-                id: r.get(0)?,
-                from_seq: r.get::<_, i64>(1)? as u64,
-                to_seq: r.get::<_, i64>(2)? as u64,
-            })
-        },
-    )
-    .optional()?)
+        &[],
+    )?
+    .map(|r| {
+        Ok(Run {
+            id: r.i(0)?,
+            from_seq: r.i(1)? as u64,
+            to_seq: r.i(2)? as u64,
+        })
+    })
+    .transpose()
 }
 
-pub(crate) fn last_seq(c: &Connection) -> Result<u64, SettleError> {
-    let v: Option<i64> = c.query_row("SELECT MAX(to_seq) FROM runs", [], |r| r.get(0))?;
-    Ok(v.unwrap_or(0) as u64)
+pub(crate) fn last_seq(c: &mut dyn Sql) -> Result<u64, SettleError> {
+    Ok(int(c, "SELECT MAX(to_seq) FROM runs", &[])?.unwrap_or(0) as u64)
 }
 
-fn slims(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<Slim>, SettleError> {
-    let mut stmt = c.prepare(sql)?;
-    let rows: Vec<String> = stmt.query_map(p, |r| r.get(0))?.collect::<Result<_, _>>()?;
-    rows.iter().map(|s| from_json(s)).collect()
+fn slims(c: &mut dyn Sql, sql: &str, p: &[V<'_>]) -> Result<Vec<Slim>, SettleError> {
+    texts(c, sql, p)?.iter().map(|s| from_json(s)).collect()
 }
 
-pub(crate) fn deferred_rows(c: &Connection) -> Result<Vec<Slim>, SettleError> {
-    slims(c, "SELECT row FROM deferred ORDER BY seq", [])
+pub(crate) fn deferred_rows(c: &mut dyn Sql) -> Result<Vec<Slim>, SettleError> {
+    slims(c, "SELECT row FROM deferred ORDER BY seq", &[])
 }
 
-pub(crate) fn deferred_rows_of_run(c: &Connection, run: i64) -> Result<Vec<Slim>, SettleError> {
+pub(crate) fn deferred_rows_of_run(c: &mut dyn Sql, run: i64) -> Result<Vec<Slim>, SettleError> {
     slims(
         c,
         "SELECT row FROM deferred WHERE in_run = ?1 ORDER BY seq",
-        params![run],
+        &[V::I(run)],
     )
 }
 
 pub(crate) fn deferred_seqs_of_run(
-    c: &Connection,
+    c: &mut dyn Sql,
     run: i64,
 ) -> Result<(HashSet<u64>, HashSet<u64>), SettleError> {
     let mut included = HashSet::new();
     let mut blocked = HashSet::new();
-    let mut stmt = c.prepare("SELECT seq, since_run, in_run FROM deferred")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)? as u64,
-            r.get::<_, i64>(1)?,
-            r.get::<_, Option<i64>>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (seq, since, in_run) = row?;
+    for r in c.query("SELECT seq, since_run, in_run FROM deferred", &[])? {
+        let (seq, since, in_run) = (r.i(0)? as u64, r.i(1)?, r.oi(2)?);
         if in_run == Some(run) {
             included.insert(seq);
         } else if since == run && in_run.is_none() {
@@ -364,28 +379,38 @@ pub(crate) fn deferred_seqs_of_run(
     Ok((included, blocked))
 }
 
-fn insert_intent(tx: &Transaction<'_>, run: i64, i: &NewIntent) -> Result<(), SettleError> {
-    tx.execute(
+fn insert_intent(c: &mut dyn Sql, run: i64, i: &NewIntent) -> Result<(), SettleError> {
+    c.exec(
         "INSERT INTO intents (run, kind, account, address, amount, anchor, rows, carried, state, chain_anchor)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)",
-        params![
-            run,
-            i.kind.as_str(),
-            i.account,
-            i.address.to_string(),
-            i.amount.to_string(),
-            i.anchor.as_slice(),
-            i.rows as i64,
-            json(&i.carried)?,
-            i.chain_anchor.as_ref().map(|a| a.as_slice()),
+        &[
+            V::I(run),
+            V::T(i.kind.as_str()),
+            V::T(&i.account),
+            V::T(&i.address.to_string()),
+            V::T(&i.amount.to_string()),
+            V::B(i.anchor.as_slice()),
+            self::i(i.rows),
+            V::T(&json(&i.carried)?),
+            i.chain_anchor.as_ref().map(|a| a.as_slice()).into(),
         ],
+    )?;
+    Ok(())
+}
+
+/// Flags `account` in `run`, with `reason` (the last one given wins).
+fn flag(c: &mut dyn Sql, account: &str, run: i64, reason: &str) -> Result<(), SettleError> {
+    c.exec(
+        "INSERT INTO flagged (account, run, reason) VALUES (?1, ?2, ?3)
+         ON CONFLICT (account, run) DO UPDATE SET reason = excluded.reason",
+        &[V::T(account), V::I(run), V::T(reason)],
     )?;
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start_run(
-    tx: &Transaction<'_>,
+    c: &mut dyn Sql,
     from: u64,
     to: u64,
     rows: u64,
@@ -394,31 +419,32 @@ pub(crate) fn start_run(
     included: &[u64],
     flagged: &[(String, String)],
 ) -> Result<Run, SettleError> {
-    tx.execute(
-        "INSERT INTO runs (from_seq, to_seq, rows, phase, started_ms) VALUES (?1, ?2, ?3, 'collecting', ?4)",
-        params![from as i64, to as i64, rows as i64, now_ms()],
-    )?;
-    let run = tx.last_insert_rowid();
-    for i in intents {
-        insert_intent(tx, run, i)?;
+    let run = int(
+        c,
+        "INSERT INTO runs (from_seq, to_seq, rows, phase, started_ms)
+         VALUES (?1, ?2, ?3, 'collecting', ?4) RETURNING id",
+        &[i(from), i(to), i(rows), V::I(now_ms())],
+    )?
+    .ok_or_else(|| SettleError::Db("a new run has no id".into()))?;
+    for intent in intents {
+        insert_intent(c, run, intent)?;
     }
     for r in newly_deferred {
-        tx.execute(
-            "INSERT OR REPLACE INTO deferred (seq, row, since_run, in_run) VALUES (?1, ?2, ?3, NULL)",
-            params![r.seq as i64, json(r)?, run],
+        c.exec(
+            "INSERT INTO deferred (seq, row, since_run, in_run) VALUES (?1, ?2, ?3, NULL)
+             ON CONFLICT (seq) DO UPDATE SET row = excluded.row,
+                since_run = excluded.since_run, in_run = NULL",
+            &[i(r.seq), V::T(&json(r)?), V::I(run)],
         )?;
     }
     for seq in included {
-        tx.execute(
+        c.exec(
             "UPDATE deferred SET in_run = ?1 WHERE seq = ?2",
-            params![run, *seq as i64],
+            &[V::I(run), i(*seq)],
         )?;
     }
     for (account, reason) in flagged {
-        tx.execute(
-            "INSERT OR REPLACE INTO flagged (account, run, reason) VALUES (?1, ?2, ?3)",
-            params![account, run, reason],
-        )?;
+        flag(c, account, run, reason)?;
     }
     Ok(Run {
         id: run,
@@ -427,139 +453,74 @@ pub(crate) fn start_run(
     })
 }
 
-/// An intent's columns as stored.
-struct RawIntent {
-    id: i64,
-    account: String,
-    address: String,
-    amount: String,
-    anchor: Vec<u8>,
-    rows: i64,
-    carried: String,
-    state: String,
-    tx_hash: Option<String>,
-    error: Option<String>,
-    chain_anchor: Option<Vec<u8>>,
-}
-
-fn read_intent(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawIntent> {
-    Ok(RawIntent {
-        id: r.get(0)?,
-        account: r.get(1)?,
-        address: r.get(2)?,
-        amount: r.get(3)?,
-        anchor: r.get(4)?,
-        rows: r.get(5)?,
-        carried: r.get(6)?,
-        state: r.get(7)?,
-        tx_hash: r.get(8)?,
-        error: r.get(9)?,
-        chain_anchor: r.get(10)?,
+fn read_intent(r: &crate::sql::Row) -> Result<Intent, SettleError> {
+    let address = r.t(2)?;
+    let anchor = B256::from(hash32(&r.b(4)?)?);
+    Ok(Intent {
+        id: r.i(0)?,
+        account: r.t(1)?,
+        address: address
+            .parse()
+            .map_err(|_| SettleError::Db(format!("{address:?} is not an address")))?,
+        amount: u128_of(&r.t(3)?)?,
+        anchor,
+        rows: r.i(5)? as u64,
+        carried: from_json(&r.t(6)?)?,
+        state: State::parse(&r.t(7)?),
+        tx_hash: r.ot(8)?,
+        error: r.ot(9)?,
+        chain_anchor: match r.ob(10)? {
+            Some(a) => B256::from(hash32(&a)?),
+            None => anchor,
+        },
     })
 }
 
-pub(crate) fn intents(c: &Connection, run: i64, kind: Kind) -> Result<Vec<Intent>, SettleError> {
-    let mut stmt = c.prepare_cached(
+pub(crate) fn intents(c: &mut dyn Sql, run: i64, kind: Kind) -> Result<Vec<Intent>, SettleError> {
+    c.query(
         "SELECT id, account, address, amount, anchor, rows, carried, state, tx_hash, error,
             chain_anchor
          FROM intents WHERE run = ?1 AND kind = ?2 ORDER BY id",
-    )?;
-    let raw: Vec<_> = stmt
-        .query_map(params![run, kind.as_str()], read_intent)?
-        .collect::<Result<_, _>>()?;
-    raw.into_iter()
-        .map(|r| {
-            let anchor = B256::from(hash32(&r.anchor)?);
-            Ok(Intent {
-                id: r.id,
-                address: r
-                    .address
-                    .parse()
-                    .map_err(|_| SettleError::Db(format!("{:?} is not an address", r.address)))?,
-                account: r.account,
-                amount: u128_of(&r.amount)?,
-                anchor,
-                chain_anchor: match r.chain_anchor {
-                    Some(a) => B256::from(hash32(&a)?),
-                    None => anchor,
-                },
-                rows: r.rows as u64,
-                carried: from_json(&r.carried)?,
-                state: State::parse(&r.state),
-                tx_hash: r.tx_hash,
-                error: r.error,
-            })
-        })
-        .collect()
+        &[V::I(run), V::T(kind.as_str())],
+    )?
+    .iter()
+    .map(read_intent)
+    .collect()
 }
 
 pub(crate) fn resolve_intents(
-    tx: &Transaction<'_>,
+    c: &mut dyn Sql,
     run: i64,
     kind: Kind,
     outcomes: &[(i64, Result<B256, String>)],
 ) -> Result<(), SettleError> {
-    let all = intents(tx, run, kind)?;
+    let all = intents(c, run, kind)?;
     let by_id: HashMap<i64, &Intent> = all.iter().map(|i| (i.id, i)).collect();
     for (id, outcome) in outcomes {
         let Some(i) = by_id.get(id) else { continue };
         match outcome {
             Ok(hash) => {
-                tx.execute(
+                c.exec(
                     "UPDATE intents SET state = 'done', tx_hash = ?1 WHERE id = ?2",
-                    params![hash.to_string(), id],
+                    &[V::T(&hash.to_string()), V::I(*id)],
                 )?;
                 if kind == Kind::Payout {
                     for carry in &i.carried {
-                        tx.execute(
+                        c.exec(
                             "UPDATE carry SET paid_intent = ?1 WHERE id = ?2",
-                            params![id, carry],
+                            &[V::I(*id), V::I(*carry)],
                         )?;
                     }
                 }
             }
             Err(e) => {
-                tx.execute(
+                c.exec(
                     "UPDATE intents SET state = 'failed', error = ?1 WHERE id = ?2",
-                    params![e, id],
+                    &[V::T(e), V::I(*id)],
                 )?;
                 match kind {
-                    Kind::Collect => {
-                        tx.execute(
-                            "INSERT OR REPLACE INTO flagged (account, run, reason) VALUES (?1, ?2, ?3)",
-                            params![i.account, run, e],
-                        )?;
-                    }
-                    Kind::Payout => {
-                        // What this run owed stays owed: carry it (the
-                        // earlier carry entries it included stay unpaid).
-                        let mut amount = i.amount;
-                        let mut rows = i.rows;
-                        let mut agg = brume_ledger::row::Aggregate::new();
-                        agg.add(&i.anchor.0);
-                        for carry in &i.carried {
-                            let (a, g, n): (String, Vec<u8>, i64) = tx.query_row(
-                                "SELECT amount, aggregate, rows FROM carry WHERE id = ?1",
-                                params![carry],
-                                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                            )?;
-                            amount -= u128_of(&a)?;
-                            rows -= n as u64;
-                            agg.add(&hash32(&g)?);
-                        }
-                        tx.execute(
-                            "INSERT INTO carry (run, account, amount, aggregate, rows, reason)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                            params![
-                                run,
-                                i.account,
-                                amount.to_string(),
-                                &agg.0.0[..],
-                                rows as i64,
-                                format!("payout failed: {e}")
-                            ],
-                        )?;
-                    }
+                    Kind::Collect => flag(c, &i.account, run, e)?,
+                    Kind::Payout => carry_failed_payout(c, run, i, e)?,
                 }
             }
         }
@@ -567,43 +528,63 @@ pub(crate) fn resolve_intents(
     Ok(())
 }
 
-pub(crate) fn payouts_planned(c: &Connection, run: i64) -> Result<bool, SettleError> {
-    let v: i64 = c.query_row(
-        "SELECT planned FROM runs WHERE id = ?1",
-        params![run],
-        |r| r.get(0),
+/// What a failed payout owed stays owed: carried (the earlier carry
+/// entries it included stay unpaid).
+fn carry_failed_payout(c: &mut dyn Sql, run: i64, i: &Intent, e: &str) -> Result<(), SettleError> {
+    let mut amount = i.amount;
+    let mut rows = i.rows;
+    let mut agg = brume_ledger::row::Aggregate::new();
+    agg.add(&i.anchor.0);
+    for carry in &i.carried {
+        let r = c
+            .one(
+                "SELECT amount, aggregate, rows FROM carry WHERE id = ?1",
+                &[V::I(*carry)],
+            )?
+            .ok_or_else(|| SettleError::Db(format!("carry entry {carry} is missing")))?;
+        amount -= u128_of(&r.t(0)?)?;
+        rows -= r.i(2)? as u64;
+        agg.add(&hash32(&r.b(1)?)?);
+    }
+    c.exec(
+        "INSERT INTO carry (run, account, amount, aggregate, rows, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &[
+            V::I(run),
+            V::T(&i.account),
+            V::T(&amount.to_string()),
+            V::B(&agg.0.0[..]),
+            self::i(rows),
+            V::T(&format!("payout failed: {e}")),
+        ],
     )?;
+    Ok(())
+}
+
+pub(crate) fn payouts_planned(c: &mut dyn Sql, run: i64) -> Result<bool, SettleError> {
+    let v = int(c, "SELECT planned FROM runs WHERE id = ?1", &[V::I(run)])?
+        .ok_or_else(|| SettleError::Db(format!("run {run} is missing")))?;
     Ok(v != 0)
 }
 
-pub(crate) fn unpaid_carry(c: &Connection) -> Result<Vec<Carry>, SettleError> {
-    let mut stmt = c.prepare(
-        "SELECT id, account, amount, aggregate, rows, reason FROM carry WHERE paid_intent IS NULL ORDER BY id",
-    )?;
-    let raw: Vec<(i64, String, String, Vec<u8>, i64, String)> = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    raw.into_iter()
-        .map(|(id, account, amount, aggregate, rows, reason)| {
-            Ok(Carry {
-                id,
-                account,
-                amount: u128_of(&amount)?,
-                aggregate: hash32(&aggregate)?,
-                rows: rows as u64,
-                reason,
-            })
+pub(crate) fn unpaid_carry(c: &mut dyn Sql) -> Result<Vec<Carry>, SettleError> {
+    c.query(
+        "SELECT id, account, amount, aggregate, rows, reason FROM carry
+         WHERE paid_intent IS NULL ORDER BY id",
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Carry {
+            id: r.i(0)?,
+            account: r.t(1)?,
+            amount: u128_of(&r.t(2)?)?,
+            aggregate: hash32(&r.b(3)?)?,
+            rows: r.i(4)? as u64,
+            reason: r.t(5)?,
         })
-        .collect()
+    })
+    .collect()
 }
 
 /// What a run's payout planning decided (see `Settler::plan_payouts`).
@@ -621,98 +602,106 @@ pub(crate) struct Planned<'a> {
     pub unpayable: &'a [(String, String)],
 }
 
-pub(crate) fn plan_payouts(
-    tx: &Transaction<'_>,
-    run: i64,
-    p: Planned<'_>,
-) -> Result<(), SettleError> {
-    let Planned {
-        intents,
-        carry,
-        deferred,
-        done_deferred,
-        complete,
-        unpayable,
-    } = p;
-    for (account, reason) in unpayable {
-        tx.execute(
-            "INSERT OR REPLACE INTO flagged (account, run, reason) VALUES (?1, ?2, ?3)",
-            params![account, run, reason],
-        )?;
+pub(crate) fn plan_payouts(c: &mut dyn Sql, run: i64, p: Planned<'_>) -> Result<(), SettleError> {
+    for (account, reason) in p.unpayable {
+        flag(c, account, run, reason)?;
     }
-    for i in intents {
-        insert_intent(tx, run, i)?;
+    for intent in p.intents {
+        insert_intent(c, run, intent)?;
     }
-    let mut mark = tx.prepare_cached(
-        "INSERT INTO marks (run, seq, work_id, entity, role, zero) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for r in complete {
-        let seq = r.seq as i64;
-        for p in &r.parts {
-            mark.execute(params![
-                run,
-                seq,
-                r.work_id,
-                p.account,
-                "payer",
-                p.amount == 0
-            ])?;
+    let mark = "INSERT INTO marks (run, seq, work_id, entity, role, zero)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    for r in p.complete {
+        for part in &r.parts {
+            let zero = V::I((part.amount == 0).into());
+            c.exec(
+                mark,
+                &[
+                    V::I(run),
+                    i(r.seq),
+                    V::T(&r.work_id),
+                    V::T(&part.account),
+                    V::T("payer"),
+                    zero,
+                ],
+            )?;
         }
         for (b, amount) in &r.payouts {
-            mark.execute(params![run, seq, r.work_id, b, "beneficiary", *amount == 0])?;
+            let zero = V::I((*amount == 0).into());
+            c.exec(
+                mark,
+                &[
+                    V::I(run),
+                    i(r.seq),
+                    V::T(&r.work_id),
+                    V::T(b),
+                    V::T("beneficiary"),
+                    zero,
+                ],
+            )?;
         }
     }
-    drop(mark);
-    let settled_rows = complete.len() as u64;
-    for k in carry {
-        tx.execute(
-            "INSERT INTO carry (run, account, amount, aggregate, rows, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![run, k.account, k.amount.to_string(), &k.aggregate[..], k.rows as i64, k.reason],
+    for k in p.carry {
+        c.exec(
+            "INSERT INTO carry (run, account, amount, aggregate, rows, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &[
+                V::I(run),
+                V::T(&k.account),
+                V::T(&k.amount.to_string()),
+                V::B(&k.aggregate[..]),
+                i(k.rows),
+                V::T(&k.reason),
+            ],
         )?;
     }
-    let mine: HashSet<i64> = {
-        let mut stmt = tx.prepare("SELECT id FROM intents WHERE run = ?1 AND kind = 'collect'")?;
-        stmt.query_map(params![run], |r| r.get(0))?
-            .collect::<Result<_, _>>()?
-    };
-    for r in deferred {
-        tx.execute(
+    let mine: HashSet<i64> = c
+        .query(
+            "SELECT id FROM intents WHERE run = ?1 AND kind = 'collect'",
+            &[V::I(run)],
+        )?
+        .iter()
+        .map(|r| r.i(0))
+        .collect::<Result<_, _>>()?;
+    for r in p.deferred {
+        c.exec(
             "INSERT INTO deferred (seq, row, since_run, in_run) VALUES (?1, ?2, ?3, NULL)
              ON CONFLICT (seq) DO UPDATE SET row = excluded.row, in_run = NULL",
-            params![r.seq as i64, json(r)?, run],
+            &[i(r.seq), V::T(&json(r)?), V::I(run)],
         )?;
         for id in r.parts.iter().filter_map(|p| p.collected) {
             if mine.contains(&id) {
-                tx.execute(
-                    "INSERT OR IGNORE INTO held_log (seq, intent) VALUES (?1, ?2)",
-                    params![r.seq as i64, id],
+                c.exec(
+                    "INSERT INTO held_log (seq, intent) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    &[i(r.seq), V::I(id)],
                 )?;
             }
         }
     }
-    for seq in done_deferred {
-        tx.execute("DELETE FROM deferred WHERE seq = ?1", params![*seq as i64])?;
-        tx.execute(
-            "INSERT OR REPLACE INTO late (seq, run) VALUES (?1, ?2)",
-            params![*seq as i64, run],
+    for seq in p.done_deferred {
+        c.exec("DELETE FROM deferred WHERE seq = ?1", &[i(*seq)])?;
+        c.exec(
+            "INSERT INTO late (seq, run) VALUES (?1, ?2)
+             ON CONFLICT (seq) DO UPDATE SET run = excluded.run",
+            &[i(*seq), V::I(run)],
         )?;
     }
-    tx.execute(
+    c.exec(
         "UPDATE runs SET planned = 1, phase = 'paying', settled_rows = ?2 WHERE id = ?1",
-        params![run, settled_rows as i64],
+        &[V::I(run), i(p.complete.len() as u64)],
     )?;
     Ok(())
 }
 
-pub(crate) fn finish_run(tx: &Transaction<'_>, run: i64, timings: &str) -> Result<(), SettleError> {
-    tx.execute(
+pub(crate) fn finish_run(c: &mut dyn Sql, run: i64, timings: &str) -> Result<(), SettleError> {
+    c.exec(
         "UPDATE runs SET phase = 'done', finished_ms = ?2, timings = ?3 WHERE id = ?1",
-        params![run, now_ms(), timings],
+        &[V::I(run), V::I(now_ms()), V::T(timings)],
     )?;
     Ok(())
 }
 
-fn lines(c: &Connection, run: i64, kind: Kind) -> Result<Vec<TransferLine>, SettleError> {
+fn lines(c: &mut dyn Sql, run: i64, kind: Kind) -> Result<Vec<TransferLine>, SettleError> {
     Ok(intents(c, run, kind)?
         .into_iter()
         .map(|i| TransferLine {
@@ -733,34 +722,28 @@ fn lines(c: &Connection, run: i64, kind: Kind) -> Result<Vec<TransferLine>, Sett
         .collect())
 }
 
-pub(crate) fn report(c: &Connection, run: i64) -> Result<Option<Report>, SettleError> {
-    let Some((rows, settled, timings)) = c
-        .query_row(
-            "SELECT rows, settled_rows, timings FROM runs WHERE id = ?1",
-            params![run],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                ))
-            },
-        )
-        .optional()?
+pub(crate) fn report(c: &mut dyn Sql, run: i64) -> Result<Option<Report>, SettleError> {
+    let Some(r) = c.one(
+        "SELECT rows, settled_rows, timings FROM runs WHERE id = ?1",
+        &[V::I(run)],
+    )?
     else {
         return Ok(None);
     };
+    let (rows, settled, timings) = (r.i(0)?, r.i(1)?, r.ot(2)?);
     let collections = lines(c, run, Kind::Collect)?;
     let payouts = lines(c, run, Kind::Payout)?;
-    let mut stmt =
-        c.prepare("SELECT account, reason FROM flagged WHERE run = ?1 ORDER BY account")?;
-    let flagged: Vec<(String, String)> = stmt
-        .query_map(params![run], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    drop(stmt);
+    let flagged: Vec<(String, String)> = c
+        .query(
+            "SELECT account, reason FROM flagged WHERE run = ?1 ORDER BY account",
+            &[V::I(run)],
+        )?
+        .iter()
+        .map(|r| Ok((r.t(0)?, r.t(1)?)))
+        .collect::<Result<_, SettleError>>()?;
     let done = |l: &&TransferLine| l.state == "done";
     let s = sums(c)?;
-    let deferred: i64 = c.query_row("SELECT COUNT(*) FROM deferred", [], |r| r.get(0))?;
+    let deferred = int(c, "SELECT COUNT(*) FROM deferred", &[])?.unwrap_or(0);
     Ok(Some(Report {
         run: run as u64,
         rows: rows as u64,
@@ -781,25 +764,22 @@ pub(crate) fn report(c: &Connection, run: i64) -> Result<Option<Report>, SettleE
     }))
 }
 
-pub(crate) fn last_report(c: &Connection) -> Result<Option<Report>, SettleError> {
-    let run: Option<i64> = c
-        .query_row(
-            "SELECT id FROM runs WHERE phase = 'done' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match run {
+pub(crate) fn last_report(c: &mut dyn Sql) -> Result<Option<Report>, SettleError> {
+    match int(
+        c,
+        "SELECT id FROM runs WHERE phase = 'done' ORDER BY id DESC LIMIT 1",
+        &[],
+    )? {
         Some(run) => report(c, run),
         None => Ok(None),
     }
 }
 
-pub(crate) fn carry_total(c: &Connection) -> Result<u128, SettleError> {
+pub(crate) fn carry_total(c: &mut dyn Sql) -> Result<u128, SettleError> {
     Ok(unpaid_carry(c)?.iter().map(|k| k.amount).sum())
 }
 
-fn held(c: &Connection) -> Result<u128, SettleError> {
+fn held(c: &mut dyn Sql) -> Result<u128, SettleError> {
     Ok(deferred_rows(c)?
         .iter()
         .flat_map(|r| r.parts.iter())
@@ -808,14 +788,16 @@ fn held(c: &Connection) -> Result<u128, SettleError> {
         .sum())
 }
 
-pub(crate) fn sums(c: &Connection) -> Result<Sums, SettleError> {
-    let total = |kind: &str| -> Result<u128, SettleError> {
-        let mut stmt =
-            c.prepare_cached("SELECT amount FROM intents WHERE kind = ?1 AND state = 'done'")?;
-        let v: Vec<String> = stmt
-            .query_map(params![kind], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        v.iter().map(|s| u128_of(s)).sum()
+pub(crate) fn sums(c: &mut dyn Sql) -> Result<Sums, SettleError> {
+    let mut total = |kind: &str| -> Result<u128, SettleError> {
+        texts(
+            c,
+            "SELECT amount FROM intents WHERE kind = ?1 AND state = 'done'",
+            &[V::T(kind)],
+        )?
+        .iter()
+        .map(|s| u128_of(s))
+        .sum()
     };
     let collected = total("collect")?;
     let paid = total("payout")?;
@@ -827,7 +809,7 @@ pub(crate) fn sums(c: &Connection) -> Result<Sums, SettleError> {
     })
 }
 
-pub(crate) fn deferred_by_payer(c: &Connection) -> Result<HashMap<String, u128>, SettleError> {
+pub(crate) fn deferred_by_payer(c: &mut dyn Sql) -> Result<HashMap<String, u128>, SettleError> {
     let mut out = HashMap::new();
     for r in deferred_rows(c)? {
         for p in r.parts.iter().filter(|p| p.collected.is_none()) {
@@ -837,104 +819,65 @@ pub(crate) fn deferred_by_payer(c: &Connection) -> Result<HashMap<String, u128>,
     Ok(out)
 }
 
-pub(crate) fn collected_by_payer(c: &Connection) -> Result<HashMap<String, u128>, SettleError> {
-    let mut stmt =
-        c.prepare("SELECT account, amount FROM intents WHERE kind = 'collect' AND state = 'done'")?;
-    let rows: Vec<(String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+pub(crate) fn collected_by_payer(c: &mut dyn Sql) -> Result<HashMap<String, u128>, SettleError> {
     let mut out: HashMap<String, u128> = HashMap::new();
-    for (account, amount) in rows {
-        *out.entry(account).or_default() += u128_of(&amount)?;
+    for r in c.query(
+        "SELECT account, amount FROM intents WHERE kind = 'collect' AND state = 'done'",
+        &[],
+    )? {
+        *out.entry(r.t(0)?).or_default() += u128_of(&r.t(1)?)?;
     }
     Ok(out)
 }
 
-pub(crate) fn sent(c: &Connection) -> Result<Vec<Sent>, SettleError> {
-    let mut stmt = c.prepare(
+pub(crate) fn sent(c: &mut dyn Sql) -> Result<Vec<Sent>, SettleError> {
+    c.query(
         "SELECT run, kind, account, address, amount, COALESCE(chain_anchor, anchor), rows,
             tx_hash FROM intents WHERE state = 'done' ORDER BY id",
-    )?;
-    let v = stmt
-        .query_map([], |r| {
-            Ok(Sent {
-                run: r.get::<_, i64>(0)? as u64,
-                kind: r.get(1)?,
-                account: r.get(2)?,
-                address: r.get(3)?,
-                amount: r.get(4)?,
-                anchor: B256::from_slice(&r.get::<_, Vec<u8>>(5)?).to_string(),
-                rows: r.get::<_, i64>(6)? as u64,
-                tx_hash: r.get(7)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(v)
+        &[],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Sent {
+            run: r.i(0)? as u64,
+            kind: r.t(1)?,
+            account: r.t(2)?,
+            address: r.t(3)?,
+            amount: r.t(4)?,
+            anchor: B256::from(hash32(&r.b(5)?)?).to_string(),
+            rows: r.i(6)? as u64,
+            tx_hash: r.t(7)?,
+        })
+    })
+    .collect()
 }
 
-/// The status of each of a row's payers and beneficiaries.
-pub(crate) fn row_status(
-    c: &Connection,
-    seq: u64,
-    payers: &[String],
-    beneficiaries: &[String],
-) -> Result<Vec<RowStatus>, SettleError> {
-    let status = |account: &str, role: &str, status: &str, tx: Option<String>| RowStatus {
+fn status(account: &str, role: &str, status: &str, tx: Option<String>) -> RowStatus {
+    RowStatus {
         account: account.to_string(),
         role: role.into(),
         status: status.into(),
         tx_hash: tx,
-    };
-    let deferred: Option<String> = c
-        .query_row(
-            "SELECT row FROM deferred WHERE seq = ?1",
-            params![seq as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(row) = deferred {
-        let row: Slim = from_json(&row)?;
-        let mut out = Vec::new();
-        for p in &row.parts {
-            let tx = match p.collected {
-                Some(id) => c
-                    .query_row(
-                        "SELECT tx_hash FROM intents WHERE id = ?1",
-                        params![id],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .flatten(),
-                None => None,
-            };
-            out.push(status(
-                &p.account,
-                "payer",
-                if tx.is_some() { "held" } else { "deferred" },
-                tx,
-            ));
-        }
-        for b in beneficiaries {
-            out.push(status(b, "beneficiary", "unsettled", None));
-        }
-        return Ok(out);
     }
-    let late: Option<i64> = c
-        .query_row(
-            "SELECT run FROM late WHERE seq = ?1",
-            params![seq as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let run: Option<i64> = match late {
+}
+
+/// The status of each of a row's payers and beneficiaries.
+pub(crate) fn row_status(
+    c: &mut dyn Sql,
+    seq: u64,
+    payers: &[String],
+    beneficiaries: &[String],
+) -> Result<Vec<RowStatus>, SettleError> {
+    if let Some(row) = text(c, "SELECT row FROM deferred WHERE seq = ?1", &[i(seq)])? {
+        return deferred_row_status(c, &from_json(&row)?, beneficiaries);
+    }
+    let run = match int(c, "SELECT run FROM late WHERE seq = ?1", &[i(seq)])? {
         Some(r) => Some(r),
-        None => c
-            .query_row(
-                "SELECT id FROM runs WHERE from_seq < ?1 AND to_seq >= ?1 AND phase = 'done'",
-                params![seq as i64],
-                |r| r.get(0),
-            )
-            .optional()?,
+        None => int(
+            c,
+            "SELECT id FROM runs WHERE from_seq < ?1 AND to_seq >= ?1 AND phase = 'done'",
+            &[i(seq)],
+        )?,
     };
     let Some(run) = run else {
         return Ok(payers
@@ -947,54 +890,40 @@ pub(crate) fn row_status(
             )
             .collect());
     };
-    let mut out = Vec::new();
-    let done_tx = |c: &Connection,
-                   kind: &str,
-                   account: &str|
-     -> Result<Option<String>, SettleError> {
-        Ok(c.query_row(
-            "SELECT tx_hash FROM intents WHERE run = ?1 AND kind = ?2 AND account = ?3 AND state = 'done'",
-            params![run, kind, account],
-            |r| r.get(0),
+    let done_tx = |c: &mut dyn Sql, kind: &str, account: &str| {
+        text(
+            c,
+            "SELECT tx_hash FROM intents WHERE run = ?1 AND kind = ?2 AND account = ?3
+                AND state = 'done'",
+            &[V::I(run), V::T(kind), V::T(account)],
         )
-        .optional()?
-        .flatten())
     };
+    let mut out = Vec::new();
     for p in payers {
         let tx = done_tx(c, "collect", p)?;
-        out.push(status(
-            p,
-            "payer",
-            if tx.is_some() {
-                "collected"
-            } else {
-                "unsettled"
-            },
-            tx,
-        ));
+        let s = if tx.is_some() {
+            "collected"
+        } else {
+            "unsettled"
+        };
+        out.push(status(p, "payer", s, tx));
     }
     for b in beneficiaries {
         if let Some(tx) = done_tx(c, "payout", b)? {
             out.push(status(b, "beneficiary", "paid", Some(tx)));
             continue;
         }
-        let carried: Option<Option<i64>> = c
-            .query_row(
-                "SELECT paid_intent FROM carry WHERE run = ?1 AND account = ?2",
-                params![run, b],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match carried {
+        let carried = c.one(
+            "SELECT paid_intent FROM carry WHERE run = ?1 AND account = ?2",
+            &[V::I(run), V::T(b)],
+        )?;
+        match carried.map(|r| r.oi(0)).transpose()? {
             Some(Some(intent)) => {
-                let tx: Option<String> = c
-                    .query_row(
-                        "SELECT tx_hash FROM intents WHERE id = ?1",
-                        params![intent],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .flatten();
+                let tx = text(
+                    c,
+                    "SELECT tx_hash FROM intents WHERE id = ?1",
+                    &[V::I(intent)],
+                )?;
                 out.push(status(b, "beneficiary", "paid", tx));
             }
             Some(None) => out.push(status(b, "beneficiary", "carried", None)),
@@ -1004,16 +933,38 @@ pub(crate) fn row_status(
     Ok(out)
 }
 
+/// A deferred row's parts: held (collected, waiting for the others) or
+/// deferred; its beneficiaries unsettled.
+fn deferred_row_status(
+    c: &mut dyn Sql,
+    row: &Slim,
+    beneficiaries: &[String],
+) -> Result<Vec<RowStatus>, SettleError> {
+    let mut out = Vec::new();
+    for p in &row.parts {
+        let tx = match p.collected {
+            Some(id) => text(c, "SELECT tx_hash FROM intents WHERE id = ?1", &[V::I(id)])?,
+            None => None,
+        };
+        let s = if tx.is_some() { "held" } else { "deferred" };
+        out.push(status(&p.account, "payer", s, tx));
+    }
+    for b in beneficiaries {
+        out.push(status(b, "beneficiary", "unsettled", None));
+    }
+    Ok(out)
+}
+
 /// Finished runs whose rows' statuses are not yet in the ledger.
-pub(crate) fn unmarked_runs(c: &Connection) -> Result<Vec<i64>, SettleError> {
-    let mut stmt = c.prepare(
+pub(crate) fn unmarked_runs(c: &mut dyn Sql) -> Result<Vec<i64>, SettleError> {
+    c.query(
         "SELECT id FROM runs WHERE phase = 'done'
          AND id NOT IN (SELECT run FROM marked_runs) ORDER BY id",
-    )?;
-    let v = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(v)
+        &[],
+    )?
+    .iter()
+    .map(|r| r.i(0))
+    .collect()
 }
 
 /// What a finished run settled, as updates of the ledger's status column:
@@ -1024,96 +975,61 @@ pub(crate) fn unmarked_runs(c: &Connection) -> Result<Vec<i64>, SettleError> {
 /// carried over stays `pending` until a later run pays it. An entity that
 /// both pays and receives in a row ends `paid`.
 pub(crate) fn status_updates(
-    c: &Connection,
+    c: &mut dyn Sql,
     run: i64,
 ) -> Result<Vec<brume_ledger::store::StatusUpdate>, SettleError> {
     use brume_ledger::store::{PaymentStatus, StatusUpdate};
-    let mut groups: std::collections::BTreeMap<
-        (String, &'static str, Option<String>),
-        Vec<String>,
-    > = std::collections::BTreeMap::new();
+    type Groups = std::collections::BTreeMap<(String, &'static str, Option<String>), Vec<String>>;
+    let mut groups = Groups::new();
     let mut add = |entity: String, status: &'static str, tx: Option<String>, work_id: String| {
         groups
             .entry((entity, status, tx))
             .or_default()
             .push(work_id);
     };
-    let mut payers = c.prepare(
+    for r in c.query(
         "SELECT m.work_id, m.entity,
             (SELECT tx_hash FROM intents i WHERE i.run = m.run AND i.kind = 'collect'
-                AND i.account = m.entity AND i.state = 'done'),
+                AND i.account = m.entity AND i.state = 'done' LIMIT 1),
             (SELECT i.tx_hash FROM held_log h JOIN intents i ON i.id = h.intent
-                WHERE h.seq = m.seq AND i.account = m.entity AND i.state = 'done')
+                WHERE h.seq = m.seq AND i.account = m.entity AND i.state = 'done' LIMIT 1)
          FROM marks m WHERE m.run = ?1 AND m.role = 'payer'",
-    )?;
-    let rows = payers.query_map(params![run], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-            r.get::<_, Option<String>>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (work_id, entity, now, held) = row?;
-        add(entity, "collected", held.or(now), work_id);
+        &[V::I(run)],
+    )? {
+        add(r.t(1)?, "collected", r.ot(3)?.or(r.ot(2)?), r.t(0)?);
     }
-    let mut beneficiaries = c.prepare(
+    for r in c.query(
         "SELECT m.work_id, m.entity, m.zero,
             (SELECT tx_hash FROM intents i WHERE i.run = m.run AND i.kind = 'payout'
-                AND i.account = m.entity AND i.state = 'done')
+                AND i.account = m.entity AND i.state = 'done' LIMIT 1)
          FROM marks m WHERE m.run = ?1 AND m.role = 'beneficiary'",
-    )?;
-    let rows = beneficiaries.query_map(params![run], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, bool>(2)?,
-            r.get::<_, Option<String>>(3)?,
-        ))
-    })?;
-    for row in rows {
-        match row? {
-            (work_id, entity, _, Some(tx)) => add(entity, "paid", Some(tx), work_id),
-            (work_id, entity, true, None) => add(entity, "paid", None, work_id),
-            _ => {} // carried over
+        &[V::I(run)],
+    )? {
+        match (r.i(2)? != 0, r.ot(3)?) {
+            (_, Some(tx)) => add(r.t(1)?, "paid", Some(tx), r.t(0)?),
+            (true, None) => add(r.t(1)?, "paid", None, r.t(0)?),
+            (false, None) => {} // carried over
         }
     }
-    let mut carried = c.prepare(
+    for r in c.query(
         "SELECT m.work_id, m.entity, i.tx_hash
          FROM carry k JOIN intents i ON i.id = k.paid_intent
          JOIN marks m ON m.run = k.run AND m.entity = k.account AND m.role = 'beneficiary'
          WHERE i.run = ?1 AND i.state = 'done' AND m.zero = 0",
-    )?;
-    let rows = carried.query_map(params![run], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (work_id, entity, tx) = row?;
-        add(entity, "paid", tx, work_id);
+        &[V::I(run)],
+    )? {
+        add(r.t(1)?, "paid", r.ot(2)?, r.t(0)?);
     }
     // Parts this run collected of rows it had to defer (another payer
     // could not pay): held, but collected, and in this collection's anchor.
-    let mut held = c.prepare(
+    for r in c.query(
         "SELECT d.row, i.account, i.tx_hash FROM held_log h
          JOIN intents i ON i.id = h.intent JOIN deferred d ON d.seq = h.seq
          WHERE i.run = ?1 AND i.state = 'done'",
-    )?;
-    let rows = held.query_map(params![run], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (slim, entity, tx) = row?;
-        let slim: Slim = from_json(&slim)?;
-        add(entity, "collected", tx, slim.work_id);
+        &[V::I(run)],
+    )? {
+        let slim: Slim = from_json(&r.t(0)?)?;
+        add(r.t(1)?, "collected", r.ot(2)?, slim.work_id);
     }
     // `collected` before `paid`: an entity that pays and receives in one
     // row (a requester's refund) ends `paid`.
@@ -1140,23 +1056,23 @@ pub(crate) fn status_updates(
 
 /// Records that a run's statuses are in the ledger, and forgets the marks
 /// no later run needs: all but those of beneficiaries still carried over.
-pub(crate) fn marked(tx: &Transaction<'_>, run: i64) -> Result<(), SettleError> {
-    tx.execute(
-        "INSERT OR IGNORE INTO marked_runs (run) VALUES (?1)",
-        params![run],
+pub(crate) fn marked(c: &mut dyn Sql, run: i64) -> Result<(), SettleError> {
+    c.exec(
+        "INSERT INTO marked_runs (run) VALUES (?1) ON CONFLICT DO NOTHING",
+        &[V::I(run)],
     )?;
-    tx.execute(
+    c.exec(
         "DELETE FROM marks WHERE run = ?1 AND NOT (role = 'beneficiary' AND zero = 0
             AND EXISTS (SELECT 1 FROM carry k WHERE k.run = marks.run
                 AND k.account = marks.entity AND k.paid_intent IS NULL))",
-        params![run],
+        &[V::I(run)],
     )?;
     // Carries this run paid: their earlier runs' marks are done with.
-    tx.execute(
+    c.exec(
         "DELETE FROM marks WHERE role = 'beneficiary' AND EXISTS (
             SELECT 1 FROM carry k JOIN intents i ON i.id = k.paid_intent
             WHERE i.run = ?1 AND k.run = marks.run AND k.account = marks.entity)",
-        params![run],
+        &[V::I(run)],
     )?;
     Ok(())
 }

@@ -85,6 +85,7 @@ use serde::{Deserialize, Serialize};
 pub mod audit;
 mod db;
 mod journal;
+mod sql;
 
 pub use audit::SettleAudit;
 pub use db::RowStatus;
@@ -116,6 +117,15 @@ impl SettleError {
 impl From<rusqlite::Error> for SettleError {
     fn from(e: rusqlite::Error) -> Self {
         SettleError::Db(e.to_string())
+    }
+}
+
+impl From<brume_pg::tokio_postgres::Error> for SettleError {
+    fn from(e: brume_pg::tokio_postgres::Error) -> Self {
+        SettleError::Db(match e.as_db_error() {
+            Some(d) => d.message().to_string(),
+            None => e.to_string(),
+        })
     }
 }
 
@@ -431,6 +441,18 @@ impl std::fmt::Debug for Settler {
     }
 }
 
+/// Creates or upgrades the journal's tables in the PostgreSQL database at
+/// `owner_url` (as the role that owns, or will own, them), then grants
+/// `role`, if given, what a broker needs: read and write the journal's
+/// tables, nothing else.
+pub async fn setup_postgres(owner_url: &str, role: Option<&str>) -> Result<(), SettleError> {
+    drop(journal::postgres::PgJournal::open(owner_url).await?);
+    match role {
+        Some(role) => journal::postgres::PgJournal::grant(owner_url, role).await,
+        None => Ok(()),
+    }
+}
+
 impl Settler {
     /// Opens (or creates) the settlement store `dir/settle.db`. Blocking:
     /// call it off the async runtime.
@@ -442,8 +464,43 @@ impl Settler {
         config: SettleConfig,
     ) -> Result<Settler, SettleError> {
         let db = db::Db::open(dir)?;
-        Ok(Settler {
-            db: Box::new(db),
+        Ok(Settler::with_journal(
+            Box::new(db),
+            rows,
+            chain,
+            resolve,
+            config,
+        ))
+    }
+
+    /// Opens (or creates) the settlement journal in the PostgreSQL
+    /// database at `url` (its tables in the schema `brume_settle`).
+    pub async fn open_postgres(
+        url: &str,
+        rows: Arc<dyn RowSource>,
+        chain: Arc<dyn Settlement>,
+        resolve: Resolver,
+        config: SettleConfig,
+    ) -> Result<Settler, SettleError> {
+        let journal = journal::postgres::PgJournal::open(url).await?;
+        Ok(Settler::with_journal(
+            Box::new(journal),
+            rows,
+            chain,
+            resolve,
+            config,
+        ))
+    }
+
+    fn with_journal(
+        db: Box<dyn journal::Journal>,
+        rows: Arc<dyn RowSource>,
+        chain: Arc<dyn Settlement>,
+        resolve: Resolver,
+        config: SettleConfig,
+    ) -> Settler {
+        Settler {
+            db,
             rows,
             chain,
             resolve,
@@ -454,7 +511,7 @@ impl Settler {
             #[cfg(not(debug_assertions))]
             fault: None,
             gate: None,
-        })
+        }
     }
 
     /// Rows `gate` holds wait (see [`Gate`]).

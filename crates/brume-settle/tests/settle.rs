@@ -1,4 +1,7 @@
-//! Settlement against the real ledger store and the real dev chain.
+//! Settlement against the real ledger store and the real dev chain, with
+//! the journal on each backend: SQLite in a temp dir, and PostgreSQL in a
+//! fresh database of a throwaway cluster, connected as a role that owns
+//! nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +20,80 @@ use brume_settle::{SettleConfig, Settler, addresses_only};
 
 const FUNDS: u128 = 1_000_000_000_000_000_000_000;
 
+/// Which backend a test's journal is on.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a world's journal is.
+enum Journal {
+    Sqlite,
+    /// As the role that owns nothing, and as the owner.
+    Postgres {
+        app_url: String,
+        owner_url: String,
+    },
+}
+
+impl Journal {
+    /// A fresh journal: for PostgreSQL, a new database whose owner creates
+    /// the tables and grants the broker's role.
+    async fn fresh(backend: Backend) -> Journal {
+        if let Backend::Sqlite = backend {
+            return Journal::Sqlite;
+        }
+        let cluster = tokio::task::spawn_blocking(brume_pg::Cluster::shared)
+            .await
+            .expect("join")
+            .expect("a PostgreSQL cluster (Debian's postgresql)");
+        let db = cluster.database("settle").await.expect("database");
+        brume_settle::setup_postgres(&db.owner_url, Some(brume_pg::cluster::APP_ROLE))
+            .await
+            .expect("create the tables as their owner, and grant");
+        Journal::Postgres {
+            app_url: db.app_url,
+            owner_url: db.owner_url,
+        }
+    }
+}
+
+/// `async fn name(backend: Backend)` tests, once on each backend:
+/// `sqlite::name` and `postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    one_collection_per_payer_one_payout_per_beneficiary_and_exact_balances,
+    a_payer_without_allowance_is_flagged_and_its_rows_wait_whole,
+    small_payouts_are_carried_over_until_they_reach_the_minimum,
+    a_run_interrupted_anywhere_resumes_without_loss_or_double_transfer,
+    every_row_is_settled_in_the_ledger_or_its_payer_is_flagged,
+    rows_the_gate_holds_wait_whole_until_it_lets_them_go,
+);
+
 struct World {
     _dir: tempfile::TempDir,
+    journal: Journal,
     dir: std::path::PathBuf,
     store: Arc<SqliteStore>,
     chain: Arc<DevChain>,
@@ -31,7 +106,7 @@ struct World {
 }
 
 impl World {
-    async fn new(requesters: usize, approve: &[bool]) -> World {
+    async fn new(backend: Backend, requesters: usize, approve: &[bool]) -> World {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().to_path_buf();
         let requesters: Vec<Identity> = (0..requesters).map(|_| Identity::random()).collect();
@@ -51,6 +126,7 @@ impl World {
         let store = Arc::new(SqliteStore::open(&path.join("ledger")).expect("ledger"));
         World {
             _dir: dir,
+            journal: Journal::fresh(backend).await,
             dir: path,
             store,
             chain,
@@ -62,19 +138,46 @@ impl World {
         }
     }
 
-    fn settler(&self, chain: Arc<dyn Chain>, config: SettleConfig) -> Settler {
-        Settler::open(
-            &self.dir.join("settle"),
-            self.store.clone(),
-            Arc::new(DevSettlement::new(
-                chain,
-                self.payout.clone(),
-                Address::ZERO,
-            )),
-            addresses_only(),
-            config,
-        )
-        .expect("settler")
+    /// Deletes the journal: its files, or its tables.
+    async fn delete_journal(&self) {
+        match &self.journal {
+            Journal::Sqlite => {
+                std::fs::remove_dir_all(self.dir.join("settle")).expect("delete the journal")
+            }
+            Journal::Postgres { owner_url, .. } => brume_pg::connect(owner_url)
+                .await
+                .expect("connect")
+                .batch_execute("DROP SCHEMA brume_settle CASCADE")
+                .await
+                .expect("drop the journal's tables"),
+        }
+    }
+
+    async fn settler(&self, chain: Arc<dyn Chain>, config: SettleConfig) -> Settler {
+        let settlement = Arc::new(DevSettlement::new(
+            chain,
+            self.payout.clone(),
+            Address::ZERO,
+        ));
+        match &self.journal {
+            Journal::Sqlite => Settler::open(
+                &self.dir.join("settle"),
+                self.store.clone(),
+                settlement,
+                addresses_only(),
+                config,
+            )
+            .expect("settler"),
+            Journal::Postgres { app_url, .. } => Settler::open_postgres(
+                app_url,
+                self.store.clone(),
+                settlement,
+                addresses_only(),
+                config,
+            )
+            .await
+            .expect("settler"),
+        }
     }
 
     /// Appends `n` rows paid by requester `r` (and, if `sponsor`, half by
@@ -181,13 +284,12 @@ impl World {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_collection_per_payer_one_payout_per_beneficiary_and_exact_balances() {
-    let mut w = World::new(3, &[true, true, true]).await;
+async fn one_collection_per_payer_one_payout_per_beneficiary_and_exact_balances(backend: Backend) {
+    let mut w = World::new(backend, 3, &[true, true, true]).await;
     w.rows(200, 0, None).await;
     w.rows(150, 1, Some(2)).await;
     w.rows(50, 2, None).await;
-    let settler = w.settler(w.chain.clone(), SettleConfig::default());
+    let settler = w.settler(w.chain.clone(), SettleConfig::default()).await;
     let report = settler.run().await.expect("run");
     assert!(report.balanced, "{report:?}");
     assert_eq!(report.rows, 400);
@@ -297,7 +399,7 @@ async fn one_collection_per_payer_one_payout_per_beneficiary_and_exact_balances(
     drop(settler);
 
     // The audit needs no journal: with it deleted, it reads the same.
-    std::fs::remove_dir_all(w.dir.join("settle")).expect("delete the journal");
+    w.delete_journal().await;
     let chain: Arc<dyn Chain> = w.chain.clone();
     let settlement = DevSettlement::new(chain, w.payout.clone(), Address::ZERO);
     let audit = brume_settle::audit::audit(w.store.as_ref(), &settlement, &addresses_only(), 64)
@@ -347,13 +449,12 @@ async fn one_collection_per_payer_one_payout_per_beneficiary_and_exact_balances(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payer_without_allowance_is_flagged_and_its_rows_wait_whole() {
+async fn a_payer_without_allowance_is_flagged_and_its_rows_wait_whole(backend: Backend) {
     // Requester 2 has approved nothing; it sponsors half of requester 1's rows.
-    let mut w = World::new(3, &[true, true, false]).await;
+    let mut w = World::new(backend, 3, &[true, true, false]).await;
     w.rows(20, 0, None).await;
     let blocked = w.rows(10, 1, Some(2)).await;
-    let settler = w.settler(w.chain.clone(), SettleConfig::default());
+    let settler = w.settler(w.chain.clone(), SettleConfig::default()).await;
     let report = settler.run().await.expect("run");
     assert!(report.balanced, "{report:?}");
     assert_eq!(report.rows_settled, 20);
@@ -412,15 +513,14 @@ async fn a_payer_without_allowance_is_flagged_and_its_rows_wait_whole() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_payouts_are_carried_over_until_they_reach_the_minimum() {
-    let mut w = World::new(1, &[true]).await;
+async fn small_payouts_are_carried_over_until_they_reach_the_minimum(backend: Backend) {
+    let mut w = World::new(backend, 1, &[true]).await;
     let first_ids = w.rows(3, 0, None).await;
     let config = SettleConfig {
         min_payout: 2_000_000,
         ..SettleConfig::default()
     };
-    let settler = w.settler(w.chain.clone(), config);
+    let settler = w.settler(w.chain.clone(), config).await;
     let first = settler.run().await.expect("run");
     assert!(first.balanced, "{first:?}");
     assert!(first.carry_over > 0);
@@ -521,10 +621,9 @@ impl Chain for Crashing {
 /// Crashes at each of the four points of a run (before or after each of
 /// the two batches lands), then runs again with a healthy chain: every
 /// balance is exact, so nothing was lost or sent twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_interrupted_anywhere_resumes_without_loss_or_double_transfer() {
+async fn a_run_interrupted_anywhere_resumes_without_loss_or_double_transfer(backend: Backend) {
     for (ok_sends, land_then_fail) in [(0, false), (0, true), (1, false), (1, true)] {
-        let mut w = World::new(2, &[true, true]).await;
+        let mut w = World::new(backend, 2, &[true, true]).await;
         w.rows(30, 0, None).await;
         w.rows(30, 1, Some(0)).await;
         let crashing: Arc<dyn Chain> = Arc::new(Crashing {
@@ -532,13 +631,13 @@ async fn a_run_interrupted_anywhere_resumes_without_loss_or_double_transfer() {
             ok_sends: AtomicU32::new(ok_sends),
             land_then_fail,
         });
-        let broken = w.settler(crashing, SettleConfig::default());
+        let broken = w.settler(crashing, SettleConfig::default()).await;
         let err = broken.run().await.expect_err("the chain went away");
         assert_eq!(err.code(), "closed", "{err}");
         drop(broken);
         // Rows appended meanwhile wait for the next run.
         w.rows(5, 1, None).await;
-        let settler = w.settler(w.chain.clone(), SettleConfig::default());
+        let settler = w.settler(w.chain.clone(), SettleConfig::default()).await;
         let resumed = settler.run().await.expect("resume");
         assert!(resumed.resumed, "case {ok_sends}/{land_then_fail}");
         assert!(resumed.balanced, "{resumed:?}");
@@ -609,8 +708,7 @@ async fn settled_in_ledger(store: &SqliteStore, work_id: &str) -> bool {
 /// ledger's status column, or one of its payers is flagged by that run with
 /// a reason (what `/v1/status` shows). Once every payer has approved, every
 /// row is settled: none is deferred forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_row_is_settled_in_the_ledger_or_its_payer_is_flagged() {
+async fn every_row_is_settled_in_the_ledger_or_its_payer_is_flagged(backend: Backend) {
     for seed in 1..=6u64 {
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut next = move |n: u64| {
@@ -620,8 +718,8 @@ async fn every_row_is_settled_in_the_ledger_or_its_payer_is_flagged() {
             rng % n
         };
         let approve: Vec<bool> = (0..4).map(|_| next(3) != 0).collect();
-        let mut w = World::new(4, &approve).await;
-        let settler = w.settler(w.chain.clone(), SettleConfig::default());
+        let mut w = World::new(backend, 4, &approve).await;
+        let settler = w.settler(w.chain.clone(), SettleConfig::default()).await;
         let mut ids: Vec<(String, Vec<String>)> = Vec::new();
         let mut approved = approve.clone();
         for _round in 0..3 {
@@ -694,9 +792,8 @@ impl brume_settle::Gate for Holding {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_the_gate_holds_wait_whole_until_it_lets_them_go() {
-    let mut w = World::new(2, &[true, true]).await;
+async fn rows_the_gate_holds_wait_whole_until_it_lets_them_go(backend: Backend) {
+    let mut w = World::new(backend, 2, &[true, true]).await;
     let held_ids = w.rows(5, 0, Some(1)).await;
     w.rows(20, 1, None).await;
     let gate = Arc::new(Holding(std::sync::Mutex::new(
@@ -704,6 +801,7 @@ async fn rows_the_gate_holds_wait_whole_until_it_lets_them_go() {
     )));
     let settler = w
         .settler(w.chain.clone(), SettleConfig::default())
+        .await
         .with_gate(gate.clone());
     let first = settler.run().await.expect("run");
     assert!(first.balanced, "{first:?}");

@@ -47,9 +47,10 @@ enum BrokerCommand {
     /// (a broker's `GET /openapi.json` names its own tiers and limits),
     /// e.g. to generate a client.
     Openapi,
-    /// Create or upgrade the ledger's tables in a PostgreSQL database, as
-    /// their owner, and grant a broker's role what it needs (read and add
-    /// rows, set statuses; never change a row).
+    /// Create or upgrade the ledger's and the settlement journal's tables
+    /// in a PostgreSQL database, as their owner, and grant a broker's role
+    /// what it needs (read and add ledger rows, set their statuses, never
+    /// change a row; read and write the journal).
     LedgerSetup(LedgerSetupArgs),
 }
 
@@ -67,17 +68,24 @@ struct LedgerSetupArgs {
 async fn ledger_setup(a: LedgerSetupArgs) -> ExitCode {
     use brume_ledger::store::postgres::PgStore;
     let done = async {
-        drop(PgStore::open(&a.owner).await?);
+        drop(PgStore::open(&a.owner).await.map_err(|e| e.to_string())?);
         if let Some(role) = &a.grant {
-            PgStore::grant(&a.owner, role).await?;
+            PgStore::grant(&a.owner, role)
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        Ok::<_, brume_ledger::store::LedgerError>(())
+        brume_settle::setup_postgres(&a.owner, a.grant.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(())
     };
     match done.await {
         Ok(()) => {
             match &a.grant {
-                Some(role) => println!("the ledger's tables are current; {role} may use them"),
-                None => println!("the ledger's tables are current"),
+                Some(role) => println!(
+                    "the ledger's and the journal's tables are current; {role} may use them"
+                ),
+                None => println!("the ledger's and the journal's tables are current"),
             }
             ExitCode::SUCCESS
         }

@@ -165,28 +165,16 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// `url` without its password, for messages.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl PgStore {
     /// Connects to `url`, brings the ledger's tables to the newest layout
     /// (if this role may; a role that owns nothing needs them current), and
     /// starts the writer task on the current runtime.
     pub async fn open(url: &str) -> Result<PgStore, LedgerError> {
-        let mut writer = brume_pg::connect(url)
-            .await
-            .map_err(|e| LedgerError::Storage(format!("ledger database {}: {e}", redacted(url))))?;
+        let mut writer = brume_pg::connect(url).await.map_err(|e| {
+            LedgerError::Storage(format!("ledger database {}: {e}", brume_pg::redacted(url)))
+        })?;
         brume_pg::migrate(&mut writer, "ledger", MIGRATIONS).await?;
-        durable_commits(&writer).await?;
+        brume_pg::durable_commits(&writer).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(
             Writer {
@@ -229,7 +217,7 @@ impl PgStore {
 
     /// The URL it connects to, without its password.
     pub fn url(&self) -> String {
-        redacted(&self.inner.url)
+        brume_pg::redacted(&self.inner.url)
     }
 
     async fn submit(&self, op: Op) -> Result<(), LedgerError> {
@@ -247,19 +235,6 @@ impl PgStore {
     }
 }
 
-/// Raises the session's `synchronous_commit` to `on` if the server's
-/// default is weaker (`off`, `local`): an acknowledged row must be flushed.
-async fn durable_commits(client: &Client) -> Result<(), LedgerError> {
-    let level: String = client
-        .query_one("SHOW synchronous_commit", &[])
-        .await?
-        .get(0);
-    if matches!(level.as_str(), "off" | "local") {
-        client.batch_execute("SET synchronous_commit TO on").await?;
-    }
-    Ok(())
-}
-
 struct Writer {
     url: String,
     client: Option<Client>,
@@ -269,7 +244,7 @@ impl Writer {
     async fn client(&mut self) -> Result<&mut Client, LedgerError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             let c = brume_pg::connect(&self.url).await?;
-            durable_commits(&c).await?;
+            brume_pg::durable_commits(&c).await?;
             self.client = Some(c);
         }
         self.client

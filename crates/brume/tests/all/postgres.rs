@@ -74,6 +74,25 @@ async fn the_devnet_demo_runs_on_postgres() {
         stored_rows(&db).await > 0,
         "the demo's rows are in PostgreSQL"
     );
+    // The demo settles: its journal is in the same database.
+    assert!(
+        !data.join("broker/settle/settle.db").exists(),
+        "no SQLite journal beside PostgreSQL"
+    );
+    let runs: i64 = brume_pg::connect(&db.app_url)
+        .await
+        .expect("connect")
+        .query_one(
+            "SELECT count(*) FROM brume_settle.runs WHERE phase = 'done'",
+            &[],
+        )
+        .await
+        .expect("count the journal's runs")
+        .get(0);
+    assert!(
+        runs >= 1,
+        "the demo's settlement run is journaled in PostgreSQL"
+    );
 }
 
 /// Jobs announced final have durable rows: a broker killed with SIGKILL

@@ -1,9 +1,10 @@
 //! The settlement journal behind a trait: what a run needs of its store,
 //! one method per transaction.
 //!
-//! A run reads and writes the journal only through [`Journal`], so that a
-//! second backend is a second implementation: [`db::Db`] (SQLite,
-//! `dir/settle.db`) is the first. Each write is atomic and durable when its
+//! A run reads and writes the journal only through [`Journal`]. Every
+//! backend runs the same functions ([`db`], over [`Sql`]) in a transaction
+//! of its own ([`Backend`]): [`db::Db`] (SQLite, `dir/settle.db`) and
+//! [`postgres::PgJournal`]. Each write is atomic and durable when its
 //! future resolves; the order of a run's steps (plan, send, record) is the
 //! caller's, and what makes a crash at any point safe (see the crate docs).
 
@@ -12,7 +13,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::db::{self, Carry, Intent, Kind, NewIntent, RowStatus, Run, Sent, Sums};
+use crate::sql::Sql;
 use crate::{Outcome, Report, SettleError, Slim};
+
+pub(crate) mod postgres;
 
 /// A journal operation's future.
 pub(crate) type JournalFuture<'a, T> =
@@ -120,56 +124,72 @@ pub(crate) trait Journal: Send + Sync {
     fn marked(&self, run: i64) -> JournalFuture<'_, ()>;
 }
 
-impl Journal for db::Db {
+/// Runs the journal's functions ([`db`]) in one transaction of a backend.
+pub(crate) trait Backend: Send + Sync {
+    /// Where it is, for messages.
+    fn location(&self) -> String;
+
+    /// Runs `f` in a transaction, committed (durably) if `write` and `f`
+    /// succeeds, rolled back otherwise.
+    fn run<T: Send + 'static>(&self, write: bool, f: Op<T>) -> JournalFuture<'_, T>;
+}
+
+/// A journal function, with its arguments.
+pub(crate) type Op<T> = Box<dyn FnOnce(&mut dyn Sql) -> Result<T, SettleError> + Send>;
+
+impl<B: Backend> Journal for B {
     fn location(&self) -> String {
-        self.path().display().to_string()
+        Backend::location(self)
     }
 
     fn baseline(&self) -> JournalFuture<'_, Option<u128>> {
-        Box::pin(self.read(db::baseline))
+        self.run(false, Box::new(db::baseline))
     }
 
     fn set_baseline(&self, balance: u128) -> JournalFuture<'_, ()> {
-        Box::pin(self.write(move |c| db::set_baseline(c, balance)))
+        self.run(true, Box::new(move |c| db::set_baseline(c, balance)))
     }
 
     fn unfinished(&self) -> JournalFuture<'_, Option<Run>> {
-        Box::pin(self.read(db::unfinished))
+        self.run(false, Box::new(db::unfinished))
     }
 
     fn last_seq(&self) -> JournalFuture<'_, u64> {
-        Box::pin(self.read(db::last_seq))
+        self.run(false, Box::new(db::last_seq))
     }
 
     fn deferred_rows(&self) -> JournalFuture<'_, Vec<Slim>> {
-        Box::pin(self.read(db::deferred_rows))
+        self.run(false, Box::new(db::deferred_rows))
     }
 
     fn deferred_rows_of_run(&self, run: i64) -> JournalFuture<'_, Vec<Slim>> {
-        Box::pin(self.read(move |c| db::deferred_rows_of_run(c, run)))
+        self.run(false, Box::new(move |c| db::deferred_rows_of_run(c, run)))
     }
 
     fn deferred_seqs_of_run(&self, run: i64) -> JournalFuture<'_, (HashSet<u64>, HashSet<u64>)> {
-        Box::pin(self.read(move |c| db::deferred_seqs_of_run(c, run)))
+        self.run(false, Box::new(move |c| db::deferred_seqs_of_run(c, run)))
     }
 
     fn start_run(&self, r: NewRun) -> JournalFuture<'_, Run> {
-        Box::pin(self.write(move |c| {
-            db::start_run(
-                c,
-                r.from,
-                r.to,
-                r.rows,
-                &r.intents,
-                &r.newly_deferred,
-                &r.included,
-                &r.flagged,
-            )
-        }))
+        self.run(
+            true,
+            Box::new(move |c| {
+                db::start_run(
+                    c,
+                    r.from,
+                    r.to,
+                    r.rows,
+                    &r.intents,
+                    &r.newly_deferred,
+                    &r.included,
+                    &r.flagged,
+                )
+            }),
+        )
     }
 
     fn intents(&self, run: i64, kind: Kind) -> JournalFuture<'_, Vec<Intent>> {
-        Box::pin(self.read(move |c| db::intents(c, run, kind)))
+        self.run(false, Box::new(move |c| db::intents(c, run, kind)))
     }
 
     fn resolve_intents(
@@ -178,64 +198,70 @@ impl Journal for db::Db {
         kind: Kind,
         outcomes: Vec<Outcome>,
     ) -> JournalFuture<'_, ()> {
-        Box::pin(self.write(move |c| db::resolve_intents(c, run, kind, &outcomes)))
+        self.run(
+            true,
+            Box::new(move |c| db::resolve_intents(c, run, kind, &outcomes)),
+        )
     }
 
     fn payouts_planned(&self, run: i64) -> JournalFuture<'_, bool> {
-        Box::pin(self.read(move |c| db::payouts_planned(c, run)))
+        self.run(false, Box::new(move |c| db::payouts_planned(c, run)))
     }
 
     fn unpaid_carry(&self) -> JournalFuture<'_, Vec<Carry>> {
-        Box::pin(self.read(db::unpaid_carry))
+        self.run(false, Box::new(db::unpaid_carry))
     }
 
     fn plan_payouts(&self, run: i64, p: PlannedPayouts) -> JournalFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            db::plan_payouts(
-                c,
-                run,
-                db::Planned {
-                    intents: &p.intents,
-                    carry: &p.carry,
-                    deferred: &p.deferred,
-                    done_deferred: &p.done_deferred,
-                    complete: &p.complete,
-                    unpayable: &p.unpayable,
-                },
-            )
-        }))
+        self.run(
+            true,
+            Box::new(move |c| {
+                db::plan_payouts(
+                    c,
+                    run,
+                    db::Planned {
+                        intents: &p.intents,
+                        carry: &p.carry,
+                        deferred: &p.deferred,
+                        done_deferred: &p.done_deferred,
+                        complete: &p.complete,
+                        unpayable: &p.unpayable,
+                    },
+                )
+            }),
+        )
     }
 
     fn finish_run(&self, run: i64, timings: String) -> JournalFuture<'_, ()> {
-        Box::pin(self.write(move |c| db::finish_run(c, run, &timings)))
+        self.run(true, Box::new(move |c| db::finish_run(c, run, &timings)))
     }
 
     fn report(&self, run: i64) -> JournalFuture<'_, Option<Report>> {
-        Box::pin(self.read(move |c| db::report(c, run)))
+        self.run(false, Box::new(move |c| db::report(c, run)))
     }
 
     fn last_report(&self) -> JournalFuture<'_, Option<Report>> {
-        Box::pin(self.read(db::last_report))
+        self.run(false, Box::new(db::last_report))
     }
 
     fn carry_total(&self) -> JournalFuture<'_, u128> {
-        Box::pin(self.read(db::carry_total))
+        self.run(false, Box::new(db::carry_total))
     }
 
     fn sums(&self) -> JournalFuture<'_, Sums> {
-        Box::pin(self.read(db::sums))
+        self.run(false, Box::new(db::sums))
     }
 
     fn deferred_by_payer(&self) -> JournalFuture<'_, HashMap<String, u128>> {
-        Box::pin(self.read(db::deferred_by_payer))
+        self.run(false, Box::new(db::deferred_by_payer))
     }
 
     fn collected_by_payer(&self) -> JournalFuture<'_, HashMap<String, u128>> {
-        Box::pin(self.read(db::collected_by_payer))
+        self.run(false, Box::new(db::collected_by_payer))
     }
 
     fn sent(&self) -> JournalFuture<'_, Vec<Sent>> {
-        Box::pin(self.read(db::sent))
+        self.run(false, Box::new(db::sent))
     }
 
     fn row_status(
@@ -244,21 +270,38 @@ impl Journal for db::Db {
         payers: Vec<String>,
         beneficiaries: Vec<String>,
     ) -> JournalFuture<'_, Vec<RowStatus>> {
-        Box::pin(self.read(move |c| db::row_status(c, seq, &payers, &beneficiaries)))
+        self.run(
+            false,
+            Box::new(move |c| db::row_status(c, seq, &payers, &beneficiaries)),
+        )
     }
 
     fn unmarked_runs(&self) -> JournalFuture<'_, Vec<i64>> {
-        Box::pin(self.read(db::unmarked_runs))
+        self.run(false, Box::new(db::unmarked_runs))
     }
 
     fn status_updates(
         &self,
         run: i64,
     ) -> JournalFuture<'_, Vec<brume_ledger::store::StatusUpdate>> {
-        Box::pin(self.read(move |c| db::status_updates(c, run)))
+        self.run(false, Box::new(move |c| db::status_updates(c, run)))
     }
 
     fn marked(&self, run: i64) -> JournalFuture<'_, ()> {
-        Box::pin(self.write(move |c| db::marked(c, run)))
+        self.run(true, Box::new(move |c| db::marked(c, run)))
+    }
+}
+
+impl Backend for db::Db {
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    fn run<T: Send + 'static>(&self, write: bool, f: Op<T>) -> JournalFuture<'_, T> {
+        if write {
+            Box::pin(self.write(f))
+        } else {
+            Box::pin(self.read(f))
+        }
     }
 }
