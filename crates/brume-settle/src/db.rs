@@ -609,38 +609,35 @@ pub(crate) fn plan_payouts(c: &mut dyn Sql, run: i64, p: Planned<'_>) -> Result<
     for intent in p.intents {
         insert_intent(c, run, intent)?;
     }
-    let mark = "INSERT INTO marks (run, seq, work_id, entity, role, zero)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-    for r in p.complete {
-        for part in &r.parts {
-            let zero = V::I((part.amount == 0).into());
-            c.exec(
-                mark,
-                &[
+    let marks: Vec<[V<'_>; 6]> = p
+        .complete
+        .iter()
+        .flat_map(|r| {
+            let payers = r
+                .parts
+                .iter()
+                .map(|part| (&part.account, "payer", part.amount));
+            let payees = r
+                .payouts
+                .iter()
+                .map(|(b, amount)| (b, "beneficiary", *amount));
+            payers.chain(payees).map(|(entity, role, amount)| {
+                [
                     V::I(run),
                     i(r.seq),
                     V::T(&r.work_id),
-                    V::T(&part.account),
-                    V::T("payer"),
-                    zero,
-                ],
-            )?;
-        }
-        for (b, amount) in &r.payouts {
-            let zero = V::I((*amount == 0).into());
-            c.exec(
-                mark,
-                &[
-                    V::I(run),
-                    i(r.seq),
-                    V::T(&r.work_id),
-                    V::T(b),
-                    V::T("beneficiary"),
-                    zero,
-                ],
-            )?;
-        }
-    }
+                    V::T(entity),
+                    V::T(role),
+                    V::I((amount == 0).into()),
+                ]
+            })
+        })
+        .collect();
+    insert_many(
+        c,
+        "INSERT INTO marks (run, seq, work_id, entity, role, zero)",
+        &marks,
+    )?;
     for k in p.carry {
         c.exec(
             "INSERT INTO carry (run, account, amount, aggregate, rows, reason)
@@ -690,6 +687,31 @@ pub(crate) fn plan_payouts(c: &mut dyn Sql, run: i64, p: Planned<'_>) -> Result<
         "UPDATE runs SET planned = 1, phase = 'paying', settled_rows = ?2 WHERE id = ?1",
         &[V::I(run), i(p.complete.len() as u64)],
     )?;
+    Ok(())
+}
+
+/// Rows inserted by one statement, at most: a round trip per this many
+/// rows on a server, and well under SQLite's limit of 32,766 parameters.
+const INSERT_CHUNK: usize = 200;
+
+/// `insert` (`INSERT INTO t (columns)`) of every row, [`INSERT_CHUNK`] rows
+/// a statement.
+fn insert_many<const N: usize>(
+    c: &mut dyn Sql,
+    insert: &str,
+    rows: &[[V<'_>; N]],
+) -> Result<(), SettleError> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let cols: Vec<String> = (1..=N).map(|k| format!("?{}", r * N + k)).collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect();
+        let sql = format!("{insert} VALUES {}", values.join(", "));
+        let params: Vec<V<'_>> = chunk.iter().flatten().copied().collect();
+        c.exec(&sql, &params)?;
+    }
     Ok(())
 }
 
