@@ -1,6 +1,6 @@
 //! The settlement store: runs, the transfer journal, carry-overs, deferred
 //! rows and flagged accounts. Its functions run on any [`Sql`] (SQLite or
-//! PostgreSQL, see [`crate::sql`]), inside the transaction their caller
+//! PostgreSQL, see [`brume_sql`]), inside the transaction their caller
 //! opened.
 //!
 //! [`Db`] is the SQLite journal, `settle.db` (WAL, `synchronous=FULL`: a
@@ -16,8 +16,8 @@ use brume_chain::{Address, Anchor, B256};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::sql::{Lite, Sql, V};
 use crate::{Report, SettleError, Slim, TransferLine};
+use brume_sql::{Lite, Sql, V};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -294,23 +294,20 @@ fn i(v: u64) -> V<'static> {
 
 /// The first column of every row, as text.
 fn texts(c: &mut dyn Sql, sql: &str, p: &[V<'_>]) -> Result<Vec<String>, SettleError> {
-    c.query(sql, p)?.iter().map(|r| r.t(0)).collect()
+    Ok(c.query(sql, p)?
+        .iter()
+        .map(|r| r.t(0))
+        .collect::<Result<_, _>>()?)
 }
 
 /// The first column of the first row, as text, if there is one.
 fn text(c: &mut dyn Sql, sql: &str, p: &[V<'_>]) -> Result<Option<String>, SettleError> {
-    c.one(sql, p)?
-        .map(|r| r.ot(0))
-        .transpose()
-        .map(Option::flatten)
+    Ok(c.one(sql, p)?.map(|r| r.ot(0)).transpose()?.flatten())
 }
 
 /// The first column of the first row, as an integer, if there is one.
 fn int(c: &mut dyn Sql, sql: &str, p: &[V<'_>]) -> Result<Option<i64>, SettleError> {
-    c.one(sql, p)?
-        .map(|r| r.oi(0))
-        .transpose()
-        .map(Option::flatten)
+    Ok(c.one(sql, p)?.map(|r| r.oi(0)).transpose()?.flatten())
 }
 
 pub(crate) fn baseline(c: &mut dyn Sql) -> Result<Option<u128>, SettleError> {
@@ -453,7 +450,7 @@ pub(crate) fn start_run(
     })
 }
 
-fn read_intent(r: &crate::sql::Row) -> Result<Intent, SettleError> {
+fn read_intent(r: &brume_sql::Row) -> Result<Intent, SettleError> {
     let address = r.t(2)?;
     let anchor = B256::from(hash32(&r.b(4)?)?);
     Ok(Intent {
@@ -985,7 +982,7 @@ pub(crate) fn unmarked_runs(c: &mut dyn Sql) -> Result<Vec<i64>, SettleError> {
         &[],
     )?
     .iter()
-    .map(|r| r.i(0))
+    .map(|r| Ok(r.i(0)?))
     .collect()
 }
 

@@ -85,7 +85,6 @@ use serde::{Deserialize, Serialize};
 pub mod audit;
 mod db;
 mod journal;
-mod sql;
 
 pub use audit::SettleAudit;
 pub use db::RowStatus;
@@ -116,6 +115,12 @@ impl SettleError {
 
 impl From<rusqlite::Error> for SettleError {
     fn from(e: rusqlite::Error) -> Self {
+        SettleError::Db(e.to_string())
+    }
+}
+
+impl From<brume_sql::Error> for SettleError {
+    fn from(e: brume_sql::Error) -> Self {
         SettleError::Db(e.to_string())
     }
 }

@@ -13,8 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::db::{self, Carry, Intent, Kind, NewIntent, RowStatus, Run, Sent, Sums};
-use crate::sql::Sql;
 use crate::{Outcome, Report, SettleError, Slim};
+use brume_sql::Sql;
 
 pub(crate) mod postgres;
 

@@ -21,7 +21,7 @@ use brume_pg::tokio_postgres::{Client, Statement};
 
 use super::{Backend, JournalFuture, Op};
 use crate::SettleError;
-use crate::sql::Pg;
+use brume_sql::Pg;
 
 /// The schema the journal's tables live in.
 pub(crate) const SCHEMA: &str = "brume_settle";

@@ -1,21 +1,42 @@
-//! The journal's SQL, once for both backends.
+//! One set of statements, run on SQLite or on PostgreSQL.
 //!
-//! The journal's functions ([`crate::db`]) run plain statements through
-//! [`Sql`], on a blocking thread, inside the transaction their caller
-//! opened. Statements are written in the dialect SQLite and PostgreSQL
+//! A store's functions run plain statements through [`Sql`], on a blocking
+//! thread, inside the transaction their caller opened: [`Lite`] on a
+//! rusqlite connection, [`Pg`] on a tokio-postgres client or transaction
+//! (driven from that thread). Statements are written in the dialect both
 //! share (`ON CONFLICT`, `RETURNING`, `?N` parameters, which the PostgreSQL
-//! side rewrites to `$N`). Values are integers, text and bytes ([`V`]).
+//! side rewrites to `$N`). Values are integers, text and bytes ([`V`]);
+//! integer parameters fit whatever integer column they meet.
+//!
+//! The settlement journal (`brume-settle`) is written on it.
 
 use std::collections::HashMap;
 
 use brume_pg::tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use bytes::BytesMut;
 
-use crate::SettleError;
+/// What a statement or a column read failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", pg_message(.0))]
+    Pg(#[from] brume_pg::tokio_postgres::Error),
+    /// A column missing, NULL, or of another kind than asked.
+    #[error("{0}")]
+    Column(String),
+}
+
+fn pg_message(e: &brume_pg::tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => d.message().to_string(),
+        None => e.to_string(),
+    }
+}
 
 /// A parameter.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum V<'a> {
+pub enum V<'a> {
     I(i64),
     T(&'a str),
     B(&'a [u8]),
@@ -54,7 +75,7 @@ impl<'a, T: Into<V<'a>>> From<Option<T>> for V<'a> {
 
 /// A column's value.
 #[derive(Debug, Clone)]
-pub(crate) enum Val {
+pub enum Val {
     I(i64),
     T(String),
     B(Vec<u8>),
@@ -63,25 +84,25 @@ pub(crate) enum Val {
 
 /// A result row.
 #[derive(Debug)]
-pub(crate) struct Row(Vec<Val>);
+pub struct Row(Vec<Val>);
 
-fn bad(at: usize, want: &str, got: &Val) -> SettleError {
-    SettleError::Db(format!("column {at}: expected {want}, found {got:?}"))
+fn bad(at: usize, want: &str, got: &Val) -> Error {
+    Error::Column(format!("column {at}: expected {want}, found {got:?}"))
 }
 
 impl Row {
-    fn at(&self, i: usize) -> Result<&Val, SettleError> {
+    fn at(&self, i: usize) -> Result<&Val, Error> {
         self.0
             .get(i)
-            .ok_or_else(|| SettleError::Db(format!("no column {i}")))
+            .ok_or_else(|| Error::Column(format!("no column {i}")))
     }
 
-    pub fn i(&self, i: usize) -> Result<i64, SettleError> {
+    pub fn i(&self, i: usize) -> Result<i64, Error> {
         self.oi(i)?
-            .ok_or_else(|| SettleError::Db(format!("column {i} is NULL")))
+            .ok_or_else(|| Error::Column(format!("column {i} is NULL")))
     }
 
-    pub fn oi(&self, i: usize) -> Result<Option<i64>, SettleError> {
+    pub fn oi(&self, i: usize) -> Result<Option<i64>, Error> {
         match self.at(i)? {
             Val::I(v) => Ok(Some(*v)),
             Val::Null => Ok(None),
@@ -89,12 +110,12 @@ impl Row {
         }
     }
 
-    pub fn t(&self, i: usize) -> Result<String, SettleError> {
+    pub fn t(&self, i: usize) -> Result<String, Error> {
         self.ot(i)?
-            .ok_or_else(|| SettleError::Db(format!("column {i} is NULL")))
+            .ok_or_else(|| Error::Column(format!("column {i} is NULL")))
     }
 
-    pub fn ot(&self, i: usize) -> Result<Option<String>, SettleError> {
+    pub fn ot(&self, i: usize) -> Result<Option<String>, Error> {
         match self.at(i)? {
             Val::T(v) => Ok(Some(v.clone())),
             Val::Null => Ok(None),
@@ -102,12 +123,12 @@ impl Row {
         }
     }
 
-    pub fn b(&self, i: usize) -> Result<Vec<u8>, SettleError> {
+    pub fn b(&self, i: usize) -> Result<Vec<u8>, Error> {
         self.ob(i)?
-            .ok_or_else(|| SettleError::Db(format!("column {i} is NULL")))
+            .ok_or_else(|| Error::Column(format!("column {i} is NULL")))
     }
 
-    pub fn ob(&self, i: usize) -> Result<Option<Vec<u8>>, SettleError> {
+    pub fn ob(&self, i: usize) -> Result<Option<Vec<u8>>, Error> {
         match self.at(i)? {
             Val::B(v) => Ok(Some(v.clone())),
             Val::Null => Ok(None),
@@ -117,20 +138,21 @@ impl Row {
 }
 
 /// A connection (or a transaction) that runs the journal's statements.
-pub(crate) trait Sql {
+pub trait Sql {
     /// Runs a statement; returns the rows it changed.
-    fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, SettleError>;
+    fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, Error>;
     /// Runs a query; returns every row.
-    fn query(&mut self, sql: &str, p: &[V<'_>]) -> Result<Vec<Row>, SettleError>;
+    fn query(&mut self, sql: &str, p: &[V<'_>]) -> Result<Vec<Row>, Error>;
 
     /// The first row, if any.
-    fn one(&mut self, sql: &str, p: &[V<'_>]) -> Result<Option<Row>, SettleError> {
+    fn one(&mut self, sql: &str, p: &[V<'_>]) -> Result<Option<Row>, Error> {
         Ok(self.query(sql, p)?.into_iter().next())
     }
 }
 
 /// SQLite: statements are cached on the connection.
-pub(crate) struct Lite<'c>(pub &'c rusqlite::Connection);
+#[derive(Debug)]
+pub struct Lite<'c>(pub &'c rusqlite::Connection);
 
 impl rusqlite::ToSql for V<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
@@ -145,12 +167,12 @@ impl rusqlite::ToSql for V<'_> {
 }
 
 impl Sql for Lite<'_> {
-    fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, SettleError> {
+    fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, Error> {
         let mut stmt = self.0.prepare_cached(sql)?;
         Ok(stmt.execute(rusqlite::params_from_iter(p))? as u64)
     }
 
-    fn query(&mut self, sql: &str, p: &[V<'_>]) -> Result<Vec<Row>, SettleError> {
+    fn query(&mut self, sql: &str, p: &[V<'_>]) -> Result<Vec<Row>, Error> {
         use rusqlite::types::ValueRef;
         let mut stmt = self.0.prepare_cached(sql)?;
         let n = stmt.column_count();
@@ -197,21 +219,22 @@ impl ToSql for V<'_> {
 }
 
 /// `?N` → `$N` (the journal's statements hold no other `?`).
-pub(crate) fn pg_sql(sql: &str) -> String {
+pub fn pg_sql(sql: &str) -> String {
     sql.replace('?', "$")
 }
 
 /// PostgreSQL, driven from a blocking thread: each statement blocks on the
 /// runtime that drives the connection. Prepared statements are cached per
 /// connection.
-pub(crate) struct Pg<'c, C: brume_pg::tokio_postgres::GenericClient + Sync> {
+#[allow(missing_debug_implementations)] // holds a client and a runtime handle
+pub struct Pg<'c, C: brume_pg::tokio_postgres::GenericClient + Sync> {
     pub client: &'c C,
     pub rt: &'c tokio::runtime::Handle,
     pub cache: &'c mut HashMap<String, brume_pg::tokio_postgres::Statement>,
 }
 
 impl<C: brume_pg::tokio_postgres::GenericClient + Sync> Pg<'_, C> {
-    fn statement(&mut self, sql: &str) -> Result<brume_pg::tokio_postgres::Statement, SettleError> {
+    fn statement(&mut self, sql: &str) -> Result<brume_pg::tokio_postgres::Statement, Error> {
         if let Some(s) = self.cache.get(sql) {
             return Ok(s.clone());
         }
@@ -226,19 +249,19 @@ fn params<'p>(p: &'p [V<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
 }
 
 impl<C: brume_pg::tokio_postgres::GenericClient + Sync> Sql for Pg<'_, C> {
-    fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, SettleError> {
+    fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, Error> {
         let stmt = self.statement(sql)?;
         Ok(self.rt.block_on(self.client.execute(&stmt, &params(p)))?)
     }
 
-    fn query(&mut self, sql: &str, p: &[V<'_>]) -> Result<Vec<Row>, SettleError> {
+    fn query(&mut self, sql: &str, p: &[V<'_>]) -> Result<Vec<Row>, Error> {
         let stmt = self.statement(sql)?;
         let rows = self.rt.block_on(self.client.query(&stmt, &params(p)))?;
         rows.iter().map(pg_row).collect()
     }
 }
 
-fn pg_row(r: &brume_pg::tokio_postgres::Row) -> Result<Row, SettleError> {
+fn pg_row(r: &brume_pg::tokio_postgres::Row) -> Result<Row, Error> {
     let mut vals = Vec::with_capacity(r.len());
     for (i, c) in r.columns().iter().enumerate() {
         let ty = c.type_();
