@@ -48,6 +48,11 @@ impl Journal {
             .await
             .expect("join")
             .expect("a PostgreSQL cluster (Debian's postgresql)");
+        Journal::fresh_on(cluster).await
+    }
+
+    /// A fresh database of `cluster`, set up as [`Journal::fresh`] does.
+    async fn fresh_on(cluster: &brume_pg::Cluster) -> Journal {
         let db = cluster.database("settle").await.expect("database");
         brume_settle::setup_postgres(&db.owner_url, Some(brume_pg::cluster::APP_ROLE))
             .await
@@ -107,6 +112,10 @@ struct World {
 
 impl World {
     async fn new(backend: Backend, requesters: usize, approve: &[bool]) -> World {
+        World::with_journal(Journal::fresh(backend).await, requesters, approve).await
+    }
+
+    async fn with_journal(journal: Journal, requesters: usize, approve: &[bool]) -> World {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().to_path_buf();
         let requesters: Vec<Identity> = (0..requesters).map(|_| Identity::random()).collect();
@@ -126,7 +135,7 @@ impl World {
         let store = Arc::new(SqliteStore::open(&path.join("ledger")).expect("ledger"));
         World {
             _dir: dir,
-            journal: Journal::fresh(backend).await,
+            journal,
             dir: path,
             store,
             chain,
@@ -558,6 +567,9 @@ struct Crashing {
     /// Sends to let through before misbehaving.
     ok_sends: AtomicU32,
     land_then_fail: bool,
+    /// Instead: let the send land, then crash this PostgreSQL server (the
+    /// journal's) before answering.
+    crash_db: Option<Arc<brume_pg::Cluster>>,
 }
 
 impl Chain for Crashing {
@@ -590,6 +602,15 @@ impl Chain for Crashing {
                 self.ok_sends.store(left - 1, Ordering::SeqCst);
                 return self.inner.send(signer, calls).await;
             }
+            if let Some(cluster) = &self.crash_db {
+                let landed = self.inner.send(signer, calls).await;
+                let cluster = cluster.clone();
+                tokio::task::spawn_blocking(move || cluster.crash())
+                    .await
+                    .expect("join")
+                    .expect("crash the journal's server");
+                return landed;
+            }
             if self.land_then_fail {
                 self.inner.send(signer, calls).await?;
             }
@@ -618,6 +639,54 @@ impl Chain for Crashing {
     }
 }
 
+/// The journal's PostgreSQL server crashes just after a batch of transfers
+/// landed, before the run could record them (after the collections, then
+/// after the payouts): the run fails with `settlement_store`, and once the
+/// server is back the next run resumes, finds the landed transfers by
+/// their anchors, and sends nothing twice: every balance is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_server_crash_after_transfers_land_loses_nothing() {
+    let cluster = tokio::task::spawn_blocking(brume_pg::Cluster::start)
+        .await
+        .expect("join")
+        .expect("a PostgreSQL cluster of this test's own");
+    let cluster = Arc::new(cluster);
+    for ok_sends in [0, 1] {
+        let journal = Journal::fresh_on(&cluster).await;
+        let mut w = World::with_journal(journal, 2, &[true, true]).await;
+        w.rows(30, 0, None).await;
+        w.rows(30, 1, Some(0)).await;
+        let crashing: Arc<dyn Chain> = Arc::new(Crashing {
+            inner: w.chain.clone(),
+            ok_sends: AtomicU32::new(ok_sends),
+            land_then_fail: false,
+            crash_db: Some(cluster.clone()),
+        });
+        let broken = w.settler(crashing, SettleConfig::default()).await;
+        let err = broken
+            .run()
+            .await
+            .expect_err("the journal's server went away");
+        assert_eq!(err.code(), "settlement_store", "{err}");
+        drop(broken);
+        let c = cluster.clone();
+        tokio::task::spawn_blocking(move || c.restart())
+            .await
+            .expect("join")
+            .expect("restart the server");
+        let settler = w.settler(w.chain.clone(), SettleConfig::default()).await;
+        let resumed = settler.run().await.expect("resume");
+        assert!(resumed.resumed, "case {ok_sends}: {resumed:?}");
+        assert!(resumed.balanced, "{resumed:?}");
+        w.check_balances(&[]).await;
+        assert_eq!(
+            w.chain.balance_of(w.payout.address()).await.expect("bal"),
+            0,
+            "case {ok_sends}: the payout account holds nothing"
+        );
+    }
+}
+
 /// Crashes at each of the four points of a run (before or after each of
 /// the two batches lands), then runs again with a healthy chain: every
 /// balance is exact, so nothing was lost or sent twice.
@@ -630,6 +699,7 @@ async fn a_run_interrupted_anywhere_resumes_without_loss_or_double_transfer(back
             inner: w.chain.clone(),
             ok_sends: AtomicU32::new(ok_sends),
             land_then_fail,
+            crash_db: None,
         });
         let broken = w.settler(crashing, SettleConfig::default()).await;
         let err = broken.run().await.expect_err("the chain went away");
