@@ -37,6 +37,15 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<brume_sql::Error> for StoreError {
+    fn from(e: brume_sql::Error) -> StoreError {
+        match e {
+            brume_sql::Error::Sqlite(e) => StoreError::Sql(e),
+            e => StoreError::Corrupt(e.to_string()),
+        }
+    }
+}
+
 impl From<brume_sqlite::Error> for StoreError {
     fn from(e: brume_sqlite::Error) -> StoreError {
         match e {
@@ -255,6 +264,11 @@ impl Store {
         self.db.read(move |c| f(c).map_err(StoreError::Sql)).await
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         self.blobs.join(digest)
     }
@@ -285,6 +299,29 @@ impl Store {
             Ok(b) => Ok(Some(b.into())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The store as a [`brume_sql::Backend`]: components whose SQL is written
+/// over [`brume_sql::Sql`] (leases so far) run on it as they would on any
+/// other backend.
+impl brume_sql::Backend for Store {
+    type Error = StoreError;
+
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        write: bool,
+        op: brume_sql::Op<T, StoreError>,
+    ) -> brume_sql::OpFuture<'_, T, StoreError> {
+        if write {
+            Box::pin(self.write_with(move |tx| op(&mut brume_sql::Lite(tx))))
+        } else {
+            Box::pin(self.db.read(move |c| op(&mut brume_sql::Lite(c))))
         }
     }
 }

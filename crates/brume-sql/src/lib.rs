@@ -8,9 +8,12 @@
 //! side rewrites to `$N`). Values are integers, text and bytes ([`V`]);
 //! integer parameters fit whatever integer column they meet.
 //!
-//! The settlement journal (`brume-settle`) is written on it.
+//! The settlement journal (`brume-settle`) is written on it, and the
+//! broker's leases; the rest of the broker's store is next.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use brume_pg::tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use bytes::BytesMut;
@@ -148,6 +151,31 @@ pub trait Sql {
     fn one(&mut self, sql: &str, p: &[V<'_>]) -> Result<Option<Row>, Error> {
         Ok(self.query(sql, p)?.into_iter().next())
     }
+}
+
+/// A unit of work on a [`Backend`], run in one transaction.
+pub type Op<T, E> = Box<dyn FnOnce(&mut dyn Sql) -> Result<T, E> + Send>;
+
+/// What [`Backend::run`] returns.
+pub type OpFuture<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
+
+/// A database that runs a store's [`Op`]s: each in a transaction of its
+/// own, on a blocking thread, committed (durably) if it is a write and
+/// succeeds, rolled back otherwise. A store's functions are written once
+/// over [`Sql`]; each backend is one implementation of this trait.
+pub trait Backend: Send + Sync {
+    /// The store's error, which statement failures convert into.
+    type Error: From<Error> + Send + 'static;
+
+    /// Where it is, for messages (a path, or a URL without its password).
+    fn location(&self) -> String;
+
+    /// Runs `op`; `write` says whether it changes anything.
+    fn run<T: Send + 'static>(
+        &self,
+        write: bool,
+        op: Op<T, Self::Error>,
+    ) -> OpFuture<'_, T, Self::Error>;
 }
 
 /// SQLite: statements are cached on the connection.

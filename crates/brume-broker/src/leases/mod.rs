@@ -44,7 +44,7 @@ use crate::escrow::Hold;
 use crate::work::Work;
 
 mod drive;
-mod sqlite;
+mod sql;
 #[cfg(test)]
 mod tests;
 

@@ -2,8 +2,8 @@
 //! one method per transaction.
 //!
 //! A run reads and writes the journal only through [`Journal`]. Every
-//! backend runs the same functions ([`db`], over [`Sql`]) in a transaction
-//! of its own ([`Backend`]): [`db::Db`] (SQLite, `dir/settle.db`) and
+//! backend runs the same functions ([`db`], over [`brume_sql::Sql`]) in a transaction
+//! of its own ([`brume_sql::Backend`]): [`db::Db`] (SQLite, `dir/settle.db`) and
 //! [`postgres::PgJournal`]. Each write is atomic and durable when its
 //! future resolves; the order of a run's steps (plan, send, record) is the
 //! caller's, and what makes a crash at any point safe (see the crate docs).
@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use crate::db::{self, Carry, Intent, Kind, NewIntent, RowStatus, Run, Sent, Sums};
 use crate::{Outcome, Report, SettleError, Slim};
-use brume_sql::Sql;
+use brume_sql::Backend;
 
 pub(crate) mod postgres;
 
@@ -124,20 +124,10 @@ pub(crate) trait Journal: Send + Sync {
     fn marked(&self, run: i64) -> JournalFuture<'_, ()>;
 }
 
-/// Runs the journal's functions ([`db`]) in one transaction of a backend.
-pub(crate) trait Backend: Send + Sync {
-    /// Where it is, for messages.
-    fn location(&self) -> String;
-
-    /// Runs `f` in a transaction, committed (durably) if `write` and `f`
-    /// succeeds, rolled back otherwise.
-    fn run<T: Send + 'static>(&self, write: bool, f: Op<T>) -> JournalFuture<'_, T>;
-}
-
 /// A journal function, with its arguments.
-pub(crate) type Op<T> = Box<dyn FnOnce(&mut dyn Sql) -> Result<T, SettleError> + Send>;
+pub(crate) type Op<T> = brume_sql::Op<T, SettleError>;
 
-impl<B: Backend> Journal for B {
+impl<B: Backend<Error = SettleError>> Journal for B {
     fn location(&self) -> String {
         Backend::location(self)
     }
@@ -293,6 +283,8 @@ impl<B: Backend> Journal for B {
 }
 
 impl Backend for db::Db {
+    type Error = SettleError;
+
     fn location(&self) -> String {
         self.path().display().to_string()
     }

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use brume_pg::Migration;
 use brume_pg::tokio_postgres::{Client, Statement};
 
-use super::{Backend, JournalFuture, Op};
+use super::{JournalFuture, Op};
 use crate::SettleError;
+use brume_sql::Backend;
 use brume_sql::Pg;
 
 /// The schema the journal's tables live in.
@@ -172,6 +173,8 @@ async fn prepare(client: &Client) -> Result<(), brume_pg::tokio_postgres::Error>
 }
 
 impl Backend for PgJournal {
+    type Error = SettleError;
+
     fn location(&self) -> String {
         brume_pg::redacted(&self.url)
     }
