@@ -72,23 +72,14 @@ impl Settlement {
             min_payout: config.min_payout,
             ..SettleConfig::default()
         };
-        let rows = Arc::new(ledger);
-        let resolve = brume_settle::addresses_only();
-        let settler = if brume_pg::is_url(&location) {
-            Settler::open_postgres(&location, rows, chain, resolve, settle_config).await?
-        } else {
-            tokio::task::spawn_blocking(move || {
-                Settler::open(
-                    std::path::Path::new(&location),
-                    rows,
-                    chain,
-                    resolve,
-                    settle_config,
-                )
-            })
-            .await
-            .map_err(|e| brume_settle::SettleError::Db(format!("opening the journal: {e}")))??
-        }
+        let settler = Settler::open_at(
+            &location,
+            Arc::new(ledger),
+            chain,
+            brume_settle::addresses_only(),
+            settle_config,
+        )
+        .await?
         .with_gate(gate);
         let health = SettlementHealth {
             payout_account: settler.payout_address().to_string(),

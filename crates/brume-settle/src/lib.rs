@@ -478,23 +478,26 @@ impl Settler {
         ))
     }
 
-    /// Opens (or creates) the settlement journal in the PostgreSQL
-    /// database at `url` (its tables in the schema `brume_settle`).
-    pub async fn open_postgres(
-        url: &str,
+    /// Opens (or creates) the journal at `location`: a `postgres://` URL
+    /// (its tables in the schema `brume_settle` of that database), or else
+    /// a directory (`settle.db` in it, SQLite, opened off the runtime).
+    pub async fn open_at(
+        location: &str,
         rows: Arc<dyn RowSource>,
         chain: Arc<dyn Settlement>,
         resolve: Resolver,
         config: SettleConfig,
     ) -> Result<Settler, SettleError> {
-        let journal = journal::postgres::PgJournal::open(url).await?;
-        Ok(Settler::with_journal(
-            Box::new(journal),
-            rows,
-            chain,
-            resolve,
-            config,
-        ))
+        let journal: Box<dyn journal::Journal> = if brume_pg::is_url(location) {
+            Box::new(journal::postgres::PgJournal::open(location).await?)
+        } else {
+            let dir = std::path::PathBuf::from(location);
+            let db = tokio::task::spawn_blocking(move || db::Db::open(&dir))
+                .await
+                .map_err(|e| SettleError::Db(format!("opening the journal: {e}")))??;
+            Box::new(db)
+        };
+        Ok(Settler::with_journal(journal, rows, chain, resolve, config))
     }
 
     fn with_journal(

@@ -168,25 +168,19 @@ impl World {
             self.payout.clone(),
             Address::ZERO,
         ));
-        match &self.journal {
-            Journal::Sqlite => Settler::open(
-                &self.dir.join("settle"),
-                self.store.clone(),
-                settlement,
-                addresses_only(),
-                config,
-            )
-            .expect("settler"),
-            Journal::Postgres { app_url, .. } => Settler::open_postgres(
-                app_url,
-                self.store.clone(),
-                settlement,
-                addresses_only(),
-                config,
-            )
-            .await
-            .expect("settler"),
-        }
+        let location = match &self.journal {
+            Journal::Sqlite => self.dir.join("settle").display().to_string(),
+            Journal::Postgres { app_url, .. } => app_url.clone(),
+        };
+        Settler::open_at(
+            &location,
+            self.store.clone(),
+            settlement,
+            addresses_only(),
+            config,
+        )
+        .await
+        .expect("settler")
     }
 
     /// Appends `n` rows paid by requester `r` (and, if `sponsor`, half by
