@@ -41,7 +41,10 @@ impl From<brume_sql::Error> for StoreError {
     fn from(e: brume_sql::Error) -> StoreError {
         match e {
             brume_sql::Error::Sqlite(e) => StoreError::Sql(e),
-            e => StoreError::Corrupt(e.to_string()),
+            brume_sql::Error::Column(m) => StoreError::Corrupt(m),
+            // The broker's store has no PostgreSQL backend yet; one would
+            // give these a variant of their own rather than "corrupt".
+            e @ brume_sql::Error::Pg(_) => StoreError::Corrupt(e.to_string()),
         }
     }
 }

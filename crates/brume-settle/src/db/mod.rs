@@ -408,22 +408,22 @@ fn flag(c: &mut dyn Sql, account: &str, run: i64, reason: &str) -> Result<(), Se
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn start_run(
-    c: &mut dyn Sql,
-    from: u64,
-    to: u64,
-    rows: u64,
-    intents: &[NewIntent],
-    newly_deferred: &[Slim],
-    included: &[u64],
-    flagged: &[(String, String)],
-) -> Result<Run, SettleError> {
+pub(crate) fn start_run(c: &mut dyn Sql, r: &NewRun) -> Result<Run, SettleError> {
+    let NewRun {
+        from,
+        to,
+        rows,
+        intents,
+        newly_deferred,
+        included,
+        flagged,
+    } = r;
+    let (from, to) = (*from, *to);
     let run = int(
         c,
         "INSERT INTO runs (from_seq, to_seq, rows, phase, started_ms)
          VALUES (?1, ?2, ?3, 'collecting', ?4) RETURNING id",
-        &[i(from), i(to), i(rows), V::I(now_ms())],
+        &[i(from), i(to), i(*rows), V::I(now_ms())],
     )?
     .ok_or_else(|| SettleError::Db("a new run has no id".into()))?;
     for intent in intents {
@@ -587,26 +587,45 @@ pub(crate) fn unpaid_carry(c: &mut dyn Sql) -> Result<Vec<Carry>, SettleError> {
     .collect()
 }
 
-/// What a run's payout planning decided (see `Settler::plan_payouts`).
-#[derive(Clone, Copy)]
-pub(crate) struct Planned<'a> {
-    pub intents: &'a [NewIntent],
-    pub carry: &'a [Carry],
-    /// Rows that still wait (a collection failed).
-    pub deferred: &'a [Slim],
-    /// Earlier deferred rows this run completed.
-    pub done_deferred: &'a [u64],
-    /// Every row this run completed.
-    pub complete: &'a [Slim],
-    /// Beneficiaries that are not addresses, and why: flagged.
-    pub unpayable: &'a [(String, String)],
+/// A run's collections, written before any is sent.
+pub(crate) struct NewRun {
+    /// The range of ledger sequence numbers, `(from, to]`.
+    pub from: u64,
+    pub to: u64,
+    /// The rows in that range.
+    pub rows: u64,
+    pub intents: Vec<NewIntent>,
+    /// Rows that wait (a payer was flagged).
+    pub newly_deferred: Vec<Slim>,
+    /// Earlier deferred rows this run includes.
+    pub included: Vec<u64>,
+    /// Flagged payers, and why.
+    pub flagged: Vec<(String, String)>,
 }
 
-pub(crate) fn plan_payouts(c: &mut dyn Sql, run: i64, p: Planned<'_>) -> Result<(), SettleError> {
-    for (account, reason) in p.unpayable {
+/// A run's payouts and what they complete, written before any is sent.
+pub(crate) struct PlannedPayouts {
+    pub intents: Vec<NewIntent>,
+    pub carry: Vec<Carry>,
+    /// Rows that still wait (a collection failed).
+    pub deferred: Vec<Slim>,
+    /// Earlier deferred rows this run completed.
+    pub done_deferred: Vec<u64>,
+    /// Every row this run completed.
+    pub complete: Vec<Slim>,
+    /// Beneficiaries that are not addresses, and why: flagged.
+    pub unpayable: Vec<(String, String)>,
+}
+
+pub(crate) fn plan_payouts(
+    c: &mut dyn Sql,
+    run: i64,
+    p: &PlannedPayouts,
+) -> Result<(), SettleError> {
+    for (account, reason) in &p.unpayable {
         flag(c, account, run, reason)?;
     }
-    for intent in p.intents {
+    for intent in &p.intents {
         insert_intent(c, run, intent)?;
     }
     let marks: Vec<[V<'_>; 6]> = p
@@ -638,7 +657,7 @@ pub(crate) fn plan_payouts(c: &mut dyn Sql, run: i64, p: Planned<'_>) -> Result<
         "INSERT INTO marks (run, seq, work_id, entity, role, zero)",
         &marks,
     )?;
-    for k in p.carry {
+    for k in &p.carry {
         c.exec(
             "INSERT INTO carry (run, account, amount, aggregate, rows, reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -660,7 +679,7 @@ pub(crate) fn plan_payouts(c: &mut dyn Sql, run: i64, p: Planned<'_>) -> Result<
         .iter()
         .map(|r| r.i(0))
         .collect::<Result<_, _>>()?;
-    for r in p.deferred {
+    for r in &p.deferred {
         c.exec(
             "INSERT INTO deferred (seq, row, since_run, in_run) VALUES (?1, ?2, ?3, NULL)
              ON CONFLICT (seq) DO UPDATE SET row = excluded.row, in_run = NULL",
@@ -675,7 +694,7 @@ pub(crate) fn plan_payouts(c: &mut dyn Sql, run: i64, p: Planned<'_>) -> Result<
             }
         }
     }
-    for seq in p.done_deferred {
+    for seq in &p.done_deferred {
         c.exec("DELETE FROM deferred WHERE seq = ?1", &[i(*seq)])?;
         c.exec(
             "INSERT INTO late (seq, run) VALUES (?1, ?2)

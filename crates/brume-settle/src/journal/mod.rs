@@ -12,7 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::db::{self, Carry, Intent, Kind, NewIntent, RowStatus, Run, Sent, Sums};
+use crate::db::{self, Carry, Intent, Kind, RowStatus, Run, Sent, Sums};
+pub(crate) use crate::db::{NewRun, PlannedPayouts};
 use crate::{Outcome, Report, SettleError, Slim};
 use brume_sql::Backend;
 
@@ -21,36 +22,6 @@ pub(crate) mod postgres;
 /// A journal operation's future.
 pub(crate) type JournalFuture<'a, T> =
     Pin<Box<dyn Future<Output = Result<T, SettleError>> + Send + 'a>>;
-
-/// A run's collections, written before any is sent.
-pub(crate) struct NewRun {
-    /// The range of ledger sequence numbers, `(from, to]`.
-    pub from: u64,
-    pub to: u64,
-    /// The rows in that range.
-    pub rows: u64,
-    pub intents: Vec<NewIntent>,
-    /// Rows that wait (a payer was flagged).
-    pub newly_deferred: Vec<Slim>,
-    /// Earlier deferred rows this run includes.
-    pub included: Vec<u64>,
-    /// Flagged payers, and why.
-    pub flagged: Vec<(String, String)>,
-}
-
-/// A run's payouts and what they complete, written before any is sent.
-pub(crate) struct PlannedPayouts {
-    pub intents: Vec<NewIntent>,
-    pub carry: Vec<Carry>,
-    /// Rows that still wait (a collection failed).
-    pub deferred: Vec<Slim>,
-    /// Earlier deferred rows this run completed.
-    pub done_deferred: Vec<u64>,
-    /// Every row this run completed.
-    pub complete: Vec<Slim>,
-    /// Beneficiaries that are not addresses, and why: flagged.
-    pub unpayable: Vec<(String, String)>,
-}
 
 /// The settlement journal.
 pub(crate) trait Journal: Send + Sync {
@@ -161,21 +132,7 @@ impl<B: Backend<Error = SettleError>> Journal for B {
     }
 
     fn start_run(&self, r: NewRun) -> JournalFuture<'_, Run> {
-        self.run(
-            true,
-            Box::new(move |c| {
-                db::start_run(
-                    c,
-                    r.from,
-                    r.to,
-                    r.rows,
-                    &r.intents,
-                    &r.newly_deferred,
-                    &r.included,
-                    &r.flagged,
-                )
-            }),
-        )
+        self.run(true, Box::new(move |c| db::start_run(c, &r)))
     }
 
     fn intents(&self, run: i64, kind: Kind) -> JournalFuture<'_, Vec<Intent>> {
@@ -203,23 +160,7 @@ impl<B: Backend<Error = SettleError>> Journal for B {
     }
 
     fn plan_payouts(&self, run: i64, p: PlannedPayouts) -> JournalFuture<'_, ()> {
-        self.run(
-            true,
-            Box::new(move |c| {
-                db::plan_payouts(
-                    c,
-                    run,
-                    db::Planned {
-                        intents: &p.intents,
-                        carry: &p.carry,
-                        deferred: &p.deferred,
-                        done_deferred: &p.done_deferred,
-                        complete: &p.complete,
-                        unpayable: &p.unpayable,
-                    },
-                )
-            }),
-        )
+        self.run(true, Box::new(move |c| db::plan_payouts(c, run, &p)))
     }
 
     fn finish_run(&self, run: i64, timings: String) -> JournalFuture<'_, ()> {
