@@ -409,41 +409,32 @@ fn flag(c: &mut dyn Sql, account: &str, run: i64, reason: &str) -> Result<(), Se
 }
 
 pub(crate) fn start_run(c: &mut dyn Sql, r: &NewRun) -> Result<Run, SettleError> {
-    let NewRun {
-        from,
-        to,
-        rows,
-        intents,
-        newly_deferred,
-        included,
-        flagged,
-    } = r;
-    let (from, to) = (*from, *to);
+    let (from, to) = (r.from, r.to);
     let run = int(
         c,
         "INSERT INTO runs (from_seq, to_seq, rows, phase, started_ms)
          VALUES (?1, ?2, ?3, 'collecting', ?4) RETURNING id",
-        &[i(from), i(to), i(*rows), V::I(now_ms())],
+        &[i(from), i(to), i(r.rows), V::I(now_ms())],
     )?
     .ok_or_else(|| SettleError::Db("a new run has no id".into()))?;
-    for intent in intents {
+    for intent in &r.intents {
         insert_intent(c, run, intent)?;
     }
-    for r in newly_deferred {
+    for d in &r.newly_deferred {
         c.exec(
             "INSERT INTO deferred (seq, row, since_run, in_run) VALUES (?1, ?2, ?3, NULL)
              ON CONFLICT (seq) DO UPDATE SET row = excluded.row,
                 since_run = excluded.since_run, in_run = NULL",
-            &[i(r.seq), V::T(&json(r)?), V::I(run)],
+            &[i(d.seq), V::T(&json(d)?), V::I(run)],
         )?;
     }
-    for seq in included {
+    for seq in &r.included {
         c.exec(
             "UPDATE deferred SET in_run = ?1 WHERE seq = ?2",
             &[V::I(run), i(*seq)],
         )?;
     }
-    for (account, reason) in flagged {
+    for (account, reason) in &r.flagged {
         flag(c, account, run, reason)?;
     }
     Ok(Run {
