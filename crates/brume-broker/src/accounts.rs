@@ -6,15 +6,14 @@
 //! rate-limited per email and per client address.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use brume_api::rest::Scope;
+use brume_sql::{Dialect, Sql, V};
 use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest as _, Sha256};
 
 use crate::StoreError;
@@ -61,8 +60,8 @@ pub enum AccountError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for AccountError {
-    fn from(e: rusqlite::Error) -> AccountError {
+impl From<brume_sql::Error> for AccountError {
+    fn from(e: brume_sql::Error) -> AccountError {
         AccountError::Store(e.into())
     }
 }
@@ -107,24 +106,38 @@ fn hash_password(password: &str) -> Result<String, AccountError> {
 
 /// Inserts an account unless its email is taken; whether it did.
 fn insert(
-    c: &Connection,
+    c: &mut dyn Sql,
     email: &str,
     address: &str,
     phc: &str,
     admin: bool,
-) -> rusqlite::Result<bool> {
-    c.execute(
-        "INSERT OR IGNORE INTO console_accounts (email, address, password, admin, created_at_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![email, address, phc, admin, crate::now_ms() as i64],
-    )
-    .map(|n| n == 1)
+) -> Result<bool, StoreError> {
+    let n = c.exec(
+        "INSERT INTO console_accounts (email, address, password, admin, created_at_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (email) DO NOTHING",
+        &[
+            V::T(email),
+            V::T(address),
+            V::T(phc),
+            V::I(admin.into()),
+            V::I(crate::now_ms() as i64),
+        ],
+    )?;
+    Ok(n == 1)
 }
 
-/// Creates an account in the database under `dir` (the operator's
-/// `brume broker accounts create`; the broker may be running).
-pub fn create(
-    dir: &Path,
+/// Makes the tables on SQLite (PostgreSQL's are made by its migrations).
+fn prepare(c: &mut dyn Sql) -> Result<(), StoreError> {
+    if c.dialect() == Dialect::Sqlite {
+        c.batch(SCHEMA)?;
+    }
+    Ok(())
+}
+
+/// Creates an account in `store` (the operator's `brume broker accounts
+/// create`; the broker may be running).
+pub async fn create(
+    store: &Store,
     email: &str,
     address: &str,
     password: &str,
@@ -133,9 +146,14 @@ pub fn create(
     let email = email.trim().to_ascii_lowercase();
     check_new(&email, address, password)?;
     let phc = hash_password(password)?;
-    let conn = crate::store::open_sync(dir)?;
-    conn.execute_batch(SCHEMA)?;
-    if insert(&conn, &email, address, &phc, admin)? {
+    let (e, address) = (email.clone(), address.to_string());
+    let inserted = store
+        .write(move |c| {
+            prepare(c)?;
+            insert(c, &e, &address, &phc, admin)
+        })
+        .await?;
+    if inserted {
         Ok(())
     } else {
         Err(AccountError::Exists(email))
@@ -204,7 +222,7 @@ impl std::fmt::Debug for Accounts {
 
 impl Accounts {
     pub async fn open(store: Store) -> Result<Accounts, StoreError> {
-        store.write(|tx| tx.execute_batch(SCHEMA)).await?;
+        store.write(prepare).await?;
         Ok(Accounts {
             store,
             failures: Mutex::new(Failures::default()),
@@ -228,7 +246,7 @@ impl Accounts {
         let e = email.clone();
         let inserted = self
             .store
-            .write_with(move |tx| insert(tx, &e, &address, &phc, false).map_err(StoreError::Sql))
+            .write(move |c| insert(c, &e, &address, &phc, false))
             .await?;
         if inserted {
             Ok(())
@@ -258,12 +276,12 @@ impl Accounts {
         let found: Option<(String, String, bool)> = self
             .store
             .read(move |c| {
-                c.query_row(
+                let row = c.one(
                     "SELECT address, password, admin FROM console_accounts WHERE email = ?1",
-                    params![e],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
+                    &[V::T(&e)],
+                )?;
+                row.map(|r| Ok((r.t(0)?, r.t(1)?, r.i(2)? != 0)))
+                    .transpose()
             })
             .await?;
         let password = password.to_string();
@@ -320,15 +338,22 @@ impl Accounts {
         let hash = token_hash(&token);
         let expires = crate::now_ms() + SESSION_TTL.as_millis() as u64;
         self.store
-            .write(move |tx| {
-                tx.execute(
+            .write(move |c| {
+                c.exec(
                     "DELETE FROM console_sessions WHERE expires_at_ms < ?1",
-                    params![crate::now_ms() as i64],
+                    &[V::I(crate::now_ms() as i64)],
                 )?;
-                tx.execute(
+                c.exec(
                     "INSERT INTO console_sessions (token_hash, account, label, scopes, csrf, expires_at_ms) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![hash, s.account, s.label, scopes_text(&s.scopes), s.csrf, expires as i64],
+                    &[
+                        V::B(&hash),
+                        V::T(&s.account),
+                        V::T(&s.label),
+                        V::T(&scopes_text(&s.scopes)),
+                        V::T(&s.csrf),
+                        V::I(expires as i64),
+                    ],
                 )?;
                 Ok(())
             })
@@ -344,21 +369,20 @@ impl Accounts {
         let hash = token_hash(token);
         self.store
             .read(move |c| {
-                c.query_row(
+                let row = c.one(
                     "SELECT account, label, scopes, csrf FROM console_sessions \
                      WHERE token_hash = ?1 AND expires_at_ms > ?2",
-                    params![hash, crate::now_ms() as i64],
-                    |r| {
-                        let scopes: String = r.get(2)?;
-                        Ok(Session {
-                            account: r.get(0)?,
-                            label: r.get(1)?,
-                            scopes: scopes.split(',').filter_map(|s| s.parse().ok()).collect(),
-                            csrf: r.get(3)?,
-                        })
-                    },
-                )
-                .optional()
+                    &[V::B(&hash), V::I(crate::now_ms() as i64)],
+                )?;
+                row.map(|r| {
+                    Ok(Session {
+                        account: r.t(0)?,
+                        label: r.t(1)?,
+                        scopes: r.t(2)?.split(',').filter_map(|s| s.parse().ok()).collect(),
+                        csrf: r.t(3)?,
+                    })
+                })
+                .transpose()
             })
             .await
     }
@@ -367,12 +391,12 @@ impl Accounts {
     pub async fn end(&self, token: &str) -> Result<(), StoreError> {
         let hash = token_hash(token);
         self.store
-            .write(move |tx| {
-                tx.execute(
+            .write(move |c| {
+                c.exec(
                     "DELETE FROM console_sessions WHERE token_hash = ?1",
-                    params![hash],
-                )
-                .map(drop)
+                    &[V::B(&hash)],
+                )?;
+                Ok(())
             })
             .await
     }

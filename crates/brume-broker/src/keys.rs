@@ -209,7 +209,7 @@ impl KeyStore for Store {
     }
 
     fn create(&self, new: NewKey) -> StoreFuture<'_, String> {
-        Box::pin(self.write_with(move |t| store::keys::create(t, &new)))
+        Box::pin(self.write(move |t| store::keys::create(t, &new)))
     }
 
     fn list(&self) -> StoreFuture<'_, Vec<KeyInfo>> {
@@ -217,7 +217,7 @@ impl KeyStore for Store {
     }
 
     fn revoke(&self, id: String) -> StoreFuture<'_, Option<KeyInfo>> {
-        Box::pin(self.write_with(move |t| store::keys::revoke(t, &id)))
+        Box::pin(self.write(move |t| store::keys::revoke(t, &id)))
     }
 }
 
@@ -232,15 +232,19 @@ mod tests {
         let keys = Keys::open(Box::new(store)).await.expect("keys");
         let account = |c: Option<Caller>| c.map(|c| c.account);
         assert_eq!(keys.caller("brk_nope").await.expect("lookup"), None);
-        // What `brume broker keys create` does: its own connection.
-        let cli = store::open_sync(dir.path()).expect("cli connection");
+        // What `brume broker keys create` does: its own handle.
+        let cli = Store::open(dir.path()).expect("cli store");
         let new = |name: &str, account: Option<&str>| NewKey {
             name: name.into(),
             account: account.map(String::from),
             scopes: Scope::DEFAULT.to_vec(),
             expires_at_ms: None,
         };
-        let token = store::keys::create(&cli, &new("later", None)).expect("create");
+        let later = new("later", None);
+        let token = cli
+            .write(move |c| store::keys::create(c, &later))
+            .await
+            .expect("create");
         assert_eq!(
             account(keys.caller(&token).await.expect("lookup")).as_deref(),
             Some("later"),

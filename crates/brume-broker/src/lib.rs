@@ -54,6 +54,8 @@ mod session;
 pub mod settlement;
 mod standings;
 pub mod store;
+#[cfg(test)]
+mod store_suite;
 pub mod tls;
 pub mod trust;
 mod verify;
@@ -343,7 +345,7 @@ impl Broker {
     /// Opens the data dir, re-queues open jobs, binds and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         let data_dir = config.data_dir.clone();
-        let store = store::Store::open(&data_dir)?;
+        let store = store::Store::open_beside(&data_dir, Some(&config.ledger.store)).await?;
         let identity = Identity::load_or_create(&data_dir.join("broker.key"))?;
         let broker_id = identity.address().to_string();
         let validator = validator()?;

@@ -23,6 +23,7 @@ use std::time::Duration;
 use brume_api::rest::Reputation;
 use brume_chain::Address;
 
+use crate::store::providers::{BanInfo, TrustError, TrustInfo};
 use crate::store::{self, Standing, Store, StoreError};
 use crate::{Shared, StoreFuture};
 
@@ -61,6 +62,16 @@ pub(crate) trait StandingStore: Send + Sync {
     fn reputations(&self) -> StoreFuture<'_, Vec<(Address, Reputation)>>;
     /// Saves track records (replacing older ones).
     fn save_reputations(&self, records: Vec<(Address, Reputation)>) -> StoreFuture<'_, ()>;
+    /// Every reviewed address, and every ban, by address.
+    fn reviewed(&self) -> StoreFuture<'_, (Vec<TrustInfo>, Vec<BanInfo>)>;
+    /// Sets an address's standing durably; `Err` inside: it is banned (a
+    /// ban is final), and nothing changed.
+    fn set(
+        &self,
+        address: String,
+        status: Standing,
+        reason: String,
+    ) -> StoreFuture<'_, Result<TrustInfo, TrustError>>;
 }
 
 /// The bans in memory, over a [`StandingStore`].
@@ -96,6 +107,24 @@ impl Standings {
     /// How many addresses are banned.
     pub fn ban_count(&self) -> usize {
         self.bans.read().len()
+    }
+
+    /// Every reviewed address, and every ban, by address.
+    pub async fn reviewed(&self) -> Result<(Vec<TrustInfo>, Vec<BanInfo>), StoreError> {
+        self.store.reviewed().await
+    }
+
+    /// Sets `address`'s standing (the operator's word): it applies to the
+    /// next handshake, and [`watch`] closes sessions it refuses.
+    pub async fn set(
+        &self,
+        address: &str,
+        status: Standing,
+        reason: &str,
+    ) -> Result<TrustInfo, TrustError> {
+        self.store
+            .set(address.to_string(), status, reason.to_string())
+            .await?
     }
 
     /// Bans `address` at once in memory, then durably.
@@ -329,7 +358,7 @@ impl StandingStore for Store {
 
     fn reputations(&self) -> StoreFuture<'_, Vec<(Address, Reputation)>> {
         Box::pin(async move {
-            let rows = self.read(store::reputation::load).await?;
+            let rows = self.read(store::providers::reputation::load).await?;
             Ok(rows
                 .into_iter()
                 .filter_map(|(a, r)| Some((parse_stored(&a)?, r)))
@@ -343,8 +372,28 @@ impl StandingStore for Store {
                 .into_iter()
                 .map(|(a, r)| (a.to_string().to_ascii_lowercase(), r))
                 .collect();
-            self.write(move |tx| store::reputation::save(tx, &records))
+            self.write(move |tx| store::providers::reputation::save(tx, &records))
                 .await
+        })
+    }
+
+    fn reviewed(&self) -> StoreFuture<'_, (Vec<TrustInfo>, Vec<BanInfo>)> {
+        store::reading(self, |c| {
+            Ok((store::providers::list(c)?, store::providers::bans(c)?))
+        })
+    }
+
+    fn set(
+        &self,
+        address: String,
+        status: Standing,
+        reason: String,
+    ) -> StoreFuture<'_, Result<TrustInfo, TrustError>> {
+        store::writing(self, move |c| {
+            match store::providers::set(c, &address, status, &reason) {
+                Err(TrustError::Store(e)) => Err(e),
+                refused_or_set => Ok(refused_or_set),
+            }
         })
     }
 }

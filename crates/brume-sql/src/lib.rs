@@ -140,8 +140,19 @@ impl Row {
     }
 }
 
-/// A connection (or a transaction) that runs the journal's statements.
+/// Which database a [`Sql`] speaks to, for the few statements the two
+/// dialects don't share (schema changes, JSON functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection (or a transaction) that runs a store's statements.
 pub trait Sql {
+    fn dialect(&self) -> Dialect;
+    /// Runs statements separated by `;`, without parameters (schema).
+    fn batch(&mut self, sql: &str) -> Result<(), Error>;
     /// Runs a statement; returns the rows it changed.
     fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, Error>;
     /// Runs a query; returns every row.
@@ -195,6 +206,14 @@ impl rusqlite::ToSql for V<'_> {
 }
 
 impl Sql for Lite<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), Error> {
+        Ok(self.0.execute_batch(sql)?)
+    }
+
     fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, Error> {
         let mut stmt = self.0.prepare_cached(sql)?;
         Ok(stmt.execute(rusqlite::params_from_iter(p))? as u64)
@@ -277,6 +296,14 @@ fn params<'p>(p: &'p [V<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
 }
 
 impl<C: brume_pg::tokio_postgres::GenericClient + Sync> Sql for Pg<'_, C> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), Error> {
+        Ok(self.rt.block_on(self.client.batch_execute(sql))?)
+    }
+
     fn exec(&mut self, sql: &str, p: &[V<'_>]) -> Result<u64, Error> {
         let stmt = self.statement(sql)?;
         Ok(self.rt.block_on(self.client.execute(&stmt, &params(p)))?)

@@ -38,7 +38,7 @@ fn password() -> std::io::Result<String> {
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
-pub fn main(cmd: AccountsCommand, default_dir: Option<PathBuf>) -> ExitCode {
+pub async fn main(cmd: AccountsCommand, file: &crate::config::BrokerSection) -> ExitCode {
     let AccountsCommand::Create {
         data,
         email,
@@ -47,7 +47,7 @@ pub fn main(cmd: AccountsCommand, default_dir: Option<PathBuf>) -> ExitCode {
         json,
     } = cmd;
     let dir = data
-        .or(default_dir)
+        .or_else(|| file.data_dir.clone())
         .unwrap_or_else(crate::broker::default_data_dir);
     let password = match password() {
         Ok(p) => p,
@@ -57,7 +57,14 @@ pub fn main(cmd: AccountsCommand, default_dir: Option<PathBuf>) -> ExitCode {
         }
     };
     let address = address.to_string();
-    match brume_broker::accounts::create(&dir, &email, &address, &password, admin) {
+    let store = match crate::broker::open_store(&dir, file).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match brume_broker::accounts::create(&store, &email, &address, &password, admin).await {
         Ok(()) => {
             if json {
                 println!(

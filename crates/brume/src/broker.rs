@@ -77,15 +77,19 @@ async fn ledger_setup(a: LedgerSetupArgs) -> ExitCode {
         brume_settle::setup_postgres(&a.owner, a.grant.as_deref())
             .await
             .map_err(|e| e.to_string())?;
+        brume_broker::store::postgres::setup(&a.owner, a.grant.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>(())
     };
     match done.await {
         Ok(()) => {
             match &a.grant {
                 Some(role) => println!(
-                    "the ledger's and the journal's tables are current; {role} may use them"
+                    "the ledger's, the journal's and the broker's tables are current; \
+                     {role} may use them"
                 ),
-                None => println!("the ledger's and the journal's tables are current"),
+                None => println!("the ledger's, the journal's and the broker's tables are current"),
             }
             ExitCode::SUCCESS
         }
@@ -349,13 +353,13 @@ pub(crate) fn default_data_dir() -> PathBuf {
 pub async fn main(args: BrokerArgs, file: &BrokerSection) -> ExitCode {
     match args.command {
         Some(BrokerCommand::Keys(k)) => keys(k, file).await,
-        Some(BrokerCommand::Providers(p)) => providers(p, file),
-        Some(BrokerCommand::Accounts(cmd)) => crate::accounts::main(cmd, file.data_dir.clone()),
+        Some(BrokerCommand::Providers(p)) => providers(p, file).await,
+        Some(BrokerCommand::Accounts(cmd)) => crate::accounts::main(cmd, file).await,
         Some(BrokerCommand::Openapi) => {
             print!("{}", brume_broker::openapi::default_json());
             ExitCode::SUCCESS
         }
-        Some(BrokerCommand::LambdaKeys(cmd)) => lambda_keys(cmd, file),
+        Some(BrokerCommand::LambdaKeys(cmd)) => lambda_keys(cmd, file).await,
         Some(BrokerCommand::LedgerSetup(a)) => ledger_setup(a).await,
         None => run(args.run, file).await,
     }
@@ -368,15 +372,38 @@ fn data_dir(flag: Option<PathBuf>, file: &BrokerSection) -> PathBuf {
         .unwrap_or_else(default_data_dir)
 }
 
+/// The store of the broker on `dir`, for a command run beside it:
+/// PostgreSQL when its ledger is there (`BRUME_LEDGER_STORE`, else
+/// `[broker.ledger] store`), else `DATA/broker.db`.
+pub(crate) async fn open_store(
+    dir: &std::path::Path,
+    file: &BrokerSection,
+) -> Result<brume_broker::store::Store, brume_broker::StoreError> {
+    let env = std::env::var("BRUME_LEDGER_STORE").ok();
+    let ledger = env
+        .filter(|s| !s.is_empty())
+        .or_else(|| file.ledger.as_ref().map(|l| l.store.clone()));
+    brume_broker::store::Store::open_beside(dir, ledger.as_deref()).await
+}
+
 /// `brume broker lambda-keys create|list|revoke`.
-fn lambda_keys(cmd: LambdaKeysCommand, file: &BrokerSection) -> ExitCode {
+async fn lambda_keys(cmd: LambdaKeysCommand, file: &BrokerSection) -> ExitCode {
     use brume_broker::lambda::creds;
+    let data = match &cmd {
+        LambdaKeysCommand::Create { data, .. }
+        | LambdaKeysCommand::List { data, .. }
+        | LambdaKeysCommand::Revoke { data, .. } => data_dir(data.clone(), file),
+    };
+    let store = match open_store(&data, file).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let done = match cmd {
-        LambdaKeysCommand::Create {
-            account,
-            data,
-            json,
-        } => creds::mint(&data_dir(data, file), &account)
+        LambdaKeysCommand::Create { account, json, .. } => creds::mint(&data, &store, &account)
+            .await
             .map(|(key_id, secret)| {
                 if json {
                     println!(
@@ -390,7 +417,8 @@ fn lambda_keys(cmd: LambdaKeysCommand, file: &BrokerSection) -> ExitCode {
                 }
             })
             .map_err(|e| e.to_string()),
-        LambdaKeysCommand::List { data, json } => creds::list(&data_dir(data, file))
+        LambdaKeysCommand::List { json, .. } => creds::list(&store)
+            .await
             .map(|keys| {
                 for k in &keys {
                     if json {
@@ -406,8 +434,8 @@ fn lambda_keys(cmd: LambdaKeysCommand, file: &BrokerSection) -> ExitCode {
                 }
             })
             .map_err(|e| e.to_string()),
-        LambdaKeysCommand::Revoke { key_id, data } => {
-            match creds::revoke(&data_dir(data, file), &key_id) {
+        LambdaKeysCommand::Revoke { key_id, .. } => {
+            match creds::revoke(&store, &key_id).await {
                 Ok(true) => {
                     println!("revoked {key_id}");
                     Ok(())
@@ -436,9 +464,20 @@ async fn keys(cmd: KeysCommand, file: &BrokerSection) -> ExitCode {
             scope,
             expires_in,
             json,
-        } => create_key(&data_of(data), &name, account, &scope, expires_in, json),
-        KeysCommand::List { data, json } => list_keys(&data_of(data), json),
-        KeysCommand::Revoke { id, data, json } => revoke_key(&data_of(data), &id, json).await,
+        } => {
+            create_key(
+                &data_of(data),
+                file,
+                &name,
+                account,
+                &scope,
+                expires_in,
+                json,
+            )
+            .await
+        }
+        KeysCommand::List { data, json } => list_keys(&data_of(data), file, json).await,
+        KeysCommand::Revoke { id, data, json } => revoke_key(&data_of(data), file, &id, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -461,8 +500,9 @@ fn key_json(k: &brume_broker::store::keys::KeyInfo) -> serde_json::Value {
     })
 }
 
-fn create_key(
+async fn create_key(
     dir: &std::path::Path,
+    file: &BrokerSection,
     name: &str,
     account: Option<brume_chain::Address>,
     scope: &str,
@@ -482,8 +522,11 @@ fn create_key(
         scopes: scopes.clone(),
         expires_at_ms: expires_in.map(|d| now_ms() + d.as_millis() as u64),
     };
-    let conn = brume_broker::store::open_sync(dir)?;
-    let token = brume_broker::store::keys::create(&conn, &new)?;
+    let store = open_store(dir, file).await?;
+    let made = new.clone();
+    let token = store
+        .write(move |c| brume_broker::store::keys::create(c, &made))
+        .await?;
     if json {
         let id = brume_broker::store::keys::id_of(&brume_broker::store::keys::hash(&token));
         println!(
@@ -502,9 +545,9 @@ fn create_key(
     Ok(())
 }
 
-fn list_keys(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let conn = brume_broker::store::open_sync(dir)?;
-    let keys = brume_broker::store::keys::list(&conn)?;
+async fn list_keys(dir: &std::path::Path, file: &BrokerSection, json: bool) -> anyhow::Result<()> {
+    let store = open_store(dir, file).await?;
+    let keys = store.read(brume_broker::store::keys::list).await?;
     if json {
         let keys: Vec<_> = keys.iter().map(key_json).collect();
         println!("{}", json!({ "keys": keys }));
@@ -531,9 +574,17 @@ fn list_keys(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
 
 /// Revokes in the database, then tells a broker running on `dir` (through
 /// its control token), so that it refuses the key from now on.
-async fn revoke_key(dir: &std::path::Path, id: &str, json: bool) -> anyhow::Result<()> {
-    let conn = brume_broker::store::open_sync(dir)?;
-    let key = brume_broker::store::keys::revoke(&conn, id)?
+async fn revoke_key(
+    dir: &std::path::Path,
+    file: &BrokerSection,
+    id: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let store = open_store(dir, file).await?;
+    let i = id.to_string();
+    let key = store
+        .write(move |c| brume_broker::store::keys::revoke(c, &i))
+        .await?
         .ok_or_else(|| anyhow::anyhow!("no key {id} in {}", dir.display()))?;
     let told = tell_running_broker(dir, id).await;
     if json {
@@ -623,19 +674,18 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn providers(cmd: ProvidersCommand, file: &BrokerSection) -> ExitCode {
-    use brume_broker::store::{self, Standing as S, providers as p};
+async fn providers(cmd: ProvidersCommand, file: &BrokerSection) -> ExitCode {
+    use brume_broker::store::{Standing as S, providers as p};
     let data_of = |d: Option<PathBuf>| data_dir(d, file);
     let (args, status) = match cmd {
         ProvidersCommand::Approve(a) => (a, S::Approved),
         ProvidersCommand::Suspend(a) => (a, S::Suspended),
         ProvidersCommand::Ban(a) => (a, S::Banned),
         ProvidersCommand::List { data, json } => {
-            let listed = store::open_sync(&data_of(data)).and_then(|c| {
-                let trust = p::list(&c)?;
-                let bans = p::bans(&c)?;
-                Ok((trust, bans))
-            });
+            let listed = match open_store(&data_of(data), file).await {
+                Ok(s) => s.read(|c| Ok((p::list(c)?, p::bans(c)?))).await,
+                Err(e) => Err(e),
+            };
             return match listed {
                 Ok((trust, bans)) => {
                     print_providers(&trust, &bans, json);
@@ -650,9 +700,18 @@ fn providers(cmd: ProvidersCommand, file: &BrokerSection) -> ExitCode {
     };
     let address = args.address.to_string();
     let dir = data_of(args.data);
-    let set = store::open_sync(&dir)
-        .map_err(p::TrustError::from)
-        .and_then(|c| p::set(&c, &address, status, &args.reason));
+    let reason = args.reason.clone();
+    let set = match open_store(&dir, file).await {
+        Ok(s) => s
+            .write(move |c| match p::set(c, &address, status, &reason) {
+                Err(p::TrustError::Store(e)) => Err(e),
+                refused_or_set => Ok(refused_or_set),
+            })
+            .await
+            .map_err(p::TrustError::from)
+            .and_then(|r| r),
+        Err(e) => Err(e.into()),
+    };
     match set {
         Ok(t) => {
             if args.json {

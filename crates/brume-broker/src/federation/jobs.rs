@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use brume_api::WorkId;
 use brume_api::rest::{JobInfo, JobState};
+use brume_sql::{Dialect, Sql, V};
 use parking_lot::RwLock;
-use rusqlite::{Connection, params};
 
 use crate::escrow::Hold;
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::{Shared, StoreError, StoreFuture};
 
 /// A job another broker runs for a caller of this one.
@@ -215,35 +215,26 @@ CREATE TABLE IF NOT EXISTS forwarded_jobs (
 );
 ";
 
-fn load(conn: &Connection) -> rusqlite::Result<Vec<ForwardedJob>> {
-    let mut stmt = conn
-        .prepare("SELECT id, requester, peer, url, tls_sha256, cap, billed FROM forwarded_jobs")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, i64>(6)?,
-        ))
-    })?;
+fn load(c: &mut dyn Sql) -> Result<Vec<ForwardedJob>, StoreError> {
+    let rows = c.query(
+        "SELECT id, requester, peer, url, tls_sha256, cap, billed FROM forwarded_jobs",
+        &[],
+    )?;
     let mut out = Vec::new();
-    for row in rows {
-        let (id, requester, peer, url, tls_sha256, cap, billed) = row?;
+    for r in &rows {
+        let id = r.t(0)?;
         let Ok(id) = id.parse() else {
             tracing::warn!(%id, "a forwarded job's id does not parse: skipped");
             continue;
         };
         out.push(ForwardedJob {
             id,
-            requester,
-            peer,
-            url,
-            tls_sha256,
-            cap: cap.parse().unwrap_or(0),
-            billed: billed != 0,
+            requester: r.t(1)?,
+            peer: r.t(2)?,
+            url: r.t(3)?,
+            tls_sha256: r.ot(4)?,
+            cap: r.t(5)?.parse().unwrap_or(0),
+            billed: r.i(6)? != 0,
         });
     }
     Ok(out)
@@ -252,42 +243,46 @@ fn load(conn: &Connection) -> rusqlite::Result<Vec<ForwardedJob>> {
 impl ForwardedStore for Store {
     fn load(&self) -> StoreFuture<'_, Vec<ForwardedJob>> {
         Box::pin(async move {
-            self.write(|tx| tx.execute_batch(SCHEMA)).await?;
+            self.write(|c| {
+                if c.dialect() == Dialect::Sqlite {
+                    c.batch(SCHEMA)?;
+                }
+                Ok(())
+            })
+            .await?;
             self.read(load).await
         })
     }
 
     fn record(&self, j: ForwardedJob) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            self.write(move |tx| {
-                tx.execute(
-                    "INSERT OR REPLACE INTO forwarded_jobs (id, requester, peer, url, tls_sha256, cap, billed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        j.id.to_string(),
-                        j.requester,
-                        j.peer,
-                        j.url,
-                        j.tls_sha256,
-                        j.cap.to_string(),
-                        j.billed as i64
-                    ],
-                )
-                .map(|_| ())
-            })
-            .await
+        store::writing(self, move |c| {
+            c.exec(
+                "INSERT INTO forwarded_jobs (id, requester, peer, url, tls_sha256, cap, billed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (id) DO UPDATE SET requester = excluded.requester,
+                 peer = excluded.peer, url = excluded.url, tls_sha256 = excluded.tls_sha256,
+                 cap = excluded.cap, billed = excluded.billed",
+                &[
+                    V::T(&j.id.to_string()),
+                    V::T(&j.requester),
+                    V::T(&j.peer),
+                    V::T(&j.url),
+                    j.tls_sha256.as_ref().into(),
+                    V::T(&j.cap.to_string()),
+                    V::I(j.billed.into()),
+                ],
+            )?;
+            Ok(())
         })
     }
 
     fn billed(&self, id: WorkId) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            self.write(move |tx| {
-                tx.execute(
-                    "UPDATE forwarded_jobs SET billed = 1 WHERE id = ?1",
-                    params![id.to_string()],
-                )
-                .map(|_| ())
-            })
-            .await
+        store::writing(self, move |c| {
+            c.exec(
+                "UPDATE forwarded_jobs SET billed = 1 WHERE id = ?1",
+                &[V::T(&id.to_string())],
+            )?;
+            Ok(())
         })
     }
 }

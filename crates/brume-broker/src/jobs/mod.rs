@@ -24,7 +24,7 @@ use crate::store::StoreError;
 use crate::work::{Completion, WorkEvent};
 use crate::work::{Work, WorkSpec};
 
-mod sqlite;
+mod sql;
 mod stored;
 
 pub(crate) use stored::StoredJob;

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use base64::Engine as _;
+use brume_sql::{Dialect, Sql, V};
 use hmac::{Hmac, Mac};
-use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Sha256;
 
 use crate::StoreError;
@@ -80,18 +80,36 @@ impl Master {
     }
 }
 
-/// Mints a credential for `account` in the database under `dir`: the key
-/// id and its secret (shown once; the secret is never stored).
-pub fn mint(dir: &Path, account: &str) -> Result<(String, String), StoreError> {
+/// Makes the table on SQLite (PostgreSQL's is made by its migrations).
+fn prepare(c: &mut dyn Sql) -> Result<(), StoreError> {
+    if c.dialect() == Dialect::Sqlite {
+        c.batch(SCHEMA)?;
+    }
+    Ok(())
+}
+
+/// Mints a credential for `account` in `store`, with the master key under
+/// `dir`: the key id and its secret (shown once; the secret is never
+/// stored).
+pub async fn mint(
+    dir: &Path,
+    store: &Store,
+    account: &str,
+) -> Result<(String, String), StoreError> {
     let master = Master::load_or_create(dir)?;
-    let conn = crate::store::open_sync(dir)?;
-    conn.execute_batch(SCHEMA)?;
     let suffix: [u8; 8] = rand::random();
     let key_id = format!("BRUME{}", hex::encode_upper(suffix));
-    conn.execute(
-        "INSERT INTO lambda_keys (key_id, account, created_at_ms) VALUES (?1, ?2, ?3)",
-        params![key_id, account, crate::now_ms() as i64],
-    )?;
+    let (id, account) = (key_id.clone(), account.to_string());
+    store
+        .write(move |c| {
+            prepare(c)?;
+            c.exec(
+                "INSERT INTO lambda_keys (key_id, account, created_at_ms) VALUES (?1, ?2, ?3)",
+                &[V::T(&id), V::T(&account), V::I(crate::now_ms() as i64)],
+            )?;
+            Ok(())
+        })
+        .await?;
     let secret = master.secret(&key_id);
     Ok((key_id, secret))
 }
@@ -106,34 +124,44 @@ pub struct KeyRecord {
     pub revoked_at_ms: Option<u64>,
 }
 
-/// Every credential in the database under `dir`, oldest first.
-pub fn list(dir: &Path) -> Result<Vec<KeyRecord>, StoreError> {
-    let conn = crate::store::open_sync(dir)?;
-    conn.execute_batch(SCHEMA)?;
-    let mut stmt = conn.prepare(
-        "SELECT key_id, account, created_at_ms, revoked_at_ms FROM lambda_keys ORDER BY created_at_ms",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(KeyRecord {
-            key_id: r.get(0)?,
-            account: r.get(1)?,
-            created_at_ms: r.get::<_, i64>(2)? as u64,
-            revoked_at_ms: r.get::<_, Option<i64>>(3)?.map(|t| t as u64),
+/// Every credential in `store`, oldest first.
+pub async fn list(store: &Store) -> Result<Vec<KeyRecord>, StoreError> {
+    store.write(prepare).await?;
+    store
+        .read(|c| {
+            let rows = c.query(
+                "SELECT key_id, account, created_at_ms, revoked_at_ms FROM lambda_keys \
+                 ORDER BY created_at_ms, key_id",
+                &[],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(KeyRecord {
+                        key_id: r.t(0)?,
+                        account: r.t(1)?,
+                        created_at_ms: r.i(2)? as u64,
+                        revoked_at_ms: r.oi(3)?.map(|t| t as u64),
+                    })
+                })
+                .collect()
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        .await
 }
 
-/// Revokes a credential in the database under `dir`: a running broker
-/// refuses its next signature. `false`: no live credential has that id.
-pub fn revoke(dir: &Path, key_id: &str) -> Result<bool, StoreError> {
-    let conn = crate::store::open_sync(dir)?;
-    conn.execute_batch(SCHEMA)?;
-    let n = conn.execute(
-        "UPDATE lambda_keys SET revoked_at_ms = ?2 WHERE key_id = ?1 AND revoked_at_ms IS NULL",
-        params![key_id, crate::now_ms() as i64],
-    )?;
-    Ok(n == 1)
+/// Revokes a credential in `store`: a running broker refuses its next
+/// signature. `false`: no live credential has that id.
+pub async fn revoke(store: &Store, key_id: &str) -> Result<bool, StoreError> {
+    let id = key_id.to_string();
+    store
+        .write(move |c| {
+            prepare(c)?;
+            let n = c.exec(
+                "UPDATE lambda_keys SET revoked_at_ms = ?2 WHERE key_id = ?1 AND revoked_at_ms IS NULL",
+                &[V::T(&id), V::I(crate::now_ms() as i64)],
+            )?;
+            Ok(n == 1)
+        })
+        .await
 }
 
 /// The broker's view: the master key, and the database it reads a key
@@ -153,7 +181,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     pub async fn open(dir: &Path, store: Store) -> Result<Credentials, StoreError> {
         let master = Master::load_or_create(dir)?;
-        store.write(|tx| tx.execute_batch(SCHEMA)).await?;
+        store.write(prepare).await?;
         Ok(Credentials { master, store })
     }
 
@@ -168,11 +196,10 @@ impl Credentials {
     }
 }
 
-fn account_of(c: &Connection, key_id: &str) -> rusqlite::Result<Option<String>> {
-    c.query_row(
+fn account_of(c: &mut dyn Sql, key_id: &str) -> Result<Option<String>, StoreError> {
+    let row = c.one(
         "SELECT account FROM lambda_keys WHERE key_id = ?1 AND revoked_at_ms IS NULL",
-        params![key_id],
-        |r| r.get(0),
-    )
-    .optional()
+        &[V::T(key_id)],
+    )?;
+    Ok(row.map(|r| r.t(0)).transpose()?)
 }

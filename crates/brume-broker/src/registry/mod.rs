@@ -14,9 +14,9 @@
 //!   that exists.
 //!
 //! It reaches storage only through [`RegistryStore`]; the SQLite
-//! implementation is in `sqlite.rs`.
+//! implementation is in `sql.rs`.
 
-mod sqlite;
+mod sql;
 
 use std::collections::{HashMap, HashSet};
 

@@ -226,6 +226,17 @@ pub fn create_api_key(home: &Path, data: &Path) -> String {
     keys_create(home, data, &["--name", "default", "--scope", "all"])
 }
 
+/// [`create_api_key`] in the PostgreSQL store at `url` (as a broker run
+/// with `--ledger-store url` keeps its keys there).
+pub fn create_api_key_in(home: &Path, data: &Path, url: &str) -> String {
+    keys_create_env(
+        home,
+        data,
+        &["--name", "default", "--scope", "all"],
+        &[("BRUME_LEDGER_STORE", url)],
+    )
+}
+
 /// `brume broker keys create --data DIR --name NAME --account ADDRESS --json`.
 pub fn create_bound_key(home: &Path, data: &Path, name: &str, account: &str) -> String {
     keys_create(home, data, &["--name", name, "--account", account])
@@ -238,7 +249,13 @@ pub fn create_named_key(home: &Path, data: &Path, name: &str) -> String {
 
 /// `brume broker keys create --json --data DIR ARGS`: the new key.
 pub fn keys_create(home: &Path, data: &Path, args: &[&str]) -> String {
+    keys_create_env(home, data, args, &[])
+}
+
+/// [`keys_create`] with extra environment variables.
+pub fn keys_create_env(home: &Path, data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = command(home)
+        .envs(env.iter().copied())
         .args(["broker", "keys", "create", "--json"])
         .args(args)
         .arg("--data")
@@ -537,7 +554,11 @@ impl Net {
         let tmp = tempfile::tempdir().expect("temp dir");
         let root = tmp.path().to_path_buf();
         let data = root.join("broker");
-        let key = create_api_key(&root, &data);
+        // The key goes where the broker keeps its store.
+        let key = match broker_args.windows(2).find(|w| w[0] == "--ledger-store") {
+            Some(w) => create_api_key_in(&root, &data, w[1]),
+            None => create_api_key(&root, &data),
+        };
         let named_keys = key_names
             .iter()
             .map(|n| match n.split_once('=') {

@@ -93,11 +93,25 @@ async fn the_devnet_demo_runs_on_postgres() {
         runs >= 1,
         "the demo's settlement run is journaled in PostgreSQL"
     );
+    // And the broker's own tables (services, jobs) are there too.
+    assert!(
+        !data.join("broker/broker.db").exists(),
+        "no SQLite broker store beside PostgreSQL"
+    );
+    let services: i64 = brume_pg::connect(&db.app_url)
+        .await
+        .expect("connect")
+        .query_one("SELECT count(*) FROM brume_broker.service_versions", &[])
+        .await
+        .expect("count the services")
+        .get(0);
+    assert!(services >= 1, "the demo's services are in PostgreSQL");
 }
 
-/// Jobs announced final have durable rows: a broker killed with SIGKILL
-/// right after, and restarted, still has every one, in PostgreSQL. (The
-/// URL comes by `--ledger-store`, which beats the config file's.)
+/// Jobs announced final have durable rows, and jobs answered 202 are
+/// stored: a broker killed with SIGKILL right after, and restarted, still
+/// has every one, in PostgreSQL, and runs the unfinished ones. (The URL
+/// comes by `--ledger-store`, which beats the config file's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_on_postgres_loses_no_acknowledged_row_to_kill_9() {
     let db = ledger_database().await;
@@ -113,8 +127,21 @@ async fn a_broker_on_postgres_loses_no_acknowledged_row_to_kill_9() {
         assert_eq!(result.state, JobState::Succeeded, "{result:?}");
         ids.push(job.id.to_string());
     }
+    // Accepted (202), not yet run: killed at once.
+    let mut accepted = Vec::new();
+    for _ in 0..3 {
+        accepted.push(client.submit(&cpu_job(1000)).await.expect("submit").id);
+    }
     net.broker.kill();
     net.broker.restart();
+    for id in &accepted {
+        let (_, result) = follow(&client, *id).await;
+        assert_eq!(result.state, JobState::Succeeded, "{id}: {result:?}");
+    }
+    for id in &ids {
+        let info = client.job(id.parse().expect("id")).await.expect("job");
+        assert_eq!(info.state, JobState::Succeeded, "job {id} survived kill -9");
+    }
     let http = reqwest::Client::new();
     for id in &ids {
         let resp = http
@@ -129,6 +156,10 @@ async fn a_broker_on_postgres_loses_no_acknowledged_row_to_kill_9() {
     assert!(
         !net.broker.data.join("ledger/ledger.db").exists(),
         "no SQLite ledger beside PostgreSQL"
+    );
+    assert!(
+        !net.broker.data.join("broker.db").exists(),
+        "no SQLite broker store beside PostgreSQL"
     );
 
     // `brume ledger audit --store` reads the database directly: clean.
@@ -145,10 +176,8 @@ async fn a_broker_on_postgres_loses_no_acknowledged_row_to_kill_9() {
     };
     let (code, out) = audit();
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!("{} rows audited", ids.len())),
-        "{out}"
-    );
+    let rows = ids.len() + accepted.len();
+    assert!(out.contains(&format!("{rows} rows audited")), "{out}");
     // A superuser drops the trigger and changes a row: the audit names it.
     let admin = brume_pg::connect(&db.superuser_url).await.expect("connect");
     admin

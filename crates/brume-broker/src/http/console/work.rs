@@ -358,19 +358,11 @@ async fn operator_page(
     let health = serde_json::to_string_pretty(&shared.settlement.health()).unwrap_or_default();
     // The operator's word and the bans (a lost dispute or a proof of
     // cheat), read as `brume broker providers list` reads them.
-    let dir = shared.config.data_dir.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        use crate::store::providers as p;
-        let c = crate::store::open_sync(&dir)?;
-        Ok::<_, crate::StoreError>((p::list(&c)?, p::bans(&c)?))
-    })
-    .await;
+    let records = shared.standings.reviewed().await;
     let (standings, bans) = match records {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return crate::http::Fail::from(e).into_response(),
+        Ok(r) => r,
         Err(e) => {
-            return crate::http::Fail::new(brume_api::ErrorCode::Internal, e.to_string())
-                .into_response();
+            return crate::http::Fail::from(e).into_response();
         }
     };
     let operator = pages::Operator {
@@ -434,17 +426,10 @@ pub(super) async fn standing(
         "ban" => Standing::Banned,
         _ => return (StatusCode::BAD_REQUEST, "action: approve, suspend or ban").into_response(),
     };
-    let dir = shared.config.data_dir.clone();
-    let (address, reason) = (f.address.clone(), f.reason.clone());
-    let set = tokio::task::spawn_blocking(move || {
-        crate::store::open_sync(&dir)
-            .map_err(p::TrustError::from)
-            .and_then(|c| p::set(&c, &address, status, &reason))
-    })
-    .await;
+    let set = shared.standings.set(&f.address, status, &f.reason).await;
     let message = match set {
-        Ok(Ok(t)) => format!("{} is now {}", t.address, t.status.as_str()),
-        Ok(Err(e)) => format!("refused: {e}"),
+        Ok(t) => format!("{} is now {}", t.address, t.status.as_str()),
+        Err(e @ p::TrustError::Banned { .. }) => format!("refused: {e}"),
         Err(e) => format!("failed: {e}"),
     };
     operator_page(&shared, &v, Some(&message)).await
