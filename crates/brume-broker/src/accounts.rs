@@ -12,7 +12,7 @@ use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use brume_api::rest::Scope;
-use brume_sql::{Dialect, Sql, V};
+use brume_sql::{Sql, V};
 use parking_lot::Mutex;
 use sha2::{Digest as _, Sha256};
 
@@ -128,10 +128,7 @@ fn insert(
 
 /// Makes the tables on SQLite (PostgreSQL's are made by its migrations).
 fn prepare(c: &mut dyn Sql) -> Result<(), StoreError> {
-    if c.dialect() == Dialect::Sqlite {
-        c.batch(SCHEMA)?;
-    }
-    Ok(())
+    crate::store::sqlite_layout(c, SCHEMA)
 }
 
 /// Creates an account in `store` (the operator's `brume broker accounts

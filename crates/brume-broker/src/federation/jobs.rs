@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use brume_api::WorkId;
 use brume_api::rest::{JobInfo, JobState};
-use brume_sql::{Dialect, Sql, V};
+use brume_sql::{Sql, V};
 use parking_lot::RwLock;
 
 use crate::escrow::Hold;
@@ -243,13 +243,7 @@ fn load(c: &mut dyn Sql) -> Result<Vec<ForwardedJob>, StoreError> {
 impl ForwardedStore for Store {
     fn load(&self) -> StoreFuture<'_, Vec<ForwardedJob>> {
         Box::pin(async move {
-            self.write(|c| {
-                if c.dialect() == Dialect::Sqlite {
-                    c.batch(SCHEMA)?;
-                }
-                Ok(())
-            })
-            .await?;
+            self.write(|c| store::sqlite_layout(c, SCHEMA)).await?;
             self.read(load).await
         })
     }

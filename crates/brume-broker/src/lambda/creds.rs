@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use brume_sql::{Dialect, Sql, V};
+use brume_sql::{Sql, V};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -82,10 +82,7 @@ impl Master {
 
 /// Makes the table on SQLite (PostgreSQL's is made by its migrations).
 fn prepare(c: &mut dyn Sql) -> Result<(), StoreError> {
-    if c.dialect() == Dialect::Sqlite {
-        c.batch(SCHEMA)?;
-    }
-    Ok(())
+    crate::store::sqlite_layout(c, SCHEMA)
 }
 
 /// Mints a credential for `account` in `store`, with the master key under

@@ -41,8 +41,8 @@ pub(crate) const LEGACY_NAMESPACE: &str = "legacy";
 /// Makes the tables and migrates old ones (SQLite), in the caller's
 /// transaction.
 fn prepare(c: &mut dyn Sql) -> Result<(), StoreError> {
+    store::sqlite_layout(c, SCHEMA)?;
     if c.dialect() == Dialect::Sqlite {
-        c.batch(SCHEMA)?;
         migrate_services(c)?;
     }
     Ok(())

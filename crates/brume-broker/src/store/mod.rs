@@ -287,6 +287,15 @@ pub(crate) fn reading<T: Send + 'static>(
     Box::pin(store.read(f))
 }
 
+/// Runs a component's SQLite layout (`CREATE TABLE IF NOT EXISTS …`); on
+/// PostgreSQL its tables come from [`postgres::MIGRATIONS`] instead.
+pub(crate) fn sqlite_layout(c: &mut dyn Sql, ddl: &str) -> Result<(), StoreError> {
+    if c.dialect() == Dialect::Sqlite {
+        c.batch(ddl)?;
+    }
+    Ok(())
+}
+
 /// A JSON column, decoded (a record that does not decode is corrupt).
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     what: &str,
