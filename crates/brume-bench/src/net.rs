@@ -151,6 +151,31 @@ async fn echo_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// Runs the client `f` makes on a thread of its own, on a single-threaded
+/// runtime, as a `wrk`-like client runs: its connections' I/O and the
+/// caller share that thread, so a call crosses no thread inside the client
+/// (on a multi-threaded runtime each answer woke the waiting caller on
+/// another thread: tens of µs on this VM, counted in every latency).
+async fn on_client_thread<T, F, Fut>(f: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(f()));
+            let _ = tx.send(out);
+        })?;
+    rx.await?
+}
+
 async fn closed_loop(conns: Vec<Conn>, budget: Duration) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -180,33 +205,37 @@ pub async fn invoke(
     let net = loopback(CONCURRENCY as u32 * 2).await?;
     let baseline = echo_server().await?;
     let path = "/v1/functions/echo/invoke";
-    let mut product = Conn::open(net.broker().addr(), path, Some(net.api_key())).await?;
-    let mut base = Conn::open(baseline, "/echo", None).await?;
-    let body = Bytes::from_static(b"ping");
-    // Warm-up: compile and cache the module on the provider.
-    for _ in 0..200 {
-        product.call(&body).await?;
-        base.call(&body).await?;
-    }
-
-    // Latency: one request at a time, product and baseline interleaved in
-    // batches so both see the same machine.
-    let mut lat = Samples::new();
-    let mut lat_base = Samples::new();
-    let latency_budget = duration.mul_f64(0.35);
-    let start = Instant::now();
-    while start.elapsed() < latency_budget || lat.len() < 1_000 {
+    let (broker, key) = (net.broker().addr(), net.api_key().to_string());
+    let (lat, lat_base) = on_client_thread(move || async move {
+        let mut product = Conn::open(broker, path, Some(&key)).await?;
+        let mut base = Conn::open(baseline, "/echo", None).await?;
+        let body = Bytes::from_static(b"ping");
+        // Warm-up: compile and cache the module on the provider.
         for _ in 0..200 {
-            let t = Instant::now();
             product.call(&body).await?;
-            lat.record(t.elapsed());
-        }
-        for _ in 0..200 {
-            let t = Instant::now();
             base.call(&body).await?;
-            lat_base.record(t.elapsed());
         }
-    }
+        // Latency: one request at a time, product and baseline interleaved
+        // in batches so both see the same machine.
+        let mut lat = Samples::new();
+        let mut lat_base = Samples::new();
+        let latency_budget = duration.mul_f64(0.35);
+        let start = Instant::now();
+        while start.elapsed() < latency_budget || lat.len() < 1_000 {
+            for _ in 0..200 {
+                let t = Instant::now();
+                product.call(&body).await?;
+                lat.record(t.elapsed());
+            }
+            for _ in 0..200 {
+                let t = Instant::now();
+                base.call(&body).await?;
+                lat_base.record(t.elapsed());
+            }
+        }
+        Ok((lat, lat_base))
+    })
+    .await?;
     out(&format!(
         "invoke via broker+provider: p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  ({} calls)",
         lat.us(0.5),
@@ -291,29 +320,34 @@ async fn http_phase(
     out: &mut dyn FnMut(&str),
 ) -> anyhow::Result<(Samples, Samples)> {
     let single = crate::single_hop::serve(test_programs_artifacts::HTTP_HELLO_BYTES).await?;
-    let mut product = Conn::open(net.broker().addr(), "/fn/hello/bench", Some(net.api_key()))
-        .await?
-        .hello();
-    let mut base = Conn::open(single, "/bench", None).await?.hello();
-    let body = Bytes::from_static(b"ping");
-    for _ in 0..100 {
-        product.call(&body).await?;
-        base.call(&body).await?;
-    }
-    let (mut lat, mut lat_base) = (Samples::new(), Samples::new());
-    let start = Instant::now();
-    while start.elapsed() < budget || lat.len() < 500 {
+    let (broker, key) = (net.broker().addr(), net.api_key().to_string());
+    let (lat, lat_base) = on_client_thread(move || async move {
+        let mut product = Conn::open(broker, "/fn/hello/bench", Some(&key))
+            .await?
+            .hello();
+        let mut base = Conn::open(single, "/bench", None).await?.hello();
+        let body = Bytes::from_static(b"ping");
         for _ in 0..100 {
-            let t = Instant::now();
             product.call(&body).await?;
-            lat.record(t.elapsed());
-        }
-        for _ in 0..100 {
-            let t = Instant::now();
             base.call(&body).await?;
-            lat_base.record(t.elapsed());
         }
-    }
+        let (mut lat, mut lat_base) = (Samples::new(), Samples::new());
+        let start = Instant::now();
+        while start.elapsed() < budget || lat.len() < 500 {
+            for _ in 0..100 {
+                let t = Instant::now();
+                product.call(&body).await?;
+                lat.record(t.elapsed());
+            }
+            for _ in 0..100 {
+                let t = Instant::now();
+                base.call(&body).await?;
+                lat_base.record(t.elapsed());
+            }
+        }
+        Ok((lat, lat_base))
+    })
+    .await?;
     out(&format!(
         "wasi:http via broker+provider: p50 {:.1} µs  p99 {:.1} µs; single hop (wasmtime-wasi-http on hyper): p50 {:.1} µs  p99 {:.1} µs; ratio {:.2}",
         lat.us(0.5),

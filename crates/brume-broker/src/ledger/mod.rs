@@ -236,6 +236,15 @@ const MAX_BATCH: usize = 1024;
 pub(crate) async fn batcher(ledger: Arc<Ledger>, mut rx: mpsc::UnboundedReceiver<Unsealed>) {
     let mut rows = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut rows, MAX_BATCH).await > 0 {
+        // Woken by a sync call's completion, this task would run before
+        // that call's response is written (tokio polls the task woken last
+        // first): let the response go out, then take what else queued.
+        tokio::task::yield_now().await;
+        while rows.len() < MAX_BATCH
+            && let Ok(row) = rx.try_recv()
+        {
+            rows.push(row);
+        }
         let n = rows.len() as u64;
         let first = rows[0].0.work_id.clone();
         let batch: Vec<SealedRow> = rows
