@@ -11,17 +11,20 @@
 //!   and the migration revokes those privileges from `PUBLIC` and from the
 //!   owner itself. A broker should connect as a role that owns nothing and
 //!   holds only what [`APP_GRANTS`] grants ([`PgStore::grant`]).
-//! - **Writes** go to one writer task that owns one connection: it takes
+//! - **Writes** go to one writer task that owns two connections: it takes
 //!   everything queued (up to [`MAX_BATCH_ROWS`] rows) and runs it in one
-//!   transaction. Consecutive appends are one binary `COPY`; if the server
+//!   transaction, copying a batch of appends on one connection while the
+//!   previous batch commits on the other (see [`write_loop`] for why the
+//!   order still holds). Consecutive appends are one binary `COPY`; if the server
 //!   refuses it as a duplicate, the batch is rolled back and replayed one
 //!   call at a time, each under a savepoint, so that only the calls with a
 //!   taken work id fail. Status updates run under savepoints too. A call
 //!   returns once `COMMIT` has returned, with `synchronous_commit` at least
 //!   `on` (the writer raises a weaker session setting): the row is in the
 //!   server's flushed WAL, and on its synchronous standbys if it has any.
-//!   Because one connection commits, a row committed later has a larger
-//!   `seq`: one broker writes one ledger database.
+//!   Because batches are copied, and committed, one after the other, a row
+//!   committed later has a larger `seq`: one broker writes one ledger
+//!   database.
 //! - **Reads** are pipelined over a few connections of their own.
 //! - A connection that the server dropped (a restart, a failover) is
 //!   replaced on next use; the writer's batch in flight fails with a
@@ -176,13 +179,17 @@ impl PgStore {
         brume_pg::migrate(&mut writer, "ledger", MIGRATIONS).await?;
         brume_pg::durable_commits(&writer).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(
+        let writers = vec![
             Writer {
                 url: url.to_string(),
                 client: Some(writer),
             },
-            rx,
-        ));
+            Writer {
+                url: url.to_string(),
+                client: None,
+            },
+        ];
+        tokio::spawn(write_loop(writers, rx));
         let readers = (0..READERS)
             .map(|_| Conn {
                 url: url.to_string(),
@@ -255,7 +262,17 @@ impl Writer {
 
 /// Takes everything queued (up to [`MAX_BATCH_ROWS`] rows), commits it
 /// once, answers every caller; until every sender is gone.
-async fn write_loop(mut w: Writer, mut rx: mpsc::UnboundedReceiver<Request>) {
+///
+/// Two connections take turns so that a batch of appends is copied while
+/// the previous batch's `COMMIT` waits for its WAL flush. The order holds:
+/// a batch's `COPY` starts once the previous one's has ended (so its rows
+/// have larger `seq`s), and its `COMMIT` is sent once the previous one's
+/// has returned (so rows become visible in `seq` order, as
+/// [`scan`](LedgerStore::scan) needs). Any other batch waits for the
+/// commit in flight and runs alone.
+async fn write_loop(mut idle: Vec<Writer>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let url = idle.first().map(|w| w.url.clone()).unwrap_or_default();
+    let mut inflight: Option<tokio::task::JoinHandle<Writer>> = None;
     while let Some(first) = rx.recv().await {
         let mut rows = first.op.rows();
         let mut batch = vec![first];
@@ -269,40 +286,137 @@ async fn write_loop(mut w: Writer, mut rx: mpsc::UnboundedReceiver<Request>) {
             }
         }
         let (ops, dones): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.done)).unzip();
-        match commit(&mut w, &ops).await {
-            Ok(results) => {
-                for (done, r) in dones.into_iter().zip(results) {
-                    let _ = done.send(r);
-                }
+        let mut w = match idle.pop() {
+            Some(w) => w,
+            None => landed(&mut inflight, &url).await,
+        };
+        let copied = if ops.iter().all(|op| matches!(op, Op::Append(_))) {
+            Some(begin_and_copy(&mut w, &ops).await)
+        } else {
+            None
+        };
+        // Whatever this batch is, the previous one commits first.
+        if inflight.is_some() {
+            idle.push(landed(&mut inflight, &url).await);
+        }
+        match copied {
+            Some(Copied::Done) => {
+                let n = ops.len();
+                inflight = Some(tokio::spawn(async move {
+                    let committed = match w.client.as_ref() {
+                        Some(c) => c.batch_execute("COMMIT").await.map_err(LedgerError::from),
+                        None => Err(LedgerError::Storage("no connection".into())),
+                    };
+                    answer(dones, committed.map(|()| (0..n).map(|_| Ok(())).collect()));
+                    w
+                }));
             }
-            Err(e) => {
-                let msg = e.to_string();
-                for done in dones {
-                    let _ = done.send(Err(LedgerError::Storage(msg.clone())));
-                }
+            Some(Copied::Duplicate) => {
+                rollback(&mut w).await;
+                let results = match w.client().await {
+                    Ok(client) => replay(client, &ops).await,
+                    Err(e) => Err(e),
+                };
+                answer(dones, results);
+                idle.push(w);
+            }
+            Some(Copied::Failed(e)) => {
+                rollback(&mut w).await;
+                answer(dones, Err(e));
+                idle.push(w);
+            }
+            None => {
+                answer(dones, commit(&mut w, &ops).await);
+                idle.push(w);
+            }
+        }
+    }
+    if inflight.is_some() {
+        landed(&mut inflight, &url).await;
+    }
+}
+
+/// Waits for the commit in flight; its connection (a fresh one to
+/// connect, should its task have died).
+async fn landed(inflight: &mut Option<tokio::task::JoinHandle<Writer>>, url: &str) -> Writer {
+    let fresh = || Writer {
+        url: url.to_string(),
+        client: None,
+    };
+    match inflight.take() {
+        Some(task) => task.await.unwrap_or_else(|_| fresh()),
+        None => fresh(),
+    }
+}
+
+/// How [`begin_and_copy`] went.
+enum Copied {
+    /// In an open transaction, to commit.
+    Done,
+    /// A work id is taken: roll back and replay call by call.
+    Duplicate,
+    Failed(LedgerError),
+}
+
+/// Opens a transaction and copies every row of `ops` (appends only) in
+/// one `COPY`; the caller commits or rolls back.
+async fn begin_and_copy(w: &mut Writer, ops: &[Op]) -> Copied {
+    let client = match w.client().await {
+        Ok(c) => c,
+        Err(e) => return Copied::Failed(e),
+    };
+    let rows = ops.iter().flat_map(|op| match op {
+        Op::Append(rows) => rows.as_slice(),
+        Op::Status(..) => &[],
+    });
+    let copied = async {
+        client.batch_execute("BEGIN").await?;
+        copy_rows(client.copy_in(COPY_SQL).await?, rows).await
+    };
+    match copied.await {
+        Ok(()) => Copied::Done,
+        Err(e) if sqlstate(&e) == Some(UNIQUE_VIOLATION) => Copied::Duplicate,
+        Err(e) => Copied::Failed(e.into()),
+    }
+}
+
+/// Ends a failed transaction; a connection that can't is dropped (and
+/// replaced on next use).
+async fn rollback(w: &mut Writer) {
+    let ok = match w.client.as_ref() {
+        Some(c) => c.batch_execute("ROLLBACK").await.is_ok(),
+        None => true,
+    };
+    if !ok {
+        w.client = None;
+    }
+}
+
+/// Answers a batch's callers, in order.
+fn answer(
+    dones: Vec<oneshot::Sender<Result<(), LedgerError>>>,
+    results: Result<Vec<Result<(), LedgerError>>, LedgerError>,
+) {
+    match results {
+        Ok(results) => {
+            for (done, r) in dones.into_iter().zip(results) {
+                let _ = done.send(r);
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for done in dones {
+                let _ = done.send(Err(LedgerError::Storage(msg.clone())));
             }
         }
     }
 }
 
-/// One transaction for the batch: the fast path copies runs of appends in
-/// one `COPY` each; a duplicate anywhere replays the batch call by call.
+/// One transaction for a batch with status updates: the fast path copies
+/// runs of appends in one `COPY` each; a duplicate anywhere replays the
+/// batch call by call.
 async fn commit(w: &mut Writer, ops: &[Op]) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
     let client = w.client().await?;
-    // Appends alone: one `COPY`, atomic by itself, committed on its own
-    // (no BEGIN and COMMIT round trips).
-    if ops.iter().all(|op| matches!(op, Op::Append(_))) {
-        let rows = ops.iter().flat_map(|op| match op {
-            Op::Append(rows) => rows.as_slice(),
-            Op::Status(..) => &[],
-        });
-        match copy_rows(client.copy_in(COPY_SQL).await?, rows).await {
-            Ok(()) => return Ok(ops.iter().map(|_| Ok(())).collect()),
-            Err(e) if sqlstate(&e) == Some(UNIQUE_VIOLATION) => {}
-            Err(e) => return Err(e.into()),
-        }
-        return replay(client, ops).await;
-    }
     let mut tx = client.transaction().await?;
     match fast_batch(&mut tx, ops).await {
         Ok(results) => {

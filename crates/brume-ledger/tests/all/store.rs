@@ -15,6 +15,7 @@ crate::on_both_backends!(
     sealed_rows_append_like_rows,
     a_large_call_is_atomic,
     scan_reads_in_append_order,
+    a_tailing_scan_sees_every_row_once_while_appends_run,
 );
 
 async fn append_get_and_reopen(store: Backend) {
@@ -310,6 +311,62 @@ async fn scan_reads_in_append_order(store: Backend) {
     let rest = store.scan(all[2].0, 2).await.expect("scan");
     let ids: Vec<&str> = rest.iter().map(|(_, r)| r.data.work_id.as_str()).collect();
     assert_eq!(ids, ["w-000007", "w-000006"]);
+}
+
+/// Settlement tails the ledger by sequence number: while many callers
+/// append at once (on PostgreSQL, batches copied on one connection while
+/// the previous one commits on the other), a reader that keeps scanning
+/// from the last number it saw never skips a row, nor sees one twice.
+async fn a_tailing_scan_sees_every_row_once_while_appends_run(store: Backend) {
+    const CALLERS: u64 = 8;
+    const CALLS: u64 = 40;
+    const ROWS: u64 = 25;
+    let store = Arc::new(store);
+    let (done_tx, mut done) = tokio::sync::watch::channel(false);
+    let mut callers = Vec::new();
+    for c in 0..CALLERS {
+        let store = store.clone();
+        callers.push(tokio::spawn(async move {
+            for call in 0..CALLS {
+                let base = (c * CALLS + call) * ROWS;
+                let rows = (base..base + ROWS).map(|i| row(i, "a")).collect();
+                store.append(rows).await.expect("append");
+            }
+        }));
+    }
+    let tail = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let (mut after, mut seen) = (0u64, Vec::new());
+            loop {
+                let finished = *done.borrow_and_update();
+                let page = store.scan(after, 1000).await.expect("scan");
+                if page.is_empty() {
+                    if finished {
+                        return seen;
+                    }
+                    // Wait for more appends (or their end) without spinning.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                for (seq, r) in page {
+                    assert!(seq > after, "sequence grows");
+                    after = seq;
+                    seen.push(r.data.work_id);
+                }
+            }
+        }
+    });
+    for c in callers {
+        c.await.expect("caller");
+    }
+    done_tx.send(true).expect("tail");
+    let mut seen = tail.await.expect("tail");
+    let total = (CALLERS * CALLS * ROWS) as usize;
+    assert_eq!(seen.len(), total, "every row seen");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), total, "each once");
 }
 
 /// On PostgreSQL the database refuses changes twice over: the broker's
