@@ -18,17 +18,18 @@ use crate::ledger::{audit, figures, ingest, template};
 /// At most this many rows in the baseline's `COPY` (held in memory).
 const BASELINE_ROWS: u64 = 1_000_000;
 
-/// Where the bench's database lives: a throwaway cluster, or a fresh
+/// Where a bench's database lives: a throwaway cluster, or a fresh
 /// database on a given server (dropped at the end).
-struct Server {
+pub(crate) struct Server {
     _cluster: Option<Cluster>,
     admin: Client,
     db: String,
-    url: String,
+    /// The fresh database's URL.
+    pub url: String,
 }
 
 impl Server {
-    async fn start(url: Option<String>) -> anyhow::Result<Server> {
+    pub(crate) async fn start(url: Option<String>) -> anyhow::Result<Server> {
         let (cluster, admin_url) = match url {
             Some(url) => (None, url),
             None => {
@@ -54,7 +55,7 @@ impl Server {
         })
     }
 
-    async fn drop_database(&self) -> anyhow::Result<()> {
+    pub(crate) async fn drop_database(&self) -> anyhow::Result<()> {
         self.admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))
             .await?;

@@ -359,11 +359,74 @@ async fn http_phase(
     Ok((lat, lat_base))
 }
 
+/// `brume bench job`: trivial jobs one after another. With `--store
+/// postgres` (or a URL) the broker keeps its store, ledger and journal in
+/// PostgreSQL, and the same jobs on SQLite, measured in the same run, are
+/// the baseline.
 pub async fn job(
     duration: Duration,
+    store: crate::ledger::Store,
     out: &mut dyn FnMut(&str),
 ) -> anyhow::Result<serde_json::Value> {
-    let net = loopback(4).await?;
+    let url = match store {
+        crate::ledger::Store::Sqlite => None,
+        crate::ledger::Store::Postgres(url) => Some(url),
+    };
+    let Some(url) = url else {
+        let net = loopback(4).await?;
+        let (to_running, to_done) = trivial_jobs(&net, duration.mul_f64(0.9)).await?;
+        let _ = net.stop_now().await;
+        out(&job_line("", &to_running, &to_done));
+        let mut figures = job_figures("", &to_running, &to_done);
+        figures["bench"] = json!("job");
+        return Ok(figures);
+    };
+    let server = crate::ledger_pg::Server::start(url).await?;
+    let measured = async {
+        let on_pg = {
+            let db = server.url.clone();
+            bench_net()
+                .broker(move |c| c.ledger.store = db)
+                .providers(1)
+                .slots(4)
+                .publish(
+                    "echo",
+                    ServiceKind::Command,
+                    Bytes::from_static(test_programs_artifacts::ECHO_P1_BYTES),
+                )
+                .start()
+                .await?
+        };
+        let pg = trivial_jobs(&on_pg, duration.mul_f64(0.45)).await;
+        let _ = on_pg.stop_now().await;
+        let (pg_running, pg_done) = pg?;
+        out(&job_line(" on PostgreSQL", &pg_running, &pg_done));
+        let net = loopback(4).await?;
+        let lite = trivial_jobs(&net, duration.mul_f64(0.45)).await;
+        let _ = net.stop_now().await;
+        let (running, done) = lite?;
+        out(&job_line(" on SQLite (baseline)", &running, &done));
+        let ratio = pg_done.ms(0.5) / done.ms(0.5);
+        out(&format!("ratio_submit_to_done_p50 {ratio:.2}"));
+        let mut figures = job_figures("", &pg_running, &pg_done);
+        let base = job_figures("baseline_", &running, &done);
+        if let (Some(f), serde_json::Value::Object(b)) = (figures.as_object_mut(), base) {
+            f.extend(b);
+        }
+        figures["bench"] = json!("job");
+        figures["store"] = json!("postgres");
+        figures["ratio_submit_to_done_p50"] = json!(round(ratio, 3));
+        Ok::<_, anyhow::Error>(figures)
+    }
+    .await;
+    server.drop_database().await?;
+    measured
+}
+
+/// Trivial `echo` jobs one after another, each followed on its event
+/// stream, for `budget` (at most 5 000, at least 20): submit→running and
+/// submit→done.
+async fn trivial_jobs(net: &LocalNet, budget: Duration) -> anyhow::Result<(Samples, Samples)> {
     let client = net.client();
     let spec = JobSpec {
         service: Some("echo".into()),
@@ -374,7 +437,7 @@ pub async fn job(
     let mut to_done = Samples::new();
     let start = Instant::now();
     let mut n = 0u64;
-    while (start.elapsed() < duration.mul_f64(0.9) && n < 5_000) || n < 20 {
+    while (start.elapsed() < budget && n < 5_000) || n < 20 {
         let t = Instant::now();
         let info = client.submit(&spec).await?;
         let mut events = client.events(info.id).await?;
@@ -399,21 +462,31 @@ pub async fn job(
         to_done.record(d);
         n += 1;
     }
-    out(&format!(
-        "trivial job: submit→running p50 {:.2} ms p99 {:.2} ms; submit→done p50 {:.2} ms p99 {:.2} ms ({} jobs)",
+    Ok((to_running, to_done))
+}
+
+fn job_line(on: &str, to_running: &Samples, to_done: &Samples) -> String {
+    format!(
+        "trivial job{on}: submit→running p50 {:.2} ms p99 {:.2} ms; submit→done p50 {:.2} ms p99 {:.2} ms ({} jobs)",
         to_running.ms(0.5),
         to_running.ms(0.99),
         to_done.ms(0.5),
         to_done.ms(0.99),
         to_done.len()
-    ));
-    let _ = net.stop_now().await;
-    Ok(json!({
-        "bench": "job",
-        "submit_to_running_p50_ms": round(to_running.ms(0.5), 3),
-        "submit_to_running_p99_ms": round(to_running.ms(0.99), 3),
-        "submit_to_done_p50_ms": round(to_done.ms(0.5), 3),
-        "submit_to_done_p99_ms": round(to_done.ms(0.99), 3),
-        "jobs": to_done.len(),
-    }))
+    )
+}
+
+/// The job figures, each name prefixed with `prefix`.
+fn job_figures(prefix: &str, to_running: &Samples, to_done: &Samples) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (name, v) in [
+        ("submit_to_running_p50_ms", round(to_running.ms(0.5), 3)),
+        ("submit_to_running_p99_ms", round(to_running.ms(0.99), 3)),
+        ("submit_to_done_p50_ms", round(to_done.ms(0.5), 3)),
+        ("submit_to_done_p99_ms", round(to_done.ms(0.99), 3)),
+    ] {
+        m.insert(format!("{prefix}{name}"), json!(v));
+    }
+    m.insert(format!("{prefix}jobs"), json!(to_done.len()));
+    serde_json::Value::Object(m)
 }

@@ -11,10 +11,11 @@ pub struct BenchArgs {
     /// `settle`: how many ledger rows to generate and settle.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
-    /// `ledger`: the store: `sqlite`, `postgres` (a throwaway cluster in a
-    /// temp dir; needs PostgreSQL's server binaries) or a `postgres://` URL
-    /// (a fresh database on that server, dropped after; the role needs
-    /// CREATEDB).
+    /// `ledger`, `job`: the store: `sqlite`, `postgres` (a throwaway
+    /// cluster in a temp dir; needs PostgreSQL's server binaries) or a
+    /// `postgres://` URL (a fresh database on that server, dropped after;
+    /// the role needs CREATEDB). `job` on PostgreSQL keeps the broker's
+    /// store, ledger and journal there, against the same jobs on SQLite.
     #[arg(long, default_value = "sqlite")]
     store: brume_bench::ledger::Store,
     /// `scale`: the broker serves HTTPS and WSS (a self-signed certificate
@@ -66,7 +67,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
     let result = match args.name.as_str() {
         "sandbox" => brume_bench::sandbox::run(args.duration, &mut say).await,
         "invoke" => brume_bench::net::invoke(args.duration, &mut say).await,
-        "job" => brume_bench::net::job(args.duration, &mut say).await,
+        "job" => brume_bench::net::job(args.duration, args.store, &mut say).await,
         "container" => brume_bench::container::run(args.duration, &mut say).await,
         "mixed" => brume_bench::mixed::run(args.duration, &mut say).await,
         "ledger" => brume_bench::ledger::run(args.duration, args.store, &mut say).await,

@@ -322,6 +322,10 @@ trait Job: Send {
     /// savepoint itself failed, so the batch's transaction is unusable.
     fn apply(&mut self, c: &mut dyn Sql) -> Result<(), brume_sql::Error>;
 
+    /// Runs the write as the whole transaction (no savepoint); whether it
+    /// succeeded, so that the caller commits or rolls back.
+    fn apply_alone(&mut self, c: &mut dyn Sql) -> bool;
+
     /// Answers the caller once the batch's fate is known.
     fn answer(self: Box<Self>, committed: &Result<(), String>);
 }
@@ -339,6 +343,13 @@ impl<T: Send> Job for Write<T> {
             self.out = Some(in_savepoint(c, f)?);
         }
         Ok(())
+    }
+
+    fn apply_alone(&mut self, c: &mut dyn Sql) -> bool {
+        if let Some(f) = self.f.take() {
+            self.out = Some(guarded(c, f));
+        }
+        matches!(self.out, Some(Ok(_)))
     }
 
     fn answer(self: Box<Self>, committed: &Result<(), String>) {
@@ -368,9 +379,25 @@ impl Job for Later {
         Ok(())
     }
 
+    fn apply_alone(&mut self, c: &mut dyn Sql) -> bool {
+        match self.0.take().map(|f| guarded(c, f)) {
+            Some(Err(e)) => {
+                tracing::error!("a database write failed and was rolled back: {e}");
+                false
+            }
+            _ => true,
+        }
+    }
+
     fn answer(self: Box<Self>, _committed: &Result<(), String>) {
         // A failed commit is logged by the writer.
     }
+}
+
+/// Runs `f`; a panic is an error.
+fn guarded<T>(c: &mut dyn Sql, f: Work<T>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut *c)))
+        .unwrap_or_else(|_| Err(StoreError::Corrupt("a database write panicked".into())))
 }
 
 /// Runs `f` under a savepoint, rolled back if `f` fails or panics. The
@@ -407,8 +434,16 @@ impl Writer {
                 rt: &rt,
                 cache: statements,
             };
-            for job in batch.iter_mut() {
-                job.apply(&mut pg)?;
+            // A write alone is the whole transaction: no savepoint (two
+            // round trips fewer); if it fails, nothing is committed.
+            if let [job] = batch {
+                if !job.apply_alone(&mut pg) {
+                    return Ok(rt.block_on(tx.rollback())?);
+                }
+            } else {
+                for job in batch.iter_mut() {
+                    job.apply(&mut pg)?;
+                }
             }
             rt.block_on(tx.commit())?;
             Ok(())

@@ -185,3 +185,25 @@ fn bench_ledger_on_postgres_ingests_copies_and_audits_clean() {
     }
     assert!(v["rows"].as_u64().unwrap_or_default() > 0, "{v}");
 }
+
+/// `bench job --store postgres`: the broker's store, ledger and journal on
+/// a throwaway PostgreSQL cluster, against the same jobs on SQLite.
+#[test]
+fn bench_job_on_postgres_measures_against_sqlite() {
+    let v = bench(&["job", "--store", "postgres", "--duration", "2s"]);
+    assert_eq!(v["bench"], "job", "{v}");
+    assert_eq!(v["store"], "postgres", "{v}");
+    for key in [
+        "submit_to_running_p50_ms",
+        "submit_to_done_p50_ms",
+        "baseline_submit_to_running_p50_ms",
+        "baseline_submit_to_done_p50_ms",
+        "ratio_submit_to_done_p50",
+    ] {
+        let x = v[key].as_f64().unwrap_or(-1.0);
+        assert!(x.is_finite() && x > 0.0, "{key}: {x} in {v}");
+    }
+    for key in ["jobs", "baseline_jobs"] {
+        assert!(v[key].as_u64().unwrap_or_default() >= 20, "{key} in {v}");
+    }
+}
