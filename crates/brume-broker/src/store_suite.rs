@@ -561,3 +561,63 @@ async fn accounts_credentials_and_forwarded_jobs_round_trip(backend: Backend) {
     assert_eq!(loaded.len(), 1);
     assert_eq!((loaded[0].cap, loaded[0].billed), (u128::MAX, true));
 }
+
+/// The server crashes (`pg_ctl stop -m immediate`) under a store that has
+/// acknowledged writes: after it restarts, every acknowledged write is
+/// there, the store reconnects on its own (writer and readers), and writes
+/// go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_server_crash_loses_no_acknowledged_write() {
+    let cluster = tokio::task::spawn_blocking(brume_pg::Cluster::start)
+        .await
+        .expect("join")
+        .expect("a PostgreSQL cluster of this test's own");
+    let cluster = std::sync::Arc::new(cluster);
+    let db = cluster.database("broker").await.expect("database");
+    crate::store::postgres::setup(&db.owner_url, Some(brume_pg::cluster::APP_ROLE))
+        .await
+        .expect("setup");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open_postgres(&db.app_url, dir.path())
+        .await
+        .expect("open");
+    for i in 0..20 {
+        store
+            .write(move |c| insert_key(c, &format!("before{i:02}")))
+            .await
+            .expect("write");
+    }
+    assert_eq!(store.read(keys::list).await.expect("read").len(), 20);
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.crash())
+        .await
+        .expect("join")
+        .expect("crash the server");
+    // While it is down, a write fails: it is not acknowledged.
+    let down = store.write(|c| insert_key(c, "while-down")).await;
+    assert!(down.is_err(), "a write with the server down: {down:?}");
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.restart())
+        .await
+        .expect("join")
+        .expect("restart the server");
+
+    store
+        .write(|c| insert_key(c, "after"))
+        .await
+        .expect("a write after the restart");
+    let names: Vec<String> = store
+        .read(keys::list)
+        .await
+        .expect("a read after the restart")
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    let mut want: Vec<String> = (0..20).map(|i| format!("before{i:02}")).collect();
+    want.push("after".into());
+    let mut got = names;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every acknowledged write, nothing else");
+}
