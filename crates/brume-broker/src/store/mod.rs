@@ -4,7 +4,7 @@
 //! (`blobs/{sha256}`) in the data dir, on either backend.
 //!
 //! [`Store`] is one handle over two backends, SQLite (the default,
-//! `DATA/broker.db`, [`sqlite`]) and PostgreSQL ([`postgres`]). Each
+//! `DATA/broker.db`, `sqlite.rs`) and PostgreSQL ([`postgres`]). Each
 //! component writes its statements once, over [`brume_sql::Sql`], in the
 //! dialect both share, and runs them through [`Store::read`],
 //! [`Store::write`] and [`Store::write_later`]:
@@ -28,7 +28,7 @@ use crate::StoreFuture;
 pub mod keys;
 pub mod postgres;
 pub mod providers;
-pub mod sqlite;
+mod sqlite;
 
 pub use providers::{Standing, provider_status};
 

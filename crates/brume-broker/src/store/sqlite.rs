@@ -68,11 +68,10 @@ CREATE TABLE IF NOT EXISTS job_events (
 /// The file name of the database in its directory.
 const DB_FILE: &str = "broker.db";
 
-/// Opens (creating if needed) `dir/broker.db` and the schema, synchronously.
-/// Used by the broker at start-up and by `brume broker keys`. WAL and
-/// `synchronous=FULL`: a commit is on disk before it is acknowledged (group
-/// commit keeps the fsync count down).
-pub fn open_sync(dir: &Path) -> Result<Connection, StoreError> {
+/// Opens (creating if needed) `dir/broker.db` and the schema, synchronously:
+/// the writer's connection. WAL and `synchronous=FULL`: a commit is on disk
+/// before it is acknowledged (group commit keeps the fsync count down).
+fn open_sync(dir: &Path) -> Result<Connection, StoreError> {
     std::fs::create_dir_all(dir)?;
     let conn = brume_sqlite::open(&dir.join(DB_FILE), &brume_sqlite::Options::new())?;
     conn.execute_batch(SCHEMA)?;
