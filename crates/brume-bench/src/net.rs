@@ -151,6 +151,43 @@ async fn echo_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// How [`interleaved`] samples.
+struct Rounds {
+    warm_up: usize,
+    /// Calls of one side before switching to the other.
+    round: usize,
+    budget: Duration,
+    /// Samples of each side, at least, whatever the budget.
+    at_least: u64,
+}
+
+/// Latency, one request at a time: `warm_up` calls of each side, then the
+/// product and the baseline in turn, `round` calls each, so that both see
+/// the same machine. Their samples.
+async fn interleaved(
+    mut product: Conn,
+    mut base: Conn,
+    r: Rounds,
+) -> anyhow::Result<(Samples, Samples)> {
+    let body = Bytes::from_static(b"ping");
+    for _ in 0..r.warm_up {
+        product.call(&body).await?;
+        base.call(&body).await?;
+    }
+    let (mut lat, mut lat_base) = (Samples::new(), Samples::new());
+    let start = Instant::now();
+    while start.elapsed() < r.budget || lat.len() < r.at_least {
+        for (conn, samples) in [(&mut product, &mut lat), (&mut base, &mut lat_base)] {
+            for _ in 0..r.round {
+                let t = Instant::now();
+                conn.call(&body).await?;
+                samples.record(t.elapsed());
+            }
+        }
+    }
+    Ok((lat, lat_base))
+}
+
 /// Runs the client `f` makes on a thread of its own, on a single-threaded
 /// runtime, as a `wrk`-like client runs: its connections' I/O and the
 /// caller share that thread, so a call crosses no thread inside the client
@@ -207,33 +244,16 @@ pub async fn invoke(
     let path = "/v1/functions/echo/invoke";
     let (broker, key) = (net.broker().addr(), net.api_key().to_string());
     let (lat, lat_base) = on_client_thread(move || async move {
-        let mut product = Conn::open(broker, path, Some(&key)).await?;
-        let mut base = Conn::open(baseline, "/echo", None).await?;
-        let body = Bytes::from_static(b"ping");
-        // Warm-up: compile and cache the module on the provider.
-        for _ in 0..200 {
-            product.call(&body).await?;
-            base.call(&body).await?;
-        }
-        // Latency: one request at a time, product and baseline interleaved
-        // in batches so both see the same machine.
-        let mut lat = Samples::new();
-        let mut lat_base = Samples::new();
-        let latency_budget = duration.mul_f64(0.35);
-        let start = Instant::now();
-        while start.elapsed() < latency_budget || lat.len() < 1_000 {
-            for _ in 0..200 {
-                let t = Instant::now();
-                product.call(&body).await?;
-                lat.record(t.elapsed());
-            }
-            for _ in 0..200 {
-                let t = Instant::now();
-                base.call(&body).await?;
-                lat_base.record(t.elapsed());
-            }
-        }
-        Ok((lat, lat_base))
+        let product = Conn::open(broker, path, Some(&key)).await?;
+        let base = Conn::open(baseline, "/echo", None).await?;
+        // 200 warm-up calls compile and cache the module on the provider.
+        let rounds = Rounds {
+            warm_up: 200,
+            round: 200,
+            budget: duration.mul_f64(0.35),
+            at_least: 1_000,
+        };
+        interleaved(product, base, rounds).await
     })
     .await?;
     out(&format!(
@@ -322,30 +342,17 @@ async fn http_phase(
     let single = crate::single_hop::serve(test_programs_artifacts::HTTP_HELLO_BYTES).await?;
     let (broker, key) = (net.broker().addr(), net.api_key().to_string());
     let (lat, lat_base) = on_client_thread(move || async move {
-        let mut product = Conn::open(broker, "/fn/hello/bench", Some(&key))
+        let product = Conn::open(broker, "/fn/hello/bench", Some(&key))
             .await?
             .hello();
-        let mut base = Conn::open(single, "/bench", None).await?.hello();
-        let body = Bytes::from_static(b"ping");
-        for _ in 0..100 {
-            product.call(&body).await?;
-            base.call(&body).await?;
-        }
-        let (mut lat, mut lat_base) = (Samples::new(), Samples::new());
-        let start = Instant::now();
-        while start.elapsed() < budget || lat.len() < 500 {
-            for _ in 0..100 {
-                let t = Instant::now();
-                product.call(&body).await?;
-                lat.record(t.elapsed());
-            }
-            for _ in 0..100 {
-                let t = Instant::now();
-                base.call(&body).await?;
-                lat_base.record(t.elapsed());
-            }
-        }
-        Ok((lat, lat_base))
+        let base = Conn::open(single, "/bench", None).await?.hello();
+        let rounds = Rounds {
+            warm_up: 100,
+            round: 100,
+            budget,
+            at_least: 500,
+        };
+        interleaved(product, base, rounds).await
     })
     .await?;
     out(&format!(

@@ -1039,20 +1039,29 @@ impl Handler for Writer {
 
     fn handle(&mut self, batch: Vec<Request>) -> ControlFlow<()> {
         let (ops, dones): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.done)).unzip();
-        match commit_batch(&mut self.conn, &ops) {
-            Ok(results) => {
-                for (done, r) in dones.into_iter().zip(results) {
-                    let _ = done.send(r);
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for done in dones {
-                    let _ = done.send(Err(LedgerError::Storage(msg.clone())));
-                }
+        answer(dones, commit_batch(&mut self.conn, &ops));
+        ControlFlow::Continue(())
+    }
+}
+
+/// Answers a batch's callers, in order: each its own result, or all the
+/// batch's failure.
+pub(crate) fn answer(
+    dones: Vec<oneshot::Sender<Result<(), LedgerError>>>,
+    results: Result<Vec<Result<(), LedgerError>>, LedgerError>,
+) {
+    match results {
+        Ok(results) => {
+            for (done, r) in dones.into_iter().zip(results) {
+                let _ = done.send(r);
             }
         }
-        ControlFlow::Continue(())
+        Err(e) => {
+            let msg = e.to_string();
+            for done in dones {
+                let _ = done.send(Err(LedgerError::Storage(msg.clone())));
+            }
+        }
     }
 }
 

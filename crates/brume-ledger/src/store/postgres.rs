@@ -43,8 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     AggregateSummary, Arg, CorruptRow, DEFAULT_PAGE, EncodedRow, EntityStatus, LedgerError,
     LedgerFuture, LedgerStore, ListQuery, MAX_BATCH_ROWS, MAX_PAGE, MAX_SCAN, Op, Page,
-    PaymentStatus, RawRow, RowFilter, StatusUpdate, append_op, append_sealed_op, filter_sql,
-    from_i64, parse_cursor, status_op,
+    PaymentStatus, RawRow, RowFilter, StatusUpdate, answer, append_op, append_sealed_op,
+    filter_sql, from_i64, parse_cursor, status_op,
 };
 use crate::row::{Hash32, LedgerRow, SealedRow};
 
@@ -389,26 +389,6 @@ async fn rollback(w: &mut Writer) {
     };
     if !ok {
         w.client = None;
-    }
-}
-
-/// Answers a batch's callers, in order.
-fn answer(
-    dones: Vec<oneshot::Sender<Result<(), LedgerError>>>,
-    results: Result<Vec<Result<(), LedgerError>>, LedgerError>,
-) {
-    match results {
-        Ok(results) => {
-            for (done, r) in dones.into_iter().zip(results) {
-                let _ = done.send(r);
-            }
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            for done in dones {
-                let _ = done.send(Err(LedgerError::Storage(msg.clone())));
-            }
-        }
     }
 }
 
